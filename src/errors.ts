@@ -1,0 +1,99 @@
+/**
+ * Typed errors. Each says what went wrong and what to do about it, so a caller can branch on the class
+ * (`err instanceof OutOfBlocksError`) and a person can act on the message.
+ *
+ * @example
+ * ```ts
+ * try { cache.append(seq, k, v); }
+ * catch (err) { if (err instanceof OutOfBlocksError) await cache.compress(seq, { ratio: 4 }); else throw err; }
+ * ```
+ */
+export class KvCompactError extends Error {
+  override name = 'KvCompactError';
+}
+
+/** No WebGPU adapter could be found. The message says how to get one. */
+export class NoAdapterError extends KvCompactError {
+  override name = 'NoAdapterError';
+}
+
+/** The GPU device was lost (driver reset, out of memory, tab backgrounded) while we did not destroy it ourselves. */
+export class DeviceLostError extends KvCompactError {
+  override name = 'DeviceLostError';
+  constructor(
+    readonly reason: string,
+    message: string,
+  ) {
+    super(`GPU device lost (${reason}): ${message}. Create a new context; GPU buffers of the old one are gone.`);
+  }
+}
+
+/** A size or count is past what the device (or the engine) allows. Raised before anything is submitted. */
+export class LimitExceededError extends KvCompactError {
+  override name = 'LimitExceededError';
+  constructor(
+    readonly limit: string,
+    readonly value: number,
+    readonly maximum: number,
+    hint = '',
+  ) {
+    super(`${limit} exceeded: ${value} > ${maximum}${hint ? `. ${hint}` : ''}`);
+  }
+}
+
+/** An argument has the wrong value, shape, type or dtype. `field` names it. */
+export class InvalidArgumentError extends KvCompactError {
+  override name = 'InvalidArgumentError';
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${field}: ${message}`);
+  }
+}
+
+/** A GPU buffer lacks a usage flag the operation needs. */
+export class BufferUsageError extends KvCompactError {
+  override name = 'BufferUsageError';
+}
+
+/** The block pool has no free block left. Compress, free a sequence, or grow the pool (within its byte budget). */
+export class OutOfBlocksError extends KvCompactError {
+  override name = 'OutOfBlocksError';
+  constructor(
+    readonly needed: number,
+    readonly free: number,
+    hint = 'free or compress a sequence, or grow the pool within its byte budget',
+  ) {
+    super(`out of KV blocks: need ${needed}, ${free} free; ${hint}`);
+  }
+}
+
+/** A sequence id that the cache does not know. */
+export class UnknownSequenceError extends KvCompactError {
+  override name = 'UnknownSequenceError';
+  constructor(readonly sequenceId: number) {
+    super(`unknown sequence ${sequenceId}: add it with addSequence() first, or it was already freed`);
+  }
+}
+
+/** K or V values contain NaN or ±Inf; the cache rejects them and stays as it was. */
+export class NonFiniteValueError extends KvCompactError {
+  override name = 'NonFiniteValueError';
+}
+
+/** A llama2.c checkpoint or tokenizer file is truncated, oversized or inconsistent. */
+export class ModelFormatError extends KvCompactError {
+  override name = 'ModelFormatError';
+}
+
+/** A compression policy name that is not in the registry. */
+export class UnknownPolicyError extends KvCompactError {
+  override name = 'UnknownPolicyError';
+  constructor(
+    readonly policy: string,
+    readonly known: readonly string[],
+  ) {
+    super(`unknown policy "${policy}"; known policies: ${known.join(', ')}`);
+  }
+}
