@@ -97,3 +97,8 @@ export class UnknownPolicyError extends KvCompactError {
     super(`unknown policy "${policy}"; known policies: ${known.join(', ')}`);
   }
 }
+
+/** WebGPU reported a validation or out-of-memory error inside an error scope. */
+export class GpuValidationError extends KvCompactError {
+  override name = 'GpuValidationError';
+}

@@ -1,0 +1,2 @@
+// The demo page (filled in by the demo issue).
+export {};

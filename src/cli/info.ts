@@ -1,0 +1,39 @@
+import type { GpuContext } from '../gpu/context.js';
+import { NEGOTIATED_LIMITS } from '../gpu/adapter-report.js';
+
+/** What `kvcompact info --json` prints. */
+export interface InfoReport {
+  readonly adapter: { vendor: string; architecture: string; description: string; isFallbackAdapter: boolean };
+  readonly features: string[];
+  readonly limits: Record<string, number>;
+}
+
+/**
+ * Collects the adapter identity, device features and negotiated limits.
+ *
+ * @example
+ * ```ts
+ * console.log(JSON.stringify(infoReport(await createNodeGpu()), null, 2));
+ * ```
+ */
+export function infoReport(gpu: GpuContext): InfoReport {
+  const limits: Record<string, number> = {};
+  const all = gpu.limits as unknown as Record<string, unknown>;
+  for (const name of NEGOTIATED_LIMITS) {
+    const value = all[name];
+    if (typeof value === 'number') limits[name] = value;
+  }
+  return { adapter: { ...gpu.adapter }, features: [...gpu.features].sort(), limits };
+}
+
+/** Human-readable form of the report. */
+export function formatInfo(report: InfoReport): string {
+  const { adapter } = report;
+  const lines = [
+    `adapter: ${adapter.vendor} / ${adapter.architecture} — ${adapter.description}${adapter.isFallbackAdapter ? ' (software fallback)' : ''}`,
+    `features: ${report.features.join(', ')}`,
+    'limits:',
+    ...Object.entries(report.limits).map(([name, value]) => `  ${name}: ${value}`),
+  ];
+  return lines.join('\n');
+}

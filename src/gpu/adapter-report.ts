@@ -1,0 +1,63 @@
+/** What the adapter says about itself, as `kvcompact info` prints it. */
+export interface AdapterReport {
+  readonly vendor: string;
+  readonly architecture: string;
+  readonly description: string;
+  readonly isFallbackAdapter: boolean;
+}
+
+/**
+ * Reads an adapter's identity. SwiftShader reports itself as vendor "google", architecture "swiftshader".
+ *
+ * @example
+ * ```ts
+ * const report = describeAdapter(adapter); // { vendor: 'nvidia', architecture: 'hopper', ... }
+ * ```
+ */
+export function describeAdapter(adapter: GPUAdapter): AdapterReport {
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const legacy = (adapter as GPUAdapter & { isFallbackAdapter?: boolean }).isFallbackAdapter;
+  const vendor = info.vendor ?? '';
+  const architecture = info.architecture ?? '';
+  return {
+    vendor,
+    architecture,
+    description: info.description ?? '',
+    isFallbackAdapter:
+      info.isFallbackAdapter ?? legacy ?? (vendor === 'google' && architecture === 'swiftshader'),
+  };
+}
+
+/** Limits the kernels ask for: the adapter's maximum of each. */
+export const NEGOTIATED_LIMITS = [
+  'maxStorageBufferBindingSize',
+  'maxBufferSize',
+  'maxStorageBuffersPerShaderStage',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupsPerDimension',
+  'maxUniformBufferBindingSize',
+] as const;
+
+/** Optional features we use when the adapter has them. */
+export const WANTED_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
+
+/**
+ * Builds the device descriptor: every negotiated limit at the adapter's maximum, every wanted feature present.
+ *
+ * @example
+ * ```ts
+ * const device = await adapter.requestDevice(deviceDescriptorFor(adapter, 'kvcompact'));
+ * ```
+ */
+export function deviceDescriptorFor(adapter: GPUAdapter, label: string): GPUDeviceDescriptor {
+  const requiredLimits: Record<string, number> = {};
+  for (const name of NEGOTIATED_LIMITS) {
+    const value = (adapter.limits as unknown as Record<string, number | undefined>)[name];
+    if (typeof value === 'number') requiredLimits[name] = value;
+  }
+  const requiredFeatures = WANTED_FEATURES.filter((feature) => adapter.features.has(feature)) as GPUFeatureName[];
+  return { label, requiredLimits, requiredFeatures };
+}

@@ -1,0 +1,83 @@
+import { InvalidArgumentError } from '../errors.js';
+import commonSource from '../../shaders/common.wgsl';
+import type { GpuContext } from './context.js';
+import { foldDispatch, type WorkgroupCount } from './dispatch.js';
+import { constantsKey, wgslPrelude, type WgslConstants } from './prelude.js';
+import type { UniformLayout } from './uniforms.js';
+
+/** The cached part of a kernel: which WGSL body, compiled with which constants and uniform structs. */
+export interface KernelSpec {
+  /** Kernel name, also the label of its GPU objects. */
+  readonly name: string;
+  /** The WGSL body from shaders/NAME.wgsl. */
+  readonly body: string;
+  /** Compile-time constants; every one is part of the pipeline cache key. */
+  readonly constants: WgslConstants;
+  /** Uniform structs declared in the prelude. */
+  readonly uniforms: readonly UniformLayout[];
+  readonly entryPoint?: string;
+}
+
+/**
+ * The full WGSL source of a kernel: generated prelude, shared helpers, then the body.
+ *
+ * @example
+ * ```ts
+ * const code = kernelSource({ name: 'copy', body, constants, uniforms: [params] });
+ * ```
+ */
+export function kernelSource(spec: KernelSpec): string {
+  return `${wgslPrelude(spec.constants, ...spec.uniforms)}${commonSource}\n${spec.body}`;
+}
+
+/** The compiled pipeline of a kernel, cached per device by name, entry point and constants. */
+export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
+  const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
+  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}`;
+  return gpu.pipelines.get(key, () => ({
+    label: spec.name,
+    code: kernelSource(spec),
+    ...(spec.entryPoint ? { entryPoint: spec.entryPoint } : {}),
+  }));
+}
+
+/** One bind-group entry: a whole buffer, or a range of it. */
+export type Binding = GPUBuffer | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
+
+function isBuffer(binding: Binding): binding is GPUBuffer {
+  return 'mapState' in binding;
+}
+
+/**
+ * Records one dispatch of `pipeline` with buffers bound at bindings 0..n−1 of group 0, folding a 1-D workgroup
+ * count past maxComputeWorkgroupsPerDimension. Returns the folded count.
+ *
+ * @example
+ * ```ts
+ * encodeDispatch(gpu, pass, pipeline, [uniforms, src, dst], Math.ceil(words / 256));
+ * ```
+ */
+export function encodeDispatch(
+  gpu: GpuContext,
+  pass: GPUComputePassEncoder,
+  pipeline: GPUComputePipeline,
+  bindings: readonly Binding[],
+  workgroups: number,
+): WorkgroupCount {
+  if (workgroups <= 0) {
+    throw new InvalidArgumentError('workgroups', `${pipeline.label}: zero-length dispatch (${workgroups} workgroups)`);
+  }
+  const bindGroup = gpu.device.createBindGroup({
+    label: pipeline.label,
+    layout: pipeline.getBindGroupLayout(0),
+    entries: bindings.map((binding, index) => ({
+      binding: index,
+      resource: isBuffer(binding) ? { buffer: binding } : binding,
+    })),
+  });
+  const count = foldDispatch(workgroups, gpu.maxWorkgroupsPerDimension);
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bindGroup);
+  pass.dispatchWorkgroups(count[0], count[1], count[2]);
+  return count;
+}

@@ -1,0 +1,3 @@
+// Node entry of kvcompact: everything in the core, plus the Node-only parts (Dawn through npm `webgpu`, files).
+export * from './index.js';
+export * from './node/gpu.js';

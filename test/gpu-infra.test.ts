@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { InvalidArgumentError, LimitExceededError } from '../src/errors.js';
+import { foldDispatch } from '../src/gpu/dispatch.js';
+import { constantsKey, wgslPrelude } from '../src/gpu/prelude.js';
+import { UniformLayout } from '../src/gpu/uniforms.js';
+import { sizeClass } from '../src/gpu/buffer-pool.js';
+import { testGpu } from './helpers/gpu.js';
+
+describe('dispatch folding', () => {
+  it.each([1, 65535, 65536, 70_000, 65535 * 65535, 65535 * 65535 + 1])('covers %i workgroups', (count) => {
+    const [x, y, z] = foldDispatch(count, 65535);
+    expect(x * y * z).toBeGreaterThanOrEqual(count);
+    for (const d of [x, y, z]) expect(d).toBeLessThanOrEqual(65535);
+    // no whole slab of useless workgroups
+    expect(x * y * z - count).toBeLessThan(x * y);
+  });
+  it('rejects zero and impossible counts', () => {
+    expect(() => foldDispatch(0, 65535)).toThrow(InvalidArgumentError);
+    expect(() => foldDispatch(10 ** 16, 65535)).toThrow(LimitExceededError);
+  });
+});
+
+describe('uniform packing follows WGSL alignment', () => {
+  it('aligns vec4 to 16 and rounds the struct to 16', () => {
+    const layout = new UniformLayout('P', [
+      { name: 'a', type: 'u32' },
+      { name: 'b', type: 'vec4<f32>' },
+      { name: 'c', type: 'f32' },
+      { name: 'd', type: 'vec2<u32>' },
+    ]);
+    expect([...layout.offsets.values()]).toEqual([0, 16, 32, 40]);
+    expect(layout.byteSize).toBe(48);
+    const view = new DataView(layout.pack({ a: 7, b: [1, 2, 3, 4], c: 0.5, d: [9, 10] }));
+    expect(view.getUint32(0, true)).toBe(7);
+    expect(view.getFloat32(28, true)).toBe(4);
+    expect(view.getFloat32(32, true)).toBe(0.5);
+    expect(view.getUint32(44, true)).toBe(10);
+    expect(layout.wgsl()).toContain('b: vec4<f32>,');
+  });
+  it('rejects missing, negative and fractional integers', () => {
+    const layout = new UniformLayout('P', [{ name: 'n', type: 'u32' }]);
+    expect(() => layout.pack({ n: -1 })).toThrow(/not a valid u32/);
+    expect(() => layout.pack({ n: 1.5 })).toThrow(/not a valid u32/);
+    expect(() => layout.pack({} as { n: number })).toThrow(/expected 1 value/);
+  });
+});
+
+describe('prelude', () => {
+  it('generates typed constants in a stable order', () => {
+    const text = wgslPrelude({ B: { type: 'f32', value: 2 }, A: { type: 'u32', value: 3 }, C: { type: 'bool', value: true } });
+    expect(text).toContain('const A: u32 = 3u;\nconst B: f32 = 2.0f;\nconst C: bool = true;');
+    expect(constantsKey({ A: { type: 'u32', value: 1 } })).not.toBe(constantsKey({ A: { type: 'u32', value: 2 } }));
+    expect(() => wgslPrelude({ 'bad name': { type: 'u32', value: 1 } })).toThrow(InvalidArgumentError);
+    expect(() => wgslPrelude({ N: { type: 'u32', value: -1 } })).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('GPU context', () => {
+  it('reports the adapter and negotiates limits and features', async () => {
+    const gpu = await testGpu();
+    expect(gpu.adapter.vendor).not.toBe('');
+    expect(typeof gpu.adapter.isFallbackAdapter).toBe('boolean');
+    expect(gpu.limits.maxStorageBufferBindingSize).toBeGreaterThan(128 * 1024 * 1024);
+    if (gpu.adapter.architecture === 'swiftshader') {
+      expect(gpu.has('timestamp-query')).toBe(true);
+      expect(gpu.has('subgroups')).toBe(true);
+    }
+    expect(gpu.keptAlive).toBeDefined();
+  });
+
+  it('recycles a pooled buffer only after the submit that used it completed', async () => {
+    const gpu = await testGpu();
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
+    const first = gpu.buffers.acquire(1000, usage, 'a');
+    expect(first.size).toBe(sizeClass(1000));
+    gpu.device.queue.writeBuffer(first, 0, new Uint32Array(4));
+    gpu.submit([gpu.device.createCommandEncoder().finish()]);
+    gpu.buffers.release(first);
+    const second = gpu.buffers.acquire(1000, usage, 'b');
+    expect(second).not.toBe(first);
+    await gpu.idle();
+    expect(gpu.buffers.acquire(1000, usage, 'c')).toBe(first);
+  });
+
+  it('captures validation errors in an error scope', async () => {
+    const gpu = await testGpu();
+    await expect(
+      gpu.withErrorScope(() => {
+        gpu.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
+      }),
+    ).rejects.toThrow(/GpuValidationError|usage|Usage/);
+  });
+});
