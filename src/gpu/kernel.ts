@@ -16,6 +16,8 @@ export interface KernelSpec {
   /** Uniform structs declared in the prelude. */
   readonly uniforms: readonly UniformLayout[];
   readonly entryPoint?: string;
+  /** WGSL helper libraries (not kernels) placed between the prelude and the body, e.g. shaders/kv_read.wgsl. */
+  readonly libraries?: readonly string[];
 }
 
 /**
@@ -27,13 +29,13 @@ export interface KernelSpec {
  * ```
  */
 export function kernelSource(spec: KernelSpec): string {
-  return `${wgslPrelude(spec.constants, ...spec.uniforms)}${commonSource}\n${spec.body}`;
+  return [wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), spec.body].join('\n');
 }
 
 /** The compiled pipeline of a kernel, cached per device by name, entry point and constants. */
 export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
   const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
-  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}`;
+  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}`;
   return gpu.pipelines.get(key, () => ({
     label: spec.name,
     code: kernelSource(spec),
