@@ -1,0 +1,63 @@
+import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
+
+/**
+ * mulberry32: a tiny 32-bit PRNG, the same sequence in any language (and in WGSL with u32 arithmetic).
+ * Returns a function yielding floats in [0, 1).
+ *
+ * @example
+ * ```ts
+ * const next = mulberry32(42);
+ * next(); // 0.6011037519201636
+ * ```
+ */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Options of {@link RandomPolicy}.
+ *
+ * @example
+ * ```ts
+ * createPolicy('random', { seed: 42 });
+ * ```
+ */
+export interface RandomOptions extends PolicyOptions {
+  /** Seed used when the input carries none (default 0). */
+  readonly seed?: number;
+}
+
+/**
+ * Random eviction, the baseline every policy must beat. Each (layer, KV head) draws from its own mulberry32
+ * stream seeded with hash(seed, layer, head), so results are reproducible and heads differ.
+ *
+ * @example
+ * ```ts
+ * const scores = new RandomPolicy().score({ ...input, seed: 7, layer: 3 });
+ * ```
+ */
+export class RandomPolicy extends BasePolicy {
+  readonly name = 'random';
+  readonly seed: number;
+
+  constructor(options: RandomOptions = {}) {
+    super(options);
+    this.seed = options.seed ?? 0;
+  }
+
+  protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {
+    const seed = input.seed ?? this.seed;
+    const layer = input.layer ?? 0;
+    return tokens.map((n, kv) => {
+      const next = mulberry32(Math.imul(seed ^ 0x9e3779b9, 0x85ebca6b) ^ Math.imul(layer + 1, 0xc2b2ae35) ^ (kv + 1));
+      return Float32Array.from({ length: n }, () => next());
+    });
+  }
+}

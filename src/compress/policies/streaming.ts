@@ -1,0 +1,23 @@
+import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
+
+/**
+ * StreamingLLM: keep the attention sinks and the most recent tokens. Score = position, so under any budget the
+ * newest tokens win; the base class already protects the sinks.
+ *
+ * @example
+ * ```ts
+ * const scores = new StreamingPolicy({ sinkTokens: 4, recentWindow: 0 }).score(input);
+ * ```
+ */
+export class StreamingPolicy extends BasePolicy {
+  readonly name = 'streaming';
+
+  constructor(options: PolicyOptions = {}) {
+    super(options);
+  }
+
+  protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {
+    // f32 holds positions exactly up to 2^24 tokens, far past any context we cache.
+    return tokens.map((n, kv) => Float32Array.from((input.positions[kv] ?? new Uint32Array(n)).subarray(0, n)));
+  }
+}

@@ -1,0 +1,210 @@
+/**
+ * Scoring policies, kvpress style: a policy's only job is to score every cached token of every KV head of one
+ * layer (higher = keep). Budget allocation (`budgets.ts`) and selection (`select.ts`) are shared by all.
+ *
+ * The base class adds protection on top of a policy's raw score: attention sinks (the first `sinkTokens`
+ * positions of the sequence) and the recent window (the last `recentWindow` positions) score +Infinity, so
+ * every budget mode keeps them whenever it can.
+ */
+import { InvalidArgumentError } from '../errors.js';
+
+/**
+ * What a policy may look at, for ONE layer. Per-KV-head arrays may differ in length (per-head eviction).
+ *
+ * @example
+ * ```ts
+ * const input: ScoreInput = { nHeads: 8, kvHeads: 2, headDim: 64, keys, positions, attnSum, attnCount };
+ * ```
+ */
+export interface ScoreInput {
+  readonly nHeads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+  /** Per KV head: cached keys `[tokens][headDim]` (RoPE applied), tokens in position order. */
+  readonly keys: readonly Float32Array[];
+  /** Per KV head: original position of each cached token. */
+  readonly positions: readonly Uint32Array[];
+  /**
+   * Observation-window queries `[w][nHeads][headDim]` (the last w queries of the sequence, RoPE applied),
+   * needed by snapkv and tova.
+   */
+  readonly windowQueries?: Float32Array;
+  /** Positions of the window queries `[w]`; default: the last w positions before `sequenceLength`. */
+  readonly windowPositions?: Uint32Array;
+  /** Per KV head, per token: Σ over queries so far of the probability summed over the group's query heads. */
+  readonly attnSum?: readonly Float32Array[];
+  /** Per KV head, per token: Σ over queries and the group's query heads of the squared probability. */
+  readonly attnSqSum?: readonly Float32Array[];
+  /** Per KV head, per token: how many queries could see the token (the normaliser of `attnSum`). */
+  readonly attnCount?: readonly (Float32Array | Uint32Array)[];
+  /** Tokens the sequence has seen (next position); default: max cached position + 1. */
+  readonly sequenceLength?: number;
+  /** Layer index, mixed into the random policy's stream so layers differ. */
+  readonly layer?: number;
+  /** Seed for policies that draw random numbers. */
+  readonly seed?: number;
+}
+
+/**
+ * A scoring policy: `score()` returns one Float32Array per KV head, aligned with `input.keys[kv]`.
+ *
+ * @example
+ * ```ts
+ * const policy: ScoringPolicy = createPolicy('h2o', { recentWindow: 16 });
+ * const scores = policy.score(input); // scores[kv][t]; +Infinity = protected
+ * ```
+ */
+export interface ScoringPolicy {
+  readonly name: string;
+  score(input: ScoreInput): Float32Array[];
+}
+
+/**
+ * Options every policy accepts.
+ *
+ * @example
+ * ```ts
+ * createPolicy('tova', { sinkTokens: 4, recentWindow: 64 });
+ * ```
+ */
+export interface PolicyOptions {
+  /** Leading positions always kept (attention sinks). Default 4. */
+  readonly sinkTokens?: number;
+  /** Trailing positions always kept. Default 32. */
+  readonly recentWindow?: number;
+}
+
+/**
+ * Default number of attention-sink tokens.
+ *
+ * @example
+ * ```ts
+ * new H2OPolicy().sinkTokens === DEFAULT_SINK_TOKENS; // true
+ * ```
+ */
+export const DEFAULT_SINK_TOKENS = 4;
+/**
+ * Default protected recent window.
+ *
+ * @example
+ * ```ts
+ * new H2OPolicy().recentWindow === DEFAULT_RECENT_WINDOW; // true
+ * ```
+ */
+export const DEFAULT_RECENT_WINDOW = 32;
+
+function nonNegativeInteger(field: string, value: number): number {
+  if (!Number.isInteger(value) || value < 0) {
+    throw new InvalidArgumentError(field, `must be a non-negative integer; got ${value}`);
+  }
+  return value;
+}
+
+/**
+ * Validates the shared shape of a {@link ScoreInput} and returns the per-head token counts.
+ *
+ * @example
+ * ```ts
+ * const tokens = checkScoreInput(input); // [tokens of kv 0, tokens of kv 1, ...]
+ * ```
+ */
+export function checkScoreInput(input: ScoreInput): number[] {
+  const { nHeads, kvHeads, headDim } = input;
+  for (const [field, value] of [
+    ['nHeads', nHeads],
+    ['kvHeads', kvHeads],
+    ['headDim', headDim],
+  ] as const) {
+    if (!Number.isInteger(value) || value <= 0) {
+      throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
+    }
+  }
+  if (nHeads % kvHeads !== 0) throw new InvalidArgumentError('kvHeads', `must divide nHeads ${nHeads}`);
+  if (input.keys.length !== kvHeads || input.positions.length !== kvHeads) {
+    throw new InvalidArgumentError('keys', `expected keys and positions for each of ${kvHeads} KV heads`);
+  }
+  const tokens: number[] = [];
+  for (let kv = 0; kv < kvHeads; kv++) {
+    const len = input.keys[kv]?.length ?? 0;
+    if (len % headDim !== 0) throw new InvalidArgumentError(`keys[${kv}]`, `length must be tokens × ${headDim}`);
+    const n = len / headDim;
+    if ((input.positions[kv]?.length ?? 0) !== n) {
+      throw new InvalidArgumentError(`positions[${kv}]`, `expected ${n} positions (one per key)`);
+    }
+    for (const [field, stats] of [
+      ['attnSum', input.attnSum],
+      ['attnSqSum', input.attnSqSum],
+      ['attnCount', input.attnCount],
+    ] as const) {
+      if (stats !== undefined && (stats[kv]?.length ?? -1) !== n) {
+        throw new InvalidArgumentError(`${field}[${kv}]`, `expected ${n} entries (one per key)`);
+      }
+    }
+    tokens.push(n);
+  }
+  return tokens;
+}
+
+/**
+ * The sequence length a score input implies: `sequenceLength`, or max cached position + 1.
+ *
+ * @example
+ * ```ts
+ * sequenceLengthOf({ ...input, sequenceLength: undefined }); // max position + 1
+ * ```
+ */
+export function sequenceLengthOf(input: ScoreInput): number {
+  if (input.sequenceLength !== undefined) return input.sequenceLength;
+  let max = -1;
+  for (const pos of input.positions) for (const p of pos) if (p > max) max = p;
+  return max + 1;
+}
+
+/**
+ * Base of all built-in policies: subclasses implement {@link BasePolicy.rawScore}; `score()` validates the
+ * input and sets protected tokens to +Infinity.
+ *
+ * @example
+ * ```ts
+ * class NormPress extends BasePolicy {
+ *   readonly name = 'norm';
+ *   protected rawScore(input: ScoreInput): Float32Array[] { return input.keys.map((k) => new Float32Array(k.length / input.headDim)); }
+ * }
+ * ```
+ */
+export abstract class BasePolicy implements ScoringPolicy {
+  abstract readonly name: string;
+  readonly sinkTokens: number;
+  readonly recentWindow: number;
+
+  constructor(options: PolicyOptions = {}) {
+    this.sinkTokens = nonNegativeInteger('sinkTokens', options.sinkTokens ?? DEFAULT_SINK_TOKENS);
+    this.recentWindow = nonNegativeInteger('recentWindow', options.recentWindow ?? DEFAULT_RECENT_WINDOW);
+  }
+
+  /** Trailing positions this policy protects (snapkv widens it to its observation window). */
+  protected protectedRecent(_input: ScoreInput): number {
+    return this.recentWindow;
+  }
+
+  /** Policy-specific scores, one array per KV head, before protection. Must not return NaN. */
+  protected abstract rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[];
+
+  score(input: ScoreInput): Float32Array[] {
+    const tokens = checkScoreInput(input);
+    const scores = this.rawScore(input, tokens);
+    const recentStart = sequenceLengthOf(input) - this.protectedRecent(input);
+    for (let kv = 0; kv < input.kvHeads; kv++) {
+      const s = scores[kv];
+      const pos = input.positions[kv];
+      if (!s || !pos || s.length !== tokens[kv]) {
+        throw new InvalidArgumentError('scores', `${this.name} returned no or a wrongly sized array for KV head ${kv}`);
+      }
+      for (let t = 0; t < s.length; t++) {
+        const p = pos[t] ?? 0;
+        if (p < this.sinkTokens || p >= recentStart) s[t] = Infinity;
+      }
+    }
+    return scores;
+  }
+}

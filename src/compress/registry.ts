@@ -1,0 +1,82 @@
+/**
+ * Name → factory for the built-in scoring policies. New policies register here so the CLI, benchmarks and the
+ * cache's `compress({ policy })` can name them.
+ */
+import { UnknownPolicyError } from '../errors.js';
+import type { PolicyOptions, ScoringPolicy } from './policy.js';
+import { H2OPolicy } from './policies/h2o.js';
+import { KnormPolicy } from './policies/knorm.js';
+import { KvCompressPolicy } from './policies/kvcompress.js';
+import { RandomPolicy, type RandomOptions } from './policies/random.js';
+import { SnapKVPolicy, type SnapKVOptions } from './policies/snapkv.js';
+import { StreamingPolicy } from './policies/streaming.js';
+import { TovaPolicy } from './policies/tova.js';
+
+/**
+ * Options any built-in policy accepts (policies ignore the fields that are not theirs).
+ *
+ * @example
+ * ```ts
+ * const options: AnyPolicyOptions = { recentWindow: 16, window: 16, seed: 1 };
+ * ```
+ */
+export type AnyPolicyOptions = PolicyOptions & SnapKVOptions & RandomOptions;
+
+/**
+ * Builds a policy from options.
+ *
+ * @example
+ * ```ts
+ * registerPolicy('mine', (o) => new MyPolicy(o));
+ * ```
+ */
+export type PolicyFactory = (options?: AnyPolicyOptions) => ScoringPolicy;
+
+const factories = new Map<string, PolicyFactory>([
+  ['snapkv', (o) => new SnapKVPolicy(o)],
+  ['h2o', (o) => new H2OPolicy(o)],
+  ['kvcompress', (o) => new KvCompressPolicy(o)],
+  ['tova', (o) => new TovaPolicy(o)],
+  ['knorm', (o) => new KnormPolicy(o)],
+  ['streaming', (o) => new StreamingPolicy(o)],
+  ['random', (o) => new RandomPolicy(o)],
+]);
+
+/**
+ * Creates a policy by name.
+ *
+ * @throws UnknownPolicyError when `name` is not registered (the message lists the known names).
+ * @example
+ * ```ts
+ * const policy = createPolicy('snapkv', { window: 16, kernelSize: 7, pooling: 'max' });
+ * ```
+ */
+export function createPolicy(name: string, options: AnyPolicyOptions = {}): ScoringPolicy {
+  const factory = factories.get(name);
+  if (!factory) throw new UnknownPolicyError(name, policyNames());
+  return factory(options);
+}
+
+/**
+ * Names of all registered policies, in registration order.
+ *
+ * @example
+ * ```ts
+ * policyNames(); // ['snapkv', 'h2o', 'kvcompress', 'tova', 'knorm', 'streaming', 'random']
+ * ```
+ */
+export function policyNames(): string[] {
+  return [...factories.keys()];
+}
+
+/**
+ * Registers (or replaces) a policy factory under `name`.
+ *
+ * @example
+ * ```ts
+ * registerPolicy('mine', (o) => new MyPolicy(o));
+ * ```
+ */
+export function registerPolicy(name: string, factory: PolicyFactory): void {
+  factories.set(name, factory);
+}
