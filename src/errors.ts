@@ -102,3 +102,17 @@ export class UnknownPolicyError extends KvCompactError {
 export class GpuValidationError extends KvCompactError {
   override name = 'GpuValidationError';
 }
+
+/**
+ * The cache's host metadata broke an invariant (see `checkInvariants`): a bug in kvcompact, or code that edited
+ * the block tables or pools directly. `problems` lists every violation; report them.
+ */
+export class CacheInvariantError extends KvCompactError {
+  override name = 'CacheInvariantError';
+  constructor(readonly problems: readonly string[]) {
+    super(
+      `KV cache metadata is inconsistent (a bug; please report it with these lines):\n${problems.slice(0, 20).join('\n')}` +
+        (problems.length > 20 ? `\n… and ${problems.length - 20} more` : ''),
+    );
+  }
+}

@@ -1,0 +1,806 @@
+import {
+  InvalidArgumentError,
+  LimitExceededError,
+  OutOfBlocksError,
+  UnknownSequenceError,
+} from '../errors.js';
+import { BlockAllocator, type BlockAllocatorSnapshot } from './block-allocator.js';
+import { BlockTables, type BlockTablesSnapshot } from './block-tables.js';
+import {
+  blockLayout,
+  bytesPerBlock,
+  decodeBlockRef,
+  encodeBlockRef,
+  validateShape,
+  type BlockLayout,
+  type CacheShape,
+  type FullFormat,
+  type QuantFormat,
+} from './layout.js';
+
+/**
+ * Which pool a block lives in.
+ *
+ * @example
+ * ```ts
+ * const pool: PoolName = decodeBlockRef(entry).pool;
+ * ```
+ */
+export type PoolName = 'full' | 'quant';
+
+/**
+ * Options of a {@link CacheMetadata}.
+ *
+ * @example
+ * ```ts
+ * const options: CacheMetadataOptions = {
+ *   shape: { layers: 2, kvHeads: 2, headDim: 64, blockSize: 16 },
+ *   fullFormat: 'f16', quantFormat: 'int4',
+ *   initialFullBlocks: 256, initialQuantBlocks: 64, maxBytes: 64 << 20,
+ *   seqSlots: 8, maxBlocksPerHead: 128,
+ * };
+ * ```
+ */
+export interface CacheMetadataOptions {
+  readonly shape: CacheShape;
+  /** Format of the full pool, where new tokens land. */
+  readonly fullFormat: FullFormat;
+  /** Format of the quantized pool; without it the quantized pool stays empty and cannot grow. */
+  readonly quantFormat?: QuantFormat;
+  /** Quantization group size (default: `defaultGroupSize`). */
+  readonly groupSize?: number;
+  /** Usable full blocks at start, NOT counting the null block (the pool has one more block). May be 0. */
+  readonly initialFullBlocks: number;
+  /** Usable quantized blocks at start, NOT counting the null block. Must be 0 without `quantFormat`. */
+  readonly initialQuantBlocks: number;
+  /** Byte budget of both pools together, null blocks included. */
+  readonly maxBytes: number;
+  /** Sequences that can be live at once (rows of the block tables). */
+  readonly seqSlots: number;
+  /** Width of a block-table row: the most blocks one (sequence, layer, kv head) may hold. */
+  readonly maxBlocksPerHead: number;
+}
+
+/**
+ * A whole-block copy the GPU must execute before writing new tokens (copy-on-write of a shared partly filled
+ * block): copy the `wordsPerBlock` words of block `src` to block `dst` of the same pool.
+ *
+ * @example
+ * ```ts
+ * for (const c of plan.copies) copyBlock(poolBuffer(c.pool), c.src, c.dst);
+ * ```
+ */
+export interface BlockCopy {
+  readonly pool: PoolName;
+  readonly src: number;
+  readonly dst: number;
+}
+
+/**
+ * What an append did to one (layer, kv head) of the sequence.
+ *
+ * @example
+ * ```ts
+ * const h: HeadAppend = plan.heads[layer * shape.kvHeads + head]!;
+ * h.tokensAfter - h.tokensBefore === plan.nTokens; // always
+ * ```
+ */
+export interface HeadAppend {
+  readonly layer: number;
+  readonly head: number;
+  /** Block-table row of this head. */
+  readonly row: number;
+  readonly tokensBefore: number;
+  readonly tokensAfter: number;
+  /** Full-pool blocks newly allocated for this head, in table order (a copy-on-write destination first). */
+  readonly newBlocks: readonly number[];
+  /** The copy-on-write this head needs, or null. */
+  readonly copy: BlockCopy | null;
+}
+
+/**
+ * The result of a successful {@link CacheMetadata.planAppend}: the metadata already reflects the append; the GPU
+ * layer must run `copies`, then scatter K/V (and positions `firstPosition + t`) into `destSlots`, then upload
+ * the dirty table rows. If the GPU work fails, restore the snapshot taken before planning.
+ *
+ * @example
+ * ```ts
+ * const before = meta.snapshot();
+ * const plan = meta.planAppend(seq, k.length / (kvHeads * headDim));
+ * if (plan === null) throw new OutOfBlocksError(1, meta.poolUsage('full').free);
+ * try { await gpuAppend(plan); } catch (err) { meta.restore(before); throw err; }
+ * ```
+ */
+export interface AppendPlan {
+  readonly sequenceId: number;
+  readonly slot: number;
+  readonly nTokens: number;
+  /** Original position of the first new token (sequence length before the append); token t has position firstPosition + t. */
+  readonly firstPosition: number;
+  readonly blockSize: number;
+  readonly layers: number;
+  readonly kvHeads: number;
+  /** Copy-on-write copies, to run before any write. */
+  readonly copies: readonly BlockCopy[];
+  /** One entry per (layer, head), index layer·kvHeads + head. */
+  readonly heads: readonly HeadAppend[];
+  /**
+   * Destination slot per (layer, token, head), `[layers][nTokens][kvHeads]` order: the full-pool global slot
+   * index block·blockSize + slotInBlock, so block = ⌊s / blockSize⌋ and slot = s mod blockSize.
+   */
+  readonly destSlots: Uint32Array;
+  /** Every full-pool block newly allocated by this append. */
+  readonly allocated: readonly number[];
+  /** Block-table rows this append changed (also marked dirty in the tables). */
+  readonly rows: readonly number[];
+}
+
+/**
+ * Usage of one pool.
+ *
+ * @example
+ * ```ts
+ * const { free, bytes } = meta.poolUsage('full');
+ * ```
+ */
+export interface PoolUsage {
+  readonly pool: PoolName;
+  /** Blocks in the pool, null block included (the GPU buffer size in blocks). */
+  readonly numBlocks: number;
+  readonly used: number;
+  readonly free: number;
+  /** 0 for a quantized pool without a format. */
+  readonly bytesPerBlock: number;
+  /** numBlocks × bytesPerBlock. */
+  readonly bytes: number;
+}
+
+/**
+ * Slot occupancy of the used blocks of one pool (or both).
+ *
+ * @example
+ * ```ts
+ * meta.utilisation().total.waste; // fraction of allocated token slots that hold no token
+ * ```
+ */
+export interface SlotUsage {
+  readonly blocks: number;
+  /** blocks × blockSize. */
+  readonly slotsAllocated: number;
+  /** Distinct filled slots (a block shared by forks counts once). */
+  readonly slotsUsed: number;
+  /** 1 − slotsUsed / slotsAllocated (0 when nothing is allocated): internal fragmentation. */
+  readonly waste: number;
+}
+
+/**
+ * Fragmentation report of the whole cache.
+ *
+ * @example
+ * ```ts
+ * const u: UtilisationReport = meta.utilisation();
+ * console.log(`${(u.total.waste * 100).toFixed(1)}% of allocated slots empty`);
+ * ```
+ */
+export interface UtilisationReport {
+  readonly full: SlotUsage;
+  readonly quant: SlotUsage;
+  readonly total: SlotUsage;
+  /** Sum of token counts over every head of every sequence (shared blocks counted per reference). */
+  readonly logicalTokens: number;
+}
+
+/**
+ * An exact copy of a {@link CacheMetadata}'s state.
+ *
+ * @example
+ * ```ts
+ * const s: CacheMetadataSnapshot = meta.snapshot();
+ * meta.restore(s);
+ * ```
+ */
+export interface CacheMetadataSnapshot {
+  readonly full: BlockAllocatorSnapshot;
+  readonly quant: BlockAllocatorSnapshot;
+  readonly tables: BlockTablesSnapshot;
+  readonly sequences: ReadonlyArray<readonly [id: number, slot: number, length: number]>;
+  readonly freeSlots: readonly number[];
+}
+
+interface SequenceState {
+  readonly slot: number;
+  /** Tokens ever appended: the original position of the next token. */
+  length: number;
+}
+
+/**
+ * The whole host-side state of one paged KV cache: a full pool and a quantized pool (each reference counted,
+ * block 0 the null block), the block tables, and the live sequences. Every public method either succeeds or
+ * throws / returns null with the state exactly as before; {@link snapshot}/{@link restore} roll back a
+ * multi-step operation whose GPU part failed.
+ *
+ * Per (sequence, layer, kv head) the table lists quantized blocks first, then full blocks. Quantized blocks
+ * are always completely filled (KIVI keeps the partial residual in full precision): only the last block, a
+ * full-pool one, may be partly filled, so token i of a head is always in entry ⌊i / blockSize⌋, slot
+ * i mod blockSize.
+ *
+ * @example
+ * ```ts
+ * const meta = new CacheMetadata({
+ *   shape: { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 }, fullFormat: 'f32', quantFormat: 'int4',
+ *   initialFullBlocks: 64, initialQuantBlocks: 16, maxBytes: 1 << 20, seqSlots: 4, maxBlocksPerHead: 32,
+ * });
+ * meta.addSequence(7);
+ * const plan = meta.planAppend(7, 20); // 2 full blocks per head, destSlots for 2·20·2 writes
+ * meta.fork(7, 8);                     // shares every block
+ * meta.freeSequence(7);
+ * ```
+ */
+export class CacheMetadata {
+  readonly shape: CacheShape;
+  readonly fullFormat: FullFormat;
+  readonly quantFormat: QuantFormat | undefined;
+  readonly fullLayout: BlockLayout;
+  /** Null without a quantized format. */
+  readonly quantLayout: BlockLayout | null;
+  readonly maxBytes: number;
+  readonly seqSlots: number;
+  readonly maxBlocksPerHead: number;
+  /** The full-precision pool. Prefer this class's methods; direct release/retain bypasses the tables. */
+  readonly fullPool: BlockAllocator;
+  /** The quantized pool (only its null block without a quantized format). */
+  readonly quantPool: BlockAllocator;
+  readonly tables: BlockTables;
+  #sequences = new Map<number, SequenceState>();
+  /** Free slots; popped from the end, so the lowest slot is used first. */
+  #freeSlots: number[];
+
+  constructor(options: CacheMetadataOptions) {
+    validateShape(options.shape);
+    this.shape = { ...options.shape };
+    this.fullFormat = options.fullFormat;
+    this.quantFormat = options.quantFormat;
+    if (options.fullFormat !== 'f32' && options.fullFormat !== 'f16') {
+      throw new InvalidArgumentError('fullFormat', `must be 'f32' or 'f16'; got ${String(options.fullFormat)}`);
+    }
+    this.fullLayout = blockLayout(options.fullFormat, this.shape);
+    this.quantLayout = options.quantFormat ? blockLayout(options.quantFormat, this.shape, options.groupSize) : null;
+    checkCount('initialFullBlocks', options.initialFullBlocks);
+    checkCount('initialQuantBlocks', options.initialQuantBlocks);
+    if (this.quantLayout === null && options.initialQuantBlocks !== 0) {
+      throw new InvalidArgumentError('initialQuantBlocks', 'must be 0 without a quantFormat');
+    }
+    if (!(options.maxBytes >= 0) || !Number.isFinite(options.maxBytes)) {
+      throw new InvalidArgumentError('maxBytes', `must be a finite non-negative number; got ${options.maxBytes}`);
+    }
+    this.maxBytes = options.maxBytes;
+    const bytes = this.#bytesFor(options.initialFullBlocks + 1, options.initialQuantBlocks + 1);
+    if (bytes > this.maxBytes) {
+      throw new LimitExceededError(
+        'KV cache byte budget (maxBytes)',
+        bytes,
+        this.maxBytes,
+        'start with fewer blocks or raise maxBytes',
+      );
+    }
+    this.tables = new BlockTables({
+      layers: this.shape.layers,
+      seqSlots: options.seqSlots,
+      kvHeads: this.shape.kvHeads,
+      maxBlocksPerHead: options.maxBlocksPerHead,
+    });
+    this.seqSlots = options.seqSlots;
+    this.maxBlocksPerHead = options.maxBlocksPerHead;
+    this.fullPool = new BlockAllocator(options.initialFullBlocks + 1, 'full');
+    this.quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
+    this.#freeSlots = [];
+    for (let s = options.seqSlots - 1; s >= 0; s--) this.#freeSlots.push(s);
+  }
+
+  /** The allocator of a pool. */
+  pool(pool: PoolName): BlockAllocator {
+    return pool === 'quant' ? this.quantPool : this.fullPool;
+  }
+
+  /** Bytes of one block of a pool (0 for a quantized pool without a format). */
+  bytesPerBlock(pool: PoolName): number {
+    if (pool === 'full') return bytesPerBlock(this.fullLayout);
+    return this.quantLayout ? bytesPerBlock(this.quantLayout) : 0;
+  }
+
+  /** Bytes of both pools now, null blocks included. */
+  get bytesAllocated(): number {
+    return this.#bytesFor(this.fullPool.numBlocks, this.quantPool.numBlocks);
+  }
+
+  // ---------------------------------------------------------------- sequences
+
+  /**
+   * Registers a sequence and returns its slot (its rows in the block tables). Throws InvalidArgumentError on a
+   * bad or duplicate id, LimitExceededError when every slot is taken.
+   */
+  addSequence(id: number): number {
+    checkId(id);
+    if (this.#sequences.has(id)) {
+      throw new InvalidArgumentError('id', `sequence ${id} already exists; free it first or pick another id`);
+    }
+    const slot = this.#takeSlot();
+    this.#sequences.set(id, { slot, length: 0 });
+    return slot;
+  }
+
+  /** True when the sequence is live. */
+  hasSequence(id: number): boolean {
+    return this.#sequences.has(id);
+  }
+
+  /** Live sequence ids, in insertion order. */
+  sequenceIds(): number[] {
+    return [...this.#sequences.keys()];
+  }
+
+  /** Slot of a live sequence. */
+  slotOf(id: number): number {
+    return this.#seq(id).slot;
+  }
+
+  /** Tokens ever appended to a sequence (the original position of its next token); eviction does not lower it. */
+  sequenceLength(id: number): number {
+    return this.#seq(id).length;
+  }
+
+  /** Number of free sequence slots. */
+  get freeSlotCount(): number {
+    return this.#freeSlots.length;
+  }
+
+  /** Frees a sequence: every block reference it holds is released (blocks nobody else holds become free). */
+  freeSequence(id: number): void {
+    const seq = this.#seq(id);
+    for (let layer = 0; layer < this.shape.layers; layer++) {
+      for (let head = 0; head < this.shape.kvHeads; head++) {
+        const row = this.tables.row(seq.slot, layer, head);
+        for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry);
+        this.tables.clearRow(row);
+      }
+    }
+    this.#sequences.delete(id);
+    this.#freeSlots.push(seq.slot);
+  }
+
+  /**
+   * Creates `dstId` as a copy of `srcId` that shares every block (reference counts go up; the next append to
+   * either copies a shared partly filled block first). Returns the new slot.
+   */
+  fork(srcId: number, dstId: number): number {
+    const src = this.#seq(srcId);
+    checkId(dstId);
+    if (this.#sequences.has(dstId)) {
+      throw new InvalidArgumentError('dstId', `sequence ${dstId} already exists; pick another id`);
+    }
+    const slot = this.#takeSlot();
+    for (let layer = 0; layer < this.shape.layers; layer++) {
+      for (let head = 0; head < this.shape.kvHeads; head++) {
+        const srcRow = this.tables.row(src.slot, layer, head);
+        const entries = this.tables.entryView(srcRow);
+        for (const entry of entries) {
+          const { pool, block } = decodeBlockRef(entry);
+          this.pool(pool).retain(block);
+        }
+        this.tables.setRow(this.tables.row(slot, layer, head), entries, this.tables.tokenCount(srcRow));
+      }
+    }
+    this.#sequences.set(dstId, { slot, length: src.length });
+    return slot;
+  }
+
+  // ---------------------------------------------------------------- per head
+
+  /** Block-table entries (`encodeBlockRef` words) of one head, a copy. */
+  headBlocks(id: number, layer: number, head: number): number[] {
+    return this.tables.entries(this.#row(id, layer, head));
+  }
+
+  /** Token count of one head. */
+  tokenCount(id: number, layer: number, head: number): number {
+    return this.tables.tokenCount(this.#row(id, layer, head));
+  }
+
+  /** Block-table row of one head. */
+  rowOf(id: number, layer: number, head: number): number {
+    return this.#row(id, layer, head);
+  }
+
+  // ---------------------------------------------------------------- append
+
+  /**
+   * Appends `nTokens` tokens to every (layer, kv head) of a sequence: finds each token's destination slot in
+   * the full pool, allocating full blocks as needed, copy-on-write for a shared partly filled last block.
+   * All or nothing: returns null, with the state unchanged, when the full pool cannot supply every block.
+   * Throws (state unchanged) on an unknown id, a bad count, or a head that would pass `maxBlocksPerHead`.
+   */
+  planAppend(id: number, nTokens: number): AppendPlan | null {
+    const seq = this.#seq(id);
+    if (!Number.isSafeInteger(nTokens) || nTokens <= 0) {
+      throw new InvalidArgumentError('nTokens', `must be a positive integer; got ${nTokens}`);
+    }
+    const { layers, kvHeads, blockSize } = this.shape;
+
+    // Pass 1: work out every head's needs without touching anything.
+    interface Need {
+      row: number;
+      before: number;
+      /** Entry index of the partly filled last block, or -1. */
+      partialIndex: number;
+      partialBlock: number;
+      cow: boolean;
+      fresh: number;
+    }
+    const needs: Need[] = [];
+    let total = 0;
+    for (let layer = 0; layer < layers; layer++) {
+      for (let head = 0; head < kvHeads; head++) {
+        const row = this.tables.row(seq.slot, layer, head);
+        const before = this.tables.tokenCount(row);
+        const n = this.tables.numEntries(row);
+        const filled = before % blockSize;
+        let partialIndex = -1;
+        let partialBlock = 0;
+        let cow = false;
+        if (filled !== 0) {
+          partialIndex = n - 1;
+          const last = decodeBlockRef(this.tables.entryView(row)[partialIndex] ?? 0);
+          if (last.pool !== 'full') {
+            // replaceHeadBlocks refuses partly filled quantized blocks; reaching this means the tables were edited directly.
+            throw new InvalidArgumentError('tables', `row ${row} ends in a partly filled quantized block`);
+          }
+          // Quantized blocks are always full (see the class doc), so a partial block is a full-pool one.
+          partialBlock = last.block;
+          cow = this.fullPool.refCount(last.block) > 1;
+        }
+        const room = filled === 0 ? 0 : blockSize - filled;
+        const fresh = Math.ceil(Math.max(0, nTokens - room) / blockSize);
+        if (n + fresh > this.maxBlocksPerHead) {
+          throw new LimitExceededError(
+            'maxBlocksPerHead',
+            n + fresh,
+            this.maxBlocksPerHead,
+            `appending ${nTokens} tokens to layer ${layer} head ${head} of sequence ${id}; compress the sequence first`,
+          );
+        }
+        needs.push({ row, before, partialIndex, partialBlock, cow, fresh });
+        total += fresh + (cow ? 1 : 0);
+      }
+    }
+    // Head counts never exceed the sequence length, so this bounds every u32 context length and position.
+    if (seq.length + nTokens > 0xffff_ffff) {
+      throw new LimitExceededError('sequence length', seq.length + nTokens, 0xffff_ffff);
+    }
+
+    // Pass 2: allocate everything at once (the only step that can run short), then commit.
+    const blocks = this.fullPool.allocateMany(total);
+    if (blocks === null) return null;
+    let next = 0;
+    const destSlots = new Uint32Array(layers * nTokens * kvHeads);
+    const heads: HeadAppend[] = [];
+    const copies: BlockCopy[] = [];
+    for (let i = 0; i < needs.length; i++) {
+      const need = needs[i]!;
+      const layer = Math.floor(i / kvHeads);
+      const head = i % kvHeads;
+      const newBlocks: number[] = [];
+      let copy: BlockCopy | null = null;
+      // Blocks that receive tokens, in order: the (private) partial block, then fresh ones.
+      const targets: number[] = [];
+      if (need.partialIndex >= 0) {
+        if (need.cow) {
+          const dst = blocks[next++]!;
+          copy = { pool: 'full', src: need.partialBlock, dst };
+          copies.push(copy);
+          newBlocks.push(dst);
+          this.fullPool.release(need.partialBlock);
+          this.tables.setEntry(need.row, need.partialIndex, encodeBlockRef('full', dst));
+          targets.push(dst);
+        } else {
+          targets.push(need.partialBlock);
+        }
+      }
+      for (let f = 0; f < need.fresh; f++) {
+        const b = blocks[next++]!;
+        newBlocks.push(b);
+        targets.push(b);
+        this.tables.pushEntry(need.row, encodeBlockRef('full', b));
+      }
+      const firstSlot = need.before % blockSize;
+      for (let t = 0; t < nTokens; t++) {
+        const k = firstSlot + t;
+        const block = targets[Math.floor(k / blockSize)]!;
+        destSlots[(layer * nTokens + t) * kvHeads + head] = block * blockSize + (k % blockSize);
+      }
+      this.tables.setTokenCount(need.row, need.before + nTokens);
+      heads.push({ layer, head, row: need.row, tokensBefore: need.before, tokensAfter: need.before + nTokens, newBlocks, copy });
+    }
+    const firstPosition = seq.length;
+    seq.length += nTokens;
+    return {
+      sequenceId: id,
+      slot: seq.slot,
+      nTokens,
+      firstPosition,
+      blockSize,
+      layers,
+      kvHeads,
+      copies,
+      heads,
+      destSlots,
+      allocated: blocks,
+      rows: needs.map((n) => n.row),
+    };
+  }
+
+  // ---------------------------------------------------------------- compaction
+
+  /**
+   * Allocates `n` blocks of a pool for a compaction/quantization result, all or nothing (null when short).
+   * The caller owns one reference to each until it hands them to {@link replaceHeadBlocks} or
+   * {@link releaseBlocks}.
+   */
+  allocateBlocks(pool: PoolName, n: number): number[] | null {
+    return this.pool(pool).allocateMany(n);
+  }
+
+  /** Like {@link allocateBlocks} but throws OutOfBlocksError when short. */
+  allocateBlocksOrThrow(pool: PoolName, n: number): number[] {
+    const blocks = this.allocateBlocks(pool, n);
+    if (blocks === null) throw new OutOfBlocksError(n, this.pool(pool).numFree, `${pool} pool: free or compress a sequence, or grow the pool`);
+    return blocks;
+  }
+
+  /** Releases caller-owned references (scratch blocks of a compaction that was abandoned). */
+  releaseBlocks(pool: PoolName, blocks: readonly number[]): void {
+    const allocator = this.pool(pool);
+    // Validate all first so a bad block leaves every count untouched.
+    const counts = new Map<number, number>();
+    for (const b of blocks) {
+      const c = (counts.get(b) ?? 0) + 1;
+      counts.set(b, c);
+      if (b === 0 || allocator.refCount(b) < c) {
+        throw new InvalidArgumentError('blocks', `block ${b} of the ${pool} pool is not held ${c} time(s)`);
+      }
+    }
+    for (const b of blocks) allocator.release(b);
+  }
+
+  /**
+   * Commits a compaction/quantization of one head: `newEntries` (`encodeBlockRef` words, quantized first, all
+   * quantized blocks full, only the last block partly filled) replaces the head's list and `tokenCount` its
+   * count. References: an entry already in the old list keeps its reference; an entry not in the old list takes
+   * over the caller's reference (from {@link allocateBlocks}); old entries not in the new list are released, so
+   * their memory returns to the pool. Throws InvalidArgumentError (state unchanged) when an entry is the null
+   * block, out of range, free, repeated, or the list does not fit `tokenCount`.
+   */
+  replaceHeadBlocks(id: number, layer: number, head: number, newEntries: readonly number[], tokenCount: number): void {
+    const row = this.#row(id, layer, head);
+    const { blockSize } = this.shape;
+    if (!Number.isSafeInteger(tokenCount) || tokenCount < 0) {
+      throw new InvalidArgumentError('tokenCount', `must be a non-negative integer; got ${tokenCount}`);
+    }
+    if (newEntries.length > this.maxBlocksPerHead) {
+      throw new LimitExceededError('maxBlocksPerHead', newEntries.length, this.maxBlocksPerHead, 'keep fewer tokens');
+    }
+    const seen = new Set<number>();
+    let quantCount = 0;
+    let sawFull = false;
+    for (const entry of newEntries) {
+      if (!Number.isInteger(entry) || entry < 0 || entry > 0xffff_ffff) {
+        throw new InvalidArgumentError('newEntries', `${entry} is not a block-table word`);
+      }
+      const { pool, block } = decodeBlockRef(entry);
+      const allocator = this.pool(pool);
+      if (block === 0 || block >= allocator.numBlocks) {
+        throw new InvalidArgumentError('newEntries', `block ${block} is not a usable block of the ${pool} pool`);
+      }
+      if (allocator.refCount(block) === 0) {
+        throw new InvalidArgumentError('newEntries', `block ${block} of the ${pool} pool is free; allocate it first`);
+      }
+      if (seen.has(entry)) {
+        throw new InvalidArgumentError('newEntries', `block ${block} of the ${pool} pool is listed twice`);
+      }
+      seen.add(entry);
+      if (pool === 'quant') {
+        if (sawFull) throw new InvalidArgumentError('newEntries', 'quantized blocks must precede full blocks');
+        quantCount++;
+      } else {
+        sawFull = true;
+      }
+    }
+    const n = newEntries.length;
+    if (n === 0 ? tokenCount !== 0 : tokenCount > n * blockSize || tokenCount <= (n - 1) * blockSize) {
+      throw new InvalidArgumentError(
+        'tokenCount',
+        `${tokenCount} tokens do not fit ${n} blocks of ${blockSize} (only the last block may be partly filled)`,
+      );
+    }
+    if (tokenCount < quantCount * blockSize) {
+      throw new InvalidArgumentError(
+        'newEntries',
+        'quantized blocks must be completely filled; keep the partial remainder in a full-pool block',
+      );
+    }
+    const seq = this.#seq(id);
+    if (tokenCount > seq.length) {
+      throw new InvalidArgumentError('tokenCount', `${tokenCount} exceeds the ${seq.length} tokens ever appended`);
+    }
+    const old = this.tables.entries(row);
+    for (const entry of old) if (!seen.has(entry)) this.#releaseEntry(entry);
+    this.tables.setRow(row, newEntries, tokenCount);
+  }
+
+  // ---------------------------------------------------------------- growth
+
+  /**
+   * Adds `additionalBlocks` blocks to the full pool (after growing the GPU buffer). Throws LimitExceededError
+   * naming the byte budget when the pools would pass `maxBytes`. Returns the new block count (null included).
+   */
+  growFull(additionalBlocks: number): number {
+    return this.#grow('full', additionalBlocks);
+  }
+
+  /** Like {@link growFull} for the quantized pool; InvalidArgumentError without a quantized format. */
+  growQuant(additionalBlocks: number): number {
+    if (this.quantLayout === null) {
+      throw new InvalidArgumentError('growQuant', 'this cache has no quantFormat, so no quantized pool');
+    }
+    return this.#grow('quant', additionalBlocks);
+  }
+
+  /** Blocks of a pool that could still be added within `maxBytes`. */
+  growableBlocks(pool: PoolName): number {
+    const per = this.bytesPerBlock(pool);
+    if (per === 0) return 0;
+    return Math.max(0, Math.floor((this.maxBytes - this.bytesAllocated) / per));
+  }
+
+  // ---------------------------------------------------------------- reports
+
+  /** Block counts and bytes of one pool. */
+  poolUsage(pool: PoolName): PoolUsage {
+    const allocator = this.pool(pool);
+    const per = this.bytesPerBlock(pool);
+    return {
+      pool,
+      numBlocks: allocator.numBlocks,
+      used: allocator.numUsed,
+      free: allocator.numFree,
+      bytesPerBlock: per,
+      bytes: allocator.numBlocks * per,
+    };
+  }
+
+  /**
+   * Internal fragmentation: filled slots over allocated slots of the used blocks. A block's filled slots are
+   * the most any referencing head fills, so blocks shared by forks count once.
+   */
+  utilisation(): UtilisationReport {
+    const { blockSize } = this.shape;
+    const filled = { full: new Map<number, number>(), quant: new Map<number, number>() };
+    let logicalTokens = 0;
+    for (const seq of this.#sequences.values()) {
+      for (let layer = 0; layer < this.shape.layers; layer++) {
+        for (let head = 0; head < this.shape.kvHeads; head++) {
+          const row = this.tables.row(seq.slot, layer, head);
+          const count = this.tables.tokenCount(row);
+          logicalTokens += count;
+          const entries = this.tables.entryView(row);
+          for (let i = 0; i < entries.length; i++) {
+            const { pool, block } = decodeBlockRef(entries[i] ?? 0);
+            const inBlock = Math.min(blockSize, count - i * blockSize);
+            const map = filled[pool];
+            map.set(block, Math.max(map.get(block) ?? 0, inBlock));
+          }
+        }
+      }
+    }
+    const usage = (blocks: number, used: number): SlotUsage => {
+      const slotsAllocated = blocks * blockSize;
+      return { blocks, slotsAllocated, slotsUsed: used, waste: slotsAllocated === 0 ? 0 : 1 - used / slotsAllocated };
+    };
+    const sum = (m: Map<number, number>): number => {
+      let s = 0;
+      for (const v of m.values()) s += v;
+      return s;
+    };
+    const full = usage(this.fullPool.numUsed, sum(filled.full));
+    const quant = usage(this.quantPool.numUsed, sum(filled.quant));
+    return { full, quant, total: usage(full.blocks + quant.blocks, full.slotsUsed + quant.slotsUsed), logicalTokens };
+  }
+
+  // ---------------------------------------------------------------- transactions
+
+  /** Copies the whole state: both pools, the tables and the sequences. */
+  snapshot(): CacheMetadataSnapshot {
+    return {
+      full: this.fullPool.snapshot(),
+      quant: this.quantPool.snapshot(),
+      tables: this.tables.snapshot(),
+      sequences: [...this.#sequences].map(([id, s]) => [id, s.slot, s.length] as const),
+      freeSlots: [...this.#freeSlots],
+    };
+  }
+
+  /**
+   * Puts back a state from {@link snapshot} exactly (a grow after it is undone too). Table rows that change are
+   * marked dirty so the next upload brings the GPU copy back in line.
+   */
+  restore(s: CacheMetadataSnapshot): void {
+    this.fullPool.restore(s.full);
+    this.quantPool.restore(s.quant);
+    this.tables.restore(s.tables);
+    this.#sequences = new Map(s.sequences.map(([id, slot, length]) => [id, { slot, length }]));
+    this.#freeSlots = [...s.freeSlots];
+  }
+
+  // ---------------------------------------------------------------- private
+
+  #seq(id: number): SequenceState {
+    const seq = this.#sequences.get(id);
+    if (seq === undefined) throw new UnknownSequenceError(id);
+    return seq;
+  }
+
+  #row(id: number, layer: number, head: number): number {
+    return this.tables.row(this.#seq(id).slot, layer, head);
+  }
+
+  #takeSlot(): number {
+    const slot = this.#freeSlots.pop();
+    if (slot === undefined) {
+      throw new LimitExceededError(
+        'sequence slots',
+        this.seqSlots + 1,
+        this.seqSlots,
+        'free a sequence first or create the cache with more seqSlots',
+      );
+    }
+    return slot;
+  }
+
+  #releaseEntry(entry: number): void {
+    const { pool, block } = decodeBlockRef(entry);
+    this.pool(pool).release(block);
+  }
+
+  #bytesFor(fullBlocks: number, quantBlocks: number): number {
+    return fullBlocks * this.bytesPerBlock('full') + quantBlocks * this.bytesPerBlock('quant');
+  }
+
+  #grow(pool: PoolName, additional: number): number {
+    if (!Number.isSafeInteger(additional) || additional < 0) {
+      throw new InvalidArgumentError('additionalBlocks', `must be a non-negative integer; got ${additional}`);
+    }
+    const allocator = this.pool(pool);
+    const after = this.bytesAllocated + additional * this.bytesPerBlock(pool);
+    if (after > this.maxBytes) {
+      throw new LimitExceededError(
+        'KV cache byte budget (maxBytes)',
+        after,
+        this.maxBytes,
+        `growing the ${pool} pool by ${additional} blocks; at most ${this.growableBlocks(pool)} more fit — compress or free sequences instead`,
+      );
+    }
+    allocator.grow(allocator.numBlocks + additional);
+    return allocator.numBlocks;
+  }
+}
+
+function checkId(id: number): void {
+  if (!Number.isSafeInteger(id) || id < 0) {
+    throw new InvalidArgumentError('id', `a sequence id must be a non-negative integer; got ${id}`);
+  }
+}
+
+function checkCount(field: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new InvalidArgumentError(field, `must be a non-negative integer; got ${value}`);
+  }
+}
