@@ -1,22 +1,28 @@
-import { afterAll } from 'vitest';
+import { onTestFinished } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { createNodeGpu } from '../../src/node/gpu.js';
 
 let shared: Promise<GpuContext> | undefined;
+const uncaptured: string[] = [];
 
 /**
- * The GPU context of this test file, created once and destroyed after the file. GPU tests never skip: with no
- * adapter this throws NoAdapterError and the test fails, in CI and locally alike.
+ * The GPU context of this test file (one per worker process, kept alive until the process exits, so Dawn's
+ * instance is never collected under in-flight work). GPU tests never skip: with no adapter this throws
+ * NoAdapterError and the test fails, in CI and locally alike. A WebGPU validation error outside an error scope
+ * fails the test that called this.
  */
 export function testGpu(): Promise<GpuContext> {
-  if (!shared) {
-    shared = createNodeGpu();
-    afterAll(async () => {
-      const gpu = await shared;
-      shared = undefined;
-      await gpu?.destroy();
-    });
-  }
+  shared ??= createNodeGpu().then((gpu) => {
+    gpu.device.onuncapturederror = (event) => uncaptured.push(event.error.message);
+    return gpu;
+  });
+  onTestFinished(async () => {
+    const gpu = await shared;
+    await gpu?.idle();
+    if (uncaptured.length > 0) {
+      throw new Error(`uncaptured WebGPU errors:\n${uncaptured.splice(0).join('\n')}`);
+    }
+  });
   return shared;
 }
 

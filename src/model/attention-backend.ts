@@ -1,0 +1,40 @@
+/**
+ * One step of one sequence: the cache slots reserved for `numTokens` new tokens and their positions.
+ *
+ * @example
+ * ```ts
+ * const step = backend.beginStep(seqId, tokens.length);
+ * step.positions; // Uint32Array of numTokens positions
+ * ```
+ */
+export interface KvStep {
+  readonly seqId: number;
+  readonly numTokens: number;
+  readonly positions: Uint32Array;
+}
+
+/**
+ * What the GPU forward pass needs from a KV cache: slots for new tokens, and per layer an encoded append +
+ * attention over the cache. Implemented by the paged cache (src/cache/paged-kv-cache.ts) and by test backends.
+ *
+ * @example
+ * ```ts
+ * const step = backend.beginStep(seqId, n);
+ * for (let layer = 0; layer < layers; layer++) backend.encodeLayer(encoder, step, layer, { keys, values, queries, out });
+ * gpu.submit([encoder.finish()]);
+ * backend.endStep(step);
+ * ```
+ */
+export interface GpuAttentionBackend {
+  /** Reserves cache slots for numTokens new tokens of seqId in every layer and KV head; throws OutOfBlocksError. */
+  beginStep(seqId: number, numTokens: number): KvStep;
+  /** Encodes: write this layer's new roped K and raw V (f32 [n][kvHeads][headDim]) into the cache, then paged attention of the n roped queries (f32 [n][nHeads][headDim], causal by position) into out (same shape). */
+  encodeLayer(
+    encoder: GPUCommandEncoder,
+    step: KvStep,
+    layer: number,
+    io: { keys: GPUBuffer; values: GPUBuffer; queries: GPUBuffer; out: GPUBuffer },
+  ): void;
+  /** Called after the step's command buffer was submitted. */
+  endStep(step: KvStep): void;
+}
