@@ -1,0 +1,218 @@
+import type { CacheMetadata } from '../cache/cache-metadata.js';
+import { decodeBlockRef, encodeBlockRef } from '../cache/layout.js';
+import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
+
+/** Marks a job whose source tokens are consecutive logical indices instead of an index list. */
+export const IDENTITY_INDEX = 0xffff_ffff;
+
+/**
+ * One destination block to build on the GPU (shaders/compact_blocks.wgsl): `count` source tokens of `row`, given
+ * by `indices[indexBase + i]` or, for identity jobs, `identityStart + i`, written into `destEntry`.
+ */
+export interface CompactionJob {
+  readonly row: number;
+  readonly destEntry: number;
+  readonly count: number;
+  readonly indexBase: number;
+  readonly identityStart: number;
+}
+
+/** What one head looks like after the compaction. */
+export interface HeadCompaction {
+  readonly layer: number;
+  readonly head: number;
+  readonly row: number;
+  readonly before: number;
+  readonly kept: number;
+  /** The head's new block list (reused entries keep their reference; new ones were allocated). */
+  readonly entries: readonly number[];
+  /** Tokens stored quantized after the compaction. */
+  readonly quantizedTokens: number;
+  /** True when the head's tokens move (eviction or re-quantization), false when its list is unchanged. */
+  readonly rewritten: boolean;
+}
+
+/** The host half of a compaction: destination blocks allocated, GPU jobs listed. */
+export interface CompactionPlan {
+  readonly jobs: readonly CompactionJob[];
+  readonly heads: readonly HeadCompaction[];
+  /** Blocks allocated for the plan, per pool (released again if the GPU part fails). */
+  readonly allocated: { readonly full: readonly number[]; readonly quant: readonly number[] };
+}
+
+/** Inputs of {@link planCompaction}. */
+export interface CompactionPlanInput {
+  readonly seqId: number;
+  /** Tokens to keep per (layer, head), index layer × kvHeads + head. kept === tokenCount keeps the head whole. */
+  readonly kept: ArrayLike<number>;
+  /** Quantize every whole block older than the recent window (requires a quantized pool). */
+  readonly quantize: boolean;
+  /** Tokens at the end of each head that stay in full precision (KIVI's residual). */
+  readonly residual: number;
+  /** Width of the kept-index rows (maxTokensPerHead): head `row`'s kept indices start at row × this. */
+  readonly indexStride: number;
+}
+
+/**
+ * Plans a compaction of one sequence: for every head, which destination blocks (quantized first, all whole; then
+ * full, only the last partly filled) its kept tokens go to, and the GPU jobs that build them. A head that keeps
+ * everything reuses the blocks already in place and only quantizes blocks that aged out of the recent window.
+ * Allocates the destination blocks (all or nothing: OutOfBlocksError with nothing allocated); nothing else changes
+ * until {@link commitCompaction}.
+ *
+ * @example
+ * ```ts
+ * const plan = planCompaction(meta, { seqId, kept: counts, quantize: true, residual: 32, indexStride: 4096 });
+ * // run plan.jobs on the GPU, then:
+ * commitCompaction(meta, seqId, plan);
+ * ```
+ */
+export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput): CompactionPlan {
+  const { layers, kvHeads, blockSize } = meta.shape;
+  if (input.kept.length !== layers * kvHeads) {
+    throw new InvalidArgumentError('kept', `expected ${layers * kvHeads} counts (layers × kvHeads); got ${input.kept.length}`);
+  }
+  if (input.quantize && meta.quantLayout === null) {
+    throw new InvalidArgumentError('bits', 'this cache has no quantized pool; create it with quantBits');
+  }
+  if (!Number.isInteger(input.residual) || input.residual < 0) {
+    throw new InvalidArgumentError('residual', `must be a non-negative integer; got ${input.residual}`);
+  }
+  interface Draft {
+    layer: number;
+    head: number;
+    row: number;
+    before: number;
+    kept: number;
+    reused: number[];
+    quantBlocks: number;
+    fullBlocks: number;
+    /** First logical (kept) index that goes into new blocks. */
+    firstNew: number;
+    identity: boolean;
+    quantizedTokens: number;
+  }
+  const drafts: Draft[] = [];
+  let quantNeeded = 0;
+  let fullNeeded = 0;
+  for (let layer = 0; layer < layers; layer++) {
+    for (let head = 0; head < kvHeads; head++) {
+      const index = layer * kvHeads + head;
+      const before = meta.tokenCount(input.seqId, layer, head);
+      const kept = input.kept[index] ?? 0;
+      if (!Number.isInteger(kept) || kept < 0 || kept > before) {
+        throw new InvalidArgumentError('kept', `head (layer ${layer}, kv ${head}) holds ${before} tokens; cannot keep ${kept}`);
+      }
+      const entries = meta.headBlocks(input.seqId, layer, head);
+      const existingQuant = entries.filter((entry) => decodeBlockRef(entry).pool === 'quant').length;
+      const identity = kept === before;
+      let quantizedTokens = input.quantize ? Math.floor(Math.max(0, kept - input.residual) / blockSize) * blockSize : 0;
+      // Quantized tokens of a head kept whole stay quantized: there is no way back to full precision.
+      if (identity) quantizedTokens = Math.max(quantizedTokens, existingQuant * blockSize);
+      // Whole head kept: quantized blocks stay, full blocks that stay full stay; only aging blocks are rebuilt.
+      const reusedQuant = identity ? Math.min(existingQuant, quantizedTokens / blockSize) : 0;
+      const firstNew = identity ? reusedQuant * blockSize : 0;
+      const quantBlocks = quantizedTokens / blockSize - reusedQuant;
+      let fullBlocks = Math.ceil((kept - quantizedTokens) / blockSize);
+      const reused = entries.slice(0, reusedQuant);
+      let rewritten = !identity || quantBlocks > 0;
+      if (identity && quantBlocks === 0) {
+        // nothing moves: keep the whole list
+        reused.splice(0, reused.length, ...entries);
+        fullBlocks = 0;
+        rewritten = false;
+      }
+      if (identity && quantBlocks > 0) {
+        // full blocks after the newly quantized ones stay where they are
+        const fullEntriesKept = entries.slice(existingQuant + quantBlocks);
+        reused.push(...fullEntriesKept);
+        fullBlocks = 0;
+      }
+      drafts.push({
+        layer,
+        head,
+        row: meta.rowOf(input.seqId, layer, head),
+        before,
+        kept,
+        reused,
+        quantBlocks,
+        fullBlocks,
+        firstNew,
+        identity: identity && rewritten,
+        quantizedTokens,
+      });
+      quantNeeded += quantBlocks;
+      fullNeeded += fullBlocks;
+    }
+  }
+  const quantAllocated = quantNeeded > 0 ? meta.allocateBlocks('quant', quantNeeded) : [];
+  if (quantAllocated === null) {
+    throw new OutOfBlocksError(quantNeeded, meta.quantPool.numFree, 'quantized pool: grow it or compress harder');
+  }
+  const fullAllocated = fullNeeded > 0 ? meta.allocateBlocks('full', fullNeeded) : [];
+  if (fullAllocated === null) {
+    meta.releaseBlocks('quant', quantAllocated);
+    throw new OutOfBlocksError(fullNeeded, meta.fullPool.numFree, 'full pool: grow it or compress harder');
+  }
+  const jobs: CompactionJob[] = [];
+  const heads: HeadCompaction[] = [];
+  let nextQuant = 0;
+  let nextFull = 0;
+  for (const draft of drafts) {
+    const entries: number[] = [];
+    const newQuant: number[] = [];
+    const newFull: number[] = [];
+    for (let b = 0; b < draft.quantBlocks; b++) newQuant.push(quantAllocated[nextQuant++] ?? 0);
+    for (let b = 0; b < draft.fullBlocks; b++) newFull.push(fullAllocated[nextFull++] ?? 0);
+    const addJob = (destEntry: number, start: number, count: number) => {
+      jobs.push(
+        draft.identity
+          ? { row: draft.row, destEntry, count, indexBase: IDENTITY_INDEX, identityStart: start }
+          : { row: draft.row, destEntry, count, indexBase: draft.row * input.indexStride + start, identityStart: 0 },
+      );
+    };
+    const reusedQuantCount = draft.identity ? draft.firstNew / blockSize : 0;
+    entries.push(...draft.reused.slice(0, reusedQuantCount));
+    newQuant.forEach((block, b) => {
+      const entry = encodeBlockRef('quant', block);
+      entries.push(entry);
+      addJob(entry, draft.firstNew + b * blockSize, blockSize);
+    });
+    if (draft.identity) {
+      entries.push(...draft.reused.slice(reusedQuantCount));
+    } else if (draft.fullBlocks === 0 && draft.quantBlocks === 0) {
+      entries.push(...draft.reused);
+    }
+    newFull.forEach((block, b) => {
+      const entry = encodeBlockRef('full', block);
+      entries.push(entry);
+      const start = draft.quantizedTokens + b * blockSize;
+      addJob(entry, start, Math.min(blockSize, draft.kept - start));
+    });
+    heads.push({
+      layer: draft.layer,
+      head: draft.head,
+      row: draft.row,
+      before: draft.before,
+      kept: draft.kept,
+      entries,
+      quantizedTokens: draft.quantizedTokens,
+      rewritten: draft.quantBlocks + draft.fullBlocks > 0,
+    });
+  }
+  return { jobs, heads, allocated: { full: fullAllocated, quant: quantAllocated } };
+}
+
+/** Commits a planned compaction after its GPU work completed: new block lists in, old blocks back to the pools. */
+export function commitCompaction(meta: CacheMetadata, seqId: number, plan: CompactionPlan): void {
+  for (const head of plan.heads) {
+    if (!head.rewritten && head.kept === head.before) continue;
+    meta.replaceHeadBlocks(seqId, head.layer, head.head, head.entries, head.kept);
+  }
+}
+
+/** Gives back a plan's destination blocks when its GPU work failed; the cache stays as it was. */
+export function abandonCompaction(meta: CacheMetadata, plan: CompactionPlan): void {
+  meta.releaseBlocks('full', plan.allocated.full);
+  meta.releaseBlocks('quant', plan.allocated.quant);
+}
