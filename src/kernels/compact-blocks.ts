@@ -1,0 +1,143 @@
+import compactBody from '../../shaders/compact_blocks.wgsl';
+import kvReadLibrary from '../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../cache/layout.js';
+import { InvalidArgumentError } from '../errors.js';
+import { requireUsage } from '../gpu/buffers.js';
+import type { GpuContext } from '../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
+import { UniformLayout } from '../gpu/uniforms.js';
+import { cacheConstants } from './cache-constants.js';
+import type { PagedCacheBindings } from './paged-attention.js';
+
+const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
+  { name: 'num_jobs', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+]);
+
+/**
+ * `indexBase` value meaning "source token i is logical index identityStart + i" (no index list).
+ *
+ * @example
+ * ```ts
+ * packCompactJobs([{ row: 0, destEntry: 7, count: 16, indexBase: IDENTITY_INDEX_BASE, identityStart: 32 }]);
+ * ```
+ */
+export const IDENTITY_INDEX_BASE = 0xffff_ffff;
+
+/** u32 words per job in the jobs buffer. */
+export const COMPACT_JOB_WORDS = 5;
+
+/**
+ * One destination block to build. Source token i is logical index `indices[indexBase + i]` of `row` in the
+ * current block table, or `identityStart + i` when `indexBase` is {@link IDENTITY_INDEX_BASE}.
+ *
+ * @example
+ * ```ts
+ * const job: CompactJob = { row: 3, destEntry: encodeBlockRef('quant', 12), count: 16, indexBase: 0, identityStart: 0 };
+ * ```
+ */
+export interface CompactJob {
+  /** `(layer × seqSlots + slot) × kvHeads + kvHead`. */
+  readonly row: number;
+  /** Destination block-table entry (`encodeBlockRef`): its pool decides the format written. A fresh block. */
+  readonly destEntry: number;
+  /** Tokens to place, 1..blockSize; the rest of the block is zeroed. */
+  readonly count: number;
+  readonly indexBase: number;
+  readonly identityStart: number;
+}
+
+/**
+ * Packs jobs into the u32 [numJobs][5] layout `compact_blocks` reads.
+ *
+ * @example
+ * ```ts
+ * const jobs = createStorageBuffer(gpu, 'jobs', packCompactJobs(list));
+ * ```
+ */
+export function packCompactJobs(jobs: readonly CompactJob[]): Uint32Array {
+  const out = new Uint32Array(jobs.length * COMPACT_JOB_WORDS);
+  jobs.forEach((job, i) => {
+    out.set([job.row, job.destEntry, job.count, job.indexBase, job.identityStart], i * COMPACT_JOB_WORDS);
+  });
+  return out;
+}
+
+/** One run of block compaction. */
+export interface CompactBlocksRun {
+  /** The cache; both pools must be bindable read_write (they are storage buffers). */
+  readonly cache: PagedCacheBindings;
+  /** u32 [numJobs][5] (see {@link packCompactJobs}). */
+  readonly jobs: GPUBuffer;
+  readonly numJobs: number;
+  /** u32 logical indices referenced by the jobs (any 4-byte buffer when every job is an identity job). */
+  readonly indices: GPUBuffer;
+}
+
+/**
+ * Builds destination blocks from lists of source tokens: reads K/V/positions of any source format through
+ * shaders/kv_read.wgsl and writes each destination in its pool's format — f32/f16 bit-exactly, or KIVI
+ * int8/int4/int2 as `encodeBlock` would from the decoded source values (codes within ±1 where WGSL's division
+ * lands across a rounding boundary). One workgroup per destination block; no atomics.
+ *
+ * Destinations must be fresh blocks, never a block any job reads.
+ *
+ * @example
+ * ```ts
+ * const compact = new CompactBlocksKernel(gpu, { full, quant });
+ * compact.encode(encoder, { cache, jobs, numJobs, indices: keptIndices });
+ * ```
+ */
+export class CompactBlocksKernel {
+  readonly spec: KernelSpec;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    readonly shape: { full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number },
+  ) {
+    if (shape.quant && (shape.quant.headDim !== shape.full.headDim || shape.quant.blockSize !== shape.full.blockSize)) {
+      throw new InvalidArgumentError('quant', 'the two pools must share head_dim and block size');
+    }
+    this.spec = {
+      name: 'compact_blocks',
+      body: compactBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: shape.workgroupSize ?? 64 },
+      },
+      uniforms: [COMPACT_BLOCKS_PARAMS],
+    };
+  }
+
+  /** Records the compaction. */
+  encode(encoder: GPUCommandEncoder, run: CompactBlocksRun): void {
+    if (!Number.isInteger(run.numJobs) || run.numJobs <= 0) {
+      throw new InvalidArgumentError('numJobs', `must be a positive integer; got ${run.numJobs}`);
+    }
+    if (run.jobs.size < run.numJobs * COMPACT_JOB_WORDS * 4) {
+      throw new InvalidArgumentError('jobs', `holds ${run.jobs.size} B; ${run.numJobs * COMPACT_JOB_WORDS * 4} B needed`);
+    }
+    for (const [name, buffer] of [
+      ['jobs', run.jobs],
+      ['indices', run.indices],
+      ['fullPool', run.cache.fullPool],
+      ['quantPool', run.cache.quantPool],
+    ] as const) {
+      requireUsage(buffer, GPUBufferUsage.STORAGE, `compact_blocks ${name}`);
+    }
+    const uniforms = this.gpu.uniformBuffer(
+      'compact_blocks:params',
+      COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
+    );
+    const pass = encoder.beginComputePass({ label: 'compact_blocks' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.spec),
+      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool],
+      run.numJobs,
+    );
+    pass.end();
+  }
+}

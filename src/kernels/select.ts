@@ -1,0 +1,272 @@
+import thresholdBody from '../../shaders/select_threshold.wgsl';
+import compactBody from '../../shaders/select_compact.wgsl';
+import { InvalidArgumentError } from '../errors.js';
+import { requireUsage } from '../gpu/buffers.js';
+import type { GpuContext } from '../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
+import { UniformLayout } from '../gpu/uniforms.js';
+
+const SELECT_PARAMS = new UniformLayout('SelectParams', [
+  { name: 'num_segments', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'segmented', type: 'u32' },
+  { name: 'use_exclusion', type: 'u32' },
+  { name: 'write_counts', type: 'u32' },
+]);
+
+const COMPACT_SELECT_PARAMS = new UniformLayout('CompactSelectParams', [
+  { name: 'num_rows', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+]);
+
+/**
+ * The threshold key meaning "keep nothing" (no finite or infinite f32 maps to it).
+ *
+ * @example
+ * ```ts
+ * if (thresholds[2 * row] === NO_THRESHOLD_KEY) console.log('row keeps nothing');
+ * ```
+ */
+export const NO_THRESHOLD_KEY = 0xffff_ffff;
+
+/**
+ * The order-preserving u32 key the selection kernels give an f32 score (as its raw bits): larger score, larger
+ * key; -0 and +0 share a key, as they tie in {@link selectTopK}'s comparisons.
+ *
+ * @example
+ * ```ts
+ * scoreKey(0x7f800000) > scoreKey(0x3f800000); // +Inf above 1
+ * ```
+ */
+export function scoreKey(bits: number): number {
+  const b = bits >>> 0 === 0x8000_0000 ? 0 : bits >>> 0;
+  return (b & 0x8000_0000) !== 0 ? ~b >>> 0 : (b | 0x8000_0000) >>> 0;
+}
+
+/** Per-row top-k: every row is its own selection. */
+export interface RowThresholdRun {
+  /** f32 [row][stride] scores (higher = keep; +Inf = protected). */
+  readonly scores: GPUBuffer;
+  /** u32 [row]: tokens per row (the context length). */
+  readonly lengths: GPUBuffer;
+  /** u32 [row]: tokens to keep per row (clamped to the length). */
+  readonly k: GPUBuffer;
+  readonly numRows: number;
+  /** Scores per row in the buffer (maxTokensPerHead). */
+  readonly stride: number;
+  /** u32 [numRows][2] output: {threshold key, keepEqual}. */
+  readonly thresholds: GPUBuffer;
+}
+
+/** Joint selections: each segment picks its k best tokens over the union of its member rows. */
+export interface SegmentThresholdRun {
+  readonly scores: GPUBuffer;
+  readonly stride: number;
+  readonly numSegments: number;
+  /** u32 [segment][3]: {first member, member count, k}. */
+  readonly segments: GPUBuffer;
+  /** u32 [member][2]: {row, length}. Members of a segment are consecutive. */
+  readonly members: GPUBuffer;
+  /**
+   * u32 [member][2] {key, keepEqual}: each member's own top tokens to leave out (a threshold from an earlier
+   * run over single-member segments); absent = nothing left out.
+   */
+  readonly exclusions?: GPUBuffer;
+  /** u32 [segment][2] output: {threshold key, keepEqual}. */
+  readonly thresholds: GPUBuffer;
+  /**
+   * u32 [member][2] output {keys > T, keys == T} over all the member's tokens. Accumulated with atomics: the
+   * kernel CLEARS it first (so pass the exact range). Absent = not computed.
+   */
+  readonly memberCounts?: GPUBuffer;
+  /** Members (for the counts buffer size). */
+  readonly numMembers: number;
+}
+
+/** Applying per-row thresholds. */
+export interface CompactSelectRun {
+  readonly scores: GPUBuffer;
+  readonly lengths: GPUBuffer;
+  /** u32 [row][2] from {@link TopKSelectKernel.encodeThresholds}. */
+  readonly thresholds: GPUBuffer;
+  readonly numRows: number;
+  readonly stride: number;
+  /** u32 [row][stride] output: kept logical indices, ascending; entries past the count are left untouched. */
+  readonly keptIndices: GPUBuffer;
+  /** u32 [row] output. */
+  readonly keptCounts: GPUBuffer;
+}
+
+/** A whole per-row top-k: thresholds then compaction. */
+export type TopKRun = RowThresholdRun & Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
+
+function checkCount(field: string, value: number): void {
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
+  }
+}
+
+function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
+  requireUsage(buffer, GPUBufferUsage.STORAGE, name);
+  if (buffer.size < bytes) throw new InvalidArgumentError(name, `"${buffer.label}" holds ${buffer.size} B; ${bytes} B needed`);
+}
+
+/**
+ * Top-k selection on the GPU with {@link selectTopK}'s exact result (score descending, ties by lower index):
+ * `select_threshold` radix-selects each row's k-th largest score as an order-preserving u32 key plus how many
+ * keys equal to it are kept; `select_compact` writes the kept logical indices in ascending order. Scores never
+ * leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
+ * `allocateBudgetsGpu`).
+ *
+ * @example
+ * ```ts
+ * const select = new TopKSelectKernel(gpu);
+ * const encoder = gpu.device.createCommandEncoder();
+ * select.encode(encoder, { scores, lengths, k, numRows, stride, thresholds, keptIndices, keptCounts });
+ * gpu.submit([encoder.finish()]);
+ * ```
+ */
+export class TopKSelectKernel {
+  readonly thresholdSpec: KernelSpec;
+  readonly compactSpec: KernelSpec;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    options: { workgroupSize?: number; itemsPerThread?: number } = {},
+  ) {
+    const workgroupSize = options.workgroupSize ?? 256;
+    const items = options.itemsPerThread ?? 4;
+    if (workgroupSize > gpu.limits.maxComputeInvocationsPerWorkgroup || (workgroupSize & (workgroupSize - 1)) !== 0) {
+      throw new InvalidArgumentError('workgroupSize', `must be a power of two ≤ the device limit; got ${workgroupSize}`);
+    }
+    // The radix histogram has 256 bins, one per thread: its workgroup size is fixed by the algorithm.
+    this.thresholdSpec = { name: 'select_threshold', body: thresholdBody, constants: {}, uniforms: [SELECT_PARAMS] };
+    this.compactSpec = {
+      name: 'select_compact',
+      body: compactBody,
+      constants: {
+        WORKGROUP_SIZE: { type: 'u32', value: workgroupSize },
+        ITEMS: { type: 'u32', value: items },
+      },
+      uniforms: [COMPACT_SELECT_PARAMS],
+    };
+  }
+
+  /** Records per-row thresholds: `thresholds[row] = {key, keepEqual}` for the row's top k[row]. */
+  encodeThresholds(encoder: GPUCommandEncoder, run: RowThresholdRun): void {
+    checkCount('numRows', run.numRows);
+    checkCount('stride', run.stride);
+    checkSize('scores', run.scores, run.numRows * run.stride * 4);
+    checkSize('lengths', run.lengths, run.numRows * 4);
+    checkSize('k', run.k, run.numRows * 4);
+    checkSize('thresholds', run.thresholds, run.numRows * 8);
+    const uniforms = this.gpu.uniformBuffer(
+      'select_threshold:params',
+      SELECT_PARAMS.pack({ num_segments: run.numRows, stride: run.stride, segmented: 0, use_exclusion: 0, write_counts: 0 }),
+    );
+    // Unused bindings still need a buffer: the lengths stand in for members/exclusions/counts (never read
+    // or written with these flags).
+    this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows);
+  }
+
+  /** Records joint thresholds over segments of member rows (and, optionally, per-member counts). */
+  encodeSegmentThresholds(encoder: GPUCommandEncoder, run: SegmentThresholdRun): void {
+    checkCount('numSegments', run.numSegments);
+    checkCount('numMembers', run.numMembers);
+    checkCount('stride', run.stride);
+    checkSize('segments', run.segments, run.numSegments * 12);
+    checkSize('members', run.members, run.numMembers * 8);
+    checkSize('thresholds', run.thresholds, run.numSegments * 8);
+    if (run.exclusions) checkSize('exclusions', run.exclusions, run.numMembers * 8);
+    if (run.memberCounts) {
+      checkSize('memberCounts', run.memberCounts, run.numMembers * 8);
+      encoder.clearBuffer(run.memberCounts, 0, run.numMembers * 8);
+    }
+    const uniforms = this.gpu.uniformBuffer(
+      'select_threshold:params',
+      SELECT_PARAMS.pack({
+        num_segments: run.numSegments,
+        stride: run.stride,
+        segmented: 1,
+        use_exclusion: run.exclusions ? 1 : 0,
+        write_counts: run.memberCounts ? 1 : 0,
+      }),
+    );
+    // A separate placeholder for the counts: a buffer may not be bound read-only and writable in one dispatch.
+    const counts = run.memberCounts ?? this.placeholder();
+    this.dispatchThresholds(
+      encoder,
+      uniforms,
+      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds, counts],
+      run.numSegments,
+    );
+  }
+
+  /** Records the compaction of kept indices from per-row thresholds. */
+  encodeCompact(encoder: GPUCommandEncoder, run: CompactSelectRun): void {
+    checkCount('numRows', run.numRows);
+    checkCount('stride', run.stride);
+    checkSize('scores', run.scores, run.numRows * run.stride * 4);
+    checkSize('lengths', run.lengths, run.numRows * 4);
+    checkSize('thresholds', run.thresholds, run.numRows * 8);
+    checkSize('keptIndices', run.keptIndices, run.numRows * run.stride * 4);
+    checkSize('keptCounts', run.keptCounts, run.numRows * 4);
+    const uniforms = this.gpu.uniformBuffer(
+      'select_compact:params',
+      COMPACT_SELECT_PARAMS.pack({ num_rows: run.numRows, stride: run.stride }),
+    );
+    const pass = encoder.beginComputePass({ label: 'select_compact' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.compactSpec),
+      [uniforms, run.scores, run.lengths, run.thresholds, run.keptIndices, run.keptCounts],
+      run.numRows,
+    );
+    pass.end();
+  }
+
+  /** Records a whole per-row top-k (thresholds, then compaction). */
+  encode(encoder: GPUCommandEncoder, run: TopKRun): void {
+    this.encodeThresholds(encoder, run);
+    this.encodeCompact(encoder, run);
+  }
+
+  private placeholderBuffer: GPUBuffer | undefined;
+
+  private placeholder(): GPUBuffer {
+    this.placeholderBuffer ??= this.gpu.device.createBuffer({
+      label: 'select_threshold:no-counts',
+      size: 16,
+      usage: GPUBufferUsage.STORAGE,
+    });
+    return this.placeholderBuffer;
+  }
+
+  private dispatchThresholds(
+    encoder: GPUCommandEncoder,
+    uniforms: GPUBuffer,
+    buffers: readonly GPUBuffer[],
+    workgroups: number,
+  ): void {
+    const [scores, lengths, ks, members, exclusions, thresholds, counts] = buffers;
+    if (!scores || !lengths || !ks || !members || !exclusions || !thresholds) {
+      throw new InvalidArgumentError('buffers', 'select_threshold needs six buffers');
+    }
+    const pass = encoder.beginComputePass({ label: 'select_threshold' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.thresholdSpec),
+      [uniforms, scores, lengths, ks, members, exclusions, thresholds, counts ?? this.placeholder()],
+      workgroups,
+    );
+    pass.end();
+  }
+
+  /** Releases the kernel's placeholder buffer. */
+  destroy(): void {
+    this.placeholderBuffer?.destroy();
+    this.placeholderBuffer = undefined;
+  }
+}
