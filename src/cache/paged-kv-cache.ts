@@ -1,6 +1,7 @@
 import { InvalidArgumentError, NonFiniteValueError, OutOfBlocksError } from '../errors.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
+import { AccumulateAttentionKernel } from '../kernels/accumulate-attention.js';
 import { CopyRangesKernel, type WordRange } from '../kernels/copy-ranges.js';
 import { KvAppendKernel } from '../kernels/kv-append.js';
 import { PagedAttentionKernel, type PagedCacheBindings } from '../kernels/paged-attention.js';
@@ -43,6 +44,11 @@ export interface PagedKvCacheOptions {
   readonly initialQuantBlocks?: number;
   /** Queries kept per (layer, sequence) for SnapKV-style scoring (default 32). */
   readonly observationWindow?: number;
+  /**
+   * Accumulate per-token attention statistics (H2O, KV-Compress) on every attention step (default true; the
+   * extra kernel reads the probabilities the attention already wrote).
+   */
+  readonly accumulateStats?: boolean;
 }
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
@@ -54,6 +60,8 @@ interface StepState {
   readonly destSlots: GPUBuffer;
   readonly positionsBuffer: GPUBuffer;
   readonly querySlots: GPUBuffer;
+  /** u32 [1][3]: (slot, first query, query count) for the statistics kernel. */
+  readonly segments: GPUBuffer;
   readonly probs: GPUBuffer;
   readonly probsStride: number;
 }
@@ -106,6 +114,11 @@ export class PagedKvCache implements GpuAttentionBackend {
   private readonly flags: GPUBuffer;
   private readonly appendKernel: KvAppendKernel;
   private readonly copyRanges: CopyRangesKernel;
+  private readonly accumulateKernel: AccumulateAttentionKernel;
+  /** Whether attention steps add to the per-token statistics. */
+  accumulateStats = true;
+  /** How many newest queries of each (layer, slot) the observation window holds. */
+  private readonly windowValid = new Map<number, number>();
   private readonly attentionKernel: PagedAttentionKernel;
   private destroyed = false;
 
@@ -143,6 +156,12 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.flags = createStorageBuffer(gpu, 'kv:flags', 4);
     this.appendKernel = new KvAppendKernel(gpu, { kvHeads, full: meta.fullLayout });
     this.copyRanges = new CopyRangesKernel(gpu);
+    this.accumulateKernel = new AccumulateAttentionKernel(gpu, {
+      nHeads,
+      kvHeads,
+      full: meta.fullLayout,
+      quant: meta.quantLayout,
+    });
     this.attentionKernel = new PagedAttentionKernel(gpu, {
       nHeads,
       kvHeads,
@@ -184,7 +203,9 @@ export class PagedKvCache implements GpuAttentionBackend {
     if (!Number.isInteger(window) || window <= 0) {
       throw new InvalidArgumentError('observationWindow', `must be a positive integer; got ${window}`);
     }
-    return new PagedKvCache(gpu, meta, options.nHeads, window);
+    const cache = new PagedKvCache(gpu, meta, options.nHeads, window);
+    cache.accumulateStats = options.accumulateStats ?? true;
+    return cache;
   }
 
   /** The full-format block layout (where tokens land). */
@@ -258,6 +279,10 @@ export class PagedKvCache implements GpuAttentionBackend {
     ];
     this.gpu.submit([encoder.finish()]);
     this.destroyAfterSubmit(scratch);
+    for (let layer = 0; layer < layers; layer++) {
+      const valid = this.windowValid.get(layer * this.meta.seqSlots + srcSlot);
+      if (valid !== undefined) this.windowValid.set(layer * this.meta.seqSlots + dstSlot, valid);
+    }
     this.uploadDirtyRows();
   }
 
@@ -350,6 +375,7 @@ export class PagedKvCache implements GpuAttentionBackend {
       destSlots: this.scratch('kv:dest-slots', plan.destSlots),
       positionsBuffer: this.scratch('kv:positions', positions),
       querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.nTokens).fill(plan.slot)),
+      segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.nTokens])),
       probs: this.gpu.buffers.acquire(
         plan.nTokens * this.nHeads * probsStride * 4,
         GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -422,6 +448,18 @@ export class PagedKvCache implements GpuAttentionBackend {
       probs: state.probs,
       probsStride: state.probsStride,
     });
+    if (this.accumulateStats) {
+      this.accumulateKernel.encode(encoder, {
+        cache: this.bindings,
+        layer,
+        probs: state.probs,
+        probsStride: state.probsStride,
+        queryPositions: state.positionsBuffer,
+        segments: state.segments,
+        numSegments: 1,
+        stats: { attnSum: this.attnSum, attnSqSum: this.attnSqSum, attnCount: this.attnCount },
+      });
+    }
   }
 
   private encodeWindowRecord(encoder: GPUCommandEncoder, state: StepState, layer: number, queries: GPUBuffer): void {
@@ -437,6 +475,8 @@ export class PagedKvCache implements GpuAttentionBackend {
       encoder.copyBufferToBuffer(queries, t * queryBytes, this.windowQueries, (base * window + ring) * queryBytes, queryBytes);
       positions.push(ring, position);
     }
+    const key = layer * this.meta.seqSlots + state.plan.slot;
+    this.windowValid.set(key, Math.min(window, (this.windowValid.get(key) ?? 0) + state.numTokens));
     for (let i = 0; i < positions.length; i += 2) {
       this.gpu.device.queue.writeBuffer(
         this.windowPositions,
@@ -444,6 +484,11 @@ export class PagedKvCache implements GpuAttentionBackend {
         new Uint32Array([positions[i + 1] ?? 0]),
       );
     }
+  }
+
+  /** How many of the newest queries of (sequence, layer) the observation window holds. */
+  windowCount(seqId: number, layer: number): number {
+    return this.windowValid.get(layer * this.meta.seqSlots + this.meta.slotOf(seqId)) ?? 0;
   }
 
   /** The probabilities buffer of a step's last encoded layer: f32 [n][nHeads][probsStride]. */
@@ -455,7 +500,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   /** Releases a step's scratch buffers (after its command buffer was submitted). */
   endStep(step: KvStep): void {
     const state = this.state(step);
-    for (const buffer of [state.destSlots, state.positionsBuffer, state.querySlots, state.probs]) {
+    for (const buffer of [state.destSlots, state.positionsBuffer, state.querySlots, state.segments, state.probs]) {
       this.gpu.buffers.release(buffer);
     }
     STEP_STATES.delete(step);
@@ -676,6 +721,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   }
 
   private clearSlotState(slot: number): void {
+    for (let layer = 0; layer < this.shape.layers; layer++) this.windowValid.delete(layer * this.meta.seqSlots + slot);
     const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:clear-slot' });
     const statsRowBytes = this.shape.kvHeads * this.maxTokensPerHead * 4;
     for (let layer = 0; layer < this.shape.layers; layer++) {

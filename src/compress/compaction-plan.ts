@@ -1,21 +1,7 @@
 import type { CacheMetadata } from '../cache/cache-metadata.js';
 import { decodeBlockRef, encodeBlockRef } from '../cache/layout.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
-
-/** Marks a job whose source tokens are consecutive logical indices instead of an index list. */
-export const IDENTITY_INDEX = 0xffff_ffff;
-
-/**
- * One destination block to build on the GPU (shaders/compact_blocks.wgsl): `count` source tokens of `row`, given
- * by `indices[indexBase + i]` or, for identity jobs, `identityStart + i`, written into `destEntry`.
- */
-export interface CompactionJob {
-  readonly row: number;
-  readonly destEntry: number;
-  readonly count: number;
-  readonly indexBase: number;
-  readonly identityStart: number;
-}
+import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compact-blocks.js';
 
 /** What one head looks like after the compaction. */
 export interface HeadCompaction {
@@ -34,7 +20,7 @@ export interface HeadCompaction {
 
 /** The host half of a compaction: destination blocks allocated, GPU jobs listed. */
 export interface CompactionPlan {
-  readonly jobs: readonly CompactionJob[];
+  readonly jobs: readonly CompactJob[];
   readonly heads: readonly HeadCompaction[];
   /** Blocks allocated for the plan, per pool (released again if the GPU part fails). */
   readonly allocated: { readonly full: readonly number[]; readonly quant: readonly number[] };
@@ -154,7 +140,7 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
     meta.releaseBlocks('quant', quantAllocated);
     throw new OutOfBlocksError(fullNeeded, meta.fullPool.numFree, 'full pool: grow it or compress harder');
   }
-  const jobs: CompactionJob[] = [];
+  const jobs: CompactJob[] = [];
   const heads: HeadCompaction[] = [];
   let nextQuant = 0;
   let nextFull = 0;
@@ -167,7 +153,7 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
     const addJob = (destEntry: number, start: number, count: number) => {
       jobs.push(
         draft.identity
-          ? { row: draft.row, destEntry, count, indexBase: IDENTITY_INDEX, identityStart: start }
+          ? { row: draft.row, destEntry, count, indexBase: IDENTITY_INDEX_BASE, identityStart: start }
           : { row: draft.row, destEntry, count, indexBase: draft.row * input.indexStride + start, identityStart: 0 },
       );
     };

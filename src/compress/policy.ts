@@ -7,6 +7,7 @@
  * every budget mode keeps them whenever it can.
  */
 import { InvalidArgumentError } from '../errors.js';
+import { encodeGpuScores, type GpuScorePlan, type ScoreGpuInput } from './gpu-policies.js';
 
 /**
  * What a policy may look at, for ONE layer. Per-KV-head arrays may differ in length (per-head eviction).
@@ -57,6 +58,11 @@ export interface ScoreInput {
 export interface ScoringPolicy {
   readonly name: string;
   score(input: ScoreInput): Float32Array[];
+  /**
+   * Encodes the same scores, computed on the GPU from the paged cache, into `encoder` (absent when a policy
+   * has no GPU kernels). Writes f32 `[row][maxTokensPerHead]` of the input's (layer range, slot).
+   */
+  scoreGpu?(encoder: GPUCommandEncoder, input: ScoreGpuInput): void;
 }
 
 /**
@@ -182,9 +188,17 @@ export abstract class BasePolicy implements ScoringPolicy {
     this.recentWindow = nonNegativeInteger('recentWindow', options.recentWindow ?? DEFAULT_RECENT_WINDOW);
   }
 
-  /** Trailing positions this policy protects (snapkv widens it to its observation window). */
-  protected protectedRecent(_input: ScoreInput): number {
+  /**
+   * Trailing positions this policy protects, given how many observation-window queries are available
+   * (snapkv widens it to its observation window). CPU and GPU scoring both ask here, so they agree.
+   */
+  protected protectedRecent(_windowRows: number): number {
     return this.recentWindow;
+  }
+
+  /** How the policy scores on the GPU; null when it cannot (scoreGpu then throws). */
+  protected gpuPlan(): GpuScorePlan | null {
+    return null;
   }
 
   /** Policy-specific scores, one array per KV head, before protection. Must not return NaN. */
@@ -193,7 +207,8 @@ export abstract class BasePolicy implements ScoringPolicy {
   score(input: ScoreInput): Float32Array[] {
     const tokens = checkScoreInput(input);
     const scores = this.rawScore(input, tokens);
-    const recentStart = sequenceLengthOf(input) - this.protectedRecent(input);
+    const windowRows = input.windowQueries ? Math.floor(input.windowQueries.length / (input.nHeads * input.headDim)) : 0;
+    const recentStart = sequenceLengthOf(input) - this.protectedRecent(windowRows);
     for (let kv = 0; kv < input.kvHeads; kv++) {
       const s = scores[kv];
       const pos = input.positions[kv];
@@ -206,5 +221,20 @@ export abstract class BasePolicy implements ScoringPolicy {
       }
     }
     return scores;
+  }
+
+  /**
+   * Encodes this policy's GPU kernels for one (layer range, slot): raw scores, then the same protection as
+   * {@link BasePolicy.score}.
+   *
+   * @throws InvalidArgumentError when the policy has no GPU plan or the input lacks what the plan reads.
+   */
+  scoreGpu(encoder: GPUCommandEncoder, input: ScoreGpuInput): void {
+    const plan = this.gpuPlan();
+    if (!plan) {
+      throw new InvalidArgumentError('policy', `${this.name} has no GPU scorer; score it on the CPU with score()`);
+    }
+    const windowRows = input.window?.valid ?? 0;
+    encodeGpuScores(encoder, input, plan, { sinks: this.sinkTokens, recent: this.protectedRecent(windowRows) });
   }
 }

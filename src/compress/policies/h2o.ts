@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
+import type { GpuScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -16,6 +17,10 @@ export class H2OPolicy extends BasePolicy {
 
   constructor(options: PolicyOptions = {}) {
     super(options);
+  }
+
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'stats', policy: 'h2o' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

@@ -1,3 +1,4 @@
+import type { GpuScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -14,6 +15,10 @@ export class KnormPolicy extends BasePolicy {
 
   constructor(options: PolicyOptions = {}) {
     super(options);
+  }
+
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'stats', policy: 'knorm' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
+import type { GpuScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -15,6 +16,10 @@ export class KvCompressPolicy extends BasePolicy {
 
   constructor(options: PolicyOptions = {}) {
     super(options);
+  }
+
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'stats', policy: 'kvcompress' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

@@ -1,3 +1,4 @@
+import type { GpuScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -37,6 +38,9 @@ export interface RandomOptions extends PolicyOptions {
 /**
  * Random eviction, the baseline every policy must beat. Each (layer, KV head) draws from its own mulberry32
  * stream seeded with hash(seed, layer, head), so results are reproducible and heads differ.
+ * Token t gets draw t of its head's stream. mulberry32's state only adds a constant per draw, so draw t is a
+ * pure function of (stream seed, t): shaders/score_stats.wgsl computes every token's draw independently and
+ * matches these scores bit for bit.
  *
  * @example
  * ```ts
@@ -50,6 +54,10 @@ export class RandomPolicy extends BasePolicy {
   constructor(options: RandomOptions = {}) {
     super(options);
     this.seed = options.seed ?? 0;
+  }
+
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'stats', policy: 'random', seed: this.seed };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

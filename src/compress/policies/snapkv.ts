@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
+import type { GpuScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 import { windowProbabilities } from './window.js';
 
@@ -74,9 +75,12 @@ export class SnapKVPolicy extends BasePolicy {
     }
   }
 
-  protected override protectedRecent(input: ScoreInput): number {
-    const rows = input.windowQueries ? input.windowQueries.length / (input.nHeads * input.headDim) : 0;
-    return Math.max(this.recentWindow, Math.min(this.window, Math.floor(rows)));
+  protected override protectedRecent(windowRows: number): number {
+    return Math.max(this.recentWindow, Math.min(this.window, windowRows));
+  }
+
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'window', window: this.window, kernelSize: this.kernelSize, pooling: this.pooling };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

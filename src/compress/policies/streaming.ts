@@ -1,4 +1,5 @@
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
+import type { GpuScorePlan } from '../gpu-policies.js';
 
 /**
  * StreamingLLM: keep the attention sinks and the most recent tokens. Score = position, so under any budget the
@@ -14,6 +15,10 @@ export class StreamingPolicy extends BasePolicy {
 
   constructor(options: PolicyOptions = {}) {
     super(options);
+  }
+
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'stats', policy: 'streaming' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

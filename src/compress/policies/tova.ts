@@ -1,3 +1,4 @@
+import type { GpuScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 import { windowProbabilities } from './window.js';
 
@@ -15,6 +16,11 @@ export class TovaPolicy extends BasePolicy {
 
   constructor(options: PolicyOptions = {}) {
     super(options);
+  }
+
+  // The last query only, unpooled: the SnapKV kernels with a one-row window and kernel size 1.
+  protected override gpuPlan(): GpuScorePlan {
+    return { kind: 'window', window: 1, kernelSize: 1, pooling: 'avg' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

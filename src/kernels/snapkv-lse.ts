@@ -1,0 +1,192 @@
+import snapkvLseBody from '../../shaders/snapkv_lse.wgsl';
+import kvReadLibrary from '../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../cache/layout.js';
+import { InvalidArgumentError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
+import { UniformLayout } from '../gpu/uniforms.js';
+import { cacheConstants } from './cache-constants.js';
+import type { PagedCacheBindings } from './paged-attention.js';
+import { checkScoreTarget, type ObservationWindowBindings, type ScoreTarget } from './score-target.js';
+
+/** Uniforms of both SnapKV passes (shaders/snapkv_lse.wgsl, shaders/snapkv_score.wgsl). */
+export const SNAPKV_PARAMS = new UniformLayout('SnapKVParams', [
+  { name: 'layer', type: 'u32' },
+  { name: 'layer_count', type: 'u32' },
+  { name: 'slot', type: 'u32' },
+  { name: 'seq_slots', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'max_tokens', type: 'u32' },
+  { name: 'window', type: 'u32' },
+  { name: 'window_cap', type: 'u32' },
+  { name: 'seq_len', type: 'u32' },
+  { name: 'tiles', type: 'u32' },
+  { name: 'sinks', type: 'u32' },
+  { name: 'recent_start', type: 'u32' },
+  { name: 'scale', type: 'f32' },
+]);
+
+/**
+ * Shape of the SnapKV kernels: query and KV heads and the cache's block layouts.
+ *
+ * @example
+ * ```ts
+ * const shape: SnapKVShape = { nHeads: 8, kvHeads: 2, full, quant: null };
+ * ```
+ */
+export interface SnapKVShape {
+  readonly nHeads: number;
+  readonly kvHeads: number;
+  readonly full: BlockLayout;
+  readonly quant: BlockLayout | null;
+  readonly workgroupSize?: number;
+}
+
+/**
+ * One run of either SnapKV pass over one (layer range, slot).
+ *
+ * @example
+ * ```ts
+ * const run: SnapKVRun = { cache, target, window, rows: 32, lse, scores };
+ * ```
+ */
+export interface SnapKVRun {
+  readonly cache: PagedCacheBindings;
+  readonly target: ScoreTarget;
+  readonly window: ObservationWindowBindings;
+  /** Window queries that vote: the newest `rows` (1 ≤ rows ≤ window.valid). */
+  readonly rows: number;
+  /** Scratch f32 [layerCount][rows][nHeads][2]: written by the first pass, read by the second. */
+  readonly lse: GPUBuffer;
+  /** f32 [row][maxTokensPerHead]; the second pass writes the target's rows, tokens < context length. */
+  readonly scores: GPUBuffer;
+  /** Logit scale, default 1/√headDim (as the reference attention). */
+  readonly scale?: number;
+}
+
+/**
+ * Bytes of the lse scratch of a run: (max, 1/Σ) per (layer, window query, query head).
+ *
+ * @example
+ * ```ts
+ * const lse = createStorageBuffer(gpu, 'lse', snapkvLseBytes(1, 32, 8));
+ * ```
+ */
+export function snapkvLseBytes(layerCount: number, rows: number, nHeads: number): number {
+  return layerCount * rows * nHeads * 2 * 4;
+}
+
+/**
+ * Validates a run and packs the uniforms both passes share. Returns them with the token tiles of the second pass.
+ *
+ * @example
+ * ```ts
+ * const { bytes, tiles } = packSnapKVParams(shape, run, 64);
+ * ```
+ */
+export function packSnapKVParams(
+  shape: SnapKVShape,
+  run: SnapKVRun,
+  workgroupSize: number,
+): { bytes: ArrayBuffer; tiles: number } {
+  const { full, nHeads, kvHeads } = shape;
+  const { target, window, rows } = run;
+  const { recentStart, maxTokens } = checkScoreTarget(target, run.cache, full.blockSize, run.scores, kvHeads);
+  if (!Number.isInteger(window.capacity) || window.capacity <= 0) {
+    throw new InvalidArgumentError('window.capacity', `must be a positive integer; got ${window.capacity}`);
+  }
+  if (!Number.isInteger(window.valid) || window.valid < 0 || window.valid > Math.min(window.capacity, target.seqLen)) {
+    throw new InvalidArgumentError('window.valid', `must be an integer in 0..min(capacity, seqLen); got ${window.valid}`);
+  }
+  if (!Number.isInteger(rows) || rows < 1 || rows > window.valid) {
+    throw new InvalidArgumentError('rows', `must be in 1..${window.valid} (the valid window queries); got ${rows}`);
+  }
+  const ringEntries = (target.layer + target.layerCount) * run.cache.seqSlots * window.capacity;
+  if (window.queries.size < ringEntries * nHeads * full.headDim * 4 || window.positions.size < ringEntries * 4) {
+    const last = target.layer + target.layerCount - 1;
+    throw new InvalidArgumentError('window', `the window buffers are too small for layers up to ${last}`);
+  }
+  if (run.lse.size < snapkvLseBytes(target.layerCount, rows, nHeads)) {
+    throw new InvalidArgumentError('lse', `holds ${run.lse.size} B; ${snapkvLseBytes(target.layerCount, rows, nHeads)} B needed`);
+  }
+  const tiles = Math.ceil(maxTokens / workgroupSize);
+  const bytes = SNAPKV_PARAMS.pack({
+    layer: target.layer,
+    layer_count: target.layerCount,
+    slot: target.slot,
+    seq_slots: run.cache.seqSlots,
+    max_blocks: run.cache.maxBlocksPerHead,
+    max_tokens: maxTokens,
+    window: rows,
+    window_cap: window.capacity,
+    seq_len: target.seqLen,
+    tiles,
+    sinks: Math.min(target.sinks, 0xffff_ffff),
+    recent_start: Math.min(recentStart, 0xffff_ffff),
+    scale: run.scale ?? 1 / Math.sqrt(full.headDim),
+  });
+  return { bytes, tiles };
+}
+
+/**
+ * SnapKV/TOVA pass 1: the softmax normaliser (max, 1/Σ) of each (layer, window query, query head) over the
+ * visible tokens of its KV head. One workgroup per (layer, window query, head).
+ *
+ * @example
+ * ```ts
+ * new SnapKVLseKernel(gpu, { nHeads: 8, kvHeads: 2, full, quant }).encode(encoder, run);
+ * ```
+ */
+export class SnapKVLseKernel {
+  readonly spec: KernelSpec;
+  private readonly workgroupSize: number;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    readonly shape: SnapKVShape,
+  ) {
+    if (shape.nHeads % shape.kvHeads !== 0) {
+      throw new InvalidArgumentError('nHeads', `${shape.nHeads} query heads are not a multiple of ${shape.kvHeads} KV heads`);
+    }
+    this.workgroupSize = shape.workgroupSize ?? 64;
+    if ((this.workgroupSize & (this.workgroupSize - 1)) !== 0) {
+      throw new InvalidArgumentError('workgroupSize', `the tree reduction needs a power of two; got ${this.workgroupSize}`);
+    }
+    this.spec = {
+      name: 'snapkv_lse',
+      body: snapkvLseBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        N_HEADS: { type: 'u32', value: shape.nHeads },
+        KV_HEADS: { type: 'u32', value: shape.kvHeads },
+      },
+      uniforms: [SNAPKV_PARAMS],
+    };
+  }
+
+  /** Records pass 1 into `encoder`. */
+  encode(encoder: GPUCommandEncoder, run: SnapKVRun): void {
+    const { bytes } = packSnapKVParams(this.shape, run, this.workgroupSize);
+    const uniforms = this.gpu.uniformBuffer('snapkv_lse:params', bytes);
+    const pass = encoder.beginComputePass({ label: 'snapkv_lse' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.spec),
+      [
+        uniforms,
+        run.window.queries,
+        run.window.positions,
+        run.cache.blockTable,
+        run.cache.contextLens,
+        run.cache.fullPool,
+        run.cache.quantPool,
+        run.lse,
+      ],
+      run.target.layerCount * run.rows * this.shape.nHeads,
+    );
+    pass.end();
+  }
+}

@@ -1,0 +1,89 @@
+import snapkvScoreBody from '../../shaders/snapkv_score.wgsl';
+import kvReadLibrary from '../../shaders/kv_read.wgsl';
+import scoreCommonLibrary from '../../shaders/score_common.wgsl';
+import { InvalidArgumentError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
+import { cacheConstants } from './cache-constants.js';
+import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape } from './snapkv-lse.js';
+
+/**
+ * Pooling of {@link SnapKVScoreKernel}: odd kernel size (1 = none) and mode.
+ *
+ * @example
+ * ```ts
+ * const pooling: SnapKVPooling = { kernelSize: 7, mode: 'max' };
+ * ```
+ */
+export interface SnapKVPooling {
+  readonly kernelSize: number;
+  readonly mode: 'avg' | 'max';
+}
+
+/**
+ * SnapKV/TOVA pass 2: per token, the mean window probability (normalisers from {@link SnapKVLseKernel}),
+ * pooled along token order with 'same' padding, then protected. One thread per token; a workgroup recomputes a
+ * halo of kernelSize/2 tokens each side so pooling needs no second pass. TOVA is rows = 1, kernelSize = 1.
+ *
+ * @example
+ * ```ts
+ * new SnapKVScoreKernel(gpu, { nHeads: 8, kvHeads: 2, full, quant }, { kernelSize: 5, mode: 'avg' }).encode(encoder, run);
+ * ```
+ */
+export class SnapKVScoreKernel {
+  readonly spec: KernelSpec;
+  private readonly workgroupSize: number;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    readonly shape: SnapKVShape,
+    readonly pooling: SnapKVPooling,
+  ) {
+    if (shape.nHeads % shape.kvHeads !== 0) {
+      throw new InvalidArgumentError('nHeads', `${shape.nHeads} query heads are not a multiple of ${shape.kvHeads} KV heads`);
+    }
+    if (!Number.isInteger(pooling.kernelSize) || pooling.kernelSize <= 0 || pooling.kernelSize % 2 === 0) {
+      throw new InvalidArgumentError('kernelSize', `must be a positive odd integer; got ${pooling.kernelSize}`);
+    }
+    this.workgroupSize = shape.workgroupSize ?? 64;
+    this.spec = {
+      name: 'snapkv_score',
+      body: snapkvScoreBody,
+      libraries: [kvReadLibrary, scoreCommonLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        N_HEADS: { type: 'u32', value: shape.nHeads },
+        KV_HEADS: { type: 'u32', value: shape.kvHeads },
+        POOL_RADIUS: { type: 'u32', value: (pooling.kernelSize - 1) / 2 },
+        POOL_MAX: { type: 'bool', value: pooling.mode === 'max' },
+      },
+      uniforms: [SNAPKV_PARAMS],
+    };
+  }
+
+  /** Records pass 2 into `encoder` (after pass 1 of the same run). */
+  encode(encoder: GPUCommandEncoder, run: SnapKVRun): void {
+    const { bytes, tiles } = packSnapKVParams(this.shape, run, this.workgroupSize);
+    const uniforms = this.gpu.uniformBuffer('snapkv_score:params', bytes);
+    const pass = encoder.beginComputePass({ label: 'snapkv_score' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.spec),
+      [
+        uniforms,
+        run.window.queries,
+        run.window.positions,
+        run.lse,
+        run.cache.blockTable,
+        run.cache.contextLens,
+        run.cache.fullPool,
+        run.cache.quantPool,
+        run.scores,
+      ],
+      run.target.layerCount * this.shape.kvHeads * tiles,
+    );
+    pass.end();
+  }
+}
