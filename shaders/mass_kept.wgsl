@@ -6,7 +6,7 @@
 @group(0) @binding(2) var<storage, read> lengths: array<u32>;       // [row] tokens before compression
 @group(0) @binding(3) var<storage, read> kept_index: array<u32>;    // [row][max_tokens]
 @group(0) @binding(4) var<storage, read> kept_count: array<u32>;    // [row]
-@group(0) @binding(5) var<storage, read_write> sums: array<f32>;    // [row - first_row][2]: total, kept
+@group(0) @binding(5) var<storage, read_write> sums: array<f32>;    // [out_base + row - first_row][2]: total, kept
 
 var<workgroup> partial: array<vec2<f32>, WORKGROUP_SIZE>;
 
@@ -39,7 +39,7 @@ fn main(
     workgroupBarrier();
   }
   if (lid == 0u) {
-    sums[2u * index] = partial[0].x;
-    sums[2u * index + 1u] = partial[0].y;
+    sums[2u * (params.out_base + index)] = partial[0].x;
+    sums[2u * (params.out_base + index) + 1u] = partial[0].y;
   }
 }

@@ -5,6 +5,8 @@ import { AccumulateAttentionKernel } from '../kernels/accumulate-attention.js';
 import { CopyRangesKernel, type WordRange } from '../kernels/copy-ranges.js';
 import { KvAppendKernel } from '../kernels/kv-append.js';
 import { PagedAttentionKernel, type PagedCacheBindings } from '../kernels/paged-attention.js';
+import { type AutoChoice, GpuCompressor } from '../compress/gpu-compressor.js';
+import type { CompressOptions, CompressionReport } from '../compress/options.js';
 import type { GpuAttentionBackend, KvStep } from '../model/attention-backend.js';
 import { decodeBlock } from '../reference/block-codec.js';
 import { CacheMetadata, type AppendPlan, type PoolName } from './cache-metadata.js';
@@ -121,6 +123,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   private readonly windowValid = new Map<number, number>();
   private readonly attentionKernel: PagedAttentionKernel;
   private destroyed = false;
+  private compressor: GpuCompressor | null = null;
 
   private constructor(
     readonly gpu: GpuContext,
@@ -648,6 +651,34 @@ export class PagedKvCache implements GpuAttentionBackend {
     return flag !== 0;
   }
 
+  // ------------------------------------------------------------------ compression
+
+  /**
+   * Compresses a sequence on the GPU: score, per-head budgets, top-k, compaction into fresh blocks (quantized when
+   * `bits` < 16), old blocks freed. See {@link GpuCompressor.compress}.
+   *
+   * @example
+   * ```ts
+   * const report = await cache.compress(seq, { policy: 'snapkv', budget: 64, budgets: 'adakv', bits: 4 });
+   * ```
+   */
+  compress(seqId: number, options: CompressOptions): Promise<CompressionReport> {
+    this.assertUsable();
+    this.compressor ??= new GpuCompressor(this);
+    return this.compressor.compress(seqId, options);
+  }
+
+  /** Reaches a target memory ratio by choosing eviction and bits; says which it chose. */
+  compressAuto(
+    seqId: number,
+    targetRatio: number,
+    options: Omit<CompressOptions, 'budget' | 'ratio' | 'bits'> = {},
+  ): Promise<CompressionReport & { chosen: AutoChoice }> {
+    this.assertUsable();
+    this.compressor ??= new GpuCompressor(this);
+    return this.compressor.compressAuto(seqId, targetRatio, options);
+  }
+
   // ------------------------------------------------------------------ memory
 
   /** Pool bytes and block counts now. */
@@ -747,6 +778,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.compressor?.destroy();
     for (const buffer of [
       this.fullPoolBuffer,
       this.quantPoolBuffer,

@@ -8,6 +8,7 @@ const PARAMS = new UniformLayout('MassKeptParams', [
   { name: 'first_row', type: 'u32' },
   { name: 'num_rows', type: 'u32' },
   { name: 'max_tokens', type: 'u32' },
+  { name: 'out_base', type: 'u32' },
 ]);
 
 /** One run of {@link MassKeptKernel}. */
@@ -21,8 +22,10 @@ export interface MassKeptRun {
   readonly lengths: GPUBuffer;
   readonly keptIndex: GPUBuffer;
   readonly keptCount: GPUBuffer;
-  /** f32 [numRows][2]: (total mass, kept mass). */
+  /** f32 [outBase + numRows][2]: (total mass, kept mass). */
   readonly sums: GPUBuffer;
+  /** First pair of `sums` this run writes (default 0). */
+  readonly outBase?: number;
 }
 
 /**
@@ -46,12 +49,13 @@ export class MassKeptKernel {
 
   /** Records the reduction. */
   encode(encoder: GPUCommandEncoder, run: MassKeptRun): void {
-    if (run.sums.size < run.numRows * 8) {
-      throw new InvalidArgumentError('sums', `needs ${run.numRows * 8} B; has ${run.sums.size}`);
+    const outBase = run.outBase ?? 0;
+    if (run.sums.size < (outBase + run.numRows) * 8) {
+      throw new InvalidArgumentError('sums', `needs ${(outBase + run.numRows) * 8} B; has ${run.sums.size}`);
     }
     const uniforms = this.gpu.uniformBuffer(
       'mass_kept:params',
-      PARAMS.pack({ first_row: run.firstRow, num_rows: run.numRows, max_tokens: run.maxTokens }),
+      PARAMS.pack({ first_row: run.firstRow, num_rows: run.numRows, max_tokens: run.maxTokens, out_base: outBase }),
     );
     const pass = encoder.beginComputePass({ label: 'mass_kept' });
     encodeDispatch(

@@ -1,0 +1,197 @@
+import { describe, expect, it } from 'vitest';
+import { assertInvariants } from '../src/cache/invariants.js';
+import { PagedKvCache } from '../src/cache/paged-kv-cache.js';
+import { allocateBudgets, type BudgetMode } from '../src/compress/budgets.js';
+import { createPolicy } from '../src/compress/registry.js';
+import { selectTopK } from '../src/compress/select.js';
+import { InvalidArgumentError, UnknownPolicyError } from '../src/errors.js';
+import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
+import type { GpuContext } from '../src/gpu/context.js';
+import { seededRandom, testGpu } from './helpers/gpu.js';
+
+const SHAPE = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
+const N_HEADS = 4;
+const WINDOW = 8;
+
+/** Runs `tokens` tokens through the cache in chunks, like a model would (append, window, attention, stats). */
+async function fill(gpu: GpuContext, cache: PagedKvCache, seq: number, chunks: number[], seed: number): Promise<Float32Array[]> {
+  const random = seededRandom(seed);
+  const { layers, kvHeads, headDim } = SHAPE;
+  const queriesByStep: Float32Array[] = [];
+  for (const n of chunks) {
+    const step = cache.beginStep(seq, n);
+    const encoder = gpu.device.createCommandEncoder();
+    const scratch: GPUBuffer[] = [];
+    for (let layer = 0; layer < layers; layer++) {
+      const kv = () => Float32Array.from({ length: n * kvHeads * headDim }, () => random() * 2 - 1);
+      const q = Float32Array.from({ length: n * N_HEADS * headDim }, () => (random() * 2 - 1) * 3);
+      queriesByStep.push(q);
+      const io = {
+        keys: createStorageBuffer(gpu, 'k', kv()),
+        values: createStorageBuffer(gpu, 'v', kv()),
+        queries: createStorageBuffer(gpu, 'q', q),
+        out: createStorageBuffer(gpu, 'out', q.byteLength),
+      };
+      scratch.push(...Object.values(io));
+      cache.encodeLayer(encoder, step, layer, io);
+    }
+    gpu.submit([encoder.finish()]);
+    cache.endStep(step);
+    await gpu.idle();
+    for (const b of scratch) b.destroy();
+  }
+  return queriesByStep;
+}
+
+/** Reads the GPU state of a sequence's layer and asks the TS reference which positions each head keeps. */
+async function referenceKeep(
+  cache: PagedKvCache,
+  seq: number,
+  policyName: string,
+  mode: BudgetMode,
+  budget: number,
+): Promise<number[][][]> {
+  const { layers, kvHeads, headDim } = SHAPE;
+  const slot = cache.meta.slotOf(seq);
+  const stride = cache.maxTokensPerHead;
+  const stats = await Promise.all([cache.attnSum, cache.attnSqSum, cache.attnCount].map((b) => readBuffer(cache.gpu, b)));
+  const [sum, sq, count] = stats.map((s) => new Float32Array(s));
+  const windowQ = new Float32Array(await readBuffer(cache.gpu, cache.windowQueries));
+  const windowP = new Uint32Array(await readBuffer(cache.gpu, cache.windowPositions));
+  const seqLen = cache.sequenceLength(seq);
+  const valid = cache.windowCount(seq, 0);
+  const scores: Float32Array[][] = [];
+  const positions: Uint32Array[][] = [];
+  for (let layer = 0; layer < layers; layer++) {
+    const heads = await Promise.all(Array.from({ length: kvHeads }, (_, h) => cache.readHead(seq, layer, h)));
+    const rows = heads.map((_, h) => (layer * cache.meta.seqSlots + slot) * kvHeads + h);
+    const slice = (a: Float32Array | undefined, row: number, n: number) => (a ?? new Float32Array()).slice(row * stride, row * stride + n);
+    // window: newest `valid` queries in position order
+    const w = valid;
+    const wq = new Float32Array(w * N_HEADS * headDim);
+    const wp = new Uint32Array(w);
+    for (let i = 0; i < w; i++) {
+      const pos = seqLen - w + i;
+      const ring = pos % WINDOW;
+      const base = (layer * cache.meta.seqSlots + slot) * WINDOW + ring;
+      wq.set(windowQ.subarray(base * N_HEADS * headDim, (base + 1) * N_HEADS * headDim), i * N_HEADS * headDim);
+      wp[i] = windowP[base] ?? 0;
+    }
+    const policy = createPolicy(policyName, { sinkTokens: 4, recentWindow: 8, window: WINDOW, seed: 3 });
+    scores.push(
+      policy.score({
+        nHeads: N_HEADS,
+        kvHeads,
+        headDim,
+        keys: heads.map((h) => h.keys),
+        positions: heads.map((h) => h.positions),
+        windowQueries: wq,
+        windowPositions: wp,
+        attnSum: heads.map((h, i) => slice(sum, rows[i] ?? 0, h.positions.length)),
+        attnSqSum: heads.map((h, i) => slice(sq, rows[i] ?? 0, h.positions.length)),
+        attnCount: heads.map((h, i) => slice(count, rows[i] ?? 0, h.positions.length)),
+        sequenceLength: seqLen,
+        layer,
+        seed: 3,
+      }),
+    );
+    positions.push(heads.map((h) => h.positions));
+  }
+  const counts = allocateBudgets(scores, { mode, budget });
+  return scores.map((layer, l) =>
+    layer.map((s, h) => [...selectTopK(s, counts[l]?.[h] ?? 0)].map((i) => positions[l]?.[h]?.[i] ?? -1)),
+  );
+}
+
+describe('GPU compression of a paged cache', () => {
+  const cases: [string, BudgetMode, 16 | 4 | 2][] = [
+    ['snapkv', 'uniform', 16],
+    ['h2o', 'adakv', 4],
+    ['kvcompress', 'global', 16],
+    ['tova', 'pyramid', 2],
+    ['knorm', 'uniform', 4],
+    ['streaming', 'adakv', 16],
+    ['random', 'uniform', 16],
+  ];
+  it.each(cases)('%s with %s budgets at %i bits keeps exactly the reference tokens and frees blocks', async (policy, mode, bits) => {
+    const gpu = await testGpu();
+    const cache = PagedKvCache.create(gpu, {
+      shape: SHAPE,
+      nHeads: N_HEADS,
+      fullFormat: 'f32',
+      ...(bits < 16 ? { quantBits: bits as 4 | 2 } : {}),
+      maxTokensPerHead: 256,
+      observationWindow: WINDOW,
+      seqSlots: 3,
+    });
+    cache.addSequence(0);
+    cache.addSequence(7);
+    await fill(gpu, cache, 0, [40], 1); // another sequence, which must stay untouched
+    await fill(gpu, cache, 7, [90, 1, 1, 1, 5], 2);
+    const before = await cache.readHead(0, 1, 1);
+    const expected = await referenceKeep(cache, 7, policy, mode, 24);
+    const usedBefore = cache.memory().usedBytes;
+    const report = await cache.compress(7, { policy, budget: 24, budgets: mode, bits, sinks: 4, recent: 8, window: WINDOW, seed: 3 });
+    assertInvariants(cache.meta);
+    for (let l = 0; l < SHAPE.layers; l++) {
+      for (let h = 0; h < SHAPE.kvHeads; h++) {
+        const got = await cache.readHead(7, l, h);
+        expect([...got.positions]).toEqual(expected[l]?.[h]);
+        expect(report.keptPerHead[l]?.[h]).toBe(expected[l]?.[h]?.length);
+      }
+    }
+    const total = report.keptPerHead.flat().reduce((a, b) => a + b, 0);
+    expect(total).toBeLessThanOrEqual(SHAPE.layers * SHAPE.kvHeads * 24);
+    expect(report.bytesFreed).toBeGreaterThan(0);
+    expect(cache.memory().usedBytes).toBe(usedBefore - report.bytesFreed);
+    expect(report.ratio).toBeCloseTo(report.originalBytes / report.compressedBytes, 10);
+    expect(report.attentionMassKept).toBeGreaterThan(0);
+    expect(report.attentionMassKept).toBeLessThanOrEqual(1 + 1e-6);
+    for (let l = 0; l < SHAPE.layers; l++) {
+      for (let h = 0; h < SHAPE.kvHeads; h++) {
+        // whole blocks older than the recent window (8) are quantized, the rest stays full precision
+        const kept = expected[l]?.[h]?.length ?? 0;
+        const quantBlocks = cache.meta.headBlocks(7, l, h).filter((e) => e >= 0x8000_0000).length;
+        expect(quantBlocks).toBe(bits < 16 ? Math.floor(Math.max(0, kept - 8) / 16) : 0);
+      }
+    }
+    const after = await cache.readHead(0, 1, 1);
+    expect(after).toEqual(before);
+    // the compressed sequence keeps working: more steps append and attend
+    await fill(gpu, cache, 7, [3], 9);
+    assertInvariants(cache.meta);
+    expect(cache.tokenCount(7, 0, 0)).toBe((expected[0]?.[0]?.length ?? 0) + 3);
+    cache.destroy();
+  });
+
+  it('rejects bad options before any GPU work, cache untouched', async () => {
+    const gpu = await testGpu();
+    const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f16', quantBits: 4, maxTokensPerHead: 128, observationWindow: WINDOW });
+    cache.addSequence(1);
+    await fill(gpu, cache, 1, [40], 4);
+    const snapshot = cache.meta.snapshot();
+    await expect(cache.compress(1, { budget: 0 })).rejects.toThrow(InvalidArgumentError);
+    await expect(cache.compress(1, { budget: 41 })).rejects.toThrow(/larger than the context/);
+    await expect(cache.compress(1, { budget: Number.NaN })).rejects.toThrow(InvalidArgumentError);
+    await expect(cache.compress(1, { policy: 'nope', budget: 8 })).rejects.toThrow(UnknownPolicyError);
+    await expect(cache.compress(1, { budget: 8, bits: 3 as 4 })).rejects.toThrow(/bits/);
+    await expect(cache.compress(1, { budget: 8, bits: 2 })).rejects.toThrow(/quantBits: 2/);
+    await expect(cache.compress(1, { budget: 8, budgets: 'fancy' as 'uniform' })).rejects.toThrow(/budgets/);
+    await expect(cache.compress(1, { budget: 8, ratio: 2 })).rejects.toThrow(/not both/);
+    expect(cache.meta.snapshot()).toEqual(snapshot);
+    cache.destroy();
+  });
+
+  it('compressAuto reaches the target ratio and says what it chose', async () => {
+    const gpu = await testGpu();
+    const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f16', quantBits: 4, maxTokensPerHead: 256, observationWindow: WINDOW });
+    cache.addSequence(1);
+    await fill(gpu, cache, 1, [160], 5);
+    const report = await cache.compressAuto(1, 3);
+    expect(report.chosen.bits).toBe(4);
+    expect(report.chosen.why).toMatch(/4-bit/);
+    expect(report.ratio).toBeGreaterThanOrEqual(3);
+    assertInvariants(cache.meta);
+    cache.destroy();
+  });
+});
