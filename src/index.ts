@@ -13,7 +13,16 @@ export * from './gpu/prelude.js';
 export * from './gpu/uniforms.js';
 
 // Kernels
+export * from './kernels/accumulate-attention.js';
 export * from './kernels/cache-constants.js';
+export * from './kernels/compact-blocks.js';
+export * from './kernels/gather-stats.js';
+export * from './kernels/mass-kept.js';
+export * from './kernels/score-stats.js';
+export * from './kernels/score-target.js';
+export * from './kernels/select.js';
+export * from './kernels/snapkv-lse.js';
+export * from './kernels/snapkv-score.js';
 export * from './kernels/copy.js';
 export * from './kernels/copy-ranges.js';
 export * from './kernels/kv-append.js';
@@ -29,7 +38,11 @@ export * from './cache/paged-kv-cache.js';
 
 // Compression
 export * from './compress/budgets.js';
+export * from './compress/budgets-gpu.js';
 export * from './compress/compaction-plan.js';
+export * from './compress/decode-compression.js';
+export * from './compress/gpu-compressor.js';
+export * from './compress/gpu-policies.js';
 export * from './compress/options.js';
 export * from './compress/policy.js';
 export * from './compress/registry.js';

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { assertInvariants } from '../src/cache/invariants.js';
 import { PagedKvCache } from '../src/cache/paged-kv-cache.js';
 import { allocateBudgets, type BudgetMode } from '../src/compress/budgets.js';
+import { DecodeCompressor } from '../src/compress/decode-compression.js';
 import { createPolicy } from '../src/compress/registry.js';
 import { selectTopK } from '../src/compress/select.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../src/errors.js';
@@ -179,6 +180,35 @@ describe('GPU compression of a paged cache', () => {
     await expect(cache.compress(1, { budget: 8, budgets: 'fancy' as 'uniform' })).rejects.toThrow(/budgets/);
     await expect(cache.compress(1, { budget: 8, ratio: 2 })).rejects.toThrow(/not both/);
     expect(cache.meta.snapshot()).toEqual(snapshot);
+    cache.destroy();
+  });
+
+  it.each(['uniform', 'adakv'] as const)('decode-time compression (%s) keeps the cache within the budget at every step', async (budgets) => {
+    const gpu = await testGpu();
+    const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f16', maxTokensPerHead: 128, observationWindow: WINDOW });
+    cache.addSequence(2);
+    const budget = 24;
+    const decode = new DecodeCompressor(cache, { mode: 'on-exceed', budget, slack: 8, compress: { policy: 'h2o', budgets, recent: 8 } });
+    await decode.beforeStep(2, 20);
+    await fill(gpu, cache, 2, [20], 6);
+    for (let step = 0; step < 30; step++) {
+      await decode.beforeStep(2, 1);
+      await fill(gpu, cache, 2, [1], 100 + step);
+      let total = 0;
+      for (let l = 0; l < SHAPE.layers; l++) {
+        for (let h = 0; h < SHAPE.kvHeads; h++) {
+          const n = cache.tokenCount(2, l, h);
+          total += n;
+          if (budgets === 'uniform') expect(n).toBeLessThanOrEqual(budget);
+        }
+      }
+      expect(total).toBeLessThanOrEqual(SHAPE.layers * SHAPE.kvHeads * budget);
+      assertInvariants(cache.meta);
+    }
+    expect(cache.sequenceLength(2)).toBe(50);
+    // compressions ran once per slack window, not every step
+    expect(decode.reports.length).toBeGreaterThanOrEqual(3);
+    expect(decode.reports.length).toBeLessThanOrEqual(6);
     cache.destroy();
   });
 
