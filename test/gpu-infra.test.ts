@@ -4,6 +4,7 @@ import { foldDispatch } from '../src/gpu/dispatch.js';
 import { constantsKey, wgslPrelude } from '../src/gpu/prelude.js';
 import { UniformLayout } from '../src/gpu/uniforms.js';
 import { sizeClass } from '../src/gpu/buffer-pool.js';
+import { GpuContext } from '../src/gpu/context.js';
 import { testGpu } from './helpers/gpu.js';
 
 describe('dispatch folding', () => {
@@ -89,5 +90,33 @@ describe('GPU context', () => {
         gpu.device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
       }),
     ).rejects.toThrow(/GpuValidationError|usage|Usage/);
+  });
+});
+
+describe('device loss', () => {
+  it('reports a loss we did not cause as DeviceLostError, and our own destroy() as null', async () => {
+    const { createNodeGpu } = await import('../src/node/gpu.js');
+    const { DeviceLostError } = await import('../src/errors.js');
+    const external = await createNodeGpu();
+    external.device.destroy(); // as if the driver took it away
+    const lost = await external.lost;
+    expect(lost).toBeInstanceOf(DeviceLostError);
+    expect(() => external.assertUsable()).toThrow(DeviceLostError);
+    expect(() => external.submit([])).toThrow(DeviceLostError);
+
+    const ours = await createNodeGpu();
+    await ours.destroy();
+    expect(await ours.lost).toBeNull();
+    expect(() => ours.assertUsable()).toThrow(/destroyed/);
+  });
+
+  it('adopts a caller device and never destroys it', async () => {
+    const gpu = await testGpu();
+    const adopted = GpuContext.adopt(gpu.device);
+    expect(adopted.ownsDevice).toBe(false);
+    await adopted.destroy();
+    // the caller's device still works
+    gpu.device.createBuffer({ size: 16, usage: GPUBufferUsage.STORAGE }).destroy();
+    await gpu.idle();
   });
 });

@@ -55,8 +55,17 @@ export class CopyKernel {
     };
   }
 
-  /** Records a copy of `words` u32 words from `src` to `dst` into `encoder`. Validates before recording. */
-  encode(encoder: GPUCommandEncoder, src: GPUBuffer, dst: GPUBuffer, words: number): void {
+  /**
+   * Records a copy of `words` u32 words from `src` to `dst` into `encoder`. Validates before recording.
+   * `timestampWrites` (optional) is passed to the compute pass so a benchmark can time exactly this pass.
+   */
+  encode(
+    encoder: GPUCommandEncoder,
+    src: GPUBuffer,
+    dst: GPUBuffer,
+    words: number,
+    timestampWrites?: GPUComputePassTimestampWrites,
+  ): void {
     if (!Number.isInteger(words) || words <= 0) {
       throw new InvalidArgumentError('words', `copy needs a positive word count; got ${words}`);
     }
@@ -69,7 +78,7 @@ export class CopyKernel {
     }
     const pipeline = kernelPipeline(this.gpu, this.spec);
     const uniforms = this.gpu.uniformBuffer('copy:params', COPY_PARAMS.pack({ count: words }));
-    const pass = encoder.beginComputePass({ label: 'copy' });
+    const pass = encoder.beginComputePass(timestampWrites ? { label: 'copy', timestampWrites } : { label: 'copy' });
     encodeDispatch(this.gpu, pass, pipeline, [uniforms, src, dst], Math.ceil(words / this.wordsPerWorkgroup));
     pass.end();
   }

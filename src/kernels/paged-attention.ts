@@ -84,8 +84,11 @@ export class PagedAttentionKernel {
     };
   }
 
-  /** Records the attention pass into `encoder`. */
-  encode(encoder: GPUCommandEncoder, run: PagedAttentionRun): void {
+  /**
+   * Records the attention pass into `encoder`. `timestampWrites` (optional) is passed to the compute pass so a
+   * benchmark can time exactly this pass.
+   */
+  encode(encoder: GPUCommandEncoder, run: PagedAttentionRun, timestampWrites?: GPUComputePassTimestampWrites): void {
     const { nHeads, full } = this.shape;
     if (!Number.isInteger(run.numQueries) || run.numQueries <= 0) {
       throw new InvalidArgumentError('numQueries', `must be a positive integer; got ${run.numQueries}`);
@@ -109,7 +112,9 @@ export class PagedAttentionKernel {
         scale: run.scale ?? 1 / Math.sqrt(full.headDim),
       }),
     );
-    const pass = encoder.beginComputePass({ label: 'paged_attention' });
+    const pass = encoder.beginComputePass(
+      timestampWrites ? { label: 'paged_attention', timestampWrites } : { label: 'paged_attention' },
+    );
     encodeDispatch(
       this.gpu,
       pass,
