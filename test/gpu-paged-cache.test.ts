@@ -9,6 +9,7 @@ import {
 } from '../src/errors.js';
 import { decodeAttention } from '../src/reference/attention.js';
 import { roundToF16 } from '../src/reference/f16.js';
+import { createStorageBuffer } from '../src/gpu/buffers.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 const SHAPE = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
@@ -150,6 +151,29 @@ describe('PagedKvCache on the GPU', () => {
     assertInvariants(cache.meta);
     const head = await cache.readHead(5, 0, 0);
     expect(head.keys.length).toBe(3 * 8);
+    cache.destroy();
+  });
+
+  it('appends from GPU buffers, and rolls back a batch holding NaN', async () => {
+    const gpu = await testGpu();
+    const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32', maxTokensPerHead: 64 });
+    cache.addSequence(3);
+    const random = seededRandom(8);
+    const perLayer = () => Float32Array.from({ length: 5 * SHAPE.kvHeads * SHAPE.headDim }, () => random());
+    const k = [perLayer(), perLayer()];
+    const buffers = k.map((data) => createStorageBuffer(gpu, 'k', data));
+    await cache.appendBuffers(3, buffers, buffers, 5);
+    const head = await cache.readHead(3, 1, 0);
+    expect(head.keys[SHAPE.headDim]).toBe(k[1]?.[SHAPE.kvHeads * SHAPE.headDim]);
+    const snapshot = cache.meta.snapshot();
+    const bad = perLayer();
+    bad[3] = Number.NaN;
+    const badBuffers = [createStorageBuffer(gpu, 'bad', bad), buffers[1] as GPUBuffer];
+    await expect(cache.appendBuffers(3, badBuffers, buffers, 5)).rejects.toThrow(NonFiniteValueError);
+    expect(cache.meta.snapshot()).toEqual(snapshot);
+    assertInvariants(cache.meta);
+    await expect(cache.appendBuffers(3, buffers, buffers, 500)).rejects.toThrow(/tokens need/);
+    for (const b of [...buffers, ...badBuffers]) b.destroy();
     cache.destroy();
   });
 

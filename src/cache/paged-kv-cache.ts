@@ -559,6 +559,60 @@ export class PagedKvCache implements GpuAttentionBackend {
   }
 
   /**
+   * Appends tokens whose K and V already live in GPU buffers: one buffer per layer, f32
+   * `[numTokens][kvHeads][headDim]`. The append kernel checks every value; if any is NaN or ±Inf the append is
+   * rolled back (the slots it wrote become unreferenced again) and NonFiniteValueError is thrown, so the cache is
+   * exactly as before. The check costs one small readback per call.
+   *
+   * @example
+   * ```ts
+   * await cache.appendBuffers(seq, keysPerLayer, valuesPerLayer, 16);
+   * ```
+   */
+  async appendBuffers(
+    seqId: number,
+    keys: readonly GPUBuffer[],
+    values: readonly GPUBuffer[],
+    numTokens: number,
+  ): Promise<void> {
+    this.assertUsable();
+    const { layers, kvHeads, headDim } = this.shape;
+    if (keys.length !== layers || values.length !== layers) {
+      throw new InvalidArgumentError('keys', `need one K and one V buffer per layer (${layers}); got ${keys.length} and ${values.length}`);
+    }
+    const bytes = numTokens * kvHeads * headDim * 4;
+    for (const buffer of [...keys, ...values]) {
+      if (buffer.size < bytes) {
+        throw new InvalidArgumentError('keys', `buffer "${buffer.label}" holds ${buffer.size} B; ${numTokens} tokens need ${bytes} B`);
+      }
+    }
+    const before = this.meta.snapshot();
+    this.gpu.device.queue.writeBuffer(this.flags, 0, new Uint32Array(1));
+    const step = this.beginStep(seqId, numTokens);
+    const state = this.state(step);
+    const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:append-buffers' });
+    for (let layer = 0; layer < layers; layer++) {
+      this.appendKernel.encode(encoder, {
+        layer,
+        numTokens,
+        keys: keys[layer] as GPUBuffer,
+        values: values[layer] as GPUBuffer,
+        destSlots: state.destSlots,
+        positions: state.positionsBuffer,
+        fullPool: this.fullPoolBuffer,
+        flags: this.flags,
+      });
+    }
+    this.gpu.submit([encoder.finish()]);
+    this.endStep(step);
+    if (await this.takeNonFiniteFlag()) {
+      this.meta.restore(before);
+      this.uploadDirtyRows();
+      throw new NonFiniteValueError('a K or V value in the GPU buffers is NaN or ±Inf; the append was rolled back');
+    }
+  }
+
+  /**
    * Attention of one query (f32 [nHeads][headDim], RoPE applied) against a sequence's cached tokens in `layer`;
    * returns the output and the probabilities per KV head (summed over the group). For tests and tools; the model
    * runner encodes attention itself.
@@ -719,7 +773,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     const numBlocks = pool === 'full' ? this.meta.growFull(blocks) : this.meta.growQuant(blocks);
     const buffer = createStorageBuffer(this.gpu, `kv:${pool}-pool`, numBlocks * bytesPerBlock(layout));
     const encoder = this.gpu.device.createCommandEncoder({ label: `kv:grow-${pool}` });
-    encoder.copyBufferToBuffer(oldBuffer, 0, buffer, 0, oldBuffer.size);
+    encoder.copyBufferToBuffer(oldBuffer, 0, buffer, 0, Math.min(oldBuffer.size, buffer.size));
     this.gpu.submit([encoder.finish()]);
     if (pool === 'full') this.fullPoolBuffer = buffer;
     else this.quantPoolBuffer = buffer;
