@@ -1,0 +1,600 @@
+import { PagedKvCache, type CacheMemoryReport, type FullFormat } from '../cache/paged-kv-cache.js';
+import { decodeBlockRef } from '../cache/layout.js';
+import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
+import { DecodeCompressor } from '../compress/decode-compression.js';
+import type { CompressionReport } from '../compress/options.js';
+import { policyNames } from '../compress/registry.js';
+import { InvalidArgumentError, KvCompactError, UnknownPolicyError } from '../errors.js';
+import type { GpuContext } from '../gpu/context.js';
+import { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig } from '../model/checkpoint.js';
+import { GpuLlama } from '../model/gpu-llama.js';
+import { argmax, createSampler, klDivergence, logSumExp } from '../model/sampling.js';
+import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
+import { CacheSwitch } from './cache-switch.js';
+import { HeatReader, type HeatSnapshot } from './heat.js';
+
+/**
+ * The cache policy of a generation: a registered scoring policy (snapkv, h2o, tova, ...) or 'full' (no
+ * compression, every token kept at full precision).
+ *
+ * @example
+ * ```ts
+ * const policy: GenerationPolicy = 'full';
+ * ```
+ */
+export type GenerationPolicy = 'full' | (string & {});
+
+/**
+ * Bits of the cache: 16 keeps the f16 full format only; 8, 4, 2 quantize blocks older than the recent window.
+ *
+ * @example
+ * ```ts
+ * const bits: GenerationBits = 4;
+ * ```
+ */
+export type GenerationBits = 16 | 8 | 4 | 2;
+
+/**
+ * Options of {@link Generator.generate}.
+ *
+ * @example
+ * ```ts
+ * const options: GenerateOptions = { prompt: 'Once upon a time', steps: 200, policy: 'snapkv', budgetMode: 'adakv', budget: 64, bits: 4 };
+ * ```
+ */
+export interface GenerateOptions {
+  /** Text after BOS (may be empty: the model then starts a story of its own). */
+  readonly prompt: string;
+  /** Tokens to generate. */
+  readonly steps: number;
+  /** Default 'snapkv'. */
+  readonly policy?: GenerationPolicy;
+  /** How the budget is split between heads and layers (default 'uniform'). */
+  readonly budgetMode?: BudgetMode;
+  /** Average tokens kept per KV head (default 64); ignored by policy 'full'. */
+  readonly budget?: number;
+  /** Default 16 (no quantization). */
+  readonly bits?: GenerationBits;
+  /** 0 (default) is greedy. */
+  readonly temperature?: number;
+  /** Nucleus mass when sampling (default 0.9). */
+  readonly topP?: number;
+  /** Sampler seed (default 42). */
+  readonly seed?: number;
+  /** Attention sinks always kept (default min(4, budget/4)). */
+  readonly sinks?: number;
+  /** Recent tokens always kept, at full precision (default min(32, budget/2)). */
+  readonly recent?: number;
+  /** Compress this far below the budget, so compression runs once per `slack` tokens (default min(blockSize, budget/4)). */
+  readonly slack?: number;
+  /** Stop early when the model emits BOS (a new story) — llama2.c's run.c does (default false). */
+  readonly stopAtBos?: boolean;
+  /** Also run the same prompt with a full cache side by side and report agreement (roughly 2–3× the work). */
+  readonly compareWithFull?: boolean;
+  /** Include attention heat of the kept tokens in each step snapshot (costs readbacks). */
+  readonly heat?: boolean;
+  /** Called with each generated token and its text. */
+  readonly onToken?: (token: number, piece: string) => void;
+  /** Called after each step with the state of the cache; awaited, so a page can draw between steps. */
+  readonly onStep?: (snapshot: StepSnapshot) => void | Promise<void>;
+  /** Stops generation early (the result covers the tokens generated so far). */
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Memory of the generating sequence at one moment.
+ *
+ * @example
+ * ```ts
+ * console.log(`${memory.ratio.toFixed(2)}× smaller than f16`);
+ * ```
+ */
+export interface GenerationMemory {
+  /** Tokens appended so far (prompt + generated, minus the last sampled one, which is not cached yet). */
+  readonly tokens: number;
+  /** An f16 cache of every token: the baseline. */
+  readonly bytesFull: number;
+  /** Bytes of the blocks the sequence holds. */
+  readonly bytesCompressed: number;
+  /** bytesFull / bytesCompressed. */
+  readonly ratio: number;
+  /** Both pools, all sequences (the full-cache comparison included). */
+  readonly pool: CacheMemoryReport;
+}
+
+/**
+ * The blocks one (layer, KV head) holds.
+ *
+ * @example
+ * ```ts
+ * const head: HeadBlocks = { quant: 1, full: 2, tokens: 40 };
+ * ```
+ */
+export interface HeadBlocks {
+  readonly quant: number;
+  readonly full: number;
+  readonly tokens: number;
+}
+
+/**
+ * Running agreement between the compressed cache and a full cache fed the same tokens.
+ *
+ * @example
+ * ```ts
+ * if (q.divergedAt !== null) console.log(`texts diverge at generated token ${q.divergedAt}`);
+ * ```
+ */
+export interface RunningQuality {
+  /** Share of steps where the full cache's top-1 equals the compressed cache's top-1, on the same context. */
+  readonly agreement: number;
+  readonly agreed: number;
+  readonly compared: number;
+  /** Index (in generated tokens) of the first token where the free-running full-cache text differs; null if none. */
+  readonly divergedAt: number | null;
+  /** Offset in the generated text where that token starts (both texts are equal before it); null if none. */
+  readonly divergedAtChar: number | null;
+  /** What the full cache generates on its own. */
+  readonly fullTokens: number[];
+  readonly fullText: string;
+}
+
+/**
+ * Quality of the compressed run against the full cache, at the end.
+ *
+ * @example
+ * ```ts
+ * console.log(`top-1 agreement ${(q.agreement * 100).toFixed(1)} %, ppl ${q.perplexityCompressed} vs ${q.perplexityFull}`);
+ * ```
+ */
+export interface GenerationQuality extends RunningQuality {
+  /** Perplexity of the generated tokens under the compressed cache (the model's own logits as it generated). */
+  readonly perplexityCompressed: number;
+  /** Perplexity of the same tokens under a full cache given the same context. */
+  readonly perplexityFull: number;
+  /** Mean KL(full ‖ compressed) of the next-token distributions, nats. */
+  readonly meanKl: number;
+}
+
+/**
+ * What a generation did to the cache, measured, and (with compareWithFull) how much it cost in quality.
+ *
+ * @example
+ * ```ts
+ * const { report } = await generator.generate({ prompt: '', steps: 64, policy: 'h2o', budget: 16, bits: 4 });
+ * console.log(report.ratio, report.keptPerHead);
+ * ```
+ */
+export interface GenerationReport {
+  readonly policy: GenerationPolicy;
+  readonly budgetMode: BudgetMode;
+  /** Average tokens per KV head allowed (null for 'full'). */
+  readonly budget: number | null;
+  readonly bits: GenerationBits;
+  readonly promptTokens: number;
+  readonly generatedTokens: number;
+  /** Tokens in the cache's positions (prompt + generated − 1: the last token is sampled, never appended). */
+  readonly cachedTokens: number;
+  /** An f16 cache of all cached tokens. */
+  readonly bytesFull: number;
+  /** Bytes of the blocks the sequence holds at the end. */
+  readonly bytesCompressed: number;
+  /** bytesFull / bytesCompressed. */
+  readonly ratio: number;
+  /** Tokens each [layer][kvHead] holds at the end. */
+  readonly keptPerHead: number[][];
+  /** How many times the cache was compressed. */
+  readonly compressions: number;
+  /** The last compression's report (null if none ran). */
+  readonly lastCompression: CompressionReport | null;
+  readonly milliseconds: number;
+  readonly tokensPerSecond: number;
+  /** With compareWithFull. */
+  readonly quality?: GenerationQuality;
+}
+
+/**
+ * State after one generated token, for live displays.
+ *
+ * @example
+ * ```ts
+ * onStep: (s) => gauge.textContent = `${s.memory.ratio.toFixed(2)}×`
+ * ```
+ */
+export interface StepSnapshot {
+  /** Index of the generated token (0-based). */
+  readonly step: number;
+  readonly token: number;
+  readonly piece: string;
+  /** Generated text so far. */
+  readonly text: string;
+  readonly memory: GenerationMemory;
+  /** Tokens each [layer][kvHead] holds. */
+  readonly keptPerHead: number[][];
+  /** Blocks each [layer][kvHead] holds. */
+  readonly blocks: HeadBlocks[][];
+  /** Report of the compression that ran before this step's token was appended, if one did. */
+  readonly compression: CompressionReport | null;
+  /** With compareWithFull. */
+  readonly quality?: RunningQuality;
+  /** With heat: attention of kept tokens, per layer and head. */
+  readonly heat?: HeatSnapshot;
+}
+
+/**
+ * What {@link Generator.generate} returns.
+ *
+ * @example
+ * ```ts
+ * const { text, tokens, report } = await generator.generate({ prompt: 'Lily', steps: 32 });
+ * ```
+ */
+export interface GenerateResult {
+  /** The generated text (without the prompt). */
+  readonly text: string;
+  /** Generated token ids (without BOS and prompt). */
+  readonly tokens: number[];
+  /** BOS and the prompt's ids. */
+  readonly promptTokens: number[];
+  readonly report: GenerationReport;
+}
+
+/**
+ * Options of {@link Generator.create}.
+ *
+ * @example
+ * ```ts
+ * Generator.create(gpu, checkpoint, tokenizer, { fullFormat: 'f32' });
+ * ```
+ */
+export interface GeneratorOptions {
+  /** Format new tokens land in (default 'f16', the baseline ratios are measured against). */
+  readonly fullFormat?: FullFormat;
+  /** Longest prompt + generation (default the model's seq_len). */
+  readonly maxTokens?: number;
+  /** Tokens per block (default 16). */
+  readonly blockSize?: number;
+}
+
+interface Resolved {
+  readonly policy: GenerationPolicy;
+  readonly budgetMode: BudgetMode;
+  readonly budget: number;
+  readonly bits: GenerationBits;
+  readonly sinks: number;
+  readonly recent: number;
+  readonly slack: number;
+}
+
+/** Sequence ids inside a generation: C compressed, F full free-running, T full teacher-forced on C's tokens. */
+const SEQ_COMPRESSED = 1;
+const SEQ_FULL = 2;
+const SEQ_TEACHER = 3;
+
+/**
+ * Generates text with a compressed KV cache on the GPU: one model (llama2.c checkpoint) in a {@link GpuLlama},
+ * paged caches (one per quantization width, made on first use), decode-time compression whenever a head would go
+ * past the budget, and optionally a full-cache run side by side to measure what compression costs. Browser-safe:
+ * the demo page and the CLI both drive it.
+ *
+ * @example
+ * ```ts
+ * const generator = Generator.fromBytes(gpu, modelBytes, tokenizerBytes);
+ * const { text, report } = await generator.generate({
+ *   prompt: 'Once upon a time', steps: 200, policy: 'snapkv', budgetMode: 'adakv', budget: 64, bits: 4,
+ *   compareWithFull: true,
+ * });
+ * console.log(text, report.ratio, report.quality?.agreement);
+ * generator.destroy();
+ * ```
+ */
+export class Generator {
+  readonly config: LlamaConfig;
+  readonly maxTokens: number;
+  private readonly backend: CacheSwitch;
+  private readonly model: GpuLlama;
+  private readonly caches = new Map<GenerationBits, PagedKvCache>();
+  private busy = false;
+  private destroyed = false;
+
+  private constructor(
+    readonly gpu: GpuContext,
+    readonly checkpoint: LlamaCheckpoint,
+    readonly tokenizer: Tokenizer,
+    private readonly options: GeneratorOptions,
+  ) {
+    this.config = checkpoint.config;
+    this.maxTokens = options.maxTokens ?? checkpoint.config.seqLen;
+    if (!Number.isInteger(this.maxTokens) || this.maxTokens < 2) {
+      throw new InvalidArgumentError('maxTokens', `must be an integer ≥ 2; got ${this.maxTokens}`);
+    }
+    if (tokenizer.vocabSize !== checkpoint.config.vocabSize) {
+      throw new InvalidArgumentError(
+        'tokenizer',
+        `has ${tokenizer.vocabSize} tokens but the checkpoint's vocabulary is ${checkpoint.config.vocabSize}: use the tokenizer the model was trained with`,
+      );
+    }
+    this.backend = new CacheSwitch(this.cacheFor(16));
+    this.model = new GpuLlama(gpu, checkpoint, this.backend);
+  }
+
+  /** A generator for a parsed checkpoint and its tokenizer. */
+  static create(gpu: GpuContext, checkpoint: LlamaCheckpoint, tokenizer: Tokenizer, options: GeneratorOptions = {}): Generator {
+    return new Generator(gpu, checkpoint, tokenizer, options);
+  }
+
+  /** Parses a llama2.c checkpoint and tokenizer (ModelFormatError on bad files) and creates a generator. */
+  static fromBytes(
+    gpu: GpuContext,
+    model: ArrayBuffer | Uint8Array,
+    tokenizer: ArrayBuffer | Uint8Array,
+    options: GeneratorOptions = {},
+  ): Generator {
+    const checkpoint = parseCheckpoint(model);
+    return new Generator(gpu, checkpoint, Tokenizer.parse(tokenizer, checkpoint.config.vocabSize), options);
+  }
+
+  /** The cache used for `bits` (made on first use: a cache's quantized pool has one bit width). */
+  cacheFor(bits: GenerationBits): PagedKvCache {
+    let cache = this.caches.get(bits);
+    if (!cache) {
+      const { nLayers, nKvHeads, headSize, nHeads } = this.config;
+      cache = PagedKvCache.create(this.gpu, {
+        shape: { layers: nLayers, kvHeads: nKvHeads, headDim: headSize, blockSize: this.options.blockSize ?? 16 },
+        nHeads,
+        fullFormat: this.options.fullFormat ?? 'f16',
+        ...(bits < 16 ? { quantBits: bits as 8 | 4 | 2 } : {}),
+        // The compressed run, the full-cache run and its teacher-forced fork live side by side.
+        seqSlots: 3,
+        maxTokensPerHead: this.maxTokens,
+      });
+      this.caches.set(bits, cache);
+    }
+    return cache;
+  }
+
+  /**
+   * Encodes the prompt after BOS, prefills it in one chunk, then decodes `steps` tokens one by one, compressing the
+   * cache before any step that would take it past the budget. See {@link GenerateOptions}.
+   */
+  async generate(options: GenerateOptions): Promise<GenerateResult> {
+    if (this.destroyed) throw new KvCompactError('this Generator was destroyed; create a new one');
+    if (this.busy) throw new KvCompactError('Generator.generate calls must not overlap: await the previous one');
+    const opts = this.resolve(options);
+    const promptTokens = this.tokenizer.encode(options.prompt, { bos: true });
+    const steps = options.steps;
+    if (!Number.isInteger(steps) || steps < 1) throw new InvalidArgumentError('steps', `must be a positive integer; got ${steps}`);
+    if (promptTokens.length + steps - 1 > this.maxTokens) {
+      throw new InvalidArgumentError(
+        'steps',
+        `the prompt (${promptTokens.length} tokens with BOS) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`,
+      );
+    }
+    this.busy = true;
+    const cache = this.cacheFor(opts.bits);
+    this.backend.use(cache);
+    const compare = options.compareWithFull === true;
+    const used = [SEQ_COMPRESSED, ...(compare ? [SEQ_FULL] : [])];
+    for (const id of used) cache.addSequence(id);
+    let teacher = false;
+    try {
+      return await this.run(cache, opts, options, promptTokens, compare, () => {
+        cache.fork(SEQ_FULL, SEQ_TEACHER);
+        teacher = true;
+      });
+    } finally {
+      for (const id of used) cache.freeSequence(id);
+      if (teacher) cache.freeSequence(SEQ_TEACHER);
+      this.busy = false;
+    }
+  }
+
+  private async run(
+    cache: PagedKvCache,
+    opts: Resolved,
+    options: GenerateOptions,
+    promptTokens: number[],
+    compare: boolean,
+    forkTeacher: () => void,
+  ): Promise<GenerateResult> {
+    const started = performance.now();
+    const sampler = { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9, seed: options.seed ?? 42 };
+    const sample = createSampler(sampler);
+    // Same seed: the free-running full cache draws the same random numbers, so the texts match until the logits differ.
+    const sampleFull = createSampler(sampler);
+    const compressing = opts.policy !== 'full';
+    const decode = compressing
+      ? new DecodeCompressor(cache, {
+          mode: 'on-exceed',
+          budget: opts.budget,
+          slack: opts.slack,
+          compress: { policy: opts.policy, budgets: opts.budgetMode, bits: opts.bits, sinks: opts.sinks, recent: opts.recent },
+        })
+      : null;
+    const heatReader = options.heat ? new HeatReader() : null;
+
+    let logits = await this.model.forward(SEQ_COMPRESSED, promptTokens);
+    // Before the texts diverge the free-running full sequence has the compressed run's context: it is the teacher.
+    let fullLogits = compare ? await this.model.forward(SEQ_FULL, promptTokens) : null;
+    let teacherLogits = fullLogits;
+    const tokens: number[] = [];
+    const fullTokens: number[] = [];
+    let text = '';
+    let fullText = '';
+    let prev = promptTokens[promptTokens.length - 1] ?? BOS_ID;
+    let fullPrev = prev;
+    let divergedAt: number | null = null;
+    let divergedAtChar: number | null = null;
+    let agreed = 0;
+    let nllCompressed = 0;
+    let nllFull = 0;
+    let klSum = 0;
+
+    for (let step = 0; step < options.steps; step++) {
+      const token = sample(logits);
+      const piece = this.tokenizer.decode(prev, token);
+      tokens.push(token);
+      text += piece;
+      options.onToken?.(token, piece);
+      nllCompressed += logSumExp(logits) - (logits[token] ?? 0);
+      let quality: RunningQuality | undefined;
+      if (fullLogits && teacherLogits) {
+        const fullToken = sampleFull(fullLogits);
+        fullTokens.push(fullToken);
+        fullText += this.tokenizer.decode(fullPrev, fullToken);
+        fullPrev = fullToken;
+        if (argmax(teacherLogits) === argmax(logits)) agreed++;
+        nllFull += logSumExp(teacherLogits) - (teacherLogits[token] ?? 0);
+        klSum += klDivergence(teacherLogits, logits);
+        if (divergedAt === null && fullToken !== token) {
+          divergedAt = step;
+          divergedAtChar = text.length - piece.length;
+          // From here the full-cache text goes its own way; a fork keeps a full cache on the compressed run's text.
+          if (step + 1 < options.steps) forkTeacher();
+        }
+        quality = {
+          agreement: agreed / (step + 1),
+          agreed,
+          compared: step + 1,
+          divergedAt,
+          divergedAtChar,
+          fullTokens: [...fullTokens],
+          fullText,
+        };
+      }
+      prev = token;
+      const last = step + 1 >= options.steps || (options.stopAtBos === true && token === BOS_ID) || options.signal?.aborted === true;
+      let compression: CompressionReport | null = null;
+      if (!last) {
+        compression = decode ? await decode.beforeStep(SEQ_COMPRESSED, 1) : null;
+        if (compression) heatReader?.invalidate();
+        logits = await this.model.forward(SEQ_COMPRESSED, [token]);
+        if (fullLogits) {
+          const fullToken = fullTokens[fullTokens.length - 1] ?? token;
+          fullLogits = await this.model.forward(SEQ_FULL, [fullToken]);
+          teacherLogits = divergedAt === null ? fullLogits : await this.model.forward(SEQ_TEACHER, [token]);
+        }
+      }
+      if (options.onStep) {
+        const heat = heatReader ? await heatReader.read(cache, SEQ_COMPRESSED) : undefined;
+        await options.onStep({
+          step,
+          token,
+          piece,
+          text,
+          memory: this.memory(cache),
+          keptPerHead: this.keptPerHead(cache),
+          blocks: this.blocks(cache),
+          compression,
+          ...(quality ? { quality } : {}),
+          ...(heat ? { heat } : {}),
+        });
+      }
+      if (last) break;
+    }
+
+    const memory = this.memory(cache);
+    const milliseconds = performance.now() - started;
+    const n = tokens.length;
+    const report: GenerationReport = {
+      policy: opts.policy,
+      budgetMode: opts.budgetMode,
+      budget: compressing ? opts.budget : null,
+      bits: opts.bits,
+      promptTokens: promptTokens.length,
+      generatedTokens: n,
+      cachedTokens: memory.tokens,
+      bytesFull: memory.bytesFull,
+      bytesCompressed: memory.bytesCompressed,
+      ratio: memory.ratio,
+      keptPerHead: this.keptPerHead(cache),
+      compressions: decode?.reports.length ?? 0,
+      lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
+      milliseconds,
+      tokensPerSecond: (n * 1000) / Math.max(1, milliseconds),
+      ...(compare
+        ? {
+            quality: {
+              agreement: agreed / Math.max(1, n),
+              agreed,
+              compared: n,
+              divergedAt,
+              divergedAtChar,
+              fullTokens,
+              fullText,
+              perplexityCompressed: Math.exp(nllCompressed / Math.max(1, n)),
+              perplexityFull: Math.exp(nllFull / Math.max(1, n)),
+              meanKl: klSum / Math.max(1, n),
+            },
+          }
+        : {}),
+    };
+    return { text, tokens, promptTokens, report };
+  }
+
+  private resolve(options: GenerateOptions): Resolved {
+    const policy = options.policy ?? 'snapkv';
+    if (policy !== 'full' && !policyNames().includes(policy)) throw new UnknownPolicyError(policy, ['full', ...policyNames()]);
+    const budgetMode = options.budgetMode ?? 'uniform';
+    if (!BUDGET_MODES.includes(budgetMode)) {
+      throw new InvalidArgumentError('budgetMode', `must be one of ${BUDGET_MODES.join(', ')}; got ${String(budgetMode)}`);
+    }
+    // 'full' never compresses, so never quantizes: its cache needs no quantized pool.
+    const bits = policy === 'full' ? 16 : (options.bits ?? 16);
+    if (![16, 8, 4, 2].includes(bits)) throw new InvalidArgumentError('bits', `must be 16, 8, 4 or 2; got ${String(bits)}`);
+    const budget = options.budget ?? 64;
+    if (!Number.isInteger(budget) || budget < 2) {
+      throw new InvalidArgumentError('budget', `must be an integer ≥ 2 tokens per KV head; got ${budget}`);
+    }
+    const blockSize = this.options.blockSize ?? 16;
+    // Protected tokens must leave room for the policy to choose: at most half the budget is the recent window.
+    const recent = options.recent ?? Math.min(32, Math.floor(budget / 2));
+    const sinks = options.sinks ?? Math.min(4, Math.floor(budget / 4));
+    const slack = options.slack ?? Math.max(1, Math.min(blockSize, Math.floor(budget / 4)));
+    if (!Number.isInteger(slack) || slack < 1 || slack >= budget) {
+      throw new InvalidArgumentError('slack', `must be an integer in [1, budget); got ${slack}`);
+    }
+    return { policy, budgetMode, budget, bits, sinks, recent, slack };
+  }
+
+  private memory(cache: PagedKvCache): GenerationMemory {
+    const { bytes, baselineF16, tokens } = cache.sequenceBytes(SEQ_COMPRESSED);
+    return {
+      tokens,
+      bytesFull: baselineF16,
+      bytesCompressed: bytes,
+      ratio: bytes > 0 ? baselineF16 / bytes : 1,
+      pool: cache.memory(),
+    };
+  }
+
+  private keptPerHead(cache: PagedKvCache): number[][] {
+    const { layers, kvHeads } = cache.shape;
+    return Array.from({ length: layers }, (_, l) =>
+      Array.from({ length: kvHeads }, (_, h) => cache.tokenCount(SEQ_COMPRESSED, l, h)),
+    );
+  }
+
+  private blocks(cache: PagedKvCache): HeadBlocks[][] {
+    const { layers, kvHeads } = cache.shape;
+    return Array.from({ length: layers }, (_, l) =>
+      Array.from({ length: kvHeads }, (_, h) => {
+        let quant = 0;
+        let full = 0;
+        for (const entry of cache.meta.headBlocks(SEQ_COMPRESSED, l, h)) {
+          if (decodeBlockRef(entry).pool === 'quant') quant++;
+          else full++;
+        }
+        return { quant, full, tokens: cache.tokenCount(SEQ_COMPRESSED, l, h) };
+      }),
+    );
+  }
+
+  /** Releases the model's weights and every cache. Wait for generate() to finish first. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.model.destroy();
+    for (const cache of this.caches.values()) cache.destroy();
+    this.caches.clear();
+  }
+}

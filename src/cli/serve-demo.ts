@@ -1,0 +1,98 @@
+import { existsSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { InvalidArgumentError } from '../errors.js';
+import { resolveModelFiles } from '../node/model-files.js';
+import { serveStatic } from '../node/static-server.js';
+
+/**
+ * The `serve-demo` lines of the CLI usage text.
+ *
+ * @example
+ * ```ts
+ * const usage = `commands:\n${SERVE_DEMO_USAGE}\n`;
+ * ```
+ */
+export const SERVE_DEMO_USAGE = `  serve-demo [--port N] [--model M --tokenizer T]
+                           (npm run demo) serve the live demo page on 127.0.0.1 with the model files mounted`;
+
+/**
+ * The mounts and page address that serve a checkpoint and tokenizer beside the built demo: both under /models/
+ * when they share a directory (the page's defaults when they are stories260K's), else one mount each, with the
+ * page told where they are by query parameters.
+ *
+ * @example
+ * ```ts
+ * demoMounts('/m/stories260K.bin', '/m/tok512.bin'); // { mounts: { '/models/': '/m' }, query: '' }
+ * ```
+ */
+export function demoMounts(modelPath: string, tokenizerPath: string): { mounts: Record<string, string>; query: string } {
+  const modelDir = dirname(resolve(modelPath));
+  const tokenizerDir = dirname(resolve(tokenizerPath));
+  const mounts: Record<string, string> = { '/models/': modelDir };
+  let tokenizerUrl = `/models/${basename(tokenizerPath)}`;
+  if (tokenizerDir !== modelDir) {
+    mounts['/tokenizer/'] = tokenizerDir;
+    tokenizerUrl = `/tokenizer/${basename(tokenizerPath)}`;
+  }
+  const modelUrl = `/models/${basename(modelPath)}`;
+  const params = new URLSearchParams();
+  if (modelUrl !== '/models/stories260K.bin') params.set('model', modelUrl);
+  if (tokenizerUrl !== '/models/tok512.bin') params.set('tokenizer', tokenizerUrl);
+  const query = params.toString();
+  return { mounts, query: query ? `?${query}` : '' };
+}
+
+/**
+ * `kvcompact serve-demo` (`npm run demo`, which builds the page first): serves dist/demo on 127.0.0.1 with the
+ * model files found by resolveModelFiles mounted under /models/, prints the URL and runs until interrupted.
+ *
+ * @example
+ * ```ts
+ * await serveDemoCommand(['--port', '8080']);
+ * ```
+ */
+export async function serveDemoCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { port: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' } },
+    strict: true,
+  });
+  const port = values.port === undefined ? 8080 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new InvalidArgumentError('--port', `must be an integer in [0, 65535]; got "${values.port}"`);
+  }
+  const root = resolve('dist/demo');
+  if (!existsSync(resolve(root, 'index.html'))) {
+    throw new InvalidArgumentError('dist/demo', `${root}/index.html is missing: build it with \`npm run demo\` (or \`node esbuild.config.mjs\`)`);
+  }
+  const files = await resolveModelFiles({
+    ...(values.model !== undefined ? { model: values.model } : {}),
+    ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
+  });
+  process.stderr.write(`${files.message}\n`);
+  const { mounts, query } = demoMounts(files.modelPath, files.tokenizerPath);
+  const site = await serveStatic(root, { port, mounts }).catch((error: unknown) => {
+    if (error instanceof Error && 'code' in error && error.code === 'EADDRINUSE') {
+      throw new InvalidArgumentError('--port', `port ${port} is in use on 127.0.0.1: pass another (--port 0 picks a free one)`);
+    }
+    throw error;
+  });
+  process.stdout.write(
+    `kvcompact demo page: ${site.url}${query}\n` +
+      'open it in Chrome or Edge 113+ (on Linux start Chrome with --enable-unsafe-webgpu); Ctrl-C stops the server\n',
+  );
+  await new Promise<void>((done) => {
+    const stop = () => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      const closing = site.close();
+      // Browsers keep connections alive; close() alone would wait for them.
+      site.server.closeAllConnections();
+      void closing.then(done);
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  return 0;
+}

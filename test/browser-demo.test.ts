@@ -1,0 +1,138 @@
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Browser, Page } from 'playwright-core';
+import { Generator, type GenerationReport } from '../src/app/generator.js';
+import { serveStatic, type StaticServer } from '../src/node/static-server.js';
+import { buildBundles, launchChromium } from './helpers/browser.js';
+import { testGpu } from './helpers/gpu.js';
+import { sharedBytes } from './model-helpers.js';
+
+interface DemoRunResult {
+  text: string;
+  tokens: number[];
+  report: GenerationReport;
+  gaugeText: string;
+}
+
+/** Small enough that h2o compresses several times within the prompt and 32 steps. */
+const SETTINGS = {
+  prompt: 'Once upon a time, there was a little',
+  steps: 32,
+  policy: 'h2o',
+  budgetMode: 'uniform',
+  budget: 16,
+  bits: 4,
+} as const;
+
+function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on('pageerror', (error) => errors.push(error.message));
+  page.on('console', (message) => {
+    if (message.type() === 'error') errors.push(message.text());
+  });
+  return errors;
+}
+
+describe('live demo page', () => {
+  let browser: Browser;
+  let site: StaticServer;
+
+  beforeAll(async () => {
+    buildBundles();
+    site = await serveStatic('dist/demo', { mounts: { '/models/': '../shared/models' } });
+    browser = await launchChromium();
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await site?.close();
+  });
+
+  it('generates the same tokens as the Node engine, shows the reported ratio, and saves a screenshot', async () => {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 1180 } });
+    const errors = watchErrors(page);
+    await page.goto(`${site.url}index.html`);
+    await page.waitForFunction(() => {
+      const status = (window as unknown as { __kvdemo?: { status: string } }).__kvdemo?.status;
+      return status !== undefined && status !== 'loading';
+    }, null, { timeout: 60_000 });
+    expect(await page.evaluate(() => (window as unknown as { __kvdemo: { status: string; error?: string } }).__kvdemo.error ?? '')).toBe('');
+
+    // Chromium and Node each spend most of a cold run compiling pipelines on SwiftShader: run them side by side.
+    const gpu = await testGpu();
+    const generator = Generator.fromBytes(gpu, sharedBytes('models/stories260K.bin'), sharedBytes('models/tok512.bin'));
+    const started = performance.now();
+    let browserSeconds = 0;
+    let nodeSeconds = 0;
+    const [browserRun, nodeRun] = await Promise.all([
+      page
+        .evaluate(
+          (settings) => (window as unknown as { __kvdemo: { run(o: unknown): Promise<unknown> } }).__kvdemo.run(settings),
+          SETTINGS,
+        )
+        .then((result) => {
+          browserSeconds = (performance.now() - started) / 1000;
+          return result as DemoRunResult;
+        }),
+      generator.generate({ ...SETTINGS, compareWithFull: true }).then((result) => {
+        nodeSeconds = (performance.now() - started) / 1000;
+        return result;
+      }),
+    ]);
+    generator.destroy();
+    console.log(`demo page: 32 tokens in ${browserSeconds.toFixed(1)} s in Chromium, ${nodeSeconds.toFixed(1)} s in Node`);
+
+    expect(browserRun.tokens).toHaveLength(SETTINGS.steps);
+    expect(browserRun.tokens).toEqual(nodeRun.tokens);
+    expect(browserRun.text).toBe(nodeRun.text);
+    const report = browserRun.report;
+    expect(report.compressions).toBeGreaterThan(0);
+    expect(report.compressions).toBe(nodeRun.report.compressions);
+    expect(report.ratio).toBeGreaterThan(1);
+    expect(report.keptPerHead).toEqual(nodeRun.report.keptPerHead);
+    expect(report.quality?.agreement).toBe(nodeRun.report.quality?.agreement);
+    expect(browserRun.gaugeText).toBe(`${report.ratio.toFixed(2)}×`);
+    expect(await page.textContent('#gauge-ratio')).toBe(browserRun.gaugeText);
+    // One heat panel per (layer, KV head), and the text on the page is the generated text.
+    expect(await page.locator('#heat-grid canvas').count()).toBe(report.keptPerHead.flat().length);
+    expect((await page.textContent('#text')) ?? '').toBe(SETTINGS.prompt + browserRun.text);
+
+    // The README's picture: the page right after the run.
+    mkdirSync('artifacts', { recursive: true });
+    await page.screenshot({ path: 'artifacts/demo.png', fullPage: true });
+    mkdirSync('docs', { recursive: true });
+    copyFileSync('artifacts/demo.png', 'docs/demo.png');
+
+    // Dropped files: garbage is refused with a message, a checkpoint + tokenizer pair replaces the model.
+    await page.setInputFiles('#files', [{ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a model') }]);
+    await page.waitForSelector('#model-status .bad');
+    expect(await page.textContent('#model-status')).toMatch(/none of the dropped files is a llama2\.c checkpoint.*still using stories260K\.bin/);
+    await page.setInputFiles('#files', [
+      { name: 'tok512.bin', mimeType: 'application/octet-stream', buffer: Buffer.from(sharedBytes('models/tok512.bin')) },
+      { name: 'mine.bin', mimeType: 'application/octet-stream', buffer: Buffer.from(sharedBytes('models/stories260K.bin')) },
+    ]);
+    await page.waitForFunction(() => (window as unknown as { __kvdemo: { model?: string } }).__kvdemo.model === 'mine.bin + tok512.bin');
+    expect(await page.isEnabled('#generate')).toBe(true);
+
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('says which browsers give WebGPU when navigator.gpu is missing, without page errors', async () => {
+    const page = await browser.newPage();
+    const errors = watchErrors(page);
+    await page.addInitScript(() => {
+      delete (Navigator.prototype as { gpu?: unknown }).gpu;
+    });
+    await page.goto(`${site.url}index.html`);
+    await page.waitForFunction(() => (window as unknown as { __kvdemo?: { status: string } }).__kvdemo?.status === 'no-webgpu');
+    const notice = page.locator('#no-webgpu');
+    expect(await notice.isVisible()).toBe(true);
+    const text = (await notice.textContent()) ?? '';
+    for (const browserName of ['Chrome or Edge 113+', '--enable-unsafe-webgpu', 'Firefox 141+', 'Safari 26']) {
+      expect(text).toContain(browserName);
+    }
+    expect(await page.isDisabled('#generate')).toBe(true);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+});
