@@ -27,6 +27,11 @@ fn token_mean(l: u32, layer: u32, kv_head: u32, row: u32, t: u32) -> f32 {
   let s = t % BLOCK_SIZE;
   let pos = kv_position(entry, s);
   let base = layer * params.seq_slots + params.slot;
+  // The key is decoded once and reused by all w × group queries (decoding dominates on quantized blocks).
+  var key: array<f32, HEAD_DIM>;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    key[d] = kv_value(entry, s, d, false);
+  }
   var acc = 0.0;
   for (var j = 0u; j < params.window; j++) {
     let ring = (params.seq_len - params.window + j) % params.window_cap;
@@ -39,7 +44,7 @@ fn token_mean(l: u32, layer: u32, kv_head: u32, row: u32, t: u32) -> f32 {
       // Same expression as snapkv_lse.wgsl so both passes see the same logit.
       var dot = 0.0;
       for (var d = 0u; d < HEAD_DIM; d++) {
-        dot += window_q[q_base + d] * kv_value(entry, s, d, false);
+        dot += window_q[q_base + d] * key[d];
       }
       let logit = dot * params.scale;
       let norm = ((l * params.window + j) * N_HEADS + head) * 2u;
