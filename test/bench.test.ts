@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { bytesPerTokenTable } from '../src/bench/cases/bytes-per-token.js';
+import { compressCacheSize } from '../src/bench/cases/compress.js';
 import { BENCH_SUITES, selectSuites } from '../src/bench/cases/index.js';
+import { runMixedWorkload, utilisationTable } from '../src/bench/cases/utilisation.js';
 import { benchCacheSize, buildBenchCache } from '../src/bench/fixture.js';
 import {
+  type BenchCase,
   type BenchReport,
   type BenchRow,
   type BenchSettings,
@@ -14,6 +17,7 @@ import {
 } from '../src/bench/harness.js';
 import { formatJson, formatMarkdown, plotSeries, renderSvg, ROW_COLUMNS } from '../src/bench/report.js';
 import { median, quantile, spread } from '../src/bench/stats.js';
+import { PassTimer } from '../src/bench/timer.js';
 import { formatBytes, formatTokens, trimNumber } from '../src/bench/units.js';
 import { decodeBlockRef } from '../src/cache/layout.js';
 import { InvalidArgumentError } from '../src/errors.js';
@@ -307,5 +311,129 @@ describe('bench harness on the GPU', () => {
     } finally {
       cache.destroy();
     }
+  });
+});
+
+describe('bench: end-to-end (wall-clock) and skipped cases', () => {
+  it('times run() cases by wall clock, once per sample, and lists skipped cases in the report', async () => {
+    const gpu = await testGpu();
+    let runs = 0;
+    const suite: BenchSuite = {
+      name: 'wall',
+      description: 'a wall-clock case and a skipped one',
+      cases: () => [
+        {
+          name: 'wall/sleep',
+          shape: '2 ms',
+          setup: () => ({
+            bytes: 1024,
+            items: { count: 4, unit: 'token' },
+            run: async (clock) => {
+              runs++;
+              await clock(() => new Promise<void>((resolve) => setTimeout(resolve, 2)));
+            },
+            destroy: () => undefined,
+          }),
+        },
+        { name: 'wall/too-big', shape: 'huge', setup: () => ({ skip: 'past the limits' }) },
+      ],
+    };
+    const report = await runBenchmarks(gpu, [suite], TINY);
+    expect(report.rows.map((r) => r.name)).toEqual(['wall/sleep']);
+    const r = report.rows[0];
+    expect(r?.timing).toBe('wall');
+    expect(r?.repeat).toBe(1);
+    expect(r?.ms).toBeGreaterThanOrEqual(1.5);
+    expect(r?.perItem?.unit).toBe('token');
+    expect(runs).toBe((r?.samples ?? 0) + TINY.warmup);
+    expect(report.skipped).toEqual([{ suite: 'wall', name: 'wall/too-big', reason: 'past the limits' }]);
+    expect(formatMarkdown(report)).toContain('- **wall/too-big**: past the limits');
+  });
+});
+
+describe('bench: new suites run once at their smallest size', () => {
+  const smallest = (name: string) =>
+    (BENCH_SUITES.find((s) => s.name === name)?.cases?.(benchSettings(true)) ?? []).filter((c) => c.context === 1024);
+
+  async function runOnce(benchCase: BenchCase): Promise<void> {
+    const gpu = await testGpu();
+    const prepared = await gpu.withErrorScope(() => benchCase.setup(gpu, TINY));
+    if ('skip' in prepared) throw new Error(`${benchCase.name} skipped: ${prepared.skip}`);
+    try {
+      expect(prepared.bytes).toBeGreaterThan(0);
+      await gpu.withErrorScope(async () => {
+        if (prepared.run) {
+          let calls = 0;
+          await prepared.run((body) => {
+            calls++;
+            return body();
+          });
+          expect(calls).toBe(1);
+        } else {
+          const encoder = gpu.device.createCommandEncoder();
+          prepared.encode?.(encoder, new PassTimer(null));
+          gpu.submit([encoder.finish()]);
+          await gpu.idle();
+        }
+      });
+    } finally {
+      prepared.destroy();
+    }
+  }
+
+  it('registers every suite with 1K rows in --quick, and 16K (and 64K for compress) only in full runs', () => {
+    for (const name of ['scoring', 'top-k', 'compaction', 'quantize', 'compress']) {
+      const contexts = (quick: boolean) =>
+        new Set(BENCH_SUITES.find((s) => s.name === name)?.cases?.(benchSettings(quick)).map((c) => c.context));
+      expect(contexts(true)).toEqual(new Set([1024, 4096]));
+      expect(contexts(false).has(16384)).toBe(true);
+    }
+    const compress = BENCH_SUITES.find((s) => s.name === 'compress')?.cases?.(benchSettings(false)) ?? [];
+    expect(compress.filter((c) => c.context === 65536)).toHaveLength(10);
+    expect(compressCacheSize(65536, 16).fullPoolBytes).toBeGreaterThan(2 ** 30);
+  });
+
+  it('scores (h2o, knorm), selects, compacts and quantizes once at 1K', async () => {
+    const cases = [
+      ...smallest('scoring').filter((c) => !c.name.includes('snapkv')),
+      ...smallest('top-k'),
+      ...smallest('compaction'),
+      ...smallest('quantize'),
+    ];
+    expect(cases.length).toBe(2 + 1 + 1 + 3);
+    for (const c of cases) await runOnce(c);
+  });
+
+  it('compresses a fork end to end at 1K (window-less h2o); window variants skip on a software adapter', async () => {
+    const gpu = await testGpu();
+    const cases = smallest('compress');
+    const nowin = cases.filter((c) => c.name.includes('-nowin'));
+    expect(nowin).toHaveLength(2);
+    for (const c of nowin) await runOnce(c);
+    const windowed = cases.find((c) => c.name === 'compress/snapkv/uniform/f16/1K');
+    expect(windowed).toBeDefined();
+    if (windowed && gpu.adapter.isFallbackAdapter) {
+      const prepared = await windowed.setup(gpu, TINY);
+      expect('skip' in prepared && prepared.skip).toMatch(/software adapter/);
+    }
+  });
+
+  it('reports sane pool utilisation after the mixed workload', () => {
+    const { meta, counts } = runMixedWorkload('int4', 7);
+    expect(counts.added + counts.forks).toBeGreaterThan(counts.freed);
+    expect(counts.compressed).toBeGreaterThan(0);
+    const u = meta.utilisation();
+    expect(u.total.slotsUsed).toBeLessThanOrEqual(u.total.slotsAllocated);
+    expect(u.total.waste).toBeGreaterThan(0);
+    expect(u.total.waste).toBeLessThan(0.04);
+    expect(u.quant.waste).toBe(0); // quantized blocks are always full
+    const table = utilisationTable(7);
+    expect(table.rows).toHaveLength(6);
+    const after = table.rows.filter((r) => String(r[0]).startsWith('then'));
+    const bytes = after.map((r) => Number(r[8]));
+    // int8 > int4 > int2 bytes per stored token once most tokens are quantized
+    expect(bytes[0]).toBeGreaterThan(bytes[1] ?? Infinity);
+    expect(bytes[1]).toBeGreaterThan(bytes[2] ?? Infinity);
+    expect(utilisationTable(7)).toEqual(table); // deterministic
   });
 });

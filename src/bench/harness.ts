@@ -47,6 +47,12 @@ export function benchSettings(quick: boolean): BenchSettings {
     : { quick, warmup: 2, runs: 15, minRuns: 3, caseBudgetMs: 10_000, targetSampleMs: 10, maxRepeat: 256 };
 }
 
+/**
+ * Starts the wall clock of an end-to-end case around `body` and stops it when `body` settles (see
+ * {@link PreparedCase.run}). Call it exactly once per run.
+ */
+export type WallClock = <T>(body: () => Promise<T>) => Promise<T>;
+
 /** What a case hands the harness once its buffers exist. */
 export interface PreparedCase {
   /**
@@ -60,10 +66,27 @@ export interface PreparedCase {
    * Records one execution. Pass `timer.pass()` as the `timestampWrites` of each compute pass you create (kernels
    * take it as an optional last argument); passes you cannot reach are still timed by the harness's bracket.
    * Must be repeatable: the harness encodes it several times back to back in one command buffer.
+   * Absent when the case gives `run` instead.
    */
-  encode(encoder: GPUCommandEncoder, timer: PassTimer): void;
+  encode?(encoder: GPUCommandEncoder, timer: PassTimer): void;
+  /**
+   * An end-to-end execution with its own submits, waits and readbacks (e.g. `cache.compress()`), which no single
+   * command buffer can hold: timed by wall clock (timing `wall`), one execution per sample, never repeated. Work
+   * that must not count (making a fresh copy of the state before, freeing it after) stays outside
+   * `clock(...)`; the harness waits for the GPU to go idle before it starts the clock, so queued setup work is
+   * not timed either. Used instead of `encode` when present.
+   */
+  run?(clock: WallClock): Promise<void>;
   /** Destroys the case's buffers. */
   destroy(): void;
+}
+
+/**
+ * What `setup` returns for a case that cannot run on this device (e.g. a buffer past the adapter's limits): the
+ * report lists it with the reason instead of a row, and the run goes on.
+ */
+export interface SkippedCase {
+  readonly skip: string;
 }
 
 /** One row-to-be: a kernel at one shape. */
@@ -85,8 +108,8 @@ export interface BenchCase {
   readonly copyReference?: boolean;
   /** False for cases whose encode() cannot run twice in a row (in-place updates): no repetition then. */
   readonly repeatable?: boolean;
-  /** Creates buffers and kernels (not timed). */
-  setup(gpu: GpuContext, settings: BenchSettings): PreparedCase | Promise<PreparedCase>;
+  /** Creates buffers and kernels (not timed); or says why the case cannot run here. */
+  setup(gpu: GpuContext, settings: BenchSettings): PreparedCase | SkippedCase | Promise<PreparedCase | SkippedCase>;
 }
 
 /** A table that needs no timing (e.g. bytes per token). */
@@ -166,6 +189,8 @@ export interface BenchReport {
   readonly settings: BenchSettings;
   readonly suites: readonly { readonly name: string; readonly description: string; readonly counts?: string }[];
   readonly rows: readonly BenchRow[];
+  /** Cases whose setup said they cannot run on this device, with the reason (absent: none). */
+  readonly skipped?: readonly { readonly suite: string; readonly name: string; readonly reason: string }[];
   readonly tables: readonly BenchTable[];
   /** Wall seconds of the whole run (setup included). */
   readonly totalSeconds: number;
@@ -208,13 +233,16 @@ export async function runBenchmarks(
   }
   const tables = suites.flatMap((suite) => suite.tables?.(settings) ?? []);
   const rows: BenchRow[] = [];
+  const skipped: { suite: string; name: string; reason: string }[] = [];
   const harness = gpu ? new Harness(gpu, settings) : null;
   let done = 0;
   try {
     for (const { suite, cases } of planned) {
       for (const benchCase of cases) {
         options.onProgress?.({ done, total, label: benchCase.name });
-        if (harness) rows.push(await harness.row(suite.name, benchCase));
+        const result = harness ? await harness.row(suite.name, benchCase) : null;
+        if (result && 'skip' in result) skipped.push({ suite: suite.name, name: benchCase.name, reason: result.skip });
+        else if (result) rows.push(result);
         done++;
       }
     }
@@ -229,6 +257,7 @@ export async function runBenchmarks(
     settings,
     suites: suites.map((s) => ({ name: s.name, description: s.description, ...(s.counts ? { counts: s.counts } : {}) })),
     rows: withSpeedups(rows),
+    ...(skipped.length > 0 ? { skipped } : {}),
     tables,
     totalSeconds: (performance.now() - started) / 1000,
   };
@@ -267,11 +296,14 @@ class Harness {
     this.timestamps = new TimestampSession(gpu);
   }
 
-  async row(suite: string, benchCase: BenchCase): Promise<BenchRow> {
+  async row(suite: string, benchCase: BenchCase): Promise<BenchRow | SkippedCase> {
     const prepared = await this.gpu.withErrorScope(() => benchCase.setup(this.gpu, this.settings));
+    if ('skip' in prepared) return prepared;
     let measured: Measurement;
     try {
-      measured = await this.gpu.withErrorScope(() => this.measure(prepared, benchCase.repeatable !== false));
+      measured = await this.gpu.withErrorScope(() =>
+        prepared.run ? this.measureWall(prepared.run.bind(prepared)) : this.measure(prepared, benchCase.repeatable !== false),
+      );
     } finally {
       prepared.destroy();
     }
@@ -317,9 +349,47 @@ class Harness {
     }
   }
 
+  /**
+   * Samples of an end-to-end case: one untimed cold run (pipeline compilation, first allocations) plus the
+   * warm-up runs, then timed runs as for kernels. Each run is timed alone: its own submits and readbacks make
+   * back-to-back repetition meaningless.
+   */
+  private async measureWall(run: (clock: WallClock) => Promise<void>): Promise<Measurement> {
+    const { settings, gpu } = this;
+    const once = async (): Promise<number> => {
+      let ms = Number.NaN;
+      let calls = 0;
+      await run(async (body) => {
+        calls++;
+        await gpu.idle();
+        const start = performance.now();
+        try {
+          return await body();
+        } finally {
+          ms = performance.now() - start;
+        }
+      });
+      if (calls !== 1) throw new InvalidArgumentError('run', `must call its clock exactly once; called it ${calls} times`);
+      return ms;
+    };
+    for (let i = 0; i < Math.max(1, settings.warmup); i++) await once();
+    const samples: Sample[] = [];
+    const start = performance.now();
+    while (
+      samples.length < settings.minRuns ||
+      (samples.length < settings.runs && performance.now() - start < settings.caseBudgetMs)
+    ) {
+      const ms = await once();
+      samples.push({ ms, wallMs: ms, method: 'wall' });
+    }
+    return { samples, repeat: 1 };
+  }
+
   private async measure(prepared: PreparedCase, repeatable: boolean): Promise<Measurement> {
     const { settings } = this;
-    const body = (encoder: GPUCommandEncoder, timer: PassTimer) => prepared.encode(encoder, timer);
+    const { encode } = prepared;
+    if (!encode) throw new InvalidArgumentError('encode', 'a prepared case needs encode() or run()');
+    const body = (encoder: GPUCommandEncoder, timer: PassTimer) => encode.call(prepared, encoder, timer);
     // The cold sample is warm-up #1 and never timed: SwiftShader compiles a pipeline on its first dispatch, and
     // buffers are touched for the first time.
     const cold = await this.timestamps.sample(1, 1, body);

@@ -112,6 +112,9 @@ export function formatMarkdown(report: BenchReport): string {
       out.push('bytes counted:', '', ...counted.map((s) => `- **${s.name}**: ${s.counts ?? ''}`), '');
     }
   }
+  if (report.skipped && report.skipped.length > 0) {
+    out.push('skipped on this device:', '', ...report.skipped.map((s) => `- **${s.name}**: ${s.reason}`), '');
+  }
   for (const table of report.tables) out.push(formatTable(table), '');
   return `${out.join('\n').trimEnd()}\n`;
 }

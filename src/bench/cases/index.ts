@@ -3,9 +3,15 @@
 // ../fixture.ts), then add it to BENCH_SUITES below. Order here is the order of the report.
 import type { BenchSuite } from '../harness.js';
 import { bytesPerTokenSuite } from './bytes-per-token.js';
+import { compactionSuite } from './compaction.js';
+import { compressSuite } from './compress.js';
 import { copySuite } from './copy.js';
 import { kvAppendSuite } from './kv-append.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
+import { quantizeSuite } from './quantize.js';
+import { scoringSuite } from './scoring.js';
+import { topKSuite } from './top-k.js';
+import { utilisationSuite } from './utilisation.js';
 
 /**
  * Every benchmark `kvcompact bench` knows, in report order. `--only NAME` selects by `name`.
@@ -19,20 +25,12 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   copySuite,
   pagedAttentionDecodeSuite,
   kvAppendSuite,
-  // TODO(scoring kernels): `scoringSuite` from './scoring.js': per-token scores (H2O/TOVA/SnapKV/K-norm) over
-  //   buildBenchCache({ layers: 1, kvHeads: 8, headDim: 128, blockSize: 16, context, full: 'f16' }) at 1K/4K/16K;
-  //   bytes = cache blocks + statistics read + scores written; `series`/`context` to plot against context.
-  // TODO(top-k selection): `topKSuite` from './top-k.js': kept indices per row from scores f32 [row][maxTokens];
-  //   bytes = scores read + kept indices and counts written; one row per context and keep ratio.
-  // TODO(compaction): `compactionSuite` from './compaction.js': gather kept tokens into fresh blocks; bytes = kept
-  //   blocks read + written. If it updates the cache in place, set `repeatable: false` on its cases.
-  // TODO(quantization): `quantizeSuite` from './quantize.js': f16 blocks → int8/int4/int2 (KIVI); bytes = f16
-  //   blocks read + quantized blocks written; `baseline` can point at the int8 row to compare bit widths.
-  // TODO(end-to-end compression): `compressSuite` from './compress.js': score → select → compact → quantize over
-  //   4 layers × 8 KV heads × head_dim 128 (buildBenchCache with layers: 4) at 1K, 4K, 16K, 64K tokens; report
-  //   time per token with `items: { count: context, unit: 'token' }` and plot with `series`/`context`. 64K × 4
-  //   layers × 8 heads of f16 blocks is 1.08 GB, past the 1 GiB storage-binding limit of SwiftShader (and of many
-  //   real adapters): start from quantized older blocks or one pool per layer; keep 64K out of `settings.quick`.
+  scoringSuite,
+  topKSuite,
+  compactionSuite,
+  quantizeSuite,
+  compressSuite,
+  utilisationSuite,
   bytesPerTokenSuite,
 ];
 

@@ -1,0 +1,119 @@
+import { encodeGpuScores, type GpuScorePlan, scoreScratchBytes } from '../../compress/gpu-policies.js';
+import { createStorageBuffer } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { buildBenchCache, randomFloats } from '../fixture.js';
+import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
+import { formatTokens } from '../units.js';
+import { ATTENTION_SHAPE } from './paged-attention-decode.js';
+
+/**
+ * The scoring policies benchmarked and the plan each one runs on the GPU (what their `gpuPlan()` returns with
+ * default options: SnapKV votes with a window of 32 queries and pools with an average of 5).
+ *
+ * @example
+ * ```ts
+ * SCORING_POLICIES.map((p) => p.name); // ['h2o', 'knorm', 'snapkv']
+ * ```
+ */
+export const SCORING_POLICIES: readonly { readonly name: string; readonly plan: GpuScorePlan }[] = [
+  { name: 'h2o', plan: { kind: 'stats', policy: 'h2o' } },
+  { name: 'knorm', plan: { kind: 'stats', policy: 'knorm' } },
+  { name: 'snapkv', plan: { kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' } },
+];
+
+const CONTEXTS = [1024, 4096, 16384] as const;
+const QUICK_CONTEXTS = [1024, 4096] as const;
+/** Protection of the compressor's defaults: 4 sinks, the 32 newest tokens. */
+const PROTECTION = { sinks: 4, recent: 32 } as const;
+
+/**
+ * Per-token scores of one layer (8 KV heads, head_dim 128, f16 blocks of 16) for h2o (accumulated attention
+ * statistics), knorm (key norms) and snapkv (observation window of 32 roped queries of 32 query heads, then
+ * pooling), written as f32 `[row][maxTokens]` with sinks and recent tokens protected.
+ *
+ * @example
+ * ```ts
+ * const report = await runBenchmarks(gpu, [scoringSuite], benchSettings(true));
+ * ```
+ */
+export const scoringSuite: BenchSuite = {
+  name: 'scoring',
+  description: 'per-token eviction scores, one layer, 8 KV heads (32 query heads for snapkv), head_dim 128, f16 blocks of 16',
+  counts:
+    'h2o: block table + token positions + attnSum and attnCount read, scores written; knorm: block table + K ' +
+    'halves and positions read, scores written; snapkv: block table + K halves and positions read once, 32 window ' +
+    'queries (f32, 32 heads) and their positions read, per-(query, head) softmax normalisers written and read, ' +
+    'scores written. snapkv recomputes every q·k in both passes and each workgroup of pass 1 reads its KV head ' +
+    'whole, so it is compute-bound: the count is the traffic, not the work',
+  cases: (settings) =>
+    (settings.quick ? QUICK_CONTEXTS : CONTEXTS).flatMap((context) =>
+      // snapkv at 4K takes about a minute per execution on SwiftShader (2 cores): --quick keeps it at 1K.
+      SCORING_POLICIES.filter(({ plan }) => !(settings.quick && plan.kind === 'window' && context > 1024)).map(
+        ({ name, plan }): BenchCase => ({
+          name: `scoring/${name}/${formatTokens(context)}`,
+          shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16${plan.kind === 'window' ? ` · 32q × window ${plan.window}` : ''}`,
+          series: `scoring ${name}`,
+          context,
+          setup: (gpu) => prepareScoring(gpu, context, plan),
+        }),
+      ),
+    ),
+};
+
+function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): PreparedCase {
+  const { nHeads, kvHeads, headDim, blockSize } = ATTENTION_SHAPE;
+  const cache = buildBenchCache(gpu, { layers: 1, kvHeads, headDim, blockSize, context, full: 'f16', seed: context + 3 });
+  const maxTokens = cache.maxBlocksPerHead * blockSize;
+  const statWords = kvHeads * maxTokens;
+  // Statistics as a few hundred decode steps would leave them: positive sums, counts ≥ 1.
+  const attnSum = createStorageBuffer(gpu, 'bench:attn-sum', randomFloats(statWords, 11).map(Math.abs));
+  const attnCount = createStorageBuffer(gpu, 'bench:attn-count', randomFloats(statWords, 12).map((x) => 1 + Math.abs(x) * 200));
+  const scores = createStorageBuffer(gpu, 'bench:scores', statWords * 4);
+  const window = plan.kind === 'window' ? plan.window : 0;
+  // The ring holds the `window` newest queries: positions context − window .. context − 1 at index position mod window.
+  const windowPositions = new Uint32Array(Math.max(1, window));
+  for (let p = context - window; p < context; p++) windowPositions[p % window] = p;
+  const queries = createStorageBuffer(gpu, 'bench:window-q', randomFloats(Math.max(1, window * nHeads * headDim), 13));
+  const positions = createStorageBuffer(gpu, 'bench:window-pos', windowPositions);
+  const scratch = createStorageBuffer(gpu, 'bench:lse', scoreScratchBytes(1, Math.max(1, window), nHeads));
+  const buffers = [attnSum, attnCount, scores, queries, positions, scratch];
+  const rowTokens = kvHeads * context;
+  const kBytesPerToken = headDim * 2;
+  const common = cache.tableBytesPerLayer + rowTokens * 4 /* positions */ + rowTokens * 4; /* scores */
+  const bytes =
+    plan.kind === 'stats'
+      ? plan.policy === 'h2o'
+        ? common + rowTokens * 8
+        : common + rowTokens * kBytesPerToken
+      : common + rowTokens * kBytesPerToken + window * nHeads * (headDim * 4 + 4) + 2 * (window * nHeads * 8);
+  return {
+    bytes,
+    items: { count: context, unit: 'token' },
+    encode: (encoder) =>
+      encodeGpuScores(
+        encoder,
+        {
+          gpu,
+          cache: cache.bindings,
+          full: cache.full,
+          quant: null,
+          nHeads,
+          kvHeads,
+          layer: 0,
+          layerCount: 1,
+          slot: 0,
+          seqLen: context,
+          stats: { attnSum, attnSqSum: attnSum, attnCount },
+          window: { queries, positions, capacity: Math.max(1, window), valid: window },
+          scratch,
+          scores,
+        },
+        plan,
+        PROTECTION,
+      ),
+    destroy: () => {
+      cache.destroy();
+      for (const b of buffers) b.destroy();
+    },
+  };
+}
