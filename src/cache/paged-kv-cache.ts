@@ -64,7 +64,8 @@ interface StepState {
   readonly querySlots: GPUBuffer;
   /** u32 [1][3]: (slot, first query, query count) for the statistics kernel. */
   readonly segments: GPUBuffer;
-  readonly probs: GPUBuffer;
+  /** Acquired on the first attention of the step (appends without attention never need it). */
+  probs: GPUBuffer | null;
   readonly probsStride: number;
 }
 
@@ -379,11 +380,7 @@ export class PagedKvCache implements GpuAttentionBackend {
       positionsBuffer: this.scratch('kv:positions', positions),
       querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.nTokens).fill(plan.slot)),
       segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.nTokens])),
-      probs: this.gpu.buffers.acquire(
-        plan.nTokens * this.nHeads * probsStride * 4,
-        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-        'kv:probs',
-      ),
+      probs: null,
       probsStride,
     };
     this.uploadDirtyRows();
@@ -440,6 +437,12 @@ export class PagedKvCache implements GpuAttentionBackend {
       flags: this.flags,
     });
     this.encodeWindowRecord(encoder, state, layer, io.queries);
+    state.probs ??= this.gpu.buffers.acquire(
+      state.numTokens * this.nHeads * state.probsStride * 4,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      'kv:probs',
+    );
+    const probs = state.probs;
     this.attentionKernel.encode(encoder, {
       cache: this.bindings,
       layer,
@@ -448,14 +451,14 @@ export class PagedKvCache implements GpuAttentionBackend {
       querySlots: state.querySlots,
       queryPositions: state.positionsBuffer,
       out: io.out,
-      probs: state.probs,
+      probs,
       probsStride: state.probsStride,
     });
     if (this.accumulateStats) {
       this.accumulateKernel.encode(encoder, {
         cache: this.bindings,
         layer,
-        probs: state.probs,
+        probs,
         probsStride: state.probsStride,
         queryPositions: state.positionsBuffer,
         segments: state.segments,
@@ -495,16 +498,16 @@ export class PagedKvCache implements GpuAttentionBackend {
   }
 
   /** The probabilities buffer of a step's last encoded layer: f32 [n][nHeads][probsStride]. */
-  stepProbs(step: KvStep): { buffer: GPUBuffer; stride: number } {
+  stepProbs(step: KvStep): { buffer: GPUBuffer; stride: number } | null {
     const state = this.state(step);
-    return { buffer: state.probs, stride: state.probsStride };
+    return state.probs ? { buffer: state.probs, stride: state.probsStride } : null;
   }
 
   /** Releases a step's scratch buffers (after its command buffer was submitted). */
   endStep(step: KvStep): void {
     const state = this.state(step);
     for (const buffer of [state.destSlots, state.positionsBuffer, state.querySlots, state.segments, state.probs]) {
-      this.gpu.buffers.release(buffer);
+      if (buffer) this.gpu.buffers.release(buffer);
     }
     STEP_STATES.delete(step);
   }

@@ -131,8 +131,12 @@ export class GpuCompressor {
       if (!policy.scoreGpu) throw new InvalidArgumentError('policy', `${opts.policy} has no GPU scoring`);
       policy.scoreGpu(encoder, input);
     }
-    const measureMass = evicting && windowValid > 0;
-    if (measureMass) {
+    // The mass a policy scores with: window attention for SnapKV/TOVA (one extra unpooled pass), the accumulated
+    // decode attention (attnSum, already on the GPU) for every other policy.
+    const windowPolicy = opts.policy === 'snapkv' || opts.policy === 'tova';
+    const measureMass = evicting && (options.measureMass ?? true);
+    const massBuffer = windowPolicy && windowValid > 0 ? this.buffers.mass : cache.attnSum;
+    if (measureMass && massBuffer === this.buffers.mass) {
       // The unpooled, unprotected window attention: the mass each token receives from the newest queries.
       encodeGpuScores(
         encoder,
@@ -185,7 +189,7 @@ export class GpuCompressor {
             firstRow: rowsOf[l]?.[0] ?? 0,
             numRows: kvHeads,
             maxTokens: this.stride,
-            mass: this.buffers.mass,
+            mass: massBuffer,
             lengths: cache.contextLens,
             keptIndex: this.buffers.keptIndex,
             keptCount: this.buffers.keptCount,

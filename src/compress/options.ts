@@ -38,6 +38,11 @@ export interface CompressOptions {
   readonly safeguard?: number;
   /** Seed of the random policy. */
   readonly seed?: number;
+  /**
+   * Measure attentionMassKept (default true). For SnapKV/TOVA it costs one more window-attention pass; for the
+   * other policies it reads the accumulated attention statistics and costs next to nothing.
+   */
+  readonly measureMass?: boolean;
 }
 
 /** Options after validation, with every default filled in. */
@@ -153,7 +158,10 @@ export interface CompressionReport {
   readonly keptPerLayer: number[];
   /** Kept tokens per [layer][kvHead]. */
   readonly keptPerHead: number[][];
-  /** Share of the observation window's attention mass on kept tokens (1 when nothing was evicted). */
+  /**
+   * Share of the scoring attention mass on kept tokens: the observation window's attention for SnapKV/TOVA, the
+   * accumulated decode attention for the other policies (1 when nothing was evicted or nothing was measured).
+   */
   readonly attentionMassKept: number;
   readonly milliseconds: number;
 }
