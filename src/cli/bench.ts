@@ -57,6 +57,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
     },
     strict: true,
   });
+  if (values.only === 'peers') return (await import('./bench-peers.js')).benchPeersCommand(values); // in Chromium
   const { suites, unknown } = selectSuites(values.only);
   if (unknown.length > 0 || suites.length === 0) {
     const known = selectSuites(undefined).suites.map((s) => s.name);

@@ -1,6 +1,11 @@
 import { parseArgs } from 'node:util';
 import { KvCompactError } from '../errors.js';
 import { createNodeGpu } from '../node/gpu.js';
+import { BENCH_USAGE, benchCommand } from './bench.js';
+import { DEMO_USAGE, demoCommand } from './demo.js';
+import { GENERATE_USAGE, generateCommand } from './generate.js';
+import { SERVE_DEMO_USAGE, serveDemoCommand } from './serve-demo.js';
+import { EVAL_USAGE, evalCommand } from './eval.js';
 import { formatInfo, infoReport } from './info.js';
 
 const USAGE = `kvcompact — compress the attention KV cache on the GPU (WebGPU)
@@ -9,6 +14,11 @@ usage: kvcompact <command> [options]
 
 commands:
   info [--json]            adapter, features and limits of the WebGPU device
+${BENCH_USAGE}
+${GENERATE_USAGE}
+${DEMO_USAGE}
+${SERVE_DEMO_USAGE}
+${EVAL_USAGE}
   help                     this text
 
 common options:
@@ -36,6 +46,11 @@ async function info(argv: string[]): Promise<number> {
 
 const COMMANDS: Record<string, Command> = {
   info,
+  bench: benchCommand,
+  generate: generateCommand,
+  demo: demoCommand,
+  'serve-demo': serveDemoCommand,
+  eval: evalCommand,
   help: async () => {
     process.stdout.write(USAGE);
     return 0;

@@ -1,0 +1,69 @@
+/**
+ * The CPU evaluation engine: {@link ReferenceLlama} with its attention on a {@link CpuKvCache}. Exact fp32 model
+ * arithmetic; the cache stores f16 (or f32 at bits 32) blocks and quantizes with the reference codec.
+ */
+import type { CompressionReport, CompressOptions } from '../compress/options.js';
+import { ReferenceLlama } from '../model/reference-forward.js';
+import { CpuKvCache } from '../reference/cpu-kv-cache.js';
+import type { EvalEngine, EvalEngineConfig, EvalEngineFactory } from './evaluate.js';
+
+/** The one sequence an engine drives. */
+const SEQ = 0;
+
+/**
+ * An {@link EvalEngine} on the CPU. `cache` is public so tests can look inside.
+ *
+ * @example
+ * ```ts
+ * const engine = new CpuEvalEngine({ checkpoint, bits: 4, blockSize: 16, maxTokens: 512, observationWindow: 32 });
+ * engine.reset();
+ * const logits = engine.forward(1, 0);
+ * ```
+ */
+export class CpuEvalEngine implements EvalEngine {
+  readonly cache: CpuKvCache;
+  readonly model: ReferenceLlama;
+
+  constructor(config: EvalEngineConfig) {
+    const { nLayers, nKvHeads, headSize, nHeads } = config.checkpoint.config;
+    this.cache = CpuKvCache.create({
+      shape: { layers: nLayers, kvHeads: nKvHeads, headDim: headSize, blockSize: config.blockSize },
+      nHeads,
+      fullFormat: config.bits === 32 ? 'f32' : 'f16',
+      ...(config.bits < 16 ? { quantBits: config.bits as 8 | 4 | 2 } : {}),
+      seqSlots: 1,
+      maxTokensPerHead: config.maxTokens,
+      observationWindow: config.observationWindow,
+    });
+    this.cache.addSequence(SEQ);
+    this.model = new ReferenceLlama(config.checkpoint, { attention: this.cache.attentionHook(SEQ) });
+  }
+
+  reset(): void {
+    this.cache.freeSequence(SEQ);
+    this.cache.addSequence(SEQ);
+  }
+
+  forward(token: number, pos: number): Float32Array {
+    return this.model.forward(token, pos);
+  }
+
+  compress(options: CompressOptions): CompressionReport {
+    // The attention-mass diagnostic costs as much as scoring and the sweep does not report it.
+    return this.cache.compress(SEQ, options, { attentionMass: false });
+  }
+
+  bytes(): number {
+    return this.cache.sequenceBytes(SEQ).bytes;
+  }
+}
+
+/**
+ * The factory {@link evaluate} takes for the CPU engine.
+ *
+ * @example
+ * ```ts
+ * await evaluate({ checkpoint, tokenizer, text, rows, engine: cpuEngineFactory });
+ * ```
+ */
+export const cpuEngineFactory: EvalEngineFactory = (config) => new CpuEvalEngine(config);
