@@ -7,7 +7,7 @@
 @group(0) @binding(1) var<storage, read> stats: array<u32>;        // f32 bits [row][stride]
 @group(0) @binding(2) var<storage, read> kept: array<u32>;         // [row][stride]
 @group(0) @binding(3) var<storage, read> kept_counts: array<u32>;  // [row]
-@group(0) @binding(4) var<storage, read_write> out: array<u32>;    // f32 bits [row][stride]
+@group(0) @binding(4) var<storage, read_write> out: array<u32>;    // f32 bits [i][stride], i = mapped index
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -19,11 +19,12 @@ fn main(
   if (index >= params.num_rows * params.stride) {
     return;
   }
-  let row = index / params.stride;
+  let i = index / params.stride;
+  let row = params.row_base + (i / params.group_rows) * params.group_stride + i % params.group_rows;
   let j = index % params.stride;
   var value = 0u;
   if (j < kept_counts[row]) {
-    value = stats[row * params.stride + kept[index]];
+    value = stats[row * params.stride + kept[row * params.stride + j]];
   }
   out[index] = value;
 }

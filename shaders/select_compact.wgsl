@@ -8,7 +8,7 @@
 @group(0) @binding(0) var<uniform> params: CompactSelectParams;
 @group(0) @binding(1) var<storage, read> scores: array<u32>;          // f32 bits [row][stride]
 @group(0) @binding(2) var<storage, read> lengths: array<u32>;         // [row]
-@group(0) @binding(3) var<storage, read> thresholds: array<u32>;      // [row][2] {key, keepEqual}
+@group(0) @binding(3) var<storage, read> thresholds: array<u32>;      // [i][2] {key, keepEqual}, i = mapped index
 @group(0) @binding(4) var<storage, read_write> kept: array<u32>;      // [row][stride]
 @group(0) @binding(5) var<storage, read_write> kept_counts: array<u32>; // [row]
 
@@ -29,17 +29,19 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let row = linear_workgroup_index(wid, nwg);
-  if (row >= params.num_rows) {
+  let i = linear_workgroup_index(wid, nwg);
+  if (i >= params.num_rows) {
     return;
   }
+  // Rows of one sequence are spread over the table ([layer][slot][head]); the map picks them out.
+  let row = params.row_base + (i / params.group_rows) * params.group_stride + i % params.group_rows;
   if (lid == 0u) {
     row_len = lengths[row];
   }
   // The chunk loop holds barriers, so its bound must be provably uniform.
   let len = workgroupUniformLoad(&row_len);
-  let threshold = thresholds[row * 2u];
-  let keep_equal = thresholds[row * 2u + 1u];
+  let threshold = thresholds[i * 2u];
+  let keep_equal = thresholds[i * 2u + 1u];
   let base = row * params.stride;
   var carry = vec2<u32>(0u, 0u);
   for (var start = 0u; start < len; start += CHUNK) {

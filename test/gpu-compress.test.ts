@@ -131,6 +131,10 @@ describe('GPU compression of a paged cache', () => {
     await fill(gpu, cache, 7, [90, 1, 1, 1, 5], 2);
     const before = await cache.readHead(0, 1, 1);
     const expected = await referenceKeep(cache, 7, policy, mode, 24);
+    const sumBefore = new Float32Array(await readBuffer(gpu, cache.attnSum));
+    const positionsBefore = await Promise.all(
+      [0, 1].flatMap((l) => [0, 1].map(async (h) => [...(await cache.readHead(7, l, h)).positions])),
+    );
     const usedBefore = cache.memory().usedBytes;
     const report = await cache.compress(7, { policy, budget: 24, budgets: mode, bits, sinks: 4, recent: 8, window: WINDOW, seed: 3 });
     assertInvariants(cache.meta);
@@ -141,6 +145,21 @@ describe('GPU compression of a paged cache', () => {
         expect(report.keptPerHead[l]?.[h]).toBe(expected[l]?.[h]?.length);
       }
     }
+    // statistics moved with their tokens, for this sequence's rows only
+    const sumAfter = new Float32Array(await readBuffer(gpu, cache.attnSum));
+    const stride = cache.maxTokensPerHead;
+    for (let l = 0; l < SHAPE.layers; l++) {
+      for (let h = 0; h < SHAPE.kvHeads; h++) {
+        const row = cache.meta.rowOf(7, l, h);
+        const before = positionsBefore[l * SHAPE.kvHeads + h] ?? [];
+        (expected[l]?.[h] ?? []).forEach((position, j) => {
+          const oldIndex = before.indexOf(position);
+          expect(sumAfter[row * stride + j]).toBe(sumBefore[row * stride + oldIndex]);
+        });
+      }
+    }
+    const otherRow = cache.meta.rowOf(0, 1, 1);
+    expect(sumAfter.slice(otherRow * stride, (otherRow + 1) * stride)).toEqual(sumBefore.slice(otherRow * stride, (otherRow + 1) * stride));
     const total = report.keptPerHead.flat().reduce((a, b) => a + b, 0);
     expect(total).toBeLessThanOrEqual(SHAPE.layers * SHAPE.kvHeads * 24);
     expect(report.bytesFreed).toBeGreaterThan(0);

@@ -48,7 +48,7 @@ export class GpuCompressor {
   private readonly massKernel: MassKeptKernel;
   private readonly rows: number;
   private readonly stride: number;
-  private buffers: Record<'scores' | 'mass' | 'keptIndex' | 'keptCount' | 'thresholds' | 'k' | 'scratch', GPUBuffer>;
+  private buffers: Record<'scores' | 'mass' | 'keptIndex' | 'keptCount' | 'thresholds' | 'scratch', GPUBuffer>;
   private destroyed = false;
 
   constructor(readonly cache: PagedKvCache) {
@@ -67,7 +67,6 @@ export class GpuCompressor {
       keptIndex: createStorageBuffer(gpu, 'compress:kept-index', perToken),
       keptCount: createStorageBuffer(gpu, 'compress:kept-count', this.rows * 4),
       thresholds: createStorageBuffer(gpu, 'compress:thresholds', this.rows * 8),
-      k: createStorageBuffer(gpu, 'compress:k', this.rows * 4),
       scratch: createStorageBuffer(gpu, 'compress:scratch', scoreScratchBytes(layers, cache.observationWindow, cache.nHeads)),
     };
   }
@@ -165,19 +164,40 @@ export class GpuCompressor {
     const scratch: GPUBuffer[] = [];
     try {
       const encoder2 = cache.gpu.device.createCommandEncoder({ label: 'compress:select+compact' });
+      // Only this sequence's rows: index i = layer × kvHeads + head maps to its table row.
+      const rowMap = { base: slot * kvHeads, groupRows: kvHeads, groupStride: cache.meta.seqSlots * kvHeads };
+      const seqRows = layers * kvHeads;
       if (evicting) {
-        const k = cache.meta.tables.contextLens().slice();
-        rowsOf.forEach((heads, l) => heads.forEach((row, h) => (k[row] = counts[l]?.[h] ?? 0)));
-        cache.gpu.device.queue.writeBuffer(this.buffers.k, 0, k);
-        this.topK.encode(encoder2, {
+        const members = new Uint32Array(seqRows * 2);
+        const segments = new Uint32Array(seqRows * 3);
+        rowsOf.forEach((heads, l) =>
+          heads.forEach((row, h) => {
+            const i = l * kvHeads + h;
+            members.set([row, lengths[l]?.[h] ?? 0], 2 * i);
+            segments.set([i, 1, counts[l]?.[h] ?? 0], 3 * i);
+          }),
+        );
+        const membersBuffer = createStorageBuffer(cache.gpu, 'compress:members', members);
+        const segmentsBuffer = createStorageBuffer(cache.gpu, 'compress:segments', segments);
+        scratch.push(membersBuffer, segmentsBuffer);
+        this.topK.encodeSegmentThresholds(encoder2, {
+          scores: this.buffers.scores,
+          stride: this.stride,
+          numSegments: seqRows,
+          segments: segmentsBuffer,
+          members: membersBuffer,
+          thresholds: this.buffers.thresholds,
+          numMembers: seqRows,
+        });
+        this.topK.encodeCompact(encoder2, {
           scores: this.buffers.scores,
           lengths: cache.contextLens,
-          k: this.buffers.k,
-          numRows: this.rows,
-          stride: this.stride,
           thresholds: this.buffers.thresholds,
+          numRows: seqRows,
+          stride: this.stride,
           keptIndices: this.buffers.keptIndex,
           keptCounts: this.buffers.keptCount,
+          rowMap,
         });
       }
       let sums: GPUBuffer | null = null;
@@ -209,18 +229,23 @@ export class GpuCompressor {
         });
       }
       if (evicting) {
+        const rowBytes = this.stride * 4;
         for (const stats of [cache.attnSum, cache.attnSqSum, cache.attnCount]) {
-          const out = createStorageBuffer(cache.gpu, 'compress:stats', stats.size);
+          const out = createStorageBuffer(cache.gpu, 'compress:stats', seqRows * rowBytes);
           scratch.push(out);
           this.gather.encode(encoder2, {
             stats,
             kept: this.buffers.keptIndex,
             keptCounts: this.buffers.keptCount,
             out,
-            numRows: this.rows,
+            numRows: seqRows,
             stride: this.stride,
+            rowMap,
           });
-          encoder2.copyBufferToBuffer(out, 0, stats, 0, stats.size);
+          for (let l = 0; l < layers; l++) {
+            const firstRow = rowsOf[l]?.[0] ?? 0;
+            encoder2.copyBufferToBuffer(out, l * kvHeads * rowBytes, stats, firstRow * rowBytes, kvHeads * rowBytes);
+          }
         }
       }
       cache.gpu.submit([encoder2.finish()]);

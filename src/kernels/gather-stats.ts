@@ -4,8 +4,12 @@ import { requireUsage } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
 import { UniformLayout } from '../gpu/uniforms.js';
+import { type RowMap, rowMapUniforms } from './select.js';
 
 const GATHER_STATS_PARAMS = new UniformLayout('GatherStatsParams', [
+  { name: 'row_base', type: 'u32' },
+  { name: 'group_rows', type: 'u32' },
+  { name: 'group_stride', type: 'u32' },
   { name: 'num_rows', type: 'u32' },
   { name: 'stride', type: 'u32' },
 ]);
@@ -23,6 +27,8 @@ export interface GatherStatsRun {
   readonly numRows: number;
   /** maxTokensPerHead. */
   readonly stride: number;
+  /** Rows to gather; `out` is indexed by the map's index i. Default rows 0..numRows−1. */
+  readonly rowMap?: RowMap;
 }
 
 /**
@@ -58,10 +64,12 @@ export class GatherStatsKernel {
     if (run.stats === run.out) {
       throw new InvalidArgumentError('out', 'must differ from stats: a row gathers from itself');
     }
+    const { lastRow, ...map } = rowMapUniforms(run.rowMap, run.numRows);
+    const rows = lastRow + 1;
     for (const [name, buffer, bytes] of [
-      ['stats', run.stats, elements * 4],
-      ['kept', run.kept, elements * 4],
-      ['keptCounts', run.keptCounts, run.numRows * 4],
+      ['stats', run.stats, rows * run.stride * 4],
+      ['kept', run.kept, rows * run.stride * 4],
+      ['keptCounts', run.keptCounts, rows * 4],
       ['out', run.out, elements * 4],
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `gather_stats ${name}`);
@@ -69,7 +77,7 @@ export class GatherStatsKernel {
     }
     const uniforms = this.gpu.uniformBuffer(
       'gather_stats:params',
-      GATHER_STATS_PARAMS.pack({ num_rows: run.numRows, stride: run.stride }),
+      GATHER_STATS_PARAMS.pack({ num_rows: run.numRows, stride: run.stride, ...map }),
     );
     const pass = encoder.beginComputePass({ label: 'gather_stats' });
     encodeDispatch(

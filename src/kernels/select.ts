@@ -17,7 +17,36 @@ const SELECT_PARAMS = new UniformLayout('SelectParams', [
 const COMPACT_SELECT_PARAMS = new UniformLayout('CompactSelectParams', [
   { name: 'num_rows', type: 'u32' },
   { name: 'stride', type: 'u32' },
+  { name: 'row_base', type: 'u32' },
+  { name: 'group_rows', type: 'u32' },
+  { name: 'group_stride', type: 'u32' },
 ]);
+
+/**
+ * Which rows a run touches: index i (0 ≤ i < numRows) is row `base + ⌊i / groupRows⌋ · groupStride + i mod
+ * groupRows`. One sequence's rows are `{ base: slot · kvHeads, groupRows: kvHeads, groupStride: seqSlots · kvHeads }`
+ * with numRows = layers · kvHeads. Default: the identity (rows 0..numRows−1).
+ *
+ * @example
+ * ```ts
+ * const rowMap: RowMap = { base: slot * kvHeads, groupRows: kvHeads, groupStride: seqSlots * kvHeads };
+ * ```
+ */
+export interface RowMap {
+  readonly base: number;
+  readonly groupRows: number;
+  readonly groupStride: number;
+}
+
+/** The uniforms of a row map (identity when absent), and the highest row it reaches. */
+export function rowMapUniforms(map: RowMap | undefined, numRows: number): { row_base: number; group_rows: number; group_stride: number; lastRow: number } {
+  const m = map ?? { base: 0, groupRows: numRows, groupStride: 0 };
+  if (!Number.isInteger(m.groupRows) || m.groupRows <= 0) {
+    throw new InvalidArgumentError('rowMap.groupRows', `must be a positive integer; got ${m.groupRows}`);
+  }
+  const lastRow = m.base + Math.floor((numRows - 1) / m.groupRows) * m.groupStride + ((numRows - 1) % m.groupRows);
+  return { row_base: m.base, group_rows: m.groupRows, group_stride: m.groupStride, lastRow };
+}
 
 /**
  * The threshold key meaning "keep nothing" (no finite or infinite f32 maps to it).
@@ -95,6 +124,8 @@ export interface CompactSelectRun {
   readonly keptIndices: GPUBuffer;
   /** u32 [row] output. */
   readonly keptCounts: GPUBuffer;
+  /** Rows to compact (thresholds are indexed by the map's index i); default rows 0..numRows−1. */
+  readonly rowMap?: RowMap;
 }
 
 /** A whole per-row top-k: thresholds then compaction. */
@@ -206,14 +237,16 @@ export class TopKSelectKernel {
   encodeCompact(encoder: GPUCommandEncoder, run: CompactSelectRun): void {
     checkCount('numRows', run.numRows);
     checkCount('stride', run.stride);
-    checkSize('scores', run.scores, run.numRows * run.stride * 4);
-    checkSize('lengths', run.lengths, run.numRows * 4);
+    const { lastRow, ...map } = rowMapUniforms(run.rowMap, run.numRows);
+    const rows = lastRow + 1;
+    checkSize('scores', run.scores, rows * run.stride * 4);
+    checkSize('lengths', run.lengths, rows * 4);
     checkSize('thresholds', run.thresholds, run.numRows * 8);
-    checkSize('keptIndices', run.keptIndices, run.numRows * run.stride * 4);
-    checkSize('keptCounts', run.keptCounts, run.numRows * 4);
+    checkSize('keptIndices', run.keptIndices, rows * run.stride * 4);
+    checkSize('keptCounts', run.keptCounts, rows * 4);
     const uniforms = this.gpu.uniformBuffer(
       'select_compact:params',
-      COMPACT_SELECT_PARAMS.pack({ num_rows: run.numRows, stride: run.stride }),
+      COMPACT_SELECT_PARAMS.pack({ num_rows: run.numRows, stride: run.stride, ...map }),
     );
     const pass = encoder.beginComputePass({ label: 'select_compact' });
     encodeDispatch(
