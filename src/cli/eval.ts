@@ -8,7 +8,6 @@ import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
 import { evaluate, sweepRows, type EvalEngineFactory, type EvalProgress } from '../eval/evaluate.js';
-import { GPU_EVAL_ENGINE_READY } from '../eval/gpu-engine.js';
 import { formatEvalTable, renderEvalSvg } from '../eval/report.js';
 import { loadModelFiles } from '../node/model-files.js';
 
@@ -138,19 +137,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (engineName === 'cpu') {
     engine = cpuEngineFactory;
   } else if (engineName === 'gpu') {
-    if (!GPU_EVAL_ENGINE_READY) {
-      // The hook is src/eval/gpu-engine.ts: wire GpuLlama + PagedKvCache + GpuCompressor there.
-      process.stderr.write('kvcompact eval: the GPU engine is not available yet (src/eval/gpu-engine.ts); use --engine cpu\n');
-      return 2;
-    }
     const { createNodeGpu } = await import('../node/gpu.js');
     const { gpuEngineFactory } = await import('../eval/gpu-engine.js');
-    const factory = await gpuEngineFactory(await createNodeGpu());
-    if (factory === null) {
-      process.stderr.write('kvcompact eval: the GPU engine is not available yet; use --engine cpu\n');
-      return 2;
-    }
-    engine = factory;
+    engine = await gpuEngineFactory(await createNodeGpu());
   } else {
     throw new InvalidArgumentError('--engine', `must be cpu or gpu; got "${engineName}"`);
   }

@@ -1,35 +1,86 @@
 /**
- * The hook where the GPU evaluation engine plugs in: GpuLlama (src/model/gpu-llama.ts) on a PagedKvCache with the
- * GPU compressor, behind the same {@link EvalEngine} contract as the CPU engine (one sequence; reset, forward,
- * compress, bytes). Until that runner is wired here, {@link gpuEngineFactory} returns null and the CLI says so.
+ * The GPU evaluation engine: GpuLlama (src/model/gpu-llama.ts) whose every attention step reads a PagedKvCache,
+ * compressed on the GPU, behind the same {@link EvalEngine} contract as the CPU engine (one sequence; reset,
+ * forward, compress, bytes).
  */
+import { PagedKvCache } from '../cache/paged-kv-cache.js';
+import type { CompressOptions, CompressionReport } from '../compress/options.js';
 import type { GpuContext } from '../gpu/context.js';
-import type { EvalEngineFactory } from './evaluate.js';
+import { GpuLlama } from '../model/gpu-llama.js';
+import type { EvalEngine, EvalEngineConfig, EvalEngineFactory } from './evaluate.js';
 
 /**
- * False until the GPU runner is wired into {@link gpuEngineFactory}: lets the CLI say so without opening a device.
+ * Whether `--engine gpu` is available (it is: the runner is wired below).
  *
  * @example
  * ```ts
- * if (!GPU_EVAL_ENGINE_READY) console.error('kvcompact eval: the GPU engine is not available yet');
+ * if (!GPU_EVAL_ENGINE_READY) console.error('kvcompact eval: the GPU engine is not available');
  * ```
  */
-export const GPU_EVAL_ENGINE_READY: boolean = false;
+export const GPU_EVAL_ENGINE_READY: boolean = true;
+
+const SEQUENCE = 0;
 
 /**
- * The GPU engine factory for a device, or null while no GPU runner is wired in.
- *
- * To wire it: build `GpuLlama` and a `PagedKvCache` (fullFormat f16, quantBits = config.bits when < 16,
- * seqSlots 1, maxTokensPerHead = config.maxTokens, observationWindow = config.observationWindow) and a
- * `GpuCompressor`; `forward` runs one token and reads back its logits, `compress` calls the compressor on the
- * sequence, `bytes` returns `cache.sequenceBytes(seq).bytes`, `destroy` frees the buffers.
+ * One row's engine on the GPU: a cache in the row's storage format (f16 blocks, plus a quantized pool when
+ * bits < 16; f32 blocks for bits 32), the model's weights uploaded once per row.
  *
  * @example
  * ```ts
- * const factory = await gpuEngineFactory(gpu);
- * if (factory === null) console.error('the GPU engine is not available yet');
+ * const engine = new GpuEvalEngine(gpu, { checkpoint, bits: 4, blockSize: 16, maxTokens: 512, observationWindow: 32 });
+ * engine.reset();
+ * const logits = await engine.forward(1, 0);
  * ```
  */
-export async function gpuEngineFactory(_gpu: GpuContext): Promise<EvalEngineFactory | null> {
-  return null;
+export class GpuEvalEngine implements EvalEngine {
+  private readonly cache: PagedKvCache;
+  private readonly model: GpuLlama;
+
+  constructor(gpu: GpuContext, config: EvalEngineConfig) {
+    const { config: model } = config.checkpoint;
+    this.cache = PagedKvCache.create(gpu, {
+      shape: { layers: model.nLayers, kvHeads: model.nKvHeads, headDim: model.headSize, blockSize: config.blockSize },
+      nHeads: model.nHeads,
+      fullFormat: config.bits === 32 ? 'f32' : 'f16',
+      ...(config.bits < 16 ? { quantBits: config.bits as 8 | 4 | 2 } : {}),
+      seqSlots: 1,
+      maxTokensPerHead: config.maxTokens,
+      observationWindow: config.observationWindow,
+    });
+    this.model = new GpuLlama(gpu, config.checkpoint, this.cache);
+  }
+
+  reset(): void {
+    if (this.cache.meta.hasSequence(SEQUENCE)) this.cache.freeSequence(SEQUENCE);
+    this.cache.addSequence(SEQUENCE);
+  }
+
+  forward(token: number, _pos: number): Promise<Float32Array> {
+    return this.model.forward(SEQUENCE, [token]);
+  }
+
+  compress(options: CompressOptions): Promise<CompressionReport> {
+    return this.cache.compress(SEQUENCE, options);
+  }
+
+  bytes(): number {
+    return this.cache.sequenceBytes(SEQUENCE).bytes;
+  }
+
+  destroy(): void {
+    this.model.destroy();
+    this.cache.destroy();
+  }
+}
+
+/**
+ * The GPU engine factory for a device.
+ *
+ * @example
+ * ```ts
+ * const report = await evaluate({ ..., engine: await gpuEngineFactory(gpu) });
+ * ```
+ */
+export async function gpuEngineFactory(gpu: GpuContext): Promise<EvalEngineFactory> {
+  return (config) => new GpuEvalEngine(gpu, config);
 }
