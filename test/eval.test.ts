@@ -119,8 +119,8 @@ describe('evaluate on the CPU engine', () => {
   });
 
   it('schedules protected tokens inside the compressed target and builds sweeps', () => {
-    expect(decodeSchedule(32, 16, 4)).toEqual({ target: 16, recent: 12, window: 12 });
-    expect(decodeSchedule(64, 16, 4)).toEqual({ target: 48, recent: 32, window: 32 });
+    expect(decodeSchedule(32, 16, 4)).toEqual({ target: 24, recent: 8, window: 8 });
+    expect(decodeSchedule(64, 16, 4)).toEqual({ target: 48, recent: 16, window: 16 });
     expect(decodeSchedule(128, 16, 4)).toEqual({ target: 112, recent: 32, window: 32 });
     const rows = sweepRows({ policies: ['full', 'h2o', 'snapkv'], budgets: [32, 64], bits: [16, 4], budgetModes: ['uniform', 'adakv'] });
     expect(rows).toHaveLength(2 + 2 * 2 * 2 * 2);

@@ -4,11 +4,12 @@
  *
  * Decode-time schedule (one sequence per window, reset between windows), for a row with budget B:
  * - before each token is appended, if the average tokens held per KV head would pass B, the engine compresses
- *   down to T = B − blockSize with the row's policy, budget mode and bits. It so runs once per block of tokens and
- *   the cache never holds more than B per head on average (per head for `uniform`; adaptive modes move tokens
- *   between heads, the total stays ≤ layers × kvHeads × B).
- * - protected tokens: 4 attention sinks and a recent window R = min(32, ⌊B/2⌋, T − 4), so sinks and the recent
- *   window always fit in T (a protected set larger than T would make top-k drop the NEWEST tokens); SnapKV's
+ *   down to T = B − min(blockSize, ⌊B/4⌋) with the row's policy, budget mode and bits. It so runs once per block
+ *   of tokens and the cache never holds more than B per head on average (per head for `uniform`; adaptive modes
+ *   move tokens between heads, the total stays ≤ layers × kvHeads × B).
+ * - protected tokens: 4 attention sinks and a recent window R = min(32, ⌊B/4⌋, T − 4), so the policy chooses most
+ *   of what is kept and the protected set always fits in T (a protected set larger than T would make top-k drop
+ *   the NEWEST tokens); SnapKV's
  *   observation window is max(1, R) queries, as SnapKV protects its whole window.
  * - bits < 16: every block older than the recent window is quantized (KIVI residual R; R = 32 for `full` rows),
  *   by a quantize-only compression every blockSize tokens and by every evicting compression.
@@ -194,12 +195,14 @@ export interface EvalReport {
  *
  * @example
  * ```ts
- * decodeSchedule(64, 16, 4); // { target: 48, recent: 32, window: 32 }
+ * decodeSchedule(64, 16, 4); // { target: 48, recent: 16, window: 16 }
  * ```
  */
 export function decodeSchedule(budget: number, blockSize: number, sinks: number): { target: number; recent: number; window: number } {
-  const target = budget - blockSize;
-  const recent = Math.max(0, Math.min(32, Math.floor(budget / 2), target - sinks));
+  // Compress a block (or a quarter of a small budget) below the budget, and protect a recent window of a quarter
+  // of it: the policy then chooses most of what is kept, instead of sinks and recency choosing it for it.
+  const target = budget - Math.min(blockSize, Math.floor(budget / 4));
+  const recent = Math.max(0, Math.min(32, Math.floor(budget / 4), target - sinks));
   return { target, recent, window: Math.max(1, recent) };
 }
 
@@ -220,7 +223,7 @@ function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks:
   if (budget === null || !Number.isInteger(budget) || budget <= blockSize) {
     throw new InvalidArgumentError(
       'budget',
-      `policy ${spec.policy} needs an integer budget above the block size ${blockSize} (compression runs down to budget − blockSize); got ${String(budget)}`,
+      `policy ${spec.policy} needs an integer budget above the block size ${blockSize}; got ${String(budget)}`,
     );
   }
   if (budget >= window) throw new InvalidArgumentError('budget', `${budget} is not below the window of ${window} tokens: nothing to evict`);
