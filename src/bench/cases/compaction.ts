@@ -10,7 +10,7 @@ const KV_HEADS = 8;
 const HEAD_DIM = 128;
 const BLOCK_SIZE = 16;
 const CONTEXTS = [1024, 4096, 16384] as const;
-const QUICK_CONTEXTS = [1024, 4096] as const;
+const QUICK_CONTEXTS = [1024] as const;
 /** Tokens kept per head: 1/KEEP_DIVISOR of the context. */
 const KEEP_DIVISOR = 8;
 

@@ -27,7 +27,7 @@ export const ATTENTION_SHAPE = { nHeads: 32, kvHeads: 8, headDim: 128, blockSize
  * ```
  */
 export const ATTENTION_CONTEXTS = [1024, 4096, 16384] as const;
-const QUICK_CONTEXTS = [1024, 4096] as const;
+const QUICK_CONTEXTS = [1024] as const;
 
 const FORMATS: readonly (QuantFormat | null)[] = [null, 'int4', 'int2'];
 

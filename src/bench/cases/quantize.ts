@@ -10,7 +10,7 @@ const KV_HEADS = 8;
 const HEAD_DIM = 128;
 const BLOCK_SIZE = 16;
 const CONTEXTS = [1024, 4096, 16384] as const;
-const QUICK_CONTEXTS = [1024, 4096] as const;
+const QUICK_CONTEXTS = [1024] as const;
 const FORMATS: readonly QuantFormat[] = ['int8', 'int4', 'int2'];
 
 function caseName(format: QuantFormat, context: number): string {

@@ -8,7 +8,7 @@ import { formatTokens } from '../units.js';
 /** Rows selected per run: one sequence of the end-to-end shape (4 layers × 8 KV heads). */
 const ROWS = 32;
 const CONTEXTS = [1024, 4096, 16384] as const;
-const QUICK_CONTEXTS = [1024, 4096] as const;
+const QUICK_CONTEXTS = [1024] as const;
 /** Tokens kept per row: 1/KEEP_DIVISOR of the context (the end-to-end budget). */
 const KEEP_DIVISOR = 8;
 /** Protected tokens per row (+Inf): the compressor's 4 sinks and 32 recent tokens. */
