@@ -3,18 +3,10 @@ import { InvalidArgumentError, LimitExceededError } from '../src/errors.js';
 import { CacheMetadata, type PoolName } from '../src/cache/cache-metadata.js';
 import { checkInvariants } from '../src/cache/invariants.js';
 import { blockLayout, bytesPerBlock, decodeBlockRef, encodeBlockRef } from '../src/cache/layout.js';
+import { mulberry32 } from '../src/model/sampling.js';
 
-/** mulberry32: small, seeded, good enough to drive an operation sequence reproducibly. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32: small, seeded, good enough to drive an operation sequence reproducibly.
+const prng = mulberry32;
 
 const shape = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 4 };
 const { layers, kvHeads, blockSize: BS } = shape;

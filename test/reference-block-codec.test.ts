@@ -10,7 +10,7 @@ import {
   quantizeCode,
 } from '../src/reference/block-codec.js';
 import { roundToF16 } from '../src/reference/f16.js';
-import { mulberry32 } from '../src/compress/policies/random.js';
+import { mulberry32 } from '../src/model/sampling.js';
 
 const headDim = 8;
 const blockSize = 16;

@@ -1,5 +1,6 @@
 import { onTestFinished } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
+import { mulberry32 } from '../../src/model/sampling.js';
 import { createNodeGpu } from '../../src/node/gpu.js';
 
 let shared: Promise<GpuContext> | undefined;
@@ -28,12 +29,5 @@ export function testGpu(): Promise<GpuContext> {
 
 /** A deterministic PRNG (mulberry32) for test data. */
 export function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return mulberry32(seed);
 }

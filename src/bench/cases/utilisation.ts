@@ -3,6 +3,7 @@ import { baselineF16Bytes, encodeBlockRef, type QuantFormat } from '../../cache/
 import { InvalidArgumentError } from '../../errors.js';
 import type { BenchSuite, BenchTable } from '../harness.js';
 import { trimNumber } from '../units.js';
+import { mulberry32 } from '../../model/sampling.js';
 
 /** Shape of the workload's cache: the end-to-end shape (4 layers × 8 KV heads × head_dim 128, blocks of 16). */
 const SHAPE = { layers: 4, kvHeads: 8, headDim: 128, blockSize: 16 } as const;
@@ -19,18 +20,6 @@ export interface WorkloadCounts {
   readonly freed: number;
   readonly compressed: number;
   readonly live: number;
-}
-
-/** mulberry32: a small deterministic generator, so the table is the same on every run. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

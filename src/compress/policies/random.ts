@@ -1,26 +1,6 @@
 import type { GpuScorePlan } from '../gpu-policies.js';
+import { mulberry32 } from '../../model/sampling.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
-
-/**
- * mulberry32: a tiny 32-bit PRNG, the same sequence in any language (and in WGSL with u32 arithmetic).
- * Returns a function yielding floats in [0, 1).
- *
- * @example
- * ```ts
- * const next = mulberry32(42);
- * next(); // 0.6011037519201636
- * ```
- */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Options of {@link RandomPolicy}.
