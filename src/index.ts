@@ -68,3 +68,12 @@ export * from './model/gpu-llama.js';
 export * from './model/reference-forward.js';
 export * from './model/sampling.js';
 export * from './model/tokenizer.js';
+
+// CPU engine (the references behind the same cache API)
+export * from './reference/cpu-kv-cache.js';
+
+// Generation and evaluation
+export * from './app/generator.js';
+export * from './eval/evaluate.js';
+export * from './eval/cpu-engine.js';
+export * from './eval/gpu-engine.js';
