@@ -14,6 +14,7 @@
 @group(0) @binding(6) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(7) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(8) var<storage, read_write> scores: array<f32>;  // [row][max_tokens]
+@group(0) @binding(9) var<storage, read_write> means: array<f32>;   // [row][max_tokens] when params.write_means
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 const POOL_KERNEL: u32 = 2u * POOL_RADIUS + 1u;
@@ -88,6 +89,9 @@ fn main(
   let t = start + lid;
   if (t >= len) {
     return;
+  }
+  if (params.write_means != 0u) {
+    means[row * params.max_tokens + t] = mean_shared[lid + POOL_RADIUS];
   }
   // Window [t − R, t + R] clipped to [0, len − 1]; shared index of token u is u − start + R.
   let lo = max(t, POOL_RADIUS) - POOL_RADIUS;

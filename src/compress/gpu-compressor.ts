@@ -8,7 +8,7 @@ import { TopKSelectKernel } from '../kernels/select.js';
 import type { ObservationWindowBindings } from '../kernels/score-target.js';
 import { allocateBudgetsGpu } from './budgets-gpu.js';
 import { abandonCompaction, commitCompaction, planCompaction, type CompactionPlan } from './compaction-plan.js';
-import { encodeGpuScores, scoreScratchBytes, type ScoreGpuInput } from './gpu-policies.js';
+import { scoreScratchBytes, type ScoreGpuInput } from './gpu-policies.js';
 import {
   type CompressBits,
   type CompressOptions,
@@ -118,6 +118,11 @@ export class GpuCompressor {
       scores: this.buffers.scores,
       seed: opts.seed,
     };
+    // The mass a policy scores with: window attention for SnapKV/TOVA (its unpooled means, written by the same
+    // pass that scores), the accumulated decode attention (attnSum, already on the GPU) for every other policy.
+    const windowPolicy = opts.policy === 'snapkv' || opts.policy === 'tova';
+    const measureMass = evicting && (options.measureMass ?? true);
+    const massBuffer = windowPolicy && windowValid > 0 ? this.buffers.mass : cache.attnSum;
     if (evicting) {
       const policy = createPolicy(opts.policy, {
         sinkTokens: opts.sinks,
@@ -128,21 +133,7 @@ export class GpuCompressor {
         seed: opts.seed,
       });
       if (!policy.scoreGpu) throw new InvalidArgumentError('policy', `${opts.policy} has no GPU scoring`);
-      policy.scoreGpu(encoder, input);
-    }
-    // The mass a policy scores with: window attention for SnapKV/TOVA (one extra unpooled pass), the accumulated
-    // decode attention (attnSum, already on the GPU) for every other policy.
-    const windowPolicy = opts.policy === 'snapkv' || opts.policy === 'tova';
-    const measureMass = evicting && (options.measureMass ?? true);
-    const massBuffer = windowPolicy && windowValid > 0 ? this.buffers.mass : cache.attnSum;
-    if (measureMass && massBuffer === this.buffers.mass) {
-      // The unpooled, unprotected window attention: the mass each token receives from the newest queries.
-      encodeGpuScores(
-        encoder,
-        { ...input, scores: this.buffers.mass },
-        { kind: 'window', window: Math.min(opts.window, cache.observationWindow), kernelSize: 1, pooling: 'avg' },
-        { sinks: 0, recent: 0 },
-      );
+      policy.scoreGpu(encoder, measureMass && massBuffer === this.buffers.mass ? { ...input, means: this.buffers.mass } : input);
     }
     cache.gpu.submit([encoder.finish()]);
 

@@ -58,6 +58,8 @@ export interface ScoreGpuInput {
   readonly seed?: number;
   /** Attention logit scale for window policies, default 1/√headDim. */
   readonly scale?: number;
+  /** Window policies: also write each token's unpooled mean window probability here (f32 [row][maxTokens]). */
+  readonly means?: GPUBuffer;
 }
 
 /**
@@ -137,6 +139,7 @@ export function encodeGpuScores(
     lse: scratch,
     scores: input.scores,
     ...(input.scale !== undefined ? { scale: input.scale } : {}),
+    ...(input.means !== undefined ? { means: input.means } : {}),
   };
   // Kernel objects only hold a spec; the compiled pipelines are cached per device by their constants.
   new SnapKVLseKernel(gpu, shape).encode(encoder, run);

@@ -24,6 +24,7 @@ export const SNAPKV_PARAMS = new UniformLayout('SnapKVParams', [
   { name: 'sinks', type: 'u32' },
   { name: 'recent_start', type: 'u32' },
   { name: 'scale', type: 'f32' },
+  { name: 'write_means', type: 'u32' },
 ]);
 
 /**
@@ -62,6 +63,11 @@ export interface SnapKVRun {
   readonly scores: GPUBuffer;
   /** Logit scale, default 1/√headDim (as the reference attention). */
   readonly scale?: number;
+  /**
+   * Optional f32 [row][maxTokensPerHead]: the second pass also writes each token's unpooled, unprotected mean
+   * probability here (the attention mass a compression report measures), at no extra pass.
+   */
+  readonly means?: GPUBuffer;
 }
 
 /**
@@ -124,6 +130,7 @@ export function packSnapKVParams(
     sinks: Math.min(target.sinks, 0xffff_ffff),
     recent_start: Math.min(recentStart, 0xffff_ffff),
     scale: run.scale ?? 1 / Math.sqrt(full.headDim),
+    write_means: run.means ? 1 : 0,
   });
   return { bytes, tiles };
 }

@@ -7,6 +7,9 @@ import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.j
 import { cacheConstants } from './cache-constants.js';
 import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape } from './snapkv-lse.js';
 
+// One 4-byte stand-in per context for runs that do not ask for the unpooled means (binding 9 must be bound).
+const PLACEHOLDERS = new WeakMap<GpuContext, GPUBuffer>();
+
 /**
  * Pooling of {@link SnapKVScoreKernel}: odd kernel size (1 = none) and mode.
  *
@@ -62,6 +65,15 @@ export class SnapKVScoreKernel {
     };
   }
 
+  private placeholder(): GPUBuffer {
+    let buffer = PLACEHOLDERS.get(this.gpu);
+    if (!buffer) {
+      buffer = this.gpu.device.createBuffer({ label: 'snapkv_score:no-means', size: 4, usage: GPUBufferUsage.STORAGE });
+      PLACEHOLDERS.set(this.gpu, buffer);
+    }
+    return buffer;
+  }
+
   /** Records pass 2 into `encoder` (after pass 1 of the same run). */
   encode(encoder: GPUCommandEncoder, run: SnapKVRun): void {
     const { bytes, tiles } = packSnapKVParams(this.shape, run, this.workgroupSize);
@@ -81,6 +93,7 @@ export class SnapKVScoreKernel {
         run.cache.fullPool,
         run.cache.quantPool,
         run.scores,
+        run.means ?? this.placeholder(),
       ],
       run.target.layerCount * this.shape.kvHeads * tiles,
     );
