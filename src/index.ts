@@ -36,6 +36,7 @@ export * from './kernels/paged-attention.js';
 
 // Paged cache
 export * from './cache/layout.js';
+export * from './cache/memory-report.js';
 export * from './cache/block-allocator.js';
 export * from './cache/block-tables.js';
 export * from './cache/cache-metadata.js';

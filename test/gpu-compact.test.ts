@@ -8,7 +8,6 @@ import { GatherStatsKernel } from '../src/kernels/gather-stats.js';
 import type { PagedCacheBindings } from '../src/kernels/paged-attention.js';
 import { TopKSelectKernel } from '../src/kernels/select.js';
 import { decodeBlock, encodeBlock } from '../src/reference/block-codec.js';
-import { unpack2x16float } from '../src/reference/f16.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 // Tolerances. Full formats (f32, f16): every word of a destination block bit-exact against encodeBlock of the

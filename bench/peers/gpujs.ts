@@ -117,10 +117,6 @@ interface Arr1 {
 interface Arr2 {
   readonly [y: number]: Arr1;
 }
-/** A 3-D input, `a[z][y][x]`. */
-interface Arr3 {
-  readonly [z: number]: Arr2;
-}
 
 // ---- SnapKV scoring -------------------------------------------------------------------------------------------
 

@@ -10,12 +10,12 @@ import type { CompressOptions, CompressionReport } from '../compress/options.js'
 import type { GpuAttentionBackend, KvStep } from '../model/attention-backend.js';
 import { decodeBlock } from '../reference/block-codec.js';
 import { CacheMetadata, type AppendPlan, type PoolName } from './cache-metadata.js';
+import { type CacheMemoryReport, memoryReport, sequenceBytes } from './memory-report.js';
 import {
   type BlockLayout,
   type CacheShape,
   type FullFormat,
   type QuantFormat,
-  baselineF16Bytes,
   bytesPerBlock,
   decodeBlockRef,
   formatForBits,
@@ -67,17 +67,6 @@ interface StepState {
   /** Acquired on the first attention of the step (appends without attention never need it). */
   probs: GPUBuffer | null;
   readonly probsStride: number;
-}
-
-/** Memory of the cache, by the numbers. */
-export interface CacheMemoryReport {
-  /** Bytes of both GPU pools (allocated, free blocks included). */
-  readonly poolBytes: number;
-  /** Bytes of the blocks in use. */
-  readonly usedBytes: number;
-  /** Blocks in use / free, per pool. */
-  readonly full: { used: number; free: number; bytesPerBlock: number };
-  readonly quant: { used: number; free: number; bytesPerBlock: number };
 }
 
 const STEP_STATES = new WeakMap<KvStep, StepState>();
@@ -740,28 +729,12 @@ export class PagedKvCache implements GpuAttentionBackend {
 
   /** Pool bytes and block counts now. */
   memory(): CacheMemoryReport {
-    const full = this.meta.poolUsage('full');
-    const quant = this.meta.poolUsage('quant');
-    return {
-      poolBytes: full.bytes + quant.bytes,
-      usedBytes: full.used * full.bytesPerBlock + quant.used * quant.bytesPerBlock,
-      full: { used: full.used, free: full.free, bytesPerBlock: full.bytesPerBlock },
-      quant: { used: quant.used, free: quant.free, bytesPerBlock: quant.bytesPerBlock },
-    };
+    return memoryReport(this.meta);
   }
 
   /** Bytes of the blocks one sequence holds (shared blocks counted in full), and its f16 all-token baseline. */
   sequenceBytes(seqId: number): { bytes: number; baselineF16: number; tokens: number } {
-    let bytes = 0;
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) {
-        for (const entry of this.meta.headBlocks(seqId, layer, head)) {
-          bytes += this.meta.bytesPerBlock(decodeBlockRef(entry).pool);
-        }
-      }
-    }
-    const tokens = this.meta.sequenceLength(seqId);
-    return { bytes, baselineF16: baselineF16Bytes(this.shape, tokens), tokens };
+    return sequenceBytes(this.meta, seqId);
   }
 
   /**
@@ -861,5 +834,5 @@ function checkFinite(field: string, data: Float32Array): void {
   }
 }
 
-/** Re-exported so callers of the cache need one import for formats. */
-export type { FullFormat, QuantFormat };
+/** Re-exported so callers of the cache need one import for formats and reports. */
+export type { CacheMemoryReport, FullFormat, QuantFormat };

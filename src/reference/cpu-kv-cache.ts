@@ -21,7 +21,8 @@ import {
   type CacheShape,
   type QuantFormat,
 } from '../cache/layout.js';
-import type { CacheMemoryReport, PagedKvCacheOptions } from '../cache/paged-kv-cache.js';
+import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
+import type { PagedKvCacheOptions } from '../cache/paged-kv-cache.js';
 import { allocateBudgets } from '../compress/budgets.js';
 import { commitCompaction, planCompaction, type CompactionPlan } from '../compress/compaction-plan.js';
 import {
@@ -523,46 +524,14 @@ export class CpuKvCache {
 
   // ------------------------------------------------------------------ memory
 
-  /**
-   * Pool bytes and block counts now (the GPU cache's report).
-   *
-   * @example
-   * ```ts
-   * cache.memory().usedBytes;
-   * ```
-   */
+  /** Pool bytes and block counts now (as PagedKvCache.memory()). */
   memory(): CacheMemoryReport {
-    const full = this.#meta.poolUsage('full');
-    const quant = this.#meta.poolUsage('quant');
-    return {
-      poolBytes: full.bytes + quant.bytes,
-      usedBytes: full.used * full.bytesPerBlock + quant.used * quant.bytesPerBlock,
-      full: { used: full.used, free: full.free, bytesPerBlock: full.bytesPerBlock },
-      quant: { used: quant.used, free: quant.free, bytesPerBlock: quant.bytesPerBlock },
-    };
+    return memoryReport(this.#meta);
   }
 
-  /**
-   * Bytes of the blocks one sequence holds (shared blocks counted in full), its f16 all-token baseline and length.
-   *
-   * @example
-   * ```ts
-   * const { bytes, baselineF16 } = cache.sequenceBytes(seq); // ratio = baselineF16 / bytes
-   * ```
-   */
+  /** Bytes of the blocks one sequence holds, its f16 all-token baseline and length (as PagedKvCache). */
   sequenceBytes(seqId: number): { bytes: number; baselineF16: number; tokens: number } {
-    let bytes = 0;
-    const full = this.#meta.bytesPerBlock('full');
-    const quant = this.#meta.bytesPerBlock('quant');
-    const tables = this.#meta.tables;
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) {
-        const entries = tables.entryView(this.#meta.rowOf(seqId, layer, head));
-        for (let i = 0; i < entries.length; i++) bytes += decodeBlockRef(entries[i] ?? 0).pool === 'quant' ? quant : full;
-      }
-    }
-    const tokens = this.#meta.sequenceLength(seqId);
-    return { bytes, baselineF16: baselineF16Bytes(this.shape, tokens), tokens };
+    return sequenceBytes(this.#meta, seqId);
   }
 
   // ------------------------------------------------------------------ compression

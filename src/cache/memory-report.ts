@@ -1,0 +1,55 @@
+import type { CacheMetadata } from './cache-metadata.js';
+import { baselineF16Bytes, decodeBlockRef } from './layout.js';
+
+/** Memory of a cache, by the numbers. */
+export interface CacheMemoryReport {
+  /** Bytes of both pools (allocated, free blocks included). */
+  readonly poolBytes: number;
+  /** Bytes of the blocks in use. */
+  readonly usedBytes: number;
+  /** Blocks in use / free, per pool. */
+  readonly full: { used: number; free: number; bytesPerBlock: number };
+  readonly quant: { used: number; free: number; bytesPerBlock: number };
+}
+
+/**
+ * Pool bytes and block counts of a cache now; the GPU and the CPU cache share their metadata, so one function
+ * serves both.
+ *
+ * @example
+ * ```ts
+ * memoryReport(cache.meta).usedBytes;
+ * ```
+ */
+export function memoryReport(meta: CacheMetadata): CacheMemoryReport {
+  const full = meta.poolUsage('full');
+  const quant = meta.poolUsage('quant');
+  return {
+    poolBytes: full.bytes + quant.bytes,
+    usedBytes: full.used * full.bytesPerBlock + quant.used * quant.bytesPerBlock,
+    full: { used: full.used, free: full.free, bytesPerBlock: full.bytesPerBlock },
+    quant: { used: quant.used, free: quant.free, bytesPerBlock: quant.bytesPerBlock },
+  };
+}
+
+/**
+ * Bytes of the blocks one sequence holds (shared blocks counted in full), its f16 all-token baseline and length.
+ *
+ * @example
+ * ```ts
+ * const { bytes, baselineF16 } = sequenceBytes(cache.meta, seq); // ratio = baselineF16 / bytes
+ * ```
+ */
+export function sequenceBytes(meta: CacheMetadata, seqId: number): { bytes: number; baselineF16: number; tokens: number } {
+  const full = meta.bytesPerBlock('full');
+  const quant = meta.bytesPerBlock('quant');
+  let bytes = 0;
+  for (let layer = 0; layer < meta.shape.layers; layer++) {
+    for (let head = 0; head < meta.shape.kvHeads; head++) {
+      const entries = meta.tables.entryView(meta.rowOf(seqId, layer, head));
+      for (let i = 0; i < entries.length; i++) bytes += decodeBlockRef(entries[i] ?? 0).pool === 'quant' ? quant : full;
+    }
+  }
+  const tokens = meta.sequenceLength(seqId);
+  return { bytes, baselineF16: baselineF16Bytes(meta.shape, tokens), tokens };
+}
