@@ -1,6 +1,7 @@
 // Writes new tokens' K and V (f32, [n][KV_HEADS][HEAD_DIM], RoPE already applied) into their slots of the full
 // pool, converting to the pool's format, plus each token's position. One thread per (token, head, channel pair).
-// A non-finite input value sets flags[0] so the host can reject the batch (see PagedKvCache.append).
+// A non-finite input value (or one past f16's range in an f16 pool) sets flags[0] so the host can reject the
+// batch (see PagedKvCache.appendBuffers).
 
 @group(0) @binding(0) var<uniform> params: AppendParams;
 @group(0) @binding(1) var<storage, read> keys: array<f32>;
@@ -12,9 +13,12 @@
 
 const PAIRS: u32 = HEAD_DIM / 2u;
 
+// The largest value the pool's format holds: f16 pools would turn anything past 65504 into ±Inf.
+const STORABLE_MAX: f32 = select(3.4028234e38f, 65504.0f, FULL_F16);
+
 fn finite(x: f32) -> bool {
-  // NaN fails every comparison; ±Inf exceeds the largest finite f32.
-  return abs(x) <= 3.4028234e38f;
+  // NaN fails every comparison; ±Inf (and, in f16 pools, values past the f16 range) exceed STORABLE_MAX.
+  return abs(x) <= STORABLE_MAX;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)

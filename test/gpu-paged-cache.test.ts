@@ -177,6 +177,26 @@ describe('PagedKvCache on the GPU', () => {
     cache.destroy();
   });
 
+  it('rejects values an f16 cache cannot hold, on the host and on the GPU', async () => {
+    const gpu = await testGpu();
+    const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f16', maxTokensPerHead: 64 });
+    cache.addSequence(1);
+    const big = new Float32Array(SHAPE.layers * SHAPE.kvHeads * SHAPE.headDim).fill(0.25);
+    big[3] = 70000;
+    await expect(cache.append(1, big, big)).rejects.toThrow(/65504/);
+    const perLayer = new Float32Array(SHAPE.kvHeads * SHAPE.headDim).fill(0.25);
+    const ok = createStorageBuffer(gpu, 'ok', perLayer);
+    perLayer[2] = -1e6;
+    const tooBig = createStorageBuffer(gpu, 'big', perLayer);
+    await expect(cache.appendBuffers(1, [ok, tooBig], [ok, ok], 1)).rejects.toThrow(NonFiniteValueError);
+    expect(cache.sequenceLength(1)).toBe(0);
+    await cache.appendBuffers(1, [ok, ok], [ok, ok], 1);
+    expect(cache.sequenceLength(1)).toBe(1);
+    ok.destroy();
+    tooBig.destroy();
+    cache.destroy();
+  });
+
   it('rejects impossible configurations before creating GPU objects', async () => {
     const gpu = await testGpu();
     expect(() => PagedKvCache.create(gpu, { shape: SHAPE, nHeads: 3 })).toThrow(/multiple of kvHeads/);

@@ -520,8 +520,9 @@ export class PagedKvCache implements GpuAttentionBackend {
         `K and V must both be f32 [layers=${layers}][tokens][kvHeads=${kvHeads}][headDim=${headDim}]; got ${keys.length} and ${values.length} values`,
       );
     }
-    checkFinite('keys', keys);
-    checkFinite('values', values);
+    const storable = this.meta.fullFormat === 'f16' ? F16_MAX : Number.MAX_VALUE;
+    checkStorable('keys', keys, storable);
+    checkStorable('values', values, storable);
     if (!this.meta.hasSequence(seqId)) this.meta.slotOf(seqId);
     const numTokens = keys.length / perToken;
     const step = this.beginStep(seqId, numTokens);
@@ -600,7 +601,9 @@ export class PagedKvCache implements GpuAttentionBackend {
     if (await this.takeNonFiniteFlag()) {
       this.meta.restore(before);
       this.uploadDirtyRows();
-      throw new NonFiniteValueError('a K or V value in the GPU buffers is NaN or ±Inf; the append was rolled back');
+      throw new NonFiniteValueError(
+        'a K or V value in the GPU buffers is NaN, ±Inf or past the pool format’s range; the append was rolled back',
+      );
     }
   }
 
@@ -826,10 +829,16 @@ export class PagedKvCache implements GpuAttentionBackend {
   }
 }
 
-function checkFinite(field: string, data: Float32Array): void {
+/** The largest f16 value: an f16 pool would store anything beyond it as ±Inf. */
+const F16_MAX = 65504;
+
+function checkStorable(field: string, data: Float32Array, maximum: number): void {
   for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i])) {
-      throw new NonFiniteValueError(`${field}[${i}] is ${data[i]}: K/V must be finite; the cache was not changed`);
+    const value = data[i] ?? 0;
+    if (!(Math.abs(value) <= maximum)) {
+      throw new NonFiniteValueError(
+        `${field}[${i}] is ${value}: K/V must be finite${maximum === F16_MAX ? ' and within ±65504 for an f16 cache' : ''}; the cache was not changed`,
+      );
     }
   }
 }
