@@ -406,6 +406,8 @@ export class PagedKvCache implements GpuAttentionBackend {
   /**
    * Encodes one layer of a step: the new tokens' K/V (f32 [n][kvHeads][headDim], RoPE applied) into their slots,
    * the newest queries into the observation window, then paged attention of the n queries (causal by position).
+   * Values are not checked here (a model's own activations, on the hot path); untrusted K/V go through append()
+   * or appendBuffers(), which reject NaN, ±Inf and values the pool format cannot hold.
    */
   encodeLayer(
     encoder: GPUCommandEncoder,
