@@ -12,12 +12,30 @@ export class KvCompactError extends Error {
   override name = 'KvCompactError';
 }
 
-/** No WebGPU adapter could be found. The message says how to get one. */
+/**
+ * No WebGPU adapter could be found. The message says how to get one.
+ *
+ * @example
+ * ```ts
+ * const gpu = await createNodeGpu({ adapter: 'hardware' }).catch((err) => {
+ *   if (err instanceof NoAdapterError) return createNodeGpu({ adapter: 'software' });
+ *   throw err;
+ * });
+ * ```
+ */
 export class NoAdapterError extends KvCompactError {
   override name = 'NoAdapterError';
 }
 
-/** The GPU device was lost (driver reset, out of memory, tab backgrounded) while we did not destroy it ourselves. */
+/**
+ * The GPU device was lost (driver reset, out of memory, tab backgrounded) while we did not destroy it ourselves.
+ *
+ * @example
+ * ```ts
+ * const lost = await gpu.lost; // DeviceLostError, or null after destroy()
+ * if (lost) console.error(lost.reason, lost.message);
+ * ```
+ */
 export class DeviceLostError extends KvCompactError {
   override name = 'DeviceLostError';
   constructor(
@@ -28,7 +46,14 @@ export class DeviceLostError extends KvCompactError {
   }
 }
 
-/** A size or count is past what the device (or the engine) allows. Raised before anything is submitted. */
+/**
+ * A size or count is past what the device (or the engine) allows. Raised before anything is submitted.
+ *
+ * @example
+ * ```ts
+ * throw new LimitExceededError('maxBufferSize', 3e9, 2e9); // "maxBufferSize exceeded: 3000000000 > 2000000000"
+ * ```
+ */
 export class LimitExceededError extends KvCompactError {
   override name = 'LimitExceededError';
   constructor(
@@ -41,7 +66,14 @@ export class LimitExceededError extends KvCompactError {
   }
 }
 
-/** An argument has the wrong value, shape, type or dtype. `field` names it. */
+/**
+ * An argument has the wrong value, shape, type or dtype. `field` names it.
+ *
+ * @example
+ * ```ts
+ * throw new InvalidArgumentError('budget', 'must be positive'); // message "budget: must be positive"
+ * ```
+ */
 export class InvalidArgumentError extends KvCompactError {
   override name = 'InvalidArgumentError';
   constructor(
@@ -52,12 +84,27 @@ export class InvalidArgumentError extends KvCompactError {
   }
 }
 
-/** A GPU buffer lacks a usage flag the operation needs. */
+/**
+ * A GPU buffer lacks a usage flag the operation needs.
+ *
+ * @example
+ * ```ts
+ * requireUsage(readback, GPUBufferUsage.STORAGE, 'scores'); // throws BufferUsageError: ... lacks usage STORAGE
+ * ```
+ */
 export class BufferUsageError extends KvCompactError {
   override name = 'BufferUsageError';
 }
 
-/** The block pool has no free block left. Compress, free a sequence, or grow the pool (within its byte budget). */
+/**
+ * The block pool has no free block left. Compress, free a sequence, or grow the pool (within its byte budget).
+ *
+ * @example
+ * ```ts
+ * try { await cache.append(seq, keys, values); }
+ * catch (err) { if (err instanceof OutOfBlocksError) console.log(`need ${err.needed}, ${err.free} free`); else throw err; }
+ * ```
+ */
 export class OutOfBlocksError extends KvCompactError {
   override name = 'OutOfBlocksError';
   constructor(
@@ -69,7 +116,14 @@ export class OutOfBlocksError extends KvCompactError {
   }
 }
 
-/** A sequence id that the cache does not know. */
+/**
+ * A sequence id that the cache does not know.
+ *
+ * @example
+ * ```ts
+ * cache.freeSequence(42); // throws UnknownSequenceError: unknown sequence 42: add it with addSequence() first, ...
+ * ```
+ */
 export class UnknownSequenceError extends KvCompactError {
   override name = 'UnknownSequenceError';
   constructor(readonly sequenceId: number) {
@@ -77,17 +131,38 @@ export class UnknownSequenceError extends KvCompactError {
   }
 }
 
-/** K or V values contain NaN or ±Inf; the cache rejects them and stays as it was. */
+/**
+ * K or V values contain NaN or ±Inf; the cache rejects them and stays as it was.
+ *
+ * @example
+ * ```ts
+ * await cache.append(seq, new Float32Array([NaN, 0, 0, 0]), values); // throws NonFiniteValueError; cache unchanged
+ * ```
+ */
 export class NonFiniteValueError extends KvCompactError {
   override name = 'NonFiniteValueError';
 }
 
-/** A llama2.c checkpoint or tokenizer file is truncated, oversized or inconsistent. */
+/**
+ * A llama2.c checkpoint or tokenizer file is truncated, oversized or inconsistent.
+ *
+ * @example
+ * ```ts
+ * parseCheckpoint(new Uint8Array(12)); // throws ModelFormatError: checkpoint header truncated: expected 28 bytes, ...
+ * ```
+ */
 export class ModelFormatError extends KvCompactError {
   override name = 'ModelFormatError';
 }
 
-/** A compression policy name that is not in the registry. */
+/**
+ * A compression policy name that is not in the registry.
+ *
+ * @example
+ * ```ts
+ * createPolicy('lru'); // throws UnknownPolicyError: unknown policy "lru"; known policies: ...
+ * ```
+ */
 export class UnknownPolicyError extends KvCompactError {
   override name = 'UnknownPolicyError';
   constructor(
@@ -98,7 +173,14 @@ export class UnknownPolicyError extends KvCompactError {
   }
 }
 
-/** WebGPU reported a validation or out-of-memory error inside an error scope. */
+/**
+ * WebGPU reported a validation or out-of-memory error inside an error scope.
+ *
+ * @example
+ * ```ts
+ * await gpu.withErrorScope(() => encodeBadDispatch()); // throws GpuValidationError with WebGPU's message
+ * ```
+ */
 export class GpuValidationError extends KvCompactError {
   override name = 'GpuValidationError';
 }
@@ -106,6 +188,12 @@ export class GpuValidationError extends KvCompactError {
 /**
  * The cache's host metadata broke an invariant (see `checkInvariants`): a bug in kvcompact, or code that edited
  * the block tables or pools directly. `problems` lists every violation; report them.
+ *
+ * @example
+ * ```ts
+ * try { assertInvariants(cache.meta); }
+ * catch (err) { if (err instanceof CacheInvariantError) console.error(err.problems.join('\n')); }
+ * ```
  */
 export class CacheInvariantError extends KvCompactError {
   override name = 'CacheInvariantError';

@@ -15,7 +15,14 @@ import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { PagedCacheBindings } from '../kernels/paged-attention.js';
 
-/** Shape and formats of a benchmark cache: every head of every layer holds `context` tokens of slot 0. */
+/**
+ * Shape and formats of a benchmark cache: every head of every layer holds `context` tokens of slot 0.
+ *
+ * @example
+ * ```ts
+ * const options: BenchCacheOptions = { layers: 1, kvHeads: 8, headDim: 128, blockSize: 16, context: 4096, full: 'f16', quant: 'int4' };
+ * ```
+ */
 export interface BenchCacheOptions {
   readonly layers: number;
   readonly kvHeads: number;
@@ -34,7 +41,14 @@ export interface BenchCacheOptions {
   readonly seed?: number;
 }
 
-/** Block counts and bytes of a benchmark cache, computed without a GPU. */
+/**
+ * Block counts and bytes of a benchmark cache, computed without a GPU.
+ *
+ * @example
+ * ```ts
+ * const { quantBlocksPerHead, fullBlocksPerHead } = benchCacheSize(options); // 248 and 8 at 4K tokens, int4 + 128 f16
+ * ```
+ */
 export interface BenchCacheSize {
   readonly full: BlockLayout;
   readonly quant: BlockLayout | null;
@@ -80,7 +94,16 @@ export function benchCacheSize(options: BenchCacheOptions): BenchCacheSize {
   };
 }
 
-/** A paged cache on the GPU with random contents in the right layout. */
+/**
+ * A paged cache on the GPU with random contents in the right layout.
+ *
+ * @example
+ * ```ts
+ * const cache: BenchCache = buildBenchCache(gpu, options);
+ * attention.encode(encoder, { cache: cache.bindings, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 4096 });
+ * cache.destroy();
+ * ```
+ */
 export interface BenchCache extends BenchCacheSize {
   readonly bindings: PagedCacheBindings;
   destroy(): void;

@@ -10,7 +10,14 @@ import { type PassTimer, type Sample, type TimingMethod, TimestampSession } from
 export type { Spread } from './stats.js';
 export type { TimingMethod } from './timer.js';
 
-/** How long and how often each case runs. */
+/**
+ * How long and how often each case runs.
+ *
+ * @example
+ * ```ts
+ * const settings: BenchSettings = { ...benchSettings(false), runs: 30 };
+ * ```
+ */
 export interface BenchSettings {
   /** True for `--quick`: fewer sizes and samples (each suite decides which sizes it drops). */
   readonly quick: boolean;
@@ -50,10 +57,28 @@ export function benchSettings(quick: boolean): BenchSettings {
 /**
  * Starts the wall clock of an end-to-end case around `body` and stops it when `body` settles (see
  * {@link PreparedCase.run}). Call it exactly once per run.
+ *
+ * @example
+ * ```ts
+ * const run = async (clock: WallClock) => {
+ *   cache.fork(source, seq); // untimed
+ *   await clock(() => cache.compress(seq, { policy: 'snapkv', ratio: 8 }));
+ * };
+ * ```
  */
 export type WallClock = <T>(body: () => Promise<T>) => Promise<T>;
 
-/** What a case hands the harness once its buffers exist. */
+/**
+ * What a case hands the harness once its buffers exist.
+ *
+ * @example
+ * ```ts
+ * const prepared: PreparedCase = {
+ *   bytes: words * 8, // read once + written once
+ *   encode: (encoder, timer) => copy.encode(encoder, src, dst, words, timer.pass()),
+ *   destroy: () => { src.destroy(); dst.destroy(); } };
+ * ```
+ */
 export interface PreparedCase {
   /**
    * Bytes one execution must move at the least (reads + writes, each byte once), as the suite's `counts` says.
@@ -84,12 +109,24 @@ export interface PreparedCase {
 /**
  * What `setup` returns for a case that cannot run on this device (e.g. a buffer past the adapter's limits): the
  * report lists it with the reason instead of a row, and the run goes on.
+ *
+ * @example
+ * ```ts
+ * if (bytes > gpu.limits.maxStorageBufferBindingSize) return { skip: `needs a ${bytes} B binding` } satisfies SkippedCase;
+ * ```
  */
 export interface SkippedCase {
   readonly skip: string;
 }
 
-/** One row-to-be: a kernel at one shape. */
+/**
+ * One row-to-be: a kernel at one shape.
+ *
+ * @example
+ * ```ts
+ * const row: BenchCase = { name: 'copy/4M', shape: '4 MiB', copyReference: true, setup: (gpu) => prepareCopy(gpu, 1 << 20) };
+ * ```
+ */
 export interface BenchCase {
   /** Unique row name, e.g. `paged-attention-decode/int4/4K`. */
   readonly name: string;
@@ -112,7 +149,14 @@ export interface BenchCase {
   setup(gpu: GpuContext, settings: BenchSettings): PreparedCase | SkippedCase | Promise<PreparedCase | SkippedCase>;
 }
 
-/** A table that needs no timing (e.g. bytes per token). */
+/**
+ * A table that needs no timing (e.g. bytes per token).
+ *
+ * @example
+ * ```ts
+ * const table: BenchTable = { title: 'Bytes per token per head', columns: ['format', 'bytes'], rows: [['f16', 516], ['int4', 196]] };
+ * ```
+ */
 export interface BenchTable {
   readonly title: string;
   readonly columns: readonly string[];
@@ -144,7 +188,14 @@ export interface BenchSuite {
   readonly tables?: (settings: BenchSettings) => readonly BenchTable[];
 }
 
-/** One measured row. Times are medians over samples; each sample is one execution (see `repeat`). */
+/**
+ * One measured row. Times are medians over samples; each sample is one execution (see `repeat`).
+ *
+ * @example
+ * ```ts
+ * for (const row of report.rows) console.log(row.name, row.ms.toFixed(3), `${row.gbps.toFixed(1)} GB/s`, row.ratioToCopy);
+ * ```
+ */
 export interface BenchRow {
   readonly suite: string;
   readonly name: string;
@@ -181,7 +232,15 @@ export interface BenchRow {
   readonly perItem?: { readonly unit: string; readonly count: number; readonly us: number };
 }
 
-/** Everything one `kvcompact bench` run produced: what `--json` prints. */
+/**
+ * Everything one `kvcompact bench` run produced: what `--json` prints.
+ *
+ * @example
+ * ```ts
+ * const report: BenchReport = await runBenchmarks(gpu, BENCH_SUITES, benchSettings(true));
+ * console.log(formatJson(report)); // what `kvcompact bench --json` prints
+ * ```
+ */
 export interface BenchReport {
   readonly tool: 'kvcompact bench';
   readonly date: string;
@@ -196,7 +255,14 @@ export interface BenchReport {
   readonly totalSeconds: number;
 }
 
-/** Progress of a run: `done` of `total` cases finished; `label` is the case about to run (or that ran). */
+/**
+ * Progress of a run: `done` of `total` cases finished; `label` is the case about to run (or that ran).
+ *
+ * @example
+ * ```ts
+ * await runBenchmarks(gpu, suites, settings, { onProgress: ({ done, total, label }) => console.error(`${done}/${total} ${label}`) });
+ * ```
+ */
 export interface BenchProgress {
   readonly done: number;
   readonly total: number;

@@ -1,6 +1,13 @@
 import { InvalidArgumentError } from '../errors.js';
 
-/** How much the samples of one benchmark varied, in the samples' unit (milliseconds in a row). */
+/**
+ * How much the samples of one benchmark varied, in the samples' unit (milliseconds in a row).
+ *
+ * @example
+ * ```ts
+ * const { iqr, relativeIqr }: Spread = spread([1, 2, 3, 4, 100]); // iqr 2, relativeIqr 2 / 3
+ * ```
+ */
 export interface Spread {
   readonly min: number;
   readonly max: number;

@@ -51,10 +51,25 @@ export class PassTimer {
   }
 }
 
-/** How a sample was timed. */
+/**
+ * How a sample was timed.
+ *
+ * @example
+ * ```ts
+ * if (row.timing === 'wall') console.warn(`${row.name}: no timestamp-query, timed by wall clock`);
+ * ```
+ */
 export type TimingMethod = 'pass-timestamps' | 'bracket-timestamps' | 'wall';
 
-/** One timed execution of a case (repeated `repeat` times inside one command buffer). */
+/**
+ * One timed execution of a case (repeated `repeat` times inside one command buffer).
+ *
+ * @example
+ * ```ts
+ * const sample: Sample = await session.sample(8, 1, (encoder, timer) => copy.encode(encoder, src, dst, words, timer.pass()));
+ * console.log(sample.ms, sample.wallMs, sample.method); // e.g. 0.12 0.31 'pass-timestamps'
+ * ```
+ */
 export interface Sample {
   /** GPU (or wall, see method) milliseconds of ONE repetition. */
   readonly ms: number;

@@ -5,19 +5,55 @@ import { InvalidArgumentError } from '../errors.js';
  * pack2x16float, since SwiftShader has no shader-f16); `int8`/`int4`/`int2` are KIVI-style quantized:
  * keys per channel (groups of G tokens), values per token (groups of G channels), asymmetric, with an
  * f16 scale and an f16 zero-point packed into one u32 per group.
+ *
+ * @example
+ * ```ts
+ * const format: BlockFormat = formatForBits(4); // 'int4'
+ * ```
  */
 export type BlockFormat = 'f32' | 'f16' | 'int8' | 'int4' | 'int2';
 
-/** Bit widths a caller may ask for: 32 and 16 store full precision, 8/4/2 quantize. */
+/**
+ * Bit widths a caller may ask for: 32 and 16 store full precision, 8/4/2 quantize.
+ *
+ * @example
+ * ```ts
+ * const bits: CacheBits = formatBits('f16'); // 16
+ * ```
+ */
 export type CacheBits = 32 | 16 | 8 | 4 | 2;
 
-/** Formats that hold full-precision values (where new tokens land). */
+/**
+ * Formats that hold full-precision values (where new tokens land).
+ *
+ * @example
+ * ```ts
+ * const full: FullFormat = 'f16';
+ * const layout = blockLayout(full, { headDim: 128, blockSize: 16 }); // 516 bytes per token per head
+ * ```
+ */
 export type FullFormat = 'f32' | 'f16';
 
-/** Formats that quantize. */
+/**
+ * Formats that quantize.
+ *
+ * @example
+ * ```ts
+ * const quant: QuantFormat = 'int4';
+ * const layout = blockLayout(quant, { headDim: 128, blockSize: 16 }); // group size 16, 196 bytes per token per head
+ * ```
+ */
 export type QuantFormat = 'int8' | 'int4' | 'int2';
 
-/** Shape of one model's KV cache. */
+/**
+ * Shape of one model's KV cache.
+ *
+ * @example
+ * ```ts
+ * const shape: CacheShape = { layers: 32, kvHeads: 8, headDim: 128, blockSize: 16 };
+ * validateShape(shape);
+ * ```
+ */
 export interface CacheShape {
   /** Transformer layers. */
   readonly layers: number;
@@ -39,6 +75,12 @@ export interface CacheShape {
  * K parameters are [blockSize/G][headDim] words (per channel, a group = G consecutive tokens); V parameters are
  * [blockSize][headDim/G] words (per token, a group = G consecutive channels); each word is
  * pack2x16float(scale, zero), and a value is reconstructed as code·scale + zero.
+ *
+ * @example
+ * ```ts
+ * const layout: BlockLayout = blockLayout('f16', { headDim: 128, blockSize: 16 });
+ * layout.vOffset; // 1024: K takes 16 tokens × 64 f16 pairs
+ * ```
  */
 export interface BlockLayout {
   readonly format: BlockFormat;
@@ -60,7 +102,15 @@ export interface BlockLayout {
   readonly wordsPerBlock: number;
 }
 
-/** Bits per value of a format. */
+/**
+ * Bits per value of a format.
+ *
+ * @example
+ * ```ts
+ * formatBits('int4'); // 4
+ * formatBits('f32');  // 32
+ * ```
+ */
 export function formatBits(format: BlockFormat): CacheBits {
   switch (format) {
     case 'f32':
@@ -76,7 +126,15 @@ export function formatBits(format: BlockFormat): CacheBits {
   }
 }
 
-/** The format that stores `bits` bits per value. Throws on anything but 32/16/8/4/2. */
+/**
+ * The format that stores `bits` bits per value. Throws on anything but 32/16/8/4/2.
+ *
+ * @example
+ * ```ts
+ * formatForBits(8); // 'int8'
+ * formatForBits(3); // throws InvalidArgumentError: bits: must be one of 32, 16, 8, 4, 2; got 3
+ * ```
+ */
 export function formatForBits(bits: number): BlockFormat {
   switch (bits) {
     case 32:
@@ -94,7 +152,15 @@ export function formatForBits(bits: number): BlockFormat {
   }
 }
 
-/** True for int8/int4/int2. */
+/**
+ * True for int8/int4/int2.
+ *
+ * @example
+ * ```ts
+ * isQuantized('int2'); // true
+ * isQuantized('f16');  // false
+ * ```
+ */
 export function isQuantized(format: BlockFormat): format is QuantFormat {
   return format === 'int8' || format === 'int4' || format === 'int2';
 }
@@ -105,7 +171,14 @@ function checkPositiveInteger(field: string, value: number): void {
   }
 }
 
-/** Validates a cache shape: positive integers, even head_dim. */
+/**
+ * Validates a cache shape: positive integers, even head_dim.
+ *
+ * @example
+ * ```ts
+ * validateShape({ layers: 5, kvHeads: 4, headDim: 7, blockSize: 16 }); // throws InvalidArgumentError (headDim must be even)
+ * ```
+ */
 export function validateShape(shape: CacheShape): void {
   checkPositiveInteger('layers', shape.layers);
   checkPositiveInteger('kvHeads', shape.kvHeads);
@@ -116,7 +189,15 @@ export function validateShape(shape: CacheShape): void {
   }
 }
 
-/** The default quantization group: 32, or the largest power of two dividing both head_dim and the block. */
+/**
+ * The default quantization group: 32, or the largest power of two dividing both head_dim and the block.
+ *
+ * @example
+ * ```ts
+ * defaultGroupSize(128, 16); // 16
+ * defaultGroupSize(64, 64);  // 32
+ * ```
+ */
 export function defaultGroupSize(headDim: number, blockSize: number): number {
   let group = 32;
   while (group > 1 && (headDim % group !== 0 || blockSize % group !== 0)) group /= 2;
@@ -198,7 +279,14 @@ export function blockLayout(
   };
 }
 
-/** Bytes of one block in this layout. */
+/**
+ * Bytes of one block in this layout.
+ *
+ * @example
+ * ```ts
+ * bytesPerBlock(blockLayout('f16', { headDim: 128, blockSize: 16 })); // 8256: K 1024 + V 1024 + positions 16 words
+ * ```
+ */
 export function bytesPerBlock(layout: BlockLayout): number {
   return layout.wordsPerBlock * 4;
 }
@@ -206,6 +294,11 @@ export function bytesPerBlock(layout: BlockLayout): number {
 /**
  * Bytes one token costs per KV head when stored in full blocks of this layout (positions and quantization
  * parameters included).
+ *
+ * @example
+ * ```ts
+ * bytesPerTokenPerHead(blockLayout('int4', { headDim: 128, blockSize: 16 })); // 196 (f16: 516)
+ * ```
  */
 export function bytesPerTokenPerHead(layout: BlockLayout): number {
   return bytesPerBlock(layout) / layout.blockSize;
@@ -226,15 +319,36 @@ export function baselineF16Bytes(shape: CacheShape, tokens: number): number {
 /**
  * A block-table entry: the physical block index, with the top bit set when the block lives in the quantized
  * pool. Index 0 of each pool is the null block and is never handed out.
+ *
+ * @example
+ * ```ts
+ * const pool = entry >= QUANT_POOL_BIT ? 'quant' : 'full';
+ * ```
  */
 export const QUANT_POOL_BIT = 0x8000_0000;
 
-/** Encodes a block-table entry. */
+/**
+ * Encodes a block-table entry.
+ *
+ * @example
+ * ```ts
+ * encodeBlockRef('quant', 12); // 0x8000000c
+ * encodeBlockRef('full', 7);   // 7
+ * ```
+ */
 export function encodeBlockRef(pool: 'full' | 'quant', block: number): number {
   return (pool === 'quant' ? QUANT_POOL_BIT : 0) + block;
 }
 
-/** Decodes a block-table entry. */
+/**
+ * Decodes a block-table entry.
+ *
+ * @example
+ * ```ts
+ * decodeBlockRef(0x8000_000c); // { pool: 'quant', block: 12 }
+ * decodeBlockRef(7);           // { pool: 'full', block: 7 }
+ * ```
+ */
 export function decodeBlockRef(entry: number): { pool: 'full' | 'quant'; block: number } {
   return entry >= QUANT_POOL_BIT
     ? { pool: 'quant', block: entry - QUANT_POOL_BIT }

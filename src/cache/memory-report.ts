@@ -1,7 +1,15 @@
 import type { CacheMetadata } from './cache-metadata.js';
 import { baselineF16Bytes, decodeBlockRef } from './layout.js';
 
-/** Memory of a cache, by the numbers. */
+/**
+ * Memory of a cache, by the numbers.
+ *
+ * @example
+ * ```ts
+ * const { poolBytes, usedBytes, full }: CacheMemoryReport = memoryReport(cache.meta);
+ * console.log(`${usedBytes} of ${poolBytes} B in use; ${full.free} full blocks free`);
+ * ```
+ */
 export interface CacheMemoryReport {
   /** Bytes of both pools (allocated, free blocks included). */
   readonly poolBytes: number;

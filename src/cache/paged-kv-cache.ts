@@ -22,7 +22,15 @@ import {
   isQuantized,
 } from './layout.js';
 
-/** Options of {@link PagedKvCache.create}. */
+/**
+ * Options of {@link PagedKvCache.create}.
+ *
+ * @example
+ * ```ts
+ * const options: PagedKvCacheOptions = { shape: { layers: 32, kvHeads: 8, headDim: 128 }, nHeads: 32, quantBits: 4, maxBytes: 1 << 30 };
+ * const cache = PagedKvCache.create(gpu, options);
+ * ```
+ */
 export interface PagedKvCacheOptions {
   /** Layers, KV heads, head_dim, block size (tokens per block, default 16). */
   readonly shape: Omit<CacheShape, 'blockSize'> & { readonly blockSize?: number };

@@ -11,7 +11,14 @@ import { evaluate, sweepRows, type EvalEngineFactory, type EvalProgress } from '
 import { formatEvalTable, renderEvalSvg } from '../eval/report.js';
 import { loadModelFiles } from '../node/model-files.js';
 
-/** The `eval` lines of the CLI usage text. */
+/**
+ * The `eval` lines of the CLI usage text.
+ *
+ * @example
+ * ```ts
+ * process.stdout.write(`usage:\n${EVAL_USAGE}\n`);
+ * ```
+ */
 export const EVAL_USAGE = `  eval [--model M] [--tokenizer T] [--text FILE] [--window 512] [--windows 8]
        [--policies full,snapkv,...] [--budgets 32,64,128] [--bits 16,8,4,2] [--budget-mode uniform,adakv]
        [--engine cpu|gpu] [--json] [--plot FILE.svg]

@@ -1,7 +1,15 @@
 import type { GpuContext } from '../gpu/context.js';
 import { NEGOTIATED_LIMITS } from '../gpu/adapter-report.js';
 
-/** What `kvcompact info --json` prints. */
+/**
+ * What `kvcompact info --json` prints.
+ *
+ * @example
+ * ```ts
+ * const report: InfoReport = infoReport(gpu);
+ * report.limits.maxBufferSize; // e.g. 268435456
+ * ```
+ */
 export interface InfoReport {
   readonly adapter: { vendor: string; architecture: string; description: string; isFallbackAdapter: boolean };
   readonly features: string[];
@@ -26,7 +34,15 @@ export function infoReport(gpu: GpuContext): InfoReport {
   return { adapter: { ...gpu.adapter }, features: [...gpu.features].sort(), limits };
 }
 
-/** Human-readable form of the report. */
+/**
+ * Human-readable form of the report.
+ *
+ * @example
+ * ```ts
+ * console.log(formatInfo(infoReport(gpu)));
+ * // adapter: google / swiftshader — SwiftShader Device (Subzero) (software fallback)
+ * ```
+ */
 export function formatInfo(report: InfoReport): string {
   const { adapter } = report;
   const lines = [

@@ -57,7 +57,14 @@ const COMMANDS: Record<string, Command> = {
   },
 };
 
-/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+/**
+ * Runs the CLI with `argv` (without node and script) and returns the exit code.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = await main(['info', '--json']); // 0 on success, 2 on a usage error
+ * ```
+ */
 export async function main(argv: string[]): Promise<number> {
   const [name = 'help', ...rest] = argv;
   const command = COMMANDS[name];

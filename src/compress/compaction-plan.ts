@@ -3,7 +3,14 @@ import { decodeBlockRef, encodeBlockRef } from '../cache/layout.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compact-blocks.js';
 
-/** What one head looks like after the compaction. */
+/**
+ * What one head looks like after the compaction.
+ *
+ * @example
+ * ```ts
+ * for (const head of plan.heads) if (head.rewritten) console.log(`L${head.layer}H${head.head}: ${head.before} → ${head.kept}`);
+ * ```
+ */
 export interface HeadCompaction {
   readonly layer: number;
   readonly head: number;
@@ -18,7 +25,15 @@ export interface HeadCompaction {
   readonly rewritten: boolean;
 }
 
-/** The host half of a compaction: destination blocks allocated, GPU jobs listed. */
+/**
+ * The host half of a compaction: destination blocks allocated, GPU jobs listed.
+ *
+ * @example
+ * ```ts
+ * const plan: CompactionPlan = planCompaction(cache.meta, input);
+ * console.log(plan.jobs.length, plan.allocated.full.length, plan.allocated.quant.length);
+ * ```
+ */
 export interface CompactionPlan {
   readonly jobs: readonly CompactJob[];
   readonly heads: readonly HeadCompaction[];
@@ -26,7 +41,14 @@ export interface CompactionPlan {
   readonly allocated: { readonly full: readonly number[]; readonly quant: readonly number[] };
 }
 
-/** Inputs of {@link planCompaction}. */
+/**
+ * Inputs of {@link planCompaction}.
+ *
+ * @example
+ * ```ts
+ * const input: CompactionPlanInput = { seqId: seq, kept: keptPerHead, quantize: true, residual: 32, indexStride: cache.maxTokensPerHead };
+ * ```
+ */
 export interface CompactionPlanInput {
   readonly seqId: number;
   /** Tokens to keep per (layer, head), index layer × kvHeads + head. kept === tokenCount keeps the head whole. */
@@ -189,7 +211,15 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
   return { jobs, heads, allocated: { full: fullAllocated, quant: quantAllocated } };
 }
 
-/** Commits a planned compaction after its GPU work completed: new block lists in, old blocks back to the pools. */
+/**
+ * Commits a planned compaction after its GPU work completed: new block lists in, old blocks back to the pools.
+ *
+ * @example
+ * ```ts
+ * await gpu.device.queue.onSubmittedWorkDone(); // the compaction jobs have run
+ * commitCompaction(cache.meta, seq, plan);
+ * ```
+ */
 export function commitCompaction(meta: CacheMetadata, seqId: number, plan: CompactionPlan): void {
   for (const head of plan.heads) {
     if (!head.rewritten && head.kept === head.before) continue;
@@ -197,7 +227,15 @@ export function commitCompaction(meta: CacheMetadata, seqId: number, plan: Compa
   }
 }
 
-/** Gives back a plan's destination blocks when its GPU work failed; the cache stays as it was. */
+/**
+ * Gives back a plan's destination blocks when its GPU work failed; the cache stays as it was.
+ *
+ * @example
+ * ```ts
+ * try { await gpu.device.queue.onSubmittedWorkDone(); }
+ * catch (err) { abandonCompaction(cache.meta, plan); throw err; }
+ * ```
+ */
 export function abandonCompaction(meta: CacheMetadata, plan: CompactionPlan): void {
   meta.releaseBlocks('full', plan.allocated.full);
   meta.releaseBlocks('quant', plan.allocated.quant);

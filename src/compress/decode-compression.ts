@@ -1,7 +1,15 @@
 import { InvalidArgumentError } from '../errors.js';
 import type { CompressOptions, CompressionReport } from './options.js';
 
-/** The cache operations decode-time compression needs (PagedKvCache and CpuKvCache both have them). */
+/**
+ * The cache operations decode-time compression needs (PagedKvCache and CpuKvCache both have them).
+ *
+ * @example
+ * ```ts
+ * const target: CompressibleCache = cache; // a PagedKvCache or a CpuKvCache
+ * const decode = new DecodeCompressor(target, { mode: 'on-exceed', budget: 64 });
+ * ```
+ */
 export interface CompressibleCache {
   readonly shape: { readonly layers: number; readonly kvHeads: number; readonly blockSize: number };
   tokenCount(seqId: number, layer: number, kvHead: number): number;

@@ -19,7 +19,15 @@ import {
 import { createPolicy } from './registry.js';
 
 
-/** What {@link GpuCompressor.compressAuto} chose, and why. */
+/**
+ * What {@link GpuCompressor.compressAuto} chose, and why.
+ *
+ * @example
+ * ```ts
+ * const { chosen } = await compressor.compressAuto(seq, 4);
+ * console.log(chosen.bits, chosen.budget, chosen.why); // e.g. 4 null '4-bit storage alone reaches 4×: no eviction'
+ * ```
+ */
 export interface AutoChoice {
   readonly bits: CompressBits;
   /** Average tokens kept per head (null: all). */

@@ -2,7 +2,15 @@ import { BUDGET_MODES, type BudgetMode } from './budgets.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import { policyNames } from './registry.js';
 
-/** Bit widths a compression may ask for: 16/32 keep the full format, 8/4/2 quantize. */
+/**
+ * Bit widths a compression may ask for: 16/32 keep the full format, 8/4/2 quantize.
+ *
+ * @example
+ * ```ts
+ * const bits: CompressBits = 4;
+ * await cache.compress(seq, { policy: 'h2o', ratio: 2, bits });
+ * ```
+ */
 export type CompressBits = 32 | 16 | 8 | 4 | 2;
 
 /**
@@ -45,7 +53,15 @@ export interface CompressOptions {
   readonly measureMass?: boolean;
 }
 
-/** Options after validation, with every default filled in. */
+/**
+ * Options after validation, with every default filled in.
+ *
+ * @example
+ * ```ts
+ * const resolved: ResolvedCompressOptions = resolveCompressOptions({ policy: 'h2o', ratio: 4 }, 1024);
+ * resolved.budget; // 256 (bits 16, budgets 'uniform', sinks 4, recent 32)
+ * ```
+ */
 export interface ResolvedCompressOptions {
   readonly policy: string;
   /** Average tokens kept per head, or null to keep all. */

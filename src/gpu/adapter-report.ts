@@ -1,4 +1,12 @@
-/** What the adapter says about itself, as `kvcompact info` prints it. */
+/**
+ * What the adapter says about itself, as `kvcompact info` prints it.
+ *
+ * @example
+ * ```ts
+ * const report: AdapterReport = describeAdapter(adapter);
+ * if (report.isFallbackAdapter) console.warn(`software adapter: ${report.description}`);
+ * ```
+ */
 export interface AdapterReport {
   readonly vendor: string;
   readonly architecture: string;
@@ -28,7 +36,14 @@ export function describeAdapter(adapter: GPUAdapter): AdapterReport {
   };
 }
 
-/** Limits the kernels ask for: the adapter's maximum of each. */
+/**
+ * Limits the kernels ask for: the adapter's maximum of each.
+ *
+ * @example
+ * ```ts
+ * for (const name of NEGOTIATED_LIMITS) console.log(name, gpu.limits[name]);
+ * ```
+ */
 export const NEGOTIATED_LIMITS = [
   'maxStorageBufferBindingSize',
   'maxBufferSize',
@@ -41,7 +56,14 @@ export const NEGOTIATED_LIMITS = [
   'maxUniformBufferBindingSize',
 ] as const;
 
-/** Optional features we use when the adapter has them. */
+/**
+ * Optional features we use when the adapter has them.
+ *
+ * @example
+ * ```ts
+ * const missing = WANTED_FEATURES.filter((feature) => !adapter.features.has(feature)); // e.g. ['subgroups']
+ * ```
+ */
 export const WANTED_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as const;
 
 /**

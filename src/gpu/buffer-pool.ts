@@ -9,7 +9,15 @@ interface PendingRelease {
 /** The smallest size class: WebGPU binding offsets align to 256 bytes anyway. */
 const MIN_CLASS_BYTES = 256;
 
-/** The size class a request falls in: the next power of two, at least 256 bytes. */
+/**
+ * The size class a request falls in: the next power of two, at least 256 bytes.
+ *
+ * @example
+ * ```ts
+ * sizeClass(100);  // 256
+ * sizeClass(1000); // 1024
+ * ```
+ */
 export function sizeClass(bytes: number): number {
   let size = MIN_CLASS_BYTES;
   while (size < bytes) size *= 2;

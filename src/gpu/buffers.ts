@@ -34,7 +34,14 @@ export function createStorageBuffer(
   return buffer;
 }
 
-/** Throws BufferUsageError naming the missing flags, before any command is encoded. */
+/**
+ * Throws BufferUsageError naming the missing flags, before any command is encoded.
+ *
+ * @example
+ * ```ts
+ * requireUsage(scores, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC, 'scores readback');
+ * ```
+ */
 export function requireUsage(buffer: GPUBuffer, usage: GPUBufferUsageFlags, purpose: string): void {
   if ((buffer.usage & usage) !== usage) {
     const names = Object.entries({

@@ -3,7 +3,14 @@ import { type AdapterReport, describeAdapter, deviceDescriptorFor } from './adap
 import { BufferPool } from './buffer-pool.js';
 import { PipelineCache } from './pipeline-cache.js';
 
-/** How a context came to own (or not own) its device. */
+/**
+ * How a context came to own (or not own) its device.
+ *
+ * @example
+ * ```ts
+ * const gpu = new GpuContext({ device, adapter: describeAdapter(adapter), ownsDevice: true });
+ * ```
+ */
 export interface GpuContextInit {
   readonly device: GPUDevice;
   readonly adapter: AdapterReport;

@@ -1,6 +1,13 @@
 import { LimitExceededError, InvalidArgumentError } from '../errors.js';
 
-/** Workgroup counts of a dispatch in x, y, z. */
+/**
+ * Workgroup counts of a dispatch in x, y, z.
+ *
+ * @example
+ * ```ts
+ * const [x, y, z]: WorkgroupCount = foldDispatch(70_000, 65_535); // 35000, 2, 1
+ * ```
+ */
 export type WorkgroupCount = readonly [number, number, number];
 
 /**

@@ -5,7 +5,14 @@ import { foldDispatch, type WorkgroupCount } from './dispatch.js';
 import { constantsKey, wgslPrelude, type WgslConstants } from './prelude.js';
 import type { UniformLayout } from './uniforms.js';
 
-/** The cached part of a kernel: which WGSL body, compiled with which constants and uniform structs. */
+/**
+ * The cached part of a kernel: which WGSL body, compiled with which constants and uniform structs.
+ *
+ * @example
+ * ```ts
+ * const spec: KernelSpec = { name: 'copy', body: copyBody, constants: { WORKGROUP_SIZE: { type: 'u32', value: 256 } }, uniforms: [COPY_PARAMS] };
+ * ```
+ */
 export interface KernelSpec {
   /** Kernel name, also the label of its GPU objects. */
   readonly name: string;
@@ -32,7 +39,15 @@ export function kernelSource(spec: KernelSpec): string {
   return [wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), spec.body].join('\n');
 }
 
-/** The compiled pipeline of a kernel, cached per device by name, entry point and constants. */
+/**
+ * The compiled pipeline of a kernel, cached per device by name, entry point and constants.
+ *
+ * @example
+ * ```ts
+ * const pipeline = kernelPipeline(gpu, spec); // compiled once, then served from gpu.pipelines
+ * encodeDispatch(gpu, pass, pipeline, [uniforms, src, dst], Math.ceil(words / 256));
+ * ```
+ */
 export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
   const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
   const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}`;
@@ -43,7 +58,14 @@ export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePip
   }));
 }
 
-/** One bind-group entry: a whole buffer, or a range of it. */
+/**
+ * One bind-group entry: a whole buffer, or a range of it.
+ *
+ * @example
+ * ```ts
+ * const bindings: Binding[] = [uniforms, { buffer: pool, offset: 256, size: 4096 }];
+ * ```
+ */
 export type Binding = GPUBuffer | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
 
 function isBuffer(binding: Binding): binding is GPUBuffer {

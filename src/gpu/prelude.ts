@@ -1,13 +1,27 @@
 import { InvalidArgumentError } from '../errors.js';
 import type { UniformLayout } from './uniforms.js';
 
-/** A compile-time constant of a kernel: WGSL type and value. */
+/**
+ * A compile-time constant of a kernel: WGSL type and value.
+ *
+ * @example
+ * ```ts
+ * const eps: WgslConstant = { type: 'f32', value: 1e-5 }; // emitted as 0.00001f
+ * ```
+ */
 export type WgslConstant =
   | { readonly type: 'u32' | 'i32'; readonly value: number }
   | { readonly type: 'f32'; readonly value: number }
   | { readonly type: 'bool'; readonly value: boolean };
 
-/** Constants keyed by their WGSL name (UPPER_SNAKE by convention). */
+/**
+ * Constants keyed by their WGSL name (UPPER_SNAKE by convention).
+ *
+ * @example
+ * ```ts
+ * const constants: WgslConstants = { WORKGROUP_SIZE: { type: 'u32', value: 256 }, USE_SUBGROUPS: { type: 'bool', value: false } };
+ * ```
+ */
 export type WgslConstants = Readonly<Record<string, WgslConstant>>;
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -48,7 +62,15 @@ export function wgslPrelude(constants: WgslConstants, ...structs: readonly Unifo
   return `${lines.join('\n')}\n\n`;
 }
 
-/** A stable cache key for a set of constants: every value that changes the generated source is in it. */
+/**
+ * A stable cache key for a set of constants: every value that changes the generated source is in it.
+ *
+ * @example
+ * ```ts
+ * constantsKey({ WORKGROUP_SIZE: { type: 'u32', value: 256 }, EPS: { type: 'f32', value: 1e-5 } });
+ * // 'EPS=f32:0.00001;WORKGROUP_SIZE=u32:256'
+ * ```
+ */
 export function constantsKey(constants: WgslConstants): string {
   return Object.entries(constants)
     .sort(([a], [b]) => a.localeCompare(b))

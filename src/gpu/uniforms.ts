@@ -1,9 +1,25 @@
 import { InvalidArgumentError } from '../errors.js';
 
-/** WGSL scalar and vector types a uniform field may have. */
+/**
+ * WGSL scalar and vector types a uniform field may have.
+ *
+ * @example
+ * ```ts
+ * const type: UniformType = 'vec2<u32>'; // 8 bytes, 8-aligned
+ * const range = new UniformLayout('Range', [{ name: 'range', type }]);
+ * ```
+ */
 export type UniformType = 'u32' | 'i32' | 'f32' | 'vec2<u32>' | 'vec2<f32>' | 'vec4<u32>' | 'vec4<f32>';
 
-/** One field of a uniform struct, in declaration order. */
+/**
+ * One field of a uniform struct, in declaration order.
+ *
+ * @example
+ * ```ts
+ * const fields: UniformField[] = [{ name: 'count', type: 'u32' }, { name: 'scale', type: 'f32' }];
+ * const params = new UniformLayout('Params', fields);
+ * ```
+ */
 export interface UniformField {
   readonly name: string;
   readonly type: UniformType;

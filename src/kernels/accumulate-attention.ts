@@ -60,7 +60,14 @@ export function attentionSegments(querySlots: ArrayLike<number>): Uint32Array {
   return Uint32Array.from(out);
 }
 
-/** One accumulation, after a paged-attention run of the same layer. */
+/**
+ * One accumulation, after a paged-attention run of the same layer.
+ *
+ * @example
+ * ```ts
+ * const run: AccumulateAttentionRun = { cache, layer: 0, probs, probsStride: 512, queryPositions, segments, numSegments: 1, stats };
+ * ```
+ */
 export interface AccumulateAttentionRun {
   readonly cache: PagedCacheBindings;
   readonly layer: number;

@@ -24,7 +24,14 @@ const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
  */
 export const IDENTITY_INDEX_BASE = 0xffff_ffff;
 
-/** u32 words per job in the jobs buffer. */
+/**
+ * u32 words per job in the jobs buffer.
+ *
+ * @example
+ * ```ts
+ * const jobs = createStorageBuffer(gpu, 'jobs', numJobs * COMPACT_JOB_WORDS * 4);
+ * ```
+ */
 export const COMPACT_JOB_WORDS = 5;
 
 /**
@@ -63,7 +70,14 @@ export function packCompactJobs(jobs: readonly CompactJob[]): Uint32Array {
   return out;
 }
 
-/** One run of block compaction. */
+/**
+ * One run of block compaction.
+ *
+ * @example
+ * ```ts
+ * const run: CompactBlocksRun = { cache: cache.bindings, jobs, numJobs, indices: keptIndices };
+ * ```
+ */
 export interface CompactBlocksRun {
   /** The cache; both pools must be bindable read_write (they are storage buffers). */
   readonly cache: PagedCacheBindings;

@@ -10,7 +10,15 @@ const PARAMS = new UniformLayout('CopyRangesParams', [
   { name: 'words_per_range', type: 'u32' },
 ]);
 
-/** One range to copy, in u32 words from the buffer's start. */
+/**
+ * One range to copy, in u32 words from the buffer's start.
+ *
+ * @example
+ * ```ts
+ * const ranges: WordRange[] = [{ src: 64, dst: 640 }, { src: 128, dst: 704 }];
+ * new CopyRangesKernel(gpu).encode(encoder, pool, ranges, 64);
+ * ```
+ */
 export interface WordRange {
   readonly src: number;
   readonly dst: number;

@@ -7,7 +7,14 @@ import { UniformLayout } from '../gpu/uniforms.js';
 
 const COPY_PARAMS = new UniformLayout('CopyParams', [{ name: 'count', type: 'u32' }]);
 
-/** Tuning of the copy kernel; each value is a pipeline-cache key. */
+/**
+ * Tuning of the copy kernel; each value is a pipeline-cache key.
+ *
+ * @example
+ * ```ts
+ * const copy = new CopyKernel(gpu, { workgroupSize: 128, wordsPerThread: 8 });
+ * ```
+ */
 export interface CopyKernelOptions {
   /** Threads per workgroup (default 256). */
   readonly workgroupSize?: number;

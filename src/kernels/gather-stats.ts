@@ -14,7 +14,14 @@ const GATHER_STATS_PARAMS = new UniformLayout('GatherStatsParams', [
   { name: 'stride', type: 'u32' },
 ]);
 
-/** One gather of a per-token statistic after compaction. */
+/**
+ * One gather of a per-token statistic after compaction.
+ *
+ * @example
+ * ```ts
+ * const run: GatherStatsRun = { stats: attnSum, kept, keptCounts, out: attnSumNext, numRows, stride: 4096 };
+ * ```
+ */
 export interface GatherStatsRun {
   /** f32 [row][stride] statistic by old logical index. */
   readonly stats: GPUBuffer;

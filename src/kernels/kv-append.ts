@@ -11,7 +11,14 @@ const APPEND_PARAMS = new UniformLayout('AppendParams', [
   { name: 'layer', type: 'u32' },
 ]);
 
-/** One append of a layer's new tokens. */
+/**
+ * One append of a layer's new tokens.
+ *
+ * @example
+ * ```ts
+ * const run: KvAppendRun = { layer: 0, numTokens: 1, keys, values, destSlots, positions, fullPool, flags };
+ * ```
+ */
 export interface KvAppendRun {
   readonly layer: number;
   readonly numTokens: number;

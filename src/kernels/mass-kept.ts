@@ -11,7 +11,14 @@ const PARAMS = new UniformLayout('MassKeptParams', [
   { name: 'out_base', type: 'u32' },
 ]);
 
-/** One run of {@link MassKeptKernel}. */
+/**
+ * One run of {@link MassKeptKernel}.
+ *
+ * @example
+ * ```ts
+ * const run: MassKeptRun = { firstRow: 0, numRows: 8, maxTokens: 4096, mass, lengths, keptIndex, keptCount, sums };
+ * ```
+ */
 export interface MassKeptRun {
   readonly firstRow: number;
   readonly numRows: number;

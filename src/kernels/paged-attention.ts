@@ -16,7 +16,15 @@ const ATTENTION_PARAMS = new UniformLayout('AttentionParams', [
   { name: 'scale', type: 'f32' },
 ]);
 
-/** The GPU buffers of a paged cache that kernels read. */
+/**
+ * The GPU buffers of a paged cache that kernels read.
+ *
+ * @example
+ * ```ts
+ * const bindings: PagedCacheBindings = cache.bindings; // a PagedKvCache's buffers
+ * attention.encode(encoder, { cache: bindings, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 });
+ * ```
+ */
 export interface PagedCacheBindings {
   readonly blockTable: GPUBuffer;
   readonly contextLens: GPUBuffer;
@@ -27,7 +35,14 @@ export interface PagedCacheBindings {
   readonly maxBlocksPerHead: number;
 }
 
-/** One run of paged attention. */
+/**
+ * One run of paged attention.
+ *
+ * @example
+ * ```ts
+ * const run: PagedAttentionRun = { cache: cache.bindings, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 };
+ * ```
+ */
 export interface PagedAttentionRun {
   readonly cache: PagedCacheBindings;
   readonly layer: number;

@@ -44,7 +44,14 @@ export const STATS_POLICIES = { h2o: 0, kvcompress: 1, knorm: 2, streaming: 3, r
  */
 export type StatsPolicy = keyof typeof STATS_POLICIES;
 
-/** One scoring run of {@link ScoreStatsKernel}. */
+/**
+ * One scoring run of {@link ScoreStatsKernel}.
+ *
+ * @example
+ * ```ts
+ * const run: ScoreStatsRun = { cache, target: { layer: 0, layerCount: 1, slot: 0, seqLen: 100, sinks: 4, recent: 32 }, stats, scores };
+ * ```
+ */
 export interface ScoreStatsRun {
   readonly cache: PagedCacheBindings;
   readonly target: ScoreTarget;

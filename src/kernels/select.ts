@@ -38,7 +38,15 @@ export interface RowMap {
   readonly groupStride: number;
 }
 
-/** The uniforms of a row map (identity when absent), and the highest row it reaches. */
+/**
+ * The uniforms of a row map (identity when absent), and the highest row it reaches.
+ *
+ * @example
+ * ```ts
+ * rowMapUniforms({ base: 4, groupRows: 2, groupStride: 8 }, 4);
+ * // { row_base: 4, group_rows: 2, group_stride: 8, lastRow: 13 }
+ * ```
+ */
 export function rowMapUniforms(map: RowMap | undefined, numRows: number): { row_base: number; group_rows: number; group_stride: number; lastRow: number } {
   const m = map ?? { base: 0, groupRows: numRows, groupStride: 0 };
   if (!Number.isInteger(m.groupRows) || m.groupRows <= 0) {
@@ -72,7 +80,14 @@ export function scoreKey(bits: number): number {
   return (b & 0x8000_0000) !== 0 ? ~b >>> 0 : (b | 0x8000_0000) >>> 0;
 }
 
-/** Per-row top-k: every row is its own selection. */
+/**
+ * Per-row top-k: every row is its own selection.
+ *
+ * @example
+ * ```ts
+ * select.encodeThresholds(encoder, { scores, lengths, k, numRows: 64, stride: 4096, thresholds });
+ * ```
+ */
 export interface RowThresholdRun {
   /** f32 [row][stride] scores (higher = keep; +Inf = protected). */
   readonly scores: GPUBuffer;
@@ -87,7 +102,14 @@ export interface RowThresholdRun {
   readonly thresholds: GPUBuffer;
 }
 
-/** Joint selections: each segment picks its k best tokens over the union of its member rows. */
+/**
+ * Joint selections: each segment picks its k best tokens over the union of its member rows.
+ *
+ * @example
+ * ```ts
+ * select.encodeSegmentThresholds(encoder, { scores, stride: 4096, numSegments: 4, segments, members, thresholds, numMembers: 32 });
+ * ```
+ */
 export interface SegmentThresholdRun {
   readonly scores: GPUBuffer;
   readonly stride: number;
@@ -112,7 +134,14 @@ export interface SegmentThresholdRun {
   readonly numMembers: number;
 }
 
-/** Applying per-row thresholds. */
+/**
+ * Applying per-row thresholds.
+ *
+ * @example
+ * ```ts
+ * select.encodeCompact(encoder, { scores, lengths, thresholds, numRows: 64, stride: 4096, keptIndices, keptCounts });
+ * ```
+ */
 export interface CompactSelectRun {
   readonly scores: GPUBuffer;
   readonly lengths: GPUBuffer;
@@ -128,7 +157,15 @@ export interface CompactSelectRun {
   readonly rowMap?: RowMap;
 }
 
-/** A whole per-row top-k: thresholds then compaction. */
+/**
+ * A whole per-row top-k: thresholds then compaction.
+ *
+ * @example
+ * ```ts
+ * const run: TopKRun = { scores, lengths, k, numRows: 64, stride: 4096, thresholds, keptIndices, keptCounts };
+ * select.encode(encoder, run);
+ * ```
+ */
 export type TopKRun = RowThresholdRun & Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
 
 function checkCount(field: string, value: number): void {

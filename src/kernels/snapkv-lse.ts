@@ -9,7 +9,15 @@ import { cacheConstants } from './cache-constants.js';
 import type { PagedCacheBindings } from './paged-attention.js';
 import { checkScoreTarget, type ObservationWindowBindings, type ScoreTarget } from './score-target.js';
 
-/** Uniforms of both SnapKV passes (shaders/snapkv_lse.wgsl, shaders/snapkv_score.wgsl). */
+/**
+ * Uniforms of both SnapKV passes (shaders/snapkv_lse.wgsl, shaders/snapkv_score.wgsl).
+ *
+ * @example
+ * ```ts
+ * SNAPKV_PARAMS.byteSize; // 64
+ * SNAPKV_PARAMS.wgsl();   // 'struct SnapKVParams {\n  layer: u32,\n ...'
+ * ```
+ */
 export const SNAPKV_PARAMS = new UniformLayout('SnapKVParams', [
   { name: 'layer', type: 'u32' },
   { name: 'layer_count', type: 'u32' },

@@ -3,10 +3,26 @@ import { create, globals } from 'webgpu';
 import { NoAdapterError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 
-/** Which adapter to use: a real GPU, SwiftShader on the CPU, or the first that works (real first). */
+/**
+ * Which adapter to use: a real GPU, SwiftShader on the CPU, or the first that works (real first).
+ *
+ * @example
+ * ```ts
+ * const choice: AdapterChoice = process.env.CI ? 'software' : 'auto';
+ * const gpu = await createNodeGpu({ adapter: choice });
+ * ```
+ */
 export type AdapterChoice = 'auto' | 'hardware' | 'software';
 
-/** Options of {@link createNodeGpu}. */
+/**
+ * Options of {@link createNodeGpu}.
+ *
+ * @example
+ * ```ts
+ * const options: NodeGpuOptions = { adapter: 'software', swiftshaderIcd: '/opt/swiftshader/vk_swiftshader_icd.json' };
+ * const gpu = await createNodeGpu(options);
+ * ```
+ */
 export interface NodeGpuOptions {
   /** Overrides env `KVCOMPACT_ADAPTER` (default 'auto'). */
   readonly adapter?: AdapterChoice;
@@ -14,7 +30,14 @@ export interface NodeGpuOptions {
   readonly swiftshaderIcd?: string;
 }
 
-/** Where Debian's chromium package puts SwiftShader's Vulkan ICD. */
+/**
+ * Where Debian's chromium package puts SwiftShader's Vulkan ICD.
+ *
+ * @example
+ * ```ts
+ * const icd = SWIFTSHADER_ICD_CANDIDATES.find((path) => existsSync(path)); // undefined without chromium
+ * ```
+ */
 export const SWIFTSHADER_ICD_CANDIDATES = [
   '/usr/lib/chromium/vk_swiftshader_icd.json',
   '/usr/lib/chromium-browser/vk_swiftshader_icd.json',

@@ -13,7 +13,16 @@ const TYPES: Record<string, string> = {
   '.bin': 'application/octet-stream',
 };
 
-/** A running static server. */
+/**
+ * A running static server.
+ *
+ * @example
+ * ```ts
+ * const site: StaticServer = await serveStatic('dist/demo', { port: 0 });
+ * const response = await fetch(`${site.url}index.html`);
+ * await site.close();
+ * ```
+ */
 export interface StaticServer {
   readonly url: string;
   readonly server: Server;

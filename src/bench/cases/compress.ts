@@ -32,7 +32,14 @@ export const COMPRESS_SHAPE = { layers: 4, kvHeads: 8, headDim: 128, blockSize: 
 export const COMPRESS_CONTEXTS = [1024, 4096, 16384, 65536] as const;
 const QUICK_CONTEXTS = [1024, 4096] as const;
 
-/** One end-to-end variant: what `cache.compress()` is asked to do, and on which cache. */
+/**
+ * One end-to-end variant: what `cache.compress()` is asked to do, and on which cache.
+ *
+ * @example
+ * ```ts
+ * const variant: CompressVariant = { policy: 'snapkv', budgets: 'adakv', bits: 4, window: true };
+ * ```
+ */
 export interface CompressVariant {
   readonly policy: 'snapkv' | 'h2o';
   readonly budgets: BudgetMode;
@@ -129,7 +136,14 @@ export const compressSuite: BenchSuite = {
     ),
 };
 
-/** Blocks and bytes a case needs, to size the pools up front (growth inside a timed run would be timed too). */
+/**
+ * Blocks and bytes a case needs, to size the pools up front (growth inside a timed run would be timed too).
+ *
+ * @example
+ * ```ts
+ * const { fullPoolBytes, quantPoolBytes } = compressCacheSize(4096, 4); // 69,226,560 and 3,314,752 bytes
+ * ```
+ */
 export interface CompressCacheSize {
   readonly fullBlocks: number;
   readonly quantBlocks: number;

@@ -12,7 +12,15 @@ const MAX_TOKENS_PER_HEAD = 4096;
 /** Full-precision tokens a compression leaves at the end of each head (the compressor's default recent window). */
 const RESIDUAL = 32;
 
-/** What the mixed workload did, for the table's note. */
+/**
+ * What the mixed workload did, for the table's note.
+ *
+ * @example
+ * ```ts
+ * const { counts } = runMixedWorkload('int4', 7);
+ * console.log(`${counts.added} added, ${counts.forks} forks, ${counts.compressed} compressed, ${counts.live} live`);
+ * ```
+ */
 export interface WorkloadCounts {
   readonly added: number;
   readonly decodeSteps: number;
