@@ -67,9 +67,9 @@ function ticks(lo: number, hi: number, count: number): number[] {
 }
 
 /**
- * Perplexity (y) against memory ratio (x, f16 baseline / bytes held), one line per policy through its points in
- * ratio order (every budget, mode and bits of that policy), `full` as its own line; the full 16-bit perplexity as
- * a dashed reference.
+ * Perplexity (y) against memory ratio (x, f16 baseline / bytes held): every row as a dot, one line per policy
+ * through its best trade-offs (the rows no other row of that policy beats on both perplexity and ratio), `full`
+ * as its own line; the full 16-bit perplexity as a dashed reference.
  *
  * @example
  * ```ts
@@ -113,8 +113,10 @@ export function renderEvalSvg(report: EvalReport): string {
     policies.forEach((policy, i) => {
       const color = COLORS[i % COLORS.length] ?? '#000';
       const points = rows.filter((r) => r.policy === policy).sort((a, b) => a.ratio - b.ratio);
+      // The frontier: no other row of the policy keeps more memory AND loses less perplexity.
+      const frontier = points.filter((p) => !points.some((q) => q !== p && q.ratio >= p.ratio && q.ppl < p.ppl));
       parts.push(
-        `<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${points.map((p) => `${px(p.ratio).toFixed(1)},${py(p.ppl).toFixed(1)}`).join(' ')}"/>`,
+        `<polyline fill="none" stroke="${color}" stroke-width="1.5" points="${frontier.map((p) => `${px(p.ratio).toFixed(1)},${py(p.ppl).toFixed(1)}`).join(' ')}"/>`,
       );
       for (const p of points) {
         const label = `${policy} ${p.budgetMode ?? ''} B=${p.budget ?? 'all'} ${storage(p.bits)}: ppl ${p.ppl.toFixed(3)} at ${p.ratio.toFixed(2)}×`;
