@@ -51,6 +51,51 @@ fn reduce_sum(lid: u32, value: f32) -> f32 {
   return result;
 }
 
+// q · k of token `slot` of a block, reading each stored word once: an f16 word holds two channels, a quantized
+// code word 32 / QUANT_BITS of them (the per-value accessor would re-read the word for every channel).
+fn key_dot(entry: u32, slot: u32) -> f32 {
+  var dot = 0.0;
+  if (HAS_QUANT && kv_is_quant(entry) && (HEAD_DIM * QUANT_BITS) % 32u != 0u) {
+    // A token's codes do not fill whole words (tiny heads): decode value by value.
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      dot += q_shared[d] * kv_value(entry, slot, d, false);
+    }
+    return dot;
+  }
+  if (HAS_QUANT && kv_is_quant(entry)) {
+    let base = kv_block(entry) * QUANT_WORDS_PER_BLOCK;
+    let per_word = 32u / QUANT_BITS;
+    let mask = (1u << QUANT_BITS) - 1u;
+    let first_word = slot * HEAD_DIM * QUANT_BITS / 32u;
+    let params = base + QUANT_KP_OFFSET + (slot / QUANT_GROUP) * HEAD_DIM;
+    for (var w = 0u; w < HEAD_DIM / per_word; w++) {
+      let word = quant_pool[base + first_word + w];
+      for (var i = 0u; i < per_word; i++) {
+        let d = w * per_word + i;
+        let scale_zero = unpack2x16float(quant_pool[params + d]);
+        let code = (word >> (i * QUANT_BITS)) & mask;
+        dot += q_shared[d] * (f32(code) * scale_zero.x + scale_zero.y);
+      }
+    }
+    return dot;
+  }
+  let block = kv_block(entry);
+  if (FULL_F16) {
+    let base = block * FULL_WORDS_PER_BLOCK + slot * HEAD_DIM / 2u;
+    for (var w = 0u; w < HEAD_DIM / 2u; w++) {
+      let pair = unpack2x16float(full_pool[base + w]);
+      dot += q_shared[2u * w] * pair.x;
+      dot += q_shared[2u * w + 1u] * pair.y;
+    }
+    return dot;
+  }
+  let base = block * FULL_WORDS_PER_BLOCK + slot * HEAD_DIM;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    dot += q_shared[d] * bitcast<f32>(full_pool[base + d]);
+  }
+  return dot;
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -83,10 +128,7 @@ fn main(
     let s = t % BLOCK_SIZE;
     var logit = MASKED_LOGIT;
     if (kv_position(entry, s) <= qpos) {
-      logit = 0.0;
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        logit += q_shared[d] * kv_value(entry, s, d, false);
-      }
+      logit = key_dot(entry, s);
     }
     probs[p_base + t] = logit;
     local_max = max(local_max, logit);
