@@ -40,6 +40,7 @@ export * from './cache/memory-report.js';
 export * from './cache/block-allocator.js';
 export * from './cache/block-tables.js';
 export * from './cache/cache-metadata.js';
+export * from './cache/cache-options.js';
 export * from './cache/invariants.js';
 export * from './cache/paged-kv-cache.js';
 

@@ -10,6 +10,7 @@ import type { CompressOptions, CompressionReport } from '../compress/options.js'
 import type { GpuAttentionBackend, KvStep } from '../model/attention-backend.js';
 import { decodeBlock } from '../reference/block-codec.js';
 import { CacheMetadata, type AppendPlan, type PoolName } from './cache-metadata.js';
+import { type PagedKvCacheOptions, resolveCacheOptions } from './cache-options.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from './memory-report.js';
 import {
   type BlockLayout,
@@ -18,48 +19,7 @@ import {
   type QuantFormat,
   bytesPerBlock,
   decodeBlockRef,
-  formatForBits,
-  isQuantized,
 } from './layout.js';
-
-/**
- * Options of {@link PagedKvCache.create}.
- *
- * @example
- * ```ts
- * const options: PagedKvCacheOptions = { shape: { layers: 32, kvHeads: 8, headDim: 128 }, nHeads: 32, quantBits: 4, maxBytes: 1 << 30 };
- * const cache = PagedKvCache.create(gpu, options);
- * ```
- */
-export interface PagedKvCacheOptions {
-  /** Layers, KV heads, head_dim, block size (tokens per block, default 16). */
-  readonly shape: Omit<CacheShape, 'blockSize'> & { readonly blockSize?: number };
-  /** Query heads (a multiple of kvHeads: grouped-query attention). */
-  readonly nHeads: number;
-  /** Where new tokens land: 'f32' or 'f16' (default 'f16'). */
-  readonly fullFormat?: FullFormat;
-  /** Bits of the quantized pool (8, 4 or 2); without it the cache never quantizes. */
-  readonly quantBits?: 8 | 4 | 2;
-  /** Quantization group size G (must divide head_dim and the block size). */
-  readonly groupSize?: number;
-  /** Sequences live at once (default 8). */
-  readonly seqSlots?: number;
-  /** The most tokens one (sequence, layer, KV head) may hold (default 4096). */
-  readonly maxTokensPerHead?: number;
-  /** Byte budget of both pools together (default 256 MiB). Pools grow on demand up to it, never past it. */
-  readonly maxBytes?: number;
-  /** Full blocks to start with (default: enough for one sequence of 256 tokens). */
-  readonly initialFullBlocks?: number;
-  /** Quantized blocks to start with (default: as many as full blocks when quantBits is set). */
-  readonly initialQuantBlocks?: number;
-  /** Queries kept per (layer, sequence) for SnapKV-style scoring (default 32). */
-  readonly observationWindow?: number;
-  /**
-   * Accumulate per-token attention statistics (H2O, KV-Compress) on every attention step (default true; the
-   * extra kernel reads the probabilities the attention already wrote).
-   */
-  readonly accumulateStats?: boolean;
-}
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
 interface StepState {
@@ -173,38 +133,8 @@ export class PagedKvCache implements GpuAttentionBackend {
 
   /** Creates a cache, validating every option before any GPU object exists. */
   static create(gpu: GpuContext, options: PagedKvCacheOptions): PagedKvCache {
-    const blockSize = options.shape.blockSize ?? 16;
-    const shape: CacheShape = { ...options.shape, blockSize };
-    if (!Number.isInteger(options.nHeads) || options.nHeads <= 0 || options.nHeads % shape.kvHeads !== 0) {
-      throw new InvalidArgumentError('nHeads', `must be a positive multiple of kvHeads ${shape.kvHeads}; got ${options.nHeads}`);
-    }
-    const maxTokensPerHead = options.maxTokensPerHead ?? 4096;
-    if (!Number.isInteger(maxTokensPerHead) || maxTokensPerHead <= 0) {
-      throw new InvalidArgumentError('maxTokensPerHead', `must be a positive integer; got ${maxTokensPerHead}`);
-    }
-    const seqSlots = options.seqSlots ?? 8;
-    const quantFormat = options.quantBits === undefined ? undefined : (formatForBits(options.quantBits) as QuantFormat);
-    if (quantFormat !== undefined && !isQuantized(quantFormat)) {
-      throw new InvalidArgumentError('quantBits', `must be 8, 4 or 2; got ${options.quantBits}`);
-    }
-    const perSequence = shape.layers * shape.kvHeads * Math.ceil(256 / blockSize);
-    const initialFullBlocks = options.initialFullBlocks ?? perSequence;
-    const meta = new CacheMetadata({
-      shape,
-      fullFormat: options.fullFormat ?? 'f16',
-      ...(quantFormat ? { quantFormat } : {}),
-      ...(options.groupSize !== undefined ? { groupSize: options.groupSize } : {}),
-      initialFullBlocks,
-      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks ?? initialFullBlocks) : 0,
-      maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
-      seqSlots,
-      maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),
-    });
-    const window = options.observationWindow ?? 32;
-    if (!Number.isInteger(window) || window <= 0) {
-      throw new InvalidArgumentError('observationWindow', `must be a positive integer; got ${window}`);
-    }
-    const cache = new PagedKvCache(gpu, meta, options.nHeads, window);
+    const resolved = resolveCacheOptions(options);
+    const cache = new PagedKvCache(gpu, new CacheMetadata(resolved.metadata), resolved.nHeads, resolved.observationWindow);
     cache.accumulateStats = options.accumulateStats ?? true;
     return cache;
   }
@@ -854,4 +784,4 @@ function checkStorable(field: string, data: Float32Array, maximum: number): void
 }
 
 /** Re-exported so callers of the cache need one import for formats and reports. */
-export type { CacheMemoryReport, FullFormat, QuantFormat };
+export type { CacheMemoryReport, FullFormat, PagedKvCacheOptions, QuantFormat };

@@ -16,13 +16,12 @@ import {
   decodeBlockRef,
   formatBits,
   formatForBits,
-  isQuantized,
   type BlockLayout,
   type CacheShape,
   type QuantFormat,
 } from '../cache/layout.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
-import type { PagedKvCacheOptions } from '../cache/paged-kv-cache.js';
+import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
 import { allocateBudgets } from '../compress/budgets.js';
 import { commitCompaction, planCompaction, type CompactionPlan } from '../compress/compaction-plan.js';
 import {
@@ -195,42 +194,8 @@ export class CpuKvCache {
    * ```
    */
   static create(options: CpuKvCacheOptions): CpuKvCache {
-    const blockSize = options.shape.blockSize ?? 16;
-    const shape: CacheShape = {
-      layers: options.shape.layers,
-      kvHeads: options.shape.kvHeads,
-      headDim: options.shape.headDim,
-      blockSize,
-    };
-    if (!Number.isInteger(options.nHeads) || options.nHeads <= 0 || options.nHeads % shape.kvHeads !== 0) {
-      throw new InvalidArgumentError('nHeads', `must be a positive multiple of kvHeads ${shape.kvHeads}; got ${options.nHeads}`);
-    }
-    const maxTokensPerHead = options.maxTokensPerHead ?? 4096;
-    if (!Number.isInteger(maxTokensPerHead) || maxTokensPerHead <= 0) {
-      throw new InvalidArgumentError('maxTokensPerHead', `must be a positive integer; got ${maxTokensPerHead}`);
-    }
-    const quantFormat = options.quantBits === undefined ? undefined : formatForBits(options.quantBits);
-    if (quantFormat !== undefined && !isQuantized(quantFormat)) {
-      throw new InvalidArgumentError('quantBits', `must be 8, 4 or 2; got ${options.quantBits}`);
-    }
-    const perSequence = shape.layers * shape.kvHeads * Math.ceil(256 / blockSize);
-    const initialFullBlocks = options.initialFullBlocks ?? perSequence;
-    const window = options.observationWindow ?? 32;
-    if (!Number.isInteger(window) || window <= 0) {
-      throw new InvalidArgumentError('observationWindow', `must be a positive integer; got ${window}`);
-    }
-    const metaOptions: CacheMetadataOptions = {
-      shape,
-      fullFormat: options.fullFormat ?? 'f16',
-      ...(quantFormat ? { quantFormat } : {}),
-      ...(options.groupSize !== undefined ? { groupSize: options.groupSize } : {}),
-      initialFullBlocks,
-      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks ?? initialFullBlocks) : 0,
-      maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
-      seqSlots: options.seqSlots ?? 8,
-      maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),
-    };
-    return new CpuKvCache(metaOptions, options.nHeads, window);
+    const resolved = resolveCacheOptions(options);
+    return new CpuKvCache(resolved.metadata, resolved.nHeads, resolved.observationWindow);
   }
 
   /** The host metadata (a new object after the quantized pool is created lazily: read it per use). */

@@ -1,0 +1,107 @@
+import { InvalidArgumentError } from '../errors.js';
+import type { CacheMetadataOptions } from './cache-metadata.js';
+import { type CacheShape, type FullFormat, formatForBits, isQuantized } from './layout.js';
+
+/**
+ * Options of {@link PagedKvCache.create}.
+ *
+ * @example
+ * ```ts
+ * const options: PagedKvCacheOptions = { shape: { layers: 32, kvHeads: 8, headDim: 128 }, nHeads: 32, quantBits: 4, maxBytes: 1 << 30 };
+ * const cache = PagedKvCache.create(gpu, options);
+ * ```
+ */
+export interface PagedKvCacheOptions {
+  /** Layers, KV heads, head_dim, block size (tokens per block, default 16). */
+  readonly shape: Omit<CacheShape, 'blockSize'> & { readonly blockSize?: number };
+  /** Query heads (a multiple of kvHeads: grouped-query attention). */
+  readonly nHeads: number;
+  /** Where new tokens land: 'f32' or 'f16' (default 'f16'). */
+  readonly fullFormat?: FullFormat;
+  /** Bits of the quantized pool (8, 4 or 2); without it the cache never quantizes. */
+  readonly quantBits?: 8 | 4 | 2;
+  /** Quantization group size G (must divide head_dim and the block size). */
+  readonly groupSize?: number;
+  /** Sequences live at once (default 8). */
+  readonly seqSlots?: number;
+  /** The most tokens one (sequence, layer, KV head) may hold (default 4096). */
+  readonly maxTokensPerHead?: number;
+  /** Byte budget of both pools together (default 256 MiB). Pools grow on demand up to it, never past it. */
+  readonly maxBytes?: number;
+  /** Full blocks to start with (default: enough for one sequence of 256 tokens). */
+  readonly initialFullBlocks?: number;
+  /** Quantized blocks to start with (default: as many as full blocks when quantBits is set). */
+  readonly initialQuantBlocks?: number;
+  /** Queries kept per (layer, sequence) for SnapKV-style scoring (default 32). */
+  readonly observationWindow?: number;
+  /**
+   * Accumulate per-token attention statistics (H2O, KV-Compress) on every attention step (default true; the
+   * extra kernel reads the probabilities the attention already wrote).
+   */
+  readonly accumulateStats?: boolean;
+}
+
+/**
+ * Options after validation: the metadata's options and what the cache itself keeps.
+ *
+ * @example
+ * ```ts
+ * const { metadata, nHeads, observationWindow } = resolveCacheOptions(options);
+ * ```
+ */
+export interface ResolvedCacheOptions {
+  readonly metadata: CacheMetadataOptions;
+  readonly nHeads: number;
+  readonly observationWindow: number;
+}
+
+/**
+ * Validates cache options and fills in the defaults before any buffer exists; the GPU and the CPU cache share it,
+ * so both accept and reject exactly the same options.
+ *
+ * @example
+ * ```ts
+ * const { metadata } = resolveCacheOptions({ shape: { layers: 5, kvHeads: 4, headDim: 8 }, nHeads: 8, quantBits: 4 });
+ * metadata.maxBlocksPerHead; // 256 (4096 tokens / 16)
+ * ```
+ */
+export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCacheOptions {
+  const blockSize = options.shape.blockSize ?? 16;
+  const shape: CacheShape = {
+    layers: options.shape.layers,
+    kvHeads: options.shape.kvHeads,
+    headDim: options.shape.headDim,
+    blockSize,
+  };
+  if (!Number.isInteger(options.nHeads) || options.nHeads <= 0 || options.nHeads % shape.kvHeads !== 0) {
+    throw new InvalidArgumentError('nHeads', `must be a positive multiple of kvHeads ${shape.kvHeads}; got ${options.nHeads}`);
+  }
+  const maxTokensPerHead = options.maxTokensPerHead ?? 4096;
+  if (!Number.isInteger(maxTokensPerHead) || maxTokensPerHead <= 0) {
+    throw new InvalidArgumentError('maxTokensPerHead', `must be a positive integer; got ${maxTokensPerHead}`);
+  }
+  const quantFormat = options.quantBits === undefined ? undefined : formatForBits(options.quantBits);
+  if (quantFormat !== undefined && !isQuantized(quantFormat)) {
+    throw new InvalidArgumentError('quantBits', `must be 8, 4 or 2; got ${options.quantBits}`);
+  }
+  const observationWindow = options.observationWindow ?? 32;
+  if (!Number.isInteger(observationWindow) || observationWindow <= 0) {
+    throw new InvalidArgumentError('observationWindow', `must be a positive integer; got ${observationWindow}`);
+  }
+  const initialFullBlocks = options.initialFullBlocks ?? shape.layers * shape.kvHeads * Math.ceil(256 / blockSize);
+  return {
+    metadata: {
+      shape,
+      fullFormat: options.fullFormat ?? 'f16',
+      ...(quantFormat ? { quantFormat } : {}),
+      ...(options.groupSize !== undefined ? { groupSize: options.groupSize } : {}),
+      initialFullBlocks,
+      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks ?? initialFullBlocks) : 0,
+      maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
+      seqSlots: options.seqSlots ?? 8,
+      maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),
+    },
+    nHeads: options.nHeads,
+    observationWindow,
+  };
+}
