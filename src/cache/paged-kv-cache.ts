@@ -355,16 +355,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   ): void {
     const state = this.state(step);
     this.checkLayer(layer);
-    this.appendKernel.encode(encoder, {
-      layer,
-      numTokens: state.numTokens,
-      keys: io.keys,
-      values: io.values,
-      destSlots: state.destSlots,
-      positions: state.positionsBuffer,
-      fullPool: this.fullPoolBuffer,
-      flags: this.flags,
-    });
+    this.encodeAppend(encoder, state, layer, io.keys, io.values);
     this.encodeWindowRecord(encoder, state, layer, io.queries);
     state.probs ??= this.gpu.buffers.acquire(
       state.numTokens * this.nHeads * state.probsStride * 4,
@@ -395,6 +386,20 @@ export class PagedKvCache implements GpuAttentionBackend {
         stats: { attnSum: this.attnSum, attnSqSum: this.attnSqSum, attnCount: this.attnCount },
       });
     }
+  }
+
+  /** The scatter of one layer's new K/V into the step's slots (every write path goes through here). */
+  private encodeAppend(encoder: GPUCommandEncoder, state: StepState, layer: number, keys: GPUBuffer, values: GPUBuffer): void {
+    this.appendKernel.encode(encoder, {
+      layer,
+      numTokens: state.numTokens,
+      keys,
+      values,
+      destSlots: state.destSlots,
+      positions: state.positionsBuffer,
+      fullPool: this.fullPoolBuffer,
+      flags: this.flags,
+    });
   }
 
   private encodeWindowRecord(encoder: GPUCommandEncoder, state: StepState, layer: number, queries: GPUBuffer): void {
@@ -463,9 +468,9 @@ export class PagedKvCache implements GpuAttentionBackend {
     const storable = this.meta.fullFormat === 'f16' ? F16_MAX : Number.MAX_VALUE;
     checkStorable('keys', keys, storable);
     checkStorable('values', values, storable);
-    if (!this.meta.hasSequence(seqId)) this.meta.slotOf(seqId);
     const numTokens = keys.length / perToken;
     const step = this.beginStep(seqId, numTokens);
+    const state = this.state(step);
     const layerFloats = numTokens * kvHeads * headDim;
     const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:append' });
     const buffers: GPUBuffer[] = [];
@@ -473,17 +478,7 @@ export class PagedKvCache implements GpuAttentionBackend {
       const k = createStorageBuffer(this.gpu, 'kv:append-k', keys.subarray(layer * layerFloats, (layer + 1) * layerFloats));
       const v = createStorageBuffer(this.gpu, 'kv:append-v', values.subarray(layer * layerFloats, (layer + 1) * layerFloats));
       buffers.push(k, v);
-      const state = this.state(step);
-      this.appendKernel.encode(encoder, {
-        layer,
-        numTokens,
-        keys: k,
-        values: v,
-        destSlots: state.destSlots,
-        positions: state.positionsBuffer,
-        fullPool: this.fullPoolBuffer,
-        flags: this.flags,
-      });
+      this.encodeAppend(encoder, state, layer, k, v);
     }
     this.gpu.submit([encoder.finish()]);
     this.endStep(step);
@@ -525,16 +520,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     const state = this.state(step);
     const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:append-buffers' });
     for (let layer = 0; layer < layers; layer++) {
-      this.appendKernel.encode(encoder, {
-        layer,
-        numTokens,
-        keys: keys[layer] as GPUBuffer,
-        values: values[layer] as GPUBuffer,
-        destSlots: state.destSlots,
-        positions: state.positionsBuffer,
-        fullPool: this.fullPoolBuffer,
-        flags: this.flags,
-      });
+      this.encodeAppend(encoder, state, layer, keys[layer] as GPUBuffer, values[layer] as GPUBuffer);
     }
     this.gpu.submit([encoder.finish()]);
     this.endStep(step);
