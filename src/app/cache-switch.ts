@@ -1,5 +1,5 @@
 import { KvCompactError } from '../errors.js';
-import type { GpuAttentionBackend, KvStep } from '../model/attention-backend.js';
+import type { GpuAttentionBackend, KvStep, LayerIo } from '../model/attention-backend.js';
 
 /**
  * An attention backend that forwards to whichever cache is current. GpuLlama binds one backend for its whole
@@ -39,7 +39,7 @@ export class CacheSwitch implements GpuAttentionBackend {
     encoder: GPUCommandEncoder,
     step: KvStep,
     layer: number,
-    io: { keys: GPUBuffer; values: GPUBuffer; queries: GPUBuffer; out: GPUBuffer },
+    io: LayerIo,
   ): void {
     this.owner(step).encodeLayer(encoder, step, layer, io);
   }

@@ -7,7 +7,7 @@ import { KvAppendKernel } from '../kernels/kv-append.js';
 import { PagedAttentionKernel, type PagedCacheBindings } from '../kernels/paged-attention.js';
 import { type AutoChoice, GpuCompressor } from '../compress/gpu-compressor.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
-import type { GpuAttentionBackend, KvStep } from '../model/attention-backend.js';
+import type { GpuAttentionBackend, KvStep, LayerIo } from '../model/attention-backend.js';
 import { decodeBlock } from '../reference/block-codec.js';
 import { CacheMetadata, type AppendPlan, type PoolName } from './cache-metadata.js';
 import { type PagedKvCacheOptions, resolveCacheOptions } from './cache-options.js';
@@ -351,7 +351,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     encoder: GPUCommandEncoder,
     step: KvStep,
     layer: number,
-    io: { keys: GPUBuffer; values: GPUBuffer; queries: GPUBuffer; out: GPUBuffer },
+    io: LayerIo,
   ): void {
     const state = this.state(step);
     this.checkLayer(layer);

@@ -14,6 +14,23 @@ export interface KvStep {
 }
 
 /**
+ * The buffers of one layer of a step: the new tokens' roped K and raw V, f32 `[n][kvHeads][headDim]`, their roped
+ * queries and the attention output, f32 `[n][nHeads][headDim]`.
+ *
+ * @example
+ * ```ts
+ * const io: LayerIo = { keys, values, queries, out };
+ * backend.encodeLayer(encoder, step, layer, io);
+ * ```
+ */
+export interface LayerIo {
+  readonly keys: GPUBuffer;
+  readonly values: GPUBuffer;
+  readonly queries: GPUBuffer;
+  readonly out: GPUBuffer;
+}
+
+/**
  * What the GPU forward pass needs from a KV cache: slots for new tokens, and per layer an encoded append +
  * attention over the cache. Implemented by the paged cache (src/cache/paged-kv-cache.ts) and by test backends.
  *
@@ -33,7 +50,7 @@ export interface GpuAttentionBackend {
     encoder: GPUCommandEncoder,
     step: KvStep,
     layer: number,
-    io: { keys: GPUBuffer; values: GPUBuffer; queries: GPUBuffer; out: GPUBuffer },
+    io: LayerIo,
   ): void;
   /** Called after the step's command buffer was submitted. */
   endStep(step: KvStep): void;
