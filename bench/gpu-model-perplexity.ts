@@ -6,7 +6,7 @@
 //   npx esbuild bench/gpu-model-perplexity.ts --bundle --platform=node --format=esm --loader:.wgsl=text \
 //     --external:webgpu --outfile=dist/gpu-model-perplexity.mjs && node dist/gpu-model-perplexity.mjs [--windows N]
 import { readFileSync } from 'node:fs';
-import { PagedKvCache } from '../src/cache/paged-kv-cache.js';
+import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
 import { PerplexityAccumulator, prepareEvalWindows } from '../src/model/eval-text.js';
 import { GpuLlama } from '../src/model/gpu-llama.js';

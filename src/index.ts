@@ -13,41 +13,41 @@ export * from './gpu/prelude.js';
 export * from './gpu/uniforms.js';
 
 // Kernels
-export * from './kernels/accumulate-attention.js';
-export * from './kernels/cache-constants.js';
-export * from './kernels/compact-blocks.js';
-export * from './kernels/embedding.js';
-export * from './kernels/matmul.js';
-export * from './kernels/model-checks.js';
-export * from './kernels/rmsnorm.js';
-export * from './kernels/rope.js';
-export * from './kernels/swiglu.js';
-export * from './kernels/gather-stats.js';
-export * from './kernels/mass-kept.js';
-export * from './kernels/score-stats.js';
-export * from './kernels/score-target.js';
-export * from './kernels/select.js';
-export * from './kernels/snapkv-lse.js';
-export * from './kernels/snapkv-score.js';
-export * from './kernels/copy.js';
-export * from './kernels/copy-ranges.js';
-export * from './kernels/kv-append.js';
-export * from './kernels/paged-attention.js';
+export * from './kernels/cache/accumulate-attention.js';
+export * from './kernels/cache/cache-constants.js';
+export * from './kernels/compress/compact-blocks.js';
+export * from './kernels/model/embedding.js';
+export * from './kernels/model/matmul.js';
+export * from './kernels/model/model-checks.js';
+export * from './kernels/model/rmsnorm.js';
+export * from './kernels/model/rope.js';
+export * from './kernels/model/swiglu.js';
+export * from './kernels/compress/gather-stats.js';
+export * from './kernels/compress/mass-kept.js';
+export * from './kernels/compress/score-stats.js';
+export * from './kernels/compress/score-target.js';
+export * from './kernels/compress/select.js';
+export * from './kernels/compress/snapkv-lse.js';
+export * from './kernels/compress/snapkv-score.js';
+export * from './kernels/cache/copy.js';
+export * from './kernels/cache/copy-ranges.js';
+export * from './kernels/cache/kv-append.js';
+export * from './kernels/cache/paged-attention.js';
 
 // Paged cache
-export * from './cache/layout.js';
+export * from './format/layout.js';
 export * from './cache/memory-report.js';
 export * from './cache/block-allocator.js';
 export * from './cache/block-tables.js';
 export * from './cache/cache-metadata.js';
 export * from './cache/cache-options.js';
 export * from './cache/invariants.js';
-export * from './cache/paged-kv-cache.js';
+export * from './engine/paged-kv-cache.js';
 
 // Compression
 export * from './compress/budgets.js';
 export * from './compress/budgets-gpu.js';
-export * from './compress/compaction-plan.js';
+export * from './cache/compaction-plan.js';
 export * from './compress/decode-compression.js';
 export * from './compress/gpu-compressor.js';
 export * from './compress/gpu-policies.js';
@@ -57,13 +57,13 @@ export * from './compress/registry.js';
 export * from './compress/select.js';
 
 // References (also the CPU fallback)
-export * from './reference/attention.js';
-export * from './reference/block-codec.js';
-export * from './reference/copy.js';
-export * from './reference/f16.js';
+export * from './attention/reference-attention.js';
+export * from './format/block-codec.js';
+export * from './kernels/cache/copy-reference.js';
+export * from './format/f16.js';
 
 // Model
-export * from './model/attention-backend.js';
+export * from './attention/backend.js';
 export * from './model/checkpoint.js';
 export * from './model/eval-text.js';
 export * from './model/gpu-llama.js';
@@ -72,7 +72,7 @@ export * from './model/sampling.js';
 export * from './model/tokenizer.js';
 
 // CPU engine (the references behind the same cache API)
-export * from './reference/cpu-kv-cache.js';
+export * from './engine/cpu-kv-cache.js';
 
 // Generation and evaluation
 export * from './app/generator.js';

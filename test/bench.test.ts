@@ -19,10 +19,10 @@ import { formatJson, formatMarkdown, plotSeries, renderSvg, ROW_COLUMNS } from '
 import { median, quantile, spread } from '../src/bench/stats.js';
 import { PassTimer } from '../src/bench/timer.js';
 import { formatBytes, formatTokens, trimNumber } from '../src/bench/units.js';
-import { decodeBlockRef } from '../src/cache/layout.js';
+import { decodeBlockRef } from '../src/format/layout.js';
 import { InvalidArgumentError } from '../src/errors.js';
 import { readBuffer } from '../src/gpu/buffers.js';
-import { CopyKernel } from '../src/kernels/copy.js';
+import { CopyKernel } from '../src/kernels/cache/copy.js';
 import { testGpu } from './helpers/gpu.js';
 
 describe('bench statistics', () => {

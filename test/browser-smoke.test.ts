@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Browser } from 'playwright-core';
 import { SMOKE_SIZES, smokeInput } from '../demo/src/smoke-data.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
-import { CopyKernel } from '../src/kernels/copy.js';
+import { CopyKernel } from '../src/kernels/cache/copy.js';
 import { serveStatic, type StaticServer } from '../src/node/static-server.js';
 import { buildBundles, launchChromium } from './helpers/browser.js';
 import { testGpu } from './helpers/gpu.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, LimitExceededError } from '../src/errors.js';
 import { BlockTables } from '../src/cache/block-tables.js';
-import { encodeBlockRef } from '../src/cache/layout.js';
+import { encodeBlockRef } from '../src/format/layout.js';
 
 const shape = { layers: 2, seqSlots: 3, kvHeads: 2, maxBlocksPerHead: 4 };
 

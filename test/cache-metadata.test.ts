@@ -7,7 +7,7 @@ import {
 } from '../src/errors.js';
 import { CacheMetadata, type CacheMetadataOptions } from '../src/cache/cache-metadata.js';
 import { assertInvariants, checkInvariants } from '../src/cache/invariants.js';
-import { blockLayout, bytesPerBlock, encodeBlockRef } from '../src/cache/layout.js';
+import { blockLayout, bytesPerBlock, encodeBlockRef } from '../src/format/layout.js';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 4 };
 const FULL_BYTES = bytesPerBlock(blockLayout('f32', shape));

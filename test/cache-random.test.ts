@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, LimitExceededError } from '../src/errors.js';
 import { CacheMetadata, type PoolName } from '../src/cache/cache-metadata.js';
 import { checkInvariants } from '../src/cache/invariants.js';
-import { blockLayout, bytesPerBlock, decodeBlockRef, encodeBlockRef } from '../src/cache/layout.js';
-import { mulberry32 } from '../src/model/sampling.js';
+import { blockLayout, bytesPerBlock, decodeBlockRef, encodeBlockRef } from '../src/format/layout.js';
+import { mulberry32 } from '../src/random.js';
 
 // mulberry32: small, seeded, good enough to drive an operation sequence reproducibly.
 const prng = mulberry32;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { BUDGET_MODES, allocateBudgets, budgetCap, type BudgetMode } from '../src/compress/budgets.js';
 import { selectTopK } from '../src/compress/select.js';
-import { mulberry32 } from '../src/model/sampling.js';
+import { mulberry32 } from '../src/random.js';
 import { InvalidArgumentError } from '../src/errors.js';
 
 function scoresFor(layers: number, heads: number, seed: number, protect = 3): Float32Array[][] {

@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { UnknownPolicyError, InvalidArgumentError } from '../src/errors.js';
 import type { ScoreInput } from '../src/compress/policy.js';
 import { createPolicy, policyNames } from '../src/compress/registry.js';
-import { mulberry32 } from '../src/model/sampling.js';
+import { mulberry32 } from '../src/random.js';
 import { pool1d } from '../src/compress/policies/snapkv.js';
-import { decodeAttention } from '../src/reference/attention.js';
+import { decodeAttention } from '../src/attention/reference-attention.js';
 
 const nHeads = 4;
 const kvHeads = 2;

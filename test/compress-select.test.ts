@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { applyThreshold, rankByScore, selectTopK, thresholdForK } from '../src/compress/select.js';
-import { mulberry32 } from '../src/model/sampling.js';
+import { mulberry32 } from '../src/random.js';
 import { InvalidArgumentError } from '../src/errors.js';
 
 describe('selectTopK', () => {

@@ -1,6 +1,6 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { assertInvariants } from '../src/cache/invariants.js';
-import { baselineF16Bytes, decodeBlockRef } from '../src/cache/layout.js';
+import { baselineF16Bytes, decodeBlockRef } from '../src/format/layout.js';
 import { allocateBudgets, BUDGET_MODES, budgetCap } from '../src/compress/budgets.js';
 import type { ScoreInput } from '../src/compress/policy.js';
 import { createPolicy, policyNames } from '../src/compress/registry.js';
@@ -9,8 +9,8 @@ import { InvalidArgumentError, NonFiniteValueError, UnknownPolicyError } from '.
 import { parseCheckpoint, type LlamaCheckpoint } from '../src/model/checkpoint.js';
 import { ReferenceLlama } from '../src/model/reference-forward.js';
 import { argmax } from '../src/model/sampling.js';
-import { decodeAttention } from '../src/reference/attention.js';
-import { CpuKvCache } from '../src/reference/cpu-kv-cache.js';
+import { decodeAttention } from '../src/attention/reference-attention.js';
+import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
 
 const checkpoint: LlamaCheckpoint = parseCheckpoint(sharedBytes('models/stories260K.bin'));

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { type BlockLayout, blockLayout, encodeBlockRef, isQuantized } from '../src/cache/layout.js';
+import { type BlockLayout, blockLayout, encodeBlockRef, isQuantized } from '../src/format/layout.js';
 import { selectTopK } from '../src/compress/select.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import type { GpuContext } from '../src/gpu/context.js';
-import { CompactBlocksKernel, type CompactJob, IDENTITY_INDEX_BASE, packCompactJobs } from '../src/kernels/compact-blocks.js';
-import { GatherStatsKernel } from '../src/kernels/gather-stats.js';
-import type { PagedCacheBindings } from '../src/kernels/paged-attention.js';
-import { TopKSelectKernel } from '../src/kernels/select.js';
-import { decodeBlock, encodeBlock } from '../src/reference/block-codec.js';
+import { CompactBlocksKernel, type CompactJob, IDENTITY_INDEX_BASE, packCompactJobs } from '../src/kernels/compress/compact-blocks.js';
+import { GatherStatsKernel } from '../src/kernels/compress/gather-stats.js';
+import type { PagedCacheBindings } from '../src/kernels/cache/paged-attention.js';
+import { TopKSelectKernel } from '../src/kernels/compress/select.js';
+import { decodeBlock, encodeBlock } from '../src/format/block-codec.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 // Tolerances. Full formats (f32, f16): every word of a destination block bit-exact against encodeBlock of the

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { assertInvariants } from '../src/cache/invariants.js';
-import { PagedKvCache } from '../src/cache/paged-kv-cache.js';
+import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
 import { allocateBudgets, type BudgetMode } from '../src/compress/budgets.js';
 import { DecodeCompressor } from '../src/compress/decode-compression.js';
 import { createPolicy } from '../src/compress/registry.js';

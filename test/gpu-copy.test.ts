@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { BufferUsageError, InvalidArgumentError, LimitExceededError } from '../src/errors.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
-import { CopyKernel } from '../src/kernels/copy.js';
-import { copyReference } from '../src/reference/copy.js';
+import { CopyKernel } from '../src/kernels/cache/copy.js';
+import { copyReference } from '../src/kernels/cache/copy-reference.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 function randomWords(count: number, seed: number): Uint32Array {

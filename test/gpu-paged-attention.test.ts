@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { BlockFormat } from '../src/cache/layout.js';
+import type { BlockFormat } from '../src/format/layout.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
-import { PagedAttentionKernel } from '../src/kernels/paged-attention.js';
-import { decodeAttention, prefillAttention } from '../src/reference/attention.js';
+import { PagedAttentionKernel } from '../src/kernels/cache/paged-attention.js';
+import { decodeAttention, prefillAttention } from '../src/attention/reference-attention.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 import { buildPagedFixture } from './helpers/paged-fixture.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PagedKvCache } from '../src/cache/paged-kv-cache.js';
+import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
 import { assertInvariants } from '../src/cache/invariants.js';
 import {
   InvalidArgumentError,
@@ -7,8 +7,8 @@ import {
   OutOfBlocksError,
   UnknownSequenceError,
 } from '../src/errors.js';
-import { decodeAttention } from '../src/reference/attention.js';
-import { roundToF16 } from '../src/reference/f16.js';
+import { decodeAttention } from '../src/attention/reference-attention.js';
+import { roundToF16 } from '../src/format/f16.js';
 import { createStorageBuffer } from '../src/gpu/buffers.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import type { BlockFormat } from '../src/cache/layout.js';
+import type { BlockFormat } from '../src/format/layout.js';
 import { scoreScratchBytes, type ScoreGpuInput } from '../src/compress/gpu-policies.js';
 import type { ScoreInput } from '../src/compress/policy.js';
 import { createPolicy, policyNames, type AnyPolicyOptions } from '../src/compress/registry.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import type { GpuContext } from '../src/gpu/context.js';
-import { AccumulateAttentionKernel, attentionSegments } from '../src/kernels/accumulate-attention.js';
-import { PagedAttentionKernel } from '../src/kernels/paged-attention.js';
-import { decodeAttention, prefillAttention } from '../src/reference/attention.js';
+import { AccumulateAttentionKernel, attentionSegments } from '../src/kernels/cache/accumulate-attention.js';
+import { PagedAttentionKernel } from '../src/kernels/cache/paged-attention.js';
+import { decodeAttention, prefillAttention } from '../src/attention/reference-attention.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 import { buildPagedFixture, type PagedFixture } from './helpers/paged-fixture.js';
 

@@ -4,8 +4,8 @@ import { allocateBudgetsGpu } from '../src/compress/budgets-gpu.js';
 import { selectTopK, thresholdForK } from '../src/compress/select.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import type { GpuContext } from '../src/gpu/context.js';
-import { NO_THRESHOLD_KEY, TopKSelectKernel, scoreKey } from '../src/kernels/select.js';
-import { f32Bits } from '../src/reference/f16.js';
+import { NO_THRESHOLD_KEY, TopKSelectKernel, scoreKey } from '../src/kernels/compress/select.js';
+import { f32Bits } from '../src/format/f16.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 // Integers only: kept indices, counts and thresholds must equal the reference exactly.

@@ -10,8 +10,8 @@ import {
   rope,
   silu,
   softmax,
-  type AttentionHook,
 } from '../src/model/reference-forward.js';
+import type { AttentionHook } from '../src/attention/backend.js';
 import { argmax } from '../src/model/sampling.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { randomModel, sharedBytes, sharedText } from './model-helpers.js';

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { LlamaConfig, LlamaWeights } from '../src/model/checkpoint.js';
-import { mulberry32 } from '../src/model/sampling.js';
+import { mulberry32 } from '../src/random.js';
 
 /** Bytes of a file under ../shared (beside the repository root). */
 export function sharedBytes(path: string): Uint8Array {

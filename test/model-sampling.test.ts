@@ -1,15 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../src/errors.js';
 import { PerplexityAccumulator, perplexityOfWindows, perplexityOfWindowsAsync, prepareEvalWindows } from '../src/model/eval-text.js';
-import {
-  argmax,
-  createSampler,
-  klDivergence,
-  logSumExp,
-  mulberry32,
-  sampleTopP,
-  softmaxWithTemperature,
-} from '../src/model/sampling.js';
+import { argmax, createSampler, klDivergence, logSumExp, sampleTopP, softmaxWithTemperature } from '../src/model/sampling.js';
+import { mulberry32 } from '../src/random.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
 

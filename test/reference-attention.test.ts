@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { decodeAttention, prefillAttention } from '../src/reference/attention.js';
-import { mulberry32 } from '../src/model/sampling.js';
+import { decodeAttention, prefillAttention } from '../src/attention/reference-attention.js';
+import { mulberry32 } from '../src/random.js';
 
 function rand(n: number, seed: number, spread = 1): Float32Array {
   const next = mulberry32(seed);

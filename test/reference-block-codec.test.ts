@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type BlockFormat, blockLayout } from '../src/cache/layout.js';
+import { type BlockFormat, blockLayout } from '../src/format/layout.js';
 import { InvalidArgumentError, NonFiniteValueError } from '../src/errors.js';
 import {
   decodeBlock,
@@ -8,9 +8,9 @@ import {
   quantParams,
   quantizationErrorBound,
   quantizeCode,
-} from '../src/reference/block-codec.js';
-import { roundToF16 } from '../src/reference/f16.js';
-import { mulberry32 } from '../src/model/sampling.js';
+} from '../src/format/block-codec.js';
+import { roundToF16 } from '../src/format/f16.js';
+import { mulberry32 } from '../src/random.js';
 
 const headDim = 8;
 const blockSize = 16;

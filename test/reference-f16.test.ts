@@ -5,7 +5,7 @@ import {
   pack2x16float,
   roundToF16,
   unpack2x16float,
-} from '../src/reference/f16.js';
+} from '../src/format/f16.js';
 
 describe('f32ToF16Bits', () => {
   const cases: [number, number][] = [

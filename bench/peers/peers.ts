@@ -1,7 +1,7 @@
 // The peers benchmark page: SnapKV scoring and KIVI quantization, same data, three ways in one Chromium page:
 // kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference. Node drives it through
 // `window.__peersRun(config)` (src/cli/bench-peers.ts); opened by hand, `?run&sizes=1024` runs it and prints.
-import { blockLayout, type BlockLayout, encodeBlockRef } from '../../src/cache/layout.js';
+import { blockLayout, type BlockLayout, encodeBlockRef } from '../../src/format/layout.js';
 import {
   PEERS_SHAPE as S,
   peerShape,
@@ -13,14 +13,14 @@ import {
   type PeersPageResult,
   withKvcompactRatios,
 } from '../../src/bench/cases/peers.js';
-import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../../src/kernels/compact-blocks.js';
-import type { PagedCacheBindings } from '../../src/kernels/paged-attention.js';
+import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../../src/kernels/compress/compact-blocks.js';
+import type { PagedCacheBindings } from '../../src/kernels/cache/paged-attention.js';
 import { SnapKVPolicy } from '../../src/compress/policies/snapkv.js';
 import { scoreScratchBytes } from '../../src/compress/gpu-policies.js';
 import { GpuContext } from '../../src/gpu/context.js';
 import { createStorageBuffer, readBuffer } from '../../src/gpu/buffers.js';
-import { encodeBlock } from '../../src/reference/block-codec.js';
-import { roundToF16, unpack2x16float } from '../../src/reference/f16.js';
+import { encodeBlock } from '../../src/format/block-codec.js';
+import { roundToF16, unpack2x16float } from '../../src/format/f16.js';
 import { randomFloats } from '../../src/bench/fixture.js';
 import { median } from '../../src/bench/stats.js';
 import {

@@ -1,5 +1,5 @@
 import { KvCompactError } from '../errors.js';
-import type { GpuAttentionBackend, KvStep, LayerIo } from '../model/attention-backend.js';
+import type { GpuAttentionBackend, KvStep, LayerIo } from '../attention/backend.js';
 
 /**
  * An attention backend that forwards to whichever cache is current. GpuLlama binds one backend for its whole

@@ -1,4 +1,4 @@
-import type { PagedKvCache } from '../cache/paged-kv-cache.js';
+import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 
 /**
  * Attention received by the tokens one sequence keeps, per layer and KV head: for each kept token its original

@@ -8,12 +8,12 @@ import {
   encodeBlockRef,
   type FullFormat,
   type QuantFormat,
-} from '../cache/layout.js';
+} from '../format/layout.js';
 import { InvalidArgumentError } from '../errors.js';
 import { checkBufferSize } from '../gpu/buffer-pool.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
-import type { PagedCacheBindings } from '../kernels/paged-attention.js';
+import type { PagedCacheBindings } from '../kernels/cache/paged-attention.js';
 
 /**
  * Shape and formats of a benchmark cache: every head of every layer holds `context` tokens of slot 0.

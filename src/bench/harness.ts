@@ -3,7 +3,7 @@ import { type AdapterReport } from '../gpu/adapter-report.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import { InvalidArgumentError } from '../errors.js';
-import { CopyKernel } from '../kernels/copy.js';
+import { CopyKernel } from '../kernels/cache/copy.js';
 import { median, spread, type Spread } from './stats.js';
 import { type PassTimer, type Sample, type TimingMethod, TimestampSession } from './timer.js';
 

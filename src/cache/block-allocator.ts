@@ -1,5 +1,5 @@
 import { InvalidArgumentError, LimitExceededError } from '../errors.js';
-import { QUANT_POOL_BIT } from './layout.js';
+import { QUANT_POOL_BIT } from '../format/layout.js';
 
 /**
  * An exact copy of a {@link BlockAllocator}'s state, taken with `snapshot()` and put back with `restore()`.

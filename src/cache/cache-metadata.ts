@@ -16,7 +16,7 @@ import {
   type CacheShape,
   type FullFormat,
   type QuantFormat,
-} from './layout.js';
+} from '../format/layout.js';
 
 /**
  * Which pool a block lives in.

@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../errors.js';
 import type { CacheMetadataOptions } from './cache-metadata.js';
-import { type CacheShape, type FullFormat, formatForBits, isQuantized } from './layout.js';
+import { type CacheShape, type FullFormat, formatForBits, isQuantized } from '../format/layout.js';
 
 /**
  * Options of {@link PagedKvCache.create}.

@@ -1,7 +1,7 @@
 import { CacheInvariantError } from '../errors.js';
 import type { BlockAllocator } from './block-allocator.js';
 import type { CacheMetadata, PoolName } from './cache-metadata.js';
-import { decodeBlockRef } from './layout.js';
+import { decodeBlockRef } from '../format/layout.js';
 
 /**
  * Checks every structural invariant of a cache's host metadata and returns one line per violation (empty

@@ -1,5 +1,5 @@
 import type { CacheMetadata } from './cache-metadata.js';
-import { baselineF16Bytes, decodeBlockRef } from './layout.js';
+import { baselineF16Bytes, decodeBlockRef } from '../format/layout.js';
 
 /**
  * Memory of a cache, by the numbers.

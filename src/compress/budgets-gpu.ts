@@ -7,7 +7,7 @@
 import { InvalidArgumentError } from '../errors.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
-import { TopKSelectKernel } from '../kernels/select.js';
+import { TopKSelectKernel } from '../kernels/compress/select.js';
 import { allocateBudgets, type BudgetOptions } from './budgets.js';
 
 /**

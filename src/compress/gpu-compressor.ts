@@ -1,13 +1,13 @@
-import type { PagedKvCache } from '../cache/paged-kv-cache.js';
+import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
-import { CompactBlocksKernel, packCompactJobs } from '../kernels/compact-blocks.js';
-import { GatherStatsKernel } from '../kernels/gather-stats.js';
-import { MassKeptKernel } from '../kernels/mass-kept.js';
-import { TopKSelectKernel } from '../kernels/select.js';
-import type { ObservationWindowBindings } from '../kernels/score-target.js';
+import { CompactBlocksKernel, packCompactJobs } from '../kernels/compress/compact-blocks.js';
+import { GatherStatsKernel } from '../kernels/compress/gather-stats.js';
+import { MassKeptKernel } from '../kernels/compress/mass-kept.js';
+import { TopKSelectKernel } from '../kernels/compress/select.js';
+import type { ObservationWindowBindings } from '../kernels/compress/score-target.js';
 import { allocateBudgetsGpu } from './budgets-gpu.js';
-import { abandonCompaction, commitCompaction, planCompaction, type CompactionPlan } from './compaction-plan.js';
+import { abandonCompaction, commitCompaction, planCompaction, type CompactionPlan } from '../cache/compaction-plan.js';
 import { scoreScratchBytes, type ScoreGpuInput } from './gpu-policies.js';
 import {
   type CompressBits,

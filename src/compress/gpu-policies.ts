@@ -6,15 +6,15 @@
  * A policy describes itself with a {@link GpuScorePlan} (policy files stay tiny) and `BasePolicy.scoreGpu()`
  * turns the plan plus its protection options into kernels via {@link encodeGpuScores}.
  */
-import type { BlockLayout } from '../cache/layout.js';
+import type { BlockLayout } from '../format/layout.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import type { AttentionStatsBuffers } from '../kernels/accumulate-attention.js';
-import type { PagedCacheBindings } from '../kernels/paged-attention.js';
-import { ScoreStatsKernel, type StatsPolicy } from '../kernels/score-stats.js';
-import type { ObservationWindowBindings, ScoreTarget } from '../kernels/score-target.js';
-import { SnapKVLseKernel, snapkvLseBytes } from '../kernels/snapkv-lse.js';
-import { SnapKVScoreKernel } from '../kernels/snapkv-score.js';
+import type { AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
+import type { PagedCacheBindings } from '../kernels/cache/paged-attention.js';
+import { ScoreStatsKernel, type StatsPolicy } from '../kernels/compress/score-stats.js';
+import type { ObservationWindowBindings, ScoreTarget } from '../kernels/compress/score-target.js';
+import { SnapKVLseKernel, snapkvLseBytes } from '../kernels/compress/snapkv-lse.js';
+import { SnapKVScoreKernel } from '../kernels/compress/snapkv-score.js';
 
 /**
  * Everything a policy may read to score one (layer range, sequence slot) on the GPU.

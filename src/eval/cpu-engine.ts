@@ -4,7 +4,7 @@
  */
 import type { CompressionReport, CompressOptions } from '../compress/options.js';
 import { ReferenceLlama } from '../model/reference-forward.js';
-import { CpuKvCache } from '../reference/cpu-kv-cache.js';
+import { CpuKvCache } from '../engine/cpu-kv-cache.js';
 import type { EvalEngine, EvalEngineConfig, EvalEngineFactory } from './evaluate.js';
 
 /** The one sequence an engine drives. */

@@ -3,7 +3,7 @@
  * compressed on the GPU, behind the same {@link EvalEngine} contract as the CPU engine (one sequence; reset,
  * forward, compress, bytes).
  */
-import { PagedKvCache } from '../cache/paged-kv-cache.js';
+import { PagedKvCache } from '../engine/paged-kv-cache.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
 import type { GpuContext } from '../gpu/context.js';
 import { GpuLlama } from '../model/gpu-llama.js';

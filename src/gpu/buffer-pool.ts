@@ -1,5 +1,4 @@
 import { InvalidArgumentError, LimitExceededError } from '../errors.js';
-import type { GpuContext } from './context.js';
 
 interface PendingRelease {
   readonly buffer: GPUBuffer;
@@ -50,6 +49,19 @@ export function checkBufferSize(limits: GPUSupportedLimits, bytes: number, stora
 }
 
 /**
+ * What the pool needs of its GPU context: the device, its limits and the submission serials (the context
+ * implements it; the interface keeps the pool below the context instead of importing it back).
+ */
+export interface SubmissionClock {
+  readonly device: GPUDevice;
+  readonly limits: GPUSupportedLimits;
+  /** Serial of the latest submit. */
+  readonly lastSubmitted: number;
+  /** Serial of the latest submit known to have completed. */
+  readonly lastCompleted: number;
+}
+
+/**
  * Reuses GPU buffers by size class and usage. A released buffer goes back to the free lists only after the
  * submission that last used it has completed, so the GPU never reads a buffer we already rewrote.
  *
@@ -65,7 +77,7 @@ export class BufferPool {
   private readonly pending: PendingRelease[] = [];
   private readonly owned = new Set<GPUBuffer>();
 
-  constructor(private readonly gpu: GpuContext) {}
+  constructor(private readonly gpu: SubmissionClock) {}
 
   /** A buffer of at least `bytes` bytes with exactly `usage`. */
   acquire(bytes: number, usage: GPUBufferUsageFlags, label = 'pooled'): GPUBuffer {

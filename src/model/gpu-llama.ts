@@ -1,12 +1,12 @@
 import { InvalidArgumentError, KvCompactError } from '../errors.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
-import { EmbeddingKernel } from '../kernels/embedding.js';
-import { MatmulKernel, type MatmulKernelOptions } from '../kernels/matmul.js';
-import { RmsNormKernel } from '../kernels/rmsnorm.js';
-import { RopeKernel, ropeCosSinTable } from '../kernels/rope.js';
-import { SwigluKernel } from '../kernels/swiglu.js';
-import type { GpuAttentionBackend } from './attention-backend.js';
+import { EmbeddingKernel } from '../kernels/model/embedding.js';
+import { MatmulKernel, type MatmulKernelOptions } from '../kernels/model/matmul.js';
+import { RmsNormKernel } from '../kernels/model/rmsnorm.js';
+import { RopeKernel, ropeCosSinTable } from '../kernels/model/rope.js';
+import { SwigluKernel } from '../kernels/model/swiglu.js';
+import type { GpuAttentionBackend } from '../attention/backend.js';
 import { layerWeights, type LlamaCheckpoint, type LlamaConfig } from './checkpoint.js';
 import { RMS_NORM_EPS, ROPE_THETA } from './reference-forward.js';
 

@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from '../errors.js';
 import { layerWeights, type LlamaCheckpoint, type LlamaConfig, type LlamaLayerWeights, type LlamaWeights } from './checkpoint.js';
+import type { AttentionHook } from '../attention/backend.js';
 
 /**
  * RMSNorm epsilon of llama2.c.
@@ -110,17 +111,6 @@ export function softmax(x: Float32Array, size = x.length): void {
   for (let i = 0; i < size; i++) x[i] = (x[i] ?? 0) / sum;
 }
 
-/**
- * Attention of one layer for the token at `pos`: given its roped query [nHeads·headSize] and its roped key and
- * value [kvDim], returns the attention output [nHeads·headSize] (before `wo`). Plug in a compressed cache here.
- *
- * @example
- * ```ts
- * const hook: AttentionHook = (layer, pos, q, k, v) => { cache.append(layer, k, v); return cache.attend(layer, q); };
- * new ReferenceLlama(checkpoint, { attention: hook });
- * ```
- */
-export type AttentionHook = (layer: number, pos: number, q: Float32Array, k: Float32Array, v: Float32Array) => Float32Array;
 
 /**
  * Grouped-query attention of `q` over the first `count` cached tokens (keys/values [count][kvDim]), as llama2.c:

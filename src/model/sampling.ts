@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { mulberry32 } from '../random.js';
 
 /**
  * Index of the largest logit (the first one on ties), as llama2.c `sample_argmax`.
@@ -61,25 +62,6 @@ export function logSumExp(logits: ArrayLike<number>): number {
   let sum = 0;
   for (let i = 0; i < logits.length; i++) sum += Math.exp((logits[i] as number) - max);
   return max + Math.log(sum);
-}
-
-/**
- * A seeded PRNG (mulberry32) returning floats in [0, 1); the same seed gives the same stream everywhere.
- *
- * @example
- * ```ts
- * const rng = mulberry32(42); rng(); // 0.6011037519201636
- * ```
- */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**

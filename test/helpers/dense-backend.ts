@@ -3,7 +3,7 @@ import { createStorageBuffer } from '../../src/gpu/buffers.js';
 import type { GpuContext } from '../../src/gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../src/gpu/kernel.js';
 import { UniformLayout } from '../../src/gpu/uniforms.js';
-import type { GpuAttentionBackend, KvStep, LayerIo } from '../../src/model/attention-backend.js';
+import type { GpuAttentionBackend, KvStep, LayerIo } from '../../src/attention/backend.js';
 import denseBody from './dense_attention.wgsl';
 
 const PARAMS = new UniformLayout('DenseAttentionParams', [

@@ -1,6 +1,6 @@
 import { onTestFinished } from 'vitest';
 import type { GpuContext } from '../../src/gpu/context.js';
-import { mulberry32 } from '../../src/model/sampling.js';
+import { mulberry32 } from '../../src/random.js';
 import { createNodeGpu } from '../../src/node/gpu.js';
 
 let shared: Promise<GpuContext> | undefined;

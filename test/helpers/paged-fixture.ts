@@ -1,8 +1,8 @@
-import { type BlockLayout, type BlockFormat, blockLayout, encodeBlockRef } from '../../src/cache/layout.js';
+import { type BlockLayout, type BlockFormat, blockLayout, encodeBlockRef } from '../../src/format/layout.js';
 import { createStorageBuffer } from '../../src/gpu/buffers.js';
 import type { GpuContext } from '../../src/gpu/context.js';
-import type { PagedCacheBindings } from '../../src/kernels/paged-attention.js';
-import { decodeBlock, encodeBlock } from '../../src/reference/block-codec.js';
+import type { PagedCacheBindings } from '../../src/kernels/cache/paged-attention.js';
+import { decodeBlock, encodeBlock } from '../../src/format/block-codec.js';
 import { seededRandom } from './gpu.js';
 
 /** What a hand-built paged cache holds, decoded, so references can read it. */

@@ -1,4 +1,4 @@
-import { baselineF16Bytes, type BlockFormat, blockLayout, bytesPerBlock, type CacheShape } from '../../cache/layout.js';
+import { baselineF16Bytes, type BlockFormat, blockLayout, bytesPerBlock, type CacheShape } from '../../format/layout.js';
 import type { BenchSuite, BenchTable } from '../harness.js';
 import { trimNumber } from '../units.js';
 

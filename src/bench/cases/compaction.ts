@@ -1,7 +1,7 @@
-import { bytesPerBlock, encodeBlockRef } from '../../cache/layout.js';
+import { bytesPerBlock, encodeBlockRef } from '../../format/layout.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { CompactBlocksKernel, type CompactJob, packCompactJobs } from '../../kernels/compact-blocks.js';
+import { CompactBlocksKernel, type CompactJob, packCompactJobs } from '../../kernels/compress/compact-blocks.js';
 import { type BenchCache, buildBenchCache, randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
 import { formatTokens } from '../units.js';

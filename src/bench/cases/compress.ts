@@ -1,11 +1,11 @@
-import { bytesPerBlock, blockLayout } from '../../cache/layout.js';
-import { PagedKvCache } from '../../cache/paged-kv-cache.js';
+import { bytesPerBlock, blockLayout } from '../../format/layout.js';
+import { PagedKvCache } from '../../engine/paged-kv-cache.js';
 import type { BudgetMode } from '../../compress/budgets.js';
 import type { CompressBits } from '../../compress/options.js';
 import { OutOfBlocksError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { KvAppendKernel } from '../../kernels/kv-append.js';
+import { KvAppendKernel } from '../../kernels/cache/kv-append.js';
 import { randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSettings, BenchSuite, PreparedCase, SkippedCase } from '../harness.js';
 import { formatBytes, formatTokens } from '../units.js';

@@ -1,4 +1,4 @@
-import { CopyKernel } from '../../kernels/copy.js';
+import { CopyKernel } from '../../kernels/cache/copy.js';
 import { type BenchCase, type BenchSuite, prepareCopy } from '../harness.js';
 import { formatBytes } from '../units.js';
 

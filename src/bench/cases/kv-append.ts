@@ -1,7 +1,7 @@
-import { blockLayout, bytesPerBlock } from '../../cache/layout.js';
+import { blockLayout, bytesPerBlock } from '../../format/layout.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { KvAppendKernel } from '../../kernels/kv-append.js';
+import { KvAppendKernel } from '../../kernels/cache/kv-append.js';
 import { randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
 

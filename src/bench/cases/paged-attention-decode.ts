@@ -1,7 +1,7 @@
-import type { QuantFormat } from '../../cache/layout.js';
+import type { QuantFormat } from '../../format/layout.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { PagedAttentionKernel } from '../../kernels/paged-attention.js';
+import { PagedAttentionKernel } from '../../kernels/cache/paged-attention.js';
 import { buildBenchCache, randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
 import { formatTokens } from '../units.js';

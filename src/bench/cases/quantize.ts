@@ -1,7 +1,7 @@
-import { blockLayout, bytesPerBlock, encodeBlockRef, type QuantFormat } from '../../cache/layout.js';
+import { blockLayout, bytesPerBlock, encodeBlockRef, type QuantFormat } from '../../format/layout.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { CompactBlocksKernel, type CompactJob, IDENTITY_INDEX_BASE, packCompactJobs } from '../../kernels/compact-blocks.js';
+import { CompactBlocksKernel, type CompactJob, IDENTITY_INDEX_BASE, packCompactJobs } from '../../kernels/compress/compact-blocks.js';
 import { buildBenchCache } from '../fixture.js';
 import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
 import { formatTokens } from '../units.js';

@@ -1,6 +1,6 @@
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { TopKSelectKernel } from '../../kernels/select.js';
+import { TopKSelectKernel } from '../../kernels/compress/select.js';
 import { randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
 import { formatTokens } from '../units.js';

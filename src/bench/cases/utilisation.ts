@@ -1,9 +1,9 @@
 import { CacheMetadata } from '../../cache/cache-metadata.js';
-import { baselineF16Bytes, encodeBlockRef, type QuantFormat } from '../../cache/layout.js';
+import { baselineF16Bytes, encodeBlockRef, type QuantFormat } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { BenchSuite, BenchTable } from '../harness.js';
 import { trimNumber } from '../units.js';
-import { mulberry32 } from '../../model/sampling.js';
+import { mulberry32 } from '../../random.js';
 
 /** Shape of the workload's cache: the end-to-end shape (4 layers × 8 KV heads × head_dim 128, blocks of 16). */
 const SHAPE = { layers: 4, kvHeads: 8, headDim: 128, blockSize: 16 } as const;

@@ -1,5 +1,5 @@
 import type { GpuScorePlan } from '../gpu-policies.js';
-import { mulberry32 } from '../../model/sampling.js';
+import { mulberry32 } from '../../random.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**

@@ -2,7 +2,7 @@
  * Shared by snapkv and tova: the observation-window queries attend causally to one layer's cached keys.
  */
 import { InvalidArgumentError } from '../../errors.js';
-import { prefillAttention } from '../../reference/attention.js';
+import { prefillAttention } from '../../attention/reference-attention.js';
 import { type ScoreInput, sequenceLengthOf } from '../policy.js';
 
 /**

@@ -19,11 +19,11 @@ import {
   type BlockLayout,
   type CacheShape,
   type QuantFormat,
-} from '../cache/layout.js';
+} from '../format/layout.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
 import { allocateBudgets } from '../compress/budgets.js';
-import { commitCompaction, planCompaction, type CompactionPlan } from '../compress/compaction-plan.js';
+import { commitCompaction, planCompaction, type CompactionPlan } from '../cache/compaction-plan.js';
 import {
   resolveCompressOptions,
   type CompressBits,
@@ -35,11 +35,11 @@ import type { ScoreInput } from '../compress/policy.js';
 import { createPolicy } from '../compress/registry.js';
 import { selectTopK } from '../compress/select.js';
 import { InvalidArgumentError, NonFiniteValueError, OutOfBlocksError } from '../errors.js';
-import { IDENTITY_INDEX_BASE } from '../kernels/compact-blocks.js';
-import type { AttentionHook } from '../model/reference-forward.js';
-import { decodeAttention } from './attention.js';
-import { decodeBlock, encodeBlock } from './block-codec.js';
-import { F16_MAX, f32Bits, pack2x16float, roundToF16 } from './f16.js';
+import { IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
+import type { AttentionHook } from '../attention/backend.js';
+import { decodeAttention } from '../attention/reference-attention.js';
+import { decodeBlock, encodeBlock } from '../format/block-codec.js';
+import { F16_MAX, f32Bits, pack2x16float, roundToF16 } from '../format/f16.js';
 
 /**
  * Options of {@link CpuKvCache.create}: the GPU cache's options, validated the same way and with the same

@@ -7,7 +7,7 @@
  * (2.5 ulp) or an fma lands on the other side of a rounding boundary: codes within ±1, parameters exact.
  */
 import { InvalidArgumentError, NonFiniteValueError } from '../errors.js';
-import { type BlockLayout, type CacheBits, isQuantized } from '../cache/layout.js';
+import { type BlockLayout, type CacheBits, isQuantized } from './layout.js';
 import { F16_MAX, f32Bits, f32FromBits, pack2x16float, roundToF16, unpack2x16float } from './f16.js';
 
 const fround = Math.fround;

@@ -1,9 +1,9 @@
-import gatherBody from '../../shaders/gather_stats.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import { requireUsage } from '../gpu/buffers.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import gatherBody from '../../../shaders/gather_stats.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { type RowMap, rowMapUniforms } from './select.js';
 
 const GATHER_STATS_PARAMS = new UniformLayout('GatherStatsParams', [

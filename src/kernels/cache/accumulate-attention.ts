@@ -1,10 +1,10 @@
-import accumulateBody from '../../shaders/accumulate_attention.wgsl';
-import kvReadLibrary from '../../shaders/kv_read.wgsl';
-import type { BlockLayout } from '../cache/layout.js';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import accumulateBody from '../../../shaders/accumulate_attention.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from './cache-constants.js';
 import type { PagedCacheBindings } from './paged-attention.js';
 

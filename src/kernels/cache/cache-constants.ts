@@ -1,5 +1,5 @@
-import type { BlockLayout } from '../cache/layout.js';
-import type { WgslConstants } from '../gpu/prelude.js';
+import type { BlockLayout } from '../../format/layout.js';
+import type { WgslConstants } from '../../gpu/prelude.js';
 
 /**
  * The compile-time constants of shaders/kv_read.wgsl for a cache with these two block layouts. Every kernel that

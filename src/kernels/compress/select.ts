@@ -1,10 +1,10 @@
-import thresholdBody from '../../shaders/select_threshold.wgsl';
-import compactBody from '../../shaders/select_compact.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import { requireUsage } from '../gpu/buffers.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import thresholdBody from '../../../shaders/select_threshold.wgsl';
+import compactBody from '../../../shaders/select_compact.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 
 const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'num_segments', type: 'u32' },

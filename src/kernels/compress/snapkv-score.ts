@@ -1,10 +1,10 @@
-import snapkvScoreBody from '../../shaders/snapkv_score.wgsl';
-import kvReadLibrary from '../../shaders/kv_read.wgsl';
-import scoreCommonLibrary from '../../shaders/score_common.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { cacheConstants } from './cache-constants.js';
+import snapkvScoreBody from '../../../shaders/snapkv_score.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { cacheConstants } from '../cache/cache-constants.js';
 import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape } from './snapkv-lse.js';
 
 // One 4-byte stand-in per context for runs that do not ask for the unpooled means (binding 9 must be bound).

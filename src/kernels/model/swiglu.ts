@@ -1,7 +1,7 @@
-import swigluBody from '../../shaders/swiglu.wgsl';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import swigluBody from '../../../shaders/swiglu.wgsl';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const SWIGLU_PARAMS = new UniformLayout('SwigluParams', [

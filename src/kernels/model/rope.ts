@@ -1,8 +1,8 @@
-import ropeBody from '../../shaders/rope.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import ropeBody from '../../../shaders/rope.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const ROPE_PARAMS = new UniformLayout('RopeParams', [

@@ -1,4 +1,16 @@
 /**
+ * Attention of one layer for the token at `pos`: given its roped query [nHeads·headSize] and its roped key and
+ * value [kvDim], returns the attention output [nHeads·headSize] (before `wo`). Plug in a compressed cache here.
+ *
+ * @example
+ * ```ts
+ * const hook: AttentionHook = (layer, pos, q, k, v) => { cache.append(layer, k, v); return cache.attend(layer, q); };
+ * new ReferenceLlama(checkpoint, { attention: hook });
+ * ```
+ */
+export type AttentionHook = (layer: number, pos: number, q: Float32Array, k: Float32Array, v: Float32Array) => Float32Array;
+
+/**
  * One step of one sequence: the cache slots reserved for `numTokens` new tokens and their positions.
  *
  * @example

@@ -1,17 +1,17 @@
 import { InvalidArgumentError, NonFiniteValueError, OutOfBlocksError } from '../errors.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
-import { AccumulateAttentionKernel } from '../kernels/accumulate-attention.js';
-import { CopyRangesKernel, type WordRange } from '../kernels/copy-ranges.js';
-import { KvAppendKernel } from '../kernels/kv-append.js';
-import { PagedAttentionKernel, type PagedCacheBindings } from '../kernels/paged-attention.js';
+import { AccumulateAttentionKernel } from '../kernels/cache/accumulate-attention.js';
+import { CopyRangesKernel, type WordRange } from '../kernels/cache/copy-ranges.js';
+import { KvAppendKernel } from '../kernels/cache/kv-append.js';
+import { PagedAttentionKernel, type PagedCacheBindings } from '../kernels/cache/paged-attention.js';
 import { type AutoChoice, GpuCompressor } from '../compress/gpu-compressor.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
-import type { GpuAttentionBackend, KvStep, LayerIo } from '../model/attention-backend.js';
-import { decodeBlock } from '../reference/block-codec.js';
-import { CacheMetadata, type AppendPlan, type PoolName } from './cache-metadata.js';
-import { type PagedKvCacheOptions, resolveCacheOptions } from './cache-options.js';
-import { type CacheMemoryReport, memoryReport, sequenceBytes } from './memory-report.js';
+import type { GpuAttentionBackend, KvStep, LayerIo } from '../attention/backend.js';
+import { decodeBlock } from '../format/block-codec.js';
+import { CacheMetadata, type AppendPlan, type PoolName } from '../cache/cache-metadata.js';
+import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
+import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import {
   type BlockLayout,
   type CacheShape,
@@ -19,7 +19,7 @@ import {
   type QuantFormat,
   bytesPerBlock,
   decodeBlockRef,
-} from './layout.js';
+} from '../format/layout.js';
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
 interface StepState {

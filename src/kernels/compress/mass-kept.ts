@@ -1,8 +1,8 @@
-import massKeptBody from '../../shaders/mass_kept.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import massKeptBody from '../../../shaders/mass_kept.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 
 const PARAMS = new UniformLayout('MassKeptParams', [
   { name: 'first_row', type: 'u32' },

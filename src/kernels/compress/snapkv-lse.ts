@@ -1,12 +1,12 @@
-import snapkvLseBody from '../../shaders/snapkv_lse.wgsl';
-import kvReadLibrary from '../../shaders/kv_read.wgsl';
-import type { BlockLayout } from '../cache/layout.js';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
-import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
+import snapkvLseBody from '../../../shaders/snapkv_lse.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
+import { cacheConstants } from '../cache/cache-constants.js';
+import type { PagedCacheBindings } from '../cache/paged-attention.js';
 import { checkScoreTarget, type ObservationWindowBindings, type ScoreTarget } from './score-target.js';
 
 /**

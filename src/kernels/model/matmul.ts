@@ -1,9 +1,9 @@
-import matmulBody from '../../shaders/matmul.wgsl';
-import matmulDirectBody from '../../shaders/matmul_direct.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import matmulBody from '../../../shaders/matmul.wgsl';
+import matmulDirectBody from '../../../shaders/matmul_direct.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const MATMUL_PARAMS = new UniformLayout('MatmulParams', [

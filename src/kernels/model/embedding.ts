@@ -1,7 +1,7 @@
-import embeddingBody from '../../shaders/embedding.wgsl';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import embeddingBody from '../../../shaders/embedding.wgsl';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const EMBEDDING_PARAMS = new UniformLayout('EmbeddingParams', [

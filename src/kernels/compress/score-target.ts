@@ -3,8 +3,8 @@
  * protection it applies, and where the observation window lives. Scores are f32 `[row][maxTokensPerHead]` by
  * logical token index, row = (layer × seqSlots + slot) × kvHeads + kvHead (CONTRIBUTING.md).
  */
-import { InvalidArgumentError } from '../errors.js';
-import type { PagedCacheBindings } from './paged-attention.js';
+import { InvalidArgumentError } from '../../errors.js';
+import type { PagedCacheBindings } from '../cache/paged-attention.js';
 
 /**
  * The rows a scoring kernel writes and how it protects tokens.

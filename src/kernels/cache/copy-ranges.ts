@@ -1,9 +1,9 @@
-import copyRangesBody from '../../shaders/copy_ranges.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import { createStorageBuffer } from '../gpu/buffers.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import copyRangesBody from '../../../shaders/copy_ranges.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import { createStorageBuffer } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 
 const PARAMS = new UniformLayout('CopyRangesParams', [
   { name: 'num_ranges', type: 'u32' },

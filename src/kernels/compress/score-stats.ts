@@ -1,14 +1,14 @@
-import scoreStatsBody from '../../shaders/score_stats.wgsl';
-import kvReadLibrary from '../../shaders/kv_read.wgsl';
-import scoreCommonLibrary from '../../shaders/score_common.wgsl';
-import type { BlockLayout } from '../cache/layout.js';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
-import type { AttentionStatsBuffers } from './accumulate-attention.js';
-import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
+import scoreStatsBody from '../../../shaders/score_stats.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
+import type { AttentionStatsBuffers } from '../cache/accumulate-attention.js';
+import { cacheConstants } from '../cache/cache-constants.js';
+import type { PagedCacheBindings } from '../cache/paged-attention.js';
 import { checkScoreTarget, type ScoreTarget } from './score-target.js';
 
 const SCORE_STATS_PARAMS = new UniformLayout('ScoreStatsParams', [

@@ -1,13 +1,13 @@
-import compactBody from '../../shaders/compact_blocks.wgsl';
-import kvReadLibrary from '../../shaders/kv_read.wgsl';
-import type { BlockLayout } from '../cache/layout.js';
-import { InvalidArgumentError } from '../errors.js';
-import { requireUsage } from '../gpu/buffers.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
-import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
+import compactBody from '../../../shaders/compact_blocks.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
+import { cacheConstants } from '../cache/cache-constants.js';
+import type { PagedCacheBindings } from '../cache/paged-attention.js';
 
 const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
   { name: 'num_jobs', type: 'u32' },

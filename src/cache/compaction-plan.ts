@@ -1,7 +1,7 @@
-import type { CacheMetadata } from '../cache/cache-metadata.js';
-import { decodeBlockRef, encodeBlockRef } from '../cache/layout.js';
+import type { CacheMetadata } from './cache-metadata.js';
+import { decodeBlockRef, encodeBlockRef } from '../format/layout.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
-import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compact-blocks.js';
+import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
 
 /**
  * What one head looks like after the compaction.

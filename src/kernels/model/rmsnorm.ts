@@ -1,8 +1,8 @@
-import rmsnormBody from '../../shaders/rmsnorm.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import rmsnormBody from '../../../shaders/rmsnorm.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const RMSNORM_PARAMS = new UniformLayout('RmsNormParams', [

@@ -1,5 +1,5 @@
-import { InvalidArgumentError } from '../errors.js';
-import { requireUsage } from '../gpu/buffers.js';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
 
 /**
  * Throws InvalidArgumentError unless `value` is a positive integer: the sizes the model kernels take.

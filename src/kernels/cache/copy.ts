@@ -1,9 +1,9 @@
-import copyBody from '../../shaders/copy.wgsl';
-import { InvalidArgumentError } from '../errors.js';
-import { requireUsage } from '../gpu/buffers.js';
-import type { GpuContext } from '../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../gpu/kernel.js';
-import { UniformLayout } from '../gpu/uniforms.js';
+import copyBody from '../../../shaders/copy.wgsl';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
 
 const COPY_PARAMS = new UniformLayout('CopyParams', [{ name: 'count', type: 'u32' }]);
 
