@@ -108,11 +108,13 @@ export class BufferUsageError extends KvCompactError {
 export class OutOfBlocksError extends KvCompactError {
   override name = 'OutOfBlocksError';
   constructor(
+    /** The pool that ran out: 'full' (where tokens land) or 'quant' (compressed blocks). */
+    readonly pool: 'full' | 'quant',
     readonly needed: number,
     readonly free: number,
     hint = 'free or compress a sequence, or grow the pool within its byte budget',
   ) {
-    super(`out of KV blocks: need ${needed}, ${free} free; ${hint}`);
+    super(`out of KV blocks in the ${pool === 'full' ? 'full' : 'quantized'} pool: need ${needed}, ${free} free; ${hint}`);
   }
 }
 
@@ -183,6 +185,28 @@ export class UnknownPolicyError extends KvCompactError {
  */
 export class GpuValidationError extends KvCompactError {
   override name = 'GpuValidationError';
+}
+
+/**
+ * A window policy (SnapKV, TOVA) was asked to compress a sequence whose observation window holds no query: it
+ * scores tokens by the attention of the newest queries, and plain `append` records none.
+ *
+ * @example
+ * ```ts
+ * await cache.append(seq, keys, values);
+ * await cache.compress(seq, { policy: 'snapkv', budget: 64 }); // throws: run the model through beginStep/encodeLayer
+ * await cache.compress(seq, { budget: 64 });                   // fine: the default policy then is knorm
+ * ```
+ */
+export class MissingObservationWindowError extends KvCompactError {
+  override name = 'MissingObservationWindowError';
+  constructor(readonly policy: string) {
+    super(
+      `policy "${policy}" scores with the observation window's queries, but this sequence has none: plain append() ` +
+        'records no queries; decode or prefill through the attention backend (beginStep/encodeLayer, or a model ' +
+        'runner) to fill it, or use a policy that needs no queries (knorm, streaming, random, or leave policy unset)',
+    );
+  }
 }
 
 /**

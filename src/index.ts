@@ -49,7 +49,6 @@ export * from './compress/budgets.js';
 export * from './compress/budgets-gpu.js';
 export * from './cache/compaction-plan.js';
 export * from './compress/decode-compression.js';
-export * from './compress/gpu-compressor.js';
 export * from './compress/gpu-policies.js';
 export * from './compress/options.js';
 export * from './compress/policy.js';

@@ -55,12 +55,12 @@ async function referenceKeep(
   const { layers, kvHeads, headDim } = SHAPE;
   const slot = cache.meta.slotOf(seq);
   const stride = cache.maxTokensPerHead;
-  const stats = await Promise.all([cache.attnSum, cache.attnSqSum, cache.attnCount].map((b) => readBuffer(cache.gpu, b)));
+  const stats = await Promise.all([cache.attention.statistics.attnSum, cache.attention.statistics.attnSqSum, cache.attention.statistics.attnCount].map((b) => readBuffer(cache.gpu, b)));
   const [sum, sq, count] = stats.map((s) => new Float32Array(s));
-  const windowQ = new Float32Array(await readBuffer(cache.gpu, cache.windowQueries));
-  const windowP = new Uint32Array(await readBuffer(cache.gpu, cache.windowPositions));
+  const windowQ = new Float32Array(await readBuffer(cache.gpu, cache.attention.window.queries));
+  const windowP = new Uint32Array(await readBuffer(cache.gpu, cache.attention.window.positions));
   const seqLen = cache.sequenceLength(seq);
-  const valid = cache.windowCount(seq, 0);
+  const valid = cache.attention.windowCount(seq, 0);
   const scores: Float32Array[][] = [];
   const positions: Uint32Array[][] = [];
   for (let layer = 0; layer < layers; layer++) {
@@ -78,7 +78,7 @@ async function referenceKeep(
       wq.set(windowQ.subarray(base * N_HEADS * headDim, (base + 1) * N_HEADS * headDim), i * N_HEADS * headDim);
       wp[i] = windowP[base] ?? 0;
     }
-    const policy = createPolicy(policyName, { sinkTokens: 4, recentWindow: 8, window: WINDOW, seed: 3 });
+    const policy = createPolicy(policyName, { sinks: 4, recent: 8, window: WINDOW, seed: 3 });
     scores.push(
       policy.score({
         nHeads: N_HEADS,
@@ -131,7 +131,7 @@ describe('GPU compression of a paged cache', () => {
     await fill(gpu, cache, 7, [90, 1, 1, 1, 5], 2);
     const before = await cache.readHead(0, 1, 1);
     const expected = await referenceKeep(cache, 7, policy, mode, 24);
-    const sumBefore = new Float32Array(await readBuffer(gpu, cache.attnSum));
+    const sumBefore = new Float32Array(await readBuffer(gpu, cache.attention.statistics.attnSum));
     const positionsBefore = await Promise.all(
       [0, 1].flatMap((l) => [0, 1].map(async (h) => [...(await cache.readHead(7, l, h)).positions])),
     );
@@ -146,7 +146,7 @@ describe('GPU compression of a paged cache', () => {
       }
     }
     // statistics moved with their tokens, for this sequence's rows only
-    const sumAfter = new Float32Array(await readBuffer(gpu, cache.attnSum));
+    const sumAfter = new Float32Array(await readBuffer(gpu, cache.attention.statistics.attnSum));
     const stride = cache.maxTokensPerHead;
     for (let l = 0; l < SHAPE.layers; l++) {
       for (let h = 0; h < SHAPE.kvHeads; h++) {

@@ -1,5 +1,5 @@
-import { PagedKvCache, type CacheMemoryReport, type FullFormat } from '../engine/paged-kv-cache.js';
-import { decodeBlockRef } from '../format/layout.js';
+import { PagedKvCache, type CacheMemoryReport } from '../engine/paged-kv-cache.js';
+import { decodeBlockRef, type FullFormat } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
 import type { CompressionReport } from '../compress/options.js';

@@ -124,8 +124,8 @@ async function readStats(cache: PagedKvCache, seqId: number): Promise<{ sums: Fl
     const encoder = gpu.device.createCommandEncoder({ label: 'app:heat' });
     for (let l = 0; l < layers; l++) {
       const offset = (l * cache.meta.seqSlots + slot) * layerBytes;
-      encoder.copyBufferToBuffer(cache.attnSum, offset, staging, l * layerBytes, layerBytes);
-      encoder.copyBufferToBuffer(cache.attnCount, offset, staging, half + l * layerBytes, layerBytes);
+      encoder.copyBufferToBuffer(cache.attention.statistics.attnSum, offset, staging, l * layerBytes, layerBytes);
+      encoder.copyBufferToBuffer(cache.attention.statistics.attnCount, offset, staging, half + l * layerBytes, layerBytes);
     }
     gpu.submit([encoder.finish()]);
     await staging.mapAsync(GPUMapMode.READ);

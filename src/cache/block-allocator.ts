@@ -107,7 +107,7 @@ export class BlockAllocator {
    * @example
    * ```ts
    * const b = pool.allocate();
-   * if (b === null) throw new OutOfBlocksError(1, 0);
+   * if (b === null) throw new OutOfBlocksError('full', 1, 0);
    * ```
    */
   allocate(): number | null {

@@ -107,7 +107,7 @@ export interface HeadAppend {
  * ```ts
  * const before = meta.snapshot();
  * const plan = meta.planAppend(seq, k.length / (kvHeads * headDim));
- * if (plan === null) throw new OutOfBlocksError(1, meta.poolUsage('full').free);
+ * if (plan === null) throw new OutOfBlocksError('full', 1, meta.poolUsage('full').free);
  * try { await gpuAppend(plan); } catch (err) { meta.restore(before); throw err; }
  * ```
  */
@@ -205,6 +205,7 @@ export interface CacheMetadataSnapshot {
   readonly tables: BlockTablesSnapshot;
   readonly sequences: ReadonlyArray<readonly [id: number, slot: number, length: number]>;
   readonly freeSlots: readonly number[];
+  readonly quantFormat: QuantFormat | undefined;
 }
 
 interface SequenceState {
@@ -239,17 +240,16 @@ interface SequenceState {
 export class CacheMetadata {
   readonly shape: CacheShape;
   readonly fullFormat: FullFormat;
-  readonly quantFormat: QuantFormat | undefined;
+  #quantFormat: QuantFormat | undefined;
   readonly fullLayout: BlockLayout;
-  /** Null without a quantized format. */
-  readonly quantLayout: BlockLayout | null;
+  #quantLayout: BlockLayout | null;
+  readonly #groupSize: number | undefined;
   readonly maxBytes: number;
   readonly seqSlots: number;
   readonly maxBlocksPerHead: number;
   /** The full-precision pool. Prefer this class's methods; direct release/retain bypasses the tables. */
   readonly fullPool: BlockAllocator;
-  /** The quantized pool (only its null block without a quantized format). */
-  readonly quantPool: BlockAllocator;
+  #quantPool: BlockAllocator;
   readonly tables: BlockTables;
   #sequences = new Map<number, SequenceState>();
   /** Free slots; popped from the end, so the lowest slot is used first. */
@@ -259,15 +259,16 @@ export class CacheMetadata {
     validateShape(options.shape);
     this.shape = { ...options.shape };
     this.fullFormat = options.fullFormat;
-    this.quantFormat = options.quantFormat;
+    this.#quantFormat = options.quantFormat;
+    this.#groupSize = options.groupSize;
     if (options.fullFormat !== 'f32' && options.fullFormat !== 'f16') {
       throw new InvalidArgumentError('fullFormat', `must be 'f32' or 'f16'; got ${String(options.fullFormat)}`);
     }
     this.fullLayout = blockLayout(options.fullFormat, this.shape);
-    this.quantLayout = options.quantFormat ? blockLayout(options.quantFormat, this.shape, options.groupSize) : null;
+    this.#quantLayout = options.quantFormat ? blockLayout(options.quantFormat, this.shape, options.groupSize) : null;
     checkCount('initialFullBlocks', options.initialFullBlocks);
     checkCount('initialQuantBlocks', options.initialQuantBlocks);
-    if (this.quantLayout === null && options.initialQuantBlocks !== 0) {
+    if (this.#quantLayout === null && options.initialQuantBlocks !== 0) {
       throw new InvalidArgumentError('initialQuantBlocks', 'must be 0 without a quantFormat');
     }
     if (!(options.maxBytes >= 0) || !Number.isFinite(options.maxBytes)) {
@@ -292,14 +293,57 @@ export class CacheMetadata {
     this.seqSlots = options.seqSlots;
     this.maxBlocksPerHead = options.maxBlocksPerHead;
     this.fullPool = new BlockAllocator(options.initialFullBlocks + 1, 'full');
-    this.quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
+    this.#quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
     this.#freeSlots = [];
     for (let s = options.seqSlots - 1; s >= 0; s--) this.#freeSlots.push(s);
   }
 
+  /** Format of the quantized pool (undefined until a cache created without quantBits first quantizes). */
+  get quantFormat(): QuantFormat | undefined {
+    return this.#quantFormat;
+  }
+
+  /** Layout of the quantized pool's blocks; null without a quantized format. */
+  get quantLayout(): BlockLayout | null {
+    return this.#quantLayout;
+  }
+
+  /** The quantized pool (only its null block without a quantized format). */
+  get quantPool(): BlockAllocator {
+    return this.#quantPool;
+  }
+
+  /**
+   * Gives the quantized pool a format while it holds no block: a cache created without `quantBits` takes the bits
+   * of its first quantizing compression (both engines follow this one rule). The pool restarts with its null block
+   * alone and grows on demand. InvalidArgumentError once the pool holds blocks of another format.
+   */
+  setQuantFormat(format: QuantFormat): void {
+    if (format === this.#quantFormat) return;
+    if (this.#quantPool.numUsed > 0) {
+      throw new InvalidArgumentError(
+        'bits',
+        `the quantized pool holds ${this.#quantPool.numUsed} ${this.#quantFormat ?? ''} blocks; compress with its bits or free those sequences first`,
+      );
+    }
+    const layout = blockLayout(format, this.shape, this.#groupSize);
+    const bytes = this.fullPool.numBlocks * this.bytesPerBlock('full') + bytesPerBlock(layout);
+    if (bytes > this.maxBytes) {
+      throw new LimitExceededError('KV cache byte budget (maxBytes)', bytes, this.maxBytes, 'raise maxBytes to hold a quantized pool');
+    }
+    this.#quantFormat = format;
+    this.#quantLayout = layout;
+    this.#quantPool = new BlockAllocator(1, 'quant');
+  }
+
+  /** The block layout a quantized pool of `format` would have in this cache (same shape and group size). */
+  layoutFor(format: QuantFormat): BlockLayout {
+    return blockLayout(format, this.shape, this.#groupSize);
+  }
+
   /** The allocator of a pool. */
   pool(pool: PoolName): BlockAllocator {
-    return pool === 'quant' ? this.quantPool : this.fullPool;
+    return pool === 'quant' ? this.#quantPool : this.fullPool;
   }
 
   /** Bytes of one block of a pool (0 for a quantized pool without a format). */
@@ -552,7 +596,7 @@ export class CacheMetadata {
   /** Like {@link allocateBlocks} but throws OutOfBlocksError when short. */
   allocateBlocksOrThrow(pool: PoolName, n: number): number[] {
     const blocks = this.allocateBlocks(pool, n);
-    if (blocks === null) throw new OutOfBlocksError(n, this.pool(pool).numFree, `${pool} pool: free or compress a sequence, or grow the pool`);
+    if (blocks === null) throw new OutOfBlocksError(pool, n, this.pool(pool).numFree, 'free or compress a sequence, or grow the pool');
     return blocks;
   }
 
@@ -725,6 +769,7 @@ export class CacheMetadata {
       tables: this.tables.snapshot(),
       sequences: [...this.#sequences].map(([id, s]) => [id, s.slot, s.length] as const),
       freeSlots: [...this.#freeSlots],
+      quantFormat: this.#quantFormat,
     };
   }
 
@@ -734,7 +779,12 @@ export class CacheMetadata {
    */
   restore(s: CacheMetadataSnapshot): void {
     this.fullPool.restore(s.full);
-    this.quantPool.restore(s.quant);
+    if (s.quantFormat !== this.#quantFormat) {
+      this.#quantFormat = s.quantFormat;
+      this.#quantLayout = s.quantFormat ? blockLayout(s.quantFormat, this.shape, this.#groupSize) : null;
+      this.#quantPool = new BlockAllocator(1, 'quant');
+    }
+    this.#quantPool.restore(s.quant);
     this.tables.restore(s.tables);
     this.#sequences = new Map(s.sequences.map(([id, slot, length]) => [id, { slot, length }]));
     this.#freeSlots = [...s.freeSlots];

@@ -1,4 +1,5 @@
 import type { CacheMetadata } from './cache-metadata.js';
+import { ensureFreeBlocks, type GrowPool } from './pool-growth.js';
 import { decodeBlockRef, encodeBlockRef } from '../format/layout.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
@@ -155,12 +156,12 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
   }
   const quantAllocated = quantNeeded > 0 ? meta.allocateBlocks('quant', quantNeeded) : [];
   if (quantAllocated === null) {
-    throw new OutOfBlocksError(quantNeeded, meta.quantPool.numFree, 'quantized pool: grow it or compress harder');
+    throw new OutOfBlocksError('quant', quantNeeded, meta.quantPool.numFree, 'grow it or compress harder');
   }
   const fullAllocated = fullNeeded > 0 ? meta.allocateBlocks('full', fullNeeded) : [];
   if (fullAllocated === null) {
     meta.releaseBlocks('quant', quantAllocated);
-    throw new OutOfBlocksError(fullNeeded, meta.fullPool.numFree, 'full pool: grow it or compress harder');
+    throw new OutOfBlocksError('full', fullNeeded, meta.fullPool.numFree, 'grow it or compress harder');
   }
   const jobs: CompactJob[] = [];
   const heads: HeadCompaction[] = [];
@@ -239,4 +240,66 @@ export function commitCompaction(meta: CacheMetadata, seqId: number, plan: Compa
 export function abandonCompaction(meta: CacheMetadata, plan: CompactionPlan): void {
   meta.releaseBlocks('full', plan.allocated.full);
   meta.releaseBlocks('quant', plan.allocated.quant);
+}
+
+/**
+ * Blocks one head holds after a compaction and the blocks the compaction allocates for it, with
+ * {@link planCompaction}'s arithmetic (index layer × kvHeads + head).
+ */
+export interface HeadBlocksAfter {
+  readonly quantBlocks: number;
+  readonly fullBlocks: number;
+  readonly newQuant: number;
+  readonly newFull: number;
+}
+
+/**
+ * What {@link planCompaction} would allocate and leave, computed without allocating: the auto chooser predicts
+ * bytes with it and {@link planCompactionWithGrowth} grows the pools with it before planning.
+ *
+ * @example
+ * ```ts
+ * const heads = compactionBlocks(meta, { seqId, kept, quantize: true, residual: 32, indexStride });
+ * const newFull = heads.reduce((n, h) => n + h.newFull, 0);
+ * ```
+ */
+export function compactionBlocks(meta: CacheMetadata, input: Omit<CompactionPlanInput, 'indexStride'>): HeadBlocksAfter[] {
+  const { layers, kvHeads, blockSize } = meta.shape;
+  const out: HeadBlocksAfter[] = [];
+  for (let layer = 0; layer < layers; layer++) {
+    for (let head = 0; head < kvHeads; head++) {
+      const before = meta.tokenCount(input.seqId, layer, head);
+      const kept = input.kept[layer * kvHeads + head] ?? before;
+      const entries = meta.tables.entryView(meta.rowOf(input.seqId, layer, head));
+      let existingQuant = 0;
+      for (let i = 0; i < entries.length; i++) if (decodeBlockRef(entries[i] ?? 0).pool === 'quant') existingQuant++;
+      const identity = kept === before;
+      let quantTokens = input.quantize ? Math.floor(Math.max(0, kept - input.residual) / blockSize) * blockSize : 0;
+      if (identity) quantTokens = Math.max(quantTokens, existingQuant * blockSize);
+      const quantBlocks = quantTokens / blockSize;
+      const fullBlocks = Math.ceil((kept - quantTokens) / blockSize);
+      out.push(
+        identity
+          ? { quantBlocks, fullBlocks, newQuant: quantBlocks - existingQuant, newFull: 0 }
+          : { quantBlocks, fullBlocks, newQuant: quantBlocks, newFull: fullBlocks },
+      );
+    }
+  }
+  return out;
+}
+
+/**
+ * {@link planCompaction} after growing each pool (by the shared rule of `growthFor`) so that every block it
+ * allocates is free. OutOfBlocksError names the pool that the byte budget cannot grow enough.
+ */
+export function planCompactionWithGrowth(meta: CacheMetadata, input: CompactionPlanInput, grow: GrowPool): CompactionPlan {
+  let newQuant = 0;
+  let newFull = 0;
+  for (const head of compactionBlocks(meta, input)) {
+    newQuant += head.newQuant;
+    newFull += head.newFull;
+  }
+  ensureFreeBlocks(meta, 'full', newFull, grow);
+  if (input.quantize && newQuant > 0) ensureFreeBlocks(meta, 'quant', newQuant, grow);
+  return planCompaction(meta, input);
 }

@@ -10,6 +10,15 @@ import { InvalidArgumentError } from '../errors.js';
 import { encodeGpuScores, type GpuScorePlan, type ScoreGpuInput } from './gpu-policies.js';
 
 /**
+ * What a policy reads besides the cached keys: the observation window's queries (SnapKV, TOVA) and/or the
+ * accumulated attention statistics (H2O, KV-Compress). The pipeline reads it; nothing tests policy names.
+ */
+export interface PolicyRequirements {
+  readonly window: boolean;
+  readonly statistics: boolean;
+}
+
+/**
  * What a policy may look at, for ONE layer. Per-KV-head arrays may differ in length (per-head eviction).
  *
  * @example
@@ -57,6 +66,8 @@ export interface ScoreInput {
  */
 export interface ScoringPolicy {
   readonly name: string;
+  /** What the policy reads: observation-window queries (SnapKV, TOVA) and/or accumulated attention statistics. */
+  readonly requires: PolicyRequirements;
   score(input: ScoreInput): Float32Array[];
   /**
    * Encodes the same scores, computed on the GPU from the paged cache, into `encoder` (absent when a policy
@@ -70,14 +81,14 @@ export interface ScoringPolicy {
  *
  * @example
  * ```ts
- * createPolicy('tova', { sinkTokens: 4, recentWindow: 64 });
+ * createPolicy('tova', { sinks: 4, recent: 64 });
  * ```
  */
 export interface PolicyOptions {
   /** Leading positions always kept (attention sinks). Default 4. */
-  readonly sinkTokens?: number;
+  readonly sinks?: number;
   /** Trailing positions always kept. Default 32. */
-  readonly recentWindow?: number;
+  readonly recent?: number;
 }
 
 /**
@@ -180,12 +191,13 @@ export function sequenceLengthOf(input: ScoreInput): number {
  */
 export abstract class BasePolicy implements ScoringPolicy {
   abstract readonly name: string;
+  abstract readonly requires: PolicyRequirements;
   readonly sinkTokens: number;
   readonly recentWindow: number;
 
   constructor(options: PolicyOptions = {}) {
-    this.sinkTokens = nonNegativeInteger('sinkTokens', options.sinkTokens ?? DEFAULT_SINK_TOKENS);
-    this.recentWindow = nonNegativeInteger('recentWindow', options.recentWindow ?? DEFAULT_RECENT_WINDOW);
+    this.sinkTokens = nonNegativeInteger('sinks', options.sinks ?? DEFAULT_SINK_TOKENS);
+    this.recentWindow = nonNegativeInteger('recent', options.recent ?? DEFAULT_RECENT_WINDOW);
   }
 
   /**

@@ -17,7 +17,7 @@ import { TovaPolicy } from './policies/tova.js';
  *
  * @example
  * ```ts
- * const options: AnyPolicyOptions = { recentWindow: 16, window: 16, seed: 1 };
+ * const options: AnyPolicyOptions = { recent: 16, window: 16, seed: 1 };
  * ```
  */
 export type AnyPolicyOptions = PolicyOptions & SnapKVOptions & RandomOptions;

@@ -48,9 +48,9 @@ export class CpuEvalEngine implements EvalEngine {
     return this.model.forward(token, pos);
   }
 
-  compress(options: CompressOptions): CompressionReport {
+  compress(options: CompressOptions): Promise<CompressionReport> {
     // The attention-mass diagnostic costs as much as scoring and the sweep does not report it.
-    return this.cache.compress(SEQ, options, { attentionMass: false });
+    return this.cache.compress(SEQ, { ...options, measureMass: false });
   }
 
   bytes(): number {

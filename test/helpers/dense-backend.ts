@@ -58,7 +58,7 @@ export class DenseAttentionBackend implements GpuAttentionBackend {
       this.sequences.set(seqId, seq);
     }
     if (seq.length + numTokens > this.shape.maxTokens) {
-      throw new OutOfBlocksError(seq.length + numTokens - this.shape.maxTokens, 0, 'the dense test cache is full');
+      throw new OutOfBlocksError('full', seq.length + numTokens - this.shape.maxTokens, 0, 'the dense test cache is full');
     }
     const positions = Uint32Array.from({ length: numTokens }, (_, i) => seq.length + i);
     seq.length += numTokens;

@@ -232,7 +232,7 @@ async function fillSource(gpu: GpuContext, cache: PagedKvCache, context: number,
     for (let done = first; done < context; ) {
       const n = Math.min(FILL_CHUNK, context - done);
       const plan = cache.meta.planAppend(SOURCE, n);
-      if (plan === null) throw new OutOfBlocksError(n, cache.meta.fullPool.numFree, 'bench: the pool was sized too small');
+      if (plan === null) throw new OutOfBlocksError('full', n, cache.meta.fullPool.numFree, 'bench: the pool was sized too small');
       const destSlots = createStorageBuffer(gpu, 'bench:fill-dest', plan.destSlots);
       const positions = createStorageBuffer(
         gpu,
@@ -241,7 +241,7 @@ async function fillSource(gpu: GpuContext, cache: PagedKvCache, context: number,
       );
       const enc = gpu.device.createCommandEncoder({ label: 'bench:fill' });
       for (let layer = 0; layer < layers; layer++) {
-        append.encode(enc, { layer, numTokens: n, keys, values, destSlots, positions, fullPool: cache.poolBuffer('full'), flags });
+        append.encode(enc, { layer, numTokens: n, keys, values, destSlots, positions, fullPool: cache.storage.poolBuffer('full'), flags });
       }
       gpu.submit([enc.finish()]);
       await gpu.idle();
@@ -254,7 +254,7 @@ async function fillSource(gpu: GpuContext, cache: PagedKvCache, context: number,
     values.destroy();
     flags.destroy();
   }
-  cache.uploadDirtyRows();
+  cache.storage.uploadDirtyRows();
 
   const slot = cache.meta.slotOf(SOURCE);
   const seqSlots = cache.meta.seqSlots;
@@ -263,14 +263,14 @@ async function fillSource(gpu: GpuContext, cache: PagedKvCache, context: number,
     if (withWindow) {
       const ring = new Uint32Array(window);
       for (let p = context - window; p < context; p++) ring[p % window] = p;
-      gpu.device.queue.writeBuffer(cache.windowPositions, base * window * 4, ring);
+      gpu.device.queue.writeBuffer(cache.attention.window.positions, base * window * 4, ring);
     }
     const words = kvHeads * cache.maxTokensPerHead;
     const offset = base * words * 4;
     const sums = randomFloats(words, 31 + layer).map(Math.abs);
-    gpu.device.queue.writeBuffer(cache.attnSum, offset, sums);
-    gpu.device.queue.writeBuffer(cache.attnSqSum, offset, sums.map((x) => x * x));
-    gpu.device.queue.writeBuffer(cache.attnCount, offset, randomFloats(words, 41 + layer).map((x) => 1 + Math.abs(x) * 200));
+    gpu.device.queue.writeBuffer(cache.attention.statistics.attnSum, offset, sums);
+    gpu.device.queue.writeBuffer(cache.attention.statistics.attnSqSum, offset, sums.map((x) => x * x));
+    gpu.device.queue.writeBuffer(cache.attention.statistics.attnCount, offset, randomFloats(words, 41 + layer).map((x) => 1 + Math.abs(x) * 200));
   }
   await gpu.idle();
 }

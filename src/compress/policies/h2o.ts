@@ -14,6 +14,7 @@ import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
  */
 export class H2OPolicy extends BasePolicy {
   readonly name = 'h2o';
+  readonly requires = { window: false, statistics: true };
 
   constructor(options: PolicyOptions = {}) {
     super(options);

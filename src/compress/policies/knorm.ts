@@ -12,6 +12,7 @@ import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
  */
 export class KnormPolicy extends BasePolicy {
   readonly name = 'knorm';
+  readonly requires = { window: false, statistics: false };
 
   constructor(options: PolicyOptions = {}) {
     super(options);

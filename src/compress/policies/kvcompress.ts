@@ -13,6 +13,7 @@ import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
  */
 export class KvCompressPolicy extends BasePolicy {
   readonly name = 'kvcompress';
+  readonly requires = { window: false, statistics: true };
 
   constructor(options: PolicyOptions = {}) {
     super(options);

@@ -29,6 +29,7 @@ export interface RandomOptions extends PolicyOptions {
  */
 export class RandomPolicy extends BasePolicy {
   readonly name = 'random';
+  readonly requires = { window: false, statistics: false };
   readonly seed: number;
 
   constructor(options: RandomOptions = {}) {

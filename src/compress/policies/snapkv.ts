@@ -55,6 +55,7 @@ export function pool1d(x: Float32Array, kernelSize: number, mode: 'avg' | 'max')
  */
 export class SnapKVPolicy extends BasePolicy {
   readonly name = 'snapkv';
+  readonly requires = { window: true, statistics: false };
   readonly window: number;
   readonly kernelSize: number;
   readonly pooling: 'avg' | 'max';

@@ -7,11 +7,12 @@ import type { GpuScorePlan } from '../gpu-policies.js';
  *
  * @example
  * ```ts
- * const scores = new StreamingPolicy({ sinkTokens: 4, recentWindow: 0 }).score(input);
+ * const scores = new StreamingPolicy({ sinks: 4, recent: 0 }).score(input);
  * ```
  */
 export class StreamingPolicy extends BasePolicy {
   readonly name = 'streaming';
+  readonly requires = { window: false, statistics: false };
 
   constructor(options: PolicyOptions = {}) {
     super(options);

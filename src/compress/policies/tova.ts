@@ -8,11 +8,12 @@ import { windowProbabilities } from './window.js';
  *
  * @example
  * ```ts
- * const scores = new TovaPolicy({ recentWindow: 8 }).score(input);
+ * const scores = new TovaPolicy({ recent: 8 }).score(input);
  * ```
  */
 export class TovaPolicy extends BasePolicy {
   readonly name = 'tova';
+  readonly requires = { window: true, statistics: false };
 
   constructor(options: PolicyOptions = {}) {
     super(options);

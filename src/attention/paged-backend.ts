@@ -1,0 +1,363 @@
+import { InvalidArgumentError } from '../errors.js';
+import type { BlockLayout } from '../format/layout.js';
+import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
+import type { AppendPlan } from '../cache/cache-metadata.js';
+import type { GpuKvStorage } from '../cache/gpu-storage.js';
+import { planAppendWithGrowth } from '../cache/pool-growth.js';
+import { AccumulateAttentionKernel, type AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
+import type { WordRange } from '../kernels/cache/copy-ranges.js';
+import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
+import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
+
+/** One token range appended to a sequence, in flight between beginStep and endStep. */
+interface StepState extends KvStep {
+  readonly plan: AppendPlan;
+  readonly destSlots: GPUBuffer;
+  readonly positionsBuffer: GPUBuffer;
+  readonly querySlots: GPUBuffer;
+  /** u32 [1][3]: (slot, first query, query count) for the statistics kernel. */
+  readonly segments: GPUBuffer;
+  /** Acquired on the first attention of the step (appends without attention never need it). */
+  probs: GPUBuffer | null;
+  readonly probsStride: number;
+}
+
+/** The observation window of one sequence as kernels bind it. */
+export interface WindowBindings {
+  /** f32 [layers][seqSlots][window][nHeads][headDim], ring by position mod window. */
+  readonly queries: GPUBuffer;
+  /** u32 [layers][seqSlots][window]. */
+  readonly positions: GPUBuffer;
+  readonly capacity: number;
+}
+
+/**
+ * Attention served straight from the paged GPU storage: the model runner's {@link GpuAttentionBackend} (steps
+ * that write K/V and attend causally by position), the observation window of recent roped queries (SnapKV/TOVA)
+ * and the per-token attention statistics (H2O/KV-Compress), all in GPU buffers beside the storage.
+ *
+ * @example
+ * ```ts
+ * const backend = new PagedAttentionBackend(storage, { nHeads: 8, observationWindow: 32, accumulateStats: true });
+ * const step = backend.beginStep(seq, 1);
+ * backend.encodeLayer(encoder, step, layer, { keys, values, queries, out });
+ * gpu.submit([encoder.finish()]);
+ * backend.endStep(step);
+ * ```
+ */
+export class PagedAttentionBackend implements GpuAttentionBackend {
+  readonly nHeads: number;
+  readonly observationWindow: number;
+  /** Whether attention steps add to the per-token statistics. */
+  accumulateStats: boolean;
+  /** f32 [row][maxTokensPerHead] each: Σ p, Σ p², visible-query count, by logical token index. */
+  readonly statistics: AttentionStatsBuffers;
+  readonly window: WindowBindings;
+  /** How many newest queries each (layer, slot) window holds. */
+  private readonly windowValid = new Map<number, number>();
+  private readonly steps = new WeakMap<KvStep, StepState>();
+  private kernels: { quant: BlockLayout | null; attention: PagedAttentionKernel; accumulate: AccumulateAttentionKernel } | null = null;
+
+  constructor(
+    readonly storage: GpuKvStorage,
+    options: { readonly nHeads: number; readonly observationWindow: number; readonly accumulateStats: boolean },
+  ) {
+    const { gpu, meta } = storage;
+    this.nHeads = options.nHeads;
+    this.observationWindow = options.observationWindow;
+    this.accumulateStats = options.accumulateStats;
+    const { layers, headDim } = meta.shape;
+    const statsBytes = meta.tables.numRows * storage.maxTokensPerHead * 4;
+    this.statistics = {
+      attnSum: createStorageBuffer(gpu, 'kv:attn-sum', statsBytes),
+      attnSqSum: createStorageBuffer(gpu, 'kv:attn-sq-sum', statsBytes),
+      attnCount: createStorageBuffer(gpu, 'kv:attn-count', statsBytes),
+    };
+    const ring = layers * meta.seqSlots * options.observationWindow;
+    this.window = {
+      queries: createStorageBuffer(gpu, 'kv:window-queries', ring * options.nHeads * headDim * 4),
+      positions: createStorageBuffer(gpu, 'kv:window-positions', ring * 4),
+      capacity: options.observationWindow,
+    };
+  }
+
+  /** The attention kernels for the storage's current layouts (the quantized layout appears on first quantization). */
+  private attentionKernels(): { attention: PagedAttentionKernel; accumulate: AccumulateAttentionKernel } {
+    const { meta } = this.storage;
+    if (this.kernels === null || this.kernels.quant !== meta.quantLayout) {
+      const shape = { nHeads: this.nHeads, kvHeads: meta.shape.kvHeads, full: meta.fullLayout, quant: meta.quantLayout };
+      this.kernels = {
+        quant: meta.quantLayout,
+        attention: new PagedAttentionKernel(this.storage.gpu, shape),
+        accumulate: new AccumulateAttentionKernel(this.storage.gpu, shape),
+      };
+    }
+    return this.kernels;
+  }
+
+  /** How many of the newest queries of (sequence, layer) the observation window holds. */
+  windowCount(seqId: number, layer: number): number {
+    return this.windowValid.get(layer * this.storage.meta.seqSlots + this.storage.meta.slotOf(seqId)) ?? 0;
+  }
+
+  // ------------------------------------------------------------------ steps
+
+  /**
+   * Reserves slots for `numTokens` new tokens of a sequence in every layer and head, growing the full pool within
+   * the byte budget if needed, runs copy-on-write copies and uploads the changed table rows. OutOfBlocksError
+   * (state unchanged) when even the budget cannot hold them.
+   */
+  beginStep(seqId: number, numTokens: number): KvStep {
+    const { meta } = this.storage;
+    const before = meta.snapshot();
+    const plan = planAppendWithGrowth(meta, seqId, numTokens, (pool, blocks) => this.storage.growPool(pool, blocks));
+    try {
+      return this.stepFromPlan(plan);
+    } catch (error) {
+      meta.restore(before);
+      this.storage.uploadDirtyRows();
+      throw error;
+    }
+  }
+
+  private stepFromPlan(plan: AppendPlan): StepState {
+    this.storage.copyBlocks(plan.copies);
+    const positions = Uint32Array.from({ length: plan.nTokens }, (_, t) => plan.firstPosition + t);
+    const step: StepState = {
+      seqId: plan.sequenceId,
+      numTokens: plan.nTokens,
+      positions,
+      plan,
+      destSlots: this.scratch('kv:dest-slots', plan.destSlots),
+      positionsBuffer: this.scratch('kv:positions', positions),
+      querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.nTokens).fill(plan.slot)),
+      segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.nTokens])),
+      probs: null,
+      probsStride: Math.max(1, this.longestHead(plan.sequenceId)),
+    };
+    this.storage.uploadDirtyRows();
+    this.steps.set(step, step);
+    return step;
+  }
+
+  private longestHead(seqId: number): number {
+    const { meta } = this.storage;
+    let longest = 0;
+    for (let layer = 0; layer < meta.shape.layers; layer++) {
+      for (let head = 0; head < meta.shape.kvHeads; head++) longest = Math.max(longest, meta.tokenCount(seqId, layer, head));
+    }
+    return longest;
+  }
+
+  private scratch(label: string, data: Uint32Array): GPUBuffer {
+    const { gpu } = this.storage;
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const buffer = gpu.buffers.acquire(Math.max(4, data.byteLength), usage, label);
+    gpu.device.queue.writeBuffer(buffer, 0, data as Uint32Array<ArrayBuffer>);
+    return buffer;
+  }
+
+  private state(step: KvStep): StepState {
+    const state = this.steps.get(step);
+    if (!state) throw new InvalidArgumentError('step', 'not a step of this cache (use beginStep)');
+    return state;
+  }
+
+  /** Encodes the K/V write of one layer of a step (appends that do not attend). */
+  encodeWrite(encoder: GPUCommandEncoder, step: KvStep, layer: number, keys: GPUBuffer, values: GPUBuffer): void {
+    const state = this.state(step);
+    this.checkLayer(layer);
+    this.storage.encodeAppend(encoder, {
+      layer,
+      numTokens: state.numTokens,
+      keys,
+      values,
+      destSlots: state.destSlots,
+      positions: state.positionsBuffer,
+    });
+  }
+
+  /**
+   * Encodes one layer of a step: the new tokens' K/V (f32 [n][kvHeads][headDim], RoPE applied) into their slots,
+   * the newest queries into the observation window, then paged attention of the n queries (causal by position).
+   * Values are not checked here (a model's own activations, on the hot path); untrusted K/V go through the
+   * cache's append() or appendBuffers(), which reject NaN, ±Inf and values the pool format cannot hold.
+   */
+  encodeLayer(encoder: GPUCommandEncoder, step: KvStep, layer: number, io: LayerIo): void {
+    const state = this.state(step);
+    this.encodeWrite(encoder, step, layer, io.keys, io.values);
+    this.encodeWindowRecord(encoder, state, layer, io.queries);
+    const { attention, accumulate } = this.attentionKernels();
+    state.probs ??= this.storage.gpu.buffers.acquire(
+      state.numTokens * this.nHeads * state.probsStride * 4,
+      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+      'kv:probs',
+    );
+    const probs = state.probs;
+    attention.encode(encoder, {
+      cache: this.storage.bindings,
+      layer,
+      numQueries: state.numTokens,
+      queries: io.queries,
+      querySlots: state.querySlots,
+      queryPositions: state.positionsBuffer,
+      out: io.out,
+      probs,
+      probsStride: state.probsStride,
+    });
+    if (this.accumulateStats) {
+      accumulate.encode(encoder, {
+        cache: this.storage.bindings,
+        layer,
+        probs,
+        probsStride: state.probsStride,
+        queryPositions: state.positionsBuffer,
+        segments: state.segments,
+        numSegments: 1,
+        stats: this.statistics,
+      });
+    }
+  }
+
+  private encodeWindowRecord(encoder: GPUCommandEncoder, state: StepState, layer: number, queries: GPUBuffer): void {
+    const { meta, gpu } = this.storage;
+    const window = this.observationWindow;
+    const queryBytes = this.nHeads * meta.shape.headDim * 4;
+    const base = layer * meta.seqSlots + state.plan.slot;
+    const first = Math.max(0, state.numTokens - window);
+    const positions: number[] = [];
+    for (let t = first; t < state.numTokens; t++) {
+      const position = state.positions[t] ?? 0;
+      const ring = position % window;
+      encoder.copyBufferToBuffer(queries, t * queryBytes, this.window.queries, (base * window + ring) * queryBytes, queryBytes);
+      positions.push(ring, position);
+    }
+    this.windowValid.set(base, Math.min(window, (this.windowValid.get(base) ?? 0) + state.numTokens));
+    for (let i = 0; i < positions.length; i += 2) {
+      gpu.device.queue.writeBuffer(this.window.positions, (base * window + (positions[i] ?? 0)) * 4, new Uint32Array([positions[i + 1] ?? 0]));
+    }
+  }
+
+  /** The probabilities buffer of a step's last encoded layer: f32 [n][nHeads][probsStride]. */
+  stepProbs(step: KvStep): { buffer: GPUBuffer; stride: number } | null {
+    const state = this.state(step);
+    return state.probs ? { buffer: state.probs, stride: state.probsStride } : null;
+  }
+
+  /** Releases a step's scratch buffers (after its command buffer was submitted). */
+  endStep(step: KvStep): void {
+    const state = this.state(step);
+    for (const buffer of [state.destSlots, state.positionsBuffer, state.querySlots, state.segments, state.probs]) {
+      if (buffer) this.storage.gpu.buffers.release(buffer);
+    }
+    this.steps.delete(step);
+  }
+
+  // ------------------------------------------------------------------ host attention
+
+  /**
+   * Attention of one query (f32 [nHeads][headDim], RoPE applied) against a sequence's cached tokens in `layer`;
+   * returns the output and the probabilities per KV head (summed over the group). For tests and tools; the model
+   * runner encodes attention itself. Adds nothing to the statistics.
+   */
+  async attend(seqId: number, layer: number, query: Float32Array): Promise<{ out: Float32Array; probsPerKvHead: Float32Array[] }> {
+    this.checkLayer(layer);
+    const { gpu, meta } = this.storage;
+    const { headDim, kvHeads } = meta.shape;
+    if (query.length !== this.nHeads * headDim) {
+      throw new InvalidArgumentError('query', `expected ${this.nHeads * headDim} values; got ${query.length}`);
+    }
+    const slot = meta.slotOf(seqId);
+    const stride = Math.max(1, this.longestHead(seqId));
+    const q = createStorageBuffer(gpu, 'kv:attend-q', query);
+    const slots = createStorageBuffer(gpu, 'kv:attend-slot', new Uint32Array([slot]));
+    const pos = createStorageBuffer(gpu, 'kv:attend-pos', new Uint32Array([0xffff_ffff]));
+    const out = createStorageBuffer(gpu, 'kv:attend-out', query.byteLength);
+    const probs = createStorageBuffer(gpu, 'kv:attend-probs', this.nHeads * stride * 4);
+    try {
+      const encoder = gpu.device.createCommandEncoder({ label: 'kv:attend' });
+      this.attentionKernels().attention.encode(encoder, {
+        cache: this.storage.bindings,
+        layer,
+        numQueries: 1,
+        queries: q,
+        querySlots: slots,
+        queryPositions: pos,
+        out,
+        probs,
+        probsStride: stride,
+      });
+      gpu.submit([encoder.finish()]);
+      const result = new Float32Array(await readBuffer(gpu, out));
+      const p = new Float32Array(await readBuffer(gpu, probs));
+      const group = this.nHeads / kvHeads;
+      const probsPerKvHead = Array.from({ length: kvHeads }, (_, kv) => {
+        const n = meta.tokenCount(seqId, layer, kv);
+        const summed = new Float32Array(n);
+        for (let g = 0; g < group; g++) {
+          const base = (kv * group + g) * stride;
+          for (let t = 0; t < n; t++) summed[t] = (summed[t] ?? 0) + (p[base + t] ?? 0);
+        }
+        return summed;
+      });
+      return { out: result, probsPerKvHead };
+    } finally {
+      for (const buffer of [q, slots, pos, out, probs]) buffer.destroy();
+    }
+  }
+
+  // ------------------------------------------------------------------ per-slot state
+
+  /** Empties a slot's statistics and window (a new sequence starts with none). */
+  clearSlot(slot: number): void {
+    const { meta, gpu } = this.storage;
+    const encoder = gpu.device.createCommandEncoder({ label: 'kv:clear-slot' });
+    const statsRowBytes = meta.shape.kvHeads * this.storage.maxTokensPerHead * 4;
+    for (let layer = 0; layer < meta.shape.layers; layer++) {
+      this.windowValid.delete(layer * meta.seqSlots + slot);
+      const offset = (layer * meta.seqSlots + slot) * statsRowBytes;
+      for (const stats of Object.values(this.statistics)) encoder.clearBuffer(stats, offset, statsRowBytes);
+    }
+    gpu.submit([encoder.finish()]);
+  }
+
+  /** Copies a slot's statistics and window to another slot (a fork inherits what its source observed). */
+  copySlot(srcSlot: number, dstSlot: number): void {
+    const { meta, gpu } = this.storage;
+    const { layers, kvHeads, headDim } = meta.shape;
+    const encoder = gpu.device.createCommandEncoder({ label: 'kv:fork' });
+    const statsRowWords = kvHeads * this.storage.maxTokensPerHead;
+    const windowWords = this.observationWindow * this.nHeads * headDim;
+    const statsRanges: WordRange[] = [];
+    const windowRanges: WordRange[] = [];
+    const positionRanges: WordRange[] = [];
+    for (let layer = 0; layer < layers; layer++) {
+      const from = layer * meta.seqSlots + srcSlot;
+      const to = layer * meta.seqSlots + dstSlot;
+      statsRanges.push({ src: from * statsRowWords, dst: to * statsRowWords });
+      windowRanges.push({ src: from * windowWords, dst: to * windowWords });
+      positionRanges.push({ src: from * this.observationWindow, dst: to * this.observationWindow });
+      const valid = this.windowValid.get(from);
+      if (valid !== undefined) this.windowValid.set(to, valid);
+    }
+    const scratch = [
+      ...Object.values(this.statistics).map((stats) => this.storage.encodeCopyRanges(encoder, stats, statsRanges, statsRowWords)),
+      this.storage.encodeCopyRanges(encoder, this.window.queries, windowRanges, windowWords),
+      this.storage.encodeCopyRanges(encoder, this.window.positions, positionRanges, this.observationWindow),
+    ];
+    gpu.submit([encoder.finish()]);
+    this.storage.destroyAfterSubmit(scratch);
+  }
+
+  private checkLayer(layer: number): void {
+    const layers = this.storage.meta.shape.layers;
+    if (!Number.isInteger(layer) || layer < 0 || layer >= layers) {
+      throw new InvalidArgumentError('layer', `must be in [0, ${layers}); got ${layer}`);
+    }
+  }
+
+  /** Destroys the statistics and window buffers. */
+  destroy(): void {
+    for (const buffer of [...Object.values(this.statistics), this.window.queries, this.window.positions]) buffer.destroy();
+  }
+}

@@ -1,0 +1,239 @@
+import { InvalidArgumentError } from '../errors.js';
+import type { GpuKvStorage } from '../cache/gpu-storage.js';
+import type { PagedAttentionBackend } from '../attention/paged-backend.js';
+import type { BlockLayout, QuantFormat } from '../format/layout.js';
+import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
+import { CompactBlocksKernel, packCompactJobs } from '../kernels/compress/compact-blocks.js';
+import { GatherStatsKernel } from '../kernels/compress/gather-stats.js';
+import { MassKeptKernel } from '../kernels/compress/mass-kept.js';
+import { TopKSelectKernel } from '../kernels/compress/select.js';
+import { allocateBudgetsGpu } from './budgets-gpu.js';
+import { scoreScratchBytes, type ScoreGpuInput } from './gpu-policies.js';
+import type { CompressionStages, ExecutionJob, SelectionJob } from './pipeline.js';
+
+type ScratchName = 'scores' | 'mass' | 'keptIndex' | 'keptCount' | 'thresholds' | 'scratch';
+
+/**
+ * The GPU stages of the compression pipeline: scoring kernels write f32 scores per token, the budget pass and
+ * the top-k select keep them on the GPU (only per-head counts come back), then one submit selects, compacts into
+ * the plan's fresh blocks (KIVI-quantizing whole blocks older than the recent window), gathers each kept token's
+ * statistics and sums the attention mass kept. Scratch buffers live as long as the stages.
+ *
+ * @example
+ * ```ts
+ * const stages = new GpuCompressionStages(storage, backend);
+ * const report = await compressSequence(stages, seq, { policy: 'h2o', budget: 64 }, null);
+ * stages.destroy();
+ * ```
+ */
+export class GpuCompressionStages implements CompressionStages {
+  readonly indexStride: number;
+  private readonly rows: number;
+  private readonly topK: TopKSelectKernel;
+  private readonly gather: GatherStatsKernel;
+  private readonly massKernel: MassKeptKernel;
+  private compact: { quant: BlockLayout | null; kernel: CompactBlocksKernel } | null = null;
+  private readonly buffers: Record<ScratchName, GPUBuffer>;
+  readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
+
+  constructor(
+    private readonly storage: GpuKvStorage,
+    private readonly backend: PagedAttentionBackend,
+  ) {
+    const { gpu, meta } = storage;
+    this.rows = meta.tables.numRows;
+    this.indexStride = storage.maxTokensPerHead;
+    this.topK = new TopKSelectKernel(gpu);
+    this.gather = new GatherStatsKernel(gpu);
+    this.massKernel = new MassKeptKernel(gpu);
+    this.growPool = (pool, blocks) => storage.growPool(pool, blocks);
+    const perToken = this.rows * this.indexStride * 4;
+    this.buffers = {
+      scores: createStorageBuffer(gpu, 'compress:scores', perToken),
+      mass: createStorageBuffer(gpu, 'compress:mass', perToken),
+      keptIndex: createStorageBuffer(gpu, 'compress:kept-index', perToken),
+      keptCount: createStorageBuffer(gpu, 'compress:kept-count', this.rows * 4),
+      thresholds: createStorageBuffer(gpu, 'compress:thresholds', this.rows * 8),
+      scratch: createStorageBuffer(gpu, 'compress:scratch', scoreScratchBytes(meta.shape.layers, backend.observationWindow, backend.nHeads)),
+    };
+  }
+
+  get meta(): GpuKvStorage['meta'] {
+    return this.storage.meta;
+  }
+
+  get observationWindow(): number {
+    return this.backend.observationWindow;
+  }
+
+  windowCount(seqId: number): number {
+    return this.backend.windowCount(seqId, 0);
+  }
+
+  setQuantFormat(format: QuantFormat): void {
+    this.storage.setQuantFormat(format);
+  }
+
+  afterCommit(): void {
+    this.storage.uploadDirtyRows();
+  }
+
+  /** The buffer the attention mass is measured in: the window's means (window policies) or Σp. */
+  private massBuffer(job: { readonly policy: SelectionJob['policy'] | null; readonly seqId: number }): GPUBuffer {
+    return job.policy?.requires.window && this.windowCount(job.seqId) > 0 ? this.buffers.mass : this.backend.statistics.attnSum;
+  }
+
+  private rowsOf(slot: number): number[][] {
+    const { layers, kvHeads } = this.meta.shape;
+    return Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => (l * this.meta.seqSlots + slot) * kvHeads + h));
+  }
+
+  async select(job: SelectionJob): Promise<Uint32Array[]> {
+    const { gpu } = this.storage;
+    const { layers, kvHeads } = this.meta.shape;
+    const { options } = job;
+    const encoder = gpu.device.createCommandEncoder({ label: 'compress:score' });
+    const input: ScoreGpuInput = {
+      gpu,
+      cache: this.storage.bindings,
+      full: this.meta.fullLayout,
+      quant: this.meta.quantLayout,
+      nHeads: this.backend.nHeads,
+      kvHeads,
+      layer: 0,
+      layerCount: layers,
+      slot: job.slot,
+      seqLen: this.meta.sequenceLength(job.seqId),
+      stats: this.backend.statistics,
+      window: { ...this.backend.window, valid: this.windowCount(job.seqId) },
+      scratch: this.buffers.scratch,
+      scores: this.buffers.scores,
+      seed: options.seed,
+    };
+    if (!job.policy.scoreGpu) throw new InvalidArgumentError('policy', `${job.policy.name} has no GPU scoring; use the CPU engine`);
+    // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
+    const writeMeans = job.measureMass && this.massBuffer(job) === this.buffers.mass;
+    job.policy.scoreGpu(encoder, writeMeans ? { ...input, means: this.buffers.mass } : input);
+    gpu.submit([encoder.finish()]);
+    return allocateBudgetsGpu(gpu, {
+      mode: options.budgets,
+      budget: options.budget ?? 0,
+      safeguard: options.safeguard,
+      scores: this.buffers.scores,
+      stride: this.indexStride,
+      rows: this.rowsOf(job.slot),
+      lengths: job.lengths,
+      kernel: this.topK,
+    });
+  }
+
+  private compactKernel(): CompactBlocksKernel {
+    const { meta } = this.storage;
+    if (this.compact === null || this.compact.quant !== meta.quantLayout) {
+      this.compact = { quant: meta.quantLayout, kernel: new CompactBlocksKernel(this.storage.gpu, { full: meta.fullLayout, quant: meta.quantLayout }) };
+    }
+    return this.compact.kernel;
+  }
+
+  async execute(job: ExecutionJob): Promise<number> {
+    const { gpu } = this.storage;
+    const { layers, kvHeads } = this.meta.shape;
+    const evicting = job.policy !== null;
+    const rowsOf = this.rowsOf(job.slot);
+    const scratch: GPUBuffer[] = [];
+    const stride = this.indexStride;
+    try {
+      const encoder = gpu.device.createCommandEncoder({ label: 'compress:select+compact' });
+      // Only this sequence's rows: index i = layer × kvHeads + head maps to its table row.
+      const rowMap = { base: job.slot * kvHeads, groupRows: kvHeads, groupStride: this.meta.seqSlots * kvHeads };
+      const seqRows = layers * kvHeads;
+      if (evicting) {
+        const members = new Uint32Array(seqRows * 2);
+        const segments = new Uint32Array(seqRows * 3);
+        rowsOf.forEach((heads, l) =>
+          heads.forEach((row, h) => {
+            const i = l * kvHeads + h;
+            members.set([row, job.lengths[l]?.[h] ?? 0], 2 * i);
+            segments.set([i, 1, job.counts[l]?.[h] ?? 0], 3 * i);
+          }),
+        );
+        const membersBuffer = createStorageBuffer(gpu, 'compress:members', members);
+        const segmentsBuffer = createStorageBuffer(gpu, 'compress:segments', segments);
+        scratch.push(membersBuffer, segmentsBuffer);
+        this.topK.encodeSegmentThresholds(encoder, {
+          scores: this.buffers.scores,
+          stride,
+          numSegments: seqRows,
+          segments: segmentsBuffer,
+          members: membersBuffer,
+          thresholds: this.buffers.thresholds,
+          numMembers: seqRows,
+        });
+        this.topK.encodeCompact(encoder, {
+          scores: this.buffers.scores,
+          lengths: this.storage.contextLens,
+          thresholds: this.buffers.thresholds,
+          numRows: seqRows,
+          stride,
+          keptIndices: this.buffers.keptIndex,
+          keptCounts: this.buffers.keptCount,
+          rowMap,
+        });
+      }
+      let sums: GPUBuffer | null = null;
+      if (job.measureMass) {
+        sums = createStorageBuffer(gpu, 'compress:mass-sums', layers * kvHeads * 8);
+        scratch.push(sums);
+        const mass = this.massBuffer(job);
+        for (let l = 0; l < layers; l++) {
+          this.massKernel.encode(encoder, {
+            firstRow: rowsOf[l]?.[0] ?? 0,
+            numRows: kvHeads,
+            maxTokens: stride,
+            mass,
+            lengths: this.storage.contextLens,
+            keptIndex: this.buffers.keptIndex,
+            keptCount: this.buffers.keptCount,
+            sums,
+            outBase: l * kvHeads,
+          });
+        }
+      }
+      if (job.plan.jobs.length > 0) {
+        const jobs = createStorageBuffer(gpu, 'compress:jobs', packCompactJobs(job.plan.jobs));
+        scratch.push(jobs);
+        this.compactKernel().encode(encoder, { cache: this.storage.bindings, jobs, numJobs: job.plan.jobs.length, indices: this.buffers.keptIndex });
+      }
+      if (evicting) {
+        const rowBytes = stride * 4;
+        for (const stats of Object.values(this.backend.statistics)) {
+          const out = createStorageBuffer(gpu, 'compress:stats', seqRows * rowBytes);
+          scratch.push(out);
+          this.gather.encode(encoder, { stats, kept: this.buffers.keptIndex, keptCounts: this.buffers.keptCount, out, numRows: seqRows, stride, rowMap });
+          for (let l = 0; l < layers; l++) {
+            encoder.copyBufferToBuffer(out, l * kvHeads * rowBytes, stats, (rowsOf[l]?.[0] ?? 0) * rowBytes, kvHeads * rowBytes);
+          }
+        }
+      }
+      gpu.submit([encoder.finish()]);
+      await gpu.idle();
+      if (!sums) return evicting ? Number.NaN : 1;
+      const values = new Float32Array(await readBuffer(gpu, sums));
+      let total = 0;
+      let kept = 0;
+      for (let i = 0; i < values.length; i += 2) {
+        total += values[i] ?? 0;
+        kept += values[i + 1] ?? 0;
+      }
+      return total > 0 ? kept / total : 1;
+    } finally {
+      for (const buffer of scratch) buffer.destroy();
+    }
+  }
+
+  /** Destroys the scratch buffers (the cache is not touched). */
+  destroy(): void {
+    for (const buffer of Object.values(this.buffers)) buffer.destroy();
+    this.topK.destroy();
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * The one compression pipeline of both engines: resolve → score → budget → plan → compact (+ quantize) →
+ * commit → report. The engine-specific parts are {@link CompressionStages}: the GPU stages run WGSL kernels on
+ * the paged buffers, the CPU stages the TS references on word arrays; everything else (options and defaults, the
+ * quantized pool's lifecycle, growth, the plan, the transaction, the report) is decided here, once.
+ */
+import { InvalidArgumentError, MissingObservationWindowError } from '../errors.js';
+import type { CacheMetadata } from '../cache/cache-metadata.js';
+import { abandonCompaction, commitCompaction, planCompactionWithGrowth, type CompactionPlan } from '../cache/compaction-plan.js';
+import { memoryReport, sequenceBytes } from '../cache/memory-report.js';
+import { holdsQuantizedBlocks, type GrowPool } from '../cache/pool-growth.js';
+import { formatForBits, type QuantFormat } from '../format/layout.js';
+import { type CompressOptions, type CompressionReport, type ResolvedCompressOptions, resolveCompressOptions } from './options.js';
+import type { ScoringPolicy } from './policy.js';
+import { createPolicy } from './registry.js';
+
+/** What the stages need to score and budget one sequence. */
+export interface SelectionJob {
+  readonly seqId: number;
+  readonly slot: number;
+  readonly options: ResolvedCompressOptions;
+  readonly policy: ScoringPolicy;
+  /** Token count of every head, [layer][head]. */
+  readonly lengths: readonly (readonly number[])[];
+  /** Observation-window queries the policy may use (≤ the cache's window). */
+  readonly window: number;
+  /** The attention mass will be measured (window policies record it while scoring). */
+  readonly measureMass: boolean;
+}
+
+/** What the stages need to move the kept tokens: the selection (if any) and the host's plan of new blocks. */
+export interface ExecutionJob {
+  readonly seqId: number;
+  readonly slot: number;
+  readonly options: ResolvedCompressOptions;
+  /** The policy that scored, or null when no head exceeded the budget (nothing is evicted). */
+  readonly policy: ScoringPolicy | null;
+  readonly lengths: readonly (readonly number[])[];
+  /** Kept tokens of every head, [layer][head]. */
+  readonly counts: readonly Uint32Array[];
+  readonly plan: CompactionPlan;
+  /** Measure the share of attention mass on kept tokens (report.attentionMassKept). */
+  readonly measureMass: boolean;
+  readonly window: number;
+}
+
+/**
+ * The engine-specific half of compression. `select` leaves its per-head selection (kept logical indices, ascending)
+ * where `execute` finds it; `execute` writes the plan's new blocks and moves the kept tokens' statistics, and
+ * resolves only when that is done (so a failure leaves the old table valid: the host commits afterwards).
+ */
+export interface CompressionStages {
+  readonly meta: CacheMetadata;
+  /** The cache's observation window (queries kept per layer and sequence). */
+  readonly observationWindow: number;
+  /** Width of a kept-index row (maxTokensPerHead). */
+  readonly indexStride: number;
+  /** Valid observation-window queries of a sequence. */
+  windowCount(seqId: number): number;
+  /** Grows a pool's storage (the metadata grows with it). */
+  readonly growPool: GrowPool;
+  /** Gives the quantized pool a format while it holds no block. */
+  setQuantFormat(format: QuantFormat): void;
+  /** Scores every head and allocates the budgets; returns the kept counts [layer][head]. */
+  select(job: SelectionJob): Promise<Uint32Array[]>;
+  /** Runs the plan; returns the attention mass kept (NaN when not measured, 1 when nothing was evicted). */
+  execute(job: ExecutionJob): Promise<number>;
+  /** After the host committed the plan (the GPU uploads its table rows). */
+  afterCommit(): void;
+}
+
+/** The policy `compress` uses when none is given: SnapKV where the sequence has window queries, else K-norm. */
+export function defaultPolicy(windowQueries: number): string {
+  return windowQueries > 0 ? 'snapkv' : 'knorm';
+}
+
+/**
+ * The quantized pool's one lifecycle rule: a cache created with `quantBits` quantizes to those bits only; one
+ * created without takes the bits of its first quantizing compression, and may change them while its quantized
+ * pool holds no block.
+ */
+export function prepareQuantizedPool(stages: CompressionStages, bits: number, fixedBits: number | null): void {
+  const format = formatForBits(bits) as QuantFormat;
+  const meta = stages.meta;
+  if (meta.quantFormat === format) return;
+  if (fixedBits !== null) {
+    throw new InvalidArgumentError('bits', `this cache quantizes to ${fixedBits} bits (quantBits at creation); compress with bits ${fixedBits} or 16, or create a cache with quantBits: ${bits}`);
+  }
+  if (meta.quantPool.numUsed > 0) {
+    throw new InvalidArgumentError(
+      'bits',
+      `this cache's quantized pool holds ${meta.quantPool.numUsed} ${meta.quantFormat ?? ''} blocks; compress with bits ${meta.quantLayout?.bits ?? ''} (or 16)`,
+    );
+  }
+  stages.setQuantFormat(format);
+}
+
+/**
+ * Compresses one sequence. Validates everything first (typed errors, cache untouched). Budget B is the AVERAGE
+ * number of tokens kept per KV head; ratios are against an f16 cache of all tokens. All or nothing: the host
+ * commits the new block lists only after the stages finished writing them.
+ *
+ * @throws InvalidArgumentError, UnknownPolicyError, UnknownSequenceError, MissingObservationWindowError,
+ *   OutOfBlocksError / LimitExceededError when the byte budget cannot hold the result.
+ */
+export async function compressSequence(
+  stages: CompressionStages,
+  seqId: number,
+  options: CompressOptions,
+  fixedBits: number | null,
+): Promise<CompressionReport> {
+  const started = performance.now();
+  const meta = stages.meta;
+  const tokens = meta.sequenceLength(seqId);
+  const windowQueries = stages.windowCount(seqId);
+  const opts = resolveCompressOptions({ ...options, policy: options.policy ?? defaultPolicy(windowQueries) }, tokens);
+  const quantize = opts.bits < 16;
+  if (quantize) prepareQuantizedPool(stages, opts.bits, fixedBits);
+  const { layers, kvHeads } = meta.shape;
+  const slot = meta.slotOf(seqId);
+  const lengths = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
+  const budget = opts.budget;
+  const evicting = budget !== null && lengths.some((heads) => heads.some((n) => n > budget));
+  const window = Math.min(opts.window, stages.observationWindow);
+  const measureMass = evicting && (options.measureMass ?? true);
+  let counts: Uint32Array[] = lengths.map((heads) => Uint32Array.from(heads));
+  let policy: ScoringPolicy | null = null;
+  if (evicting) {
+    policy = createPolicy(opts.policy, {
+      sinks: opts.sinks,
+      recent: opts.recent,
+      window,
+      kernelSize: opts.kernelSize,
+      pooling: opts.pooling,
+      seed: opts.seed,
+    });
+    if (policy.requires.window && windowQueries === 0) throw new MissingObservationWindowError(opts.policy);
+    counts = await stages.select({ seqId, slot, options: opts, policy, lengths, window, measureMass });
+  }
+  // A sequence that already holds quantized blocks keeps them quantized even at bits 16: there is no way back.
+  const compact = quantize || holdsQuantizedBlocks(meta, seqId);
+  const usedBefore = memoryReport(meta).usedBytes;
+  const plan = planCompactionWithGrowth(
+    meta,
+    { seqId, kept: counts.flatMap((heads) => [...heads]), quantize: compact, residual: opts.recent, indexStride: stages.indexStride },
+    stages.growPool,
+  );
+  let attentionMassKept: number;
+  try {
+    attentionMassKept = await stages.execute({ seqId, slot, options: opts, policy, lengths, counts, plan, measureMass, window });
+  } catch (error) {
+    abandonCompaction(meta, plan);
+    throw error;
+  }
+  commitCompaction(meta, seqId, plan);
+  stages.afterCommit();
+  return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started);
+}
+
+/** The report of a compression, from the metadata after the commit (one shape for both engines). */
+function compressionReport(
+  meta: CacheMetadata,
+  seqId: number,
+  opts: ResolvedCompressOptions,
+  usedBefore: number,
+  attentionMassKept: number,
+  started: number,
+): CompressionReport {
+  const { bytes, baselineF16, tokens } = sequenceBytes(meta, seqId);
+  const { layers, kvHeads } = meta.shape;
+  const keptPerHead = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
+  return {
+    policy: opts.policy,
+    budgets: opts.budgets,
+    bits: opts.bits,
+    budget: opts.budget,
+    tokens,
+    originalBytes: baselineF16,
+    compressedBytes: bytes,
+    ratio: bytes > 0 ? baselineF16 / bytes : Number.POSITIVE_INFINITY,
+    bytesFreed: usedBefore - memoryReport(meta).usedBytes,
+    keptPerLayer: keptPerHead.map((heads) => heads.reduce((a, b) => a + b, 0)),
+    keptPerHead,
+    attentionMassKept,
+    milliseconds: performance.now() - started,
+  };
+}
