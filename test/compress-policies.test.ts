@@ -52,7 +52,7 @@ function makeInput(seed = 1): ScoreInput {
 }
 
 describe.each(policyNames())('policy %s', (name) => {
-  const options = { sinkTokens: 2, recentWindow: 4, window: w, kernelSize: 5 };
+  const options = { sinks: 2, recent: 4, window: w, kernelSize: 5 };
   const input = makeInput();
 
   it('returns one finite-or-+Inf score per cached token per KV head', () => {
@@ -87,7 +87,7 @@ describe.each(policyNames())('policy %s', (name) => {
 
 describe('policy specifics', () => {
   const input = makeInput();
-  const opts = { sinkTokens: 0, recentWindow: 0 };
+  const opts = { sinks: 0, recent: 0 };
 
   it('random: seed changes the scores, layer and head streams differ', () => {
     const p = createPolicy('random', opts);
@@ -143,6 +143,6 @@ describe('policy specifics', () => {
     expect(() => createPolicy('h2o').score({ ...input, attnSum: undefined })).toThrow(InvalidArgumentError);
     expect(() => createPolicy('snapkv').score({ ...input, windowQueries: undefined })).toThrow(InvalidArgumentError);
     expect(() => createPolicy('snapkv', { kernelSize: 4 })).toThrow(InvalidArgumentError);
-    expect(() => createPolicy('knorm', { sinkTokens: -1 })).toThrow(InvalidArgumentError);
+    expect(() => createPolicy('knorm', { sinks: -1 })).toThrow(InvalidArgumentError);
   });
 });

@@ -159,7 +159,7 @@ describe('CpuKvCache.compress', () => {
       for (const mode of BUDGET_MODES) {
         base.fork(0, 1);
         const inputs = Array.from({ length: nLayers }, (_, l) => scoreInput(base, 1, l, 32));
-        const scorer = createPolicy(policy, { sinkTokens: 4, recentWindow: 16, window: 32, seed: 0 });
+        const scorer = createPolicy(policy, { sinks: 4, recent: 16, window: 32, seed: 0 });
         const scores = inputs.map((input) => scorer.score(input));
         const counts = allocateBudgets(scores, { mode, budget });
         const report = base.compress(1, { policy, budget, budgets: mode, recent: 16 });

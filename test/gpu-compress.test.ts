@@ -78,7 +78,7 @@ async function referenceKeep(
       wq.set(windowQ.subarray(base * N_HEADS * headDim, (base + 1) * N_HEADS * headDim), i * N_HEADS * headDim);
       wp[i] = windowP[base] ?? 0;
     }
-    const policy = createPolicy(policyName, { sinkTokens: 4, recentWindow: 8, window: WINDOW, seed: 3 });
+    const policy = createPolicy(policyName, { sinks: 4, recent: 8, window: WINDOW, seed: 3 });
     scores.push(
       policy.score({
         nHeads: N_HEADS,

@@ -47,7 +47,7 @@ const CASES: Case[] = [
     ],
     layer: 1,
     layerCount: 1,
-    options: { sinkTokens: 2, recentWindow: 3, window: 4, kernelSize: 5, pooling: 'avg', seed: 11 },
+    options: { sinks: 2, recent: 3, window: 4, kernelSize: 5, pooling: 'avg', seed: 11 },
   },
   {
     name: 'hd64 group4 f16+int8',
@@ -62,7 +62,7 @@ const CASES: Case[] = [
     ],
     layer: 0,
     layerCount: 2,
-    options: { sinkTokens: 0, recentWindow: 0, window: 8, kernelSize: 7, pooling: 'max', seed: 0xdeadbeef },
+    options: { sinks: 0, recent: 0, window: 8, kernelSize: 7, pooling: 'max', seed: 0xdeadbeef },
   },
   {
     name: 'hd8 group2 f32+int2',
@@ -77,7 +77,7 @@ const CASES: Case[] = [
     ],
     layer: 1,
     layerCount: 1,
-    options: { sinkTokens: 4, recentWindow: 8, window: 3, kernelSize: 7, pooling: 'avg', seed: 3 },
+    options: { sinks: 4, recent: 8, window: 3, kernelSize: 7, pooling: 'avg', seed: 3 },
   },
 ];
 

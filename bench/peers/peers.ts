@@ -382,7 +382,7 @@ async function runSize(
   const quantizer = createGpuJsQuantizer(gpujs, constants);
   try {
     // SnapKV scoring.
-    const policy = new SnapKVPolicy({ window: S.window, kernelSize: S.kernelSize, pooling: 'avg', sinkTokens: S.sinks });
+    const policy = new SnapKVPolicy({ window: S.window, kernelSize: S.kernelSize, pooling: 'avg', sinks: S.sinks });
     const refInput = {
       nHeads: S.nHeads,
       kvHeads: S.kvHeads,

@@ -133,8 +133,8 @@ export class GpuCompressor {
     const massBuffer = windowPolicy && windowValid > 0 ? this.buffers.mass : cache.attnSum;
     if (evicting) {
       const policy = createPolicy(opts.policy, {
-        sinkTokens: opts.sinks,
-        recentWindow: opts.recent,
+        sinks: opts.sinks,
+        recent: opts.recent,
         window: Math.min(opts.window, cache.observationWindow),
         kernelSize: opts.kernelSize,
         pooling: opts.pooling,

@@ -540,8 +540,8 @@ export class CpuKvCache {
     if (budget !== null && counts.some((n) => n > budget)) {
       const window = Math.min(r.window, this.observationWindow);
       const policy = createPolicy(r.policy, {
-        sinkTokens: r.sinks,
-        recentWindow: r.recent,
+        sinks: r.sinks,
+        recent: r.recent,
         window,
         kernelSize: r.kernelSize,
         pooling: r.pooling,

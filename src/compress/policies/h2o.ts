@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -19,8 +19,14 @@ export class H2OPolicy extends BasePolicy {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'h2o' };
+  override gpuPlan(): TokenScorePlan {
+    return {
+      kind: 'token',
+      statistics: ['attnSum', 'attnCount'],
+      wgsl: `fn token_score(token: ScoredToken) -> f32 {
+  return select(0.0, token.attn_sum / token.attn_count, token.attn_count > 0.0);
+}`,
+    };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

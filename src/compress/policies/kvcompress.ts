@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -18,8 +18,12 @@ export class KvCompressPolicy extends BasePolicy {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'kvcompress' };
+  override gpuPlan(): TokenScorePlan {
+    return {
+      kind: 'token',
+      statistics: ['attnSqSum'],
+      wgsl: 'fn token_score(token: ScoredToken) -> f32 { return token.attn_sq_sum; }',
+    };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

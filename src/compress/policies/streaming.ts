@@ -1,5 +1,5 @@
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 
 /**
  * StreamingLLM: keep the attention sinks and the most recent tokens. Score = position, so under any budget the
@@ -7,7 +7,7 @@ import type { GpuScorePlan } from '../gpu-policies.js';
  *
  * @example
  * ```ts
- * const scores = new StreamingPolicy({ sinkTokens: 4, recentWindow: 0 }).score(input);
+ * const scores = new StreamingPolicy({ sinks: 4, recent: 0 }).score(input);
  * ```
  */
 export class StreamingPolicy extends BasePolicy {
@@ -17,8 +17,8 @@ export class StreamingPolicy extends BasePolicy {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'streaming' };
+  override gpuPlan(): TokenScorePlan {
+    return { kind: 'token', statistics: [], wgsl: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

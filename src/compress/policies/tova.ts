@@ -1,4 +1,4 @@
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { WindowScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 import { windowProbabilities } from './window.js';
 
@@ -8,7 +8,7 @@ import { windowProbabilities } from './window.js';
  *
  * @example
  * ```ts
- * const scores = new TovaPolicy({ recentWindow: 8 }).score(input);
+ * const scores = new TovaPolicy({ recent: 8 }).score(input);
  * ```
  */
 export class TovaPolicy extends BasePolicy {
@@ -19,7 +19,7 @@ export class TovaPolicy extends BasePolicy {
   }
 
   // The last query only, unpooled: the SnapKV kernels with a one-row window and kernel size 1.
-  protected override gpuPlan(): GpuScorePlan {
+  override gpuPlan(): WindowScorePlan {
     return { kind: 'window', window: 1, kernelSize: 1, pooling: 'avg' };
   }
 
