@@ -1,108 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { assertInvariants } from '../src/cache/invariants.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
-import { allocateBudgets, type BudgetMode } from '../src/compress/budgets.js';
+import type { BudgetMode } from '../src/compress/budgets.js';
 import { DecodeCompressor } from '../src/compress/decode-compression.js';
 import { createPolicy } from '../src/compress/registry.js';
-import { selectTopK } from '../src/compress/select.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../src/errors.js';
-import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
-import type { GpuContext } from '../src/gpu/context.js';
-import { seededRandom, testGpu } from './helpers/gpu.js';
+import { readBuffer } from '../src/gpu/buffers.js';
+import { testGpu } from './helpers/gpu.js';
+import { fillSequence as fill, referenceKeep } from './helpers/paged-compress.js';
 
 const SHAPE = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
 const N_HEADS = 4;
 const WINDOW = 8;
-
-/** Runs `tokens` tokens through the cache in chunks, like a model would (append, window, attention, stats). */
-async function fill(gpu: GpuContext, cache: PagedKvCache, seq: number, chunks: number[], seed: number): Promise<Float32Array[]> {
-  const random = seededRandom(seed);
-  const { layers, kvHeads, headDim } = SHAPE;
-  const queriesByStep: Float32Array[] = [];
-  for (const n of chunks) {
-    const step = cache.beginStep(seq, n);
-    const encoder = gpu.device.createCommandEncoder();
-    const scratch: GPUBuffer[] = [];
-    for (let layer = 0; layer < layers; layer++) {
-      const kv = () => Float32Array.from({ length: n * kvHeads * headDim }, () => random() * 2 - 1);
-      const q = Float32Array.from({ length: n * N_HEADS * headDim }, () => (random() * 2 - 1) * 3);
-      queriesByStep.push(q);
-      const io = {
-        keys: createStorageBuffer(gpu, 'k', kv()),
-        values: createStorageBuffer(gpu, 'v', kv()),
-        queries: createStorageBuffer(gpu, 'q', q),
-        out: createStorageBuffer(gpu, 'out', q.byteLength),
-      };
-      scratch.push(...Object.values(io));
-      cache.encodeLayer(encoder, step, layer, io);
-    }
-    gpu.submit([encoder.finish()]);
-    cache.endStep(step);
-    await gpu.idle();
-    for (const b of scratch) b.destroy();
-  }
-  return queriesByStep;
-}
-
-/** Reads the GPU state of a sequence's layer and asks the TS reference which positions each head keeps. */
-async function referenceKeep(
-  cache: PagedKvCache,
-  seq: number,
-  policyName: string,
-  mode: BudgetMode,
-  budget: number,
-): Promise<number[][][]> {
-  const { layers, kvHeads, headDim } = SHAPE;
-  const slot = cache.meta.slotOf(seq);
-  const stride = cache.maxTokensPerHead;
-  const stats = await Promise.all([cache.attention.statistics.attnSum, cache.attention.statistics.attnSqSum, cache.attention.statistics.attnCount].map((b) => readBuffer(cache.gpu, b)));
-  const [sum, sq, count] = stats.map((s) => new Float32Array(s));
-  const windowQ = new Float32Array(await readBuffer(cache.gpu, cache.attention.window.queries));
-  const windowP = new Uint32Array(await readBuffer(cache.gpu, cache.attention.window.positions));
-  const seqLen = cache.sequenceLength(seq);
-  const valid = cache.attention.windowCount(seq, 0);
-  const scores: Float32Array[][] = [];
-  const positions: Uint32Array[][] = [];
-  for (let layer = 0; layer < layers; layer++) {
-    const heads = await Promise.all(Array.from({ length: kvHeads }, (_, h) => cache.readHead(seq, layer, h)));
-    const rows = heads.map((_, h) => (layer * cache.meta.seqSlots + slot) * kvHeads + h);
-    const slice = (a: Float32Array | undefined, row: number, n: number) => (a ?? new Float32Array()).slice(row * stride, row * stride + n);
-    // window: newest `valid` queries in position order
-    const w = valid;
-    const wq = new Float32Array(w * N_HEADS * headDim);
-    const wp = new Uint32Array(w);
-    for (let i = 0; i < w; i++) {
-      const pos = seqLen - w + i;
-      const ring = pos % WINDOW;
-      const base = (layer * cache.meta.seqSlots + slot) * WINDOW + ring;
-      wq.set(windowQ.subarray(base * N_HEADS * headDim, (base + 1) * N_HEADS * headDim), i * N_HEADS * headDim);
-      wp[i] = windowP[base] ?? 0;
-    }
-    const policy = createPolicy(policyName, { sinks: 4, recent: 8, window: WINDOW, seed: 3 });
-    scores.push(
-      policy.score({
-        nHeads: N_HEADS,
-        kvHeads,
-        headDim,
-        keys: heads.map((h) => h.keys),
-        positions: heads.map((h) => h.positions),
-        windowQueries: wq,
-        windowPositions: wp,
-        attnSum: heads.map((h, i) => slice(sum, rows[i] ?? 0, h.positions.length)),
-        attnSqSum: heads.map((h, i) => slice(sq, rows[i] ?? 0, h.positions.length)),
-        attnCount: heads.map((h, i) => slice(count, rows[i] ?? 0, h.positions.length)),
-        sequenceLength: seqLen,
-        layer,
-        seed: 3,
-      }),
-    );
-    positions.push(heads.map((h) => h.positions));
-  }
-  const counts = allocateBudgets(scores, { mode, budget });
-  return scores.map((layer, l) =>
-    layer.map((s, h) => [...selectTopK(s, counts[l]?.[h] ?? 0)].map((i) => positions[l]?.[h]?.[i] ?? -1)),
-  );
-}
 
 describe('GPU compression of a paged cache', () => {
   const cases: [string, BudgetMode, 16 | 4 | 2][] = [
@@ -130,7 +39,7 @@ describe('GPU compression of a paged cache', () => {
     await fill(gpu, cache, 0, [40], 1); // another sequence, which must stay untouched
     await fill(gpu, cache, 7, [90, 1, 1, 1, 5], 2);
     const before = await cache.readHead(0, 1, 1);
-    const expected = await referenceKeep(cache, 7, policy, mode, 24);
+    const expected = await referenceKeep(cache, 7, createPolicy(policy, { sinks: 4, recent: 8, window: WINDOW, seed: 3 }), mode, 24, 3);
     const sumBefore = new Float32Array(await readBuffer(gpu, cache.attention.statistics.attnSum));
     const positionsBefore = await Promise.all(
       [0, 1].flatMap((l) => [0, 1].map(async (h) => [...(await cache.readHead(7, l, h)).positions])),

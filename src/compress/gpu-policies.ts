@@ -3,15 +3,16 @@
  * cache on the GPU, and the shared plumbing that encodes the kernels. Scores never travel to the CPU: they land
  * in f32 `[row][maxTokensPerHead]` (CONTRIBUTING.md) for the selection kernels.
  *
- * A policy describes itself with a {@link GpuScorePlan} (policy files stay tiny) and `BasePolicy.scoreGpu()`
- * turns the plan plus its protection options into kernels via {@link encodeGpuScores}.
+ * A policy describes itself with a {@link GpuScorePlan}, plain data in its own file (a per-token WGSL score and
+ * the statistics it reads, or the observation-window parameters); `BasePolicy.scoreGpu()` turns the plan plus its
+ * protection options into kernels via {@link encodeGpuScores}. No kernel knows a policy by name.
  */
 import type { BlockLayout } from '../format/layout.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import type { AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
 import type { PagedCacheBindings } from '../kernels/cache/paged-attention.js';
-import { ScoreStatsKernel, type StatsPolicy } from '../kernels/compress/score-stats.js';
+import { ScoreStatsKernel, type TokenScoreFunction } from '../kernels/compress/score-stats.js';
 import type { ObservationWindowBindings, ScoreTarget } from '../kernels/compress/score-target.js';
 import { SnapKVLseKernel, snapkvLseBytes } from '../kernels/compress/snapkv-lse.js';
 import { SnapKVScoreKernel } from '../kernels/compress/snapkv-score.js';
@@ -43,18 +44,18 @@ export interface ScoreGpuInput {
   readonly slot: number;
   /** Tokens the sequence has seen (its next position): protection is relative to it. */
   readonly seqLen: number;
-  /** Accumulated attention statistics (h2o, kvcompress). */
+  /** Accumulated attention statistics (token plans that read statistics). */
   readonly stats?: AttentionStatsBuffers;
-  /** Observation window (snapkv, tova). */
+  /** Observation window (window plans). */
   readonly window?: ObservationWindowBindings;
   /**
-   * Scratch of at least {@link scoreScratchBytes} bytes, STORAGE usage (snapkv, tova). The caller owns it and
+   * Scratch of at least {@link scoreScratchBytes} bytes, STORAGE usage (window plans). The caller owns it and
    * keeps it alive until the encoder's submission completes; its contents never matter between runs.
    */
   readonly scratch?: GPUBuffer;
   /** f32 [row][maxTokensPerHead]; the target rows' tokens < context length are written. */
   readonly scores: GPUBuffer;
-  /** Seed for random (default: the policy's). */
+  /** Seed a token plan's `token.seed` carries (default: the plan's, else 0). */
   readonly seed?: number;
   /** Attention logit scale for window policies, default 1/√headDim. */
   readonly scale?: number;
@@ -63,18 +64,49 @@ export interface ScoreGpuInput {
 }
 
 /**
- * How a policy scores on the GPU: one pass over statistics/keys/positions, or the observation-window attention
- * (mean probability over the newest `window` queries, then pooling).
+ * A policy scored in one pass over its tokens: a WGSL `token_score` and the statistics it reads
+ * ({@link TokenScoreFunction}), optionally a default seed for `token.seed`.
  *
  * @example
  * ```ts
- * const snapkv: GpuScorePlan = { kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' };
- * const h2o: GpuScorePlan = { kind: 'stats', policy: 'h2o' };
+ * const kvcompress: TokenScorePlan = {
+ *   kind: 'token',
+ *   statistics: ['attnSqSum'],
+ *   wgsl: 'fn token_score(token: ScoredToken) -> f32 { return token.attn_sq_sum; }',
+ * };
  * ```
  */
-export type GpuScorePlan =
-  | { readonly kind: 'stats'; readonly policy: StatsPolicy; readonly seed?: number }
-  | { readonly kind: 'window'; readonly window: number; readonly kernelSize: number; readonly pooling: 'avg' | 'max' };
+export interface TokenScorePlan extends TokenScoreFunction {
+  readonly kind: 'token';
+  readonly seed?: number;
+}
+
+/**
+ * A policy scored from the observation window: mean attention probability of the newest `window` queries (and
+ * the group's query heads), pooled along token order.
+ *
+ * @example
+ * ```ts
+ * const snapkv: WindowScorePlan = { kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' };
+ * ```
+ */
+export interface WindowScorePlan {
+  readonly kind: 'window';
+  readonly window: number;
+  /** Odd; 1 = no pooling. */
+  readonly kernelSize: number;
+  readonly pooling: 'avg' | 'max';
+}
+
+/**
+ * How a policy scores on the GPU, as data.
+ *
+ * @example
+ * ```ts
+ * const tova: GpuScorePlan = { kind: 'window', window: 1, kernelSize: 1, pooling: 'avg' };
+ * ```
+ */
+export type GpuScorePlan = TokenScorePlan | WindowScorePlan;
 
 /**
  * Bytes of scratch a window policy needs for `layerCount` layers, at most `windowCapacity` voting queries and
@@ -91,10 +123,11 @@ export function scoreScratchBytes(layerCount: number, windowCapacity: number, nH
 
 /**
  * Encodes the kernels of `plan` into `encoder`, with sinks and the `recent` newest positions protected (+Inf).
+ * `policyName` names the passes and the errors.
  *
  * @example
  * ```ts
- * encodeGpuScores(encoder, input, { kind: 'stats', policy: 'knorm' }, { sinks: 4, recent: 32 });
+ * encodeGpuScores(encoder, input, { kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' }, { sinks: 4, recent: 32 });
  * ```
  */
 export function encodeGpuScores(
@@ -102,6 +135,7 @@ export function encodeGpuScores(
   input: ScoreGpuInput,
   plan: GpuScorePlan,
   protection: { readonly sinks: number; readonly recent: number },
+  policyName = 'this policy',
 ): void {
   const { gpu, cache, full, quant, kvHeads, nHeads } = input;
   const target: ScoreTarget = {
@@ -112,8 +146,8 @@ export function encodeGpuScores(
     sinks: protection.sinks,
     recent: protection.recent,
   };
-  if (plan.kind === 'stats') {
-    const kernel = new ScoreStatsKernel(gpu, { policy: plan.policy, kvHeads, full, quant });
+  if (plan.kind === 'token') {
+    const kernel = new ScoreStatsKernel(gpu, { label: policyName, score: plan, kvHeads, full, quant });
     kernel.encode(encoder, {
       cache,
       target,
@@ -125,10 +159,10 @@ export function encodeGpuScores(
   }
   const { window, scratch } = input;
   if (!window || window.valid < 1) {
-    throw new InvalidArgumentError('window', 'this policy needs the observation-window queries (at least one valid)');
+    throw new InvalidArgumentError('window', `${policyName} needs the observation-window queries (at least one valid)`);
   }
   if (!scratch) {
-    throw new InvalidArgumentError('scratch', `window policies need a scratch buffer of scoreScratchBytes() bytes`);
+    throw new InvalidArgumentError('scratch', `${policyName} needs a scratch buffer of scoreScratchBytes() bytes`);
   }
   const shape = { nHeads, kvHeads, full, quant };
   const run = {

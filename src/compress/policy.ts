@@ -2,20 +2,45 @@
  * Scoring policies, kvpress style: a policy's only job is to score every cached token of every KV head of one
  * layer (higher = keep). Budget allocation (`budgets.ts`) and selection (`select.ts`) are shared by all.
  *
- * The base class adds protection on top of a policy's raw score: attention sinks (the first `sinkTokens`
- * positions of the sequence) and the recent window (the last `recentWindow` positions) score +Infinity, so
- * every budget mode keeps them whenever it can.
+ * The base class adds protection on top of a policy's raw score: attention sinks (the first `sinks` positions
+ * of the sequence) and the recent window (the last `recent` positions) score +Infinity, so every budget mode
+ * keeps them whenever it can.
+ *
+ * A policy is one file plus one `registerPolicy` line: its CPU score (`rawScore`, the reference) and its GPU
+ * scoring plan (`gpuPlan()`, data: a WGSL per-token score with the statistics it reads, or observation-window
+ * parameters). What it needs from the cache (`requires`) follows from the plan, never from its name.
  */
 import { InvalidArgumentError } from '../errors.js';
 import { encodeGpuScores, type GpuScorePlan, type ScoreGpuInput } from './gpu-policies.js';
 
 /**
- * What a policy reads besides the cached keys: the observation window's queries (SnapKV, TOVA) and/or the
- * accumulated attention statistics (H2O, KV-Compress). The pipeline reads it; nothing tests policy names.
+ * What a policy needs beyond the cached keys and positions: the observation-window queries (`windowQueries` on
+ * the CPU, `window` on the GPU) and/or the accumulated attention statistics (`attnSum`, `attnSqSum`,
+ * `attnCount`). A compressor uses it to choose its inputs (and the attention mass it measures).
+ *
+ * @example
+ * ```ts
+ * if (createPolicy('snapkv').requires.window && windowValid === 0) throw new InvalidArgumentError('window', '...');
+ * ```
  */
 export interface PolicyRequirements {
   readonly window: boolean;
   readonly statistics: boolean;
+}
+
+/**
+ * The requirements a GPU plan implies: window plans read the observation window, token plans the statistics
+ * they declare (if any).
+ *
+ * @example
+ * ```ts
+ * planRequirements({ kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' }); // { window: true, statistics: false }
+ * ```
+ */
+export function planRequirements(plan: GpuScorePlan): PolicyRequirements {
+  return plan.kind === 'window'
+    ? { window: true, statistics: false }
+    : { window: false, statistics: plan.statistics.length > 0 };
 }
 
 /**
@@ -36,7 +61,7 @@ export interface ScoreInput {
   readonly positions: readonly Uint32Array[];
   /**
    * Observation-window queries `[w][nHeads][headDim]` (the last w queries of the sequence, RoPE applied),
-   * needed by snapkv and tova.
+   * needed by policies whose `requires.window` is set.
    */
   readonly windowQueries?: Float32Array;
   /** Positions of the window queries `[w]`; default: the last w positions before `sequenceLength`. */
@@ -60,13 +85,13 @@ export interface ScoreInput {
  *
  * @example
  * ```ts
- * const policy: ScoringPolicy = createPolicy('h2o', { recentWindow: 16 });
+ * const policy: ScoringPolicy = createPolicy('h2o', { recent: 16 });
  * const scores = policy.score(input); // scores[kv][t]; +Infinity = protected
  * ```
  */
 export interface ScoringPolicy {
   readonly name: string;
-  /** What the policy reads: observation-window queries (SnapKV, TOVA) and/or accumulated attention statistics. */
+  /** What the policy reads besides keys and positions, on the CPU and on the GPU alike. */
   readonly requires: PolicyRequirements;
   score(input: ScoreInput): Float32Array[];
   /**
@@ -96,19 +121,19 @@ export interface PolicyOptions {
  *
  * @example
  * ```ts
- * new H2OPolicy().sinkTokens === DEFAULT_SINK_TOKENS; // true
+ * new H2OPolicy().sinks === DEFAULT_SINKS; // true
  * ```
  */
-export const DEFAULT_SINK_TOKENS = 4;
+export const DEFAULT_SINKS = 4;
 /**
  * Default protected recent window.
  *
  * @example
  * ```ts
- * new H2OPolicy().recentWindow === DEFAULT_RECENT_WINDOW; // true
+ * new H2OPolicy().recent === DEFAULT_RECENT; // true
  * ```
  */
-export const DEFAULT_RECENT_WINDOW = 32;
+export const DEFAULT_RECENT = 32;
 
 function nonNegativeInteger(field: string, value: number): number {
   if (!Number.isInteger(value) || value < 0) {
@@ -178,26 +203,49 @@ export function sequenceLengthOf(input: ScoreInput): number {
 }
 
 /**
- * Base of all built-in policies: subclasses implement {@link BasePolicy.rawScore}; `score()` validates the
- * input and sets protected tokens to +Infinity.
+ * Base of all built-in policies: subclasses implement {@link BasePolicy.rawScore} (the CPU reference) and
+ * {@link BasePolicy.gpuPlan} (the same score on the GPU, as data); `score()` and `scoreGpu()` validate the input
+ * and set protected tokens to +Infinity.
  *
  * @example
  * ```ts
- * class NormPress extends BasePolicy {
- *   readonly name = 'norm';
- *   protected rawScore(input: ScoreInput): Float32Array[] { return input.keys.map((k) => new Float32Array(k.length / input.headDim)); }
+ * // Key-peak press: keep tokens with one large key channel. One file, plus registerPolicy('kpeak', (o) => new KeyPeak(o)).
+ * class KeyPeak extends BasePolicy {
+ *   readonly name = 'kpeak';
+ *   override gpuPlan(): TokenScorePlan {
+ *     const wgsl = `fn token_score(token: ScoredToken) -> f32 {
+ *       var peak = 0.0;
+ *       for (var d = 0u; d < HEAD_DIM; d++) { peak = max(peak, abs(token_key(token, d))); }
+ *       return peak;
+ *     }`;
+ *     return { kind: 'token', statistics: [], wgsl };
+ *   }
+ *   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {
+ *     const d = input.headDim;
+ *     return tokens.map((n, kv) =>
+ *       Float32Array.from({ length: n }, (_, t) => Math.max(...(input.keys[kv] ?? []).slice(t * d, (t + 1) * d).map(Math.abs))),
+ *     );
+ *   }
  * }
  * ```
  */
 export abstract class BasePolicy implements ScoringPolicy {
   abstract readonly name: string;
-  abstract readonly requires: PolicyRequirements;
-  readonly sinkTokens: number;
-  readonly recentWindow: number;
+  readonly sinks: number;
+  readonly recent: number;
 
   constructor(options: PolicyOptions = {}) {
-    this.sinkTokens = nonNegativeInteger('sinks', options.sinks ?? DEFAULT_SINK_TOKENS);
-    this.recentWindow = nonNegativeInteger('recent', options.recent ?? DEFAULT_RECENT_WINDOW);
+    this.sinks = nonNegativeInteger('sinks', options.sinks ?? DEFAULT_SINKS);
+    this.recent = nonNegativeInteger('recent', options.recent ?? DEFAULT_RECENT);
+  }
+
+  /**
+   * Derived from {@link BasePolicy.gpuPlan}. A CPU-only policy (no plan) that reads the window or the statistics
+   * overrides this.
+   */
+  get requires(): PolicyRequirements {
+    const plan = this.gpuPlan();
+    return plan ? planRequirements(plan) : { window: false, statistics: false };
   }
 
   /**
@@ -205,11 +253,11 @@ export abstract class BasePolicy implements ScoringPolicy {
    * (snapkv widens it to its observation window). CPU and GPU scoring both ask here, so they agree.
    */
   protected protectedRecent(_windowRows: number): number {
-    return this.recentWindow;
+    return this.recent;
   }
 
-  /** How the policy scores on the GPU; null when it cannot (scoreGpu then throws). */
-  protected gpuPlan(): GpuScorePlan | null {
+  /** How the policy scores on the GPU, as data; null when it cannot (scoreGpu then throws). */
+  gpuPlan(): GpuScorePlan | null {
     return null;
   }
 
@@ -229,7 +277,7 @@ export abstract class BasePolicy implements ScoringPolicy {
       }
       for (let t = 0; t < s.length; t++) {
         const p = pos[t] ?? 0;
-        if (p < this.sinkTokens || p >= recentStart) s[t] = Infinity;
+        if (p < this.sinks || p >= recentStart) s[t] = Infinity;
       }
     }
     return scores;
@@ -247,6 +295,6 @@ export abstract class BasePolicy implements ScoringPolicy {
       throw new InvalidArgumentError('policy', `${this.name} has no GPU scorer; score it on the CPU with score()`);
     }
     const windowRows = input.window?.valid ?? 0;
-    encodeGpuScores(encoder, input, plan, { sinks: this.sinkTokens, recent: this.protectedRecent(windowRows) });
+    encodeGpuScores(encoder, input, plan, { sinks: this.sinks, recent: this.protectedRecent(windowRows) }, this.name);
   }
 }

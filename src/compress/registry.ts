@@ -1,9 +1,10 @@
 /**
- * Name → factory for the built-in scoring policies. New policies register here so the CLI, benchmarks and the
- * cache's `compress({ policy })` can name them.
+ * Name → factory for the scoring policies. A new policy is one file (a {@link BasePolicy} subclass: CPU score and
+ * GPU plan) plus one `registerPolicy` line, here or in the caller's code; the CLI, benchmarks and the caches'
+ * `compress({ policy })` then name it.
  */
 import { UnknownPolicyError } from '../errors.js';
-import type { PolicyOptions, ScoringPolicy } from './policy.js';
+import type { BasePolicy, PolicyOptions, PolicyRequirements, ScoringPolicy } from './policy.js';
 import { H2OPolicy } from './policies/h2o.js';
 import { KnormPolicy } from './policies/knorm.js';
 import { KvCompressPolicy } from './policies/kvcompress.js';
@@ -79,4 +80,18 @@ export function policyNames(): string[] {
  */
 export function registerPolicy(name: string, factory: PolicyFactory): void {
   factories.set(name, factory);
+}
+
+/**
+ * What the policy registered under `name` needs (observation window, attention statistics), read from an
+ * instance with default options: requirements follow from a policy's scoring family, never from its options.
+ *
+ * @throws UnknownPolicyError when `name` is not registered.
+ * @example
+ * ```ts
+ * policyRequirements('tova'); // { window: true, statistics: false }
+ * ```
+ */
+export function policyRequirements(name: string): PolicyRequirements {
+  return createPolicy(name).requires;
 }

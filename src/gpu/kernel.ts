@@ -6,6 +6,20 @@ import { constantsKey, wgslPrelude, type WgslConstants } from './prelude.js';
 import type { UniformLayout } from './uniforms.js';
 
 /**
+ * A WGSL function that a kernel body calls and its caller supplies, e.g. a scoring policy's per-token score.
+ * The body's shader file documents the signature; `source` declares `fn NAME(` and may add helpers of its own.
+ *
+ * @example
+ * ```ts
+ * const score: WgslFunction = { name: 'token_score', source: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
+ * ```
+ */
+export interface WgslFunction {
+  readonly name: string;
+  readonly source: string;
+}
+
+/**
  * The cached part of a kernel: which WGSL body, compiled with which constants and uniform structs.
  *
  * @example
@@ -25,6 +39,20 @@ export interface KernelSpec {
   readonly entryPoint?: string;
   /** WGSL helper libraries (not kernels) placed between the prelude and the body, e.g. shaders/kv_read.wgsl. */
   readonly libraries?: readonly string[];
+  /** Functions the body calls but does not define, placed after the libraries; their sources are part of the cache key. */
+  readonly functions?: readonly WgslFunction[];
+}
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function checkFunction(kernel: string, fn: WgslFunction): string {
+  if (!IDENTIFIER.test(fn.name)) {
+    throw new InvalidArgumentError('functions', `${kernel}: "${fn.name}" is not a WGSL identifier`);
+  }
+  if (!new RegExp(`\\bfn\\s+${fn.name}\\s*\\(`).test(fn.source)) {
+    throw new InvalidArgumentError('functions', `${kernel}: the source given for ${fn.name} must declare "fn ${fn.name}(...)"`);
+  }
+  return fn.source;
 }
 
 /**
@@ -36,7 +64,8 @@ export interface KernelSpec {
  * ```
  */
 export function kernelSource(spec: KernelSpec): string {
-  return [wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), spec.body].join('\n');
+  const functions = (spec.functions ?? []).map((fn) => checkFunction(spec.name, fn));
+  return [wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), ...functions, spec.body].join('\n');
 }
 
 /**
@@ -50,7 +79,8 @@ export function kernelSource(spec: KernelSpec): string {
  */
 export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
   const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
-  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}`;
+  const functions = (spec.functions ?? []).map((fn) => `${fn.name}=${fn.source}`).join('|');
+  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}#${functions}`;
   return gpu.pipelines.get(key, () => ({
     label: spec.name,
     code: kernelSource(spec),

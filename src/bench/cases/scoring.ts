@@ -1,4 +1,7 @@
 import { encodeGpuScores, type GpuScorePlan, scoreScratchBytes } from '../../compress/gpu-policies.js';
+import { H2OPolicy } from '../../compress/policies/h2o.js';
+import { KnormPolicy } from '../../compress/policies/knorm.js';
+import { SnapKVPolicy } from '../../compress/policies/snapkv.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { buildBenchCache, randomFloats } from '../fixture.js';
@@ -16,9 +19,9 @@ import { ATTENTION_SHAPE } from './paged-attention-decode.js';
  * ```
  */
 export const SCORING_POLICIES: readonly { readonly name: string; readonly plan: GpuScorePlan }[] = [
-  { name: 'h2o', plan: { kind: 'stats', policy: 'h2o' } },
-  { name: 'knorm', plan: { kind: 'stats', policy: 'knorm' } },
-  { name: 'snapkv', plan: { kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' } },
+  { name: 'h2o', plan: new H2OPolicy().gpuPlan() },
+  { name: 'knorm', plan: new KnormPolicy().gpuPlan() },
+  { name: 'snapkv', plan: new SnapKVPolicy().gpuPlan() },
 ];
 
 const CONTEXTS = [1024, 4096, 16384] as const;
@@ -81,9 +84,9 @@ function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): P
   const kBytesPerToken = headDim * 2;
   const common = cache.tableBytesPerLayer + rowTokens * 4 /* positions */ + rowTokens * 4; /* scores */
   const bytes =
-    plan.kind === 'stats'
-      ? plan.policy === 'h2o'
-        ? common + rowTokens * 8
+    plan.kind === 'token'
+      ? plan.statistics.length > 0
+        ? common + rowTokens * 4 * plan.statistics.length
         : common + rowTokens * kBytesPerToken
       : common + rowTokens * kBytesPerToken + window * nHeads * (headDim * 4 + 4) + 2 * (window * nHeads * 8);
   return {

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -14,14 +14,19 @@ import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
  */
 export class H2OPolicy extends BasePolicy {
   readonly name = 'h2o';
-  readonly requires = { window: false, statistics: true };
 
   constructor(options: PolicyOptions = {}) {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'h2o' };
+  override gpuPlan(): TokenScorePlan {
+    return {
+      kind: 'token',
+      statistics: ['attnSum', 'attnCount'],
+      wgsl: `fn token_score(token: ScoredToken) -> f32 {
+  return select(0.0, token.attn_sum / token.attn_count, token.attn_count > 0.0);
+}`,
+    };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

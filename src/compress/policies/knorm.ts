@@ -1,4 +1,4 @@
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -12,14 +12,24 @@ import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
  */
 export class KnormPolicy extends BasePolicy {
   readonly name = 'knorm';
-  readonly requires = { window: false, statistics: false };
 
   constructor(options: PolicyOptions = {}) {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'knorm' };
+  override gpuPlan(): TokenScorePlan {
+    return {
+      kind: 'token',
+      statistics: [],
+      wgsl: `fn token_score(token: ScoredToken) -> f32 {
+  var norm2 = 0.0;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    let k = token_key(token, d);
+    norm2 += k * k;
+  }
+  return -sqrt(norm2);
+}`,
+    };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

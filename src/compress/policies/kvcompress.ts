@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
 /**
@@ -13,14 +13,17 @@ import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
  */
 export class KvCompressPolicy extends BasePolicy {
   readonly name = 'kvcompress';
-  readonly requires = { window: false, statistics: true };
 
   constructor(options: PolicyOptions = {}) {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'kvcompress' };
+  override gpuPlan(): TokenScorePlan {
+    return {
+      kind: 'token',
+      statistics: ['attnSqSum'],
+      wgsl: 'fn token_score(token: ScoredToken) -> f32 { return token.attn_sq_sum; }',
+    };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

@@ -1,4 +1,4 @@
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 import { mulberry32 } from '../../random.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 
@@ -19,8 +19,8 @@ export interface RandomOptions extends PolicyOptions {
  * Random eviction, the baseline every policy must beat. Each (layer, KV head) draws from its own mulberry32
  * stream seeded with hash(seed, layer, head), so results are reproducible and heads differ.
  * Token t gets draw t of its head's stream. mulberry32's state only adds a constant per draw, so draw t is a
- * pure function of (stream seed, t): shaders/score_stats.wgsl computes every token's draw independently and
- * matches these scores bit for bit.
+ * pure function of (stream seed, t): on the GPU every token computes its own draw (mulberry32_draw of
+ * shaders/score_common.wgsl) and matches these scores bit for bit.
  *
  * @example
  * ```ts
@@ -29,7 +29,6 @@ export interface RandomOptions extends PolicyOptions {
  */
 export class RandomPolicy extends BasePolicy {
   readonly name = 'random';
-  readonly requires = { window: false, statistics: false };
   readonly seed: number;
 
   constructor(options: RandomOptions = {}) {
@@ -37,8 +36,17 @@ export class RandomPolicy extends BasePolicy {
     this.seed = options.seed ?? 0;
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'random', seed: this.seed };
+  // The stream seed in u32 arithmetic: Math.imul and ^ are the same bit operations.
+  override gpuPlan(): TokenScorePlan {
+    return {
+      kind: 'token',
+      statistics: [],
+      seed: this.seed,
+      wgsl: `fn token_score(token: ScoredToken) -> f32 {
+  let stream = ((token.seed ^ 0x9e3779b9u) * 0x85ebca6bu) ^ ((token.layer + 1u) * 0xc2b2ae35u) ^ (token.kv_head + 1u);
+  return unit_interval(mulberry32_draw(stream, token.index));
+}`,
+    };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../../errors.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { WindowScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 import { windowProbabilities } from './window.js';
 
@@ -55,7 +55,6 @@ export function pool1d(x: Float32Array, kernelSize: number, mode: 'avg' | 'max')
  */
 export class SnapKVPolicy extends BasePolicy {
   readonly name = 'snapkv';
-  readonly requires = { window: true, statistics: false };
   readonly window: number;
   readonly kernelSize: number;
   readonly pooling: 'avg' | 'max';
@@ -77,10 +76,10 @@ export class SnapKVPolicy extends BasePolicy {
   }
 
   protected override protectedRecent(windowRows: number): number {
-    return Math.max(this.recentWindow, Math.min(this.window, windowRows));
+    return Math.max(this.recent, Math.min(this.window, windowRows));
   }
 
-  protected override gpuPlan(): GpuScorePlan {
+  override gpuPlan(): WindowScorePlan {
     return { kind: 'window', window: this.window, kernelSize: this.kernelSize, pooling: this.pooling };
   }
 

@@ -1,5 +1,5 @@
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { TokenScorePlan } from '../gpu-policies.js';
 
 /**
  * StreamingLLM: keep the attention sinks and the most recent tokens. Score = position, so under any budget the
@@ -12,14 +12,13 @@ import type { GpuScorePlan } from '../gpu-policies.js';
  */
 export class StreamingPolicy extends BasePolicy {
   readonly name = 'streaming';
-  readonly requires = { window: false, statistics: false };
 
   constructor(options: PolicyOptions = {}) {
     super(options);
   }
 
-  protected override gpuPlan(): GpuScorePlan {
-    return { kind: 'stats', policy: 'streaming' };
+  override gpuPlan(): TokenScorePlan {
+    return { kind: 'token', statistics: [], wgsl: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
   }
 
   protected rawScore(input: ScoreInput, tokens: readonly number[]): Float32Array[] {

@@ -1,4 +1,4 @@
-import type { GpuScorePlan } from '../gpu-policies.js';
+import type { WindowScorePlan } from '../gpu-policies.js';
 import { BasePolicy, type PolicyOptions, type ScoreInput } from '../policy.js';
 import { windowProbabilities } from './window.js';
 
@@ -13,14 +13,13 @@ import { windowProbabilities } from './window.js';
  */
 export class TovaPolicy extends BasePolicy {
   readonly name = 'tova';
-  readonly requires = { window: true, statistics: false };
 
   constructor(options: PolicyOptions = {}) {
     super(options);
   }
 
   // The last query only, unpooled: the SnapKV kernels with a one-row window and kernel size 1.
-  protected override gpuPlan(): GpuScorePlan {
+  override gpuPlan(): WindowScorePlan {
     return { kind: 'window', window: 1, kernelSize: 1, pooling: 'avg' };
   }
 

@@ -25,24 +25,46 @@ const SCORE_STATS_PARAMS = new UniformLayout('ScoreStatsParams', [
 ]);
 
 /**
- * The policies scored in one pass by shaders/score_stats.wgsl (the value is its POLICY constant).
+ * An accumulated attention statistic a per-token score may read (a buffer of {@link AttentionStatsBuffers}).
  *
  * @example
  * ```ts
- * new ScoreStatsKernel(gpu, { policy: 'h2o', kvHeads: 2, full, quant: null });
+ * const h2oReads: AttentionStatistic[] = ['attnSum', 'attnCount'];
  * ```
  */
-export const STATS_POLICIES = { h2o: 0, kvcompress: 1, knorm: 2, streaming: 3, random: 4 } as const;
+export type AttentionStatistic = keyof AttentionStatsBuffers;
 
 /**
- * A policy of {@link STATS_POLICIES}.
+ * Every {@link AttentionStatistic}, with the WGSL constant that turns its read on in shaders/score_stats.wgsl.
  *
  * @example
  * ```ts
- * const policy: StatsPolicy = 'knorm';
+ * Object.keys(ATTENTION_STATISTICS); // ['attnSum', 'attnSqSum', 'attnCount']
  * ```
  */
-export type StatsPolicy = keyof typeof STATS_POLICIES;
+export const ATTENTION_STATISTICS: Readonly<Record<AttentionStatistic, string>> = {
+  attnSum: 'READS_ATTN_SUM',
+  attnSqSum: 'READS_ATTN_SQ_SUM',
+  attnCount: 'READS_ATTN_COUNT',
+};
+
+/**
+ * A policy's per-token score for {@link ScoreStatsKernel}: WGSL declaring `fn token_score(token: ScoredToken) -> f32`
+ * (shaders/score_stats.wgsl documents `ScoredToken`, `token_key` and `token_value`; shaders/score_common.wgsl
+ * has `mulberry32_draw` and `unit_interval`), and the statistics it reads (the others read as 0). Helpers of its
+ * own may follow the function in `wgsl`.
+ *
+ * @example
+ * ```ts
+ * const streaming: TokenScoreFunction = { statistics: [], wgsl: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
+ * ```
+ */
+export interface TokenScoreFunction {
+  readonly statistics: readonly AttentionStatistic[];
+  readonly wgsl: string;
+}
+
+const TOKEN_SCORE_SIGNATURE = /\bfn\s+token_score\s*\(\s*\w+\s*:\s*ScoredToken\s*\)\s*->\s*f32\b/;
 
 /**
  * One scoring run of {@link ScoreStatsKernel}.
@@ -55,23 +77,23 @@ export type StatsPolicy = keyof typeof STATS_POLICIES;
 export interface ScoreStatsRun {
   readonly cache: PagedCacheBindings;
   readonly target: ScoreTarget;
-  /** Needed by h2o (attnSum, attnCount) and kvcompress (attnSqSum). */
+  /** Needed when the score reads any statistic. */
   readonly stats?: AttentionStatsBuffers;
   /** f32 [row][maxTokensPerHead]; only the target's rows, tokens < context length, are written. */
   readonly scores: GPUBuffer;
-  /** random: the seed (taken as u32, as the reference's `^` takes it as int32 bits). */
+  /** `token.seed` (taken as u32, as the CPU's `^` takes it as int32 bits). */
   readonly seed?: number;
 }
 
 /**
- * Scores h2o (attnSum / attnCount), kvcompress (attnSqSum), knorm (−‖k‖), streaming (position) or random (the
- * reference's mulberry32 draws, bit for bit) for one (layer range, slot), protection included. One thread per
- * token, no barriers.
+ * Scores one (layer range, slot) with a policy's {@link TokenScoreFunction}, protection included: one thread
+ * per token, no barriers. The kernel knows no policy: the policy's WGSL is a declared function of the spec.
  *
  * @example
  * ```ts
- * const h2o = new ScoreStatsKernel(gpu, { policy: 'h2o', kvHeads: 2, full, quant });
- * h2o.encode(encoder, { cache, target: { layer: 0, layerCount: 1, slot: 0, seqLen: 100, sinks: 4, recent: 32 }, stats, scores });
+ * const score = { statistics: [], wgsl: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
+ * const streaming = new ScoreStatsKernel(gpu, { label: 'streaming', score, kvHeads: 2, full, quant });
+ * streaming.encode(encoder, { cache, target: { layer: 0, layerCount: 1, slot: 0, seqLen: 100, sinks: 4, recent: 32 }, scores });
  * ```
  */
 export class ScoreStatsKernel {
@@ -80,22 +102,42 @@ export class ScoreStatsKernel {
 
   constructor(
     private readonly gpu: GpuContext,
-    readonly shape: { policy: StatsPolicy; kvHeads: number; full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number },
+    readonly shape: {
+      /** Names the passes and errors (the policy's name). */
+      label: string;
+      score: TokenScoreFunction;
+      kvHeads: number;
+      full: BlockLayout;
+      quant: BlockLayout | null;
+      workgroupSize?: number;
+    },
   ) {
-    const policy: number | undefined = STATS_POLICIES[shape.policy];
-    if (policy === undefined) {
-      throw new InvalidArgumentError('policy', `${String(shape.policy)} is not one of ${Object.keys(STATS_POLICIES).join(', ')}`);
+    const { label, score } = shape;
+    if (!TOKEN_SCORE_SIGNATURE.test(score.wgsl)) {
+      throw new InvalidArgumentError('wgsl', `${label}: the GPU plan must declare "fn token_score(token: ScoredToken) -> f32"`);
     }
+    for (const statistic of score.statistics) {
+      if (!(statistic in ATTENTION_STATISTICS)) {
+        throw new InvalidArgumentError('statistics', `${label}: ${String(statistic)} is not one of ${Object.keys(ATTENTION_STATISTICS).join(', ')}`);
+      }
+    }
+    const reads = Object.fromEntries(
+      Object.entries(ATTENTION_STATISTICS).map(([statistic, constant]) => [
+        constant,
+        { type: 'bool', value: score.statistics.includes(statistic as AttentionStatistic) } as const,
+      ]),
+    );
     this.workgroupSize = shape.workgroupSize ?? 64;
     this.spec = {
       name: 'score_stats',
       body: scoreStatsBody,
       libraries: [kvReadLibrary, scoreCommonLibrary],
+      functions: [{ name: 'token_score', source: score.wgsl }],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
+        ...reads,
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         KV_HEADS: { type: 'u32', value: shape.kvHeads },
-        POLICY: { type: 'u32', value: policy },
       },
       uniforms: [SCORE_STATS_PARAMS],
     };
@@ -103,15 +145,18 @@ export class ScoreStatsKernel {
 
   /** Records the scoring pass into `encoder`. */
   encode(encoder: GPUCommandEncoder, run: ScoreStatsRun): void {
-    const { policy, kvHeads, full } = this.shape;
+    const { label, score, kvHeads, full } = this.shape;
     const { recentStart, maxTokens } = checkScoreTarget(run.target, run.cache, full.blockSize, run.scores, kvHeads);
-    const needsStats = policy === 'h2o' || policy === 'kvcompress';
-    if (needsStats && !run.stats) {
-      throw new InvalidArgumentError('stats', `${policy} needs the accumulated attention statistics`);
+    const { stats } = run;
+    if (score.statistics.length > 0 && !stats) {
+      throw new InvalidArgumentError(
+        'stats',
+        `${label} reads ${score.statistics.join(', ')}: pass the accumulated attention statistics`,
+      );
     }
-    // Unused stat bindings get a read-only placeholder: aliasing read-only bindings is allowed.
-    const statA = policy === 'h2o' ? run.stats?.attnSum : policy === 'kvcompress' ? run.stats?.attnSqSum : undefined;
-    const statB = policy === 'h2o' ? run.stats?.attnCount : undefined;
+    // Unread statistics get a read-only placeholder: aliasing read-only bindings is allowed.
+    const bound = (statistic: AttentionStatistic): GPUBuffer =>
+      (stats && score.statistics.includes(statistic) ? stats[statistic] : undefined) ?? run.cache.contextLens;
     const tiles = Math.ceil(maxTokens / this.workgroupSize);
     const uniforms = this.gpu.uniformBuffer(
       'score_stats:params',
@@ -128,7 +173,7 @@ export class ScoreStatsKernel {
         seed: (run.seed ?? 0) >>> 0,
       }),
     );
-    const pass = encoder.beginComputePass({ label: `score_stats:${policy}` });
+    const pass = encoder.beginComputePass({ label: `score_stats:${label}` });
     encodeDispatch(
       this.gpu,
       pass,
@@ -139,8 +184,9 @@ export class ScoreStatsKernel {
         run.cache.contextLens,
         run.cache.fullPool,
         run.cache.quantPool,
-        statA ?? run.cache.contextLens,
-        statB ?? run.cache.contextLens,
+        bound('attnSum'),
+        bound('attnSqSum'),
+        bound('attnCount'),
         run.scores,
       ],
       run.target.layerCount * kvHeads * tiles,
