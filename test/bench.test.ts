@@ -1,3 +1,4 @@
+import { utilisationReport } from '../src/cache/memory-report.js';
 import { describe, expect, it } from 'vitest';
 import { bytesPerTokenTable } from '../src/bench/cases/bytes-per-token.js';
 import { compressCacheSize } from '../src/bench/cases/compress.js';
@@ -423,7 +424,7 @@ describe('bench: new suites run once at their smallest size', () => {
     const { meta, counts } = runMixedWorkload('int4', 7);
     expect(counts.added + counts.forks).toBeGreaterThan(counts.freed);
     expect(counts.compressed).toBeGreaterThan(0);
-    const u = meta.utilisation();
+    const u = utilisationReport(meta);
     expect(u.total.slotsUsed).toBeLessThanOrEqual(u.total.slotsAllocated);
     expect(u.total.waste).toBeGreaterThan(0);
     expect(u.total.waste).toBeLessThan(0.04);

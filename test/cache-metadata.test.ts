@@ -1,3 +1,4 @@
+import { utilisationReport } from '../src/cache/memory-report.js';
 import { describe, expect, it } from 'vitest';
 import {
   InvalidArgumentError,
@@ -282,17 +283,17 @@ describe('CacheMetadata budget, usage and transactions', () => {
     const meta = make();
     meta.addSequence(1);
     meta.planAppend(1, 6);
-    const u = meta.utilisation();
+    const u = utilisationReport(meta);
     expect(u.full).toEqual({ blocks: 8, slotsAllocated: 32, slotsUsed: 24, waste: 0.25 });
     expect(u.quant).toEqual({ blocks: 0, slotsAllocated: 0, slotsUsed: 0, waste: 0 });
     expect(u.logicalTokens).toBe(24);
     meta.fork(1, 2);
-    const v = meta.utilisation();
+    const v = utilisationReport(meta);
     expect(v.full.slotsUsed).toBe(24);
     expect(v.logicalTokens).toBe(48);
     // Copy-on-write: seq 1 gets private full blocks, seq 2 keeps the half-filled originals.
     meta.planAppend(1, 2);
-    const w = meta.utilisation();
+    const w = utilisationReport(meta);
     expect(w.full).toMatchObject({ blocks: 12, slotsAllocated: 48, slotsUsed: 40 });
     expect(w.total.waste).toBeCloseTo(1 / 6, 12);
   });

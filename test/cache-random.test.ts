@@ -1,3 +1,4 @@
+import { utilisationReport } from '../src/cache/memory-report.js';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, LimitExceededError } from '../src/errors.js';
 import { CacheMetadata, type PoolName } from '../src/cache/cache-metadata.js';
@@ -306,7 +307,7 @@ describe('CacheMetadata randomized operations', () => {
     expect(stats.fork).toBeGreaterThan(20);
     expect(stats.free).toBeGreaterThan(20);
     expect(stats.rollback).toBeGreaterThan(20);
-    const u = meta.utilisation();
+    const u = utilisationReport(meta);
     expect(u.total.slotsUsed).toBeLessThanOrEqual(u.total.slotsAllocated);
   });
 });

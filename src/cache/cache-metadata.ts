@@ -4,8 +4,9 @@ import {
   OutOfBlocksError,
   UnknownSequenceError,
 } from '../errors.js';
-import { BlockAllocator, type BlockAllocatorSnapshot } from './block-allocator.js';
-import { BlockTables, type BlockTablesSnapshot } from './block-tables.js';
+import { BlockAllocator } from './block-allocator.js';
+import { BlockTables } from './block-tables.js';
+import { validateHeadEntries } from './head-entries.js';
 import {
   blockLayout,
   bytesPerBlock,
@@ -18,195 +19,10 @@ import {
   type QuantFormat,
 } from '../format/layout.js';
 
-/**
- * Which pool a block lives in.
- *
- * @example
- * ```ts
- * const pool: PoolName = decodeBlockRef(entry).pool;
- * ```
- */
-export type PoolName = 'full' | 'quant';
+import type { AppendPlan, BlockCopy, CacheMetadataOptions, CacheMetadataSnapshot, HeadAppend, PoolName, PoolUsage } from './metadata-types.js';
 
-/**
- * Options of a {@link CacheMetadata}.
- *
- * @example
- * ```ts
- * const options: CacheMetadataOptions = {
- *   shape: { layers: 2, kvHeads: 2, headDim: 64, blockSize: 16 },
- *   fullFormat: 'f16', quantFormat: 'int4',
- *   initialFullBlocks: 256, initialQuantBlocks: 64, maxBytes: 64 << 20,
- *   seqSlots: 8, maxBlocksPerHead: 128,
- * };
- * ```
- */
-export interface CacheMetadataOptions {
-  readonly shape: CacheShape;
-  /** Format of the full pool, where new tokens land. */
-  readonly fullFormat: FullFormat;
-  /** Format of the quantized pool; without it the quantized pool stays empty and cannot grow. */
-  readonly quantFormat?: QuantFormat;
-  /** Quantization group size (default: `defaultGroupSize`). */
-  readonly groupSize?: number;
-  /** Usable full blocks at start, NOT counting the null block (the pool has one more block). May be 0. */
-  readonly initialFullBlocks: number;
-  /** Usable quantized blocks at start, NOT counting the null block. Must be 0 without `quantFormat`. */
-  readonly initialQuantBlocks: number;
-  /** Byte budget of both pools together, null blocks included. */
-  readonly maxBytes: number;
-  /** Sequences that can be live at once (rows of the block tables). */
-  readonly seqSlots: number;
-  /** Width of a block-table row: the most blocks one (sequence, layer, kv head) may hold. */
-  readonly maxBlocksPerHead: number;
-}
-
-/**
- * A whole-block copy the GPU must execute before writing new tokens (copy-on-write of a shared partly filled
- * block): copy the `wordsPerBlock` words of block `src` to block `dst` of the same pool.
- *
- * @example
- * ```ts
- * for (const c of plan.copies) copyBlock(poolBuffer(c.pool), c.src, c.dst);
- * ```
- */
-export interface BlockCopy {
-  readonly pool: PoolName;
-  readonly src: number;
-  readonly dst: number;
-}
-
-/**
- * What an append did to one (layer, kv head) of the sequence.
- *
- * @example
- * ```ts
- * const h: HeadAppend = plan.heads[layer * shape.kvHeads + head]!;
- * h.tokensAfter - h.tokensBefore === plan.nTokens; // always
- * ```
- */
-export interface HeadAppend {
-  readonly layer: number;
-  readonly head: number;
-  /** Block-table row of this head. */
-  readonly row: number;
-  readonly tokensBefore: number;
-  readonly tokensAfter: number;
-  /** Full-pool blocks newly allocated for this head, in table order (a copy-on-write destination first). */
-  readonly newBlocks: readonly number[];
-  /** The copy-on-write this head needs, or null. */
-  readonly copy: BlockCopy | null;
-}
-
-/**
- * The result of a successful {@link CacheMetadata.planAppend}: the metadata already reflects the append; the GPU
- * layer must run `copies`, then scatter K/V (and positions `firstPosition + t`) into `destSlots`, then upload
- * the dirty table rows. If the GPU work fails, restore the snapshot taken before planning.
- *
- * @example
- * ```ts
- * const before = meta.snapshot();
- * const plan = meta.planAppend(seq, k.length / (kvHeads * headDim));
- * if (plan === null) throw new OutOfBlocksError('full', 1, meta.poolUsage('full').free);
- * try { await gpuAppend(plan); } catch (err) { meta.restore(before); throw err; }
- * ```
- */
-export interface AppendPlan {
-  readonly sequenceId: number;
-  readonly slot: number;
-  readonly nTokens: number;
-  /** Original position of the first new token (sequence length before the append); token t has position firstPosition + t. */
-  readonly firstPosition: number;
-  readonly blockSize: number;
-  readonly layers: number;
-  readonly kvHeads: number;
-  /** Copy-on-write copies, to run before any write. */
-  readonly copies: readonly BlockCopy[];
-  /** One entry per (layer, head), index layer·kvHeads + head. */
-  readonly heads: readonly HeadAppend[];
-  /**
-   * Destination slot per (layer, token, head), `[layers][nTokens][kvHeads]` order: the full-pool global slot
-   * index block·blockSize + slotInBlock, so block = ⌊s / blockSize⌋ and slot = s mod blockSize.
-   */
-  readonly destSlots: Uint32Array;
-  /** Every full-pool block newly allocated by this append. */
-  readonly allocated: readonly number[];
-  /** Block-table rows this append changed (also marked dirty in the tables). */
-  readonly rows: readonly number[];
-}
-
-/**
- * Usage of one pool.
- *
- * @example
- * ```ts
- * const { free, bytes } = meta.poolUsage('full');
- * ```
- */
-export interface PoolUsage {
-  readonly pool: PoolName;
-  /** Blocks in the pool, null block included (the GPU buffer size in blocks). */
-  readonly numBlocks: number;
-  readonly used: number;
-  readonly free: number;
-  /** 0 for a quantized pool without a format. */
-  readonly bytesPerBlock: number;
-  /** numBlocks × bytesPerBlock. */
-  readonly bytes: number;
-}
-
-/**
- * Slot occupancy of the used blocks of one pool (or both).
- *
- * @example
- * ```ts
- * meta.utilisation().total.waste; // fraction of allocated token slots that hold no token
- * ```
- */
-export interface SlotUsage {
-  readonly blocks: number;
-  /** blocks × blockSize. */
-  readonly slotsAllocated: number;
-  /** Distinct filled slots (a block shared by forks counts once). */
-  readonly slotsUsed: number;
-  /** 1 − slotsUsed / slotsAllocated (0 when nothing is allocated): internal fragmentation. */
-  readonly waste: number;
-}
-
-/**
- * Fragmentation report of the whole cache.
- *
- * @example
- * ```ts
- * const u: UtilisationReport = meta.utilisation();
- * console.log(`${(u.total.waste * 100).toFixed(1)}% of allocated slots empty`);
- * ```
- */
-export interface UtilisationReport {
-  readonly full: SlotUsage;
-  readonly quant: SlotUsage;
-  readonly total: SlotUsage;
-  /** Sum of token counts over every head of every sequence (shared blocks counted per reference). */
-  readonly logicalTokens: number;
-}
-
-/**
- * An exact copy of a {@link CacheMetadata}'s state.
- *
- * @example
- * ```ts
- * const s: CacheMetadataSnapshot = meta.snapshot();
- * meta.restore(s);
- * ```
- */
-export interface CacheMetadataSnapshot {
-  readonly full: BlockAllocatorSnapshot;
-  readonly quant: BlockAllocatorSnapshot;
-  readonly tables: BlockTablesSnapshot;
-  readonly sequences: ReadonlyArray<readonly [id: number, slot: number, length: number]>;
-  readonly freeSlots: readonly number[];
-  readonly quantFormat: QuantFormat | undefined;
-}
+// The data types live beside the class; importers keep one path.
+export type * from './metadata-types.js';
 
 interface SequenceState {
   readonly slot: number;
@@ -625,52 +441,7 @@ export class CacheMetadata {
    */
   replaceHeadBlocks(id: number, layer: number, head: number, newEntries: readonly number[], tokenCount: number): void {
     const row = this.#row(id, layer, head);
-    const { blockSize } = this.shape;
-    if (!Number.isSafeInteger(tokenCount) || tokenCount < 0) {
-      throw new InvalidArgumentError('tokenCount', `must be a non-negative integer; got ${tokenCount}`);
-    }
-    if (newEntries.length > this.maxBlocksPerHead) {
-      throw new LimitExceededError('maxBlocksPerHead', newEntries.length, this.maxBlocksPerHead, 'keep fewer tokens');
-    }
-    const seen = new Set<number>();
-    let quantCount = 0;
-    let sawFull = false;
-    for (const entry of newEntries) {
-      if (!Number.isInteger(entry) || entry < 0 || entry > 0xffff_ffff) {
-        throw new InvalidArgumentError('newEntries', `${entry} is not a block-table word`);
-      }
-      const { pool, block } = decodeBlockRef(entry);
-      const allocator = this.pool(pool);
-      if (block === 0 || block >= allocator.numBlocks) {
-        throw new InvalidArgumentError('newEntries', `block ${block} is not a usable block of the ${pool} pool`);
-      }
-      if (allocator.refCount(block) === 0) {
-        throw new InvalidArgumentError('newEntries', `block ${block} of the ${pool} pool is free; allocate it first`);
-      }
-      if (seen.has(entry)) {
-        throw new InvalidArgumentError('newEntries', `block ${block} of the ${pool} pool is listed twice`);
-      }
-      seen.add(entry);
-      if (pool === 'quant') {
-        if (sawFull) throw new InvalidArgumentError('newEntries', 'quantized blocks must precede full blocks');
-        quantCount++;
-      } else {
-        sawFull = true;
-      }
-    }
-    const n = newEntries.length;
-    if (n === 0 ? tokenCount !== 0 : tokenCount > n * blockSize || tokenCount <= (n - 1) * blockSize) {
-      throw new InvalidArgumentError(
-        'tokenCount',
-        `${tokenCount} tokens do not fit ${n} blocks of ${blockSize} (only the last block may be partly filled)`,
-      );
-    }
-    if (tokenCount < quantCount * blockSize) {
-      throw new InvalidArgumentError(
-        'newEntries',
-        'quantized blocks must be completely filled; keep the partial remainder in a full-pool block',
-      );
-    }
+    const seen = validateHeadEntries(newEntries, tokenCount, { blockSize: this.shape.blockSize, maxBlocksPerHead: this.maxBlocksPerHead, pool: (pool) => this.pool(pool) });
     const seq = this.#seq(id);
     if (tokenCount > seq.length) {
       throw new InvalidArgumentError('tokenCount', `${tokenCount} exceeds the ${seq.length} tokens ever appended`);
@@ -719,44 +490,6 @@ export class CacheMetadata {
       bytesPerBlock: per,
       bytes: allocator.numBlocks * per,
     };
-  }
-
-  /**
-   * Internal fragmentation: filled slots over allocated slots of the used blocks. A block's filled slots are
-   * the most any referencing head fills, so blocks shared by forks count once.
-   */
-  utilisation(): UtilisationReport {
-    const { blockSize } = this.shape;
-    const filled = { full: new Map<number, number>(), quant: new Map<number, number>() };
-    let logicalTokens = 0;
-    for (const seq of this.#sequences.values()) {
-      for (let layer = 0; layer < this.shape.layers; layer++) {
-        for (let head = 0; head < this.shape.kvHeads; head++) {
-          const row = this.tables.row(seq.slot, layer, head);
-          const count = this.tables.tokenCount(row);
-          logicalTokens += count;
-          const entries = this.tables.entryView(row);
-          for (let i = 0; i < entries.length; i++) {
-            const { pool, block } = decodeBlockRef(entries[i] ?? 0);
-            const inBlock = Math.min(blockSize, count - i * blockSize);
-            const map = filled[pool];
-            map.set(block, Math.max(map.get(block) ?? 0, inBlock));
-          }
-        }
-      }
-    }
-    const usage = (blocks: number, used: number): SlotUsage => {
-      const slotsAllocated = blocks * blockSize;
-      return { blocks, slotsAllocated, slotsUsed: used, waste: slotsAllocated === 0 ? 0 : 1 - used / slotsAllocated };
-    };
-    const sum = (m: Map<number, number>): number => {
-      let s = 0;
-      for (const v of m.values()) s += v;
-      return s;
-    };
-    const full = usage(this.fullPool.numUsed, sum(filled.full));
-    const quant = usage(this.quantPool.numUsed, sum(filled.quant));
-    return { full, quant, total: usage(full.blocks + quant.blocks, full.slotsUsed + quant.slotsUsed), logicalTokens };
   }
 
   // ---------------------------------------------------------------- transactions

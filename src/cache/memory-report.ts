@@ -1,4 +1,4 @@
-import type { CacheMetadata } from './cache-metadata.js';
+import type { CacheMetadata, SlotUsage, UtilisationReport } from './cache-metadata.js';
 import { baselineF16Bytes, decodeBlockRef } from '../format/layout.js';
 
 /**
@@ -60,4 +60,43 @@ export function sequenceBytes(meta: CacheMetadata, seqId: number): { bytes: numb
   }
   const tokens = meta.sequenceLength(seqId);
   return { bytes, baselineF16: baselineF16Bytes(meta.shape, tokens), tokens };
+}
+
+/**
+ * Internal fragmentation of the pools: filled slots over allocated slots of the used blocks. A block's filled slots are
+ * the most any referencing head fills, so blocks shared by forks count once.
+ */
+export function utilisationReport(meta: CacheMetadata): UtilisationReport {
+  const { blockSize } = meta.shape;
+  const filled = { full: new Map<number, number>(), quant: new Map<number, number>() };
+  let logicalTokens = 0;
+  for (const id of meta.sequenceIds()) {
+    const slot = meta.slotOf(id);
+    for (let layer = 0; layer < meta.shape.layers; layer++) {
+      for (let head = 0; head < meta.shape.kvHeads; head++) {
+        const row = meta.tables.row(slot, layer, head);
+        const count = meta.tables.tokenCount(row);
+        logicalTokens += count;
+        const entries = meta.tables.entryView(row);
+        for (let i = 0; i < entries.length; i++) {
+          const { pool, block } = decodeBlockRef(entries[i] ?? 0);
+          const inBlock = Math.min(blockSize, count - i * blockSize);
+          const map = filled[pool];
+          map.set(block, Math.max(map.get(block) ?? 0, inBlock));
+        }
+      }
+    }
+  }
+  const usage = (blocks: number, used: number): SlotUsage => {
+    const slotsAllocated = blocks * blockSize;
+    return { blocks, slotsAllocated, slotsUsed: used, waste: slotsAllocated === 0 ? 0 : 1 - used / slotsAllocated };
+  };
+  const sum = (m: Map<number, number>): number => {
+    let s = 0;
+    for (const v of m.values()) s += v;
+    return s;
+  };
+  const full = usage(meta.fullPool.numUsed, sum(filled.full));
+  const quant = usage(meta.quantPool.numUsed, sum(filled.quant));
+  return { full, quant, total: usage(full.blocks + quant.blocks, full.slotsUsed + quant.slotsUsed), logicalTokens };
 }

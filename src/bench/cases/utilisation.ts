@@ -1,3 +1,4 @@
+import { utilisationReport } from '../../cache/memory-report.js';
 import { CacheMetadata } from '../../cache/cache-metadata.js';
 import { baselineF16Bytes, encodeBlockRef, type QuantFormat } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
@@ -60,7 +61,7 @@ function compressSequence(meta: CacheMetadata, id: number, random: () => number)
  * @example
  * ```ts
  * const { meta } = runMixedWorkload('int4', 7);
- * meta.utilisation().total.waste; // fraction of allocated slots that hold no token
+ * utilisationReport(meta).total.waste; // fraction of allocated slots that hold no token
  * ```
  */
 export function runMixedWorkload(quantFormat: QuantFormat, seed: number): { meta: CacheMetadata; counts: WorkloadCounts } {
@@ -153,7 +154,7 @@ export function utilisationTable(seed: number): BenchTable {
   // Per token of one head: the f16 baseline's K and V, no positions, no padding.
   const baseline = baselineF16Bytes({ ...SHAPE, layers: 1, kvHeads: 1 }, 1);
   const row = (state: string, format: QuantFormat, meta: CacheMetadata): (string | number)[] => {
-    const u = meta.utilisation();
+    const u = utilisationReport(meta);
     const bytes = u.full.blocks * meta.bytesPerBlock('full') + u.quant.blocks * meta.bytesPerBlock('quant');
     const perToken = u.total.slotsUsed > 0 ? bytes / u.total.slotsUsed : 0;
     return [
