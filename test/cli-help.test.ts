@@ -64,6 +64,8 @@ describe('usage errors', () => {
   it.each([
     [['info', 'extra'], /extra: unexpected argument/],
     [['eval', '--window'], /--window: expects a value/],
+    [['generate', '--prompt', 'x', '--seed', '-1'], /--seed: write a value that starts with "-" as --seed=VALUE/],
+    [['generate', '--prompt', 'x', '--temperature=-1'], /--temperature: must be at least 0; got -1/],
     [['info', '--json=yes'], /--json: takes no value/],
     [['generate', '--prompt', 'x', '--steps', 'many'], /--steps: expects an integer; got "many"/],
     [['generate', '--prompt', 'x', '--top-p', '0'], /--top-p: must be in \(0, 1\]/],

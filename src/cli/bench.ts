@@ -69,7 +69,7 @@ export async function benchCommand(argv: string[]): Promise<number> {
   try {
     const progress = new ProgressReporter(process.stderr, 'kvcompact bench');
     const report = await runBenchmarks(gpu, suites, settings, { onProgress: ({ done, total, label }) => progress.update(done, total, label) });
-    progress.finish(`${suites.length} suites`);
+    progress.finish(`${suites.length} suite${suites.length === 1 ? '' : 's'}`);
     process.stdout.write(values.json ? formatJson(report) : formatMarkdown(report));
     if (plotPath !== undefined) {
       writeFileSync(plotPath, renderSvg(report));

@@ -165,7 +165,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     engine,
     onProgress: ({ done, total, label }) => progress.update(done, total, label),
   });
-  progress.finish(`${rows.length} rows × ${windows} windows of ${window} tokens`);
+  progress.finish(`${rows.length} row${rows.length === 1 ? '' : 's'} × ${windows} window${windows === 1 ? '' : 's'} of ${window} tokens`);
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatEvalTable(report));
   if (plotPath !== undefined) {
     writeFileSync(plotPath, renderEvalSvg(report));

@@ -134,7 +134,9 @@ function usageErrorOf(spec: CommandSpec, error: unknown): unknown {
     case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE': {
       const flag = quoted.split(' ')[0] ?? quoted;
       const takesValue = spec.flags[flag.replace(/^--?/, '')]?.type === 'string';
-      return new UsageError(flag, takesValue ? 'expects a value' : `takes no value (${hint})`);
+      if (!takesValue) return new UsageError(flag, `takes no value (${hint})`);
+      // parseArgs will not take "-1" as a value after a space: it could be a mistyped flag.
+      return new UsageError(flag, error.message.includes('ambiguous') ? `write a value that starts with "-" as ${flag}=VALUE` : 'expects a value');
     }
     default:
       return error;
