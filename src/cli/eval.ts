@@ -83,7 +83,7 @@ function resolveText(explicit: string | undefined): string {
   if (explicit !== undefined) {
     const path = resolve(explicit);
     if (!isFile(path)) {
-      const problem = existsSync(path) ? 'is not a file (a directory?); pass a text file' : 'does not exist';
+      const problem = existsSync(path) ? 'is not a regular file (a directory?); pass a UTF-8 text file' : 'does not exist';
       throw new UsageError('--text', `${path} ${problem}`);
     }
     return path;
