@@ -228,3 +228,39 @@ export class CacheInvariantError extends KvCompactError {
     );
   }
 }
+
+/**
+ * A checkpoint weight is NaN or ±Inf: the file is corrupt (or exported from a diverged run) and would generate
+ * garbage. `tensor` and `index` (flat, in file order) say where the first one is.
+ *
+ * @example
+ * ```ts
+ * try { parseCheckpoint(bytes); }
+ * catch (err) { if (err instanceof NonFiniteWeightsError) console.error(`${err.tensor}[${err.index}] = ${err.value}`); }
+ * ```
+ */
+export class NonFiniteWeightsError extends ModelFormatError {
+  override name = 'NonFiniteWeightsError';
+  constructor(
+    readonly tensor: string,
+    readonly index: number,
+    readonly value: number,
+  ) {
+    super(
+      `checkpoint tensor ${tensor} holds a non-finite weight (${value}) at index ${index}: the file is corrupt or ` +
+        'was exported from a diverged training run; re-download or re-export it',
+    );
+  }
+}
+
+/**
+ * A command-line flag, its value or a command name is wrong. The CLI prints the message and exits with status 2.
+ *
+ * @example
+ * ```ts
+ * throw new UsageError('--window', '100000 is past the model context of 512 tokens'); // exit status 2
+ * ```
+ */
+export class UsageError extends InvalidArgumentError {
+  override name = 'UsageError';
+}

@@ -1,40 +1,37 @@
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { selectSuites } from '../bench/cases/index.js';
-import { type BenchProgress, benchSettings, runBenchmarks } from '../bench/harness.js';
+import { benchSettings, runBenchmarks } from '../bench/harness.js';
 import { formatJson, formatMarkdown, renderSvg } from '../bench/report.js';
-import { InvalidArgumentError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
-import { type AdapterChoice, createNodeGpu } from '../node/gpu.js';
+import { ADAPTER_FLAG, adapterFlag, type CommandSpec, type FlagTable, parseFlags, printUsage, writableFileFlag } from './flags.js';
+import { openCliGpu } from './gpu.js';
+import { ProgressReporter } from './progress.js';
+
+const BENCH_FLAGS = {
+  only: { type: 'string', value: 'NAME,NAME', help: 'run only these suites (peers: gpu.js and the TS reference in Chromium)' },
+  quick: { type: 'boolean', help: 'smaller sizes and fewer runs (< 2 min on SwiftShader)' },
+  json: { type: 'boolean', help: 'print the report as JSON instead of a markdown table' },
+  plot: { type: 'string', value: 'FILE.svg', help: 'also draw time against context length there' },
+  adapter: ADAPTER_FLAG,
+} as const satisfies FlagTable;
 
 /**
- * The `bench` lines of the CLI usage text.
+ * `kvcompact bench`: its flags and help.
  *
  * @example
  * ```ts
- * const usage = `commands:\n${BENCH_USAGE}\n`;
+ * process.stdout.write(usageText(BENCH_COMMAND));
  * ```
  */
-export const BENCH_USAGE = `  bench [--json] [--only NAME[,NAME]] [--quick] [--plot FILE.svg] [--adapter ...]
-                           kernel benchmarks against the copy kernel (--quick: < 2 min on SwiftShader)`;
-
-function progressBar(stream: NodeJS.WriteStream): (progress: BenchProgress) => void {
-  const started = Date.now();
-  return ({ done, total, label }) => {
-    if (total === 0) return;
-    const width = 24;
-    const filled = Math.round((done / total) * width);
-    const seconds = ((Date.now() - started) / 1000).toFixed(0);
-    const line = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total} ${seconds}s ${label}`;
-    // A terminal gets one line redrawn in place; a log file gets one line per case.
-    if (stream.isTTY) {
-      const columns = stream.columns || 100;
-      stream.write(`\r${line.slice(0, columns - 1).padEnd(columns - 1)}${done === total ? '\n' : ''}`);
-    } else {
-      stream.write(`${line}\n`);
-    }
-  };
-}
+export const BENCH_COMMAND: CommandSpec<typeof BENCH_FLAGS> = {
+  name: 'bench',
+  summary: 'kernel benchmarks against the copy kernel, end-to-end compression time, memory tables',
+  get details() {
+    return `suites: ${selectSuites(undefined).suites.map((s) => s.name).join(', ')}, peers`;
+  },
+  flags: BENCH_FLAGS,
+};
 
 /**
  * `kvcompact bench`: runs the registered benchmark suites (src/bench/cases/index.ts) and prints a markdown table,
@@ -46,41 +43,37 @@ function progressBar(stream: NodeJS.WriteStream): (progress: BenchProgress) => v
  * ```
  */
 export async function benchCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      json: { type: 'boolean' },
-      only: { type: 'string' },
-      quick: { type: 'boolean' },
-      plot: { type: 'string' },
-      adapter: { type: 'string' },
-    },
-    strict: true,
-  });
-  if (values.only === 'peers') return (await import('./bench-peers.js')).benchPeersCommand(values); // in Chromium
+  const values = parseFlags(BENCH_COMMAND, argv);
+  if (values === 'help') return printUsage(BENCH_COMMAND);
+  if (values.only === 'peers') {
+    if (values.plot !== undefined || values.adapter !== undefined) {
+      throw new UsageError(values.plot !== undefined ? '--plot' : '--adapter', 'does not apply to --only peers (it runs in Chromium)');
+    }
+    return (await import('./bench-peers.js')).benchPeersCommand(values); // in Chromium
+  }
   const { suites, unknown } = selectSuites(values.only);
   if (unknown.length > 0 || suites.length === 0) {
     const known = selectSuites(undefined).suites.map((s) => s.name);
-    throw new InvalidArgumentError('--only', `unknown benchmark "${unknown.join(', ')}"; known: ${known.join(', ')}`);
+    throw new UsageError('--only', `unknown benchmark "${unknown.join(', ')}"; known: ${[...known, 'peers'].join(', ')}`);
   }
   if (values.plot !== undefined && !values.plot.endsWith('.svg')) {
-    throw new InvalidArgumentError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
+    throw new UsageError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
   }
-  const adapter = values.adapter as AdapterChoice | undefined;
-  if (adapter !== undefined && !['auto', 'hardware', 'software'].includes(adapter)) {
-    throw new InvalidArgumentError('--adapter', `must be auto, hardware or software; got "${adapter}"`);
-  }
+  const plotPath = values.plot === undefined ? undefined : writableFileFlag('--plot', values.plot);
+  const adapter = adapterFlag(values.adapter);
   const settings = benchSettings(values.quick ?? false);
   // Table-only suites (bytes-per-token) need no GPU: do not demand an adapter for them.
   const needsGpu = suites.some((s) => (s.cases?.(settings).length ?? 0) > 0);
   let gpu: GpuContext | null = null;
-  if (needsGpu) gpu = await createNodeGpu(adapter ? { adapter } : {});
+  if (needsGpu) gpu = await openCliGpu(adapter);
   try {
-    const report = await runBenchmarks(gpu, suites, settings, { onProgress: progressBar(process.stderr) });
+    const progress = new ProgressReporter(process.stderr, 'kvcompact bench');
+    const report = await runBenchmarks(gpu, suites, settings, { onProgress: ({ done, total, label }) => progress.update(done, total, label) });
+    progress.finish(`${suites.length} suite${suites.length === 1 ? '' : 's'}`);
     process.stdout.write(values.json ? formatJson(report) : formatMarkdown(report));
-    if (values.plot !== undefined) {
-      writeFileSync(values.plot, renderSvg(report));
-      process.stderr.write(`kvcompact bench: plot written to ${values.plot}\n`);
+    if (plotPath !== undefined) {
+      writeFileSync(plotPath, renderSvg(report));
+      process.stderr.write(`kvcompact bench: plot written to ${plotPath}\n`);
     }
     return 0;
   } finally {

@@ -1,16 +1,6 @@
 import type { GenerateResult } from '../app/generator.js';
-import { formatGenerationReport, openGenerator, parseGenerationFlags } from './generate.js';
-
-/**
- * The `demo` lines of the CLI usage text.
- *
- * @example
- * ```ts
- * const usage = `commands:\n${DEMO_USAGE}\n`;
- * ```
- */
-export const DEMO_USAGE = `  demo [generate's options]  (npm start) a story from stories260K with a compressed cache (snapkv, adakv,
-                           budget 64, 4-bit, 200 steps), its memory report and its quality against a full cache`;
+import { printUsage } from './flags.js';
+import { formatGenerationReport, generationCommand, openGenerator, parseGenerationFlags } from './generate.js';
 
 /**
  * What `npm start` shows unless flags say otherwise.
@@ -29,6 +19,20 @@ export const DEMO_DEFAULTS = {
   bits: 4,
   compareWithFull: true,
 } as const;
+
+/**
+ * `kvcompact demo`: its flags (those of `generate`, with the demo's defaults) and help.
+ *
+ * @example
+ * ```ts
+ * process.stdout.write(usageText(DEMO_COMMAND));
+ * ```
+ */
+export const DEMO_COMMAND = generationCommand(
+  'demo',
+  '(npm start) a story from stories260K with a compressed cache, its memory report and its quality against a full cache',
+  DEMO_DEFAULTS,
+);
 
 /** Some text before where the two texts part and each one's continuation, or null when they never do. */
 function divergence(result: GenerateResult): { compressed: string; full: string } | null {
@@ -52,19 +56,25 @@ function divergence(result: GenerateResult): { compressed: string; full: string 
  * ```
  */
 export async function demoCommand(argv: string[]): Promise<number> {
-  const { options, values } = parseGenerationFlags(argv, DEMO_DEFAULTS);
-  const out = process.stdout;
+  const parsed = parseGenerationFlags(DEMO_COMMAND, argv, DEMO_DEFAULTS);
+  if (parsed === 'help') return printUsage(DEMO_COMMAND);
+  const { options, values } = parsed;
+  const { generator, destroy } = await openGenerator(values, options);
+  // With --json, stdout carries the JSON alone; the story still streams, on stderr.
+  const out = values.json ? process.stderr : process.stdout;
   out.write('kvcompact demo: a story from a tiny llama (stories260K) whose attention KV cache is compressed on the GPU\n');
-  const { generator, destroy } = await openGenerator(values);
   try {
     out.write(`GPU: ${generator.gpu.adapter.vendor} / ${generator.gpu.adapter.architecture}${generator.gpu.adapter.isFallbackAdapter ? ' (software, SwiftShader: slow but exact)' : ''}\n`);
-    out.write(
-      `cache: ${options.policy} eviction, ${options.budgetMode} budgets, ${options.budget} tokens per KV head, ${options.bits === 16 ? 'f16' : `${options.bits}-bit`} storage; ${options.steps} tokens${options.compareWithFull ? ', with a full-cache run side by side' : ''}\n\n`,
-    );
+    const cache =
+      options.policy === 'full'
+        ? 'full cache (no compression)'
+        : `${options.policy} eviction, ${options.budgetMode} budgets, ${options.budget} tokens per KV head, ${options.bits === 16 ? 'f16' : `${options.bits}-bit`} storage`;
+    out.write(`cache: ${cache}; ${options.steps} tokens${options.compareWithFull ? ', with a full-cache run side by side' : ''}\n\n`);
     out.write(options.prompt);
     const result = await generator.generate({ ...options, onToken: (_token, piece) => void out.write(piece) });
     if (values.json) {
-      out.write(`\n${JSON.stringify({ text: result.text, tokens: result.tokens, report: result.report }, null, 2)}\n`);
+      out.write('\n');
+      process.stdout.write(`${JSON.stringify({ text: result.text, tokens: result.tokens, report: result.report }, null, 2)}\n`);
       return 0;
     }
     out.write(`\n\n${formatGenerationReport(result.report)}`);

@@ -1,50 +1,63 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import type { CompressBits } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
-import { InvalidArgumentError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
-import { evaluate, sweepRows, type EvalEngineFactory, type EvalProgress } from '../eval/evaluate.js';
+import { evaluate, sweepRows, type EvalEngineFactory } from '../eval/evaluate.js';
 import { formatEvalTable, renderEvalSvg } from '../eval/report.js';
 import { loadModelFiles } from '../node/model-files.js';
+import {
+  ADAPTER_FLAG,
+  adapterFlag,
+  choiceFlag,
+  choicesFlag,
+  type CommandSpec,
+  type FlagTable,
+  integerFlag,
+  integersFlag,
+  parseFlags,
+  printUsage,
+  writableFileFlag,
+} from './flags.js';
+import { openCliGpu } from './gpu.js';
+import { ProgressReporter } from './progress.js';
+
+const EVAL_FLAGS = {
+  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
+  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  text: { type: 'string', value: 'FILE', help: 'evaluation text (default ../shared/data/tinystories_dev.txt)' },
+  window: { type: 'string', value: 'N', help: "tokens per window, BOS included (default 512; at most the model's context)" },
+  windows: { type: 'string', value: 'N', help: 'windows scored (default 8)' },
+  policies: { type: 'string', value: 'P,P', help: 'full and/or eviction policies (default: all)' },
+  budgets: { type: 'string', value: 'B,B', help: 'tokens kept per KV head, each below --window (default 32,64,128)' },
+  bits: { type: 'string', value: 'b,b', help: 'cache bits: 32, 16, 8, 4, 2 (default 16,8,4,2)' },
+  'budget-mode': { type: 'string', value: 'M,M', help: 'budget split: uniform, adakv, pyramid, global (default uniform,adakv)' },
+  engine: { type: 'string', value: 'cpu|gpu', help: 'where the model runs (default cpu)' },
+  adapter: { ...ADAPTER_FLAG, help: `${ADAPTER_FLAG.help} (--engine gpu only)` },
+  json: { type: 'boolean', help: 'print the report as JSON instead of a markdown table' },
+  plot: { type: 'string', value: 'FILE.svg', help: 'also draw perplexity against memory ratio there' },
+} as const satisfies FlagTable;
 
 /**
- * The `eval` lines of the CLI usage text.
+ * `kvcompact eval`: its flags and help.
  *
  * @example
  * ```ts
- * process.stdout.write(`usage:\n${EVAL_USAGE}\n`);
+ * process.stdout.write(usageText(EVAL_COMMAND));
  * ```
  */
-export const EVAL_USAGE = `  eval [--model M] [--tokenizer T] [--text FILE] [--window 512] [--windows 8]
-       [--policies full,snapkv,...] [--budgets 32,64,128] [--bits 16,8,4,2] [--budget-mode uniform,adakv]
-       [--engine cpu|gpu] [--json] [--plot FILE.svg]
-                           perplexity / agreement / KL against memory, compressing at decode time
-                           (defaults: the full sweep of every policy on stories260K and tinystories_dev.txt)`;
+export const EVAL_COMMAND: CommandSpec<typeof EVAL_FLAGS> = {
+  name: 'eval',
+  summary: 'perplexity / agreement / KL against memory, compressing the cache at decode time',
+  details: '(defaults: the full sweep of every policy on stories260K and tinystories_dev.txt; progress on stderr)',
+  flags: EVAL_FLAGS,
+};
 
 const DEFAULT_TEXT = 'tinystories_dev.txt';
-
-function list(flag: string, value: string | undefined, fallback: readonly string[]): string[] {
-  if (value === undefined) return [...fallback];
-  const items = value.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
-  if (items.length === 0) throw new InvalidArgumentError(flag, 'expects a comma-separated list');
-  return items;
-}
-
-function integers(flag: string, value: string | undefined, fallback: readonly number[]): number[] {
-  return list(flag, value, fallback.map(String)).map((s) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(flag, `"${s}" is not a positive integer`);
-    return n;
-  });
-}
-
-function positive(flag: string, value: string | undefined, fallback: number): number {
-  return integers(flag, value, [fallback])[0] ?? fallback;
-}
+const BITS: readonly CompressBits[] = [32, 16, 8, 4, 2];
 
 /** Walks up from this module to the directory holding package.json (dist/cli.js and src/cli/ both work). */
 function packageRoot(): string | undefined {
@@ -69,7 +82,10 @@ function isFile(path: string): boolean {
 function resolveText(explicit: string | undefined): string {
   if (explicit !== undefined) {
     const path = resolve(explicit);
-    if (!isFile(path)) throw new InvalidArgumentError('--text', `file ${path} does not exist`);
+    if (!isFile(path)) {
+      const problem = existsSync(path) ? 'is not a regular file (a directory?); pass a UTF-8 text file' : 'does not exist';
+      throw new UsageError('--text', `${path} ${problem}`);
+    }
     return path;
   }
   const roots = [process.cwd(), packageRoot()].filter((r): r is string => r !== undefined);
@@ -77,25 +93,7 @@ function resolveText(explicit: string | undefined): string {
     const path = resolve(root, '..', 'shared', 'data', DEFAULT_TEXT);
     if (isFile(path)) return path;
   }
-  throw new InvalidArgumentError('--text', `${DEFAULT_TEXT} not found in ../shared/data beside ${roots.join(' or ')}; pass --text FILE`);
-}
-
-function progressBar(stream: NodeJS.WriteStream): (p: EvalProgress) => void {
-  const started = Date.now();
-  return ({ done, total, label }) => {
-    const width = 24;
-    const filled = Math.round((done / total) * width);
-    const elapsed = (Date.now() - started) / 1000;
-    const eta = done > 0 ? (elapsed / done) * (total - done) : 0;
-    const line = `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total} ${elapsed.toFixed(0)}s (eta ${eta.toFixed(0)}s) ${label}`;
-    // A terminal gets one line redrawn in place; a log file gets one line per window.
-    if (stream.isTTY) {
-      const columns = stream.columns || 100;
-      stream.write(`\r${line.slice(0, columns - 1).padEnd(columns - 1)}${done === total ? '\n' : ''}`);
-    } else {
-      stream.write(`${line}\n`);
-    }
-  };
+  throw new UsageError('--text', `${DEFAULT_TEXT} not found in ../shared/data beside ${roots.join(' or ')}; pass --text FILE`);
 }
 
 /**
@@ -108,74 +106,70 @@ function progressBar(stream: NodeJS.WriteStream): (p: EvalProgress) => void {
  * ```
  */
 export async function evalCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      tokenizer: { type: 'string' },
-      text: { type: 'string' },
-      window: { type: 'string' },
-      windows: { type: 'string' },
-      policies: { type: 'string' },
-      budgets: { type: 'string' },
-      bits: { type: 'string' },
-      'budget-mode': { type: 'string' },
-      engine: { type: 'string' },
-      json: { type: 'boolean' },
-      plot: { type: 'string' },
-    },
-    strict: true,
-  });
+  const values = parseFlags(EVAL_COMMAND, argv);
+  if (values === 'help') return printUsage(EVAL_COMMAND);
+  // Every flag and path is checked here, before the model is read or any row runs.
   const known = ['full', ...policyNames()];
-  const policies = list('--policies', values.policies, known);
-  const unknown = policies.filter((p) => !known.includes(p));
-  if (unknown.length > 0) throw new InvalidArgumentError('--policies', `unknown ${unknown.join(', ')}; known: ${known.join(', ')}`);
-  const bits = integers('--bits', values.bits, [16, 8, 4, 2]);
-  const badBits = bits.filter((b) => ![32, 16, 8, 4, 2].includes(b));
-  if (badBits.length > 0) throw new InvalidArgumentError('--bits', `must be among 32, 16, 8, 4, 2; got ${badBits.join(', ')}`);
-  const budgetModes = list('--budget-mode', values['budget-mode'], ['uniform', 'adakv']);
-  const badModes = budgetModes.filter((m) => !(BUDGET_MODES as readonly string[]).includes(m));
-  if (badModes.length > 0) throw new InvalidArgumentError('--budget-mode', `unknown ${badModes.join(', ')}; known: ${BUDGET_MODES.join(', ')}`);
+  const policies = choicesFlag('--policies', values.policies, known, known);
+  const bits = integersFlag('--bits', values.bits, [16, 8, 4, 2]);
+  const badBits = bits.filter((b) => !(BITS as readonly number[]).includes(b));
+  if (badBits.length > 0) throw new UsageError('--bits', `must be among ${BITS.join(', ')}; got ${badBits.join(', ')}`);
+  const budgetModes = choicesFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, ['uniform', 'adakv']);
+  const budgets = integersFlag('--budgets', values.budgets, [32, 64, 128]);
+  if (policies.every((p) => p === 'full')) {
+    for (const flag of ['budgets', 'budget-mode'] as const) {
+      if (values[flag] !== undefined) {
+        throw new UsageError(`--${flag}`, 'means nothing with --policies full (the full cache evicts nothing); drop it or add an eviction policy');
+      }
+    }
+  }
+  const window = integerFlag('--window', values.window, 512, { min: 2 });
+  const windows = integerFlag('--windows', values.windows, 8, { min: 1 });
+  const tooBig = budgets.filter((b) => b >= window);
+  if (policies.some((p) => p !== 'full') && tooBig.length > 0) {
+    throw new UsageError('--budgets', `${tooBig.join(', ')} not below --window ${window}: nothing would be evicted; pass smaller budgets`);
+  }
+  const engineName = choiceFlag('--engine', values.engine, ['cpu', 'gpu'] as const, 'cpu');
+  if (engineName === 'cpu' && values.adapter !== undefined) {
+    throw new UsageError('--adapter', 'applies to --engine gpu only (the cpu engine uses no adapter)');
+  }
+  const adapter = engineName === 'gpu' ? adapterFlag(values.adapter) : 'auto';
   if (values.plot !== undefined && !values.plot.endsWith('.svg')) {
-    throw new InvalidArgumentError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
+    throw new UsageError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
   }
-  const engineName = values.engine ?? 'cpu';
-  let engine: EvalEngineFactory;
-  if (engineName === 'cpu') {
-    engine = cpuEngineFactory;
-  } else if (engineName === 'gpu') {
-    const { createNodeGpu } = await import('../node/gpu.js');
-    const { gpuEngineFactory } = await import('../eval/gpu-engine.js');
-    engine = await gpuEngineFactory(await createNodeGpu());
-  } else {
-    throw new InvalidArgumentError('--engine', `must be cpu or gpu; got "${engineName}"`);
-  }
-  const rows = sweepRows({
-    policies,
-    budgets: integers('--budgets', values.budgets, [32, 64, 128]),
-    bits: bits as CompressBits[],
-    budgetModes: budgetModes as BudgetMode[],
-  });
+  const plotPath = values.plot === undefined ? undefined : writableFileFlag('--plot', values.plot);
+  const textPath = resolveText(values.text);
   const { checkpoint, tokenizer, files } = await loadModelFiles({
     ...(values.model !== undefined ? { model: values.model } : {}),
     ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
   });
-  const textPath = resolveText(values.text);
+  const { seqLen } = checkpoint.config;
+  if (window > seqLen) {
+    throw new UsageError('--window', `${window} tokens is past the model's context of ${seqLen} tokens (seq_len of ${files.modelPath}); pass --window ${seqLen} or less`);
+  }
+  const rows = sweepRows({ policies, budgets, bits: bits as CompressBits[], budgetModes: budgetModes as BudgetMode[] });
   process.stderr.write(`${files.message}\ntext: ${textPath}\n${rows.length} rows on the ${engineName} engine\n`);
+  let engine: EvalEngineFactory = cpuEngineFactory;
+  if (engineName === 'gpu') {
+    const { gpuEngineFactory } = await import('../eval/gpu-engine.js');
+    engine = await gpuEngineFactory(await openCliGpu(adapter));
+  }
+  const progress = new ProgressReporter(process.stderr, 'kvcompact eval');
   const report = await evaluate({
     checkpoint,
     tokenizer,
     text: readFileSync(textPath, 'utf8'),
-    window: positive('--window', values.window, 512),
-    windows: positive('--windows', values.windows, 8),
+    window,
+    windows,
     rows,
     engine,
-    onProgress: progressBar(process.stderr),
+    onProgress: ({ done, total, label }) => progress.update(done, total, label),
   });
+  progress.finish(`${rows.length} row${rows.length === 1 ? '' : 's'} × ${windows} window${windows === 1 ? '' : 's'} of ${window} tokens`);
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatEvalTable(report));
-  if (values.plot !== undefined) {
-    writeFileSync(values.plot, renderEvalSvg(report));
-    process.stderr.write(`kvcompact eval: plot written to ${values.plot}\n`);
+  if (plotPath !== undefined) {
+    writeFileSync(plotPath, renderEvalSvg(report));
+    process.stderr.write(`kvcompact eval: plot written to ${plotPath}\n`);
   }
   return 0;
 }

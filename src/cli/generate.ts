@@ -1,105 +1,181 @@
-import { readFile } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { Generator, type GenerateOptions, type GenerationBits, type GenerationReport } from '../app/generator.js';
-import type { BudgetMode } from '../compress/budgets.js';
-import { InvalidArgumentError } from '../errors.js';
-import { type AdapterChoice, createNodeGpu } from '../node/gpu.js';
-import { resolveModelFiles } from '../node/model-files.js';
+import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
+import { policyNames } from '../compress/registry.js';
+import { UsageError } from '../errors.js';
+import { loadModelFiles } from '../node/model-files.js';
+import {
+  ADAPTER_FLAG,
+  adapterFlag,
+  choiceFlag,
+  type CommandSpec,
+  type FlagTable,
+  type FlagValues,
+  integerFlag,
+  numberFlag,
+  parseFlags,
+  printUsage,
+} from './flags.js';
+import { openCliGpu } from './gpu.js';
 
 /**
- * The `generate` lines of the CLI usage text.
+ * The flags `generate` and `demo` share (their defaults differ: see each command's help).
  *
  * @example
  * ```ts
- * const usage = `commands:\n${GENERATE_USAGE}\n`;
+ * const values: FlagValues<typeof GENERATION_FLAGS> = { policy: 'h2o', budget: '16' };
  * ```
  */
-export const GENERATE_USAGE = `  generate --prompt TEXT [--steps N] [--policy P] [--budget B] [--bits 16|8|4|2]
-           [--budget-mode uniform|adakv|pyramid|global] [--compare] [--temperature T] [--top-p P] [--seed S]
-           [--model M --tokenizer T] [--json]
-                           generate text with a compressed KV cache (--compare: also run a full cache and
-                           report top-1 agreement and perplexity); --policy full = no compression`;
+export const GENERATION_FLAGS = {
+  prompt: { type: 'string', value: 'TEXT', help: 'text to continue (an empty string lets the model start)' },
+  steps: { type: 'string', value: 'N', help: 'tokens to generate' },
+  policy: { type: 'string', value: 'P', help: 'eviction policy, or full for no compression' },
+  budget: { type: 'string', value: 'B', help: 'tokens kept per KV head on average' },
+  bits: { type: 'string', value: '16|8|4|2', help: 'bits of the cache blocks older than the recent window' },
+  'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')}` },
+  compare: { type: 'boolean', help: 'also run a full cache: top-1 agreement, perplexity, KL' },
+  temperature: { type: 'string', value: 'T', help: 'sampling temperature, 0 = greedy (default 0)' },
+  'top-p': { type: 'string', value: 'P', help: 'nucleus sampling mass in (0, 1] (default 0.9)' },
+  seed: { type: 'string', value: 'S', help: 'random seed (default 42)' },
+  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
+  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  json: { type: 'boolean', help: 'print { text, tokens, report } as JSON' },
+  adapter: ADAPTER_FLAG,
+} as const satisfies FlagTable;
 
-/** Options the `generate` and `demo` commands share. */
-const GENERATION_FLAGS = {
-  model: { type: 'string' },
-  tokenizer: { type: 'string' },
-  prompt: { type: 'string' },
-  steps: { type: 'string' },
-  policy: { type: 'string' },
-  budget: { type: 'string' },
-  bits: { type: 'string' },
-  'budget-mode': { type: 'string' },
-  temperature: { type: 'string' },
-  'top-p': { type: 'string' },
-  seed: { type: 'string' },
-  compare: { type: 'boolean' },
-  json: { type: 'boolean' },
-  adapter: { type: 'string' },
-} as const;
+/**
+ * Parsed values of {@link GENERATION_FLAGS}.
+ *
+ * @example
+ * ```ts
+ * const { generator } = await openGenerator(values, options);
+ * ```
+ */
+export type GenerationFlagValues = FlagValues<typeof GENERATION_FLAGS>;
 
-type FlagValues = { [K in keyof typeof GENERATION_FLAGS]?: (typeof GENERATION_FLAGS)[K]['type'] extends 'boolean' ? boolean : string };
+/** The defaults a command gives the generation flags, for its help text and for what is not given. */
+type GenerationDefaults = Omit<GenerateOptions, 'onToken' | 'onStep' | 'signal'>;
 
-function numberFlag(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`--${name}`, `expects a number; got "${value}"`);
-  return n;
+/**
+ * The help of a generation command: {@link GENERATION_FLAGS} with this command's defaults appended.
+ *
+ * @example
+ * ```ts
+ * const DEMO_COMMAND = generationCommand('demo', 'a story with a compressed cache', DEMO_DEFAULTS);
+ * ```
+ */
+export function generationCommand(name: string, summary: string, defaults: GenerationDefaults): CommandSpec<typeof GENERATION_FLAGS> {
+  const shown: Partial<Record<keyof typeof GENERATION_FLAGS, unknown>> = {
+    prompt: name === 'generate' ? undefined : JSON.stringify(defaults.prompt),
+    steps: defaults.steps,
+    policy: defaults.policy ?? 'snapkv',
+    budget: defaults.budget ?? 64,
+    bits: defaults.bits ?? 16,
+    'budget-mode': defaults.budgetMode ?? 'uniform',
+    ...(defaults.compareWithFull ? { compare: 'on' } : {}),
+  };
+  const flags = Object.fromEntries(
+    Object.entries(GENERATION_FLAGS).map(([flag, spec]) => {
+      const value = shown[flag as keyof typeof GENERATION_FLAGS];
+      return [flag, value === undefined ? spec : { ...spec, help: `${spec.help} (default ${String(value)})` }];
+    }),
+  ) as unknown as typeof GENERATION_FLAGS;
+  return { name, summary, flags };
 }
 
 /**
- * Parses the generation flags shared by `generate` and `demo`, with `defaults` for what is not given.
+ * `kvcompact generate`: its flags and help.
  *
  * @example
  * ```ts
- * const { options } = parseGenerationFlags(['--policy', 'h2o', '--budget', '16'], { prompt: '', steps: 32 });
+ * process.stdout.write(usageText(GENERATE_COMMAND));
+ * ```
+ */
+export const GENERATE_COMMAND = generationCommand(
+  'generate',
+  'generate text with a compressed KV cache (--prompt is required; --policy full = no compression)',
+  { prompt: '', steps: 64 },
+);
+
+/** Flags that mean nothing with --policy full: it keeps every token, unquantized. */
+const COMPRESSION_ONLY_FLAGS = ['budget', 'bits', 'budget-mode'] as const;
+
+/**
+ * Checks the generation flags shared by `generate` and `demo` and fills `defaults` for what is not given.
+ * Returns 'help' for `--help`.
+ *
+ * @example
+ * ```ts
+ * const parsed = parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--budget', '16'], { prompt: '', steps: 32 });
  * ```
  */
 export function parseGenerationFlags(
+  spec: CommandSpec<typeof GENERATION_FLAGS>,
   argv: string[],
-  defaults: Omit<GenerateOptions, 'onToken' | 'onStep' | 'signal'>,
-): { options: GenerateOptions; values: FlagValues } {
-  const { values } = parseArgs({ args: argv, options: GENERATION_FLAGS, strict: true }) as { values: FlagValues };
-  const bits = numberFlag('bits', values.bits, defaults.bits ?? 16);
-  if (![16, 8, 4, 2].includes(bits)) throw new InvalidArgumentError('--bits', `must be 16, 8, 4 or 2; got ${bits}`);
+  defaults: GenerationDefaults,
+): { options: GenerateOptions; values: GenerationFlagValues } | 'help' {
+  const values = parseFlags(spec, argv);
+  if (values === 'help') return 'help';
+  const policy = choiceFlag('--policy', values.policy, ['full', ...policyNames()], defaults.policy ?? 'snapkv');
+  if (policy === 'full') {
+    const given = COMPRESSION_ONLY_FLAGS.find((flag) => values[flag] !== undefined && !(flag === 'bits' && values.bits === '16'));
+    if (given !== undefined) {
+      throw new UsageError(
+        `--${given}`,
+        `means nothing with --policy full, which keeps every token in f16; drop --${given} or pick an eviction policy (${policyNames().join(', ')})`,
+      );
+    }
+  }
+  const bits = Number(choiceFlag('--bits', values.bits, ['16', '8', '4', '2'], String(defaults.bits ?? 16)));
+  const topP = numberFlag('--top-p', values['top-p'], defaults.topP ?? 0.9, { max: 1 });
+  if (topP <= 0) throw new UsageError('--top-p', `must be in (0, 1]; got ${topP}`);
   const options: GenerateOptions = {
     ...defaults,
     prompt: values.prompt ?? defaults.prompt,
-    steps: numberFlag('steps', values.steps, defaults.steps),
-    policy: values.policy ?? defaults.policy ?? 'snapkv',
-    budget: numberFlag('budget', values.budget, defaults.budget ?? 64),
-    bits: bits as GenerationBits,
-    budgetMode: (values['budget-mode'] ?? defaults.budgetMode ?? 'uniform') as BudgetMode,
-    temperature: numberFlag('temperature', values.temperature, defaults.temperature ?? 0),
-    topP: numberFlag('top-p', values['top-p'], defaults.topP ?? 0.9),
-    seed: numberFlag('seed', values.seed, defaults.seed ?? 42),
+    steps: integerFlag('--steps', values.steps, defaults.steps, { min: 1 }),
+    policy,
+    budget: integerFlag('--budget', values.budget, defaults.budget ?? 64, { min: 1 }),
+    // A full cache is f16 whatever a command's default bits are.
+    bits: (policy === 'full' ? 16 : bits) as GenerationBits,
+    budgetMode: choiceFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, defaults.budgetMode ?? 'uniform') as BudgetMode,
+    temperature: numberFlag('--temperature', values.temperature, defaults.temperature ?? 0, { min: 0 }),
+    topP,
+    seed: integerFlag('--seed', values.seed, defaults.seed ?? 42),
     compareWithFull: values.compare ?? defaults.compareWithFull ?? false,
   };
+  adapterFlag(values.adapter);
   return { options, values };
 }
 
 /**
  * Loads the model named by the flags (or found by resolveModelFiles), says on stderr where the files came from,
- * and opens a GPU. The caller destroys both.
+ * checks that the prompt and steps fit the model's context, and only then opens a GPU. The caller destroys both.
  *
  * @example
  * ```ts
- * const { generator, destroy } = await openGenerator(values);
+ * const { generator, destroy } = await openGenerator(values, options);
  * ```
  */
-export async function openGenerator(values: FlagValues): Promise<{ generator: Generator; destroy: () => Promise<void> }> {
-  const files = await resolveModelFiles({
+export async function openGenerator(
+  values: GenerationFlagValues,
+  options: GenerateOptions,
+): Promise<{ generator: Generator; destroy: () => Promise<void> }> {
+  const { checkpoint, tokenizer, files } = await loadModelFiles({
     ...(values.model !== undefined ? { model: values.model } : {}),
     ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
   });
   process.stderr.write(`${files.message}\n`);
-  const adapter = values.adapter as AdapterChoice | undefined;
-  if (adapter !== undefined && !['auto', 'hardware', 'software'].includes(adapter)) {
-    throw new InvalidArgumentError('--adapter', `must be auto, hardware or software; got "${adapter}"`);
+  const { seqLen } = checkpoint.config;
+  const promptTokens = tokenizer.encode(options.prompt, { bos: true }).length;
+  if (promptTokens + options.steps - 1 > seqLen) {
+    const room = Math.max(0, seqLen - promptTokens + 1);
+    throw new UsageError(
+      '--steps',
+      `the prompt (${promptTokens} tokens with BOS) plus ${options.steps} steps is past the model's context of ${seqLen} tokens; pass --steps ${room} or less, or a shorter prompt`,
+    );
   }
-  const gpu = await createNodeGpu(adapter ? { adapter } : {});
+  const gpu = await openCliGpu(adapterFlag(values.adapter));
   try {
-    const generator = Generator.fromBytes(gpu, await readFile(files.modelPath), await readFile(files.tokenizerPath));
+    const generator = Generator.create(gpu, checkpoint, tokenizer);
     return {
       generator,
       destroy: async () => {
@@ -165,9 +241,11 @@ export function formatGenerationReport(report: GenerationReport): string {
  * ```
  */
 export async function generateCommand(argv: string[]): Promise<number> {
-  const { options, values } = parseGenerationFlags(argv, { prompt: '', steps: 64 });
-  if (values.prompt === undefined) throw new InvalidArgumentError('--prompt', 'is required (an empty string lets the model start)');
-  const { generator, destroy } = await openGenerator(values);
+  const parsed = parseGenerationFlags(GENERATE_COMMAND, argv, { prompt: '', steps: 64 });
+  if (parsed === 'help') return printUsage(GENERATE_COMMAND);
+  const { options, values } = parsed;
+  if (values.prompt === undefined) throw new UsageError('--prompt', 'is required (an empty string lets the model start)');
+  const { generator, destroy } = await openGenerator(values, options);
   try {
     const stream = !values.json && process.stdout.isTTY;
     if (stream) process.stdout.write(options.prompt);

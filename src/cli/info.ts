@@ -1,5 +1,47 @@
 import type { GpuContext } from '../gpu/context.js';
 import { NEGOTIATED_LIMITS } from '../gpu/adapter-report.js';
+import { ADAPTER_FLAG, adapterFlag, type CommandSpec, type FlagTable, parseFlags, printUsage } from './flags.js';
+import { openCliGpu } from './gpu.js';
+
+const INFO_FLAGS = {
+  json: { type: 'boolean', help: 'print the report as JSON' },
+  adapter: ADAPTER_FLAG,
+} as const satisfies FlagTable;
+
+/**
+ * `kvcompact info`: its flags and help.
+ *
+ * @example
+ * ```ts
+ * process.stdout.write(usageText(INFO_COMMAND));
+ * ```
+ */
+export const INFO_COMMAND: CommandSpec<typeof INFO_FLAGS> = {
+  name: 'info',
+  summary: 'adapter, features and limits of the WebGPU device (the adapter chosen and why: on stderr)',
+  flags: INFO_FLAGS,
+};
+
+/**
+ * `kvcompact info`: prints the adapter identity, features and negotiated limits, or them as JSON with `--json`.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = await infoCommand(['--json']);
+ * ```
+ */
+export async function infoCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(INFO_COMMAND, argv);
+  if (values === 'help') return printUsage(INFO_COMMAND);
+  const gpu = await openCliGpu(adapterFlag(values.adapter));
+  try {
+    const report = infoReport(gpu);
+    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInfo(report)}\n`);
+    return 0;
+  } finally {
+    await gpu.destroy();
+  }
+}
 
 /**
  * What `kvcompact info --json` prints.

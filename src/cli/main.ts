@@ -1,86 +1,88 @@
-import { parseArgs } from 'node:util';
-import { KvCompactError } from '../errors.js';
-import { createNodeGpu } from '../node/gpu.js';
-import { BENCH_USAGE, benchCommand } from './bench.js';
-import { DEMO_USAGE, demoCommand } from './demo.js';
-import { GENERATE_USAGE, generateCommand } from './generate.js';
-import { SERVE_DEMO_USAGE, serveDemoCommand } from './serve-demo.js';
-import { EVAL_USAGE, evalCommand } from './eval.js';
-import { formatInfo, infoReport } from './info.js';
+import { InvalidArgumentError, KvCompactError, UsageError } from '../errors.js';
+import { BENCH_COMMAND, benchCommand } from './bench.js';
+import { DEMO_COMMAND, demoCommand } from './demo.js';
+import { EVAL_COMMAND, evalCommand } from './eval.js';
+import { type CommandSpec, printUsage } from './flags.js';
+import { GENERATE_COMMAND, generateCommand } from './generate.js';
+import { INFO_COMMAND, infoCommand } from './info.js';
+import { SERVE_DEMO_COMMAND, serveDemoCommand } from './serve-demo.js';
 
-const USAGE = `kvcompact — compress the attention KV cache on the GPU (WebGPU)
-
-usage: kvcompact <command> [options]
-
-commands:
-  info [--json]            adapter, features and limits of the WebGPU device
-${BENCH_USAGE}
-${GENERATE_USAGE}
-${DEMO_USAGE}
-${SERVE_DEMO_USAGE}
-${EVAL_USAGE}
-  help                     this text
-
-common options:
-  --adapter auto|hardware|software   which adapter (also env KVCOMPACT_ADAPTER)
-`;
-
-type Command = (argv: string[]) => Promise<number>;
-
-async function info(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { json: { type: 'boolean' }, adapter: { type: 'string' } },
-    strict: true,
-  });
-  const adapter = values.adapter as 'auto' | 'hardware' | 'software' | undefined;
-  const gpu = await createNodeGpu(adapter ? { adapter } : {});
-  try {
-    const report = infoReport(gpu);
-    process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatInfo(report)}\n`);
-    return 0;
-  } finally {
-    await gpu.destroy();
-  }
+interface Command {
+  readonly spec: CommandSpec;
+  readonly run: (argv: string[]) => Promise<number>;
 }
 
-const COMMANDS: Record<string, Command> = {
-  info,
-  bench: benchCommand,
-  generate: generateCommand,
-  demo: demoCommand,
-  'serve-demo': serveDemoCommand,
-  eval: evalCommand,
-  help: async () => {
-    process.stdout.write(USAGE);
-    return 0;
-  },
-};
+const COMMANDS: readonly Command[] = [
+  { spec: INFO_COMMAND, run: infoCommand },
+  { spec: GENERATE_COMMAND, run: generateCommand },
+  { spec: DEMO_COMMAND, run: demoCommand },
+  { spec: SERVE_DEMO_COMMAND, run: serveDemoCommand },
+  { spec: EVAL_COMMAND, run: evalCommand },
+  { spec: BENCH_COMMAND, run: benchCommand },
+];
+
+function usage(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.spec.name.length), 'help [COMMAND]'.length) + 4;
+  return [
+    'kvcompact — compress the attention KV cache on the GPU (WebGPU)',
+    '',
+    'usage: kvcompact <command> [options]',
+    '       kvcompact <command> --help    the options of one command',
+    '',
+    'commands:',
+    ...COMMANDS.map(({ spec }) => `  ${spec.name.padEnd(width)}${spec.summary}`),
+    `  ${'help [COMMAND]'.padEnd(width)}this text, or the options of COMMAND`,
+    '',
+    'GPU commands take --adapter auto|hardware|software (or env KVCOMPACT_ADAPTER) and say on stderr which',
+    'adapter they chose and why; model commands take --model FILE and --tokenizer FILE.',
+    '',
+  ].join('\n');
+}
+
+function find(name: string): Command | undefined {
+  return COMMANDS.find((c) => c.spec.name === name);
+}
+
+/** One line for a typed error or a system error (ENOENT, EACCES, ...); the whole stack for a bug. */
+function describe(error: unknown): string {
+  if (error instanceof KvCompactError) return error.message;
+  if (error instanceof Error && 'code' in error && 'syscall' in error) return error.message;
+  return `internal error (please report it): ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`;
+}
 
 /**
- * Runs the CLI with `argv` (without node and script) and returns the exit code.
+ * Runs the CLI with `argv` (without node and script) and returns the exit status: 0 on success, 2 for a usage
+ * error (a wrong flag, value, path or command), 1 for a failure while running. Errors print one line on stderr.
  *
  * @example
  * ```ts
- * process.exitCode = await main(['info', '--json']); // 0 on success, 2 on a usage error
+ * process.exitCode = await main(['info', '--json']);
  * ```
  */
 export async function main(argv: string[]): Promise<number> {
   const [name = 'help', ...rest] = argv;
-  const command = COMMANDS[name];
-  if (!command) {
-    process.stderr.write(`kvcompact: unknown command "${name}"\n\n${USAGE}`);
-    return 2;
+  if (name === 'help' || name === '--help' || name === '-h') {
+    const topic = rest[0] === undefined ? undefined : find(rest[0]);
+    if (rest[0] !== undefined && topic === undefined) return unknownCommand(rest[0]);
+    if (topic) return printUsage(topic.spec);
+    process.stdout.write(usage());
+    return 0;
   }
+  const command = find(name);
+  if (!command) return unknownCommand(name);
   try {
-    return await command(rest);
+    return await command.run(rest);
   } catch (error) {
-    if (error instanceof KvCompactError || (error instanceof Error && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'))) {
-      process.stderr.write(`kvcompact ${name}: ${error.message}\n`);
-      return 2;
-    }
-    throw error;
+    process.stderr.write(`kvcompact ${name}: ${describe(error)}\n`);
+    // Arguments the user can fix are usage errors; everything else failed while running.
+    return error instanceof InvalidArgumentError ? 2 : 1;
   }
+}
+
+function unknownCommand(name: string): number {
+  const error = new UsageError('kvcompact', `unknown command "${name}"; commands: ${COMMANDS.map((c) => c.spec.name).join(', ')}, help (kvcompact --help)`);
+  process.stderr.write(`${error.message}\n`);
+  return 2;
 }
 
 process.exitCode = await main(process.argv.slice(2));

@@ -1,20 +1,29 @@
 import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import { parseArgs } from 'node:util';
-import { InvalidArgumentError } from '../errors.js';
+import { UsageError } from '../errors.js';
 import { resolveModelFiles } from '../node/model-files.js';
 import { serveStatic } from '../node/static-server.js';
+import { type CommandSpec, type FlagTable, integerFlag, parseFlags, printUsage } from './flags.js';
+
+const SERVE_DEMO_FLAGS = {
+  port: { type: 'string', value: 'N', help: 'port on 127.0.0.1 (default 8080; 0 picks a free one)' },
+  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint to mount (default: stories260K, found or downloaded)' },
+  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+} as const satisfies FlagTable;
 
 /**
- * The `serve-demo` lines of the CLI usage text.
+ * `kvcompact serve-demo`: its flags and help.
  *
  * @example
  * ```ts
- * const usage = `commands:\n${SERVE_DEMO_USAGE}\n`;
+ * process.stdout.write(usageText(SERVE_DEMO_COMMAND));
  * ```
  */
-export const SERVE_DEMO_USAGE = `  serve-demo [--port N] [--model M --tokenizer T]
-                           (npm run demo) serve the live demo page on 127.0.0.1 with the model files mounted`;
+export const SERVE_DEMO_COMMAND: CommandSpec<typeof SERVE_DEMO_FLAGS> = {
+  name: 'serve-demo',
+  summary: '(npm run demo) serve the live demo page on 127.0.0.1 with the model files mounted',
+  flags: SERVE_DEMO_FLAGS,
+};
 
 /**
  * The mounts and page address that serve a checkpoint and tokenizer beside the built demo: both under /models/
@@ -53,18 +62,12 @@ export function demoMounts(modelPath: string, tokenizerPath: string): { mounts: 
  * ```
  */
 export async function serveDemoCommand(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: { port: { type: 'string' }, model: { type: 'string' }, tokenizer: { type: 'string' } },
-    strict: true,
-  });
-  const port = values.port === undefined ? 8080 : Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new InvalidArgumentError('--port', `must be an integer in [0, 65535]; got "${values.port}"`);
-  }
+  const values = parseFlags(SERVE_DEMO_COMMAND, argv);
+  if (values === 'help') return printUsage(SERVE_DEMO_COMMAND);
+  const port = integerFlag('--port', values.port, 8080, { min: 0, max: 65535 });
   const root = resolve('dist/demo');
   if (!existsSync(resolve(root, 'index.html'))) {
-    throw new InvalidArgumentError('dist/demo', `${root}/index.html is missing: build it with \`npm run demo\` (or \`node esbuild.config.mjs\`)`);
+    throw new UsageError('dist/demo', `${root}/index.html is missing: build it with \`npm run demo\` (or \`node esbuild.config.mjs\`)`);
   }
   const files = await resolveModelFiles({
     ...(values.model !== undefined ? { model: values.model } : {}),
@@ -74,7 +77,7 @@ export async function serveDemoCommand(argv: string[]): Promise<number> {
   const { mounts, query } = demoMounts(files.modelPath, files.tokenizerPath);
   const site = await serveStatic(root, { port, mounts }).catch((error: unknown) => {
     if (error instanceof Error && 'code' in error && error.code === 'EADDRINUSE') {
-      throw new InvalidArgumentError('--port', `port ${port} is in use on 127.0.0.1: pass another (--port 0 picks a free one)`);
+      throw new UsageError('--port', `port ${port} is in use on 127.0.0.1: pass another (--port 0 picks a free one)`);
     }
     throw error;
   });

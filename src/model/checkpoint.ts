@@ -1,4 +1,4 @@
-import { ModelFormatError } from '../errors.js';
+import { ModelFormatError, NonFiniteWeightsError } from '../errors.js';
 
 /**
  * Hyper-parameters of a llama2.c model, as read from the 28-byte header of a legacy checkpoint plus the
@@ -212,11 +212,19 @@ function floatsAt(bytes: Uint8Array, byteOffset: number, count: number): Float32
   return out;
 }
 
+function assertFinite(name: TensorName, tensor: Float32Array): void {
+  for (let i = 0; i < tensor.length; i++) {
+    const v = tensor[i] as number;
+    // v - v is NaN for NaN and ±Inf, 0 otherwise: one comparison per weight.
+    if (v - v !== 0) throw new NonFiniteWeightsError(name, i, v);
+  }
+}
+
 /**
  * Parses a llama2.c legacy checkpoint (`run.c`'s format: 7 int32 then f32 weights). The weights are views into
  * the given buffer when it is 4-byte aligned (so keep the buffer alive and unmodified), copies otherwise.
  * Truncated, oversized or inconsistent files throw {@link ModelFormatError} naming the field and the expected
- * vs actual size in bytes.
+ * vs actual size in bytes; a NaN or ±Inf weight throws {@link NonFiniteWeightsError} naming the tensor and index.
  *
  * @example
  * ```ts
@@ -251,7 +259,10 @@ export function parseCheckpoint(data: ArrayBuffer | Uint8Array): LlamaCheckpoint
           `${headerText}, file has ${bytes.byteLength} bytes. Re-download the file.`,
       );
     }
-    tensors.set(name, floatsAt(bytes, offset, count));
+    const tensor = floatsAt(bytes, offset, count);
+    // The RoPE tables are skipped by every reader, so only the weights must be finite.
+    if (name !== 'freqCisReal' && name !== 'freqCisImag') assertFinite(name, tensor);
+    tensors.set(name, tensor);
     offset = end;
   }
   if (bytes.byteLength !== expected) {

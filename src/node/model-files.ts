@@ -131,6 +131,14 @@ function isFile(path: string): boolean {
   }
 }
 
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Walks up from this module to the directory holding kvcompact's package.json. */
 function findPackageRoot(): string | undefined {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -196,6 +204,20 @@ interface OneResolved {
   readonly message: string;
 }
 
+/** The file an explicit path names; a directory is refused with the file expected inside it. */
+function explicitFile(kind: 'model' | 'tokenizer', path: string, file: OfficialFile): string {
+  if (isFile(path)) return path;
+  if (isDirectory(path)) {
+    const inside = join(path, file.fileName);
+    const what = kind === 'model' ? 'a llama2.c checkpoint file (.bin)' : 'a llama2.c tokenizer file (.bin)';
+    throw new InvalidArgumentError(
+      kind,
+      `${path} is a directory; pass ${what}` + (isFile(inside) ? `, e.g. ${inside}` : `, such as ${file.fileName}`),
+    );
+  }
+  throw new InvalidArgumentError(kind, `file ${path} does not exist (given explicitly)`);
+}
+
 async function resolveOne(
   kind: 'model' | 'tokenizer',
   explicit: string | undefined,
@@ -205,8 +227,7 @@ async function resolveOne(
   const env = o.env ?? process.env;
   const cwd = o.cwd ?? process.cwd();
   if (explicit !== undefined) {
-    const path = resolve(cwd, explicit);
-    if (!isFile(path)) throw new InvalidArgumentError(kind, `file ${path} does not exist (given explicitly)`);
+    const path = explicitFile(kind, resolve(cwd, explicit), file);
     return { path, source: 'flag', message: `${kind}: using ${path} (given explicitly)` };
   }
   const envDir = env.KVCOMPACT_MODEL_DIR;
