@@ -7,8 +7,10 @@
 //     --external:webgpu --outfile=dist/gpu-model-perplexity.mjs && node dist/gpu-model-perplexity.mjs [--windows N]
 import { readFileSync } from 'node:fs';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
+import { cacheOptionsForModel } from '../src/model/cache-options.js';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
-import { PerplexityAccumulator, prepareEvalWindows } from '../src/model/eval-text.js';
+import { prepareEvalWindows } from '../src/eval/eval-text.js';
+import { PerplexityAccumulator } from '../src/eval/metrics.js';
 import { GpuLlama } from '../src/model/gpu-llama.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { createNodeGpu } from '../src/node/gpu.js';
@@ -23,12 +25,7 @@ async function main(): Promise<void> {
   const tokenizer = Tokenizer.parse(new Uint8Array(shared('models/tok512.bin')), config.vocabSize);
   const windows = prepareEvalWindows(shared('data/tinystories_dev.txt').toString('utf8'), tokenizer).slice(0, count);
   const gpu = await createNodeGpu();
-  const cache = PagedKvCache.create(gpu, {
-    shape: { layers: config.nLayers, kvHeads: config.nKvHeads, headDim: config.headSize },
-    nHeads: config.nHeads,
-    fullFormat: 'f32',
-    maxTokensPerHead: config.seqLen,
-  });
+  const cache = PagedKvCache.create(gpu, cacheOptionsForModel(config, { bits: 32, maxTokensPerHead: config.seqLen }));
   const model = new GpuLlama(gpu, checkpoint, cache);
   const acc = new PerplexityAccumulator();
   const start = performance.now();

@@ -49,6 +49,7 @@ export * from './compress/budgets.js';
 export * from './compress/budgets-gpu.js';
 export * from './cache/compaction-plan.js';
 export * from './compress/decode-compression.js';
+export * from './compress/decode-schedule.js';
 export * from './compress/gpu-policies.js';
 export * from './compress/options.js';
 export * from './compress/policy.js';
@@ -63,8 +64,8 @@ export * from './format/f16.js';
 
 // Model
 export * from './attention/backend.js';
+export * from './model/cache-options.js';
 export * from './model/checkpoint.js';
-export * from './model/eval-text.js';
 export * from './model/gpu-llama.js';
 export * from './model/reference-forward.js';
 export * from './model/sampling.js';
@@ -75,6 +76,8 @@ export * from './engine/cpu-kv-cache.js';
 
 // Generation and evaluation
 export * from './app/generator.js';
+export * from './eval/eval-text.js';
 export * from './eval/evaluate.js';
+export * from './eval/metrics.js';
 export * from './eval/cpu-engine.js';
 export * from './eval/gpu-engine.js';

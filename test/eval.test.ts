@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, UnknownPolicyError } from '../src/errors.js';
-import { CpuEvalEngine } from '../src/eval/cpu-engine.js';
-import { decodeSchedule, evaluate, sweepRows, type EvalEngineFactory, type EvalRowSpec } from '../src/eval/evaluate.js';
+import { cpuEngineFactory, CpuEvalEngine } from '../src/eval/cpu-engine.js';
+import { evaluate, rowSchedule, sweepRows, type EvalEngineFactory, type EvalRow, type EvalRowSpec } from '../src/eval/evaluate.js';
 import { formatEvalTable, renderEvalSvg } from '../src/eval/report.js';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
-import { perplexityOfWindows, prepareEvalWindows } from '../src/model/eval-text.js';
+import { prepareEvalWindows } from '../src/eval/eval-text.js';
+import { perplexityOfWindows } from '../src/eval/metrics.js';
 import { ReferenceLlama } from '../src/model/reference-forward.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
@@ -50,6 +51,7 @@ describe('evaluate on the CPU engine', () => {
           return logits;
         },
         compress: (options) => engine.compress(options),
+        tokenCount: (layer, kvHead) => engine.tokenCount(layer, kvHead),
         bytes: () => engine.bytes(),
       };
     };
@@ -116,14 +118,63 @@ describe('evaluate on the CPU engine', () => {
     await expect(run([{ policy: 'h2o', budget: 64 }])).rejects.toThrow(InvalidArgumentError);
     await expect(run([{ policy: 'nope', budget: 32 }])).rejects.toThrow(UnknownPolicyError);
     await expect(run([{ policy: 'full', bits: 3 as 4 }])).rejects.toThrow(InvalidArgumentError);
+    // sinks that fill the compressed target (32 − 8) leave the policy nothing to choose
+    const sinks = (n: number) =>
+      evaluate({ checkpoint, tokenizer, text, window: 64, windows: 1, sinks: n, rows: [{ policy: 'h2o', budget: 32 }], engine: () => { throw new Error('must not run'); } });
+    await expect(sinks(24)).rejects.toThrow(/sinks/);
   });
 
   it('schedules protected tokens inside the compressed target and builds sweeps', () => {
-    expect(decodeSchedule(32, 16, 4)).toEqual({ target: 24, recent: 8, window: 8 });
-    expect(decodeSchedule(64, 16, 4)).toEqual({ target: 48, recent: 16, window: 16 });
-    expect(decodeSchedule(128, 16, 4)).toEqual({ target: 112, recent: 32, window: 32 });
+    const protectedOf = (budget: number) => {
+      const { target, sinks, recent, window } = rowSchedule({ policy: 'h2o', budget });
+      return { target, sinks, recent, window };
+    };
+    expect(protectedOf(32)).toEqual({ target: 24, sinks: 4, recent: 8, window: 8 });
+    expect(protectedOf(64)).toEqual({ target: 48, sinks: 4, recent: 16, window: 16 });
+    expect(protectedOf(128)).toEqual({ target: 112, sinks: 4, recent: 32, window: 32 });
+    // full rows never evict; they quantize once per block below 16 bits, keeping KIVI's residual of 32
+    expect(rowSchedule({ policy: 'full', bits: 4 })).toMatchObject({ target: null, sinks: 4, recent: 32, quantizeEvery: 16 });
+    expect(rowSchedule({ policy: 'full', bits: 16 }).quantizeEvery).toBeNull();
     const rows = sweepRows({ policies: ['full', 'h2o', 'snapkv'], budgets: [32, 64], bits: [16, 4], budgetModes: ['uniform', 'adakv'] });
     expect(rows).toHaveLength(2 + 2 * 2 * 2 * 2);
     expect(rows[0]).toEqual({ policy: 'full', bits: 16 });
+  });
+
+  it("gives today's figures: h2o uniform B=64 int4 and snapkv adakv B=32 f16 on 2 windows of the dev text", async () => {
+    // Computed on main before the decode schedule moved to src/compress/decode-schedule.ts (commit 638a701): the
+    // figures of README.md and docs/eval-results.md come from the same schedule and must not move.
+    const report = await evaluate({
+      checkpoint,
+      tokenizer,
+      text,
+      window: 256,
+      windows: 2,
+      engine: cpuEngineFactory,
+      rows: [
+        { policy: 'h2o', budget: 64, budgetMode: 'uniform', bits: 4 },
+        { policy: 'snapkv', budget: 32, budgetMode: 'adakv', bits: 16 },
+      ],
+    });
+    const expected: Omit<EvalRow, 'seconds'>[] = [
+      {
+        policy: 'h2o', budgetMode: 'uniform', budget: 64, bits: 4,
+        ppl: 4.152029717653054, top1: 0.6235294117647059, agreeWithFull: 0.9235294117647059, klToFull: 0.05031682182360943,
+        bytesPerToken: 258.6666666666667, ratio: 2.474226804123711, ratioAtEnd: 4.553571428571429, compressions: 15,
+      },
+      {
+        policy: 'snapkv', budgetMode: 'adakv', budget: 32, bits: 16,
+        ppl: 4.37877274338519, top1: 0.6, agreeWithFull: 0.884313725490196, klToFull: 0.1065556238656552,
+        bytesPerToken: 194.3294117647059, ratio: 3.293376922145538, ratioAtEnd: 6.0938945420906565, compressions: 28,
+      },
+    ];
+    expected.forEach((want, i) => {
+      const row = report.rows[i]!;
+      expect({ policy: row.policy, budgetMode: row.budgetMode, budget: row.budget, bits: row.bits, compressions: row.compressions }).toEqual({
+        policy: want.policy, budgetMode: want.budgetMode, budget: want.budget, bits: want.bits, compressions: want.compressions,
+      });
+      for (const key of ['ppl', 'top1', 'agreeWithFull', 'klToFull', 'bytesPerToken', 'ratio', 'ratioAtEnd'] as const) {
+        expect(Math.abs(row[key] - want[key]), `${row.policy} ${key}`).toBeLessThanOrEqual(1e-6 * Math.max(1, Math.abs(want[key])));
+      }
+    });
   });
 });

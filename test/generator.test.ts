@@ -46,6 +46,13 @@ describe('Generator on stories260K', () => {
     expect(report.compressions).toBeGreaterThan(0);
     expect(report.ratio).toBeGreaterThan(1);
     expect(report.bytesFull).toBeGreaterThan(report.bytesCompressed);
+    // Every compression is the decode schedule's: evictions down to its target, quantize-only ones without a budget.
+    const schedule = gen.decodeScheduleFor({ policy: 'h2o', budgetMode: 'uniform', budget, bits: 4 });
+    expect(schedule).toMatchObject({ target: 12, sinks: 4, recent: 4, quantizeEvery: 16 });
+    const compressions = snapshots.flatMap((s) => (s.compression ? [s.compression] : []));
+    expect(compressions.length).toBe(report.compressions);
+    for (const c of compressions) expect([schedule?.target, null]).toContain(c.budget);
+    expect(compressions.some((c) => c.budget === 12)).toBe(true);
     for (const s of snapshots) {
       // The schedule compresses before any append that would go past the budget.
       for (const layer of s.keptPerHead) for (const kept of layer) expect(kept).toBeLessThanOrEqual(budget);

@@ -116,7 +116,7 @@ describe('GPU compression of a paged cache', () => {
     const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f16', maxTokensPerHead: 128, observationWindow: WINDOW });
     cache.addSequence(2);
     const budget = 24;
-    const decode = new DecodeCompressor(cache, { mode: 'on-exceed', budget, slack: 8, compress: { policy: 'h2o', budgets, recent: 8 } });
+    const decode = new DecodeCompressor(cache, { mode: 'on-exceed', budget, slack: 8, recent: 8, compress: { policy: 'h2o', budgets } });
     await decode.beforeStep(2, 20);
     await fill(gpu, cache, 2, [20], 6);
     for (let step = 0; step < 30; step++) {

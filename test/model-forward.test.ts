@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../src/errors.js';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
-import { perplexityOfWindows, prepareEvalWindows } from '../src/model/eval-text.js';
+import { prepareEvalWindows } from '../src/eval/eval-text.js';
+import { perplexityOfWindows } from '../src/eval/metrics.js';
 import {
   denseAttention,
   matmul,

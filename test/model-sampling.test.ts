@@ -1,10 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../src/errors.js';
-import { PerplexityAccumulator, perplexityOfWindows, perplexityOfWindowsAsync, prepareEvalWindows } from '../src/model/eval-text.js';
 import { argmax, createSampler, klDivergence, logSumExp, sampleTopP, softmaxWithTemperature } from '../src/model/sampling.js';
 import { mulberry32 } from '../src/random.js';
-import { Tokenizer } from '../src/model/tokenizer.js';
-import { sharedBytes, sharedText } from './model-helpers.js';
 
 describe('sampling', () => {
   it('argmax takes the first maximum', () => {
@@ -72,42 +69,5 @@ describe('sampling', () => {
     expect(klDivergence(p, q)).toBeCloseTo(want, 12);
     expect(klDivergence(p, q)).toBeGreaterThan(0);
     expect(() => klDivergence([1], [1, 2])).toThrow(InvalidArgumentError);
-  });
-});
-
-describe('evaluation windows', () => {
-  const tok = Tokenizer.parse(sharedBytes('models/tok512.bin'), 512);
-  const text = sharedText('data/tinystories_dev.txt');
-
-  it('follows ../shared/README.md: 8 windows of BOS + 511 ids from the first 24,576 cleaned characters', () => {
-    const windows = prepareEvalWindows(text, tok);
-    expect(windows).toHaveLength(8);
-    const ids = tok.encode(text.replaceAll('\n\n', '\n').slice(0, 24576));
-    windows.forEach((w, i) => {
-      expect(w).toHaveLength(512);
-      expect(w[0]).toBe(1);
-      expect(Array.from(w.subarray(1))).toEqual(ids.slice(511 * i, 511 * (i + 1)));
-    });
-    const small = prepareEvalWindows(text, tok, { window: 64, windows: 3 });
-    expect(small.map((w) => w.length)).toEqual([64, 64, 64]);
-    expect(() => prepareEvalWindows('tiny', tok)).toThrow(/fewer than 8 windows/);
-  });
-
-  it('perplexity helpers agree with a hand computation, sync and async', async () => {
-    const windows = [Int32Array.of(1, 2, 0), Int32Array.of(1, 0)];
-    // Fixed logits over a vocabulary of 3 depending only on the input token.
-    const table: Record<number, number[]> = { 1: [0, 2, 1], 2: [3, 0, 0], 0: [0, 0, 0] };
-    const fn = (token: number): number[] => table[token]!;
-    const nll = (l: number[], t: number): number => logSumExp(l) - l[t]!;
-    const want = (nll(table[1]!, 2) + nll(table[2]!, 0) + nll(table[1]!, 0)) / 3;
-    const r = perplexityOfWindows(windows, fn);
-    expect(r.count).toBe(3);
-    expect(r.meanNll).toBeCloseTo(want, 12);
-    expect(r.perplexity).toBeCloseTo(Math.exp(want), 12);
-    expect(r.top1).toBeCloseTo(1 / 3, 12); // only token 2 → 0 is the argmax
-    const ra = await perplexityOfWindowsAsync(windows, async (t) => fn(t));
-    expect(ra).toEqual(r);
-    const acc = new PerplexityAccumulator();
-    expect(() => acc.add([1, 2], 5)).toThrow(/target/);
   });
 });

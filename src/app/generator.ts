@@ -2,13 +2,16 @@ import { PagedKvCache, type CacheMemoryReport } from '../engine/paged-kv-cache.j
 import { decodeBlockRef, type FullFormat } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
+import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
 import type { CompressionReport } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, KvCompactError, UnknownPolicyError } from '../errors.js';
+import { AgreementAccumulator, PerplexityAccumulator } from '../eval/metrics.js';
 import type { GpuContext } from '../gpu/context.js';
+import { cacheOptionsForModel } from '../model/cache-options.js';
 import { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig } from '../model/checkpoint.js';
 import { GpuLlama } from '../model/gpu-llama.js';
-import { argmax, createSampler, klDivergence, logSumExp } from '../model/sampling.js';
+import { createSampler } from '../model/sampling.js';
 import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
 import { CacheSwitch } from './cache-switch.js';
 import { HeatReader, type HeatSnapshot } from './heat.js';
@@ -61,11 +64,19 @@ export interface GenerateOptions {
   readonly topP?: number;
   /** Sampler seed (default 42). */
   readonly seed?: number;
-  /** Attention sinks always kept (default min(4, budget/4)). */
+  /**
+   * Attention sinks always kept (default min(4, ⌊budget/4⌋), the decode schedule's: src/compress/decode-schedule.ts).
+   */
   readonly sinks?: number;
-  /** Recent tokens always kept, at full precision (default min(32, budget/2)). */
+  /**
+   * Recent tokens always kept, at full precision (default min(32, ⌊budget/4⌋, budget − slack − sinks), the decode
+   * schedule's; before it was min(32, ⌊budget/2⌋)). sinks + recent must fit in budget − slack.
+   */
   readonly recent?: number;
-  /** Compress this far below the budget, so compression runs once per `slack` tokens (default min(blockSize, budget/4)). */
+  /**
+   * Compress this far below the budget, so compression runs once per `slack` tokens (default
+   * max(1, min(blockSize, ⌊budget/4⌋)), the decode schedule's).
+   */
   readonly slack?: number;
   /** Stop early when the model emits BOS (a new story) — llama2.c's run.c does (default false). */
   readonly stopAtBos?: boolean;
@@ -260,10 +271,19 @@ interface Resolved {
   readonly budgetMode: BudgetMode;
   readonly budget: number;
   readonly bits: GenerationBits;
-  readonly sinks: number;
-  readonly recent: number;
-  readonly slack: number;
+  /** Null for policy 'full' (never compresses). */
+  readonly schedule: DecodeSchedule | null;
 }
+
+/**
+ * The options of {@link Generator.generate} that decide its decode schedule.
+ *
+ * @example
+ * ```ts
+ * generator.decodeScheduleFor({ policy: 'h2o', budget: 64, bits: 4 }); // target 48, sinks 4, recent 16
+ * ```
+ */
+export type GenerationScheduleOptions = Pick<GenerateOptions, 'policy' | 'budgetMode' | 'budget' | 'bits' | 'sinks' | 'recent' | 'slack'>;
 
 /** Sequence ids inside a generation: C compressed, F full free-running, T full teacher-forced on C's tokens. */
 const SEQ_COMPRESSED = 1;
@@ -272,9 +292,10 @@ const SEQ_TEACHER = 3;
 
 /**
  * Generates text with a compressed KV cache on the GPU: one model (llama2.c checkpoint) in a {@link GpuLlama},
- * paged caches (one per quantization width, made on first use), decode-time compression whenever a head would go
- * past the budget, and optionally a full-cache run side by side to measure what compression costs. Browser-safe:
- * the demo page and the CLI both drive it.
+ * paged caches (one per quantization width, made on first use), decode-time compression by the one decode
+ * schedule (src/compress/decode-schedule.ts, the schedule `evaluate` measures) whenever a head would go past the
+ * budget, and optionally a full-cache run side by side to measure what compression costs (src/eval/metrics.ts).
+ * Browser-safe: the demo page and the CLI both drive it.
  *
  * @example
  * ```ts
@@ -337,16 +358,17 @@ export class Generator {
   cacheFor(bits: GenerationBits): PagedKvCache {
     let cache = this.caches.get(bits);
     if (!cache) {
-      const { nLayers, nKvHeads, headSize, nHeads } = this.config;
-      cache = PagedKvCache.create(this.gpu, {
-        shape: { layers: nLayers, kvHeads: nKvHeads, headDim: headSize, blockSize: this.options.blockSize ?? 16 },
-        nHeads,
-        fullFormat: this.options.fullFormat ?? 'f16',
-        ...(bits < 16 ? { quantBits: bits as 8 | 4 | 2 } : {}),
-        // The compressed run, the full-cache run and its teacher-forced fork live side by side.
-        seqSlots: 3,
-        maxTokensPerHead: this.maxTokens,
-      });
+      cache = PagedKvCache.create(
+        this.gpu,
+        cacheOptionsForModel(this.config, {
+          bits,
+          fullFormat: this.options.fullFormat ?? 'f16',
+          blockSize: this.options.blockSize ?? 16,
+          // The compressed run, the full-cache run and its teacher-forced fork live side by side.
+          seqSlots: 3,
+          maxTokensPerHead: this.maxTokens,
+        }),
+      );
       this.caches.set(bits, cache);
     }
     return cache;
@@ -401,18 +423,12 @@ export class Generator {
     const sample = createSampler(sampler);
     // Same seed: the free-running full cache draws the same random numbers, so the texts match until the logits differ.
     const sampleFull = createSampler(sampler);
-    const compressing = opts.policy !== 'full';
-    const decode = compressing
-      ? new DecodeCompressor(cache, {
-          mode: 'on-exceed',
-          budget: opts.budget,
-          slack: opts.slack,
-          compress: { policy: opts.policy, budgets: opts.budgetMode, bits: opts.bits, sinks: opts.sinks, recent: opts.recent },
-        })
-      : null;
+    const compressing = opts.schedule !== null;
+    const decode = opts.schedule ? new DecodeCompressor(cache, opts.schedule) : null;
     const heatReader = options.heat ? new HeatReader() : null;
 
     let logits = await this.model.forward(SEQ_COMPRESSED, promptTokens);
+    decode?.prefilled(promptTokens.length);
     // Before the texts diverge the free-running full sequence has the compressed run's context: it is the teacher.
     let fullLogits = compare ? await this.model.forward(SEQ_FULL, promptTokens) : null;
     let teacherLogits = fullLogits;
@@ -424,10 +440,10 @@ export class Generator {
     let fullPrev = prev;
     let divergedAt: number | null = null;
     let divergedAtChar: number | null = null;
-    let agreed = 0;
-    let nllCompressed = 0;
-    let nllFull = 0;
-    let klSum = 0;
+    // Perplexity of the generated tokens under the compressed cache and under the teacher (full cache, same text).
+    const perplexityCompressed = new PerplexityAccumulator();
+    const perplexityFull = new PerplexityAccumulator();
+    const agreement = new AgreementAccumulator();
 
     for (let step = 0; step < options.steps; step++) {
       const token = sample(logits);
@@ -435,26 +451,26 @@ export class Generator {
       tokens.push(token);
       text += piece;
       options.onToken?.(token, piece);
-      nllCompressed += logSumExp(logits) - (logits[token] ?? 0);
+      perplexityCompressed.add(logits, token);
       let quality: RunningQuality | undefined;
       if (fullLogits && teacherLogits) {
         const fullToken = sampleFull(fullLogits);
         fullTokens.push(fullToken);
         fullText += this.tokenizer.decode(fullPrev, fullToken);
         fullPrev = fullToken;
-        if (argmax(teacherLogits) === argmax(logits)) agreed++;
-        nllFull += logSumExp(teacherLogits) - (teacherLogits[token] ?? 0);
-        klSum += klDivergence(teacherLogits, logits);
+        agreement.add(teacherLogits, logits);
+        perplexityFull.add(teacherLogits, token);
         if (divergedAt === null && fullToken !== token) {
           divergedAt = step;
           divergedAtChar = text.length - piece.length;
           // From here the full-cache text goes its own way; a fork keeps a full cache on the compressed run's text.
           if (step + 1 < options.steps) forkTeacher();
         }
+        const { agreement: share, agreed, compared } = agreement.result();
         quality = {
-          agreement: agreed / (step + 1),
+          agreement: share,
           agreed,
-          compared: step + 1,
+          compared,
           divergedAt,
           divergedAtChar,
           fullTokens: [...fullTokens],
@@ -514,16 +530,13 @@ export class Generator {
       ...(compare
         ? {
             quality: {
-              agreement: agreed / Math.max(1, n),
-              agreed,
-              compared: n,
+              ...agreementOf(agreement),
               divergedAt,
               divergedAtChar,
               fullTokens,
               fullText,
-              perplexityCompressed: Math.exp(nllCompressed / Math.max(1, n)),
-              perplexityFull: Math.exp(nllFull / Math.max(1, n)),
-              meanKl: klSum / Math.max(1, n),
+              perplexityCompressed: perplexityCompressed.result().perplexity,
+              perplexityFull: perplexityFull.result().perplexity,
             },
           }
         : {}),
@@ -531,7 +544,17 @@ export class Generator {
     return { text, tokens, promptTokens, report };
   }
 
-  private resolve(options: GenerateOptions): Resolved {
+  /**
+   * The decode schedule a {@link generate} call with these options runs (null for policy 'full'): the one of
+   * src/compress/decode-schedule.ts, for this generator's block size.
+   *
+   * @throws InvalidArgumentError / UnknownPolicyError for options {@link generate} rejects.
+   */
+  decodeScheduleFor(options: GenerationScheduleOptions): DecodeSchedule | null {
+    return this.resolve(options).schedule;
+  }
+
+  private resolve(options: GenerationScheduleOptions): Resolved {
     const policy = options.policy ?? 'snapkv';
     if (policy !== 'full' && !policyNames().includes(policy)) throw new UnknownPolicyError(policy, ['full', ...policyNames()]);
     const budgetMode = options.budgetMode ?? 'uniform';
@@ -545,15 +568,18 @@ export class Generator {
     if (!Number.isInteger(budget) || budget < 2) {
       throw new InvalidArgumentError('budget', `must be an integer ≥ 2 tokens per KV head; got ${budget}`);
     }
-    const blockSize = this.options.blockSize ?? 16;
-    // Protected tokens must leave room for the policy to choose: at most half the budget is the recent window.
-    const recent = options.recent ?? Math.min(32, Math.floor(budget / 2));
-    const sinks = options.sinks ?? Math.min(4, Math.floor(budget / 4));
-    const slack = options.slack ?? Math.max(1, Math.min(blockSize, Math.floor(budget / 4)));
-    if (!Number.isInteger(slack) || slack < 1 || slack >= budget) {
-      throw new InvalidArgumentError('slack', `must be an integer in [1, budget); got ${slack}`);
-    }
-    return { policy, budgetMode, budget, bits, sinks, recent, slack };
+    const schedule =
+      policy === 'full'
+        ? null
+        : decodeSchedule({
+            budget,
+            blockSize: this.options.blockSize ?? 16,
+            ...(options.slack !== undefined ? { slack: options.slack } : {}),
+            ...(options.sinks !== undefined ? { sinks: options.sinks } : {}),
+            ...(options.recent !== undefined ? { recent: options.recent } : {}),
+            compress: { policy, budgets: budgetMode, bits },
+          });
+    return { policy, budgetMode, budget, bits, schedule };
   }
 
   private memory(cache: PagedKvCache): GenerationMemory {
@@ -597,4 +623,10 @@ export class Generator {
     for (const cache of this.caches.values()) cache.destroy();
     this.caches.clear();
   }
+}
+
+/** The agreement fields of a quality report; an empty comparison agrees on nothing (0, not NaN). */
+function agreementOf(agreement: AgreementAccumulator): Pick<GenerationQuality, 'agreement' | 'agreed' | 'compared' | 'meanKl'> {
+  const { agreement: share, agreed, compared, meanKl } = agreement.result();
+  return compared > 0 ? { agreement: share, agreed, compared, meanKl } : { agreement: 0, agreed, compared, meanKl: 0 };
 }

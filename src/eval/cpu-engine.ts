@@ -3,8 +3,9 @@
  * arithmetic; the cache stores f16 (or f32 at bits 32) blocks and quantizes with the reference codec.
  */
 import type { CompressionReport, CompressOptions } from '../compress/options.js';
-import { ReferenceLlama } from '../model/reference-forward.js';
 import { CpuKvCache } from '../engine/cpu-kv-cache.js';
+import { cacheOptionsForModel } from '../model/cache-options.js';
+import { ReferenceLlama } from '../model/reference-forward.js';
 import type { EvalEngine, EvalEngineConfig, EvalEngineFactory } from './evaluate.js';
 
 /** The one sequence an engine drives. */
@@ -25,16 +26,15 @@ export class CpuEvalEngine implements EvalEngine {
   readonly model: ReferenceLlama;
 
   constructor(config: EvalEngineConfig) {
-    const { nLayers, nKvHeads, headSize, nHeads } = config.checkpoint.config;
-    this.cache = CpuKvCache.create({
-      shape: { layers: nLayers, kvHeads: nKvHeads, headDim: headSize, blockSize: config.blockSize },
-      nHeads,
-      fullFormat: config.bits === 32 ? 'f32' : 'f16',
-      ...(config.bits < 16 ? { quantBits: config.bits as 8 | 4 | 2 } : {}),
-      seqSlots: 1,
-      maxTokensPerHead: config.maxTokens,
-      observationWindow: config.observationWindow,
-    });
+    this.cache = CpuKvCache.create(
+      cacheOptionsForModel(config.checkpoint.config, {
+        bits: config.bits,
+        blockSize: config.blockSize,
+        seqSlots: 1,
+        maxTokensPerHead: config.maxTokens,
+        observationWindow: config.observationWindow,
+      }),
+    );
     this.cache.addSequence(SEQ);
     this.model = new ReferenceLlama(config.checkpoint, { attention: this.cache.attentionHook(SEQ) });
   }
@@ -51,6 +51,10 @@ export class CpuEvalEngine implements EvalEngine {
   compress(options: CompressOptions): Promise<CompressionReport> {
     // The attention-mass diagnostic costs as much as scoring and the sweep does not report it.
     return this.cache.compress(SEQ, { ...options, measureMass: false });
+  }
+
+  tokenCount(layer: number, kvHead: number): number {
+    return this.cache.tokenCount(SEQ, layer, kvHead);
   }
 
   bytes(): number {

@@ -2,34 +2,33 @@
  * Quality against memory of KV-cache compression, engine-agnostic and browser-safe: every next token of the
  * evaluation text is scored while the cache is compressed at decode time, so it never holds more than the budget.
  *
- * Decode-time schedule (one sequence per window, reset between windows), for a row with budget B:
- * - before each token is appended, if the average tokens held per KV head would pass B, the engine compresses
- *   down to T = B − min(blockSize, ⌊B/4⌋) with the row's policy, budget mode and bits. It so runs once per block
- *   of tokens and the cache never holds more than B per head on average (per head for `uniform`; adaptive modes
- *   move tokens between heads, the total stays ≤ layers × kvHeads × B).
- * - protected tokens: 4 attention sinks and a recent window R = min(32, ⌊B/4⌋, T − 4), so the policy chooses most
- *   of what is kept and the protected set always fits in T (a protected set larger than T would make top-k drop
- *   the NEWEST tokens); SnapKV's
- *   observation window is max(1, R) queries, as SnapKV protects its whole window.
- * - bits < 16: every block older than the recent window is quantized (KIVI residual R; R = 32 for `full` rows),
- *   by a quantize-only compression every blockSize tokens and by every evicting compression.
- * - policy `full`: no eviction (the baseline row); its bits still apply.
+ * Decode-time schedule (one sequence per window, reset between windows): the one of
+ * src/compress/decode-schedule.ts, run by a DecodeCompressor, with the row's policy, budget mode and bits. For a
+ * budget B and block size b it compresses, before the token that would take the cache past B per head (per head
+ * for `uniform`; adaptive modes move tokens between heads, the total stays ≤ layers × kvHeads × B), down to
+ * T = B − min(b, ⌊B/4⌋), keeping 4 attention sinks (⌊B/4⌋ below B = 16) and a recent window
+ * R = min(32, ⌊B/4⌋, T − sinks) (SnapKV's observation window max(1, R)); with bits < 16 it also quantizes every block older than R (R = 32 for `full`
+ * rows) once b tokens have come since the last compression. Policy `full` never evicts (the baseline row); its
+ * bits still apply.
  *
- * Metrics per row, over every prediction of every window: `ppl` = exp(mean NLL), `top1` = argmax equals the next
- * token, `agreeWithFull` = argmax equals the full cache's argmax, `klToFull` = mean KL(P_full ‖ P_row) in nats
- * (the full cache = policy `full` at 16 bits), `bytesPerToken` = Σ over steps of the bytes of the blocks the
+ * Metrics per row (src/eval/metrics.ts), over every prediction of every window: `ppl` = exp(mean NLL), `top1` =
+ * argmax equals the next token, `agreeWithFull` = argmax equals the full cache's argmax, `klToFull` = mean
+ * KL(P_full ‖ P_row) in nats (the full cache = policy `full` at 16 bits), `bytesPerToken` = Σ over steps of the bytes of the blocks the
  * sequence holds / Σ over steps of the tokens of context (so a time average weighted by context length),
  * `ratio` = the f16 baseline per token (layers × kvHeads × 2 × headDim × 2 B) / bytesPerToken, and `ratioAtEnd`
  * = the same ratio at the last step of each window (the whole window in context), averaged over windows.
  */
 import type { BudgetMode } from '../compress/budgets.js';
+import { DecodeCompressor, type CompressibleCache } from '../compress/decode-compression.js';
+import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
+import { DEFAULT_SINKS } from '../compress/policy.js';
 import type { CompressBits, CompressionReport, CompressOptions } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import type { LlamaCheckpoint } from '../model/checkpoint.js';
-import { prepareEvalWindows } from '../model/eval-text.js';
-import { argmax, klDivergence, logSumExp } from '../model/sampling.js';
 import type { Tokenizer } from '../model/tokenizer.js';
+import { prepareEvalWindows } from './eval-text.js';
+import { AgreementAccumulator, PerplexityAccumulator } from './metrics.js';
 
 /**
  * A model plus compressible KV cache holding ONE sequence, as {@link evaluate} drives it. The CPU engine
@@ -50,6 +49,8 @@ export interface EvalEngine {
   forward(token: number, pos: number): Promise<Float32Array> | Float32Array;
   /** Compresses the sequence (CompressOptions semantics) and reports what it did. */
   compress(options: CompressOptions): Promise<CompressionReport> | CompressionReport;
+  /** Tokens (layer, kvHead) of the sequence holds now: what the decode schedule looks at. */
+  tokenCount(layer: number, kvHead: number): number;
   /** Bytes of the blocks the sequence holds now. */
   bytes(): number;
   /** Releases what the engine holds (GPU buffers); optional. */
@@ -166,7 +167,7 @@ export interface EvaluateOptions {
   readonly onProgress?: (progress: EvalProgress) => void;
   /** Tokens per block (default 16). */
   readonly blockSize?: number;
-  /** Attention sinks (default 4). */
+  /** Attention sinks (default 4; min(4, ⌊B/4⌋) for a budget B below 16). */
   readonly sinks?: number;
 }
 
@@ -191,19 +192,27 @@ export interface EvalReport {
 }
 
 /**
- * Protected tokens and targets of a row with budget B (see the module doc).
+ * The decode schedule of a row: what {@link evaluate} compresses to, when and with which protected tokens (the
+ * rule is src/compress/decode-schedule.ts's). `full` rows never evict; with bits < 16 they only quantize.
  *
+ * @throws InvalidArgumentError when the schedule rejects the row's budget and sinks.
  * @example
  * ```ts
- * decodeSchedule(64, 16, 4); // { target: 48, recent: 16, window: 16 }
+ * rowSchedule({ policy: 'h2o', budget: 64, bits: 4 }); // target 48, sinks 4, recent 16, window 16
  * ```
  */
-export function decodeSchedule(budget: number, blockSize: number, sinks: number): { target: number; recent: number; window: number } {
-  // Compress a block (or a quarter of a small budget) below the budget, and protect a recent window of a quarter
-  // of it: the policy then chooses most of what is kept, instead of sinks and recency choosing it for it.
-  const target = budget - Math.min(blockSize, Math.floor(budget / 4));
-  const recent = Math.max(0, Math.min(32, Math.floor(budget / 4), target - sinks));
-  return { target, recent, window: Math.max(1, recent) };
+export function rowSchedule(row: EvalRowSpec, settings: { readonly blockSize?: number; readonly sinks?: number } = {}): DecodeSchedule {
+  const full = row.policy === 'full';
+  const bits = row.bits ?? 16;
+  return decodeSchedule({
+    budget: full ? null : (row.budget ?? null),
+    blockSize: settings.blockSize ?? 16,
+    ...(settings.sinks !== undefined ? { sinks: settings.sinks } : {}),
+    // The sweep does not report the attention-mass diagnostic, and on SnapKV/TOVA it costs a window pass.
+    compress: full
+      ? { policy: 'streaming', bits, measureMass: false }
+      : { policy: row.policy, budgets: row.budgetMode ?? 'uniform', bits, measureMass: false },
+  });
 }
 
 /** One row, resolved. */
@@ -212,12 +221,15 @@ interface RowPlan {
   readonly budgetMode: BudgetMode | null;
   readonly budget: number | null;
   readonly bits: CompressBits;
+  readonly schedule: DecodeSchedule;
 }
 
-function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks: number): RowPlan {
+function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks: number | undefined): RowPlan {
   const bits = spec.bits ?? 16;
   if (![32, 16, 8, 4, 2].includes(bits)) throw new InvalidArgumentError('bits', `must be 32, 16, 8, 4 or 2; got ${String(bits)}`);
-  if (spec.policy === 'full') return { policy: 'full', budgetMode: null, budget: null, bits };
+  if (spec.policy === 'full') {
+    return { policy: 'full', budgetMode: null, budget: null, bits, schedule: rowSchedule({ policy: 'full', bits }, { blockSize, sinks }) };
+  }
   if (!policyNames().includes(spec.policy)) throw new UnknownPolicyError(spec.policy, ['full', ...policyNames()]);
   const budget = spec.budget ?? null;
   if (budget === null || !Number.isInteger(budget) || budget <= blockSize) {
@@ -227,10 +239,9 @@ function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks:
     );
   }
   if (budget >= window) throw new InvalidArgumentError('budget', `${budget} is not below the window of ${window} tokens: nothing to evict`);
-  if (decodeSchedule(budget, blockSize, sinks).target <= sinks) {
-    throw new InvalidArgumentError('budget', `${budget} leaves no room beyond the ${sinks} sinks once compressed to budget − ${blockSize}`);
-  }
-  return { policy: spec.policy, budgetMode: spec.budgetMode ?? 'uniform', budget, bits };
+  const budgetMode = spec.budgetMode ?? 'uniform';
+  const schedule = rowSchedule({ policy: spec.policy, budget, budgetMode, bits }, { blockSize, sinks });
+  return { policy: spec.policy, budgetMode, budget, bits, schedule };
 }
 
 /** The full cache's prediction at each step: its logits' argmax and log-partition, for agreement and KL. */
@@ -257,12 +268,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalReport> {
   const window = options.window ?? 512;
   const windowCount = options.windows ?? 8;
   const blockSize = options.blockSize ?? 16;
-  const sinks = options.sinks ?? 4;
   if (!Number.isInteger(blockSize) || blockSize <= 0) throw new InvalidArgumentError('blockSize', `must be a positive integer; got ${blockSize}`);
-  const plans = options.rows.map((row) => resolveRow(row, blockSize, window, sinks));
+  const plans = options.rows.map((row) => resolveRow(row, blockSize, window, options.sinks));
   const windows = prepareEvalWindows(options.text, options.tokenizer, { window, windows: windowCount });
   const predictions = windows.reduce((a, w) => a + w.length - 1, 0);
-  const referencePlan: RowPlan = { policy: 'full', budgetMode: null, budget: null, bits: 16 };
+  const referencePlan = resolveRow({ policy: 'full', bits: 16 }, blockSize, window, options.sinks);
   const referenceIndex = plans.findIndex((p) => p.policy === 'full' && p.bits === 16);
   const total = (plans.length + (referenceIndex < 0 ? 1 : 0)) * windows.length;
   let done = 0;
@@ -270,7 +280,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalReport> {
     done++;
     options.onProgress?.({ done, total, label, row, rows: plans.length });
   };
-  const context = { options, windows, window, blockSize, sinks };
+  const context = { options, windows, window, blockSize };
   const referenceLogits: Float32Array[] = [];
   const referenceRow = await runRow(context, referencePlan, null, referenceLogits, (w) =>
     progress(referenceIndex, `full 16-bit reference, window ${w + 1}/${windows.length}`),
@@ -287,7 +297,14 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalReport> {
   }
   return {
     rows,
-    settings: { window, windows: windows.length, predictions, blockSize, sinks, seconds: (performance.now() - started) / 1000 },
+    settings: {
+      window,
+      windows: windows.length,
+      predictions,
+      blockSize,
+      sinks: options.sinks ?? DEFAULT_SINKS,
+      seconds: (performance.now() - started) / 1000,
+    },
   };
 }
 
@@ -311,7 +328,17 @@ interface RowContext {
   readonly windows: readonly Int32Array[];
   readonly window: number;
   readonly blockSize: number;
-  readonly sinks: number;
+}
+
+/** The sequence an engine drives, seen as the cache a DecodeCompressor runs the schedule on. */
+const SEQ = 0;
+
+function engineAsCache(engine: EvalEngine, shape: CompressibleCache['shape']): CompressibleCache {
+  return {
+    shape,
+    tokenCount: (_seq, layer, kvHead) => engine.tokenCount(layer, kvHead),
+    compress: (_seq, options) => engine.compress(options),
+  };
 }
 
 async function runRow(
@@ -324,11 +351,7 @@ async function runRow(
   const started = performance.now();
   const { checkpoint } = ctx.options;
   const { nLayers, nKvHeads, headSize } = checkpoint.config;
-  const heads = nLayers * nKvHeads;
-  const baselinePerToken = heads * 2 * headSize * 2;
-  const schedule = plan.budget === null ? null : decodeSchedule(plan.budget, ctx.blockSize, ctx.sinks);
-  const recent = schedule?.recent ?? 32;
-  const quantize = plan.bits < 16;
+  const baselinePerToken = nLayers * nKvHeads * 2 * headSize * 2;
   const engine = await ctx.options.engine({
     checkpoint,
     bits: plan.bits,
@@ -336,11 +359,9 @@ async function runRow(
     maxTokens: ctx.window,
     observationWindow: 32,
   });
-  let nll = 0;
-  let hits = 0;
-  let agree = 0;
-  let kl = 0;
-  let count = 0;
+  const cache = engineAsCache(engine, { layers: nLayers, kvHeads: nKvHeads, blockSize: ctx.blockSize });
+  const perplexity = new PerplexityAccumulator();
+  const agreement = new AgreementAccumulator();
   let bytesSum = 0;
   let contextSum = 0;
   let endRatioSum = 0;
@@ -350,49 +371,22 @@ async function runRow(
     for (let w = 0; w < ctx.windows.length; w++) {
       const ids = ctx.windows[w] as Int32Array;
       engine.reset();
-      // Tokens held, summed over heads (every append adds one per head; a compression reports the new counts).
-      let held = 0;
-      let sinceCompress = 0;
+      // A new sequence: a new driver of the row's schedule.
+      const decode = new DecodeCompressor(cache, plan.schedule);
       for (let pos = 0; pos + 1 < ids.length; pos++) {
-        if (schedule !== null && plan.budget !== null && held + heads > Math.floor(heads * plan.budget)) {
-          const report = await engine.compress({
-            policy: plan.policy,
-            budget: schedule.target,
-            budgets: plan.budgetMode ?? 'uniform',
-            bits: plan.bits,
-            sinks: ctx.sinks,
-            recent,
-            window: schedule.window,
-          });
-          held = report.keptPerLayer.reduce((a, b) => a + b, 0);
-          sinceCompress = 0;
-          compressions++;
-        } else if (quantize && sinceCompress >= ctx.blockSize) {
-          await engine.compress({ policy: 'streaming', bits: plan.bits, sinks: ctx.sinks, recent });
-          sinceCompress = 0;
-          compressions++;
-        }
+        if ((await decode.beforeStep(SEQ, 1)) !== null) compressions++;
         const logits = await engine.forward(ids[pos] as number, pos);
-        held += heads;
-        sinceCompress++;
-        const target = ids[pos + 1] as number;
-        nll += logSumExp(logits) - (logits[target] as number);
-        const top = argmax(logits);
-        if (top === target) hits++;
+        perplexity.add(logits, ids[pos + 1] as number);
         if (recordLogits) recordLogits.push(Float32Array.from(logits));
         if (reference) {
           const full = reference.logits[step];
           if (!full) throw new InvalidArgumentError('reference', 'the reference run scored fewer steps than this row');
-          if (argmax(full) === top) agree++;
-          kl += klDivergence(full, logits);
-        } else {
-          agree++;
+          agreement.add(full, logits);
         }
         const bytes = engine.bytes();
         bytesSum += bytes;
         contextSum += pos + 1;
         if (pos + 2 === ids.length) endRatioSum += bytes > 0 ? (baselinePerToken * (pos + 1)) / bytes : Infinity;
-        count++;
         step++;
       }
       onWindow(w);
@@ -400,16 +394,19 @@ async function runRow(
   } finally {
     await engine.destroy?.();
   }
+  const { perplexity: ppl, top1 } = perplexity.result();
+  // The reference row is its own reference: full agreement, no divergence.
+  const compared = reference ? agreement.result() : { agreement: 1, meanKl: 0 };
   const bytesPerToken = contextSum > 0 ? bytesSum / contextSum : 0;
   return {
     policy: plan.policy,
     budgetMode: plan.budgetMode,
     budget: plan.budget,
     bits: plan.bits,
-    ppl: Math.exp(nll / count),
-    top1: hits / count,
-    agreeWithFull: agree / count,
-    klToFull: kl / count,
+    ppl,
+    top1,
+    agreeWithFull: compared.agreement,
+    klToFull: compared.meanKl,
     bytesPerToken,
     ratio: bytesPerToken > 0 ? baselinePerToken / bytesPerToken : Infinity,
     ratioAtEnd: endRatioSum / ctx.windows.length,

@@ -6,18 +6,9 @@
 import { PagedKvCache } from '../engine/paged-kv-cache.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
 import type { GpuContext } from '../gpu/context.js';
+import { cacheOptionsForModel } from '../model/cache-options.js';
 import { GpuLlama } from '../model/gpu-llama.js';
 import type { EvalEngine, EvalEngineConfig, EvalEngineFactory } from './evaluate.js';
-
-/**
- * Whether `--engine gpu` is available (it is: the runner is wired below).
- *
- * @example
- * ```ts
- * if (!GPU_EVAL_ENGINE_READY) console.error('kvcompact eval: the GPU engine is not available');
- * ```
- */
-export const GPU_EVAL_ENGINE_READY: boolean = true;
 
 const SEQUENCE = 0;
 
@@ -37,16 +28,16 @@ export class GpuEvalEngine implements EvalEngine {
   private readonly model: GpuLlama;
 
   constructor(gpu: GpuContext, config: EvalEngineConfig) {
-    const { config: model } = config.checkpoint;
-    this.cache = PagedKvCache.create(gpu, {
-      shape: { layers: model.nLayers, kvHeads: model.nKvHeads, headDim: model.headSize, blockSize: config.blockSize },
-      nHeads: model.nHeads,
-      fullFormat: config.bits === 32 ? 'f32' : 'f16',
-      ...(config.bits < 16 ? { quantBits: config.bits as 8 | 4 | 2 } : {}),
-      seqSlots: 1,
-      maxTokensPerHead: config.maxTokens,
-      observationWindow: config.observationWindow,
-    });
+    this.cache = PagedKvCache.create(
+      gpu,
+      cacheOptionsForModel(config.checkpoint.config, {
+        bits: config.bits,
+        blockSize: config.blockSize,
+        seqSlots: 1,
+        maxTokensPerHead: config.maxTokens,
+        observationWindow: config.observationWindow,
+      }),
+    );
     this.model = new GpuLlama(gpu, config.checkpoint, this.cache);
   }
 
@@ -59,8 +50,12 @@ export class GpuEvalEngine implements EvalEngine {
     return this.model.forward(SEQUENCE, [token]);
   }
 
-  compress(options: CompressOptions): Promise<CompressionReport> {
-    return this.cache.compress(SEQUENCE, options);
+  async compress(options: CompressOptions): Promise<CompressionReport> {
+    return await this.cache.compress(SEQUENCE, options);
+  }
+
+  tokenCount(layer: number, kvHead: number): number {
+    return this.cache.tokenCount(SEQUENCE, layer, kvHead);
   }
 
   bytes(): number {

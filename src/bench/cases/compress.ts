@@ -6,6 +6,7 @@ import { OutOfBlocksError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { KvAppendKernel } from '../../kernels/cache/kv-append.js';
+import { cacheOptionsForModel } from '../../model/cache-options.js';
 import { randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSettings, BenchSuite, PreparedCase, SkippedCase } from '../harness.js';
 import { formatBytes, formatTokens } from '../units.js';
@@ -313,17 +314,22 @@ async function prepareCompress(
     };
   }
   const { layers, kvHeads, headDim, blockSize, nHeads, window } = COMPRESS_SHAPE;
-  const cache = PagedKvCache.create(gpu, {
-    shape: { layers, kvHeads, headDim, blockSize },
-    nHeads,
-    fullFormat: 'f16',
-    ...(variant.bits === 4 ? { quantBits: 4 as const, initialQuantBlocks: size.quantBlocks } : {}),
-    seqSlots: 2,
-    maxTokensPerHead: context,
-    initialFullBlocks: size.fullBlocks,
-    maxBytes: size.fullPoolBytes + size.quantPoolBytes,
-    observationWindow: window,
-  });
+  const cache = PagedKvCache.create(
+    gpu,
+    cacheOptionsForModel(
+      { nLayers: layers, nKvHeads: kvHeads, headSize: headDim, nHeads },
+      {
+        bits: variant.bits,
+        blockSize,
+        ...(variant.bits === 4 ? { initialQuantBlocks: size.quantBlocks } : {}),
+        seqSlots: 2,
+        maxTokensPerHead: context,
+        initialFullBlocks: size.fullBlocks,
+        maxBytes: size.fullPoolBytes + size.quantPoolBytes,
+        observationWindow: window,
+      },
+    ),
+  );
   try {
     await fillSource(gpu, cache, context, variant.window);
   } catch (error) {

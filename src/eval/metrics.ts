@@ -1,56 +1,25 @@
+/**
+ * The metrics of kvcompact's quality figures, in one place: negative log-likelihood and perplexity of the next
+ * token, top-1 accuracy, and against a reference (the full cache) argmax agreement and KL(P_ref ‖ P). `evaluate`
+ * (src/eval/evaluate.ts) and the Generator's full-cache comparison (src/app/generator.ts) both use them. Sums are
+ * in double, in the order predictions arrive.
+ */
 import { InvalidArgumentError } from '../errors.js';
-import { argmax, logSumExp } from './sampling.js';
-import { BOS_ID, type Tokenizer } from './tokenizer.js';
+import { argmax, klDivergence, logSumExp } from '../model/sampling.js';
 
 /**
- * Options of {@link prepareEvalWindows}.
+ * Negative log-likelihood of `target` under `logits`, in nats: logsumexp(logits) − logits[target].
  *
+ * @throws InvalidArgumentError when `target` is outside the logits.
  * @example
  * ```ts
- * prepareEvalWindows(text, tokenizer, { window: 256, windows: 4 });
+ * nll([0, 0], 1); // ln 2
  * ```
  */
-export interface EvalWindowOptions {
-  /** Tokens per window including the leading BOS. Default 512. */
-  readonly window?: number;
-  /** Number of windows. Default 8. */
-  readonly windows?: number;
-}
-
-/**
- * Cuts an evaluation text into token windows as ../shared/README.md prescribes: every "\n\n" becomes "\n", the
- * first 6 · window · windows characters are encoded without BOS, ids are cut into `windows` consecutive windows
- * of `window − 1` tokens and BOS (id 1) is prepended to each. Throws when the text is too short.
- *
- * @example
- * ```ts
- * const windows = prepareEvalWindows(readFileSync('../shared/data/tinystories_dev.txt', 'utf8'), tokenizer);
- * windows.length; // 8, each 512 ids starting with 1
- * ```
- */
-export function prepareEvalWindows(text: string, tokenizer: Tokenizer, options: EvalWindowOptions = {}): Int32Array[] {
-  const window = options.window ?? 512;
-  const windows = options.windows ?? 8;
-  if (!Number.isInteger(window) || window < 2) throw new InvalidArgumentError('window', `must be an integer ≥ 2, got ${window}`);
-  if (!Number.isInteger(windows) || windows < 1) throw new InvalidArgumentError('windows', `must be an integer ≥ 1, got ${windows}`);
-  const chars = 6 * window * windows;
-  const cleaned = text.replaceAll('\n\n', '\n').slice(0, chars);
-  const ids = tokenizer.encode(cleaned, { bos: false });
-  const per = window - 1;
-  if (ids.length < per * windows) {
-    throw new InvalidArgumentError(
-      'text',
-      `${cleaned.length} characters encode to ${ids.length} tokens, fewer than ${windows} windows × ${per} tokens; use a longer text or fewer/smaller windows`,
-    );
-  }
-  const out: Int32Array[] = [];
-  for (let w = 0; w < windows; w++) {
-    const win = new Int32Array(window);
-    win[0] = BOS_ID;
-    win.set(ids.slice(w * per, (w + 1) * per), 1);
-    out.push(win);
-  }
-  return out;
+export function nll(logits: ArrayLike<number>, target: number): number {
+  const t = logits[target];
+  if (t === undefined) throw new InvalidArgumentError('target', `${target} is outside the logits (length ${logits.length})`);
+  return logSumExp(logits) - t;
 }
 
 /**
@@ -73,7 +42,7 @@ export interface PerplexityResult {
 }
 
 /**
- * Accumulates NLL and top-1 hits of next-token predictions (NLL in double: logsumexp − logit[target]).
+ * Accumulates NLL and top-1 hits of next-token predictions ({@link nll}, in double).
  *
  * @example
  * ```ts
@@ -89,19 +58,65 @@ export class PerplexityAccumulator {
 
   /** Scores one prediction; returns its NLL. */
   add(logits: ArrayLike<number>, target: number): number {
-    const t = logits[target];
-    if (t === undefined) throw new InvalidArgumentError('target', `${target} is outside the logits (length ${logits.length})`);
-    const nll = logSumExp(logits) - t;
-    this.nllSum += nll;
+    const loss = nll(logits, target);
+    this.nllSum += loss;
     if (argmax(logits) === target) this.hits++;
     this.n++;
-    return nll;
+    return loss;
   }
 
   /** Mean NLL, perplexity and top-1 accuracy so far (NaN when empty). */
   result(): PerplexityResult {
     const meanNll = this.nllSum / this.n;
     return { meanNll, perplexity: Math.exp(meanNll), top1: this.hits / this.n, count: this.n };
+  }
+}
+
+/**
+ * Agreement with a reference, so far: the share of predictions whose argmax equals the reference's, and the mean
+ * KL(P_ref ‖ P) in nats.
+ *
+ * @example
+ * ```ts
+ * const { agreement, meanKl } = comparison.result();
+ * ```
+ */
+export interface AgreementResult {
+  /** agreed / compared (NaN when nothing was compared). */
+  readonly agreement: number;
+  readonly agreed: number;
+  readonly compared: number;
+  /** Mean KL(P_ref ‖ P) in nats (NaN when nothing was compared). */
+  readonly meanKl: number;
+}
+
+/**
+ * Compares predictions with a reference's on the same context (the full cache against a compressed one): argmax
+ * agreement and KL(P_ref ‖ P).
+ *
+ * @example
+ * ```ts
+ * const comparison = new AgreementAccumulator();
+ * comparison.add(fullLogits, compressedLogits);
+ * comparison.result().agreement;
+ * ```
+ */
+export class AgreementAccumulator {
+  private agreed = 0;
+  private klSum = 0;
+  private n = 0;
+
+  /** Compares one prediction with the reference's; returns its KL(P_ref ‖ P). */
+  add(reference: ArrayLike<number>, logits: ArrayLike<number>): number {
+    if (argmax(reference) === argmax(logits)) this.agreed++;
+    const kl = klDivergence(reference, logits);
+    this.klSum += kl;
+    this.n++;
+    return kl;
+  }
+
+  result(): AgreementResult {
+    return { agreement: this.agreed / this.n, agreed: this.agreed, compared: this.n, meanKl: this.klSum / this.n };
   }
 }
 
