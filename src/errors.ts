@@ -210,6 +210,43 @@ export class MissingObservationWindowError extends KvCompactError {
 }
 
 /**
+ * The cache was destroyed: work queued or in flight when `destroy()` ran, and every later call, is rejected with
+ * this error, and nothing of the cache survives. Create a new cache.
+ *
+ * @example
+ * ```ts
+ * const pending = cache.compress(seq, { budget: 64 });
+ * cache.destroy();
+ * await pending; // rejects with CacheDestroyedError
+ * ```
+ */
+export class CacheDestroyedError extends KvCompactError {
+  override name = 'CacheDestroyedError';
+  constructor(what = 'this cache') {
+    super(`${what} was destroyed; create a new cache (pending and later operations are rejected)`);
+  }
+}
+
+/**
+ * A model runner's step (beginStep, or the CPU engine's step) was started on a sequence that still has operations
+ * queued or in flight (an un-awaited append, compress, fork or free): the step would race them. Await them first.
+ *
+ * @example
+ * ```ts
+ * const done = cache.compress(seq, { budget: 64 });
+ * cache.beginStep(seq, 1); // throws SequenceBusyError
+ * await done;
+ * cache.beginStep(seq, 1); // fine
+ * ```
+ */
+export class SequenceBusyError extends KvCompactError {
+  override name = 'SequenceBusyError';
+  constructor(readonly sequenceId: number) {
+    super(`sequence ${sequenceId} has operations queued or in flight; await them before starting a model step on it`);
+  }
+}
+
+/**
  * The cache's host metadata broke an invariant (see `checkInvariants`): a bug in kvcompact, or code that edited
  * the block tables or pools directly. `problems` lists every violation; report them.
  *

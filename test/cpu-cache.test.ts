@@ -1,7 +1,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { assertInvariants } from '../src/cache/invariants.js';
 import { baselineF16Bytes, decodeBlockRef } from '../src/format/layout.js';
-import { allocateBudgets, BUDGET_MODES, budgetCap } from '../src/compress/budgets.js';
+import { allocateBudgets, BUDGET_MODES, budgetCap, smallestHeadBudget } from '../src/compress/budgets.js';
+import { clampProtection } from '../src/compress/pipeline.js';
 import type { ScoreInput } from '../src/compress/policy.js';
 import { createPolicy, policyNames } from '../src/compress/registry.js';
 import { selectTopK } from '../src/compress/select.js';
@@ -159,7 +160,10 @@ describe('CpuKvCache.compress', () => {
       for (const mode of BUDGET_MODES) {
         base.fork(0, 1);
         const inputs = Array.from({ length: nLayers }, (_, l) => scoreInput(base, 1, l, 32));
-        const scorer = createPolicy(policy, { sinks: 4, recent: 16, window: 32, seed: 0 });
+        // The compressor's protection rule: clamped newest-first to the smallest budget a head may get.
+        const headBudget = smallestHeadBudget(mode, budget, nLayers);
+        const { sinks, recent } = clampProtection(4, 16, headBudget);
+        const scorer = createPolicy(policy, { sinks, recent, recentLimit: headBudget - sinks, window: 32, seed: 0 });
         const scores = inputs.map((input) => scorer.score(input));
         const counts = allocateBudgets(scores, { mode, budget });
         const report = await base.compress(1, { policy, budget, budgets: mode, recent: 16 });

@@ -1,4 +1,5 @@
 import { InvalidArgumentError } from '../errors.js';
+import { checkStorable } from '../format/storable.js';
 import type { AppendPlan } from '../cache/cache-metadata.js';
 import type { CpuKvStorage } from '../cache/cpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
@@ -117,8 +118,8 @@ export class CpuAttentionBackend {
       throw new InvalidArgumentError('k', `K and V need kvHeads × headDim = ${kvHeads * headDim} values each`);
     }
     const kvValues = kvHeads * headDim;
-    this.storage.checkStorable('k', k.subarray(0, kvValues));
-    this.storage.checkStorable('v', v.subarray(0, kvValues));
+    checkStorable('k', k.subarray(0, kvValues), meta.fullFormat);
+    checkStorable('v', v.subarray(0, kvValues), meta.fullFormat);
     if (layer === 0) {
       // A step abandoned half way (the model threw) leaves its later layers' slots zero; starting over is the
       // caller's call, so only a step that is still expected to continue is an error.

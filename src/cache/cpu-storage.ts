@@ -1,6 +1,6 @@
-import { InvalidArgumentError, NonFiniteValueError } from '../errors.js';
+import { InvalidArgumentError } from '../errors.js';
 import { decodeBlock, encodeBlock } from '../format/block-codec.js';
-import { F16_MAX, f32Bits, pack2x16float, roundToF16 } from '../format/f16.js';
+import { f32Bits, pack2x16float } from '../format/f16.js';
 import { type BlockLayout, type QuantFormat, decodeBlockRef } from '../format/layout.js';
 import type { AppendPlan, BlockCopy, CacheMetadata, PoolName } from './cache-metadata.js';
 
@@ -150,19 +150,6 @@ export class CpuKvStorage {
       }
       words[base + layout.positionsOffset + slot] = plan.firstPosition + t;
       this.#refreshMirror('full', block, slot + 1);
-    }
-  }
-
-  /** Rejects K/V the full pool cannot hold: NaN, ±Inf, and past ±65504 in an f16 pool. Nothing is written. */
-  checkStorable(field: string, data: Float32Array): void {
-    const limited = this.meta.fullLayout.format !== 'f32';
-    for (let i = 0; i < data.length; i++) {
-      const x = data[i] ?? 0;
-      if (!Number.isFinite(x) || (limited && Math.abs(roundToF16(x)) > F16_MAX)) {
-        throw new NonFiniteValueError(
-          `${field}[${i}] is ${x}: K/V must be finite${limited ? ' and within ±65504 for an f16 cache (or create it with fullFormat f32)' : ''}; the cache was not changed`,
-        );
-      }
     }
   }
 

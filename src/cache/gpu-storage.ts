@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../errors.js';
+import { CacheDestroyedError, InvalidArgumentError } from '../errors.js';
 import { decodeBlock } from '../format/block-codec.js';
 import { type BlockLayout, type QuantFormat, bytesPerBlock, decodeBlockRef } from '../format/layout.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
@@ -210,8 +210,13 @@ export class GpuKvStorage {
     return createStorageBuffer(this.gpu, 'kv:quant-pool', layout ? this.meta.quantPool.numBlocks * bytesPerBlock(layout) : 4);
   }
 
+  /** Whether {@link destroy} ran. */
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
   private assertUsable(): void {
-    if (this.destroyed) throw new InvalidArgumentError('cache', 'this cache was destroyed');
+    if (this.destroyed) throw new CacheDestroyedError('this cache');
   }
 
   /** Destroys every GPU buffer of the storage. */

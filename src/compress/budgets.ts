@@ -106,6 +106,21 @@ function pushCandidates(out: Candidate[], scores: Float32Array, layer: number, h
  * Per-layer integer budgets per head for pyramid mode: linear from top·B (layer 0) to (2 − top)·B (last),
  * rounded by largest remainder (ties to the lower layer) so they sum to exactly ⌊layers·B⌋.
  */
+/**
+ * The fewest tokens any one head can be handed in a mode, when every head holds more than the budget: ⌊B⌋, or
+ * the deepest layer's share under pyramid. Protected windows are clamped to it, so protection never asks a head
+ * for more than it may keep.
+ *
+ * @example
+ * ```ts
+ * smallestHeadBudget('pyramid', 64, 4); // 32: the deepest of 4 layers gets 0.5 × B
+ * ```
+ */
+export function smallestHeadBudget(mode: BudgetMode, budget: number, layers: number): number {
+  if (mode !== 'pyramid') return Math.floor(budget);
+  return Math.min(...pyramidLayerBudgets(layers, budget, 1.5));
+}
+
 function pyramidLayerBudgets(layers: number, budget: number, top: number): number[] {
   const targets = Array.from({ length: layers }, (_, l) =>
     layers === 1 ? budget : budget * (top + ((2 - top - top) * l) / (layers - 1)),

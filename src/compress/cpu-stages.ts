@@ -58,6 +58,10 @@ export class CpuCompressionStages implements CompressionStages {
     this.storage.syncPools();
   }
 
+  assertUsable(): void {
+    // Nothing of the CPU engine can be lost or destroyed under a running compression.
+  }
+
   async select(job: SelectionJob): Promise<Uint32Array[]> {
     const { layers, kvHeads } = this.meta.shape;
     const { options } = job;

@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../errors.js';
+import { CacheDestroyedError, InvalidArgumentError } from '../errors.js';
 import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
 import type { BlockLayout, QuantFormat } from '../format/layout.js';
@@ -35,6 +35,7 @@ export class GpuCompressionStages implements CompressionStages {
   private compact: { quant: BlockLayout | null; kernel: CompactBlocksKernel } | null = null;
   private readonly buffers: Record<ScratchName, GPUBuffer>;
   readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
+  private destroyed = false;
 
   constructor(
     private readonly storage: GpuKvStorage,
@@ -76,6 +77,11 @@ export class GpuCompressionStages implements CompressionStages {
 
   afterCommit(): void {
     this.storage.uploadDirtyRows();
+  }
+
+  assertUsable(): void {
+    if (this.destroyed || this.storage.isDestroyed) throw new CacheDestroyedError('this PagedKvCache');
+    this.storage.gpu.assertUsable();
   }
 
   /** The buffer the attention mass is measured in: the window's means (window policies) or Σp. */
@@ -217,6 +223,7 @@ export class GpuCompressionStages implements CompressionStages {
       }
       gpu.submit([encoder.finish()]);
       await gpu.idle();
+      this.assertUsable();
       if (!sums) return evicting ? Number.NaN : 1;
       const values = new Float32Array(await readBuffer(gpu, sums));
       let total = 0;
@@ -233,6 +240,7 @@ export class GpuCompressionStages implements CompressionStages {
 
   /** Destroys the scratch buffers (the cache is not touched). */
   destroy(): void {
+    this.destroyed = true;
     for (const buffer of Object.values(this.buffers)) buffer.destroy();
     this.topK.destroy();
   }

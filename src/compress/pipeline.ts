@@ -12,6 +12,7 @@ import { holdsQuantizedBlocks, type GrowPool } from '../cache/pool-growth.js';
 import { formatForBits, type QuantFormat } from '../format/layout.js';
 import { type CompressOptions, type CompressionReport, type ResolvedCompressOptions, resolveCompressOptions } from './options.js';
 import type { ScoringPolicy } from './policy.js';
+import { smallestHeadBudget } from './budgets.js';
 import { createPolicy } from './registry.js';
 
 /** What the stages need to score and budget one sequence. */
@@ -67,11 +68,29 @@ export interface CompressionStages {
   execute(job: ExecutionJob): Promise<number>;
   /** After the host committed the plan (the GPU uploads its table rows). */
   afterCommit(): void;
+  /** Throws CacheDestroyedError or DeviceLostError when the cache can no longer be used (checked after each wait). */
+  assertUsable(): void;
 }
 
 /** The policy `compress` uses when none is given: SnapKV where the sequence has window queries, else K-norm. */
 export function defaultPolicy(windowQueries: number): string {
   return windowQueries > 0 ? 'snapkv' : 'knorm';
+}
+
+/**
+ * Protected windows clamped to what a head may keep, newest first: the recent window takes up to the whole
+ * budget, the attention sinks what is left. With B < sinks + recent the kept set is the newest tokens plus as many
+ * sinks as fit, never an older slice of the recent window.
+ *
+ * @example
+ * ```ts
+ * clampProtection(4, 32, 20); // { sinks: 0, recent: 20 }
+ * clampProtection(4, 32, 34); // { sinks: 2, recent: 32 }
+ * ```
+ */
+export function clampProtection(sinks: number, recent: number, headBudget: number): { sinks: number; recent: number } {
+  const keptRecent = Math.max(0, Math.min(recent, headBudget));
+  return { sinks: Math.max(0, Math.min(sinks, headBudget - keptRecent)), recent: keptRecent };
 }
 
 /**
@@ -121,21 +140,25 @@ export async function compressSequence(
   const lengths = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
   const budget = opts.budget;
   const evicting = budget !== null && lengths.some((heads) => heads.some((n) => n > budget));
+  const headBudget = budget === null ? Number.POSITIVE_INFINITY : smallestHeadBudget(opts.budgets, budget, layers);
   const window = Math.min(opts.window, stages.observationWindow);
   const measureMass = evicting && (options.measureMass ?? true);
   let counts: Uint32Array[] = lengths.map((heads) => Uint32Array.from(heads));
   let policy: ScoringPolicy | null = null;
   if (evicting) {
+    const { sinks, recent } = clampProtection(opts.sinks, opts.recent, headBudget);
     policy = createPolicy(opts.policy, {
-      sinks: opts.sinks,
-      recent: opts.recent,
+      sinks,
+      recent,
+      // Window policies also protect the tokens their window covers: capped with the rest of the protection.
+      recentLimit: Math.max(recent, headBudget - sinks),
       window,
       kernelSize: opts.kernelSize,
       pooling: opts.pooling,
       seed: opts.seed,
     });
     if (policy.requires.window && windowQueries === 0) throw new MissingObservationWindowError(opts.policy);
-    counts = await stages.select({ seqId, slot, options: opts, policy, lengths, window, measureMass });
+    counts = await guarded(stages, stages.select({ seqId, slot, options: opts, policy, lengths, window, measureMass }));
   }
   // A sequence that already holds quantized blocks keeps them quantized even at bits 16: there is no way back.
   const compact = quantize || holdsQuantizedBlocks(meta, seqId);
@@ -147,7 +170,7 @@ export async function compressSequence(
   );
   let attentionMassKept: number;
   try {
-    attentionMassKept = await stages.execute({ seqId, slot, options: opts, policy, lengths, counts, plan, measureMass, window });
+    attentionMassKept = await guarded(stages, stages.execute({ seqId, slot, options: opts, policy, lengths, counts, plan, measureMass, window }));
   } catch (error) {
     abandonCompaction(meta, plan);
     throw error;
@@ -155,6 +178,22 @@ export async function compressSequence(
   commitCompaction(meta, seqId, plan);
   stages.afterCommit();
   return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started);
+}
+
+/**
+ * Awaits a stage and checks the cache is still usable after it: a cache destroyed or a device lost meanwhile
+ * surfaces as CacheDestroyedError / DeviceLostError, not as whatever the half-done GPU work failed with.
+ */
+async function guarded<T>(stages: CompressionStages, work: Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await work;
+  } catch (error) {
+    stages.assertUsable();
+    throw error;
+  }
+  stages.assertUsable();
+  return result;
 }
 
 /** The report of a compression, from the metadata after the commit (one shape for both engines). */

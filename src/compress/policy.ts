@@ -114,6 +114,12 @@ export interface PolicyOptions {
   readonly sinks?: number;
   /** Trailing positions always kept. Default 32. */
   readonly recent?: number;
+  /**
+   * The most trailing positions protected in all (default: no limit). Window policies protect their observation
+   * window too; the compressor caps the protection at what a head may keep, so with a small budget the newest
+   * tokens are kept rather than an older slice of the window.
+   */
+  readonly recentLimit?: number;
 }
 
 /**
@@ -233,10 +239,13 @@ export abstract class BasePolicy implements ScoringPolicy {
   abstract readonly name: string;
   readonly sinks: number;
   readonly recent: number;
+  readonly recentLimit: number;
 
   constructor(options: PolicyOptions = {}) {
     this.sinks = nonNegativeInteger('sinks', options.sinks ?? DEFAULT_SINKS);
     this.recent = nonNegativeInteger('recent', options.recent ?? DEFAULT_RECENT);
+    this.recentLimit = options.recentLimit ?? Number.POSITIVE_INFINITY;
+    if (!(this.recentLimit >= 0)) throw new InvalidArgumentError('recentLimit', `must be ≥ 0; got ${this.recentLimit}`);
   }
 
   /**
@@ -256,6 +265,11 @@ export abstract class BasePolicy implements ScoringPolicy {
     return this.recent;
   }
 
+  /** The trailing positions protected: the policy's own rule, capped by `recentLimit`. */
+  private recentProtected(windowRows: number): number {
+    return Math.min(this.protectedRecent(windowRows), this.recentLimit);
+  }
+
   /** How the policy scores on the GPU, as data; null when it cannot (scoreGpu then throws). */
   gpuPlan(): GpuScorePlan | null {
     return null;
@@ -268,7 +282,7 @@ export abstract class BasePolicy implements ScoringPolicy {
     const tokens = checkScoreInput(input);
     const scores = this.rawScore(input, tokens);
     const windowRows = input.windowQueries ? Math.floor(input.windowQueries.length / (input.nHeads * input.headDim)) : 0;
-    const recentStart = sequenceLengthOf(input) - this.protectedRecent(windowRows);
+    const recentStart = sequenceLengthOf(input) - this.recentProtected(windowRows);
     for (let kv = 0; kv < input.kvHeads; kv++) {
       const s = scores[kv];
       const pos = input.positions[kv];
@@ -295,6 +309,6 @@ export abstract class BasePolicy implements ScoringPolicy {
       throw new InvalidArgumentError('policy', `${this.name} has no GPU scorer; score it on the CPU with score()`);
     }
     const windowRows = input.window?.valid ?? 0;
-    encodeGpuScores(encoder, input, plan, { sinks: this.sinks, recent: this.protectedRecent(windowRows) }, this.name);
+    encodeGpuScores(encoder, input, plan, { sinks: this.sinks, recent: this.recentProtected(windowRows) }, this.name);
   }
 }

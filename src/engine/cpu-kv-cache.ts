@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from '../errors.js';
+import { SequenceBusyError } from '../errors.js';
 import type { BlockLayout, CacheShape } from '../format/layout.js';
 import { CacheMetadata, type PoolName } from '../cache/cache-metadata.js';
 import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
@@ -11,6 +11,8 @@ import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptio
 import { CpuCompressionStages } from '../compress/cpu-stages.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
 import { compressSequence, defaultPolicy } from '../compress/pipeline.js';
+import { checkKv, checkQuery } from './inputs.js';
+import { COMPRESSOR, SequenceQueue } from './sequence-queue.js';
 
 /**
  * Options of {@link CpuKvCache.create}: the GPU cache's options, validated the same way and with the same
@@ -45,6 +47,8 @@ export class CpuKvCache {
   readonly maxTokensPerHead: number;
   readonly #fixedBits: number | null;
   readonly #stages: CpuCompressionStages;
+  /** Operations take effect per sequence in call order (see {@link SequenceQueue}). */
+  readonly #queue = new SequenceQueue();
 
   private constructor(options: CpuKvCacheOptions) {
     const resolved = resolveCacheOptions(options);
@@ -93,19 +97,29 @@ export class CpuKvCache {
     this.attention.clearSlot(this.meta.addSequence(id));
   }
 
-  /** Frees a sequence: every block it held alone returns to its pool. */
-  freeSequence(id: number): void {
-    this.attention.dropPendingStep(id);
-    const slot = this.meta.slotOf(id);
-    this.meta.freeSequence(id);
-    this.attention.clearSlot(slot);
+  /**
+   * Frees a sequence: every block it held alone returns to its pool. It takes effect after the sequence's earlier
+   * operations (a compression in flight completes first); at once when there are none.
+   */
+  freeSequence(id: number): Promise<void> {
+    return this.#queue.run([id], () => {
+      this.attention.dropPendingStep(id);
+      const slot = this.meta.slotOf(id);
+      this.meta.freeSequence(id);
+      this.attention.clearSlot(slot);
+    });
   }
 
-  /** Forks `srcId` into `dstId`: blocks are shared by reference count and copied on the next write. */
-  fork(srcId: number, dstId: number): void {
-    const srcSlot = this.meta.slotOf(srcId);
-    const dstSlot = this.meta.fork(srcId, dstId);
-    this.attention.copySlot(srcSlot, dstSlot);
+  /**
+   * Forks `srcId` into `dstId`: blocks are shared by reference count and copied on the next write. Takes effect
+   * after `srcId`'s earlier operations.
+   */
+  fork(srcId: number, dstId: number): Promise<void> {
+    return this.#queue.run([srcId, dstId], () => {
+      const srcSlot = this.meta.slotOf(srcId);
+      const dstSlot = this.meta.fork(srcId, dstId);
+      this.attention.copySlot(srcSlot, dstSlot);
+    });
   }
 
   /** True when the sequence is live. */
@@ -130,33 +144,30 @@ export class CpuKvCache {
    * `[layers][tokens][kvHeads][headDim]` (RoPE applied), positions continuing the sequence. Validates shape and
    * values first (NonFiniteValueError / InvalidArgumentError, cache unchanged).
    */
-  append(seqId: number, keys: Float32Array, values: Float32Array): void {
+  append(seqId: number, keys: Float32Array, values: Float32Array): Promise<void> {
     this.attention.assertNoPendingStep('append');
-    const { layers, kvHeads, headDim } = this.shape;
-    const perToken = layers * kvHeads * headDim;
-    if (keys.length !== values.length || keys.length === 0 || keys.length % perToken !== 0) {
-      throw new InvalidArgumentError(
-        'keys',
-        `K and V must both be f32 [layers=${layers}][tokens][kvHeads=${kvHeads}][headDim=${headDim}]; got ${keys.length} and ${values.length} values`,
-      );
-    }
-    this.storage.checkStorable('keys', keys);
-    this.storage.checkStorable('values', values);
-    const n = keys.length / perToken;
-    const plan = this.attention.planAppend(seqId, n);
-    for (let layer = 0; layer < layers; layer++) {
-      for (let t = 0; t < n; t++) this.storage.writeToken(plan, layer, t, keys, values, (layer * n + t) * kvHeads * headDim);
-    }
+    const n = checkKv(this.shape, keys, values, this.meta.fullFormat);
+    return this.#queue.run([seqId], () => {
+      const { layers, kvHeads, headDim } = this.shape;
+      const plan = this.attention.planAppend(seqId, n);
+      for (let layer = 0; layer < layers; layer++) {
+        for (let t = 0; t < n; t++) this.storage.writeToken(plan, layer, t, keys, values, (layer * n + t) * kvHeads * headDim);
+      }
+    });
   }
 
-  /** One decode step of one layer (the {@link AttentionHook} contract); see {@link CpuAttentionBackend.step}. */
+  /**
+   * One decode step of one layer (the {@link AttentionHook} contract); see {@link CpuAttentionBackend.step}.
+   * SequenceBusyError while the sequence has queued or in-flight operations.
+   */
   step(seqId: number, layer: number, pos: number, q: Float32Array, k: Float32Array, v: Float32Array): Float32Array {
+    if (this.#queue.busy(seqId)) throw new SequenceBusyError(seqId);
     return this.attention.step(seqId, layer, pos, q, k, v);
   }
 
   /** The {@link AttentionHook} of one sequence, for `new ReferenceLlama(checkpoint, { attention })`. */
   attentionHook(seqId: number): AttentionHook {
-    return this.attention.attentionHook(seqId);
+    return (layer, pos, q, k, v) => this.step(seqId, layer, pos, q, k, v);
   }
 
   /**
@@ -164,9 +175,7 @@ export class CpuKvCache {
    * statistics: the output and the probabilities per KV head (summed over the group). For tests and tools.
    */
   attend(seqId: number, layer: number, query: Float32Array): { out: Float32Array; probsPerKvHead: Float32Array[] } {
-    if (query.length !== this.nHeads * this.shape.headDim) {
-      throw new InvalidArgumentError('query', `expected ${this.nHeads * this.shape.headDim} values; got ${query.length}`);
-    }
+    checkQuery(query, this.nHeads * this.shape.headDim);
     this.meta.rowOf(seqId, layer, 0);
     return this.attention.attendSlot(this.meta.slotOf(seqId), layer, query, false);
   }
@@ -201,21 +210,21 @@ export class CpuKvCache {
    * ```
    */
   compress(seqId: number, options: CompressOptions = {}): Promise<CompressionReport> {
-    try {
+    return this.#queue.run([seqId, COMPRESSOR], async () => {
       this.attention.assertNoPendingStep('compress');
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return compressSequence(this.#stages, seqId, options, this.#fixedBits);
+      return compressSequence(this.#stages, seqId, options, this.#fixedBits);
+    });
   }
 
   /** Reaches a target memory ratio by choosing eviction and bits; `chosen` says which and why. */
   async compressAuto(seqId: number, targetRatio: number, options: AutoCompressOptions = {}): Promise<AutoCompressionReport> {
-    this.attention.assertNoPendingStep('compress');
-    const chosen = chooseAuto(this.meta, seqId, targetRatio, options, this.#fixedBits);
-    const policy = options.policy ?? defaultPolicy(this.attention.windowCount(seqId, 0));
-    const report = await this.compress(seqId, autoCompressOptions(chosen, { ...options, policy }));
-    return { ...report, chosen };
+    return this.#queue.run([seqId, COMPRESSOR], async () => {
+      this.attention.assertNoPendingStep('compress');
+      const chosen = chooseAuto(this.meta, seqId, targetRatio, options, this.#fixedBits);
+      const policy = options.policy ?? defaultPolicy(this.attention.windowCount(seqId, 0));
+      const report = await compressSequence(this.#stages, seqId, autoCompressOptions(chosen, { ...options, policy }), this.#fixedBits);
+      return { ...report, chosen };
+    });
   }
 
   // ------------------------------------------------------------------ memory and health

@@ -1,6 +1,5 @@
-import { InvalidArgumentError, NonFiniteValueError } from '../errors.js';
+import { CacheDestroyedError, InvalidArgumentError, NonFiniteValueError, SequenceBusyError } from '../errors.js';
 import type { BlockLayout, CacheShape } from '../format/layout.js';
-import { F16_MAX } from '../format/f16.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import { CacheMetadata } from '../cache/cache-metadata.js';
@@ -14,6 +13,8 @@ import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptio
 import { GpuCompressionStages } from '../compress/gpu-stages.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
 import { compressSequence, defaultPolicy } from '../compress/pipeline.js';
+import { checkKv, checkQuery } from './inputs.js';
+import { COMPRESSOR, SequenceQueue } from './sequence-queue.js';
 
 /**
  * A paged KV cache in GPU buffers: a full-precision pool where tokens land and a quantized pool, vLLM-style
@@ -42,6 +43,8 @@ export class PagedKvCache implements GpuAttentionBackend {
   /** The bits given as `quantBits` at creation (the quantized pool is then fixed to them), else null. */
   private readonly fixedBits: number | null;
   private stages: GpuCompressionStages | null = null;
+  /** Operations take effect per sequence in call order (see {@link SequenceQueue}). */
+  private readonly queue = new SequenceQueue();
   private destroyed = false;
 
   private constructor(gpu: GpuContext, options: PagedKvCacheOptions) {
@@ -93,20 +96,30 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.storage.uploadDirtyRows();
   }
 
-  /** Frees a sequence: every block it held alone returns to the pool. */
-  freeSequence(id: number): void {
-    this.assertUsable();
-    this.meta.freeSequence(id);
-    this.storage.uploadDirtyRows();
+  /**
+   * Frees a sequence: every block it held alone returns to the pool. It takes effect after the sequence's earlier
+   * operations (a compression in flight completes first); at once when there are none.
+   */
+  freeSequence(id: number): Promise<void> {
+    return this.queue.run([id], () => {
+      this.assertUsable();
+      this.meta.freeSequence(id);
+      this.storage.uploadDirtyRows();
+    });
   }
 
-  /** Forks `srcId` into `dstId`: blocks are shared by reference count and copied on the next write. */
-  fork(srcId: number, dstId: number): void {
-    this.assertUsable();
-    const srcSlot = this.meta.slotOf(srcId);
-    const dstSlot = this.meta.fork(srcId, dstId);
-    this.attention.copySlot(srcSlot, dstSlot);
-    this.storage.uploadDirtyRows();
+  /**
+   * Forks `srcId` into `dstId`: blocks are shared by reference count and copied on the next write. Takes effect
+   * after `srcId`'s earlier operations.
+   */
+  fork(srcId: number, dstId: number): Promise<void> {
+    return this.queue.run([srcId, dstId], () => {
+      this.assertUsable();
+      const srcSlot = this.meta.slotOf(srcId);
+      const dstSlot = this.meta.fork(srcId, dstId);
+      this.attention.copySlot(srcSlot, dstSlot);
+      this.storage.uploadDirtyRows();
+    });
   }
 
   /** True when the sequence is live. */
@@ -126,9 +139,13 @@ export class PagedKvCache implements GpuAttentionBackend {
 
   // ------------------------------------------------------------------ the attention backend of model runners
 
-  /** See {@link PagedAttentionBackend.beginStep}. */
+  /**
+   * See {@link PagedAttentionBackend.beginStep}. SequenceBusyError while the sequence has queued or in-flight
+   * operations (await them first: a step is synchronous and cannot wait).
+   */
   beginStep(seqId: number, numTokens: number): KvStep {
     this.assertUsable();
+    if (this.queue.busy(seqId)) throw new SequenceBusyError(seqId);
     return this.attention.beginStep(seqId, numTokens);
   }
 
@@ -152,19 +169,14 @@ export class PagedKvCache implements GpuAttentionBackend {
    */
   async append(seqId: number, keys: Float32Array, values: Float32Array): Promise<void> {
     this.assertUsable();
+    const numTokens = checkKv(this.shape, keys, values, this.meta.fullFormat);
+    return this.queue.run([seqId], () => this.appendNow(seqId, keys, values, numTokens));
+  }
+
+  private async appendNow(seqId: number, keys: Float32Array, values: Float32Array, numTokens: number): Promise<void> {
+    this.assertUsable();
     const { layers, kvHeads, headDim } = this.shape;
-    const perToken = layers * kvHeads * headDim;
-    if (keys.length !== values.length || keys.length === 0 || keys.length % perToken !== 0) {
-      throw new InvalidArgumentError(
-        'keys',
-        `K and V must both be f32 [layers=${layers}][tokens][kvHeads=${kvHeads}][headDim=${headDim}]; got ${keys.length} and ${values.length} values`,
-      );
-    }
-    const storable = this.meta.fullFormat === 'f16' ? F16_MAX : Number.MAX_VALUE;
-    checkStorable('keys', keys, storable);
-    checkStorable('values', values, storable);
-    const numTokens = keys.length / perToken;
-    const step = this.beginStep(seqId, numTokens);
+    const step = this.attention.beginStep(seqId, numTokens);
     const layerFloats = numTokens * kvHeads * headDim;
     const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:append' });
     const buffers: GPUBuffer[] = [];
@@ -176,8 +188,12 @@ export class PagedKvCache implements GpuAttentionBackend {
     }
     this.gpu.submit([encoder.finish()]);
     this.endStep(step);
-    await this.gpu.idle();
-    for (const buffer of buffers) buffer.destroy();
+    try {
+      await this.gpu.idle();
+      this.assertUsable();
+    } finally {
+      for (const buffer of buffers) buffer.destroy();
+    }
   }
 
   /**
@@ -187,6 +203,14 @@ export class PagedKvCache implements GpuAttentionBackend {
    * exactly as before. The check costs one small readback per call.
    */
   async appendBuffers(seqId: number, keys: readonly GPUBuffer[], values: readonly GPUBuffer[], numTokens: number): Promise<void> {
+    this.assertUsable();
+    if (!Number.isInteger(numTokens) || numTokens <= 0) {
+      throw new InvalidArgumentError('numTokens', `must be a positive integer; got ${numTokens}`);
+    }
+    return this.queue.run([seqId], () => this.appendBuffersNow(seqId, keys, values, numTokens));
+  }
+
+  private async appendBuffersNow(seqId: number, keys: readonly GPUBuffer[], values: readonly GPUBuffer[], numTokens: number): Promise<void> {
     this.assertUsable();
     const { layers, kvHeads, headDim } = this.shape;
     if (keys.length !== layers || values.length !== layers) {
@@ -200,14 +224,16 @@ export class PagedKvCache implements GpuAttentionBackend {
     }
     const before = this.meta.snapshot();
     this.storage.clearNonFiniteFlag();
-    const step = this.beginStep(seqId, numTokens);
+    const step = this.attention.beginStep(seqId, numTokens);
     const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:append-buffers' });
     for (let layer = 0; layer < layers; layer++) {
       this.attention.encodeWrite(encoder, step, layer, keys[layer] as GPUBuffer, values[layer] as GPUBuffer);
     }
     this.gpu.submit([encoder.finish()]);
     this.endStep(step);
-    if (await this.storage.takeNonFiniteFlag()) {
+    const nonFinite = await this.storage.takeNonFiniteFlag();
+    this.assertUsable();
+    if (nonFinite) {
       this.meta.restore(before);
       this.storage.uploadDirtyRows();
       throw new NonFiniteValueError('a K or V value in the GPU buffers is NaN, ±Inf or past the pool format’s range; the append was rolled back');
@@ -220,15 +246,26 @@ export class PagedKvCache implements GpuAttentionBackend {
    * Attention of one query (f32 [nHeads][headDim], RoPE applied) against a sequence's cached tokens in `layer`;
    * the output and the probabilities per KV head (summed over the group). For tests and tools.
    */
-  attend(seqId: number, layer: number, query: Float32Array): Promise<{ out: Float32Array; probsPerKvHead: Float32Array[] }> {
+  async attend(seqId: number, layer: number, query: Float32Array): Promise<{ out: Float32Array; probsPerKvHead: Float32Array[] }> {
     this.assertUsable();
-    return this.attention.attend(seqId, layer, query);
+    checkQuery(query, this.nHeads * this.shape.headDim);
+    return this.queue.run([seqId], async () => {
+      this.assertUsable();
+      const result = await this.attention.attend(seqId, layer, query);
+      this.assertUsable();
+      return result;
+    });
   }
 
   /** One head read back and decoded: K, V `[tokens][headDim]` and original positions, in logical order. */
-  readHead(seqId: number, layer: number, kvHead: number): Promise<{ keys: Float32Array; values: Float32Array; positions: Uint32Array }> {
+  async readHead(seqId: number, layer: number, kvHead: number): Promise<{ keys: Float32Array; values: Float32Array; positions: Uint32Array }> {
     this.assertUsable();
-    return this.storage.readHead(seqId, layer, kvHead);
+    return this.queue.run([seqId], async () => {
+      this.assertUsable();
+      const head = await this.storage.readHead(seqId, layer, kvHead);
+      this.assertUsable();
+      return head;
+    });
   }
 
   // ------------------------------------------------------------------ compression
@@ -248,18 +285,24 @@ export class PagedKvCache implements GpuAttentionBackend {
    * const report = await cache.compress(seq, { policy: 'snapkv', budget: 64, budgets: 'adakv', bits: 4 });
    * ```
    */
-  compress(seqId: number, options: CompressOptions = {}): Promise<CompressionReport> {
+  async compress(seqId: number, options: CompressOptions = {}): Promise<CompressionReport> {
     this.assertUsable();
-    return compressSequence(this.compressionStages(), seqId, options, this.fixedBits);
+    return this.queue.run([seqId, COMPRESSOR], async () => {
+      this.assertUsable();
+      return compressSequence(this.compressionStages(), seqId, options, this.fixedBits);
+    });
   }
 
   /** Reaches a target memory ratio by choosing eviction and bits; `chosen` says which and why. */
   async compressAuto(seqId: number, targetRatio: number, options: AutoCompressOptions = {}): Promise<AutoCompressionReport> {
     this.assertUsable();
-    const chosen = chooseAuto(this.meta, seqId, targetRatio, options, this.fixedBits);
-    const policy = options.policy ?? defaultPolicy(this.attention.windowCount(seqId, 0));
-    const report = await this.compress(seqId, autoCompressOptions(chosen, { ...options, policy }));
-    return { ...report, chosen };
+    return this.queue.run([seqId, COMPRESSOR], async () => {
+      this.assertUsable();
+      const chosen = chooseAuto(this.meta, seqId, targetRatio, options, this.fixedBits);
+      const policy = options.policy ?? defaultPolicy(this.attention.windowCount(seqId, 0));
+      const report = await compressSequence(this.compressionStages(), seqId, autoCompressOptions(chosen, { ...options, policy }), this.fixedBits);
+      return { ...report, chosen };
+    });
   }
 
   // ------------------------------------------------------------------ memory and health
@@ -280,28 +323,21 @@ export class PagedKvCache implements GpuAttentionBackend {
   }
 
   private assertUsable(): void {
-    if (this.destroyed) throw new InvalidArgumentError('cache', 'this PagedKvCache was destroyed');
+    if (this.destroyed) throw new CacheDestroyedError('this PagedKvCache');
     this.gpu.assertUsable();
   }
 
-  /** Destroys every GPU buffer of the cache. */
+  /**
+   * Destroys every GPU buffer of the cache. Operations queued or in flight, and every later call, are rejected
+   * with CacheDestroyedError.
+   */
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.queue.close(new CacheDestroyedError('this PagedKvCache'));
     this.stages?.destroy();
     this.attention.destroy();
     this.storage.destroy();
-  }
-}
-
-function checkStorable(field: string, data: Float32Array, maximum: number): void {
-  for (let i = 0; i < data.length; i++) {
-    const value = data[i] ?? 0;
-    if (!(Math.abs(value) <= maximum)) {
-      throw new NonFiniteValueError(
-        `${field}[${i}] is ${value}: K/V must be finite${maximum === F16_MAX ? ' and within ±65504 for an f16 cache' : ''}; the cache was not changed`,
-      );
-    }
   }
 }
 

@@ -1,4 +1,4 @@
-import { BufferUsageError } from '../errors.js';
+import { BufferUsageError, GpuValidationError } from '../errors.js';
 import { checkBufferSize } from './buffer-pool.js';
 import type { GpuContext } from './context.js';
 
@@ -78,7 +78,13 @@ export async function readBuffer(gpu: GpuContext, source: GPUBuffer, offset = 0,
     const encoder = gpu.device.createCommandEncoder({ label: `${source.label}:readback` });
     encoder.copyBufferToBuffer(source, offset, staging, 0, staging.size);
     gpu.submit([encoder.finish()]);
-    await staging.mapAsync(GPUMapMode.READ);
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (error) {
+      // A lost device rejects the map with a bare, empty DOMException: say what happened instead.
+      gpu.assertUsable();
+      throw new GpuValidationError(`reading back "${source.label}" failed: ${error instanceof Error && error.message ? error.message : String(error)}`);
+    }
     return staging.getMappedRange().slice(0, size);
   } finally {
     staging.destroy();

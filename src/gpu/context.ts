@@ -182,6 +182,8 @@ export class GpuContext {
   async idle(): Promise<void> {
     this.assertUsable();
     await this.device.queue.onSubmittedWorkDone();
+    // A device lost meanwhile has reported it by now (Dawn resolves `lost` before the queue drains).
+    this.assertUsable();
     this.completed = this.submitted;
     this.buffers.recycle(this.completed);
   }
