@@ -63,6 +63,8 @@ export class CacheMetadata {
   readonly maxBytes: number;
   readonly seqSlots: number;
   readonly maxBlocksPerHead: number;
+  /** Full blocks appends leave free or growable for compactions (see CacheMetadataOptions). */
+  readonly compactionReserve: number;
   /** The full-precision pool. Prefer this class's methods; direct release/retain bypasses the tables. */
   readonly fullPool: BlockAllocator;
   #quantPool: BlockAllocator;
@@ -108,6 +110,8 @@ export class CacheMetadata {
     });
     this.seqSlots = options.seqSlots;
     this.maxBlocksPerHead = options.maxBlocksPerHead;
+    this.compactionReserve = options.compactionReserve ?? 0;
+    checkCount('compactionReserve', this.compactionReserve);
     this.fullPool = new BlockAllocator(options.initialFullBlocks + 1, 'full');
     this.#quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
     this.#freeSlots = [];

@@ -32,6 +32,13 @@ export interface PagedKvCacheOptions {
   readonly initialFullBlocks?: number;
   /** Quantized blocks to start with (default: as many as full blocks when quantBits is set). */
   readonly initialQuantBlocks?: number;
+  /**
+   * Full blocks that appends leave free or growable so that compression always fits (default
+   * min(16, maxTokensPerHead / blockSize)): compressing a sequence to at most `compactionReserve × blockSize`
+   * tokens per head succeeds even with the pools at `maxBytes`, releasing each head's old blocks before the next
+   * head allocates. Its cost: appends fail that many blocks earlier. 0 turns it off.
+   */
+  readonly compactionReserve?: number;
   /** Queries kept per (layer, sequence) for SnapKV-style scoring (default 32). */
   readonly observationWindow?: number;
   /**
@@ -100,6 +107,7 @@ export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCache
       maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
       seqSlots: options.seqSlots ?? 8,
       maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),
+      compactionReserve: options.compactionReserve ?? Math.min(16, Math.ceil(maxTokensPerHead / blockSize)),
     },
     nHeads: options.nHeads,
     observationWindow,

@@ -62,14 +62,15 @@ export function appendBlocksNeeded(meta: CacheMetadata, seqId: number, nTokens: 
  * ```
  */
 export function planAppendWithGrowth(meta: CacheMetadata, seqId: number, nTokens: number, grow: GrowPool): AppendPlan {
-  const plan = meta.planAppend(seqId, nTokens);
-  if (plan !== null) return plan;
-  const needed = appendBlocksNeeded(meta, seqId, nTokens);
   const before = meta.snapshot();
-  const grown = ensureFreeBlocks(meta, 'full', needed, grow) ? meta.planAppend(seqId, nTokens) : null;
-  if (grown !== null) return grown;
+  let plan = meta.planAppend(seqId, nTokens);
+  const needed = plan === null ? appendBlocksNeeded(meta, seqId, nTokens) : 0;
+  if (plan === null && ensureFreeBlocks(meta, 'full', needed + meta.compactionReserve, grow)) plan = meta.planAppend(seqId, nTokens);
+  // Appends leave the compaction reserve free or growable, so compressing can always release before allocating.
+  if (plan !== null && meta.fullPool.numFree + meta.growableBlocks('full') >= meta.compactionReserve) return plan;
   meta.restore(before);
-  throw new OutOfBlocksError('full', needed, meta.fullPool.numFree, 'compress or free a sequence, or raise maxBytes');
+  const reserve = meta.compactionReserve > 0 ? ` (${meta.compactionReserve} kept free for compression)` : '';
+  throw new OutOfBlocksError('full', Math.max(needed, 1) + meta.compactionReserve, meta.fullPool.numFree, `compress or free a sequence, or raise maxBytes${reserve}`);
 }
 
 /** True when any head of the sequence holds a quantized block. */
