@@ -1,7 +1,8 @@
 // Builders of Hugging Face model folders for tests: stories260K converted the way transformers' conversion
 // script does it, and small synthetic checkpoints for each architecture feature.
 import { f32ToF16Bits } from '../src/format/f16.js';
-import { layerWeights, queryDim, type LlamaConfig, type LlamaWeights } from '../src/model/checkpoint.js';
+import { layerWeights, queryDim, type Llama3RopeScaling, type LlamaConfig, type LlamaWeights } from '../src/model/checkpoint.js';
+import { mulberry32 } from '../src/random.js';
 import { permuteRope } from '../src/model/hf/loader.js';
 import { writeSafetensors } from '../src/model/hf/safetensors.js';
 
@@ -90,6 +91,17 @@ export function hfConfigJson(config: LlamaConfig, architecture = 'LlamaForCausal
     eos_token_id: 2,
     torch_dtype: 'float32',
     ...(config.headSize !== config.dim / config.nHeads ? { head_dim: config.headSize } : {}),
+    ...(config.ropeScaling
+      ? {
+          rope_scaling: {
+            rope_type: 'llama3',
+            factor: config.ropeScaling.factor,
+            low_freq_factor: config.ropeScaling.lowFreqFactor,
+            high_freq_factor: config.ropeScaling.highFreqFactor,
+            original_max_position_embeddings: config.ropeScaling.originalMaxPositionEmbeddings,
+          },
+        }
+      : {}),
     ...extra,
   });
 }
@@ -122,4 +134,174 @@ export function shardedFolderFiles(config: LlamaConfig, weights: LlamaWeights, s
   }
   files['model.safetensors.index.json'] = new TextEncoder().encode(JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
   return files;
+}
+
+export interface SyntheticOptions {
+  dim?: number;
+  hiddenDim?: number;
+  nLayers?: number;
+  nHeads?: number;
+  nKvHeads?: number;
+  headSize?: number;
+  vocabSize?: number;
+  seqLen?: number;
+  sharedClassifier?: boolean;
+  bias?: boolean;
+  ropeTheta?: number;
+  rmsNormEps?: number;
+  ropeScaling?: Llama3RopeScaling;
+}
+
+/** A random engine checkpoint with any head_dim, biases and RoPE settings (the weights hfTensors converts). */
+export function syntheticModel(o: SyntheticOptions, seed = 1): { config: LlamaConfig; weights: LlamaWeights } {
+  const dim = o.dim ?? 24;
+  const nHeads = o.nHeads ?? 4;
+  const headSize = o.headSize ?? dim / nHeads;
+  const nKvHeads = o.nKvHeads ?? 2;
+  const config: LlamaConfig = {
+    dim,
+    hiddenDim: o.hiddenDim ?? 40,
+    nLayers: o.nLayers ?? 2,
+    nHeads,
+    nKvHeads,
+    vocabSize: o.vocabSize ?? 50,
+    seqLen: o.seqLen ?? 32,
+    headSize,
+    kvDim: nKvHeads * headSize,
+    sharedClassifier: o.sharedClassifier ?? true,
+    ropeTheta: o.ropeTheta ?? 10000,
+    rmsNormEps: o.rmsNormEps ?? 1e-6,
+    ...(o.ropeScaling ? { ropeScaling: o.ropeScaling } : {}),
+  };
+  const rng = mulberry32(seed);
+  const rand = (n: number, scale = 0.3): Float32Array => Float32Array.from({ length: n }, () => (rng() * 2 - 1) * scale);
+  const { hiddenDim: h, nLayers: L, vocabSize: V, kvDim } = config;
+  const qDim = nHeads * headSize;
+  const tokenEmbedding = rand(V * dim, 1);
+  const weights: LlamaWeights = {
+    tokenEmbedding,
+    rmsAttWeight: rand(L * dim, 1),
+    wq: rand(L * qDim * dim),
+    wk: rand(L * kvDim * dim),
+    wv: rand(L * kvDim * dim),
+    wo: rand(L * dim * qDim),
+    rmsFfnWeight: rand(L * dim, 1),
+    w1: rand(L * h * dim),
+    w2: rand(L * dim * h),
+    w3: rand(L * h * dim),
+    rmsFinalWeight: rand(dim, 1),
+    wcls: config.sharedClassifier ? tokenEmbedding : rand(V * dim),
+    ...(o.bias ? { bq: rand(L * qDim, 1), bk: rand(L * kvDim, 1), bv: rand(L * kvDim, 1) } : {}),
+  };
+  return { config, weights };
+}
+
+/**
+ * transformers' LlamaForCausalLM/Qwen2ForCausalLM forward written out naively in float64 straight from the HF
+ * tensors and config.json (rotate-half RoPE on un-permuted rows, repeat_kv GQA, the llama3 inv_freq formula as
+ * in `_compute_llama3_parameters`): an independent check of the loader's conversions. Returns [n][vocab].
+ */
+export function hfReferenceLogits(configJson: string, tensors: readonly HfTensor[], tokens: readonly number[]): Float64Array[] {
+  const c = JSON.parse(configJson) as Record<string, unknown>;
+  const D = c.hidden_size as number;
+  const H = c.num_attention_heads as number;
+  const KV = (c.num_key_value_heads as number | undefined) ?? H;
+  const hd = (c.head_dim as number | undefined) ?? D / H;
+  const L = c.num_hidden_layers as number;
+  const eps = c.rms_norm_eps as number;
+  const theta = c.rope_theta as number;
+  const t = new Map(tensors.map((x) => [x.name, x.values]));
+  const get = (name: string): Float32Array => {
+    const v = t.get(name);
+    if (!v) throw new Error(`fixture lacks ${name}`);
+    return v;
+  };
+  const linear = (x: Float64Array, w: Float32Array, out: number, bias?: Float32Array): Float64Array => {
+    const inDim = x.length;
+    const y = new Float64Array(out);
+    for (let o = 0; o < out; o++) {
+      let s = bias ? (bias[o] as number) : 0;
+      for (let i = 0; i < inDim; i++) s += (w[o * inDim + i] as number) * (x[i] as number);
+      y[o] = s;
+    }
+    return y;
+  };
+  const norm = (x: Float64Array, w: Float32Array): Float64Array => {
+    let ss = 0;
+    for (const v of x) ss += v * v;
+    const r = 1 / Math.sqrt(ss / x.length + eps);
+    return x.map((v, i) => v * r * (w[i] as number));
+  };
+  let invFreq = Array.from({ length: hd / 2 }, (_, i) => 1 / Math.pow(theta, (2 * i) / hd));
+  const scaling = c.rope_scaling as Record<string, number> | undefined;
+  if (scaling) {
+    const { factor, low_freq_factor: lo, high_freq_factor: hi, original_max_position_embeddings: old } = scaling as Record<string, number>;
+    invFreq = invFreq.map((f) => {
+      const wavelen = (2 * Math.PI) / f;
+      const scaled = wavelen > old! / lo! ? f / factor! : f;
+      const smooth = (old! / wavelen - lo!) / (hi! - lo!);
+      const medium = !(wavelen < old! / hi!) && !(wavelen > old! / lo!);
+      return medium ? (1 - smooth) * (scaled / factor!) + smooth * scaled : scaled;
+    });
+  }
+  const ropeRotateHalf = (x: Float64Array, heads: number, pos: number): void => {
+    const half = hd / 2;
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < half; i++) {
+        const a = x[h * hd + i] as number;
+        const b = x[h * hd + half + i] as number;
+        const cos = Math.cos(pos * (invFreq[i] as number));
+        const sin = Math.sin(pos * (invFreq[i] as number));
+        x[h * hd + i] = a * cos - b * sin;
+        x[h * hd + half + i] = b * cos + a * sin;
+      }
+    }
+  };
+  const bias = (name: string): Float32Array | undefined => t.get(name);
+  const xs = tokens.map((tok) => Float64Array.from(get('model.embed_tokens.weight').subarray(tok * D, (tok + 1) * D)));
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    const ks: Float64Array[] = [];
+    const vs: Float64Array[] = [];
+    const qs: Float64Array[] = [];
+    xs.forEach((x, pos) => {
+      const h = norm(x, get(`${p}input_layernorm.weight`));
+      const q = linear(h, get(`${p}self_attn.q_proj.weight`), H * hd, bias(`${p}self_attn.q_proj.bias`));
+      const k = linear(h, get(`${p}self_attn.k_proj.weight`), KV * hd, bias(`${p}self_attn.k_proj.bias`));
+      const v = linear(h, get(`${p}self_attn.v_proj.weight`), KV * hd, bias(`${p}self_attn.v_proj.bias`));
+      ropeRotateHalf(q, H, pos);
+      ropeRotateHalf(k, KV, pos);
+      qs.push(q);
+      ks.push(k);
+      vs.push(v);
+    });
+    xs.forEach((x, pos) => {
+      const att = new Float64Array(H * hd);
+      for (let h = 0; h < H; h++) {
+        const kvh = Math.floor(h / (H / KV));
+        const scores = Array.from({ length: pos + 1 }, (_, s) => {
+          let dot = 0;
+          for (let i = 0; i < hd; i++) dot += (qs[pos]![h * hd + i] as number) * (ks[s]![kvh * hd + i] as number);
+          return dot / Math.sqrt(hd);
+        });
+        const m = Math.max(...scores);
+        const e = scores.map((s) => Math.exp(s - m));
+        const z = e.reduce((a, b) => a + b, 0);
+        for (let s = 0; s <= pos; s++) {
+          for (let i = 0; i < hd; i++) att[h * hd + i] = (att[h * hd + i] as number) + ((e[s] as number) / z) * (vs[s]![kvh * hd + i] as number);
+        }
+      }
+      const o = linear(att, get(`${p}self_attn.o_proj.weight`), D);
+      for (let i = 0; i < D; i++) x[i] = (x[i] as number) + (o[i] as number);
+      const h2 = norm(x, get(`${p}post_attention_layernorm.weight`));
+      const inter = c.intermediate_size as number;
+      const gate = linear(h2, get(`${p}mlp.gate_proj.weight`), inter);
+      const up = linear(h2, get(`${p}mlp.up_proj.weight`), inter);
+      const act = gate.map((g, i) => (g / (1 + Math.exp(-g))) * (up[i] as number));
+      const down = linear(act, get(`${p}mlp.down_proj.weight`), D);
+      for (let i = 0; i < D; i++) x[i] = (x[i] as number) + (down[i] as number);
+    });
+  }
+  const head = c.tie_word_embeddings ? get('model.embed_tokens.weight') : get('lm_head.weight');
+  return xs.map((x) => linear(norm(x, get('model.norm.weight')), head, c.vocab_size as number));
 }
