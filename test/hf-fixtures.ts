@@ -3,6 +3,7 @@
 import { f32ToF16Bits } from '../src/format/f16.js';
 import { layerWeights, queryDim, type Llama3RopeScaling, type LlamaConfig, type LlamaWeights } from '../src/model/checkpoint.js';
 import { mulberry32 } from '../src/random.js';
+import type { Tokenizer } from '../src/model/tokenizer.js';
 import { permuteRope } from '../src/model/hf/loader.js';
 import { writeSafetensors } from '../src/model/hf/safetensors.js';
 
@@ -304,4 +305,68 @@ export function hfReferenceLogits(configJson: string, tensors: readonly HfTensor
   }
   const head = c.tie_word_embeddings ? get('model.embed_tokens.weight') : get('lm_head.weight');
   return xs.map((x) => linear(norm(x, get('model.norm.weight')), head, c.vocab_size as number));
+}
+
+/**
+ * tokenizer.json equivalent to a llama2.c (sentencepiece BPE) tokenizer, built the way transformers'
+ * LlamaConverter does: pieces with "▁" for spaces, BPE merges of every split of every piece into two pieces,
+ * ranked by the merged piece's score (then ids), byte fallback, Metaspace-style normalizer and decoder.
+ */
+export function tokenizerJsonFromLlama2c(tok: Tokenizer): Record<string, unknown> {
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  const specials = ['<unk>', '<s>', '</s>'];
+  const pieces = tok.pieces.map((bytes, id) => (id < specials.length ? (specials[id] as string) : decoder.decode(bytes).replaceAll(' ', '▁')));
+  const vocab: Record<string, number> = {};
+  pieces.forEach((p, id) => {
+    if (!(p in vocab)) vocab[p] = id;
+  });
+  const merges: Array<{ left: string; right: string; score: number; id: number; l: number; r: number }> = [];
+  pieces.forEach((piece, id) => {
+    if (id < specials.length || /^<0x[0-9A-F]{2}>$/.test(piece)) return;
+    const chars = Array.from(piece);
+    for (let k = 1; k < chars.length; k++) {
+      const left = chars.slice(0, k).join('');
+      const right = chars.slice(k).join('');
+      const l = vocab[left];
+      const r = vocab[right];
+      if (l !== undefined && r !== undefined) merges.push({ left, right, score: tok.scores[id] as number, id, l, r });
+    }
+  });
+  merges.sort((a, b) => b.score - a.score || a.id - b.id || a.l - b.l || a.r - b.r);
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: specials.map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: {
+      type: 'Sequence',
+      normalizers: [
+        { type: 'Prepend', prepend: '▁' },
+        { type: 'Replace', pattern: { String: ' ' }, content: '▁' },
+      ],
+    },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: {
+      type: 'Sequence',
+      decoders: [
+        { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
+        { type: 'ByteFallback' },
+        { type: 'Fuse' },
+        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+      ],
+    },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: '<unk>',
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: true,
+      byte_fallback: true,
+      ignore_merges: false,
+      vocab,
+      merges: merges.map((m) => [m.left, m.right]),
+    },
+  };
 }
