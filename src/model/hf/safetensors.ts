@@ -189,6 +189,8 @@ export function parseSafetensorsHeader(
   return { tensors, metadata };
 }
 
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 /**
  * Converts raw little-endian F32/F16/BF16 bytes to f32 (a copy, so the source bytes can be dropped).
  *
@@ -200,6 +202,7 @@ export function parseSafetensorsHeader(
 export function decodeToF32(dtype: ReadableDtype, bytes: Uint8Array): Float32Array {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (dtype === 'F32') {
+    if (littleEndian) return new Float32Array(bytes.slice().buffer);
     const out = new Float32Array(bytes.byteLength / 4);
     for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(4 * i, true);
     return out;
@@ -208,7 +211,12 @@ export function decodeToF32(dtype: ReadableDtype, bytes: Uint8Array): Float32Arr
   if (dtype === 'BF16') {
     // bf16 is the top half of an f32: widening is exact.
     const bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < out.length; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+    if (littleEndian && bytes.byteOffset % 2 === 0) {
+      const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, out.length);
+      for (let i = 0; i < out.length; i++) bits[i] = (halves[i] as number) << 16;
+    } else {
+      for (let i = 0; i < out.length; i++) bits[i] = view.getUint16(2 * i, true) << 16;
+    }
     return out;
   }
   for (let i = 0; i < out.length; i++) out[i] = f16BitsToF32(view.getUint16(2 * i, true));
