@@ -1,4 +1,5 @@
 import { InvalidArgumentError, KvCompactError, LimitExceededError } from '../errors.js';
+import { F16_MAX, pack2x16float } from '../format/f16.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import { EmbeddingKernel } from '../kernels/model/embedding.js';
@@ -72,6 +73,62 @@ function checkWeightSizes(limits: GPUSupportedLimits, config: LlamaConfig): void
       );
     }
   }
+}
+
+/**
+ * A row-major f32 matrix [rows][cols] as f16 pairs in u32 words, the upload layout for f16 weights where the
+ * device lacks `shader-f16` (SwiftShader): each row is ⌈cols/2⌉ words, word j = pack2x16float(w[2j], w[2j+1])
+ * (the odd last column paired with 0), so a matrix-vector kernel reads two weights per word and every row starts
+ * on a word. With shader-f16 the same bytes are an `array<f16>` of rows padded to an even width. A weight past
+ * the f16 range (±65504) is an {@link InvalidArgumentError} naming the tensor and the element, not a silent ∞.
+ *
+ * @example
+ * ```ts
+ * const words = packF16Rows(lw.wq, queryDim(config), config.dim, 'wq'); // half the bytes of lw.wq
+ * ```
+ */
+export function packF16Rows(data: Float32Array, rows: number, cols: number, tensor: string): Uint32Array {
+  if (data.length !== rows * cols) {
+    throw new InvalidArgumentError(tensor, `has ${data.length} values, expected rows ${rows} × cols ${cols}`);
+  }
+  const wordsPerRow = Math.ceil(cols / 2);
+  const out = new Uint32Array(rows * wordsPerRow);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < wordsPerRow; j++) {
+      const c = 2 * j;
+      const a = data[r * cols + c] as number;
+      const b = c + 1 < cols ? (data[r * cols + c + 1] as number) : 0;
+      if (!(Math.abs(a) <= F16_MAX) || !(Math.abs(b) <= F16_MAX)) {
+        const bad = !(Math.abs(a) <= F16_MAX) ? c : c + 1;
+        throw new InvalidArgumentError(
+          tensor,
+          `element [${r}, ${bad}] = ${data[r * cols + bad]} is outside the f16 range (±${F16_MAX}); keep this tensor in f32`,
+        );
+      }
+      out[r * wordsPerRow + j] = pack2x16float(a, b);
+    }
+  }
+  return out;
+}
+
+/**
+ * Bytes the weights of a model take on the GPU in f32 or f16 (w1 and w3 are one buffer, a shared classifier is
+ * the embedding, RMSNorm weights and biases stay f32), for sizing and for the memory figures of docs/hf-models.md.
+ *
+ * @example
+ * ```ts
+ * gpuWeightBytes(checkpoint.config, 'f16'); // ≈ 269 MB for SmolLM2-135M
+ * ```
+ */
+export function gpuWeightBytes(config: LlamaConfig, format: 'f32' | 'f16', attentionBias = false): number {
+  const { dim, hiddenDim, kvDim, vocabSize, nLayers } = config;
+  const qDim = queryDim(config);
+  const matrix = (rows: number, cols: number) => (format === 'f32' ? 4 * rows * cols : 4 * rows * Math.ceil(cols / 2));
+  const perLayer =
+    matrix(qDim, dim) + 2 * matrix(kvDim, dim) + matrix(dim, qDim) + matrix(2 * hiddenDim, dim) + matrix(dim, hiddenDim) +
+    4 * 2 * dim + (attentionBias ? 4 * (qDim + 2 * kvDim) : 0);
+  const classifier = config.sharedClassifier ? 0 : matrix(vocabSize, dim);
+  return matrix(vocabSize, dim) + classifier + 4 * dim + nLayers * perLayer;
 }
 
 /** Per-chunk scratch, sized for `capacity` tokens and grown on demand. */
