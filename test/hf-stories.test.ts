@@ -2,10 +2,11 @@ import { describe, expect, it } from 'vitest';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
 import { perplexityOfWindows, prepareEvalWindows } from '../src/model/eval-text.js';
 import { loadHfModel, memoryFolder } from '../src/model/hf/loader.js';
+import { HfTokenizer } from '../src/model/hf/tokenizer.js';
 import { ReferenceLlama } from '../src/model/reference-forward.js';
 import { argmax } from '../src/model/sampling.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
-import { hfFolderFiles, type FixtureDtype } from './hf-fixtures.js';
+import { hfFolderFiles, tokenizerJsonFromLlama2c, type FixtureDtype } from './hf-fixtures.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
 
 const llama2c = parseCheckpoint(sharedBytes('models/stories260K.bin'));
@@ -49,10 +50,13 @@ describe('stories260K converted to the Hugging Face layout (CPU forward)', () =>
     expect(ids).toEqual(reference.tokens);
   });
 
-  it('f32: the same eval perplexity on the dev text (3.653, top-1 65.68%)', async () => {
+  it('f32 + tokenizer.json: the same eval windows and perplexity on the dev text (3.653, top-1 65.68%)', async () => {
     const model = new ReferenceLlama((await loadConverted('F32')).checkpoint);
-    const tokenizer = Tokenizer.parse(sharedBytes('models/tok512.bin'), 512);
-    const windows = prepareEvalWindows(sharedText('data/tinystories_dev.txt'), tokenizer);
+    const tok512 = Tokenizer.parse(sharedBytes('models/tok512.bin'), 512);
+    const tokenizer = HfTokenizer.fromJson(tokenizerJsonFromLlama2c(tok512), { bos_token: '<s>', eos_token: '</s>' });
+    const text = sharedText('data/tinystories_dev.txt');
+    const windows = prepareEvalWindows(text, tokenizer);
+    expect(windows).toEqual(prepareEvalWindows(text, tok512));
     const r = perplexityOfWindows(windows, (token, pos) => {
       if (pos === 0) model.reset();
       return model.forward(token, pos);

@@ -2,7 +2,7 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer as TokenizersJs } from '@huggingface/tokenizers';
 import { HfModelError } from '../../errors.js';
 import { InvalidArgumentError } from '../../errors.js';
-import type { EncodeOptions } from '../tokenizer.js';
+import type { EncodeOptions, TextTokenizer } from '../tokenizer.js';
 import type { HfModelConfig } from './config.js';
 import { readFolderText, type ModelFolder } from './loader.js';
 
@@ -44,7 +44,7 @@ function tokenText(v: unknown): string | undefined {
  * const ids = tok.encode(tok.applyChatTemplate([{ role: 'user', content: 'Hi' }]));
  * ```
  */
-export class HfTokenizer {
+export class HfTokenizer implements TextTokenizer {
   /** BOS id (config.json `bos_token_id`, else tokenizer_config.json `bos_token`), or undefined when the model has none. */
   readonly bosId: number | undefined;
   /** Ids that end generation (config.json `eos_token_id`, else tokenizer_config.json `eos_token`). */
