@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { HfModelError, MissingTensorError, ModelFormatError, UnknownArchitectureError, UnsupportedDtypeError } from '../src/errors.js';
 import { parseHfConfig } from '../src/model/hf/config.js';
-import { loadHfModel, memoryFolder, permuteRope, unpermuteRope } from '../src/model/hf/loader.js';
+import { blobFolder, loadHfModel, memoryFolder, permuteRope, unpermuteRope } from '../src/model/hf/loader.js';
 import { bytesSource, decodeToF32, openSafetensors, writeSafetensors } from '../src/model/hf/safetensors.js';
 import { ReferenceLlama, ropeFrequencies } from '../src/model/reference-forward.js';
 import {
@@ -128,6 +128,16 @@ describe('synthetic HF checkpoints vs a transformers-style forward on the HF ten
     expect(sharded.files).toHaveLength(3);
     expect(sharded.checkpoint.weights).toEqual(one.checkpoint.weights);
     expect(progress.at(-1)).toBe(2 + 9 * config.nLayers + 1);
+  });
+
+  it('files dropped on a page (File/Blob) load like bytes in memory', async () => {
+    const { config, weights } = syntheticModel({ bias: true }, 4);
+    const files = hfFolderFiles(config, weights, 'F16', 'Qwen2ForCausalLM');
+    const fromMemory = await loadHfModel(memoryFolder('m', files));
+    const dropped = Object.entries(files).map(([name, bytes]) => new File([bytes.slice()], name));
+    const fromBlobs = await loadHfModel(blobFolder('dropped', dropped));
+    expect(fromBlobs.checkpoint.weights).toEqual(fromMemory.checkpoint.weights);
+    await expect(loadHfModel(blobFolder('nothing', []))).rejects.toThrow(/nothing: config.json: missing/);
   });
 
   it('BF16 widens exactly and F16 decodes subnormals, infinities and signs', () => {

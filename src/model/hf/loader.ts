@@ -39,6 +39,33 @@ export function memoryFolder(name: string, files: Readonly<Record<string, Uint8A
 }
 
 /**
+ * A {@link ModelFolder} over browser `File`s (a dropped folder, or files picked with `<input type="file"
+ * multiple webkitdirectory>`), matched by base name. Each tensor is read with `Blob.slice`, so a page holds
+ * one tensor's bytes at a time besides the converted weights.
+ *
+ * @example
+ * ```ts
+ * const model = await loadHfModel(blobFolder('SmolLM2', input.files ?? []));
+ * ```
+ */
+export function blobFolder(name: string, files: Iterable<Blob & { readonly name: string }>): ModelFolder {
+  const byName = new Map<string, Blob & { readonly name: string }>();
+  for (const f of files) byName.set(f.name.slice(f.name.lastIndexOf('/') + 1), f);
+  return {
+    name,
+    open: async (fileName) => {
+      const file = byName.get(fileName);
+      if (!file) return undefined;
+      return {
+        name: fileName,
+        byteLength: file.size,
+        read: async (offset, length) => new Uint8Array(await file.slice(offset, offset + length).arrayBuffer()),
+      };
+    },
+  };
+}
+
+/**
  * The text of a folder's file, or undefined when absent.
  *
  * @example
