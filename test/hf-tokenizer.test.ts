@@ -50,6 +50,8 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     expect(hf.eosIds).toEqual([2]);
     expect(hf.vocabSize).toBe(512);
     expect(hf.encode('', { bos: true, eos: true })).toEqual([1, 2]);
+    // Special tokens written in the text (as chat templates do) are single ids, not spelled out.
+    expect(hf.encode('<s>Hi</s>')).toEqual([1, ...hf.encode('Hi'), 2]);
     const fromModel = HfTokenizer.fromJson(tokenizerJson, {}, { bosTokenId: 1, eosTokenIds: [2, 0] });
     expect(fromModel.eosIds).toEqual([2, 0]);
     expect(() => HfTokenizer.fromJson(tokenizerJson, {}).encode('x', { bos: true })).toThrow(/no bos token/);
