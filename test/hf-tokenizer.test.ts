@@ -54,6 +54,12 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     expect(hf.encode('<s>Hi</s>')).toEqual([1, ...hf.encode('Hi'), 2]);
     const fromModel = HfTokenizer.fromJson(tokenizerJson, {}, { bosTokenId: 1, eosTokenIds: [2, 0] });
     expect(fromModel.eosIds).toEqual([2, 0]);
+    // An embedding padded past the tokenizer's ids (Qwen2.5): the padding ids are valid and print nothing.
+    const padded = HfTokenizer.fromJson(tokenizerJson, {}, { bosTokenId: 1, eosTokenIds: [2], vocabSize: 520 });
+    expect(padded.vocabSize).toBe(520);
+    expect(padded.decode(300, 515)).toBe('');
+    expect(padded.decodeAll([1, 300, 519])).toBe(padded.decodeAll([1, 300]));
+    expect(() => padded.decode(1, 520)).toThrow(/outside the vocabulary/);
     expect(() => HfTokenizer.fromJson(tokenizerJson, {}).encode('x', { bos: true })).toThrow(/no bos token/);
   });
 

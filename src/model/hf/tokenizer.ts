@@ -21,6 +21,20 @@ export interface ChatMessage {
 
 type Json = Record<string, unknown>;
 
+/**
+ * What the tokenizer takes from config.json: BOS/EOS ids and the embedding's row count.
+ *
+ * @example
+ * ```ts
+ * HfTokenizer.fromJson(json, tokenizerConfig, { bosTokenId: 1, eosTokenIds: [2], vocabSize: 49152 });
+ * ```
+ */
+export interface HfTokenizerModelInfo {
+  readonly bosTokenId: number | undefined;
+  readonly eosTokenIds: readonly number[];
+  readonly vocabSize?: number;
+}
+
 function isRecord(v: unknown): v is Json {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -52,12 +66,19 @@ export class HfTokenizer implements TextTokenizer {
   private readonly chatTemplate: Template | undefined;
   private readonly specialTokens: Record<string, string>;
 
+  /**
+   * Rows of the model's embedding: the tokenizer's ids, or config.json's `vocab_size` when the model pads its
+   * embedding past them (Qwen2.5: 151,936 rows for 151,665 ids). Ids past the tokenizer decode to nothing.
+   */
+  readonly vocabSize: number;
+
   private constructor(
     private readonly tokenizer: TokenizersJs,
-    readonly vocabSize: number,
+    private readonly tokenizerSize: number,
     config: Json,
-    model: Pick<HfModelConfig, 'bosTokenId' | 'eosTokenIds'> | undefined,
+    model: HfTokenizerModelInfo | undefined,
   ) {
+    this.vocabSize = Math.max(tokenizerSize, model?.vocabSize ?? 0);
     const bosText = tokenText(config.bos_token);
     const eosText = tokenText(config.eos_token);
     this.bosId = model?.bosTokenId ?? (bosText !== undefined ? tokenizer.token_to_id(bosText) : undefined);
@@ -88,7 +109,7 @@ export class HfTokenizer implements TextTokenizer {
    * const tok = HfTokenizer.fromJson(JSON.parse(tokenizerJson), JSON.parse(tokenizerConfig));
    * ```
    */
-  static fromJson(tokenizerJson: unknown, tokenizerConfig: unknown = {}, model?: Pick<HfModelConfig, 'bosTokenId' | 'eosTokenIds'>): HfTokenizer {
+  static fromJson(tokenizerJson: unknown, tokenizerConfig: unknown = {}, model?: HfTokenizerModelInfo): HfTokenizer {
     if (!isRecord(tokenizerJson)) throw new HfModelError('tokenizer.json', 'json', 'must be a JSON object');
     if (!isRecord(tokenizerJson.model)) throw new HfModelError('tokenizer.json', 'model', 'is missing');
     if (!isRecord(tokenizerConfig)) throw new HfModelError('tokenizer_config.json', 'json', 'must be a JSON object');
@@ -135,7 +156,8 @@ export class HfTokenizer implements TextTokenizer {
    * ```
    */
   decodeAll(ids: readonly number[] | Int32Array): string {
-    return this.tokenizer.decode(Array.from(ids), { skip_special_tokens: true });
+    const known = Array.from(ids).filter((id) => id >= 0 && id < this.tokenizerSize);
+    return this.tokenizer.decode(known, { skip_special_tokens: true });
   }
 
   /**
@@ -200,12 +222,13 @@ function parseJson(file: string, text: string): unknown {
  * const tokenizer = await loadHfTokenizer(folder, (await loadHfModel(folder)).config);
  * ```
  */
-export async function loadHfTokenizer(folder: ModelFolder, model?: Pick<HfModelConfig, 'bosTokenId' | 'eosTokenIds'>): Promise<HfTokenizer> {
+export async function loadHfTokenizer(folder: ModelFolder, model?: HfModelConfig): Promise<HfTokenizer> {
   const text = await readFolderText(folder, 'tokenizer.json');
   if (text === undefined) {
     throw new HfModelError(folder.name, 'tokenizer.json', 'missing; download the model\'s tokenizer.json into the folder');
   }
   const configText = await readFolderText(folder, 'tokenizer_config.json');
   const config = configText === undefined ? {} : parseJson('tokenizer_config.json', configText);
-  return HfTokenizer.fromJson(parseJson('tokenizer.json', text), config, model);
+  const info = model ? { bosTokenId: model.bosTokenId, eosTokenIds: model.eosTokenIds, vocabSize: model.llama.vocabSize } : undefined;
+  return HfTokenizer.fromJson(parseJson('tokenizer.json', text), config, info);
 }
