@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -64,7 +64,7 @@ describe('--model DIR: a Hugging Face folder or a llama2.c file, detected', () =
 });
 
 /** A fake hub for one repository: the tree listing with hashes as the hub publishes them, and the files. */
-function fakeHub(files: Record<string, Uint8Array>, corrupt?: string): { fetch: FetchLike; urls: string[] } {
+function fakeHub(files: Record<string, Uint8Array>, corrupt?: string, streamChunk?: number): { fetch: FetchLike; urls: string[] } {
   const urls: string[] = [];
   const listing: HubFile[] = Object.entries(files).map(([path, bytes]) =>
     path.endsWith('.safetensors')
@@ -72,7 +72,18 @@ function fakeHub(files: Record<string, Uint8Array>, corrupt?: string): { fetch: 
       : { path, size: bytes.byteLength, oid: createHash('sha1').update(`blob ${bytes.byteLength}\0`).update(bytes).digest('hex') },
   );
   listing.push({ path: 'README.md', size: 3, oid: 'y' });
-  const respond = (bytes: Uint8Array) => ({ ok: true, status: 200, arrayBuffer: async () => bytes.slice().buffer });
+  const respond = (bytes: Uint8Array) => ({
+    ok: true,
+    status: 200,
+    arrayBuffer: async () => bytes.slice().buffer,
+    ...(streamChunk
+      ? {
+          body: (async function* () {
+            for (let o = 0; o < bytes.length; o += streamChunk) yield bytes.subarray(o, o + streamChunk);
+          })(),
+        }
+      : {}),
+  });
   return {
     urls,
     fetch: async (url) => {
@@ -107,6 +118,27 @@ describe('--model hf:ORG/NAME (injected fetch; no network here)', () => {
     expect(again.message).toMatch(/0 of 4 files downloaded/);
     const offline = await downloadHfModel('hf:tiny-org/tiny-llama', { cacheDir, fetch: async () => Promise.reject(new Error('getaddrinfo ENOTFOUND')) });
     expect(offline.message).toMatch(/cached folder .* hub is unreachable/);
+  });
+
+  it('a streamed body goes to disk chunk by chunk with byte progress, hashed on the way', async () => {
+    const cacheDir = mkdtempSync(join(tmpdir(), 'kvcompact-cache-'));
+    const files = storiesFolderFiles();
+    const bytes: Array<[string, number, number]> = [];
+    const { directory } = await downloadHfModel('hf:tiny-org/tiny-llama', {
+      cacheDir,
+      fetch: fakeHub(files, undefined, 65536).fetch,
+      onBytes: (file, received, total) => bytes.push([file, received, total]),
+    });
+    const weights = bytes.filter(([f]) => f === 'model.safetensors');
+    const size = (files['model.safetensors'] as Uint8Array).length;
+    expect(weights.length).toBe(Math.ceil(size / 65536));
+    expect(weights.at(-1)).toEqual(['model.safetensors', size, size]);
+    expect(new Uint8Array(readFileSync(join(directory, 'model.safetensors')))).toEqual(files['model.safetensors']);
+    await expect(downloadHfModel('hf:tiny-org/tiny-llama', { cacheDir, fetch: fakeHub(files, 'model.safetensors', 65536).fetch })).resolves.toBeDefined();
+    const corruptDir = mkdtempSync(join(tmpdir(), 'kvcompact-cache-'));
+    await expect(downloadHfModel('hf:tiny-org/tiny-llama', { cacheDir: corruptDir, fetch: fakeHub(files, 'config.json', 7).fetch })).rejects.toThrow(
+      /config.json: git sha1/,
+    );
   });
 
   it('a file whose hash does not match is deleted and named; offline with no cache says what to download and where', async () => {

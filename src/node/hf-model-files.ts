@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { HfModelError, InvalidArgumentError } from '../errors.js';
@@ -10,7 +10,7 @@ import { loadHfModel, SHARD_INDEX_FILE, type ModelFolder } from '../model/hf/loa
 import type { ByteSource } from '../model/hf/safetensors.js';
 import { HfTokenizer, loadHfTokenizer } from '../model/hf/tokenizer.js';
 import type { Tokenizer } from '../model/tokenizer.js';
-import { loadModelFiles, sha256Hex, type FetchLike, type ResolveModelFilesOptions } from './model-files.js';
+import { loadModelFiles, type FetchLike, type ResolveModelFilesOptions } from './model-files.js';
 
 /**
  * The formats `--model` accepts: a llama2.c checkpoint file, a Hugging Face model folder, or `hf:ORG/NAME`
@@ -144,6 +144,8 @@ export interface LoadNodeModelOptions extends ResolveModelFilesOptions {
   readonly contextLength?: number;
   /** Download progress of `hf:` models, per file. */
   readonly onProgress?: (file: string, index: number, count: number) => void;
+  /** Download progress of `hf:` models, in bytes of the current file. */
+  readonly onBytes?: (file: string, received: number, total: number) => void;
 }
 
 /**
@@ -173,6 +175,7 @@ export async function loadNodeModel(options: LoadNodeModelOptions = {}): Promise
       ...(options.fetch !== undefined ? { fetch: options.fetch } : {}),
       ...(options.download !== undefined ? { download: options.download } : {}),
       ...(options.onProgress !== undefined ? { onProgress: options.onProgress } : {}),
+      ...(options.onBytes !== undefined ? { onBytes: options.onBytes } : {}),
     });
     directory = downloaded.directory;
     where = downloaded.message;
@@ -233,6 +236,8 @@ export interface DownloadHfModelOptions {
   /** Host. Default https://huggingface.co. */
   readonly endpoint?: string;
   readonly onProgress?: (file: string, index: number, count: number) => void;
+  /** Bytes of the file being downloaded so far, and its size (for a progress bar). */
+  readonly onBytes?: (file: string, received: number, total: number) => void;
 }
 
 /** Files a model folder needs besides the weights, and those worth having. */
@@ -243,16 +248,68 @@ function wantedFile(path: string): boolean {
   return REQUIRED_FILES.includes(path) || OPTIONAL_FILES.includes(path) || /^[^/]+\.safetensors$/.test(path);
 }
 
-function gitBlobSha1(bytes: Uint8Array): string {
-  return createHash('sha1').update(`blob ${bytes.byteLength}\0`).update(bytes).digest('hex');
+/** The hub's hash of a file, fed chunk by chunk: sha256 of LFS files, git blob sha1 of the others, else the size. */
+function hubHasher(file: HubFile): { update(chunk: Uint8Array): void; check(): { ok: boolean; actual: string; expected: string; algorithm: string } } {
+  let length = 0;
+  if (file.lfs) {
+    const hash = createHash('sha256');
+    const expected = file.lfs.oid;
+    return {
+      update: (chunk) => void hash.update(chunk),
+      check: () => {
+        const actual = hash.digest('hex');
+        return { ok: actual === expected, actual, expected, algorithm: 'sha256' };
+      },
+    };
+  }
+  if (file.oid) {
+    // A git blob id hashes a header holding the length first; the listing gives the length up front.
+    const hash = createHash('sha1').update(`blob ${file.size}\0`);
+    const expected = file.oid;
+    return {
+      update: (chunk) => {
+        length += chunk.byteLength;
+        hash.update(chunk);
+      },
+      check: () => {
+        const actual = length === file.size ? hash.digest('hex') : `${length} bytes`;
+        return { ok: actual === expected, actual, expected, algorithm: 'git sha1' };
+      },
+    };
+  }
+  return {
+    update: (chunk) => void (length += chunk.byteLength),
+    check: () => ({ ok: length === file.size, actual: `${length} bytes`, expected: `${file.size} bytes`, algorithm: 'size' }),
+  };
 }
 
-/** Whether bytes are the hub's file: sha256 of LFS files, git blob sha1 of the others. */
-function verify(file: HubFile, bytes: Uint8Array): { ok: boolean; actual: string; expected: string; algorithm: string } {
-  if (file.lfs) return { ok: sha256Hex(bytes) === file.lfs.oid, actual: sha256Hex(bytes), expected: file.lfs.oid, algorithm: 'sha256' };
-  if (file.oid) return { ok: gitBlobSha1(bytes) === file.oid, actual: gitBlobSha1(bytes), expected: file.oid, algorithm: 'git sha1' };
-  return { ok: bytes.byteLength === file.size, actual: `${bytes.byteLength} bytes`, expected: `${file.size} bytes`, algorithm: 'size' };
+/** Whether a file on disk is the hub's (read in chunks, never whole). */
+async function matchesHub(path: string, file: HubFile): Promise<boolean> {
+  const hasher = hubHasher(file);
+  const handle = await open(path, 'r');
+  try {
+    const chunk = new Uint8Array(1 << 20);
+    for (;;) {
+      const { bytesRead } = await handle.read(chunk, 0, chunk.length, null);
+      if (bytesRead === 0) break;
+      hasher.update(chunk.subarray(0, bytesRead));
+    }
+  } finally {
+    await handle.close();
+  }
+  return hasher.check().ok;
 }
+
+/**
+ * A fetch response that may stream its body (WHATWG `fetch` does): downloads then go to disk chunk by chunk with
+ * byte progress instead of through one ArrayBuffer.
+ *
+ * @example
+ * ```ts
+ * const res: StreamingResponse = await fetch(url);
+ * ```
+ */
+export type StreamingResponse = Awaited<ReturnType<FetchLike>> & { readonly body?: AsyncIterable<Uint8Array> | null };
 
 /**
  * The model id of `hf:ORG/NAME`, validated (letters, digits, `-`, `_`, `.`).
@@ -327,28 +384,39 @@ export async function downloadHfModel(spec: string, options: DownloadHfModelOpti
   for (const [i, file] of files.entries()) {
     const target = join(directory, file.path);
     if (isFile(target)) {
-      const existing = new Uint8Array(await readFile(target));
-      if (verify(file, existing).ok) {
+      if (await matchesHub(target, file)) {
         options.onProgress?.(file.path, i + 1, files.length);
         continue;
       }
       await rm(target, { force: true });
     }
     const url = `${endpoint}/${id}/resolve/${revision}/${file.path}`;
-    const res = await fetchFn(url).catch((err: unknown) => {
+    const res = (await fetchFn(url).catch((err: unknown) => {
       throw offlineHelp(`downloading ${url} failed (${(err as Error).message})`);
-    });
+    })) as StreamingResponse;
     if (!res.ok) throw offlineHelp(`GET ${url} failed with HTTP ${res.status}`);
-    const bytes = new Uint8Array(await res.arrayBuffer());
     const partial = `${target}.partial`;
-    await writeFile(partial, bytes);
-    const check = verify(file, bytes);
+    const hasher = hubHasher(file);
+    let received = 0;
+    const handle = await open(partial, 'w');
+    try {
+      const chunks: AsyncIterable<Uint8Array> | Uint8Array[] = res.body ?? [new Uint8Array(await res.arrayBuffer())];
+      for await (const chunk of chunks) {
+        hasher.update(chunk);
+        await handle.write(chunk);
+        received += chunk.byteLength;
+        options.onBytes?.(file.path, received, file.lfs?.size ?? file.size);
+      }
+    } finally {
+      await handle.close();
+    }
+    const check = hasher.check();
     if (!check.ok) {
       await rm(partial, { force: true });
       throw new HfModelError(
         spec,
         file.path,
-        `${check.algorithm} ${check.actual} (${bytes.byteLength} bytes) does not match the hub's ${check.expected}; ` +
+        `${check.algorithm} ${check.actual} (${received} bytes) does not match the hub's ${check.expected}; ` +
           'the partial download was deleted. Retry, or download it yourself into ' + directory,
       );
     }
