@@ -1,7 +1,6 @@
 import { Template } from '@huggingface/jinja';
 import { Tokenizer as TokenizersJs } from '@huggingface/tokenizers';
-import { HfModelError } from '../../errors.js';
-import { InvalidArgumentError } from '../../errors.js';
+import { HfModelError, InvalidArgumentError } from '../../errors.js';
 import type { EncodeOptions, TextTokenizer } from '../tokenizer.js';
 import type { HfModelConfig } from './config.js';
 import { readFolderText, type ModelFolder } from './loader.js';
