@@ -301,3 +301,89 @@ export class NonFiniteWeightsError extends ModelFormatError {
 export class UsageError extends InvalidArgumentError {
   override name = 'UsageError';
 }
+
+/**
+ * A file of a Hugging Face model folder (safetensors header, `config.json`, `model.safetensors.index.json`,
+ * `tokenizer.json`) is malformed or describes something the engine cannot run. `file` and `field` name where.
+ * Raised while reading headers and configs, before any tensor is read or any GPU work starts.
+ *
+ * @example
+ * ```ts
+ * try { await loadHfModel(folder); }
+ * catch (err) { if (err instanceof HfModelError) console.error(`fix ${err.file} (${err.field})`); else throw err; }
+ * ```
+ */
+export class HfModelError extends ModelFormatError {
+  override name = 'HfModelError';
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${file}: ${field}: ${message}`);
+  }
+}
+
+/**
+ * A tensor's dtype is one the loader does not convert (it reads F32, F16 and BF16). Re-export the checkpoint in
+ * one of those (e.g. `model.to(torch.float16).save_pretrained(dir)`); quantized checkpoints are not supported.
+ *
+ * @example
+ * ```ts
+ * // model.safetensors: model.embed_tokens.weight.dtype: F64 is not supported; ...
+ * if (err instanceof UnsupportedDtypeError) console.error(err.dtype);
+ * ```
+ */
+export class UnsupportedDtypeError extends HfModelError {
+  override name = 'UnsupportedDtypeError';
+  constructor(
+    file: string,
+    readonly tensor: string,
+    readonly dtype: string,
+  ) {
+    super(
+      file,
+      `${tensor}.dtype`,
+      `${dtype} is not supported; supported dtypes are F32, F16 and BF16 (re-save the model in one of them)`,
+    );
+  }
+}
+
+/**
+ * `config.json` names an architecture the engine does not run. `known` lists those it does.
+ *
+ * @example
+ * ```ts
+ * // config.json: architectures: GPT2LMHeadModel is not supported; supported: LlamaForCausalLM, ...
+ * ```
+ */
+export class UnknownArchitectureError extends HfModelError {
+  override name = 'UnknownArchitectureError';
+  constructor(
+    file: string,
+    readonly architecture: string,
+    readonly known: readonly string[],
+  ) {
+    super(file, 'architectures', `${architecture} is not supported; supported: ${known.join(', ')}`);
+  }
+}
+
+/**
+ * A tensor the architecture needs is in none of the model's safetensors files (or in another file than the
+ * index says).
+ *
+ * @example
+ * ```ts
+ * // model.safetensors: model.layers.3.mlp.up_proj.weight: missing; the checkpoint is incomplete or not a ...
+ * ```
+ */
+export class MissingTensorError extends HfModelError {
+  override name = 'MissingTensorError';
+  constructor(
+    file: string,
+    readonly tensor: string,
+    hint = 'the checkpoint is incomplete (re-download it) or of another architecture than config.json says',
+  ) {
+    super(file, tensor, `missing; ${hint}`);
+  }
+}

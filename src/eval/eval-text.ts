@@ -3,7 +3,7 @@
  * in src/eval/metrics.ts).
  */
 import { InvalidArgumentError } from '../errors.js';
-import { BOS_ID, type Tokenizer } from '../model/tokenizer.js';
+import { BOS_ID, type TextTokenizer } from '../model/tokenizer.js';
 
 /**
  * Options of {@link prepareEvalWindows}.
@@ -31,7 +31,7 @@ export interface EvalWindowOptions {
  * windows.length; // 8, each 512 ids starting with 1
  * ```
  */
-export function prepareEvalWindows(text: string, tokenizer: Tokenizer, options: EvalWindowOptions = {}): Int32Array[] {
+export function prepareEvalWindows(text: string, tokenizer: Pick<TextTokenizer, 'encode'>, options: EvalWindowOptions = {}): Int32Array[] {
   const window = options.window ?? 512;
   const windows = options.windows ?? 8;
   if (!Number.isInteger(window) || window < 2) throw new InvalidArgumentError('window', `must be an integer ≥ 2, got ${window}`);

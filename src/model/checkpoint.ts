@@ -22,12 +22,46 @@ export interface LlamaConfig {
   readonly vocabSize: number;
   /** Maximum context length the model was trained with (and the length of the RoPE tables in the file). */
   readonly seqLen: number;
-  /** `dim / nHeads`. */
+  /** Width of one attention head: `dim / nHeads` in llama2.c files; a Hugging Face `head_dim` may differ. */
   readonly headSize: number;
   /** `nKvHeads * headSize`: width of one token's K (or V) vector in one layer. */
   readonly kvDim: number;
   /** True when the classifier reuses the token embedding (a positive vocab_size in the header). */
   readonly sharedClassifier: boolean;
+  /** RoPE base frequency; absent means llama2.c's 10000. */
+  readonly ropeTheta?: number;
+  /** RMSNorm epsilon; absent means llama2.c's 1e-5. */
+  readonly rmsNormEps?: number;
+  /** Llama 3 RoPE frequency scaling (Llama 3.1/3.2 configs); absent for plain RoPE. */
+  readonly ropeScaling?: Llama3RopeScaling;
+}
+
+/**
+ * `rope_scaling` of `rope_type: "llama3"`: long wavelengths are slowed by `factor`, short ones kept, the band
+ * between blended (transformers' `_compute_llama3_parameters`).
+ *
+ * @example
+ * ```ts
+ * const scaling: Llama3RopeScaling = { factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 };
+ * ```
+ */
+export interface Llama3RopeScaling {
+  readonly factor: number;
+  readonly lowFreqFactor: number;
+  readonly highFreqFactor: number;
+  readonly originalMaxPositionEmbeddings: number;
+}
+
+/**
+ * Width of all query heads together, `nHeads · headSize` (equal to `dim` in llama2.c files).
+ *
+ * @example
+ * ```ts
+ * const q = new Float32Array(queryDim(config));
+ * ```
+ */
+export function queryDim(config: LlamaConfig): number {
+  return config.nHeads * config.headSize;
 }
 
 /**
@@ -44,13 +78,13 @@ export interface LlamaWeights {
   readonly tokenEmbedding: Float32Array;
   /** [nLayers, dim] */
   readonly rmsAttWeight: Float32Array;
-  /** [nLayers, dim, dim] */
+  /** [nLayers, nHeads · headSize, dim], rows of each head in llama2.c's interleaved RoPE order */
   readonly wq: Float32Array;
-  /** [nLayers, kvDim, dim] */
+  /** [nLayers, kvDim, dim], rows in the same RoPE order as wq */
   readonly wk: Float32Array;
   /** [nLayers, kvDim, dim] */
   readonly wv: Float32Array;
-  /** [nLayers, dim, dim] */
+  /** [nLayers, dim, nHeads · headSize] */
   readonly wo: Float32Array;
   /** [nLayers, dim] */
   readonly rmsFfnWeight: Float32Array;
@@ -64,6 +98,10 @@ export interface LlamaWeights {
   readonly rmsFinalWeight: Float32Array;
   /** [vocabSize, dim]; the same array as `tokenEmbedding` when the classifier is shared. */
   readonly wcls: Float32Array;
+  /** q/k/v projection biases [nLayers, width] (Qwen2); absent in llama2.c and Llama files. */
+  readonly bq?: Float32Array;
+  readonly bk?: Float32Array;
+  readonly bv?: Float32Array;
 }
 
 /**
@@ -84,6 +122,9 @@ export interface LlamaLayerWeights {
   readonly w1: Float32Array;
   readonly w2: Float32Array;
   readonly w3: Float32Array;
+  readonly bq?: Float32Array;
+  readonly bk?: Float32Array;
+  readonly bv?: Float32Array;
 }
 
 /**
@@ -111,7 +152,7 @@ export const CHECKPOINT_HEADER_BYTES = 28;
 
 const HEADER_FIELDS = ['dim', 'hidden_dim', 'n_layers', 'n_heads', 'n_kv_heads', 'vocab_size', 'seq_len'] as const;
 
-type TensorName = Exclude<keyof LlamaWeights, 'wcls'> | 'freqCisReal' | 'freqCisImag' | 'wcls';
+type TensorName = Exclude<keyof LlamaWeights, 'wcls' | 'bq' | 'bk' | 'bv'> | 'freqCisReal' | 'freqCisImag' | 'wcls';
 
 /** The tensors of the file in file order with their float counts. */
 function tensorPlan(c: LlamaConfig): Array<[TensorName, number]> {
@@ -308,18 +349,21 @@ export function parseCheckpoint(data: ArrayBuffer | Uint8Array): LlamaCheckpoint
  */
 export function layerWeights(config: LlamaConfig, weights: LlamaWeights, layer: number): LlamaLayerWeights {
   const { dim, hiddenDim: h, kvDim } = config;
+  const qDim = queryDim(config);
   const slice = (a: Float32Array, n: number): Float32Array => a.subarray(layer * n, (layer + 1) * n);
-  return {
+  const views: LlamaLayerWeights = {
     rmsAttWeight: slice(weights.rmsAttWeight, dim),
-    wq: slice(weights.wq, dim * dim),
+    wq: slice(weights.wq, qDim * dim),
     wk: slice(weights.wk, kvDim * dim),
     wv: slice(weights.wv, kvDim * dim),
-    wo: slice(weights.wo, dim * dim),
+    wo: slice(weights.wo, dim * qDim),
     rmsFfnWeight: slice(weights.rmsFfnWeight, dim),
     w1: slice(weights.w1, h * dim),
     w2: slice(weights.w2, dim * h),
     w3: slice(weights.w3, h * dim),
   };
+  if (!weights.bq || !weights.bk || !weights.bv) return views;
+  return { ...views, bq: slice(weights.bq, qDim), bk: slice(weights.bk, kvDim), bv: slice(weights.bv, kvDim) };
 }
 
 /**
@@ -358,7 +402,7 @@ export function serializeCheckpoint(config: LlamaConfig, weights: LlamaWeights):
   }
   for (const [name, count] of tensorPlan(config)) {
     const src =
-      name === 'freqCisReal' ? cosTable : name === 'freqCisImag' ? sinTable : weights[name as keyof LlamaWeights];
+      name === 'freqCisReal' ? cosTable : name === 'freqCisImag' ? sinTable : weights[name];
     if (src.length !== count) {
       throw new ModelFormatError(`serializeCheckpoint: ${name} has ${src.length} floats, config needs ${count}`);
     }

@@ -1,5 +1,13 @@
 import { InvalidArgumentError } from '../errors.js';
-import { layerWeights, type LlamaCheckpoint, type LlamaConfig, type LlamaLayerWeights, type LlamaWeights } from './checkpoint.js';
+import {
+  layerWeights,
+  queryDim,
+  type Llama3RopeScaling,
+  type LlamaCheckpoint,
+  type LlamaConfig,
+  type LlamaLayerWeights,
+  type LlamaWeights,
+} from './checkpoint.js';
 import type { AttentionHook } from '../attention/backend.js';
 
 /**
@@ -22,20 +30,20 @@ export const RMS_NORM_EPS = 1e-5;
 export const ROPE_THETA = 10000;
 
 /**
- * out = weight ⊙ x / sqrt(mean(x²) + 1e-5), as llama2.c `rmsnorm` (out may alias x).
+ * out = weight ⊙ x / sqrt(mean(x²) + eps), as llama2.c `rmsnorm` (out may alias x; eps defaults to 1e-5).
  *
  * @example
  * ```ts
  * rmsnorm(xb, x, weights.rmsFinalWeight);
  * ```
  */
-export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, size = x.length): void {
+export function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, size = x.length, eps = RMS_NORM_EPS): void {
   let ss = 0;
   for (let j = 0; j < size; j++) {
     const v = x[j] ?? 0;
     ss += v * v;
   }
-  const scale = 1 / Math.sqrt(ss / size + RMS_NORM_EPS);
+  const scale = 1 / Math.sqrt(ss / size + eps);
   for (let j = 0; j < size; j++) out[j] = (weight[j] ?? 0) * (scale * (x[j] ?? 0));
 }
 
@@ -57,18 +65,71 @@ export function matmul(out: Float32Array, x: Float32Array, w: Float32Array, n: n
 }
 
 /**
+ * The RoPE frequency of each pair i of a head, θ^(−2i/headSize) rounded as llama2.c's `powf` (so the default
+ * reproduces run.c bit for bit), then with Llama 3 scaling when given: wavelengths longer than
+ * original/lowFreqFactor divided by `factor`, shorter than original/highFreqFactor kept, the band between
+ * interpolated (transformers' `_compute_llama3_parameters`).
+ *
+ * @example
+ * ```ts
+ * const freqs = ropeFrequencies(64, 500000, { factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 });
+ * ```
+ */
+export function ropeFrequencies(headSize: number, theta = ROPE_THETA, scaling?: Llama3RopeScaling): Float32Array {
+  const half = headSize / 2;
+  const out = new Float32Array(half);
+  for (let i = 0; i < half; i++) {
+    out[i] = Math.fround(1 / Math.fround(Math.pow(theta, Math.fround((2 * i) / headSize))));
+  }
+  if (!scaling) return out;
+  const { factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings: original } = scaling;
+  const lowFreqWavelen = original / lowFreqFactor;
+  const highFreqWavelen = original / highFreqFactor;
+  for (let i = 0; i < half; i++) {
+    const freq = out[i] as number;
+    const wavelen = (2 * Math.PI) / freq;
+    if (wavelen < highFreqWavelen) continue;
+    if (wavelen > lowFreqWavelen) {
+      out[i] = freq / factor;
+      continue;
+    }
+    const smooth = (original / wavelen - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+    out[i] = (1 - smooth) * (freq / factor) + smooth * freq;
+  }
+  return out;
+}
+
+/**
+ * The RoPE frequencies of a model's config (its theta and scaling; llama2.c's when absent).
+ *
+ * @example
+ * ```ts
+ * rope(q, pos, config.headSize, q.length, configRopeFrequencies(config));
+ * ```
+ */
+export function configRopeFrequencies(config: LlamaConfig): Float32Array {
+  return ropeFrequencies(config.headSize, config.ropeTheta ?? ROPE_THETA, config.ropeScaling);
+}
+
+/**
  * Rotates each pair (2i, 2i+1) of every head of `vec` (length a multiple of `headSize`) by
- * pos · 10000^(−(2i mod headSize)/headSize), in place, as llama2.c (angle computed in fp32 like `powf`).
+ * pos · 10000^(−(2i mod headSize)/headSize), in place, as llama2.c (angle computed in fp32 like `powf`), or by
+ * pos · frequencies[i] when given (see {@link ropeFrequencies}).
  *
  * @example
  * ```ts
  * rope(q, pos, headSize); rope(k, pos, headSize);
  * ```
  */
-export function rope(vec: Float32Array, pos: number, headSize: number, length = vec.length): void {
+export function rope(
+  vec: Float32Array,
+  pos: number,
+  headSize: number,
+  length = vec.length,
+  frequencies: Float32Array = ropeFrequencies(headSize),
+): void {
   for (let i = 0; i < length; i += 2) {
-    const headDim = i % headSize;
-    const freq = Math.fround(1 / Math.fround(Math.pow(ROPE_THETA, Math.fround(headDim / headSize))));
+    const freq = frequencies[(i % headSize) / 2] as number;
     const val = Math.fround(pos * freq);
     const fcr = Math.fround(Math.cos(val));
     const fci = Math.fround(Math.sin(val));
@@ -77,6 +138,10 @@ export function rope(vec: Float32Array, pos: number, headSize: number, length = 
     vec[i] = v0 * fcr - v1 * fci;
     vec[i + 1] = v0 * fci + v1 * fcr;
   }
+}
+
+function addInPlace(x: Float32Array, bias: Float32Array): void {
+  for (let i = 0; i < x.length; i++) x[i] = (x[i] as number) + (bias[i] as number);
 }
 
 /**
@@ -196,6 +261,10 @@ export class ReferenceLlama {
   private readonly k: Float32Array;
   private readonly v: Float32Array;
   private readonly att: Float32Array;
+  /** Attention output [nHeads · headSize] (wider than xb when head_dim · heads > dim). */
+  private readonly attOut: Float32Array;
+  private readonly ropeFrequencies: Float32Array;
+  private readonly eps: number;
 
   constructor(checkpoint: LlamaCheckpoint, options: ReferenceLlamaOptions = {}) {
     const { config, weights } = checkpoint;
@@ -210,10 +279,13 @@ export class ReferenceLlama {
     this.xb2 = new Float32Array(config.dim);
     this.hb = new Float32Array(config.hiddenDim);
     this.hb2 = new Float32Array(config.hiddenDim);
-    this.q = new Float32Array(config.dim);
+    this.q = new Float32Array(queryDim(config));
     this.k = new Float32Array(config.kvDim);
     this.v = new Float32Array(config.kvDim);
     this.att = new Float32Array(config.seqLen);
+    this.attOut = new Float32Array(queryDim(config));
+    this.ropeFrequencies = configRopeFrequencies(config);
+    this.eps = config.rmsNormEps ?? RMS_NORM_EPS;
   }
 
   /**
@@ -252,16 +324,22 @@ export class ReferenceLlama {
         `${pos} must be an integer in 0..${seqLen - 1} (the model's seq_len) with the dense cache; reset() and start a new window`,
       );
     }
-    const { x, xb, xb2, hb, hb2, q, k, v } = this;
+    const { x, xb, xb2, hb, hb2, q, k, v, eps } = this;
+    const qDim = q.length;
     x.set(this.weights.tokenEmbedding.subarray(token * dim, (token + 1) * dim));
     for (let l = 0; l < c.nLayers; l++) {
       const lw = this.layers[l] as LlamaLayerWeights;
-      rmsnorm(xb, x, lw.rmsAttWeight, dim);
-      matmul(q, xb, lw.wq, dim, dim);
+      rmsnorm(xb, x, lw.rmsAttWeight, dim, eps);
+      matmul(q, xb, lw.wq, dim, qDim);
       matmul(k, xb, lw.wk, dim, kvDim);
       matmul(v, xb, lw.wv, dim, kvDim);
-      rope(q, pos, headSize);
-      rope(k, pos, headSize);
+      if (lw.bq && lw.bk && lw.bv) {
+        addInPlace(q, lw.bq);
+        addInPlace(k, lw.bk);
+        addInPlace(v, lw.bv);
+      }
+      rope(q, pos, headSize, qDim, this.ropeFrequencies);
+      rope(k, pos, headSize, kvDim, this.ropeFrequencies);
       const layerBase = l * seqLen * kvDim;
       if (pos < seqLen) {
         this.keyCache.set(k, layerBase + pos * kvDim);
@@ -270,8 +348,8 @@ export class ReferenceLlama {
       let attOut: Float32Array;
       if (attention) {
         attOut = attention(l, pos, q, k, v);
-        if (attOut.length < dim) {
-          throw new InvalidArgumentError('attention', `hook returned ${attOut.length} values, expected nHeads*headSize = ${dim}`);
+        if (attOut.length < qDim) {
+          throw new InvalidArgumentError('attention', `hook returned ${attOut.length} values, expected nHeads*headSize = ${qDim}`);
         }
       } else {
         const n = pos + 1;
@@ -281,20 +359,20 @@ export class ReferenceLlama {
           this.valueCache.subarray(layerBase, layerBase + n * kvDim),
           n,
           c,
-          xb,
+          this.attOut,
           this.att,
         );
       }
-      matmul(xb2, attOut, lw.wo, dim, dim);
+      matmul(xb2, attOut, lw.wo, qDim, dim);
       for (let i = 0; i < dim; i++) x[i] = (x[i] as number) + (xb2[i] as number);
-      rmsnorm(xb, x, lw.rmsFfnWeight, dim);
+      rmsnorm(xb, x, lw.rmsFfnWeight, dim, eps);
       matmul(hb, xb, lw.w1, dim, hiddenDim);
       matmul(hb2, xb, lw.w3, dim, hiddenDim);
       for (let i = 0; i < hiddenDim; i++) hb[i] = silu(hb[i] as number) * (hb2[i] as number);
       matmul(xb, hb, lw.w2, hiddenDim, dim);
       for (let i = 0; i < dim; i++) x[i] = (x[i] as number) + (xb[i] as number);
     }
-    rmsnorm(x, x, this.weights.rmsFinalWeight, dim);
+    rmsnorm(x, x, this.weights.rmsFinalWeight, dim, eps);
     const logits = new Float32Array(c.vocabSize);
     matmul(logits, x, this.weights.wcls, dim, c.vocabSize);
     return logits;

@@ -34,6 +34,23 @@ export interface EncodeOptions {
   readonly eos?: boolean;
 }
 
+/**
+ * What the engine needs of a tokenizer, met by the llama2.c {@link Tokenizer} and by the Hugging Face
+ * `HfTokenizer` (src/model/hf/tokenizer.ts), so evaluation and generation can take either.
+ *
+ * @example
+ * ```ts
+ * function promptIds(tokenizer: TextTokenizer, text: string): number[] { return tokenizer.encode(text, { bos: true }); }
+ * ```
+ */
+export interface TextTokenizer {
+  readonly vocabSize: number;
+  encode(text: string, options?: EncodeOptions): number[];
+  /** Text of `token` as printed after `prev`. */
+  decode(prev: number, token: number): string;
+  decodeAll(ids: readonly number[] | Int32Array): string;
+}
+
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
 /** Each byte as one UTF-16 unit, so concatenating keys concatenates byte strings (what run.c's sprintf does). */
@@ -107,7 +124,7 @@ class CandidateHeap {
  * tok.decodeAll(ids); // 'Once upon a time'
  * ```
  */
-export class Tokenizer {
+export class Tokenizer implements TextTokenizer {
   /** The longest token in bytes, from the file header. */
   readonly maxTokenLength: number;
   /** Merge scores, one per token. */

@@ -314,6 +314,10 @@ export interface LoadedModel {
  * ```
  */
 export async function loadModelFiles(options: ResolveModelFilesOptions = {}): Promise<LoadedModel> {
+  const model = options.model;
+  if (model !== undefined && (model.startsWith('hf:') || isFile(join(resolve(options.cwd ?? process.cwd(), model), 'config.json')))) {
+    throw new InvalidArgumentError('model', `${model} is a Hugging Face model, not a llama2.c checkpoint: load it with loadNodeModel (src/node/hf-model-files.ts)`);
+  }
   const files = await resolveModelFiles(options);
   const checkpoint = parseCheckpoint(await readFile(files.modelPath));
   const tokenizer = Tokenizer.parse(await readFile(files.tokenizerPath), checkpoint.config.vocabSize);
