@@ -60,6 +60,8 @@ export interface CompactionPlanInput {
   readonly residual: number;
   /** Width of the kept-index rows (maxTokensPerHead): head `row`'s kept indices start at row × this. */
   readonly indexStride: number;
+  /** Plan only these heads (index layer × kvHeads + head); the others stay exactly as they are. Default: all. */
+  readonly only?: ReadonlySet<number>;
 }
 
 /**
@@ -107,6 +109,7 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
   for (let layer = 0; layer < layers; layer++) {
     for (let head = 0; head < kvHeads; head++) {
       const index = layer * kvHeads + head;
+      if (input.only && !input.only.has(index)) continue;
       const before = meta.tokenCount(input.seqId, layer, head);
       const kept = input.kept[index] ?? 0;
       if (!Number.isInteger(kept) || kept < 0 || kept > before) {
@@ -268,6 +271,7 @@ export function compactionBlocks(meta: CacheMetadata, input: Omit<CompactionPlan
   const out: HeadBlocksAfter[] = [];
   for (let layer = 0; layer < layers; layer++) {
     for (let head = 0; head < kvHeads; head++) {
+      if (input.only && !input.only.has(layer * kvHeads + head)) continue;
       const before = meta.tokenCount(input.seqId, layer, head);
       const kept = input.kept[layer * kvHeads + head] ?? before;
       const entries = meta.tables.entryView(meta.rowOf(input.seqId, layer, head));

@@ -85,7 +85,7 @@ export class CpuCompressionStages implements CompressionStages {
   async execute(job: ExecutionJob): Promise<number> {
     this.#runJobs(job);
     if (job.policy === null) return 1;
-    const mass = job.measureMass ? this.#massKept(job) : Number.NaN;
+    const mass = job.measureMass && job.select ? this.#massKept(job) : Number.NaN;
     this.#gatherStats(job);
     return mass;
   }
@@ -115,8 +115,9 @@ export class CpuCompressionStages implements CompressionStages {
   #gatherStats(job: ExecutionJob): void {
     const stride = this.indexStride;
     const { attnSum, attnSqSum, attnCount } = this.backend;
-    job.plan.heads.forEach((head, i) => {
-      const kept = this.#selection[i];
+    const { kvHeads } = this.meta.shape;
+    job.plan.heads.forEach((head) => {
+      const kept = this.#selection[head.layer * kvHeads + head.head];
       if (!kept || head.kept === head.before) return;
       const base = head.row * stride;
       for (const stats of [attnSum, attnSqSum, attnCount]) {

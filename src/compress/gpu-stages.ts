@@ -153,7 +153,7 @@ export class GpuCompressionStages implements CompressionStages {
       // Only this sequence's rows: index i = layer × kvHeads + head maps to its table row.
       const rowMap = { base: job.slot * kvHeads, groupRows: kvHeads, groupStride: this.meta.seqSlots * kvHeads };
       const seqRows = layers * kvHeads;
-      if (evicting) {
+      if (evicting && job.select) {
         const members = new Uint32Array(seqRows * 2);
         const segments = new Uint32Array(seqRows * 3);
         rowsOf.forEach((heads, l) =>
@@ -187,7 +187,7 @@ export class GpuCompressionStages implements CompressionStages {
         });
       }
       let sums: GPUBuffer | null = null;
-      if (job.measureMass) {
+      if (job.measureMass && job.select) {
         sums = createStorageBuffer(gpu, 'compress:mass-sums', layers * kvHeads * 8);
         scratch.push(sums);
         const mass = this.massBuffer(job);
@@ -212,12 +212,17 @@ export class GpuCompressionStages implements CompressionStages {
       }
       if (evicting) {
         const rowBytes = stride * 4;
+        const wholeSequence = job.plan.heads.length === seqRows;
+        // A round of one head (pools full, see compressSequence) gathers that head's row alone.
+        const groups = wholeSequence
+          ? [{ rows: seqRows, rowMap, copies: rowsOf.map((heads, l) => ({ from: l * kvHeads, to: heads[0] ?? 0, count: kvHeads })) }]
+          : job.plan.heads.map((head) => ({ rows: 1, rowMap: { base: head.row, groupRows: 1, groupStride: 0 }, copies: [{ from: 0, to: head.row, count: 1 }] }));
         for (const stats of Object.values(this.backend.statistics)) {
-          const out = createStorageBuffer(gpu, 'compress:stats', seqRows * rowBytes);
-          scratch.push(out);
-          this.gather.encode(encoder, { stats, kept: this.buffers.keptIndex, keptCounts: this.buffers.keptCount, out, numRows: seqRows, stride, rowMap });
-          for (let l = 0; l < layers; l++) {
-            encoder.copyBufferToBuffer(out, l * kvHeads * rowBytes, stats, (rowsOf[l]?.[0] ?? 0) * rowBytes, kvHeads * rowBytes);
+          for (const group of groups) {
+            const out = createStorageBuffer(gpu, 'compress:stats', group.rows * rowBytes);
+            scratch.push(out);
+            this.gather.encode(encoder, { stats, kept: this.buffers.keptIndex, keptCounts: this.buffers.keptCount, out, numRows: group.rows, stride, rowMap: group.rowMap });
+            for (const copy of group.copies) encoder.copyBufferToBuffer(out, copy.from * rowBytes, stats, copy.to * rowBytes, copy.count * rowBytes);
           }
         }
       }

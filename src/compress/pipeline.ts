@@ -4,7 +4,7 @@
  * the paged buffers, the CPU stages the TS references on word arrays; everything else (options and defaults, the
  * quantized pool's lifecycle, growth, the plan, the transaction, the report) is decided here, once.
  */
-import { InvalidArgumentError, MissingObservationWindowError } from '../errors.js';
+import { InvalidArgumentError, MissingObservationWindowError, OutOfBlocksError } from '../errors.js';
 import type { CacheMetadata } from '../cache/cache-metadata.js';
 import { abandonCompaction, commitCompaction, planCompactionWithGrowth, type CompactionPlan } from '../cache/compaction-plan.js';
 import { memoryReport, sequenceBytes } from '../cache/memory-report.js';
@@ -39,7 +39,10 @@ export interface ExecutionJob {
   readonly lengths: readonly (readonly number[])[];
   /** Kept tokens of every head, [layer][head]. */
   readonly counts: readonly Uint32Array[];
+  /** The host's plan: every head at once, or one head per round when the pools are full (see compressSequence). */
   readonly plan: CompactionPlan;
+  /** First (or only) round: turn the selection into kept indices, and measure the mass if asked. */
+  readonly select: boolean;
   /** Measure the share of attention mass on kept tokens (report.attentionMassKept). */
   readonly measureMass: boolean;
   readonly window: number;
@@ -163,20 +166,31 @@ export async function compressSequence(
   // A sequence that already holds quantized blocks keeps them quantized even at bits 16: there is no way back.
   const compact = quantize || holdsQuantizedBlocks(meta, seqId);
   const usedBefore = memoryReport(meta).usedBytes;
-  const plan = planCompactionWithGrowth(
-    meta,
-    { seqId, kept: counts.flatMap((heads) => [...heads]), quantize: compact, residual: opts.recent, indexStride: stages.indexStride },
-    stages.growPool,
-  );
-  let attentionMassKept: number;
+  const input = { seqId, kept: counts.flatMap((heads) => [...heads]), quantize: compact, residual: opts.recent, indexStride: stages.indexStride };
+  const job = { seqId, slot, options: opts, policy, lengths, counts, measureMass, window };
+  let plan: CompactionPlan | null = null;
   try {
-    attentionMassKept = await guarded(stages, stages.execute({ seqId, slot, options: opts, policy, lengths, counts, plan, measureMass, window }));
+    plan = planCompactionWithGrowth(meta, input, stages.growPool);
   } catch (error) {
-    abandonCompaction(meta, plan);
-    throw error;
+    if (!(error instanceof OutOfBlocksError)) throw error;
   }
-  commitCompaction(meta, seqId, plan);
-  stages.afterCommit();
+  let attentionMassKept = Number.NaN;
+  // With the pools full, release before allocating: one head per round, each committed (its old blocks freed)
+  // before the next allocates; the compaction reserve that appends leave guarantees the first round fits.
+  const rounds = plan ? [plan] : [];
+  const heads = plan ? 0 : layers * kvHeads;
+  for (let round = 0; round < Math.max(rounds.length, heads); round++) {
+    const roundPlan = rounds[round] ?? planCompactionWithGrowth(meta, { ...input, only: new Set([round]) }, stages.growPool);
+    try {
+      const mass = await guarded(stages, stages.execute({ ...job, plan: roundPlan, select: round === 0 }));
+      if (round === 0) attentionMassKept = mass;
+    } catch (error) {
+      abandonCompaction(meta, roundPlan);
+      throw error;
+    }
+    commitCompaction(meta, seqId, roundPlan);
+    stages.afterCommit();
+  }
   return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started);
 }
 
