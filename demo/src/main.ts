@@ -1,5 +1,6 @@
+import type { Bits } from '../../src/format/layout.js';
 // The live demo page: the Generator (src/app) on the page's WebGPU device, with views of what the cache keeps.
-import { Generator, type GenerateResult, type GenerationBits, type GenerationReport } from '../../src/app/generator.js';
+import { Generator, type GenerateResult, type GenerationReport } from '../../src/app/generator.js';
 import type { BudgetMode } from '../../src/compress/budgets.js';
 import { policyNames } from '../../src/compress/registry.js';
 import { NoAdapterError } from '../../src/errors.js';
@@ -16,7 +17,7 @@ interface DemoRunOptions {
   readonly policy?: string;
   readonly budgetMode?: BudgetMode;
   readonly budget?: number;
-  readonly bits?: GenerationBits;
+  readonly bits?: Bits;
   readonly compare?: boolean;
   readonly heat?: boolean;
 }
@@ -145,7 +146,7 @@ async function start(): Promise<DemoRunResult> {
   const policy = ui.policy.value;
   const budgetMode = ui.budgetMode.value as BudgetMode;
   const budget = Number(ui.budget.value);
-  const bits = Number(ui.bits.value) as GenerationBits;
+  const bits = Number(ui.bits.value) as Bits;
   const withFull = ui.compare.checked;
   const withHeat = ui.heat.checked;
   const { nLayers, nKvHeads } = gen.config;

@@ -1,5 +1,5 @@
 import { PagedKvCache, type CacheMemoryReport } from '../engine/paged-kv-cache.js';
-import { decodeBlockRef, type FullFormat } from '../format/layout.js';
+import { decodeBlockRef, type FullFormat, type Bits } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
@@ -27,15 +27,6 @@ import { HeatReader, type HeatSnapshot } from './heat.js';
  */
 export type GenerationPolicy = 'full' | (string & {});
 
-/**
- * Bits of the cache: 16 keeps the f16 full format only; 8, 4, 2 quantize blocks older than the recent window.
- *
- * @example
- * ```ts
- * const bits: GenerationBits = 4;
- * ```
- */
-export type GenerationBits = 16 | 8 | 4 | 2;
 
 /**
  * Options of {@link Generator.generate}.
@@ -57,7 +48,7 @@ export interface GenerateOptions {
   /** Average tokens kept per KV head (default 64); ignored by policy 'full'. */
   readonly budget?: number;
   /** Default 16 (no quantization). */
-  readonly bits?: GenerationBits;
+  readonly bits?: Bits;
   /** 0 (default) is greedy. */
   readonly temperature?: number;
   /** Nucleus mass when sampling (default 0.9). */
@@ -180,7 +171,7 @@ export interface GenerationReport {
   readonly budgetMode: BudgetMode;
   /** Average tokens per KV head allowed (null for 'full'). */
   readonly budget: number | null;
-  readonly bits: GenerationBits;
+  readonly bits: Bits;
   readonly promptTokens: number;
   readonly generatedTokens: number;
   /** Tokens in the cache's positions (prompt + generated − 1: the last token is sampled, never appended). */
@@ -270,7 +261,7 @@ interface Resolved {
   readonly policy: GenerationPolicy;
   readonly budgetMode: BudgetMode;
   readonly budget: number;
-  readonly bits: GenerationBits;
+  readonly bits: Bits;
   /** Null for policy 'full' (never compresses). */
   readonly schedule: DecodeSchedule | null;
 }
@@ -313,7 +304,7 @@ export class Generator {
   readonly maxTokens: number;
   private readonly backend: CacheSwitch;
   private readonly model: GpuLlama;
-  private readonly caches = new Map<GenerationBits, PagedKvCache>();
+  private readonly caches = new Map<Bits, PagedKvCache>();
   private busy = false;
   private destroyed = false;
 
@@ -355,7 +346,7 @@ export class Generator {
   }
 
   /** The cache used for `bits` (made on first use: a cache's quantized pool has one bit width). */
-  cacheFor(bits: GenerationBits): PagedKvCache {
+  cacheFor(bits: Bits): PagedKvCache {
     let cache = this.caches.get(bits);
     if (!cache) {
       cache = PagedKvCache.create(

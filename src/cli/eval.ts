@@ -1,8 +1,8 @@
+import type { Bits } from '../format/layout.js';
 import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
-import type { CompressBits } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
@@ -57,7 +57,7 @@ export const EVAL_COMMAND: CommandSpec<typeof EVAL_FLAGS> = {
 };
 
 const DEFAULT_TEXT = 'tinystories_dev.txt';
-const BITS: readonly CompressBits[] = [32, 16, 8, 4, 2];
+const BITS: readonly Bits[] = [32, 16, 8, 4, 2];
 
 /** Walks up from this module to the directory holding package.json (dist/cli.js and src/cli/ both work). */
 function packageRoot(): string | undefined {
@@ -147,7 +147,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (window > seqLen) {
     throw new UsageError('--window', `${window} tokens is past the model's context of ${seqLen} tokens (seq_len of ${files.modelPath}); pass --window ${seqLen} or less`);
   }
-  const rows = sweepRows({ policies, budgets, bits: bits as CompressBits[], budgetModes: budgetModes as BudgetMode[] });
+  const rows = sweepRows({ policies, budgets, bits: bits as Bits[], budgetModes: budgetModes as BudgetMode[] });
   process.stderr.write(`${files.message}\ntext: ${textPath}\n${rows.length} rows on the ${engineName} engine\n`);
   let engine: EvalEngineFactory = cpuEngineFactory;
   if (engineName === 'gpu') {

@@ -1,4 +1,5 @@
-import { Generator, type GenerateOptions, type GenerationBits, type GenerationReport } from '../app/generator.js';
+import type { Bits } from '../format/layout.js';
+import { Generator, type GenerateOptions, type GenerationReport } from '../app/generator.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
@@ -135,7 +136,7 @@ export function parseGenerationFlags(
     policy,
     budget: integerFlag('--budget', values.budget, defaults.budget ?? 64, { min: 1 }),
     // A full cache is f16 whatever a command's default bits are.
-    bits: (policy === 'full' ? 16 : bits) as GenerationBits,
+    bits: (policy === 'full' ? 16 : bits) as Bits,
     budgetMode: choiceFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, defaults.budgetMode ?? 'uniform') as BudgetMode,
     temperature: numberFlag('--temperature', values.temperature, defaults.temperature ?? 0, { min: 0 }),
     topP,

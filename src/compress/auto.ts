@@ -2,8 +2,8 @@ import { InvalidArgumentError } from '../errors.js';
 import type { CacheMetadata } from '../cache/cache-metadata.js';
 import { compactionBlocks } from '../cache/compaction-plan.js';
 import { sequenceBytes } from '../cache/memory-report.js';
-import { baselineF16Bytes, bytesPerBlock, formatForBits, type QuantFormat } from '../format/layout.js';
-import type { CompressBits, CompressOptions, CompressionReport } from './options.js';
+import { baselineF16Bytes, type Bits, bytesPerBlock, formatForBits, type QuantFormat } from '../format/layout.js';
+import type { CompressOptions, CompressionReport } from './options.js';
 
 /**
  * Options of `compressAuto`: everything of {@link CompressOptions} but the split between eviction and bits,
@@ -13,7 +13,7 @@ export type AutoCompressOptions = Omit<CompressOptions, 'bits' | 'budget' | 'rat
 
 /** What `compressAuto` chose, and why. */
 export interface AutoChoice {
-  readonly bits: CompressBits;
+  readonly bits: Bits;
   /** Average tokens kept per head (null: all). */
   readonly budget: number | null;
   readonly why: string;

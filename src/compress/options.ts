@@ -1,17 +1,8 @@
+import type { Bits } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from './budgets.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import { policyNames } from './registry.js';
 
-/**
- * Bit widths a compression may ask for: 16/32 keep the full format, 8/4/2 quantize.
- *
- * @example
- * ```ts
- * const bits: CompressBits = 4;
- * await cache.compress(seq, { policy: 'h2o', ratio: 2, bits });
- * ```
- */
-export type CompressBits = 32 | 16 | 8 | 4 | 2;
 
 /**
  * How to compress one sequence. Give `budget` (the AVERAGE number of tokens kept per KV head) or `ratio` (keep
@@ -32,7 +23,7 @@ export interface CompressOptions {
   /** Who keeps how much (default 'uniform'). */
   readonly budgets?: BudgetMode;
   /** 16 or 32 keep the full format; 8, 4 or 2 quantize all but the recent window (default 16). */
-  readonly bits?: CompressBits;
+  readonly bits?: Bits;
   /** Attention sinks always kept (default 4). */
   readonly sinks?: number;
   /** Recent tokens always kept, and kept in full precision when quantizing (default 32). */
@@ -67,7 +58,7 @@ export interface ResolvedCompressOptions {
   /** Average tokens kept per head, or null to keep all. */
   readonly budget: number | null;
   readonly budgets: BudgetMode;
-  readonly bits: CompressBits;
+  readonly bits: Bits;
   readonly sinks: number;
   readonly recent: number;
   readonly window: number;
@@ -157,7 +148,7 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
 export interface CompressionReport {
   readonly policy: string;
   readonly budgets: BudgetMode;
-  readonly bits: CompressBits;
+  readonly bits: Bits;
   /** Average tokens kept per head asked for (null: all). */
   readonly budget: number | null;
   /** Tokens of the sequence. */

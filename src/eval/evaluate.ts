@@ -1,3 +1,4 @@
+import type { Bits } from '../format/layout.js';
 /**
  * Quality against memory of KV-cache compression, engine-agnostic and browser-safe: every next token of the
  * evaluation text is scored while the cache is compressed at decode time, so it never holds more than the budget.
@@ -22,7 +23,7 @@ import type { BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor, type CompressibleCache } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
 import { DEFAULT_SINKS } from '../compress/policy.js';
-import type { CompressBits, CompressionReport, CompressOptions } from '../compress/options.js';
+import type { CompressionReport, CompressOptions } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import type { LlamaCheckpoint } from '../model/checkpoint.js';
@@ -68,7 +69,7 @@ export interface EvalEngine {
 export interface EvalEngineConfig {
   readonly checkpoint: LlamaCheckpoint;
   /** 32: f32 blocks; 16: f16 blocks; 8/4/2: f16 blocks plus a quantized pool of these bits. */
-  readonly bits: CompressBits;
+  readonly bits: Bits;
   readonly blockSize: number;
   /** The most tokens one head holds (the window length). */
   readonly maxTokens: number;
@@ -101,7 +102,7 @@ export interface EvalRowSpec {
   /** Average tokens per KV head the cache may hold (required unless policy is 'full'); must exceed blockSize. */
   readonly budget?: number | null;
   /** Default 16. */
-  readonly bits?: CompressBits;
+  readonly bits?: Bits;
 }
 
 /**
@@ -116,7 +117,7 @@ export interface EvalRow {
   readonly policy: string;
   readonly budgetMode: BudgetMode | null;
   readonly budget: number | null;
-  readonly bits: CompressBits;
+  readonly bits: Bits;
   readonly ppl: number;
   readonly top1: number;
   readonly agreeWithFull: number;
@@ -220,7 +221,7 @@ interface RowPlan {
   readonly policy: string;
   readonly budgetMode: BudgetMode | null;
   readonly budget: number | null;
-  readonly bits: CompressBits;
+  readonly bits: Bits;
   readonly schedule: DecodeSchedule;
 }
 
@@ -316,7 +317,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalReport> {
  * rowLabel({ policy: 'h2o', budgetMode: 'uniform', budget: 32, bits: 8 }); // 'h2o uniform B=32 int8'
  * ```
  */
-export function rowLabel(row: { policy: string; budgetMode?: BudgetMode | null; budget?: number | null; bits?: CompressBits }): string {
+export function rowLabel(row: { policy: string; budgetMode?: BudgetMode | null; budget?: number | null; bits?: Bits }): string {
   const bits = row.bits ?? 16;
   const storage = bits >= 16 ? `f${bits}` : `int${bits}`;
   if (row.policy === 'full' || row.budget === null || row.budget === undefined) return `${row.policy} ${storage}`;
@@ -426,7 +427,7 @@ async function runRow(
 export function sweepRows(sweep: {
   readonly policies: readonly string[];
   readonly budgets: readonly number[];
-  readonly bits: readonly CompressBits[];
+  readonly bits: readonly Bits[];
   readonly budgetModes: readonly BudgetMode[];
 }): EvalRowSpec[] {
   const rows: EvalRowSpec[] = [];

@@ -7,7 +7,7 @@
  * (2.5 ulp) or an fma lands on the other side of a rounding boundary: codes within ±1, parameters exact.
  */
 import { InvalidArgumentError, NonFiniteValueError } from '../errors.js';
-import { type BlockLayout, type CacheBits, isQuantized } from './layout.js';
+import { type BlockLayout, type Bits, isQuantized } from './layout.js';
 import { F16_MAX, f32Bits, f32FromBits, pack2x16float, roundToF16, unpack2x16float } from './f16.js';
 
 const fround = Math.fround;
@@ -50,7 +50,7 @@ export interface QuantParams {
  * quantParams(-1, 2, 2); // { scale: 1, zero: -1, word: pack2x16float(1, -1) }
  * ```
  */
-export function quantParams(min: number, max: number, bits: CacheBits): QuantParams {
+export function quantParams(min: number, max: number, bits: Bits): QuantParams {
   const levels = 2 ** bits - 1;
   const scale = roundToF16(fround(fround(fround(max) - fround(min)) / levels));
   const zero = roundToF16(min);
@@ -65,7 +65,7 @@ export function quantParams(min: number, max: number, bits: CacheBits): QuantPar
  * quantizeCode(0.6, 1, -1, 2); // floor(1.6 + 0.5) = 2
  * ```
  */
-export function quantizeCode(x: number, scale: number, zero: number, bits: CacheBits): number {
+export function quantizeCode(x: number, scale: number, zero: number, bits: Bits): number {
   if (scale === 0) return 0;
   const levels = 2 ** bits - 1;
   const code = Math.floor(fround(fround(fround(fround(x) - zero) / scale) + 0.5));

@@ -18,10 +18,10 @@ export type BlockFormat = 'f32' | 'f16' | 'int8' | 'int4' | 'int2';
  *
  * @example
  * ```ts
- * const bits: CacheBits = formatBits('f16'); // 16
+ * const bits: Bits = formatBits('f16'); // 16
  * ```
  */
-export type CacheBits = 32 | 16 | 8 | 4 | 2;
+export type Bits = 32 | 16 | 8 | 4 | 2;
 
 /**
  * Formats that hold full-precision values (where new tokens land).
@@ -89,7 +89,7 @@ export interface BlockLayout {
   /** Quantization group size G (tokens for K, channels for V). Equal to blockSize for full formats. */
   readonly groupSize: number;
   /** Bits per stored value: 32, 16, 8, 4 or 2. */
-  readonly bits: CacheBits;
+  readonly bits: Bits;
   readonly kOffset: number;
   readonly vOffset: number;
   /** K scale/zero words (quantized formats only; equals positionsOffset otherwise, zero words long). */
@@ -111,7 +111,7 @@ export interface BlockLayout {
  * formatBits('f32');  // 32
  * ```
  */
-export function formatBits(format: BlockFormat): CacheBits {
+export function formatBits(format: BlockFormat): Bits {
   switch (format) {
     case 'f32':
       return 32;

@@ -1,7 +1,6 @@
 import type { PagedKvCacheOptions } from '../cache/cache-options.js';
-import type { CompressBits } from '../compress/options.js';
 import { InvalidArgumentError } from '../errors.js';
-import type { FullFormat } from '../format/layout.js';
+import type { FullFormat, Bits } from '../format/layout.js';
 import type { LlamaConfig } from './checkpoint.js';
 
 /**
@@ -25,7 +24,7 @@ export type ModelAttentionShape = Pick<LlamaConfig, 'nLayers' | 'nHeads' | 'nKvH
  */
 export interface ModelCacheSettings extends Omit<PagedKvCacheOptions, 'shape' | 'nHeads' | 'quantBits' | 'fullFormat'> {
   /** 32: f32 blocks; 16: f16 blocks; 8/4/2: f16 blocks plus a quantized pool of these bits (default 16). */
-  readonly bits?: CompressBits;
+  readonly bits?: Bits;
   /** Format new tokens land in (default f32 for bits 32, else f16); f32 with bits 8/4/2 quantizes from f32. */
   readonly fullFormat?: FullFormat;
   /** Tokens per block (default 16). */

@@ -1,7 +1,6 @@
-import { bytesPerBlock, blockLayout } from '../../format/layout.js';
+import { bytesPerBlock, blockLayout, type Bits } from '../../format/layout.js';
 import { PagedKvCache } from '../../engine/paged-kv-cache.js';
 import type { BudgetMode } from '../../compress/budgets.js';
-import type { CompressBits } from '../../compress/options.js';
 import { OutOfBlocksError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -44,7 +43,7 @@ const QUICK_CONTEXTS = [1024, 4096] as const;
 export interface CompressVariant {
   readonly policy: 'snapkv' | 'h2o';
   readonly budgets: BudgetMode;
-  readonly bits: Extract<CompressBits, 16 | 4>;
+  readonly bits: Extract<Bits, 16 | 4>;
   /**
    * Whether the cache holds an observation window (as after decoding). SnapKV scores with it (and reports its
    * attention mass from the same pass); h2o scores with the accumulated statistics either way, so its -nowin rows
