@@ -1,4 +1,6 @@
 // Builds the library (browser-safe core and Node entry), the CLI and the demo pages. WGSL is imported as text.
+// Not here: the peers benchmark page (src/bench/peers/page.ts), which `kvcompact bench --only peers` bundles
+// itself into dist/bench-peers/ each run (src/bench/peers/index.ts), so it always runs the current source.
 import { build } from 'esbuild';
 import { cpSync, mkdirSync } from 'node:fs';
 

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { PEERS_TEST_SIZE, peersConfig, runPeers } from '../src/cli/bench-peers.js';
+import { PEERS_TEST_SIZE, peersConfig, runPeers } from '../src/bench/peers/index.js';
 
 // The three implementations of the peers benchmark (kvcompact WebGPU, gpu.js on WebGL2, the TS reference) must
 // compute the same SnapKV scores and KIVI codes in Chromium; speed is not asserted. Tolerances are the page's
-// (bench/peers/peers.ts): scores within 1e-4 × the largest reference score with identical protected tokens;
+// (src/bench/peers/checks.ts): scores within 1e-4 × the largest reference score with identical protected tokens;
 // f16 parameters within 1 ulp (≤ 0.1% not bit-equal), codes within ±1 (≤ 0.1% differing).
 describe('bench peers page', () => {
   it('peersConfig: full, quick and KVCOMPACT_PEERS_SIZES', () => {

@@ -296,7 +296,7 @@ describe('GpuLlama on stories260K', () => {
 
   // The dense test backend keeps this under 10 s on SwiftShader (the paged kernel's barrier loops take ~4× longer
   // at 511 queries); the paged cache's prefill is covered above and the full 8-window figure on the paged cache
-  // comes from bench/gpu-model-perplexity.ts.
+  // comes from `kvcompact eval --engine gpu --policies full --bits 32`.
   it('full-cache perplexity of 2 evaluation windows (one 511-token chunk each) matches the reference within 0.02%', async () => {
     const gpu = await testGpu();
     const tokenizer = Tokenizer.parse(sharedBytes('models/tok512.bin'), config.vocabSize);

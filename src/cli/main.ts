@@ -5,6 +5,7 @@ import { EVAL_COMMAND, evalCommand } from './eval.js';
 import { type CommandSpec, printUsage } from './flags.js';
 import { GENERATE_COMMAND, generateCommand } from './generate.js';
 import { INFO_COMMAND, infoCommand } from './info.js';
+import { MERGE_EVAL_COMMAND, mergeEvalCommand } from './merge-eval.js';
 import { SERVE_DEMO_COMMAND, serveDemoCommand } from './serve-demo.js';
 
 interface Command {
@@ -18,6 +19,7 @@ const COMMANDS: readonly Command[] = [
   { spec: DEMO_COMMAND, run: demoCommand },
   { spec: SERVE_DEMO_COMMAND, run: serveDemoCommand },
   { spec: EVAL_COMMAND, run: evalCommand },
+  { spec: MERGE_EVAL_COMMAND, run: mergeEvalCommand },
   { spec: BENCH_COMMAND, run: benchCommand },
 ];
 

@@ -1,7 +1,7 @@
 // The peers comparison of `kvcompact bench --only peers`: kvcompact's WebGPU kernels against the plain-TS reference
-// and gpu.js (WebGL2) doing the same SnapKV scoring and KIVI quantization in one Chromium page
-// (bench/peers/peers.ts). It is not a BenchSuite: the harness times WebGPU passes in Node, the peers need a
-// browser. This file holds what the page and the Node runner (src/cli/bench-peers.ts) share; browser-safe.
+// and gpu.js (WebGL2) doing the same SnapKV scoring and KIVI quantization in one Chromium page (./page.ts). It is
+// not a BenchSuite: the harness times WebGPU passes in Node, the peers need a browser. This file holds what the
+// page and the Node driver (./index.ts) share, and the report's markdown; browser-safe.
 import type { AdapterReport } from '../../gpu/adapter-report.js';
 import { formatTokens, trimNumber } from '../units.js';
 
@@ -67,7 +67,7 @@ export type PeerOp = 'snapkv-score' | 'kivi-quantize';
 /**
  * The implementations: kvcompact's kernels (time to onSubmittedWorkDone; results stay on the GPU), the same
  * with the results read back to the CPU, gpu.js on WebGL2 (its kernels return arrays, so readback is
- * included), and the plain-TS reference (src/compress/policies/snapkv.ts, src/reference/block-codec.ts).
+ * included), and the plain-TS reference (src/compress/policies/snapkv.ts, src/format/block-codec.ts).
  *
  * @example
  * ```ts

@@ -1,7 +1,19 @@
 // The peers benchmark page: SnapKV scoring and KIVI quantization, same data, three ways in one Chromium page:
-// kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference. Node drives it through
-// `window.__peersRun(config)` (src/cli/bench-peers.ts); opened by hand, `?run&sizes=1024` runs it and prints.
-import { blockLayout, type BlockLayout, encodeBlockRef } from '../../src/format/layout.js';
+// kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference, compared by ./checks.ts.
+// Node drives it through `window.__peersRun(config)` (./index.ts); opened by hand, `?run&sizes=1024` runs it and
+// prints.
+import { scoreScratchBytes } from '../../compress/gpu-policies.js';
+import { SnapKVPolicy } from '../../compress/policies/snapkv.js';
+import { encodeBlock } from '../../format/block-codec.js';
+import { roundToF16 } from '../../format/f16.js';
+import { blockLayout, type BlockLayout, encodeBlockRef } from '../../format/layout.js';
+import { createStorageBuffer, readBuffer } from '../../gpu/buffers.js';
+import { GpuContext } from '../../gpu/context.js';
+import type { PagedCacheBindings } from '../../kernels/cache/paged-attention.js';
+import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../../kernels/compress/compact-blocks.js';
+import { randomFloats } from '../fixture.js';
+import { median } from '../stats.js';
+import { checkQuant, checkScores, quantFromBlocks, quantFromGpuJs } from './checks.js';
 import {
   PEERS_SHAPE as S,
   peerShape,
@@ -12,17 +24,7 @@ import {
   type PeersConfig,
   type PeersPageResult,
   withKvcompactRatios,
-} from '../../src/bench/cases/peers.js';
-import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../../src/kernels/compress/compact-blocks.js';
-import type { PagedCacheBindings } from '../../src/kernels/cache/paged-attention.js';
-import { SnapKVPolicy } from '../../src/compress/policies/snapkv.js';
-import { scoreScratchBytes } from '../../src/compress/gpu-policies.js';
-import { GpuContext } from '../../src/gpu/context.js';
-import { createStorageBuffer, readBuffer } from '../../src/gpu/buffers.js';
-import { encodeBlock } from '../../src/format/block-codec.js';
-import { roundToF16, unpack2x16float } from '../../src/format/f16.js';
-import { randomFloats } from '../../src/bench/fixture.js';
-import { median } from '../../src/bench/stats.js';
+} from './contract.js';
 import {
   createGpuJs,
   createGpuJsQuantizer,
@@ -30,7 +32,6 @@ import {
   type GpuJs,
   type GpuJsGlobal,
   type GpuJsKernel,
-  type GpuJsQuantOutput,
   type GpuJsTexture,
   type KernelConstants,
   upload,
@@ -67,179 +68,6 @@ function makeData(n: number): PeerData {
 
 function head(data: Float32Array | Uint32Array, kv: number, n: number, width: number): Float32Array {
   return Float32Array.from(data.subarray(kv * n * width, (kv + 1) * n * width));
-}
-
-// ---- comparable outputs ---------------------------------------------------------------------------------------
-
-/** KIVI output in one form for all three: f16 parameters as numbers, one code per value. */
-interface QuantResult {
-  /** [kvHeads·n/G][headDim] */
-  readonly kScale: Float32Array;
-  readonly kZero: Float32Array;
-  /** [kvHeads·n][headDim/G] */
-  readonly vScale: Float32Array;
-  readonly vZero: Float32Array;
-  /** [kvHeads·n][headDim] */
-  readonly kCodes: Uint8Array;
-  readonly vCodes: Uint8Array;
-}
-
-function emptyQuant(n: number): QuantResult {
-  const tokens = S.kvHeads * n;
-  return {
-    kScale: new Float32Array((tokens / S.group) * S.headDim),
-    kZero: new Float32Array((tokens / S.group) * S.headDim),
-    vScale: new Float32Array(tokens * (S.headDim / S.group)),
-    vZero: new Float32Array(tokens * (S.headDim / S.group)),
-    kCodes: new Uint8Array(tokens * S.headDim),
-    vCodes: new Uint8Array(tokens * S.headDim),
-  };
-}
-
-/** Reads the blocks of every (kv head, block) from their words (reference encodeBlock or the GPU's quant pool). */
-function quantFromBlocks(layout: BlockLayout, n: number, blockWords: (kv: number, b: number) => Uint32Array): QuantResult {
-  const out = emptyQuant(n);
-  const { headDim: D, blockSize: B, groupSize: G, bits } = layout;
-  const mask = (1 << bits) - 1;
-  const code = (words: Uint32Array, base: number, i: number) =>
-    ((words[base + Math.floor((i * bits) / 32)] ?? 0) >>> (i * bits) % 32) & mask;
-  for (let kv = 0; kv < S.kvHeads; kv++) {
-    for (let b = 0; b < n / B; b++) {
-      const words = blockWords(kv, b);
-      const t0 = kv * n + b * B;
-      for (let gi = 0; gi < B / G; gi++) {
-        for (let d = 0; d < D; d++) {
-          const [s, z] = unpack2x16float(words[layout.kParamsOffset + gi * D + d] ?? 0);
-          out.kScale[(t0 / G + gi) * D + d] = s;
-          out.kZero[(t0 / G + gi) * D + d] = z;
-        }
-      }
-      for (let t = 0; t < B; t++) {
-        for (let g = 0; g < D / G; g++) {
-          const [s, z] = unpack2x16float(words[layout.vParamsOffset + t * (D / G) + g] ?? 0);
-          out.vScale[(t0 + t) * (D / G) + g] = s;
-          out.vZero[(t0 + t) * (D / G) + g] = z;
-        }
-        for (let d = 0; d < D; d++) {
-          out.kCodes[(t0 + t) * D + d] = code(words, layout.kOffset, t * D + d);
-          out.vCodes[(t0 + t) * D + d] = code(words, layout.vOffset, t * D + d);
-        }
-      }
-    }
-  }
-  return out;
-}
-
-function quantFromGpuJs(out: GpuJsQuantOutput, n: number): QuantResult {
-  const result = emptyQuant(n);
-  const perFloat = 16 / S.bits;
-  const mask = (1 << S.bits) - 1;
-  const copyParams = (params: Float32Array, scale: Float32Array, zero: Float32Array) => {
-    scale.set(params.subarray(0, scale.length));
-    zero.set(params.subarray(scale.length, scale.length + zero.length));
-  };
-  copyParams(out.kParams, result.kScale, result.kZero);
-  copyParams(out.vParams, result.vScale, result.vZero);
-  const unpack = (words: Float32Array, codes: Uint8Array) => {
-    for (let w = 0; w < codes.length / perFloat; w++) {
-      const packed = Math.round(words[w] ?? 0);
-      for (let p = 0; p < perFloat; p++) codes[w * perFloat + p] = (packed >> (S.bits * p)) & mask;
-    }
-  };
-  unpack(out.kCodes, result.kCodes);
-  unpack(out.vCodes, result.vCodes);
-  return result;
-}
-
-// ---- checks ---------------------------------------------------------------------------------------------------
-
-/** gpu.js writes ±Infinity as ±FLT_MAX. */
-const PROTECTED = 3e38;
-const SCORE_TOLERANCE = 1e-4;
-const PARAM_MISMATCH_LIMIT = 1e-3;
-const CODE_MISMATCH_LIMIT = 1e-3;
-
-function checkScores(
-  context: number,
-  impl: PeerCheck['impl'],
-  got: (kv: number, t: number) => number,
-  ref: readonly Float32Array[],
-): PeerCheck {
-  let protectedMismatches = 0;
-  let maxAbs = 0;
-  let maxRef = 0;
-  for (let kv = 0; kv < S.kvHeads; kv++) {
-    const r = ref[kv] ?? new Float32Array(0);
-    for (let t = 0; t < r.length; t++) {
-      const x = got(kv, t);
-      const want = r[t] ?? 0;
-      if ((want === Infinity) !== x >= PROTECTED) {
-        protectedMismatches++;
-      } else if (want !== Infinity) {
-        maxAbs = Math.max(maxAbs, Math.abs(x - want));
-        maxRef = Math.max(maxRef, Math.abs(want));
-      }
-    }
-  }
-  const maxRelError = maxRef > 0 ? maxAbs / maxRef : maxAbs;
-  return {
-    op: 'snapkv-score',
-    context,
-    impl,
-    pass: protectedMismatches === 0 && maxRelError <= SCORE_TOLERANCE && Number.isFinite(maxRelError),
-    metrics: { maxAbsError: maxAbs, maxRelError, protectedMismatches },
-    tolerance: `protected tokens identical; max |Δ| ≤ ${SCORE_TOLERANCE} × max reference score`,
-  };
-}
-
-function f16Close(a: number, b: number): boolean {
-  return Math.abs(a - b) <= 2 ** -10 * Math.max(Math.abs(a), Math.abs(b)) + 2 ** -24;
-}
-
-function checkQuant(context: number, impl: PeerCheck['impl'], got: QuantResult, ref: QuantResult): PeerCheck {
-  let params = 0;
-  let paramMismatches = 0;
-  let paramsOffByMoreThanUlp = 0;
-  for (const key of ['kScale', 'kZero', 'vScale', 'vZero'] as const) {
-    const a = got[key];
-    const b = ref[key];
-    params += b.length;
-    for (let i = 0; i < b.length; i++) {
-      const x = a[i] ?? NaN;
-      const y = b[i] ?? NaN;
-      if (x !== y) paramMismatches++;
-      if (!f16Close(x, y)) paramsOffByMoreThanUlp++;
-    }
-  }
-  let codes = 0;
-  let codeMismatches = 0;
-  let maxCodeDiff = 0;
-  for (const key of ['kCodes', 'vCodes'] as const) {
-    const a = got[key];
-    const b = ref[key];
-    codes += b.length;
-    for (let i = 0; i < b.length; i++) {
-      const diff = Math.abs((a[i] ?? 255) - (b[i] ?? 0));
-      if (diff !== 0) codeMismatches++;
-      maxCodeDiff = Math.max(maxCodeDiff, diff);
-    }
-  }
-  const paramMismatchFraction = paramMismatches / params;
-  const codeMismatchFraction = codeMismatches / codes;
-  return {
-    op: 'kivi-quantize',
-    context,
-    impl,
-    pass:
-      paramsOffByMoreThanUlp === 0 &&
-      paramMismatchFraction <= PARAM_MISMATCH_LIMIT &&
-      maxCodeDiff <= 1 &&
-      codeMismatchFraction <= CODE_MISMATCH_LIMIT,
-    metrics: { paramMismatchFraction, paramsOffByMoreThanUlp, maxCodeDiff, codeMismatchFraction },
-    tolerance:
-      `f16 scale/zero within 1 ulp, ≤ ${PARAM_MISMATCH_LIMIT * 100}% not bit-equal; codes within ±1, ` +
-      `≤ ${CODE_MISMATCH_LIMIT * 100}% differing`,
-  };
 }
 
 // ---- timing ---------------------------------------------------------------------------------------------------
@@ -553,18 +381,11 @@ function webglRenderer(): string {
   return String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
 }
 
-/**
- * Runs the comparison at every size of `config` and returns rows (with ratios) and numerical checks.
- *
- * @example
- * ```ts
- * const result = await runPeers({ sizes: [1024], warmup: 1, runs: 3 });
- * ```
- */
-export async function runPeers(config: PeersConfig): Promise<PeersPageResult> {
+/** Runs the comparison at every size of `config` and returns rows (with ratios) and numerical checks. */
+async function runPeersPage(config: PeersConfig): Promise<PeersPageResult> {
   const started = performance.now();
   const global = (window as unknown as { GPU?: GpuJsGlobal }).GPU;
-  if (!global) throw new Error('gpu.js is not loaded: gpu-browser.min.js must be served next to peers.html');
+  if (!global) throw new Error('gpu.js is not loaded: gpu-browser.min.js must be served next to page.html');
   const gpu = await GpuContext.fromNavigator();
   const gpujs = createGpuJs(global);
   try {
@@ -598,7 +419,7 @@ const target = window as unknown as {
   __peersRun?: (config: PeersConfig) => Promise<PeersPageResult>;
   __peersReady?: boolean;
 };
-target.__peersRun = runPeers;
+target.__peersRun = runPeersPage;
 target.__peersReady = true;
 
 const params = new URLSearchParams(location.search);
@@ -607,7 +428,7 @@ if (params.has('run')) {
   const sizes = (params.get('sizes') ?? '1024').split(',').map(Number);
   const config: PeersConfig = { sizes, warmup: Number(params.get('warmup') ?? 1), runs: Number(params.get('runs') ?? 3) };
   if (status) status.textContent = `running ${sizes.join(', ')} tokens…`;
-  runPeers(config).then(
+  runPeersPage(config).then(
     (result) => {
       if (status) status.textContent = JSON.stringify(result, null, 2);
     },
