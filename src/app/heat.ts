@@ -20,11 +20,6 @@ export interface HeatSnapshot {
 
 /**
  * One (layer, KV head) of a {@link HeatSnapshot}.
- *
- * @example
- * ```ts
- * const h: HeadHeat = { positions: Uint32Array.of(0, 5), scores: Float32Array.of(0.4, 0.1) };
- * ```
  */
 export interface HeadHeat {
   /** Original positions of the kept tokens, ascending. */

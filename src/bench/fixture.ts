@@ -17,11 +17,6 @@ import type { PagedCacheBindings } from '../kernels/cache/paged-attention.js';
 
 /**
  * Shape and formats of a benchmark cache: every head of every layer holds `context` tokens of slot 0.
- *
- * @example
- * ```ts
- * const options: BenchCacheOptions = { layers: 1, kvHeads: 8, headDim: 128, blockSize: 16, context: 4096, full: 'f16', quant: 'int4' };
- * ```
  */
 export interface BenchCacheOptions {
   readonly layers: number;

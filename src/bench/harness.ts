@@ -12,11 +12,6 @@ export type { TimingMethod } from './timer.js';
 
 /**
  * How long and how often each case runs.
- *
- * @example
- * ```ts
- * const settings: BenchSettings = { ...benchSettings(false), runs: 30 };
- * ```
  */
 export interface BenchSettings {
   /** True for `--quick`: fewer sizes and samples (each suite decides which sizes it drops). */
@@ -121,11 +116,6 @@ export interface SkippedCase {
 
 /**
  * One row-to-be: a kernel at one shape.
- *
- * @example
- * ```ts
- * const row: BenchCase = { name: 'copy/4M', shape: '4 MiB', copyReference: true, setup: (gpu) => prepareCopy(gpu, 1 << 20) };
- * ```
  */
 export interface BenchCase {
   /** Unique row name, e.g. `paged-attention-decode/int4/4K`. */
@@ -151,11 +141,6 @@ export interface BenchCase {
 
 /**
  * A table that needs no timing (e.g. bytes per token).
- *
- * @example
- * ```ts
- * const table: BenchTable = { title: 'Bytes per token per head', columns: ['format', 'bytes'], rows: [['f16', 516], ['int4', 196]] };
- * ```
  */
 export interface BenchTable {
   readonly title: string;

@@ -137,11 +137,6 @@ function xml(text: string): string {
 
 /**
  * A line of the plot: a name and (context, ms) points.
- *
- * @example
- * ```ts
- * const line: PlotSeries = { name: 'attention int4', points: [{ x: 1024, y: 0.21 }, { x: 4096, y: 0.8 }] };
- * ```
  */
 export interface PlotSeries {
   readonly name: string;

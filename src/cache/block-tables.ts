@@ -2,11 +2,6 @@ import { InvalidArgumentError, LimitExceededError } from '../errors.js';
 
 /**
  * Dimensions of the block tables.
- *
- * @example
- * ```ts
- * const dims: BlockTablesShape = { layers: 2, seqSlots: 8, kvHeads: 4, maxBlocksPerHead: 64 };
- * ```
  */
 export interface BlockTablesShape {
   readonly layers: number;

@@ -44,11 +44,6 @@ export interface CompactionPlan {
 
 /**
  * Inputs of {@link planCompaction}.
- *
- * @example
- * ```ts
- * const input: CompactionPlanInput = { seqId: seq, kept: keptPerHead, quantize: true, residual: 32, indexStride: cache.maxTokensPerHead };
- * ```
  */
 export interface CompactionPlanInput {
   readonly seqId: number;

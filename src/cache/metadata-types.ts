@@ -7,11 +7,6 @@ import type { CacheShape, FullFormat, QuantFormat } from '../format/layout.js';
 
 /**
  * Which pool a block lives in.
- *
- * @example
- * ```ts
- * const pool: PoolName = decodeBlockRef(entry).pool;
- * ```
  */
 export type PoolName = 'full' | 'quant';
 

@@ -12,11 +12,6 @@ import { allocateBudgets, type BudgetOptions } from './budgets.js';
 
 /**
  * Options of {@link allocateBudgetsGpu}: the reference's options plus where each head's scores are.
- *
- * @example
- * ```ts
- * const options: GpuBudgetOptions = { mode: 'adakv', budget: 64, scores, stride, rows, lengths };
- * ```
  */
 export interface GpuBudgetOptions extends BudgetOptions {
   /** f32 [row][stride] scores (+Inf = protected). NaN is not checked on the GPU: policies must not emit it. */

@@ -11,11 +11,6 @@ import { rankByScore } from './select.js';
 
 /**
  * Allocation modes.
- *
- * @example
- * ```ts
- * const mode: BudgetMode = 'adakv';
- * ```
  */
 export type BudgetMode = 'uniform' | 'adakv' | 'pyramid' | 'global';
 

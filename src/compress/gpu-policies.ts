@@ -84,11 +84,6 @@ export interface TokenScorePlan extends TokenScoreFunction {
 /**
  * A policy scored from the observation window: mean attention probability of the newest `window` queries (and
  * the group's query heads), pooled along token order.
- *
- * @example
- * ```ts
- * const snapkv: WindowScorePlan = { kind: 'window', window: 32, kernelSize: 5, pooling: 'avg' };
- * ```
  */
 export interface WindowScorePlan {
   readonly kind: 'window';
@@ -100,11 +95,6 @@ export interface WindowScorePlan {
 
 /**
  * How a policy scores on the GPU, as data.
- *
- * @example
- * ```ts
- * const tova: GpuScorePlan = { kind: 'window', window: 1, kernelSize: 1, pooling: 'avg' };
- * ```
  */
 export type GpuScorePlan = TokenScorePlan | WindowScorePlan;
 

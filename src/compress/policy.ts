@@ -45,11 +45,6 @@ export function planRequirements(plan: GpuScorePlan): PolicyRequirements {
 
 /**
  * What a policy may look at, for ONE layer. Per-KV-head arrays may differ in length (per-head eviction).
- *
- * @example
- * ```ts
- * const input: ScoreInput = { nHeads: 8, kvHeads: 2, headDim: 64, keys, positions, attnSum, attnCount };
- * ```
  */
 export interface ScoreInput {
   readonly nHeads: number;

@@ -15,11 +15,6 @@ import { TovaPolicy } from './policies/tova.js';
 
 /**
  * Options any built-in policy accepts (policies ignore the fields that are not theirs).
- *
- * @example
- * ```ts
- * const options: AnyPolicyOptions = { recent: 16, window: 16, seed: 1 };
- * ```
  */
 export type AnyPolicyOptions = PolicyOptions & SnapKVOptions & RandomOptions;
 

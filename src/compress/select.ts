@@ -54,11 +54,6 @@ export function selectTopK(scores: Float32Array, k: number): Uint32Array {
 
 /**
  * The k-th largest score and how many tokens equal to it are kept (the lowest-indexed ones).
- *
- * @example
- * ```ts
- * const t: Threshold = thresholdForK(scores, 64); applyThreshold(scores, t);
- * ```
  */
 export interface Threshold {
   /** The k-th largest score (+Infinity when k = 0). */

@@ -123,21 +123,11 @@ export class AgreementAccumulator {
 /**
  * Gives the logits predicting the token after `token`, which sits at position `pos` of window `windowIndex`.
  * Called with pos = 0, 1, 2, … for each window in turn; reset the model's cache when pos is 0.
- *
- * @example
- * ```ts
- * const fn: LogitsFn = (token, pos) => { if (pos === 0) model.reset(); return model.forward(token, pos); };
- * ```
  */
 export type LogitsFn = (token: number, pos: number, windowIndex: number) => ArrayLike<number>;
 
 /**
  * Async variant of {@link LogitsFn} for GPU runners.
- *
- * @example
- * ```ts
- * const fn: AsyncLogitsFn = async (token, pos, w) => engine.step(w, token, pos);
- * ```
  */
 export type AsyncLogitsFn = (token: number, pos: number, windowIndex: number) => Promise<ArrayLike<number>> | ArrayLike<number>;
 

@@ -5,21 +5,11 @@ import { InvalidArgumentError } from '../errors.js';
  * pack2x16float, since SwiftShader has no shader-f16); `int8`/`int4`/`int2` are KIVI-style quantized:
  * keys per channel (groups of G tokens), values per token (groups of G channels), asymmetric, with an
  * f16 scale and an f16 zero-point packed into one u32 per group.
- *
- * @example
- * ```ts
- * const format: BlockFormat = formatForBits(4); // 'int4'
- * ```
  */
 export type BlockFormat = 'f32' | 'f16' | 'int8' | 'int4' | 'int2';
 
 /**
  * Bit widths a caller may ask for: 32 and 16 store full precision, 8/4/2 quantize.
- *
- * @example
- * ```ts
- * const bits: Bits = formatBits('f16'); // 16
- * ```
  */
 export type Bits = 32 | 16 | 8 | 4 | 2;
 

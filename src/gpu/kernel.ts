@@ -8,11 +8,6 @@ import type { UniformLayout } from './uniforms.js';
 /**
  * A WGSL function that a kernel body calls and its caller supplies, e.g. a scoring policy's per-token score.
  * The body's shader file documents the signature; `source` declares `fn NAME(` and may add helpers of its own.
- *
- * @example
- * ```ts
- * const score: WgslFunction = { name: 'token_score', source: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
- * ```
  */
 export interface WgslFunction {
   readonly name: string;
@@ -21,11 +16,6 @@ export interface WgslFunction {
 
 /**
  * The cached part of a kernel: which WGSL body, compiled with which constants and uniform structs.
- *
- * @example
- * ```ts
- * const spec: KernelSpec = { name: 'copy', body: copyBody, constants: { WORKGROUP_SIZE: { type: 'u32', value: 256 } }, uniforms: [COPY_PARAMS] };
- * ```
  */
 export interface KernelSpec {
   /** Kernel name, also the label of its GPU objects. */

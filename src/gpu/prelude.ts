@@ -3,11 +3,6 @@ import type { UniformLayout } from './uniforms.js';
 
 /**
  * A compile-time constant of a kernel: WGSL type and value.
- *
- * @example
- * ```ts
- * const eps: WgslConstant = { type: 'f32', value: 1e-5 }; // emitted as 0.00001f
- * ```
  */
 export type WgslConstant =
   | { readonly type: 'u32' | 'i32'; readonly value: number }
@@ -16,11 +11,6 @@ export type WgslConstant =
 
 /**
  * Constants keyed by their WGSL name (UPPER_SNAKE by convention).
- *
- * @example
- * ```ts
- * const constants: WgslConstants = { WORKGROUP_SIZE: { type: 'u32', value: 256 }, USE_SUBGROUPS: { type: 'bool', value: false } };
- * ```
  */
 export type WgslConstants = Readonly<Record<string, WgslConstant>>;
 

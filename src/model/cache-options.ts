@@ -5,22 +5,12 @@ import type { LlamaConfig } from './checkpoint.js';
 
 /**
  * The attention shape of a model a cache is built for (a {@link LlamaConfig} has it).
- *
- * @example
- * ```ts
- * const attention: ModelAttentionShape = { nLayers: 4, nHeads: 32, nKvHeads: 8, headSize: 128 };
- * ```
  */
 export type ModelAttentionShape = Pick<LlamaConfig, 'nLayers' | 'nHeads' | 'nKvHeads' | 'headSize'>;
 
 /**
  * What a cache holds besides the model's shape: its storage bits and sizes. Everything else of
  * {@link PagedKvCacheOptions} (pools, byte limit, statistics) passes through unchanged.
- *
- * @example
- * ```ts
- * const settings: ModelCacheSettings = { bits: 4, blockSize: 16, seqSlots: 1, maxTokensPerHead: 512 };
- * ```
  */
 export interface ModelCacheSettings extends Omit<PagedKvCacheOptions, 'shape' | 'nHeads' | 'quantBits' | 'fullFormat'> {
   /** 32: f32 blocks; 16: f16 blocks; 8/4/2: f16 blocks plus a quantized pool of these bits (default 16). */

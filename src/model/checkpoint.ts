@@ -39,11 +39,6 @@ export interface LlamaConfig {
 /**
  * `rope_scaling` of `rope_type: "llama3"`: long wavelengths are slowed by `factor`, short ones kept, the band
  * between blended (transformers' `_compute_llama3_parameters`).
- *
- * @example
- * ```ts
- * const scaling: Llama3RopeScaling = { factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 };
- * ```
  */
 export interface Llama3RopeScaling {
   readonly factor: number;
@@ -129,11 +124,6 @@ export interface LlamaLayerWeights {
 
 /**
  * A parsed checkpoint.
- *
- * @example
- * ```ts
- * const checkpoint: LlamaCheckpoint = parseCheckpoint(bytes);
- * ```
  */
 export interface LlamaCheckpoint {
   readonly config: LlamaConfig;

@@ -202,11 +202,6 @@ export async function loadNodeModel(options: LoadNodeModelOptions = {}): Promise
 /**
  * One file of a Hub repository as its tree API lists it: LFS files carry their sha256 (`lfs.oid`), others the
  * git blob sha1 (`oid`).
- *
- * @example
- * ```ts
- * const entry: HubFile = { path: 'model.safetensors', size: 269060552, oid: '…', lfs: { oid: '<sha256>', size: 269060552 } };
- * ```
  */
 export interface HubFile {
   readonly path: string;
@@ -303,11 +298,6 @@ async function matchesHub(path: string, file: HubFile): Promise<boolean> {
 /**
  * A fetch response that may stream its body (WHATWG `fetch` does): downloads then go to disk chunk by chunk with
  * byte progress instead of through one ArrayBuffer.
- *
- * @example
- * ```ts
- * const res: StreamingResponse = await fetch(url);
- * ```
  */
 export type StreamingResponse = Awaited<ReturnType<FetchLike>> & { readonly body?: AsyncIterable<Uint8Array> | null };
 

@@ -20,11 +20,6 @@ export type ModelFileSource = 'flag' | 'env' | 'shared' | 'cache' | 'download';
 
 /**
  * An official file: its name, download address and checksum.
- *
- * @example
- * ```ts
- * const file: OfficialFile = { fileName: 'x.bin', url: 'https://example.com/x.bin', sha256: '…' };
- * ```
  */
 export interface OfficialFile {
   readonly fileName: string;

@@ -34,11 +34,6 @@ const QUICK_CONTEXTS = [1024, 4096] as const;
 
 /**
  * One end-to-end variant: what `cache.compress()` is asked to do, and on which cache.
- *
- * @example
- * ```ts
- * const variant: CompressVariant = { policy: 'snapkv', budgets: 'adakv', bits: 4, window: true };
- * ```
  */
 export interface CompressVariant {
   readonly policy: 'snapkv' | 'h2o';

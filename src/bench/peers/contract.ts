@@ -38,11 +38,6 @@ export const PEERS_SHAPE = {
 
 /**
  * What the page runs: sizes (tokens per KV head, multiples of 32) and samples per implementation.
- *
- * @example
- * ```ts
- * const config: PeersConfig = { sizes: [256, 1024], warmup: 1, runs: 3 };
- * ```
  */
 export interface PeersConfig {
   readonly sizes: readonly number[];
@@ -56,11 +51,6 @@ export interface PeersConfig {
 
 /**
  * The two operations compared.
- *
- * @example
- * ```ts
- * const op: PeerOp = 'kivi-quantize';
- * ```
  */
 export type PeerOp = 'snapkv-score' | 'kivi-quantize';
 
@@ -68,11 +58,6 @@ export type PeerOp = 'snapkv-score' | 'kivi-quantize';
  * The implementations: kvcompact's kernels (time to onSubmittedWorkDone; results stay on the GPU), the same
  * with the results read back to the CPU, gpu.js on WebGL2 (its kernels return arrays, so readback is
  * included), and the plain-TS reference (src/compress/policies/snapkv.ts, src/format/block-codec.ts).
- *
- * @example
- * ```ts
- * const impl: PeerImpl = 'gpu.js-webgl2';
- * ```
  */
 export type PeerImpl = 'kvcompact-webgpu' | 'kvcompact-webgpu+readback' | 'gpu.js-webgl2' | 'ts-reference';
 
@@ -120,11 +105,6 @@ export interface PeerCheck {
 
 /**
  * What the page hands back.
- *
- * @example
- * ```ts
- * const result: PeersPageResult = await page.evaluate((c) => window.__peersRun(c), config);
- * ```
  */
 export interface PeersPageResult {
   readonly userAgent: string;

@@ -45,11 +45,6 @@ interface GpuJsKernelSettings {
 
 /**
  * A gpu.js instance.
- *
- * @example
- * ```ts
- * const gpu: GpuJs = createGpuJs((window as unknown as { GPU: GpuJsGlobal }).GPU);
- * ```
  */
 export interface GpuJs {
   readonly mode: string;

@@ -16,11 +16,6 @@ const GATHER_STATS_PARAMS = new UniformLayout('GatherStatsParams', [
 
 /**
  * One gather of a per-token statistic after compaction.
- *
- * @example
- * ```ts
- * const run: GatherStatsRun = { stats: attnSum, kept, keptCounts, out: attnSumNext, numRows, stride: 4096 };
- * ```
  */
 export interface GatherStatsRun {
   /** f32 [row][stride] statistic by old logical index. */

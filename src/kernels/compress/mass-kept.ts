@@ -13,11 +13,6 @@ const PARAMS = new UniformLayout('MassKeptParams', [
 
 /**
  * One run of {@link MassKeptKernel}.
- *
- * @example
- * ```ts
- * const run: MassKeptRun = { firstRow: 0, numRows: 8, maxTokens: 4096, mass, lengths, keptIndex, keptCount, sums };
- * ```
  */
 export interface MassKeptRun {
   readonly firstRow: number;

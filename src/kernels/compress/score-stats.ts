@@ -53,11 +53,6 @@ export const ATTENTION_STATISTICS: Readonly<Record<AttentionStatistic, string>> 
  * (shaders/score_stats.wgsl documents `ScoredToken`, `token_key` and `token_value`; shaders/score_common.wgsl
  * has `mulberry32_draw` and `unit_interval`), and the statistics it reads (the others read as 0). Helpers of its
  * own may follow the function in `wgsl`.
- *
- * @example
- * ```ts
- * const streaming: TokenScoreFunction = { statistics: [], wgsl: 'fn token_score(token: ScoredToken) -> f32 { return f32(token.position); }' };
- * ```
  */
 export interface TokenScoreFunction {
   readonly statistics: readonly AttentionStatistic[];
@@ -68,11 +63,6 @@ const TOKEN_SCORE_SIGNATURE = /\bfn\s+token_score\s*\(\s*\w+\s*:\s*ScoredToken\s
 
 /**
  * One scoring run of {@link ScoreStatsKernel}.
- *
- * @example
- * ```ts
- * const run: ScoreStatsRun = { cache, target: { layer: 0, layerCount: 1, slot: 0, seqLen: 100, sinks: 4, recent: 32 }, stats, scores };
- * ```
  */
 export interface ScoreStatsRun {
   readonly cache: PagedCacheBindings;

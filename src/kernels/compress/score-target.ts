@@ -8,11 +8,6 @@ import type { PagedCacheBindings } from '../cache/paged-attention.js';
 
 /**
  * The rows a scoring kernel writes and how it protects tokens.
- *
- * @example
- * ```ts
- * const target: ScoreTarget = { layer: 0, layerCount: 32, slot: 3, seqLen: 900, sinks: 4, recent: 32 };
- * ```
  */
 export interface ScoreTarget {
   /** First layer scored. */
@@ -33,11 +28,6 @@ export interface ScoreTarget {
  * The observation window of a cache: roped queries `f32 [layers][seqSlots][capacity][nHeads][headDim]` and their
  * positions `u32 [layers][seqSlots][capacity]`, ring-indexed by position mod capacity. The newest `valid`
  * queries of the slot (positions seqLen − valid .. seqLen − 1) must be present.
- *
- * @example
- * ```ts
- * const window: ObservationWindowBindings = { queries, positions, capacity: 32, valid: 32 };
- * ```
  */
 export interface ObservationWindowBindings {
   readonly queries: GPUBuffer;

@@ -26,11 +26,6 @@ const COMPACT_SELECT_PARAMS = new UniformLayout('CompactSelectParams', [
  * Which rows a run touches: index i (0 ≤ i < numRows) is row `base + ⌊i / groupRows⌋ · groupStride + i mod
  * groupRows`. One sequence's rows are `{ base: slot · kvHeads, groupRows: kvHeads, groupStride: seqSlots · kvHeads }`
  * with numRows = layers · kvHeads. Default: the identity (rows 0..numRows−1).
- *
- * @example
- * ```ts
- * const rowMap: RowMap = { base: slot * kvHeads, groupRows: kvHeads, groupStride: seqSlots * kvHeads };
- * ```
  */
 export interface RowMap {
   readonly base: number;

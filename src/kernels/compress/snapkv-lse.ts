@@ -37,11 +37,6 @@ export const SNAPKV_PARAMS = new UniformLayout('SnapKVParams', [
 
 /**
  * Shape of the SnapKV kernels: query and KV heads and the cache's block layouts.
- *
- * @example
- * ```ts
- * const shape: SnapKVShape = { nHeads: 8, kvHeads: 2, full, quant: null };
- * ```
  */
 export interface SnapKVShape {
   readonly nHeads: number;
@@ -53,11 +48,6 @@ export interface SnapKVShape {
 
 /**
  * One run of either SnapKV pass over one (layer range, slot).
- *
- * @example
- * ```ts
- * const run: SnapKVRun = { cache, target, window, rows: 32, lse, scores };
- * ```
  */
 export interface SnapKVRun {
   readonly cache: PagedCacheBindings;

@@ -12,11 +12,6 @@ const PLACEHOLDERS = new WeakMap<GpuContext, GPUBuffer>();
 
 /**
  * Pooling of {@link SnapKVScoreKernel}: odd kernel size (1 = none) and mode.
- *
- * @example
- * ```ts
- * const pooling: SnapKVPooling = { kernelSize: 7, mode: 'max' };
- * ```
  */
 export interface SnapKVPooling {
   readonly kernelSize: number;

@@ -11,11 +11,6 @@ const EMBEDDING_PARAMS = new UniformLayout('EmbeddingParams', [
 
 /**
  * One embedding gather.
- *
- * @example
- * ```ts
- * const run: EmbeddingRun = { numTokens: 3, dim: 64, tokens, table, out };
- * ```
  */
 export interface EmbeddingRun {
   readonly numTokens: number;

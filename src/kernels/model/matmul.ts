@@ -14,11 +14,6 @@ const MATMUL_PARAMS = new UniformLayout('MatmulParams', [
 
 /**
  * Output tile of one workgroup and per-thread register block; each value is a pipeline-cache key.
- *
- * @example
- * ```ts
- * const tile: MatmulTile = { tileM: 32, tileN: 64, tileK: 16, threadM: 2, threadN: 4 };
- * ```
  */
 export interface MatmulTile {
   /** Rows (tokens) per workgroup. */
@@ -87,11 +82,6 @@ export interface MatmulKernelOptions {
 
 /**
  * One product.
- *
- * @example
- * ```ts
- * const run: MatmulRun = { rows: n, inDim: 64, outDim: 64, x: att, w: wo, out: residual, accumulate: true };
- * ```
  */
 export interface MatmulRun {
   readonly rows: number;

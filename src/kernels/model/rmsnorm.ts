@@ -12,11 +12,6 @@ const RMSNORM_PARAMS = new UniformLayout('RmsNormParams', [
 
 /**
  * One RMSNorm of `rows` rows.
- *
- * @example
- * ```ts
- * const run: RmsNormRun = { rows: n, dim: 64, x, weight, out };
- * ```
  */
 export interface RmsNormRun {
   readonly rows: number;

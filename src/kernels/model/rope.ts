@@ -42,11 +42,6 @@ export function ropeCosSinTable(headDim: number, positions: number, theta = 1000
 
 /**
  * One RoPE application.
- *
- * @example
- * ```ts
- * const run: RopeRun = { numTokens: n, positions, table, tableRows: 512, q, k };
- * ```
  */
 export interface RopeRun {
   readonly numTokens: number;

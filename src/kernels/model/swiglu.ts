@@ -11,11 +11,6 @@ const SWIGLU_PARAMS = new UniformLayout('SwigluParams', [
 
 /**
  * One SwiGLU gate.
- *
- * @example
- * ```ts
- * const run: SwigluRun = { rows: n, width: 172, gateUp, out };
- * ```
  */
 export interface SwigluRun {
   readonly rows: number;

@@ -14,11 +14,6 @@ export const HF_ARCHITECTURES = ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Mistra
 
 /**
  * One of {@link HF_ARCHITECTURES}.
- *
- * @example
- * ```ts
- * const arch: HfArchitecture = 'Qwen2ForCausalLM';
- * ```
  */
 export type HfArchitecture = (typeof HF_ARCHITECTURES)[number];
 

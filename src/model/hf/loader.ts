@@ -6,11 +6,6 @@ import { openSafetensors, requireReadableDtype, type ByteSource, type Safetensor
 /**
  * The files of a model folder, opened by name: a directory in Node (src/node/hf-model-files.ts), files dropped
  * on a page, or bytes in memory ({@link memoryFolder}).
- *
- * @example
- * ```ts
- * const folder: ModelFolder = { name: 'SmolLM2', open: async (file) => byName.get(file) };
- * ```
  */
 export interface ModelFolder {
   /** Shown in messages (a path or a folder name). */

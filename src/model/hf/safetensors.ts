@@ -53,11 +53,6 @@ export const READABLE_DTYPES = ['F32', 'F16', 'BF16'] as const;
 
 /**
  * A dtype {@link SafetensorsFile.readF32} converts.
- *
- * @example
- * ```ts
- * const dtype: ReadableDtype = 'BF16';
- * ```
  */
 export type ReadableDtype = (typeof READABLE_DTYPES)[number];
 
