@@ -1,87 +1,105 @@
-// Browser-safe core of kvcompact. Node-only parts (Dawn, files, downloads) are in `kvcompact/node`.
-export * from './errors.js';
+// kvcompact, the browser-safe core: what an application or an inference engine uses. Node-only parts (Dawn,
+// files, downloads) are in `kvcompact/node`. Internals (kernels, pools, plans) are imported from their files by
+// kvcompact's own code and tests, and are not part of the public API.
 
-// GPU layer
-export * from './gpu/adapter-report.js';
-export * from './gpu/buffer-pool.js';
-export * from './gpu/buffers.js';
-export * from './gpu/context.js';
-export * from './gpu/dispatch.js';
-export * from './gpu/kernel.js';
-export * from './gpu/pipeline-cache.js';
-export * from './gpu/prelude.js';
-export * from './gpu/uniforms.js';
+// Errors: every failure is one of these, and its message says what to do.
+export {
+  KvCompactError,
+  NoAdapterError,
+  DeviceLostError,
+  LimitExceededError,
+  InvalidArgumentError,
+  BufferUsageError,
+  OutOfBlocksError,
+  UnknownSequenceError,
+  NonFiniteValueError,
+  ModelFormatError,
+  UnknownPolicyError,
+  GpuValidationError,
+  MissingObservationWindowError,
+  CacheDestroyedError,
+  SequenceBusyError,
+  CacheInvariantError,
+  NonFiniteWeightsError,
+  UsageError,
+  HfModelError,
+  UnsupportedDtypeError,
+  UnknownArchitectureError,
+  MissingTensorError,
+} from './errors.js';
 
-// Kernels
-export * from './kernels/cache/accumulate-attention.js';
-export * from './kernels/cache/cache-constants.js';
-export * from './kernels/compress/compact-blocks.js';
-export * from './kernels/model/embedding.js';
-export * from './kernels/model/matmul.js';
-export * from './kernels/model/model-checks.js';
-export * from './kernels/model/rmsnorm.js';
-export * from './kernels/model/rope.js';
-export * from './kernels/model/swiglu.js';
-export * from './kernels/compress/gather-stats.js';
-export * from './kernels/compress/mass-kept.js';
-export * from './kernels/compress/score-stats.js';
-export * from './kernels/compress/score-target.js';
-export * from './kernels/compress/select.js';
-export * from './kernels/compress/snapkv-lse.js';
-export * from './kernels/compress/snapkv-score.js';
-export * from './kernels/cache/copy.js';
-export * from './kernels/cache/copy-ranges.js';
-export * from './kernels/cache/kv-append.js';
-export * from './kernels/cache/paged-attention.js';
+// The GPU handle (browser: GpuContext.fromNavigator(); your own device: GpuContext.adopt(device)).
+export { GpuContext, type GpuContextInit } from './gpu/context.js';
+export type { AdapterReport } from './gpu/adapter-report.js';
+export { createStorageBuffer, readBuffer } from './gpu/buffers.js';
 
-// Paged cache
-export * from './format/layout.js';
-export * from './cache/memory-report.js';
-export * from './cache/block-allocator.js';
-export * from './cache/block-tables.js';
-export * from './cache/cache-metadata.js';
-export * from './cache/cache-options.js';
-export * from './cache/invariants.js';
-export * from './engine/paged-kv-cache.js';
+// Block formats and sizes, for planning memory.
+export {
+  type Bits,
+  type BlockFormat,
+  type FullFormat,
+  type QuantFormat,
+  type CacheShape,
+  type BlockLayout,
+  blockLayout,
+  bytesPerBlock,
+  bytesPerTokenPerHead,
+  baselineF16Bytes,
+} from './format/layout.js';
 
-// Compression
-export * from './compress/budgets.js';
-export * from './compress/budgets-gpu.js';
-export * from './cache/compaction-plan.js';
-export * from './compress/decode-compression.js';
-export * from './compress/decode-schedule.js';
-export * from './compress/gpu-policies.js';
-export * from './compress/options.js';
-export * from './compress/policy.js';
-export * from './compress/registry.js';
-export * from './compress/select.js';
+// The two engines: one API, the same options, defaults and reports.
+export { PagedKvCache } from './engine/paged-kv-cache.js';
+export { CpuKvCache, type CpuKvCacheOptions } from './engine/cpu-kv-cache.js';
+export type { PagedKvCacheOptions } from './cache/cache-options.js';
+export type { CacheMemoryReport } from './cache/memory-report.js';
+export type { HeadContents } from './cache/cpu-storage.js';
 
-// References (also the CPU fallback)
-export * from './attention/reference-attention.js';
-export * from './format/block-codec.js';
-export * from './kernels/cache/copy-reference.js';
-export * from './format/f16.js';
+// The attention backend contract that model runners drive.
+export type { AttentionHook, GpuAttentionBackend, KvStep, LayerIo } from './attention/backend.js';
 
-// Model
-export * from './attention/backend.js';
-export * from './model/cache-options.js';
-export * from './model/checkpoint.js';
-export * from './model/gpu-llama.js';
-export * from './model/hf/config.js';
-export * from './model/hf/loader.js';
-export * from './model/hf/safetensors.js';
-export * from './model/hf/tokenizer.js';
-export * from './model/reference-forward.js';
-export * from './model/sampling.js';
-export * from './model/tokenizer.js';
+// Compression: options and reports, budgets, policies (add your own with registerPolicy), the decode schedule.
+export type { CompressOptions, CompressionReport } from './compress/options.js';
+export type { AutoChoice, AutoCompressOptions, AutoCompressionReport } from './compress/auto.js';
+export { BUDGET_MODES, type BudgetMode } from './compress/budgets.js';
+export { clampProtection, defaultPolicy } from './compress/pipeline.js';
+export {
+  BasePolicy,
+  DEFAULT_RECENT,
+  DEFAULT_SINKS,
+  type PolicyOptions,
+  type PolicyRequirements,
+  type ScoreInput,
+  type ScoringPolicy,
+} from './compress/policy.js';
+export type { GpuScorePlan, TokenScorePlan, WindowScorePlan } from './compress/gpu-policies.js';
+export { createPolicy, policyNames, policyRequirements, registerPolicy, type PolicyFactory } from './compress/registry.js';
+export { DecodeCompressor, type CompressibleCache, type DecodeCompressorOptions } from './compress/decode-compression.js';
+export { decodeSchedule, nextCompression, type DecodeSchedule, type DecodeScheduleOptions } from './compress/decode-schedule.js';
 
-// CPU engine (the references behind the same cache API)
-export * from './engine/cpu-kv-cache.js';
+// Models: llama2.c and Hugging Face checkpoints, tokenizers, the CPU and GPU forward passes, sampling.
+export { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig, type LlamaWeights } from './model/checkpoint.js';
+export { BOS_ID, EOS_ID, Tokenizer, type TextTokenizer } from './model/tokenizer.js';
+export { ReferenceLlama, type ReferenceLlamaOptions } from './model/reference-forward.js';
+export { GpuLlama, type GpuLlamaOptions } from './model/gpu-llama.js';
+export { cacheOptionsForModel } from './model/cache-options.js';
+export { argmax, createSampler, sampleTopP, softmaxWithTemperature, type SamplerOptions } from './model/sampling.js';
+export { parseHfConfig, type HfModelConfig } from './model/hf/config.js';
+export { blobFolder, loadHfModel, memoryFolder, type HfModel, type LoadHfModelOptions, type ModelFolder } from './model/hf/loader.js';
+export { HfTokenizer, loadHfTokenizer, type ChatMessage } from './model/hf/tokenizer.js';
 
-// Generation and evaluation
-export * from './app/generator.js';
-export * from './eval/eval-text.js';
-export * from './eval/evaluate.js';
-export * from './eval/metrics.js';
-export * from './eval/cpu-engine.js';
-export * from './eval/gpu-engine.js';
+// Evaluation: perplexity and agreement against the full cache, on either engine.
+export { evaluate, type EvalEngine, type EvalReport, type EvalRow, type EvalRowSpec, type EvaluateOptions } from './eval/evaluate.js';
+export { cpuEngineFactory } from './eval/cpu-engine.js';
+export { gpuEngineFactory } from './eval/gpu-engine.js';
+export { prepareEvalWindows } from './eval/eval-text.js';
+export { AgreementAccumulator, PerplexityAccumulator, nll } from './eval/metrics.js';
+export { formatEvalTable, renderEvalSvg } from './eval/report.js';
+
+// Generation with a compressed cache, side by side with a full one.
+export {
+  Generator,
+  type GenerateOptions,
+  type GenerateResult,
+  type GenerationReport,
+  type GeneratorOptions,
+} from './app/generator.js';

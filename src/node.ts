@@ -1,6 +1,26 @@
-// Node entry of kvcompact: everything in the core, plus the Node-only parts (Dawn through npm `webgpu`, files).
+// kvcompact/node: the core (see index.ts) plus what only Node can do: Dawn through the npm `webgpu` package, model
+// files on disk and downloads, and a static server for the demo page.
 export * from './index.js';
-export * from './node/gpu.js';
-export * from './node/hf-model-files.js';
-export * from './node/model-files.js';
-export * from './node/static-server.js';
+export { createNodeGpu, parseAdapterChoice, ADAPTER_CHOICES, type AdapterChoice, type NodeGpuOptions } from './node/gpu.js';
+export {
+  loadModelFiles,
+  resolveModelFiles,
+  STORIES260K_MODEL,
+  STORIES260K_TOKENIZER,
+  type LoadedModel,
+  type ModelFileSource,
+  type ResolveModelFilesOptions,
+  type ResolvedModelFiles,
+} from './node/model-files.js';
+export {
+  detectModelFormat,
+  directoryFolder,
+  downloadHfModel,
+  loadNodeModel,
+  parseHubId,
+  type DownloadHfModelOptions,
+  type LoadNodeModelOptions,
+  type ModelFormat,
+  type NodeModel,
+} from './node/hf-model-files.js';
+export { serveStatic, type StaticServer } from './node/static-server.js';

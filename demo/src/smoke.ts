@@ -1,4 +1,5 @@
-import { CopyKernel, GpuContext, createStorageBuffer, readBuffer } from '../../src/index.js';
+import { CopyKernel } from '../../src/kernels/cache/copy.js';
+import { GpuContext, createStorageBuffer, readBuffer } from '../../src/index.js';
 import { SMOKE_SIZES, smokeInput } from './smoke-data.js';
 
 /** Result the Playwright test reads from the page. */
