@@ -187,7 +187,7 @@ describe('a policy defined in one file and registered with one line', () => {
     const cache = await filledCache(gpu, bits === 4 ? 4 : undefined);
     for (const seq of [2, 3]) {
       const expected = await referenceKeep(cache, seq, createPolicy('peak-attention', PROTECTION), mode, 24, SEED);
-      const report = await cache.compress(seq, { policy: 'peak-attention', budget: 24, budgets: mode, bits, ...PROTECTION, seed: SEED });
+      const report = await cache.compress(seq, { policy: 'peak-attention', budget: 24, budgetMode: mode, bits, ...PROTECTION, seed: SEED });
       expect(report.policy).toBe('peak-attention');
       let evicted = 0;
       for (let l = 0; l < SHAPE.layers; l++) {

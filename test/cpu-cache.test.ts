@@ -166,7 +166,7 @@ describe('CpuKvCache.compress', () => {
         const scorer = createPolicy(policy, { sinks, recent, recentLimit: headBudget - sinks, window: 32, seed: 0 });
         const scores = inputs.map((input) => scorer.score(input));
         const counts = allocateBudgets(scores, { mode, budget });
-        const report = await base.compress(1, { policy, budget, budgets: mode, recent: 16 });
+        const report = await base.compress(1, { policy, budget, budgetMode: mode, recent: 16 });
         assertInvariants(base.meta);
         let kept = 0;
         for (let l = 0; l < nLayers; l++) {
@@ -221,7 +221,7 @@ describe('CpuKvCache.compress', () => {
     const model = new ReferenceLlama(checkpoint, { attention: cache.attentionHook(0) });
     for (let pos = 150; pos < 170; pos++) model.forward(greedy.tokens[pos]!, pos);
     assertInvariants(cache.meta);
-    const second = await cache.compress(0, { policy: 'snapkv', budget: 32, budgets: 'adakv', bits: 4 });
+    const second = await cache.compress(0, { policy: 'snapkv', budget: 32, budgetMode: 'adakv', bits: 4 });
     expect(second.keptPerLayer.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(nLayers * nKvHeads * 32);
     assertInvariants(cache.meta);
     cache.freeSequence(0);
@@ -252,7 +252,7 @@ describe('CpuKvCache.compress', () => {
     await expect(cache.compress(0, { policy: 'nope', budget: 32 })).rejects.toThrow(UnknownPolicyError);
     await expect(cache.compress(0, { policy: 'h2o', budget: 32, bits: 3 as 4 })).rejects.toThrow(InvalidArgumentError);
     await expect(cache.compress(0, { policy: 'h2o', budget: 32, bits: 2 })).rejects.toThrow(InvalidArgumentError); // pool is int4
-    await expect(cache.compress(0, { policy: 'h2o', budget: 32, budgets: 'bogus' as 'uniform' })).rejects.toThrow(InvalidArgumentError);
+    await expect(cache.compress(0, { policy: 'h2o', budget: 32, budgetMode: 'bogus' as 'uniform' })).rejects.toThrow(InvalidArgumentError);
     await expect(cache.compressAuto(0, 0.5)).rejects.toThrow(InvalidArgumentError);
     await expect(cache.compressAuto(0, 1000)).rejects.toThrow(InvalidArgumentError);
     expect(fingerprint(cache, 0)).toBe(before);

@@ -35,7 +35,7 @@ class CountingCache implements CompressibleCache {
     const keptPerHead = Array.from({ length: LAYERS }, (_, l) => this.counts.slice(l * KV_HEADS, (l + 1) * KV_HEADS));
     return {
       policy: options.policy ?? 'snapkv',
-      budgets: options.budgets ?? 'uniform',
+      budgetMode: options.budgetMode ?? 'uniform',
       bits: options.bits ?? 16,
       budget: budget ?? null,
       tokens: this.appended,
@@ -78,7 +78,7 @@ describe('the decode schedule', () => {
       for (const want of table) {
         for (const bits of [16, 4] as const) {
           const { budget } = want;
-          const compress = { policy: 'h2o', budgets: 'adakv' as const, bits };
+          const compress = { policy: 'h2o', budgetMode: 'adakv' as const, bits };
           const decode = new DecodeCompressor(new CountingCache(), { budget, compress }).schedule;
           const evaluate = rowSchedule({ policy: 'h2o', budget, budgetMode: 'adakv', bits });
           const generate = generator.decodeScheduleFor({ policy: 'h2o', budget, budgetMode: 'adakv', bits });
@@ -122,14 +122,14 @@ describe('the decode schedule', () => {
   });
 
   it('compresses before the token that would go past the budget, per head for uniform and in total otherwise', () => {
-    const uniform = decodeSchedule({ budget: 32, blockSize: 16, compress: { policy: 'h2o', budgets: 'uniform', bits: 16 } });
+    const uniform = decodeSchedule({ budget: 32, blockSize: 16, compress: { policy: 'h2o', budgetMode: 'uniform', bits: 16 } });
     expect(nextCompression(uniform, state({ total: 31 * HEADS, largest: 31 }), 1)).toBeNull();
     expect(nextCompression(uniform, state({ total: 32 * HEADS, largest: 32 }), 1)).toEqual({
-      policy: 'h2o', budgets: 'uniform', bits: 16, budget: 24, sinks: 4, recent: 8, window: 8,
+      policy: 'h2o', budgetMode: 'uniform', bits: 16, budget: 24, sinks: 4, recent: 8, window: 8,
     });
     // one head past the budget is enough for uniform; adaptive modes look at the total only
     expect(nextCompression(uniform, state({ total: 20 * HEADS, largest: 32 }), 1)).not.toBeNull();
-    const adakv = decodeSchedule({ budget: 32, blockSize: 16, compress: { policy: 'h2o', budgets: 'adakv' } });
+    const adakv = decodeSchedule({ budget: 32, blockSize: 16, compress: { policy: 'h2o', budgetMode: 'adakv' } });
     expect(nextCompression(adakv, state({ total: 20 * HEADS, largest: 32 }), 1)).toBeNull();
     expect(nextCompression(adakv, state({ total: 32 * HEADS, largest: 40 }), 1)).toMatchObject({ budget: 24 });
     // a step longer than the slack: the target leaves room for it, the recent window is kept before the sinks
@@ -139,10 +139,10 @@ describe('the decode schedule', () => {
   });
 
   it('quantizes once per block below 16 bits, with the cheap streaming policy and no budget', () => {
-    const schedule = decodeSchedule({ budget: 64, blockSize: 16, compress: { policy: 'snapkv', budgets: 'adakv', bits: 4, measureMass: false } });
+    const schedule = decodeSchedule({ budget: 64, blockSize: 16, compress: { policy: 'snapkv', budgetMode: 'adakv', bits: 4, measureMass: false } });
     expect(nextCompression(schedule, state({ total: 20 * HEADS, largest: 20, sinceCompress: 15 }), 1)).toBeNull();
     expect(nextCompression(schedule, state({ total: 20 * HEADS, largest: 20, sinceCompress: 16 }), 1)).toEqual({
-      policy: 'streaming', budgets: 'adakv', bits: 4, measureMass: false, sinks: 4, recent: 16,
+      policy: 'streaming', budgetMode: 'adakv', bits: 4, measureMass: false, sinks: 4, recent: 16,
     });
     // eviction first when both are due
     expect(nextCompression(schedule, state({ total: 64 * HEADS, largest: 64, sinceCompress: 16 }), 1)).toMatchObject({ policy: 'snapkv', budget: 48 });

@@ -45,7 +45,7 @@ describe('GPU compression of a paged cache', () => {
       [0, 1].flatMap((l) => [0, 1].map(async (h) => [...(await cache.readHead(7, l, h)).positions])),
     );
     const usedBefore = cache.memory().usedBytes;
-    const report = await cache.compress(7, { policy, budget: 24, budgets: mode, bits, sinks: 4, recent: 8, window: WINDOW, seed: 3 });
+    const report = await cache.compress(7, { policy, budget: 24, budgetMode: mode, bits, sinks: 4, recent: 8, window: WINDOW, seed: 3 });
     assertInvariants(cache.meta);
     for (let l = 0; l < SHAPE.layers; l++) {
       for (let h = 0; h < SHAPE.kvHeads; h++) {
@@ -105,7 +105,7 @@ describe('GPU compression of a paged cache', () => {
     await expect(cache.compress(1, { policy: 'nope', budget: 8 })).rejects.toThrow(UnknownPolicyError);
     await expect(cache.compress(1, { budget: 8, bits: 3 as 4 })).rejects.toThrow(/bits/);
     await expect(cache.compress(1, { budget: 8, bits: 2 })).rejects.toThrow(/quantBits: 2/);
-    await expect(cache.compress(1, { budget: 8, budgets: 'fancy' as 'uniform' })).rejects.toThrow(/budgets/);
+    await expect(cache.compress(1, { budget: 8, budgetMode: 'fancy' as 'uniform' })).rejects.toThrow(/budgetMode/);
     await expect(cache.compress(1, { budget: 8, ratio: 2 })).rejects.toThrow(/not both/);
     expect(cache.meta.snapshot()).toEqual(snapshot);
     cache.destroy();
@@ -116,7 +116,7 @@ describe('GPU compression of a paged cache', () => {
     const cache = PagedKvCache.create(gpu, { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f16', maxTokensPerHead: 128, observationWindow: WINDOW });
     cache.addSequence(2);
     const budget = 24;
-    const decode = new DecodeCompressor(cache, { mode: 'on-exceed', budget, slack: 8, recent: 8, compress: { policy: 'h2o', budgets } });
+    const decode = new DecodeCompressor(cache, { mode: 'on-exceed', budget, slack: 8, recent: 8, compress: { policy: 'h2o', budgetMode: budgets } });
     await decode.beforeStep(2, 20);
     await fill(gpu, cache, 2, [20], 6);
     for (let step = 0; step < 30; step++) {

@@ -568,7 +568,7 @@ export class Generator {
             ...(options.slack !== undefined ? { slack: options.slack } : {}),
             ...(options.sinks !== undefined ? { sinks: options.sinks } : {}),
             ...(options.recent !== undefined ? { recent: options.recent } : {}),
-            compress: { policy, budgets: budgetMode, bits },
+            compress: { policy, budgetMode: budgetMode, bits },
           });
     return { policy, budgetMode, budget, bits, schedule };
   }

@@ -67,7 +67,7 @@ export class CpuCompressionStages implements CompressionStages {
     const { options } = job;
     this.#inputs = Array.from({ length: layers }, (_, layer) => this.#scoreInput(job.slot, layer, job.window, this.meta.sequenceLength(job.seqId), options.seed));
     const scores = this.#inputs.map((input) => job.policy.score(input));
-    const counts = allocateBudgets(scores, { mode: options.budgets, budget: options.budget ?? 0, safeguard: options.safeguard });
+    const counts = allocateBudgets(scores, { mode: options.budgetMode, budget: options.budget ?? 0, safeguard: options.safeguard });
     this.#kept ??= new Uint32Array(this.meta.tables.numRows * this.indexStride);
     this.#selection = [];
     for (let layer = 0; layer < layers; layer++) {

@@ -22,7 +22,7 @@ export interface CompressibleCache {
  *
  * @example
  * ```ts
- * const options: DecodeCompressorOptions = { budget: 64, compress: { policy: 'snapkv', budgets: 'adakv', bits: 4 } };
+ * const options: DecodeCompressorOptions = { budget: 64, compress: { policy: 'snapkv', budgetMode: 'adakv', bits: 4 } };
  * ```
  */
 export type DecodeCompressorOptions = Omit<DecodeScheduleOptions, 'blockSize'> & { readonly blockSize?: number };

@@ -41,12 +41,12 @@ import { DEFAULT_RECENT, DEFAULT_SINKS } from './policy.js';
 export type DecodeMode = 'on-exceed' | 'every';
 
 /**
- * What every compression of a schedule carries: policy, budget mode (`budgets`), bits and the policies' own
+ * What every compression of a schedule carries: policy, budget mode (`budgetMode`), bits and the policies' own
  * settings. Budget, sinks, recent and window are the schedule's to decide.
  *
  * @example
  * ```ts
- * const compress: DecodeCompressOptions = { policy: 'snapkv', budgets: 'adakv', bits: 4 };
+ * const compress: DecodeCompressOptions = { policy: 'snapkv', budgetMode: 'adakv', bits: 4 };
  * ```
  */
 export type DecodeCompressOptions = Omit<CompressOptions, 'budget' | 'ratio' | 'sinks' | 'recent' | 'window'>;
@@ -194,7 +194,7 @@ export function decodeSchedule(options: DecodeScheduleOptions): DecodeSchedule {
  * total otherwise (adaptive modes move tokens between heads; only the total is bounded).
  */
 function exceeds(schedule: DecodeSchedule, state: DecodeState, numTokens: number, budget: number): boolean {
-  if ((schedule.compress.budgets ?? 'uniform') === 'uniform') return state.largest + numTokens > budget;
+  if ((schedule.compress.budgetMode ?? 'uniform') === 'uniform') return state.largest + numTokens > budget;
   return state.total + state.heads * numTokens > state.heads * budget;
 }
 

@@ -122,7 +122,7 @@ export class GpuCompressionStages implements CompressionStages {
     job.policy.scoreGpu(encoder, writeMeans ? { ...input, means: this.buffers.mass } : input);
     gpu.submit([encoder.finish()]);
     return allocateBudgetsGpu(gpu, {
-      mode: options.budgets,
+      mode: options.budgetMode,
       budget: options.budget ?? 0,
       safeguard: options.safeguard,
       scores: this.buffers.scores,

@@ -10,7 +10,7 @@ import { policyNames } from './registry.js';
  *
  * @example
  * ```ts
- * const options: CompressOptions = { policy: 'snapkv', budget: 64, budgets: 'adakv', bits: 4 };
+ * const options: CompressOptions = { policy: 'snapkv', budget: 64, budgetMode: 'adakv', bits: 4 };
  * ```
  */
 export interface CompressOptions {
@@ -21,7 +21,7 @@ export interface CompressOptions {
   /** Alternative to budget: keep ⌊tokens / ratio⌋ per head on average (ratio ≥ 1). */
   readonly ratio?: number;
   /** Who keeps how much (default 'uniform'). */
-  readonly budgets?: BudgetMode;
+  readonly budgetMode?: BudgetMode;
   /** 16 or 32 keep the full format; 8, 4 or 2 quantize all but the recent window (default 16). */
   readonly bits?: Bits;
   /** Attention sinks always kept (default 4). */
@@ -50,14 +50,14 @@ export interface CompressOptions {
  * @example
  * ```ts
  * const resolved: ResolvedCompressOptions = resolveCompressOptions({ policy: 'h2o', ratio: 4 }, 1024);
- * resolved.budget; // 256 (bits 16, budgets 'uniform', sinks 4, recent 32)
+ * resolved.budget; // 256 (bits 16, budgetMode 'uniform', sinks 4, recent 32)
  * ```
  */
 export interface ResolvedCompressOptions {
   readonly policy: string;
   /** Average tokens kept per head, or null to keep all. */
   readonly budget: number | null;
-  readonly budgets: BudgetMode;
+  readonly budgetMode: BudgetMode;
   readonly bits: Bits;
   readonly sinks: number;
   readonly recent: number;
@@ -79,15 +79,15 @@ function nonNegativeInteger(field: string, value: number): number {
  *
  * @example
  * ```ts
- * resolveCompressOptions({ policy: 'h2o', budget: 64 }, 512); // { policy: 'h2o', budget: 64, budgets: 'uniform', bits: 16, ... }
+ * resolveCompressOptions({ policy: 'h2o', budget: 64 }, 512); // { policy: 'h2o', budget: 64, budgetMode: 'uniform', bits: 16, ... }
  * ```
  */
 export function resolveCompressOptions(options: CompressOptions, tokens: number): ResolvedCompressOptions {
   const policy = options.policy ?? 'snapkv';
   if (!policyNames().includes(policy)) throw new UnknownPolicyError(policy, policyNames());
-  const budgets = options.budgets ?? 'uniform';
-  if (!(BUDGET_MODES as readonly string[]).includes(budgets)) {
-    throw new InvalidArgumentError('budgets', `must be one of ${BUDGET_MODES.join(', ')}; got ${String(budgets)}`);
+  const budgetMode = options.budgetMode ?? 'uniform';
+  if (!(BUDGET_MODES as readonly string[]).includes(budgetMode)) {
+    throw new InvalidArgumentError('budgetMode', `must be one of ${BUDGET_MODES.join(', ')}; got ${String(budgetMode)}`);
   }
   const bits = options.bits ?? 16;
   if (![32, 16, 8, 4, 2].includes(bits)) {
@@ -124,7 +124,7 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
   return {
     policy,
     budget,
-    budgets,
+    budgetMode,
     bits,
     sinks: nonNegativeInteger('sinks', options.sinks ?? 4),
     recent: nonNegativeInteger('recent', options.recent ?? 32),
@@ -147,7 +147,7 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
  */
 export interface CompressionReport {
   readonly policy: string;
-  readonly budgets: BudgetMode;
+  readonly budgetMode: BudgetMode;
   readonly bits: Bits;
   /** Average tokens kept per head asked for (null: all). */
   readonly budget: number | null;

@@ -143,7 +143,7 @@ export async function compressSequence(
   const lengths = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
   const budget = opts.budget;
   const evicting = budget !== null && lengths.some((heads) => heads.some((n) => n > budget));
-  const headBudget = budget === null ? Number.POSITIVE_INFINITY : smallestHeadBudget(opts.budgets, budget, layers);
+  const headBudget = budget === null ? Number.POSITIVE_INFINITY : smallestHeadBudget(opts.budgetMode, budget, layers);
   const window = Math.min(opts.window, stages.observationWindow);
   const measureMass = evicting && (options.measureMass ?? true);
   let counts: Uint32Array[] = lengths.map((heads) => Uint32Array.from(heads));
@@ -224,7 +224,7 @@ function compressionReport(
   const keptPerHead = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
   return {
     policy: opts.policy,
-    budgets: opts.budgets,
+    budgetMode: opts.budgetMode,
     bits: opts.bits,
     budget: opts.budget,
     tokens,

@@ -206,7 +206,7 @@ export class CpuKvCache {
    *
    * @example
    * ```ts
-   * const report = await cache.compress(seq, { policy: 'snapkv', budget: 64, budgets: 'adakv', bits: 4 });
+   * const report = await cache.compress(seq, { policy: 'snapkv', budget: 64, budgetMode: 'adakv', bits: 4 });
    * ```
    */
   compress(seqId: number, options: CompressOptions = {}): Promise<CompressionReport> {

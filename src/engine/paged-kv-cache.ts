@@ -282,7 +282,7 @@ export class PagedKvCache implements GpuAttentionBackend {
    *
    * @example
    * ```ts
-   * const report = await cache.compress(seq, { policy: 'snapkv', budget: 64, budgets: 'adakv', bits: 4 });
+   * const report = await cache.compress(seq, { policy: 'snapkv', budget: 64, budgetMode: 'adakv', bits: 4 });
    * ```
    */
   async compress(seqId: number, options: CompressOptions = {}): Promise<CompressionReport> {

@@ -212,7 +212,7 @@ export function rowSchedule(row: EvalRowSpec, settings: { readonly blockSize?: n
     // The sweep does not report the attention-mass diagnostic, and on SnapKV/TOVA it costs a window pass.
     compress: full
       ? { policy: 'streaming', bits, measureMass: false }
-      : { policy: row.policy, budgets: row.budgetMode ?? 'uniform', bits, measureMass: false },
+      : { policy: row.policy, budgetMode: row.budgetMode ?? 'uniform', bits, measureMass: false },
   });
 }
 

@@ -37,7 +37,7 @@ const QUICK_CONTEXTS = [1024, 4096] as const;
  */
 export interface CompressVariant {
   readonly policy: 'snapkv' | 'h2o';
-  readonly budgets: BudgetMode;
+  readonly budgetMode: BudgetMode;
   readonly bits: Extract<Bits, 16 | 4>;
   /**
    * Whether the cache holds an observation window (as after decoding). SnapKV scores with it (and reports its
@@ -58,8 +58,8 @@ export interface CompressVariant {
  */
 export const COMPRESS_VARIANTS: readonly CompressVariant[] = [
   ...(['snapkv', 'h2o'] as const).flatMap((policy) =>
-    (['uniform', 'adakv'] as const).flatMap((budgets) =>
-      ([16, 4] as const).map((bits): CompressVariant => ({ policy, budgets, bits, window: true })),
+    (['uniform', 'adakv'] as const).flatMap((budgetMode) =>
+      ([16, 4] as const).map((bits): CompressVariant => ({ policy, budgetMode, bits, window: true })),
     ),
   ),
   ...noWindowVariants(),
@@ -67,8 +67,8 @@ export const COMPRESS_VARIANTS: readonly CompressVariant[] = [
 
 function noWindowVariants(): CompressVariant[] {
   return [
-    { policy: 'h2o', budgets: 'uniform', bits: 16, window: false },
-    { policy: 'h2o', budgets: 'adakv', bits: 4, window: false },
+    { policy: 'h2o', budgetMode: 'uniform', bits: 16, window: false },
+    { policy: 'h2o', budgetMode: 'adakv', bits: 4, window: false },
   ];
 }
 
@@ -77,8 +77,8 @@ function noWindowVariants(): CompressVariant[] {
  * other, so both scorers, budget modes and formats appear) and the two window-less ones.
  */
 const QUICK_VARIANTS: readonly CompressVariant[] = [
-  { policy: 'snapkv', budgets: 'uniform', bits: 16, window: true },
-  { policy: 'h2o', budgets: 'adakv', bits: 4, window: true },
+  { policy: 'snapkv', budgetMode: 'uniform', bits: 16, window: true },
+  { policy: 'h2o', budgetMode: 'adakv', bits: 4, window: true },
   ...noWindowVariants(),
 ];
 
@@ -89,7 +89,7 @@ const SOURCE = 0;
 const FORK = 1;
 
 function variantName(v: CompressVariant): string {
-  return `${v.policy}${v.window ? '' : '-nowin'}/${v.budgets}/${v.bits === 16 ? 'f16' : 'int4'}`;
+  return `${v.policy}${v.window ? '' : '-nowin'}/${v.budgetMode}/${v.bits === 16 ? 'f16' : 'int4'}`;
 }
 
 /**
@@ -121,7 +121,7 @@ export const compressSuite: BenchSuite = {
         (variant): BenchCase => ({
           name: `compress/${variantName(variant)}/${formatTokens(context)}`,
           shape:
-            `ctx ${formatTokens(context)} · 4L · 32q/8kv · d128 · ${variant.policy} ${variant.budgets} · keep 1/8 · ` +
+            `ctx ${formatTokens(context)} · 4L · 32q/8kv · d128 · ${variant.policy} ${variant.budgetMode} · keep 1/8 · ` +
             `${variant.bits === 16 ? 'f16' : 'int4 + 32 f16'}${variant.window ? '' : ' · no window'}`,
           series: `compress ${variantName(variant)}`,
           context,
@@ -330,7 +330,7 @@ async function prepareCompress(
     cache.destroy();
     throw error;
   }
-  const options = { policy: variant.policy, budget: Math.floor(context / 8), budgets: variant.budgets, bits: variant.bits };
+  const options = { policy: variant.policy, budget: Math.floor(context / 8), budgetMode: variant.budgetMode, bits: variant.bits };
   return {
     bytes: size.sourceBytes,
     items: { count: context, unit: 'token' },
