@@ -128,8 +128,8 @@ export class OutOfBlocksError extends KvCompactError {
  */
 export class UnknownSequenceError extends KvCompactError {
   override name = 'UnknownSequenceError';
-  constructor(readonly sequenceId: number) {
-    super(`unknown sequence ${sequenceId}: add it with addSequence() first, or it was already freed`);
+  constructor(readonly seqId: number) {
+    super(`unknown sequence ${seqId}: add it with addSequence() first, or it was already freed`);
   }
 }
 
@@ -241,8 +241,8 @@ export class CacheDestroyedError extends KvCompactError {
  */
 export class SequenceBusyError extends KvCompactError {
   override name = 'SequenceBusyError';
-  constructor(readonly sequenceId: number) {
-    super(`sequence ${sequenceId} has operations queued or in flight; await them before starting a model step on it`);
+  constructor(readonly seqId: number) {
+    super(`sequence ${seqId} has operations queued or in flight; await them before starting a model step on it`);
   }
 }
 

@@ -122,18 +122,18 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
 
   private stepFromPlan(plan: AppendPlan): StepState {
     this.storage.copyBlocks(plan.copies);
-    const positions = Uint32Array.from({ length: plan.nTokens }, (_, t) => plan.firstPosition + t);
+    const positions = Uint32Array.from({ length: plan.numTokens }, (_, t) => plan.firstPosition + t);
     const step: StepState = {
-      seqId: plan.sequenceId,
-      numTokens: plan.nTokens,
+      seqId: plan.seqId,
+      numTokens: plan.numTokens,
       positions,
       plan,
       destSlots: this.scratch('kv:dest-slots', plan.destSlots),
       positionsBuffer: this.scratch('kv:positions', positions),
-      querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.nTokens).fill(plan.slot)),
-      segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.nTokens])),
+      querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.numTokens).fill(plan.slot)),
+      segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.numTokens])),
       probs: null,
-      probsStride: Math.max(1, this.longestHead(plan.sequenceId)),
+      probsStride: Math.max(1, this.longestHead(plan.seqId)),
     };
     this.storage.uploadDirtyRows();
     this.steps.set(step, step);

@@ -278,15 +278,15 @@ export class CacheMetadata {
   // ---------------------------------------------------------------- append
 
   /**
-   * Appends `nTokens` tokens to every (layer, kv head) of a sequence: finds each token's destination slot in
+   * Appends `numTokens` tokens to every (layer, kv head) of a sequence: finds each token's destination slot in
    * the full pool, allocating full blocks as needed, copy-on-write for a shared partly filled last block.
    * All or nothing: returns null, with the state unchanged, when the full pool cannot supply every block.
    * Throws (state unchanged) on an unknown id, a bad count, or a head that would pass `maxBlocksPerHead`.
    */
-  planAppend(id: number, nTokens: number): AppendPlan | null {
+  planAppend(id: number, numTokens: number): AppendPlan | null {
     const seq = this.#seq(id);
-    if (!Number.isSafeInteger(nTokens) || nTokens <= 0) {
-      throw new InvalidArgumentError('nTokens', `must be a positive integer; got ${nTokens}`);
+    if (!Number.isSafeInteger(numTokens) || numTokens <= 0) {
+      throw new InvalidArgumentError('numTokens', `must be a positive integer; got ${numTokens}`);
     }
     const { layers, kvHeads, blockSize } = this.shape;
 
@@ -323,13 +323,13 @@ export class CacheMetadata {
           cow = this.fullPool.refCount(last.block) > 1;
         }
         const room = filled === 0 ? 0 : blockSize - filled;
-        const fresh = Math.ceil(Math.max(0, nTokens - room) / blockSize);
+        const fresh = Math.ceil(Math.max(0, numTokens - room) / blockSize);
         if (n + fresh > this.maxBlocksPerHead) {
           throw new LimitExceededError(
             'maxBlocksPerHead',
             n + fresh,
             this.maxBlocksPerHead,
-            `appending ${nTokens} tokens to layer ${layer} head ${head} of sequence ${id}; compress the sequence first`,
+            `appending ${numTokens} tokens to layer ${layer} head ${head} of sequence ${id}; compress the sequence first`,
           );
         }
         needs.push({ row, before, partialIndex, partialBlock, cow, fresh });
@@ -337,15 +337,15 @@ export class CacheMetadata {
       }
     }
     // Head counts never exceed the sequence length, so this bounds every u32 context length and position.
-    if (seq.length + nTokens > 0xffff_ffff) {
-      throw new LimitExceededError('sequence length', seq.length + nTokens, 0xffff_ffff);
+    if (seq.length + numTokens > 0xffff_ffff) {
+      throw new LimitExceededError('sequence length', seq.length + numTokens, 0xffff_ffff);
     }
 
     // Pass 2: allocate everything at once (the only step that can run short), then commit.
     const blocks = this.fullPool.allocateMany(total);
     if (blocks === null) return null;
     let next = 0;
-    const destSlots = new Uint32Array(layers * nTokens * kvHeads);
+    const destSlots = new Uint32Array(layers * numTokens * kvHeads);
     const heads: HeadAppend[] = [];
     const copies: BlockCopy[] = [];
     for (let i = 0; i < needs.length; i++) {
@@ -376,20 +376,20 @@ export class CacheMetadata {
         this.tables.pushEntry(need.row, encodeBlockRef('full', b));
       }
       const firstSlot = need.before % blockSize;
-      for (let t = 0; t < nTokens; t++) {
+      for (let t = 0; t < numTokens; t++) {
         const k = firstSlot + t;
         const block = targets[Math.floor(k / blockSize)]!;
-        destSlots[(layer * nTokens + t) * kvHeads + head] = block * blockSize + (k % blockSize);
+        destSlots[(layer * numTokens + t) * kvHeads + head] = block * blockSize + (k % blockSize);
       }
-      this.tables.setTokenCount(need.row, need.before + nTokens);
-      heads.push({ layer, head, row: need.row, tokensBefore: need.before, tokensAfter: need.before + nTokens, newBlocks, copy });
+      this.tables.setTokenCount(need.row, need.before + numTokens);
+      heads.push({ layer, head, row: need.row, tokensBefore: need.before, tokensAfter: need.before + numTokens, newBlocks, copy });
     }
     const firstPosition = seq.length;
-    seq.length += nTokens;
+    seq.length += numTokens;
     return {
-      sequenceId: id,
+      seqId: id,
       slot: seq.slot,
-      nTokens,
+      numTokens,
       firstPosition,
       blockSize,
       layers,

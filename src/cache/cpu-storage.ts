@@ -132,7 +132,7 @@ export class CpuKvStorage {
     const layout = this.meta.fullLayout;
     const words = this.#pools.full.words;
     for (let head = 0; head < kvHeads; head++) {
-      const dest = plan.destSlots[(layer * plan.nTokens + t) * kvHeads + head] ?? 0;
+      const dest = plan.destSlots[(layer * plan.numTokens + t) * kvHeads + head] ?? 0;
       const block = Math.floor(dest / blockSize);
       const slot = dest % blockSize;
       const base = block * layout.wordsPerBlock;

@@ -70,7 +70,7 @@ export interface BlockCopy {
  * @example
  * ```ts
  * const h: HeadAppend = plan.heads[layer * shape.kvHeads + head]!;
- * h.tokensAfter - h.tokensBefore === plan.nTokens; // always
+ * h.tokensAfter - h.tokensBefore === plan.numTokens; // always
  * ```
  */
 export interface HeadAppend {
@@ -100,9 +100,9 @@ export interface HeadAppend {
  * ```
  */
 export interface AppendPlan {
-  readonly sequenceId: number;
+  readonly seqId: number;
   readonly slot: number;
-  readonly nTokens: number;
+  readonly numTokens: number;
   /** Original position of the first new token (sequence length before the append); token t has position firstPosition + t. */
   readonly firstPosition: number;
   readonly blockSize: number;
@@ -113,7 +113,7 @@ export interface AppendPlan {
   /** One entry per (layer, head), index layer·kvHeads + head. */
   readonly heads: readonly HeadAppend[];
   /**
-   * Destination slot per (layer, token, head), `[layers][nTokens][kvHeads]` order: the full-pool global slot
+   * Destination slot per (layer, token, head), `[layers][numTokens][kvHeads]` order: the full-pool global slot
    * index block·blockSize + slotInBlock, so block = ⌊s / blockSize⌋ and slot = s mod blockSize.
    */
   readonly destSlots: Uint32Array;

@@ -36,17 +36,17 @@ export function ensureFreeBlocks(meta: CacheMetadata, pool: PoolName, needed: nu
 }
 
 /**
- * Full blocks an append of `nTokens` to a sequence may allocate: the blocks each head grows by, plus one per head
+ * Full blocks an append of `numTokens` to a sequence may allocate: the blocks each head grows by, plus one per head
  * for a copy-on-write of a shared partly filled last block.
  */
-export function appendBlocksNeeded(meta: CacheMetadata, seqId: number, nTokens: number): number {
+export function appendBlocksNeeded(meta: CacheMetadata, seqId: number, numTokens: number): number {
   const { layers, kvHeads, blockSize } = meta.shape;
   let needed = 0;
   for (let layer = 0; layer < layers; layer++) {
     for (let head = 0; head < kvHeads; head++) {
       const count = meta.tokenCount(seqId, layer, head);
       const blocks = meta.tables.numEntries(meta.rowOf(seqId, layer, head));
-      needed += Math.max(0, Math.ceil((count + nTokens) / blockSize) - blocks) + 1;
+      needed += Math.max(0, Math.ceil((count + numTokens) / blockSize) - blocks) + 1;
     }
   }
   return needed;
@@ -61,11 +61,11 @@ export function appendBlocksNeeded(meta: CacheMetadata, seqId: number, nTokens: 
  * const plan = planAppendWithGrowth(meta, seq, 16, (pool, blocks) => storage.growPool(pool, blocks));
  * ```
  */
-export function planAppendWithGrowth(meta: CacheMetadata, seqId: number, nTokens: number, grow: GrowPool): AppendPlan {
+export function planAppendWithGrowth(meta: CacheMetadata, seqId: number, numTokens: number, grow: GrowPool): AppendPlan {
   const before = meta.snapshot();
-  let plan = meta.planAppend(seqId, nTokens);
-  const needed = plan === null ? appendBlocksNeeded(meta, seqId, nTokens) : 0;
-  if (plan === null && ensureFreeBlocks(meta, 'full', needed + meta.compactionReserve, grow)) plan = meta.planAppend(seqId, nTokens);
+  let plan = meta.planAppend(seqId, numTokens);
+  const needed = plan === null ? appendBlocksNeeded(meta, seqId, numTokens) : 0;
+  if (plan === null && ensureFreeBlocks(meta, 'full', needed + meta.compactionReserve, grow)) plan = meta.planAppend(seqId, numTokens);
   // Appends leave the compaction reserve free or growable, so compressing can always release before allocating.
   if (plan !== null && meta.fullPool.numFree + meta.growableBlocks('full') >= meta.compactionReserve) return plan;
   meta.restore(before);
