@@ -285,7 +285,7 @@ describe('bench harness on the GPU', () => {
       context: 70,
       full: 'f16',
       quant: 'int4',
-      recentWindow: 20,
+      recent: 20,
     });
     try {
       // 5 blocks per head: floor((70 − 20) / 16) = 3 quantized, then 2 full (the last one partly filled)

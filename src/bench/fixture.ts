@@ -32,7 +32,7 @@ export interface BenchCacheOptions {
    * Tokens at the end of each head that stay in full blocks (KIVI's residual window), default 128. The
    * quantized blocks are the whole blocks before it, as the cache keeps them: quantized first, full after.
    */
-  readonly recentWindow?: number;
+  readonly recent?: number;
   readonly seed?: number;
 }
 
@@ -74,7 +74,7 @@ export function benchCacheSize(options: BenchCacheOptions): BenchCacheSize {
   const full = blockLayout(options.full, { headDim, blockSize });
   const quant = options.quant ? blockLayout(options.quant, { headDim, blockSize }) : null;
   const blocksPerHead = Math.ceil(context / blockSize);
-  const window = options.recentWindow ?? 128;
+  const window = options.recent ?? 128;
   const quantBlocksPerHead = quant ? Math.max(0, Math.floor((context - window) / blockSize)) : 0;
   const fullBlocksPerHead = blocksPerHead - quantBlocksPerHead;
   return {

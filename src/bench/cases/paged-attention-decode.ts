@@ -8,14 +8,14 @@ import { formatTokens } from '../units.js';
 
 /**
  * The decode shape the issues use: one sequence, GQA 32 query heads over 8 KV heads, head_dim 128, one layer;
- * compressed caches keep the last `recentWindow` tokens in f16.
+ * compressed caches keep the last `recent` tokens in f16.
  *
  * @example
  * ```ts
  * const group = ATTENTION_SHAPE.nHeads / ATTENTION_SHAPE.kvHeads; // 4 query heads per KV head
  * ```
  */
-export const ATTENTION_SHAPE = { nHeads: 32, kvHeads: 8, headDim: 128, blockSize: 16, recentWindow: 128 } as const;
+export const ATTENTION_SHAPE = { nHeads: 32, kvHeads: 8, headDim: 128, blockSize: 16, recent: 128 } as const;
 
 /**
  * Contexts (tokens per KV head) of the attention rows. `--quick` drops 16K: one 16K decode takes about 10 s on
@@ -64,7 +64,7 @@ export const pagedAttentionDecodeSuite: BenchSuite = {
           name: caseName(quant, context),
           shape:
             `ctx ${formatTokens(context)} · 32q/8kv · d128 · ` +
-            (quant ? `${quant} + ${ATTENTION_SHAPE.recentWindow} f16` : 'f16'),
+            (quant ? `${quant} + ${ATTENTION_SHAPE.recent} f16` : 'f16'),
           series: `attention ${label(quant)}`,
           context,
           ...(quant ? { baseline: caseName(null, context) } : {}),
@@ -79,7 +79,7 @@ function prepareAttention(
   context: number,
   quant: QuantFormat | null,
 ): PreparedCase {
-  const { nHeads, kvHeads, headDim, blockSize, recentWindow } = ATTENTION_SHAPE;
+  const { nHeads, kvHeads, headDim, blockSize, recent } = ATTENTION_SHAPE;
   const cache = buildBenchCache(gpu, {
     layers: 1,
     kvHeads,
@@ -88,7 +88,7 @@ function prepareAttention(
     context,
     full: 'f16',
     quant,
-    recentWindow,
+    recent,
     seed: context + (quant ? quant.length : 0),
   });
   const kernel = new PagedAttentionKernel(gpu, { nHeads, kvHeads, full: cache.full, quant: cache.quant });
