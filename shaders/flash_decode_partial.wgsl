@@ -1,0 +1,334 @@
+// Split-context paged attention, first pass ("flash-decoding", as vLLM's paged_attention_v2 and FlashInfer):
+// one workgroup per (query tile, KV head, context partition) serves every query head of the KV head's GQA group
+// (and, for prefill, QUERY_TILE consecutive queries of one sequence), so each K/V word is read once per group
+// instead of once per query head. The partition is walked in chunks of CHUNK_TOKENS with an online softmax;
+// logits live in workgroup memory. Output per (query, head, partition): the unnormalised V mix and (max, sum) of
+// its exponentials; shaders/flash_decode_merge.wgsl combines partitions by log-sum-exp.
+//
+// Pools are bound as vec4 words so that a full block's 8 channels come in one 16-byte load; the host checks
+// that blocks and their K/V regions start on 16-byte boundaries. Quantized blocks: the K scale/zero of a chunk's
+// groups is staged in workgroup memory once (not read per token), codes come as whole words, and the V scale
+// is folded into p (acc += (p·s)·code, with Σ p·z kept apart), which saves the per-channel dequantisation.
+
+@group(0) @binding(0) var<uniform> params: FlashParams;
+@group(0) @binding(1) var<storage, read> queries: array<f32>;          // [n][N_HEADS][HEAD_DIM]
+@group(0) @binding(2) var<storage, read> query_slot: array<u32>;       // [n]
+@group(0) @binding(3) var<storage, read> query_pos: array<u32>;        // [n]
+@group(0) @binding(4) var<storage, read> block_table: array<u32>;      // [layers][slots][kv_heads][max_blocks]
+@group(0) @binding(5) var<storage, read> context_lens: array<u32>;     // [layers][slots][kv_heads]
+@group(0) @binding(6) var<storage, read> full_pool: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read> quant_pool: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> partial_acc: array<f32>;       // [n][N_HEADS][partitions][HEAD_DIM]
+@group(0) @binding(9) var<storage, read_write> partial_ml: array<vec2<f32>>;  // [n][N_HEADS][partitions]
+
+const GROUP: u32 = N_HEADS / KV_HEADS;
+const ROWS: u32 = QUERY_TILE * GROUP;
+const OCTETS: u32 = HEAD_DIM / 8u;
+const LANES: u32 = min(OCTETS, WORKGROUP_SIZE);
+const OCTETS_PER_LANE: u32 = (OCTETS + LANES - 1u) / LANES;
+const PARTS: u32 = WORKGROUP_SIZE / LANES;
+const TOKENS_PER_THREAD: u32 = CHUNK_TOKENS / WORKGROUP_SIZE;
+const K_GROUPS_PER_CHUNK: u32 = CHUNK_TOKENS / QUANT_GROUP;
+const QUANT_POOL_BIT: u32 = 0x80000000u;
+const MASKED_LOGIT: f32 = -3.0e38f;
+
+var<workgroup> q_shared: array<f32, ROWS * HEAD_DIM>;
+var<workgroup> logits: array<f32, ROWS * CHUNK_TOKENS>;
+var<workgroup> alpha_shared: array<f32, ROWS>;
+var<workgroup> qpos_shared: array<u32, QUERY_TILE>;
+// Per chunk: (scale, zero) of every K group and channel; one element when the cache has no quantized pool.
+var<workgroup> k_params: array<vec2<f32>, K_PARAM_STAGE>;
+var<workgroup> mix_shared: array<f32, PARTS * ROWS * HEAD_DIM>;
+var<workgroup> len_shared: u32;
+
+fn full_word(i: u32) -> u32 {
+  return full_pool[i >> 2u][i & 3u];
+}
+
+fn quant_word(i: u32) -> u32 {
+  return quant_pool[i >> 2u][i & 3u];
+}
+
+fn is_quant(entry: u32) -> bool {
+  return HAS_QUANT && (entry & QUANT_POOL_BIT) != 0u;
+}
+
+fn token_position(entry: u32, slot: u32) -> u32 {
+  let block = entry & 0x7fffffffu;
+  if (is_quant(entry)) {
+    return quant_word(block * QUANT_WORDS_PER_BLOCK + QUANT_POS_OFFSET + slot);
+  }
+  return full_word(block * FULL_WORDS_PER_BLOCK + FULL_POS_OFFSET + slot);
+}
+
+// Eight consecutive channels (octet o) of token `slot` of a full block, K (v_part false) or V.
+fn full_octet(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<f32>, 2> {
+  let base = block * FULL_WORDS_PER_BLOCK + select(0u, FULL_V_OFFSET, v_part);
+  if (FULL_F16) {
+    let w = full_pool[(base + slot * (HEAD_DIM / 2u) + o * 4u) >> 2u];
+    return array<vec4<f32>, 2>(
+      vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)),
+      vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)),
+    );
+  }
+  let i = (base + slot * HEAD_DIM + o * 8u) >> 2u;
+  return array<vec4<f32>, 2>(bitcast<vec4<f32>>(full_pool[i]), bitcast<vec4<f32>>(full_pool[i + 1u]));
+}
+
+// The eight codes of octet o of token `slot` of a quantized block, as floats (not dequantised).
+fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<f32>, 2> {
+  let base = block * QUANT_WORDS_PER_BLOCK + select(0u, QUANT_V_OFFSET, v_part);
+  let bit = (slot * HEAD_DIM + o * 8u) * QUANT_BITS;
+  let mask = (1u << QUANT_BITS) - 1u;
+  // lo and hi hold four codes each, lowest channel in the lowest bits.
+  var lo: u32;
+  var hi: u32;
+  if (QUANT_BITS == 8u) {
+    lo = quant_word(base + bit / 32u);
+    hi = quant_word(base + bit / 32u + 1u);
+  } else if (QUANT_BITS == 4u) {
+    let w = quant_word(base + bit / 32u);
+    lo = w & 0xffffu;
+    hi = w >> 16u;
+  } else {
+    let w = quant_word(base + bit / 32u) >> (bit % 32u);
+    lo = w & 0xffu;
+    hi = (w >> 8u) & 0xffu;
+  }
+  let s = QUANT_BITS;
+  return array<vec4<f32>, 2>(
+    vec4<f32>(f32(lo & mask), f32((lo >> s) & mask), f32((lo >> (2u * s)) & mask), f32((lo >> (3u * s)) & mask)),
+    vec4<f32>(f32(hi & mask), f32((hi >> s) & mask), f32((hi >> (2u * s)) & mask), f32((hi >> (3u * s)) & mask)),
+  );
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let group_index = linear_workgroup_index(wid, nwg);
+  let partitions = params.partitions;
+  if (group_index >= params.tiles * KV_HEADS * partitions) {
+    return;
+  }
+  let part_index = group_index % partitions;
+  let kv_head = (group_index / partitions) % KV_HEADS;
+  let tile = group_index / (partitions * KV_HEADS);
+  let first_query = tile * QUERY_TILE;
+  let slot = query_slot[first_query];
+  let row_index = (params.layer * params.seq_slots + slot) * KV_HEADS + kv_head;
+  let table_base = row_index * params.max_blocks;
+
+  for (var i = lid; i < ROWS * HEAD_DIM; i += WORKGROUP_SIZE) {
+    let r = i / HEAD_DIM;
+    let qi = min(first_query + r / GROUP, params.num_queries - 1u);
+    let head = kv_head * GROUP + r % GROUP;
+    q_shared[i] = queries[(qi * N_HEADS + head) * HEAD_DIM + i % HEAD_DIM] * params.scale;
+  }
+  if (lid < QUERY_TILE) {
+    // A tile row past the last query sees nothing; its outputs are never written.
+    let qi = first_query + lid;
+    qpos_shared[lid] = select(0u, query_pos[min(qi, params.num_queries - 1u)], qi < params.num_queries);
+  }
+  if (lid == 0u) {
+    len_shared = context_lens[row_index];
+  }
+  let len = workgroupUniformLoad(&len_shared);
+  let start = part_index * PARTITION_TOKENS;
+  let end = min(len, start + PARTITION_TOKENS);
+
+  var m_run = MASKED_LOGIT;
+  var l_run = 0.0;
+  let lane = lid % LANES;
+  let part = lid / LANES;
+  var acc: array<vec4<f32>, ROWS * OCTETS_PER_LANE * 2u>;
+  var zacc: array<f32, ROWS * OCTETS_PER_LANE>;
+
+  for (var chunk = start; chunk < end; chunk += CHUNK_TOKENS) {
+    if (HAS_QUANT) {
+      for (var i = lid; i < K_GROUPS_PER_CHUNK * HEAD_DIM; i += WORKGROUP_SIZE) {
+        let g = i / HEAD_DIM;
+        let t = chunk + g * QUANT_GROUP;
+        var sz = vec2<f32>(0.0, 0.0);
+        if (t < end) {
+          let entry = block_table[table_base + t / BLOCK_SIZE];
+          if (is_quant(entry)) {
+            let block = entry & 0x7fffffffu;
+            let word = block * QUANT_WORDS_PER_BLOCK + QUANT_KP_OFFSET + ((t % BLOCK_SIZE) / QUANT_GROUP) * HEAD_DIM;
+            sz = unpack2x16float(quant_word(word + i % HEAD_DIM));
+          }
+        }
+        k_params[i] = sz;
+      }
+    }
+    workgroupBarrier();
+
+    // Logits: a thread owns tokens, reads each K octet once and dots it with every row of the tile.
+    for (var k = 0u; k < TOKENS_PER_THREAD; k++) {
+      let tl = lid + k * WORKGROUP_SIZE;
+      let t = chunk + tl;
+      // Zeroed explicitly: SwiftShader kept the previous chunk's values in a loop-scoped array declared without one.
+      var dots: array<f32, ROWS>;
+      for (var r = 0u; r < ROWS; r++) {
+        dots[r] = 0.0;
+      }
+      var kpos = 0xffffffffu;
+      if (t < end) {
+        let entry = block_table[table_base + t / BLOCK_SIZE];
+        let s = t % BLOCK_SIZE;
+        let block = entry & 0x7fffffffu;
+        kpos = token_position(entry, s);
+        if (is_quant(entry)) {
+          let g = tl / QUANT_GROUP;
+          for (var o = 0u; o < OCTETS; o++) {
+            let codes = quant_octet_codes(block, s, o, false);
+            let p0 = g * HEAD_DIM + o * 8u;
+            let sc0 = vec4<f32>(k_params[p0].x, k_params[p0 + 1u].x, k_params[p0 + 2u].x, k_params[p0 + 3u].x);
+            let z0 = vec4<f32>(k_params[p0].y, k_params[p0 + 1u].y, k_params[p0 + 2u].y, k_params[p0 + 3u].y);
+            let sc1 = vec4<f32>(k_params[p0 + 4u].x, k_params[p0 + 5u].x, k_params[p0 + 6u].x, k_params[p0 + 7u].x);
+            let z1 = vec4<f32>(k_params[p0 + 4u].y, k_params[p0 + 5u].y, k_params[p0 + 6u].y, k_params[p0 + 7u].y);
+            let k0 = fma(codes[0], sc0, z0);
+            let k1 = fma(codes[1], sc1, z1);
+            for (var r = 0u; r < ROWS; r++) {
+              let q = r * HEAD_DIM + o * 8u;
+              dots[r] += dot(k0, vec4<f32>(q_shared[q], q_shared[q + 1u], q_shared[q + 2u], q_shared[q + 3u]));
+              dots[r] += dot(k1, vec4<f32>(q_shared[q + 4u], q_shared[q + 5u], q_shared[q + 6u], q_shared[q + 7u]));
+            }
+          }
+        } else {
+          for (var o = 0u; o < OCTETS; o++) {
+            let kv = full_octet(block, s, o, false);
+            for (var r = 0u; r < ROWS; r++) {
+              let q = r * HEAD_DIM + o * 8u;
+              dots[r] += dot(kv[0], vec4<f32>(q_shared[q], q_shared[q + 1u], q_shared[q + 2u], q_shared[q + 3u]));
+              dots[r] += dot(kv[1], vec4<f32>(q_shared[q + 4u], q_shared[q + 5u], q_shared[q + 6u], q_shared[q + 7u]));
+            }
+          }
+        }
+      }
+      for (var r = 0u; r < ROWS; r++) {
+        let visible = t < end && kpos <= qpos_shared[r / GROUP];
+        logits[r * CHUNK_TOKENS + tl] = select(MASKED_LOGIT, dots[r], visible);
+      }
+    }
+    workgroupBarrier();
+
+    // Online softmax: one thread per row rescans the chunk (cheaper here than a barrier tree).
+    if (lid < ROWS) {
+      var chunk_max = MASKED_LOGIT;
+      for (var i = 0u; i < CHUNK_TOKENS; i++) {
+        chunk_max = max(chunk_max, logits[lid * CHUNK_TOKENS + i]);
+      }
+      let m_new = max(m_run, chunk_max);
+      var sum = 0.0;
+      for (var i = 0u; i < CHUNK_TOKENS; i++) {
+        let x = logits[lid * CHUNK_TOKENS + i];
+        let p = select(0.0, exp(x - m_new), x > MASKED_LOGIT);
+        logits[lid * CHUNK_TOKENS + i] = p;
+        sum += p;
+      }
+      let alpha = select(1.0, exp(m_run - m_new), m_run > MASKED_LOGIT);
+      l_run = l_run * alpha + sum;
+      m_run = m_new;
+      alpha_shared[lid] = alpha;
+    }
+    workgroupBarrier();
+
+    // V mix: lanes own octets of channels, parts own tokens of the chunk.
+    if (part < PARTS) {
+      for (var r = 0u; r < ROWS; r++) {
+        let alpha = alpha_shared[r];
+        for (var c = 0u; c < OCTETS_PER_LANE; c++) {
+          let a = (r * OCTETS_PER_LANE + c) * 2u;
+          acc[a] *= alpha;
+          acc[a + 1u] *= alpha;
+          zacc[r * OCTETS_PER_LANE + c] *= alpha;
+        }
+      }
+      let chunk_end = min(end - chunk, CHUNK_TOKENS);
+      for (var tl = part; tl < chunk_end; tl += PARTS) {
+        let t = chunk + tl;
+        let entry = block_table[table_base + t / BLOCK_SIZE];
+        let s = t % BLOCK_SIZE;
+        let block = entry & 0x7fffffffu;
+        let quant = is_quant(entry);
+        for (var c = 0u; c < OCTETS_PER_LANE; c++) {
+          let o = lane + c * LANES;
+          if (o >= OCTETS) {
+            continue;
+          }
+          if (quant) {
+            let codes = quant_octet_codes(block, s, o, true);
+            let sz = unpack2x16float(
+              quant_word(block * QUANT_WORDS_PER_BLOCK + QUANT_VP_OFFSET + s * (HEAD_DIM / QUANT_GROUP) + (o * 8u) / QUANT_GROUP),
+            );
+            for (var r = 0u; r < ROWS; r++) {
+              let p = logits[r * CHUNK_TOKENS + tl];
+              let ps = p * sz.x;
+              let a = (r * OCTETS_PER_LANE + c) * 2u;
+              acc[a] = fma(vec4<f32>(ps), codes[0], acc[a]);
+              acc[a + 1u] = fma(vec4<f32>(ps), codes[1], acc[a + 1u]);
+              zacc[r * OCTETS_PER_LANE + c] = fma(p, sz.y, zacc[r * OCTETS_PER_LANE + c]);
+            }
+          } else {
+            let v = full_octet(block, s, o, true);
+            for (var r = 0u; r < ROWS; r++) {
+              let p = vec4<f32>(logits[r * CHUNK_TOKENS + tl]);
+              let a = (r * OCTETS_PER_LANE + c) * 2u;
+              acc[a] = fma(p, v[0], acc[a]);
+              acc[a + 1u] = fma(p, v[1], acc[a + 1u]);
+            }
+          }
+        }
+      }
+    }
+    workgroupBarrier();
+  }
+
+  if (part < PARTS) {
+    for (var r = 0u; r < ROWS; r++) {
+      for (var c = 0u; c < OCTETS_PER_LANE; c++) {
+        let o = lane + c * LANES;
+        if (o >= OCTETS) {
+          continue;
+        }
+        let a = (r * OCTETS_PER_LANE + c) * 2u;
+        let z = vec4<f32>(zacc[r * OCTETS_PER_LANE + c]);
+        let lo = acc[a] + z;
+        let hi = acc[a + 1u] + z;
+        let base = (part * ROWS + r) * HEAD_DIM + o * 8u;
+        mix_shared[base] = lo.x;
+        mix_shared[base + 1u] = lo.y;
+        mix_shared[base + 2u] = lo.z;
+        mix_shared[base + 3u] = lo.w;
+        mix_shared[base + 4u] = hi.x;
+        mix_shared[base + 5u] = hi.y;
+        mix_shared[base + 6u] = hi.z;
+        mix_shared[base + 7u] = hi.w;
+      }
+    }
+  }
+  workgroupBarrier();
+  for (var i = lid; i < ROWS * HEAD_DIM; i += WORKGROUP_SIZE) {
+    let r = i / HEAD_DIM;
+    let qi = first_query + r / GROUP;
+    if (qi >= params.num_queries) {
+      continue;
+    }
+    var sum = 0.0;
+    for (var p = 0u; p < PARTS; p++) {
+      sum += mix_shared[(p * ROWS) * HEAD_DIM + i];
+    }
+    let head = kv_head * GROUP + r % GROUP;
+    partial_acc[((qi * N_HEADS + head) * partitions + part_index) * HEAD_DIM + i % HEAD_DIM] = sum;
+  }
+  if (lid < ROWS) {
+    let qi = first_query + lid / GROUP;
+    if (qi < params.num_queries) {
+      let head = kv_head * GROUP + lid % GROUP;
+      partial_ml[(qi * N_HEADS + head) * partitions + part_index] = vec2<f32>(m_run, l_run);
+    }
+  }
+}
