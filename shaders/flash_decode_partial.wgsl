@@ -18,6 +18,10 @@
 @group(0) @binding(5) var<storage, read> context_lens: array<u32>;     // [layers][slots][kv_heads]
 @group(0) @binding(6) var<storage, read> full_pool: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read> quant_pool: array<vec4<u32>>;
+// The same buffer as single words: codes of one octet are one word (int4) or part of one, and picking a lane of
+// a vec4 by a per-thread index costs SwiftShader more than a scalar load.
+@group(0) @binding(10) var<storage, read> quant_words: array<u32>;
+@group(0) @binding(11) var<storage, read> full_words: array<u32>;
 @group(0) @binding(8) var<storage, read_write> partial_acc: array<f32>;       // [n][N_HEADS][partitions][HEAD_DIM]
 @group(0) @binding(9) var<storage, read_write> partial_ml: array<vec2<f32>>;  // [n][N_HEADS][partitions]
 
@@ -32,21 +36,23 @@ const K_GROUPS_PER_CHUNK: u32 = CHUNK_TOKENS / QUANT_GROUP;
 const QUANT_POOL_BIT: u32 = 0x80000000u;
 const MASKED_LOGIT: f32 = -3.0e38f;
 
-var<workgroup> q_shared: array<f32, ROWS * HEAD_DIM>;
+var<workgroup> q_shared: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;
 var<workgroup> logits: array<f32, ROWS * CHUNK_TOKENS>;
 var<workgroup> alpha_shared: array<f32, ROWS>;
 var<workgroup> qpos_shared: array<u32, QUERY_TILE>;
-// Per chunk: (scale, zero) of every K group and channel; one element when the cache has no quantized pool.
-var<workgroup> k_params: array<vec2<f32>, K_PARAM_STAGE>;
+// Per chunk: scale and zero of every K group and channel, four channels a vector (one vector when the cache has
+// no quantized pool).
+var<workgroup> k_scale: array<vec4<f32>, K_PARAM_STAGE>;
+var<workgroup> k_zero: array<vec4<f32>, K_PARAM_STAGE>;
 var<workgroup> mix_shared: array<f32, PARTS * ROWS * HEAD_DIM>;
 var<workgroup> len_shared: u32;
 
 fn full_word(i: u32) -> u32 {
-  return full_pool[i >> 2u][i & 3u];
+  return full_words[i];
 }
 
 fn quant_word(i: u32) -> u32 {
-  return quant_pool[i >> 2u][i & 3u];
+  return quant_words[i];
 }
 
 fn is_quant(entry: u32) -> bool {
@@ -121,11 +127,12 @@ fn main(
   let row_index = (params.layer * params.seq_slots + slot) * KV_HEADS + kv_head;
   let table_base = row_index * params.max_blocks;
 
-  for (var i = lid; i < ROWS * HEAD_DIM; i += WORKGROUP_SIZE) {
-    let r = i / HEAD_DIM;
+  for (var i = lid; i < ROWS * HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
+    let r = i / (HEAD_DIM / 4u);
     let qi = min(first_query + r / GROUP, params.num_queries - 1u);
     let head = kv_head * GROUP + r % GROUP;
-    q_shared[i] = queries[(qi * N_HEADS + head) * HEAD_DIM + i % HEAD_DIM] * params.scale;
+    let q = (qi * N_HEADS + head) * HEAD_DIM + (i % (HEAD_DIM / 4u)) * 4u;
+    q_shared[i] = vec4<f32>(queries[q], queries[q + 1u], queries[q + 2u], queries[q + 3u]) * params.scale;
   }
   if (lid < QUERY_TILE) {
     // A tile row past the last query sees nothing; its outputs are never written.
@@ -148,19 +155,27 @@ fn main(
 
   for (var chunk = start; chunk < end; chunk += CHUNK_TOKENS) {
     if (HAS_QUANT) {
-      for (var i = lid; i < K_GROUPS_PER_CHUNK * HEAD_DIM; i += WORKGROUP_SIZE) {
-        let g = i / HEAD_DIM;
+      for (var i = lid; i < K_GROUPS_PER_CHUNK * HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
+        let g = i / (HEAD_DIM / 4u);
         let t = chunk + g * QUANT_GROUP;
-        var sz = vec2<f32>(0.0, 0.0);
+        var scale = vec4<f32>(0.0);
+        var zero = vec4<f32>(0.0);
         if (t < end) {
           let entry = block_table[table_base + t / BLOCK_SIZE];
           if (is_quant(entry)) {
             let block = entry & 0x7fffffffu;
             let word = block * QUANT_WORDS_PER_BLOCK + QUANT_KP_OFFSET + ((t % BLOCK_SIZE) / QUANT_GROUP) * HEAD_DIM;
-            sz = unpack2x16float(quant_word(word + i % HEAD_DIM));
+            let w = quant_pool[(word + (i % (HEAD_DIM / 4u)) * 4u) >> 2u];
+            let a = unpack2x16float(w.x);
+            let b = unpack2x16float(w.y);
+            let c = unpack2x16float(w.z);
+            let d = unpack2x16float(w.w);
+            scale = vec4<f32>(a.x, b.x, c.x, d.x);
+            zero = vec4<f32>(a.y, b.y, c.y, d.y);
           }
         }
-        k_params[i] = sz;
+        k_scale[i] = scale;
+        k_zero[i] = zero;
       }
     }
     workgroupBarrier();
@@ -184,26 +199,20 @@ fn main(
           let g = tl / QUANT_GROUP;
           for (var o = 0u; o < OCTETS; o++) {
             let codes = quant_octet_codes(block, s, o, false);
-            let p0 = g * HEAD_DIM + o * 8u;
-            let sc0 = vec4<f32>(k_params[p0].x, k_params[p0 + 1u].x, k_params[p0 + 2u].x, k_params[p0 + 3u].x);
-            let z0 = vec4<f32>(k_params[p0].y, k_params[p0 + 1u].y, k_params[p0 + 2u].y, k_params[p0 + 3u].y);
-            let sc1 = vec4<f32>(k_params[p0 + 4u].x, k_params[p0 + 5u].x, k_params[p0 + 6u].x, k_params[p0 + 7u].x);
-            let z1 = vec4<f32>(k_params[p0 + 4u].y, k_params[p0 + 5u].y, k_params[p0 + 6u].y, k_params[p0 + 7u].y);
-            let k0 = fma(codes[0], sc0, z0);
-            let k1 = fma(codes[1], sc1, z1);
+            let p0 = (g * HEAD_DIM + o * 8u) / 4u;
+            let k0 = fma(codes[0], k_scale[p0], k_zero[p0]);
+            let k1 = fma(codes[1], k_scale[p0 + 1u], k_zero[p0 + 1u]);
             for (var r = 0u; r < ROWS; r++) {
-              let q = r * HEAD_DIM + o * 8u;
-              dots[r] += dot(k0, vec4<f32>(q_shared[q], q_shared[q + 1u], q_shared[q + 2u], q_shared[q + 3u]));
-              dots[r] += dot(k1, vec4<f32>(q_shared[q + 4u], q_shared[q + 5u], q_shared[q + 6u], q_shared[q + 7u]));
+              let q = (r * HEAD_DIM + o * 8u) / 4u;
+              dots[r] += dot(k0, q_shared[q]) + dot(k1, q_shared[q + 1u]);
             }
           }
         } else {
           for (var o = 0u; o < OCTETS; o++) {
             let kv = full_octet(block, s, o, false);
             for (var r = 0u; r < ROWS; r++) {
-              let q = r * HEAD_DIM + o * 8u;
-              dots[r] += dot(kv[0], vec4<f32>(q_shared[q], q_shared[q + 1u], q_shared[q + 2u], q_shared[q + 3u]));
-              dots[r] += dot(kv[1], vec4<f32>(q_shared[q + 4u], q_shared[q + 5u], q_shared[q + 6u], q_shared[q + 7u]));
+              let q = (r * HEAD_DIM + o * 8u) / 4u;
+              dots[r] += dot(kv[0], q_shared[q]) + dot(kv[1], q_shared[q + 1u]);
             }
           }
         }

@@ -207,9 +207,9 @@ export class FlashDecodeKernel {
     const headDim = full.headDim;
     const lanes = Math.min(headDim / 8, this.workgroupSize);
     const parts = Math.floor(this.workgroupSize / lanes);
-    const kParamStage = quant ? (this.chunkTokens / quant.groupSize) * headDim : 1;
+    const kParamStage = quant ? (this.chunkTokens / quant.groupSize) * (headDim / 4) : 1;
     const sharedBytes =
-      4 * (rows * headDim + rows * this.chunkTokens + rows + this.queryTile + 1 + parts * rows * headDim) + 8 * kParamStage;
+      4 * (rows * headDim + rows * this.chunkTokens + rows + this.queryTile + 1 + parts * rows * headDim) + 2 * 16 * kParamStage;
     const budget = Math.min(WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
     if (sharedBytes > budget) {
       throw new LimitExceededError(
@@ -332,6 +332,8 @@ export class FlashDecodeKernel {
         quantPool,
         this.partialAcc,
         this.partialMl,
+        quantPool,
+        run.cache.fullPool,
       ],
       tiles * kvHeads * partitions,
     );
