@@ -1,3 +1,4 @@
+import { InvalidArgumentError } from '../../errors.js';
 import type { QuantFormat } from '../../format/layout.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -8,6 +9,26 @@ import { formatTokens } from '../units.js';
 import { ATTENTION_CONTEXTS, ATTENTION_SHAPE } from './paged-attention-decode.js';
 
 const QUICK_CONTEXTS = [1024, 4096] as const;
+
+/**
+ * The contexts of the rows: `KVCOMPACT_BENCH_CONTEXTS` (comma-separated tokens, e.g. `16384,65536` on a real
+ * GPU, see bench/gpu-device.sh) when set, else 1K/4K/16K (1K/4K with `--quick`).
+ *
+ * @example
+ * ```ts
+ * flashDecodeContexts(true, '16384,65536'); // [16384, 65536]
+ * ```
+ */
+export function flashDecodeContexts(quick: boolean, fromEnvironment: string | undefined): readonly number[] {
+  if (fromEnvironment === undefined || fromEnvironment.trim() === '') return quick ? QUICK_CONTEXTS : ATTENTION_CONTEXTS;
+  return fromEnvironment.split(',').map((text) => {
+    const tokens = Number(text.trim());
+    if (!Number.isInteger(tokens) || tokens <= 0) {
+      throw new InvalidArgumentError('KVCOMPACT_BENCH_CONTEXTS', `expects positive token counts like 16384,65536; got "${text}"`);
+    }
+    return tokens;
+  });
+}
 const FORMATS: readonly (QuantFormat | null)[] = [null, 'int4', 'int2'];
 
 /**
@@ -51,7 +72,7 @@ export const flashDecodeSuite: BenchSuite = {
     "one layer's cache blocks read once (K, V, quantization parameters, positions) + block table + queries, " +
     'plus the output written once; partials (per partition: head_dim + 2 floats per head) are left out',
   cases: (settings) =>
-    (settings.quick ? QUICK_CONTEXTS : ATTENTION_CONTEXTS).flatMap((context) =>
+    flashDecodeContexts(settings.quick, process.env.KVCOMPACT_BENCH_CONTEXTS).flatMap((context) =>
       FORMATS.map(
         (quant): BenchCase => ({
           name: caseName(quant, context),
