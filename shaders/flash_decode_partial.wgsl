@@ -32,19 +32,24 @@ const LANES: u32 = min(OCTETS, WORKGROUP_SIZE);
 const OCTETS_PER_LANE: u32 = (OCTETS + LANES - 1u) / LANES;
 const PARTS: u32 = WORKGROUP_SIZE / LANES;
 const TOKENS_PER_THREAD: u32 = CHUNK_TOKENS / WORKGROUP_SIZE;
+const TOKENS_PER_PART: u32 = CHUNK_TOKENS / PARTS;
+const QUADS: u32 = HEAD_DIM / 4u;
+const K_ZERO_BASE: u32 = K_GROUPS_PER_CHUNK * QUADS;
 const K_GROUPS_PER_CHUNK: u32 = CHUNK_TOKENS / QUANT_GROUP;
 const QUANT_POOL_BIT: u32 = 0x80000000u;
 const MASKED_LOGIT: f32 = -3.0e38f;
+const CODE_BIAS: f32 = 1024.0;
+const CODE_BIAS_BITS: u32 = 0x64006400u;
 
 var<workgroup> q_shared: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;
 var<workgroup> logits: array<f32, ROWS * CHUNK_TOKENS>;
 var<workgroup> alpha_shared: array<f32, ROWS>;
 var<workgroup> qpos_shared: array<u32, QUERY_TILE>;
-// Per chunk: scale and zero of every K group and channel, four channels a vector (one vector when the cache has
-// no quantized pool).
-var<workgroup> k_scale: array<vec4<f32>, K_PARAM_STAGE>;
-var<workgroup> k_zero: array<vec4<f32>, K_PARAM_STAGE>;
-var<workgroup> mix_shared: array<f32, PARTS * ROWS * HEAD_DIM>;
+// One buffer, three uses. Per chunk, with FOLD_K_SCALE: q·scale of every (K group, row) [g][r][HEAD_DIM/4]; without
+// it: the K scales [g][HEAD_DIM/4], then the zeros. After the last chunk: the parts' V mixes [part][r][HEAD_DIM/4].
+var<workgroup> scratch: array<vec4<f32>, SCRATCH_VECTORS>;
+// With FOLD_K_SCALE: Σ_c q_c·zero_c of every (K group, row), the part of a logit that no code multiplies.
+var<workgroup> q_zero: array<f32, Q_ZERO_SLOTS>;
 var<workgroup> len_shared: u32;
 
 fn full_word(i: u32) -> u32 {
@@ -81,31 +86,53 @@ fn full_octet(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<f32>, 2
   return array<vec4<f32>, 2>(bitcast<vec4<f32>>(full_pool[i]), bitcast<vec4<f32>>(full_pool[i + 1u]));
 }
 
-// The eight codes of octet o of token `slot` of a quantized block, as floats (not dequantised).
+// The eight codes of octet o of token `slot` of a quantized block, each plus CODE_BIAS, as floats. Two codes at
+// a time are placed in the mantissas of an f16 pair whose exponent makes the mantissa's last bit worth 1
+// (0x6400 = 1024.0), so one unpack2x16float converts two codes: cheaper than shift, mask and convert per code.
 fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<f32>, 2> {
   let base = block * QUANT_WORDS_PER_BLOCK + select(0u, QUANT_V_OFFSET, v_part);
   let bit = (slot * HEAD_DIM + o * 8u) * QUANT_BITS;
-  let mask = (1u << QUANT_BITS) - 1u;
-  // lo and hi hold four codes each, lowest channel in the lowest bits.
-  var lo: u32;
-  var hi: u32;
+  let word = quant_word(base + bit / 32u);
   if (QUANT_BITS == 8u) {
-    lo = quant_word(base + bit / 32u);
-    hi = quant_word(base + bit / 32u + 1u);
-  } else if (QUANT_BITS == 4u) {
-    let w = quant_word(base + bit / 32u);
-    lo = w & 0xffffu;
-    hi = w >> 16u;
-  } else {
-    let w = quant_word(base + bit / 32u) >> (bit % 32u);
-    lo = w & 0xffu;
-    hi = (w >> 8u) & 0xffu;
+    let next = quant_word(base + bit / 32u + 1u);
+    let a = unpack2x16float((word & 0x00ff00ffu) | CODE_BIAS_BITS);
+    let b = unpack2x16float(((word >> 8u) & 0x00ff00ffu) | CODE_BIAS_BITS);
+    let c = unpack2x16float((next & 0x00ff00ffu) | CODE_BIAS_BITS);
+    let d = unpack2x16float(((next >> 8u) & 0x00ff00ffu) | CODE_BIAS_BITS);
+    return array<vec4<f32>, 2>(vec4<f32>(a.x, b.x, a.y, b.y), vec4<f32>(c.x, d.x, c.y, d.y));
   }
-  let s = QUANT_BITS;
-  return array<vec4<f32>, 2>(
-    vec4<f32>(f32(lo & mask), f32((lo >> s) & mask), f32((lo >> (2u * s)) & mask), f32((lo >> (3u * s)) & mask)),
-    vec4<f32>(f32(hi & mask), f32((hi >> s) & mask), f32((hi >> (2u * s)) & mask), f32((hi >> (3u * s)) & mask)),
-  );
+  var x = word; // int4: codes 0..3 in the low half, 4..7 in the high half
+  var mask = 0x000f000fu;
+  if (QUANT_BITS == 2u) {
+    let h = word >> (bit % 32u);
+    x = (h & 0xffu) | ((h & 0xff00u) << 8u);
+    mask = 0x00030003u;
+  }
+  let p0 = unpack2x16float((x & mask) | CODE_BIAS_BITS);
+  let p1 = unpack2x16float(((x >> QUANT_BITS) & mask) | CODE_BIAS_BITS);
+  let p2 = unpack2x16float(((x >> (2u * QUANT_BITS)) & mask) | CODE_BIAS_BITS);
+  let p3 = unpack2x16float(((x >> (3u * QUANT_BITS)) & mask) | CODE_BIAS_BITS);
+  return array<vec4<f32>, 2>(vec4<f32>(p0.x, p1.x, p2.x, p3.x), vec4<f32>(p0.y, p1.y, p2.y, p3.y));
+}
+
+// (scale, zero) of channels 4·c4 … 4·c4+3 of K group g of the chunk; (0, 0) past the head's end or in a full block.
+fn k_group_params(chunk: u32, end: u32, table_base: u32, g: u32, c4: u32) -> array<vec4<f32>, 2> {
+  let t = chunk + g * QUANT_GROUP;
+  if (t >= end) {
+    return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+  }
+  let entry = block_table[table_base + t / BLOCK_SIZE];
+  if (!is_quant(entry)) {
+    return array<vec4<f32>, 2>(vec4<f32>(0.0), vec4<f32>(0.0));
+  }
+  let block = entry & 0x7fffffffu;
+  let word = block * QUANT_WORDS_PER_BLOCK + QUANT_KP_OFFSET + ((t % BLOCK_SIZE) / QUANT_GROUP) * HEAD_DIM + c4 * 4u;
+  let w = quant_pool[word >> 2u];
+  let a = unpack2x16float(w.x);
+  let b = unpack2x16float(w.y);
+  let c = unpack2x16float(w.z);
+  let d = unpack2x16float(w.w);
+  return array<vec4<f32>, 2>(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y));
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -154,28 +181,29 @@ fn main(
   var zacc: array<f32, ROWS * OCTETS_PER_LANE>;
 
   for (var chunk = start; chunk < end; chunk += CHUNK_TOKENS) {
-    if (HAS_QUANT) {
-      for (var i = lid; i < K_GROUPS_PER_CHUNK * HEAD_DIM / 4u; i += WORKGROUP_SIZE) {
-        let g = i / (HEAD_DIM / 4u);
-        let t = chunk + g * QUANT_GROUP;
-        var scale = vec4<f32>(0.0);
-        var zero = vec4<f32>(0.0);
-        if (t < end) {
-          let entry = block_table[table_base + t / BLOCK_SIZE];
-          if (is_quant(entry)) {
-            let block = entry & 0x7fffffffu;
-            let word = block * QUANT_WORDS_PER_BLOCK + QUANT_KP_OFFSET + ((t % BLOCK_SIZE) / QUANT_GROUP) * HEAD_DIM;
-            let w = quant_pool[(word + (i % (HEAD_DIM / 4u)) * 4u) >> 2u];
-            let a = unpack2x16float(w.x);
-            let b = unpack2x16float(w.y);
-            let c = unpack2x16float(w.z);
-            let d = unpack2x16float(w.w);
-            scale = vec4<f32>(a.x, b.x, c.x, d.x);
-            zero = vec4<f32>(a.y, b.y, c.y, d.y);
-          }
+    if (HAS_QUANT && FOLD_K_SCALE) {
+      // A token of group g then costs the same as a full one: codes · (q·scale), plus q·zero once per group.
+      for (var i = lid; i < K_GROUPS_PER_CHUNK * ROWS * QUADS; i += WORKGROUP_SIZE) {
+        let g = i / (ROWS * QUADS);
+        let r = (i / QUADS) % ROWS;
+        let c4 = i % QUADS;
+        scratch[i] = q_shared[r * QUADS + c4] * k_group_params(chunk, end, table_base, g, c4)[0];
+      }
+      if (lid < K_GROUPS_PER_CHUNK * ROWS) {
+        let g = lid / ROWS;
+        let r = lid % ROWS;
+        var qz = 0.0;
+        for (var c4 = 0u; c4 < QUADS; c4++) {
+          qz += dot(q_shared[r * QUADS + c4], k_group_params(chunk, end, table_base, g, c4)[1]);
         }
-        k_scale[i] = scale;
-        k_zero[i] = zero;
+        q_zero[lid] = qz;
+      }
+    } else if (HAS_QUANT) {
+      for (var i = lid; i < K_GROUPS_PER_CHUNK * QUADS; i += WORKGROUP_SIZE) {
+        let scale_zero = k_group_params(chunk, end, table_base, i / QUADS, i % QUADS);
+        scratch[i] = scale_zero[0];
+        // Codes come biased by CODE_BIAS; the zero takes it back (exact products, one rounding here).
+        scratch[K_ZERO_BASE + i] = scale_zero[1] - CODE_BIAS * scale_zero[0];
       }
     }
     workgroupBarrier();
@@ -197,14 +225,30 @@ fn main(
         kpos = token_position(entry, s);
         if (is_quant(entry)) {
           let g = tl / QUANT_GROUP;
-          for (var o = 0u; o < OCTETS; o++) {
-            let codes = quant_octet_codes(block, s, o, false);
-            let p0 = (g * HEAD_DIM + o * 8u) / 4u;
-            let k0 = fma(codes[0], k_scale[p0], k_zero[p0]);
-            let k1 = fma(codes[1], k_scale[p0 + 1u], k_zero[p0 + 1u]);
+          if (FOLD_K_SCALE) {
+            for (var o = 0u; o < OCTETS; o++) {
+              let codes = quant_octet_codes(block, s, o, false);
+              // Unbiased: the bias times q·scale would cancel against q·zero in f32.
+              let k0 = codes[0] - CODE_BIAS;
+              let k1 = codes[1] - CODE_BIAS;
+              for (var r = 0u; r < ROWS; r++) {
+                let q = (g * ROWS + r) * QUADS + o * 2u;
+                dots[r] += dot(k0, scratch[q]) + dot(k1, scratch[q + 1u]);
+              }
+            }
             for (var r = 0u; r < ROWS; r++) {
-              let q = (r * HEAD_DIM + o * 8u) / 4u;
-              dots[r] += dot(k0, q_shared[q]) + dot(k1, q_shared[q + 1u]);
+              dots[r] += q_zero[g * ROWS + r];
+            }
+          } else {
+            for (var o = 0u; o < OCTETS; o++) {
+              let codes = quant_octet_codes(block, s, o, false);
+              let p0 = g * QUADS + o * 2u;
+              let k0 = fma(codes[0], scratch[p0], scratch[K_ZERO_BASE + p0]);
+              let k1 = fma(codes[1], scratch[p0 + 1u], scratch[K_ZERO_BASE + p0 + 1u]);
+              for (var r = 0u; r < ROWS; r++) {
+                let q = r * QUADS + o * 2u;
+                dots[r] += dot(k0, q_shared[q]) + dot(k1, q_shared[q + 1u]);
+              }
             }
           }
         } else {
@@ -256,11 +300,16 @@ fn main(
           zacc[r * OCTETS_PER_LANE + c] *= alpha;
         }
       }
-      let chunk_end = min(end - chunk, CHUNK_TOKENS);
-      for (var tl = part; tl < chunk_end; tl += PARTS) {
+      // A part walks a contiguous run of the chunk, so it reads each block-table entry once.
+      let first = part * TOKENS_PER_PART;
+      let last = min(first + TOKENS_PER_PART, end - chunk);
+      var entry = 0u;
+      for (var tl = first; tl < last; tl++) {
         let t = chunk + tl;
-        let entry = block_table[table_base + t / BLOCK_SIZE];
         let s = t % BLOCK_SIZE;
+        if (tl == first || s == 0u) {
+          entry = block_table[table_base + t / BLOCK_SIZE];
+        }
         let block = entry & 0x7fffffffu;
         let quant = is_quant(entry);
         for (var c = 0u; c < OCTETS_PER_LANE; c++) {
@@ -269,7 +318,9 @@ fn main(
             continue;
           }
           if (quant) {
-            let codes = quant_octet_codes(block, s, o, true);
+            let biased = quant_octet_codes(block, s, o, true);
+            // Unbiased before the mix: folding the bias into the zero would cancel ~1024·Σp·s over many tokens.
+            let codes = array<vec4<f32>, 2>(biased[0] - CODE_BIAS, biased[1] - CODE_BIAS);
             let sz = unpack2x16float(
               quant_word(block * QUANT_WORDS_PER_BLOCK + QUANT_VP_OFFSET + s * (HEAD_DIM / QUANT_GROUP) + (o * 8u) / QUANT_GROUP),
             );
@@ -305,33 +356,29 @@ fn main(
         }
         let a = (r * OCTETS_PER_LANE + c) * 2u;
         let z = vec4<f32>(zacc[r * OCTETS_PER_LANE + c]);
-        let lo = acc[a] + z;
-        let hi = acc[a + 1u] + z;
-        let base = (part * ROWS + r) * HEAD_DIM + o * 8u;
-        mix_shared[base] = lo.x;
-        mix_shared[base + 1u] = lo.y;
-        mix_shared[base + 2u] = lo.z;
-        mix_shared[base + 3u] = lo.w;
-        mix_shared[base + 4u] = hi.x;
-        mix_shared[base + 5u] = hi.y;
-        mix_shared[base + 6u] = hi.z;
-        mix_shared[base + 7u] = hi.w;
+        let base = (part * ROWS + r) * QUADS + o * 2u;
+        scratch[base] = acc[a] + z;
+        scratch[base + 1u] = acc[a + 1u] + z;
       }
     }
   }
   workgroupBarrier();
-  for (var i = lid; i < ROWS * HEAD_DIM; i += WORKGROUP_SIZE) {
-    let r = i / HEAD_DIM;
+  for (var i = lid; i < ROWS * QUADS; i += WORKGROUP_SIZE) {
+    let r = i / QUADS;
     let qi = first_query + r / GROUP;
     if (qi >= params.num_queries) {
       continue;
     }
-    var sum = 0.0;
+    var sum = vec4<f32>(0.0);
     for (var p = 0u; p < PARTS; p++) {
-      sum += mix_shared[(p * ROWS) * HEAD_DIM + i];
+      sum += scratch[p * ROWS * QUADS + i];
     }
     let head = kv_head * GROUP + r % GROUP;
-    partial_acc[((qi * N_HEADS + head) * partitions + part_index) * HEAD_DIM + i % HEAD_DIM] = sum;
+    let out = ((qi * N_HEADS + head) * partitions + part_index) * HEAD_DIM + (i % QUADS) * 4u;
+    partial_acc[out] = sum.x;
+    partial_acc[out + 1u] = sum.y;
+    partial_acc[out + 2u] = sum.z;
+    partial_acc[out + 3u] = sum.w;
   }
   if (lid < ROWS) {
     let qi = first_query + lid / GROUP;

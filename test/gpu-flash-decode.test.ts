@@ -70,6 +70,7 @@ const DECODE_CASES: DecodeCase[] = [
   { context: 1031, group: 4, headDim: 64, full: 'f16', quant: 'int4', kernel: {} },
   { context: 1031, group: 2, headDim: 128, full: 'f16', quant: 'int2', kernel: { partitionTokens: 128 } },
   { context: 200, group: 4, headDim: 128, full: 'f16', quant: 'int4' },
+  { context: 300, group: 2, headDim: 64, full: 'f32', quant: 'int4', kernel: { ...SMALL, foldKScale: false } },
 ];
 
 describe('flash decode (split-context paged attention) vs the TS reference', () => {
@@ -159,10 +160,11 @@ describe('flash decode (split-context paged attention) vs the TS reference', () 
   );
 
   it.each([
-    { queryTile: 1, numQueries: 5, quant: undefined },
-    { queryTile: 2, numQueries: 5, quant: 'int4' as const },
-    { queryTile: 4, numQueries: 7, quant: 'int8' as const },
-  ])('prefill chunk, query tile $queryTile, $numQueries queries, $quant: causal by position', async (c) => {
+    { queryTile: 1, numQueries: 5, quant: undefined, fold: true },
+    { queryTile: 2, numQueries: 5, quant: 'int4' as const, fold: true },
+    { queryTile: 4, numQueries: 7, quant: 'int8' as const, fold: true },
+    { queryTile: 2, numQueries: 6, quant: 'int2' as const, fold: false },
+  ])('prefill chunk, query tile $queryTile, $numQueries queries, $quant (K scale folded: $fold): causal by position', async (c) => {
     const gpu = await testGpu();
     const kvHeads = 2;
     const nHeads = 4;
@@ -197,7 +199,9 @@ describe('flash decode (split-context paged attention) vs the TS reference', () 
       quant: fixture.quant,
       ...SMALL,
       queryTile: c.queryTile,
+      foldKScale: c.fold,
     });
+    expect(kernel.foldsKScale).toBe(c.quant !== undefined && c.fold);
     await gpu.withErrorScope(() => {
       const encoder = gpu.device.createCommandEncoder();
       kernel.encode(encoder, {

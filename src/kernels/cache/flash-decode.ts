@@ -112,6 +112,8 @@ export interface FlashDecodeShape {
   readonly partitionTokens?: number;
   /** Queries of one sequence per workgroup (default 1). */
   readonly queryTile?: number;
+  /** Fold the K scale into q for quantized blocks (default: when the staging fits the workgroup memory). */
+  readonly foldKScale?: boolean;
 }
 
 function positiveInteger(field: string, value: number): void {
@@ -145,6 +147,11 @@ export class FlashDecodeKernel {
   readonly chunkTokens: number;
   readonly partitionTokens: number;
   readonly queryTile: number;
+  /**
+   * Quantized K: whether q·scale is staged per (group, row) so a code costs one FMA per row (true when that fits
+   * the workgroup memory, as at decode); otherwise the chunk's scale/zero are staged and each code dequantised.
+   */
+  readonly foldsKScale: boolean;
   private partialAcc: GPUBuffer | null = null;
   private partialMl: GPUBuffer | null = null;
   private lse: GPUBuffer | null = null;
@@ -207,10 +214,19 @@ export class FlashDecodeKernel {
     const headDim = full.headDim;
     const lanes = Math.min(headDim / 8, this.workgroupSize);
     const parts = Math.floor(this.workgroupSize / lanes);
-    const kParamStage = quant ? (this.chunkTokens / quant.groupSize) * (headDim / 4) : 1;
-    const sharedBytes =
-      4 * (rows * headDim + rows * this.chunkTokens + rows + this.queryTile + 1 + parts * rows * headDim) + 2 * 16 * kParamStage;
+    // Workgroup memory (bytes): q, logits, softmax state, then one scratch buffer for the K staging of a chunk
+    // and the parts' V mixes at the end; the K scale folds into q when that staging fits.
+    const quads = headDim / 4;
+    const kGroups = quant ? this.chunkTokens / quant.groupSize : 0;
+    const fixedBytes = 16 * rows * quads + 4 * (rows * this.chunkTokens + this.queryTile + 1);
+    const mixVectors = parts * rows * quads;
     const budget = Math.min(WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
+    const layoutBytes = (fold: boolean) => {
+      const staging = fold ? kGroups * rows * quads : 2 * kGroups * quads;
+      return fixedBytes + 16 * Math.max(mixVectors, staging, 1) + (fold ? 4 * kGroups * rows : 4);
+    };
+    this.foldsKScale = quant !== null && (shape.foldKScale ?? layoutBytes(true) <= budget);
+    const sharedBytes = layoutBytes(this.foldsKScale);
     if (sharedBytes > budget) {
       throw new LimitExceededError(
         'workgroup storage of flash_decode_partial',
@@ -219,6 +235,7 @@ export class FlashDecodeKernel {
         'use a smaller queryTile or chunkTokens',
       );
     }
+    const scratchVectors = Math.max(mixVectors, this.foldsKScale ? kGroups * rows * quads : 2 * kGroups * quads, 1);
     const u32 = (value: number) => ({ type: 'u32', value }) as const;
     const common = {
       ...cacheConstants(full, quant),
@@ -234,7 +251,9 @@ export class FlashDecodeKernel {
         CHUNK_TOKENS: u32(this.chunkTokens),
         PARTITION_TOKENS: u32(this.partitionTokens),
         QUERY_TILE: u32(this.queryTile),
-        K_PARAM_STAGE: u32(kParamStage),
+        SCRATCH_VECTORS: u32(scratchVectors),
+        Q_ZERO_SLOTS: u32(this.foldsKScale ? kGroups * rows : 1),
+        FOLD_K_SCALE: { type: 'bool', value: this.foldsKScale },
       },
       uniforms: [FLASH_PARAMS],
     };
