@@ -34,6 +34,10 @@ const PARTS: u32 = WORKGROUP_SIZE / LANES;
 const TOKENS_PER_THREAD: u32 = CHUNK_TOKENS / WORKGROUP_SIZE;
 const TOKENS_PER_PART: u32 = CHUNK_TOKENS / PARTS;
 const QUADS: u32 = HEAD_DIM / 4u;
+// Up to four rows and one octet per lane (decode with GQA ≤ 4): the V mix keeps one vec4 per channel with the
+// rows as components, in named registers. SwiftShader does not unroll the per-row loops of the general path, so
+// there its indexed accumulators live in memory; real GPUs unroll both.
+const ROW_VECTOR: bool = ROWS <= 4u && OCTETS_PER_LANE == 1u;
 const K_ZERO_BASE: u32 = K_GROUPS_PER_CHUNK * QUADS;
 const K_GROUPS_PER_CHUNK: u32 = CHUNK_TOKENS / QUANT_GROUP;
 const QUANT_POOL_BIT: u32 = 0x80000000u;
@@ -115,6 +119,16 @@ fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<
   return array<vec4<f32>, 2>(vec4<f32>(p0.x, p1.x, p2.x, p3.x), vec4<f32>(p0.y, p1.y, p2.y, p3.y));
 }
 
+// Probabilities of token tl of the chunk for rows 0 … 3 (0 past ROWS).
+fn row_probs(tl: u32) -> vec4<f32> {
+  return vec4<f32>(
+    logits[tl],
+    select(0.0, logits[min(1u, ROWS - 1u) * CHUNK_TOKENS + tl], ROWS > 1u),
+    select(0.0, logits[min(2u, ROWS - 1u) * CHUNK_TOKENS + tl], ROWS > 2u),
+    select(0.0, logits[min(3u, ROWS - 1u) * CHUNK_TOKENS + tl], ROWS > 3u),
+  );
+}
+
 // (scale, zero) of channels 4·c4 … 4·c4+3 of K group g of the chunk; (0, 0) past the head's end or in a full block.
 fn k_group_params(chunk: u32, end: u32, table_base: u32, g: u32, c4: u32) -> array<vec4<f32>, 2> {
   let t = chunk + g * QUANT_GROUP;
@@ -179,6 +193,16 @@ fn main(
   let part = lid / LANES;
   var acc: array<vec4<f32>, ROWS * OCTETS_PER_LANE * 2u>;
   var zacc: array<f32, ROWS * OCTETS_PER_LANE>;
+  // ROW_VECTOR: channel j of the lane's octet for rows 0 … 3, and the V zero-point term.
+  var v0 = vec4<f32>(0.0);
+  var v1 = vec4<f32>(0.0);
+  var v2 = vec4<f32>(0.0);
+  var v3 = vec4<f32>(0.0);
+  var v4 = vec4<f32>(0.0);
+  var v5 = vec4<f32>(0.0);
+  var v6 = vec4<f32>(0.0);
+  var v7 = vec4<f32>(0.0);
+  var vz = vec4<f32>(0.0);
 
   for (var chunk = start; chunk < end; chunk += CHUNK_TOKENS) {
     if (HAS_QUANT && FOLD_K_SCALE) {
@@ -290,7 +314,55 @@ fn main(
     workgroupBarrier();
 
     // V mix: lanes own octets of channels, parts own tokens of the chunk.
-    if (part < PARTS) {
+    if (ROW_VECTOR && part < PARTS) {
+      let alpha = vec4<f32>(
+        alpha_shared[0],
+        alpha_shared[min(1u, ROWS - 1u)],
+        alpha_shared[min(2u, ROWS - 1u)],
+        alpha_shared[min(3u, ROWS - 1u)],
+      );
+      v0 *= alpha;
+      v1 *= alpha;
+      v2 *= alpha;
+      v3 *= alpha;
+      v4 *= alpha;
+      v5 *= alpha;
+      v6 *= alpha;
+      v7 *= alpha;
+      vz *= alpha;
+      let first = part * TOKENS_PER_PART;
+      let last = min(first + TOKENS_PER_PART, end - chunk);
+      var entry = 0u;
+      for (var tl = first; tl < last; tl++) {
+        let t = chunk + tl;
+        let s = t % BLOCK_SIZE;
+        if (tl == first || s == 0u) {
+          entry = block_table[table_base + t / BLOCK_SIZE];
+        }
+        let block = entry & 0x7fffffffu;
+        var p = row_probs(tl);
+        var v: array<vec4<f32>, 2>;
+        if (is_quant(entry)) {
+          let biased = quant_octet_codes(block, s, lane, true);
+          v = array<vec4<f32>, 2>(biased[0] - CODE_BIAS, biased[1] - CODE_BIAS);
+          let sz = unpack2x16float(
+            quant_word(block * QUANT_WORDS_PER_BLOCK + QUANT_VP_OFFSET + s * (HEAD_DIM / QUANT_GROUP) + (lane * 8u) / QUANT_GROUP),
+          );
+          vz = fma(p, vec4<f32>(sz.y), vz);
+          p *= sz.x;
+        } else {
+          v = full_octet(block, s, lane, true);
+        }
+        v0 = fma(p, vec4<f32>(v[0].x), v0);
+        v1 = fma(p, vec4<f32>(v[0].y), v1);
+        v2 = fma(p, vec4<f32>(v[0].z), v2);
+        v3 = fma(p, vec4<f32>(v[0].w), v3);
+        v4 = fma(p, vec4<f32>(v[1].x), v4);
+        v5 = fma(p, vec4<f32>(v[1].y), v5);
+        v6 = fma(p, vec4<f32>(v[1].z), v6);
+        v7 = fma(p, vec4<f32>(v[1].w), v7);
+      }
+    } else if (part < PARTS) {
       for (var r = 0u; r < ROWS; r++) {
         let alpha = alpha_shared[r];
         for (var c = 0u; c < OCTETS_PER_LANE; c++) {
@@ -347,7 +419,13 @@ fn main(
     workgroupBarrier();
   }
 
-  if (part < PARTS) {
+  if (ROW_VECTOR && part < PARTS) {
+    for (var r = 0u; r < ROWS; r++) {
+      let base = (part * ROWS + r) * QUADS + lane * 2u;
+      scratch[base] = vec4<f32>(v0[r], v1[r], v2[r], v3[r]) + vz[r];
+      scratch[base + 1u] = vec4<f32>(v4[r], v5[r], v6[r], v7[r]) + vz[r];
+    }
+  } else if (part < PARTS) {
     for (var r = 0u; r < ROWS; r++) {
       for (var c = 0u; c < OCTETS_PER_LANE; c++) {
         let o = lane + c * LANES;
