@@ -49,12 +49,17 @@ var<workgroup> q_shared: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;
 var<workgroup> logits: array<f32, ROWS * CHUNK_TOKENS>;
 var<workgroup> alpha_shared: array<f32, ROWS>;
 var<workgroup> qpos_shared: array<u32, QUERY_TILE>;
-// One buffer, three uses. Per chunk, with FOLD_K_SCALE: q·scale of every (K group, row) [g][r][HEAD_DIM/4]; without
+// One buffer, three uses. Per chunk, with FOLD_K_SCALE: q·scale of every (K group, row) [g][r][HEAD_DIM/4] ([g][c]
+// row vectors with ROW_VECTOR); without
 // it: the K scales [g][HEAD_DIM/4], then the zeros. After the last chunk: the parts' V mixes [part][r][HEAD_DIM/4].
 var<workgroup> scratch: array<vec4<f32>, SCRATCH_VECTORS>;
 // With FOLD_K_SCALE: Σ_c q_c·zero_c of every (K group, row), the part of a logit that no code multiplies.
 var<workgroup> q_zero: array<f32, Q_ZERO_SLOTS>;
 var<workgroup> len_shared: u32;
+// ROW_VECTOR: q channel-major, q_rows[c] = channel c of rows 0 … 3 (zero past ROWS); with FOLD_K_SCALE,
+// q·zero of every K group of the chunk likewise (scratch then holds q·scale as [g][c] row vectors).
+var<workgroup> q_rows: array<vec4<f32>, select(1u, HEAD_DIM, ROW_VECTOR)>;
+var<workgroup> q_zero_rows: array<vec4<f32>, select(1u, K_GROUPS_PER_CHUNK, ROW_VECTOR && FOLD_K_SCALE && HAS_QUANT)>;
 
 fn full_word(i: u32) -> u32 {
   return full_words[i];
@@ -119,6 +124,32 @@ fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<
   return array<vec4<f32>, 2>(vec4<f32>(p0.x, p1.x, p2.x, p3.x), vec4<f32>(p0.y, p1.y, p2.y, p3.y));
 }
 
+// Σ over channels c0 … c0+7 of k_c · q_c for rows 0 … 3 (ROW_VECTOR), q from q_rows.
+fn dot_q_rows(c0: u32, k0: vec4<f32>, k1: vec4<f32>) -> vec4<f32> {
+  var d = k0.x * q_rows[c0];
+  d = fma(vec4<f32>(k0.y), q_rows[c0 + 1u], d);
+  d = fma(vec4<f32>(k0.z), q_rows[c0 + 2u], d);
+  d = fma(vec4<f32>(k0.w), q_rows[c0 + 3u], d);
+  d = fma(vec4<f32>(k1.x), q_rows[c0 + 4u], d);
+  d = fma(vec4<f32>(k1.y), q_rows[c0 + 5u], d);
+  d = fma(vec4<f32>(k1.z), q_rows[c0 + 6u], d);
+  d = fma(vec4<f32>(k1.w), q_rows[c0 + 7u], d);
+  return d;
+}
+
+// The same with q·scale of the staged K group: scratch[base + j] for channel j of the octet.
+fn dot_scaled_rows(base: u32, k0: vec4<f32>, k1: vec4<f32>) -> vec4<f32> {
+  var d = k0.x * scratch[base];
+  d = fma(vec4<f32>(k0.y), scratch[base + 1u], d);
+  d = fma(vec4<f32>(k0.z), scratch[base + 2u], d);
+  d = fma(vec4<f32>(k0.w), scratch[base + 3u], d);
+  d = fma(vec4<f32>(k1.x), scratch[base + 4u], d);
+  d = fma(vec4<f32>(k1.y), scratch[base + 5u], d);
+  d = fma(vec4<f32>(k1.z), scratch[base + 6u], d);
+  d = fma(vec4<f32>(k1.w), scratch[base + 7u], d);
+  return d;
+}
+
 // Probabilities of token tl of the chunk for rows 0 … 3 (0 past ROWS).
 fn row_probs(tl: u32) -> vec4<f32> {
   return vec4<f32>(
@@ -175,6 +206,16 @@ fn main(
     let q = (qi * N_HEADS + head) * HEAD_DIM + (i % (HEAD_DIM / 4u)) * 4u;
     q_shared[i] = vec4<f32>(queries[q], queries[q + 1u], queries[q + 2u], queries[q + 3u]) * params.scale;
   }
+  if (ROW_VECTOR) {
+    for (var c = lid; c < HEAD_DIM; c += WORKGROUP_SIZE) {
+      var v = vec4<f32>(0.0);
+      for (var r = 0u; r < ROWS; r++) {
+        let qi = min(first_query + r / GROUP, params.num_queries - 1u);
+        v[r] = queries[(qi * N_HEADS + kv_head * GROUP + r % GROUP) * HEAD_DIM + c] * params.scale;
+      }
+      q_rows[c] = v;
+    }
+  }
   if (lid < QUERY_TILE) {
     // A tile row past the last query sees nothing; its outputs are never written.
     let qi = first_query + lid;
@@ -205,7 +246,28 @@ fn main(
   var vz = vec4<f32>(0.0);
 
   for (var chunk = start; chunk < end; chunk += CHUNK_TOKENS) {
-    if (HAS_QUANT && FOLD_K_SCALE) {
+    if (HAS_QUANT && FOLD_K_SCALE && ROW_VECTOR) {
+      for (var i = lid; i < K_GROUPS_PER_CHUNK * QUADS; i += WORKGROUP_SIZE) {
+        let c = (i % QUADS) * 4u;
+        let scale = k_group_params(chunk, end, table_base, i / QUADS, i % QUADS)[0];
+        let base = (i / QUADS) * HEAD_DIM + c;
+        scratch[base] = q_rows[c] * scale.x;
+        scratch[base + 1u] = q_rows[c + 1u] * scale.y;
+        scratch[base + 2u] = q_rows[c + 2u] * scale.z;
+        scratch[base + 3u] = q_rows[c + 3u] * scale.w;
+      }
+      if (lid < K_GROUPS_PER_CHUNK) {
+        var qz = vec4<f32>(0.0);
+        for (var c4 = 0u; c4 < QUADS; c4++) {
+          let zero = k_group_params(chunk, end, table_base, lid, c4)[1];
+          qz = fma(q_rows[c4 * 4u], vec4<f32>(zero.x), qz);
+          qz = fma(q_rows[c4 * 4u + 1u], vec4<f32>(zero.y), qz);
+          qz = fma(q_rows[c4 * 4u + 2u], vec4<f32>(zero.z), qz);
+          qz = fma(q_rows[c4 * 4u + 3u], vec4<f32>(zero.w), qz);
+        }
+        q_zero_rows[lid] = qz;
+      }
+    } else if (HAS_QUANT && FOLD_K_SCALE) {
       // A token of group g then costs the same as a full one: codes · (q·scale), plus q·zero once per group.
       for (var i = lid; i < K_GROUPS_PER_CHUNK * ROWS * QUADS; i += WORKGROUP_SIZE) {
         let g = i / (ROWS * QUADS);
@@ -233,7 +295,47 @@ fn main(
     workgroupBarrier();
 
     // Logits: a thread owns tokens, reads each K octet once and dots it with every row of the tile.
-    for (var k = 0u; k < TOKENS_PER_THREAD; k++) {
+    for (var k = 0u; ROW_VECTOR && k < TOKENS_PER_THREAD; k++) {
+      let tl = lid + k * WORKGROUP_SIZE;
+      let t = chunk + tl;
+      var d = vec4<f32>(0.0);
+      var kpos = 0xffffffffu;
+      if (t < end) {
+        let entry = block_table[table_base + t / BLOCK_SIZE];
+        let s = t % BLOCK_SIZE;
+        let block = entry & 0x7fffffffu;
+        kpos = token_position(entry, s);
+        if (is_quant(entry)) {
+          let g = tl / QUANT_GROUP;
+          if (FOLD_K_SCALE) {
+            for (var o = 0u; o < OCTETS; o++) {
+              let codes = quant_octet_codes(block, s, o, false);
+              // Unbiased: the bias times q·scale would cancel against q·zero in f32.
+              d += dot_scaled_rows(g * HEAD_DIM + o * 8u, codes[0] - CODE_BIAS, codes[1] - CODE_BIAS);
+            }
+            d += q_zero_rows[g];
+          } else {
+            for (var o = 0u; o < OCTETS; o++) {
+              let codes = quant_octet_codes(block, s, o, false);
+              let p0 = g * QUADS + o * 2u;
+              let k0 = fma(codes[0], scratch[p0], scratch[K_ZERO_BASE + p0]);
+              let k1 = fma(codes[1], scratch[p0 + 1u], scratch[K_ZERO_BASE + p0 + 1u]);
+              d += dot_q_rows(o * 8u, k0, k1);
+            }
+          }
+        } else {
+          for (var o = 0u; o < OCTETS; o++) {
+            let kv = full_octet(block, s, o, false);
+            d += dot_q_rows(o * 8u, kv[0], kv[1]);
+          }
+        }
+      }
+      for (var r = 0u; r < ROWS; r++) {
+        let visible = t < end && kpos <= qpos_shared[r / GROUP];
+        logits[r * CHUNK_TOKENS + tl] = select(MASKED_LOGIT, d[r], visible);
+      }
+    }
+    for (var k = 0u; !ROW_VECTOR && k < TOKENS_PER_THREAD; k++) {
       let tl = lid + k * WORKGROUP_SIZE;
       let t = chunk + tl;
       // Zeroed explicitly: SwiftShader kept the previous chunk's values in a loop-scoped array declared without one.

@@ -218,13 +218,18 @@ export class FlashDecodeKernel {
     // and the parts' V mixes at the end; the K scale folds into q when that staging fits.
     const quads = headDim / 4;
     const kGroups = quant ? this.chunkTokens / quant.groupSize : 0;
-    const fixedBytes = 16 * rows * quads + 4 * (rows * this.chunkTokens + this.queryTile + 1);
-    const mixVectors = parts * rows * quads;
+    // Mirrors ROW_VECTOR of the shader: up to four rows and one octet of channels per lane.
+    const rowVector = rows <= 4 && headDim / 8 <= this.workgroupSize;
     const budget = Math.min(WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
-    const layoutBytes = (fold: boolean) => {
-      const staging = fold ? kGroups * rows * quads : 2 * kGroups * quads;
-      return fixedBytes + 16 * Math.max(mixVectors, staging, 1) + (fold ? 4 * kGroups * rows : 4);
-    };
+    const mixVectors = parts * rows * quads;
+    const stagingVectors = (fold: boolean) =>
+      fold ? (rowVector ? kGroups * headDim : kGroups * rows * quads) : 2 * kGroups * quads;
+    const layoutBytes = (fold: boolean) =>
+      16 * (rows * quads + Math.max(mixVectors, stagingVectors(fold), 1)) +
+      4 * (rows * this.chunkTokens + rows + this.queryTile + 1) +
+      16 * (rowVector ? headDim : 1) +
+      16 * (rowVector && fold ? kGroups : 1) +
+      4 * (fold && !rowVector ? kGroups * rows : 1);
     this.foldsKScale = quant !== null && (shape.foldKScale ?? layoutBytes(true) <= budget);
     const sharedBytes = layoutBytes(this.foldsKScale);
     if (sharedBytes > budget) {
@@ -235,7 +240,7 @@ export class FlashDecodeKernel {
         'use a smaller queryTile or chunkTokens',
       );
     }
-    const scratchVectors = Math.max(mixVectors, this.foldsKScale ? kGroups * rows * quads : 2 * kGroups * quads, 1);
+    const scratchVectors = Math.max(mixVectors, stagingVectors(this.foldsKScale), 1);
     const u32 = (value: number) => ({ type: 'u32', value }) as const;
     const common = {
       ...cacheConstants(full, quant),
