@@ -306,7 +306,8 @@ fn main(
         let block = entry & 0x7fffffffu;
         kpos = token_position(entry, s);
         if (is_quant(entry)) {
-          let g = tl / QUANT_GROUP;
+          // One K group per chunk makes g a constant, and the staged loads lane-invariant (cheap on SwiftShader).
+          let g = select(tl / QUANT_GROUP, 0u, K_GROUPS_PER_CHUNK == 1u);
           if (FOLD_K_SCALE) {
             for (var o = 0u; o < OCTETS; o++) {
               let codes = quant_octet_codes(block, s, o, false);
@@ -350,7 +351,8 @@ fn main(
         let block = entry & 0x7fffffffu;
         kpos = token_position(entry, s);
         if (is_quant(entry)) {
-          let g = tl / QUANT_GROUP;
+          // One K group per chunk makes g a constant, and the staged loads lane-invariant (cheap on SwiftShader).
+          let g = select(tl / QUANT_GROUP, 0u, K_GROUPS_PER_CHUNK == 1u);
           if (FOLD_K_SCALE) {
             for (var o = 0u; o < OCTETS; o++) {
               let codes = quant_octet_codes(block, s, o, false);

@@ -37,12 +37,12 @@ const FORMATS: readonly (QuantFormat | null)[] = [null, 'int4', 'int2'];
  *
  * @example
  * ```ts
- * const shape = FLASH_BENCH_SHAPES.software; // { chunkTokens: 256, partitionTokens: 1024 }
+ * const shape = FLASH_BENCH_SHAPES.software; // { partitionTokens: 1024 }
  * ```
  */
 export const FLASH_BENCH_SHAPES = {
   hardware: {},
-  software: { chunkTokens: 64, partitionTokens: 1024 },
+  software: { partitionTokens: 1024 },
 } as const satisfies Record<string, Partial<FlashDecodeShape>>;
 
 function label(quant: QuantFormat | null): string {
