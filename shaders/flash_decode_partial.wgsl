@@ -225,8 +225,8 @@ fn main(
     len_shared = context_lens[row_index];
   }
   let len = workgroupUniformLoad(&len_shared);
-  let start = part_index * PARTITION_TOKENS;
-  let end = min(len, start + PARTITION_TOKENS);
+  let start = part_index * params.partition_tokens;
+  let end = min(len, start + params.partition_tokens);
 
   var m_run = MASKED_LOGIT;
   var l_run = 0.0;

@@ -246,6 +246,21 @@ describe('flash decode (split-context paged attention) vs the TS reference', () 
     Object.values(buffers).forEach((b) => b.destroy());
   });
 
+  it('splits decode into partitions and gives a long prefill chunk one partition per workgroup instead', async () => {
+    const gpu = await testGpu();
+    const full = blockLayout('f16', { headDim: 128, blockSize: 16 });
+    const kernel = new FlashDecodeKernel(gpu, { nHeads: 32, kvHeads: 8, full, quant: null });
+    expect(kernel.split(1, 16384)).toEqual({ partitions: 64, partitionTokens: 256 });
+    expect(kernel.split(1, 1)).toEqual({ partitions: 1, partitionTokens: 256 });
+    // 512 queries × 8 KV heads already fill the GPU: one partition, partials the size of the output
+    expect(kernel.split(512, 16384)).toEqual({ partitions: 1, partitionTokens: 16384 });
+    // 16 queries: 128 workgroups' worth of (tile, head) pairs, so 8 partitions of 2048 tokens
+    expect(kernel.split(16, 16384)).toEqual({ partitions: 8, partitionTokens: 2048 });
+    const odd = kernel.split(100, 1000);
+    expect(odd.partitionTokens % kernel.chunkTokens).toBe(0);
+    expect(odd.partitions * odd.partitionTokens).toBeGreaterThanOrEqual(1000);
+  });
+
   it('says which layouts it cannot read instead of reading them wrongly', async () => {
     const gpu = await testGpu();
     const f16 = blockLayout('f16', { headDim: 12, blockSize: 16 });

@@ -18,6 +18,7 @@ const FLASH_PARAMS = new UniformLayout('FlashParams', [
   { name: 'seq_slots', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
   { name: 'partitions', type: 'u32' },
+  { name: 'partition_tokens', type: 'u32' },
   { name: 'tiles', type: 'u32' },
   { name: 'scale', type: 'f32' },
 ]);
@@ -36,6 +37,16 @@ const STATS_PARAMS = new UniformLayout('StatsParams', [
   { name: 'tiles', type: 'u32' },
   { name: 'scale', type: 'f32' },
 ]);
+
+/**
+ * Workgroups a run aims for before it shortens partitions: enough to fill a large GPU (132 SMs × a few) at batch 1.
+ *
+ * @example
+ * ```ts
+ * kernel.split(512, 16384); // a 512-query prefill chunk: one partition per (tile, KV head)
+ * ```
+ */
+export const FLASH_TARGET_WORKGROUPS = 1024;
 
 /** Workgroup memory the partial kernel may use: WebGPU's guaranteed minimum, so one shape runs on every device. */
 const WORKGROUP_STORAGE_BUDGET = 16384;
@@ -254,7 +265,6 @@ export class FlashDecodeKernel {
         ...common,
         WORKGROUP_SIZE: u32(this.workgroupSize),
         CHUNK_TOKENS: u32(this.chunkTokens),
-        PARTITION_TOKENS: u32(this.partitionTokens),
         QUERY_TILE: u32(this.queryTile),
         SCRATCH_VECTORS: u32(scratchVectors),
         Q_ZERO_SLOTS: u32(this.foldsKScale ? kGroups * rows : 1),
@@ -277,9 +287,24 @@ export class FlashDecodeKernel {
     };
   }
 
-  /** Context partitions of a run whose longest head holds `maxContext` tokens. */
+  /**
+   * How a run splits the context: partitions of `partitionTokens` (the shape's), except that a run with many
+   * query tiles (a prefill chunk) gets fewer, longer partitions, so that the workgroups stay near
+   * {@link FLASH_TARGET_WORKGROUPS} and the partials (numQueries × nHeads × partitions × (headDim + 2) floats)
+   * near the size of the output instead of growing with numQueries × context.
+   */
+  split(numQueries: number, maxContext: number): { partitions: number; partitionTokens: number } {
+    const tiles = Math.ceil(numQueries / this.queryTile);
+    const wanted = Math.max(1, Math.ceil(maxContext / this.partitionTokens));
+    const cap = Math.max(1, Math.floor(FLASH_TARGET_WORKGROUPS / (tiles * this.shape.kvHeads)));
+    if (wanted <= cap) return { partitions: wanted, partitionTokens: this.partitionTokens };
+    const partitionTokens = Math.ceil(Math.ceil(maxContext / cap) / this.chunkTokens) * this.chunkTokens;
+    return { partitions: Math.max(1, Math.ceil(maxContext / partitionTokens)), partitionTokens };
+  }
+
+  /** Context partitions of a decode run (one query per tile) whose longest head holds `maxContext` tokens. */
   partitions(maxContext: number): number {
-    return Math.max(1, Math.ceil(maxContext / this.partitionTokens));
+    return this.split(1, maxContext).partitions;
   }
 
   private scratch(current: GPUBuffer | null, label: string, bytes: number): GPUBuffer {
@@ -315,7 +340,7 @@ export class FlashDecodeKernel {
         throw new InvalidArgumentError(name, `is read as 16-byte words; its size ${pool.size} B is not a multiple of 16`);
       }
     }
-    const partitions = this.partitions(run.maxContext);
+    const { partitions, partitionTokens } = this.split(run.numQueries, run.maxContext);
     const tiles = Math.ceil(run.numQueries / this.queryTile);
     const rows = run.numQueries * nHeads;
     this.partialAcc = this.scratch(this.partialAcc, 'flash_decode:partial-acc', rows * partitions * headDim * 4);
@@ -330,6 +355,7 @@ export class FlashDecodeKernel {
         seq_slots: run.cache.seqSlots,
         max_blocks: run.cache.maxBlocksPerHead,
         partitions,
+        partition_tokens: partitionTokens,
         tiles,
         scale,
       }),
