@@ -306,8 +306,9 @@ fn main(
         let block = entry & 0x7fffffffu;
         kpos = token_position(entry, s);
         if (is_quant(entry)) {
-          // One K group per chunk makes g a constant, and the staged loads lane-invariant (cheap on SwiftShader).
-          let g = select(tl / QUANT_GROUP, 0u, K_GROUPS_PER_CHUNK == 1u);
+          // When a K group spans whole multiples of the workgroup, g follows from the loop counter alone: the
+          // staged loads are then the same for every thread, which SwiftShader turns into one load, not a gather.
+          let g = select(tl / QUANT_GROUP, (k * WORKGROUP_SIZE) / QUANT_GROUP, QUANT_GROUP % WORKGROUP_SIZE == 0u);
           if (FOLD_K_SCALE) {
             for (var o = 0u; o < OCTETS; o++) {
               let codes = quant_octet_codes(block, s, o, false);
@@ -351,8 +352,9 @@ fn main(
         let block = entry & 0x7fffffffu;
         kpos = token_position(entry, s);
         if (is_quant(entry)) {
-          // One K group per chunk makes g a constant, and the staged loads lane-invariant (cheap on SwiftShader).
-          let g = select(tl / QUANT_GROUP, 0u, K_GROUPS_PER_CHUNK == 1u);
+          // When a K group spans whole multiples of the workgroup, g follows from the loop counter alone: the
+          // staged loads are then the same for every thread, which SwiftShader turns into one load, not a gather.
+          let g = select(tl / QUANT_GROUP, (k * WORKGROUP_SIZE) / QUANT_GROUP, QUANT_GROUP % WORKGROUP_SIZE == 0u);
           if (FOLD_K_SCALE) {
             for (var o = 0u; o < OCTETS; o++) {
               let codes = quant_octet_codes(block, s, o, false);

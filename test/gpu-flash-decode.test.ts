@@ -71,6 +71,8 @@ const DECODE_CASES: DecodeCase[] = [
   { context: 1031, group: 2, headDim: 128, full: 'f16', quant: 'int2', kernel: { partitionTokens: 128 } },
   { context: 200, group: 4, headDim: 128, full: 'f16', quant: 'int4' },
   { context: 300, group: 2, headDim: 64, full: 'f32', quant: 'int4', kernel: { ...SMALL, foldKScale: false } },
+  // the SwiftShader bench shape: K groups as long as the workgroup, so the group index is the loop counter
+  { context: 1031, group: 4, headDim: 128, full: 'f16', quant: 'int4', kernel: { workgroupSize: 16, chunkTokens: 64, partitionTokens: 256 } },
   // more than four rows per workgroup: the general (indexed) accumulators instead of the row vectors
   { context: 40, group: 8, headDim: 64, full: 'f16', quant: 'int4' },
   { context: 40, group: 8, headDim: 64, full: 'f16', quant: 'int4', kernel: { ...SMALL, foldKScale: false } },

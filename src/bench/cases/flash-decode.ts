@@ -32,17 +32,18 @@ export function flashDecodeContexts(quick: boolean, fromEnvironment: string | un
 const FORMATS: readonly (QuantFormat | null)[] = [null, 'int4', 'int2'];
 
 /**
- * Kernel shapes the rows use. SwiftShader runs one workgroup per core at a time and pays for every barrier, so
- * larger chunks and partitions win there; the defaults suit real GPUs, which need many workgroups at batch 1.
+ * Kernel shapes the rows use. The defaults suit real GPUs, which need many workgroups at batch 1. SwiftShader
+ * (2 cores) needs few workgroups and pays per thread at every barrier; with 16 threads, one K group (16 tokens)
+ * per thread row makes the staged K scale reads uniform, which it turns into plain loads.
  *
  * @example
  * ```ts
- * const shape = FLASH_BENCH_SHAPES.software; // { partitionTokens: 1024 }
+ * const shape = FLASH_BENCH_SHAPES.software; // { workgroupSize: 16, chunkTokens: 64, partitionTokens: 1024 }
  * ```
  */
 export const FLASH_BENCH_SHAPES = {
   hardware: {},
-  software: { partitionTokens: 1024 },
+  software: { workgroupSize: 16, chunkTokens: 64, partitionTokens: 1024 },
 } as const satisfies Record<string, Partial<FlashDecodeShape>>;
 
 function label(quant: QuantFormat | null): string {
