@@ -38,6 +38,9 @@ const QUADS: u32 = HEAD_DIM / 4u;
 // rows as components, in named registers. SwiftShader does not unroll the per-row loops of the general path, so
 // there its indexed accumulators live in memory; real GPUs unroll both.
 const ROW_VECTOR: bool = ROWS <= 4u && OCTETS_PER_LANE == 1u;
+// A token's K codes as 16-byte words (one load for 2, 4 or 8 octets) when its row fills whole such words.
+const K_CODE_WORDS: bool = (HEAD_DIM * QUANT_BITS) % 128u == 0u;
+const OCTETS_PER_WORDS: u32 = 16u / QUANT_BITS;
 const K_ZERO_BASE: u32 = K_GROUPS_PER_CHUNK * QUADS;
 const K_GROUPS_PER_CHUNK: u32 = CHUNK_TOKENS / QUANT_GROUP;
 const QUANT_POOL_BIT: u32 = 0x80000000u;
@@ -102,8 +105,16 @@ fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<
   let base = block * QUANT_WORDS_PER_BLOCK + select(0u, QUANT_V_OFFSET, v_part);
   let bit = (slot * HEAD_DIM + o * 8u) * QUANT_BITS;
   let word = quant_word(base + bit / 32u);
+  var next = 0u;
   if (QUANT_BITS == 8u) {
-    let next = quant_word(base + bit / 32u + 1u);
+    next = quant_word(base + bit / 32u + 1u);
+  }
+  return codes_of_words(word, next, bit % 32u);
+}
+
+// The eight codes (plus CODE_BIAS) that start at bit `shift` of `word` (int8: `word` then `next`).
+fn codes_of_words(word: u32, next: u32, shift: u32) -> array<vec4<f32>, 2> {
+  if (QUANT_BITS == 8u) {
     let a = unpack2x16float((word & 0x00ff00ffu) | CODE_BIAS_BITS);
     let b = unpack2x16float(((word >> 8u) & 0x00ff00ffu) | CODE_BIAS_BITS);
     let c = unpack2x16float((next & 0x00ff00ffu) | CODE_BIAS_BITS);
@@ -113,7 +124,7 @@ fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<
   var x = word; // int4: codes 0..3 in the low half, 4..7 in the high half
   var mask = 0x000f000fu;
   if (QUANT_BITS == 2u) {
-    let h = word >> (bit % 32u);
+    let h = word >> shift;
     x = (h & 0xffu) | ((h & 0xff00u) << 8u);
     mask = 0x00030003u;
   }
@@ -122,6 +133,24 @@ fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<
   let p2 = unpack2x16float(((x >> (2u * QUANT_BITS)) & mask) | CODE_BIAS_BITS);
   let p3 = unpack2x16float(((x >> (3u * QUANT_BITS)) & mask) | CODE_BIAS_BITS);
   return array<vec4<f32>, 2>(vec4<f32>(p0.x, p1.x, p2.x, p3.x), vec4<f32>(p0.y, p1.y, p2.y, p3.y));
+}
+
+// Σ over the 8·OCTETS_PER_WORDS channels of one 16-byte word of K codes, with q·scale of group g: d += …
+fn dot_code_words(words: vec4<u32>, g: u32, first_octet: u32) -> vec4<f32> {
+  var d = vec4<f32>(0.0);
+  for (var j = 0u; j < OCTETS_PER_WORDS; j++) {
+    var codes: array<vec4<f32>, 2>;
+    if (QUANT_BITS == 8u) {
+      codes = codes_of_words(words[2u * j], words[2u * j + 1u], 0u);
+    } else if (QUANT_BITS == 4u) {
+      codes = codes_of_words(words[j], 0u, 0u);
+    } else {
+      codes = codes_of_words(words[j / 2u], 0u, (j % 2u) * 16u);
+    }
+    // Unbiased: the bias times q·scale would cancel against q·zero in f32.
+    d += dot_scaled_rows(g * HEAD_DIM + (first_octet + j) * 8u, codes[0] - CODE_BIAS, codes[1] - CODE_BIAS);
+  }
+  return d;
 }
 
 // Σ over channels c0 … c0+7 of k_c · q_c for rows 0 … 3 (ROW_VECTOR), q from q_rows.
@@ -309,7 +338,13 @@ fn main(
           // When a K group spans whole multiples of the workgroup, g follows from the loop counter alone: the
           // staged loads are then the same for every thread, which SwiftShader turns into one load, not a gather.
           let g = select(tl / QUANT_GROUP, (k * WORKGROUP_SIZE) / QUANT_GROUP, QUANT_GROUP % WORKGROUP_SIZE == 0u);
-          if (FOLD_K_SCALE) {
+          if (FOLD_K_SCALE && K_CODE_WORDS) {
+            let row = (block * QUANT_WORDS_PER_BLOCK + s * (HEAD_DIM * QUANT_BITS / 32u)) / 4u;
+            for (var w = 0u; w < HEAD_DIM * QUANT_BITS / 128u; w++) {
+              d += dot_code_words(quant_pool[row + w], g, w * OCTETS_PER_WORDS);
+            }
+            d += q_zero_rows[g];
+          } else if (FOLD_K_SCALE) {
             for (var o = 0u; o < OCTETS; o++) {
               let codes = quant_octet_codes(block, s, o, false);
               // Unbiased: the bias times q·scale would cancel against q·zero in f32.
