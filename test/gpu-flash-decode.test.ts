@@ -4,6 +4,7 @@ import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { attentionSegments } from '../src/kernels/cache/accumulate-attention.js';
 import { FlashDecodeKernel, type FlashDecodeShape } from '../src/kernels/cache/flash-decode.js';
+import { flashDecodeContexts } from '../src/bench/cases/flash-decode.js';
 import { decodeAttention, prefillAttention } from '../src/attention/reference-attention.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 import { buildPagedFixture, type PagedFixture } from './helpers/paged-fixture.js';
@@ -274,5 +275,12 @@ describe('flash decode (split-context paged attention) vs the TS reference', () 
     expect(
       () => new FlashDecodeKernel(gpu, { nHeads: 2, kvHeads: 1, full: ok, quant: null, chunkTokens: 16, partitionTokens: 24, workgroupSize: 16 }),
     ).toThrow(/partitionTokens/);
+  });
+
+  it('bench contexts: 1K/4K quick, 1K/4K/16K full, or exactly what KVCOMPACT_BENCH_CONTEXTS lists', () => {
+    expect(flashDecodeContexts(true, undefined)).toEqual([1024, 4096]);
+    expect(flashDecodeContexts(false, '')).toEqual([1024, 4096, 16384]);
+    expect(flashDecodeContexts(true, '16384, 65536')).toEqual([16384, 65536]);
+    expect(() => flashDecodeContexts(false, '16K')).toThrow(/KVCOMPACT_BENCH_CONTEXTS/);
   });
 });

@@ -142,7 +142,13 @@ function positiveInteger(field: string, value: number): void {
  *
  * Needs head_dim a multiple of 8 and full blocks and their V regions on 16-byte boundaries, quantized groups a
  * multiple of 8 channels (the defaults of block size 16 satisfy all three); {@link FlashDecodeKernel.supports}
- * says whether a layout qualifies, so a caller can keep PagedAttentionKernel for the rest.
+ * says whether a layout qualifies, so a caller can keep PagedAttentionKernel for the rest. It binds 11 storage
+ * buffers per stage (maxStorageBuffersPerShaderStage ≥ 11; SwiftShader and desktop GPUs give 12 or more).
+ *
+ * Swapping it in for PagedAttentionKernel + AccumulateAttentionKernel: pass `maxContext` where the old run took
+ * `probsStride`, drop the probability buffer, and give `stats: { segments, numSegments, target }` instead of the
+ * accumulate pass (omit it when statistics are off). Runs that need the probabilities themselves (a caller reading
+ * them back) keep the old kernel.
  *
  * @example
  * ```ts
