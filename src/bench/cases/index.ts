@@ -6,6 +6,7 @@ import { bytesPerTokenSuite } from './bytes-per-token.js';
 import { compactionSuite } from './compaction.js';
 import { compressSuite } from './compress.js';
 import { copySuite } from './copy.js';
+import { flashDecodeSuite } from './flash-decode.js';
 import { kvAppendSuite } from './kv-append.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
 import { quantizeSuite } from './quantize.js';
@@ -24,6 +25,7 @@ import { utilisationSuite } from './utilisation.js';
 export const BENCH_SUITES: readonly BenchSuite[] = [
   copySuite,
   pagedAttentionDecodeSuite,
+  flashDecodeSuite,
   kvAppendSuite,
   scoringSuite,
   topKSuite,

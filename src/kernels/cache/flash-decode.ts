@@ -1,0 +1,463 @@
+import partialBody from '../../../shaders/flash_decode_partial.wgsl';
+import mergeBody from '../../../shaders/flash_decode_merge.wgsl';
+import statsBody from '../../../shaders/flash_decode_stats.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
+import { createStorageBuffer } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
+import type { AttentionStatsBuffers } from './accumulate-attention.js';
+import { cacheConstants } from './cache-constants.js';
+import type { PagedCacheBindings } from './paged-attention.js';
+
+const FLASH_PARAMS = new UniformLayout('FlashParams', [
+  { name: 'num_queries', type: 'u32' },
+  { name: 'layer', type: 'u32' },
+  { name: 'seq_slots', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'partitions', type: 'u32' },
+  { name: 'partition_tokens', type: 'u32' },
+  { name: 'tiles', type: 'u32' },
+  { name: 'scale', type: 'f32' },
+]);
+
+const MERGE_PARAMS = new UniformLayout('MergeParams', [
+  { name: 'num_queries', type: 'u32' },
+  { name: 'partitions', type: 'u32' },
+]);
+
+const STATS_PARAMS = new UniformLayout('StatsParams', [
+  { name: 'num_segments', type: 'u32' },
+  { name: 'layer', type: 'u32' },
+  { name: 'seq_slots', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'max_tokens', type: 'u32' },
+  { name: 'tiles', type: 'u32' },
+  { name: 'scale', type: 'f32' },
+]);
+
+/**
+ * Workgroups a run aims for before it shortens partitions: enough to fill a large GPU (132 SMs × a few) at batch 1.
+ *
+ * @example
+ * ```ts
+ * kernel.split(512, 16384); // a 512-query prefill chunk: one partition per (tile, KV head)
+ * ```
+ */
+export const FLASH_TARGET_WORKGROUPS = 1024;
+
+/** Workgroup memory the partial kernel may use: WebGPU's guaranteed minimum, so one shape runs on every device. */
+const WORKGROUP_STORAGE_BUDGET = 16384;
+
+/**
+ * Statistics to accumulate during a {@link FlashDecodeRun}: the same increments AccumulateAttentionKernel adds
+ * from a probability buffer (Σp and Σp² over the group's heads and the segment's queries, and the number of
+ * queries that could see the token), computed here from the merged softmax instead.
+ *
+ * @example
+ * ```ts
+ * const stats: FlashDecodeStats = { segments, numSegments: 1, target: { attnSum, attnSqSum, attnCount } };
+ * ```
+ */
+export interface FlashDecodeStats {
+  /** u32 [numSegments][3] from attentionSegments(): no slot twice. */
+  readonly segments: GPUBuffer;
+  readonly numSegments: number;
+  readonly target: AttentionStatsBuffers;
+}
+
+/**
+ * One run of split-context paged attention: the fields of PagedAttentionRun without the probability buffer,
+ * plus the longest context to size the partitions and an optional statistics target.
+ *
+ * @example
+ * ```ts
+ * const run: FlashDecodeRun = { cache, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, maxContext: 4096 };
+ * ```
+ */
+export interface FlashDecodeRun {
+  readonly cache: PagedCacheBindings;
+  readonly layer: number;
+  readonly numQueries: number;
+  /** f32 [numQueries][nHeads][headDim], RoPE applied. */
+  readonly queries: GPUBuffer;
+  /**
+   * u32 [numQueries]: the sequence slot of each query. With `queryTile` > 1, the queries of one tile (consecutive
+   * runs of `queryTile`) must belong to one slot, as a prefill chunk's do.
+   */
+  readonly querySlots: GPUBuffer;
+  /** u32 [numQueries]: each query's position; it sees cached tokens at positions ≤ it. */
+  readonly queryPositions: GPUBuffer;
+  /** f32 [numQueries][nHeads][headDim] output. */
+  readonly out: GPUBuffer;
+  /** At least the longest context among the queried heads (what PagedAttentionRun calls probsStride). */
+  readonly maxContext: number;
+  /** Default 1/√headDim. */
+  readonly scale?: number;
+  /** Accumulate attention statistics into the cache's buffers; omit when the policy needs none. */
+  readonly stats?: FlashDecodeStats;
+}
+
+/**
+ * The shape of a {@link FlashDecodeKernel}. Defaults suit decode on real GPUs: 64 threads, chunks of 64 tokens,
+ * partitions of 256 tokens, one query per tile. Prefill chunks go faster with `queryTile` 2–4 (every K/V word
+ * then serves that many queries); tests shrink `partitionTokens` to exercise the merge.
+ *
+ * @example
+ * ```ts
+ * const shape: FlashDecodeShape = { nHeads: 32, kvHeads: 8, full, quant, partitionTokens: 512 };
+ * ```
+ */
+export interface FlashDecodeShape {
+  readonly nHeads: number;
+  readonly kvHeads: number;
+  readonly full: BlockLayout;
+  readonly quant: BlockLayout | null;
+  /** Threads per workgroup (default 64). */
+  readonly workgroupSize?: number;
+  /** Tokens per online-softmax step, a multiple of workgroupSize and of the block size (default workgroupSize). */
+  readonly chunkTokens?: number;
+  /** Tokens per context partition, a multiple of chunkTokens (default 4 chunks). */
+  readonly partitionTokens?: number;
+  /** Queries of one sequence per workgroup (default 1). */
+  readonly queryTile?: number;
+  /** Fold the K scale into q for quantized blocks (default: when the staging fits the workgroup memory). */
+  readonly foldKScale?: boolean;
+}
+
+function positiveInteger(field: string, value: number): void {
+  if (!Number.isInteger(value) || value <= 0) {
+    throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
+  }
+}
+
+/**
+ * Paged attention split over the context ("flash-decoding"): a partial pass with one workgroup per (query tile,
+ * KV head, partition) that serves every query head of the GQA group, then a log-sum-exp merge. No probability
+ * buffer: when statistics are asked for, a third pass recomputes each token's probabilities from the merged
+ * softmax. Decode and prefill chunks (causal by position) are the same kernel; the cache may mix full and
+ * quantized blocks per head, as PagedAttentionKernel reads them.
+ *
+ * Needs head_dim a multiple of 8 and full blocks and their V regions on 16-byte boundaries, quantized groups a
+ * multiple of 8 channels (the defaults of block size 16 satisfy all three); {@link FlashDecodeKernel.supports}
+ * says whether a layout qualifies, so a caller can keep PagedAttentionKernel for the rest. It binds 11 storage
+ * buffers per stage (maxStorageBuffersPerShaderStage ≥ 11; SwiftShader and desktop GPUs give 12 or more).
+ *
+ * Swapping it in for PagedAttentionKernel + AccumulateAttentionKernel: pass `maxContext` where the old run took
+ * `probsStride`, drop the probability buffer, and give `stats: { segments, numSegments, target }` instead of the
+ * accumulate pass (omit it when statistics are off). Runs that need the probabilities themselves (a caller reading
+ * them back) keep the old kernel.
+ *
+ * @example
+ * ```ts
+ * const attention = new FlashDecodeKernel(gpu, { nHeads: 32, kvHeads: 8, full, quant });
+ * attention.encode(encoder, { cache, layer, numQueries: 1, queries, querySlots, queryPositions, out, maxContext: 4096 });
+ * ```
+ */
+export class FlashDecodeKernel {
+  readonly partialSpec: KernelSpec;
+  readonly mergeSpec: KernelSpec;
+  readonly statsSpec: KernelSpec;
+  readonly workgroupSize: number;
+  readonly chunkTokens: number;
+  readonly partitionTokens: number;
+  readonly queryTile: number;
+  /**
+   * Quantized K: whether q·scale is staged per (group, row) so a code costs one FMA per row (true when that fits
+   * the workgroup memory, as at decode); otherwise the chunk's scale/zero are staged and each code dequantised.
+   */
+  readonly foldsKScale: boolean;
+  private partialAcc: GPUBuffer | null = null;
+  private partialMl: GPUBuffer | null = null;
+  private lse: GPUBuffer | null = null;
+  private readonly retired: GPUBuffer[] = [];
+
+  /** Why a layout cannot be read by this kernel, or null when it can. */
+  static unsupported(full: BlockLayout, quant: BlockLayout | null): string | null {
+    if (full.headDim % 8 !== 0) return `head_dim ${full.headDim} is not a multiple of 8`;
+    if (full.wordsPerBlock % 4 !== 0 || full.vOffset % 4 !== 0) return 'full blocks are not 16-byte aligned';
+    if (quant) {
+      if (quant.wordsPerBlock % 4 !== 0) return 'quantized blocks are not 16-byte aligned';
+      if (quant.groupSize % 8 !== 0) return `quantization group ${quant.groupSize} is not a multiple of 8`;
+    }
+    return null;
+  }
+
+  /** True when {@link FlashDecodeKernel.unsupported} finds nothing. */
+  static supports(full: BlockLayout, quant: BlockLayout | null): boolean {
+    return FlashDecodeKernel.unsupported(full, quant) === null;
+  }
+
+  constructor(
+    private readonly gpu: GpuContext,
+    readonly shape: FlashDecodeShape,
+  ) {
+    const { nHeads, kvHeads, full, quant } = shape;
+    if (nHeads % kvHeads !== 0) {
+      throw new InvalidArgumentError('nHeads', `${nHeads} query heads are not a multiple of ${kvHeads} KV heads`);
+    }
+    const problem = FlashDecodeKernel.unsupported(full, quant);
+    if (problem) {
+      throw new InvalidArgumentError('full', `${problem}; use PagedAttentionKernel for this layout`);
+    }
+    this.workgroupSize = shape.workgroupSize ?? 64;
+    this.chunkTokens = shape.chunkTokens ?? this.workgroupSize;
+    this.partitionTokens = shape.partitionTokens ?? 4 * this.chunkTokens;
+    this.queryTile = shape.queryTile ?? 1;
+    for (const [field, value] of [
+      ['workgroupSize', this.workgroupSize],
+      ['chunkTokens', this.chunkTokens],
+      ['partitionTokens', this.partitionTokens],
+      ['queryTile', this.queryTile],
+    ] as const) {
+      positiveInteger(field, value);
+    }
+    if (this.chunkTokens % this.workgroupSize !== 0 || this.chunkTokens % full.blockSize !== 0) {
+      throw new InvalidArgumentError(
+        'chunkTokens',
+        `must be a multiple of workgroupSize ${this.workgroupSize} and of the block size ${full.blockSize}; got ${this.chunkTokens}`,
+      );
+    }
+    if (this.partitionTokens % this.chunkTokens !== 0) {
+      throw new InvalidArgumentError('partitionTokens', `must be a multiple of chunkTokens ${this.chunkTokens}; got ${this.partitionTokens}`);
+    }
+    const group = nHeads / kvHeads;
+    const rows = this.queryTile * group;
+    if (rows > this.workgroupSize) {
+      throw new InvalidArgumentError('queryTile', `${rows} rows (queryTile × GQA group) exceed workgroupSize ${this.workgroupSize}`);
+    }
+    const headDim = full.headDim;
+    const lanes = Math.min(headDim / 8, this.workgroupSize);
+    const parts = Math.floor(this.workgroupSize / lanes);
+    // Workgroup memory (bytes): q, logits, softmax state, then one scratch buffer for the K staging of a chunk
+    // and the parts' V mixes at the end; the K scale folds into q when that staging fits.
+    const quads = headDim / 4;
+    const kGroups = quant ? this.chunkTokens / quant.groupSize : 0;
+    // Mirrors ROW_VECTOR of the shader: up to four rows and one octet of channels per lane.
+    const rowVector = rows <= 4 && headDim / 8 <= this.workgroupSize;
+    const budget = Math.min(WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
+    const mixVectors = parts * rows * quads;
+    const stagingVectors = (fold: boolean) =>
+      fold ? (rowVector ? kGroups * headDim : kGroups * rows * quads) : 2 * kGroups * quads;
+    const layoutBytes = (fold: boolean) =>
+      16 * (rows * quads + Math.max(mixVectors, stagingVectors(fold), 1)) +
+      4 * (rows * this.chunkTokens + rows + this.queryTile + 1) +
+      16 * (rowVector ? headDim : 1) +
+      16 * (rowVector && fold ? kGroups : 1) +
+      4 * (fold && !rowVector ? kGroups * rows : 1);
+    this.foldsKScale = quant !== null && (shape.foldKScale ?? layoutBytes(true) <= budget);
+    const sharedBytes = layoutBytes(this.foldsKScale);
+    if (sharedBytes > budget) {
+      throw new LimitExceededError(
+        'workgroup storage of flash_decode_partial',
+        sharedBytes,
+        budget,
+        'use a smaller queryTile or chunkTokens',
+      );
+    }
+    const scratchVectors = Math.max(mixVectors, stagingVectors(this.foldsKScale), 1);
+    const u32 = (value: number) => ({ type: 'u32', value }) as const;
+    const common = {
+      ...cacheConstants(full, quant),
+      N_HEADS: u32(nHeads),
+      KV_HEADS: u32(kvHeads),
+    };
+    this.partialSpec = {
+      name: 'flash_decode_partial',
+      body: partialBody,
+      constants: {
+        ...common,
+        WORKGROUP_SIZE: u32(this.workgroupSize),
+        CHUNK_TOKENS: u32(this.chunkTokens),
+        QUERY_TILE: u32(this.queryTile),
+        SCRATCH_VECTORS: u32(scratchVectors),
+        Q_ZERO_SLOTS: u32(this.foldsKScale ? kGroups * rows : 1),
+        FOLD_K_SCALE: { type: 'bool', value: this.foldsKScale },
+      },
+      uniforms: [FLASH_PARAMS],
+    };
+    this.mergeSpec = {
+      name: 'flash_decode_merge',
+      body: mergeBody,
+      constants: { HEAD_DIM: u32(headDim), N_HEADS: u32(nHeads), WORKGROUP_SIZE: u32(64) },
+      uniforms: [MERGE_PARAMS],
+    };
+    this.statsSpec = {
+      name: 'flash_decode_stats',
+      body: statsBody,
+      libraries: [kvReadLibrary],
+      constants: { ...common, WORKGROUP_SIZE: u32(64) },
+      uniforms: [STATS_PARAMS],
+    };
+  }
+
+  /**
+   * How a run splits the context: partitions of `partitionTokens` (the shape's), except that a run with many
+   * query tiles (a prefill chunk) gets fewer, longer partitions, so that the workgroups stay near
+   * {@link FLASH_TARGET_WORKGROUPS} and the partials (numQueries × nHeads × partitions × (headDim + 2) floats)
+   * near the size of the output instead of growing with numQueries × context.
+   */
+  split(numQueries: number, maxContext: number): { partitions: number; partitionTokens: number } {
+    const tiles = Math.ceil(numQueries / this.queryTile);
+    const wanted = Math.max(1, Math.ceil(maxContext / this.partitionTokens));
+    const cap = Math.max(1, Math.floor(FLASH_TARGET_WORKGROUPS / (tiles * this.shape.kvHeads)));
+    if (wanted <= cap) return { partitions: wanted, partitionTokens: this.partitionTokens };
+    const partitionTokens = Math.ceil(Math.ceil(maxContext / cap) / this.chunkTokens) * this.chunkTokens;
+    return { partitions: Math.max(1, Math.ceil(maxContext / partitionTokens)), partitionTokens };
+  }
+
+  /** Context partitions of a decode run (one query per tile) whose longest head holds `maxContext` tokens. */
+  partitions(maxContext: number): number {
+    return this.split(1, maxContext).partitions;
+  }
+
+  private scratch(current: GPUBuffer | null, label: string, bytes: number): GPUBuffer {
+    if (current && current.size >= bytes) return current;
+    // Commands recorded but not yet submitted may still name the smaller buffer: destroying it now would fail
+    // their submit, so it lives until destroy().
+    if (current) this.retired.push(current);
+    return createStorageBuffer(this.gpu, label, Math.max(bytes, (current?.size ?? 0) * 2));
+  }
+
+  /**
+   * Records the partial, merge and (with `run.stats`) statistics dispatches into one compute pass of `encoder`;
+   * `timestampWrites` (optional) times that pass. The partials live in scratch buffers of this kernel, reused by
+   * every run (runs in one command buffer execute in order, so layers may share them).
+   */
+  encode(encoder: GPUCommandEncoder, run: FlashDecodeRun, timestampWrites?: GPUComputePassTimestampWrites): void {
+    const { nHeads, kvHeads, full } = this.shape;
+    const headDim = full.headDim;
+    positiveInteger('numQueries', run.numQueries);
+    positiveInteger('maxContext', run.maxContext);
+    const needQ = run.numQueries * nHeads * headDim * 4;
+    if (run.queries.size < needQ || run.out.size < needQ) {
+      throw new InvalidArgumentError('queries', `queries and out need ${needQ} B`);
+    }
+    // Without a quantized pool the cache binds a 4-byte placeholder, too small for a vec4 binding; the kernel
+    // never reads it then, so the full pool stands in.
+    const quantPool = this.shape.quant ? run.cache.quantPool : run.cache.fullPool;
+    for (const [name, pool] of [
+      ['fullPool', run.cache.fullPool],
+      ['quantPool', quantPool],
+    ] as const) {
+      if (pool.size % 16 !== 0) {
+        throw new InvalidArgumentError(name, `is read as 16-byte words; its size ${pool.size} B is not a multiple of 16`);
+      }
+    }
+    const { partitions, partitionTokens } = this.split(run.numQueries, run.maxContext);
+    const tiles = Math.ceil(run.numQueries / this.queryTile);
+    const rows = run.numQueries * nHeads;
+    this.partialAcc = this.scratch(this.partialAcc, 'flash_decode:partial-acc', rows * partitions * headDim * 4);
+    this.partialMl = this.scratch(this.partialMl, 'flash_decode:partial-ml', rows * partitions * 8);
+    this.lse = this.scratch(this.lse, 'flash_decode:lse', rows * 8);
+    const scale = run.scale ?? 1 / Math.sqrt(headDim);
+    const partialUniforms = this.gpu.uniformBuffer(
+      'flash_decode_partial:params',
+      FLASH_PARAMS.pack({
+        num_queries: run.numQueries,
+        layer: run.layer,
+        seq_slots: run.cache.seqSlots,
+        max_blocks: run.cache.maxBlocksPerHead,
+        partitions,
+        partition_tokens: partitionTokens,
+        tiles,
+        scale,
+      }),
+    );
+    const mergeUniforms = this.gpu.uniformBuffer(
+      'flash_decode_merge:params',
+      MERGE_PARAMS.pack({ num_queries: run.numQueries, partitions }),
+    );
+    const pass = encoder.beginComputePass(
+      timestampWrites ? { label: 'flash_decode', timestampWrites } : { label: 'flash_decode' },
+    );
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.partialSpec),
+      [
+        partialUniforms,
+        run.queries,
+        run.querySlots,
+        run.queryPositions,
+        run.cache.blockTable,
+        run.cache.contextLens,
+        run.cache.fullPool,
+        quantPool,
+        this.partialAcc,
+        this.partialMl,
+        quantPool,
+        run.cache.fullPool,
+      ],
+      tiles * kvHeads * partitions,
+    );
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.mergeSpec),
+      [mergeUniforms, this.partialAcc, this.partialMl, run.out, this.lse],
+      Math.ceil((rows * headDim) / 64),
+    );
+    if (run.stats) this.encodeStats(pass, run, run.stats, scale);
+    pass.end();
+  }
+
+  private encodeStats(pass: GPUComputePassEncoder, run: FlashDecodeRun, stats: FlashDecodeStats, scale: number): void {
+    const { kvHeads, full } = this.shape;
+    positiveInteger('numSegments', stats.numSegments);
+    if (stats.segments.size < stats.numSegments * 12) {
+      throw new InvalidArgumentError('segments', `holds ${stats.segments.size} B; ${stats.numSegments} segments need ${stats.numSegments * 12} B`);
+    }
+    const maxTokens = run.cache.maxBlocksPerHead * full.blockSize;
+    const statsBytes = (run.layer + 1) * run.cache.seqSlots * kvHeads * maxTokens * 4;
+    for (const [name, buffer] of Object.entries(stats.target)) {
+      if (buffer.size < statsBytes) {
+        throw new InvalidArgumentError(name, `holds ${buffer.size} B; layer ${run.layer} needs ${statsBytes} B`);
+      }
+    }
+    const tiles = Math.ceil(run.maxContext / 64);
+    const uniforms = this.gpu.uniformBuffer(
+      'flash_decode_stats:params',
+      STATS_PARAMS.pack({
+        num_segments: stats.numSegments,
+        layer: run.layer,
+        seq_slots: run.cache.seqSlots,
+        max_blocks: run.cache.maxBlocksPerHead,
+        max_tokens: maxTokens,
+        tiles,
+        scale,
+      }),
+    );
+    if (!this.lse) throw new InvalidArgumentError('stats', 'encodeStats runs after the merge pass');
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.statsSpec),
+      [
+        uniforms,
+        run.queries,
+        run.queryPositions,
+        stats.segments,
+        run.cache.blockTable,
+        run.cache.contextLens,
+        run.cache.fullPool,
+        run.cache.quantPool,
+        this.lse,
+        stats.target.attnSum,
+        stats.target.attnSqSum,
+        stats.target.attnCount,
+      ],
+      stats.numSegments * kvHeads * tiles,
+    );
+  }
+
+  /** Frees the scratch buffers (partials and softmax sums); the kernel allocates them again when next used. */
+  destroy(): void {
+    for (const buffer of [this.partialAcc, this.partialMl, this.lse, ...this.retired.splice(0)]) buffer?.destroy();
+    this.partialAcc = null;
+    this.partialMl = null;
+    this.lse = null;
+  }
+}
