@@ -1,5 +1,8 @@
-import { PagedKvCache, type CacheMemoryReport } from '../engine/paged-kv-cache.js';
-import { decodeBlockRef, type FullFormat, type Bits } from '../format/layout.js';
+import { PagedKvCache } from '../engine/paged-kv-cache.js';
+import type { Bits, FullFormat } from '../format/layout.js';
+import { SEQ_COMPRESSED, headBlocksOf, keptPerHead, memoryOf, type GenerationMemory, type HeadBlocks } from './sequence-view.js';
+
+export type { GenerationMemory, HeadBlocks } from './sequence-view.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
@@ -83,40 +86,7 @@ export interface GenerateOptions {
   readonly signal?: AbortSignal;
 }
 
-/**
- * Memory of the generating sequence at one moment.
- *
- * @example
- * ```ts
- * console.log(`${memory.ratio.toFixed(2)}× smaller than f16`);
- * ```
- */
-export interface GenerationMemory {
-  /** Tokens appended so far (prompt + generated, minus the last sampled one, which is not cached yet). */
-  readonly tokens: number;
-  /** An f16 cache of every token: the baseline. */
-  readonly bytesFull: number;
-  /** Bytes of the blocks the sequence holds. */
-  readonly bytesCompressed: number;
-  /** bytesFull / bytesCompressed. */
-  readonly ratio: number;
-  /** Both pools, all sequences (the full-cache comparison included). */
-  readonly pool: CacheMemoryReport;
-}
 
-/**
- * The blocks one (layer, KV head) holds.
- *
- * @example
- * ```ts
- * const head: HeadBlocks = { quant: 1, full: 2, tokens: 40 };
- * ```
- */
-export interface HeadBlocks {
-  readonly quant: number;
-  readonly full: number;
-  readonly tokens: number;
-}
 
 /**
  * Running agreement between the compressed cache and a full cache fed the same tokens.
@@ -277,7 +247,6 @@ interface Resolved {
 export type GenerationScheduleOptions = Pick<GenerateOptions, 'policy' | 'budgetMode' | 'budget' | 'bits' | 'sinks' | 'recent' | 'slack'>;
 
 /** Sequence ids inside a generation: C compressed, F full free-running, T full teacher-forced on C's tokens. */
-const SEQ_COMPRESSED = 1;
 const SEQ_FULL = 2;
 const SEQ_TEACHER = 3;
 
@@ -488,9 +457,9 @@ export class Generator {
           token,
           piece,
           text,
-          memory: this.memory(cache),
-          keptPerHead: this.keptPerHead(cache),
-          blocks: this.blocks(cache),
+          memory: memoryOf(cache),
+          keptPerHead: keptPerHead(cache),
+          blocks: headBlocksOf(cache),
           compression,
           ...(quality ? { quality } : {}),
           ...(heat ? { heat } : {}),
@@ -499,7 +468,7 @@ export class Generator {
       if (last) break;
     }
 
-    const memory = this.memory(cache);
+    const memory = memoryOf(cache);
     const milliseconds = performance.now() - started;
     const n = tokens.length;
     const report: GenerationReport = {
@@ -513,7 +482,7 @@ export class Generator {
       bytesFull: memory.bytesFull,
       bytesCompressed: memory.bytesCompressed,
       ratio: memory.ratio,
-      keptPerHead: this.keptPerHead(cache),
+      keptPerHead: keptPerHead(cache),
       compressions: decode?.reports.length ?? 0,
       lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
       milliseconds,
@@ -571,39 +540,6 @@ export class Generator {
             compress: { policy, budgetMode: budgetMode, bits },
           });
     return { policy, budgetMode, budget, bits, schedule };
-  }
-
-  private memory(cache: PagedKvCache): GenerationMemory {
-    const { bytes, baselineF16, tokens } = cache.sequenceBytes(SEQ_COMPRESSED);
-    return {
-      tokens,
-      bytesFull: baselineF16,
-      bytesCompressed: bytes,
-      ratio: bytes > 0 ? baselineF16 / bytes : 1,
-      pool: cache.memory(),
-    };
-  }
-
-  private keptPerHead(cache: PagedKvCache): number[][] {
-    const { layers, kvHeads } = cache.shape;
-    return Array.from({ length: layers }, (_, l) =>
-      Array.from({ length: kvHeads }, (_, h) => cache.tokenCount(SEQ_COMPRESSED, l, h)),
-    );
-  }
-
-  private blocks(cache: PagedKvCache): HeadBlocks[][] {
-    const { layers, kvHeads } = cache.shape;
-    return Array.from({ length: layers }, (_, l) =>
-      Array.from({ length: kvHeads }, (_, h) => {
-        let quant = 0;
-        let full = 0;
-        for (const entry of cache.meta.headBlocks(SEQ_COMPRESSED, l, h)) {
-          if (decodeBlockRef(entry).pool === 'quant') quant++;
-          else full++;
-        }
-        return { quant, full, tokens: cache.tokenCount(SEQ_COMPRESSED, l, h) };
-      }),
-    );
   }
 
   /** Releases the model's weights and every cache. Wait for generate() to finish first. */

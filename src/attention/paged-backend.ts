@@ -6,6 +6,7 @@ import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
 import { AccumulateAttentionKernel, type AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
 import type { WordRange } from '../kernels/cache/copy-ranges.js';
+import { FlashDecodeKernel } from '../kernels/cache/flash-decode.js';
 import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
 
@@ -56,7 +57,13 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** How many newest queries each (layer, slot) window holds. */
   private readonly windowValid = new Map<number, number>();
   private readonly steps = new WeakMap<KvStep, StepState>();
-  private kernels: { quant: BlockLayout | null; attention: PagedAttentionKernel; accumulate: AccumulateAttentionKernel } | null = null;
+  private kernels: {
+    quant: BlockLayout | null;
+    attention: PagedAttentionKernel;
+    accumulate: AccumulateAttentionKernel;
+    /** The split-context kernel model steps use, where the block layouts allow it (see FlashDecodeKernel.supports). */
+    flash: FlashDecodeKernel | null;
+  } | null = null;
 
   constructor(
     readonly storage: GpuKvStorage,
@@ -82,14 +89,16 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   }
 
   /** The attention kernels for the storage's current layouts (the quantized layout appears on first quantization). */
-  private attentionKernels(): { attention: PagedAttentionKernel; accumulate: AccumulateAttentionKernel } {
+  private attentionKernels(): NonNullable<PagedAttentionBackend['kernels']> {
     const { meta } = this.storage;
     if (this.kernels === null || this.kernels.quant !== meta.quantLayout) {
+      this.kernels?.flash?.destroy();
       const shape = { nHeads: this.nHeads, kvHeads: meta.shape.kvHeads, full: meta.fullLayout, quant: meta.quantLayout };
       this.kernels = {
         quant: meta.quantLayout,
         attention: new PagedAttentionKernel(this.storage.gpu, shape),
         accumulate: new AccumulateAttentionKernel(this.storage.gpu, shape),
+        flash: FlashDecodeKernel.supports(meta.fullLayout, meta.quantLayout) ? new FlashDecodeKernel(this.storage.gpu, shape) : null,
       };
     }
     return this.kernels;
@@ -187,7 +196,22 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const state = this.state(step);
     this.encodeWrite(encoder, step, layer, io.keys, io.values);
     this.encodeWindowRecord(encoder, state, layer, io.queries);
-    const { attention, accumulate } = this.attentionKernels();
+    const { attention, accumulate, flash } = this.attentionKernels();
+    if (flash) {
+      // Split-context attention: K/V read once per GQA group, no probability buffer; statistics from their own pass.
+      flash.encode(encoder, {
+        cache: this.storage.bindings,
+        layer,
+        numQueries: state.numTokens,
+        queries: io.queries,
+        querySlots: state.querySlots,
+        queryPositions: state.positionsBuffer,
+        out: io.out,
+        maxContext: state.probsStride,
+        ...(this.accumulateStats ? { stats: { segments: state.segments, numSegments: 1, target: this.statistics } } : {}),
+      });
+      return;
+    }
     state.probs ??= this.storage.gpu.buffers.acquire(
       state.numTokens * this.nHeads * state.probsStride * 4,
       GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -358,6 +382,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
 
   /** Destroys the statistics and window buffers. */
   destroy(): void {
+    this.kernels?.flash?.destroy();
     for (const buffer of [...Object.values(this.statistics), this.window.queries, this.window.positions]) buffer.destroy();
   }
 }
