@@ -28,7 +28,8 @@ function watchErrors(page: Page): string[] {
   const errors: string[] = [];
   page.on('pageerror', (error) => errors.push(error.message));
   page.on('console', (message) => {
-    if (message.type() === 'error') errors.push(message.text());
+    // Chrome reports WebGPU validation errors as console warnings.
+    if (message.type() === 'error' || (message.type() === 'warning' && /WebGPU|Invalid|While /.test(message.text()))) errors.push(message.text());
   });
   return errors;
 }

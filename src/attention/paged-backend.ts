@@ -6,7 +6,7 @@ import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
 import { AccumulateAttentionKernel, type AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
 import type { WordRange } from '../kernels/cache/copy-ranges.js';
-import { FlashDecodeKernel } from '../kernels/cache/flash-decode.js';
+import { FLASH_DECODE_STORAGE_BUFFERS, FlashDecodeKernel } from '../kernels/cache/flash-decode.js';
 import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
 
@@ -98,10 +98,16 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
         quant: meta.quantLayout,
         attention: new PagedAttentionKernel(this.storage.gpu, shape),
         accumulate: new AccumulateAttentionKernel(this.storage.gpu, shape),
-        flash: FlashDecodeKernel.supports(meta.fullLayout, meta.quantLayout) ? new FlashDecodeKernel(this.storage.gpu, shape) : null,
+        flash: this.flashFits() ? new FlashDecodeKernel(this.storage.gpu, shape) : null,
       };
     }
     return this.kernels;
+  }
+
+  /** The split-context kernel serves the block layouts and the device binds enough storage buffers per stage. */
+  private flashFits(): boolean {
+    const { meta, gpu } = this.storage;
+    return FlashDecodeKernel.supports(meta.fullLayout, meta.quantLayout) && gpu.limits.maxStorageBuffersPerShaderStage >= FLASH_DECODE_STORAGE_BUFFERS;
   }
 
   /** How many of the newest queries of (sequence, layer) the observation window holds. */

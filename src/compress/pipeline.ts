@@ -119,8 +119,10 @@ export function prepareQuantizedPool(stages: CompressionStages, bits: number, fi
 
 /**
  * Compresses one sequence. Validates everything first (typed errors, cache untouched). Budget B is the AVERAGE
- * number of tokens kept per KV head; ratios are against an f16 cache of all tokens. All or nothing: the host
- * commits the new block lists only after the stages finished writing them.
+ * number of tokens kept per KV head; ratios are against an f16 cache of all tokens. The host commits the new
+ * block lists only after the stages finished writing them, so a failure leaves the sequence as it was. With the
+ * pools full it compacts one head per round instead (see the loop below); a later round can then only fail when
+ * a head's old blocks are shared with a fork (nothing is freed), and the heads already done stay compressed.
  *
  * @throws InvalidArgumentError, UnknownPolicyError, UnknownSequenceError, MissingObservationWindowError,
  *   OutOfBlocksError / LimitExceededError when the byte budget cannot hold the result.

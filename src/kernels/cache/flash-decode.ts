@@ -133,6 +133,9 @@ function positiveInteger(field: string, value: number): void {
   }
 }
 
+/** Storage buffers the partial and statistics passes bind; Chrome allows 10 per stage, Dawn in Node 12 or more. */
+export const FLASH_DECODE_STORAGE_BUFFERS = 11;
+
 /**
  * Paged attention split over the context ("flash-decoding"): a partial pass with one workgroup per (query tile,
  * KV head, partition) that serves every query head of the GQA group, then a log-sum-exp merge. No probability
