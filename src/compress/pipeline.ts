@@ -12,6 +12,7 @@ import { holdsQuantizedBlocks, type GrowPool } from '../cache/pool-growth.js';
 import { formatForBits, type QuantFormat } from '../format/layout.js';
 import { type CompressOptions, type CompressionReport, type ResolvedCompressOptions, resolveCompressOptions } from './options.js';
 import type { ScoringPolicy } from './policy.js';
+import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptions, chooseAuto } from './auto.js';
 import { smallestHeadBudget } from './budgets.js';
 import { createPolicy } from './registry.js';
 
@@ -194,6 +195,23 @@ export async function compressSequence(
     stages.afterCommit();
   }
   return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started);
+}
+
+/**
+ * Compresses one sequence to at least `targetRatio` with the split between eviction and bits that
+ * {@link chooseAuto} picks (the same default policy as {@link compressSequence}); the report says what it chose.
+ */
+export async function compressToRatio(
+  stages: CompressionStages,
+  seqId: number,
+  targetRatio: number,
+  options: AutoCompressOptions,
+  fixedBits: number | null,
+): Promise<AutoCompressionReport> {
+  const chosen = chooseAuto(stages.meta, seqId, targetRatio, options, fixedBits);
+  const policy = options.policy ?? defaultPolicy(stages.windowCount(seqId));
+  const report = await compressSequence(stages, seqId, autoCompressOptions(chosen, { ...options, policy }), fixedBits);
+  return { ...report, chosen };
 }
 
 /**

@@ -7,10 +7,10 @@ import { checkInvariants } from '../cache/invariants.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import type { AttentionHook } from '../attention/backend.js';
 import { CpuAttentionBackend, type HeadStatistics } from '../attention/cpu-backend.js';
-import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptions, chooseAuto } from '../compress/auto.js';
+import type { AutoCompressOptions, AutoCompressionReport } from '../compress/auto.js';
 import { CpuCompressionStages } from '../compress/cpu-stages.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
-import { compressSequence, defaultPolicy } from '../compress/pipeline.js';
+import { compressSequence, compressToRatio } from '../compress/pipeline.js';
 import { checkKv, checkQuery } from './inputs.js';
 import { COMPRESSOR, SequenceQueue } from './sequence-queue.js';
 
@@ -220,10 +220,7 @@ export class CpuKvCache {
   async compressAuto(seqId: number, targetRatio: number, options: AutoCompressOptions = {}): Promise<AutoCompressionReport> {
     return this.#queue.run([seqId, COMPRESSOR], async () => {
       this.attention.assertNoPendingStep('compress');
-      const chosen = chooseAuto(this.meta, seqId, targetRatio, options, this.#fixedBits);
-      const policy = options.policy ?? defaultPolicy(this.attention.windowCount(seqId, 0));
-      const report = await compressSequence(this.#stages, seqId, autoCompressOptions(chosen, { ...options, policy }), this.#fixedBits);
-      return { ...report, chosen };
+      return compressToRatio(this.#stages, seqId, targetRatio, options, this.#fixedBits);
     });
   }
 

@@ -9,10 +9,10 @@ import { checkInvariants } from '../cache/invariants.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from '../attention/backend.js';
 import { PagedAttentionBackend } from '../attention/paged-backend.js';
-import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptions, chooseAuto } from '../compress/auto.js';
+import type { AutoCompressOptions, AutoCompressionReport } from '../compress/auto.js';
 import { GpuCompressionStages } from '../compress/gpu-stages.js';
 import type { CompressOptions, CompressionReport } from '../compress/options.js';
-import { compressSequence, defaultPolicy } from '../compress/pipeline.js';
+import { compressSequence, compressToRatio } from '../compress/pipeline.js';
 import { checkKv, checkQuery } from './inputs.js';
 import { COMPRESSOR, SequenceQueue } from './sequence-queue.js';
 
@@ -298,10 +298,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.assertUsable();
     return this.queue.run([seqId, COMPRESSOR], async () => {
       this.assertUsable();
-      const chosen = chooseAuto(this.meta, seqId, targetRatio, options, this.fixedBits);
-      const policy = options.policy ?? defaultPolicy(this.attention.windowCount(seqId, 0));
-      const report = await compressSequence(this.compressionStages(), seqId, autoCompressOptions(chosen, { ...options, policy }), this.fixedBits);
-      return { ...report, chosen };
+      return compressToRatio(this.compressionStages(), seqId, targetRatio, options, this.fixedBits);
     });
   }
 
