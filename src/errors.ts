@@ -242,7 +242,7 @@ export class CacheDestroyedError extends KvCompactError {
 export class SequenceBusyError extends KvCompactError {
   override name = 'SequenceBusyError';
   constructor(readonly sequenceId: number) {
-    super(`sequence ${sequenceId} has operations queued or in flight; await them before starting a model step on it`);
+    super(`sequence ${sequenceId} has operations queued or in flight; await them before starting a model step (or a synchronous read of the CPU engine: attend, readHead) on it`);
   }
 }
 

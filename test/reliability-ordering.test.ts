@@ -40,6 +40,28 @@ describe.each(ENGINES)('$name engine: overlapping operations on one sequence', (
     expect(cache.checkInvariants()).toEqual([]);
   });
 
+  it('(1) a read made while a compress is in flight sees its result (GPU: queued) or is refused (CPU: synchronous)', async () => {
+    const cache = await engine.create();
+    const random = seededRandom(11);
+    cache.addSequence(0);
+    const prompt = randomKv(64, random);
+    await cache.append(0, prompt.keys, prompt.values);
+    const query = randomQuery(random);
+    const compressed = cache.compress(0, { policy: 'knorm', budget: 8 });
+    if (cache instanceof CpuKvCache) {
+      expect(() => cache.attend(0, 0, query)).toThrow(SequenceBusyError);
+      expect(() => cache.readHead(0, 1, 0)).toThrow(SequenceBusyError);
+      await compressed;
+      expect(cache.attend(0, 0, query).probsPerKvHead.map((p) => p.length)).toEqual([8, 8]);
+    } else {
+      const attended = cache.attend(0, 0, query);
+      const head = cache.readHead(0, 1, 0);
+      await compressed;
+      expect((await attended).probsPerKvHead.map((p) => p.length)).toEqual([8, 8]);
+      expect((await head).positions).toHaveLength(8);
+    }
+  });
+
   it('(2) freeSequence during a compress waits for it; nothing leaks', async () => {
     const cache = await engine.create({ quantBits: 4 });
     const random = seededRandom(2);
