@@ -72,6 +72,8 @@ describe.each(ENGINES)('$name engine: overlapping operations on one sequence', (
     }
     const compressed = cache.compress(0, { policy: 'knorm', budget: 40, bits: 4 });
     const freed = cache.freeSequence(0);
+    // The id is not free until the queued free has run.
+    expect(() => cache.addSequence(0)).toThrow(SequenceBusyError);
     const report = await compressed;
     await freed;
     expect(report.keptPerHead).toEqual([[40, 40], [40, 40]]);
@@ -88,6 +90,8 @@ describe.each(ENGINES)('$name engine: overlapping operations on one sequence', (
     const memory = cache.memory();
     expect(memory.full.used + memory.quant.used).toBe(0);
     expect(memory.usedBytes).toBe(0);
+    cache.addSequence(0); // free again once the free ran
+    expect(cache.sequenceLength(0)).toBe(0);
   });
 
   it('(3) two un-awaited compress calls keep the same set as the same two calls in order', async () => {
@@ -109,7 +113,11 @@ describe.each(ENGINES)('$name engine: overlapping operations on one sequence', (
     const inOrder = [];
     for (const { seq, options } of calls) inOrder.push(await sequential.compress(seq, options));
     const together = await Promise.all(calls.map(({ seq, options }) => overlapped.compress(seq, options)));
-    for (const [i, report] of together.entries()) expect(report.keptPerHead, `call ${i}`).toEqual(inOrder[i]?.keptPerHead);
+    for (const [i, report] of together.entries()) {
+      expect(report.keptPerHead, `call ${i}`).toEqual(inOrder[i]?.keptPerHead);
+      expect(report.bytesFreed, `call ${i}`).toBe(inOrder[i]?.bytesFreed);
+      expect(report.attentionMassKept, `call ${i}`).toBeCloseTo(inOrder[i]?.attentionMassKept ?? Number.NaN, 5);
+    }
     for (const seq of [0, 1]) expect(await headContents(overlapped, seq)).toEqual(await headContents(sequential, seq));
     expect(overlapped.memory()).toEqual(sequential.memory());
     expect(overlapped.checkInvariants()).toEqual([]);

@@ -92,8 +92,12 @@ export class CpuKvCache {
 
   // ------------------------------------------------------------------ sequences
 
-  /** Registers a sequence; its statistics and observation window start empty. */
+  /**
+   * Registers a sequence; its statistics and observation window start empty. SequenceBusyError while an earlier
+   * operation on the id (a freeSequence not yet run) is queued: await it first.
+   */
   addSequence(id: number): void {
+    if (this.#queue.busy(id)) throw new SequenceBusyError(id);
     this.attention.clearSlot(this.meta.addSequence(id));
   }
 
