@@ -228,8 +228,9 @@ export class CacheDestroyedError extends KvCompactError {
 }
 
 /**
- * A model runner's step (beginStep, or the CPU engine's step) was started on a sequence that still has operations
- * queued or in flight (an un-awaited append, compress, fork or free): the step would race them. Await them first.
+ * A model runner's step (beginStep, or the CPU engine's step), a synchronous read (the CPU engine's attend and
+ * readHead) or addSequence of an id whose free is still queued was started on a sequence that still has operations
+ * queued or in flight (an un-awaited append, compress, fork or free): it would race them. Await them first.
  *
  * @example
  * ```ts
@@ -242,7 +243,7 @@ export class CacheDestroyedError extends KvCompactError {
 export class SequenceBusyError extends KvCompactError {
   override name = 'SequenceBusyError';
   constructor(readonly seqId: number) {
-    super(`sequence ${seqId} has operations queued or in flight; await them before starting a model step on it`);
+    super(`sequence ${seqId} has operations queued or in flight; await them first (a model step, addSequence of the same id and the CPU engine's attend/readHead are synchronous and cannot wait)`);
   }
 }
 

@@ -33,10 +33,11 @@ export interface PagedKvCacheOptions {
   /** Quantized blocks to start with (default: as many as full blocks when quantBits is set). */
   readonly initialQuantBlocks?: number;
   /**
-   * Full blocks that appends leave free or growable so that compression always fits (default
-   * min(16, maxTokensPerHead / blockSize)): compressing a sequence to at most `compactionReserve × blockSize`
-   * tokens per head succeeds even with the pools at `maxBytes`, releasing each head's old blocks before the next
-   * head allocates. Its cost: appends fail that many blocks earlier. 0 turns it off.
+   * Full blocks' worth of the byte budget that appends never grow into and always leave free or growable, so that
+   * compression fits (default min(16, maxTokensPerHead / blockSize)): compressing a sequence to at most
+   * `compactionReserve × blockSize` tokens per head succeeds even with the pools at `maxBytes`, releasing each
+   * head's old blocks before the next head allocates; a quantizing compression may spend the reserve's bytes on
+   * quantized blocks. Its cost: appends fail that many blocks earlier. 0 turns it off.
    */
   readonly compactionReserve?: number;
   /** Queries kept per (layer, sequence) for SnapKV-style scoring (default 32). */

@@ -19,17 +19,21 @@ export type GrowPool = (pool: PoolName, blocks: number) => void;
  * if (blocks) storage.growPool('full', blocks);
  * ```
  */
-export function growthFor(meta: CacheMetadata, pool: PoolName, needed: number): number | null {
+export function growthFor(meta: CacheMetadata, pool: PoolName, needed: number, keepBytes = 0): number | null {
   const short = needed - meta.pool(pool).numFree;
   if (short <= 0) return 0;
-  const growable = meta.growableBlocks(pool);
+  const per = meta.bytesPerBlock(pool);
+  const growable = per === 0 ? 0 : Math.max(0, Math.floor((meta.maxBytes - keepBytes - meta.bytesAllocated) / per));
   if (growable < short) return null;
   return Math.min(growable, Math.max(short, Math.ceil(meta.pool(pool).numBlocks / 2)));
 }
 
-/** Ensures `needed` free blocks in `pool` by the rule of {@link growthFor}; false when the budget cannot. */
-export function ensureFreeBlocks(meta: CacheMetadata, pool: PoolName, needed: number, grow: GrowPool): boolean {
-  const blocks = growthFor(meta, pool, needed);
+/**
+ * Ensures `needed` free blocks in `pool` by the rule of {@link growthFor}, leaving `keepBytes` of the budget
+ * unallocated; false when the budget cannot.
+ */
+export function ensureFreeBlocks(meta: CacheMetadata, pool: PoolName, needed: number, grow: GrowPool, keepBytes = 0): boolean {
+  const blocks = growthFor(meta, pool, needed, keepBytes);
   if (blocks === null) return false;
   if (blocks > 0) grow(pool, blocks);
   return true;
@@ -65,8 +69,10 @@ export function planAppendWithGrowth(meta: CacheMetadata, seqId: number, numToke
   const before = meta.snapshot();
   let plan = meta.planAppend(seqId, numTokens);
   const needed = plan === null ? appendBlocksNeeded(meta, seqId, numTokens) : 0;
-  if (plan === null && ensureFreeBlocks(meta, 'full', needed + meta.compactionReserve, grow)) plan = meta.planAppend(seqId, numTokens);
-  // Appends leave the compaction reserve free or growable, so compressing can always release before allocating.
+  // Appends never grow into the reserve's bytes (a compaction may spend them on either pool) and leave the reserve
+  // free or growable, so compressing can always release before allocating.
+  const reserveBytes = meta.compactionReserve * meta.bytesPerBlock('full');
+  if (plan === null && ensureFreeBlocks(meta, 'full', needed, grow, reserveBytes)) plan = meta.planAppend(seqId, numTokens);
   if (plan !== null && meta.fullPool.numFree + meta.growableBlocks('full') >= meta.compactionReserve) return plan;
   meta.restore(before);
   const reserve = meta.compactionReserve > 0 ? ` (${meta.compactionReserve} kept free for compression)` : '';

@@ -14,7 +14,7 @@ import { policyNames } from './registry.js';
  * ```
  */
 export interface CompressOptions {
-  /** Scoring policy from the registry (default 'snapkv'). */
+  /** Scoring policy from the registry (default: 'snapkv' when the sequence has observation-window queries, else 'knorm'). */
   readonly policy?: string;
   /** Average tokens kept per KV head. */
   readonly budget?: number;

@@ -92,8 +92,12 @@ export class CpuKvCache {
 
   // ------------------------------------------------------------------ sequences
 
-  /** Registers a sequence; its statistics and observation window start empty. */
+  /**
+   * Registers a sequence; its statistics and observation window start empty. SequenceBusyError while an earlier
+   * operation on the id (a freeSequence not yet run) is queued: await it first.
+   */
   addSequence(id: number): void {
+    if (this.#queue.busy(id)) throw new SequenceBusyError(id);
     this.attention.clearSlot(this.meta.addSequence(id));
   }
 
@@ -173,15 +177,22 @@ export class CpuKvCache {
   /**
    * Attention of one query `[nHeads][headDim]` over a sequence's cached tokens of `layer`, without touching the
    * statistics: the output and the probabilities per KV head (summed over the group). For tests and tools.
+   * Synchronous, so it cannot wait: SequenceBusyError while the sequence has queued or in-flight operations (it
+   * would read the state before them).
    */
   attend(seqId: number, layer: number, query: Float32Array): { out: Float32Array; probsPerKvHead: Float32Array[] } {
     checkQuery(query, this.nHeads * this.shape.headDim);
+    if (this.#queue.busy(seqId)) throw new SequenceBusyError(seqId);
     this.meta.rowOf(seqId, layer, 0);
     return this.attention.attendSlot(this.meta.slotOf(seqId), layer, query, false);
   }
 
-  /** One head decoded: K, V `[tokens][headDim]` and original positions, in logical order. */
+  /**
+   * One head decoded: K, V `[tokens][headDim]` and original positions, in logical order. SequenceBusyError while
+   * the sequence has queued or in-flight operations.
+   */
   readHead(seqId: number, layer: number, kvHead: number): HeadContents {
+    if (this.#queue.busy(seqId)) throw new SequenceBusyError(seqId);
     return this.storage.readRow(this.meta.rowOf(seqId, layer, kvHead));
   }
 

@@ -88,9 +88,13 @@ export class PagedKvCache implements GpuAttentionBackend {
 
   // ------------------------------------------------------------------ sequences
 
-  /** Registers a sequence (its statistics and window start empty). */
+  /**
+   * Registers a sequence (its statistics and window start empty). SequenceBusyError while an earlier operation on
+   * the id (a freeSequence not yet run) is queued: await it first.
+   */
   addSequence(id: number): void {
     this.assertUsable();
+    if (this.queue.busy(id)) throw new SequenceBusyError(id);
     const slot = this.meta.addSequence(id);
     this.attention.clearSlot(slot);
     this.storage.uploadDirtyRows();
