@@ -120,7 +120,7 @@ describe('CpuKvCache attention', () => {
     expect(Array.from(heads[0]!.positions)).toEqual(Array.from({ length: 70 }, (_, i) => i));
   });
 
-  it('forks share blocks and copy on write; appends validate input first', () => {
+  it('forks share blocks and copy on write; appends validate input first', async () => {
     const cache = driven(40);
     cache.fork(0, 1);
     assertInvariants(cache.meta);
@@ -139,9 +139,9 @@ describe('CpuKvCache attention', () => {
     const before = fingerprint(cache, 1);
     const bad = Float32Array.from(k);
     bad[5] = NaN;
-    expect(() => cache.append(1, bad, k)).toThrow(NonFiniteValueError);
+    await expect(cache.append(1, bad, k)).rejects.toThrow(NonFiniteValueError);
     bad[5] = 1e6; // past f16's ±65504: the same error as the GPU cache's
-    expect(() => cache.append(1, bad, k)).toThrow(NonFiniteValueError); // outside f16
+    await expect(cache.append(1, bad, k)).rejects.toThrow(NonFiniteValueError); // outside f16
     expect(fingerprint(cache, 1)).toBe(before);
     cache.freeSequence(1);
     assertInvariants(cache.meta);

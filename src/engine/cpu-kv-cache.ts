@@ -148,7 +148,8 @@ export class CpuKvCache {
    * `[layers][tokens][kvHeads][headDim]` (RoPE applied), positions continuing the sequence. Validates shape and
    * values first (NonFiniteValueError / InvalidArgumentError, cache unchanged).
    */
-  append(seqId: number, keys: Float32Array, values: Float32Array): Promise<void> {
+  async append(seqId: number, keys: Float32Array, values: Float32Array): Promise<void> {
+    // Errors reject, as on the GPU engine; an idle sequence still takes the tokens before this call returns.
     this.attention.assertNoPendingStep('append');
     const n = checkKv(this.shape, keys, values, this.meta.fullFormat);
     return this.#queue.run([seqId], () => {
