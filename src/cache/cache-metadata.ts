@@ -2,6 +2,7 @@ import {
   InvalidArgumentError,
   LimitExceededError,
   OutOfBlocksError,
+  TruncateCompressedError,
   UnknownSequenceError,
 } from '../errors.js';
 import { BlockAllocator } from './block-allocator.js';
@@ -19,7 +20,17 @@ import {
   type QuantFormat,
 } from '../format/layout.js';
 
-import type { AppendPlan, BlockCopy, CacheMetadataOptions, CacheMetadataSnapshot, HeadAppend, PoolName, PoolUsage } from './metadata-types.js';
+import type {
+  AppendPlan,
+  BlockCopy,
+  CacheMetadataOptions,
+  CacheMetadataSnapshot,
+  HeadAppend,
+  HeadTruncate,
+  PoolName,
+  PoolUsage,
+  TruncatePlan,
+} from './metadata-types.js';
 
 // The data types live beside the class; importers keep one path.
 export type * from './metadata-types.js';
@@ -72,6 +83,12 @@ export class CacheMetadata {
   #sequences = new Map<number, SequenceState>();
   /** Free slots; popped from the end, so the lowest slot is used first. */
   #freeSlots: number[];
+  /**
+   * Per block-table row: the original position from which the head holds every token, in order, at the end of its
+   * list (0 until a compaction evicts from it; the sequence length at its latest evicting compaction after). It is
+   * what lets {@link truncate} find positions on the host.
+   */
+  #intactFrom: Uint32Array;
 
   constructor(options: CacheMetadataOptions) {
     validateShape(options.shape);
@@ -116,6 +133,7 @@ export class CacheMetadata {
     this.#quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
     this.#freeSlots = [];
     for (let s = options.seqSlots - 1; s >= 0; s--) this.#freeSlots.push(s);
+    this.#intactFrom = new Uint32Array(this.tables.numRows);
   }
 
   /** Format of the quantized pool (undefined until a cache created without quantBits first quantizes). */
@@ -190,6 +208,7 @@ export class CacheMetadata {
     }
     const slot = this.#takeSlot();
     this.#sequences.set(id, { slot, length: 0 });
+    this.#forEachRow(slot, (row) => (this.#intactFrom[row] = 0));
     return slot;
   }
 
@@ -251,7 +270,9 @@ export class CacheMetadata {
           const { pool, block } = decodeBlockRef(entry);
           this.pool(pool).retain(block);
         }
-        this.tables.setRow(this.tables.row(slot, layer, head), entries, this.tables.tokenCount(srcRow));
+        const dstRow = this.tables.row(slot, layer, head);
+        this.tables.setRow(dstRow, entries, this.tables.tokenCount(srcRow));
+        this.#intactFrom[dstRow] = this.#intactFrom[srcRow] ?? 0;
       }
     }
     this.#sequences.set(dstId, { slot, length: src.length });
@@ -451,8 +472,80 @@ export class CacheMetadata {
       throw new InvalidArgumentError('tokenCount', `${tokenCount} exceeds the ${seq.length} tokens ever appended`);
     }
     const old = this.tables.entries(row);
+    // A compaction that keeps every token keeps their positions; one that drops any leaves the host knowing only
+    // that tokens appended from now on follow in order.
+    if (tokenCount !== this.tables.tokenCount(row)) this.#intactFrom[row] = seq.length;
     for (const entry of old) if (!seen.has(entry)) this.#releaseEntry(entry);
     this.tables.setRow(row, newEntries, tokenCount);
+  }
+
+  // ---------------------------------------------------------------- truncate
+
+  /**
+   * The original position from which one head holds every token, in order, at the end of its list: 0 until a
+   * compaction evicted from the head, then the sequence length at that compaction. Token i of the head's last
+   * `sequenceLength − intactFrom` tokens has position intactFrom + i.
+   */
+  intactFrom(id: number, layer: number, head: number): number {
+    return this.#intactFrom[this.#row(id, layer, head)] ?? 0;
+  }
+
+  /**
+   * The shortest length {@link truncate} accepts for a sequence: every head must know the positions it cuts at
+   * (at or after its {@link intactFrom}) and keep its quantized blocks full.
+   */
+  minTruncateLength(id: number): number {
+    const seq = this.#seq(id);
+    const { blockSize } = this.shape;
+    let min = 0;
+    this.#forEachRow(seq.slot, (row) => {
+      const intact = this.#intactFrom[row] ?? 0;
+      const firstIntact = this.tables.tokenCount(row) - (seq.length - intact);
+      const quantTokens = this.#quantEntries(row) * blockSize;
+      min = Math.max(min, intact + Math.max(0, quantTokens - firstIntact));
+    });
+    return min;
+  }
+
+  /**
+   * Removes every token whose original position is ≥ `length` from every head of a sequence (evicted tokens stay
+   * evicted), drops the blocks past each head's new end (a block still shared by a fork stays allocated; the next
+   * append to a shared partly filled block copies it first) and sets the sequence length to `length`. All or
+   * nothing: TruncateCompressedError (state unchanged) when a head would have to cut among compacted tokens or
+   * inside a quantized block (see {@link minTruncateLength}); InvalidArgumentError when `length` is not in
+   * [0, sequenceLength].
+   */
+  truncate(id: number, length: number): TruncatePlan {
+    const seq = this.#seq(id);
+    if (!Number.isSafeInteger(length) || length < 0 || length > seq.length) {
+      throw new InvalidArgumentError('length', `must be an integer in [0, ${seq.length}] (the sequence's length); got ${length}`);
+    }
+    const { blockSize, kvHeads } = this.shape;
+    const removed = seq.length - length;
+    const targets: Array<{ row: number; before: number; after: number; keep: number }> = [];
+    this.#forEachRow(seq.slot, (row) => {
+      const before = this.tables.tokenCount(row);
+      const intact = this.#intactFrom[row] ?? 0;
+      if (length < intact) {
+        throw new TruncateCompressedError(id, length, this.minTruncateLength(id), `a compaction evicted tokens before position ${intact}, so the host no longer knows which of them come later`);
+      }
+      const after = before - removed;
+      const keep = Math.ceil(after / blockSize);
+      if (after % blockSize !== 0 && keep <= this.#quantEntries(row)) {
+        throw new TruncateCompressedError(id, length, this.minTruncateLength(id), 'a quantized block would be left partly filled');
+      }
+      targets.push({ row, before, after, keep });
+    });
+    const heads: HeadTruncate[] = targets.map(({ row, before, after, keep }, i) => {
+      const entries = this.tables.entries(row);
+      const dropped = entries.slice(keep);
+      for (const entry of dropped) this.#releaseEntry(entry);
+      if (dropped.length > 0 || after !== before) this.tables.setRow(row, entries.slice(0, keep), after);
+      return { layer: Math.floor(i / kvHeads), head: i % kvHeads, row, tokensBefore: before, tokensAfter: after, dropped };
+    });
+    const lengthBefore = seq.length;
+    seq.length = length;
+    return { sequenceId: id, slot: seq.slot, lengthBefore, lengthAfter: length, heads };
   }
 
   // ---------------------------------------------------------------- growth
@@ -507,6 +600,7 @@ export class CacheMetadata {
       sequences: [...this.#sequences].map(([id, s]) => [id, s.slot, s.length] as const),
       freeSlots: [...this.#freeSlots],
       quantFormat: this.#quantFormat,
+      intactFrom: this.#intactFrom.slice(),
     };
   }
 
@@ -525,6 +619,7 @@ export class CacheMetadata {
     this.tables.restore(s.tables);
     this.#sequences = new Map(s.sequences.map(([id, slot, length]) => [id, { slot, length }]));
     this.#freeSlots = [...s.freeSlots];
+    this.#intactFrom = s.intactFrom.slice();
   }
 
   // ---------------------------------------------------------------- private
@@ -537,6 +632,23 @@ export class CacheMetadata {
 
   #row(id: number, layer: number, head: number): number {
     return this.tables.row(this.#seq(id).slot, layer, head);
+  }
+
+  /** Calls `visit` with every block-table row of a slot, in (layer, head) order. */
+  #forEachRow(slot: number, visit: (row: number) => void): void {
+    for (let layer = 0; layer < this.shape.layers; layer++) {
+      for (let head = 0; head < this.shape.kvHeads; head++) visit(this.tables.row(slot, layer, head));
+    }
+  }
+
+  /** Quantized entries of a row (they come first). */
+  #quantEntries(row: number): number {
+    let n = 0;
+    for (const entry of this.tables.entryView(row)) {
+      if (decodeBlockRef(entry).pool !== 'quant') break;
+      n++;
+    }
+    return n;
   }
 
   #takeSlot(): number {
