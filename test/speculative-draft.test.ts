@@ -54,21 +54,37 @@ describe('PromptLookup', () => {
 });
 
 describe('AdaptiveDraftLength', () => {
-  it('grows on full acceptance, follows partial acceptance, halves on a miss and rests after a single miss', () => {
-    const k = new AdaptiveDraftLength(8, 3);
-    expect(k.next()).toBe(8);
-    k.record(8, 2);
-    expect(k.next()).toBe(3);
-    k.record(3, 3);
-    expect(k.next()).toBe(6);
-    k.record(6, 0);
-    expect(k.next()).toBe(3);
-    k.record(3, 0);
-    expect(k.next()).toBe(1);
-    k.record(1, 0);
+  it('drafts while drafts pay: long when accepted and cheap, none when rejected and costly, and probes again later', () => {
+    const k = new AdaptiveDraftLength(10);
+    expect(k.next()).toBeGreaterThanOrEqual(4); // prior acceptance ½, cost unknown (a GPU verifies for ~free)
+    for (let i = 0; i < 20; i++) k.record(10, 10);
+    expect(k.next()).toBe(10);
+    // Costly verification (each extra token 0.3 of a one-token pass) and drafts that miss: plain decoding.
+    const costly = new AdaptiveDraftLength(10);
+    costly.record(0, 0, 10);
+    for (let i = 0; i < 10; i++) costly.record(4, 0, 22);
+    expect(costly.marginalCost).toBeCloseTo(0.3, 1);
+    expect(costly.next()).toBe(0);
+    // Plain steps decay the evidence toward ½, so drafting is probed again.
+    let probed = false;
+    for (let i = 0; i < 40 && !probed; i++) {
+      costly.record(0, 0, 10);
+      probed = costly.next() > 0;
+    }
+    expect(probed).toBe(true);
+    // The same costs with drafts that are kept: drafting pays.
+    const paying = new AdaptiveDraftLength(10);
+    paying.record(0, 0, 10);
+    for (let i = 0; i < 10; i++) paying.record(4, 4, 22);
+    expect(paying.next()).toBeGreaterThan(3);
+  });
+
+  it('takes a plain step to time when every pass so far had drafts', () => {
+    const k = new AdaptiveDraftLength(10);
+    for (let i = 0; i < 3; i++) k.record(5, 5, 20);
     expect(k.next()).toBe(0);
-    for (let i = 0; i < 3; i++) k.record(0, 0);
-    expect(k.next()).toBe(1);
+    k.record(0, 0, 10);
+    expect(k.next()).toBeGreaterThan(0);
   });
 });
 

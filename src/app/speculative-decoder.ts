@@ -18,7 +18,10 @@ import { mulberry32 } from '../random.js';
  */
 export interface SpeculateOptions extends PromptLookupOptions {
   readonly method: 'ngram';
-  /** Follow the acceptance with the draft length (default true; false always drafts numSpeculative). */
+  /**
+   * Choose each pass's draft length from the measured acceptance and pass cost (default true, see
+   * AdaptiveDraftLength); false always drafts up to numSpeculative.
+   */
   readonly adaptive?: boolean;
 }
 
@@ -154,6 +157,7 @@ export async function speculativeDecode(
     if (decode && want > 0) want = decode.compressor.quietSteps(decode.seqId, want);
     const drafts = want > 0 ? lookup.draft(want) : [];
     const start = target.length();
+    const passStarted = performance.now();
     let out: number[];
     let kept: number[];
     if (drafts.length === 0) {
@@ -172,7 +176,7 @@ export async function speculativeDecode(
     }
     passes++;
     drafted += drafts.length;
-    draftLength?.record(drafts.length, drafts.length === 0 ? 0 : Math.min(drafts.length, out.length - 1));
+    draftLength?.record(drafts.length, drafts.length === 0 ? 0 : Math.min(drafts.length, out.length - 1), performance.now() - passStarted);
     await options.onPass?.({ tokens: kept, drafted: drafts.length, accepted: drafts.length === 0 ? 0 : out.length - 1, compression });
   }
   const report: SpeculativeReport = {

@@ -114,45 +114,77 @@ export class PromptLookup {
 }
 
 /**
- * How many drafts to verify next: starts at numSpeculative, follows the acceptance of each pass (all accepted:
- * double, up to the maximum; some: one more than were accepted; none: halve), and after a pass that accepted
- * nothing with a single draft stops drafting for `restAfterMiss` tokens, so text without repeats runs at plain
- * decoding speed. Pure.
+ * How many drafts to verify next, chosen to maximise expected tokens per unit of time: with a per-draft acceptance
+ * α (estimated from recent passes, decaying toward ½ so that a cold streak is re-probed) a pass with k drafts
+ * emits (1 − α^(k+1)) / (1 − α) tokens on average and costs 1 + ρ·k one-token passes, ρ the measured marginal cost
+ * of a verified token (0 until measured: on a GPU a short verification costs about one decode step; on
+ * SwiftShader ρ ≈ 0.3). Returns 0 (plain decoding) when no k pays, so text without repeats runs at plain speed.
+ * Pure apart from the timings it is given.
  *
  * @example
  * ```ts
  * const k = new AdaptiveDraftLength(10);
- * k.next();          // 10
- * k.record(10, 3);   // 3 of 10 accepted
- * k.next();          // 4
+ * const drafts = lookup.draft(k.next());
+ * k.record(drafts.length, accepted, passMilliseconds);
  * ```
  */
 export class AdaptiveDraftLength {
-  #k: number;
-  #rest = 0;
+  /** Decayed counts of accepted and rejected draft positions. */
+  #accepted = 0;
+  #rejected = 0;
+  /** Mean milliseconds of a one-token pass, and of each extra verified token (null until measured). */
+  #plainMs: number | null = null;
+  #extraMs: number | null = null;
+  /** Passes with drafts since the last plain one while no plain pass was timed. */
+  #untimed = 0;
 
   constructor(
     readonly max: number,
-    readonly restAfterMiss = 8,
+    readonly decay = 0.9,
   ) {
     if (!Number.isInteger(max) || max < 1) throw new InvalidArgumentError('max', `must be an integer ≥ 1; got ${max}`);
-    this.#k = max;
+    if (!(decay > 0 && decay < 1)) throw new InvalidArgumentError('decay', `must be in (0, 1); got ${decay}`);
   }
 
-  /** Drafts to propose for the next pass (0 while resting). */
+  /** The estimated probability that a draft is accepted, given the ones before it were. */
+  get acceptance(): number {
+    return (this.#accepted + 1) / (this.#accepted + this.#rejected + 2);
+  }
+
+  /** The measured marginal cost of a verified token in one-token passes (0 until measured). */
+  get marginalCost(): number {
+    return this.#plainMs !== null && this.#extraMs !== null && this.#plainMs > 0 ? this.#extraMs / this.#plainMs : 0;
+  }
+
+  /** Drafts to propose for the next pass (0: a plain step). */
   next(): number {
-    return this.#rest > 0 ? 0 : this.#k;
+    // Without a timed one-token pass the marginal cost is unknown: take one to measure it.
+    if (this.#plainMs === null && this.#untimed >= 3) return 0;
+    const alpha = Math.min(this.acceptance, 0.999);
+    const rho = this.marginalCost;
+    let best = 0;
+    let bestRate = 1;
+    for (let k = 1; k <= this.max; k++) {
+      const rate = (1 - alpha ** (k + 1)) / (1 - alpha) / (1 + rho * k);
+      if (rate > bestRate * 1.02) {
+        best = k;
+        bestRate = rate;
+      }
+    }
+    return best;
   }
 
-  /** Records a pass: `drafted` proposed, `accepted` of them kept; or a plain step (drafted 0) while resting. */
-  record(drafted: number, accepted: number): void {
-    if (drafted === 0) {
-      if (this.#rest > 0) this.#rest--;
-      return;
-    }
-    if (accepted === drafted) this.#k = Math.min(this.max, 2 * this.#k);
-    else if (accepted > 0) this.#k = Math.min(this.max, accepted + 1);
-    else if (this.#k === 1) this.#rest = this.restAfterMiss;
-    else this.#k = Math.max(1, Math.floor(this.#k / 2));
+  /**
+   * Records a pass: `drafted` proposed, `accepted` of them kept (0 and 0 for a plain step), and optionally how long
+   * it took (forward pass and rollback).
+   */
+  record(drafted: number, accepted: number, milliseconds?: number): void {
+    this.#accepted = this.decay * this.#accepted + accepted;
+    this.#rejected = this.decay * this.#rejected + (accepted < drafted ? 1 : 0);
+    if (milliseconds === undefined || !Number.isFinite(milliseconds)) return;
+    this.#untimed = drafted === 0 ? 0 : this.#untimed + 1;
+    const mean = (old: number | null, value: number): number => (old === null ? value : 0.8 * old + 0.2 * value);
+    if (drafted === 0) this.#plainMs = mean(this.#plainMs, milliseconds);
+    else if (this.#plainMs !== null) this.#extraMs = mean(this.#extraMs, Math.max(0, (milliseconds - this.#plainMs) / drafted));
   }
 }
