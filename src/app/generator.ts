@@ -15,7 +15,8 @@ import { createSampler } from '../model/sampling.js';
 import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
 import { CacheSwitch } from './cache-switch.js';
 import { HeatReader, type HeatSnapshot } from './heat.js';
-import { speculativeDecode, type SpeculateOptions, type SpeculationTarget, type SpeculativeReport } from './speculative-decoder.js';
+import type { SpeculateOptions, SpeculativeReport } from './speculative-decoder.js';
+import { generateSpeculatively } from './speculative-generation.js';
 
 /**
  * The cache policy of a generation: a registered scoring policy (snapkv, h2o, tova, ...) or 'full' (no
@@ -549,82 +550,19 @@ export class Generator {
     return { text, tokens, promptTokens, report };
   }
 
-  private async runSpeculative(
-    cache: PagedKvCache,
-    opts: Resolved,
-    options: GenerateOptions,
-    speculate: SpeculateOptions,
-    promptTokens: number[],
-  ): Promise<GenerateResult> {
+  private async runSpeculative(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, speculate: SpeculateOptions, promptTokens: number[]): Promise<GenerateResult> {
     const started = performance.now();
-    const decode = opts.schedule ? new DecodeCompressor(cache, opts.schedule) : null;
-    const heatReader = options.heat ? new HeatReader() : null;
-    const { vocabSize } = this.config;
-    const target: SpeculationTarget = {
-      length: () => cache.sequenceLength(SEQ_COMPRESSED),
-      forward: async (tokens, allLogits) => {
-        const logits = await this.model.forward(SEQ_COMPRESSED, tokens, { allLogits });
-        return Array.from({ length: logits.length / vocabSize }, (_, i) => logits.subarray(i * vocabSize, (i + 1) * vocabSize));
-      },
-      beginSpeculation: () => cache.beginSpeculation(SEQ_COMPRESSED),
-      truncate: (length) => cache.truncate(SEQ_COMPRESSED, length),
-    };
-    const generated: number[] = [];
-    let text = '';
-    let prev = promptTokens[promptTokens.length - 1] ?? BOS_ID;
-    const { tokens, report: speculative } = await speculativeDecode(target, {
-      promptTokens,
-      steps: options.steps,
-      speculate,
-      sampling: { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9, seed: options.seed ?? 42 },
-      decode: decode ? { compressor: decode, seqId: SEQ_COMPRESSED } : null,
-      ...(options.stopAtBos !== undefined ? { stopAtBos: options.stopAtBos } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-      onPass: async (pass) => {
-        // A rollback removes positions the heat reader would otherwise extend on the host.
-        if (pass.compression || pass.drafted > 0) heatReader?.invalidate();
-        for (const [i, token] of pass.tokens.entries()) {
-          const piece = this.tokenizer.decode(prev, token);
-          prev = token;
-          generated.push(token);
-          text += piece;
-          options.onToken?.(token, piece);
-          if (options.onStep) {
-            const heat = heatReader ? await heatReader.read(cache, SEQ_COMPRESSED) : undefined;
-            await options.onStep({
-              step: generated.length - 1,
-              token,
-              piece,
-              text,
-              memory: this.memory(cache),
-              keptPerHead: this.keptPerHead(cache),
-              blocks: this.blocks(cache),
-              compression: i === 0 ? pass.compression : null,
-              ...(heat ? { heat } : {}),
-            });
-          }
-        }
-      },
-    });
+    const view = { memory: () => this.memory(cache), keptPerHead: () => this.keptPerHead(cache), blocks: () => this.blocks(cache) };
+    const run = { cache, model: this.model, tokenizer: this.tokenizer, seqId: SEQ_COMPRESSED, view };
+    const { text, tokens, speculative, decode } = await generateSpeculatively(run, opts.schedule, options, speculate, promptTokens);
     const memory = this.memory(cache);
     const milliseconds = performance.now() - started;
     const report: GenerationReport = {
-      policy: opts.policy,
-      budgetMode: opts.budgetMode,
-      budget: opts.schedule ? opts.budget : null,
-      bits: opts.bits,
-      promptTokens: promptTokens.length,
-      generatedTokens: tokens.length,
-      cachedTokens: memory.tokens,
-      bytesFull: memory.bytesFull,
-      bytesCompressed: memory.bytesCompressed,
-      ratio: memory.ratio,
-      keptPerHead: this.keptPerHead(cache),
-      compressions: decode?.reports.length ?? 0,
-      lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
-      milliseconds,
-      tokensPerSecond: (tokens.length * 1000) / Math.max(1, milliseconds),
-      speculative,
+      policy: opts.policy, budgetMode: opts.budgetMode, budget: opts.schedule ? opts.budget : null, bits: opts.bits,
+      promptTokens: promptTokens.length, generatedTokens: tokens.length, cachedTokens: memory.tokens,
+      bytesFull: memory.bytesFull, bytesCompressed: memory.bytesCompressed, ratio: memory.ratio, keptPerHead: this.keptPerHead(cache),
+      compressions: decode?.reports.length ?? 0, lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
+      milliseconds, tokensPerSecond: (tokens.length * 1000) / Math.max(1, milliseconds), speculative,
     };
     return { text, tokens, promptTokens, report };
   }

@@ -1,36 +1,10 @@
-import {
-  InvalidArgumentError,
-  LimitExceededError,
-  OutOfBlocksError,
-  TruncateCompressedError,
-  UnknownSequenceError,
-} from '../errors.js';
+import { InvalidArgumentError, LimitExceededError, OutOfBlocksError, UnknownSequenceError } from '../errors.js';
+import { blockLayout, bytesPerBlock, decodeBlockRef, encodeBlockRef, validateShape, type BlockLayout, type CacheShape, type FullFormat, type QuantFormat } from '../format/layout.js';
 import { BlockAllocator } from './block-allocator.js';
 import { BlockTables } from './block-tables.js';
 import { validateHeadEntries } from './head-entries.js';
-import {
-  blockLayout,
-  bytesPerBlock,
-  decodeBlockRef,
-  encodeBlockRef,
-  validateShape,
-  type BlockLayout,
-  type CacheShape,
-  type FullFormat,
-  type QuantFormat,
-} from '../format/layout.js';
-
-import type {
-  AppendPlan,
-  BlockCopy,
-  CacheMetadataOptions,
-  CacheMetadataSnapshot,
-  HeadAppend,
-  HeadTruncate,
-  PoolName,
-  PoolUsage,
-  TruncatePlan,
-} from './metadata-types.js';
+import type { AppendPlan, BlockCopy, CacheMetadataOptions, CacheMetadataSnapshot, HeadAppend, PoolName, PoolUsage, TruncatePlan } from './metadata-types.js';
+import { minTruncateLength, slotRows, truncateRows } from './truncate-plan.js';
 
 // The data types live beside the class; importers keep one path.
 export type * from './metadata-types.js';
@@ -83,11 +57,7 @@ export class CacheMetadata {
   #sequences = new Map<number, SequenceState>();
   /** Free slots; popped from the end, so the lowest slot is used first. */
   #freeSlots: number[];
-  /**
-   * Per block-table row: the original position from which the head holds every token, in order, at the end of its
-   * list (0 until a compaction evicts from it; the sequence length at its latest evicting compaction after). It is
-   * what lets {@link truncate} find positions on the host.
-   */
+  /** Per block-table row, {@link intactFrom}: what lets {@link truncate} find positions on the host. */
   #intactFrom: Uint32Array;
 
   constructor(options: CacheMetadataOptions) {
@@ -208,7 +178,7 @@ export class CacheMetadata {
     }
     const slot = this.#takeSlot();
     this.#sequences.set(id, { slot, length: 0 });
-    this.#forEachRow(slot, (row) => (this.#intactFrom[row] = 0));
+    for (const row of slotRows(this, slot)) this.#intactFrom[row] = 0;
     return slot;
   }
 
@@ -240,12 +210,9 @@ export class CacheMetadata {
   /** Frees a sequence: every block reference it holds is released (blocks nobody else holds become free). */
   freeSequence(id: number): void {
     const seq = this.#seq(id);
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) {
-        const row = this.tables.row(seq.slot, layer, head);
-        for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry);
-        this.tables.clearRow(row);
-      }
+    for (const row of slotRows(this, seq.slot)) {
+      for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry);
+      this.tables.clearRow(row);
     }
     this.#sequences.delete(id);
     this.#freeSlots.push(seq.slot);
@@ -262,19 +229,14 @@ export class CacheMetadata {
       throw new InvalidArgumentError('dstId', `sequence ${dstId} already exists; pick another id`);
     }
     const slot = this.#takeSlot();
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) {
-        const srcRow = this.tables.row(src.slot, layer, head);
-        const entries = this.tables.entryView(srcRow);
-        for (const entry of entries) {
-          const { pool, block } = decodeBlockRef(entry);
-          this.pool(pool).retain(block);
-        }
-        const dstRow = this.tables.row(slot, layer, head);
-        this.tables.setRow(dstRow, entries, this.tables.tokenCount(srcRow));
-        this.#intactFrom[dstRow] = this.#intactFrom[srcRow] ?? 0;
-      }
-    }
+    const dstRows = slotRows(this, slot);
+    slotRows(this, src.slot).forEach((srcRow, i) => {
+      const dstRow = dstRows[i] ?? 0;
+      const entries = this.tables.entryView(srcRow);
+      for (const entry of entries) this.pool(decodeBlockRef(entry).pool).retain(decodeBlockRef(entry).block);
+      this.tables.setRow(dstRow, entries, this.tables.tokenCount(srcRow));
+      this.#intactFrom[dstRow] = this.#intactFrom[srcRow] ?? 0;
+    });
     this.#sequences.set(dstId, { slot, length: src.length });
     return slot;
   }
@@ -472,77 +434,30 @@ export class CacheMetadata {
       throw new InvalidArgumentError('tokenCount', `${tokenCount} exceeds the ${seq.length} tokens ever appended`);
     }
     const old = this.tables.entries(row);
-    // A compaction that keeps every token keeps their positions; one that drops any leaves the host knowing only
-    // that tokens appended from now on follow in order.
+    // Dropping any token leaves the host knowing only that tokens appended from now on follow in order.
     if (tokenCount !== this.tables.tokenCount(row)) this.#intactFrom[row] = seq.length;
     for (const entry of old) if (!seen.has(entry)) this.#releaseEntry(entry);
     this.tables.setRow(row, newEntries, tokenCount);
   }
 
-  // ---------------------------------------------------------------- truncate
-
-  /**
-   * The original position from which one head holds every token, in order, at the end of its list: 0 until a
-   * compaction evicted from the head, then the sequence length at that compaction. Token i of the head's last
-   * `sequenceLength − intactFrom` tokens has position intactFrom + i.
-   */
+  /** The position from which a head holds every token, in order, at its end (src/cache/truncate-plan.ts). */
   intactFrom(id: number, layer: number, head: number): number {
     return this.#intactFrom[this.#row(id, layer, head)] ?? 0;
   }
 
-  /**
-   * The shortest length {@link truncate} accepts for a sequence: every head must know the positions it cuts at
-   * (at or after its {@link intactFrom}) and keep its quantized blocks full.
-   */
+  /** The shortest length {@link truncate} accepts for a sequence (see `minTruncateLength` in truncate-plan.ts). */
   minTruncateLength(id: number): number {
     const seq = this.#seq(id);
-    const { blockSize } = this.shape;
-    let min = 0;
-    this.#forEachRow(seq.slot, (row) => {
-      const intact = this.#intactFrom[row] ?? 0;
-      const firstIntact = this.tables.tokenCount(row) - (seq.length - intact);
-      const quantTokens = this.#quantEntries(row) * blockSize;
-      min = Math.max(min, intact + Math.max(0, quantTokens - firstIntact));
-    });
-    return min;
+    return minTruncateLength(this, seq.slot, seq.length, this.#intactFrom);
   }
 
   /**
-   * Removes every token whose original position is ≥ `length` from every head of a sequence (evicted tokens stay
-   * evicted), drops the blocks past each head's new end (a block still shared by a fork stays allocated; the next
-   * append to a shared partly filled block copies it first) and sets the sequence length to `length`. All or
-   * nothing: TruncateCompressedError (state unchanged) when a head would have to cut among compacted tokens or
-   * inside a quantized block (see {@link minTruncateLength}); InvalidArgumentError when `length` is not in
-   * [0, sequenceLength].
+   * Drops every token at original position ≥ `length` (evicted ones stay evicted) and the blocks past each head's
+   * end; all or nothing (`truncateRows`: TruncateCompressedError below {@link minTruncateLength}).
    */
   truncate(id: number, length: number): TruncatePlan {
     const seq = this.#seq(id);
-    if (!Number.isSafeInteger(length) || length < 0 || length > seq.length) {
-      throw new InvalidArgumentError('length', `must be an integer in [0, ${seq.length}] (the sequence's length); got ${length}`);
-    }
-    const { blockSize, kvHeads } = this.shape;
-    const removed = seq.length - length;
-    const targets: Array<{ row: number; before: number; after: number; keep: number }> = [];
-    this.#forEachRow(seq.slot, (row) => {
-      const before = this.tables.tokenCount(row);
-      const intact = this.#intactFrom[row] ?? 0;
-      if (length < intact) {
-        throw new TruncateCompressedError(id, length, this.minTruncateLength(id), `a compaction evicted tokens before position ${intact}, so the host no longer knows which of them come later`);
-      }
-      const after = before - removed;
-      const keep = Math.ceil(after / blockSize);
-      if (after % blockSize !== 0 && keep <= this.#quantEntries(row)) {
-        throw new TruncateCompressedError(id, length, this.minTruncateLength(id), 'a quantized block would be left partly filled');
-      }
-      targets.push({ row, before, after, keep });
-    });
-    const heads: HeadTruncate[] = targets.map(({ row, before, after, keep }, i) => {
-      const entries = this.tables.entries(row);
-      const dropped = entries.slice(keep);
-      for (const entry of dropped) this.#releaseEntry(entry);
-      if (dropped.length > 0 || after !== before) this.tables.setRow(row, entries.slice(0, keep), after);
-      return { layer: Math.floor(i / kvHeads), head: i % kvHeads, row, tokensBefore: before, tokensAfter: after, dropped };
-    });
+    const heads = truncateRows(this, { id, slot: seq.slot, length: seq.length }, length, this.#intactFrom);
     const lengthBefore = seq.length;
     seq.length = length;
     return { sequenceId: id, slot: seq.slot, lengthBefore, lengthAfter: length, heads };
@@ -634,23 +549,6 @@ export class CacheMetadata {
     return this.tables.row(this.#seq(id).slot, layer, head);
   }
 
-  /** Calls `visit` with every block-table row of a slot, in (layer, head) order. */
-  #forEachRow(slot: number, visit: (row: number) => void): void {
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) visit(this.tables.row(slot, layer, head));
-    }
-  }
-
-  /** Quantized entries of a row (they come first). */
-  #quantEntries(row: number): number {
-    let n = 0;
-    for (const entry of this.tables.entryView(row)) {
-      if (decodeBlockRef(entry).pool !== 'quant') break;
-      n++;
-    }
-    return n;
-  }
-
   #takeSlot(): number {
     const slot = this.#freeSlots.pop();
     if (slot === undefined) {
@@ -693,13 +591,9 @@ export class CacheMetadata {
 }
 
 function checkId(id: number): void {
-  if (!Number.isSafeInteger(id) || id < 0) {
-    throw new InvalidArgumentError('id', `a sequence id must be a non-negative integer; got ${id}`);
-  }
+  if (!Number.isSafeInteger(id) || id < 0) throw new InvalidArgumentError('id', `a sequence id must be a non-negative integer; got ${id}`);
 }
 
 function checkCount(field: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new InvalidArgumentError(field, `must be a non-negative integer; got ${value}`);
-  }
+  if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgumentError(field, `must be a non-negative integer; got ${value}`);
 }
