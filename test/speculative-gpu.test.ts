@@ -91,7 +91,7 @@ describe('speculative decoding on the GPU engine (stories260K)', () => {
       const gen = await generator();
       {
         const plain = await gen.generate({ prompt, steps: 64, ...options });
-        const spec = await gen.generate({ prompt, steps: 64, ...options, speculate: { method: 'ngram', adaptive: false } });
+        const spec = await gen.generate({ prompt, steps: 64, ...options, speculate: { method: 'ngram', numSpeculative: 4, adaptive: false } });
         expect(spec.tokens).toEqual(plain.tokens);
         expect(spec.report.cachedTokens).toBe(plain.report.cachedTokens);
         expect(spec.report.compressions).toBe(plain.report.compressions);
