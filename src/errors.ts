@@ -248,6 +248,31 @@ export class SequenceBusyError extends KvCompactError {
 }
 
 /**
+ * `truncate(seq, length)` would cut among tokens that went through compression: their original positions are no
+ * longer known on the host once a compaction evicted some of them, and a quantized block must stay full. Tokens
+ * appended since a sequence's last compression can always be truncated (what speculative decoding rolls back);
+ * truncate to at least `minLength`, or compress later.
+ *
+ * @example
+ * ```ts
+ * try { await cache.truncate(seq, 10); }
+ * catch (err) { if (err instanceof TruncateCompressedError) await cache.truncate(seq, err.minLength); }
+ * ```
+ */
+export class TruncateCompressedError extends KvCompactError {
+  override name = 'TruncateCompressedError';
+  constructor(
+    readonly sequenceId: number,
+    readonly length: number,
+    /** The shortest length this truncate could keep. */
+    readonly minLength: number,
+    why: string,
+  ) {
+    super(`cannot truncate sequence ${sequenceId} to ${length} tokens: ${why}; truncate to ${minLength} tokens or more`);
+  }
+}
+
+/**
  * The cache's host metadata broke an invariant (see `checkInvariants`): a bug in kvcompact, or code that edited
  * the block tables or pools directly. `problems` lists every violation; report them.
  *

@@ -1,8 +1,5 @@
 import { PagedKvCache } from '../engine/paged-kv-cache.js';
-import type { Bits, FullFormat } from '../format/layout.js';
-import { SEQ_COMPRESSED, headBlocksOf, keptPerHead, memoryOf, type GenerationMemory, type HeadBlocks } from './sequence-view.js';
-
-export type { GenerationMemory, HeadBlocks } from './sequence-view.js';
+import { decodeBlockRef, type FullFormat, type Bits } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
@@ -17,18 +14,13 @@ import { GpuLlama } from '../model/gpu-llama.js';
 import { createSampler } from '../model/sampling.js';
 import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
 import { CacheSwitch } from './cache-switch.js';
-import { HeatReader, type HeatSnapshot } from './heat.js';
+import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationQuality, GenerationReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
+import { HeatReader } from './heat.js';
+import type { SpeculateOptions } from './speculative-decoder.js';
+import { generateSpeculatively } from './speculative-generation.js';
 
-/**
- * The cache policy of a generation: a registered scoring policy (snapkv, h2o, tova, ...) or 'full' (no
- * compression, every token kept at full precision).
- *
- * @example
- * ```ts
- * const policy: GenerationPolicy = 'full';
- * ```
- */
-export type GenerationPolicy = 'full' | (string & {});
+// The result types live beside the class; importers keep one path.
+export type * from './generation-types.js';
 
 
 /**
@@ -84,130 +76,13 @@ export interface GenerateOptions {
   readonly onStep?: (snapshot: StepSnapshot) => void | Promise<void>;
   /** Stops generation early (the result covers the tokens generated so far). */
   readonly signal?: AbortSignal;
-}
-
-
-
-/**
- * Running agreement between the compressed cache and a full cache fed the same tokens.
- *
- * @example
- * ```ts
- * if (q.divergedAt !== null) console.log(`texts diverge at generated token ${q.divergedAt}`);
- * ```
- */
-export interface RunningQuality {
-  /** Share of steps where the full cache's top-1 equals the compressed cache's top-1, on the same context. */
-  readonly agreement: number;
-  readonly agreed: number;
-  readonly compared: number;
-  /** Index (in generated tokens) of the first token where the free-running full-cache text differs; null if none. */
-  readonly divergedAt: number | null;
-  /** Offset in the generated text where that token starts (both texts are equal before it); null if none. */
-  readonly divergedAtChar: number | null;
-  /** What the full cache generates on its own. */
-  readonly fullTokens: number[];
-  readonly fullText: string;
-}
-
-/**
- * Quality of the compressed run against the full cache, at the end.
- *
- * @example
- * ```ts
- * console.log(`top-1 agreement ${(q.agreement * 100).toFixed(1)} %, ppl ${q.perplexityCompressed} vs ${q.perplexityFull}`);
- * ```
- */
-export interface GenerationQuality extends RunningQuality {
-  /** Perplexity of the generated tokens under the compressed cache (the model's own logits as it generated). */
-  readonly perplexityCompressed: number;
-  /** Perplexity of the same tokens under a full cache given the same context. */
-  readonly perplexityFull: number;
-  /** Mean KL(full ‖ compressed) of the next-token distributions, nats. */
-  readonly meanKl: number;
-}
-
-/**
- * What a generation did to the cache, measured, and (with compareWithFull) how much it cost in quality.
- *
- * @example
- * ```ts
- * const { report } = await generator.generate({ prompt: '', steps: 64, policy: 'h2o', budget: 16, bits: 4 });
- * console.log(report.ratio, report.keptPerHead);
- * ```
- */
-export interface GenerationReport {
-  readonly policy: GenerationPolicy;
-  readonly budgetMode: BudgetMode;
-  /** Average tokens per KV head allowed (null for 'full'). */
-  readonly budget: number | null;
-  readonly bits: Bits;
-  readonly promptTokens: number;
-  readonly generatedTokens: number;
-  /** Tokens in the cache's positions (prompt + generated − 1: the last token is sampled, never appended). */
-  readonly cachedTokens: number;
-  /** An f16 cache of all cached tokens. */
-  readonly bytesFull: number;
-  /** Bytes of the blocks the sequence holds at the end. */
-  readonly bytesCompressed: number;
-  /** bytesFull / bytesCompressed. */
-  readonly ratio: number;
-  /** Tokens each [layer][kvHead] holds at the end. */
-  readonly keptPerHead: number[][];
-  /** How many times the cache was compressed. */
-  readonly compressions: number;
-  /** The last compression's report (null if none ran). */
-  readonly lastCompression: CompressionReport | null;
-  readonly milliseconds: number;
-  readonly tokensPerSecond: number;
-  /** With compareWithFull. */
-  readonly quality?: GenerationQuality;
-}
-
-/**
- * State after one generated token, for live displays.
- *
- * @example
- * ```ts
- * onStep: (s) => gauge.textContent = `${s.memory.ratio.toFixed(2)}×`
- * ```
- */
-export interface StepSnapshot {
-  /** Index of the generated token (0-based). */
-  readonly step: number;
-  readonly token: number;
-  readonly piece: string;
-  /** Generated text so far. */
-  readonly text: string;
-  readonly memory: GenerationMemory;
-  /** Tokens each [layer][kvHead] holds. */
-  readonly keptPerHead: number[][];
-  /** Blocks each [layer][kvHead] holds. */
-  readonly blocks: HeadBlocks[][];
-  /** Report of the compression that ran before this step's token was appended, if one did. */
-  readonly compression: CompressionReport | null;
-  /** With compareWithFull. */
-  readonly quality?: RunningQuality;
-  /** With heat: attention of kept tokens, per layer and head. */
-  readonly heat?: HeatSnapshot;
-}
-
-/**
- * What {@link Generator.generate} returns.
- *
- * @example
- * ```ts
- * const { text, tokens, report } = await generator.generate({ prompt: 'Lily', steps: 32 });
- * ```
- */
-export interface GenerateResult {
-  /** The generated text (without the prompt). */
-  readonly text: string;
-  /** Generated token ids (without BOS and prompt). */
-  readonly tokens: number[];
-  /** BOS and the prompt's ids. */
-  readonly promptTokens: number[];
-  readonly report: GenerationReport;
+  /**
+   * Prompt-lookup speculative decoding (src/app/speculative-decoder.ts): drafts from the text so far, verified in
+   * one forward pass, the cache rolled back past rejected drafts. Greedy output is token-identical to one-token
+   * decoding, compressed caches included; sampled output has the same distribution (other random numbers). Not
+   * with compareWithFull.
+   */
+  readonly speculate?: SpeculateOptions;
 }
 
 /**
@@ -247,6 +122,7 @@ interface Resolved {
 export type GenerationScheduleOptions = Pick<GenerateOptions, 'policy' | 'budgetMode' | 'budget' | 'bits' | 'sinks' | 'recent' | 'slack'>;
 
 /** Sequence ids inside a generation: C compressed, F full free-running, T full teacher-forced on C's tokens. */
+const SEQ_COMPRESSED = 1;
 const SEQ_FULL = 2;
 const SEQ_TEACHER = 3;
 
@@ -351,6 +227,9 @@ export class Generator {
         `the prompt (${promptTokens.length} tokens with BOS) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`,
       );
     }
+    if (options.compareWithFull === true && options.speculate) {
+      throw new InvalidArgumentError('speculate', 'compareWithFull decodes a second cache token by token beside this one; use one or the other');
+    }
     this.busy = true;
     const cache = this.cacheFor(opts.bits);
     this.backend.use(cache);
@@ -359,6 +238,7 @@ export class Generator {
     for (const id of used) cache.addSequence(id);
     let teacher = false;
     try {
+      if (options.speculate) return await this.runSpeculative(cache, opts, options, options.speculate, promptTokens);
       return await this.run(cache, opts, options, promptTokens, compare, () => {
         cache.fork(SEQ_FULL, SEQ_TEACHER);
         teacher = true;
@@ -457,9 +337,9 @@ export class Generator {
           token,
           piece,
           text,
-          memory: memoryOf(cache),
-          keptPerHead: keptPerHead(cache),
-          blocks: headBlocksOf(cache),
+          memory: this.memory(cache),
+          keptPerHead: this.keptPerHead(cache),
+          blocks: this.blocks(cache),
           compression,
           ...(quality ? { quality } : {}),
           ...(heat ? { heat } : {}),
@@ -468,7 +348,7 @@ export class Generator {
       if (last) break;
     }
 
-    const memory = memoryOf(cache);
+    const memory = this.memory(cache);
     const milliseconds = performance.now() - started;
     const n = tokens.length;
     const report: GenerationReport = {
@@ -482,7 +362,7 @@ export class Generator {
       bytesFull: memory.bytesFull,
       bytesCompressed: memory.bytesCompressed,
       ratio: memory.ratio,
-      keptPerHead: keptPerHead(cache),
+      keptPerHead: this.keptPerHead(cache),
       compressions: decode?.reports.length ?? 0,
       lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
       milliseconds,
@@ -500,6 +380,23 @@ export class Generator {
             },
           }
         : {}),
+    };
+    return { text, tokens, promptTokens, report };
+  }
+
+  private async runSpeculative(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, speculate: SpeculateOptions, promptTokens: number[]): Promise<GenerateResult> {
+    const started = performance.now();
+    const view = { memory: () => this.memory(cache), keptPerHead: () => this.keptPerHead(cache), blocks: () => this.blocks(cache) };
+    const run = { cache, model: this.model, tokenizer: this.tokenizer, seqId: SEQ_COMPRESSED, view };
+    const { text, tokens, speculative, decode } = await generateSpeculatively(run, opts.schedule, options, speculate, promptTokens);
+    const memory = this.memory(cache);
+    const milliseconds = performance.now() - started;
+    const report: GenerationReport = {
+      policy: opts.policy, budgetMode: opts.budgetMode, budget: opts.schedule ? opts.budget : null, bits: opts.bits,
+      promptTokens: promptTokens.length, generatedTokens: tokens.length, cachedTokens: memory.tokens,
+      bytesFull: memory.bytesFull, bytesCompressed: memory.bytesCompressed, ratio: memory.ratio, keptPerHead: this.keptPerHead(cache),
+      compressions: decode?.reports.length ?? 0, lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
+      milliseconds, tokensPerSecond: (tokens.length * 1000) / Math.max(1, milliseconds), speculative,
     };
     return { text, tokens, promptTokens, report };
   }
@@ -537,9 +434,42 @@ export class Generator {
             ...(options.slack !== undefined ? { slack: options.slack } : {}),
             ...(options.sinks !== undefined ? { sinks: options.sinks } : {}),
             ...(options.recent !== undefined ? { recent: options.recent } : {}),
-            compress: { policy, budgetMode: budgetMode, bits },
+            compress: { policy, budgetMode, bits },
           });
     return { policy, budgetMode, budget, bits, schedule };
+  }
+
+  private memory(cache: PagedKvCache): GenerationMemory {
+    const { bytes, baselineF16, tokens } = cache.sequenceBytes(SEQ_COMPRESSED);
+    return {
+      tokens,
+      bytesFull: baselineF16,
+      bytesCompressed: bytes,
+      ratio: bytes > 0 ? baselineF16 / bytes : 1,
+      pool: cache.memory(),
+    };
+  }
+
+  private keptPerHead(cache: PagedKvCache): number[][] {
+    const { layers, kvHeads } = cache.shape;
+    return Array.from({ length: layers }, (_, l) =>
+      Array.from({ length: kvHeads }, (_, h) => cache.tokenCount(SEQ_COMPRESSED, l, h)),
+    );
+  }
+
+  private blocks(cache: PagedKvCache): HeadBlocks[][] {
+    const { layers, kvHeads } = cache.shape;
+    return Array.from({ length: layers }, (_, l) =>
+      Array.from({ length: kvHeads }, (_, h) => {
+        let quant = 0;
+        let full = 0;
+        for (const entry of cache.meta.headBlocks(SEQ_COMPRESSED, l, h)) {
+          if (decodeBlockRef(entry).pool === 'quant') quant++;
+          else full++;
+        }
+        return { quant, full, tokens: cache.tokenCount(SEQ_COMPRESSED, l, h) };
+      }),
+    );
   }
 
   /** Releases the model's weights and every cache. Wait for generate() to finish first. */

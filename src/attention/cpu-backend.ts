@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../errors.js';
 import { checkStorable } from '../format/storable.js';
-import type { AppendPlan } from '../cache/cache-metadata.js';
+import type { AppendPlan, TruncatePlan } from '../cache/cache-metadata.js';
 import type { CpuKvStorage } from '../cache/cpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
 import type { AttentionHook } from './backend.js';
@@ -12,6 +12,20 @@ interface PendingStep {
   readonly pos: number;
   readonly plan: AppendPlan;
   nextLayer: number;
+}
+
+/** What one layer of a provisional step would have added to the statistics and the window. */
+interface ProvisionalLayer {
+  readonly query: Float32Array;
+  readonly rows: readonly number[];
+  readonly probs: readonly Float32Array[];
+  readonly sqProbs: readonly Float32Array[];
+}
+
+/** A speculation of one sequence: the provisional steps since {@link CpuAttentionBackend.beginSpeculation}. */
+interface Speculation {
+  readonly slot: number;
+  readonly steps: Array<{ readonly pos: number; readonly layers: ProvisionalLayer[] }>;
 }
 
 /** Window position marking a ring slot that holds no query since the sequence was added. */
@@ -49,6 +63,8 @@ export class CpuAttentionBackend {
   /** Valid window entries per [layers][seqSlots]. */
   readonly #windowValid: Uint32Array;
   #pending: PendingStep | null = null;
+  /** Open speculations by sequence id. */
+  readonly #speculations = new Map<number, Speculation>();
 
   constructor(
     readonly storage: CpuKvStorage,
@@ -139,8 +155,19 @@ export class CpuAttentionBackend {
     }
     this.storage.writeToken(pending.plan, layer, 0, k, v, 0);
     const slot = pending.plan.slot;
-    this.#recordQuery(slot, layer, pos, q);
-    const out = this.attendSlot(slot, layer, q.subarray(0, this.nHeads * headDim), true).out;
+    const query = q.subarray(0, this.nHeads * headDim);
+    const speculation = this.#speculations.get(seqId);
+    let out: Float32Array;
+    if (speculation) {
+      // Provisional: what the step would add to the window and the statistics waits for settleSpeculation.
+      const result = this.#attend(slot, layer, query);
+      if (layer === 0) speculation.steps.push({ pos, layers: [] });
+      speculation.steps[speculation.steps.length - 1]?.layers.push({ query: query.slice(), rows: result.rows, probs: result.probsPerKvHead, sqProbs: result.sqProbsPerKvHead });
+      out = result.out;
+    } else {
+      this.#recordQuery(slot, layer, pos, q);
+      out = this.attendSlot(slot, layer, query, true).out;
+    }
     pending.nextLayer++;
     if (pending.nextLayer === layers) this.#pending = null;
     return out;
@@ -153,6 +180,12 @@ export class CpuAttentionBackend {
 
   /** Attention of one query over a slot's tokens of `layer`; `accumulate` adds to the statistics. */
   attendSlot(slot: number, layer: number, q: Float32Array, accumulate: boolean): { out: Float32Array; probsPerKvHead: Float32Array[] } {
+    const result = this.#attend(slot, layer, q);
+    if (accumulate) this.#accumulate(result.rows, result.probsPerKvHead, result.sqProbsPerKvHead);
+    return { out: result.out, probsPerKvHead: result.probsPerKvHead };
+  }
+
+  #attend(slot: number, layer: number, q: Float32Array): ReturnType<typeof decodeAttention> & { rows: number[] } {
     const { meta } = this.storage;
     const { kvHeads, headDim } = meta.shape;
     const keys: Float32Array[] = [];
@@ -165,20 +198,87 @@ export class CpuAttentionBackend {
       values.push(decoded.values);
       rows.push(row);
     }
-    const result = decodeAttention({ q, keys, values, nHeads: this.nHeads, kvHeads, headDim });
-    if (accumulate) {
-      for (let head = 0; head < kvHeads; head++) {
-        const base = (rows[head] ?? 0) * this.storage.maxTokensPerHead;
-        const p = result.probsPerKvHead[head] ?? new Float32Array(0);
-        const sq = result.sqProbsPerKvHead[head] ?? new Float32Array(0);
-        for (let t = 0; t < p.length; t++) {
-          this.attnSum[base + t] = (this.attnSum[base + t] ?? 0) + (p[t] ?? 0);
-          this.attnSqSum[base + t] = (this.attnSqSum[base + t] ?? 0) + (sq[t] ?? 0);
-          this.attnCount[base + t] = (this.attnCount[base + t] ?? 0) + 1;
-        }
+    return { ...decodeAttention({ q, keys, values, nHeads: this.nHeads, kvHeads, headDim }), rows };
+  }
+
+  #accumulate(rows: readonly number[], probs: readonly Float32Array[], sqProbs: readonly Float32Array[]): void {
+    for (let head = 0; head < rows.length; head++) {
+      const base = (rows[head] ?? 0) * this.storage.maxTokensPerHead;
+      const p = probs[head] ?? new Float32Array(0);
+      const sq = sqProbs[head] ?? new Float32Array(0);
+      for (let t = 0; t < p.length; t++) {
+        this.attnSum[base + t] = (this.attnSum[base + t] ?? 0) + (p[t] ?? 0);
+        this.attnSqSum[base + t] = (this.attnSqSum[base + t] ?? 0) + (sq[t] ?? 0);
+        this.attnCount[base + t] = (this.attnCount[base + t] ?? 0) + 1;
       }
     }
-    return { out: result.out, probsPerKvHead: result.probsPerKvHead };
+  }
+
+  // ------------------------------------------------------------------ speculation and truncation
+
+  /** True while a speculation of the sequence is open. */
+  inSpeculation(seqId: number): boolean {
+    return this.#speculations.has(seqId);
+  }
+
+  /**
+   * Makes the sequence's next steps provisional until {@link settleSpeculation}: they attend as usual, but what
+   * they add to the observation window and the statistics is held back, so that a rollback can drop it exactly.
+   * A speculation already open is settled first, keeping every token.
+   */
+  beginSpeculation(seqId: number): void {
+    this.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
+    this.#speculations.set(seqId, { slot: this.storage.meta.slotOf(seqId), steps: [] });
+  }
+
+  /**
+   * Ends a speculation: the window queries and statistics of its steps at positions < `length` are added, in
+   * step order, exactly as plain steps would have added them; those of later positions are dropped. No-op without
+   * an open speculation.
+   */
+  settleSpeculation(seqId: number, length: number): void {
+    const speculation = this.#speculations.get(seqId);
+    if (!speculation) return;
+    this.#speculations.delete(seqId);
+    for (const step of speculation.steps) {
+      if (step.pos >= length) continue;
+      step.layers.forEach((layer, index) => {
+        this.#recordQuery(speculation.slot, index, step.pos, layer.query);
+        this.#accumulate(layer.rows, layer.probs, layer.sqProbs);
+      });
+    }
+  }
+
+  /** Forgets a sequence's open speculation (the sequence was freed). */
+  dropSpeculation(seqId: number): void {
+    this.#speculations.delete(seqId);
+  }
+
+  /**
+   * After `CacheMetadata.truncate`: zeroes the statistics of the removed logical indices and empties the window
+   * slots of removed positions. Settle the speculation first (the statistics kept tokens' queries added before
+   * a truncate stay; only a speculation's are held back).
+   */
+  truncated(plan: TruncatePlan): void {
+    const stride = this.storage.maxTokensPerHead;
+    for (const head of plan.heads) {
+      const base = head.row * stride;
+      for (const stats of [this.attnSum, this.attnSqSum, this.attnCount]) stats.fill(0, base + head.tokensAfter, base + head.tokensBefore);
+    }
+    const w = this.observationWindow;
+    const { meta } = this.storage;
+    for (let layer = 0; layer < meta.shape.layers; layer++) {
+      const base = layer * meta.seqSlots + plan.slot;
+      let removed = 0;
+      for (let j = 0; j < w; j++) {
+        const position = this.#windowPositions[base * w + j] ?? EMPTY_POSITION;
+        if (position !== EMPTY_POSITION && position >= plan.lengthAfter) {
+          this.#windowPositions[base * w + j] = EMPTY_POSITION;
+          removed++;
+        }
+      }
+      this.#windowValid[base] = Math.max(0, (this.#windowValid[base] ?? 0) - removed);
+    }
   }
 
   /** Views of one row's statistics, `n` tokens (live: copy before the next step). */

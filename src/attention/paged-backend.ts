@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from '../errors.js';
 import type { BlockLayout } from '../format/layout.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
-import type { AppendPlan } from '../cache/cache-metadata.js';
+import type { AppendPlan, TruncatePlan } from '../cache/cache-metadata.js';
 import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
 import { AccumulateAttentionKernel, type AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
@@ -21,6 +21,22 @@ interface StepState extends KvStep {
   /** Acquired on the first attention of the step (appends without attention never need it). */
   probs: GPUBuffer | null;
   readonly probsStride: number;
+  /** Set for a step of an open speculation: what it would add to the window and statistics, held back. */
+  readonly provisional: ProvisionalRecord | null;
+}
+
+/** A provisional step's held-back inputs of the window and the statistics, until it settles. */
+interface ProvisionalRecord {
+  readonly slot: number;
+  readonly firstPosition: number;
+  readonly numTokens: number;
+  readonly positions: Uint32Array;
+  readonly positionsBuffer: GPUBuffer;
+  readonly probsStride: number;
+  /** One probabilities buffer per layer (a plain step reuses one: its statistics are added layer by layer). */
+  readonly probs: (GPUBuffer | null)[];
+  /** f32 [layers][n][nHeads][headDim]: the step's roped queries. */
+  readonly queries: GPUBuffer;
 }
 
 /** The observation window of one sequence as kernels bind it. */
@@ -56,6 +72,10 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   readonly window: WindowBindings;
   /** How many newest queries each (layer, slot) window holds. */
   private readonly windowValid = new Map<number, number>();
+  /** One past the newest position each (layer, slot) window recorded. */
+  private readonly windowEnd = new Map<number, number>();
+  /** Settled-later steps of each open speculation, by sequence id. */
+  private readonly speculations = new Map<number, ProvisionalRecord[]>();
   private readonly steps = new WeakMap<KvStep, StepState>();
   private kernels: {
     quant: BlockLayout | null;
@@ -138,7 +158,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   private stepFromPlan(plan: AppendPlan): StepState {
     this.storage.copyBlocks(plan.copies);
     const positions = Uint32Array.from({ length: plan.numTokens }, (_, t) => plan.firstPosition + t);
-    const step: StepState = {
+    let step: StepState = {
       seqId: plan.seqId,
       numTokens: plan.numTokens,
       positions,
@@ -149,7 +169,26 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.numTokens])),
       probs: null,
       probsStride: Math.max(1, this.longestHead(plan.seqId)),
+      provisional: null,
     };
+    const speculation = this.speculations.get(plan.seqId);
+    if (speculation) {
+      const { layers, headDim } = this.storage.meta.shape;
+      const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+      step = {
+        ...step,
+        provisional: {
+          slot: plan.slot,
+          firstPosition: plan.firstPosition,
+          numTokens: plan.numTokens,
+          positions,
+          positionsBuffer: step.positionsBuffer,
+          probsStride: step.probsStride,
+          probs: Array.from({ length: layers }, () => null),
+          queries: this.storage.gpu.buffers.acquire(layers * plan.numTokens * this.nHeads * headDim * 4, usage, 'kv:provisional-queries'),
+        },
+      };
+    }
     this.storage.uploadDirtyRows();
     this.steps.set(step, step);
     return step;
@@ -201,10 +240,13 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   encodeLayer(encoder: GPUCommandEncoder, step: KvStep, layer: number, io: LayerIo): void {
     const state = this.state(step);
     this.encodeWrite(encoder, step, layer, io.keys, io.values);
-    this.encodeWindowRecord(encoder, state, layer, io.queries);
     const { attention, accumulate, flash } = this.attentionKernels();
-    if (flash) {
-      // Split-context attention: K/V read once per GQA group, no probability buffer; statistics from their own pass.
+    const provisional = state.provisional;
+    if (flash && !provisional) {
+      // Split-context attention: K/V read once per GQA group, no probability buffer; statistics from their own
+      // pass. Provisional (speculative) steps keep the one-pass kernel: their statistics settle later, from the
+      // probabilities it leaves.
+      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
       flash.encode(encoder, {
         cache: this.storage.bindings,
         layer,
@@ -218,12 +260,23 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       });
       return;
     }
-    state.probs ??= this.storage.gpu.buffers.acquire(
-      state.numTokens * this.nHeads * state.probsStride * 4,
-      GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
-      'kv:probs',
-    );
-    const probs = state.probs;
+    const acquireProbs = (): GPUBuffer =>
+      this.storage.gpu.buffers.acquire(
+        state.numTokens * this.nHeads * state.probsStride * 4,
+        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
+        'kv:probs',
+      );
+    let probs: GPUBuffer;
+    if (provisional) {
+      const queryBytes = state.numTokens * this.nHeads * this.storage.meta.shape.headDim * 4;
+      encoder.copyBufferToBuffer(io.queries, 0, provisional.queries, layer * queryBytes, queryBytes);
+      probs = provisional.probs[layer] ?? acquireProbs();
+      provisional.probs[layer] = probs;
+    } else {
+      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
+      state.probs ??= acquireProbs();
+      probs = state.probs;
+    }
     attention.encode(encoder, {
       cache: this.storage.bindings,
       layer,
@@ -235,7 +288,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       probs,
       probsStride: state.probsStride,
     });
-    if (this.accumulateStats) {
+    if (this.accumulateStats && !provisional) {
       accumulate.encode(encoder, {
         cache: this.storage.bindings,
         layer,
@@ -249,20 +302,24 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     }
   }
 
-  private encodeWindowRecord(encoder: GPUCommandEncoder, state: StepState, layer: number, queries: GPUBuffer): void {
+  /** Records the newest of `positions.length` queries (from `queries` at byte `offset`) into the window ring. */
+  private encodeWindowRecord(encoder: GPUCommandEncoder, slot: number, layer: number, queries: GPUBuffer, offset: number, stepPositions: Uint32Array): void {
     const { meta, gpu } = this.storage;
     const window = this.observationWindow;
     const queryBytes = this.nHeads * meta.shape.headDim * 4;
-    const base = layer * meta.seqSlots + state.plan.slot;
-    const first = Math.max(0, state.numTokens - window);
+    const base = layer * meta.seqSlots + slot;
+    const numTokens = stepPositions.length;
+    const first = Math.max(0, numTokens - window);
     const positions: number[] = [];
-    for (let t = first; t < state.numTokens; t++) {
-      const position = state.positions[t] ?? 0;
+    for (let t = first; t < numTokens; t++) {
+      const position = stepPositions[t] ?? 0;
       const ring = position % window;
-      encoder.copyBufferToBuffer(queries, t * queryBytes, this.window.queries, (base * window + ring) * queryBytes, queryBytes);
+      encoder.copyBufferToBuffer(queries, offset + t * queryBytes, this.window.queries, (base * window + ring) * queryBytes, queryBytes);
       positions.push(ring, position);
     }
-    this.windowValid.set(base, Math.min(window, (this.windowValid.get(base) ?? 0) + state.numTokens));
+    if (numTokens === 0) return;
+    this.windowValid.set(base, Math.min(window, (this.windowValid.get(base) ?? 0) + numTokens));
+    this.windowEnd.set(base, (stepPositions[numTokens - 1] ?? 0) + 1);
     for (let i = 0; i < positions.length; i += 2) {
       gpu.device.queue.writeBuffer(this.window.positions, (base * window + (positions[i] ?? 0)) * 4, new Uint32Array([positions[i + 1] ?? 0]));
     }
@@ -274,13 +331,110 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     return state.probs ? { buffer: state.probs, stride: state.probsStride } : null;
   }
 
-  /** Releases a step's scratch buffers (after its command buffer was submitted). */
+  /** Releases a step's scratch buffers (after its command buffer was submitted); a provisional step keeps what it settles with. */
   endStep(step: KvStep): void {
     const state = this.state(step);
-    for (const buffer of [state.destSlots, state.positionsBuffer, state.querySlots, state.segments, state.probs]) {
+    const keep = state.provisional;
+    for (const buffer of [state.destSlots, state.querySlots, state.segments, state.probs, keep ? null : state.positionsBuffer]) {
       if (buffer) this.storage.gpu.buffers.release(buffer);
     }
+    if (keep) this.speculations.get(state.seqId)?.push(keep);
     this.steps.delete(step);
+  }
+
+  // ------------------------------------------------------------------ speculation and truncation
+
+  /** True while a speculation of the sequence is open. */
+  inSpeculation(seqId: number): boolean {
+    return this.speculations.has(seqId);
+  }
+
+  /**
+   * Makes the sequence's next steps provisional until {@link settleSpeculation}: they write K/V and attend as
+   * usual, but keep their queries and per-layer probabilities instead of adding them to the window and the
+   * statistics, so a rollback drops them exactly. An open speculation is settled first, keeping every token.
+   */
+  beginSpeculation(seqId: number): void {
+    this.storage.meta.slotOf(seqId);
+    this.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
+    this.speculations.set(seqId, []);
+  }
+
+  /**
+   * Ends a speculation: the queries of its steps at positions < `length` go into the window and their
+   * probabilities into the statistics, one query per accumulation in step order, exactly as plain one-token steps
+   * would have added them (masked later tokens add 0); later positions are dropped. No-op without a speculation.
+   */
+  settleSpeculation(seqId: number, length: number): void {
+    const records = this.speculations.get(seqId);
+    if (!records) return;
+    this.speculations.delete(seqId);
+    const { gpu, meta } = this.storage;
+    const queryBytes = this.nHeads * meta.shape.headDim * 4;
+    const encoder = gpu.device.createCommandEncoder({ label: 'kv:settle-speculation' });
+    const scratch: GPUBuffer[] = [];
+    for (const record of records) {
+      const kept = Math.max(0, Math.min(record.numTokens, length - record.firstPosition));
+      const segments = Array.from({ length: kept }, (_, t) => this.scratch('kv:segments', new Uint32Array([record.slot, t, 1])));
+      scratch.push(...segments);
+      for (let layer = 0; layer < meta.shape.layers && kept > 0; layer++) {
+        this.encodeWindowRecord(encoder, record.slot, layer, record.queries, layer * record.numTokens * queryBytes, record.positions.subarray(0, kept));
+        const probs = record.probs[layer];
+        if (!this.accumulateStats || !probs) continue;
+        for (const segment of segments) {
+          this.attentionKernels().accumulate.encode(encoder, {
+            cache: this.storage.bindings,
+            layer,
+            probs,
+            probsStride: record.probsStride,
+            queryPositions: record.positionsBuffer,
+            segments: segment,
+            numSegments: 1,
+            stats: this.statistics,
+          });
+        }
+      }
+    }
+    gpu.submit([encoder.finish()]);
+    for (const record of records) this.releaseRecord(record);
+    for (const buffer of scratch) gpu.buffers.release(buffer);
+  }
+
+  /** Forgets a sequence's open speculation (the sequence was freed). */
+  dropSpeculation(seqId: number): void {
+    for (const record of this.speculations.get(seqId) ?? []) this.releaseRecord(record);
+    this.speculations.delete(seqId);
+  }
+
+  private releaseRecord(record: ProvisionalRecord): void {
+    for (const buffer of [record.positionsBuffer, record.queries, ...record.probs]) {
+      if (buffer) this.storage.gpu.buffers.release(buffer);
+    }
+  }
+
+  /**
+   * After `CacheMetadata.truncate` (and the rows' upload): zeroes the statistics of the removed logical indices
+   * and drops the window's queries of removed positions (settle the speculation first).
+   */
+  truncated(plan: TruncatePlan): void {
+    const { gpu, meta } = this.storage;
+    const encoder = gpu.device.createCommandEncoder({ label: 'kv:truncate' });
+    const stride = this.storage.maxTokensPerHead;
+    for (const head of plan.heads) {
+      if (head.tokensAfter === head.tokensBefore) continue;
+      for (const stats of Object.values(this.statistics)) {
+        encoder.clearBuffer(stats, (head.row * stride + head.tokensAfter) * 4, (head.tokensBefore - head.tokensAfter) * 4);
+      }
+    }
+    gpu.submit([encoder.finish()]);
+    for (let layer = 0; layer < meta.shape.layers; layer++) {
+      const base = layer * meta.seqSlots + plan.slot;
+      const end = this.windowEnd.get(base) ?? 0;
+      if (end <= plan.lengthAfter) continue;
+      // The window holds the queries of the positions just before `end`; the scoring kernels read it that way.
+      this.windowValid.set(base, Math.max(0, (this.windowValid.get(base) ?? 0) - (end - plan.lengthAfter)));
+      this.windowEnd.set(base, plan.lengthAfter);
+    }
   }
 
   // ------------------------------------------------------------------ host attention
@@ -345,6 +499,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const statsRowBytes = meta.shape.kvHeads * this.storage.maxTokensPerHead * 4;
     for (let layer = 0; layer < meta.shape.layers; layer++) {
       this.windowValid.delete(layer * meta.seqSlots + slot);
+      this.windowEnd.delete(layer * meta.seqSlots + slot);
       const offset = (layer * meta.seqSlots + slot) * statsRowBytes;
       for (const stats of Object.values(this.statistics)) encoder.clearBuffer(stats, offset, statsRowBytes);
     }
@@ -369,6 +524,8 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       positionRanges.push({ src: from * this.observationWindow, dst: to * this.observationWindow });
       const valid = this.windowValid.get(from);
       if (valid !== undefined) this.windowValid.set(to, valid);
+      const end = this.windowEnd.get(from);
+      if (end !== undefined) this.windowEnd.set(to, end);
     }
     const scratch = [
       ...Object.values(this.statistics).map((stats) => this.storage.encodeCopyRanges(encoder, stats, statsRanges, statsRowWords)),
@@ -389,6 +546,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** Destroys the statistics and window buffers. */
   destroy(): void {
     this.kernels?.flash?.destroy();
+    for (const seqId of [...this.speculations.keys()]) this.dropSpeculation(seqId);
     for (const buffer of [...Object.values(this.statistics), this.window.queries, this.window.positions]) buffer.destroy();
   }
 }

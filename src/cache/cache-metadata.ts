@@ -1,25 +1,10 @@
-import {
-  InvalidArgumentError,
-  LimitExceededError,
-  OutOfBlocksError,
-  UnknownSequenceError,
-} from '../errors.js';
+import { InvalidArgumentError, LimitExceededError, OutOfBlocksError, UnknownSequenceError } from '../errors.js';
+import { blockLayout, bytesPerBlock, decodeBlockRef, encodeBlockRef, validateShape, type BlockLayout, type CacheShape, type FullFormat, type QuantFormat } from '../format/layout.js';
 import { BlockAllocator } from './block-allocator.js';
 import { BlockTables } from './block-tables.js';
 import { validateHeadEntries } from './head-entries.js';
-import {
-  blockLayout,
-  bytesPerBlock,
-  decodeBlockRef,
-  encodeBlockRef,
-  validateShape,
-  type BlockLayout,
-  type CacheShape,
-  type FullFormat,
-  type QuantFormat,
-} from '../format/layout.js';
-
-import type { AppendPlan, BlockCopy, CacheMetadataOptions, CacheMetadataSnapshot, HeadAppend, PoolName, PoolUsage } from './metadata-types.js';
+import type { AppendPlan, BlockCopy, CacheMetadataOptions, CacheMetadataSnapshot, HeadAppend, PoolName, PoolUsage, TruncatePlan } from './metadata-types.js';
+import { minTruncateLength, slotRows, truncateRows } from './truncate-plan.js';
 
 // The data types live beside the class; importers keep one path.
 export type * from './metadata-types.js';
@@ -72,6 +57,8 @@ export class CacheMetadata {
   #sequences = new Map<number, SequenceState>();
   /** Free slots; popped from the end, so the lowest slot is used first. */
   #freeSlots: number[];
+  /** Per block-table row, {@link intactFrom}: what lets {@link truncate} find positions on the host. */
+  #intactFrom: Uint32Array;
 
   constructor(options: CacheMetadataOptions) {
     validateShape(options.shape);
@@ -116,6 +103,7 @@ export class CacheMetadata {
     this.#quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
     this.#freeSlots = [];
     for (let s = options.seqSlots - 1; s >= 0; s--) this.#freeSlots.push(s);
+    this.#intactFrom = new Uint32Array(this.tables.numRows);
   }
 
   /** Format of the quantized pool (undefined until a cache created without quantBits first quantizes). */
@@ -190,6 +178,7 @@ export class CacheMetadata {
     }
     const slot = this.#takeSlot();
     this.#sequences.set(id, { slot, length: 0 });
+    for (const row of slotRows(this, slot)) this.#intactFrom[row] = 0;
     return slot;
   }
 
@@ -221,12 +210,9 @@ export class CacheMetadata {
   /** Frees a sequence: every block reference it holds is released (blocks nobody else holds become free). */
   freeSequence(id: number): void {
     const seq = this.#seq(id);
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) {
-        const row = this.tables.row(seq.slot, layer, head);
-        for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry);
-        this.tables.clearRow(row);
-      }
+    for (const row of slotRows(this, seq.slot)) {
+      for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry);
+      this.tables.clearRow(row);
     }
     this.#sequences.delete(id);
     this.#freeSlots.push(seq.slot);
@@ -243,17 +229,14 @@ export class CacheMetadata {
       throw new InvalidArgumentError('dstId', `sequence ${dstId} already exists; pick another id`);
     }
     const slot = this.#takeSlot();
-    for (let layer = 0; layer < this.shape.layers; layer++) {
-      for (let head = 0; head < this.shape.kvHeads; head++) {
-        const srcRow = this.tables.row(src.slot, layer, head);
-        const entries = this.tables.entryView(srcRow);
-        for (const entry of entries) {
-          const { pool, block } = decodeBlockRef(entry);
-          this.pool(pool).retain(block);
-        }
-        this.tables.setRow(this.tables.row(slot, layer, head), entries, this.tables.tokenCount(srcRow));
-      }
-    }
+    const dstRows = slotRows(this, slot);
+    slotRows(this, src.slot).forEach((srcRow, i) => {
+      const dstRow = dstRows[i] ?? 0;
+      const entries = this.tables.entryView(srcRow);
+      for (const entry of entries) this.pool(decodeBlockRef(entry).pool).retain(decodeBlockRef(entry).block);
+      this.tables.setRow(dstRow, entries, this.tables.tokenCount(srcRow));
+      this.#intactFrom[dstRow] = this.#intactFrom[srcRow] ?? 0;
+    });
     this.#sequences.set(dstId, { slot, length: src.length });
     return slot;
   }
@@ -451,8 +434,33 @@ export class CacheMetadata {
       throw new InvalidArgumentError('tokenCount', `${tokenCount} exceeds the ${seq.length} tokens ever appended`);
     }
     const old = this.tables.entries(row);
+    // Dropping any token leaves the host knowing only that tokens appended from now on follow in order.
+    if (tokenCount !== this.tables.tokenCount(row)) this.#intactFrom[row] = seq.length;
     for (const entry of old) if (!seen.has(entry)) this.#releaseEntry(entry);
     this.tables.setRow(row, newEntries, tokenCount);
+  }
+
+  /** The position from which a head holds every token, in order, at its end (src/cache/truncate-plan.ts). */
+  intactFrom(id: number, layer: number, head: number): number {
+    return this.#intactFrom[this.#row(id, layer, head)] ?? 0;
+  }
+
+  /** The shortest length {@link truncate} accepts for a sequence (see `minTruncateLength` in truncate-plan.ts). */
+  minTruncateLength(id: number): number {
+    const seq = this.#seq(id);
+    return minTruncateLength(this, seq.slot, seq.length, this.#intactFrom);
+  }
+
+  /**
+   * Drops every token at original position ≥ `length` (evicted ones stay evicted) and the blocks past each head's
+   * end; all or nothing (`truncateRows`: TruncateCompressedError below {@link minTruncateLength}).
+   */
+  truncate(id: number, length: number): TruncatePlan {
+    const seq = this.#seq(id);
+    const heads = truncateRows(this, { id, slot: seq.slot, length: seq.length }, length, this.#intactFrom);
+    const lengthBefore = seq.length;
+    seq.length = length;
+    return { sequenceId: id, slot: seq.slot, lengthBefore, lengthAfter: length, heads };
   }
 
   // ---------------------------------------------------------------- growth
@@ -507,6 +515,7 @@ export class CacheMetadata {
       sequences: [...this.#sequences].map(([id, s]) => [id, s.slot, s.length] as const),
       freeSlots: [...this.#freeSlots],
       quantFormat: this.#quantFormat,
+      intactFrom: this.#intactFrom.slice(),
     };
   }
 
@@ -525,6 +534,7 @@ export class CacheMetadata {
     this.tables.restore(s.tables);
     this.#sequences = new Map(s.sequences.map(([id, slot, length]) => [id, { slot, length }]));
     this.#freeSlots = [...s.freeSlots];
+    this.#intactFrom = s.intactFrom.slice();
   }
 
   // ---------------------------------------------------------------- private
@@ -581,13 +591,9 @@ export class CacheMetadata {
 }
 
 function checkId(id: number): void {
-  if (!Number.isSafeInteger(id) || id < 0) {
-    throw new InvalidArgumentError('id', `a sequence id must be a non-negative integer; got ${id}`);
-  }
+  if (!Number.isSafeInteger(id) || id < 0) throw new InvalidArgumentError('id', `a sequence id must be a non-negative integer; got ${id}`);
 }
 
 function checkCount(field: string, value: number): void {
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new InvalidArgumentError(field, `must be a non-negative integer; got ${value}`);
-  }
+  if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgumentError(field, `must be a non-negative integer; got ${value}`);
 }

@@ -10,7 +10,8 @@ import { decodeBlockRef } from '../format/layout.js';
  * Checked: each used block is referenced by exactly `refCount` table entries across all live rows; the free
  * queue is a consistent list without duplicates holding exactly the refcount-0 blocks (never the null block);
  * token counts fit their blocks (only the last block partly filled); quantized entries precede full ones and are
- * full; the null block is never referenced; rows of unused slots are empty and padding words are 0; no head
+ * full; the null block is never referenced; a head holds at least the tokens appended since its
+ * last evicting compaction (`intactFrom`); rows of unused slots are empty and padding words are 0; no head
  * holds more tokens than its sequence ever received.
  *
  * @example
@@ -58,6 +59,10 @@ export function checkInvariants(meta: CacheMetadata): string[] {
         }
         if (count > meta.sequenceLength(id)) {
           out.push(`${where}: ${count} tokens but only ${meta.sequenceLength(id)} ever appended`);
+        }
+        const intact = meta.intactFrom(id, layer, head);
+        if (intact > meta.sequenceLength(id) || count < meta.sequenceLength(id) - intact) {
+          out.push(`${where}: holds every token from position ${intact} on, but ${count} tokens < ${meta.sequenceLength(id)} − ${intact}`);
         }
         let sawFull = false;
         let quantCount = 0;

@@ -124,6 +124,44 @@ export interface AppendPlan {
 }
 
 /**
+ * What a truncate did to one (layer, kv head) of the sequence.
+ *
+ * @example
+ * ```ts
+ * const h: HeadTruncate = plan.heads[layer * shape.kvHeads + head]!;
+ * h.tokensBefore - h.tokensAfter === plan.lengthBefore - plan.lengthAfter; // every head held those tokens
+ * ```
+ */
+export interface HeadTruncate {
+  readonly layer: number;
+  readonly head: number;
+  readonly row: number;
+  readonly tokensBefore: number;
+  readonly tokensAfter: number;
+  /** Block-table entries (`encodeBlockRef` words) the head dropped, in table order; a block shared by a fork stays allocated. */
+  readonly dropped: readonly number[];
+}
+
+/**
+ * The result of {@link CacheMetadata.truncate}: the metadata already reflects it. The storage layer clears the
+ * statistics of logical indices [tokensAfter, tokensBefore) of each row and uploads the dirty rows.
+ *
+ * @example
+ * ```ts
+ * const plan = meta.truncate(seq, 40);
+ * for (const h of plan.heads) clearStats(h.row, h.tokensAfter, h.tokensBefore);
+ * ```
+ */
+export interface TruncatePlan {
+  readonly sequenceId: number;
+  readonly slot: number;
+  readonly lengthBefore: number;
+  readonly lengthAfter: number;
+  /** One entry per (layer, head), index layer·kvHeads + head. */
+  readonly heads: readonly HeadTruncate[];
+}
+
+/**
  * Usage of one pool.
  *
  * @example
@@ -194,4 +232,6 @@ export interface CacheMetadataSnapshot {
   readonly sequences: ReadonlyArray<readonly [id: number, slot: number, length: number]>;
   readonly freeSlots: readonly number[];
   readonly quantFormat: QuantFormat | undefined;
+  /** Per block-table row, the original position from which the head holds every token (see `intactFrom`). */
+  readonly intactFrom: Uint32Array;
 }

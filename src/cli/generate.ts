@@ -1,5 +1,6 @@
 import type { Bits } from '../format/layout.js';
 import { Generator, type GenerateOptions, type GenerationReport } from '../app/generator.js';
+import type { SpeculateOptions } from '../app/speculative-decoder.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
@@ -34,6 +35,11 @@ export const GENERATION_FLAGS = {
   bits: { type: 'string', value: '16|8|4|2', help: 'bits of the cache blocks older than the recent window' },
   'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')}` },
   compare: { type: 'boolean', help: 'also run a full cache: top-1 agreement, perplexity, KL' },
+  speculate: { type: 'string', value: 'ngram', help: 'speculative decoding by prompt lookup: drafts verified in one pass (greedy output unchanged)' },
+  'num-speculative': { type: 'string', value: 'K', help: 'with --speculate: the most draft tokens per pass (default 10)' },
+  'lookup-max': { type: 'string', value: 'N', help: 'with --speculate: longest n-gram looked up (default 3)' },
+  'lookup-min': { type: 'string', value: 'N', help: 'with --speculate: shortest n-gram looked up (default 1)' },
+  'fixed-speculative': { type: 'boolean', help: 'with --speculate: always draft --num-speculative, not what measured acceptance and pass cost favour' },
   temperature: { type: 'string', value: 'T', help: 'sampling temperature, 0 = greedy (default 0)' },
   'top-p': { type: 'string', value: 'P', help: 'nucleus sampling mass in (0, 1] (default 0.9)' },
   seed: { type: 'string', value: 'S', help: 'random seed (default 42)' },
@@ -144,7 +150,26 @@ export function parseGenerationFlags(
     compareWithFull: values.compare ?? defaults.compareWithFull ?? false,
   };
   adapterFlag(values.adapter);
-  return { options, values };
+  const speculate = speculateFlags(values);
+  if (speculate && options.compareWithFull) {
+    throw new UsageError('--speculate', '--compare decodes a second, full cache token by token; drop one of them');
+  }
+  return { options: speculate ? { ...options, speculate } : options, values };
+}
+
+/** The speculation flags as SpeculateOptions, or null without --speculate (the tuning flags then mean nothing). */
+function speculateFlags(values: GenerationFlagValues): SpeculateOptions | null {
+  const tuning = (['num-speculative', 'lookup-max', 'lookup-min', 'fixed-speculative'] as const).find((flag) => values[flag] !== undefined);
+  if (values.speculate === undefined) {
+    if (tuning !== undefined) throw new UsageError(`--${tuning}`, 'tunes --speculate; add --speculate ngram or drop it');
+    return null;
+  }
+  choiceFlag('--speculate', values.speculate, ['ngram'], 'ngram');
+  const lookupMin = integerFlag('--lookup-min', values['lookup-min'], 1, { min: 1 });
+  const lookupMax = integerFlag('--lookup-max', values['lookup-max'], Math.max(3, lookupMin), { min: 1 });
+  if (lookupMax < lookupMin) throw new UsageError('--lookup-max', `must be at least --lookup-min (${lookupMin}); got ${lookupMax}`);
+  const numSpeculative = integerFlag('--num-speculative', values['num-speculative'], 10, { min: 1 });
+  return { method: 'ngram', numSpeculative, lookupMax, lookupMin, ...(values['fixed-speculative'] ? { adaptive: false } : {}) };
 }
 
 /**
@@ -217,6 +242,12 @@ export function formatGenerationReport(report: GenerationReport): string {
     ...report.keptPerHead.map((heads, l) => `  layer ${l} ${heads.map((n) => String(n).padStart(7)).join('')}`),
     `speed: ${report.tokensPerSecond.toFixed(1)} tokens/s`,
   ];
+  const s = report.speculative;
+  if (s) {
+    lines.push(
+      `speculation: ${s.forwardPasses} forward passes for ${report.generatedTokens} tokens (${s.tokensPerPass.toFixed(2)} tokens per pass); ${s.accepted} of ${s.drafted} drafts accepted (${(s.acceptanceRate * 100).toFixed(1)} %)`,
+    );
+  }
   const q = report.quality;
   if (q) {
     lines.push(

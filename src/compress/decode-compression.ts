@@ -75,6 +75,37 @@ export class DecodeCompressor {
   }
 
   /**
+   * How many one-token steps after the current one (the step {@link beforeStep} was last called for, whose token
+   * is not appended yet) would compress nothing, up to `max`: a speculative decoder verifies at most that many
+   * drafts in one pass, so compression never runs in the middle of a verification and runs exactly where
+   * one-token decoding runs it. Pure: count the steps taken with {@link advance}.
+   */
+  quietSteps(seqId: number, max: number): number {
+    if (!Number.isInteger(max) || max < 0) throw new InvalidArgumentError('max', `must be a non-negative integer; got ${max}`);
+    const now = this.state(seqId);
+    for (let j = 1; j <= max; j++) {
+      const state: DecodeState = {
+        heads: now.heads,
+        total: now.total + now.heads * j,
+        largest: now.largest + j,
+        sinceCompress: this.sinceCompress + j - 1,
+        step: this.steps + j,
+      };
+      if (nextCompression(this.schedule, state, 1) !== null) return j - 1;
+    }
+    return max;
+  }
+
+  /** Counts `numTokens` one-token steps taken without {@link beforeStep} because {@link quietSteps} said they compress nothing. */
+  advance(numTokens: number): void {
+    if (!Number.isInteger(numTokens) || numTokens < 0) {
+      throw new InvalidArgumentError('numTokens', `must be a non-negative integer; got ${numTokens}`);
+    }
+    this.steps += numTokens;
+    this.sinceCompress += numTokens;
+  }
+
+  /**
    * Counts tokens appended without {@link beforeStep}: a prompt prefilled in one chunk, which may go past the
    * budget (the next beforeStep then compresses it). They count toward the quantize-only cadence.
    */

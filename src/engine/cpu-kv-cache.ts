@@ -108,6 +108,7 @@ export class CpuKvCache {
   freeSequence(id: number): Promise<void> {
     return this.#queue.run([id], () => {
       this.attention.dropPendingStep(id);
+      this.attention.dropSpeculation(id);
       const slot = this.meta.slotOf(id);
       this.meta.freeSequence(id);
       this.attention.clearSlot(slot);
@@ -120,6 +121,7 @@ export class CpuKvCache {
    */
   fork(srcId: number, dstId: number): Promise<void> {
     return this.#queue.run([srcId, dstId], () => {
+      this.attention.settleSpeculation(srcId, Number.POSITIVE_INFINITY);
       const srcSlot = this.meta.slotOf(srcId);
       const dstSlot = this.meta.fork(srcId, dstId);
       this.attention.copySlot(srcSlot, dstSlot);
@@ -153,6 +155,7 @@ export class CpuKvCache {
     this.attention.assertNoPendingStep('append');
     const n = checkKv(this.shape, keys, values, this.meta.fullFormat);
     return this.#queue.run([seqId], () => {
+      this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
       const { layers, kvHeads, headDim } = this.shape;
       const plan = this.attention.planAppend(seqId, n);
       for (let layer = 0; layer < layers; layer++) {
@@ -210,6 +213,49 @@ export class CpuKvCache {
     return this.attention.window(this.meta.slotOf(seqId), layer, maxRows);
   }
 
+  // ------------------------------------------------------------------ speculation and rollback
+
+  /**
+   * Opens a speculation: the sequence's next steps (drafts being verified) attend as usual, but their queries'
+   * contributions to the observation window and the attention statistics are held back until {@link truncate}
+   * keeps or drops them, so rolling back rejected drafts leaves the cache exactly as if they never ran. Any other
+   * operation on the sequence (append, fork, compress, another speculation) first keeps every provisional token.
+   * SequenceBusyError while the sequence has queued or in-flight operations.
+   *
+   * @example
+   * ```ts
+   * cache.beginSpeculation(seq);
+   * for (const [i, token] of drafts.entries()) logits.push(model.forward(token, start + i));
+   * await cache.truncate(seq, start + accepted); // rejected drafts leave no trace
+   * ```
+   */
+  beginSpeculation(seqId: number): void {
+    if (this.#queue.busy(seqId)) throw new SequenceBusyError(seqId);
+    this.attention.assertNoPendingStep('begin a speculation');
+    this.meta.slotOf(seqId);
+    this.attention.beginSpeculation(seqId);
+  }
+
+  /**
+   * Rolls a sequence back to its first `length` tokens by original position: every head drops its tokens at
+   * positions ≥ length (tokens a compression evicted stay evicted), blocks past each head's new end are released,
+   * their statistics cleared and their window queries removed, and sequenceLength becomes `length`. An open
+   * speculation is settled: its kept tokens' window queries and statistics are added as plain steps would have
+   * added them, the dropped ones' never are, so the state equals a run that never saw the dropped tokens. Outside a
+   * speculation the dropped tokens' queries' past contributions to the statistics of earlier tokens stay (they were
+   * summed in). Tokens appended since the sequence's last compression can always be dropped;
+   * TruncateCompressedError (cache unchanged) below `meta.minTruncateLength(seq)` (among compacted tokens, or
+   * inside a quantized block). Takes effect after the sequence's earlier operations.
+   */
+  truncate(seqId: number, length: number): Promise<void> {
+    return this.#queue.run([seqId], () => {
+      this.attention.assertNoPendingStep('truncate');
+      const plan = this.meta.truncate(seqId, length);
+      this.attention.settleSpeculation(seqId, length);
+      this.attention.truncated(plan);
+    });
+  }
+
   // ------------------------------------------------------------------ compression
 
   /**
@@ -224,6 +270,7 @@ export class CpuKvCache {
   compress(seqId: number, options: CompressOptions = {}): Promise<CompressionReport> {
     return this.#queue.run([seqId, COMPRESSOR], async () => {
       this.attention.assertNoPendingStep('compress');
+      this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
       return compressSequence(this.#stages, seqId, options, this.#fixedBits);
     });
   }
@@ -232,6 +279,7 @@ export class CpuKvCache {
   async compressAuto(seqId: number, targetRatio: number, options: AutoCompressOptions = {}): Promise<AutoCompressionReport> {
     return this.#queue.run([seqId, COMPRESSOR], async () => {
       this.attention.assertNoPendingStep('compress');
+      this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
       return compressToRatio(this.#stages, seqId, targetRatio, options, this.#fixedBits);
     });
   }

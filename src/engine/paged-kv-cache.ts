@@ -107,6 +107,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   freeSequence(id: number): Promise<void> {
     return this.queue.run([id], () => {
       this.assertUsable();
+      this.attention.dropSpeculation(id);
       this.meta.freeSequence(id);
       this.storage.uploadDirtyRows();
     });
@@ -119,6 +120,7 @@ export class PagedKvCache implements GpuAttentionBackend {
   fork(srcId: number, dstId: number): Promise<void> {
     return this.queue.run([srcId, dstId], () => {
       this.assertUsable();
+      this.attention.settleSpeculation(srcId, Number.POSITIVE_INFINITY);
       const srcSlot = this.meta.slotOf(srcId);
       const dstSlot = this.meta.fork(srcId, dstId);
       this.attention.copySlot(srcSlot, dstSlot);
@@ -179,6 +181,7 @@ export class PagedKvCache implements GpuAttentionBackend {
 
   private async appendNow(seqId: number, keys: Float32Array, values: Float32Array, numTokens: number): Promise<void> {
     this.assertUsable();
+    this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
     const { layers, kvHeads, headDim } = this.shape;
     const step = this.attention.beginStep(seqId, numTokens);
     const layerFloats = numTokens * kvHeads * headDim;
@@ -226,6 +229,7 @@ export class PagedKvCache implements GpuAttentionBackend {
         throw new InvalidArgumentError('keys', `buffer "${buffer.label}" holds ${buffer.size} B; ${numTokens} tokens need ${bytes} B`);
       }
     }
+    this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
     const before = this.meta.snapshot();
     this.storage.clearNonFiniteFlag();
     const step = this.attention.beginStep(seqId, numTokens);
@@ -242,6 +246,52 @@ export class PagedKvCache implements GpuAttentionBackend {
       this.storage.uploadDirtyRows();
       throw new NonFiniteValueError('a K or V value in the GPU buffers is NaN, ±Inf or past the pool format’s range; the append was rolled back');
     }
+  }
+
+  // ------------------------------------------------------------------ speculation and rollback
+
+  /**
+   * Opens a speculation: the sequence's next steps (drafts being verified, e.g. one multi-token
+   * `GpuLlama.forward`) write K/V and attend as usual, but their queries' contributions to the observation window
+   * and the attention statistics are held back until {@link truncate} keeps or drops them, so rolling back rejected
+   * drafts leaves the cache exactly as if they never ran. Any other operation on the sequence (append, fork,
+   * compress, another speculation) first keeps every provisional token. Holds each provisional step's
+   * probabilities per layer (layers × tokens × nHeads × context × 4 B) until it settles. SequenceBusyError while
+   * the sequence has queued or in-flight operations.
+   *
+   * @example
+   * ```ts
+   * cache.beginSpeculation(seq);
+   * const logits = await model.forward(seq, [last, ...drafts], { allLogits: true });
+   * await cache.truncate(seq, start + accepted); // rejected drafts leave no trace
+   * ```
+   */
+  beginSpeculation(seqId: number): void {
+    this.assertUsable();
+    if (this.queue.busy(seqId)) throw new SequenceBusyError(seqId);
+    this.attention.beginSpeculation(seqId);
+  }
+
+  /**
+   * Rolls a sequence back to its first `length` tokens by original position: every head drops its tokens at
+   * positions ≥ length (tokens a compression evicted stay evicted), blocks past each head's new end are released,
+   * their statistics cleared and their window queries removed, and sequenceLength becomes `length`. An open
+   * speculation is settled: its kept tokens' window queries and statistics are added as plain steps would have
+   * added them, the dropped ones' never are, so the state equals a run that never saw the dropped tokens. Outside a
+   * speculation the dropped tokens' queries' past contributions to the statistics of earlier tokens stay (they were
+   * summed in). Tokens appended since the sequence's last compression can always be dropped;
+   * TruncateCompressedError (cache unchanged) below `meta.minTruncateLength(seq)` (among compacted tokens, or
+   * inside a quantized block). Takes effect after the sequence's earlier operations.
+   */
+  truncate(seqId: number, length: number): Promise<void> {
+    this.assertUsable();
+    return this.queue.run([seqId], () => {
+      this.assertUsable();
+      const plan = this.meta.truncate(seqId, length);
+      this.storage.uploadDirtyRows();
+      this.attention.settleSpeculation(seqId, length);
+      this.attention.truncated(plan);
+    });
   }
 
   // ------------------------------------------------------------------ reading
@@ -293,6 +343,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.assertUsable();
     return this.queue.run([seqId, COMPRESSOR], async () => {
       this.assertUsable();
+      this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
       return compressSequence(this.compressionStages(), seqId, options, this.fixedBits);
     });
   }
@@ -302,6 +353,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.assertUsable();
     return this.queue.run([seqId, COMPRESSOR], async () => {
       this.assertUsable();
+      this.attention.settleSpeculation(seqId, Number.POSITIVE_INFINITY);
       return compressToRatio(this.compressionStages(), seqId, targetRatio, options, this.fixedBits);
     });
   }
