@@ -262,13 +262,13 @@ export class SequenceBusyError extends KvCompactError {
 export class TruncateCompressedError extends KvCompactError {
   override name = 'TruncateCompressedError';
   constructor(
-    readonly sequenceId: number,
+    readonly seqId: number,
     readonly length: number,
     /** The shortest length this truncate could keep. */
     readonly minLength: number,
     why: string,
   ) {
-    super(`cannot truncate sequence ${sequenceId} to ${length} tokens: ${why}; truncate to ${minLength} tokens or more`);
+    super(`cannot truncate sequence ${seqId} to ${length} tokens: ${why}; truncate to ${minLength} tokens or more`);
   }
 }
 

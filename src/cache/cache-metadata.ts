@@ -460,7 +460,7 @@ export class CacheMetadata {
     const heads = truncateRows(this, { id, slot: seq.slot, length: seq.length }, length, this.#intactFrom);
     const lengthBefore = seq.length;
     seq.length = length;
-    return { sequenceId: id, slot: seq.slot, lengthBefore, lengthAfter: length, heads };
+    return { seqId: id, slot: seq.slot, lengthBefore, lengthAfter: length, heads };
   }
 
   // ---------------------------------------------------------------- growth

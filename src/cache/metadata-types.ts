@@ -153,7 +153,7 @@ export interface HeadTruncate {
  * ```
  */
 export interface TruncatePlan {
-  readonly sequenceId: number;
+  readonly seqId: number;
   readonly slot: number;
   readonly lengthBefore: number;
   readonly lengthAfter: number;
