@@ -67,6 +67,8 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   readonly observationWindow: number;
   /** Whether attention steps add to the per-token statistics. */
   accumulateStats: boolean;
+  /** Model steps may take the split-context kernel (see PagedKvCacheOptions.attentionKernel). */
+  private readonly splitContext: boolean;
   /** f32 [row][maxTokensPerHead] each: Σ p, Σ p², visible-query count, by logical token index. */
   readonly statistics: AttentionStatsBuffers;
   readonly window: WindowBindings;
@@ -87,12 +89,13 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
 
   constructor(
     readonly storage: GpuKvStorage,
-    options: { readonly nHeads: number; readonly observationWindow: number; readonly accumulateStats: boolean },
+    options: { readonly nHeads: number; readonly observationWindow: number; readonly accumulateStats: boolean; readonly splitContext?: boolean },
   ) {
     const { gpu, meta } = storage;
     this.nHeads = options.nHeads;
     this.observationWindow = options.observationWindow;
     this.accumulateStats = options.accumulateStats;
+    this.splitContext = options.splitContext ?? true;
     const { layers, headDim } = meta.shape;
     const statsBytes = meta.tables.numRows * storage.maxTokensPerHead * 4;
     this.statistics = {
@@ -127,7 +130,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** The split-context kernel serves the block layouts and the device binds enough storage buffers per stage. */
   private flashFits(): boolean {
     const { meta, gpu } = this.storage;
-    return FlashDecodeKernel.supports(meta.fullLayout, meta.quantLayout) && gpu.limits.maxStorageBuffersPerShaderStage >= FLASH_DECODE_STORAGE_BUFFERS;
+    return this.splitContext && FlashDecodeKernel.supports(meta.fullLayout, meta.quantLayout) && gpu.limits.maxStorageBuffersPerShaderStage >= FLASH_DECODE_STORAGE_BUFFERS;
   }
 
   /** How many of the newest queries of (sequence, layer) the observation window holds. */

@@ -47,6 +47,12 @@ export interface PagedKvCacheOptions {
    * extra kernel reads the probabilities the attention already wrote).
    */
   readonly accumulateStats?: boolean;
+  /**
+   * The GPU engine's attention kernel for model steps: 'auto' (default) takes the split-context kernel where the
+   * block layouts and the device allow it, 'one-pass' always the one-pass kernel (bit-identical results between
+   * Node and Chrome, which lacks the 11 storage buffers the split-context kernel binds). The CPU engine ignores it.
+   */
+  readonly attentionKernel?: 'auto' | 'one-pass';
 }
 
 /**

@@ -54,6 +54,7 @@ export class PagedKvCache implements GpuAttentionBackend {
       nHeads: resolved.nHeads,
       observationWindow: resolved.observationWindow,
       accumulateStats: options.accumulateStats ?? true,
+      splitContext: (options.attentionKernel ?? 'auto') === 'auto',
     });
     this.shape = this.storage.meta.shape;
     this.nHeads = resolved.nHeads;
