@@ -226,6 +226,7 @@ function compressionReport(
     policy: opts.policy,
     budgets: opts.budgets,
     bits: opts.bits,
+    merge: opts.merge,
     budget: opts.budget,
     tokens,
     originalBytes: baselineF16,

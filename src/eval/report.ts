@@ -23,8 +23,8 @@ function baselineOf(rows: readonly EvalRow[]): EvalRow | undefined {
  */
 export function formatEvalTable(report: EvalReport): string {
   const base = baselineOf(report.rows);
-  const header = ['policy', 'mode', 'budget', 'bits', 'ppl', 'Δppl', 'top-1', 'agree', 'KL', 'B/token', 'ratio', 'ratio@end', 's'];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 4 ? ' --- ' : ' ---: ')).join('|')}|`];
+  const header = ['policy', 'mode', 'budget', 'bits', 'merge', 'ppl', 'Δppl', 'top-1', 'agree', 'KL', 'B/token', 'ratio', 'ratio@end', 's'];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 5 ? ' --- ' : ' ---: ')).join('|')}|`];
   for (const r of report.rows) {
     const delta = base ? `${((r.ppl / base.ppl - 1) * 100).toFixed(2)}%` : '';
     lines.push(
@@ -33,6 +33,7 @@ export function formatEvalTable(report: EvalReport): string {
         r.budgetMode ?? '—',
         r.budget ?? '—',
         storage(r.bits),
+        r.merge ?? 'none',
         r.ppl.toFixed(4),
         delta,
         `${(r.top1 * 100).toFixed(2)}%`,
