@@ -1,0 +1,179 @@
+import mergeValuesBody from '../../../shaders/merge_values.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
+import { cacheConstants } from '../cache/cache-constants.js';
+import type { PagedCacheBindings } from '../cache/paged-attention.js';
+
+const PARAMS = new UniformLayout('MergeValuesParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'mode', type: 'u32' },
+  { name: 'weights_offset', type: 'u32' },
+]);
+
+/**
+ * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
+ *
+ * @example
+ * ```ts
+ * kernel.encode(encoder, { ...run, mode: 'nearest' });
+ * ```
+ */
+export type MergeKernelMode = 'nearest' | 'cam';
+
+/** u32 words per head in the heads buffer: row, tokens, kept, out_base. */
+export const MERGE_HEAD_WORDS = 4;
+
+/**
+ * One head to merge: its table row, its tokens before compression, its kept count, and the first slot of its kept
+ * tokens in the merged buffer.
+ *
+ * @example
+ * ```ts
+ * const head: MergeHeadJob = { row: 3, tokens: 80, kept: 24, outBase: 48 };
+ * ```
+ */
+export interface MergeHeadJob {
+  readonly row: number;
+  readonly tokens: number;
+  readonly kept: number;
+  readonly outBase: number;
+}
+
+/**
+ * Packs heads into the u32 [heads][4] layout merge_values reads.
+ *
+ * @example
+ * ```ts
+ * const heads = createStorageBuffer(gpu, 'merge:heads', packMergeHeads(list));
+ * ```
+ */
+export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
+  const out = new Uint32Array(heads.length * MERGE_HEAD_WORDS);
+  heads.forEach((h, i) => out.set([h.row, h.tokens, h.kept, h.outBase], i * MERGE_HEAD_WORDS));
+  return out;
+}
+
+/**
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each.
+ *
+ * @example
+ * ```ts
+ * const merged = createStorageBuffer(gpu, 'merge:values', mergedWords(total, headDim) * 4);
+ * ```
+ */
+export function mergedWords(keptTokens: number, headDim: number): number {
+  return Math.max(1, keptTokens * (headDim + 1));
+}
+
+/**
+ * One run of {@link MergeValuesKernel}.
+ *
+ * @example
+ * ```ts
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, keptTotal, stride, keptIndex, mass, targets, merged };
+ * ```
+ */
+export interface MergeValuesRun {
+  readonly cache: PagedCacheBindings;
+  readonly mode: MergeKernelMode;
+  /** u32 [numHeads][4] (see {@link packMergeHeads}). */
+  readonly heads: GPUBuffer;
+  readonly numHeads: number;
+  /** Kept tokens over all heads: the merged buffer holds that many values, then that many weights. */
+  readonly keptTotal: number;
+  /** Width of a kept-index / mass row (maxTokensPerHead). */
+  readonly stride: number;
+  /** u32 [row][stride]: kept logical indices, ascending. */
+  readonly keptIndex: GPUBuffer;
+  /** f32 [row][stride]: attention mass per token. */
+  readonly mass: GPUBuffer;
+  /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows). */
+  readonly targets: GPUBuffer;
+  /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
+  readonly merged: GPUBuffer;
+}
+
+/**
+ * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
+ * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. One workgroup per head;
+ * bit-for-bit the reference's order of sums, so within f32 rounding of src/compress/merge.ts.
+ *
+ * @example
+ * ```ts
+ * const merge = new MergeValuesKernel(gpu, { full, quant });
+ * merge.encode(encoder, run);
+ * compact.encode(encoder, { cache, jobs, numJobs, indices: keptIndex, merged: run.merged });
+ * ```
+ */
+export class MergeValuesKernel {
+  readonly spec: KernelSpec;
+  private readonly headDim: number;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    shape: { full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number },
+    rule: { readonly weightFloor: number; readonly camSpan: number },
+  ) {
+    this.headDim = shape.full.headDim;
+    this.spec = {
+      name: 'merge_values',
+      body: mergeValuesBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: shape.workgroupSize ?? 64 },
+        MERGE_NEAREST: { type: 'u32', value: 1 },
+        MERGE_CAM: { type: 'u32', value: 2 },
+        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+        CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
+      },
+      uniforms: [PARAMS],
+    };
+  }
+
+  /** Records the merge. */
+  encode(encoder: GPUCommandEncoder, run: MergeValuesRun): void {
+    if (!Number.isInteger(run.numHeads) || run.numHeads <= 0) {
+      throw new InvalidArgumentError('numHeads', `must be a positive integer; got ${run.numHeads}`);
+    }
+    const headDim = this.headDim;
+    if (run.merged.size < mergedWords(run.keptTotal, headDim) * 4) {
+      throw new InvalidArgumentError('merged', `holds ${run.merged.size} B; ${mergedWords(run.keptTotal, headDim) * 4} B needed`);
+    }
+    for (const [name, buffer] of [
+      ['heads', run.heads],
+      ['keptIndex', run.keptIndex],
+      ['mass', run.mass],
+      ['targets', run.targets],
+      ['merged', run.merged],
+    ] as const) {
+      requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
+    }
+    const uniforms = this.gpu.uniformBuffer(
+      'merge_values:params',
+      PARAMS.pack({
+        num_heads: run.numHeads,
+        max_blocks: run.cache.maxBlocksPerHead,
+        stride: run.stride,
+        mode: run.mode === 'nearest' ? 1 : 2,
+        weights_offset: run.keptTotal * headDim,
+      }),
+    );
+    const pass = encoder.beginComputePass({ label: 'merge_values' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.spec),
+      [uniforms, run.heads, run.keptIndex, run.mass, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.targets, run.merged],
+      run.numHeads,
+    );
+    pass.end();
+  }
+}
