@@ -1,9 +1,9 @@
 // Merges the evicted tokens of each compacted head into its kept tokens' values (src/compress/merge.ts is the
-// reference, MergeMode in src/compress/options.ts the rule): one workgroup per head. Phase 1, over tokens: each
-// evicted token's target kept slot (nearest: the kept key of largest cosine similarity; cam: the first kept slot
-// after it) into `targets`. Phase 2, one thread per channel, tokens in order (the reference's order, so the
-// float sums match it): the merged values into `merged`, which compact_blocks reads in place of the kept
-// tokens' values. Keys and positions are never touched. Each thread owns its channels of every slot: no atomics.
+// reference, MergeMode in src/compress/options.ts the rule), given each token's target from
+// shaders/merge_targets.wgsl: one workgroup per head, one thread per channel, tokens in order (the reference's
+// order, so the float sums match it). The merged values go to `merged`, which compact_blocks reads in place of the
+// kept tokens' values; keys and positions are never touched. Each thread owns its channels of every slot, and
+// only the channel-0 thread writes a slot's weight: no atomics.
 
 @group(0) @binding(0) var<uniform> params: MergeValuesParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -12,7 +12,7 @@
 @group(0) @binding(4) var<storage, read> block_table: array<u32>;   // [row][max_blocks]
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
-@group(0) @binding(7) var<storage, read_write> targets: array<u32>; // [row][stride] scratch
+@group(0) @binding(7) var<storage, read> targets: array<u32>;       // [row][stride] from merge_targets
 @group(0) @binding(8) var<storage, read_write> merged: array<f32>;  // [out_base + slot][HEAD_DIM], then [slot] weights
 
 const KEPT: u32 = 0xffffffffu;
@@ -23,51 +23,6 @@ fn token_value(row: u32, t: u32, d: u32, v_part: bool) -> f32 {
 
 fn weight(row: u32, t: u32) -> f32 {
   return max(mass[row * params.stride + t], 0.0) + MERGE_WEIGHT_FLOOR;
-}
-
-// First kept slot whose index is ≥ t (the kept count when none is).
-fn lower_bound(base: u32, kept: u32, t: u32) -> u32 {
-  var lo = 0u;
-  var hi = kept;
-  while (lo < hi) {
-    let mid = (lo + hi) / 2u;
-    if (kept_index[base + mid] < t) {
-      lo = mid + 1u;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
-fn nearest_kept(row: u32, base: u32, kept: u32, t: u32) -> u32 {
-  var norm = 0.0;
-  for (var d = 0u; d < HEAD_DIM; d++) {
-    let x = token_value(row, t, d, false);
-    norm += x * x;
-  }
-  var best = 0u;
-  var best_score = -3.0e38f;
-  for (var s = 0u; s < kept; s++) {
-    let j = kept_index[base + s];
-    var dot = 0.0;
-    var kept_norm = 0.0;
-    for (var d = 0u; d < HEAD_DIM; d++) {
-      let kj = token_value(row, j, d, false);
-      dot += token_value(row, t, d, false) * kj;
-      kept_norm += kj * kj;
-    }
-    let denominator = sqrt(norm * kept_norm);
-    var score = 0.0;
-    if (denominator > 0.0) {
-      score = dot / denominator;
-    }
-    if (score > best_score) {
-      best_score = score;
-      best = s;
-    }
-  }
-  return best;
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -90,18 +45,6 @@ fn main(
     out = heads[4u * head + 3u];
   }
   let base = row * params.stride;
-  for (var t = lid; t < tokens; t += WORKGROUP_SIZE) {
-    let s = lower_bound(base, kept, t);
-    if (s < kept && kept_index[base + s] == t) {
-      targets[base + t] = KEPT;
-    } else if (params.mode == MERGE_CAM) {
-      targets[base + t] = s;
-    } else {
-      targets[base + t] = nearest_kept(row, base, kept, t);
-    }
-  }
-  storageBarrier();
-  workgroupBarrier();
   let weights = params.weights_offset + out;
   for (var d = lid; d < HEAD_DIM; d += WORKGROUP_SIZE) {
     for (var s = 0u; s < kept; s++) {

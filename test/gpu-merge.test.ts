@@ -75,12 +75,12 @@ async function decodeBoth(gpu: GpuContext, gpuCache: PagedKvCache, cpuCache: Cpu
 }
 
 describe('merging on the GPU (merge_values + compact_blocks) against the CPU reference', () => {
-  // Tokens before compressing × budget: one kept token, a budget off the block grid, one token past a block.
+  // Tokens before compressing × budget: one kept token (63 → 1), a budget off the block grid (65 → 17), 65 kept.
   // f32 values within 1e-4; int4 within 0.2 (one code step of a group spanning ±1 is ≈ 0.13; codes may differ by 1).
   const cases = [
     { tokens: 63, budget: 1, policy: 'h2o', bits: 16 },
     { tokens: 65, budget: 17, policy: 'snapkv', bits: 4 },
-    { tokens: 65, budget: 63, policy: 'streaming', bits: 16 },
+    { tokens: 97, budget: 65, policy: 'streaming', bits: 16 }, // 65 kept: past one tile of 64 kept keys
   ] as const;
   for (const merge of ['nearest', 'cam'] as const) {
     for (const { tokens, budget, policy, bits } of cases) {

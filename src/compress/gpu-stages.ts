@@ -180,6 +180,7 @@ export class GpuCompressionStages implements CompressionStages {
       mode,
       heads: headsBuffer,
       numHeads: heads.length,
+      maxTokens: Math.max(...heads.map((h) => h.tokens)),
       keptTotal,
       stride: this.indexStride,
       keptIndex: this.buffers.keptIndex,

@@ -1,3 +1,4 @@
+import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
@@ -16,6 +17,17 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
   { name: 'mode', type: 'u32' },
   { name: 'weights_offset', type: 'u32' },
 ]);
+
+const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'mode', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+]);
+
+/** f32 words of workgroup memory the targets pass may spend on a tile of kept keys (16 KiB, the WebGPU minimum). */
+const TILE_WORDS = 4096;
 
 /**
  * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
@@ -77,7 +89,7 @@ export function mergedWords(keptTokens: number, headDim: number): number {
  *
  * @example
  * ```ts
- * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, keptTotal, stride, keptIndex, mass, targets, merged };
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, keptTotal, stride, keptIndex, mass, targets, merged };
  * ```
  */
 export interface MergeValuesRun {
@@ -86,6 +98,8 @@ export interface MergeValuesRun {
   /** u32 [numHeads][4] (see {@link packMergeHeads}). */
   readonly heads: GPUBuffer;
   readonly numHeads: number;
+  /** The most tokens any of the heads holds (sizes the targets dispatch). */
+  readonly maxTokens: number;
   /** Kept tokens over all heads: the merged buffer holds that many values, then that many weights. */
   readonly keptTotal: number;
   /** Width of a kept-index / mass row (maxTokensPerHead). */
@@ -102,8 +116,9 @@ export interface MergeValuesRun {
 
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
- * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. One workgroup per head;
- * bit-for-bit the reference's order of sums, so within f32 rounding of src/compress/merge.ts.
+ * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Two passes:
+ * shaders/merge_targets.wgsl (one thread per token: its target kept slot) and shaders/merge_values.wgsl (one
+ * workgroup per head: the sums, in the reference's order, so within f32 rounding of src/compress/merge.ts).
  *
  * @example
  * ```ts
@@ -114,7 +129,9 @@ export interface MergeValuesRun {
  */
 export class MergeValuesKernel {
   readonly spec: KernelSpec;
+  readonly targetsSpec: KernelSpec;
   private readonly headDim: number;
+  private readonly workgroupSize: number;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -122,15 +139,28 @@ export class MergeValuesKernel {
     rule: { readonly weightFloor: number; readonly camSpan: number },
   ) {
     this.headDim = shape.full.headDim;
+    this.workgroupSize = shape.workgroupSize ?? 64;
+    const modes = { MERGE_NEAREST: { type: 'u32', value: 1 }, MERGE_CAM: { type: 'u32', value: 2 } } as const;
+    this.targetsSpec = {
+      name: 'merge_targets',
+      body: mergeTargetsBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        ...modes,
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / this.headDim))) },
+      },
+      uniforms: [TARGETS_PARAMS],
+    };
     this.spec = {
       name: 'merge_values',
       body: mergeValuesBody,
       libraries: [kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: shape.workgroupSize ?? 64 },
-        MERGE_NEAREST: { type: 'u32', value: 1 },
-        MERGE_CAM: { type: 'u32', value: 2 },
+        ...modes,
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
         CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
       },
@@ -138,7 +168,7 @@ export class MergeValuesKernel {
     };
   }
 
-  /** Records the merge. */
+  /** Records the merge: targets, then values. */
   encode(encoder: GPUCommandEncoder, run: MergeValuesRun): void {
     if (!Number.isInteger(run.numHeads) || run.numHeads <= 0) {
       throw new InvalidArgumentError('numHeads', `must be a positive integer; got ${run.numHeads}`);
@@ -156,13 +186,28 @@ export class MergeValuesKernel {
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
     }
+    const mode = run.mode === 'nearest' ? 1 : 2;
+    const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
+    const targetUniforms = this.gpu.uniformBuffer(
+      'merge_targets:params',
+      TARGETS_PARAMS.pack({ num_heads: run.numHeads, max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, mode, chunks }),
+    );
+    const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
+    encodeDispatch(
+      this.gpu,
+      targetsPass,
+      kernelPipeline(this.gpu, this.targetsSpec),
+      [targetUniforms, run.heads, run.keptIndex, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.targets],
+      run.numHeads * chunks,
+    );
+    targetsPass.end();
     const uniforms = this.gpu.uniformBuffer(
       'merge_values:params',
       PARAMS.pack({
         num_heads: run.numHeads,
         max_blocks: run.cache.maxBlocksPerHead,
         stride: run.stride,
-        mode: run.mode === 'nearest' ? 1 : 2,
+        mode,
         weights_offset: run.keptTotal * headDim,
       }),
     );
