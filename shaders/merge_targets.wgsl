@@ -1,7 +1,6 @@
-// Where each evicted token of a compacted head merges to (MergeMode in src/compress/options.ts; reference
-// src/compress/merge.ts): nearest = the kept slot whose key has the largest cosine similarity with the token's key
-// (the earliest on ties), cam = the first kept slot after the token (the kept count: after every kept token).
-// Kept tokens get KEPT. One thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); the kept keys
+// Where each evicted token of a compacted head merges to under MergeMode 'nearest' (src/compress/options.ts;
+// reference src/compress/merge.ts): the kept slot whose key has the largest cosine similarity with the token's
+// key (the earliest on ties). Kept tokens get KEPT. One thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); the kept keys
 // go through workgroup memory MERGE_TILE at a time, so each is read once per workgroup, not once per token.
 // shaders/merge_values.wgsl reads the targets.
 
@@ -57,19 +56,13 @@ fn main(
   let base = row * params.stride;
   let t = (index % params.chunks) * WORKGROUP_SIZE + lid;
   var evicted = false;
-  var first = 0u;
   if (t < tokens) {
-    first = lower_bound(base, kept, t);
+    let first = lower_bound(base, kept, t);
     if (first < kept && kept_index[base + first] == t) {
       targets[base + t] = KEPT;
-    } else if (params.mode == MERGE_CAM) {
-      targets[base + t] = first;
     } else {
       evicted = true;
     }
-  }
-  if (params.mode == MERGE_CAM) {
-    return;
   }
   var key: array<f32, HEAD_DIM>;
   var norm = 0.0;

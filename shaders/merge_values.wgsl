@@ -1,7 +1,7 @@
-// Merges the evicted tokens of each compacted head into its kept tokens' values (src/compress/merge.ts is the
-// reference, MergeMode in src/compress/options.ts the rule), given each token's target from
-// shaders/merge_targets.wgsl: one workgroup per head, one thread per channel, tokens in order (the reference's
-// order, so the float sums match it). The merged values go to `merged`, which compact_blocks reads in place of the
+// Nearest merge (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts): each kept value
+// becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
+// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per channel, tokens in order (the
+// reference's order, so the float sums match it). The merged values go to `merged`, which compact_blocks reads in place of the
 // kept tokens' values; keys and positions are never touched. Each thread owns its channels of every slot, and
 // only the channel-0 thread writes a slot's weight: no atomics.
 
@@ -49,46 +49,27 @@ fn main(
   for (var d = lid; d < HEAD_DIM; d += WORKGROUP_SIZE) {
     for (var s = 0u; s < kept; s++) {
       let j = kept_index[base + s];
-      var v = token_value(row, j, d, true);
-      if (params.mode == MERGE_NEAREST) {
-        let w = weight(row, j);
-        v *= w;
-        if (d == 0u) {
-          merged[weights + s] = w;
-        }
+      let w = weight(row, j);
+      if (d == 0u) {
+        merged[weights + s] = w;
       }
-      merged[(out + s) * HEAD_DIM + d] = v;
+      merged[(out + s) * HEAD_DIM + d] = w * token_value(row, j, d, true);
     }
     for (var t = 0u; t < tokens; t++) {
       let dest = targets[base + t];
       if (dest == KEPT || dest >= kept) {
         continue;
       }
-      let v = token_value(row, t, d, true);
-      if (params.mode == MERGE_NEAREST) {
-        let w = weight(row, t);
-        merged[(out + dest) * HEAD_DIM + d] += w * v;
-        if (d == 0u) {
-          merged[weights + dest] += w;
-        }
-      } else {
-        let span = min(CAM_MERGE_SPAN, kept - dest);
-        var dest_mass = 0.0;
-        for (var s = dest; s < dest + span; s++) {
-          dest_mass += weight(row, kept_index[base + s]);
-        }
-        let share = min(1.0, weight(row, t) * f32(span) / dest_mass) / f32(span);
-        for (var s = dest; s < dest + span; s++) {
-          merged[(out + s) * HEAD_DIM + d] += share * v;
-        }
+      let w = weight(row, t);
+      merged[(out + dest) * HEAD_DIM + d] += w * token_value(row, t, d, true);
+      if (d == 0u) {
+        merged[weights + dest] += w;
       }
     }
   }
   storageBarrier();
   workgroupBarrier();
-  if (params.mode == MERGE_NEAREST) {
-    for (var i = lid; i < kept * HEAD_DIM; i += WORKGROUP_SIZE) {
-      merged[out * HEAD_DIM + i] /= merged[weights + i / HEAD_DIM];
-    }
+  for (var i = lid; i < kept * HEAD_DIM; i += WORKGROUP_SIZE) {
+    merged[out * HEAD_DIM + i] /= merged[weights + i / HEAD_DIM];
   }
 }

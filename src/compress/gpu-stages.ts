@@ -181,6 +181,7 @@ export class GpuCompressionStages implements CompressionStages {
       heads: headsBuffer,
       numHeads: heads.length,
       maxTokens: Math.max(...heads.map((h) => h.tokens)),
+      maxKept: Math.max(...heads.map((h) => h.kept)),
       keptTotal,
       stride: this.indexStride,
       keptIndex: this.buffers.keptIndex,

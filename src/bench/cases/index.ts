@@ -7,6 +7,7 @@ import { compactionSuite } from './compaction.js';
 import { compressSuite } from './compress.js';
 import { copySuite } from './copy.js';
 import { kvAppendSuite } from './kv-append.js';
+import { mergeSuite } from './merge.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
 import { quantizeSuite } from './quantize.js';
 import { scoringSuite } from './scoring.js';
@@ -30,6 +31,7 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   compactionSuite,
   quantizeSuite,
   compressSuite,
+  mergeSuite,
   utilisationSuite,
   bytesPerTokenSuite,
 ];

@@ -1,3 +1,4 @@
+import mergeCamBody from '../../../shaders/merge_cam.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
@@ -14,7 +15,6 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
   { name: 'num_heads', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
-  { name: 'mode', type: 'u32' },
   { name: 'weights_offset', type: 'u32' },
 ]);
 
@@ -22,7 +22,13 @@ const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
   { name: 'num_heads', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
-  { name: 'mode', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+]);
+
+const CAM_PARAMS = new UniformLayout('MergeCamParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
 ]);
 
@@ -89,7 +95,7 @@ export function mergedWords(keptTokens: number, headDim: number): number {
  *
  * @example
  * ```ts
- * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, keptTotal, stride, keptIndex, mass, targets, merged };
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, maxKept, keptTotal, stride, keptIndex, mass, targets, merged };
  * ```
  */
 export interface MergeValuesRun {
@@ -98,8 +104,10 @@ export interface MergeValuesRun {
   /** u32 [numHeads][4] (see {@link packMergeHeads}). */
   readonly heads: GPUBuffer;
   readonly numHeads: number;
-  /** The most tokens any of the heads holds (sizes the targets dispatch). */
+  /** The most tokens any of the heads holds (sizes the nearest targets dispatch). */
   readonly maxTokens: number;
+  /** The most tokens any of the heads keeps (sizes the cam dispatch). */
+  readonly maxKept: number;
   /** Kept tokens over all heads: the merged buffer holds that many values, then that many weights. */
   readonly keptTotal: number;
   /** Width of a kept-index / mass row (maxTokensPerHead). */
@@ -108,7 +116,7 @@ export interface MergeValuesRun {
   readonly keptIndex: GPUBuffer;
   /** f32 [row][stride]: attention mass per token. */
   readonly mass: GPUBuffer;
-  /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows). */
+  /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
   readonly targets: GPUBuffer;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
   readonly merged: GPUBuffer;
@@ -116,9 +124,10 @@ export interface MergeValuesRun {
 
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
- * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Two passes:
- * shaders/merge_targets.wgsl (one thread per token: its target kept slot) and shaders/merge_values.wgsl (one
- * workgroup per head: the sums, in the reference's order, so within f32 rounding of src/compress/merge.ts).
+ * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: two passes,
+ * shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
+ * workgroup per head: the weighted sums); cam: one pass, shaders/merge_cam.wgsl (one thread per kept slot and
+ * channel). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
  *
  * @example
  * ```ts
@@ -130,6 +139,7 @@ export interface MergeValuesRun {
 export class MergeValuesKernel {
   readonly spec: KernelSpec;
   readonly targetsSpec: KernelSpec;
+  readonly camSpec: KernelSpec;
   private readonly headDim: number;
   private readonly workgroupSize: number;
 
@@ -140,14 +150,12 @@ export class MergeValuesKernel {
   ) {
     this.headDim = shape.full.headDim;
     this.workgroupSize = shape.workgroupSize ?? 64;
-    const modes = { MERGE_NEAREST: { type: 'u32', value: 1 }, MERGE_CAM: { type: 'u32', value: 2 } } as const;
     this.targetsSpec = {
       name: 'merge_targets',
       body: mergeTargetsBody,
       libraries: [kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
-        ...modes,
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / this.headDim))) },
       },
@@ -159,12 +167,22 @@ export class MergeValuesKernel {
       libraries: [kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
-        ...modes,
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+      },
+      uniforms: [PARAMS],
+    };
+    this.camSpec = {
+      name: 'merge_cam',
+      body: mergeCamBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
         CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
       },
-      uniforms: [PARAMS],
+      uniforms: [CAM_PARAMS],
     };
   }
 
@@ -186,37 +204,28 @@ export class MergeValuesKernel {
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
     }
-    const mode = run.mode === 'nearest' ? 1 : 2;
+    const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
+    const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
+    if (run.mode === 'cam') {
+      const chunks = Math.max(1, Math.ceil((run.maxKept * this.headDim) / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
+      const pass = encoder.beginComputePass({ label: 'merge_cam' });
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, run.mass, ...pool, run.merged], run.numHeads * chunks);
+      pass.end();
+      return;
+    }
     const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
-    const targetUniforms = this.gpu.uniformBuffer(
-      'merge_targets:params',
-      TARGETS_PARAMS.pack({ num_heads: run.numHeads, max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, mode, chunks }),
-    );
+    const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks }));
     const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
-    encodeDispatch(
-      this.gpu,
-      targetsPass,
-      kernelPipeline(this.gpu, this.targetsSpec),
-      [targetUniforms, run.heads, run.keptIndex, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.targets],
-      run.numHeads * chunks,
-    );
+    encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets], run.numHeads * chunks);
     targetsPass.end();
-    const uniforms = this.gpu.uniformBuffer(
-      'merge_values:params',
-      PARAMS.pack({
-        num_heads: run.numHeads,
-        max_blocks: run.cache.maxBlocksPerHead,
-        stride: run.stride,
-        mode,
-        weights_offset: run.keptTotal * headDim,
-      }),
-    );
+    const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, weights_offset: run.keptTotal * this.headDim }));
     const pass = encoder.beginComputePass({ label: 'merge_values' });
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.heads, run.keptIndex, run.mass, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.targets, run.merged],
+      [uniforms, run.heads, run.keptIndex, run.mass, ...pool, run.targets, run.merged],
       run.numHeads,
     );
     pass.end();
