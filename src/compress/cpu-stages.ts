@@ -108,7 +108,7 @@ export class CpuCompressionStages implements CompressionStages {
       if (!input) continue;
       let mass = massOfLayer.get(head.layer);
       if (!mass) {
-        mass = window ? windowMass(input, job.window) : (input.attnSum ?? []).map((a) => Float32Array.from(a));
+        mass = window ? windowMass(input, job.window) : meanAttention(input);
         massOfLayer.set(head.layer, mass);
       }
       const { keys, values } = this.storage.readRow(head.row);
@@ -218,6 +218,17 @@ export class CpuCompressionStages implements CompressionStages {
       seed,
     };
   }
+}
+
+/** Per KV head, per token: the mean attention it received per query, attnSum / attnCount (0 before any query). */
+function meanAttention(input: ScoreInput): Float32Array[] {
+  return (input.attnSum ?? []).map((sums, head) => {
+    const counts = input.attnCount?.[head];
+    return sums.map((sum, t) => {
+      const count = counts?.[t] ?? 0;
+      return count > 0 ? sum / count : 0;
+    });
+  });
 }
 
 /** Per KV head, per token: the window's attention probability summed over its queries and the group's heads. */
