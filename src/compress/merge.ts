@@ -20,7 +20,7 @@ export interface MergeHead {
   readonly keys: Float32Array;
   /** `[tokens][headDim]`. */
   readonly values: Float32Array;
-  /** `[tokens]`: attention mass per token (raw; the floor is added here). */
+  /** `[tokens]`: attention mass per query of each token (MergeMode's weight, raw: the floor is added here). */
   readonly mass: ArrayLike<number>;
   readonly kept: ArrayLike<number>;
 }

@@ -6,9 +6,12 @@ import { policyNames } from './registry.js';
 /**
  * What happens to the tokens a compression evicts. Every mode keeps the kept tokens' keys and positions unchanged
  * (the keys carry RoPE, so they stay valid); only kept values change, so memory is exactly that of `none`. The
- * weight of a token is its attention mass: the observation window's attention probability (summed over window
- * queries and the group's query heads) for window policies (SnapKV, TOVA), else the accumulated decode attention
- * Σp (the statistics); where a head's weights are all zero every token weighs 1.
+ * weight w of a token is its attention mass per query: the observation window's attention probability (summed
+ * over the group's query heads; averaged over the window queries on the GPU, summed on the CPU, a constant factor
+ * per head that the rules cancel) for window policies (SnapKV, TOVA), else the mean decode attention it received,
+ * attnSum / attnCount (the accumulated Σp alone favours old tokens, which have seen more queries, and made merging
+ * hurt h2o and kvcompress). Every weight gets a floor of 1e-6 (MERGE_WEIGHT_FLOOR in ./merge.ts), so a head with no
+ * attention yet weighs its tokens alike.
  *
  * - `none`: evicted tokens are dropped.
  * - `nearest` (MergingPress): each evicted token's value is folded into the kept token of the same head whose key

@@ -1,3 +1,4 @@
+import meanAttentionBody from '../../../shaders/mean_attention.wgsl';
 import mergeCamBody from '../../../shaders/merge_cam.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
@@ -21,6 +22,12 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
 const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
   { name: 'num_heads', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+]);
+
+const MEAN_PARAMS = new UniformLayout('MeanAttentionParams', [
+  { name: 'num_heads', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
 ]);
@@ -114,8 +121,11 @@ export interface MergeValuesRun {
   readonly stride: number;
   /** u32 [row][stride]: kept logical indices, ascending. */
   readonly keptIndex: GPUBuffer;
-  /** f32 [row][stride]: attention mass per token. */
-  readonly mass: GPUBuffer;
+  /**
+   * f32 [row][stride]: the merge weight per token, or `{ sum, count, out }` to weigh by the mean attention per
+   * query, sum / count, which this run first writes to `out` (the merged heads' rows only).
+   */
+  readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer; readonly out: GPUBuffer };
   /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
   readonly targets: GPUBuffer;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
@@ -140,6 +150,7 @@ export class MergeValuesKernel {
   readonly spec: KernelSpec;
   readonly targetsSpec: KernelSpec;
   readonly camSpec: KernelSpec;
+  readonly meanSpec: KernelSpec;
   private readonly headDim: number;
   private readonly workgroupSize: number;
 
@@ -172,6 +183,12 @@ export class MergeValuesKernel {
       },
       uniforms: [PARAMS],
     };
+    this.meanSpec = {
+      name: 'mean_attention',
+      body: meanAttentionBody,
+      constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize } },
+      uniforms: [MEAN_PARAMS],
+    };
     this.camSpec = {
       name: 'merge_cam',
       body: mergeCamBody,
@@ -195,10 +212,21 @@ export class MergeValuesKernel {
     if (run.merged.size < mergedWords(run.keptTotal, headDim) * 4) {
       throw new InvalidArgumentError('merged', `holds ${run.merged.size} B; ${mergedWords(run.keptTotal, headDim) * 4} B needed`);
     }
+    let mass: GPUBuffer;
+    if ('sum' in run.mass) {
+      mass = run.mass.out;
+      const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('mean_attention:params', MEAN_PARAMS.pack({ num_heads: run.numHeads, stride: run.stride, chunks }));
+      const pass = encoder.beginComputePass({ label: 'mean_attention' });
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.meanSpec), [uniforms, run.heads, run.mass.sum, run.mass.count, mass], run.numHeads * chunks);
+      pass.end();
+    } else {
+      mass = run.mass;
+    }
     for (const [name, buffer] of [
       ['heads', run.heads],
       ['keptIndex', run.keptIndex],
-      ['mass', run.mass],
+      ['mass', mass],
       ['targets', run.targets],
       ['merged', run.merged],
     ] as const) {
@@ -210,7 +238,7 @@ export class MergeValuesKernel {
       const chunks = Math.max(1, Math.ceil((run.maxKept * this.headDim) / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, run.mass, ...pool, run.merged], run.numHeads * chunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * chunks);
       pass.end();
       return;
     }
@@ -225,7 +253,7 @@ export class MergeValuesKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.heads, run.keptIndex, run.mass, ...pool, run.targets, run.merged],
+      [uniforms, run.heads, run.keptIndex, mass, ...pool, run.targets, run.merged],
       run.numHeads,
     );
     pass.end();
