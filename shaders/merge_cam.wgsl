@@ -1,9 +1,10 @@
 // CaM's merge (MergeMode 'cam' in src/compress/options.ts; reference src/compress/merge.ts): each evicted token t
 // whose first kept slot after it is f adds share(t) · v_t to kept slots f .. f + span − 1, span = min(CAM_MERGE_SPAN,
-// kept − f), share(t) = min(1, w_t · span / Σ target w) / span. One thread per (kept slot s, channel): slot s
-// receives exactly the evicted tokens with f in [s − CAM_MERGE_SPAN + 1, s], i.e. those between kept slot
-// s − CAM_MERGE_SPAN and kept slot s, which it walks in order (the reference's order of sums). Workgroups over
-// (head, chunk of WORKGROUP_SIZE slot-channels). The merged values go to `merged` for compact_blocks.
+// kept − f), share(t) = min(1, w_t · span / Σ target w) / span. One thread per kept slot s (all channels, so a
+// token's share is computed once per slot): slot s receives exactly the evicted tokens with f in
+// [s − CAM_MERGE_SPAN + 1, s], i.e. those between kept slot s − CAM_MERGE_SPAN and kept slot s, which it walks in
+// order (the reference's order of sums). Workgroups over (head, chunk of WORKGROUP_SIZE slots). The merged values
+// go to `merged` for compact_blocks.
 
 @group(0) @binding(0) var<uniform> params: MergeCamParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -36,15 +37,16 @@ fn main(
   let row = heads[4u * head];
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
-  let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  let s = i / HEAD_DIM;
-  let d = i % HEAD_DIM;
+  let s = (index % params.chunks) * WORKGROUP_SIZE + lid;
   if (s >= kept) {
     return;
   }
   let base = row * params.stride;
   let end = kept_index[base + s];
-  var v = token_value(row, end, d);
+  var v: array<f32, HEAD_DIM>;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    v[d] = token_value(row, end, d);
+  }
   var f = 0u;
   var t = 0u;
   if (s + 1u > CAM_MERGE_SPAN) {
@@ -70,7 +72,11 @@ fn main(
       scale_of = f;
     }
     let share = min(1.0, weight(row, t) * share_scale) / f32(span);
-    v += share * token_value(row, t, d);
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      v[d] += share * token_value(row, t, d);
+    }
   }
-  merged[(out + s) * HEAD_DIM + d] = v;
+  for (var d = 0u; d < HEAD_DIM; d++) {
+    merged[(out + s) * HEAD_DIM + d] = v[d];
+  }
 }

@@ -136,8 +136,7 @@ export interface MergeValuesRun {
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
  * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: two passes,
  * shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
- * workgroup per head: the weighted sums); cam: one pass, shaders/merge_cam.wgsl (one thread per kept slot and
- * channel). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
+ * workgroup per head: the weighted sums); cam: one pass, shaders/merge_cam.wgsl (one thread per kept slot). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
  *
  * @example
  * ```ts
@@ -235,7 +234,7 @@ export class MergeValuesKernel {
     const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     if (run.mode === 'cam') {
-      const chunks = Math.max(1, Math.ceil((run.maxKept * this.headDim) / this.workgroupSize));
+      const chunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * chunks);
