@@ -21,7 +21,11 @@ import { policyNames } from './registry.js';
  *   after it in the head (fewer at the end of the head): each of those m targets j receives
  *   v_j += (p_e / m) · v_e with the merge probability p_e = min(1, w_e / mean of the targets' w), the expectation
  *   of CaM's Bernoulli sampling (deterministic, so runs repeat). An evicted token after the last kept one is dropped.
- * - `slots`: reserved; rejected for now (see the issue: M extra tokens per head absorbing evicted ones).
+ * - `slots` (not implemented yet: resolveCompressOptions rejects it with InvalidArgumentError): M extra tokens per
+ *   head, counted against the budget (the policy keeps B − M), each a mass-weighted running mean of the keys and
+ *   values of the evicted tokens it absorbed, kept across compressions so later evictions fold into them
+ *   recurrently. It needs tokens that exist in no source block (their keys are blends, so the compaction would
+ *   write keys and positions from the merge too) and an identity that survives compactions.
  */
 export type MergeMode = 'none' | 'nearest' | 'cam' | 'slots';
 
