@@ -147,4 +147,41 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       gpuCache.destroy();
     }
   });
+
+  it('merges the same when the pools are full and the heads compact one per round', async () => {
+    const options = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 512, maxBytes: 96 * 1024, initialFullBlocks: 4 };
+    const gpuCache = PagedKvCache.create(await testGpu(), options);
+    const cpuCache = CpuKvCache.create(options);
+    try {
+      const random = seededRandom(9);
+      const perToken = SHAPE.layers * SHAPE.kvHeads * SHAPE.headDim;
+      for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
+      // Append 16-token chunks until the byte budget refuses one: the one-shot plan cannot fit any more.
+      for (;;) {
+        const keys = Float32Array.from({ length: 16 * perToken }, () => random() - 0.5);
+        const values = Float32Array.from({ length: 16 * perToken }, () => random() - 0.5);
+        try {
+          await cpuCache.append(1, keys, values);
+        } catch {
+          break;
+        }
+        await gpuCache.append(1, keys, values);
+      }
+      const half = Math.floor(cpuCache.sequenceLength(1) / 2);
+      const compress = { policy: 'knorm', budget: half, sinks: 0, recent: 0, merge: 'nearest' } as const;
+      await gpuCache.compress(1, compress);
+      await cpuCache.compress(1, compress);
+      for (let layer = 0; layer < SHAPE.layers; layer++) {
+        for (let head = 0; head < SHAPE.kvHeads; head++) {
+          const g = await gpuCache.readHead(1, layer, head);
+          const c = cpuCache.readHead(1, layer, head);
+          expect(g.values.length).toBe(half * SHAPE.headDim);
+          for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(1e-4);
+        }
+      }
+      expect(gpuCache.checkInvariants()).toEqual([]);
+    } finally {
+      gpuCache.destroy();
+    }
+  });
 });
