@@ -15,8 +15,8 @@
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read_write> merged: array<f32>;  // [out_base + slot][HEAD_DIM]
 
-fn token_value(row: u32, t: u32, d: u32) -> f32 {
-  return kv_value(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE, d, true);
+fn token_entry(row: u32, t: u32) -> u32 {
+  return block_table[row * params.max_blocks + t / BLOCK_SIZE];
 }
 
 fn weight(row: u32, t: u32) -> f32 {
@@ -44,8 +44,9 @@ fn main(
   let base = row * params.stride;
   let end = kept_index[base + s];
   var v: array<f32, HEAD_DIM>;
+  let end_entry = token_entry(row, end);
   for (var d = 0u; d < HEAD_DIM; d++) {
-    v[d] = token_value(row, end, d);
+    v[d] = kv_value(end_entry, end % BLOCK_SIZE, d, true);
   }
   var f = 0u;
   var t = 0u;
@@ -72,8 +73,10 @@ fn main(
       scale_of = f;
     }
     let share = min(1.0, weight(row, t) * share_scale) / f32(span);
+    // One block-table lookup per token, not per channel.
+    let entry = token_entry(row, t);
     for (var d = 0u; d < HEAD_DIM; d++) {
-      v[d] += share * token_value(row, t, d);
+      v[d] += share * kv_value(entry, t % BLOCK_SIZE, d, true);
     }
   }
   for (var d = 0u; d < HEAD_DIM; d++) {

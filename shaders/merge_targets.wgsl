@@ -17,8 +17,8 @@ const KEPT: u32 = 0xffffffffu;
 var<workgroup> tile_keys: array<f32, MERGE_TILE * HEAD_DIM>;
 var<workgroup> tile_norms: array<f32, MERGE_TILE>;
 
-fn token_key(row: u32, t: u32, d: u32) -> f32 {
-  return kv_value(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE, d, false);
+fn token_entry(row: u32, t: u32) -> u32 {
+  return block_table[row * params.max_blocks + t / BLOCK_SIZE];
 }
 
 // First kept slot whose index is ≥ t (the kept count when none is).
@@ -67,8 +67,9 @@ fn main(
   var key: array<f32, HEAD_DIM>;
   var norm = 0.0;
   if (evicted) {
+    let entry = token_entry(row, t);
     for (var d = 0u; d < HEAD_DIM; d++) {
-      key[d] = token_key(row, t, d);
+      key[d] = kv_value(entry, t % BLOCK_SIZE, d, false);
       norm += key[d] * key[d];
     }
   }
@@ -76,21 +77,20 @@ fn main(
   var best_score = -3.0e38f;
   for (var tile = 0u; tile < kept; tile += MERGE_TILE) {
     workgroupBarrier();
-    for (var i = lid; i < MERGE_TILE * HEAD_DIM; i += WORKGROUP_SIZE) {
-      let s = tile + i / HEAD_DIM;
-      var x = 0.0;
-      if (s < kept) {
-        x = token_key(row, kept_index[base + s], i % HEAD_DIM);
-      }
-      tile_keys[i] = x;
-    }
-    workgroupBarrier();
-    for (var s = lid; s < MERGE_TILE; s += WORKGROUP_SIZE) {
+    // One thread per kept key of the tile (MERGE_TILE ≤ WORKGROUP_SIZE): one block-table lookup per key.
+    if (lid < MERGE_TILE) {
+      let s = tile + lid;
       var n = 0.0;
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        n += tile_keys[s * HEAD_DIM + d] * tile_keys[s * HEAD_DIM + d];
+      if (s < kept) {
+        let j = kept_index[base + s];
+        let entry = token_entry(row, j);
+        for (var d = 0u; d < HEAD_DIM; d++) {
+          let x = kv_value(entry, j % BLOCK_SIZE, d, false);
+          tile_keys[lid * HEAD_DIM + d] = x;
+          n += x * x;
+        }
       }
-      tile_norms[s] = n;
+      tile_norms[lid] = n;
     }
     workgroupBarrier();
     if (evicted) {
