@@ -1,7 +1,8 @@
 // Builds fresh destination blocks from lists of source tokens: one workgroup per job. A job is
-//   {row, destination block-table entry, count ≤ BLOCK_SIZE, index base, identity start}
+//   {row, destination block-table entry, count ≤ BLOCK_SIZE, index base, identity start, value base}
 // and its token i is logical index indices[base + i] (or identity start + i when base = 0xffffffff) of `row` in
-// the CURRENT block table. Sources are read through shaders/kv_read.wgsl (any format, dequantized to f32); the
+// the CURRENT block table. With a value base other than 0xffffffff, token i's value is merged[value base + i]
+// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl) instead of its own: merged tokens quantize like the rest. Sources are read through shaders/kv_read.wgsl (any format, dequantized to f32); the
 // destination is written in its own pool's format: f32/f16 like shaders/kv_append.wgsl, or KIVI int8/int4/int2
 // exactly as src/reference/block-codec.ts encodes (K per channel over G tokens, V per token over G channels).
 // Every word of the destination block is written (unfilled slots, codes and parameters are 0), by exactly one
@@ -9,11 +10,12 @@
 // same dispatch is safe.
 
 @group(0) @binding(0) var<uniform> params: CompactBlocksParams;
-@group(0) @binding(1) var<storage, read> jobs: array<u32>;         // [num_jobs][5]
+@group(0) @binding(1) var<storage, read> jobs: array<u32>;         // [num_jobs][6]
 @group(0) @binding(2) var<storage, read> indices: array<u32>;      // source logical indices
 @group(0) @binding(3) var<storage, read> block_table: array<u32>;  // [row][max_blocks]
 @group(0) @binding(4) var<storage, read_write> full_pool: array<u32>;
 @group(0) @binding(5) var<storage, read_write> quant_pool: array<u32>;
+@group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values
 
 const IDENTITY: u32 = 0xffffffffu;
 const LEVELS: u32 = (1u << QUANT_BITS) - 1u;
@@ -23,8 +25,12 @@ const GROUPS_PER_TOKEN: u32 = HEAD_DIM / QUANT_GROUP;
 // Where each destination slot's token lives now (block-table entry and slot), resolved once per job.
 var<workgroup> src_entry: array<u32, BLOCK_SIZE>;
 var<workgroup> src_slot: array<u32, BLOCK_SIZE>;
+var<private> value_base: u32 = IDENTITY;
 
 fn source_value(t: u32, d: u32, v_part: bool) -> f32 {
+  if (v_part && value_base != IDENTITY) {
+    return merged[(value_base + t) * HEAD_DIM + d];
+  }
   return kv_value(src_entry[t], src_slot[t], d, v_part);
 }
 
@@ -155,11 +161,12 @@ fn main(
   if (job >= params.num_jobs) {
     return;
   }
-  let row = jobs[job * 5u];
-  let dest = jobs[job * 5u + 1u];
-  let count = min(jobs[job * 5u + 2u], BLOCK_SIZE);
-  let index_base = jobs[job * 5u + 3u];
-  let identity_start = jobs[job * 5u + 4u];
+  let row = jobs[job * 6u];
+  let dest = jobs[job * 6u + 1u];
+  let count = min(jobs[job * 6u + 2u], BLOCK_SIZE);
+  let index_base = jobs[job * 6u + 3u];
+  let identity_start = jobs[job * 6u + 4u];
+  value_base = jobs[job * 6u + 5u];
   for (var i = lid; i < count; i += WORKGROUP_SIZE) {
     var logical = identity_start + i;
     if (index_base != IDENTITY) {

@@ -37,6 +37,7 @@ class CountingCache implements CompressibleCache {
       policy: options.policy ?? 'snapkv',
       budgetMode: options.budgetMode ?? 'uniform',
       bits: options.bits ?? 16,
+      merge: options.merge ?? 'none',
       budget: budget ?? null,
       tokens: this.appended,
       originalBytes: 1,

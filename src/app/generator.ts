@@ -3,7 +3,7 @@ import { decodeBlockRef, type FullFormat, type Bits } from '../format/layout.js'
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
-import type { CompressionReport } from '../compress/options.js';
+import type { CompressionReport, MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, KvCompactError, UnknownPolicyError } from '../errors.js';
 import { AgreementAccumulator, PerplexityAccumulator } from '../eval/metrics.js';
@@ -44,6 +44,8 @@ export interface GenerateOptions {
   readonly budget?: number;
   /** Default 16 (no quantization). */
   readonly bits?: Bits;
+  /** What evicted tokens become (default 'none'; see MergeMode in src/compress/options.ts). */
+  readonly merge?: MergeMode;
   /** 0 (default) is greedy. */
   readonly temperature?: number;
   /** Nucleus mass when sampling (default 0.9). */
@@ -119,7 +121,7 @@ interface Resolved {
  * generator.decodeScheduleFor({ policy: 'h2o', budget: 64, bits: 4 }); // target 48, sinks 4, recent 16
  * ```
  */
-export type GenerationScheduleOptions = Pick<GenerateOptions, 'policy' | 'budgetMode' | 'budget' | 'bits' | 'sinks' | 'recent' | 'slack'>;
+export type GenerationScheduleOptions = Pick<GenerateOptions, 'policy' | 'budgetMode' | 'budget' | 'bits' | 'merge' | 'sinks' | 'recent' | 'slack'>;
 
 /** Sequence ids inside a generation: C compressed, F full free-running, T full teacher-forced on C's tokens. */
 const SEQ_COMPRESSED = 1;
@@ -434,7 +436,7 @@ export class Generator {
             ...(options.slack !== undefined ? { slack: options.slack } : {}),
             ...(options.sinks !== undefined ? { sinks: options.sinks } : {}),
             ...(options.recent !== undefined ? { recent: options.recent } : {}),
-            compress: { policy, budgetMode, bits },
+            compress: { policy, budgetMode, bits, ...(options.merge !== undefined ? { merge: options.merge } : {}) },
           });
     return { policy, budgetMode, budget, bits, schedule };
   }

@@ -3,6 +3,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
+import { IMPLEMENTED_MERGE_MODES, type MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
@@ -35,6 +36,8 @@ const EVAL_FLAGS = {
   budgets: { type: 'string', value: 'B,B', help: 'tokens kept per KV head, each below --window (default 32,64,128)' },
   bits: { type: 'string', value: 'b,b', help: 'cache bits: 32, 16, 8, 4, 2 (default 16,8,4,2)' },
   'budget-mode': { type: 'string', value: 'M,M', help: 'budget split: uniform, adakv, pyramid, global (default uniform,adakv)' },
+  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none)` },
+  'block-size': { type: 'string', value: 'N', help: 'tokens per cache block (default 16); every budget must exceed it' },
   engine: { type: 'string', value: 'cpu|gpu', help: 'where the model runs (default cpu)' },
   adapter: { ...ADAPTER_FLAG, help: `${ADAPTER_FLAG.help} (--engine gpu only)` },
   json: { type: 'boolean', help: 'print the report as JSON instead of a markdown table' },
@@ -116,8 +119,14 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (badBits.length > 0) throw new UsageError('--bits', `must be among ${BITS.join(', ')}; got ${badBits.join(', ')}`);
   const budgetModes = choicesFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, ['uniform', 'adakv']);
   const budgets = integersFlag('--budgets', values.budgets, [32, 64, 128]);
+  const merges = choicesFlag('--merge', values.merge, IMPLEMENTED_MERGE_MODES, ['none']) as MergeMode[];
+  const blockSize = integerFlag('--block-size', values['block-size'], 16, { min: 1 });
+  const smallBudgets = budgets.filter((b) => b <= blockSize);
+  if (policies.some((p) => p !== 'full') && smallBudgets.length > 0) {
+    throw new UsageError('--budgets', `${smallBudgets.join(', ')} not above --block-size ${blockSize}; pass a smaller --block-size or larger budgets`);
+  }
   if (policies.every((p) => p === 'full')) {
-    for (const flag of ['budgets', 'budget-mode'] as const) {
+    for (const flag of ['budgets', 'budget-mode', 'merge'] as const) {
       if (values[flag] !== undefined) {
         throw new UsageError(`--${flag}`, 'means nothing with --policies full (the full cache evicts nothing); drop it or add an eviction policy');
       }
@@ -147,7 +156,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (window > seqLen) {
     throw new UsageError('--window', `${window} tokens is past the model's context of ${seqLen} tokens (seq_len of ${files.modelPath}); pass --window ${seqLen} or less`);
   }
-  const rows = sweepRows({ policies, budgets, bits: bits as Bits[], budgetModes: budgetModes as BudgetMode[] });
+  const rows = sweepRows({ policies, budgets, bits: bits as Bits[], budgetModes: budgetModes as BudgetMode[], merges });
   process.stderr.write(`${files.message}\ntext: ${textPath}\n${rows.length} rows on the ${engineName} engine\n`);
   let engine: EvalEngineFactory = cpuEngineFactory;
   if (engineName === 'gpu') {
@@ -163,6 +172,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     windows,
     rows,
     engine,
+    blockSize,
     onProgress: ({ done, total, label }) => progress.update(done, total, label),
   });
   progress.finish(`${rows.length} row${rows.length === 1 ? '' : 's'} × ${windows} window${windows === 1 ? '' : 's'} of ${window} tokens`);

@@ -2,6 +2,7 @@ import type { Bits } from '../format/layout.js';
 import { Generator, type GenerateOptions, type GenerationReport } from '../app/generator.js';
 import type { SpeculateOptions } from '../app/speculative-decoder.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
+import { IMPLEMENTED_MERGE_MODES } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import { loadModelFiles } from '../node/model-files.js';
@@ -34,6 +35,7 @@ export const GENERATION_FLAGS = {
   budget: { type: 'string', value: 'B', help: 'tokens kept per KV head on average' },
   bits: { type: 'string', value: '16|8|4|2', help: 'bits of the cache blocks older than the recent window' },
   'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')}` },
+  merge: { type: 'string', value: 'M', help: `what evicted tokens become: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none)` },
   compare: { type: 'boolean', help: 'also run a full cache: top-1 agreement, perplexity, KL' },
   speculate: { type: 'string', value: 'ngram', help: 'speculative decoding by prompt lookup: drafts verified in one pass (greedy output unchanged)' },
   'num-speculative': { type: 'string', value: 'K', help: 'with --speculate: the most draft tokens per pass (default 10)' },
@@ -104,7 +106,7 @@ export const GENERATE_COMMAND = generationCommand(
 );
 
 /** Flags that mean nothing with --policy full: it keeps every token, unquantized. */
-const COMPRESSION_ONLY_FLAGS = ['budget', 'bits', 'budget-mode'] as const;
+const COMPRESSION_ONLY_FLAGS = ['budget', 'bits', 'budget-mode', 'merge'] as const;
 
 /**
  * Checks the generation flags shared by `generate` and `demo` and fills `defaults` for what is not given.
@@ -144,6 +146,7 @@ export function parseGenerationFlags(
     // A full cache is f16 whatever a command's default bits are.
     bits: (policy === 'full' ? 16 : bits) as Bits,
     budgetMode: choiceFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, defaults.budgetMode ?? 'uniform') as BudgetMode,
+    merge: choiceFlag('--merge', values.merge, IMPLEMENTED_MERGE_MODES, defaults.merge ?? 'none'),
     temperature: numberFlag('--temperature', values.temperature, defaults.temperature ?? 0, { min: 0 }),
     topP,
     seed: integerFlag('--seed', values.seed, defaults.seed ?? 42),

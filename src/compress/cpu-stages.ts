@@ -4,6 +4,7 @@ import type { CpuKvStorage } from '../cache/cpu-storage.js';
 import { decodeBlockRef, type QuantFormat } from '../format/layout.js';
 import { IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
 import { allocateBudgets } from './budgets.js';
+import { mergeHeadValues } from './merge.js';
 import type { CompressionStages, ExecutionJob, SelectionJob } from './pipeline.js';
 import { windowProbabilities } from './policies/window.js';
 import type { ScoreInput } from './policy.js';
@@ -90,11 +91,40 @@ export class CpuCompressionStages implements CompressionStages {
     return mass;
   }
 
+  /**
+   * Per evicting head of the plan (by row): its kept tokens' merged values `[kept][headDim]`, or nothing when the
+   * options merge nothing. Computed before any job writes, from the tokens and statistics as they are.
+   */
+  #mergedValues(job: ExecutionJob): Map<number, Float32Array> {
+    const merged = new Map<number, Float32Array>();
+    if (job.options.merge === 'none' || job.policy === null) return merged;
+    const { kvHeads, headDim } = this.meta.shape;
+    const window = job.policy.requires.window && this.windowCount(job.seqId) > 0;
+    const massOfLayer = new Map<number, Float32Array[]>();
+    for (const head of job.plan.heads) {
+      const kept = this.#selection[head.layer * kvHeads + head.head];
+      if (!kept || head.kept === head.before) continue;
+      const input = this.#inputs[head.layer];
+      if (!input) continue;
+      let mass = massOfLayer.get(head.layer);
+      if (!mass) {
+        mass = window ? windowMass(input, job.window) : meanAttention(input);
+        massOfLayer.set(head.layer, mass);
+      }
+      const { keys, values } = this.storage.readRow(head.row);
+      merged.set(head.row, mergeHeadValues(job.options.merge, { headDim, keys, values, mass: mass[head.head] ?? new Float32Array(0), kept }));
+    }
+    return merged;
+  }
+
   /** Runs the plan's jobs: source tokens read from the decoded mirror, destination blocks encoded by the codec. */
   #runJobs(job: ExecutionJob): void {
     const { headDim } = this.meta.shape;
     const kept = this.#kept;
+    const merged = this.#mergedValues(job);
     for (const compact of job.plan.jobs) {
+      const mergedRow = compact.indexBase === IDENTITY_INDEX_BASE ? undefined : merged.get(compact.row);
+      const firstSlot = compact.indexBase - compact.row * this.indexStride;
       const entries = this.meta.tables.entryView(compact.row);
       const k = new Float32Array(compact.count * headDim);
       const v = new Float32Array(compact.count * headDim);
@@ -103,7 +133,7 @@ export class CpuCompressionStages implements CompressionStages {
         const index = compact.indexBase === IDENTITY_INDEX_BASE ? compact.identityStart + i : (kept?.[compact.indexBase + i] ?? 0);
         const token = this.storage.token(entries, index);
         k.set(token.k, i * headDim);
-        v.set(token.v, i * headDim);
+        v.set(mergedRow ? mergedRow.subarray((firstSlot + i) * headDim, (firstSlot + i + 1) * headDim) : token.v, i * headDim);
         positions[i] = token.position;
       }
       const { pool, block } = decodeBlockRef(compact.destEntry);
@@ -188,6 +218,17 @@ export class CpuCompressionStages implements CompressionStages {
       seed,
     };
   }
+}
+
+/** Per KV head, per token: the mean attention it received per query, attnSum / attnCount (0 before any query). */
+function meanAttention(input: ScoreInput): Float32Array[] {
+  return (input.attnSum ?? []).map((sums, head) => {
+    const counts = input.attnCount?.[head];
+    return sums.map((sum, t) => {
+      const count = counts?.[t] ?? 0;
+      return count > 0 ? sum / count : 0;
+    });
+  });
 }
 
 /** Per KV head, per token: the window's attention probability summed over its queries and the group's heads. */

@@ -3,9 +3,12 @@ import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
 import type { BlockLayout, QuantFormat } from '../format/layout.js';
 import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
-import { CompactBlocksKernel, packCompactJobs } from '../kernels/compress/compact-blocks.js';
+import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../kernels/compress/compact-blocks.js';
 import { GatherStatsKernel } from '../kernels/compress/gather-stats.js';
 import { MassKeptKernel } from '../kernels/compress/mass-kept.js';
+import { type MergeHeadJob, MergeValuesKernel, mergedWords, packMergeHeads } from '../kernels/compress/merge-values.js';
+import { MERGE_WEIGHT_FLOOR } from './merge.js';
+import { CAM_MERGE_SPAN } from './options.js';
 import { TopKSelectKernel } from '../kernels/compress/select.js';
 import { allocateBudgetsGpu } from './budgets-gpu.js';
 import { scoreScratchBytes, type ScoreGpuInput } from './gpu-policies.js';
@@ -33,6 +36,7 @@ export class GpuCompressionStages implements CompressionStages {
   private readonly gather: GatherStatsKernel;
   private readonly massKernel: MassKeptKernel;
   private compact: { quant: BlockLayout | null; kernel: CompactBlocksKernel } | null = null;
+  private merge: { quant: BlockLayout | null; kernel: MergeValuesKernel } | null = null;
   private readonly buffers: Record<ScratchName, GPUBuffer>;
   readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
   private destroyed = false;
@@ -118,7 +122,7 @@ export class GpuCompressionStages implements CompressionStages {
     };
     if (!job.policy.scoreGpu) throw new InvalidArgumentError('policy', `${job.policy.name} has no GPU scoring; use the CPU engine`);
     // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
-    const writeMeans = job.measureMass && this.massBuffer(job) === this.buffers.mass;
+    const writeMeans = (job.measureMass || options.merge !== 'none') && this.massBuffer(job) === this.buffers.mass;
     job.policy.scoreGpu(encoder, writeMeans ? { ...input, means: this.buffers.mass } : input);
     gpu.submit([encoder.finish()]);
     return allocateBudgetsGpu(gpu, {
@@ -139,6 +143,58 @@ export class GpuCompressionStages implements CompressionStages {
       this.compact = { quant: meta.quantLayout, kernel: new CompactBlocksKernel(this.storage.gpu, { full: meta.fullLayout, quant: meta.quantLayout }) };
     }
     return this.compact.kernel;
+  }
+
+  private mergeKernel(): MergeValuesKernel {
+    const { meta } = this.storage;
+    if (this.merge === null || this.merge.quant !== meta.quantLayout) {
+      const shape = { full: meta.fullLayout, quant: meta.quantLayout };
+      this.merge = { quant: meta.quantLayout, kernel: new MergeValuesKernel(this.storage.gpu, shape, { weightFloor: MERGE_WEIGHT_FLOOR, camSpan: CAM_MERGE_SPAN }) };
+    }
+    return this.merge.kernel;
+  }
+
+  /**
+   * Encodes the merge of this round's evicting heads (nothing for merge 'none'); returns the merged buffer and
+   * where each row's kept values start in it, for the compaction jobs.
+   */
+  private encodeMerge(encoder: GPUCommandEncoder, job: ExecutionJob, scratch: GPUBuffer[]): { merged: GPUBuffer; firstSlot: Map<number, number> } | null {
+    const mode = job.options.merge;
+    if (mode === 'none' || mode === 'slots' || job.policy === null) return null;
+    const heads: MergeHeadJob[] = [];
+    const firstSlot = new Map<number, number>();
+    let keptTotal = 0;
+    for (const head of job.plan.heads) {
+      if (head.kept >= head.before) continue;
+      heads.push({ row: head.row, tokens: head.before, kept: head.kept, outBase: keptTotal });
+      firstSlot.set(head.row, keptTotal);
+      keptTotal += head.kept;
+    }
+    if (heads.length === 0) return null;
+    const { gpu } = this.storage;
+    const headsBuffer = createStorageBuffer(gpu, 'compress:merge-heads', packMergeHeads(heads));
+    const merged = createStorageBuffer(gpu, 'compress:merged', mergedWords(keptTotal, this.meta.shape.headDim) * 4);
+    scratch.push(headsBuffer, merged);
+    this.mergeKernel().encode(encoder, {
+      cache: this.storage.bindings,
+      mode,
+      heads: headsBuffer,
+      numHeads: heads.length,
+      maxTokens: Math.max(...heads.map((h) => h.tokens)),
+      maxKept: Math.max(...heads.map((h) => h.kept)),
+      keptTotal,
+      stride: this.indexStride,
+      keptIndex: this.buffers.keptIndex,
+      // Window policies weigh by the window's attention; statistics policies by the mean attention per query.
+      mass:
+        this.massBuffer(job) === this.buffers.mass
+          ? this.buffers.mass
+          : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount, out: this.buffers.mass },
+      // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
+      targets: this.buffers.scores,
+      merged,
+    });
+    return { merged, firstSlot };
   }
 
   async execute(job: ExecutionJob): Promise<number> {
@@ -205,10 +261,23 @@ export class GpuCompressionStages implements CompressionStages {
           });
         }
       }
+      const merge = this.encodeMerge(encoder, job, scratch);
       if (job.plan.jobs.length > 0) {
-        const jobs = createStorageBuffer(gpu, 'compress:jobs', packCompactJobs(job.plan.jobs));
+        const planned = merge
+          ? job.plan.jobs.map((compact) => {
+              const first = compact.indexBase === IDENTITY_INDEX_BASE ? undefined : merge.firstSlot.get(compact.row);
+              return first === undefined ? compact : { ...compact, valueBase: first + compact.indexBase - compact.row * stride };
+            })
+          : job.plan.jobs;
+        const jobs = createStorageBuffer(gpu, 'compress:jobs', packCompactJobs(planned));
         scratch.push(jobs);
-        this.compactKernel().encode(encoder, { cache: this.storage.bindings, jobs, numJobs: job.plan.jobs.length, indices: this.buffers.keptIndex });
+        this.compactKernel().encode(encoder, {
+          cache: this.storage.bindings,
+          jobs,
+          numJobs: job.plan.jobs.length,
+          indices: this.buffers.keptIndex,
+          ...(merge ? { merged: merge.merged } : {}),
+        });
       }
       if (evicting) {
         const rowBytes = stride * 4;

@@ -3,6 +3,41 @@ import { BUDGET_MODES, type BudgetMode } from './budgets.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import { policyNames } from './registry.js';
 
+/**
+ * What happens to the tokens a compression evicts. Every mode keeps the kept tokens' keys and positions unchanged
+ * (the keys carry RoPE, so they stay valid); only kept values change, so memory is exactly that of `none`. The
+ * weight w of a token is its attention mass per query: the observation window's attention probability (summed
+ * over the group's query heads; averaged over the window queries on the GPU, summed on the CPU, a constant factor
+ * per head that the rules cancel) for window policies (SnapKV, TOVA), else the mean decode attention it received,
+ * attnSum / attnCount (the accumulated Σp alone favours old tokens, which have seen more queries, and made merging
+ * hurt h2o and kvcompress). Every weight gets a floor of 1e-6 (MERGE_WEIGHT_FLOOR in ./merge.ts), so a head with no
+ * attention yet weighs its tokens alike.
+ *
+ * - `none`: evicted tokens are dropped.
+ * - `nearest` (MergingPress): each evicted token's value is folded into the kept token of the same head whose key
+ *   has the largest cosine similarity with its key (the earliest on ties); a kept value becomes
+ *   (w_j v_j + Σ_e w_e v_e) / (w_j + Σ_e w_e) over the evicted tokens e folded into it.
+ * - `cam` (CaM, Zhang et al. 2024): each evicted token e is spread over the next {@link CAM_MERGE_SPAN} kept tokens
+ *   after it in the head (fewer at the end of the head): each of those m targets j receives
+ *   v_j += (p_e / m) · v_e with the merge probability p_e = min(1, w_e / mean of the targets' w), the expectation
+ *   of CaM's Bernoulli sampling (deterministic, so runs repeat). An evicted token after the last kept one is dropped.
+ * - `slots` (not implemented yet: resolveCompressOptions rejects it with InvalidArgumentError): M extra tokens per
+ *   head, counted against the budget (the policy keeps B − M), each a mass-weighted running mean of the keys and
+ *   values of the evicted tokens it absorbed, kept across compressions so later evictions fold into them
+ *   recurrently. It needs tokens that exist in no source block (their keys are blends, so the compaction would
+ *   write keys and positions from the merge too) and an identity that survives compactions.
+ */
+export type MergeMode = 'none' | 'nearest' | 'cam' | 'slots';
+
+/** Every merge mode, in the order the CLI lists them. */
+export const MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
+
+/** Merge modes that run today (`slots` is not implemented yet). */
+export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam'];
+
+/** Kept tokens after an evicted one that CaM spreads its value over. */
+export const CAM_MERGE_SPAN = 4;
+
 
 /**
  * How to compress one sequence. Give `budget` (the AVERAGE number of tokens kept per KV head) or `ratio` (keep
@@ -42,6 +77,8 @@ export interface CompressOptions {
    * other policies it reads the accumulated attention statistics and costs next to nothing.
    */
   readonly measureMass?: boolean;
+  /** What evicted tokens become (default 'none'; see {@link MergeMode}). */
+  readonly merge?: MergeMode;
 }
 
 /**
@@ -66,6 +103,7 @@ export interface ResolvedCompressOptions {
   readonly pooling: 'avg' | 'max';
   readonly safeguard: number;
   readonly seed: number;
+  readonly merge: MergeMode;
 }
 
 function nonNegativeInteger(field: string, value: number): number {
@@ -121,6 +159,10 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
   if (!(safeguard >= 0 && safeguard <= 1)) throw new InvalidArgumentError('safeguard', `must be in [0, 1]; got ${safeguard}`);
   const window = nonNegativeInteger('window', options.window ?? 32);
   if (window === 0) throw new InvalidArgumentError('window', 'must be at least 1');
+  const merge = options.merge ?? 'none';
+  if (!(IMPLEMENTED_MERGE_MODES as readonly string[]).includes(merge)) {
+    throw new InvalidArgumentError('merge', `must be one of ${IMPLEMENTED_MERGE_MODES.join(', ')}; got ${String(merge)}`);
+  }
   return {
     policy,
     budget,
@@ -133,6 +175,7 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
     pooling,
     safeguard,
     seed: nonNegativeInteger('seed', options.seed ?? 0),
+    merge,
   };
 }
 
@@ -149,6 +192,8 @@ export interface CompressionReport {
   readonly policy: string;
   readonly budgetMode: BudgetMode;
   readonly bits: Bits;
+  /** What evicted tokens became. */
+  readonly merge: MergeMode;
   /** Average tokens kept per head asked for (null: all). */
   readonly budget: number | null;
   /** Tokens of the sequence. */

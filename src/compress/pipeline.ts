@@ -246,6 +246,7 @@ function compressionReport(
     policy: opts.policy,
     budgetMode: opts.budgetMode,
     bits: opts.bits,
+    merge: opts.merge,
     budget: opts.budget,
     tokens,
     originalBytes: baselineF16,

@@ -23,7 +23,7 @@ import type { BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor, type CompressibleCache } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
 import { DEFAULT_SINKS } from '../compress/policy.js';
-import type { CompressionReport, CompressOptions } from '../compress/options.js';
+import { IMPLEMENTED_MERGE_MODES, type CompressionReport, type CompressOptions, type MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import type { LlamaCheckpoint } from '../model/checkpoint.js';
@@ -103,6 +103,8 @@ export interface EvalRowSpec {
   readonly budget?: number | null;
   /** Default 16. */
   readonly bits?: Bits;
+  /** What evicted tokens become (default 'none'; ignored by `full`, which evicts nothing). */
+  readonly merge?: MergeMode;
 }
 
 /**
@@ -118,6 +120,8 @@ export interface EvalRow {
   readonly budgetMode: BudgetMode | null;
   readonly budget: number | null;
   readonly bits: Bits;
+  /** What evicted tokens became ('none' for `full` rows; absent in reports written before merging existed). */
+  readonly merge?: MergeMode;
   readonly ppl: number;
   readonly top1: number;
   readonly agreeWithFull: number;
@@ -212,7 +216,7 @@ export function rowSchedule(row: EvalRowSpec, settings: { readonly blockSize?: n
     // The sweep does not report the attention-mass diagnostic, and on SnapKV/TOVA it costs a window pass.
     compress: full
       ? { policy: 'streaming', bits, measureMass: false }
-      : { policy: row.policy, budgetMode: row.budgetMode ?? 'uniform', bits, measureMass: false },
+      : { policy: row.policy, budgetMode: row.budgetMode ?? 'uniform', bits, measureMass: false, merge: row.merge ?? 'none' },
   });
 }
 
@@ -222,6 +226,7 @@ interface RowPlan {
   readonly budgetMode: BudgetMode | null;
   readonly budget: number | null;
   readonly bits: Bits;
+  readonly merge: MergeMode;
   readonly schedule: DecodeSchedule;
 }
 
@@ -229,7 +234,7 @@ function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks:
   const bits = spec.bits ?? 16;
   if (![32, 16, 8, 4, 2].includes(bits)) throw new InvalidArgumentError('bits', `must be 32, 16, 8, 4 or 2; got ${String(bits)}`);
   if (spec.policy === 'full') {
-    return { policy: 'full', budgetMode: null, budget: null, bits, schedule: rowSchedule({ policy: 'full', bits }, { blockSize, sinks }) };
+    return { policy: 'full', budgetMode: null, budget: null, bits, merge: 'none', schedule: rowSchedule({ policy: 'full', bits }, { blockSize, sinks }) };
   }
   if (!policyNames().includes(spec.policy)) throw new UnknownPolicyError(spec.policy, ['full', ...policyNames()]);
   const budget = spec.budget ?? null;
@@ -241,8 +246,12 @@ function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks:
   }
   if (budget >= window) throw new InvalidArgumentError('budget', `${budget} is not below the window of ${window} tokens: nothing to evict`);
   const budgetMode = spec.budgetMode ?? 'uniform';
-  const schedule = rowSchedule({ policy: spec.policy, budget, budgetMode, bits }, { blockSize, sinks });
-  return { policy: spec.policy, budgetMode, budget, bits, schedule };
+  const merge = spec.merge ?? 'none';
+  if (!(IMPLEMENTED_MERGE_MODES as readonly string[]).includes(merge)) {
+    throw new InvalidArgumentError('merge', `must be one of ${IMPLEMENTED_MERGE_MODES.join(', ')}; got ${String(merge)}`);
+  }
+  const schedule = rowSchedule({ policy: spec.policy, budget, budgetMode, bits, merge }, { blockSize, sinks });
+  return { policy: spec.policy, budgetMode, budget, bits, merge, schedule };
 }
 
 /** The full cache's prediction at each step: its logits' argmax and log-partition, for agreement and KL. */
@@ -310,18 +319,19 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalReport> {
 }
 
 /**
- * A short label of a row: "snapkv adakv B=64 int4", "full f16".
+ * A short label of a row: "snapkv adakv B=64 int4", "h2o uniform B=32 f16 merge=nearest", "full f16".
  *
  * @example
  * ```ts
  * rowLabel({ policy: 'h2o', budgetMode: 'uniform', budget: 32, bits: 8 }); // 'h2o uniform B=32 int8'
  * ```
  */
-export function rowLabel(row: { policy: string; budgetMode?: BudgetMode | null; budget?: number | null; bits?: Bits }): string {
+export function rowLabel(row: { policy: string; budgetMode?: BudgetMode | null; budget?: number | null; bits?: Bits; merge?: MergeMode }): string {
   const bits = row.bits ?? 16;
   const storage = bits >= 16 ? `f${bits}` : `int${bits}`;
   if (row.policy === 'full' || row.budget === null || row.budget === undefined) return `${row.policy} ${storage}`;
-  return `${row.policy} ${row.budgetMode ?? 'uniform'} B=${row.budget} ${storage}`;
+  const merge = row.merge === undefined || row.merge === 'none' ? '' : ` merge=${row.merge}`;
+  return `${row.policy} ${row.budgetMode ?? 'uniform'} B=${row.budget} ${storage}${merge}`;
 }
 
 interface RowContext {
@@ -404,6 +414,7 @@ async function runRow(
     budgetMode: plan.budgetMode,
     budget: plan.budget,
     bits: plan.bits,
+    merge: plan.merge,
     ppl,
     top1,
     agreeWithFull: compared.agreement,
@@ -417,7 +428,8 @@ async function runRow(
 }
 
 /**
- * The rows of a sweep: `full` once per bits (no budget), every other policy × budget × bits × budget mode.
+ * The rows of a sweep: `full` once per bits (no budget), every other policy × budget × bits × budget mode × merge
+ * mode (default just 'none').
  *
  * @example
  * ```ts
@@ -429,8 +441,10 @@ export function sweepRows(sweep: {
   readonly budgets: readonly number[];
   readonly bits: readonly Bits[];
   readonly budgetModes: readonly BudgetMode[];
+  readonly merges?: readonly MergeMode[];
 }): EvalRowSpec[] {
   const rows: EvalRowSpec[] = [];
+  const merges = sweep.merges ?? ['none'];
   for (const policy of sweep.policies) {
     if (policy === 'full') {
       for (const bits of sweep.bits) rows.push({ policy, bits });
@@ -438,7 +452,9 @@ export function sweepRows(sweep: {
     }
     for (const budget of sweep.budgets) {
       for (const bits of sweep.bits) {
-        for (const budgetMode of sweep.budgetModes) rows.push({ policy, budget, bits, budgetMode });
+        for (const budgetMode of sweep.budgetModes) {
+          for (const merge of merges) rows.push({ policy, budget, bits, budgetMode, ...(merge === 'none' ? {} : { merge }) });
+        }
       }
     }
   }

@@ -23,8 +23,10 @@ function baselineOf(rows: readonly EvalRow[]): EvalRow | undefined {
  */
 export function formatEvalTable(report: EvalReport): string {
   const base = baselineOf(report.rows);
-  const header = ['policy', 'mode', 'budget', 'bits', 'ppl', 'Δppl', 'top-1', 'agree', 'KL', 'B/token', 'ratio', 'ratio@end', 's'];
-  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < 4 ? ' --- ' : ' ---: ')).join('|')}|`];
+  // The merge column only when some row merged, so tables of sweeps without merging read as before.
+  const merged = report.rows.some((r) => (r.merge ?? 'none') !== 'none');
+  const header = ['policy', 'mode', 'budget', 'bits', ...(merged ? ['merge'] : []), 'ppl', 'Δppl', 'top-1', 'agree', 'KL', 'B/token', 'ratio', 'ratio@end', 's'];
+  const lines = [`| ${header.join(' | ')} |`, `|${header.map((_, i) => (i < (merged ? 5 : 4) ? ' --- ' : ' ---: ')).join('|')}|`];
   for (const r of report.rows) {
     const delta = base ? `${((r.ppl / base.ppl - 1) * 100).toFixed(2)}%` : '';
     lines.push(
@@ -33,6 +35,7 @@ export function formatEvalTable(report: EvalReport): string {
         r.budgetMode ?? '—',
         r.budget ?? '—',
         storage(r.bits),
+        ...(merged ? [r.merge ?? 'none'] : []),
         r.ppl.toFixed(4),
         delta,
         `${(r.top1 * 100).toFixed(2)}%`,

@@ -1,6 +1,7 @@
 import { bytesPerBlock, blockLayout, type Bits } from '../../format/layout.js';
 import { PagedKvCache } from '../../engine/paged-kv-cache.js';
 import type { BudgetMode } from '../../compress/budgets.js';
+import type { MergeMode } from '../../compress/options.js';
 import { OutOfBlocksError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -45,6 +46,8 @@ export interface CompressVariant {
    * show that the window costs it nothing.
    */
   readonly window: boolean;
+  /** What evicted tokens become (default 'none'; the merge suite times the others against it). */
+  readonly merge?: MergeMode;
 }
 
 /**
@@ -88,9 +91,20 @@ const FILL_CHUNK = 1024;
 const SOURCE = 0;
 const FORK = 1;
 
-function variantName(v: CompressVariant): string {
-  return `${v.policy}${v.window ? '' : '-nowin'}/${v.budgetMode}/${v.bits === 16 ? 'f16' : 'int4'}`;
+/**
+ * The name of a variant in case names and series: policy[-nowin]/budgets/storage[+merge].
+ *
+ * @example
+ * ```ts
+ * compressVariantName({ policy: 'h2o', budgetMode: 'adakv', bits: 4, window: true, merge: 'nearest' }); // 'h2o/adakv/int4+nearest'
+ * ```
+ */
+export function compressVariantName(v: CompressVariant): string {
+  const merge = v.merge === undefined || v.merge === 'none' ? '' : `+${v.merge}`;
+  return `${v.policy}${v.window ? '' : '-nowin'}/${v.budgetMode}/${v.bits === 16 ? 'f16' : 'int4'}${merge}`;
 }
+
+const variantName = compressVariantName;
 
 /**
  * End-to-end `cache.compress()` of one sequence: score → per-head budgets → top-k → compaction (and KIVI int4 of
@@ -289,7 +303,16 @@ async function fillWindow(gpu: GpuContext, cache: PagedKvCache, first: number): 
   for (const b of Object.values(io)) b.destroy();
 }
 
-async function prepareCompress(
+/**
+ * Builds one end-to-end case: a cache filled with `context` tokens and a run that compresses a fresh fork of it
+ * with the variant's options (budget context/8).
+ *
+ * @example
+ * ```ts
+ * const prepared = await prepareCompress(gpu, settings, 1024, { policy: 'h2o', budgetMode: 'uniform', bits: 16, window: true });
+ * ```
+ */
+export async function prepareCompress(
   gpu: GpuContext,
   settings: BenchSettings,
   context: number,
@@ -330,7 +353,7 @@ async function prepareCompress(
     cache.destroy();
     throw error;
   }
-  const options = { policy: variant.policy, budget: Math.floor(context / 8), budgetMode: variant.budgetMode, bits: variant.bits };
+  const options = { policy: variant.policy, budget: Math.floor(context / 8), budgetMode: variant.budgetMode, bits: variant.bits, merge: variant.merge ?? 'none' };
   return {
     bytes: size.sourceBytes,
     items: { count: context, unit: 'token' },

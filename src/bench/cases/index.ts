@@ -8,6 +8,7 @@ import { compressSuite } from './compress.js';
 import { copySuite } from './copy.js';
 import { flashDecodeSuite } from './flash-decode.js';
 import { kvAppendSuite } from './kv-append.js';
+import { mergeSuite } from './merge.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
 import { quantizeSuite } from './quantize.js';
 import { scoringSuite } from './scoring.js';
@@ -32,6 +33,7 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   compactionSuite,
   quantizeSuite,
   compressSuite,
+  mergeSuite,
   utilisationSuite,
   bytesPerTokenSuite,
 ];

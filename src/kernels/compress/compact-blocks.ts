@@ -32,7 +32,7 @@ export const IDENTITY_INDEX_BASE = 0xffff_ffff;
  * const jobs = createStorageBuffer(gpu, 'jobs', numJobs * COMPACT_JOB_WORDS * 4);
  * ```
  */
-export const COMPACT_JOB_WORDS = 5;
+export const COMPACT_JOB_WORDS = 6;
 
 /**
  * One destination block to build. Source token i is logical index `indices[indexBase + i]` of `row` in the
@@ -52,10 +52,15 @@ export interface CompactJob {
   readonly count: number;
   readonly indexBase: number;
   readonly identityStart: number;
+  /**
+   * Token i's value is merged value `valueBase + i` of the run's `merged` buffer (MergeValuesKernel's output)
+   * instead of its own; absent or {@link IDENTITY_INDEX_BASE}: its own value.
+   */
+  readonly valueBase?: number;
 }
 
 /**
- * Packs jobs into the u32 [numJobs][5] layout `compact_blocks` reads.
+ * Packs jobs into the u32 [numJobs][6] layout `compact_blocks` reads.
  *
  * @example
  * ```ts
@@ -65,7 +70,7 @@ export interface CompactJob {
 export function packCompactJobs(jobs: readonly CompactJob[]): Uint32Array {
   const out = new Uint32Array(jobs.length * COMPACT_JOB_WORDS);
   jobs.forEach((job, i) => {
-    out.set([job.row, job.destEntry, job.count, job.indexBase, job.identityStart], i * COMPACT_JOB_WORDS);
+    out.set([job.row, job.destEntry, job.count, job.indexBase, job.identityStart, job.valueBase ?? IDENTITY_INDEX_BASE], i * COMPACT_JOB_WORDS);
   });
   return out;
 }
@@ -81,11 +86,13 @@ export function packCompactJobs(jobs: readonly CompactJob[]): Uint32Array {
 export interface CompactBlocksRun {
   /** The cache; both pools must be bindable read_write (they are storage buffers). */
   readonly cache: PagedCacheBindings;
-  /** u32 [numJobs][5] (see {@link packCompactJobs}). */
+  /** u32 [numJobs][6] (see {@link packCompactJobs}). */
   readonly jobs: GPUBuffer;
   readonly numJobs: number;
   /** u32 logical indices referenced by the jobs (any 4-byte buffer when every job is an identity job). */
   readonly indices: GPUBuffer;
+  /** f32 merged values the jobs' `valueBase` point into (MergeValuesKernel); needed only when one does. */
+  readonly merged?: GPUBuffer;
 }
 
 /**
@@ -104,6 +111,8 @@ export interface CompactBlocksRun {
  */
 export class CompactBlocksKernel {
   readonly spec: KernelSpec;
+  /** Bound as `merged` when a run merges nothing (a binding must be bound). */
+  private placeholder: GPUBuffer | null = null;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -122,6 +131,11 @@ export class CompactBlocksKernel {
       },
       uniforms: [COMPACT_BLOCKS_PARAMS],
     };
+  }
+
+  private noMerged(): GPUBuffer {
+    this.placeholder ??= this.gpu.device.createBuffer({ label: 'compact_blocks:no-merged', size: 4, usage: GPUBufferUsage.STORAGE });
+    return this.placeholder;
   }
 
   /** Records the compaction. */
@@ -149,7 +163,7 @@ export class CompactBlocksKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool],
+      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? this.noMerged()],
       run.numJobs,
     );
     pass.end();

@@ -1,0 +1,117 @@
+// Where each evicted token of a compacted head merges to under MergeMode 'nearest' (src/compress/options.ts;
+// reference src/compress/merge.ts): the kept slot whose key has the largest cosine similarity with the token's
+// key (the earliest on ties). Kept tokens get KEPT. One thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); the kept keys
+// go through workgroup memory MERGE_TILE at a time, so each is read once per workgroup, not once per token.
+// shaders/merge_values.wgsl reads the targets.
+
+@group(0) @binding(0) var<uniform> params: MergeTargetsParams;
+@group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
+@group(0) @binding(2) var<storage, read> kept_index: array<u32>;    // [row][stride] ascending logical indices
+@group(0) @binding(3) var<storage, read> block_table: array<u32>;   // [row][max_blocks]
+@group(0) @binding(4) var<storage, read> full_pool: array<u32>;
+@group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
+@group(0) @binding(6) var<storage, read_write> targets: array<u32>; // [row][stride]
+
+const KEPT: u32 = 0xffffffffu;
+
+var<workgroup> tile_keys: array<f32, MERGE_TILE * HEAD_DIM>;
+var<workgroup> tile_norms: array<f32, MERGE_TILE>;
+
+fn token_entry(row: u32, t: u32) -> u32 {
+  return block_table[row * params.max_blocks + t / BLOCK_SIZE];
+}
+
+// First kept slot whose index is ≥ t (the kept count when none is).
+fn lower_bound(base: u32, kept: u32, t: u32) -> u32 {
+  var lo = 0u;
+  var hi = kept;
+  while (lo < hi) {
+    let mid = (lo + hi) / 2u;
+    if (kept_index[base + mid] < t) {
+      lo = mid + 1u;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let index = linear_workgroup_index(wid, nwg);
+  let head = index / params.chunks;
+  // No early return: every invocation reaches the barriers (one past the heads or tokens does no work).
+  var row = 0u;
+  var tokens = 0u;
+  var kept = 0u;
+  if (head < params.num_heads) {
+    row = heads[4u * head];
+    tokens = heads[4u * head + 1u];
+    kept = heads[4u * head + 2u];
+  }
+  let base = row * params.stride;
+  let t = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  var evicted = false;
+  if (t < tokens) {
+    let first = lower_bound(base, kept, t);
+    if (first < kept && kept_index[base + first] == t) {
+      targets[base + t] = KEPT;
+    } else {
+      evicted = true;
+    }
+  }
+  var key: array<f32, HEAD_DIM>;
+  var norm = 0.0;
+  if (evicted) {
+    let entry = token_entry(row, t);
+    for (var d = 0u; d < HEAD_DIM; d++) {
+      key[d] = kv_value(entry, t % BLOCK_SIZE, d, false);
+      norm += key[d] * key[d];
+    }
+  }
+  var best = 0u;
+  var best_score = -3.0e38f;
+  for (var tile = 0u; tile < kept; tile += MERGE_TILE) {
+    workgroupBarrier();
+    // One thread per kept key of the tile (MERGE_TILE ≤ WORKGROUP_SIZE): one block-table lookup per key.
+    if (lid < MERGE_TILE) {
+      let s = tile + lid;
+      var n = 0.0;
+      if (s < kept) {
+        let j = kept_index[base + s];
+        let entry = token_entry(row, j);
+        for (var d = 0u; d < HEAD_DIM; d++) {
+          let x = kv_value(entry, j % BLOCK_SIZE, d, false);
+          tile_keys[lid * HEAD_DIM + d] = x;
+          n += x * x;
+        }
+      }
+      tile_norms[lid] = n;
+    }
+    workgroupBarrier();
+    if (evicted) {
+      for (var s = 0u; s < min(MERGE_TILE, kept - tile); s++) {
+        var dot = 0.0;
+        for (var d = 0u; d < HEAD_DIM; d++) {
+          dot += key[d] * tile_keys[s * HEAD_DIM + d];
+        }
+        let denominator = sqrt(norm * tile_norms[s]);
+        var score = 0.0;
+        if (denominator > 0.0) {
+          score = dot / denominator;
+        }
+        if (score > best_score) {
+          best_score = score;
+          best = tile + s;
+        }
+      }
+    }
+  }
+  if (evicted) {
+    targets[base + t] = best;
+  }
+}

@@ -1,0 +1,260 @@
+import meanAttentionBody from '../../../shaders/mean_attention.wgsl';
+import mergeCamBody from '../../../shaders/merge_cam.wgsl';
+import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
+import mergeValuesBody from '../../../shaders/merge_values.wgsl';
+import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import type { BlockLayout } from '../../format/layout.js';
+import { InvalidArgumentError } from '../../errors.js';
+import { requireUsage } from '../../gpu/buffers.js';
+import type { GpuContext } from '../../gpu/context.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { UniformLayout } from '../../gpu/uniforms.js';
+import { cacheConstants } from '../cache/cache-constants.js';
+import type { PagedCacheBindings } from '../cache/paged-attention.js';
+
+const PARAMS = new UniformLayout('MergeValuesParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'weights_offset', type: 'u32' },
+]);
+
+const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+]);
+
+const MEAN_PARAMS = new UniformLayout('MeanAttentionParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+]);
+
+const CAM_PARAMS = new UniformLayout('MergeCamParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+]);
+
+/** f32 words of workgroup memory the targets pass may spend on a tile of kept keys (16 KiB, the WebGPU minimum). */
+const TILE_WORDS = 4096;
+
+/**
+ * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
+ *
+ * @example
+ * ```ts
+ * kernel.encode(encoder, { ...run, mode: 'nearest' });
+ * ```
+ */
+export type MergeKernelMode = 'nearest' | 'cam';
+
+/** u32 words per head in the heads buffer: row, tokens, kept, out_base. */
+export const MERGE_HEAD_WORDS = 4;
+
+/**
+ * One head to merge: its table row, its tokens before compression, its kept count, and the first slot of its kept
+ * tokens in the merged buffer.
+ *
+ * @example
+ * ```ts
+ * const head: MergeHeadJob = { row: 3, tokens: 80, kept: 24, outBase: 48 };
+ * ```
+ */
+export interface MergeHeadJob {
+  readonly row: number;
+  readonly tokens: number;
+  readonly kept: number;
+  readonly outBase: number;
+}
+
+/**
+ * Packs heads into the u32 [heads][4] layout merge_values reads.
+ *
+ * @example
+ * ```ts
+ * const heads = createStorageBuffer(gpu, 'merge:heads', packMergeHeads(list));
+ * ```
+ */
+export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
+  const out = new Uint32Array(heads.length * MERGE_HEAD_WORDS);
+  heads.forEach((h, i) => out.set([h.row, h.tokens, h.kept, h.outBase], i * MERGE_HEAD_WORDS));
+  return out;
+}
+
+/**
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each.
+ *
+ * @example
+ * ```ts
+ * const merged = createStorageBuffer(gpu, 'merge:values', mergedWords(total, headDim) * 4);
+ * ```
+ */
+export function mergedWords(keptTokens: number, headDim: number): number {
+  return Math.max(1, keptTokens * (headDim + 1));
+}
+
+/**
+ * One run of {@link MergeValuesKernel}.
+ *
+ * @example
+ * ```ts
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, maxKept, keptTotal, stride, keptIndex, mass, targets, merged };
+ * ```
+ */
+export interface MergeValuesRun {
+  readonly cache: PagedCacheBindings;
+  readonly mode: MergeKernelMode;
+  /** u32 [numHeads][4] (see {@link packMergeHeads}). */
+  readonly heads: GPUBuffer;
+  readonly numHeads: number;
+  /** The most tokens any of the heads holds (sizes the nearest targets dispatch). */
+  readonly maxTokens: number;
+  /** The most tokens any of the heads keeps (sizes the cam dispatch). */
+  readonly maxKept: number;
+  /** Kept tokens over all heads: the merged buffer holds that many values, then that many weights. */
+  readonly keptTotal: number;
+  /** Width of a kept-index / mass row (maxTokensPerHead). */
+  readonly stride: number;
+  /** u32 [row][stride]: kept logical indices, ascending. */
+  readonly keptIndex: GPUBuffer;
+  /**
+   * f32 [row][stride]: the merge weight per token, or `{ sum, count, out }` to weigh by the mean attention per
+   * query, sum / count, which this run first writes to `out` (the merged heads' rows only).
+   */
+  readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer; readonly out: GPUBuffer };
+  /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
+  readonly targets: GPUBuffer;
+  /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
+  readonly merged: GPUBuffer;
+}
+
+/**
+ * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
+ * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: two passes,
+ * shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
+ * workgroup per head: the weighted sums); cam: one pass, shaders/merge_cam.wgsl (one thread per kept slot). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
+ *
+ * @example
+ * ```ts
+ * const merge = new MergeValuesKernel(gpu, { full, quant });
+ * merge.encode(encoder, run);
+ * compact.encode(encoder, { cache, jobs, numJobs, indices: keptIndex, merged: run.merged });
+ * ```
+ */
+export class MergeValuesKernel {
+  readonly spec: KernelSpec;
+  readonly targetsSpec: KernelSpec;
+  readonly camSpec: KernelSpec;
+  readonly meanSpec: KernelSpec;
+  private readonly headDim: number;
+  private readonly workgroupSize: number;
+
+  constructor(
+    private readonly gpu: GpuContext,
+    shape: { full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number },
+    rule: { readonly weightFloor: number; readonly camSpan: number },
+  ) {
+    this.headDim = shape.full.headDim;
+    this.workgroupSize = shape.workgroupSize ?? 64;
+    this.targetsSpec = {
+      name: 'merge_targets',
+      body: mergeTargetsBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / this.headDim))) },
+      },
+      uniforms: [TARGETS_PARAMS],
+    };
+    this.spec = {
+      name: 'merge_values',
+      body: mergeValuesBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+      },
+      uniforms: [PARAMS],
+    };
+    this.meanSpec = {
+      name: 'mean_attention',
+      body: meanAttentionBody,
+      constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize } },
+      uniforms: [MEAN_PARAMS],
+    };
+    this.camSpec = {
+      name: 'merge_cam',
+      body: mergeCamBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+        CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
+      },
+      uniforms: [CAM_PARAMS],
+    };
+  }
+
+  /** Records the merge: targets, then values. */
+  encode(encoder: GPUCommandEncoder, run: MergeValuesRun): void {
+    if (!Number.isInteger(run.numHeads) || run.numHeads <= 0) {
+      throw new InvalidArgumentError('numHeads', `must be a positive integer; got ${run.numHeads}`);
+    }
+    const headDim = this.headDim;
+    if (run.merged.size < mergedWords(run.keptTotal, headDim) * 4) {
+      throw new InvalidArgumentError('merged', `holds ${run.merged.size} B; ${mergedWords(run.keptTotal, headDim) * 4} B needed`);
+    }
+    let mass: GPUBuffer;
+    if ('sum' in run.mass) {
+      mass = run.mass.out;
+      const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('mean_attention:params', MEAN_PARAMS.pack({ num_heads: run.numHeads, stride: run.stride, chunks }));
+      const pass = encoder.beginComputePass({ label: 'mean_attention' });
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.meanSpec), [uniforms, run.heads, run.mass.sum, run.mass.count, mass], run.numHeads * chunks);
+      pass.end();
+    } else {
+      mass = run.mass;
+    }
+    for (const [name, buffer] of [
+      ['heads', run.heads],
+      ['keptIndex', run.keptIndex],
+      ['mass', mass],
+      ['targets', run.targets],
+      ['merged', run.merged],
+    ] as const) {
+      requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
+    }
+    const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
+    const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
+    if (run.mode === 'cam') {
+      const chunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
+      const pass = encoder.beginComputePass({ label: 'merge_cam' });
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * chunks);
+      pass.end();
+      return;
+    }
+    const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
+    const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks }));
+    const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
+    encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets], run.numHeads * chunks);
+    targetsPass.end();
+    const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, weights_offset: run.keptTotal * this.headDim }));
+    const pass = encoder.beginComputePass({ label: 'merge_values' });
+    encodeDispatch(
+      this.gpu,
+      pass,
+      kernelPipeline(this.gpu, this.spec),
+      [uniforms, run.heads, run.keptIndex, mass, ...pool, run.targets, run.merged],
+      run.numHeads,
+    );
+    pass.end();
+  }
+}

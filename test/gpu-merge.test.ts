@@ -1,0 +1,187 @@
+// Merging evicted tokens (MergeMode): the rule itself on hand-made heads, then shaders/merge_values.wgsl inside the
+// GPU compaction against the TS reference in the CPU stage, at awkward sizes, for f32 and int4 storage.
+import { describe, expect, it } from 'vitest';
+import { mergeHeadValues, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
+import { resolveCompressOptions } from '../src/compress/options.js';
+import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
+import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
+import { createStorageBuffer } from '../src/gpu/buffers.js';
+import type { GpuContext } from '../src/gpu/context.js';
+import { seededRandom, testGpu } from './helpers/gpu.js';
+
+describe('mergeHeadValues (the reference)', () => {
+  // Four tokens, head_dim 2: keys point along x (tokens 0, 2) or y (tokens 1, 3).
+  const keys = Float32Array.from([1, 0, 0, 1, 2, 0.1, 0, 3]);
+  const values = Float32Array.from([1, 1, 2, 2, 3, 3, 4, 4]);
+  const mass = Float32Array.from([1, 1, 3, 1]);
+
+  it('nearest folds each evicted value into the kept token of most similar key, weighted by mass', () => {
+    const merged = mergeHeadValues('nearest', { headDim: 2, keys, values, mass, kept: Uint32Array.from([0, 1]) });
+    // Token 2 (x) joins token 0: (1·1 + 3·3) / 4 = 2.5; token 3 (y) joins token 1: (1·2 + 1·4) / 2 = 3.
+    expect(Array.from(merged)).toEqual([expect.closeTo(2.5, 5), expect.closeTo(2.5, 5), expect.closeTo(3, 5), expect.closeTo(3, 5)]);
+  });
+
+  it('cam spreads an evicted value over the kept tokens after it, with probability min(1, w / mean target w)', () => {
+    const merged = mergeHeadValues('cam', { headDim: 2, keys, values, mass, kept: Uint32Array.from([1, 2]) });
+    // Token 0 (w 1) over tokens 1, 2 (mean w 2): p = 0.5, each gets 0.25 · v0; token 3 is after every kept token.
+    expect(Array.from(merged)).toEqual([2.25, 2.25, 3.25, 3.25].map((x) => expect.closeTo(x, 5)));
+  });
+
+  it('none keeps the kept values, and all-zero masses weigh every token alike', () => {
+    expect(Array.from(mergeHeadValues('none', { headDim: 2, keys, values, mass, kept: Uint32Array.from([3]) }))).toEqual([4, 4]);
+    const flat = mergeHeadValues('nearest', { headDim: 2, keys, values, mass: new Float32Array(4), kept: Uint32Array.from([3]) });
+    expect(Array.from(flat)).toEqual([2.5, 2.5].map((x) => expect.closeTo(x, 5)));
+    expect(MERGE_WEIGHT_FLOOR).toBeLessThan(1e-3);
+  });
+
+  it('is validated with the other options; slots is not implemented yet', () => {
+    expect(resolveCompressOptions({ budget: 8, merge: 'cam' }, 64).merge).toBe('cam');
+    expect(resolveCompressOptions({ budget: 8 }, 64).merge).toBe('none');
+    expect(() => resolveCompressOptions({ budget: 8, merge: 'slots' }, 64)).toThrow(/merge/);
+  });
+});
+
+const SHAPE = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
+const N_HEADS = 4;
+
+/** Decodes `tokens` random tokens through both engines (same q, k, v), so both accumulate attention statistics. */
+async function decodeBoth(gpu: GpuContext, gpuCache: PagedKvCache, cpuCache: CpuKvCache, seq: number, tokens: number, seed: number): Promise<void> {
+  const random = seededRandom(seed);
+  const { layers, kvHeads, headDim } = SHAPE;
+  for (let t = 0; t < tokens; t++) {
+    const pos = cpuCache.sequenceLength(seq);
+    const step = gpuCache.beginStep(seq, 1);
+    const encoder = gpu.device.createCommandEncoder();
+    const scratch: GPUBuffer[] = [];
+    for (let layer = 0; layer < layers; layer++) {
+      const k = Float32Array.from({ length: kvHeads * headDim }, () => random() * 2 - 1);
+      const v = Float32Array.from({ length: kvHeads * headDim }, () => random() * 2 - 1);
+      const q = Float32Array.from({ length: N_HEADS * headDim }, () => (random() * 2 - 1) * 3);
+      cpuCache.step(seq, layer, pos, q, k, v);
+      const io = {
+        keys: createStorageBuffer(gpu, 'k', k),
+        values: createStorageBuffer(gpu, 'v', v),
+        queries: createStorageBuffer(gpu, 'q', q),
+        out: createStorageBuffer(gpu, 'out', q.byteLength),
+      };
+      scratch.push(...Object.values(io));
+      gpuCache.encodeLayer(encoder, step, layer, io);
+    }
+    gpu.submit([encoder.finish()]);
+    gpuCache.endStep(step);
+    await gpu.idle();
+    for (const buffer of scratch) buffer.destroy();
+  }
+}
+
+describe('merging on the GPU (merge_values + compact_blocks) against the CPU reference', () => {
+  // Tokens before compressing × budget: one kept token (63 → 1), a budget off the block grid (65 → 17), 65 kept.
+  // f32 values within 1e-4; int4 within 0.2 (one code step of a group spanning ±1 is ≈ 0.13; codes may differ by 1).
+  const cases = [
+    { tokens: 63, budget: 1, policy: 'h2o', bits: 16 },
+    { tokens: 65, budget: 17, policy: 'snapkv', bits: 4 },
+    { tokens: 97, budget: 65, policy: 'streaming', bits: 16 }, // 65 kept: past one tile of 64 kept keys
+  ] as const;
+  for (const merge of ['nearest', 'cam'] as const) {
+    for (const { tokens, budget, policy, bits } of cases) {
+      it(`${merge}: ${policy}, ${tokens} tokens → ${budget} per head, ${bits === 16 ? 'f32' : 'int4'}`, async () => {
+        const gpu = await testGpu();
+        const options = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 128, observationWindow: 8, initialFullBlocks: 8 };
+        const gpuCache = PagedKvCache.create(gpu, options);
+        const cpuCache = CpuKvCache.create(options);
+        try {
+          for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
+          await decodeBoth(gpu, gpuCache, cpuCache, 1, tokens, tokens + budget);
+          const before = await cpuCache.readHead(1, 0, 0);
+          const compress = { policy, budget, bits, merge, recent: Math.min(4, budget), sinks: 0, window: 8 };
+          const fromGpu = await gpuCache.compress(1, compress);
+          const fromCpu = await cpuCache.compress(1, compress);
+          expect(fromGpu.merge).toBe(merge);
+          expect(fromGpu.keptPerHead).toEqual(fromCpu.keptPerHead);
+          expect(gpuCache.memory()).toEqual(cpuCache.memory());
+          const tolerance = bits === 16 ? 1e-4 : 0.2;
+          let changed = 0;
+          for (let layer = 0; layer < SHAPE.layers; layer++) {
+            for (let head = 0; head < SHAPE.kvHeads; head++) {
+              const g = await gpuCache.readHead(1, layer, head);
+              const c = cpuCache.readHead(1, layer, head);
+              expect(Array.from(g.positions)).toEqual(Array.from(c.positions));
+              for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(tolerance);
+              if (bits === 16) expect(Array.from(g.keys)).toEqual(Array.from(c.keys));
+              if (layer === 0 && head === 0) {
+                // Some kept value moved: the merge ran (the kept keys are copies of the old ones).
+                c.positions.forEach((p, j) => {
+                  const old = before.values.subarray(p * SHAPE.headDim, (p + 1) * SHAPE.headDim);
+                  if (old.some((x, d) => Math.abs(x - (c.values[j * SHAPE.headDim + d] ?? 0)) > 1e-3)) changed++;
+                });
+              }
+            }
+          }
+          expect(changed).toBeGreaterThan(0);
+          expect(gpuCache.checkInvariants()).toEqual([]);
+        } finally {
+          gpuCache.destroy();
+        }
+      });
+    }
+  }
+
+  it('merge none writes the same cache as before merging existed (no merged buffer bound)', async () => {
+    const gpu = await testGpu();
+    const options = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 128, observationWindow: 8, initialFullBlocks: 8 };
+    const gpuCache = PagedKvCache.create(gpu, options);
+    const cpuCache = CpuKvCache.create(options);
+    try {
+      for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
+      await decodeBoth(gpu, gpuCache, cpuCache, 1, 40, 3);
+      const before = cpuCache.readHead(1, 1, 1);
+      await gpuCache.compress(1, { policy: 'h2o', budget: 20, merge: 'none' });
+      await cpuCache.compress(1, { policy: 'h2o', budget: 20, merge: 'none' });
+      const g = await gpuCache.readHead(1, 1, 1);
+      const c = cpuCache.readHead(1, 1, 1);
+      expect(Array.from(g.values)).toEqual(Array.from(c.values));
+      c.positions.forEach((p, j) => {
+        expect(Array.from(c.values.subarray(j * 8, (j + 1) * 8))).toEqual(Array.from(before.values.subarray(p * 8, (p + 1) * 8)));
+      });
+    } finally {
+      gpuCache.destroy();
+    }
+  });
+
+  it('merges the same when the pools are full and the heads compact one per round', async () => {
+    const options = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 512, maxBytes: 96 * 1024, initialFullBlocks: 4 };
+    const gpuCache = PagedKvCache.create(await testGpu(), options);
+    const cpuCache = CpuKvCache.create(options);
+    try {
+      const random = seededRandom(9);
+      const perToken = SHAPE.layers * SHAPE.kvHeads * SHAPE.headDim;
+      for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
+      // Append 16-token chunks until the byte budget refuses one: the one-shot plan cannot fit any more.
+      for (;;) {
+        const keys = Float32Array.from({ length: 16 * perToken }, () => random() - 0.5);
+        const values = Float32Array.from({ length: 16 * perToken }, () => random() - 0.5);
+        try {
+          await cpuCache.append(1, keys, values);
+        } catch {
+          break;
+        }
+        await gpuCache.append(1, keys, values);
+      }
+      const half = Math.floor(cpuCache.sequenceLength(1) / 2);
+      const compress = { policy: 'knorm', budget: half, sinks: 0, recent: 0, merge: 'nearest' } as const;
+      await gpuCache.compress(1, compress);
+      await cpuCache.compress(1, compress);
+      for (let layer = 0; layer < SHAPE.layers; layer++) {
+        for (let head = 0; head < SHAPE.kvHeads; head++) {
+          const g = await gpuCache.readHead(1, layer, head);
+          const c = cpuCache.readHead(1, layer, head);
+          expect(g.values.length).toBe(half * SHAPE.headDim);
+          for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(1e-4);
+        }
+      }
+      expect(gpuCache.checkInvariants()).toEqual([]);
+    } finally {
+      gpuCache.destroy();
+    }
+  });
+});
