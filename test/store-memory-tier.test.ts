@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError, LimitExceededError } from '../src/errors.js';
 import { evictionOrder, lfu, lru, priorityDecay, type EvictionCandidate } from '../src/store/eviction.js';
 import { MemoryTier, type MemoryTierOptions } from '../src/store/memory-tier.js';
+import type { StoreTier } from '../src/store/tier.js';
+import { mulberry32 } from '../src/random.js';
 
 function clock(): { now: () => number; advance: (ms: number) => void } {
   let t = 0;
@@ -233,6 +235,44 @@ describe('the memory tier', () => {
     expect(await t.clear()).toBe(1);
     expect((await t.stats()).entries).toBe(0);
     expect((await t.stats()).evictions.explicit).toBe(2);
+  });
+
+  it('keeps its limits and counts under 400 un-awaited operations with a slow next tier', async () => {
+    const random = mulberry32(5);
+    const slowPuts: string[] = [];
+    const sink = tier({ name: 'sink' });
+    const slow: StoreTier = {
+      name: 'slow',
+      get: (key) => sink.get(key),
+      has: (key) => sink.has(key),
+      delete: (key) => sink.delete(key),
+      keys: () => sink.keys(),
+      stats: () => sink.stats(),
+      put: async (key, stored, options) => {
+        await new Promise((resolve) => setTimeout(resolve, random() * 2));
+        slowPuts.push(key);
+        return sink.put(key, stored, options);
+      },
+    };
+    const t = tier({ maxBytes: 200, maxEntries: 8, next: slow });
+    const operations: Promise<unknown>[] = [];
+    for (let i = 0; i < 400; i++) {
+      const key = `k${Math.floor(random() * 20)}`;
+      const r = random();
+      if (r < 0.5) operations.push(t.put(key, bytes(1 + Math.floor(random() * 60))));
+      else if (r < 0.9) operations.push(t.get(key));
+      else operations.push(t.delete(key));
+    }
+    await Promise.all(operations);
+    const stats = await t.stats();
+    let held = 0;
+    for (const key of await t.keys()) held += ((await t.get(key)) as Uint8Array).length;
+    expect(stats.bytes).toBe(held);
+    expect(stats.bytes).toBeLessThanOrEqual(200);
+    expect(stats.entries).toBeLessThanOrEqual(8);
+    expect(stats.demotions).toBe(stats.evictions.capacity);
+    expect(slowPuts.length).toBe(stats.demotions + stats.rejected);
+    expect(stats.demotions).toBeGreaterThan(0);
   });
 
   it('refuses bad limits, keys and prefill counts', async () => {
