@@ -14,8 +14,8 @@
  * The reader is strict: exactly one layout is valid for a given header, so any other byte sequence is refused
  * with a typed {@link StoreEntryError} (a miss), never a crash and never data. No field is evaluated as code.
  *
- * Why SHA-256 and not CRC32: WebCrypto computes it natively (faster than a CRC32 in JS on megabyte entries, and no
- * code of ours to get wrong), and it misses a corruption with probability 2⁻²⁵⁶ instead of 2⁻³²: a store that
+ * Why SHA-256 and not CRC32: WebCrypto computes it natively (about as fast as a table CRC32 in JS on megabyte
+ * entries, and no code of ours to get wrong), and it misses a corruption with probability 2⁻²⁵⁶, not 2⁻³²: a store that
  * reads millions of entries from disks and shared servers over its life would let a CRC32 pass one bad entry in
  * about four billion, and "never wrong data" is the promise. It is an integrity check, not a signature: whoever
  * can write the store can write a valid checksum (authenticity is the tenant salt's and the tier's business).
