@@ -1,7 +1,7 @@
 // Layer rules of kvcompact, checked by `npm test` (scripts/test.mjs). Imports run one way:
-//   format, gpu → kernels → cache → attention → compress → engine → model → eval → app → bench → node → cli
+//   format, gpu → kernels → cache → attention → compress → engine → store → model → eval → app → bench → node → cli
 // errors.ts and random.ts are shared leaves every layer may use; src/index.ts and src/node.ts only re-export.
-const LAYERS = ['format', 'gpu', 'kernels', 'cache', 'attention', 'compress', 'engine', 'model', 'eval', 'app', 'bench', 'node', 'cli'];
+const LAYERS = ['format', 'gpu', 'kernels', 'cache', 'attention', 'compress', 'engine', 'store', 'model', 'eval', 'app', 'bench', 'node', 'cli'];
 // format and gpu are both the ground floor: neither imports the other.
 const BELOW = (i) => LAYERS.slice(0, i).filter((name) => !(LAYERS[i] === 'gpu' && name === 'format'));
 const LEAVES = ['src/errors[.]ts$', 'src/random[.]ts$', 'src/wgsl[.]d[.]ts$', '^shaders/'];

@@ -413,3 +413,49 @@ export class MissingTensorError extends HfModelError {
     super(file, tensor, `missing; ${hint}`);
   }
 }
+
+/**
+ * Why a saved cache entry was refused. Every reason is a miss, never data: the caller recomputes the prefix.
+ * - `length`: fewer or more bytes than the entry declares (truncated write, partial read);
+ * - `magic`: not a kvcompact store entry at all;
+ * - `version`: written by another container version of kvcompact;
+ * - `checksum`: the bytes changed after they were written (bit rot, a torn write, tampering);
+ * - `header`: the header is not the JSON the container defines;
+ * - `section`: a section lies outside the entry, overlaps another, or is missing;
+ * - `layout`, `fingerprint`, `shape`, `settings`, `tokens`: a well-formed entry of another cache layout version,
+ *   model, cache shape, compression settings or prefix length than the caller expects.
+ */
+export type StoreEntryReason =
+  | 'length'
+  | 'magic'
+  | 'version'
+  | 'checksum'
+  | 'header'
+  | 'section'
+  | 'layout'
+  | 'fingerprint'
+  | 'shape'
+  | 'settings'
+  | 'tokens';
+
+/**
+ * A saved cache entry cannot be used. `reason` says why (see {@link StoreEntryReason}); the store counts it as a
+ * miss and the caller computes the prefix again (and may save it again, replacing the bad entry).
+ *
+ * @example
+ * ```ts
+ * const entry = await decodeStoreEntry(bytes, { fingerprint }).catch((err) => {
+ *   if (err instanceof StoreEntryError) { stats.miss(err.reason); return null; }
+ *   throw err;
+ * });
+ * ```
+ */
+export class StoreEntryError extends KvCompactError {
+  override name = 'StoreEntryError';
+  constructor(
+    readonly reason: StoreEntryReason,
+    detail: string,
+  ) {
+    super(`store entry refused (${reason}): ${detail}. Treat it as a miss: recompute the prefix and save it again.`);
+  }
+}
