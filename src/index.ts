@@ -26,6 +26,9 @@ export {
   UnsupportedDtypeError,
   UnknownArchitectureError,
   MissingTensorError,
+  TruncateCompressedError,
+  StoreEntryError,
+  type StoreEntryReason,
 } from './errors.js';
 
 // The GPU handle (browser: GpuContext.fromNavigator(); your own device: GpuContext.adopt(device)).
@@ -58,7 +61,7 @@ export type { HeadContents } from './cache/cpu-storage.js';
 export type { AttentionHook, GpuAttentionBackend, KvStep, LayerIo } from './attention/backend.js';
 
 // Compression: options and reports, budgets, policies (add your own with registerPolicy), the decode schedule.
-export type { CompressOptions, CompressionReport } from './compress/options.js';
+export { MERGE_MODES, type CompressOptions, type CompressionReport, type MergeMode } from './compress/options.js';
 export type { AutoChoice, AutoCompressOptions, AutoCompressionReport } from './compress/auto.js';
 export { BUDGET_MODES, type BudgetMode } from './compress/budgets.js';
 export { clampProtection, defaultPolicy } from './compress/pipeline.js';
@@ -103,3 +106,14 @@ export {
   type GenerationReport,
   type GeneratorOptions,
 } from './app/generator.js';
+
+// Speculative decoding: prompt-lookup drafts verified in one pass, exact rollback with truncate().
+export { PromptLookup, AdaptiveDraftLength, resolvePromptLookup } from './model/prompt-lookup.js';
+export type { SpeculateOptions, SpeculativeReport } from './app/speculative-decoder.js';
+
+// Reuse of compressed caches across requests (groundwork: keys, entry format, tiers, eviction).
+export { CACHE_FORMAT_VERSION, longestSavedPrefix, namespaceHash, prefixChain, type CacheStateSettings, type PrefixChain, type SavedPrefix, type StoreNamespace } from './store/keys.js';
+export { STORE_ENTRY_VERSION, decodeStoreEntry, encodeStoreEntry, type StoreEntry, type StoreEntryExpectation, type StoreEntryHeader } from './store/entry-format.js';
+export type { EvictionReason, MissReason, PutOptions, StoreTier, TierStats } from './store/tier.js';
+export { MemoryTier, type MemoryTierOptions } from './store/memory-tier.js';
+export { DEFAULT_HALF_LIFE_MS, evictionPolicy, lfu, lru, priorityDecay, type EvictionPolicy, type EvictionPolicyName } from './store/eviction.js';
