@@ -4,42 +4,17 @@ import { describe, expect, it } from 'vitest';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
 import type { CompressionReport } from '../src/compress/options.js';
-import { createStorageBuffer } from '../src/gpu/buffers.js';
-import type { GpuContext } from '../src/gpu/context.js';
+import { decode } from './helpers/reliability.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 const SHAPE = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
 const N_HEADS = 4;
 const OPTIONS = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 256, observationWindow: 8, initialFullBlocks: 8 };
 
-/** Decodes `tokens` random tokens one at a time through both engines: same q, k, v, same positions. */
-async function decodeBoth(gpu: GpuContext, gpuCache: PagedKvCache, cpuCache: CpuKvCache, seq: number, tokens: number, seed: number): Promise<void> {
-  const random = seededRandom(seed);
-  const { layers, kvHeads, headDim } = SHAPE;
-  for (let t = 0; t < tokens; t++) {
-    const pos = cpuCache.sequenceLength(seq);
-    const step = gpuCache.beginStep(seq, 1);
-    const encoder = gpu.device.createCommandEncoder();
-    const scratch: GPUBuffer[] = [];
-    for (let layer = 0; layer < layers; layer++) {
-      const k = Float32Array.from({ length: kvHeads * headDim }, () => random() * 2 - 1);
-      const v = Float32Array.from({ length: kvHeads * headDim }, () => random() * 2 - 1);
-      const q = Float32Array.from({ length: N_HEADS * headDim }, () => (random() * 2 - 1) * 3);
-      cpuCache.step(seq, layer, pos, q, k, v);
-      const io = {
-        keys: createStorageBuffer(gpu, 'k', k),
-        values: createStorageBuffer(gpu, 'v', v),
-        queries: createStorageBuffer(gpu, 'q', q),
-        out: createStorageBuffer(gpu, 'out', q.byteLength),
-      };
-      scratch.push(...Object.values(io));
-      gpuCache.encodeLayer(encoder, step, layer, io);
-    }
-    gpu.submit([encoder.finish()]);
-    gpuCache.endStep(step);
-    await gpu.idle();
-    for (const buffer of scratch) buffer.destroy();
-  }
+/** Decodes `tokens` random tokens through both engines, the same q, k, v for each (test/helpers/reliability.ts). */
+async function decodeBoth(gpuCache: PagedKvCache, cpuCache: CpuKvCache, seq: number, tokens: number, seed: number): Promise<void> {
+  await decode(gpuCache, seq, tokens, seededRandom(seed));
+  await decode(cpuCache, seq, tokens, seededRandom(seed));
 }
 
 /** Every field but the wall-clock time and the float mass, which must agree within a tolerance. */
@@ -55,7 +30,7 @@ describe('the CPU and GPU engines', () => {
     const cpuCache = CpuKvCache.create(OPTIONS);
     try {
       for (const cache of [gpuCache, cpuCache]) cache.addSequence(3);
-      await decodeBoth(gpu, gpuCache, cpuCache, 3, 90, 11);
+      await decodeBoth(gpuCache, cpuCache, 3, 90, 11);
       const calls: ((cache: PagedKvCache | CpuKvCache) => Promise<CompressionReport>)[] = [
         (cache) => cache.compress(3, { budget: 64 }), // the default policy: snapkv, since decoding filled the window
         (cache) => cache.compress(3, { policy: 'h2o', budget: 48, budgetMode: 'adakv', bits: 4 }), // creates the int4 pool
@@ -70,7 +45,7 @@ describe('the CPU and GPU engines', () => {
         if (Number.isNaN(fromCpu.attentionMassKept)) expect(fromGpu.attentionMassKept).toBeNaN();
         else expect(fromGpu.attentionMassKept).toBeCloseTo(fromCpu.attentionMassKept, 5);
         expect(gpuCache.memory(), `call ${i}`).toEqual(cpuCache.memory());
-        await decodeBoth(gpu, gpuCache, cpuCache, 3, 5, 100 + i);
+        await decodeBoth(gpuCache, cpuCache, 3, 5, 100 + i);
       }
       expect((await gpuCache.compress(3, { budget: 32 })).policy).toBe('snapkv');
       // The inspection API: the same heads, token for token.

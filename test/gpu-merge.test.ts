@@ -5,8 +5,7 @@ import { mergeHeadValues, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
 import { resolveCompressOptions } from '../src/compress/options.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
-import { createStorageBuffer } from '../src/gpu/buffers.js';
-import type { GpuContext } from '../src/gpu/context.js';
+import { decode } from './helpers/reliability.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 describe('mergeHeadValues (the reference)', () => {
@@ -44,34 +43,10 @@ describe('mergeHeadValues (the reference)', () => {
 const SHAPE = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
 const N_HEADS = 4;
 
-/** Decodes `tokens` random tokens through both engines (same q, k, v), so both accumulate attention statistics. */
-async function decodeBoth(gpu: GpuContext, gpuCache: PagedKvCache, cpuCache: CpuKvCache, seq: number, tokens: number, seed: number): Promise<void> {
-  const random = seededRandom(seed);
-  const { layers, kvHeads, headDim } = SHAPE;
-  for (let t = 0; t < tokens; t++) {
-    const pos = cpuCache.sequenceLength(seq);
-    const step = gpuCache.beginStep(seq, 1);
-    const encoder = gpu.device.createCommandEncoder();
-    const scratch: GPUBuffer[] = [];
-    for (let layer = 0; layer < layers; layer++) {
-      const k = Float32Array.from({ length: kvHeads * headDim }, () => random() * 2 - 1);
-      const v = Float32Array.from({ length: kvHeads * headDim }, () => random() * 2 - 1);
-      const q = Float32Array.from({ length: N_HEADS * headDim }, () => (random() * 2 - 1) * 3);
-      cpuCache.step(seq, layer, pos, q, k, v);
-      const io = {
-        keys: createStorageBuffer(gpu, 'k', k),
-        values: createStorageBuffer(gpu, 'v', v),
-        queries: createStorageBuffer(gpu, 'q', q),
-        out: createStorageBuffer(gpu, 'out', q.byteLength),
-      };
-      scratch.push(...Object.values(io));
-      gpuCache.encodeLayer(encoder, step, layer, io);
-    }
-    gpu.submit([encoder.finish()]);
-    gpuCache.endStep(step);
-    await gpu.idle();
-    for (const buffer of scratch) buffer.destroy();
-  }
+/** Decodes `tokens` random tokens through both engines, the same q, k, v for each (test/helpers/reliability.ts). */
+async function decodeBoth(gpuCache: PagedKvCache, cpuCache: CpuKvCache, seq: number, tokens: number, seed: number): Promise<void> {
+  await decode(gpuCache, seq, tokens, seededRandom(seed));
+  await decode(cpuCache, seq, tokens, seededRandom(seed));
 }
 
 describe('merging on the GPU (merge_values + compact_blocks) against the CPU reference', () => {
@@ -91,7 +66,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
         const cpuCache = CpuKvCache.create(options);
         try {
           for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
-          await decodeBoth(gpu, gpuCache, cpuCache, 1, tokens, tokens + budget);
+          await decodeBoth(gpuCache, cpuCache, 1, tokens, tokens + budget);
           const before = await cpuCache.readHead(1, 0, 0);
           const compress = { policy, budget, bits, merge, recent: Math.min(4, budget), sinks: 0, window: 8 };
           const fromGpu = await gpuCache.compress(1, compress);
@@ -133,7 +108,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     const cpuCache = CpuKvCache.create(options);
     try {
       for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
-      await decodeBoth(gpu, gpuCache, cpuCache, 1, 40, 3);
+      await decodeBoth(gpuCache, cpuCache, 1, 40, 3);
       const before = cpuCache.readHead(1, 1, 1);
       await gpuCache.compress(1, { policy: 'h2o', budget: 20, merge: 'none' });
       await cpuCache.compress(1, { policy: 'h2o', budget: 20, merge: 'none' });
