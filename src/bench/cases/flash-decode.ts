@@ -3,10 +3,10 @@ import type { QuantFormat } from '../../format/layout.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { FlashDecodeKernel, type FlashDecodeShape } from '../../kernels/cache/flash-decode.js';
-import { buildBenchCache, randomFloats } from '../fixture.js';
+import { randomFloats } from '../fixture.js';
 import type { BenchCase, BenchSuite, PreparedCase } from '../harness.js';
 import { formatTokens } from '../units.js';
-import { ATTENTION_CONTEXTS, ATTENTION_SHAPE } from './paged-attention-decode.js';
+import { ATTENTION_CONTEXTS, ATTENTION_SHAPE, decodeBenchCache } from './paged-attention-decode.js';
 
 const QUICK_CONTEXTS = [1024, 4096] as const;
 
@@ -90,18 +90,8 @@ export const flashDecodeSuite: BenchSuite = {
 };
 
 function prepareFlashDecode(gpu: GpuContext, context: number, quant: QuantFormat | null): PreparedCase {
-  const { nHeads, kvHeads, headDim, blockSize, recent } = ATTENTION_SHAPE;
-  const cache = buildBenchCache(gpu, {
-    layers: 1,
-    kvHeads,
-    headDim,
-    blockSize,
-    context,
-    full: 'f16',
-    quant,
-    recent,
-    seed: context + (quant ? quant.length : 0),
-  });
+  const { nHeads, kvHeads, headDim } = ATTENTION_SHAPE;
+  const cache = decodeBenchCache(gpu, context, quant);
   const software = gpu.adapter.isFallbackAdapter || gpu.adapter.architecture === 'swiftshader';
   const shape = software ? FLASH_BENCH_SHAPES.software : FLASH_BENCH_SHAPES.hardware;
   const kernel = new FlashDecodeKernel(gpu, { nHeads, kvHeads, full: cache.full, quant: cache.quant, ...shape });

@@ -31,6 +31,15 @@ const QUICK_CONTEXTS = [1024] as const;
 
 const FORMATS: readonly (QuantFormat | null)[] = [null, 'int4', 'int2'];
 
+/**
+ * One layer of ATTENTION_SHAPE holding `context` f16 tokens (quantized blocks and a `recent` f16 window when
+ * `quant` is given): the cache every decode-attention suite reads, so their rows compare the same data.
+ */
+export function decodeBenchCache(gpu: GpuContext, context: number, quant: QuantFormat | null): ReturnType<typeof buildBenchCache> {
+  const { kvHeads, headDim, blockSize, recent } = ATTENTION_SHAPE;
+  return buildBenchCache(gpu, { layers: 1, kvHeads, headDim, blockSize, context, full: 'f16', quant, recent, seed: context + (quant ? quant.length : 0) });
+}
+
 function label(quant: QuantFormat | null): string {
   return quant ?? 'f16';
 }
@@ -79,18 +88,8 @@ function prepareAttention(
   context: number,
   quant: QuantFormat | null,
 ): PreparedCase {
-  const { nHeads, kvHeads, headDim, blockSize, recent } = ATTENTION_SHAPE;
-  const cache = buildBenchCache(gpu, {
-    layers: 1,
-    kvHeads,
-    headDim,
-    blockSize,
-    context,
-    full: 'f16',
-    quant,
-    recent,
-    seed: context + (quant ? quant.length : 0),
-  });
+  const { nHeads, kvHeads, headDim } = ATTENTION_SHAPE;
+  const cache = decodeBenchCache(gpu, context, quant);
   const kernel = new PagedAttentionKernel(gpu, { nHeads, kvHeads, full: cache.full, quant: cache.quant });
   const qBytes = nHeads * headDim * 4;
   const queries = createStorageBuffer(gpu, 'bench:q', randomFloats(nHeads * headDim, context));
