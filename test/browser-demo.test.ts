@@ -104,6 +104,24 @@ describe('live demo page', () => {
     expect(statSync('artifacts/demo.png').size).toBeGreaterThan(10_000);
     if (process.env.KVCOMPACT_UPDATE_DOCS === '1') copyFileSync('artifacts/demo.png', 'docs/demo.png');
 
+    // Speculation: accepted drafts are marked in the text and the passes saved are counted.
+    const quote = 'Lily had a big red ball. She liked to throw the ball to her dog, Max.';
+    const specRun = (await page.evaluate(
+      (settings) => (window as unknown as { __kvdemo: { run(o: unknown): Promise<unknown> } }).__kvdemo.run(settings),
+      { prompt: `${quote} ${quote} ${quote.slice(0, 30)}`, steps: 24, policy: 'full', heat: false, compare: true, speculate: true },
+    )) as DemoRunResult;
+    const spec = specRun.report.speculative;
+    expect(spec).toBeDefined();
+    expect(spec?.accepted).toBeGreaterThan(0);
+    expect(spec?.forwardPasses).toBeLessThan(specRun.report.generatedTokens);
+    expect(await page.isChecked('#compare')).toBe(false); // speculation turns the side-by-side run off
+    const marked = await page.locator('#text .draft').count();
+    expect(marked).toBeGreaterThan(0);
+    expect(marked).toBeLessThanOrEqual(spec?.accepted ?? 0);
+    expect(await page.textContent('#speculation')).toContain(
+      `${specRun.report.generatedTokens} tokens in ${spec?.forwardPasses} forward passes (${specRun.report.generatedTokens - (spec?.forwardPasses ?? 0)} saved`,
+    );
+
     // Dropped files: garbage is refused with a message, a checkpoint + tokenizer pair replaces the model.
     await page.setInputFiles('#files', [{ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a model') }]);
     await page.waitForSelector('#model-status .bad');

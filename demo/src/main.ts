@@ -20,6 +20,8 @@ interface DemoRunOptions {
   readonly bits?: Bits;
   readonly compare?: boolean;
   readonly heat?: boolean;
+  /** Prompt-lookup speculative decoding (turns the side-by-side full cache off: it decodes token by token). */
+  readonly speculate?: boolean;
 }
 
 /** What `run` resolves with: the engine's result plus what the gauge displays. */
@@ -70,6 +72,8 @@ const ui = {
   steps: byId('steps', HTMLInputElement),
   compare: byId('compare', HTMLInputElement),
   heat: byId('heat', HTMLInputElement),
+  speculate: byId('speculate', HTMLInputElement),
+  speculation: byId('speculation', HTMLElement),
   generate: byId('generate', HTMLButtonElement),
   stop: byId('stop', HTMLButtonElement),
   dropzone: byId('dropzone', HTMLElement),
@@ -114,7 +118,7 @@ function describe(error: unknown): string {
 function setBusy(busy: boolean): void {
   ui.generate.disabled = busy || generator === null;
   ui.stop.disabled = !busy;
-  for (const el of [ui.prompt, ui.policy, ui.budgetMode, ui.budget, ui.bits, ui.steps, ui.compare, ui.heat, ui.files]) el.disabled = busy;
+  for (const el of [ui.prompt, ui.policy, ui.budgetMode, ui.budget, ui.bits, ui.steps, ui.compare, ui.heat, ui.speculate, ui.files]) el.disabled = busy;
   if (!busy) syncPolicyControls();
 }
 
@@ -123,6 +127,9 @@ function syncPolicyControls(): void {
   const full = ui.policy.value === 'full';
   for (const el of [ui.budgetMode, ui.budget, ui.bits]) el.disabled = full || abort !== null;
   ui.policyHelp.textContent = (POLICY_HELP[ui.policy.value] ?? ui.policy.value) + (full ? '' : BUDGET_HELP);
+  // Speculation verifies many tokens per pass; the side-by-side full cache decodes one by one beside it.
+  if (ui.speculate.checked) ui.compare.checked = false;
+  ui.compare.disabled = ui.speculate.checked || abort !== null;
 }
 
 function applyOptions(o: DemoRunOptions): void {
@@ -134,6 +141,7 @@ function applyOptions(o: DemoRunOptions): void {
   if (o.bits !== undefined) ui.bits.value = String(o.bits);
   if (o.compare !== undefined) ui.compare.checked = o.compare;
   if (o.heat !== undefined) ui.heat.checked = o.heat;
+  if (o.speculate !== undefined) ui.speculate.checked = o.speculate;
   syncPolicyControls();
 }
 
@@ -149,6 +157,7 @@ async function start(): Promise<DemoRunResult> {
   const bits = Number(ui.bits.value) as Bits;
   const withFull = ui.compare.checked;
   const withHeat = ui.heat.checked;
+  const speculate = ui.speculate.checked;
   const { nLayers, nKvHeads } = gen.config;
   const promptTokens = gen.tokenizer.encode(prompt, { bos: true }).length;
 
@@ -159,6 +168,9 @@ async function start(): Promise<DemoRunResult> {
   ui.settingLabel.textContent =
     policy === 'full' ? '(no compression)' : `(${policy}, ${budgetMode}, ${budget} tokens/head, ${bits === 16 ? 'f16' : `${bits}-bit`})`;
   compare.reset(prompt, withFull);
+  ui.speculation.hidden = !speculate;
+  ui.speculation.textContent = '';
+  const pieces: { piece: string; drafted: boolean }[] = [];
   gauge.reset();
   const cache = gen.cacheFor(policy === 'full' ? 16 : bits);
   const blocks = new BlockView(ui.blocks, ui.pool, nLayers, nKvHeads, cache.shape.blockSize);
@@ -174,9 +186,14 @@ async function start(): Promise<DemoRunResult> {
       bits,
       compareWithFull: withFull,
       heat: withHeat,
+      ...(speculate ? { speculate: { method: 'ngram' } as const } : {}),
       signal: abort.signal,
       onStep: (s) => {
-        compare.update(prompt, s.text, s.quality);
+        if (speculate) {
+          pieces.push({ piece: s.piece, drafted: s.drafted === true });
+          compare.updatePieces(prompt, pieces);
+          ui.speculation.textContent = speculationLine(pieces.length, s.forwardPasses ?? pieces.length, pieces.filter((p) => p.drafted).length);
+        } else compare.update(prompt, s.text, s.quality);
         gauge.update(s.memory);
         blocks.update(s.blocks, s.memory);
         if (s.heat) heat.drawRow(s.step, s.heat);
@@ -184,6 +201,8 @@ async function start(): Promise<DemoRunResult> {
       },
     });
     if (result.report.quality) compare.finish(result.report.quality);
+    const spec = result.report.speculative;
+    if (spec) ui.speculation.textContent = speculationLine(result.report.generatedTokens, spec.forwardPasses, spec.accepted);
     return { text: result.text, tokens: result.tokens, report: result.report, gaugeText: gauge.text };
   } catch (error) {
     showError(describe(error));
@@ -193,6 +212,14 @@ async function start(): Promise<DemoRunResult> {
     demo.status = generator ? 'ready' : 'error';
     setBusy(false);
   }
+}
+
+/** What speculation saved: tokens emitted against the forward passes they took (plain decoding: one each). */
+function speculationLine(tokens: number, passes: number, drafted: number): string {
+  return (
+    `Speculative decoding: ${tokens} tokens in ${passes} forward passes (${Math.max(0, tokens - passes)} saved, ` +
+    `${(tokens / Math.max(1, passes)).toFixed(2)} tokens per pass) · ${drafted} accepted draft tokens underlined`
+  );
 }
 
 function useModel(model: LoadedModel): void {
