@@ -268,6 +268,29 @@ describe('RedisTier when the server fails', () => {
     }
   });
 
+  it('shows server-side eviction (maxmemory-policy allkeys-lru) in stats', async () => {
+    const server = await RedisServer.start({ args: ['--maxmemory', '3mb', '--maxmemory-policy', 'allkeys-lru'] });
+    try {
+      const t = tier({ url: server.url, maxQueuedWrites: 200 });
+      await until(() => t.ready, 3000, 'the connection');
+      const bytes = await entry(13, 64 << 10);
+      for (let i = 0; i < 100; i++) await t.put(`k${i}`, bytes);
+      await t.flush();
+      const stats = await t.stats();
+      expect(stats.writes.written).toBe(100);
+      expect(stats.server.maxmemoryPolicy).toBe('allkeys-lru');
+      expect(stats.server.maxmemoryBytes).toBe(3 << 20);
+      expect(stats.server.evictedKeys).toBeGreaterThan(0);
+      expect(stats.evictions.capacity).toBe(stats.server.evictedKeys);
+      // Redis evicts before each command it runs, so the SCAN of stats may evict a few more after its INFO
+      expect(stats.entries).toBeGreaterThan(0);
+      expect(stats.entries).toBeLessThanOrEqual(100 - (stats.server.evictedKeys as number));
+      expect(await t.get('k99')).toEqual(bytes); // the newest survive
+    } finally {
+      await server.destroy();
+    }
+  });
+
   it('AUTH through the URL; the password never shows in stats or errors', async () => {
     const password = 'pw-S3cret-9f2k';
     const server = await RedisServer.start({ password });
@@ -331,6 +354,11 @@ describe('RedisTier on a 3-master cluster', () => {
       expect(await t.get(keysOf(chain)[1] as string)).toEqual(await entry(i));
     }
     expect((await t.stats()).entries).toBe(48);
+    // one chain's lookup is answered by one node: only its owner counts the EXISTS calls
+    for (const node of cluster.nodes) node.cli('CONFIG', 'RESETSTAT');
+    expect(await t.hasMany(keysOf(chains[5]!))).toEqual([true, true]);
+    const existsCalls = cluster.nodes.map((n) => Number(/cmdstat_exists:calls=(\d+)/.exec(n.cli('INFO', 'commandstats'))?.[1] ?? 0));
+    expect(existsCalls.sort()).toEqual([0, 0, 2]);
 
     const victim = cluster.nodes[1] as RedisServer;
     const onVictim = chains.map((chain) => cluster.owner(clusterSlot(redisKeyOf('cl', keysOf(chain)[0]!))) === victim);
