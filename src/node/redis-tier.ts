@@ -375,7 +375,7 @@ export class RedisTier implements StoreTier {
   put(key: string, bytes: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     const redisKey = redisKeyOf(this.keyPrefix, key);
     const ttl = options.pinned === true ? null : options.ttlMs === undefined ? this.defaultTtlMs : options.ttlMs;
-    if (ttl !== null && !(ttl > 0)) throw new InvalidArgumentError('ttlMs', `must be a positive number of milliseconds or null; got ${ttl}`);
+    if (ttl !== null && !(ttl > 0)) return Promise.reject(new InvalidArgumentError('ttlMs', `must be a positive number of milliseconds or null; got ${ttl}`));
     const drop = (reason: DroppedWrite): Promise<boolean> => {
       this.#dropped[reason]++;
       return Promise.resolve(false);
