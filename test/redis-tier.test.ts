@@ -1,7 +1,9 @@
 // The Redis tier against real redis-server processes (test/helpers/redis-server.ts): one single node, fault
 // servers started and killed per test, and one 3-master cluster. No mock: what a user runs is what is tested.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createClient } from 'redis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -288,6 +290,31 @@ describe('RedisTier when the server fails', () => {
       expect(stats.target).toBe(`redis://***:***@127.0.0.1:${server.port}`);
     } finally {
       await server.destroy();
+    }
+  });
+
+  it('rediss:// speaks TLS, with the CA passed through; an untrusted certificate is a miss, not a throw', async () => {
+    expect(spawnSync('sh', ['-c', 'command -v openssl']).status, 'the TLS test makes its certificate with openssl: install it').toBe(0);
+    const dir = mkdtempSync(join(tmpdir(), 'kvc-tls-'));
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { encoding: 'utf8' });
+    expect(made.status, made.stderr).toBe(0);
+    const port = await freePort();
+    const cert = join(dir, 'cert.pem');
+    const server = await RedisServer.start({ port, args: ['--port', '0', '--tls-port', String(port), '--tls-cert-file', cert, '--tls-key-file', join(dir, 'key.pem'), '--tls-ca-cert-file', cert, '--tls-auth-clients', 'no'] });
+    try {
+      const t = tier({ url: `rediss://127.0.0.1:${port}`, tls: { ca: readFileSync(cert) } });
+      await until(() => t.ready, 3000, 'the TLS connection');
+      await t.put('k', await entry(15));
+      await t.flush();
+      expect(await t.get('k')).toEqual(await entry(15));
+      const untrusted = tier({ url: `rediss://127.0.0.1:${port}`, maxReconnectDelayMs: 100 });
+      await sleep(200);
+      expect(await untrusted.get('k')).toBeNull();
+      expect((await untrusted.stats()).failures.unavailable).toBe(1);
+      expect((await untrusted.stats()).lastError ?? '').toMatch(/certificate/i);
+    } finally {
+      await server.destroy();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
