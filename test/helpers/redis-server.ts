@@ -133,7 +133,7 @@ export class RedisCluster {
 
   /** The node serving `slot`. */
   owner(slot: number): RedisServer {
-    const owner = this.nodes.find((n) => n.cli('CLUSTER', 'COUNTKEYSINSLOT', String(slot)) !== '' && slotRanges(n).some(([a, b]) => slot >= a && slot <= b));
+    const owner = this.nodes.find((n) => slotRanges(n).some(([a, b]) => slot >= a && slot <= b));
     if (owner === undefined) throw new Error(`no node owns slot ${slot}`);
     return owner;
   }
