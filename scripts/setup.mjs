@@ -7,7 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 
 const SWIFTSHADER_ICD = '/usr/lib/chromium/vk_swiftshader_icd.json';
 const SYSTEM_PACKAGES = ['chromium', 'libvulkan1'];
-const REDIS_PACKAGES = ['redis-server', 'redis-tools'];
+// openssl: the TLS test of the Redis tier makes its own certificate.
+const REDIS_PACKAGES = ['redis-server', 'redis-tools', 'openssl'];
 
 function run(command, args, env = process.env) {
   console.log(`$ ${command} ${args.join(' ')}`);
@@ -42,10 +43,10 @@ const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
 run('npm', ['ci', '--no-audit', '--no-fund']);
 
 const haveSoftware = existsSync(SWIFTSHADER_ICD) && existsSync('/usr/bin/chromium') && hasLibVulkan();
-const haveRedis = onPath('redis-server') && onPath('redis-cli');
+const haveRedis = onPath('redis-server') && onPath('redis-cli') && onPath('openssl');
 const missing = [...(haveSoftware ? [] : SYSTEM_PACKAGES), ...(haveRedis ? [] : REDIS_PACKAGES)];
 if (haveSoftware) console.log(`setup: SwiftShader software adapter present (${SWIFTSHADER_ICD}); Chromium for browser tests present`);
-if (haveRedis) console.log('setup: redis-server and redis-cli present (the Redis tier tests start their own servers)');
+if (haveRedis) console.log('setup: redis-server, redis-cli and openssl present (the Redis tier tests start their own servers)');
 if (missing.length === 0) {
   // nothing to install
 } else if (isRoot && isDebianLike()) {
@@ -69,9 +70,9 @@ if (missing.length === 0) {
   }
   if (!haveRedis) {
     console.log(
-      `setup: the Redis tier tests need redis-server and redis-cli: ${REDIS_PACKAGES.join(' ')}\n` +
+      `setup: the Redis tier tests need redis-server, redis-cli and openssl: ${REDIS_PACKAGES.join(' ')}\n` +
         `  Debian/Ubuntu: sudo apt-get install -y ${REDIS_PACKAGES.join(' ')}\n` +
-        '  Fedora: sudo dnf install -y redis   macOS: brew install redis',
+        '  Fedora: sudo dnf install -y redis openssl   macOS: brew install redis openssl',
     );
   }
   console.log('Then run `npm test`.');
