@@ -17,6 +17,14 @@ export interface CompressibleCache {
   compress(seqId: number, options: CompressOptions): Promise<CompressionReport> | CompressionReport;
 }
 
+/** The step counters of a {@link DecodeCompressor}. */
+export interface DecodeCounters {
+  /** beforeStep calls (and advanced steps) so far. */
+  readonly steps: number;
+  /** Tokens appended since the last compression. */
+  readonly sinceCompress: number;
+}
+
 /**
  * Options of a {@link DecodeCompressor}: a {@link DecodeScheduleOptions} whose block size defaults to the cache's.
  *
@@ -75,6 +83,21 @@ export class DecodeCompressor {
   }
 
   /**
+   * Compresses to the schedule's target now, whatever the counts (an explicit `compress` segment of a context
+   * stream: cache-augmented generation compresses the knowledge before any question). The next compression then
+   * comes where it would after any other: the cadence restarts here. Null when the schedule has no budget (there
+   * is nothing to compress to).
+   */
+  async compressNow(seqId: number): Promise<CompressionReport | null> {
+    const { budget, target, sinks, recent, window, compress } = this.schedule;
+    if (budget === null) return null;
+    const report = await this.cache.compress(seqId, { ...compress, budget: target ?? budget, sinks, recent, window });
+    this.reports.push(report);
+    this.sinceCompress = 0;
+    return report;
+  }
+
+  /**
    * How many one-token steps after the current one (the step {@link beforeStep} was last called for, whose token
    * is not appended yet) would compress nothing, up to `max`: a speculative decoder verifies at most that many
    * drafts in one pass, so compression never runs in the middle of a verification and runs exactly where
@@ -114,6 +137,20 @@ export class DecodeCompressor {
       throw new InvalidArgumentError('numTokens', `must be a non-negative integer; got ${numTokens}`);
     }
     this.sinceCompress += numTokens;
+  }
+
+  /** The counters the schedule reads besides the cache's counts: what a restored sequence must resume. */
+  counters(): DecodeCounters {
+    return { steps: this.steps, sinceCompress: this.sinceCompress };
+  }
+
+  /** Resumes counters saved by {@link counters} (a sequence restored from a snapshot goes on as if never stopped). */
+  resume(counters: DecodeCounters): void {
+    for (const [name, value] of Object.entries(counters)) {
+      if (!Number.isInteger(value) || value < 0) throw new InvalidArgumentError(`counters.${name}`, `must be a non-negative integer; got ${String(value)}`);
+    }
+    this.steps = counters.steps;
+    this.sinceCompress = counters.sinceCompress;
   }
 
   private state(seqId: number): DecodeState {
