@@ -128,6 +128,22 @@ export type { SpeculateOptions, SpeculativeReport } from './app/speculative-deco
 export { CACHE_FORMAT_VERSION, longestSavedPrefix, namespaceHash, prefixChain, type CacheStateSettings, type PrefixChain, type SavedPrefix, type StoreNamespace } from './store/keys.js';
 export { STORE_ENTRY_VERSION, decodeStoreEntry, encodeStoreEntry, type StoreEntry, type StoreEntryExpectation, type StoreEntryHeader } from './store/entry-format.js';
 export { SNAPSHOT_LAYOUT_VERSION, entryToSnapshot, snapshotToEntry, type SnapshotEntryOptions } from './store/snapshot-entry.js';
-export type { EvictionReason, MissReason, PutOptions, StoreTier, TierStats } from './store/tier.js';
+export type { EvictionReason, MissReason, PutOptions, StoreTier, TierEntryInfo, TierStats } from './store/tier.js';
 export { MemoryTier, type MemoryTierOptions } from './store/memory-tier.js';
+export { normalizeStream, streamChain, streamTokenIds, streamTokens, type ContextSegment, type ContextStream, type StreamChain, type StreamLink } from './store/context-stream.js';
+export {
+  ContextStore,
+  type ContextStoreOptions,
+  type ContextStoreStats,
+  type LookupOrComputeResult,
+  type SaveOptions,
+  type SavedEntry,
+  type StoreExpectation,
+  type StoreHit,
+  type StoreListing,
+  type StoreLookup,
+  type StoreMiss,
+  type StoreMissReason,
+} from './store/context-store.js';
+export { FileTier, FILE_KEY_PATTERN, entryFileName, parseEntryFileName, type BackendFile, type EntryFileName, type FileTierBackend, type FileTierOptions } from './store/file-tier.js';
 export { DEFAULT_HALF_LIFE_MS, evictionPolicy, lfu, lru, priorityDecay, type EvictionPolicy, type EvictionPolicyName } from './store/eviction.js';

@@ -24,3 +24,4 @@ export {
   type NodeModel,
 } from './node/hf-model-files.js';
 export { serveStatic, type StaticServer } from './node/static-server.js';
+export { DirectoryBackend, openDirectoryTier, TEMP_PREFIX, type DirectoryTierOptions } from './node/directory-tier.js';

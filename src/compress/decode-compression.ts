@@ -17,14 +17,6 @@ export interface CompressibleCache {
   compress(seqId: number, options: CompressOptions): Promise<CompressionReport> | CompressionReport;
 }
 
-/** The step counters of a {@link DecodeCompressor}. */
-export interface DecodeCounters {
-  /** beforeStep calls (and advanced steps) so far. */
-  readonly steps: number;
-  /** Tokens appended since the last compression. */
-  readonly sinceCompress: number;
-}
-
 /**
  * Options of a {@link DecodeCompressor}: a {@link DecodeScheduleOptions} whose block size defaults to the cache's.
  *
@@ -176,20 +168,6 @@ export class DecodeCompressor {
       throw new InvalidArgumentError('numTokens', `must be a non-negative integer; got ${numTokens}`);
     }
     this.sinceCompress += numTokens;
-  }
-
-  /** The counters the schedule reads besides the cache's counts: what a restored sequence must resume. */
-  counters(): DecodeCounters {
-    return { steps: this.steps, sinceCompress: this.sinceCompress };
-  }
-
-  /** Resumes counters saved by {@link counters} (a sequence restored from a snapshot goes on as if never stopped). */
-  resume(counters: DecodeCounters): void {
-    for (const [name, value] of Object.entries(counters)) {
-      if (!Number.isInteger(value) || value < 0) throw new InvalidArgumentError(`counters.${name}`, `must be a non-negative integer; got ${String(value)}`);
-    }
-    this.steps = counters.steps;
-    this.sinceCompress = counters.sinceCompress;
   }
 
   private state(seqId: number): DecodeState {
