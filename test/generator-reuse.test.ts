@@ -3,6 +3,9 @@ import { Generator, type GenerateOptions } from '../src/app/generator.js';
 import { streamRest } from '../src/app/context-replay.js';
 import { streamTokens } from '../src/store/context-stream.js';
 import { InvalidArgumentError } from '../src/errors.js';
+import { StoreStates } from '../src/app/store-reuse.js';
+import type { ContextReuse } from '../src/app/context-reuse.js';
+import { MemoryTier } from '../src/store/memory-tier.js';
 import { testGpu } from './helpers/gpu.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
 
@@ -36,9 +39,13 @@ describe('streamRest', () => {
 });
 
 describe('Generator: continueFrom and a store of compressed states (stories260K)', () => {
-  it("a chat's second turn continues the first: restored from the first turn's final state, token-identical to recomputing it", async () => {
+  const stores: [string, (gen: Generator) => ContextReuse][] = [
+    ['GPU-resident forks', (gen) => gen.residentStates({ modelFingerprint: 'stories260K', tenantSalt: '' })],
+    ['serialized entries in a MemoryTier', () => new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' })],
+  ];
+  it.each(stores)("a chat's second turn continues the first: restored from the first turn's final state (%s), token-identical to recomputing it", async (_name, makeStore) => {
     const gen = await generator(4);
-    const store = gen.residentStates({ modelFingerprint: 'stories260K', tenantSalt: '' });
+    const store = makeStore(gen);
     const first = { ...SETTING, prompt: 'Once upon a time, there was a little girl named Lily who loved to play outside', steps: 24 };
     const turn1 = await gen.generate(first);
     expect(turn1.context).toEqual([
@@ -63,14 +70,14 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
   });
 
   it('cache-augmented generation: every question after the first restores the compressed knowledge; answers equal recomputing it', async () => {
-    const gen = await generator(4);
-    const store = gen.residentStates({ modelFingerprint: 'stories260K', tenantSalt: '' });
+    const gen = await generator();
+    const store = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
     const knowledge = gen.contextOf(knowledgeText(gen, 400), { compress: true });
     const knowledgeTokens = streamTokens(knowledge);
     expect(knowledgeTokens).toBeGreaterThanOrEqual(400);
     const questions = ['What did Kitty polish?', 'Who helped Roxy climb the hill?', 'Why was the cow sad?'];
     for (const [i, prompt] of questions.entries()) {
-      const options = { ...SETTING, prompt, steps: 12, continueFrom: knowledge };
+      const options = { ...SETTING, prompt, steps: 8, continueFrom: knowledge };
       const baseline = await gen.generate(options);
       const reused = await gen.generate({ ...options, store });
       expect(reused.tokens, prompt).toEqual(baseline.tokens);
