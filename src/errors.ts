@@ -423,7 +423,9 @@ export class MissingTensorError extends HfModelError {
  * - `header`: the header is not the JSON the container defines;
  * - `section`: a section lies outside the entry, overlaps another, or is missing;
  * - `layout`, `fingerprint`, `shape`, `settings`, `tokens`: a well-formed entry of another cache layout version,
- *   model, cache shape, compression settings or prefix length than the caller expects.
+ *   model, cache shape, compression settings or prefix length than the caller expects;
+ * - `snapshot`: the container is sound but the sequence snapshot inside it is not (a section of the wrong length, a
+ *   block index out of range, counts that disagree).
  */
 export type StoreEntryReason =
   | 'length'
@@ -436,7 +438,8 @@ export type StoreEntryReason =
   | 'fingerprint'
   | 'shape'
   | 'settings'
-  | 'tokens';
+  | 'tokens'
+  | 'snapshot';
 
 /**
  * A saved cache entry cannot be used. `reason` says why (see {@link StoreEntryReason}); the store counts it as a
@@ -457,5 +460,27 @@ export class StoreEntryError extends KvCompactError {
     detail: string,
   ) {
     super(`store entry refused (${reason}): ${detail}. Treat it as a miss: recompute the prefix and save it again.`);
+  }
+}
+
+/**
+ * A sequence snapshot does not fit the cache it is imported into (or is not self-consistent). `field` names what
+ * differs, with what the snapshot has and what the cache (or the rest of the snapshot) expects. The cache is
+ * unchanged: import into a cache of the snapshot's shape and formats, or recompute the sequence.
+ *
+ * @example
+ * ```ts
+ * try { await cache.importSequence(9, snapshot); }
+ * catch (err) { if (err instanceof SnapshotMismatchError) console.log(err.field, err.got, err.expected); else throw err; }
+ * ```
+ */
+export class SnapshotMismatchError extends KvCompactError {
+  override name = 'SnapshotMismatchError';
+  constructor(
+    readonly field: string,
+    readonly got: string | number,
+    readonly expected: string | number,
+  ) {
+    super(`snapshot ${field}: got ${got}, expected ${expected}; import it into a cache of the snapshot's shape and formats, or recompute the sequence`);
   }
 }

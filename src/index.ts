@@ -28,6 +28,7 @@ export {
   MissingTensorError,
   TruncateCompressedError,
   StoreEntryError,
+  SnapshotMismatchError,
   type StoreEntryReason,
 } from './errors.js';
 
@@ -53,6 +54,18 @@ export {
 // The two engines: one API, the same options, defaults and reports.
 export { PagedKvCache } from './engine/paged-kv-cache.js';
 export { CpuKvCache, type CpuKvCacheOptions } from './engine/cpu-kv-cache.js';
+export {
+  EMPTY_WINDOW_POSITION,
+  checkSnapshot,
+  snapshotBytes,
+  validateSnapshot,
+  type SequenceSnapshot,
+  type SnapshotBlockRef,
+  type SnapshotRow,
+  type SnapshotStats,
+  type SnapshotTarget,
+  type SnapshotWindow,
+} from './engine/sequence-snapshot.js';
 export type { PagedKvCacheOptions } from './cache/cache-options.js';
 export type { CacheMemoryReport } from './cache/memory-report.js';
 export type { HeadContents } from './cache/cpu-storage.js';
@@ -76,7 +89,7 @@ export {
 } from './compress/policy.js';
 export type { GpuScorePlan, TokenScorePlan, WindowScorePlan } from './compress/gpu-policies.js';
 export { createPolicy, policyNames, policyRequirements, registerPolicy, type PolicyFactory } from './compress/registry.js';
-export { DecodeCompressor, type CompressibleCache, type DecodeCompressorOptions } from './compress/decode-compression.js';
+export { DecodeCompressor, type CompressibleCache, type DecodeCompressorOptions, type DecodeCounters } from './compress/decode-compression.js';
 export { decodeSchedule, nextCompression, type DecodeSchedule, type DecodeScheduleOptions } from './compress/decode-schedule.js';
 
 // Models: llama2.c and Hugging Face checkpoints, tokenizers, the CPU and GPU forward passes, sampling.
@@ -114,6 +127,23 @@ export type { SpeculateOptions, SpeculativeReport } from './app/speculative-deco
 // Reuse of compressed caches across requests (groundwork: keys, entry format, tiers, eviction).
 export { CACHE_FORMAT_VERSION, longestSavedPrefix, namespaceHash, prefixChain, type CacheStateSettings, type PrefixChain, type SavedPrefix, type StoreNamespace } from './store/keys.js';
 export { STORE_ENTRY_VERSION, decodeStoreEntry, encodeStoreEntry, type StoreEntry, type StoreEntryExpectation, type StoreEntryHeader } from './store/entry-format.js';
-export type { EvictionReason, MissReason, PutOptions, StoreTier, TierStats } from './store/tier.js';
+export { SNAPSHOT_LAYOUT_VERSION, entryToSnapshot, snapshotToEntry, type SnapshotEntryOptions } from './store/snapshot-entry.js';
+export type { EvictionReason, MissReason, PutOptions, StoreTier, TierEntryInfo, TierStats } from './store/tier.js';
 export { MemoryTier, type MemoryTierOptions } from './store/memory-tier.js';
+export { normalizeStream, streamChain, streamTokenIds, streamTokens, type ContextSegment, type ContextStream, type StreamChain, type StreamLink } from './store/context-stream.js';
+export {
+  ContextStore,
+  type ContextStoreOptions,
+  type ContextStoreStats,
+  type LookupOrComputeResult,
+  type SaveOptions,
+  type SavedEntry,
+  type StoreExpectation,
+  type StoreHit,
+  type StoreListing,
+  type StoreLookup,
+  type StoreMiss,
+  type StoreMissReason,
+} from './store/context-store.js';
+export { FileTier, FILE_KEY_PATTERN, entryFileName, parseEntryFileName, type BackendFile, type EntryFileName, type FileTierBackend, type FileTierOptions } from './store/file-tier.js';
 export { DEFAULT_HALF_LIFE_MS, evictionPolicy, lfu, lru, priorityDecay, type EvictionPolicy, type EvictionPolicyName } from './store/eviction.js';

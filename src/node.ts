@@ -36,3 +36,4 @@ export {
   type RedisTlsOptions,
 } from './node/redis-tier.js';
 export { CircuitBreaker, clusterSlot, groupedKey, redactUrl, type BreakerState } from './node/redis-support.js';
+export { DirectoryBackend, openDirectoryTier, TEMP_PREFIX, type DirectoryTierOptions } from './node/directory-tier.js';

@@ -196,4 +196,36 @@ describe('DecodeCompressor', () => {
     expect(short.calls).toEqual([{ at: 16, options: expect.objectContaining({ policy: 'streaming' }) }]);
     expect(() => quantize.prefilled(-1)).toThrow(InvalidArgumentError);
   });
+  it('resumes from saved counters: a restored sequence compresses exactly where the unstopped one does', async () => {
+    for (const options of [{ budget: 64, compress: { policy: 'h2o', bits: 4 as const } }, { budget: 40, mode: 'every' as const, every: 5, compress: { policy: 'h2o' } }]) {
+      const original = new CountingCache();
+      const decode = new DecodeCompressor(original, options);
+      original.append(10);
+      decode.prefilled(10);
+      for (let step = 0; step < 37; step++) {
+        await decode.beforeStep(0, 1);
+        original.append(1);
+      }
+      const saved = decode.counters();
+      expect(saved).toEqual({ steps: 37, sinceCompress: expect.any(Number) });
+      const restored = new CountingCache();
+      restored.counts.splice(0, restored.counts.length, ...original.counts);
+      restored.appended = original.appended;
+      const resumed = new DecodeCompressor(restored, { ...options, resume: saved });
+      const fresh = new DecodeCompressor(new CountingCache(), options);
+      fresh.resume(saved);
+      expect(fresh.counters()).toEqual(saved);
+      const callsBefore = original.calls.length;
+      for (let step = 0; step < 150; step++) {
+        await decode.beforeStep(0, 1);
+        original.append(1);
+        await resumed.beforeStep(0, 1);
+        restored.append(1);
+      }
+      expect(restored.calls).toEqual(original.calls.slice(callsBefore));
+      expect(restored.calls.length).toBeGreaterThan(3);
+      expect(resumed.counters()).toEqual(decode.counters());
+    }
+    expect(() => new DecodeCompressor(new CountingCache(), { budget: 64, resume: { steps: -1, sinceCompress: 0 } })).toThrow(InvalidArgumentError);
+  });
 });

@@ -2,6 +2,7 @@ import type { BudgetMode } from '../compress/budgets.js';
 import type { CompressionReport } from '../compress/options.js';
 import type { CacheMemoryReport } from '../engine/paged-kv-cache.js';
 import type { Bits } from '../format/layout.js';
+import type { ContextStream } from '../store/context-stream.js';
 import type { HeatSnapshot } from './heat.js';
 import type { SpeculativeReport } from './speculative-decoder.js';
 
@@ -126,6 +127,10 @@ export interface GenerationReport {
   readonly lastCompression: CompressionReport | null;
   readonly milliseconds: number;
   readonly tokensPerSecond: number;
+  /** Milliseconds from the call to the first sampled token (restore and prefill included); absent with speculate. */
+  readonly ttftMs?: number;
+  /** What the `store` option saved work: present only with a store. */
+  readonly store?: GenerationStoreReport;
   /** With compareWithFull. */
   readonly quality?: GenerationQuality;
   /** With speculate: passes (prefill included), drafts verified and kept. */
@@ -180,5 +185,32 @@ export interface GenerateResult {
   /** BOS and the prompt's ids. */
   readonly promptTokens: number[];
   readonly report: GenerationReport;
+  /**
+   * What the compressed sequence's cache holds at the end, as the operations that built it: the history
+   * (`continueFrom`), the prompt's prefill, the decode of the generated tokens it forwarded (all but the last
+   * sampled one). Pass it as `continueFrom` to go on (the next turn of a chat).
+   */
+  readonly context: ContextStream;
+}
+
+/**
+ * What a generation's `store` saved: `prefillTokens` is what it computed, `hitTokens` what it restored.
+ *
+ * @example
+ * ```ts
+ * if (report.store?.hit) console.log(`${report.store.hitTokens} of ${report.store.promptTokens} tokens restored`);
+ * ```
+ */
+export interface GenerationStoreReport {
+  readonly hit: boolean;
+  /** Tokens of the history and prompt the restored state covers (0 on a miss). */
+  readonly hitTokens: number;
+  /** Tokens of the history and prompt (BOS included). */
+  readonly promptTokens: number;
+  /** Tokens actually computed before the first token: promptTokens − hitTokens. */
+  readonly prefillTokens: number;
+  readonly restoreMs: number;
+  /** States saved (segment ends of the history it computed, the prompt's end, the end). */
+  readonly saved: number;
 }
 

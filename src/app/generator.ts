@@ -13,8 +13,11 @@ import { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig } from '../mode
 import { GpuLlama } from '../model/gpu-llama.js';
 import { createSampler } from '../model/sampling.js';
 import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
+import { normalizeStream, streamTokens, type ContextSegment, type ContextStream } from '../store/context-stream.js';
 import { CacheSwitch } from './cache-switch.js';
-import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationQuality, GenerationReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
+import { cacheStateSettings, replayStream, streamRest } from './context-replay.js';
+import { ResidentStates, type ContextReuse, type ReuseHit, type ReuseTarget } from './context-reuse.js';
+import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationQuality, GenerationReport, GenerationStoreReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
 import { HeatReader } from './heat.js';
 import type { SpeculateOptions } from './speculative-decoder.js';
 import { generateSpeculatively } from './speculative-generation.js';
@@ -85,6 +88,20 @@ export interface GenerateOptions {
    * with compareWithFull.
    */
   readonly speculate?: SpeculateOptions;
+  /**
+   * A history to continue: a previous result's `context` (the next turn of a chat) or {@link Generator.contextOf}
+   * (a knowledge text). It is replayed as it was built (prefill in one pass, decode token by token under the
+   * decode schedule, compress explicitly) before the prompt, which is then encoded without BOS and prefilled.
+   * With a `store`, the longest saved state of the history and prompt is restored instead of recomputed. Not with
+   * compareWithFull or speculate.
+   */
+  readonly continueFrom?: ContextStream;
+  /**
+   * Saved compressed states to reuse: looked up before the prefill (only the rest is computed), saved after the
+   * prompt's prefill, at the end of each segment of `continueFrom` it computes, and at the end. Not with
+   * compareWithFull or speculate.
+   */
+  readonly store?: ContextReuse;
 }
 
 /**
@@ -102,7 +119,12 @@ export interface GeneratorOptions {
   readonly maxTokens?: number;
   /** Tokens per block (default 16). */
   readonly blockSize?: number;
+  /** Sequence slots kept for GPU-resident saved states ({@link Generator.residentStates}; default 0). */
+  readonly residentStates?: number;
 }
+
+/** Sequence ids of GPU-resident saved states start here (after the ids of a generation). */
+const RESIDENT_FIRST_ID = 16;
 
 interface Resolved {
   readonly policy: GenerationPolicy;
@@ -203,7 +225,7 @@ export class Generator {
           fullFormat: this.options.fullFormat ?? 'f16',
           blockSize: this.options.blockSize ?? 16,
           // The compressed run, the full-cache run and its teacher-forced fork live side by side.
-          seqSlots: 3,
+          seqSlots: 3 + (this.options.residentStates ?? 0),
           maxTokensPerHead: this.maxTokens,
         }),
       );
@@ -220,17 +242,25 @@ export class Generator {
     if (this.destroyed) throw new KvCompactError('this Generator was destroyed; create a new one');
     if (this.busy) throw new KvCompactError('Generator.generate calls must not overlap: await the previous one');
     const opts = this.resolve(options);
-    const promptTokens = this.tokenizer.encode(options.prompt, { bos: true });
+    const history = options.continueFrom ?? [];
+    // A continuation goes on after the history: BOS is already in it.
+    const promptTokens = this.tokenizer.encode(options.prompt, { bos: options.continueFrom === undefined });
     const steps = options.steps;
     if (!Number.isInteger(steps) || steps < 1) throw new InvalidArgumentError('steps', `must be a positive integer; got ${steps}`);
-    if (promptTokens.length + steps - 1 > this.maxTokens) {
+    if (promptTokens.length === 0) throw new InvalidArgumentError('prompt', 'must not be empty when continuing a history (continueFrom): its tokens are what the first token is sampled after');
+    const historyTokens = streamTokens(normalizeStream(history));
+    if (historyTokens + promptTokens.length + steps - 1 > this.maxTokens) {
       throw new InvalidArgumentError(
         'steps',
-        `the prompt (${promptTokens.length} tokens with BOS) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`,
+        `the history (${historyTokens} tokens) and prompt (${promptTokens.length} tokens) plus ${steps} steps exceed the ${this.maxTokens} tokens this generator holds`,
       );
     }
     if (options.compareWithFull === true && options.speculate) {
       throw new InvalidArgumentError('speculate', 'compareWithFull decodes a second cache token by token beside this one; use one or the other');
+    }
+    const reuse = options.continueFrom !== undefined ? 'continueFrom' : options.store !== undefined ? 'store' : null;
+    if (reuse !== null && (options.compareWithFull === true || options.speculate)) {
+      throw new InvalidArgumentError(reuse, 'goes on from a compressed state alone: not with compareWithFull or speculate');
     }
     this.busy = true;
     const cache = this.cacheFor(opts.bits);
@@ -261,6 +291,7 @@ export class Generator {
     forkTeacher: () => void,
   ): Promise<GenerateResult> {
     const started = performance.now();
+    let ttftMs = 0;
     const sampler = { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9, seed: options.seed ?? 42 };
     const sample = createSampler(sampler);
     // Same seed: the free-running full cache draws the same random numbers, so the texts match until the logits differ.
@@ -269,8 +300,27 @@ export class Generator {
     const decode = opts.schedule ? new DecodeCompressor(cache, opts.schedule) : null;
     const heatReader = options.heat ? new HeatReader() : null;
 
-    let logits = await this.model.forward(SEQ_COMPRESSED, promptTokens);
-    decode?.prefilled(promptTokens.length);
+    const stream: ContextSegment[] = normalizeStream([...(options.continueFrom ?? []), { kind: 'prefill', tokens: promptTokens }]);
+    const target: ReuseTarget = { cache, seqId: SEQ_COMPRESSED, decode, settings: this.stateSettings(opts) };
+    const { store } = options;
+    let hit: ReuseHit | null = null;
+    let saved = 0;
+    if (store) {
+      // The sequence generate() added is empty: a hit forks or imports into a fresh one.
+      await cache.freeSequence(SEQ_COMPRESSED);
+      // Below the whole stream: a state covering every token would leave none to forward for the first logits.
+      hit = await store.restore(stream, streamTokens(stream), target);
+      if (!hit) cache.addSequence(SEQ_COMPRESSED);
+    }
+    const done = hit?.segmentsUpTo ?? [];
+    const rest = hit ? streamRest(stream, done) : stream;
+    const replayed = await replayStream({ model: this.model, cache, seqId: SEQ_COMPRESSED, decode }, rest, store
+      ? async (upTo) => {
+          if (await store.save([...done, ...upTo], target)) saved++;
+        }
+      : undefined);
+    if (replayed.logits === null) throw new KvCompactError('internal: a generation stream forwarded no token');
+    let logits = replayed.logits;
     // Before the texts diverge the free-running full sequence has the compressed run's context: it is the teacher.
     let fullLogits = compare ? await this.model.forward(SEQ_FULL, promptTokens) : null;
     let teacherLogits = fullLogits;
@@ -289,6 +339,11 @@ export class Generator {
 
     for (let step = 0; step < options.steps; step++) {
       const token = sample(logits);
+      if (step === 0) {
+        ttftMs = performance.now() - started;
+        // The prompt's end: the state the next request with this prompt (or a longer one) starts from.
+        if (store && (await store.save(stream, target))) saved++;
+      }
       const piece = this.tokenizer.decode(prev, token);
       tokens.push(token);
       text += piece;
@@ -350,6 +405,20 @@ export class Generator {
       if (last) break;
     }
 
+    // The last sampled token is not in the cache: it would be forwarded by the next step.
+    const context = normalizeStream([...stream, { kind: 'decode', tokens: tokens.slice(0, -1) }]);
+    if (store && (await store.save(context, target))) saved++;
+    const totalTokens = streamTokens(stream);
+    const storeReport: GenerationStoreReport | null = store
+      ? {
+          hit: hit !== null,
+          hitTokens: hit?.tokens ?? 0,
+          promptTokens: totalTokens,
+          prefillTokens: totalTokens - (hit?.tokens ?? 0),
+          restoreMs: hit?.restoreMs ?? 0,
+          saved,
+        }
+      : null;
     const memory = this.memory(cache);
     const milliseconds = performance.now() - started;
     const n = tokens.length;
@@ -369,6 +438,8 @@ export class Generator {
       lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
       milliseconds,
       tokensPerSecond: (n * 1000) / Math.max(1, milliseconds),
+      ttftMs,
+      ...(storeReport ? { store: storeReport } : {}),
       ...(compare
         ? {
             quality: {
@@ -383,7 +454,7 @@ export class Generator {
           }
         : {}),
     };
-    return { text, tokens, promptTokens, report };
+    return { text, tokens, promptTokens, report, context };
   }
 
   private async runSpeculative(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, speculate: SpeculateOptions, promptTokens: number[]): Promise<GenerateResult> {
@@ -400,7 +471,40 @@ export class Generator {
       compressions: decode?.reports.length ?? 0, lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
       milliseconds, tokensPerSecond: (tokens.length * 1000) / Math.max(1, milliseconds), speculative,
     };
-    return { text, tokens, promptTokens, report };
+    const context = normalizeStream([{ kind: 'prefill', tokens: promptTokens }, { kind: 'decode', tokens: tokens.slice(0, -1) }]);
+    return { text, tokens, promptTokens, report, context };
+  }
+
+  /**
+   * The history of a text prefilled after BOS and, with `compress`, compressed to the budget of the generation that
+   * continues it (cache-augmented generation: the knowledge is computed once, each question goes on from it).
+   *
+   * @example
+   * ```ts
+   * const knowledge = generator.contextOf(document, { compress: true });
+   * const { text } = await generator.generate({ prompt: question, steps: 32, continueFrom: knowledge, budget: 64 });
+   * ```
+   */
+  contextOf(text: string, options: { readonly compress?: boolean } = {}): ContextStream {
+    const tokens = this.tokenizer.encode(text, { bos: true });
+    return options.compress === true ? [{ kind: 'prefill', tokens }, { kind: 'compress' }] : [{ kind: 'prefill', tokens }];
+  }
+
+  /**
+   * A GPU-resident store of saved states in this generator's caches: a save and a hit are forks (zero copy). Needs
+   * {@link GeneratorOptions.residentStates} slots.
+   *
+   * @throws InvalidArgumentError when the generator keeps no slots for saved states.
+   */
+  residentStates(namespace: { readonly modelFingerprint: string; readonly tenantSalt: string }): ResidentStates {
+    const slots = this.options.residentStates ?? 0;
+    if (slots < 1) throw new InvalidArgumentError('residentStates', 'is 0: create the Generator with residentStates ≥ 1 to keep saved states on the GPU');
+    return new ResidentStates({ ...namespace, seqIds: Array.from({ length: slots }, (_, i) => RESIDENT_FIRST_ID + i) });
+  }
+
+  /** The namespace settings of a generation: what changes the state of its compressed cache. */
+  private stateSettings(opts: Resolved): ReturnType<typeof cacheStateSettings> {
+    return cacheStateSettings(opts, { fullFormat: this.options.fullFormat ?? 'f16' });
   }
 
   /**

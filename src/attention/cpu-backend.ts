@@ -321,6 +321,31 @@ export class CpuAttentionBackend {
     return { queries, positions };
   }
 
+  /** The whole ring of (slot, layer) in the canonical snapshot form (see `SnapshotWindow`): copies. */
+  exportWindow(slot: number, layer: number): { valid: number; end: number; positions: Uint32Array; queries: Float32Array } {
+    const w = this.observationWindow;
+    const rowValues = this.nHeads * this.storage.meta.shape.headDim;
+    const base = layer * this.storage.meta.seqSlots + slot;
+    const positions = this.#windowPositions.slice(base * w, (base + 1) * w);
+    const queries = this.#windowQueries.slice(base * w * rowValues, (base + 1) * w * rowValues);
+    let newest = -1;
+    positions.forEach((p, j) => {
+      if (p === EMPTY_POSITION) queries.fill(0, j * rowValues, (j + 1) * rowValues);
+      else newest = Math.max(newest, p);
+    });
+    return { valid: this.#windowValid[base] ?? 0, end: newest + 1, positions, queries };
+  }
+
+  /** Puts a canonical ring (validated by the caller) into (slot, layer). */
+  importWindow(slot: number, layer: number, window: { readonly valid: number; readonly positions: Uint32Array; readonly queries: Float32Array }): void {
+    const w = this.observationWindow;
+    const rowValues = this.nHeads * this.storage.meta.shape.headDim;
+    const base = layer * this.storage.meta.seqSlots + slot;
+    this.#windowPositions.set(window.positions.subarray(0, w), base * w);
+    this.#windowQueries.set(window.queries.subarray(0, w * rowValues), base * w * rowValues);
+    this.#windowValid[base] = window.valid;
+  }
+
   /** Empties a slot's statistics and window (a new or freed sequence has none). */
   clearSlot(slot: number): void {
     const { meta } = this.storage;

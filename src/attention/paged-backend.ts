@@ -138,6 +138,19 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     return this.windowValid.get(layer * this.storage.meta.seqSlots + this.storage.meta.slotOf(seqId)) ?? 0;
   }
 
+  /** The window bookkeeping of (slot, layer): valid queries and one past the newest position (for snapshots). */
+  windowState(slot: number, layer: number): { valid: number; end: number } {
+    const base = layer * this.storage.meta.seqSlots + slot;
+    return { valid: this.windowValid.get(base) ?? 0, end: this.windowEnd.get(base) ?? 0 };
+  }
+
+  /** Sets the window bookkeeping of (slot, layer) after its ring was uploaded (a restored snapshot). */
+  setWindowState(slot: number, layer: number, valid: number, end: number): void {
+    const base = layer * this.storage.meta.seqSlots + slot;
+    this.windowValid.set(base, valid);
+    this.windowEnd.set(base, end);
+  }
+
   // ------------------------------------------------------------------ steps
 
   /**

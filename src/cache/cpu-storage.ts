@@ -112,6 +112,16 @@ export class CpuKvStorage {
     this.#refreshMirror(pool, block, n);
   }
 
+  /**
+   * Writes a block's raw words as another cache (or engine) holds them, a restored snapshot, and refreshes the
+   * first `n` slots of its decoded mirror through the codec.
+   */
+  writeBlockWords(pool: PoolName, block: number, words: Uint32Array, n: number): void {
+    const layout = this.layout(pool);
+    this.#pools[pool].words.set(words.subarray(0, layout.wordsPerBlock), block * layout.wordsPerBlock);
+    this.#refreshMirror(pool, block, n);
+  }
+
   /** Token `index` of a row (its logical index) from the decoded mirror: K, V views and its position. */
   token(entries: ArrayLike<number>, index: number): { k: Float32Array; v: Float32Array; position: number } {
     const { blockSize, headDim } = this.meta.shape;

@@ -1,5 +1,5 @@
 import type { Bits } from '../format/layout.js';
-import { Generator, type GenerateOptions, type GenerationReport } from '../app/generator.js';
+import { Generator, type GenerateOptions, type GenerationReport, type GeneratorOptions } from '../app/generator.js';
 import type { SpeculateOptions } from '../app/speculative-decoder.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { IMPLEMENTED_MERGE_MODES } from '../compress/options.js';
@@ -19,6 +19,7 @@ import {
   printUsage,
 } from './flags.js';
 import { openCliGpu } from './gpu.js';
+import { STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 /**
  * The flags `generate` and `demo` share (their defaults differ: see each command's help).
@@ -99,11 +100,12 @@ export function generationCommand(name: string, summary: string, defaults: Gener
  * process.stdout.write(usageText(GENERATE_COMMAND));
  * ```
  */
-export const GENERATE_COMMAND = generationCommand(
+const GENERATE_BASE = generationCommand(
   'generate',
   'generate text with a compressed KV cache (--prompt is required; --policy full = no compression)',
   { prompt: '', steps: 64 },
 );
+export const GENERATE_COMMAND: CommandSpec<typeof GENERATION_FLAGS & typeof STORE_FLAGS> = { ...GENERATE_BASE, flags: { ...GENERATE_BASE.flags, ...STORE_FLAGS } };
 
 /** Flags that mean nothing with --policy full: it keeps every token, unquantized. */
 const COMPRESSION_ONLY_FLAGS = ['budget', 'bits', 'budget-mode', 'merge'] as const;
@@ -117,13 +119,15 @@ const COMPRESSION_ONLY_FLAGS = ['budget', 'bits', 'budget-mode', 'merge'] as con
  * const parsed = parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--budget', '16'], { prompt: '', steps: 32 });
  * ```
  */
-export function parseGenerationFlags(
-  spec: CommandSpec<typeof GENERATION_FLAGS>,
+export function parseGenerationFlags<T extends typeof GENERATION_FLAGS>(
+  spec: CommandSpec<T>,
   argv: string[],
   defaults: GenerationDefaults,
-): { options: GenerateOptions; values: GenerationFlagValues } | 'help' {
-  const values = parseFlags(spec, argv);
-  if (values === 'help') return 'help';
+): { options: GenerateOptions; values: FlagValues<T> & GenerationFlagValues } | 'help' {
+  const all = parseFlags(spec, argv);
+  if (all === 'help') return 'help';
+  // The generation flags of a table that may hold more (generate's --store): read through their own type.
+  const values: GenerationFlagValues = all as GenerationFlagValues;
   const policy = choiceFlag('--policy', values.policy, ['full', ...policyNames()], defaults.policy ?? 'snapkv');
   if (policy === 'full') {
     const given = COMPRESSION_ONLY_FLAGS.find((flag) => values[flag] !== undefined && !(flag === 'bits' && values.bits === '16'));
@@ -157,7 +161,7 @@ export function parseGenerationFlags(
   if (speculate && options.compareWithFull) {
     throw new UsageError('--speculate', '--compare decodes a second, full cache token by token; drop one of them');
   }
-  return { options: speculate ? { ...options, speculate } : options, values };
+  return { options: speculate ? { ...options, speculate } : options, values: all as FlagValues<T> & GenerationFlagValues };
 }
 
 /** The speculation flags as SpeculateOptions, or null without --speculate (the tuning flags then mean nothing). */
@@ -187,7 +191,8 @@ function speculateFlags(values: GenerationFlagValues): SpeculateOptions | null {
 export async function openGenerator(
   values: GenerationFlagValues,
   options: GenerateOptions,
-): Promise<{ generator: Generator; destroy: () => Promise<void> }> {
+  generatorOptions: GeneratorOptions = {},
+): Promise<{ generator: Generator; modelPath: string; destroy: () => Promise<void> }> {
   const { checkpoint, tokenizer, files } = await loadModelFiles({
     ...(values.model !== undefined ? { model: values.model } : {}),
     ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
@@ -204,9 +209,10 @@ export async function openGenerator(
   }
   const gpu = await openCliGpu(adapterFlag(values.adapter));
   try {
-    const generator = Generator.create(gpu, checkpoint, tokenizer);
+    const generator = Generator.create(gpu, checkpoint, tokenizer, generatorOptions);
     return {
       generator,
+      modelPath: files.modelPath,
       destroy: async () => {
         generator.destroy();
         await gpu.destroy();
@@ -245,6 +251,12 @@ export function formatGenerationReport(report: GenerationReport): string {
     ...report.keptPerHead.map((heads, l) => `  layer ${l} ${heads.map((n) => String(n).padStart(7)).join('')}`),
     `speed: ${report.tokensPerSecond.toFixed(1)} tokens/s`,
   ];
+  const st = report.store;
+  if (st) {
+    lines.push(
+      `store: ${st.hit ? `hit, ${st.hitTokens} of ${st.promptTokens} prompt tokens restored in ${st.restoreMs.toFixed(1)} ms` : 'miss'}; ${st.prefillTokens} tokens prefilled; ${st.saved} states saved`,
+    );
+  }
   const s = report.speculative;
   if (s) {
     lines.push(
@@ -280,12 +292,17 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (parsed === 'help') return printUsage(GENERATE_COMMAND);
   const { options, values } = parsed;
   if (values.prompt === undefined) throw new UsageError('--prompt', 'is required (an empty string lets the model start)');
-  const { generator, destroy } = await openGenerator(values, options);
+  if (values.store !== undefined && (options.speculate || options.compareWithFull)) {
+    throw new UsageError('--store', `goes on from a saved compressed state alone; drop ${options.speculate ? '--speculate' : '--compare'} or --store`);
+  }
+  const { generator, modelPath, destroy } = await openGenerator(values, options);
   try {
+    const store = await storeFromFlags(values, modelPath);
     const stream = !values.json && process.stdout.isTTY;
     if (stream) process.stdout.write(options.prompt);
     const result = await generator.generate({
       ...options,
+      ...(store ? { store } : {}),
       ...(stream ? { onToken: (_token: number, piece: string) => void process.stdout.write(piece) } : {}),
     });
     if (values.json) {

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, KvCompactError, UsageError } from '../errors.js';
 import { BENCH_COMMAND, benchCommand } from './bench.js';
+import { CAG_COMMAND, cagCommand } from './cag.js';
 import { DEMO_COMMAND, demoCommand } from './demo.js';
 import { EVAL_COMMAND, evalCommand } from './eval.js';
 import { type CommandSpec, printUsage } from './flags.js';
@@ -7,6 +8,7 @@ import { GENERATE_COMMAND, generateCommand } from './generate.js';
 import { INFO_COMMAND, infoCommand } from './info.js';
 import { MERGE_EVAL_COMMAND, mergeEvalCommand } from './merge-eval.js';
 import { SERVE_DEMO_COMMAND, serveDemoCommand } from './serve-demo.js';
+import { STORE_COMMAND, storeCommand } from './store.js';
 
 interface Command {
   readonly spec: CommandSpec;
@@ -16,6 +18,8 @@ interface Command {
 const COMMANDS: readonly Command[] = [
   { spec: INFO_COMMAND, run: infoCommand },
   { spec: GENERATE_COMMAND, run: generateCommand },
+  { spec: CAG_COMMAND, run: cagCommand },
+  { spec: STORE_COMMAND, run: storeCommand },
   { spec: DEMO_COMMAND, run: demoCommand },
   { spec: SERVE_DEMO_COMMAND, run: serveDemoCommand },
   { spec: EVAL_COMMAND, run: evalCommand },

@@ -25,7 +25,26 @@ export interface CompressibleCache {
  * const options: DecodeCompressorOptions = { budget: 64, compress: { policy: 'snapkv', budgetMode: 'adakv', bits: 4 } };
  * ```
  */
-export type DecodeCompressorOptions = Omit<DecodeScheduleOptions, 'blockSize'> & { readonly blockSize?: number };
+export type DecodeCompressorOptions = Omit<DecodeScheduleOptions, 'blockSize'> & {
+  readonly blockSize?: number;
+  /** Counters of an earlier driver of the same sequence ({@link DecodeCompressor.counters}): resume its schedule. */
+  readonly resume?: DecodeCounters;
+};
+
+/**
+ * Where a {@link DecodeCompressor} is in its schedule: steps taken and tokens appended since the last compression.
+ * Saved beside a sequence snapshot, they let a restored sequence compress exactly where the original would have.
+ *
+ * @example
+ * ```ts
+ * const saved = decode.counters();                                        // { steps: 40, sinceCompress: 7 }
+ * const resumed = new DecodeCompressor(other, { budget: 64, resume: saved });
+ * ```
+ */
+export interface DecodeCounters {
+  readonly steps: number;
+  readonly sinceCompress: number;
+}
 
 /**
  * Runs the decode-time schedule (src/compress/decode-schedule.ts, where the rule is written) on one append-only
@@ -54,7 +73,27 @@ export class DecodeCompressor {
     readonly cache: CompressibleCache,
     options: DecodeCompressorOptions,
   ) {
-    this.schedule = decodeSchedule({ ...options, blockSize: options.blockSize ?? cache.shape.blockSize });
+    const { resume, ...schedule } = options;
+    this.schedule = decodeSchedule({ ...schedule, blockSize: options.blockSize ?? cache.shape.blockSize });
+    if (resume !== undefined) this.resume(resume);
+  }
+
+  /** The schedule's counters now (copy). */
+  counters(): DecodeCounters {
+    return { steps: this.steps, sinceCompress: this.sinceCompress };
+  }
+
+  /**
+   * Continues from saved counters (of a driver whose sequence was snapshotted): the next {@link beforeStep} decides as
+   * the saved driver's next one would have. InvalidArgumentError for counts that are not non-negative integers.
+   */
+  resume(counters: DecodeCounters): void {
+    for (const key of ['steps', 'sinceCompress'] as const) {
+      const value = counters[key];
+      if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgumentError(`resume.${key}`, `must be a non-negative integer; got ${value}`);
+    }
+    this.steps = counters.steps;
+    this.sinceCompress = counters.sinceCompress;
   }
 
   /** Compresses if the schedule says so before `numTokens` more tokens are appended; returns the report or null. */
@@ -71,6 +110,21 @@ export class DecodeCompressor {
       this.sinceCompress = 0;
     }
     this.sinceCompress += numTokens;
+    return report;
+  }
+
+  /**
+   * Compresses to the schedule's target now, whatever the counts (an explicit `compress` segment of a context
+   * stream: cache-augmented generation compresses the knowledge before any question). The next compression then
+   * comes where it would after any other: the cadence restarts here. Null when the schedule has no budget (there
+   * is nothing to compress to).
+   */
+  async compressNow(seqId: number): Promise<CompressionReport | null> {
+    const { budget, target, sinks, recent, window, compress } = this.schedule;
+    if (budget === null) return null;
+    const report = await this.cache.compress(seqId, { ...compress, budget: target ?? budget, sinks, recent, window });
+    this.reports.push(report);
+    this.sinceCompress = 0;
     return report;
   }
 

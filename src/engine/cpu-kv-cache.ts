@@ -13,6 +13,8 @@ import type { CompressOptions, CompressionReport } from '../compress/options.js'
 import { compressSequence, compressToRatio } from '../compress/pipeline.js';
 import { checkKv, checkQuery } from './inputs.js';
 import { COMPRESSOR, SequenceQueue } from './sequence-queue.js';
+import type { SequenceSnapshot } from './sequence-snapshot.js';
+import { exportCpu, importCpu } from './snapshot-io.js';
 
 /**
  * Options of {@link CpuKvCache.create}: the GPU cache's options, validated the same way and with the same
@@ -254,6 +256,21 @@ export class CpuKvCache {
       this.attention.settleSpeculation(seqId, length);
       this.attention.truncated(plan);
     });
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  /**
+   * The whole paged state of one sequence as plain data (see `PagedKvCache.exportSequence`; the same words, so it
+   * imports into either engine). InvalidArgumentError while a step is half way or a speculation is open.
+   */
+  exportSequence(seqId: number): Promise<SequenceSnapshot> {
+    return this.#queue.run([seqId], async () => exportCpu(this.storage, this.attention, seqId));
+  }
+
+  /** Adds sequence `seqId` holding a snapshot's state; all or nothing (see `PagedKvCache.importSequence`). */
+  importSequence(seqId: number, snapshot: SequenceSnapshot): Promise<void> {
+    return this.#queue.run([seqId], async () => importCpu(this.storage, this.attention, seqId, snapshot));
   }
 
   // ------------------------------------------------------------------ compression

@@ -15,6 +15,8 @@ import type { CompressOptions, CompressionReport } from '../compress/options.js'
 import { compressSequence, compressToRatio } from '../compress/pipeline.js';
 import { checkKv, checkQuery } from './inputs.js';
 import { COMPRESSOR, SequenceQueue } from './sequence-queue.js';
+import type { SequenceSnapshot } from './sequence-snapshot.js';
+import { exportPaged, importPaged } from './snapshot-io.js';
 
 /**
  * A paged KV cache in GPU buffers: a full-precision pool where tokens land and a quantized pool, vLLM-style
@@ -320,6 +322,38 @@ export class PagedKvCache implements GpuAttentionBackend {
       const head = await this.storage.readHead(seqId, layer, kvHead);
       this.assertUsable();
       return head;
+    });
+  }
+
+  // ------------------------------------------------------------------ snapshots
+
+  /**
+   * The whole paged state of one sequence as plain data (blocks, rows, statistics, window), read back in one
+   * staging copy; it imports into either engine. Takes effect after the sequence's earlier operations.
+   * InvalidArgumentError while a speculation is open (settle it with truncate first: a snapshot never holds
+   * provisional state).
+   */
+  exportSequence(seqId: number): Promise<SequenceSnapshot> {
+    this.assertUsable();
+    return this.queue.run([seqId], async () => {
+      this.assertUsable();
+      const snapshot = await exportPaged(this.storage, this.attention, seqId);
+      this.assertUsable();
+      return snapshot;
+    });
+  }
+
+  /**
+   * Adds sequence `seqId` holding a snapshot's state, so that it continues exactly as the exported sequence would
+   * have. Validates everything first (SnapshotMismatchError naming the field), allocates every block or none
+   * (growing the pools within maxBytes; OutOfBlocksError), sets the quantized format if the cache has none yet,
+   * then uploads. On any error the cache is unchanged. Takes effect after `seqId`'s earlier operations.
+   */
+  importSequence(seqId: number, snapshot: SequenceSnapshot): Promise<void> {
+    this.assertUsable();
+    return this.queue.run([seqId], async () => {
+      this.assertUsable();
+      importPaged(this.storage, this.attention, seqId, snapshot);
     });
   }
 

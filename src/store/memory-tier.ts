@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError, LimitExceededError } from '../errors.js';
 import { evictionOrder, evictionPolicy, type EvictionCandidate, type EvictionPolicy, type EvictionPolicyName } from './eviction.js';
-import type { EvictionReason, MissReason, PutOptions, StoreTier, TierStats } from './tier.js';
+import type { EvictionReason, MissReason, PutOptions, StoreTier, TierEntryInfo, TierStats } from './tier.js';
 
 /** Options of {@link MemoryTier}. */
 export interface MemoryTierOptions {
@@ -252,6 +252,26 @@ export class MemoryTier implements StoreTier {
     this.#pinnedEntries = 0;
     this.#pinnedBytes = 0;
     return count;
+  }
+
+  async hasMany(keys: readonly string[]): Promise<boolean[]> {
+    const nowMs = this.#now();
+    return keys.map((key) => {
+      const slot = this.#slots.get(key);
+      return slot !== undefined && !this.#expired(slot, nowMs);
+    });
+  }
+
+  async list(): Promise<TierEntryInfo[]> {
+    this.purgeExpired();
+    return [...this.#slots].map(([key, slot]) => ({
+      key,
+      bytes: slot.bytes.length,
+      pinned: slot.pinned,
+      expiresAtMs: slot.expiresAtMs,
+      prefillTokens: slot.prefillTokens,
+      hits: slot.hits,
+    }));
   }
 
   async keys(): Promise<string[]> {

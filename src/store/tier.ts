@@ -35,6 +35,18 @@ export interface TierStats {
   readonly rejected: number;
 }
 
+/** One live entry as {@link StoreTier.list} describes it. */
+export interface TierEntryInfo {
+  readonly key: string;
+  readonly bytes: number;
+  readonly pinned: boolean;
+  /** Clock time (ms) the entry expires at; null: never. */
+  readonly expiresAtMs: number | null;
+  /** The prefill tokens given at `put` (the store passes the tokens the entry covers). */
+  readonly prefillTokens: number;
+  readonly hits: number;
+}
+
 /**
  * A tier of the store.
  *
@@ -65,4 +77,13 @@ export interface StoreTier {
   /** Keys of the live entries. */
   keys(): Promise<string[]>;
   stats(): Promise<TierStats>;
+  /**
+   * Optional: `has` of many keys at once (one index look-up instead of one call each), in the order given.
+   * The store uses it when a tier has it.
+   */
+  hasMany?(keys: readonly string[]): Promise<boolean[]>;
+  /** Optional: what `keys` gives, with each entry's size, pinning, expiry, prefill tokens and hits. */
+  list?(): Promise<TierEntryInfo[]>;
+  /** Optional: deletes every entry, pinned ones too (`explicit` evictions); resolves how many. */
+  clear?(): Promise<number>;
 }

@@ -1,0 +1,128 @@
+import { readFile } from 'node:fs/promises';
+import type { ContextReuse } from '../app/context-reuse.js';
+import type { GenerateOptions } from '../app/generator.js';
+import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
+import { policyNames } from '../compress/registry.js';
+import { UsageError } from '../errors.js';
+import type { Bits } from '../format/layout.js';
+import { streamTokens } from '../store/context-stream.js';
+import { ADAPTER_FLAG, adapterFlag, choiceFlag, type CommandSpec, integerFlag, parseFlags, printUsage } from './flags.js';
+import { openGenerator } from './generate.js';
+import { modelFingerprint, STORE_FLAGS, storeFromFlags, tenantSalt } from './store-flags.js';
+
+const CAG_FLAGS = {
+  knowledge: { type: 'string', value: 'FILE', help: 'text every question is about: prefilled (and compressed) once' },
+  questions: { type: 'string', value: 'FILE', help: 'one question per line' },
+  ...STORE_FLAGS,
+  policy: { type: 'string', value: 'P', help: 'eviction policy, or full for no compression (default snapkv)' },
+  budget: { type: 'string', value: 'B', help: 'tokens kept per KV head on average (default 64)' },
+  bits: { type: 'string', value: '16|8|4|2', help: 'bits of the blocks older than the recent window (default 16)' },
+  'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')} (default uniform)` },
+  steps: { type: 'string', value: 'N', help: 'tokens per answer (default 32)' },
+  'no-reuse': { type: 'boolean', help: 'recompute the knowledge for every question (the baseline)' },
+  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
+  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  json: { type: 'boolean', help: 'print { knowledgeTokens, questions, summary } as JSON' },
+  adapter: ADAPTER_FLAG,
+} as const;
+
+/**
+ * `kvcompact cag`: its flags and help.
+ *
+ * @example
+ * ```ts
+ * printUsage(CAG_COMMAND);
+ * ```
+ */
+export const CAG_COMMAND: CommandSpec<typeof CAG_FLAGS> = {
+  name: 'cag',
+  summary: 'cache-augmented generation: questions answered after a knowledge text computed once',
+  details:
+    'Without --store the compressed knowledge stays on the GPU (a forked sequence per question: zero copy); with\n' +
+    '--store memory|dir:PATH it is saved as an entry and restored per question. Answers equal --no-reuse.',
+  flags: CAG_FLAGS,
+};
+
+/** GPU-resident states a cag run keeps: the knowledge and each question's latest states. */
+const RESIDENT_STATES = 4;
+
+function median(values: readonly number[]): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+}
+
+/**
+ * `kvcompact cag`: answers each question of `--questions` after the knowledge; prints the answers and TTFT, or
+ * `{ knowledgeTokens, questions: [{ question, answer, tokens, prefillTokens, ttftMs, hit }], summary: { coldTtftMs,
+ * warmTtftMs, speedup, bytesStored, stats } }` with --json.
+ *
+ * @example
+ * ```ts
+ * process.exitCode = await cagCommand(['--knowledge', 'doc.txt', '--questions', 'q.txt', '--budget', '32', '--json']);
+ * ```
+ */
+export async function cagCommand(argv: string[]): Promise<number> {
+  const values = parseFlags(CAG_COMMAND, argv);
+  if (values === 'help') return printUsage(CAG_COMMAND);
+  if (values.knowledge === undefined) throw new UsageError('--knowledge', 'is required: the text the questions are about');
+  if (values.questions === undefined) throw new UsageError('--questions', 'is required: a file of one question per line');
+  const reuse = values['no-reuse'] !== true;
+  if (!reuse && values.store !== undefined) throw new UsageError('--no-reuse', 'recomputes the knowledge for every question: drop --store or --no-reuse');
+  const policy = choiceFlag('--policy', values.policy, ['full', ...policyNames()], 'snapkv');
+  const options: Omit<GenerateOptions, 'prompt'> = {
+    steps: integerFlag('--steps', values.steps, 32, { min: 1 }),
+    policy,
+    budget: integerFlag('--budget', values.budget, 64, { min: 2 }),
+    bits: (policy === 'full' ? 16 : Number(choiceFlag('--bits', values.bits, ['16', '8', '4', '2'], '16'))) as Bits,
+    budgetMode: choiceFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, 'uniform') as BudgetMode,
+  };
+  adapterFlag(values.adapter);
+  const knowledgeText = await readFile(values.knowledge, 'utf8');
+  const questions = (await readFile(values.questions, 'utf8')).split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
+  if (questions.length === 0) throw new UsageError('--questions', `${values.questions} holds no question (one per line)`);
+
+  const resident = reuse && values.store === undefined;
+  const { generator, modelPath, destroy } = await openGenerator(values, { prompt: '', ...options }, resident ? { residentStates: RESIDENT_STATES } : {});
+  try {
+    const stored = reuse ? await storeFromFlags(values, modelPath) : null;
+    const residentStore = resident ? generator.residentStates({ modelFingerprint: await modelFingerprint(modelPath), tenantSalt: tenantSalt(values.tenant) }) : null;
+    const store: ContextReuse | null = stored ?? residentStore;
+    // The knowledge is compressed before the first question, so every question starts from the same compressed state.
+    const knowledge = generator.contextOf(knowledgeText.trim(), { compress: policy !== 'full' });
+    const knowledgeTokens = streamTokens(knowledge);
+    const answers = [];
+    for (const question of questions) {
+      const result = await generator.generate({ ...options, prompt: question, continueFrom: knowledge, ...(store ? { store } : {}) });
+      const s = result.report.store;
+      answers.push({
+        question,
+        answer: result.text,
+        tokens: result.tokens,
+        prefillTokens: s?.prefillTokens ?? knowledgeTokens + result.promptTokens.length,
+        ttftMs: result.report.ttftMs ?? result.report.milliseconds,
+        hit: s?.hit ?? false,
+      });
+      if (!values.json) process.stdout.write(`Q: ${question}\nA:${result.text}\n   (${answers.at(-1)?.hit ? 'hit' : 'miss'}, ${answers.at(-1)?.prefillTokens} tokens prefilled, first token after ${answers.at(-1)?.ttftMs.toFixed(1)} ms)\n\n`);
+    }
+    const coldTtftMs = median(answers.filter((a) => !a.hit).map((a) => a.ttftMs));
+    const warmTtftMs = median(answers.filter((a) => a.hit).map((a) => a.ttftMs));
+    const summary = {
+      coldTtftMs,
+      warmTtftMs,
+      speedup: coldTtftMs !== null && warmTtftMs !== null && warmTtftMs > 0 ? coldTtftMs / warmTtftMs : null,
+      bytesStored: store ? await store.bytesStored() : 0,
+      stats: stored ? await stored.stats() : residentStore ? { tier: 'gpu-resident', entries: residentStore.entries() } : null,
+    };
+    if (values.json) {
+      process.stdout.write(`${JSON.stringify({ knowledgeTokens, questions: answers, summary }, null, 2)}\n`);
+    } else {
+      const warm = summary.warmTtftMs === null ? 'no hits' : `${summary.warmTtftMs.toFixed(1)} ms warm (${summary.speedup?.toFixed(2)}× faster)`;
+      process.stdout.write(`knowledge: ${knowledgeTokens} tokens; first token: ${summary.coldTtftMs?.toFixed(1) ?? '–'} ms cold, ${warm}; ${summary.bytesStored} bytes stored\n`);
+    }
+    return 0;
+  } finally {
+    await destroy();
+  }
+}

@@ -1,0 +1,87 @@
+// The --store and --tenant flags of generate, cag and store: which tiers, under which tenant's salt, for which model.
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { StoreStates } from '../app/store-reuse.js';
+import { UsageError } from '../errors.js';
+import { MemoryTier } from '../store/memory-tier.js';
+import type { StoreTier } from '../store/tier.js';
+import { openDirectoryTier } from '../node/directory-tier.js';
+import type { FlagTable } from './flags.js';
+
+/**
+ * The store flags, for the commands that take them.
+ *
+ * @example
+ * ```ts
+ * const flags = { ...GENERATION_FLAGS, ...STORE_FLAGS } as const satisfies FlagTable;
+ * ```
+ */
+export const STORE_FLAGS = {
+  store: { type: 'string', value: 'SPEC', help: 'saved compressed states: memory, dir:PATH, or a comma list front first (memory,dir:PATH)' },
+  tenant: { type: 'string', value: 'NAME', help: "tenant whose states these are: another tenant's never match (default none)" },
+} as const satisfies FlagTable;
+
+/** Host memory a `memory` tier may hold. */
+const MEMORY_BYTES = 512 << 20;
+/** Disk a `dir:` tier may hold. */
+const DIRECTORY_BYTES = 8 * 2 ** 30;
+
+/**
+ * The tiers of a --store value, front first: `memory` (host memory, this process only), `dir:PATH` (a directory,
+ * across processes), `redis://…` (not in this build: the Redis tier lands with src/node/redis-tier.ts). A memory
+ * tier in front of another demotes to it what it evicts.
+ *
+ * @throws UsageError for an unknown or repeated tier.
+ */
+export async function openStoreTiers(spec: string): Promise<StoreTier[]> {
+  const items = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (items.length === 0) throw new UsageError('--store', 'expects memory, dir:PATH or a comma list of them');
+  const tiers: StoreTier[] = [];
+  // Built back to front, so that each tier can demote into the one after it.
+  for (const item of [...items].reverse()) {
+    const next = tiers[0];
+    let tier: StoreTier;
+    if (item === 'memory') {
+      tier = new MemoryTier({ name: 'memory', maxBytes: MEMORY_BYTES, eviction: 'priority-decay', ...(next ? { next } : {}) });
+    } else if (item.startsWith('dir:') && item.length > 4) {
+      tier = await openDirectoryTier({ directory: resolve(item.slice(4)), maxBytes: DIRECTORY_BYTES, eviction: 'priority-decay', ...(next ? { next } : {}) });
+    } else if (item.startsWith('redis://') || item.startsWith('rediss://')) {
+      // The hook for the Redis tier: openRedisTier(url) from src/node/redis-tier.ts, once it is in this build.
+      throw new UsageError('--store', `${item.replace(/\/\/[^@/]*@/, '//…@')}: the Redis tier is not in this build; use memory or dir:PATH`);
+    } else {
+      throw new UsageError('--store', `unknown tier "${item}"; use memory, dir:PATH, or a comma list of them (memory,dir:PATH)`);
+    }
+    if (tiers.some((t) => t.name === tier.name)) throw new UsageError('--store', `names the ${tier.name} tier twice`);
+    tiers.unshift(tier);
+  }
+  return tiers;
+}
+
+/**
+ * The model's fingerprint for store keys: sha256 of the checkpoint's bytes, so that another file of the same name
+ * never shares states.
+ */
+export async function modelFingerprint(modelPath: string): Promise<string> {
+  return `sha256:${createHash('sha256').update(await readFile(modelPath)).digest('hex')}`;
+}
+
+/** A tenant's salt: its name hashed with a fixed label (no tenant: the empty salt). */
+export function tenantSalt(tenant: string | undefined): string {
+  if (tenant === undefined || tenant === '') return '';
+  return `tenant:${createHash('sha256').update(`kvcompact-tenant\0${tenant}`).digest('hex')}`;
+}
+
+/**
+ * The store of the --store and --tenant flags for a model file; null without --store (--tenant then means nothing).
+ *
+ * @throws UsageError for --tenant without --store, or a bad --store.
+ */
+export async function storeFromFlags(values: { store?: string; tenant?: string }, modelPath: string): Promise<StoreStates | null> {
+  if (values.store === undefined) {
+    if (values.tenant !== undefined) throw new UsageError('--tenant', 'names whose saved states to use: add --store');
+    return null;
+  }
+  const tiers = await openStoreTiers(values.store);
+  return new StoreStates({ tiers, modelFingerprint: await modelFingerprint(modelPath), tenantSalt: tenantSalt(values.tenant) });
+}

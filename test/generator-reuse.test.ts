@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { Generator, type GenerateOptions } from '../src/app/generator.js';
+import { streamRest } from '../src/app/context-replay.js';
+import { streamTokens } from '../src/store/context-stream.js';
+import { InvalidArgumentError } from '../src/errors.js';
+import { StoreStates } from '../src/app/store-reuse.js';
+import type { ContextReuse } from '../src/app/context-reuse.js';
+import { MemoryTier } from '../src/store/memory-tier.js';
+import { testGpu } from './helpers/gpu.js';
+import { sharedBytes, sharedText } from './model-helpers.js';
+
+async function generator(residentStates = 0): Promise<Generator> {
+  const gpu = await testGpu();
+  return Generator.fromBytes(gpu, sharedBytes('models/stories260K.bin'), sharedBytes('models/tok512.bin'), { residentStates });
+}
+
+/** The first stories of the dev set, at least `minTokens` tokens. */
+function knowledgeText(gen: Generator, minTokens: number): string {
+  const paragraphs = sharedText('data/tinystories_dev.txt').split('\n').filter((line) => line.trim() !== '');
+  let text = '';
+  for (const paragraph of paragraphs) {
+    text = text === '' ? paragraph : `${text}\n${paragraph}`;
+    if (gen.tokenizer.encode(text, { bos: true }).length >= minTokens) return text;
+  }
+  throw new Error('the dev set is too short');
+}
+
+// Compresses (budget 32 < the texts) and quantizes, so a restored state that lost a statistic or a counter shows.
+const SETTING = { policy: 'snapkv', budget: 32, bits: 4 } as const satisfies Partial<GenerateOptions>;
+
+describe('streamRest', () => {
+  it('cuts a stream after a prefix: whole segments and the first tokens of one', () => {
+    const stream = [{ kind: 'prefill', tokens: [1, 2, 3] }, { kind: 'compress' }, { kind: 'prefill', tokens: [4, 5] }] as const;
+    expect(streamRest(stream, [{ kind: 'prefill', tokens: [1, 2] }])).toEqual([{ kind: 'prefill', tokens: [3] }, { kind: 'compress' }, { kind: 'prefill', tokens: [4, 5] }]);
+    expect(streamRest(stream, [{ kind: 'prefill', tokens: [1, 2, 3] }, { kind: 'compress' }])).toEqual([{ kind: 'prefill', tokens: [4, 5] }]);
+    expect(() => streamRest(stream, [{ kind: 'prefill', tokens: [1, 3] }])).toThrow(InvalidArgumentError);
+    expect(() => streamRest(stream, [{ kind: 'decode', tokens: [1] }])).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('Generator: continueFrom and a store of compressed states (stories260K)', () => {
+  const stores: [string, (gen: Generator) => ContextReuse][] = [
+    ['GPU-resident forks', (gen) => gen.residentStates({ modelFingerprint: 'stories260K', tenantSalt: '' })],
+    ['serialized entries in a MemoryTier', () => new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' })],
+  ];
+  it.each(stores)("a chat's second turn continues the first: restored from the first turn's final state (%s), token-identical to recomputing it", async (_name, makeStore) => {
+    const gen = await generator(4);
+    const store = makeStore(gen);
+    const first = { ...SETTING, prompt: 'Once upon a time, there was a little girl named Lily who loved to play outside', steps: 24 };
+    const turn1 = await gen.generate(first);
+    expect(turn1.context).toEqual([
+      { kind: 'prefill', tokens: turn1.promptTokens },
+      { kind: 'decode', tokens: turn1.tokens.slice(0, -1) },
+    ]);
+    const second = { ...SETTING, prompt: 'One day, her mom said', steps: 16, continueFrom: turn1.context };
+    const plain = await gen.generate(second);
+    expect(plain.report.store).toBeUndefined();
+    expect(plain.context.slice(0, 2)).toEqual(turn1.context);
+
+    const turn1Stored = await gen.generate({ ...first, store });
+    expect(turn1Stored.tokens).toEqual(turn1.tokens);
+    expect(turn1Stored.report.store).toMatchObject({ hit: false, hitTokens: 0, saved: 2 });
+    const stored = await gen.generate({ ...second, store });
+    const historyTokens = streamTokens(turn1.context);
+    expect(stored.report.store).toMatchObject({ hit: true, hitTokens: historyTokens, prefillTokens: stored.promptTokens.length });
+    expect(stored.tokens).toEqual(plain.tokens);
+    expect(stored.report.keptPerHead).toEqual(plain.report.keptPerHead);
+    expect(stored.report.bytesCompressed).toBe(plain.report.bytesCompressed);
+    gen.destroy();
+  });
+
+  it('cache-augmented generation: every question after the first restores the compressed knowledge; answers equal recomputing it', async () => {
+    const gen = await generator();
+    const store = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
+    const knowledge = gen.contextOf(knowledgeText(gen, 400), { compress: true });
+    const knowledgeTokens = streamTokens(knowledge);
+    expect(knowledgeTokens).toBeGreaterThanOrEqual(400);
+    const questions = ['What did Kitty polish?', 'Who helped Roxy climb the hill?', 'Why was the cow sad?'];
+    for (const [i, prompt] of questions.entries()) {
+      const options = { ...SETTING, prompt, steps: 8, continueFrom: knowledge };
+      const baseline = await gen.generate(options);
+      const reused = await gen.generate({ ...options, store });
+      expect(reused.tokens, prompt).toEqual(baseline.tokens);
+      const questionTokens = reused.promptTokens.length;
+      expect(reused.report.store).toMatchObject(
+        i === 0 ? { hit: false, prefillTokens: knowledgeTokens + questionTokens } : { hit: true, hitTokens: knowledgeTokens, prefillTokens: questionTokens },
+      );
+      // The knowledge was compressed before the question: the cache never held all of it.
+      expect(Math.max(...reused.report.keptPerHead.flat())).toBeLessThanOrEqual(SETTING.budget);
+    }
+    expect(await store.bytesStored()).toBeGreaterThan(0);
+    gen.destroy();
+  });
+
+  it('refuses a continuation with an empty prompt, or with compareWithFull', async () => {
+    const gen = await generator();
+    const history = gen.contextOf('Once upon a time');
+    await expect(gen.generate({ prompt: '', steps: 2, continueFrom: history })).rejects.toThrow(InvalidArgumentError);
+    await expect(gen.generate({ prompt: 'Lily', steps: 2, continueFrom: history, compareWithFull: true })).rejects.toThrow(InvalidArgumentError);
+    gen.destroy();
+  });
+});
