@@ -277,6 +277,11 @@ export class FileTier implements StoreTier {
       throw new LimitExceededError(`${this.name} pinned bytes`, pinnedBytes, this.maxBytes, `pinned entries are never evicted (${pinnedEntries} of at most ${this.maxEntries} entries); unpin some or raise maxBytes / maxEntries`);
     }
     if (!pinned && (pinnedBytes + size > this.maxBytes || pinnedEntries > this.maxEntries)) {
+      if (previous !== undefined) {
+        // The key's old bytes must not outlive the put that replaced them (a replacement, not an eviction).
+        this.#removeSlot(key, previous);
+        await this.#backend.remove(previous.file);
+      }
       this.#rejected++;
       if (this.#next) await this.#next.put(key, bytes, { ttlMs, prefillTokens });
       return false;
