@@ -98,7 +98,9 @@ describe('DirectoryTier', () => {
     const bounded = await openDirectoryTier({ directory: freshDir(), maxBytes: 16 });
     await bounded.put('p', bytes(10), { pinned: true });
     await expect(bounded.put('q', bytes(10), { pinned: true })).rejects.toBeInstanceOf(LimitExceededError);
-    expect(await bounded.put('r', bytes(10))).toBe(false);
+    expect(await bounded.put('r', bytes(4))).toBe(true);
+    expect(await bounded.put('r', bytes(10))).toBe(false); // too large beside the pinned entry
+    expect(await bounded.has('r')).toBe(false); // and its old bytes are gone: a replaced entry never lingers
     expect((await bounded.stats()).rejected).toBe(1);
   });
 

@@ -113,8 +113,10 @@ export interface ContextStoreStats {
   readonly queryTokens: number;
   /** hitTokens / queryTokens (vLLM's prefix-cache hit rate); 0 before any lookup. */
   readonly hitRate: number;
-  /** Hits from a lower tier copied to the tiers in front. */
+  /** Copies of hits from a lower tier into a tier in front (one per tier copied to). */
   readonly promotions: number;
+  /** Copies that failed (the tier's put threw); the hit itself was still served. */
+  readonly promotionFailures: number;
   readonly saves: number;
   readonly restoreMs: { readonly total: number; readonly last: number };
   /** Each tier's own counters (bytes, entries, evictions by reason, …), front first. */
@@ -150,6 +152,7 @@ export class ContextStore {
   #hitTokens = 0;
   #queryTokens = 0;
   #promotions = 0;
+  #promotionFailures = 0;
   #saves = 0;
   #restoreTotal = 0;
   #restoreLast = 0;
@@ -225,14 +228,25 @@ export class ContextStore {
         this.#restoreLast = restoreMs;
         const partial = i < chain.links.length - 1;
         if (partial) this.#partialHits++;
-        for (let front = 0; front < t; front++) await (this.tiers[front] as StoreTier).put(link.key, bytes, { prefillTokens: link.tokens });
-        if (t > 0) this.#promotions++;
+        if (t > 0) await this.#promote(t, link, bytes);
         return { hit: true, link, key: link.key, entry, bytes: bytes.length, tier: tier.name, partial, restoreMs, queryTokens };
       }
     }
     this.#misses++;
     if (refused.length === 0) this.#missReasons.absent++;
     return { hit: false, queryTokens, refused };
+  }
+
+  /** Copies a hit into the tiers in front of tier `t`. A failed copy (a full disk) costs a later hit, not this one. */
+  async #promote(t: number, link: StreamLink, bytes: Uint8Array): Promise<void> {
+    for (let front = 0; front < t; front++) {
+      try {
+        await (this.tiers[front] as StoreTier).put(link.key, bytes, { prefillTokens: link.tokens });
+        this.#promotions++;
+      } catch {
+        this.#promotionFailures++;
+      }
+    }
   }
 
   /**
@@ -344,6 +358,7 @@ export class ContextStore {
       queryTokens: this.#queryTokens,
       hitRate: this.#queryTokens > 0 ? this.#hitTokens / this.#queryTokens : 0,
       promotions: this.#promotions,
+      promotionFailures: this.#promotionFailures,
       saves: this.#saves,
       restoreMs: { total: this.#restoreTotal, last: this.#restoreLast },
       tiers,

@@ -136,7 +136,17 @@ export async function streamChain(namespace: StoreNamespace, stream: ContextStre
     const view = new DataView(input.buffer);
     tokens.forEach((token, i) => view.setUint32(previous.length + 1 + 4 * i, token, true));
     previous = await sha256(input);
-    links.push({ key: toHex(previous), tokens: position, segmentsUpTo: sliceSegments(segments, segmentIndex, offset), segmentEnd });
+    // segmentsUpTo is built when read: built eagerly, every link would copy the stream up to it (quadratic time and
+    // memory: a 64K-token prompt has 4,096 links), though a lookup reads it of one link at most.
+    let upTo: ContextStream | undefined;
+    links.push({
+      key: toHex(previous),
+      tokens: position,
+      get segmentsUpTo(): ContextStream {
+        return (upTo ??= sliceSegments(segments, segmentIndex, offset));
+      },
+      segmentEnd,
+    });
   };
   for (let index = 0; index < segments.length; index++) {
     const segment = segments[index] as ContextSegment;

@@ -125,6 +125,8 @@ export class FileTier implements StoreTier {
   readonly #next: StoreTier | undefined;
   readonly #now: () => number;
   readonly #slots = new Map<string, Slot>();
+  /** Entries evicted for room while their hand-over to the next tier runs: still readable (as in MemoryTier). */
+  readonly #demoting = new Map<string, Slot>();
   #bytes = 0;
   #pinnedEntries = 0;
   #pinnedBytes = 0;
@@ -219,8 +221,11 @@ export class FileTier implements StoreTier {
     const nowMs = this.#now();
     const slot = this.#slots.get(key);
     if (slot === undefined) {
-      this.#misses.absent++;
-      return null;
+      const demoting = this.#demoting.get(key);
+      const bytes = demoting === undefined ? null : await this.#backend.read(demoting.file);
+      if (bytes !== null) this.#hits++;
+      else this.#misses.absent++;
+      return bytes;
     }
     if (this.#expired(slot, nowMs)) {
       this.#removeSlot(key, slot);
@@ -246,14 +251,14 @@ export class FileTier implements StoreTier {
 
   async has(key: string): Promise<boolean> {
     const slot = this.#slots.get(key);
-    return slot !== undefined && !this.#expired(slot, this.#now());
+    return slot !== undefined ? !this.#expired(slot, this.#now()) : this.#demoting.has(key);
   }
 
   async hasMany(keys: readonly string[]): Promise<boolean[]> {
     const nowMs = this.#now();
     return keys.map((key) => {
       const slot = this.#slots.get(key);
-      return slot !== undefined && !this.#expired(slot, nowMs);
+      return slot !== undefined ? !this.#expired(slot, nowMs) : this.#demoting.has(key);
     });
   }
 
@@ -277,6 +282,11 @@ export class FileTier implements StoreTier {
       throw new LimitExceededError(`${this.name} pinned bytes`, pinnedBytes, this.maxBytes, `pinned entries are never evicted (${pinnedEntries} of at most ${this.maxEntries} entries); unpin some or raise maxBytes / maxEntries`);
     }
     if (!pinned && (pinnedBytes + size > this.maxBytes || pinnedEntries > this.maxEntries)) {
+      if (previous !== undefined) {
+        // The key's old bytes must not outlive the put that replaced them (a replacement, not an eviction).
+        this.#removeSlot(key, previous);
+        await this.#backend.remove(previous.file);
+      }
       this.#rejected++;
       if (this.#next) await this.#next.put(key, bytes, { ttlMs, prefillTokens });
       return false;
@@ -306,22 +316,29 @@ export class FileTier implements StoreTier {
     }
     this.#addSlot(key, { file, bytes: size, expiresAtMs, pinned, prefillTokens, hits: 0, lastUsedMs: nowMs, useOrder: 0 });
 
+    if (this.#next) for (const victim of victims) this.#demoting.set(victim.key, victim.slot);
     for (const victim of victims) {
-      if (this.#next) {
-        const victimBytes = await this.#backend.read(victim.slot.file);
-        if (victimBytes !== null) {
-          this.#demotions++;
-          const left = victim.slot.expiresAtMs;
-          await this.#next.put(victim.key, victimBytes, { ttlMs: left === null ? null : Math.max(1, left - nowMs), prefillTokens: victim.slot.prefillTokens });
+      try {
+        if (this.#next) {
+          const victimBytes = await this.#backend.read(victim.slot.file);
+          if (victimBytes !== null) {
+            this.#demotions++;
+            const left = victim.slot.expiresAtMs;
+            await this.#next.put(victim.key, victimBytes, { ttlMs: left === null ? null : Math.max(1, left - nowMs), prefillTokens: victim.slot.prefillTokens });
+          }
         }
+      } finally {
+        if (this.#demoting.get(victim.key) === victim.slot) this.#demoting.delete(victim.key);
       }
-      await this.#backend.remove(victim.slot.file);
+      // A put of the same key while this one demoted it may have written the same name again: keep that file.
+      if (this.#slots.get(victim.key)?.file !== victim.slot.file) await this.#backend.remove(victim.slot.file);
     }
     await this.#removeFiles(stale);
     return true;
   }
 
   async delete(key: string): Promise<boolean> {
+    this.#demoting.delete(key);
     const slot = this.#slots.get(key);
     if (slot === undefined) return false;
     this.#removeSlot(key, slot);
