@@ -137,6 +137,36 @@ describe('live demo page', () => {
     await page.close();
   });
 
+  it('saves the compressed cache in the browser storage: after a reload the same prompt restores it, same tokens', async () => {
+    const page = await browser.newPage();
+    const errors = watchErrors(page);
+    const ready = async (): Promise<void> => {
+      await page.waitForFunction(() => (window as unknown as { __kvdemo?: { status: string } }).__kvdemo?.status === 'ready', null, { timeout: 60_000 });
+    };
+    const run = async (): Promise<DemoRunResult> =>
+      (await page.evaluate(
+        (settings) => (window as unknown as { __kvdemo: { run(o: unknown): Promise<unknown> } }).__kvdemo.run(settings),
+        { ...SETTINGS, prompt: `${SETTINGS.prompt} girl named Lily. She loved to play outside in the park with her friends.`, steps: 12, heat: false, compare: false, reuse: true },
+      )) as DemoRunResult;
+    await page.goto(`${site.url}index.html`);
+    await ready();
+    const cold = await run();
+    expect(cold.report.store?.hit).toBe(false);
+    expect(cold.report.store?.saved).toBeGreaterThan(0);
+    expect(await page.textContent('#reuse-status')).toMatch(/^Nothing saved for this prompt yet: prefilled all \d+ tokens/);
+    await page.reload();
+    await ready();
+    const warm = await run();
+    const store = warm.report.store;
+    expect(store?.hit).toBe(true);
+    expect(store?.hitTokens).toBeGreaterThan(16);
+    expect(store?.prefillTokens).toBeLessThan(store?.promptTokens ?? 0);
+    expect(warm.tokens).toEqual(cold.tokens);
+    expect(await page.textContent('#reuse-status')).toMatch(/^Restored \d+ of \d+ prompt tokens from (opfs|indexeddb) in \d+ ms; prefilled \d+ .*cold \(-?\d+ ms saved\)/);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
   it('says which browsers give WebGPU when navigator.gpu is missing, without page errors', async () => {
     const page = await browser.newPage();
     const errors = watchErrors(page);
