@@ -24,6 +24,11 @@ export interface ReplayTarget {
  * segment as an explicit compression to the schedule's target. Returns the logits after the last token forwarded
  * (null when the stream forwards none) and the compressions it ran, in order.
  *
+ * With `onSaveable`, it is called with the stream so far at every segment end but the last, and inside the last
+ * prefill at its last block boundary: that prefill is then forwarded in two chunks (the same state: nothing
+ * compresses inside a prefill). A state covering a whole prompt leaves no token to forward for the next logits, so
+ * the block-boundary state is the one the same prompt, asked again, restores (vLLM shares full blocks the same way).
+ *
  * @example
  * ```ts
  * const { logits } = await replayStream(target, [{ kind: 'prefill', tokens: knowledge }, { kind: 'compress' }]);
@@ -32,17 +37,26 @@ export interface ReplayTarget {
 export async function replayStream(
   target: ReplayTarget,
   stream: ContextStream,
-  onSegmentEnd?: (segmentsUpTo: ContextStream) => Promise<void>,
+  onSaveable?: (segmentsUpTo: ContextStream) => Promise<void>,
 ): Promise<{ logits: Float32Array | null; compressions: CompressionReport[] }> {
-  const { model, seqId, decode } = target;
+  const { model, seqId, decode, cache } = target;
   let logits: Float32Array | null = null;
   const compressions: CompressionReport[] = [];
   const segments = normalizeStream(stream);
+  const lastPrefill = segments.map((s) => s.kind).lastIndexOf('prefill');
   for (let index = 0; index < segments.length; index++) {
     const segment = segments[index] as ContextSegment;
     if (segment.kind === 'prefill') {
-      logits = await model.forward(seqId, segment.tokens);
-      decode?.prefilled(segment.tokens.length);
+      let chunks = [segment.tokens];
+      const start = cache.sequenceLength(seqId);
+      const blockSize = cache.shape.blockSize;
+      const boundary = Math.floor((start + segment.tokens.length - 1) / blockSize) * blockSize;
+      if (onSaveable && index === lastPrefill && boundary > start) chunks = [segment.tokens.slice(0, boundary - start), segment.tokens.slice(boundary - start)];
+      for (const [c, chunk] of chunks.entries()) {
+        logits = await model.forward(seqId, chunk);
+        decode?.prefilled(chunk.length);
+        if (onSaveable && c + 1 < chunks.length) await onSaveable([...segments.slice(0, index), { kind: 'prefill', tokens: chunk }]);
+      }
     } else if (segment.kind === 'decode') {
       for (const token of segment.tokens) {
         const report = decode ? await decode.beforeStep(seqId, 1) : null;
@@ -53,7 +67,7 @@ export async function replayStream(
       const report = decode ? await decode.compressNow(seqId) : null;
       if (report) compressions.push(report);
     }
-    if (onSegmentEnd && index + 1 < segments.length) await onSegmentEnd(segments.slice(0, index + 1));
+    if (onSaveable && index + 1 < segments.length) await onSaveable(segments.slice(0, index + 1));
   }
   return { logits, compressions };
 }
