@@ -3,7 +3,7 @@ import { CacheSwitch } from '../src/app/cache-switch.js';
 import { DecodeCompressor, type DecodeCompressorOptions } from '../src/compress/decode-compression.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
-import type { SequenceSnapshot } from '../src/engine/sequence-snapshot.js';
+import { snapshotBytes, type SequenceSnapshot } from '../src/engine/sequence-snapshot.js';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
 import { cacheOptionsForModel } from '../src/model/cache-options.js';
 import { GpuLlama } from '../src/model/gpu-llama.js';
@@ -79,7 +79,10 @@ describe('restore + continue equals computing from scratch (stories260K)', () =>
       const head = await continueFrom(cacheA, 1, decode, first, SNAPSHOT_AT + 1);
       const next = head.pop() as number;
       expect(decode.reports.length).toBeGreaterThan(0);
+      const t0 = performance.now();
       const snapshot = await cacheA.exportSequence(1);
+      const exportMs = performance.now() - t0;
+      const atSnapshot = cacheA.sequenceBytes(1);
       const saved = await throughStore(snapshot, decode, next);
       const compressionsBefore = decode.reports.length;
       const uninterrupted = await continueFrom(cacheA, 1, decode, next, CONTINUE);
@@ -89,7 +92,9 @@ describe('restore + continue equals computing from scratch (stories260K)', () =>
       await cacheA.importSequence(2, saved.snapshot);
       const sameCache = await continueFrom(cacheA, 2, new DecodeCompressor(cacheA, { ...schedule, resume: saved.counters }), saved.next, CONTINUE);
       // A fresh cache (another process would build its own): the stored entry alone carries everything.
+      const t1 = performance.now();
       await cacheB.importSequence(7, saved.snapshot);
+      const importMs = performance.now() - t1;
       const resumed = new DecodeCompressor(cacheB, { ...schedule, resume: saved.counters });
       const otherCache = await continueFrom(cacheB, 7, resumed, saved.next, CONTINUE);
 
@@ -111,7 +116,11 @@ describe('restore + continue equals computing from scratch (stories260K)', () =>
       expect(resumed.reports.map((r) => [r.budget, r.bits])).toEqual(decode.reports.slice(compressionsBefore).map((r) => [r.budget, r.bits]));
       expect(cacheA.checkInvariants()).toEqual([]);
       expect(cacheB.checkInvariants()).toEqual([]);
-      console.log(`${schedule.compress?.policy} b${schedule.budget}: ${head.length} + ${CONTINUE} tokens, ${compressionsAfter} compressions; restored runs identical`);
+      console.log(
+        `${schedule.compress?.policy} b${schedule.budget}: ${head.length} + ${CONTINUE} tokens, ${compressionsAfter} compressions; restored runs identical; ` +
+          `snapshot at ${snapshot.sequenceLength} tokens ${snapshotBytes(snapshot)} B (its blocks ${atSnapshot.bytes} B, f16 baseline ${atSnapshot.baselineF16} B; the window of 32 roped queries per layer is ${snapshot.windows.reduce((n, w) => n + w.queries.byteLength, 0)} B); ` +
+          `export ${exportMs.toFixed(1)} ms, import ${importMs.toFixed(1)} ms (${gpu.adapter.vendor} ${gpu.adapter.architecture})`,
+      );
     } finally {
       model.destroy();
       cacheA.destroy();

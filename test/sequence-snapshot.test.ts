@@ -44,6 +44,7 @@ async function expectSameSequence(a: Engine, seqA: number, b: Engine, seqB: numb
   expect(b.sequenceLength(seqB)).toBe(a.sequenceLength(seqA));
   expect(intact(b, seqB)).toEqual(intact(a, seqA));
   expect(b.meta.minTruncateLength(seqB)).toBe(a.meta.minTruncateLength(seqA));
+  expect(b.sequenceBytes(seqB)).toEqual(a.sequenceBytes(seqA));
   // Re-exporting gives back the same words, rows, statistics and window: the import restored every part.
   expect(plain(await b.exportSequence(seqB))).toEqual(plain(original));
   expect(b.checkInvariants()).toEqual([]);
