@@ -202,6 +202,20 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
     }
   });
 
+  it('goes through the per-sequence queue: an export issued during a compression sees its result', async () => {
+    const cache = await compressedSequence(source);
+    await decode(cache, 1, 30, seededRandom(8));
+    const compressing = cache.compress(1, { policy: 'h2o', budget: 24, bits: 4 });
+    const exported = cache.exportSequence(1);
+    await compressing;
+    const s = await exported;
+    expect(s.rows.every((r) => r.tokenCount <= 24)).toBe(true);
+    expect(plain(s)).toEqual(plain(await cache.exportSequence(1)));
+    const importing = cache.importSequence(2, s);
+    await importing;
+    await expectSameSequence(cache, 1, cache, 2, s);
+  });
+
   it('sets the quantized format of a cache created without one; refuses an open speculation', async () => {
     const cache = await compressedSequence(source);
     const s = await cache.exportSequence(1);
