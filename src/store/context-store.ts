@@ -27,10 +27,11 @@ export interface ContextStoreOptions {
 
 /**
  * Why a lookup did not use an entry: `absent` (no tier held any state of the stream: counted once per missing
- * lookup), `vanished` (a tier said it held the entry, then had none: it expired or was evicted in between), or the
+ * lookup), `vanished` (a tier said it held the entry, then had none: it expired or was evicted in between),
+ * `unavailable` (a tier threw: a disk or server error; the lookup goes on without that tier), or the
  * {@link StoreEntryReason} of an entry the reader refused (corrupt, another model, other settings…).
  */
-export type StoreMissReason = 'absent' | 'vanished' | StoreEntryReason;
+export type StoreMissReason = 'absent' | 'vanished' | 'unavailable' | StoreEntryReason;
 
 /** What the reader checks; the token count is the link's, always. */
 export type StoreExpectation = Omit<StoreEntryExpectation, 'tokenCount'>;
@@ -167,7 +168,7 @@ export class ContextStore {
     this.namespace = options.namespace;
     this.blockSize = options.blockSize;
     this.#clock = options.clock ?? (() => performance.now());
-    this.#missReasons = { absent: 0, vanished: 0, ...(Object.fromEntries(ENTRY_REASONS.map((r) => [r, 0])) as Record<StoreEntryReason, number>) };
+    this.#missReasons = { absent: 0, vanished: 0, unavailable: 0, ...(Object.fromEntries(ENTRY_REASONS.map((r) => [r, 0])) as Record<StoreEntryReason, number>) };
   }
 
   /** The keys of every state of `stream` under this store's namespace, shortest first. */
@@ -177,8 +178,13 @@ export class ContextStore {
 
   /** Which of `keys` the tier holds, by one `hasMany` where it has one. */
   async #presence(tier: StoreTier, keys: readonly string[]): Promise<boolean[]> {
-    if (tier.hasMany) return tier.hasMany(keys);
-    return Promise.all(keys.map((key) => tier.has(key)));
+    try {
+      if (tier.hasMany) return await tier.hasMany(keys);
+      return await Promise.all(keys.map((key) => tier.has(key)));
+    } catch {
+      this.#missReasons.unavailable++;
+      return keys.map(() => false);
+    }
   }
 
   /**
@@ -186,7 +192,8 @@ export class ContextStore {
    * Tries links longest first and, for each, the tiers front first; a refused entry is deleted from its tier and
    * counted by reason. A hit from a lower tier is copied into the tiers in front of it.
    *
-   * @throws InvalidArgumentError for a malformed stream (see normalizeStream); never for stored bytes.
+   * @throws InvalidArgumentError for a malformed stream (see normalizeStream); never for stored bytes or a
+   *   failing tier (those are misses by reason).
    */
   async lookup(stream: ContextStream, expect: StoreExpectation = {}): Promise<StoreLookup> {
     const chain = await this.chain(stream);
@@ -205,7 +212,15 @@ export class ContextStore {
         if (!presence[t]?.[i]) continue;
         const tier = this.tiers[t] as StoreTier;
         const started = this.#clock();
-        const bytes = await tier.get(link.key);
+        let bytes: Uint8Array | null;
+        try {
+          bytes = await tier.get(link.key);
+        } catch {
+          // A tier that fails (an I/O error) costs this lookup that tier's entry, not the request.
+          this.#missReasons.unavailable++;
+          refused.push({ key: link.key, tier: tier.name, reason: 'unavailable' });
+          continue;
+        }
         if (bytes === null) {
           this.#missReasons.vanished++;
           refused.push({ key: link.key, tier: tier.name, reason: 'vanished' });
@@ -218,7 +233,7 @@ export class ContextStore {
           if (!(error instanceof StoreEntryError)) throw error;
           this.#missReasons[error.reason]++;
           refused.push({ key: link.key, tier: tier.name, reason: error.reason });
-          await tier.delete(link.key);
+          await tier.delete(link.key).catch(() => undefined); // refused either way; a failed delete is refused again next time
           continue;
         }
         const restoreMs = this.#clock() - started;
