@@ -1,5 +1,5 @@
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -102,6 +102,24 @@ describe('DirectoryTier', () => {
     expect(await bounded.put('r', bytes(10))).toBe(false); // too large beside the pinned entry
     expect(await bounded.has('r')).toBe(false); // and its old bytes are gone: a replaced entry never lingers
     expect((await bounded.stats()).rejected).toBe(1);
+  });
+
+  it('reopened with lower limits, evicts the least recently used down to them (demoting), pinned ones kept', async () => {
+    const dir = freshDir();
+    const time = fakeClock();
+    const tier = await openDirectoryTier({ directory: dir, now: time.now });
+    await tier.put('pin', bytes(8), { pinned: true });
+    for (const key of ['a', 'b', 'c', 'd']) await tier.put(key, bytes(8));
+    // Recency across a reopen is the files' modification time (set apart here: the kernel's clock is coarse).
+    readdirSync(dir).forEach((name) => {
+      const at = new Date(Date.UTC(2026, 0, 1, 0, ['pin', 'a', 'b', 'c', 'd'].indexOf(name.split('~')[0]!)));
+      utimesSync(join(dir, name), at, at);
+    });
+    const next = new MemoryTier({ name: 'next', maxBytes: Number.POSITIVE_INFINITY });
+    const smaller = await openDirectoryTier({ directory: dir, maxEntries: 3, next, now: time.now });
+    expect((await smaller.keys()).sort()).toEqual(['c', 'd', 'pin']);
+    expect((await next.keys()).sort()).toEqual(['a', 'b']);
+    expect(readdirSync(dir).length).toBe(3);
   });
 
   it('a corrupt file on disk is a miss with its reason, and is deleted', async () => {
