@@ -135,8 +135,9 @@ const ENTRY_REASONS: readonly StoreEntryReason[] = ['length', 'magic', 'version'
  * ```ts
  * const store = new ContextStore({ tiers: [new MemoryTier({ maxBytes: 256 << 20 })], namespace, blockSize: 16 });
  * const found = await store.lookup(stream, { fingerprint, shape, layoutVersion: 1 });
- * if (found.hit) restore(found.entry), prefill(found.link.tokens); else prefill(0);
- * await store.save((await store.chain(stream)).links.at(-1)!, entry, { ttlMs: 3_600_000 });
+ * const from = found.hit ? found.link.tokens : 0; // restore found.entry, then prefill the stream from there
+ * const last = (await store.chain(stream)).links.at(-1);
+ * if (last) await store.save(last, entryOfTheWholeStream, { ttlMs: 3_600_000 });
  * ```
  */
 export class ContextStore {
@@ -304,8 +305,9 @@ export class ContextStore {
   /**
    * The whole stream's saved state, or: compute it once and save it. Concurrent calls for one stream compute it
    * once; the others wait, then hit. `compute` gets what the lookup found (a partial hit to continue from, or a
-   * miss) and returns the entry of the whole stream. If it throws, that caller gets the error and a waiter tries
-   * again (becoming the one that computes).
+   * miss) and returns the entry of the whole stream (its token count must be the stream's). If it throws, that
+   * caller gets the error and a waiter tries again (becoming the one that computes); so does a waiter that still
+   * misses after the save (the front tier had no room and no next tier).
    *
    * @throws InvalidArgumentError for a stream of no tokens (it has no state to save).
    */
