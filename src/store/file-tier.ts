@@ -150,7 +150,7 @@ export class FileTier implements StoreTier {
 
   /**
    * Opens the tier: lists the backend's files and indexes every entry file (oldest modification first, so LRU
-   * order survives). Of two files of one key (a crash between writing a replacement and removing the old file)
+   * order survives), then evicts down to the limits if the files there exceed them. Of two files of one key (a crash between writing a replacement and removing the old file)
    * the newer stays and the older is removed.
    */
   static async open(backend: FileTierBackend, options: FileTierOptions): Promise<FileTier> {
@@ -168,6 +168,8 @@ export class FileTier implements StoreTier {
       tier.#addSlot(meta.key, { file: file.name, bytes: file.bytes, expiresAtMs: meta.expiresAtMs, pinned: meta.pinned, prefillTokens: meta.prefillTokens, hits: 0, lastUsedMs: file.modifiedMs, useOrder: 0 });
     }
     for (const name of stale) await backend.remove(name);
+    // Limits lowered since the files were written: trim now (demoting as a put would), not at the next put.
+    await tier.#handOver(tier.#evictFor(0, 0, tier.#now()), tier.#now());
     return tier;
   }
 
@@ -300,22 +302,34 @@ export class FileTier implements StoreTier {
       this.#removeSlot(key, replaced);
       if (replaced.file !== file) stale.push(replaced.file);
     }
-    const victims: { key: string; slot: Slot }[] = [];
-    if (this.#bytes + size > this.maxBytes || this.#slots.size + 1 > this.maxEntries) {
-      const candidates: EvictionCandidate[] = [];
-      for (const [candidateKey, slot] of this.#slots) {
-        if (!slot.pinned) candidates.push({ key: candidateKey, bytes: slot.bytes, hits: slot.hits, lastUsedMs: slot.lastUsedMs, useOrder: slot.useOrder, prefillTokens: slot.prefillTokens });
-      }
-      for (const candidate of evictionOrder(candidates, this.policy, nowMs)) {
-        if (this.#bytes + size <= this.maxBytes && this.#slots.size + 1 <= this.maxEntries) break;
-        const slot = this.#slots.get(candidate.key) as Slot;
-        this.#removeSlot(candidate.key, slot);
-        this.#evictions.capacity++;
-        victims.push({ key: candidate.key, slot });
-      }
-    }
+    const victims = this.#evictFor(size, 1, nowMs);
     this.#addSlot(key, { file, bytes: size, expiresAtMs, pinned, prefillTokens, hits: 0, lastUsedMs: nowMs, useOrder: 0 });
+    await this.#handOver(victims, nowMs);
+    await this.#removeFiles(stale);
+    return true;
+  }
 
+  /** Takes unpinned entries out of the index, in the policy's order, until `size` more bytes and `entries` more fit. */
+  #evictFor(size: number, entries: number, nowMs: number): { key: string; slot: Slot }[] {
+    const fits = (): boolean => this.#bytes + size <= this.maxBytes && this.#slots.size + entries <= this.maxEntries;
+    const victims: { key: string; slot: Slot }[] = [];
+    if (fits()) return victims;
+    const candidates: EvictionCandidate[] = [];
+    for (const [key, slot] of this.#slots) {
+      if (!slot.pinned) candidates.push({ key, bytes: slot.bytes, hits: slot.hits, lastUsedMs: slot.lastUsedMs, useOrder: slot.useOrder, prefillTokens: slot.prefillTokens });
+    }
+    for (const candidate of evictionOrder(candidates, this.policy, nowMs)) {
+      if (fits()) break;
+      const slot = this.#slots.get(candidate.key) as Slot;
+      this.#removeSlot(candidate.key, slot);
+      this.#evictions.capacity++;
+      victims.push({ key: candidate.key, slot });
+    }
+    return victims;
+  }
+
+  /** Hands evicted entries to the next tier (readable here until it holds them) and removes their files. */
+  async #handOver(victims: readonly { key: string; slot: Slot }[], nowMs: number): Promise<void> {
     if (this.#next) for (const victim of victims) this.#demoting.set(victim.key, victim.slot);
     for (const victim of victims) {
       try {
@@ -333,8 +347,6 @@ export class FileTier implements StoreTier {
       // A put of the same key while this one demoted it may have written the same name again: keep that file.
       if (this.#slots.get(victim.key)?.file !== victim.slot.file) await this.#backend.remove(victim.slot.file);
     }
-    await this.#removeFiles(stale);
-    return true;
   }
 
   async delete(key: string): Promise<boolean> {

@@ -72,7 +72,7 @@ async function lookupTable(settings: BenchSettings): Promise<BenchTable> {
     title: `Store lookup cost (block ${BLOCK}, memory tier, a miss checks every link)`,
     columns: ['prompt tokens', 'links', 'chain µs / 1K tokens', 'lookup µs / 1K tokens'],
     rows,
-    note: 'chain: SHA-256 of every link (WebCrypto); lookup: the chain plus one hasMany per tier; medians of wall times.',
+    note: 'chain: the namespace hash (WebCrypto) and the SHA-256 of every link (sha256Sync); lookup: the chain plus one hasMany per tier; medians of wall times.',
   };
 }
 
