@@ -59,7 +59,8 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
 
     const turn1Stored = await gen.generate({ ...first, store });
     expect(turn1Stored.tokens).toEqual(turn1.tokens);
-    expect(turn1Stored.report.store).toMatchObject({ hit: false, hitTokens: 0, saved: 2 });
+    // Saved: the prompt's last block boundary, the prompt's end, the end.
+    expect(turn1Stored.report.store).toMatchObject({ hit: false, hitTokens: 0, saved: 3 });
     const stored = await gen.generate({ ...second, store });
     const historyTokens = streamTokens(turn1.context);
     expect(stored.report.store).toMatchObject({ hit: true, hitTokens: historyTokens, prefillTokens: stored.promptTokens.length });
@@ -82,9 +83,14 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
       const reused = await gen.generate({ ...options, store });
       expect(reused.tokens, prompt).toEqual(baseline.tokens);
       const questionTokens = reused.promptTokens.length;
-      expect(reused.report.store).toMatchObject(
-        i === 0 ? { hit: false, prefillTokens: knowledgeTokens + questionTokens } : { hit: true, hitTokens: knowledgeTokens, prefillTokens: questionTokens },
-      );
+      const report = reused.report.store;
+      if (i === 0) expect(report).toMatchObject({ hit: false, prefillTokens: knowledgeTokens + questionTokens });
+      else {
+        // The compressed knowledge at least; more where the question shares a block with an earlier one's.
+        expect(report).toMatchObject({ hit: true });
+        expect(report?.hitTokens).toBeGreaterThanOrEqual(knowledgeTokens);
+        expect((report?.hitTokens ?? 0) + (report?.prefillTokens ?? 0)).toBe(knowledgeTokens + questionTokens);
+      }
       // The knowledge was compressed before the question: the cache never held all of it.
       expect(Math.max(...reused.report.keptPerHead.flat())).toBeLessThanOrEqual(SETTING.budget);
     }
