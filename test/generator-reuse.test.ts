@@ -59,7 +59,9 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
 
     const turn1Stored = await gen.generate({ ...first, store });
     expect(turn1Stored.tokens).toEqual(turn1.tokens);
-    expect(turn1Stored.report.store).toMatchObject({ hit: false, hitTokens: 0, saved: 2 });
+    // The last block boundary inside the prompt, the prompt's end, the end.
+    expect(turn1.promptTokens.length).toBeGreaterThan(16);
+    expect(turn1Stored.report.store).toMatchObject({ hit: false, hitTokens: 0, saved: 3 });
     const stored = await gen.generate({ ...second, store });
     const historyTokens = streamTokens(turn1.context);
     expect(stored.report.store).toMatchObject({ hit: true, hitTokens: historyTokens, prefillTokens: stored.promptTokens.length });
@@ -72,9 +74,10 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
   it('cache-augmented generation: every question after the first restores the compressed knowledge; answers equal recomputing it', async () => {
     const gen = await generator();
     const store = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
-    const knowledge = gen.contextOf(knowledgeText(gen, 400), { compress: true });
+    // Past the budget, so the knowledge is compressed (the 400-token run is the CLI test's: test/cli-store.test.ts).
+    const knowledge = gen.contextOf(knowledgeText(gen, 100), { compress: true });
     const knowledgeTokens = streamTokens(knowledge);
-    expect(knowledgeTokens).toBeGreaterThanOrEqual(400);
+    expect(knowledgeTokens).toBeGreaterThanOrEqual(100);
     const questions = ['What did Kitty polish?', 'Who helped Roxy climb the hill?', 'Why was the cow sad?'];
     for (const [i, prompt] of questions.entries()) {
       const options = { ...SETTING, prompt, steps: 8, continueFrom: knowledge };

@@ -19,10 +19,34 @@ export interface ReplayTarget {
 }
 
 /**
+ * `stream` (normalized) with its last segment, when a prefill, split at the last block boundary strictly inside
+ * it (`start` tokens come before the stream): a store saves the state there, so a later prompt that shares the
+ * block-aligned prefix but not the whole prompt (or the same prompt: a state covering every token leaves none to
+ * forward) restores it. Nothing compresses inside a prefill, so the split leaves the same state.
+ *
+ * @example
+ * ```ts
+ * splitLastPrefill([{ kind: 'prefill', tokens: twentyTokens }], 0, 16); // prefill 16, prefill 4
+ * ```
+ */
+export function splitLastPrefill(stream: readonly ContextSegment[], start: number, blockSize: number): ContextSegment[] {
+  const last = stream[stream.length - 1];
+  if (last === undefined || last.kind !== 'prefill') return [...stream];
+  let before = start;
+  for (const segment of stream.slice(0, -1)) if (segment.kind !== 'compress') before += segment.tokens.length;
+  const end = before + last.tokens.length;
+  const boundary = Math.floor((end - 1) / blockSize) * blockSize;
+  if (boundary <= before) return [...stream];
+  const cut = boundary - before;
+  return [...stream.slice(0, -1), { kind: 'prefill', tokens: last.tokens.slice(0, cut) }, { kind: 'prefill', tokens: last.tokens.slice(cut) }];
+}
+
+/**
  * Appends `stream` to the target's sequence as it was first built: a prefill segment in one forward pass (nothing
  * compresses inside it), a decode segment one token at a time with the decode schedule before each, a compress
  * segment as an explicit compression to the schedule's target. Returns the logits after the last token forwarded
- * (null when the stream forwards none) and the compressions it ran, in order.
+ * (null when the stream forwards none) and the compressions it ran, in order. `onSegmentEnd` gets the segments up
+ * to each segment's end but the last (where a store saves).
  *
  * @example
  * ```ts
@@ -37,7 +61,8 @@ export async function replayStream(
   const { model, seqId, decode } = target;
   let logits: Float32Array | null = null;
   const compressions: CompressionReport[] = [];
-  const segments = normalizeStream(stream);
+  // Not normalized: a caller may split a prefill to save the state at a block boundary inside it.
+  const segments = stream;
   for (let index = 0; index < segments.length; index++) {
     const segment = segments[index] as ContextSegment;
     if (segment.kind === 'prefill') {
