@@ -253,7 +253,9 @@ export class Generator {
     if (historyTokens + promptTokens.length + steps - 1 > this.maxTokens) {
       throw new InvalidArgumentError(
         'steps',
-        `the history (${historyTokens} tokens) and prompt (${promptTokens.length} tokens) plus ${steps} steps exceed the ${this.maxTokens} tokens this generator holds`,
+        options.continueFrom === undefined
+          ? `the prompt (${promptTokens.length} tokens with BOS) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`
+          : `the history (${historyTokens} tokens) and prompt (${promptTokens.length} tokens) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`,
       );
     }
     if (options.compareWithFull === true && options.speculate) {
