@@ -118,7 +118,13 @@ export {
   type GenerateResult,
   type GenerationReport,
   type GeneratorOptions,
+  type GenerationStoreReport,
 } from './app/generator.js';
+
+// Reusing compressed caches: a generation goes on from a history (continueFrom) and restores saved states.
+export { ResidentStates, type ContextReuse, type ReuseHit, type ReuseTarget, type ResidentStatesOptions } from './app/context-reuse.js';
+export { StoreStates, type StoreStatesOptions } from './app/store-reuse.js';
+export { cacheStateSettings, replayStream, splitLastPrefill, streamRest, type ReplayTarget } from './app/context-replay.js';
 
 // Speculative decoding: prompt-lookup drafts verified in one pass, exact rollback with truncate().
 export { PromptLookup, AdaptiveDraftLength, resolvePromptLookup } from './model/prompt-lookup.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { runCli, STACK_LINE } from './cli-helpers.js';
 
-const COMMANDS = ['info', 'generate', 'demo', 'serve-demo', 'eval', 'merge-eval', 'bench'];
+const COMMANDS = ['info', 'generate', 'cag', 'store', 'demo', 'serve-demo', 'eval', 'merge-eval', 'bench'];
 
 describe('kvcompact --help', () => {
   it.each([['--help'], ['-h'], ['help'], []])('top level %j prints the command list on stdout and exits 0', (...args) => {
@@ -49,7 +49,7 @@ describe('usage errors', () => {
     const { status, stdout, stderr } = runCli(['evaluate']);
     expect(status).toBe(2);
     expect(stdout).toBe('');
-    expect(stderr).toMatch(/unknown command "evaluate"; commands: info, generate, demo, serve-demo, eval, merge-eval, bench, help/);
+    expect(stderr).toMatch(/unknown command "evaluate"; commands: info, generate, cag, store, demo, serve-demo, eval, merge-eval, bench, help/);
     expect(stderr.trim().split('\n')).toHaveLength(1);
   });
 

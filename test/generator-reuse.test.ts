@@ -59,7 +59,8 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
 
     const turn1Stored = await gen.generate({ ...first, store });
     expect(turn1Stored.tokens).toEqual(turn1.tokens);
-    // Saved: the prompt's last block boundary, the prompt's end, the end.
+    // The last block boundary inside the prompt, the prompt's end, the end.
+    expect(turn1.promptTokens.length).toBeGreaterThan(16);
     expect(turn1Stored.report.store).toMatchObject({ hit: false, hitTokens: 0, saved: 3 });
     const stored = await gen.generate({ ...second, store });
     const historyTokens = streamTokens(turn1.context);
@@ -73,9 +74,10 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
   it('cache-augmented generation: every question after the first restores the compressed knowledge; answers equal recomputing it', async () => {
     const gen = await generator();
     const store = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
-    const knowledge = gen.contextOf(knowledgeText(gen, 400), { compress: true });
+    // Past the budget, so the knowledge is compressed (the 400-token run is the CLI test's: test/cli-store.test.ts).
+    const knowledge = gen.contextOf(knowledgeText(gen, 100), { compress: true });
     const knowledgeTokens = streamTokens(knowledge);
-    expect(knowledgeTokens).toBeGreaterThanOrEqual(400);
+    expect(knowledgeTokens).toBeGreaterThanOrEqual(100);
     const questions = ['What did Kitty polish?', 'Who helped Roxy climb the hill?', 'Why was the cow sad?'];
     for (const [i, prompt] of questions.entries()) {
       const options = { ...SETTING, prompt, steps: 8, continueFrom: knowledge };
@@ -83,14 +85,9 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
       const reused = await gen.generate({ ...options, store });
       expect(reused.tokens, prompt).toEqual(baseline.tokens);
       const questionTokens = reused.promptTokens.length;
-      const report = reused.report.store;
-      if (i === 0) expect(report).toMatchObject({ hit: false, prefillTokens: knowledgeTokens + questionTokens });
-      else {
-        // The compressed knowledge at least; more where the question shares a block with an earlier one's.
-        expect(report).toMatchObject({ hit: true });
-        expect(report?.hitTokens).toBeGreaterThanOrEqual(knowledgeTokens);
-        expect((report?.hitTokens ?? 0) + (report?.prefillTokens ?? 0)).toBe(knowledgeTokens + questionTokens);
-      }
+      expect(reused.report.store).toMatchObject(
+        i === 0 ? { hit: false, prefillTokens: knowledgeTokens + questionTokens } : { hit: true, hitTokens: knowledgeTokens, prefillTokens: questionTokens },
+      );
       // The knowledge was compressed before the question: the cache never held all of it.
       expect(Math.max(...reused.report.keptPerHead.flat())).toBeLessThanOrEqual(SETTING.budget);
     }

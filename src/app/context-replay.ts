@@ -19,15 +19,34 @@ export interface ReplayTarget {
 }
 
 /**
+ * `stream` (normalized) with its last segment, when a prefill, split at the last block boundary strictly inside
+ * it (`start` tokens come before the stream): a store saves the state there, so a later prompt that shares the
+ * block-aligned prefix but not the whole prompt (or the same prompt: a state covering every token leaves none to
+ * forward) restores it. Nothing compresses inside a prefill, so the split leaves the same state.
+ *
+ * @example
+ * ```ts
+ * splitLastPrefill([{ kind: 'prefill', tokens: twentyTokens }], 0, 16); // prefill 16, prefill 4
+ * ```
+ */
+export function splitLastPrefill(stream: readonly ContextSegment[], start: number, blockSize: number): ContextSegment[] {
+  const last = stream[stream.length - 1];
+  if (last === undefined || last.kind !== 'prefill') return [...stream];
+  let before = start;
+  for (const segment of stream.slice(0, -1)) if (segment.kind !== 'compress') before += segment.tokens.length;
+  const end = before + last.tokens.length;
+  const boundary = Math.floor((end - 1) / blockSize) * blockSize;
+  if (boundary <= before) return [...stream];
+  const cut = boundary - before;
+  return [...stream.slice(0, -1), { kind: 'prefill', tokens: last.tokens.slice(0, cut) }, { kind: 'prefill', tokens: last.tokens.slice(cut) }];
+}
+
+/**
  * Appends `stream` to the target's sequence as it was first built: a prefill segment in one forward pass (nothing
  * compresses inside it), a decode segment one token at a time with the decode schedule before each, a compress
  * segment as an explicit compression to the schedule's target. Returns the logits after the last token forwarded
- * (null when the stream forwards none) and the compressions it ran, in order.
- *
- * With `onSaveable`, it is called with the stream so far at every segment end but the last, and inside the last
- * prefill at its last block boundary: that prefill is then forwarded in two chunks (the same state: nothing
- * compresses inside a prefill). A state covering a whole prompt leaves no token to forward for the next logits, so
- * the block-boundary state is the one the same prompt, asked again, restores (vLLM shares full blocks the same way).
+ * (null when the stream forwards none) and the compressions it ran, in order. `onSegmentEnd` gets the segments up
+ * to each segment's end but the last (where a store saves).
  *
  * @example
  * ```ts
@@ -37,26 +56,18 @@ export interface ReplayTarget {
 export async function replayStream(
   target: ReplayTarget,
   stream: ContextStream,
-  onSaveable?: (segmentsUpTo: ContextStream) => Promise<void>,
+  onSegmentEnd?: (segmentsUpTo: ContextStream) => Promise<void>,
 ): Promise<{ logits: Float32Array | null; compressions: CompressionReport[] }> {
-  const { model, seqId, decode, cache } = target;
+  const { model, seqId, decode } = target;
   let logits: Float32Array | null = null;
   const compressions: CompressionReport[] = [];
-  const segments = normalizeStream(stream);
-  const lastPrefill = segments.map((s) => s.kind).lastIndexOf('prefill');
+  // Not normalized: a caller may split a prefill to save the state at a block boundary inside it.
+  const segments = stream;
   for (let index = 0; index < segments.length; index++) {
     const segment = segments[index] as ContextSegment;
     if (segment.kind === 'prefill') {
-      let chunks = [segment.tokens];
-      const start = cache.sequenceLength(seqId);
-      const blockSize = cache.shape.blockSize;
-      const boundary = Math.floor((start + segment.tokens.length - 1) / blockSize) * blockSize;
-      if (onSaveable && index === lastPrefill && boundary > start) chunks = [segment.tokens.slice(0, boundary - start), segment.tokens.slice(boundary - start)];
-      for (const [c, chunk] of chunks.entries()) {
-        logits = await model.forward(seqId, chunk);
-        decode?.prefilled(chunk.length);
-        if (onSaveable && c + 1 < chunks.length) await onSaveable([...segments.slice(0, index), { kind: 'prefill', tokens: chunk }]);
-      }
+      logits = await model.forward(seqId, segment.tokens);
+      decode?.prefilled(segment.tokens.length);
     } else if (segment.kind === 'decode') {
       for (const token of segment.tokens) {
         const report = decode ? await decode.beforeStep(seqId, 1) : null;
@@ -67,7 +78,7 @@ export async function replayStream(
       const report = decode ? await decode.compressNow(seqId) : null;
       if (report) compressions.push(report);
     }
-    if (onSaveable && index + 1 < segments.length) await onSaveable(segments.slice(0, index + 1));
+    if (onSegmentEnd && index + 1 < segments.length) await onSegmentEnd(segments.slice(0, index + 1));
   }
   return { logits, compressions };
 }

@@ -1,5 +1,5 @@
 import { PagedKvCache } from '../engine/paged-kv-cache.js';
-import { decodeBlockRef, type FullFormat, type Bits } from '../format/layout.js';
+import type { FullFormat, Bits } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
@@ -14,10 +14,11 @@ import { GpuLlama } from '../model/gpu-llama.js';
 import { createSampler } from '../model/sampling.js';
 import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
 import { normalizeStream, streamTokens, type ContextSegment, type ContextStream } from '../store/context-stream.js';
+import { agreementOf, headBlocks, keptPerHead } from './cache-views.js';
 import { CacheSwitch } from './cache-switch.js';
-import { cacheStateSettings, replayStream, streamRest } from './context-replay.js';
+import { cacheStateSettings, replayStream, splitLastPrefill, streamRest } from './context-replay.js';
 import { ResidentStates, type ContextReuse, type ReuseHit, type ReuseTarget } from './context-reuse.js';
-import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationQuality, GenerationReport, GenerationStoreReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
+import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationReport, GenerationStoreReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
 import { HeatReader } from './heat.js';
 import type { SpeculateOptions } from './speculative-decoder.js';
 import { generateSpeculatively } from './speculative-generation.js';
@@ -252,7 +253,9 @@ export class Generator {
     if (historyTokens + promptTokens.length + steps - 1 > this.maxTokens) {
       throw new InvalidArgumentError(
         'steps',
-        `the history (${historyTokens} tokens) and prompt (${promptTokens.length} tokens) plus ${steps} steps exceed the ${this.maxTokens} tokens this generator holds`,
+        options.continueFrom === undefined
+          ? `the prompt (${promptTokens.length} tokens with BOS) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`
+          : `the history (${historyTokens} tokens) and prompt (${promptTokens.length} tokens) plus ${steps} steps exceeds the ${this.maxTokens} tokens this generator holds`,
       );
     }
     if (options.compareWithFull === true && options.speculate) {
@@ -314,7 +317,8 @@ export class Generator {
     }
     const done = hit?.segmentsUpTo ?? [];
     const rest = hit ? streamRest(stream, done) : stream;
-    const replayed = await replayStream({ model: this.model, cache, seqId: SEQ_COMPRESSED, decode }, rest, store
+    const blockSize = cache.shape.blockSize;
+    const replayed = await replayStream({ model: this.model, cache, seqId: SEQ_COMPRESSED, decode }, store ? splitLastPrefill(rest, streamTokens(done), blockSize) : rest, store
       ? async (upTo) => {
           if (await store.save([...done, ...upTo], target)) saved++;
         }
@@ -557,25 +561,11 @@ export class Generator {
   }
 
   private keptPerHead(cache: PagedKvCache): number[][] {
-    const { layers, kvHeads } = cache.shape;
-    return Array.from({ length: layers }, (_, l) =>
-      Array.from({ length: kvHeads }, (_, h) => cache.tokenCount(SEQ_COMPRESSED, l, h)),
-    );
+    return keptPerHead(cache, SEQ_COMPRESSED);
   }
 
   private blocks(cache: PagedKvCache): HeadBlocks[][] {
-    const { layers, kvHeads } = cache.shape;
-    return Array.from({ length: layers }, (_, l) =>
-      Array.from({ length: kvHeads }, (_, h) => {
-        let quant = 0;
-        let full = 0;
-        for (const entry of cache.meta.headBlocks(SEQ_COMPRESSED, l, h)) {
-          if (decodeBlockRef(entry).pool === 'quant') quant++;
-          else full++;
-        }
-        return { quant, full, tokens: cache.tokenCount(SEQ_COMPRESSED, l, h) };
-      }),
-    );
+    return headBlocks(cache, SEQ_COMPRESSED);
   }
 
   /** Releases the model's weights and every cache. Wait for generate() to finish first. */
@@ -586,10 +576,4 @@ export class Generator {
     for (const cache of this.caches.values()) cache.destroy();
     this.caches.clear();
   }
-}
-
-/** The agreement fields of a quality report; an empty comparison agrees on nothing (0, not NaN). */
-function agreementOf(agreement: AgreementAccumulator): Pick<GenerationQuality, 'agreement' | 'agreed' | 'compared' | 'meanKl'> {
-  const { agreement: share, agreed, compared, meanKl } = agreement.result();
-  return compared > 0 ? { agreement: share, agreed, compared, meanKl } : { agreement: 0, agreed, compared, meanKl: 0 };
 }
