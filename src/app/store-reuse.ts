@@ -138,6 +138,11 @@ export class StoreStates implements ContextReuse {
     return this.any().list();
   }
 
+  /** Closes every tier that holds something open (a Redis tier flushes its queued writes first). */
+  async close(): Promise<void> {
+    for (const tier of this.options.tiers) await tier.close?.();
+  }
+
   /** Deletes every entry of every tier; resolves how many. */
   clear(): Promise<number> {
     return this.any().clear();

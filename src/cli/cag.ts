@@ -85,8 +85,9 @@ export async function cagCommand(argv: string[]): Promise<number> {
 
   const resident = reuse && values.store === undefined;
   const { generator, modelPath, destroy } = await openGenerator(values, { prompt: '', ...options }, resident ? { residentStates: RESIDENT_STATES } : {});
+  let stored: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
-    const stored = reuse ? await storeFromFlags(values, modelPath) : null;
+    stored = reuse ? await storeFromFlags(values, modelPath) : null;
     const residentStore = resident ? generator.residentStates({ modelFingerprint: await modelFingerprint(modelPath), tenantSalt: tenantSalt(values.tenant) }) : null;
     const store: ContextReuse | null = stored ?? residentStore;
     // The knowledge is compressed before the first question, so every question starts from the same compressed state.
@@ -123,6 +124,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
+    await stored?.close();
     await destroy();
   }
 }

@@ -296,8 +296,9 @@ export async function generateCommand(argv: string[]): Promise<number> {
     throw new UsageError('--store', `goes on from a saved compressed state alone; drop ${options.speculate ? '--speculate' : '--compare'} or --store`);
   }
   const { generator, modelPath, destroy } = await openGenerator(values, options);
+  let store: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
-    const store = await storeFromFlags(values, modelPath);
+    store = await storeFromFlags(values, modelPath);
     const stream = !values.json && process.stdout.isTTY;
     if (stream) process.stdout.write(options.prompt);
     const result = await generator.generate({
@@ -313,6 +314,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
+    await store?.close();
     await destroy();
   }
 }
