@@ -3,6 +3,7 @@ import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 import { InvalidArgumentError } from '../errors.js';
 import { streamChain, streamTokens, type ContextStream } from '../store/context-stream.js';
 import type { CacheStateSettings, StoreNamespace } from '../store/keys.js';
+import { evictionOrder, priorityDecay } from '../store/eviction.js';
 
 /**
  * The sequence a reuse store restores into or saves from: the generator's compressed sequence, its decode
@@ -53,7 +54,11 @@ interface Resident {
   readonly counters: DecodeCounters | null;
   readonly tokens: number;
   readonly segmentsUpTo: ContextStream;
+  /** Order of the last use (save or hit). */
   used: number;
+  /** Clock time of the last use. */
+  usedMs: number;
+  hits: number;
 }
 
 /**
@@ -73,8 +78,10 @@ export interface ResidentStatesOptions {
 
 /**
  * The GPU-resident tier: each saved state is a fork of the sequence that reached it (blocks shared by reference
- * count, copied on the next write), and a hit forks it back, so neither a save nor a restore copies a block. The
- * least recently used state gives its sequence id up when all are taken. Make it with
+ * count, copied on the next write), and a hit forks it back, so neither a save nor a restore copies a block. When
+ * every id is taken, the state of lowest priority-decay (src/store/eviction.ts: hits × prefill saved, halving per
+ * idle half-life, per byte) gives its id up: a knowledge prefix every question hits outlives the one-off states of
+ * each question, which plain LRU would keep instead. Make it with
  * `Generator.residentStates` (the generator's caches need the extra sequence slots).
  *
  * @example
@@ -107,6 +114,8 @@ export class ResidentStates implements ContextReuse {
       await target.cache.fork(state.seqId, target.seqId);
       if (state.counters && target.decode) target.decode.resume(state.counters);
       state.used = ++this.clock;
+      state.usedMs = Date.now();
+      state.hits++;
       return { tokens: state.tokens, segmentsUpTo: state.segmentsUpTo, restoreMs: performance.now() - started };
     }
     return null;
@@ -119,6 +128,7 @@ export class ResidentStates implements ContextReuse {
     const present = this.states.get(link.key);
     if (present !== undefined && present.cache === target.cache) {
       present.used = ++this.clock;
+      present.usedMs = Date.now();
       return false;
     }
     const seqId = await this.freeSeqId();
@@ -130,6 +140,8 @@ export class ResidentStates implements ContextReuse {
       tokens: link.tokens,
       segmentsUpTo: link.segmentsUpTo,
       used: ++this.clock,
+      usedMs: Date.now(),
+      hits: 0,
     });
     return true;
   }
@@ -157,11 +169,19 @@ export class ResidentStates implements ContextReuse {
     const taken = new Set([...this.states.values()].map((state) => state.seqId));
     const free = this.options.seqIds.find((id) => !taken.has(id));
     if (free !== undefined) return free;
-    let oldest: [string, Resident] | undefined;
-    for (const entry of this.states.entries()) if (oldest === undefined || entry[1].used < oldest[1].used) oldest = entry;
-    if (oldest === undefined) throw new InvalidArgumentError('seqIds', 'has no id to save a state in');
-    this.states.delete(oldest[0]);
-    await oldest[1].cache.freeSequence(oldest[1].seqId);
-    return oldest[1].seqId;
+    const candidates = [...this.states.entries()].map(([key, s]) => ({
+      key,
+      bytes: s.cache.sequenceBytes(s.seqId).bytes,
+      hits: s.hits,
+      lastUsedMs: s.usedMs,
+      useOrder: s.used,
+      prefillTokens: s.tokens,
+    }));
+    const victim = evictionOrder(candidates, priorityDecay(), Date.now())[0];
+    const state = victim === undefined ? undefined : this.states.get(victim.key);
+    if (victim === undefined || state === undefined) throw new InvalidArgumentError('seqIds', 'has no id to save a state in');
+    this.states.delete(victim.key);
+    await state.cache.freeSequence(state.seqId);
+    return state.seqId;
   }
 }
