@@ -105,7 +105,7 @@ describe('kvcompact generate --store dir:PATH and kvcompact store', () => {
     const list = JSON.parse(runCli(['store', 'list', '--store', store, '--json']).stdout) as { entries: { key: string; bytes: number }[] };
     expect(list.entries).toHaveLength(6);
     for (const entry of list.entries) {
-      expect(entry.key).toMatch(/^[0-9a-f]{64}$/);
+      expect(entry.key).toMatch(/^[0-9a-f]{80}$/); // the namespace's 16-character tag, then the 64 of H_i
       expect(entry.bytes).toBeGreaterThan(0);
     }
     expect(list.entries.reduce((n, e) => n + e.bytes, 0)).toBe(tiers[0]?.bytes);

@@ -1,6 +1,7 @@
 // The server-free parts of the Redis tier: the circuit breaker on a fake clock, Redis Cluster's key slot, the key
 // layout and credential redaction.
 import { describe, expect, it } from 'vitest';
+import { streamChain } from '../src/store/context-stream.js';
 import { CircuitBreaker, clusterSlot, groupedKey, redact, redactUrl, redisKeyOf, tierKeyOf, urlSecrets } from '../src/node/redis-support.js';
 
 describe('CircuitBreaker', () => {
@@ -67,6 +68,22 @@ describe('key layout', () => {
     expect(redisKeyOf('kvc', '{evil}x')).toBe('kvc:{_evil_x}:{evil}x'); // a key cannot pick its tag
     expect(() => groupedKey('a/b', 'k')).toThrow(/group/);
     expect(() => groupedKey('', 'k')).toThrow(/group/);
+  });
+});
+
+describe('store keys in Redis', () => {
+  it("every state of a stream (the store's plain keys) shares one slot; other tenants land elsewhere", async () => {
+    const settings = { policy: 'h2o', budgetMode: 'uniform', budget: 32, bits: 4, sinks: 4, recent: 8, window: null, decodeSchedule: null };
+    const stream = [{ kind: 'prefill' as const, tokens: Array.from({ length: 100 }, (_, i) => i) }, { kind: 'compress' as const }, { kind: 'decode' as const, tokens: [7, 8, 9] }];
+    const slotsOf = async (tenantSalt: string): Promise<Set<number>> => {
+      const chain = await streamChain({ modelFingerprint: 'm', settings, tenantSalt }, stream, 16);
+      expect(chain.links.length).toBeGreaterThan(6);
+      return new Set(chain.links.map((link) => clusterSlot(redisKeyOf('kvc', link.key))));
+    };
+    const a = await slotsOf('tenant-a');
+    expect(a.size).toBe(1);
+    const others = await Promise.all(Array.from({ length: 8 }, (_, i) => slotsOf(`tenant-${i}`)));
+    expect(new Set(others.map((s) => [...s][0])).size).toBeGreaterThan(4); // namespaces spread over slots
   });
 });
 

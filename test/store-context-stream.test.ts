@@ -48,7 +48,9 @@ describe('context streams', () => {
     first.set(h0);
     first[32] = 1;
     ids(16).forEach((id, i) => new DataView(first.buffer).setUint32(33 + 4 * i, id, true));
-    expect(chain.links[0]?.key).toBe(createHash('sha256').update(first).digest('hex'));
+    // The key: the namespace's 16-character tag (a Redis Cluster slot tag), then hex(H_1).
+    expect(chain.links[0]?.key).toBe(Buffer.from(h0).toString('hex').slice(0, 16) + createHash('sha256').update(first).digest('hex'));
+    for (const link of chain.links) expect(link.key.slice(0, 16)).toBe(chain.namespace.slice(0, 16));
     expect(chain.links[2]?.segmentsUpTo).toEqual([{ kind: 'prefill', tokens: ids(20) }, { kind: 'compress' }]);
     expect(chain.links[3]?.segmentsUpTo).toEqual([{ kind: 'prefill', tokens: ids(20) }, { kind: 'compress' }, { kind: 'decode', tokens: ids(12, 20) }]);
     expect(new Set(chain.links.map((l) => l.key)).size).toBe(chain.links.length);

@@ -15,7 +15,7 @@
  * The chain, as vLLM chains block hashes (src/store/keys.ts): H_0 = the namespace hash; a link ends after every
  * token whose position + 1 is a multiple of the block size, at the end of every segment and at the end of the
  * stream; H_i = SHA-256(H_{i−1} ‖ kind byte ‖ the link's token ids as little-endian u32). The key of the state
- * after a link is hex(H_i). Equal keys mean equal operations under equal settings, so an entry is valid for every
+ * after a link is hex(H_0)[0, 16) ‖ hex(H_i): the namespace's tag first (see {@link NAMESPACE_TAG_CHARS}). Equal keys mean equal operations under equal settings, so an entry is valid for every
  * continuation of its stream. Two requests share the block-boundary states of a common prompt prefix (vLLM's
  * prefix sharing) and the segment-end states of a common history (a chat's previous turn, cag's knowledge).
  */
@@ -35,7 +35,7 @@ export type ContextStream = readonly ContextSegment[];
 
 /** The key of one state of a stream. */
 export interface StreamLink {
-  /** hex(H_i): the store key of the state after this link. */
+  /** The store key of the state after this link: the namespace's tag, then hex(H_i). */
   readonly key: string;
   /** Tokens in the cache after this link (its sequence length). */
   readonly tokens: number;
@@ -52,6 +52,14 @@ export interface StreamChain {
   readonly blockSize: number;
   readonly links: readonly StreamLink[];
 }
+
+/**
+ * Hex characters of H_0 every key of the namespace starts with. A tier that places keys by a prefix keeps all the
+ * states of a stream (every one a lookup may want) together: Redis Cluster hashes a key's first 16 characters as
+ * its slot tag (src/node/redis-support.ts), so one longest-prefix lookup is one round trip to one node, and
+ * demotion between tiers keeps the key as it is. 64 bits of H_0 reveal nothing a key did not already.
+ */
+export const NAMESPACE_TAG_CHARS = 16;
 
 const KIND_BYTE: Record<ContextSegment['kind'], number> = { prefill: 1, decode: 2, compress: 3 };
 
@@ -127,6 +135,7 @@ function sliceSegments(segments: readonly ContextSegment[], segmentIndex: number
 export async function streamChain(namespace: StoreNamespace, stream: ContextStream, blockSize: number): Promise<StreamChain> {
   let previous = await namespaceHash(namespace, blockSize);
   const namespaceHex = toHex(previous);
+  const namespaceTag = namespaceHex.slice(0, NAMESPACE_TAG_CHARS);
   const segments = normalizeStream(stream);
   const links: StreamLink[] = [];
   let position = 0;
@@ -141,7 +150,7 @@ export async function streamChain(namespace: StoreNamespace, stream: ContextStre
     // memory: a 64K-token prompt has 4,096 links), though a lookup reads it of one link at most.
     let upTo: ContextStream | undefined;
     links.push({
-      key: toHex(previous),
+      key: namespaceTag + toHex(previous),
       tokens: position,
       get segmentsUpTo(): ContextStream {
         return (upTo ??= sliceSegments(segments, segmentIndex, offset));
