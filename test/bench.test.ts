@@ -420,6 +420,12 @@ describe('bench: new suites run once at their smallest size', () => {
     }
   });
 
+  it('restores a saved state once at 1K: a GPU-resident fork and a snapshot import', async () => {
+    const cases = smallest('store-gpu');
+    expect(cases.map((c) => c.name)).toEqual(['store-gpu/resident/1K', 'store-gpu/import/1K']);
+    for (const c of cases) await runOnce(c);
+  });
+
   it('reports sane pool utilisation after the mixed workload', () => {
     const { meta, counts } = runMixedWorkload('int4', 7);
     expect(counts.added + counts.forks).toBeGreaterThan(counts.freed);

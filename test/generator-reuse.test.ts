@@ -95,6 +95,30 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
     gen.destroy();
   });
 
+  it('the GPU-resident tier demotes what it evicts into the next tier, drops what outlives its TTL, and a hit there restores it', async () => {
+    const gen = await generator(1);
+    let clock = 0;
+    const next = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
+    const resident = gen.residentStates({ modelFingerprint: 'stories260K', tenantSalt: '', next, ttlMs: 60_000, now: () => clock });
+    const first = { ...SETTING, prompt: 'Once upon a time, there was a little girl named Lily who loved to play outside', steps: 12 };
+    const turn1 = await gen.generate({ ...first, store: resident });
+    // Three states saved in one slot: the first two went down to host memory as entries, not away.
+    expect(resident.evictions).toEqual({ ttl: 0, capacity: 2, demoted: 2 });
+    expect((await next.list()).length).toBe(2);
+    const second = { ...SETTING, prompt: 'One day, her mom said', steps: 8, continueFrom: turn1.context };
+    const plain = await gen.generate(second);
+    const fromGpu = await gen.generate({ ...second, store: resident });
+    expect(fromGpu.report.store?.hit).toBe(true);
+    expect(fromGpu.tokens).toEqual(plain.tokens);
+    // Past the TTL the resident state is dropped; the same prompt as turn 1 restores its demoted block-boundary state.
+    clock += 120_000;
+    const again = await gen.generate({ ...first, store: resident });
+    expect(resident.evictions.ttl).toBe(1);
+    expect(again.report.store?.hit).toBe(true);
+    expect(again.tokens).toEqual(turn1.tokens);
+    gen.destroy();
+  });
+
   it('refuses a continuation with an empty prompt, or with compareWithFull', async () => {
     const gen = await generator();
     const history = gen.contextOf('Once upon a time');

@@ -12,7 +12,8 @@ import { evictionOrder, priorityDecay } from '../store/eviction.js';
 export interface ReuseTarget {
   readonly cache: PagedKvCache;
   readonly seqId: number;
-  readonly decode: DecodeCompressor | null;
+  /** What a store needs of the decode compressor: its counters, to save and to resume. */
+  readonly decode: Pick<DecodeCompressor, 'counters' | 'resume'> | null;
   readonly settings: CacheStateSettings;
 }
 
@@ -54,6 +55,7 @@ interface Resident {
   readonly counters: DecodeCounters | null;
   readonly tokens: number;
   readonly segmentsUpTo: ContextStream;
+  readonly settings: CacheStateSettings;
   /** Order of the last use (save or hit). */
   used: number;
   /** Clock time of the last use. */
@@ -74,6 +76,15 @@ export interface ResidentStatesOptions {
   readonly seqIds: readonly number[];
   readonly modelFingerprint: string;
   readonly tenantSalt: string;
+  /**
+   * The next tier (a {@link StoreStates} over host memory, a directory, Redis…): a state evicted for room is
+   * exported into it instead of dropped, and a state this tier misses is looked up there.
+   */
+  readonly next?: ContextReuse;
+  /** Milliseconds a state may go unused before it is dropped (default: until evicted for room). */
+  readonly ttlMs?: number;
+  /** The clock of `ttlMs` and priority-decay (default Date.now; tests inject one). */
+  readonly now?: () => number;
 }
 
 /**
@@ -95,8 +106,27 @@ export class ResidentStates implements ContextReuse {
   private readonly states = new Map<string, Resident>();
   private clock = 0;
 
+  /** States dropped because their TTL ran out, evicted for room, and of those handed to the next tier. */
+  readonly evictions = { ttl: 0, capacity: 0, demoted: 0 };
+  private readonly now: () => number;
+
   constructor(private readonly options: ResidentStatesOptions) {
     if (options.seqIds.length === 0) throw new InvalidArgumentError('seqIds', 'must name at least one sequence id for saved states');
+    if (options.ttlMs !== undefined && !(options.ttlMs > 0)) throw new InvalidArgumentError('ttlMs', `must be a positive number of milliseconds; got ${options.ttlMs}`);
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Drops the states unused for longer than the TTL (not demoted: they expired). */
+  private async expire(): Promise<void> {
+    const ttl = this.options.ttlMs;
+    if (ttl === undefined) return;
+    const now = this.now();
+    for (const [key, state] of [...this.states.entries()]) {
+      if (now - state.usedMs <= ttl) continue;
+      this.states.delete(key);
+      this.evictions.ttl++;
+      await state.cache.freeSequence(state.seqId);
+    }
   }
 
   private namespace(settings: CacheStateSettings): StoreNamespace {
@@ -104,6 +134,12 @@ export class ResidentStates implements ContextReuse {
   }
 
   async restore(stream: ContextStream, below: number, target: ReuseTarget): Promise<ReuseHit | null> {
+    await this.expire();
+    const hit = await this.restoreResident(stream, below, target);
+    return hit ?? (this.options.next ? this.options.next.restore(stream, below, target) : null);
+  }
+
+  private async restoreResident(stream: ContextStream, below: number, target: ReuseTarget): Promise<ReuseHit | null> {
     const started = performance.now();
     const chain = await streamChain(this.namespace(target.settings), stream, target.cache.shape.blockSize);
     for (let i = chain.links.length - 1; i >= 0; i--) {
@@ -114,7 +150,7 @@ export class ResidentStates implements ContextReuse {
       await target.cache.fork(state.seqId, target.seqId);
       if (state.counters && target.decode) target.decode.resume(state.counters);
       state.used = ++this.clock;
-      state.usedMs = Date.now();
+      state.usedMs = this.now();
       state.hits++;
       return { tokens: state.tokens, segmentsUpTo: state.segmentsUpTo, restoreMs: performance.now() - started };
     }
@@ -128,9 +164,10 @@ export class ResidentStates implements ContextReuse {
     const present = this.states.get(link.key);
     if (present !== undefined && present.cache === target.cache) {
       present.used = ++this.clock;
-      present.usedMs = Date.now();
+      present.usedMs = this.now();
       return false;
     }
+    await this.expire();
     const seqId = await this.freeSeqId();
     await target.cache.fork(target.seqId, seqId);
     this.states.set(link.key, {
@@ -139,17 +176,19 @@ export class ResidentStates implements ContextReuse {
       counters: target.decode?.counters() ?? null,
       tokens: link.tokens,
       segmentsUpTo: link.segmentsUpTo,
+      settings: target.settings,
       used: ++this.clock,
-      usedMs: Date.now(),
+      usedMs: this.now(),
       hits: 0,
     });
     return true;
   }
 
+  /** Bytes the resident states' blocks hold (blocks shared between states counted per state), plus the next tier's. */
   async bytesStored(): Promise<number> {
     let bytes = 0;
     for (const state of this.states.values()) bytes += state.cache.sequenceBytes(state.seqId).bytes;
-    return bytes;
+    return bytes + ((await this.options.next?.bytesStored()) ?? 0);
   }
 
   /** Saved states, oldest use first. */
@@ -177,10 +216,17 @@ export class ResidentStates implements ContextReuse {
       useOrder: s.used,
       prefillTokens: s.tokens,
     }));
-    const victim = evictionOrder(candidates, priorityDecay(), Date.now())[0];
+    const victim = evictionOrder(candidates, priorityDecay(), this.now())[0];
     const state = victim === undefined ? undefined : this.states.get(victim.key);
     if (victim === undefined || state === undefined) throw new InvalidArgumentError('seqIds', 'has no id to save a state in');
     this.states.delete(victim.key);
+    this.evictions.capacity++;
+    if (this.options.next) {
+      // Demoted, not dropped: the state is exported (one readback) into the next tier before its sequence goes.
+      const counters = state.counters;
+      const decode = counters === null ? null : { counters: () => counters, resume: () => {} };
+      if (await this.options.next.save(state.segmentsUpTo, { cache: state.cache, seqId: state.seqId, decode, settings: state.settings })) this.evictions.demoted++;
+    }
     await state.cache.freeSequence(state.seqId);
     return state.seqId;
   }

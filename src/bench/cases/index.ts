@@ -13,6 +13,7 @@ import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
 import { quantizeSuite } from './quantize.js';
 import { scoringSuite } from './scoring.js';
 import { storeBenchSuite } from './store.js';
+import { storeGpuSuite } from './store-gpu.js';
 import { topKSuite } from './top-k.js';
 import { utilisationSuite } from './utilisation.js';
 
@@ -38,6 +39,7 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   utilisationSuite,
   bytesPerTokenSuite,
   storeBenchSuite,
+  storeGpuSuite,
 ];
 
 /**
