@@ -116,6 +116,16 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
     expect(resident.evictions.ttl).toBe(1);
     expect(again.report.store?.hit).toBe(true);
     expect(again.tokens).toEqual(turn1.tokens);
+
+    // A pinned state outlives its TTL and every save; with the one slot pinned, saves go nowhere on the GPU.
+    const [held] = resident.entries();
+    expect(held && resident.pin(held.key)).toBe(true);
+    clock += 120_000;
+    const ttlBefore = resident.evictions.ttl;
+    await gen.generate({ ...SETTING, prompt: 'A cat sat on the mat', steps: 4, store: resident });
+    expect(resident.evictions.ttl).toBe(ttlBefore);
+    expect(resident.entries().map((e) => e.key)).toEqual([held?.key]);
+    expect(resident.pin('no-such-key')).toBe(false);
     gen.destroy();
   });
 

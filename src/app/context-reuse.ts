@@ -61,6 +61,8 @@ interface Resident {
   /** Clock time of the last use. */
   usedMs: number;
   hits: number;
+  /** Never evicted, neither by TTL nor for room, until unpinned. */
+  pinned: boolean;
 }
 
 /**
@@ -122,7 +124,7 @@ export class ResidentStates implements ContextReuse {
     if (ttl === undefined) return;
     const now = this.now();
     for (const [key, state] of [...this.states.entries()]) {
-      if (now - state.usedMs <= ttl) continue;
+      if (state.pinned || now - state.usedMs <= ttl) continue;
       this.states.delete(key);
       this.evictions.ttl++;
       await state.cache.freeSequence(state.seqId);
@@ -169,6 +171,7 @@ export class ResidentStates implements ContextReuse {
     }
     await this.expire();
     const seqId = await this.freeSeqId();
+    if (seqId === null) return false; // every id holds a pinned state
     await target.cache.fork(target.seqId, seqId);
     this.states.set(link.key, {
       seqId,
@@ -180,6 +183,7 @@ export class ResidentStates implements ContextReuse {
       used: ++this.clock,
       usedMs: this.now(),
       hits: 0,
+      pinned: false,
     });
     return true;
   }
@@ -192,10 +196,22 @@ export class ResidentStates implements ContextReuse {
   }
 
   /** Saved states, oldest use first. */
-  entries(): { key: string; tokens: number; bytes: number }[] {
+  entries(): { key: string; tokens: number; bytes: number; hits: number; pinned: boolean }[] {
     return [...this.states.entries()]
       .sort((a, b) => a[1].used - b[1].used)
-      .map(([key, state]) => ({ key, tokens: state.tokens, bytes: state.cache.sequenceBytes(state.seqId).bytes }));
+      .map(([key, state]) => ({ key, tokens: state.tokens, bytes: state.cache.sequenceBytes(state.seqId).bytes, hits: state.hits, pinned: state.pinned }));
+  }
+
+  /**
+   * Pins (or unpins) the saved state of `key` (as {@link entries} lists it): a pinned state is never evicted, by TTL
+   * or for room, so a knowledge prefix stays on the GPU however many one-off states come and go. Resolves whether
+   * the state is held.
+   */
+  pin(key: string, pinned = true): boolean {
+    const state = this.states.get(key);
+    if (state === undefined) return false;
+    state.pinned = pinned;
+    return true;
   }
 
   /** Frees every saved state's sequence. */
@@ -204,11 +220,11 @@ export class ResidentStates implements ContextReuse {
     this.states.clear();
   }
 
-  private async freeSeqId(): Promise<number> {
+  private async freeSeqId(): Promise<number | null> {
     const taken = new Set([...this.states.values()].map((state) => state.seqId));
     const free = this.options.seqIds.find((id) => !taken.has(id));
     if (free !== undefined) return free;
-    const candidates = [...this.states.entries()].map(([key, s]) => ({
+    const candidates = [...this.states.entries()].filter(([, s]) => !s.pinned).map(([key, s]) => ({
       key,
       bytes: s.cache.sequenceBytes(s.seqId).bytes,
       hits: s.hits,
@@ -217,8 +233,9 @@ export class ResidentStates implements ContextReuse {
       prefillTokens: s.tokens,
     }));
     const victim = evictionOrder(candidates, priorityDecay(), this.now())[0];
-    const state = victim === undefined ? undefined : this.states.get(victim.key);
-    if (victim === undefined || state === undefined) throw new InvalidArgumentError('seqIds', 'has no id to save a state in');
+    if (victim === undefined) return null;
+    const state = this.states.get(victim.key);
+    if (state === undefined) return null;
     this.states.delete(victim.key);
     this.evictions.capacity++;
     if (this.options.next) {
