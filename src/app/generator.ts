@@ -319,8 +319,9 @@ export class Generator {
     const rest = hit ? streamRest(stream, done) : stream;
     const blockSize = cache.shape.blockSize;
     const replayed = await replayStream({ model: this.model, cache, seqId: SEQ_COMPRESSED, decode }, store ? splitLastPrefill(rest, streamTokens(done), blockSize) : rest, store
-      ? async (upTo) => {
-          if (await store.save([...done, ...upTo], target)) saved++;
+      ? async (upTo, next) => {
+          // The state just before an explicit compression is never continued from: only its compressed self is.
+          if (next.kind !== 'compress' && (await store.save([...done, ...upTo], target))) saved++;
         }
       : undefined);
     if (replayed.logits === null) throw new KvCompactError('internal: a generation stream forwarded no token');
