@@ -5,7 +5,7 @@ import type { PagedKvCacheOptions } from '../src/cache/cache-options.js';
 import { type SequenceSnapshot, snapshotBytes, EMPTY_WINDOW_POSITION } from '../src/engine/sequence-snapshot.js';
 import { decodeStoreEntry, encodeStoreEntry } from '../src/store/entry-format.js';
 import { entryToSnapshot, snapshotToEntry } from '../src/store/snapshot-entry.js';
-import { InvalidArgumentError, OutOfBlocksError, SnapshotMismatchError, StoreEntryError } from '../src/errors.js';
+import { InvalidArgumentError, OutOfBlocksError, SnapshotMismatchError, StoreEntryError, TruncateCompressedError } from '../src/errors.js';
 import { testGpu, seededRandom } from './helpers/gpu.js';
 import { ENGINES, OPTIONS, SHAPE, type Engine, type EngineCase, decode, headContents, randomKv } from './helpers/reliability.js';
 
@@ -29,8 +29,8 @@ function intact(cache: Engine, seq: number): number[] {
 }
 
 /** A sequence with compressed, per-head different lengths, quantized blocks, statistics and a full window. */
-async function compressedSequence(engine: EngineCase, seq = 1): Promise<Engine> {
-  const cache = await engine.create(QUANT);
+async function compressedSequence(engine: EngineCase, seq = 1, options: Partial<PagedKvCacheOptions> = QUANT): Promise<Engine> {
+  const cache = await engine.create(options);
   cache.addSequence(seq);
   const random = seededRandom(7);
   await decode(cache, seq, 50, random);
@@ -43,6 +43,8 @@ async function expectSameSequence(a: Engine, seqA: number, b: Engine, seqB: numb
   expect(await headContents(b, seqB)).toEqual(await headContents(a, seqA));
   expect(b.sequenceLength(seqB)).toBe(a.sequenceLength(seqA));
   expect(intact(b, seqB)).toEqual(intact(a, seqA));
+  expect(b.meta.minTruncateLength(seqB)).toBe(a.meta.minTruncateLength(seqA));
+  expect(b.sequenceBytes(seqB)).toEqual(a.sequenceBytes(seqA));
   // Re-exporting gives back the same words, rows, statistics and window: the import restored every part.
   expect(plain(await b.exportSequence(seqB))).toEqual(plain(original));
   expect(b.checkInvariants()).toEqual([]);
@@ -69,11 +71,12 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
     console.log(`${source.name}: snapshot of 55 tokens (snapkv pyramid b40 int4, 2 layers × 2 heads × 8 dims) = ${bytes} B, sequenceBytes ${cache.sequenceBytes(1).bytes} B`);
   });
 
-  for (const target of ENGINES) {
-    it(`imports into a fresh ${target.name} cache exactly, and both continue identically`, async () => {
-      const cache = await compressedSequence(source);
+  for (const [target, fullFormat] of ENGINES.flatMap((t) => [[t, 'f32'], [t, 'f16']] as const)) {
+    it(`imports into a fresh ${target.name} cache exactly (${fullFormat} pool), and both continue identically`, async () => {
+      const options = { ...QUANT, fullFormat };
+      const cache = await compressedSequence(source, 1, options);
       const s = await cache.exportSequence(1);
-      const fresh = await target.create(QUANT);
+      const fresh = await target.create(options);
       await fresh.importSequence(4, s);
       await expectSameSequence(cache, 1, fresh, 4, s);
       // The same next steps on both give the same state (the window and statistics drive the next compression).
@@ -88,7 +91,7 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
         const a = await headContents(cache, 1);
         const b = await headContents(fresh, 4);
         expect(b.map((h) => h.positions)).toEqual(a.map((h) => h.positions));
-        for (const [i, h] of b.entries()) for (const [j, k] of h.keys.entries()) expect(k).toBeCloseTo(a[i]?.keys[j] ?? NaN, 5);
+        for (const [i, h] of b.entries()) for (const [j, k] of h.keys.entries()) expect(k).toBeCloseTo(a[i]?.keys[j] ?? NaN, fullFormat === 'f32' ? 5 : 2);
       }
       expect(fresh.checkInvariants()).toEqual([]);
     });
@@ -177,6 +180,40 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
       await expect(other.importSequence(5, s)).rejects.toBeInstanceOf(InvalidArgumentError);
       expect(other.memory()).toEqual(before);
     }
+  });
+
+  it('restores truncation bounds: the restored sequence truncates (and refuses) exactly where the original does', async () => {
+    const cache = await compressedSequence(source);
+    await decode(cache, 1, 10, seededRandom(4));
+    await cache.truncate(1, cache.sequenceLength(1) - 3);
+    const s = await cache.exportSequence(1);
+    expect(s.rows.some((r) => r.intactFrom > 0)).toBe(true);
+    for (const target of ENGINES) {
+      const other = await target.create(QUANT);
+      await other.importSequence(1, s);
+      const min = cache.meta.minTruncateLength(1);
+      // truncate throws synchronously on an idle sequence.
+      expect(() => other.truncate(1, min - 1)).toThrow(TruncateCompressedError);
+      await other.truncate(1, min);
+      const copy = await source.create(QUANT);
+      await copy.importSequence(1, s);
+      await copy.truncate(1, min);
+      expect(plain(await other.exportSequence(1))).toEqual(plain(await copy.exportSequence(1)));
+    }
+  });
+
+  it('goes through the per-sequence queue: an export issued during a compression sees its result', async () => {
+    const cache = await compressedSequence(source);
+    await decode(cache, 1, 30, seededRandom(8));
+    const compressing = cache.compress(1, { policy: 'h2o', budget: 24, bits: 4 });
+    const exported = cache.exportSequence(1);
+    await compressing;
+    const s = await exported;
+    expect(s.rows.every((r) => r.tokenCount <= 24)).toBe(true);
+    expect(plain(s)).toEqual(plain(await cache.exportSequence(1)));
+    const importing = cache.importSequence(2, s);
+    await importing;
+    await expectSameSequence(cache, 1, cache, 2, s);
   });
 
   it('sets the quantized format of a cache created without one; refuses an open speculation', async () => {

@@ -79,6 +79,8 @@ export async function readPagedState(backend: PagedAttentionBackend, seqId: numb
   for (let layer = 0; layer < layers; layer++) {
     copies.push({ src: backend.window.positions, srcOffset: (layer * meta.seqSlots + slot) * capacity * 4, bytes: capacity * 4 });
   }
+  // The bookkeeping is read with the copies, before the map resolves (the caller's queue keeps the sequence still).
+  const states = Array.from({ length: layers }, (_, layer) => backend.windowState(slot, layer));
   const total = copies.reduce((sum, c) => sum + c.bytes, 0);
   const staging = gpu.device.createBuffer({ label: 'kv:export-sequence', size: Math.max(4, total), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   let words: Uint32Array;
@@ -108,7 +110,7 @@ export async function readPagedState(backend: PagedAttentionBackend, seqId: numb
   const stats: SnapshotStats = { attnSum: floats(statsTotal), attnSqSum: floats(statsTotal), attnCount: floats(statsTotal) };
   const queries = Array.from({ length: layers }, () => floats(capacity * rowValues));
   const windows = queries.map((q, layer) => {
-    const state = backend.windowState(slot, layer);
+    const state = states[layer] ?? { valid: 0, end: 0 };
     return canonicalWindow(state.valid, state.end, take(capacity), q, capacity, rowValues);
   });
   return { fullWords: full, quantWords: quant, stats, windows };

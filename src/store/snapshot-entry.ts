@@ -46,6 +46,7 @@ const QUANT_BITS: Record<QuantFormat, number> = { int8: 8, int4: 4, int2: 2 };
  * A snapshot as a store entry (sections as raw bytes, numbers in the header's shape); encode it with
  * `encodeStoreEntry`.
  *
+ * @throws SnapshotMismatchError when the snapshot is not self-consistent (see `checkSnapshot`).
  * @example
  * ```ts
  * const entry = snapshotToEntry(await cache.exportSequence(seq), { fingerprint, settings, tokenCount: 96, appState: decode.counters() });
