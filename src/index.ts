@@ -152,4 +152,5 @@ export {
   type StoreMissReason,
 } from './store/context-store.js';
 export { FileTier, FILE_KEY_PATTERN, entryFileName, parseEntryFileName, type BackendFile, type EntryFileName, type FileTierBackend, type FileTierOptions } from './store/file-tier.js';
+export { IndexedDbBackend, OpfsBackend, browserStorageKind, openBrowserTier, type BrowserStorageKind, type BrowserStorageScope, type BrowserTierOptions } from './store/browser-tier.js';
 export { DEFAULT_HALF_LIFE_MS, evictionPolicy, lfu, lru, priorityDecay, type EvictionPolicy, type EvictionPolicyName } from './store/eviction.js';

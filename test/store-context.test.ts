@@ -92,6 +92,45 @@ describe('ContextStore lookup and save', () => {
     expect((await s.stats()).promotions).toBe(1);
   });
 
+  it('a promotion that fails does not fail the hit', async () => {
+    const back = memory('back');
+    class FullTier extends MemoryTier {
+      override async put(): Promise<boolean> {
+        throw new Error('disk full');
+      }
+    }
+    const broken = new FullTier({ name: 'broken', maxBytes: 1 << 20 });
+    const s = store([broken, back]);
+    const link = (await s.chain(promptStream(8))).links[1]!;
+    await back.put(link.key, await encodeStoreEntry(testEntry(8)));
+    const found = await s.lookup(promptStream(8), expect_);
+    expect(found.hit && found.tier).toBe('back');
+    expect((await s.stats()).promotionFailures).toBe(1);
+  });
+
+  it('a tier that throws (an I/O error) is a miss by reason "unavailable"; the lookup goes on', async () => {
+    class FailingTier extends MemoryTier {
+      override async get(): Promise<Uint8Array | null> {
+        throw new Error('EIO');
+      }
+    }
+    class BlindTier extends MemoryTier {
+      override async hasMany(): Promise<boolean[]> {
+        throw new Error('ECONNRESET');
+      }
+    }
+    const failing = new FailingTier({ name: 'failing', maxBytes: 1 << 20 });
+    const back = memory('back');
+    const s = store([failing, new BlindTier({ name: 'blind', maxBytes: 1 << 20 }), back]);
+    const link = (await s.chain(promptStream(8))).links[1]!;
+    const bytes = await encodeStoreEntry(testEntry(8));
+    await failing.put(link.key, bytes);
+    await back.put(link.key, bytes);
+    const found = await s.lookup(promptStream(8), expect_);
+    expect(found.hit && found.tier).toBe('back');
+    expect((await s.stats()).missReasons.unavailable).toBe(2);
+  });
+
   it('saves to the front tier; its evictions carry entries down', async () => {
     const back = memory('back');
     const entryBytes = (await encodeStoreEntry(testEntry(4))).length;

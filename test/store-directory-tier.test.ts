@@ -1,5 +1,5 @@
 import { spawn, execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -12,6 +12,7 @@ import { ContextStore } from '../src/store/context-store.js';
 import { encodeStoreEntry } from '../src/store/entry-format.js';
 import { entryFileName, parseEntryFileName } from '../src/store/file-tier.js';
 import { MemoryTier } from '../src/store/memory-tier.js';
+import type { StoreTier } from '../src/store/tier.js';
 import { mulberry32 } from '../src/random.js';
 import { fakeClock, FINGERPRINT, promptStream, storeNamespace, testEntry } from './helpers/store.js';
 
@@ -98,8 +99,57 @@ describe('DirectoryTier', () => {
     const bounded = await openDirectoryTier({ directory: freshDir(), maxBytes: 16 });
     await bounded.put('p', bytes(10), { pinned: true });
     await expect(bounded.put('q', bytes(10), { pinned: true })).rejects.toBeInstanceOf(LimitExceededError);
-    expect(await bounded.put('r', bytes(10))).toBe(false);
+    expect(await bounded.put('r', bytes(4))).toBe(true);
+    expect(await bounded.put('r', bytes(10))).toBe(false); // too large beside the pinned entry
+    expect(await bounded.has('r')).toBe(false); // and its old bytes are gone: a replaced entry never lingers
     expect((await bounded.stats()).rejected).toBe(1);
+  });
+
+  it('an entry being demoted to a slow next tier stays readable until it lands there', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolveGate) => (release = resolveGate));
+    const sink = new MemoryTier({ name: 'sink', maxBytes: Number.POSITIVE_INFINITY });
+    const slow: StoreTier = {
+      name: 'slow',
+      get: (key) => sink.get(key),
+      has: (key) => sink.has(key),
+      delete: (key) => sink.delete(key),
+      keys: () => sink.keys(),
+      stats: () => sink.stats(),
+      put: async (key, value, options) => {
+        await gate;
+        return sink.put(key, value, options);
+      },
+    };
+    const tier = await openDirectoryTier({ directory: freshDir(), maxEntries: 1, next: slow });
+    await tier.put('old', bytes(4, 5));
+    const putting = tier.put('new', bytes(4, 6));
+    for (let i = 0; i < 50 && !(await tier.hasMany(['new']))[0]; i++) await new Promise((r) => setTimeout(r, 2));
+    expect(await tier.hasMany(['old', 'new'])).toEqual([true, true]);
+    expect(Array.from((await tier.get('old'))!)).toEqual([5, 5, 5, 5]);
+    expect(await tier.keys()).toEqual(['new']);
+    release();
+    await putting;
+    expect(await tier.has('old')).toBe(false);
+    expect(await sink.has('old')).toBe(true);
+  });
+
+  it('reopened with lower limits, evicts the least recently used down to them (demoting), pinned ones kept', async () => {
+    const dir = freshDir();
+    const time = fakeClock();
+    const tier = await openDirectoryTier({ directory: dir, now: time.now });
+    await tier.put('pin', bytes(8), { pinned: true });
+    for (const key of ['a', 'b', 'c', 'd']) await tier.put(key, bytes(8));
+    // Recency across a reopen is the files' modification time (set apart here: the kernel's clock is coarse).
+    readdirSync(dir).forEach((name) => {
+      const at = new Date(Date.UTC(2026, 0, 1, 0, ['pin', 'a', 'b', 'c', 'd'].indexOf(name.split('~')[0]!)));
+      utimesSync(join(dir, name), at, at);
+    });
+    const next = new MemoryTier({ name: 'next', maxBytes: Number.POSITIVE_INFINITY });
+    const smaller = await openDirectoryTier({ directory: dir, maxEntries: 3, next, now: time.now });
+    expect((await smaller.keys()).sort()).toEqual(['c', 'd', 'pin']);
+    expect((await next.keys()).sort()).toEqual(['a', 'b']);
+    expect(readdirSync(dir).length).toBe(3);
   });
 
   it('a corrupt file on disk is a miss with its reason, and is deleted', async () => {

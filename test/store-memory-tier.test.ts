@@ -282,3 +282,36 @@ describe('the memory tier', () => {
     await expect(tier().put('k', bytes(1), { prefillTokens: -1 })).rejects.toThrow(InvalidArgumentError);
   });
 });
+
+describe('demotion in flight', () => {
+  it('an entry being handed to a slow next tier is still readable here until it lands there', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const slow = new MemoryTier({ name: 'slow', maxBytes: Number.POSITIVE_INFINITY });
+    const slowPut = slow.put.bind(slow);
+    const next: StoreTier = {
+      name: 'slow',
+      get: (key) => slow.get(key),
+      has: (key) => slow.has(key),
+      delete: (key) => slow.delete(key),
+      keys: () => slow.keys(),
+      stats: () => slow.stats(),
+      put: async (key, value, options) => {
+        await gate;
+        return slowPut(key, value, options);
+      },
+    };
+    const t = new MemoryTier({ maxBytes: Number.POSITIVE_INFINITY, maxEntries: 1, next });
+    await t.put('old', bytes(4, 5));
+    const putting = t.put('new', bytes(4, 6));
+    await Promise.resolve();
+    expect(await t.has('old')).toBe(true);
+    expect(await t.hasMany(['old', 'new', 'none'])).toEqual([true, true, false]);
+    expect(Array.from((await t.get('old'))!)).toEqual([5, 5, 5, 5]);
+    expect(await t.keys()).toEqual(['new']); // not an entry of this tier any more
+    release();
+    await putting;
+    expect(await t.has('old')).toBe(false);
+    expect(await slow.has('old')).toBe(true);
+  });
+});

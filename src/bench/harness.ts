@@ -170,7 +170,8 @@ export interface BenchSuite {
   /** What `bytes` counts in this suite's rows. */
   readonly counts?: string;
   readonly cases?: (settings: BenchSettings) => readonly BenchCase[];
-  readonly tables?: (settings: BenchSettings) => readonly BenchTable[];
+  /** Tables to print; a promise for tables that measure on the CPU (the store suite). */
+  readonly tables?: (settings: BenchSettings) => readonly BenchTable[] | Promise<readonly BenchTable[]>;
 }
 
 /**
@@ -282,7 +283,8 @@ export async function runBenchmarks(
   if (total > 0 && !gpu) {
     throw new InvalidArgumentError('gpu', 'timed benchmarks need a GPU context; only table suites run without one');
   }
-  const tables = suites.flatMap((suite) => suite.tables?.(settings) ?? []);
+  const tables: BenchTable[] = [];
+  for (const suite of suites) tables.push(...((await suite.tables?.(settings)) ?? []));
   const rows: BenchRow[] = [];
   const skipped: { suite: string; name: string; reason: string }[] = [];
   const harness = gpu ? new Harness(gpu, settings) : null;

@@ -1,10 +1,12 @@
 import { writeFileSync } from 'node:fs';
 import { selectSuites } from '../bench/cases/index.js';
+import { storeSuite } from '../bench/cases/store.js';
 import { benchSettings, runBenchmarks } from '../bench/harness.js';
 import { formatJson, formatMarkdown, renderSvg } from '../bench/report.js';
 import { UsageError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { ADAPTER_FLAG, adapterFlag, type CommandSpec, type FlagTable, parseFlags, printUsage, writableFileFlag } from './flags.js';
+import { benchDirectory } from './bench-store.js';
 import { openCliGpu } from './gpu.js';
 import { ProgressReporter } from './progress.js';
 
@@ -46,7 +48,10 @@ export async function benchCommand(argv: string[]): Promise<number> {
   const values = parseFlags(BENCH_COMMAND, argv);
   if (values === 'help') return printUsage(BENCH_COMMAND);
   if (values.only === 'peers') return (await import('./bench-peers.js')).benchPeersCommand(values); // in Chromium
-  const { suites, unknown } = selectSuites(values.only);
+  const selected = selectSuites(values.only);
+  const { unknown } = selected;
+  // The registered store suite measures memory only (src/bench is below src/node): add the directory tier here.
+  const suites = await Promise.all(selected.suites.map(async (s) => (s.name === 'store' ? storeSuite({ directory: await benchDirectory() }) : s)));
   if (unknown.length > 0 || suites.length === 0) {
     const known = selectSuites(undefined).suites.map((s) => s.name);
     throw new UsageError('--only', `unknown benchmark "${unknown.join(', ')}"; known: ${[...known, 'peers'].join(', ')}`);

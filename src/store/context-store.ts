@@ -27,10 +27,11 @@ export interface ContextStoreOptions {
 
 /**
  * Why a lookup did not use an entry: `absent` (no tier held any state of the stream: counted once per missing
- * lookup), `vanished` (a tier said it held the entry, then had none: it expired or was evicted in between), or the
+ * lookup), `vanished` (a tier said it held the entry, then had none: it expired or was evicted in between),
+ * `unavailable` (a tier threw: a disk or server error; the lookup goes on without that tier), or the
  * {@link StoreEntryReason} of an entry the reader refused (corrupt, another model, other settings…).
  */
-export type StoreMissReason = 'absent' | 'vanished' | StoreEntryReason;
+export type StoreMissReason = 'absent' | 'vanished' | 'unavailable' | StoreEntryReason;
 
 /** What the reader checks; the token count is the link's, always. */
 export type StoreExpectation = Omit<StoreEntryExpectation, 'tokenCount'>;
@@ -113,8 +114,10 @@ export interface ContextStoreStats {
   readonly queryTokens: number;
   /** hitTokens / queryTokens (vLLM's prefix-cache hit rate); 0 before any lookup. */
   readonly hitRate: number;
-  /** Hits from a lower tier copied to the tiers in front. */
+  /** Copies of hits from a lower tier into a tier in front (one per tier copied to). */
   readonly promotions: number;
+  /** Copies that failed (the tier's put threw); the hit itself was still served. */
+  readonly promotionFailures: number;
   readonly saves: number;
   readonly restoreMs: { readonly total: number; readonly last: number };
   /** Each tier's own counters (bytes, entries, evictions by reason, …), front first. */
@@ -132,8 +135,9 @@ const ENTRY_REASONS: readonly StoreEntryReason[] = ['length', 'magic', 'version'
  * ```ts
  * const store = new ContextStore({ tiers: [new MemoryTier({ maxBytes: 256 << 20 })], namespace, blockSize: 16 });
  * const found = await store.lookup(stream, { fingerprint, shape, layoutVersion: 1 });
- * if (found.hit) restore(found.entry), prefill(found.link.tokens); else prefill(0);
- * await store.save((await store.chain(stream)).links.at(-1)!, entry, { ttlMs: 3_600_000 });
+ * const from = found.hit ? found.link.tokens : 0; // restore found.entry, then prefill the stream from there
+ * const last = (await store.chain(stream)).links.at(-1);
+ * if (last) await store.save(last, entryOfTheWholeStream, { ttlMs: 3_600_000 });
  * ```
  */
 export class ContextStore {
@@ -150,6 +154,7 @@ export class ContextStore {
   #hitTokens = 0;
   #queryTokens = 0;
   #promotions = 0;
+  #promotionFailures = 0;
   #saves = 0;
   #restoreTotal = 0;
   #restoreLast = 0;
@@ -164,7 +169,7 @@ export class ContextStore {
     this.namespace = options.namespace;
     this.blockSize = options.blockSize;
     this.#clock = options.clock ?? (() => performance.now());
-    this.#missReasons = { absent: 0, vanished: 0, ...(Object.fromEntries(ENTRY_REASONS.map((r) => [r, 0])) as Record<StoreEntryReason, number>) };
+    this.#missReasons = { absent: 0, vanished: 0, unavailable: 0, ...(Object.fromEntries(ENTRY_REASONS.map((r) => [r, 0])) as Record<StoreEntryReason, number>) };
   }
 
   /** The keys of every state of `stream` under this store's namespace, shortest first. */
@@ -174,8 +179,13 @@ export class ContextStore {
 
   /** Which of `keys` the tier holds, by one `hasMany` where it has one. */
   async #presence(tier: StoreTier, keys: readonly string[]): Promise<boolean[]> {
-    if (tier.hasMany) return tier.hasMany(keys);
-    return Promise.all(keys.map((key) => tier.has(key)));
+    try {
+      if (tier.hasMany) return await tier.hasMany(keys);
+      return await Promise.all(keys.map((key) => tier.has(key)));
+    } catch {
+      this.#missReasons.unavailable++;
+      return keys.map(() => false);
+    }
   }
 
   /**
@@ -183,7 +193,8 @@ export class ContextStore {
    * Tries links longest first and, for each, the tiers front first; a refused entry is deleted from its tier and
    * counted by reason. A hit from a lower tier is copied into the tiers in front of it.
    *
-   * @throws InvalidArgumentError for a malformed stream (see normalizeStream); never for stored bytes.
+   * @throws InvalidArgumentError for a malformed stream (see normalizeStream); never for stored bytes or a
+   *   failing tier (those are misses by reason).
    */
   async lookup(stream: ContextStream, expect: StoreExpectation = {}): Promise<StoreLookup> {
     const chain = await this.chain(stream);
@@ -202,7 +213,15 @@ export class ContextStore {
         if (!presence[t]?.[i]) continue;
         const tier = this.tiers[t] as StoreTier;
         const started = this.#clock();
-        const bytes = await tier.get(link.key);
+        let bytes: Uint8Array | null;
+        try {
+          bytes = await tier.get(link.key);
+        } catch {
+          // A tier that fails (an I/O error) costs this lookup that tier's entry, not the request.
+          this.#missReasons.unavailable++;
+          refused.push({ key: link.key, tier: tier.name, reason: 'unavailable' });
+          continue;
+        }
         if (bytes === null) {
           this.#missReasons.vanished++;
           refused.push({ key: link.key, tier: tier.name, reason: 'vanished' });
@@ -215,7 +234,7 @@ export class ContextStore {
           if (!(error instanceof StoreEntryError)) throw error;
           this.#missReasons[error.reason]++;
           refused.push({ key: link.key, tier: tier.name, reason: error.reason });
-          await tier.delete(link.key);
+          await tier.delete(link.key).catch(() => undefined); // refused either way; a failed delete is refused again next time
           continue;
         }
         const restoreMs = this.#clock() - started;
@@ -225,14 +244,25 @@ export class ContextStore {
         this.#restoreLast = restoreMs;
         const partial = i < chain.links.length - 1;
         if (partial) this.#partialHits++;
-        for (let front = 0; front < t; front++) await (this.tiers[front] as StoreTier).put(link.key, bytes, { prefillTokens: link.tokens });
-        if (t > 0) this.#promotions++;
+        if (t > 0) await this.#promote(t, link, bytes);
         return { hit: true, link, key: link.key, entry, bytes: bytes.length, tier: tier.name, partial, restoreMs, queryTokens };
       }
     }
     this.#misses++;
     if (refused.length === 0) this.#missReasons.absent++;
     return { hit: false, queryTokens, refused };
+  }
+
+  /** Copies a hit into the tiers in front of tier `t`. A failed copy (a full disk) costs a later hit, not this one. */
+  async #promote(t: number, link: StreamLink, bytes: Uint8Array): Promise<void> {
+    for (let front = 0; front < t; front++) {
+      try {
+        await (this.tiers[front] as StoreTier).put(link.key, bytes, { prefillTokens: link.tokens });
+        this.#promotions++;
+      } catch {
+        this.#promotionFailures++;
+      }
+    }
   }
 
   /**
@@ -275,8 +305,9 @@ export class ContextStore {
   /**
    * The whole stream's saved state, or: compute it once and save it. Concurrent calls for one stream compute it
    * once; the others wait, then hit. `compute` gets what the lookup found (a partial hit to continue from, or a
-   * miss) and returns the entry of the whole stream. If it throws, that caller gets the error and a waiter tries
-   * again (becoming the one that computes).
+   * miss) and returns the entry of the whole stream (its token count must be the stream's). If it throws, that
+   * caller gets the error and a waiter tries again (becoming the one that computes); so does a waiter that still
+   * misses after the save (the front tier had no room and no next tier).
    *
    * @throws InvalidArgumentError for a stream of no tokens (it has no state to save).
    */
@@ -344,6 +375,7 @@ export class ContextStore {
       queryTokens: this.#queryTokens,
       hitRate: this.#queryTokens > 0 ? this.#hitTokens / this.#queryTokens : 0,
       promotions: this.#promotions,
+      promotionFailures: this.#promotionFailures,
       saves: this.#saves,
       restoreMs: { total: this.#restoreTotal, last: this.#restoreLast },
       tiers,

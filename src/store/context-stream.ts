@@ -20,7 +20,8 @@
  * prefix sharing) and the segment-end states of a common history (a chat's previous turn, cag's knowledge).
  */
 import { InvalidArgumentError } from '../errors.js';
-import { sha256, toHex } from './canonical.js';
+import { toHex } from './canonical.js';
+import { sha256Sync } from './sha256.js';
 import { namespaceHash, type StoreNamespace } from './keys.js';
 
 /** One operation on a sequence's cache. */
@@ -129,19 +130,29 @@ export async function streamChain(namespace: StoreNamespace, stream: ContextStre
   const segments = normalizeStream(stream);
   const links: StreamLink[] = [];
   let position = 0;
-  const link = async (kind: ContextSegment['kind'], tokens: readonly number[], segmentIndex: number, offset: number, segmentEnd: boolean): Promise<void> => {
+  const link = (kind: ContextSegment['kind'], tokens: readonly number[], segmentIndex: number, offset: number, segmentEnd: boolean): void => {
     const input = new Uint8Array(previous.length + 1 + 4 * tokens.length);
     input.set(previous, 0);
     input[previous.length] = KIND_BYTE[kind];
     const view = new DataView(input.buffer);
     tokens.forEach((token, i) => view.setUint32(previous.length + 1 + 4 * i, token, true));
-    previous = await sha256(input);
-    links.push({ key: toHex(previous), tokens: position, segmentsUpTo: sliceSegments(segments, segmentIndex, offset), segmentEnd });
+    previous = sha256Sync(input); // short messages: see sha256.ts for why not WebCrypto
+    // segmentsUpTo is built when read: built eagerly, every link would copy the stream up to it (quadratic time and
+    // memory: a 64K-token prompt has 4,096 links), though a lookup reads it of one link at most.
+    let upTo: ContextStream | undefined;
+    links.push({
+      key: toHex(previous),
+      tokens: position,
+      get segmentsUpTo(): ContextStream {
+        return (upTo ??= sliceSegments(segments, segmentIndex, offset));
+      },
+      segmentEnd,
+    });
   };
   for (let index = 0; index < segments.length; index++) {
     const segment = segments[index] as ContextSegment;
     if (segment.kind === 'compress') {
-      await link('compress', [], index, 0, true);
+      link('compress', [], index, 0, true);
       continue;
     }
     let start = 0;
@@ -149,7 +160,7 @@ export async function streamChain(namespace: StoreNamespace, stream: ContextStre
       const untilBlock = blockSize - (position % blockSize);
       const end = Math.min(segment.tokens.length, start + untilBlock);
       position += end - start;
-      await link(segment.kind, segment.tokens.slice(start, end), index, end, end === segment.tokens.length);
+      link(segment.kind, segment.tokens.slice(start, end), index, end, end === segment.tokens.length);
       start = end;
     }
   }

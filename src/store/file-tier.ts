@@ -125,6 +125,8 @@ export class FileTier implements StoreTier {
   readonly #next: StoreTier | undefined;
   readonly #now: () => number;
   readonly #slots = new Map<string, Slot>();
+  /** Entries evicted for room while their hand-over to the next tier runs: still readable (as in MemoryTier). */
+  readonly #demoting = new Map<string, Slot>();
   #bytes = 0;
   #pinnedEntries = 0;
   #pinnedBytes = 0;
@@ -148,7 +150,7 @@ export class FileTier implements StoreTier {
 
   /**
    * Opens the tier: lists the backend's files and indexes every entry file (oldest modification first, so LRU
-   * order survives). Of two files of one key (a crash between writing a replacement and removing the old file)
+   * order survives), then evicts down to the limits if the files there exceed them. Of two files of one key (a crash between writing a replacement and removing the old file)
    * the newer stays and the older is removed.
    */
   static async open(backend: FileTierBackend, options: FileTierOptions): Promise<FileTier> {
@@ -166,6 +168,8 @@ export class FileTier implements StoreTier {
       tier.#addSlot(meta.key, { file: file.name, bytes: file.bytes, expiresAtMs: meta.expiresAtMs, pinned: meta.pinned, prefillTokens: meta.prefillTokens, hits: 0, lastUsedMs: file.modifiedMs, useOrder: 0 });
     }
     for (const name of stale) await backend.remove(name);
+    // Limits lowered since the files were written: trim now (demoting as a put would), not at the next put.
+    await tier.#handOver(tier.#evictFor(0, 0, tier.#now()), tier.#now());
     return tier;
   }
 
@@ -219,8 +223,11 @@ export class FileTier implements StoreTier {
     const nowMs = this.#now();
     const slot = this.#slots.get(key);
     if (slot === undefined) {
-      this.#misses.absent++;
-      return null;
+      const demoting = this.#demoting.get(key);
+      const bytes = demoting === undefined ? null : await this.#backend.read(demoting.file);
+      if (bytes !== null) this.#hits++;
+      else this.#misses.absent++;
+      return bytes;
     }
     if (this.#expired(slot, nowMs)) {
       this.#removeSlot(key, slot);
@@ -246,14 +253,14 @@ export class FileTier implements StoreTier {
 
   async has(key: string): Promise<boolean> {
     const slot = this.#slots.get(key);
-    return slot !== undefined && !this.#expired(slot, this.#now());
+    return slot !== undefined ? !this.#expired(slot, this.#now()) : this.#demoting.has(key);
   }
 
   async hasMany(keys: readonly string[]): Promise<boolean[]> {
     const nowMs = this.#now();
     return keys.map((key) => {
       const slot = this.#slots.get(key);
-      return slot !== undefined && !this.#expired(slot, nowMs);
+      return slot !== undefined ? !this.#expired(slot, nowMs) : this.#demoting.has(key);
     });
   }
 
@@ -277,6 +284,11 @@ export class FileTier implements StoreTier {
       throw new LimitExceededError(`${this.name} pinned bytes`, pinnedBytes, this.maxBytes, `pinned entries are never evicted (${pinnedEntries} of at most ${this.maxEntries} entries); unpin some or raise maxBytes / maxEntries`);
     }
     if (!pinned && (pinnedBytes + size > this.maxBytes || pinnedEntries > this.maxEntries)) {
+      if (previous !== undefined) {
+        // The key's old bytes must not outlive the put that replaced them (a replacement, not an eviction).
+        this.#removeSlot(key, previous);
+        await this.#backend.remove(previous.file);
+      }
       this.#rejected++;
       if (this.#next) await this.#next.put(key, bytes, { ttlMs, prefillTokens });
       return false;
@@ -290,38 +302,55 @@ export class FileTier implements StoreTier {
       this.#removeSlot(key, replaced);
       if (replaced.file !== file) stale.push(replaced.file);
     }
-    const victims: { key: string; slot: Slot }[] = [];
-    if (this.#bytes + size > this.maxBytes || this.#slots.size + 1 > this.maxEntries) {
-      const candidates: EvictionCandidate[] = [];
-      for (const [candidateKey, slot] of this.#slots) {
-        if (!slot.pinned) candidates.push({ key: candidateKey, bytes: slot.bytes, hits: slot.hits, lastUsedMs: slot.lastUsedMs, useOrder: slot.useOrder, prefillTokens: slot.prefillTokens });
-      }
-      for (const candidate of evictionOrder(candidates, this.policy, nowMs)) {
-        if (this.#bytes + size <= this.maxBytes && this.#slots.size + 1 <= this.maxEntries) break;
-        const slot = this.#slots.get(candidate.key) as Slot;
-        this.#removeSlot(candidate.key, slot);
-        this.#evictions.capacity++;
-        victims.push({ key: candidate.key, slot });
-      }
-    }
+    const victims = this.#evictFor(size, 1, nowMs);
     this.#addSlot(key, { file, bytes: size, expiresAtMs, pinned, prefillTokens, hits: 0, lastUsedMs: nowMs, useOrder: 0 });
-
-    for (const victim of victims) {
-      if (this.#next) {
-        const victimBytes = await this.#backend.read(victim.slot.file);
-        if (victimBytes !== null) {
-          this.#demotions++;
-          const left = victim.slot.expiresAtMs;
-          await this.#next.put(victim.key, victimBytes, { ttlMs: left === null ? null : Math.max(1, left - nowMs), prefillTokens: victim.slot.prefillTokens });
-        }
-      }
-      await this.#backend.remove(victim.slot.file);
-    }
+    await this.#handOver(victims, nowMs);
     await this.#removeFiles(stale);
     return true;
   }
 
+  /** Takes unpinned entries out of the index, in the policy's order, until `size` more bytes and `entries` more fit. */
+  #evictFor(size: number, entries: number, nowMs: number): { key: string; slot: Slot }[] {
+    const fits = (): boolean => this.#bytes + size <= this.maxBytes && this.#slots.size + entries <= this.maxEntries;
+    const victims: { key: string; slot: Slot }[] = [];
+    if (fits()) return victims;
+    const candidates: EvictionCandidate[] = [];
+    for (const [key, slot] of this.#slots) {
+      if (!slot.pinned) candidates.push({ key, bytes: slot.bytes, hits: slot.hits, lastUsedMs: slot.lastUsedMs, useOrder: slot.useOrder, prefillTokens: slot.prefillTokens });
+    }
+    for (const candidate of evictionOrder(candidates, this.policy, nowMs)) {
+      if (fits()) break;
+      const slot = this.#slots.get(candidate.key) as Slot;
+      this.#removeSlot(candidate.key, slot);
+      this.#evictions.capacity++;
+      victims.push({ key: candidate.key, slot });
+    }
+    return victims;
+  }
+
+  /** Hands evicted entries to the next tier (readable here until it holds them) and removes their files. */
+  async #handOver(victims: readonly { key: string; slot: Slot }[], nowMs: number): Promise<void> {
+    if (this.#next) for (const victim of victims) this.#demoting.set(victim.key, victim.slot);
+    for (const victim of victims) {
+      try {
+        if (this.#next) {
+          const victimBytes = await this.#backend.read(victim.slot.file);
+          if (victimBytes !== null) {
+            this.#demotions++;
+            const left = victim.slot.expiresAtMs;
+            await this.#next.put(victim.key, victimBytes, { ttlMs: left === null ? null : Math.max(1, left - nowMs), prefillTokens: victim.slot.prefillTokens });
+          }
+        }
+      } finally {
+        if (this.#demoting.get(victim.key) === victim.slot) this.#demoting.delete(victim.key);
+      }
+      // A put of the same key while this one demoted it may have written the same name again: keep that file.
+      if (this.#slots.get(victim.key)?.file !== victim.slot.file) await this.#backend.remove(victim.slot.file);
+    }
+  }
+
   async delete(key: string): Promise<boolean> {
+    this.#demoting.delete(key);
     const slot = this.#slots.get(key);
     if (slot === undefined) return false;
     this.#removeSlot(key, slot);

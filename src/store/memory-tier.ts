@@ -67,6 +67,11 @@ export class MemoryTier implements StoreTier {
   readonly #next: StoreTier | undefined;
   readonly #now: () => number;
   readonly #slots = new Map<string, Slot>();
+  /**
+   * Entries evicted for room whose hand-over to the next tier is still under way: still readable here, so a
+   * lookup in between finds them in one tier or the other, never in neither (which would compute them again).
+   */
+  readonly #demoting = new Map<string, Uint8Array>();
   #bytes = 0;
   #pinnedEntries = 0;
   #pinnedBytes = 0;
@@ -127,6 +132,11 @@ export class MemoryTier implements StoreTier {
     const nowMs = this.#now();
     const { slot, miss } = this.#live(key, nowMs);
     if (slot === undefined) {
+      const demoting = miss === 'absent' ? this.#demoting.get(key) : undefined;
+      if (demoting !== undefined) {
+        this.#hits++;
+        return demoting;
+      }
       this.#misses[miss]++;
       return null;
     }
@@ -139,7 +149,7 @@ export class MemoryTier implements StoreTier {
 
   async has(key: string): Promise<boolean> {
     const slot = this.#slots.get(key);
-    return slot !== undefined && !this.#expired(slot, this.#now());
+    return slot !== undefined ? !this.#expired(slot, this.#now()) : this.#demoting.has(key);
   }
 
   /**
@@ -207,13 +217,18 @@ export class MemoryTier implements StoreTier {
       this.#pinnedBytes += size;
     }
     if (this.#next) {
+      for (const victim of victims) this.#demoting.set(victim.key, victim.slot.bytes);
       for (const victim of victims) {
         this.#demotions++;
         const expiresAtMs = victim.slot.expiresAtMs;
-        await this.#next.put(victim.key, victim.slot.bytes, {
-          ttlMs: expiresAtMs === null ? null : Math.max(1, expiresAtMs - nowMs),
-          prefillTokens: victim.slot.prefillTokens,
-        });
+        try {
+          await this.#next.put(victim.key, victim.slot.bytes, {
+            ttlMs: expiresAtMs === null ? null : Math.max(1, expiresAtMs - nowMs),
+            prefillTokens: victim.slot.prefillTokens,
+          });
+        } finally {
+          if (this.#demoting.get(victim.key) === victim.slot.bytes) this.#demoting.delete(victim.key);
+        }
       }
     }
     return true;
@@ -236,6 +251,7 @@ export class MemoryTier implements StoreTier {
   }
 
   async delete(key: string): Promise<boolean> {
+    this.#demoting.delete(key);
     const slot = this.#slots.get(key);
     if (slot === undefined) return false;
     this.#remove(key, slot);
@@ -258,7 +274,7 @@ export class MemoryTier implements StoreTier {
     const nowMs = this.#now();
     return keys.map((key) => {
       const slot = this.#slots.get(key);
-      return slot !== undefined && !this.#expired(slot, nowMs);
+      return slot !== undefined ? !this.#expired(slot, nowMs) : this.#demoting.has(key);
     });
   }
 

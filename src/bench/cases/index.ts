@@ -12,6 +12,7 @@ import { mergeSuite } from './merge.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
 import { quantizeSuite } from './quantize.js';
 import { scoringSuite } from './scoring.js';
+import { storeBenchSuite } from './store.js';
 import { topKSuite } from './top-k.js';
 import { utilisationSuite } from './utilisation.js';
 
@@ -36,6 +37,7 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   mergeSuite,
   utilisationSuite,
   bytesPerTokenSuite,
+  storeBenchSuite,
 ];
 
 /**
