@@ -59,7 +59,7 @@ describe('kvcompact cag', () => {
       expect(summary.bytesStored).toBeGreaterThan(0);
       expect(summary.stats).not.toBeNull();
     }
-  });
+  }, 600_000);
 
   it('refuses --store with --no-reuse, and a question file with no question', () => {
     const empty = join(dir, 'empty.txt');
@@ -112,7 +112,7 @@ describe('kvcompact generate --store dir:PATH and kvcompact store', () => {
     const cleared = runCli(['store', 'clear', '--store', store, '--json']);
     expect(JSON.parse(cleared.stdout)).toEqual({ deleted: 6 });
     expect(JSON.parse(runCli(['store', 'list', '--store', store, '--json']).stdout)).toEqual({ entries: [] });
-  });
+  }, 300_000);
 
   it('store: an unknown action or tier is a usage error', () => {
     const a = runCli(['store', 'compact', '--store', 'memory']);

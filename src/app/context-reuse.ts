@@ -1,4 +1,4 @@
-import type { DecodeCompressor, DecodeCounters } from '../compress/decode-compression.js';
+import type { DecodeCounters } from '../compress/decode-compression.js';
 import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 import { InvalidArgumentError } from '../errors.js';
 import { streamChain, streamTokens, type ContextStream } from '../store/context-stream.js';
@@ -11,7 +11,8 @@ import type { CacheStateSettings, StoreNamespace } from '../store/keys.js';
 export interface ReuseTarget {
   readonly cache: PagedKvCache;
   readonly seqId: number;
-  readonly decode: DecodeCompressor | null;
+  /** The sequence's decode compressor (a DecodeCompressor), or null when it never compresses. */
+  readonly decode: { counters(): DecodeCounters; resume(counters: DecodeCounters): void } | null;
   readonly settings: CacheStateSettings;
 }
 
@@ -43,7 +44,7 @@ export interface ContextReuse {
   restore(stream: ContextStream, below: number, target: ReuseTarget): Promise<ReuseHit | null>;
   /** Saves the state `target.seqId` is in, which `stream` built; resolves whether a state was saved. */
   save(stream: ContextStream, target: ReuseTarget): Promise<boolean>;
-  /** Bytes the saved states hold. */
+  /** Bytes the saved states hold (a GPU-resident state: the bytes of its blocks, shared ones counted per state). */
   bytesStored(): Promise<number>;
 }
 
@@ -51,6 +52,7 @@ interface Resident {
   readonly seqId: number;
   readonly cache: PagedKvCache;
   readonly counters: DecodeCounters | null;
+  readonly settings: CacheStateSettings;
   readonly tokens: number;
   readonly segmentsUpTo: ContextStream;
   used: number;
@@ -69,6 +71,11 @@ export interface ResidentStatesOptions {
   readonly seqIds: readonly number[];
   readonly modelFingerprint: string;
   readonly tenantSalt: string;
+  /**
+   * Where a state evicted for room goes (exported to bytes: a StoreStates over memory or a directory), and where
+   * a miss looks next. Default none: an evicted state is dropped.
+   */
+  readonly next?: ContextReuse;
 }
 
 /**
@@ -87,6 +94,8 @@ export interface ResidentStatesOptions {
 export class ResidentStates implements ContextReuse {
   private readonly states = new Map<string, Resident>();
   private clock = 0;
+  /** States handed to `next` for room. */
+  demotions = 0;
 
   constructor(private readonly options: ResidentStatesOptions) {
     if (options.seqIds.length === 0) throw new InvalidArgumentError('seqIds', 'must name at least one sequence id for saved states');
@@ -109,7 +118,8 @@ export class ResidentStates implements ContextReuse {
       state.used = ++this.clock;
       return { tokens: state.tokens, segmentsUpTo: state.segmentsUpTo, restoreMs: performance.now() - started };
     }
-    return null;
+    const lower = await this.options.next?.restore(stream, below, target);
+    return lower ? { ...lower, restoreMs: performance.now() - started } : null;
   }
 
   async save(stream: ContextStream, target: ReuseTarget): Promise<boolean> {
@@ -127,6 +137,7 @@ export class ResidentStates implements ContextReuse {
       seqId,
       cache: target.cache,
       counters: target.decode?.counters() ?? null,
+      settings: target.settings,
       tokens: link.tokens,
       segmentsUpTo: link.segmentsUpTo,
       used: ++this.clock,
@@ -137,7 +148,7 @@ export class ResidentStates implements ContextReuse {
   async bytesStored(): Promise<number> {
     let bytes = 0;
     for (const state of this.states.values()) bytes += state.cache.sequenceBytes(state.seqId).bytes;
-    return bytes;
+    return bytes + ((await this.options.next?.bytesStored()) ?? 0);
   }
 
   /** Saved states, oldest use first. */
@@ -160,8 +171,16 @@ export class ResidentStates implements ContextReuse {
     let oldest: [string, Resident] | undefined;
     for (const entry of this.states.entries()) if (oldest === undefined || entry[1].used < oldest[1].used) oldest = entry;
     if (oldest === undefined) throw new InvalidArgumentError('seqIds', 'has no id to save a state in');
-    this.states.delete(oldest[0]);
-    await oldest[1].cache.freeSequence(oldest[1].seqId);
-    return oldest[1].seqId;
+    const [key, state] = oldest;
+    this.states.delete(key);
+    if (this.options.next) {
+      // Demoted, not dropped: the next tier keeps its bytes.
+      const counters = state.counters;
+      const decode = counters ? { counters: () => counters, resume: () => undefined } : null;
+      await this.options.next.save(state.segmentsUpTo, { cache: state.cache, seqId: state.seqId, decode, settings: state.settings });
+      this.demotions++;
+    }
+    await state.cache.freeSequence(state.seqId);
+    return state.seqId;
   }
 }

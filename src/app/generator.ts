@@ -17,7 +17,7 @@ import { normalizeStream, streamTokens, type ContextSegment, type ContextStream 
 import { agreementOf, headBlocks, keptPerHead } from './cache-views.js';
 import { CacheSwitch } from './cache-switch.js';
 import { cacheStateSettings, replayStream, splitLastPrefill, streamRest } from './context-replay.js';
-import { ResidentStates, type ContextReuse, type ReuseHit, type ReuseTarget } from './context-reuse.js';
+import { ResidentStates, type ContextReuse, type ResidentStatesOptions, type ReuseHit, type ReuseTarget } from './context-reuse.js';
 import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationReport, GenerationStoreReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
 import { HeatReader } from './heat.js';
 import type { SpeculateOptions } from './speculative-decoder.js';
@@ -501,7 +501,7 @@ export class Generator {
    *
    * @throws InvalidArgumentError when the generator keeps no slots for saved states.
    */
-  residentStates(namespace: { readonly modelFingerprint: string; readonly tenantSalt: string }): ResidentStates {
+  residentStates(namespace: Omit<ResidentStatesOptions, 'seqIds'>): ResidentStates {
     const slots = this.options.residentStates ?? 0;
     if (slots < 1) throw new InvalidArgumentError('residentStates', 'is 0: create the Generator with residentStates ≥ 1 to keep saved states on the GPU');
     return new ResidentStates({ ...namespace, seqIds: Array.from({ length: slots }, (_, i) => RESIDENT_FIRST_ID + i) });
