@@ -42,7 +42,7 @@ describe('kvcompact cag', () => {
     for (const q of baseline.questions) expect(q.prefillTokens).toBeGreaterThan(baseline.knowledgeTokens);
     expect(baseline.summary).toMatchObject({ warmTtftMs: null, speedup: null, bytesStored: 0 });
 
-    for (const store of [[], ['--store', 'memory']]) {
+    for (const store of [[], ['--store', 'memory'], ['--store', `gpu,dir:${join(dir, 'cag-store')}`]]) {
       const reused = cag([...base, ...store]);
       expect(reused.knowledgeTokens).toBe(baseline.knowledgeTokens);
       expect(reused.questions.map((q) => q.question)).toEqual(['Who helped Roxy climb the hill?', 'What did Kitty polish?']);
@@ -121,6 +121,11 @@ describe('kvcompact generate --store dir:PATH and kvcompact store', () => {
     const b = runCli(['store', 'stats', '--store', 'tape:/x']);
     expect(b.status).toBe(2);
     expect(b.stderr).toMatch(/--store: unknown tier "tape:\/x"/);
+    const d = runCli(['store', 'stats', '--store', 'memory,gpu']);
+    expect(d.status).toBe(2);
+    const e = runCli(['generate', '--prompt', 'x', '--store', 'memory,gpu']);
+    expect(e.status).toBe(2);
+    expect(e.stderr).toMatch(/--store: gpu is the front tier: write it first/);
     const c = runCli(['store', 'stats', '--store', 'redis://user:secret@localhost:6379']);
     expect(c.status).toBe(2);
     expect(c.stderr).not.toMatch(/secret/);
