@@ -20,7 +20,7 @@ await Promise.all([
     entryPoints: { node: 'src/node.ts', cli: 'src/cli/main.ts' },
     outdir: 'dist',
     platform: 'node',
-    external: ['webgpu', 'playwright-core'],
+    external: ['webgpu', 'playwright-core', 'redis', '@redis/*'],
     splitting: true,
     chunkNames: 'chunks/[name]-[hash]',
   }),

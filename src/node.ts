@@ -24,4 +24,16 @@ export {
   type NodeModel,
 } from './node/hf-model-files.js';
 export { serveStatic, type StaticServer } from './node/static-server.js';
+export {
+  openRedisTier,
+  RedisTier,
+  type DroppedWrite,
+  type OpenRedisTierOptions,
+  type RedisFailure,
+  type RedisServerStats,
+  type RedisTierOptions,
+  type RedisTierStats,
+  type RedisTlsOptions,
+} from './node/redis-tier.js';
+export { CircuitBreaker, clusterSlot, groupedKey, redactUrl, type BreakerState } from './node/redis-support.js';
 export { DirectoryBackend, openDirectoryTier, TEMP_PREFIX, type DirectoryTierOptions } from './node/directory-tier.js';

@@ -104,6 +104,24 @@ describe('live demo page', () => {
     expect(statSync('artifacts/demo.png').size).toBeGreaterThan(10_000);
     if (process.env.KVCOMPACT_UPDATE_DOCS === '1') copyFileSync('artifacts/demo.png', 'docs/demo.png');
 
+    // Speculation: accepted drafts are marked in the text and the passes saved are counted.
+    const quote = 'Lily had a big red ball. She liked to throw the ball to her dog, Max.';
+    const specRun = (await page.evaluate(
+      (settings) => (window as unknown as { __kvdemo: { run(o: unknown): Promise<unknown> } }).__kvdemo.run(settings),
+      { prompt: `${quote} ${quote} ${quote.slice(0, 30)}`, steps: 24, policy: 'full', heat: false, compare: true, speculate: true },
+    )) as DemoRunResult;
+    const spec = specRun.report.speculative;
+    expect(spec).toBeDefined();
+    expect(spec?.accepted).toBeGreaterThan(0);
+    expect(spec?.forwardPasses).toBeLessThan(specRun.report.generatedTokens);
+    expect(await page.isChecked('#compare')).toBe(false); // speculation turns the side-by-side run off
+    const marked = await page.locator('#text .draft').count();
+    expect(marked).toBeGreaterThan(0);
+    expect(marked).toBeLessThanOrEqual(spec?.accepted ?? 0);
+    expect(await page.textContent('#speculation')).toContain(
+      `${specRun.report.generatedTokens} tokens in ${spec?.forwardPasses} forward passes (${specRun.report.generatedTokens - (spec?.forwardPasses ?? 0)} saved`,
+    );
+
     // Dropped files: garbage is refused with a message, a checkpoint + tokenizer pair replaces the model.
     await page.setInputFiles('#files', [{ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not a model') }]);
     await page.waitForSelector('#model-status .bad');
@@ -115,6 +133,36 @@ describe('live demo page', () => {
     await page.waitForFunction(() => (window as unknown as { __kvdemo: { model?: string } }).__kvdemo.model === 'mine.bin + tok512.bin');
     expect(await page.isEnabled('#generate')).toBe(true);
 
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('saves the compressed cache in the browser storage: after a reload the same prompt restores it, same tokens', async () => {
+    const page = await browser.newPage();
+    const errors = watchErrors(page);
+    const ready = async (): Promise<void> => {
+      await page.waitForFunction(() => (window as unknown as { __kvdemo?: { status: string } }).__kvdemo?.status === 'ready', null, { timeout: 60_000 });
+    };
+    const run = async (): Promise<DemoRunResult> =>
+      (await page.evaluate(
+        (settings) => (window as unknown as { __kvdemo: { run(o: unknown): Promise<unknown> } }).__kvdemo.run(settings),
+        { ...SETTINGS, prompt: `${SETTINGS.prompt} girl named Lily. She loved to play outside in the park with her friends.`, steps: 12, heat: false, compare: false, reuse: true },
+      )) as DemoRunResult;
+    await page.goto(`${site.url}index.html`);
+    await ready();
+    const cold = await run();
+    expect(cold.report.store?.hit).toBe(false);
+    expect(cold.report.store?.saved).toBeGreaterThan(0);
+    expect(await page.textContent('#reuse-status')).toMatch(/^Nothing saved for this prompt yet: prefilled all \d+ tokens/);
+    await page.reload();
+    await ready();
+    const warm = await run();
+    const store = warm.report.store;
+    expect(store?.hit).toBe(true);
+    expect(store?.hitTokens).toBeGreaterThan(16);
+    expect(store?.prefillTokens).toBeLessThan(store?.promptTokens ?? 0);
+    expect(warm.tokens).toEqual(cold.tokens);
+    expect(await page.textContent('#reuse-status')).toMatch(/^Restored \d+ of \d+ prompt tokens from (opfs|indexeddb) in \d+ ms; prefilled \d+ .*cold \(-?\d+ ms saved\)/);
     expect(errors).toEqual([]);
     await page.close();
   });

@@ -63,6 +63,12 @@ export class CompareView {
     this.scroll();
   }
 
+  /** The generated text piece by piece, the pieces speculation drafted and the model accepted marked. */
+  updatePieces(prompt: string, pieces: readonly { readonly piece: string; readonly drafted: boolean }[]): void {
+    this.compressed.replaceChildren(span('prompt', prompt), ...pieces.map((p) => span(p.drafted ? 'draft' : '', p.piece)));
+    this.scroll();
+  }
+
   finish(quality: GenerationQuality): void {
     this.agreement.textContent +=
       ` · perplexity of the story: ${quality.perplexityCompressed.toFixed(3)} compressed vs ${quality.perplexityFull.toFixed(3)} full` +

@@ -5,6 +5,9 @@ import type { BudgetMode } from '../../src/compress/budgets.js';
 import { policyNames } from '../../src/compress/registry.js';
 import { NoAdapterError } from '../../src/errors.js';
 import { GpuContext } from '../../src/gpu/context.js';
+import { StoreStates } from '../../src/app/store-reuse.js';
+import type { GenerationStoreReport } from '../../src/app/generation-types.js';
+import { openBrowserTier } from '../../src/store/browser-tier.js';
 import { CompareView } from './compare-view.js';
 import { HeatGrid } from './heatmap.js';
 import { BlockView, Gauge } from './memory-view.js';
@@ -20,6 +23,10 @@ interface DemoRunOptions {
   readonly bits?: Bits;
   readonly compare?: boolean;
   readonly heat?: boolean;
+  /** Prompt-lookup speculative decoding (turns the side-by-side full cache off: it decodes token by token). */
+  readonly speculate?: boolean;
+  /** Save and restore compressed caches in the browser's storage (turns compare and speculate off). */
+  readonly reuse?: boolean;
 }
 
 /** What `run` resolves with: the engine's result plus what the gauge displays. */
@@ -70,6 +77,10 @@ const ui = {
   steps: byId('steps', HTMLInputElement),
   compare: byId('compare', HTMLInputElement),
   heat: byId('heat', HTMLInputElement),
+  speculate: byId('speculate', HTMLInputElement),
+  speculation: byId('speculation', HTMLElement),
+  reuse: byId('reuse', HTMLInputElement),
+  reuseStatus: byId('reuse-status', HTMLElement),
   generate: byId('generate', HTMLButtonElement),
   stop: byId('stop', HTMLButtonElement),
   dropzone: byId('dropzone', HTMLElement),
@@ -114,7 +125,7 @@ function describe(error: unknown): string {
 function setBusy(busy: boolean): void {
   ui.generate.disabled = busy || generator === null;
   ui.stop.disabled = !busy;
-  for (const el of [ui.prompt, ui.policy, ui.budgetMode, ui.budget, ui.bits, ui.steps, ui.compare, ui.heat, ui.files]) el.disabled = busy;
+  for (const el of [ui.prompt, ui.policy, ui.budgetMode, ui.budget, ui.bits, ui.steps, ui.compare, ui.heat, ui.speculate, ui.reuse, ui.files]) el.disabled = busy;
   if (!busy) syncPolicyControls();
 }
 
@@ -123,6 +134,12 @@ function syncPolicyControls(): void {
   const full = ui.policy.value === 'full';
   for (const el of [ui.budgetMode, ui.budget, ui.bits]) el.disabled = full || abort !== null;
   ui.policyHelp.textContent = (POLICY_HELP[ui.policy.value] ?? ui.policy.value) + (full ? '' : BUDGET_HELP);
+  // Speculation verifies many tokens per pass; the side-by-side full cache decodes one by one beside it. A restored
+  // state goes on alone: neither runs beside it.
+  if (ui.reuse.checked) ui.speculate.checked = false;
+  if (ui.speculate.checked || ui.reuse.checked) ui.compare.checked = false;
+  ui.compare.disabled = ui.speculate.checked || ui.reuse.checked || abort !== null;
+  ui.speculate.disabled = ui.reuse.checked || abort !== null;
 }
 
 function applyOptions(o: DemoRunOptions): void {
@@ -134,6 +151,8 @@ function applyOptions(o: DemoRunOptions): void {
   if (o.bits !== undefined) ui.bits.value = String(o.bits);
   if (o.compare !== undefined) ui.compare.checked = o.compare;
   if (o.heat !== undefined) ui.heat.checked = o.heat;
+  if (o.speculate !== undefined) ui.speculate.checked = o.speculate;
+  if (o.reuse !== undefined) ui.reuse.checked = o.reuse;
   syncPolicyControls();
 }
 
@@ -149,6 +168,8 @@ async function start(): Promise<DemoRunResult> {
   const bits = Number(ui.bits.value) as Bits;
   const withFull = ui.compare.checked;
   const withHeat = ui.heat.checked;
+  const speculate = ui.speculate.checked;
+  const reuse = ui.reuse.checked ? await browserStore() : null;
   const { nLayers, nKvHeads } = gen.config;
   const promptTokens = gen.tokenizer.encode(prompt, { bos: true }).length;
 
@@ -159,6 +180,11 @@ async function start(): Promise<DemoRunResult> {
   ui.settingLabel.textContent =
     policy === 'full' ? '(no compression)' : `(${policy}, ${budgetMode}, ${budget} tokens/head, ${bits === 16 ? 'f16' : `${bits}-bit`})`;
   compare.reset(prompt, withFull);
+  ui.speculation.hidden = !speculate;
+  ui.reuseStatus.hidden = reuse === null;
+  ui.reuseStatus.textContent = '';
+  ui.speculation.textContent = '';
+  const pieces: { piece: string; drafted: boolean }[] = [];
   gauge.reset();
   const cache = gen.cacheFor(policy === 'full' ? 16 : bits);
   const blocks = new BlockView(ui.blocks, ui.pool, nLayers, nKvHeads, cache.shape.blockSize);
@@ -174,9 +200,15 @@ async function start(): Promise<DemoRunResult> {
       bits,
       compareWithFull: withFull,
       heat: withHeat,
+      ...(speculate ? { speculate: { method: 'ngram' } as const } : {}),
+      ...(reuse ? { store: reuse.states } : {}),
       signal: abort.signal,
       onStep: (s) => {
-        compare.update(prompt, s.text, s.quality);
+        if (speculate) {
+          pieces.push({ piece: s.piece, drafted: s.drafted === true });
+          compare.updatePieces(prompt, pieces);
+          ui.speculation.textContent = speculationLine(pieces.length, s.forwardPasses ?? pieces.length, pieces.filter((p) => p.drafted).length);
+        } else compare.update(prompt, s.text, s.quality);
         gauge.update(s.memory);
         blocks.update(s.blocks, s.memory);
         if (s.heat) heat.drawRow(s.step, s.heat);
@@ -184,6 +216,16 @@ async function start(): Promise<DemoRunResult> {
       },
     });
     if (result.report.quality) compare.finish(result.report.quality);
+    const spec = result.report.speculative;
+    if (spec) ui.speculation.textContent = speculationLine(result.report.generatedTokens, spec.forwardPasses, spec.accepted);
+    if (reuse && result.report.store) {
+      // The cold time to first token of these settings, remembered from a miss (on an earlier visit, maybe).
+      const coldKey = `kvcompact-demo:cold-ttft:${JSON.stringify([loaded?.fingerprint, prompt, policy, budgetMode, budget, bits])}`;
+      const ttft = result.report.ttftMs;
+      if (!result.report.store.hit && ttft !== undefined) localStorage.setItem(coldKey, String(ttft));
+      const cold = Number(localStorage.getItem(coldKey) ?? Number.NaN);
+      ui.reuseStatus.textContent = reuseLine(result.report.store, ttft, Number.isFinite(cold) ? cold : undefined, reuse.kind);
+    }
     return { text: result.text, tokens: result.tokens, report: result.report, gaugeText: gauge.text };
   } catch (error) {
     showError(describe(error));
@@ -193,6 +235,36 @@ async function start(): Promise<DemoRunResult> {
     demo.status = generator ? 'ready' : 'error';
     setBusy(false);
   }
+}
+
+let store: { states: StoreStates; kind: string; fingerprint: string } | null = null;
+
+/** The browser tier's saved states for the loaded model (opened on first use; a new model, a new namespace). */
+async function browserStore(): Promise<{ states: StoreStates; kind: string } | null> {
+  if (!loaded) return null;
+  if (store?.fingerprint !== loaded.fingerprint) {
+    const tier = await openBrowserTier({ maxBytes: 256 << 20, eviction: 'priority-decay' });
+    store = { states: new StoreStates({ tiers: [tier], modelFingerprint: loaded.fingerprint, tenantSalt: 'kvcompact-demo' }), kind: tier.name, fingerprint: loaded.fingerprint };
+  }
+  return store;
+}
+
+/** What the store did for this run: the prefix restored instead of prefilled, and what was saved for next time. */
+function reuseLine(report: GenerationStoreReport, ttftMs: number | undefined, coldMs: number | undefined, kind: string): string {
+  let first = ttftMs === undefined ? '' : ` · first token after ${ttftMs.toFixed(0)} ms`;
+  if (report.hit && ttftMs !== undefined && coldMs !== undefined) first += ` against ${coldMs.toFixed(0)} ms cold (${(coldMs - ttftMs).toFixed(0)} ms saved)`;
+  const saved = report.saved > 0 ? ` · ${report.saved} state${report.saved === 1 ? '' : 's'} saved to ${kind}` : '';
+  return report.hit
+    ? `Restored ${report.hitTokens} of ${report.promptTokens} prompt tokens from ${kind} in ${report.restoreMs.toFixed(0)} ms; prefilled ${report.prefillTokens}${first}${saved}`
+    : `Nothing saved for this prompt yet: prefilled all ${report.prefillTokens} tokens${first}${saved} (reload and run it again)`;
+}
+
+/** What speculation saved: tokens emitted against the forward passes they took (plain decoding: one each). */
+function speculationLine(tokens: number, passes: number, drafted: number): string {
+  return (
+    `Speculative decoding: ${tokens} tokens in ${passes} forward passes (${Math.max(0, tokens - passes)} saved, ` +
+    `${(tokens / Math.max(1, passes)).toFixed(2)} tokens per pass) · ${drafted} accepted draft tokens underlined`
+  );
 }
 
 function useModel(model: LoadedModel): void {

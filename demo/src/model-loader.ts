@@ -1,6 +1,7 @@
 import { ModelFormatError } from '../../src/errors.js';
 import { parseCheckpoint, type LlamaCheckpoint } from '../../src/model/checkpoint.js';
 import { Tokenizer } from '../../src/model/tokenizer.js';
+import { toHex } from '../../src/store/canonical.js';
 
 /**
  * A checkpoint and its tokenizer, parsed, with a name to show.
@@ -12,8 +13,14 @@ import { Tokenizer } from '../../src/model/tokenizer.js';
  */
 export interface LoadedModel {
   readonly name: string;
+  /** 'sha256:' + hex SHA-256 of the checkpoint's bytes: what the store's keys name the model by. */
+  readonly fingerprint: string;
   readonly checkpoint: LlamaCheckpoint;
   readonly tokenizer: Tokenizer;
+}
+
+async function fingerprintOf(bytes: ArrayBuffer): Promise<string> {
+  return `sha256:${toHex(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)))}`;
 }
 
 async function fetchBytes(url: string): Promise<ArrayBuffer> {
@@ -35,6 +42,7 @@ export async function loadFromServer(modelUrl: string, tokenizerUrl: string): Pr
   const checkpoint = parseCheckpoint(model);
   return {
     name: modelUrl.split('/').pop() ?? modelUrl,
+    fingerprint: await fingerprintOf(model),
     checkpoint,
     tokenizer: Tokenizer.parse(tokenizer, checkpoint.config.vocabSize),
   };
@@ -58,29 +66,32 @@ export async function loadDropped(files: readonly File[], current: LoadedModel |
   bytes.sort((a, b) => b.data.byteLength - a.data.byteLength);
   let checkpoint: LlamaCheckpoint | null = null;
   let modelFile: File | null = null;
+  let modelBytes: ArrayBuffer | null = null;
   let firstError: unknown = null;
   for (const { file, data } of bytes) {
     try {
       checkpoint = parseCheckpoint(data);
       modelFile = file;
+      modelBytes = data;
       break;
     } catch (error) {
       firstError ??= error;
     }
   }
-  if (!checkpoint || !modelFile) {
+  if (!checkpoint || !modelFile || !modelBytes) {
     const why = firstError instanceof Error ? firstError.message : String(firstError);
     throw new ModelFormatError(`none of the dropped files is a llama2.c checkpoint: ${why}`);
   }
+  const fingerprint = await fingerprintOf(modelBytes);
   const other = bytes.find((b) => b.file !== modelFile);
   if (!other) {
     if (current && current.tokenizer.vocabSize === checkpoint.config.vocabSize) {
-      return { name: `${modelFile.name} + ${current.name}'s tokenizer`, checkpoint, tokenizer: current.tokenizer };
+      return { name: `${modelFile.name} + ${current.name}'s tokenizer`, fingerprint, checkpoint, tokenizer: current.tokenizer };
     }
     throw new ModelFormatError(
       `${modelFile.name} has a vocabulary of ${checkpoint.config.vocabSize} tokens: drop its tokenizer file with it`,
     );
   }
   const tokenizer = Tokenizer.parse(other.data, checkpoint.config.vocabSize);
-  return { name: `${modelFile.name} + ${other.file.name}`, checkpoint, tokenizer };
+  return { name: `${modelFile.name} + ${other.file.name}`, fingerprint, checkpoint, tokenizer };
 }

@@ -163,6 +163,10 @@ export interface StepSnapshot {
   readonly quality?: RunningQuality;
   /** With heat: attention of kept tokens, per layer and head. */
   readonly heat?: HeatSnapshot;
+  /** With speculate: the token was drafted by prompt lookup and accepted by the verifying pass (not decoded alone). */
+  readonly drafted?: boolean;
+  /** With speculate: forward passes run so far, the prompt's prefill included (plain decoding of n tokens takes n). */
+  readonly forwardPasses?: number;
 }
 
 /**

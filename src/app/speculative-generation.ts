@@ -39,6 +39,8 @@ export interface SpeculativeGenerationOptions<Memory, Blocks> {
     blocks: Blocks;
     compression: CompressionReport | null;
     heat?: HeatSnapshot;
+    drafted: boolean;
+    forwardPasses: number;
   }) => void | Promise<void>;
 }
 
@@ -74,6 +76,7 @@ export async function generateSpeculatively<Memory, Blocks>(
   };
   let text = '';
   let step = 0;
+  let passes = 0;
   let prev = promptTokens[promptTokens.length - 1] ?? BOS_ID;
   const { tokens, report } = await speculativeDecode(target, {
     promptTokens,
@@ -86,6 +89,7 @@ export async function generateSpeculatively<Memory, Blocks>(
     onPass: async (pass) => {
       // A rollback removes positions the heat reader would otherwise extend on the host.
       if (pass.compression || pass.drafted > 0) heatReader?.invalidate();
+      passes++;
       for (const [i, token] of pass.tokens.entries()) {
         const piece = tokenizer.decode(prev, token);
         prev = token;
@@ -103,6 +107,8 @@ export async function generateSpeculatively<Memory, Blocks>(
             blocks: view.blocks(),
             compression: i === 0 ? pass.compression : null,
             ...(heat ? { heat } : {}),
+            drafted: i < pass.accepted,
+            forwardPasses: passes,
           });
         }
         step++;

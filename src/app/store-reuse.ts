@@ -1,4 +1,5 @@
 import type { DecodeCounters } from '../compress/decode-compression.js';
+import { policyRequirements } from '../compress/registry.js';
 import { SnapshotMismatchError } from '../errors.js';
 import type { JsonValue } from '../store/canonical.js';
 import { canonicalJson } from '../store/canonical.js';
@@ -38,6 +39,16 @@ function withoutLastToken(stream: ContextStream): ContextSegment[] {
     return [...segments.slice(0, i), ...(rest.length > 0 ? [{ kind: segment.kind, tokens: rest }] : [])];
   }
   return [];
+}
+
+/** Whether compressions under `policy` read the observation window (else an entry need not carry it). */
+function readsWindow(policy: string): boolean {
+  if (policy === 'none') return false; // never compresses
+  try {
+    return policyRequirements(policy).window;
+  } catch {
+    return true; // a policy this build cannot name: keep everything
+  }
 }
 
 function isCounters(value: JsonValue | undefined): value is { steps: number; sinceCompress: number } {
@@ -110,6 +121,7 @@ export class StoreStates implements ContextReuse {
       settings: target.settings as unknown as JsonValue,
       tokenCount: link.tokens,
       ...(counters ? { appState: { steps: counters.steps, sinceCompress: counters.sinceCompress } } : {}),
+      window: readsWindow(target.settings.policy),
     });
     const saved = await store.save(link, entry, this.options.save ?? {});
     return saved.stored;
@@ -124,6 +136,11 @@ export class StoreStates implements ContextReuse {
   /** Every live entry of every tier, front first. */
   list(): Promise<StoreListing[]> {
     return this.any().list();
+  }
+
+  /** Closes every tier that holds something open (a Redis tier flushes its queued writes first). */
+  async close(): Promise<void> {
+    for (const tier of this.options.tiers) await tier.close?.();
   }
 
   /** Deletes every entry of every tier; resolves how many. */

@@ -84,8 +84,9 @@ export async function cagCommand(argv: string[]): Promise<number> {
   // Without --store the states stay on the GPU (the gpu tier alone).
   const spec = reuse ? (values.store ?? 'gpu') : undefined;
   const { generator, modelPath, destroy } = await openGenerator(values, { prompt: '', ...options }, splitGpuTier(spec).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
-    const opened = spec === undefined ? null : await storeFromFlags({ ...values, store: spec }, modelPath, generator);
+    opened = spec === undefined ? null : await storeFromFlags({ ...values, store: spec }, modelPath, generator);
     const store: ContextReuse | null = opened?.store ?? null;
     const residentStore = store instanceof ResidentStates ? store : null;
     // The knowledge is compressed before the first question, so every question starts from the same compressed state.
@@ -125,6 +126,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
+    await opened?.entries?.close();
     await destroy();
   }
 }

@@ -296,8 +296,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
     throw new UsageError('--store', `goes on from a saved compressed state alone; drop ${options.speculate ? '--speculate' : '--compare'} or --store`);
   }
   const { generator, modelPath, destroy } = await openGenerator(values, options, splitGpuTier(values.store).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
-    const store = (await storeFromFlags(values, modelPath, generator))?.store;
+    opened = await storeFromFlags(values, modelPath, generator);
+    const store = opened?.store;
     const stream = !values.json && process.stdout.isTTY;
     if (stream) process.stdout.write(options.prompt);
     const result = await generator.generate({
@@ -313,6 +315,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
+    await opened?.entries?.close();
     await destroy();
   }
 }

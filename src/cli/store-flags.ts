@@ -5,10 +5,11 @@ import { resolve } from 'node:path';
 import type { ContextReuse } from '../app/context-reuse.js';
 import type { Generator } from '../app/generator.js';
 import { StoreStates } from '../app/store-reuse.js';
-import { UsageError } from '../errors.js';
+import { InvalidArgumentError, UsageError } from '../errors.js';
 import { MemoryTier } from '../store/memory-tier.js';
 import type { StoreTier } from '../store/tier.js';
 import { openDirectoryTier } from '../node/directory-tier.js';
+import { openRedisTier } from '../node/redis-tier.js';
 import type { FlagTable } from './flags.js';
 
 /**
@@ -20,7 +21,7 @@ import type { FlagTable } from './flags.js';
  * ```
  */
 export const STORE_FLAGS = {
-  store: { type: 'string', value: 'SPEC', help: 'saved compressed states: gpu, memory, dir:PATH, or a comma list front first (gpu,memory,dir:PATH)' },
+  store: { type: 'string', value: 'SPEC', help: 'saved compressed states: gpu (this process\'s GPU; first), memory, dir:PATH, redis://HOST:PORT[/DB] (rediss:// for TLS; several redis:// URLs in a row: a cluster), or a comma list front first (gpu,memory,redis://…)' },
   tenant: { type: 'string', value: 'NAME', help: "tenant whose states these are: another tenant's never match (default none)" },
 } as const satisfies FlagTable;
 
@@ -28,17 +29,28 @@ export const STORE_FLAGS = {
 const MEMORY_BYTES = 512 << 20;
 /** Disk a `dir:` tier may hold. */
 const DIRECTORY_BYTES = 8 * 2 ** 30;
+/** Time a state lives in Redis (the server may evict it sooner by its maxmemory-policy). */
+const REDIS_TTL_MS = 24 * 60 * 60 * 1000;
 
 /**
  * The tiers of a --store value, front first: `memory` (host memory, this process only), `dir:PATH` (a directory,
- * across processes), `redis://…` (not in this build: the Redis tier lands with src/node/redis-tier.ts). A memory
- * tier in front of another demotes to it what it evicts.
+ * across processes), `redis://…` / `rediss://…` (a Redis server, shared across machines; URLs in a row are the
+ * root nodes of one cluster). A memory tier in front of another demotes to it what it evicts. Close them when done
+ * (`StoreStates.close`): a Redis tier flushes its queued writes and lets the process exit.
  *
  * @throws UsageError for an unknown or repeated tier.
  */
 export async function openStoreTiers(spec: string): Promise<StoreTier[]> {
-  const items = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  if (items.length === 0) throw new UsageError('--store', 'expects memory, dir:PATH or a comma list of them');
+  const parts = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  if (parts.length === 0) throw new UsageError('--store', 'expects memory, dir:PATH, redis://HOST:PORT or a comma list of them');
+  const isRedis = (item: string): boolean => item.startsWith('redis://') || item.startsWith('rediss://');
+  // Adjacent Redis URLs are one tier: a cluster's root nodes.
+  const items: string[] = [];
+  for (const part of parts) {
+    const last = items[items.length - 1];
+    if (last !== undefined && isRedis(last) && isRedis(part)) items[items.length - 1] = `${last},${part}`;
+    else items.push(part);
+  }
   const tiers: StoreTier[] = [];
   // Built back to front, so that each tier can demote into the one after it.
   for (const item of [...items].reverse()) {
@@ -49,10 +61,15 @@ export async function openStoreTiers(spec: string): Promise<StoreTier[]> {
     } else if (item.startsWith('dir:') && item.length > 4) {
       tier = await openDirectoryTier({ directory: resolve(item.slice(4)), maxBytes: DIRECTORY_BYTES, eviction: 'priority-decay', ...(next ? { next } : {}) });
     } else if (item === 'gpu') {
-      throw new UsageError('--store', 'gpu holds states in the GPU of one generating process: there is nothing to open here; name memory or dir:PATH');
-    } else if (item.startsWith('redis://') || item.startsWith('rediss://')) {
-      // The hook for the Redis tier: openRedisTier(url) from src/node/redis-tier.ts, once it is in this build.
-      throw new UsageError('--store', `${item.replace(/\/\/[^@/]*@/, '//…@')}: the Redis tier is not in this build; use memory or dir:PATH`);
+      throw new UsageError('--store', 'gpu holds states in the GPU of one generating process: there is nothing to open here; name memory, dir:PATH or redis://…');
+    } else if (isRedis(item)) {
+      try {
+        tier = await openRedisTier(item, { defaultTtlMs: REDIS_TTL_MS });
+      } catch (error) {
+        if (error instanceof InvalidArgumentError) throw new UsageError('--store', error.message);
+        throw error;
+      }
+      // Only a demoting tier in front needs `next`; Redis is the last tier it can demote to.
     } else {
       throw new UsageError('--store', `unknown tier "${item}"; use memory, dir:PATH, or a comma list of them (memory,dir:PATH)`);
     }

@@ -43,6 +43,15 @@ export async function storeCommand(argv: string[]): Promise<number> {
   // Listing and clearing do not depend on a model: the keys are opaque, whatever namespace made them.
   const store = new StoreStates({ tiers: await openStoreTiers(values.store), modelFingerprint: 'any', tenantSalt: '' });
   const out = (json: unknown, text: string): void => void process.stdout.write(values.json ? `${JSON.stringify(json, null, 2)}\n` : text);
+  try {
+    await storeAction(action, store, out);
+  } finally {
+    await store.close();
+  }
+  return 0;
+}
+
+async function storeAction(action: string, store: StoreStates, out: (json: unknown, text: string) => void): Promise<void> {
   if (action === 'clear') {
     const deleted = await store.clear();
     out({ deleted }, `deleted ${deleted} entries\n`);
@@ -61,5 +70,4 @@ export async function storeCommand(argv: string[]): Promise<number> {
       `${tiers.map((t) => `${t.name}: ${t.entries} entries, ${t.bytes} bytes (${t.pinnedEntries} pinned)`).join('\n')}\n`,
     );
   }
-  return 0;
 }

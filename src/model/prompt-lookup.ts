@@ -119,6 +119,9 @@ export class PromptLookup {
  * emits (1 − α^(k+1)) / (1 − α) tokens on average and costs 1 + ρ·k one-token passes, ρ the measured marginal cost
  * of a verified token (0 until measured: on a GPU a short verification costs about one decode step; on
  * SwiftShader ρ ≈ 0.3). Returns 0 (plain decoding) when no k pays, so text without repeats runs at plain speed.
+ * Two rules keep a wrong guess cheap where ρ is high: until ρ is measured a pass verifies at most
+ * {@link PROBE_DRAFTS} drafts (a probe of 10 misses on SwiftShader costs 4 passes), and a plain step decays the
+ * evidence only by √decay, so a cold streak is re-probed about half as often as a pass with drafts forgets.
  * Pure apart from the timings it is given.
  *
  * @example
@@ -129,6 +132,8 @@ export class PromptLookup {
  * ```
  */
 export class AdaptiveDraftLength {
+  /** Drafts a pass verifies at most while the marginal cost of one is unmeasured. */
+  static readonly PROBE_DRAFTS = 2;
   /** Decayed counts of accepted and rejected draft positions. */
   #accepted = 0;
   #rejected = 0;
@@ -162,9 +167,10 @@ export class AdaptiveDraftLength {
     if (this.#plainMs === null && this.#untimed >= 3) return 0;
     const alpha = Math.min(this.acceptance, 0.999);
     const rho = this.marginalCost;
+    const limit = this.#extraMs === null ? Math.min(this.max, AdaptiveDraftLength.PROBE_DRAFTS) : this.max;
     let best = 0;
     let bestRate = 1;
-    for (let k = 1; k <= this.max; k++) {
+    for (let k = 1; k <= limit; k++) {
       const rate = (1 - alpha ** (k + 1)) / (1 - alpha) / (1 + rho * k);
       if (rate > bestRate * 1.02) {
         best = k;
@@ -179,8 +185,9 @@ export class AdaptiveDraftLength {
    * it took (forward pass and rollback).
    */
   record(drafted: number, accepted: number, milliseconds?: number): void {
-    this.#accepted = this.decay * this.#accepted + accepted;
-    this.#rejected = this.decay * this.#rejected + (accepted < drafted ? 1 : 0);
+    const decay = drafted === 0 ? Math.sqrt(this.decay) : this.decay;
+    this.#accepted = decay * this.#accepted + accepted;
+    this.#rejected = decay * this.#rejected + (accepted < drafted ? 1 : 0);
     if (milliseconds === undefined || !Number.isFinite(milliseconds)) return;
     this.#untimed = drafted === 0 ? 0 : this.#untimed + 1;
     const mean = (old: number | null, value: number): number => (old === null ? value : 0.8 * old + 0.2 * value);

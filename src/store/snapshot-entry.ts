@@ -1,7 +1,7 @@
 import { InvalidArgumentError, SnapshotMismatchError, StoreEntryError } from '../errors.js';
 import { QUANT_POOL_BIT, type FullFormat, type QuantFormat } from '../format/layout.js';
 import type { SnapshotRow } from '../cache/sequence-export.js';
-import { checkSnapshot, type SequenceSnapshot, type SnapshotWindow } from '../engine/sequence-snapshot.js';
+import { checkSnapshot, EMPTY_WINDOW_POSITION, type SequenceSnapshot, type SnapshotWindow } from '../engine/sequence-snapshot.js';
 import { canonicalJson, type JsonValue } from './canonical.js';
 import type { StoreEntry } from './entry-format.js';
 
@@ -12,13 +12,14 @@ import type { StoreEntry } from './entry-format.js';
  * - `rows`: per (layer, kv head) row: tokenCount, intactFrom, n, then n entries (QUANT_POOL_BIT | index);
  * - `full`, `quant`: the words of the snapshot's full and quantized blocks;
  * - `stats`: attnSum, then attnSqSum, then attnCount, each Σ tokenCount f32;
- * - `window`: per layer: valid, end, positions [window], queries [window][nHeads][headDim] (f32);
+ * - `window`: per layer: valid, end, then for each of the `valid` filled ring slots in slot order its position
+ *   and its query [nHeads][headDim] (f32): empty slots take no bytes, so a short prompt's window costs what it holds;
  * - `app` (optional): the caller's state, canonical UTF-8 JSON.
  *
  * The header's `shape` holds every number: the cache shape, nHeads, observationWindow, fullBits, quantBits (0:
  * none), groupSize, sequenceLength and the block counts.
  */
-export const SNAPSHOT_LAYOUT_VERSION = 1;
+export const SNAPSHOT_LAYOUT_VERSION = 2;
 
 const SECTIONS = ['rows', 'full', 'quant', 'stats', 'window'] as const;
 const STAT_KEYS = ['attnSum', 'attnSqSum', 'attnCount'] as const;
@@ -33,6 +34,12 @@ export interface SnapshotEntryOptions {
   readonly tokenCount: number;
   /** The caller's own state (e.g. the generator's decode-schedule counters), carried in the `app` section. */
   readonly appState?: JsonValue;
+  /**
+   * Keep the observation window (default true). A policy that never reads it (`policyRequirements(p).window`
+   * false: h2o, kvcompress, knorm, streaming…) continues exactly without it, and on a small model it is most of the
+   * entry (stories260K: 40 KiB of 73 KiB); a restored sequence then starts with an empty window.
+   */
+  readonly window?: boolean;
 }
 
 function bytesOf(array: Uint32Array | Float32Array): Uint8Array {
@@ -65,15 +72,22 @@ export function snapshotToEntry(snapshot: SequenceSnapshot, options: SnapshotEnt
   STAT_KEYS.forEach((key, i) => stats.set(snapshot.stats[key], i * statsTotal));
   const w = snapshot.observationWindow;
   const rowValues = snapshot.nHeads * snapshot.shape.headDim;
-  const perLayer = 2 + w + w * rowValues;
-  const window = new Uint32Array(snapshot.windows.length * perLayer);
-  snapshot.windows.forEach((win, layer) => {
-    const at = layer * perLayer;
-    window[at] = win.valid;
-    window[at + 1] = win.end;
-    window.set(win.positions, at + 2);
-    window.set(new Uint32Array(win.queries.buffer, win.queries.byteOffset, win.queries.length), at + 2 + w);
-  });
+  const keepWindow = options.window ?? true;
+  const windowWords: number[] = [];
+  for (const win of snapshot.windows) {
+    if (!keepWindow) {
+      windowWords.push(0, 0);
+      continue;
+    }
+    windowWords.push(win.valid, win.end);
+    const queryWords = new Uint32Array(win.queries.buffer, win.queries.byteOffset, win.queries.length);
+    win.positions.forEach((p, j) => {
+      if (p === EMPTY_WINDOW_POSITION) return;
+      windowWords.push(p);
+      for (const word of queryWords.subarray(j * rowValues, (j + 1) * rowValues)) windowWords.push(word);
+    });
+  }
+  const window = Uint32Array.from(windowWords);
   const sections = new Map<string, Uint8Array>([
     ['rows', bytesOf(Uint32Array.from(rowWords))],
     ['full', bytesOf(snapshot.fullBlocks)],
@@ -176,17 +190,29 @@ export function entryToSnapshot(entry: StoreEntry): { snapshot: SequenceSnapshot
   const statsTotal = rows.reduce((sum, row) => sum + row.tokenCount, 0);
   const stats = new Float32Array(words(entry, 'stats', statsTotal * 3).buffer);
   const rowValues = nHeads * headDim;
-  const perLayer = 2 + w + w * rowValues;
-  const windowWords = words(entry, 'window', layers * perLayer);
+  const windowWords = words(entry, 'window');
+  let wat = 0;
   const windows: SnapshotWindow[] = Array.from({ length: layers }, (_, layer) => {
-    const base = layer * perLayer;
-    return {
-      valid: windowWords[base] ?? 0,
-      end: windowWords[base + 1] ?? 0,
-      positions: windowWords.slice(base + 2, base + 2 + w),
-      queries: new Float32Array(windowWords.slice(base + 2 + w, base + perLayer).buffer),
-    };
+    if (wat + 2 > windowWords.length) refuse(`section "window" ends before layer ${layer}`);
+    const valid = windowWords[wat] ?? 0;
+    const end = windowWords[wat + 1] ?? 0;
+    wat += 2;
+    if (valid > w) refuse(`layer ${layer}'s window holds ${valid} queries; its capacity is ${w}`);
+    if (valid * (1 + rowValues) > windowWords.length - wat) refuse(`layer ${layer}'s window runs past the end of section "window"`);
+    const positions = new Uint32Array(w).fill(EMPTY_WINDOW_POSITION);
+    const queries = new Float32Array(w * rowValues);
+    const queryWords = new Uint32Array(queries.buffer);
+    for (let i = 0; i < valid; i++) {
+      const p = windowWords[wat] ?? 0;
+      const slot = p % w;
+      // checkSnapshot below refuses a slot filled twice (fewer filled slots than `valid`) or a position out of range.
+      positions[slot] = p;
+      queryWords.set(windowWords.subarray(wat + 1, wat + 1 + rowValues), slot * rowValues);
+      wat += 1 + rowValues;
+    }
+    return { valid, end, positions, queries };
   });
+  if (wat !== windowWords.length) refuse(`section "window" has ${windowWords.length - wat} words after the last layer`);
   const snapshot: SequenceSnapshot = {
     shape: { layers, kvHeads, headDim, blockSize },
     nHeads,

@@ -86,4 +86,6 @@ export interface StoreTier {
   list?(): Promise<TierEntryInfo[]>;
   /** Optional: deletes every entry, pinned ones too (`explicit` evictions); resolves how many. */
   clear?(): Promise<number>;
+  /** Releases what the tier holds open (a connection), after finishing queued writes; optional. */
+  close?(): Promise<void>;
 }
