@@ -126,8 +126,8 @@ describe('kvcompact generate --store dir:PATH and kvcompact store', () => {
     const e = runCli(['generate', '--prompt', 'x', '--store', 'memory,gpu']);
     expect(e.status).toBe(2);
     expect(e.stderr).toMatch(/--store: gpu is the front tier: write it first/);
-    const c = runCli(['store', 'stats', '--store', 'redis://user:secret@localhost:6379']);
-    expect(c.status).toBe(2);
-    expect(c.stderr).not.toMatch(/secret/);
+    // A Redis that is not there: whatever it answers, the password never shows (test/cli-store-redis.test.ts runs a real one).
+    const c = runCli(['store', 'stats', '--store', 'redis://user:secret@127.0.0.1:1']);
+    expect(`${c.stdout}${c.stderr}`).not.toMatch(/secret/);
   });
 });
