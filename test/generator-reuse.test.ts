@@ -69,7 +69,7 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
     expect(stored.report.keptPerHead).toEqual(plain.report.keptPerHead);
     expect(stored.report.bytesCompressed).toBe(plain.report.bytesCompressed);
     gen.destroy();
-  });
+  }, 300_000);
 
   it('cache-augmented generation: every question after the first restores the compressed knowledge; answers equal recomputing it', async () => {
     const gen = await generator();
@@ -93,7 +93,24 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
     }
     expect(await store.bytesStored()).toBeGreaterThan(0);
     gen.destroy();
-  });
+  }, 300_000);
+
+  it('GPU-resident states evicted for room are demoted to the next store as entries, and hit there', async () => {
+    const gen = await generator(1);
+    const next = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
+    const store = gen.residentStates({ modelFingerprint: 'stories260K', tenantSalt: '', next });
+    const options = { ...SETTING, prompt: 'Once upon a time, there was a little girl named Lily who loved to play outside', steps: 12 };
+    const first = await gen.generate({ ...options, store });
+    // Three states saved into one slot: the block boundary and the prompt's end went down to `next`.
+    expect(first.report.store?.saved).toBe(3);
+    expect(store.demotions).toBe(2);
+    expect(store.entries()).toHaveLength(1);
+    expect((await next.list()).length).toBe(2);
+    const again = await gen.generate({ ...options, store });
+    expect(again.report.store).toMatchObject({ hit: true, hitTokens: 16 });
+    expect(again.tokens).toEqual(first.tokens);
+    gen.destroy();
+  }, 300_000);
 
   it('the GPU-resident tier demotes what it evicts into the next tier, drops what outlives its TTL, and a hit there restores it', async () => {
     const gen = await generator(1);

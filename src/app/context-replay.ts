@@ -56,7 +56,7 @@ export function splitLastPrefill(stream: readonly ContextSegment[], start: numbe
 export async function replayStream(
   target: ReplayTarget,
   stream: ContextStream,
-  onSegmentEnd?: (segmentsUpTo: ContextStream) => Promise<void>,
+  onSegmentEnd?: (segmentsUpTo: ContextStream, next: ContextSegment) => Promise<void>,
 ): Promise<{ logits: Float32Array | null; compressions: CompressionReport[] }> {
   const { model, seqId, decode } = target;
   let logits: Float32Array | null = null;
@@ -78,7 +78,8 @@ export async function replayStream(
       const report = decode ? await decode.compressNow(seqId) : null;
       if (report) compressions.push(report);
     }
-    if (onSegmentEnd && index + 1 < segments.length) await onSegmentEnd(segments.slice(0, index + 1));
+    const next = segments[index + 1];
+    if (onSegmentEnd && next !== undefined) await onSegmentEnd(segments.slice(0, index + 1), next);
   }
   return { logits, compressions };
 }

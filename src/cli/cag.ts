@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { ContextReuse } from '../app/context-reuse.js';
+import { ResidentStates, type ContextReuse } from '../app/context-reuse.js';
 import type { GenerateOptions } from '../app/generator.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { policyNames } from '../compress/registry.js';
@@ -8,7 +8,7 @@ import type { Bits } from '../format/layout.js';
 import { streamTokens } from '../store/context-stream.js';
 import { ADAPTER_FLAG, adapterFlag, choiceFlag, type CommandSpec, integerFlag, parseFlags, printUsage } from './flags.js';
 import { openGenerator } from './generate.js';
-import { modelFingerprint, STORE_FLAGS, storeFromFlags, tenantSalt } from './store-flags.js';
+import { GPU_TIER_STATES, splitGpuTier, STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 const CAG_FLAGS = {
   knowledge: { type: 'string', value: 'FILE', help: 'text every question is about: prefilled (and compressed) once' },
@@ -38,13 +38,11 @@ export const CAG_COMMAND: CommandSpec<typeof CAG_FLAGS> = {
   name: 'cag',
   summary: 'cache-augmented generation: questions answered after a knowledge text computed once',
   details:
-    'Without --store the compressed knowledge stays on the GPU (a forked sequence per question: zero copy); with\n' +
-    '--store memory|dir:PATH it is saved as an entry and restored per question. Answers equal --no-reuse.',
+    'Without --store (or with --store gpu) the compressed knowledge stays on the GPU (a forked sequence per question:\n' +
+    'zero copy); with --store memory|dir:PATH it is saved as an entry and restored per question; gpu,dir:PATH keeps\n' +
+    'it on the GPU and demotes what does not fit. Answers equal --no-reuse.',
   flags: CAG_FLAGS,
 };
-
-/** GPU-resident states a cag run keeps: the knowledge and each question's latest states. */
-const RESIDENT_STATES = 4;
 
 function median(values: readonly number[]): number | null {
   if (values.length === 0) return null;
@@ -83,13 +81,14 @@ export async function cagCommand(argv: string[]): Promise<number> {
   const questions = (await readFile(values.questions, 'utf8')).split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
   if (questions.length === 0) throw new UsageError('--questions', `${values.questions} holds no question (one per line)`);
 
-  const resident = reuse && values.store === undefined;
-  const { generator, modelPath, destroy } = await openGenerator(values, { prompt: '', ...options }, resident ? { residentStates: RESIDENT_STATES } : {});
-  let stored: Awaited<ReturnType<typeof storeFromFlags>> = null;
+  // Without --store the states stay on the GPU (the gpu tier alone).
+  const spec = reuse ? (values.store ?? 'gpu') : undefined;
+  const { generator, modelPath, destroy } = await openGenerator(values, { prompt: '', ...options }, splitGpuTier(spec).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
-    stored = reuse ? await storeFromFlags(values, modelPath) : null;
-    const residentStore = resident ? generator.residentStates({ modelFingerprint: await modelFingerprint(modelPath), tenantSalt: tenantSalt(values.tenant) }) : null;
-    const store: ContextReuse | null = stored ?? residentStore;
+    opened = spec === undefined ? null : await storeFromFlags({ ...values, store: spec }, modelPath, generator);
+    const store: ContextReuse | null = opened?.store ?? null;
+    const residentStore = store instanceof ResidentStates ? store : null;
     // The knowledge is compressed before the first question, so every question starts from the same compressed state.
     const knowledge = generator.contextOf(knowledgeText.trim(), { compress: policy !== 'full' });
     const knowledgeTokens = streamTokens(knowledge);
@@ -114,7 +113,10 @@ export async function cagCommand(argv: string[]): Promise<number> {
       warmTtftMs,
       speedup: coldTtftMs !== null && warmTtftMs !== null && warmTtftMs > 0 ? coldTtftMs / warmTtftMs : null,
       bytesStored: store ? await store.bytesStored() : 0,
-      stats: stored ? await stored.stats() : residentStore ? { tier: 'gpu-resident', entries: residentStore.entries() } : null,
+      stats: {
+        ...(residentStore ? { gpu: { entries: residentStore.entries(), demotions: residentStore.demotions } } : {}),
+        ...(opened?.entries ? await opened.entries.stats() : {}),
+      },
     };
     if (values.json) {
       process.stdout.write(`${JSON.stringify({ knowledgeTokens, questions: answers, summary }, null, 2)}\n`);
@@ -124,7 +126,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
-    await stored?.close();
+    await opened?.entries?.close();
     await destroy();
   }
 }

@@ -19,7 +19,7 @@ import {
   printUsage,
 } from './flags.js';
 import { openCliGpu } from './gpu.js';
-import { STORE_FLAGS, storeFromFlags } from './store-flags.js';
+import { GPU_TIER_STATES, splitGpuTier, STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 /**
  * The flags `generate` and `demo` share (their defaults differ: see each command's help).
@@ -295,10 +295,11 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (values.store !== undefined && (options.speculate || options.compareWithFull)) {
     throw new UsageError('--store', `goes on from a saved compressed state alone; drop ${options.speculate ? '--speculate' : '--compare'} or --store`);
   }
-  const { generator, modelPath, destroy } = await openGenerator(values, options);
-  let store: Awaited<ReturnType<typeof storeFromFlags>> = null;
+  const { generator, modelPath, destroy } = await openGenerator(values, options, splitGpuTier(values.store).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
-    store = await storeFromFlags(values, modelPath);
+    opened = await storeFromFlags(values, modelPath, generator);
+    const store = opened?.store;
     const stream = !values.json && process.stdout.isTTY;
     if (stream) process.stdout.write(options.prompt);
     const result = await generator.generate({
@@ -314,7 +315,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     }
     return 0;
   } finally {
-    await store?.close();
+    await opened?.entries?.close();
     await destroy();
   }
 }

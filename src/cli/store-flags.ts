@@ -2,6 +2,8 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import type { ContextReuse } from '../app/context-reuse.js';
+import type { Generator } from '../app/generator.js';
 import { StoreStates } from '../app/store-reuse.js';
 import { InvalidArgumentError, UsageError } from '../errors.js';
 import { MemoryTier } from '../store/memory-tier.js';
@@ -19,7 +21,7 @@ import type { FlagTable } from './flags.js';
  * ```
  */
 export const STORE_FLAGS = {
-  store: { type: 'string', value: 'SPEC', help: 'saved compressed states: memory, dir:PATH, redis://HOST:PORT[/DB] (rediss:// for TLS; several redis:// URLs in a row: a cluster), or a comma list front first (memory,redis://…)' },
+  store: { type: 'string', value: 'SPEC', help: 'saved compressed states: gpu (this process\'s GPU; first), memory, dir:PATH, redis://HOST:PORT[/DB] (rediss:// for TLS; several redis:// URLs in a row: a cluster), or a comma list front first (gpu,memory,redis://…)' },
   tenant: { type: 'string', value: 'NAME', help: "tenant whose states these are: another tenant's never match (default none)" },
 } as const satisfies FlagTable;
 
@@ -58,6 +60,8 @@ export async function openStoreTiers(spec: string): Promise<StoreTier[]> {
       tier = new MemoryTier({ name: 'memory', maxBytes: MEMORY_BYTES, eviction: 'priority-decay', ...(next ? { next } : {}) });
     } else if (item.startsWith('dir:') && item.length > 4) {
       tier = await openDirectoryTier({ directory: resolve(item.slice(4)), maxBytes: DIRECTORY_BYTES, eviction: 'priority-decay', ...(next ? { next } : {}) });
+    } else if (item === 'gpu') {
+      throw new UsageError('--store', 'gpu holds states in the GPU of one generating process: there is nothing to open here; name memory, dir:PATH or redis://…');
     } else if (isRedis(item)) {
       try {
         tier = await openRedisTier(item, { defaultTtlMs: REDIS_TTL_MS });
@@ -89,16 +93,37 @@ export function tenantSalt(tenant: string | undefined): string {
   return `tenant:${createHash('sha256').update(`kvcompact-tenant\0${tenant}`).digest('hex')}`;
 }
 
+/** GPU-resident states a `gpu` tier keeps (sequence slots of the generator's caches). */
+export const GPU_TIER_STATES = 4;
+
+/**
+ * Whether a --store value starts with the `gpu` tier (forked sequences in the generator's caches: the generator
+ * must be made with {@link GPU_TIER_STATES} resident states), and the tiers after it.
+ *
+ * @throws UsageError for `gpu` anywhere but first.
+ */
+export function splitGpuTier(spec: string | undefined): { gpu: boolean; rest: string | null } {
+  if (spec === undefined) return { gpu: false, rest: null };
+  const items = spec.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const at = items.indexOf('gpu');
+  if (at > 0) throw new UsageError('--store', 'gpu is the front tier: write it first (gpu,memory,dir:PATH)');
+  return at === 0 ? { gpu: true, rest: items.length > 1 ? items.slice(1).join(',') : null } : { gpu: false, rest: spec };
+}
+
 /**
  * The store of the --store and --tenant flags for a model file; null without --store (--tenant then means nothing).
+ * A leading `gpu` tier keeps states in `generator` and demotes them to the tiers after it.
  *
  * @throws UsageError for --tenant without --store, or a bad --store.
  */
-export async function storeFromFlags(values: { store?: string; tenant?: string }, modelPath: string): Promise<StoreStates | null> {
+export async function storeFromFlags(values: { store?: string; tenant?: string }, modelPath: string, generator: Generator): Promise<{ store: ContextReuse; entries: StoreStates | null } | null> {
   if (values.store === undefined) {
     if (values.tenant !== undefined) throw new UsageError('--tenant', 'names whose saved states to use: add --store');
     return null;
   }
-  const tiers = await openStoreTiers(values.store);
-  return new StoreStates({ tiers, modelFingerprint: await modelFingerprint(modelPath), tenantSalt: tenantSalt(values.tenant) });
+  const { gpu, rest } = splitGpuTier(values.store);
+  const namespace = { modelFingerprint: await modelFingerprint(modelPath), tenantSalt: tenantSalt(values.tenant) };
+  const entries = rest === null ? null : new StoreStates({ tiers: await openStoreTiers(rest), ...namespace });
+  if (!gpu) return entries ? { store: entries, entries } : null;
+  return { store: generator.residentStates({ ...namespace, ...(entries ? { next: entries } : {}) }), entries };
 }
