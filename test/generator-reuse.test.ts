@@ -146,6 +146,21 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
     gen.destroy();
   });
 
+  it('single flight: two generators asking a shared store for the same missing prompt at once compute it once', async () => {
+    const [a, b] = [await generator(), await generator()];
+    const store = new StoreStates({ tiers: [new MemoryTier({ maxBytes: 64 << 20 })], modelFingerprint: 'stories260K', tenantSalt: '' });
+    const options = { ...SETTING, prompt: 'Once upon a time, there was a little girl named Lily who loved to play outside in the sun', steps: 6, store };
+    const [first, second] = await Promise.all([a.generate(options), b.generate(options)]);
+    const reports = [first.report.store, second.report.store];
+    // One computed the prompt; the other waited for its save and restored it.
+    expect(reports.map((r) => r?.hit).sort()).toEqual([false, true]);
+    const waited = reports.find((r) => r?.hit);
+    expect(waited?.prefillTokens).toBeLessThanOrEqual(16);
+    expect(second.tokens).toEqual(first.tokens);
+    a.destroy();
+    b.destroy();
+  });
+
   it('refuses a continuation with an empty prompt, or with compareWithFull', async () => {
     const gen = await generator();
     const history = gen.contextOf('Once upon a time');

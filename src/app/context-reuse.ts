@@ -47,6 +47,8 @@ export interface ContextReuse {
   save(stream: ContextStream, target: ReuseTarget): Promise<boolean>;
   /** Bytes the saved states hold. */
   bytesStored(): Promise<number>;
+  /** The generation on `target` ended (its saves done, or it failed): a store with single flight releases its waiters. */
+  finish?(target: ReuseTarget): void;
 }
 
 interface Resident {
@@ -191,6 +193,11 @@ export class ResidentStates implements ContextReuse {
       pinned: false,
     });
     return true;
+  }
+
+  /** Passes the end of a generation on to the next tier (its single flight). */
+  finish(target: ReuseTarget): void {
+    this.options.next?.finish?.(target);
   }
 
   /** Bytes the resident states' blocks hold (blocks shared between states counted per state), plus the next tier's. */

@@ -279,6 +279,8 @@ export class Generator {
         teacher = true;
       });
     } finally {
+      // Whatever happened, requests waiting for what this one computes go on (single flight, see StoreStates).
+      options.store?.finish?.({ cache, seqId: SEQ_COMPRESSED, decode: null, settings: this.stateSettings(opts) });
       for (const id of used) cache.freeSequence(id);
       if (teacher) cache.freeSequence(SEQ_TEACHER);
       this.busy = false;

@@ -3,6 +3,7 @@ import { policyRequirements } from '../compress/registry.js';
 import { SnapshotMismatchError } from '../errors.js';
 import type { JsonValue } from '../store/canonical.js';
 import { canonicalJson } from '../store/canonical.js';
+import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 import { ContextStore, type ContextStoreStats, type SaveOptions, type StoreListing } from '../store/context-store.js';
 import { normalizeStream, streamChain, streamTokens, type ContextSegment, type ContextStream } from '../store/context-stream.js';
 import type { CacheStateSettings } from '../store/keys.js';
@@ -70,6 +71,13 @@ function isCounters(value: JsonValue | undefined): value is { steps: number; sin
  */
 export class StoreStates implements ContextReuse {
   private readonly stores = new Map<string, ContextStore>();
+  /**
+   * Single flight: the states being computed after a miss, by the key of the looked-up state, and who computes each
+   * (a generation's sequence). A second request for the same missing state waits until the first has saved its
+   * prompt (or ended), then looks up again and hits, instead of computing it twice.
+   */
+  private readonly computing = new Map<string, { readonly done: Promise<void>; readonly release: () => void; readonly tokens: number }>();
+  private readonly computers = new Map<PagedKvCache, Map<number, string>>();
 
   constructor(readonly options: StoreStatesOptions) {}
 
@@ -93,7 +101,13 @@ export class StoreStates implements ContextReuse {
     while (streamTokens(query) >= below && streamTokens(query) > 0) query = withoutLastToken(query);
     if (streamTokens(query) === 0) return null;
     const settings = target.settings as unknown as JsonValue;
+    const wanted = (await store.chain(query)).links.at(-1)?.key;
+    for (let pending = wanted && this.computing.get(wanted); pending; pending = wanted && this.computing.get(wanted)) await pending.done;
+    // Claimed before the lookup, with no await between the check and the claim: of two requests at once, one
+    // looks up and computes, the other waits.
+    if (wanted !== undefined) this.claim(wanted, streamTokens(query), target);
     const found = await store.lookup(query, { fingerprint: this.options.modelFingerprint, settings });
+    if (found.hit && found.link.tokens === streamTokens(query)) this.releaseFor(target); // nothing left to compute
     if (!found.hit) return null;
     const { snapshot, appState } = entryToSnapshot(found.entry);
     try {
@@ -107,7 +121,45 @@ export class StoreStates implements ContextReuse {
     return { tokens: found.link.tokens, segmentsUpTo: found.link.segmentsUpTo, restoreMs: performance.now() - started };
   }
 
+  /** `target` computes the state `key` names: later requests for it wait (see {@link computing}). */
+  private claim(key: string, tokens: number, target: ReuseTarget): void {
+    if (this.computing.has(key)) return;
+    let release = (): void => {};
+    const done = new Promise<void>((resolve) => {
+      release = () => {
+        this.computing.delete(key);
+        this.computers.get(target.cache)?.delete(target.seqId);
+        resolve();
+      };
+    });
+    this.computing.set(key, { done, release, tokens });
+    let bySeq = this.computers.get(target.cache);
+    if (bySeq === undefined) this.computers.set(target.cache, (bySeq = new Map()));
+    bySeq.set(target.seqId, key);
+  }
+
+  /** Lets the requests waiting on what `target` computes go on (it saved past that state, or gave up). */
+  private releaseFor(target: ReuseTarget, savedTokens = Number.POSITIVE_INFINITY): void {
+    const key = this.computers.get(target.cache)?.get(target.seqId);
+    const claim = key === undefined ? undefined : this.computing.get(key);
+    if (claim && savedTokens >= claim.tokens) claim.release();
+  }
+
+  /** The generation on `target` ended (after its last save, or failing): nobody waits for it any longer. */
+  finish(target: ReuseTarget): void {
+    this.releaseFor(target);
+  }
+
   async save(stream: ContextStream, target: ReuseTarget): Promise<boolean> {
+    try {
+      return await this.saveState(stream, target);
+    } finally {
+      // A waiter needs a state past the one it looked up: the prompt's end (or later) does, a block boundary may not.
+      this.releaseFor(target, streamTokens(stream));
+    }
+  }
+
+  private async saveState(stream: ContextStream, target: ReuseTarget): Promise<boolean> {
     const store = this.storeFor(target.settings, target.cache.shape.blockSize);
     const chain = await streamChain(store.namespace, stream, store.blockSize);
     const link = chain.links[chain.links.length - 1];
