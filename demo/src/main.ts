@@ -25,6 +25,11 @@ interface DemoRunOptions {
   readonly heat?: boolean;
   /** Prompt-lookup speculative decoding (turns the side-by-side full cache off: it decodes token by token). */
   readonly speculate?: boolean;
+  /**
+   * Draft `numSpeculative` tokens every pass instead of the adaptive length (which drafts only where drafts pay,
+   * a timing-dependent choice): what tests use to see drafts on any machine.
+   */
+  readonly fixedSpeculative?: boolean;
   /** Save and restore compressed caches in the browser's storage (turns compare and speculate off). */
   readonly reuse?: boolean;
 }
@@ -152,6 +157,7 @@ function applyOptions(o: DemoRunOptions): void {
   if (o.compare !== undefined) ui.compare.checked = o.compare;
   if (o.heat !== undefined) ui.heat.checked = o.heat;
   if (o.speculate !== undefined) ui.speculate.checked = o.speculate;
+  fixedSpeculative = o.fixedSpeculative === true;
   if (o.reuse !== undefined) ui.reuse.checked = o.reuse;
   syncPolicyControls();
 }
@@ -200,7 +206,7 @@ async function start(): Promise<DemoRunResult> {
       bits,
       compareWithFull: withFull,
       heat: withHeat,
-      ...(speculate ? { speculate: { method: 'ngram' } as const } : {}),
+      ...(speculate ? { speculate: { method: 'ngram', ...(fixedSpeculative ? { adaptive: false } : {}) } as const } : {}),
       ...(reuse ? { store: reuse.states } : {}),
       signal: abort.signal,
       onStep: (s) => {
@@ -236,6 +242,9 @@ async function start(): Promise<DemoRunResult> {
     setBusy(false);
   }
 }
+
+/** Set by `__kvdemo.run({ fixedSpeculative })` for that run. */
+let fixedSpeculative = false;
 
 let store: { states: StoreStates; kind: string; fingerprint: string } | null = null;
 
