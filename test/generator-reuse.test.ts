@@ -103,7 +103,7 @@ describe('Generator: continueFrom and a store of compressed states (stories260K)
     const first = await gen.generate({ ...options, store });
     // Three states saved into one slot: the block boundary and the prompt's end went down to `next`.
     expect(first.report.store?.saved).toBe(3);
-    expect(store.demotions).toBe(2);
+    expect(store.evictions.demoted).toBe(2);
     expect(store.entries()).toHaveLength(1);
     expect((await next.list()).length).toBe(2);
     const again = await gen.generate({ ...options, store });

@@ -114,11 +114,6 @@ export class ResidentStates implements ContextReuse {
   readonly evictions = { ttl: 0, capacity: 0, demoted: 0 };
   private readonly now: () => number;
 
-  /** States handed to `next` for room (`evictions.demoted`). */
-  get demotions(): number {
-    return this.evictions.demoted;
-  }
-
   constructor(private readonly options: ResidentStatesOptions) {
     if (options.seqIds.length === 0) throw new InvalidArgumentError('seqIds', 'must name at least one sequence id for saved states');
     if (options.ttlMs !== undefined && !(options.ttlMs > 0)) throw new InvalidArgumentError('ttlMs', `must be a positive number of milliseconds; got ${options.ttlMs}`);

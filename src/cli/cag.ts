@@ -114,7 +114,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
       speedup: coldTtftMs !== null && warmTtftMs !== null && warmTtftMs > 0 ? coldTtftMs / warmTtftMs : null,
       bytesStored: store ? await store.bytesStored() : 0,
       stats: {
-        ...(residentStore ? { gpu: { entries: residentStore.entries(), demotions: residentStore.demotions } } : {}),
+        ...(residentStore ? { gpu: { entries: residentStore.entries(), demotions: residentStore.evictions.demoted } } : {}),
         ...(opened?.entries ? await opened.entries.stats() : {}),
       },
     };
