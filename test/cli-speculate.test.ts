@@ -15,6 +15,9 @@ describe('generate --speculate', () => {
     expectUsageError(['generate', '--prompt', 'x', '--num-speculative', '4'], /--num-speculative: tunes --speculate; add --speculate ngram or drop it/);
     expectUsageError(['generate', '--prompt', 'x', '--speculate', 'ngram', '--compare'], /--speculate: --compare decodes a second, full cache/);
     expectUsageError(['generate', '--prompt', 'x', '--speculate', 'ngram', '--lookup-min', '3', '--lookup-max', '2'], /--lookup-max: must be at least --lookup-min \(3\); got 2/);
+    expectUsageError(['generate', '--prompt', 'x', '--speculate', 'ngram', '--verify-cost=-1'], /--verify-cost: must be/);
+    expectUsageError(['generate', '--prompt', 'x', '--speculate', 'ngram', '--verify-cost', '0', '--fixed-speculative'], /--verify-cost: tunes the adaptive draft length/);
+    expectUsageError(['cag', '--knowledge', 'k', '--questions', 'q', '--verify-cost', '0'], /--verify-cost: tunes --speculate/);
   });
 
   it('reports forward passes, drafts and acceptance, and prints the same greedy text as without', () => {

@@ -20,7 +20,14 @@ function knowledgeFile(): string {
 interface CagJson {
   knowledgeTokens: number;
   questions: { question: string; answer: string; tokens: number[]; prefillTokens: number; ttftMs: number; hit: boolean }[];
-  summary: { coldTtftMs: number | null; warmTtftMs: number | null; speedup: number | null; bytesStored: number; stats: unknown };
+  summary: {
+    coldTtftMs: number | null;
+    warmTtftMs: number | null;
+    speedup: number | null;
+    bytesStored: number;
+    speculative?: { forwardPasses: number; drafted: number; accepted: number; passesPerToken: number };
+    stats: unknown;
+  };
 }
 
 function cag(args: string[]): CagJson {
@@ -42,7 +49,8 @@ describe('kvcompact cag', () => {
     for (const q of baseline.questions) expect(q.prefillTokens).toBeGreaterThan(baseline.knowledgeTokens);
     expect(baseline.summary).toMatchObject({ warmTtftMs: null, speedup: null, bytesStored: 0 });
 
-    for (const store of [[], ['--store', 'memory'], ['--store', `gpu,dir:${join(dir, 'cag-store')}`]]) {
+    // The last run speculates (fixed draft length: drafts in every pass whatever this machine's timing): same answers.
+    for (const store of [[], ['--store', 'memory'], ['--store', `gpu,dir:${join(dir, 'cag-store')}`], ['--speculate', 'ngram', '--fixed-speculative']]) {
       const reused = cag([...base, ...store]);
       expect(reused.knowledgeTokens).toBe(baseline.knowledgeTokens);
       expect(reused.questions.map((q) => q.question)).toEqual(['Who helped Roxy climb the hill?', 'What did Kitty polish?']);
@@ -58,8 +66,16 @@ describe('kvcompact cag', () => {
       expect(summary.speedup).toBeCloseTo((summary.coldTtftMs ?? 0) / (summary.warmTtftMs ?? 1), 10);
       expect(summary.bytesStored).toBeGreaterThan(0);
       expect(summary.stats).not.toBeNull();
+      if (store.includes('--speculate')) {
+        const answered = reused.questions.reduce((sum, q) => sum + q.tokens.length, 0);
+        expect(summary.speculative?.drafted).toBeGreaterThan(0);
+        expect(summary.speculative?.forwardPasses).toBeLessThanOrEqual(answered);
+        expect(summary.speculative?.passesPerToken).toBeCloseTo((summary.speculative?.forwardPasses ?? 0) / answered, 10);
+      } else {
+        expect(summary.speculative).toBeUndefined();
+      }
     }
-  }, 600_000);
+  }, 900_000);
 
   it('refuses --store with --no-reuse, and a question file with no question', () => {
     const empty = join(dir, 'empty.txt');

@@ -85,6 +85,19 @@ describe('AdaptiveDraftLength', () => {
     expect(paying.next()).toBeGreaterThan(3);
   });
 
+  it('with a known verification cost (a GPU\'s, ≈ 0.02 of a pass) drafts long at once and backs off when drafts miss', () => {
+    const k = new AdaptiveDraftLength(10, 0.9, 0.02);
+    // No probe limit and no timing pass: the cost is given (prior acceptance ½ pays for a few drafts).
+    expect(k.next()).toBeGreaterThan(AdaptiveDraftLength.PROBE_DRAFTS);
+    for (let i = 0; i < 20; i++) k.record(10, 0);
+    expect(k.acceptance).toBeLessThan(0.1);
+    expect(k.next()).toBeLessThanOrEqual(1);
+    for (let i = 0; i < 20; i++) k.record(10, 10);
+    expect(k.next()).toBe(10);
+    expect(() => new AdaptiveDraftLength(10, 0.9, -1)).toThrow(InvalidArgumentError);
+    expect(() => new AdaptiveDraftLength(10, 0.9, Number.NaN)).toThrow(InvalidArgumentError);
+  });
+
   it('takes a plain step to time when every pass so far had drafts', () => {
     const k = new AdaptiveDraftLength(10);
     for (let i = 0; i < 3; i++) k.record(5, 5, 20);

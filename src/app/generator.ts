@@ -1,7 +1,6 @@
 import { PagedKvCache } from '../engine/paged-kv-cache.js';
 import type { FullFormat, Bits } from '../format/layout.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
-import { DecodeCompressor } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
 import type { CompressionReport, MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
@@ -13,12 +12,13 @@ import { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig } from '../mode
 import { GpuLlama } from '../model/gpu-llama.js';
 import { createSampler } from '../model/sampling.js';
 import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
-import { normalizeStream, streamTokens, type ContextSegment, type ContextStream } from '../store/context-stream.js';
+import { normalizeStream, streamTokens, type ContextStream } from '../store/context-stream.js';
 import { agreementOf, headBlocks, keptPerHead } from './cache-views.js';
 import { CacheSwitch } from './cache-switch.js';
-import { cacheStateSettings, replayStream, splitLastPrefill, streamRest } from './context-replay.js';
-import { ResidentStates, type ResidentStatesOptions, type ContextReuse, type ReuseHit, type ReuseTarget } from './context-reuse.js';
-import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationReport, GenerationStoreReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
+import { cacheStateSettings } from './context-replay.js';
+import { startGeneration } from './generation-start.js';
+import { ResidentStates, type ResidentStatesOptions, type ContextReuse } from './context-reuse.js';
+import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
 import { HeatReader } from './heat.js';
 import type { SpeculateOptions } from './speculative-decoder.js';
 import { generateSpeculatively } from './speculative-generation.js';
@@ -94,13 +94,13 @@ export interface GenerateOptions {
    * (a knowledge text). It is replayed as it was built (prefill in one pass, decode token by token under the
    * decode schedule, compress explicitly) before the prompt, which is then encoded without BOS and prefilled.
    * With a `store`, the longest saved state of the history and prompt is restored instead of recomputed. Not with
-   * compareWithFull or speculate.
+   * compareWithFull (speculate goes on from a restored state too).
    */
   readonly continueFrom?: ContextStream;
   /**
    * Saved compressed states to reuse: looked up before the prefill (only the rest is computed), saved after the
    * prompt's prefill, at the end of each segment of `continueFrom` it computes, and at the end. Not with
-   * compareWithFull or speculate.
+   * compareWithFull.
    */
   readonly store?: ContextReuse;
 }
@@ -262,8 +262,8 @@ export class Generator {
       throw new InvalidArgumentError('speculate', 'compareWithFull decodes a second cache token by token beside this one; use one or the other');
     }
     const reuse = options.continueFrom !== undefined ? 'continueFrom' : options.store !== undefined ? 'store' : null;
-    if (reuse !== null && (options.compareWithFull === true || options.speculate)) {
-      throw new InvalidArgumentError(reuse, 'goes on from a compressed state alone: not with compareWithFull or speculate');
+    if (reuse !== null && options.compareWithFull === true) {
+      throw new InvalidArgumentError(reuse, 'goes on from a compressed state alone: not with compareWithFull');
     }
     this.busy = true;
     const cache = this.cacheFor(opts.bits);
@@ -302,31 +302,14 @@ export class Generator {
     // Same seed: the free-running full cache draws the same random numbers, so the texts match until the logits differ.
     const sampleFull = createSampler(sampler);
     const compressing = opts.schedule !== null;
-    const decode = opts.schedule ? new DecodeCompressor(cache, opts.schedule) : null;
     const heatReader = options.heat ? new HeatReader() : null;
-
-    const stream: ContextSegment[] = normalizeStream([...(options.continueFrom ?? []), { kind: 'prefill', tokens: promptTokens }]);
-    const target: ReuseTarget = { cache, seqId: SEQ_COMPRESSED, decode, settings: this.stateSettings(opts) };
+    const stream = normalizeStream([...(options.continueFrom ?? []), { kind: 'prefill', tokens: promptTokens }]);
     const { store } = options;
-    let hit: ReuseHit | null = null;
-    let saved = 0;
-    if (store) {
-      // The sequence generate() added is empty: a hit forks or imports into a fresh one.
-      await cache.freeSequence(SEQ_COMPRESSED);
-      // Below the whole stream: a state covering every token would leave none to forward for the first logits.
-      hit = await store.restore(stream, streamTokens(stream), target);
-      if (!hit) cache.addSequence(SEQ_COMPRESSED);
-    }
-    const done = hit?.segmentsUpTo ?? [];
-    const rest = hit ? streamRest(stream, done) : stream;
-    const blockSize = cache.shape.blockSize;
-    const replayed = await replayStream({ model: this.model, cache, seqId: SEQ_COMPRESSED, decode }, store ? splitLastPrefill(rest, streamTokens(done), blockSize) : rest, store
-      ? async (upTo) => {
-          if (await store.save([...done, ...upTo], target)) saved++;
-        }
-      : undefined);
-    if (replayed.logits === null) throw new KvCompactError('internal: a generation stream forwarded no token');
-    let logits = replayed.logits;
+    const start = await startGeneration({
+      model: this.model, cache, seqId: SEQ_COMPRESSED, schedule: opts.schedule, stream, settings: this.stateSettings(opts), ...(store ? { store } : {}),
+    });
+    const { decode } = start;
+    let logits = start.logits;
     // Before the texts diverge the free-running full sequence has the compressed run's context: it is the teacher.
     let fullLogits = compare ? await this.model.forward(SEQ_FULL, promptTokens) : null;
     let teacherLogits = fullLogits;
@@ -348,7 +331,7 @@ export class Generator {
       if (step === 0) {
         ttftMs = performance.now() - started;
         // The prompt's end: the state the next request with this prompt (or a longer one) starts from.
-        if (store && (await store.save(stream, target))) saved++;
+        await start.save(stream);
       }
       const piece = this.tokenizer.decode(prev, token);
       tokens.push(token);
@@ -413,18 +396,8 @@ export class Generator {
 
     // The last sampled token is not in the cache: it would be forwarded by the next step.
     const context = normalizeStream([...stream, { kind: 'decode', tokens: tokens.slice(0, -1) }]);
-    if (store && (await store.save(context, target))) saved++;
-    const totalTokens = streamTokens(stream);
-    const storeReport: GenerationStoreReport | null = store
-      ? {
-          hit: hit !== null,
-          hitTokens: hit?.tokens ?? 0,
-          promptTokens: totalTokens,
-          prefillTokens: totalTokens - (hit?.tokens ?? 0),
-          restoreMs: hit?.restoreMs ?? 0,
-          saved,
-        }
-      : null;
+    await start.save(context);
+    const storeReport = start.storeReport();
     const memory = this.memory(cache);
     const milliseconds = performance.now() - started;
     const n = tokens.length;
@@ -465,9 +438,28 @@ export class Generator {
 
   private async runSpeculative(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, speculate: SpeculateOptions, promptTokens: number[]): Promise<GenerateResult> {
     const started = performance.now();
+    const stream = normalizeStream([...(options.continueFrom ?? []), { kind: 'prefill', tokens: promptTokens }]);
+    const { store } = options;
+    const start = await startGeneration({
+      model: this.model, cache, seqId: SEQ_COMPRESSED, schedule: opts.schedule, stream, settings: this.stateSettings(opts), ...(store ? { store } : {}),
+    });
     const view = { memory: () => this.memory(cache), keptPerHead: () => this.keptPerHead(cache), blocks: () => this.blocks(cache) };
     const run = { cache, model: this.model, tokenizer: this.tokenizer, seqId: SEQ_COMPRESSED, view };
-    const { text, tokens, speculative, decode } = await generateSpeculatively(run, opts.schedule, options, speculate, promptTokens);
+    const { decode } = start;
+    // Drafts come from the history too: a question over a knowledge text quotes it.
+    const contextTokens = stream.flatMap((segment) => (segment.kind === 'compress' ? [] : [...segment.tokens]));
+    const replayedMs = performance.now() - started;
+    const { text, tokens, speculative, firstTokenMs } = await generateSpeculatively(
+      run,
+      { contextTokens, logits: start.logits, decode, afterFirstToken: () => start.save(stream) },
+      options,
+      speculate,
+    );
+    // Speculation leaves the state one-token decoding would (same tokens, same compressions): a later request may
+    // go on from it.
+    const context = normalizeStream([...stream, { kind: 'decode', tokens: tokens.slice(0, -1) }]);
+    await start.save(context);
+    const storeReport = start.storeReport();
     const memory = this.memory(cache);
     const milliseconds = performance.now() - started;
     const report: GenerationReport = {
@@ -475,9 +467,10 @@ export class Generator {
       promptTokens: promptTokens.length, generatedTokens: tokens.length, cachedTokens: memory.tokens,
       bytesFull: memory.bytesFull, bytesCompressed: memory.bytesCompressed, ratio: memory.ratio, keptPerHead: this.keptPerHead(cache),
       compressions: decode?.reports.length ?? 0, lastCompression: decode?.reports[decode.reports.length - 1] ?? null,
-      milliseconds, tokensPerSecond: (tokens.length * 1000) / Math.max(1, milliseconds), speculative,
+      milliseconds, tokensPerSecond: (tokens.length * 1000) / Math.max(1, milliseconds),
+      ttftMs: replayedMs + firstTokenMs,
+      speculative, ...(storeReport ? { store: storeReport } : {}),
     };
-    const context = normalizeStream([{ kind: 'prefill', tokens: promptTokens }, { kind: 'decode', tokens: tokens.slice(0, -1) }]);
     return { text, tokens, promptTokens, report, context };
   }
 

@@ -23,6 +23,11 @@ export interface SpeculateOptions extends PromptLookupOptions {
    * AdaptiveDraftLength); false always drafts up to numSpeculative.
    */
   readonly adaptive?: boolean;
+  /**
+   * With the adaptive length: the cost of one more verified token in one-token passes, where it is known (≈ 0 on a
+   * real GPU, where a short verification costs about one decode step); by default it is measured from the passes.
+   */
+  readonly verifyCost?: number;
 }
 
 /**
@@ -81,8 +86,16 @@ export interface SpeculativePass {
  * ```
  */
 export interface SpeculativeDecodeOptions {
-  /** BOS and the prompt's ids; prefilled in one pass. */
+  /**
+   * BOS and the prompt's ids, prefilled in one pass; with `started`, every id already in the cache (history and
+   * prompt), where drafts are looked up.
+   */
   readonly promptTokens: readonly number[];
+  /**
+   * The logits after `promptTokens` when the caller put them in the cache (a restored or replayed state, with the
+   * decode compressor already past them): no prefill pass runs, and the pass that computed them counts as the first.
+   */
+  readonly started?: { readonly logits: Float32Array };
   /** Tokens to generate. */
   readonly steps: number;
   readonly speculate: SpeculateOptions;
@@ -120,7 +133,7 @@ export async function speculativeDecode(
   if (promptTokens.length === 0) throw new InvalidArgumentError('promptTokens', 'need at least BOS');
   const lookup = new PromptLookup(speculate);
   const { numSpeculative } = lookup.options;
-  const draftLength = speculate.adaptive === false ? null : new AdaptiveDraftLength(numSpeculative);
+  const draftLength = speculate.adaptive === false ? null : new AdaptiveDraftLength(numSpeculative, undefined, speculate.verifyCost);
   const sampling = { temperature: options.sampling.temperature, topP: options.sampling.topP ?? 0.9 };
   const rng = mulberry32(options.sampling.seed ?? 42);
   const decode = options.decode ?? null;
@@ -144,9 +157,14 @@ export async function speculativeDecode(
   };
 
   lookup.push(promptTokens);
-  const prefill = await target.forward(promptTokens, false);
+  let prefill: Float32Array[];
+  if (options.started) {
+    prefill = [options.started.logits];
+  } else {
+    prefill = await target.forward(promptTokens, false);
+    decode?.compressor.prefilled(promptTokens.length);
+  }
   passes++;
-  decode?.compressor.prefilled(promptTokens.length);
   const first = emit(verifyDrafts(prefill, [], sampling, rng).tokens);
   await options.onPass?.({ tokens: first, drafted: 0, accepted: 0, compression: null });
 

@@ -1,5 +1,4 @@
-import type { DecodeSchedule } from '../compress/decode-schedule.js';
-import { DecodeCompressor } from '../compress/decode-compression.js';
+import type { DecodeCompressor } from '../compress/decode-compression.js';
 import type { CompressionReport } from '../compress/options.js';
 import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 import type { GpuLlama } from '../model/gpu-llama.js';
@@ -45,24 +44,38 @@ export interface SpeculativeGenerationOptions<Memory, Blocks> {
 }
 
 /**
- * `Generator.generate` with `speculate`: {@link speculativeDecode} on the GPU model and paged cache, with the
- * generator's decode schedule, token callbacks and step snapshots (one per emitted token; a pass's compression
- * shows on its first token). Returns the text, the ids, the speculation report and the decode compressor.
+ * Where a speculative generation starts: the history and prompt already in the cache (see `startGeneration`),
+ * their ids (drafts are looked up in all of them), the logits after them and the decode compressor past them.
+ */
+export interface SpeculativeStart {
+  readonly contextTokens: readonly number[];
+  readonly logits: Float32Array;
+  readonly decode: DecodeCompressor | null;
+  /** Awaited once the first token is out (where the generator saves the prompt's state). */
+  readonly afterFirstToken?: () => Promise<void>;
+}
+
+/**
+ * `Generator.generate` with `speculate`: {@link speculativeDecode} on the GPU model and paged cache, from a started
+ * generation, with the generator's decode schedule, token callbacks and step snapshots (one per emitted token; a
+ * pass's compression shows on its first token). Returns the text, the ids, the speculation report and when the
+ * first token was out (ms after the call).
  *
  * @example
  * ```ts
- * const { text, tokens, speculative } = await generateSpeculatively(run, schedule, options, { method: 'ngram' }, promptTokens);
+ * const { text, tokens, speculative } = await generateSpeculatively(run, { contextTokens, logits, decode }, options, { method: 'ngram' });
  * ```
  */
 export async function generateSpeculatively<Memory, Blocks>(
   run: SpeculativeRun<Memory, Blocks>,
-  schedule: DecodeSchedule | null,
+  start: SpeculativeStart,
   options: SpeculativeGenerationOptions<Memory, Blocks>,
   speculate: SpeculateOptions,
-  promptTokens: number[],
-): Promise<{ text: string; tokens: number[]; speculative: SpeculativeReport; decode: DecodeCompressor | null }> {
+): Promise<{ text: string; tokens: number[]; speculative: SpeculativeReport; firstTokenMs: number }> {
   const { cache, model, tokenizer, seqId, view } = run;
-  const decode = schedule ? new DecodeCompressor(cache, schedule) : null;
+  const { decode, contextTokens } = start;
+  const called = performance.now();
+  let firstTokenMs = 0;
   const heatReader = options.heat ? new HeatReader() : null;
   const vocabSize = model.config.vocabSize;
   const target: SpeculationTarget = {
@@ -77,9 +90,10 @@ export async function generateSpeculatively<Memory, Blocks>(
   let text = '';
   let step = 0;
   let passes = 0;
-  let prev = promptTokens[promptTokens.length - 1] ?? BOS_ID;
+  let prev = contextTokens[contextTokens.length - 1] ?? BOS_ID;
   const { tokens, report } = await speculativeDecode(target, {
-    promptTokens,
+    promptTokens: contextTokens,
+    started: { logits: start.logits },
     steps: options.steps,
     speculate,
     sampling: { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9, seed: options.seed ?? 42 },
@@ -90,6 +104,10 @@ export async function generateSpeculatively<Memory, Blocks>(
       // A rollback removes positions the heat reader would otherwise extend on the host.
       if (pass.compression || pass.drafted > 0) heatReader?.invalidate();
       passes++;
+      if (passes === 1) {
+        firstTokenMs = performance.now() - called;
+        await start.afterFirstToken?.();
+      }
       for (const [i, token] of pass.tokens.entries()) {
         const piece = tokenizer.decode(prev, token);
         prev = token;
@@ -115,5 +133,5 @@ export async function generateSpeculatively<Memory, Blocks>(
       }
     },
   });
-  return { text, tokens, speculative: report, decode };
+  return { text, tokens, speculative: report, firstTokenMs };
 }

@@ -1,13 +1,14 @@
 import { readFile } from 'node:fs/promises';
 import { ResidentStates, type ContextReuse } from '../app/context-reuse.js';
 import type { GenerateOptions } from '../app/generator.js';
+import type { SpeculativeReport } from '../app/speculative-decoder.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import type { Bits } from '../format/layout.js';
 import { streamTokens } from '../store/context-stream.js';
 import { ADAPTER_FLAG, adapterFlag, choiceFlag, type CommandSpec, integerFlag, parseFlags, printUsage } from './flags.js';
-import { openGenerator } from './generate.js';
+import { openGenerator, SPECULATE_FLAGS, speculateFlags } from './generate.js';
 import { GPU_TIER_STATES, splitGpuTier, STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 const CAG_FLAGS = {
@@ -20,6 +21,7 @@ const CAG_FLAGS = {
   'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')} (default uniform)` },
   steps: { type: 'string', value: 'N', help: 'tokens per answer (default 32)' },
   'no-reuse': { type: 'boolean', help: 'recompute the knowledge for every question (the baseline)' },
+  ...SPECULATE_FLAGS,
   model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
   tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
   json: { type: 'boolean', help: 'print { knowledgeTokens, questions, summary } as JSON' },
@@ -51,10 +53,31 @@ function median(values: readonly number[]): number | null {
   return sorted.length % 2 === 1 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
+/** Speculation over every answer: passes (each answer's first included), drafts, and passes per generated token. */
+function speculationTotals(answers: ReadonlyArray<{ readonly tokens: readonly number[]; readonly speculative?: SpeculativeReport }>): {
+  forwardPasses: number;
+  drafted: number;
+  accepted: number;
+  passesPerToken: number;
+} {
+  let forwardPasses = 0;
+  let drafted = 0;
+  let accepted = 0;
+  let tokens = 0;
+  for (const answer of answers) {
+    forwardPasses += answer.speculative?.forwardPasses ?? 0;
+    drafted += answer.speculative?.drafted ?? 0;
+    accepted += answer.speculative?.accepted ?? 0;
+    tokens += answer.tokens.length;
+  }
+  return { forwardPasses, drafted, accepted, passesPerToken: tokens > 0 ? forwardPasses / tokens : 0 };
+}
+
 /**
  * `kvcompact cag`: answers each question of `--questions` after the knowledge; prints the answers and TTFT, or
- * `{ knowledgeTokens, questions: [{ question, answer, tokens, prefillTokens, ttftMs, hit }], summary: { coldTtftMs,
- * warmTtftMs, speedup, bytesStored, stats } }` with --json.
+ * `{ knowledgeTokens, questions: [{ question, answer, tokens, prefillTokens, ttftMs, milliseconds, hit, speculative? }], summary: {
+ * coldTtftMs, warmTtftMs, speedup, bytesStored, speculative?, stats } }` with --json (speculative with --speculate:
+ * drafts are looked up in the knowledge and the question too).
  *
  * @example
  * ```ts
@@ -76,6 +99,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
     bits: (policy === 'full' ? 16 : Number(choiceFlag('--bits', values.bits, ['16', '8', '4', '2'], '16'))) as Bits,
     budgetMode: choiceFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, 'uniform') as BudgetMode,
   };
+  const speculate = speculateFlags(values);
   adapterFlag(values.adapter);
   const knowledgeText = await readFile(values.knowledge, 'utf8');
   const questions = (await readFile(values.questions, 'utf8')).split(/\r?\n/).map((line) => line.trim()).filter((line) => line !== '');
@@ -94,7 +118,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
     const knowledgeTokens = streamTokens(knowledge);
     const answers = [];
     for (const question of questions) {
-      const result = await generator.generate({ ...options, prompt: question, continueFrom: knowledge, ...(store ? { store } : {}) });
+      const result = await generator.generate({ ...options, prompt: question, continueFrom: knowledge, ...(store ? { store } : {}), ...(speculate ? { speculate } : {}) });
       const s = result.report.store;
       answers.push({
         question,
@@ -102,7 +126,9 @@ export async function cagCommand(argv: string[]): Promise<number> {
         tokens: result.tokens,
         prefillTokens: s?.prefillTokens ?? knowledgeTokens + result.promptTokens.length,
         ttftMs: result.report.ttftMs ?? result.report.milliseconds,
+        milliseconds: result.report.milliseconds,
         hit: s?.hit ?? false,
+        ...(result.report.speculative ? { speculative: result.report.speculative } : {}),
       });
       if (!values.json) process.stdout.write(`Q: ${question}\nA:${result.text}\n   (${answers.at(-1)?.hit ? 'hit' : 'miss'}, ${answers.at(-1)?.prefillTokens} tokens prefilled, first token after ${answers.at(-1)?.ttftMs.toFixed(1)} ms)\n\n`);
     }
@@ -113,6 +139,7 @@ export async function cagCommand(argv: string[]): Promise<number> {
       warmTtftMs,
       speedup: coldTtftMs !== null && warmTtftMs !== null && warmTtftMs > 0 ? coldTtftMs / warmTtftMs : null,
       bytesStored: store ? await store.bytesStored() : 0,
+      ...(speculate ? { speculative: speculationTotals(answers) } : {}),
       stats: {
         ...(residentStore ? { gpu: { entries: residentStore.entries(), demotions: residentStore.evictions.demoted } } : {}),
         ...(opened?.entries ? await opened.entries.stats() : {}),
@@ -123,6 +150,8 @@ export async function cagCommand(argv: string[]): Promise<number> {
     } else {
       const warm = summary.warmTtftMs === null ? 'no hits' : `${summary.warmTtftMs.toFixed(1)} ms warm (${summary.speedup?.toFixed(2)}× faster)`;
       process.stdout.write(`knowledge: ${knowledgeTokens} tokens; first token: ${summary.coldTtftMs?.toFixed(1) ?? '–'} ms cold, ${warm}; ${summary.bytesStored} bytes stored\n`);
+      const spec = summary.speculative;
+      if (spec) process.stdout.write(`speculation: ${spec.forwardPasses} forward passes (${spec.passesPerToken.toFixed(2)} per token); ${spec.accepted} of ${spec.drafted} drafts accepted\n`);
     }
     return 0;
   } finally {

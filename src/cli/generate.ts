@@ -22,6 +22,23 @@ import { openCliGpu } from './gpu.js';
 import { GPU_TIER_STATES, splitGpuTier, STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 /**
+ * The speculative decoding flags `generate`, `demo` and `cag` share.
+ *
+ * @example
+ * ```ts
+ * const speculate = speculateFlags({ speculate: 'ngram', 'num-speculative': '6' });
+ * ```
+ */
+export const SPECULATE_FLAGS = {
+  speculate: { type: 'string', value: 'ngram', help: 'speculative decoding by prompt lookup: drafts verified in one pass (greedy output unchanged)' },
+  'num-speculative': { type: 'string', value: 'K', help: 'with --speculate: the most draft tokens per pass (default 10)' },
+  'lookup-max': { type: 'string', value: 'N', help: 'with --speculate: longest n-gram looked up (default 3)' },
+  'lookup-min': { type: 'string', value: 'N', help: 'with --speculate: shortest n-gram looked up (default 1)' },
+  'fixed-speculative': { type: 'boolean', help: 'with --speculate: always draft --num-speculative, not what measured acceptance and pass cost favour' },
+  'verify-cost': { type: 'string', value: 'C', help: 'with --speculate: cost of one more verified token in one-token passes (≈0 on a real GPU; default measured)' },
+} as const satisfies FlagTable;
+
+/**
  * The flags `generate` and `demo` share (their defaults differ: see each command's help).
  *
  * @example
@@ -38,11 +55,7 @@ export const GENERATION_FLAGS = {
   'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')}` },
   merge: { type: 'string', value: 'M', help: `what evicted tokens become: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none)` },
   compare: { type: 'boolean', help: 'also run a full cache: top-1 agreement, perplexity, KL' },
-  speculate: { type: 'string', value: 'ngram', help: 'speculative decoding by prompt lookup: drafts verified in one pass (greedy output unchanged)' },
-  'num-speculative': { type: 'string', value: 'K', help: 'with --speculate: the most draft tokens per pass (default 10)' },
-  'lookup-max': { type: 'string', value: 'N', help: 'with --speculate: longest n-gram looked up (default 3)' },
-  'lookup-min': { type: 'string', value: 'N', help: 'with --speculate: shortest n-gram looked up (default 1)' },
-  'fixed-speculative': { type: 'boolean', help: 'with --speculate: always draft --num-speculative, not what measured acceptance and pass cost favour' },
+  ...SPECULATE_FLAGS,
   temperature: { type: 'string', value: 'T', help: 'sampling temperature, 0 = greedy (default 0)' },
   'top-p': { type: 'string', value: 'P', help: 'nucleus sampling mass in (0, 1] (default 0.9)' },
   seed: { type: 'string', value: 'S', help: 'random seed (default 42)' },
@@ -164,9 +177,16 @@ export function parseGenerationFlags<T extends typeof GENERATION_FLAGS>(
   return { options: speculate ? { ...options, speculate } : options, values: all as FlagValues<T> & GenerationFlagValues };
 }
 
-/** The speculation flags as SpeculateOptions, or null without --speculate (the tuning flags then mean nothing). */
-function speculateFlags(values: GenerationFlagValues): SpeculateOptions | null {
-  const tuning = (['num-speculative', 'lookup-max', 'lookup-min', 'fixed-speculative'] as const).find((flag) => values[flag] !== undefined);
+/**
+ * The speculation flags as SpeculateOptions, or null without --speculate (the tuning flags then mean nothing).
+ *
+ * @example
+ * ```ts
+ * speculateFlags({ speculate: 'ngram' }); // { method: 'ngram', numSpeculative: 10, lookupMax: 3, lookupMin: 1 }
+ * ```
+ */
+export function speculateFlags(values: FlagValues<typeof SPECULATE_FLAGS>): SpeculateOptions | null {
+  const tuning = (['num-speculative', 'lookup-max', 'lookup-min', 'fixed-speculative', 'verify-cost'] as const).find((flag) => values[flag] !== undefined);
   if (values.speculate === undefined) {
     if (tuning !== undefined) throw new UsageError(`--${tuning}`, 'tunes --speculate; add --speculate ngram or drop it');
     return null;
@@ -176,7 +196,13 @@ function speculateFlags(values: GenerationFlagValues): SpeculateOptions | null {
   const lookupMax = integerFlag('--lookup-max', values['lookup-max'], Math.max(3, lookupMin), { min: 1 });
   if (lookupMax < lookupMin) throw new UsageError('--lookup-max', `must be at least --lookup-min (${lookupMin}); got ${lookupMax}`);
   const numSpeculative = integerFlag('--num-speculative', values['num-speculative'], 10, { min: 1 });
-  return { method: 'ngram', numSpeculative, lookupMax, lookupMin, ...(values['fixed-speculative'] ? { adaptive: false } : {}) };
+  if (values['fixed-speculative'] && values['verify-cost'] !== undefined) throw new UsageError('--verify-cost', 'tunes the adaptive draft length; drop it or --fixed-speculative');
+  const verifyCost = values['verify-cost'] === undefined ? undefined : numberFlag('--verify-cost', values['verify-cost'], 0, { min: 0 });
+  return {
+    method: 'ngram', numSpeculative, lookupMax, lookupMin,
+    ...(values['fixed-speculative'] ? { adaptive: false } : {}),
+    ...(verifyCost !== undefined ? { verifyCost } : {}),
+  };
 }
 
 /**
@@ -292,8 +318,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
   if (parsed === 'help') return printUsage(GENERATE_COMMAND);
   const { options, values } = parsed;
   if (values.prompt === undefined) throw new UsageError('--prompt', 'is required (an empty string lets the model start)');
-  if (values.store !== undefined && (options.speculate || options.compareWithFull)) {
-    throw new UsageError('--store', `goes on from a saved compressed state alone; drop ${options.speculate ? '--speculate' : '--compare'} or --store`);
+  if (values.store !== undefined && options.compareWithFull) {
+    throw new UsageError('--store', 'goes on from a saved compressed state alone; drop --compare or --store');
   }
   const { generator, modelPath, destroy } = await openGenerator(values, options, splitGpuTier(values.store).gpu ? { residentStates: GPU_TIER_STATES } : {});
   let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;

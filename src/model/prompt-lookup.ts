@@ -143,12 +143,20 @@ export class AdaptiveDraftLength {
   /** Passes with drafts since the last plain one while no plain pass was timed. */
   #untimed = 0;
 
+  /**
+   * @param verifyCost The marginal cost of a verified token in one-token passes, when the caller knows it (a real
+   * GPU's short verification costs about one decode step: ≈ 0); undefined measures it from the passes' timings.
+   */
   constructor(
     readonly max: number,
     readonly decay = 0.9,
+    readonly verifyCost?: number,
   ) {
     if (!Number.isInteger(max) || max < 1) throw new InvalidArgumentError('max', `must be an integer ≥ 1; got ${max}`);
     if (!(decay > 0 && decay < 1)) throw new InvalidArgumentError('decay', `must be in (0, 1); got ${decay}`);
+    if (verifyCost !== undefined && !(Number.isFinite(verifyCost) && verifyCost >= 0)) {
+      throw new InvalidArgumentError('verifyCost', `must be a finite number ≥ 0 (one-token passes per verified token); got ${verifyCost}`);
+    }
   }
 
   /** The estimated probability that a draft is accepted, given the ones before it were. */
@@ -158,16 +166,18 @@ export class AdaptiveDraftLength {
 
   /** The measured marginal cost of a verified token in one-token passes (0 until measured). */
   get marginalCost(): number {
+    if (this.verifyCost !== undefined) return this.verifyCost;
     return this.#plainMs !== null && this.#extraMs !== null && this.#plainMs > 0 ? this.#extraMs / this.#plainMs : 0;
   }
 
   /** Drafts to propose for the next pass (0: a plain step). */
   next(): number {
     // Without a timed one-token pass the marginal cost is unknown: take one to measure it.
-    if (this.#plainMs === null && this.#untimed >= 3) return 0;
+    const known = this.verifyCost !== undefined;
+    if (!known && this.#plainMs === null && this.#untimed >= 3) return 0;
     const alpha = Math.min(this.acceptance, 0.999);
     const rho = this.marginalCost;
-    const limit = this.#extraMs === null ? Math.min(this.max, AdaptiveDraftLength.PROBE_DRAFTS) : this.max;
+    const limit = !known && this.#extraMs === null ? Math.min(this.max, AdaptiveDraftLength.PROBE_DRAFTS) : this.max;
     let best = 0;
     let bestRate = 1;
     for (let k = 1; k <= limit; k++) {
