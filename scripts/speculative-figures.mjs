@@ -6,7 +6,9 @@
 // on a shared machine the minimum is the estimate least disturbed by other work.
 //
 //   node scripts/speculative-figures.mjs [--steps 128] [--repeat 3] [--fixed (draft --num-speculative every pass)] [-- extra generate flags, e.g. --policy h2o --budget 32 --bits 4]
-//   node scripts/speculative-figures.mjs --in-process [--steps 128] [--repeat 3] [--fixed]
+//   node scripts/speculative-figures.mjs --in-process [--steps 128] [--repeat 3] [--fixed | --verify-cost C]
+// --verify-cost C gives the adaptive length the cost of a verified token (in one-token passes) instead of measuring
+// it: 0.02 is about a real GPU's, where a short verification pass costs what a decode step does.
 // --in-process runs one Generator in this process (full cache) and warms both modes on every prompt first, so the
 // first use of each pipeline (≈ 0.2 s per pipeline on SwiftShader: a one-token prompt never compiles the
 // multi-token pipelines that verification needs) is not timed: the steady state a server sees.
@@ -27,6 +29,7 @@ const flag = (name, fallback) => {
 const steps = flag('--steps', 128);
 const repeat = flag('--repeat', 3);
 const fixed = own.includes('--fixed');
+const verifyCost = own.includes('--verify-cost') ? flag('--verify-cost', 0) : null;
 const inProcess = own.includes('--in-process');
 let generator = null;
 if (inProcess) {
@@ -51,20 +54,20 @@ const workloads = [
 ];
 
 async function generateInProcess(prompt, speculate) {
-  const speculateOptions = { method: 'ngram', ...(fixed ? { adaptive: false } : {}) };
+  const speculateOptions = { method: 'ngram', ...(fixed ? { adaptive: false } : {}), ...(verifyCost !== null ? { verifyCost } : {}) };
   return generator.generate({ prompt, steps, policy: 'full', ...(speculate ? { speculate: speculateOptions } : {}) });
 }
 
 async function generate(prompt, speculate) {
   if (inProcess) return generateInProcess(prompt, speculate);
-  const argv = [join(root, 'dist', 'cli.js'), 'generate', '--json', '--prompt', prompt, '--steps', String(steps), ...extra, ...(speculate ? ['--speculate', 'ngram', ...(fixed ? ['--fixed-speculative'] : [])] : [])];
+  const argv = [join(root, 'dist', 'cli.js'), 'generate', '--json', '--prompt', prompt, '--steps', String(steps), ...extra, ...(speculate ? ['--speculate', 'ngram', ...(fixed ? ['--fixed-speculative'] : []), ...(verifyCost !== null ? ['--verify-cost', String(verifyCost)] : [])] : [])];
   const run = spawnSync(process.execPath, argv, { encoding: 'utf8', env: process.env, maxBuffer: 1 << 26 });
   if (run.status !== 0) throw new Error(`generate failed (${run.status}): ${run.stderr}`);
   return JSON.parse(run.stdout);
 }
 
 const best = (xs) => Math.min(...xs);
-console.log(`stories260K, ${steps} tokens per prompt, generate ${inProcess ? '(in process, warmed up, full cache)' : extra.join(' ')} --speculate ngram${fixed ? ' --fixed-speculative' : ''}; wall clock: best of ${repeat} interleaved runs`);
+console.log(`stories260K, ${steps} tokens per prompt, generate ${inProcess ? '(in process, warmed up, full cache)' : extra.join(' ')} --speculate ngram${fixed ? ' --fixed-speculative' : ''}${verifyCost !== null ? ` --verify-cost ${verifyCost}` : ''}; wall clock: best of ${repeat} interleaved runs`);
 console.log('workload | prompts | passes/token (plain → speculative) | tokens/pass | drafts accepted | wall clock plain → speculative | speedup');
 for (const workload of workloads) {
   let plainMs = 0;
