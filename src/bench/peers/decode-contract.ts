@@ -84,6 +84,37 @@ export interface DecodePeersResult {
   readonly skipped: readonly DecodePeerSkip[];
 }
 
+/** The page's decode settings (PeersConfig.decodeContexts and its timing). */
+export interface DecodePageConfig {
+  readonly contexts: readonly number[];
+  readonly warmup: number;
+  readonly runs: number;
+}
+
+/** What onnxruntime-web ran on: its version, and the adapter and features of the device its WebGPU provider made. */
+export interface OrtReport {
+  readonly version: string;
+  readonly webgpuAdapter: string;
+  readonly webgpuFeatures: readonly string[];
+}
+
+/**
+ * What the page's decode half hands back: rows without ratios (the driver adds the Node rows, then ratios).
+ */
+export interface DecodePageResult {
+  readonly rows: readonly Omit<DecodePeerRow, 'ratio'>[];
+  readonly checks: readonly DecodePeerCheck[];
+  readonly skipped: readonly DecodePeerSkip[];
+  readonly ort: OrtReport;
+}
+
+/**
+ * The decode section of the report: every row with its ratio, and what ORT ran on.
+ */
+export interface DecodePeersReport extends DecodePeersResult {
+  readonly ort: OrtReport;
+}
+
 /**
  * Outputs are compared with the reference's (f64 sums over the same f16-exact values) as max |Δ| over all heads
  * and channels; outputs are convex mixes of values in (−2, 2), so an absolute bound is the meaningful one.

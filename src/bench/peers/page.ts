@@ -14,6 +14,7 @@ import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../..
 import { randomFloats } from '../fixture.js';
 import { median } from '../stats.js';
 import { checkQuant, checkScores, quantFromBlocks, quantFromGpuJs } from './checks.js';
+import { runDecodePage } from './decode-page.js';
 import {
   PEERS_SHAPE as S,
   peerShape,
@@ -398,10 +399,26 @@ async function runPeersPage(config: PeersConfig): Promise<PeersPageResult> {
       rows.push(...result.rows);
       checks.push(...result.checks);
     }
-    const gpujsKernel = [...kernelNames].join(', ') || 'unknown';
+    const gpujsKernel = [...kernelNames].join(', ') || (config.sizes.length === 0 ? 'not run' : 'unknown');
     // gpu.js falls back to other backends silently; a comparison that did not run on WebGL2 is no comparison.
-    if (gpujsKernel !== 'WebGL2Kernel') throw new Error(`gpu.js kernels ran as ${gpujsKernel}, not WebGL2Kernel`);
+    if (config.sizes.length > 0 && gpujsKernel !== 'WebGL2Kernel') {
+      throw new Error(`gpu.js kernels ran as ${gpujsKernel}, not WebGL2Kernel`);
+    }
+    const decodeContexts = config.decodeContexts ?? [];
+    const decode =
+      decodeContexts.length > 0
+        ? await runDecodePage(
+            gpu,
+            {
+              contexts: decodeContexts,
+              warmup: config.checkOnly ? 0 : config.warmup,
+              runs: config.checkOnly ? 0 : (config.decodeRuns ?? config.runs),
+            },
+            new URL('./ort/', location.href).href,
+          )
+        : undefined;
     return {
+      ...(decode ? { decode } : {}),
       userAgent: navigator.userAgent,
       adapter: gpu.adapter,
       webgl: { renderer: webglRenderer(), gpujsKernel },
