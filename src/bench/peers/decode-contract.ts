@@ -17,13 +17,16 @@ export const DECODE_PEER_SHAPE = { nHeads: 32, kvHeads: 8, headDim: 128, blockSi
 /**
  * The engines. kvcompact-paged-attention is the previous one-pass kernel (src/kernels/cache/paged-attention.ts),
  * kvcompact-flash-decode the split-context one (flash-decode.ts); onnxruntime-web-webgpu is ORT's WebGPU execution
- * provider running one com.microsoft GroupQueryAttention node, onnxruntime-web-wasm the same model on its CPU
+ * provider running one com.microsoft GroupQueryAttention node with its past and present KV in one shared buffer
+ * (onnxruntime-web-webgpu-concat: separate present outputs, so the node first copies the past into them),
+ * onnxruntime-web-wasm the same model on its CPU
  * (WebAssembly) provider, ts-reference src/attention/reference-attention.ts.
  */
 export type DecodeEngine =
   | 'kvcompact-paged-attention'
   | 'kvcompact-flash-decode'
   | 'onnxruntime-web-webgpu'
+  | 'onnxruntime-web-webgpu-concat'
   | 'onnxruntime-web-wasm'
   | 'ts-reference';
 

@@ -12,7 +12,7 @@ import {
   type DecodePeerSkip,
 } from './decode-contract.js';
 import { type DecodeMeasured, decodeData, referenceDecode, runKvcompactDecode, runReferenceDecode } from './decode.js';
-import { createOrtDecodeSession, type OrtModule, runOrtDecode } from './ort.js';
+import { createOrtDecodeSession, type OrtKvMode, type OrtModule, runOrtDecode } from './ort.js';
 
 function message(error: unknown): string {
   return error instanceof Error ? error.message.split('\n')[0] ?? error.name : String(error);
@@ -87,13 +87,17 @@ export async function runDecodePage(gpu: GpuContext, config: DecodePageConfig, o
             skipped.push({ engine, case: name, host: 'chromium', reason: `session creation failed: ${message(s)}` });
             continue;
           }
-          try {
+          const modes: OrtKvMode[] = ep === 'webgpu' ? ['shared', 'concat'] : ['concat'];
+          for (const kvMode of modes) {
             const label = ep === 'webgpu' ? webgpuAdapter : 'cpu (WebAssembly, 1 thread)';
-            const r = await runOrtDecode(ort, s, ep, data, ref, { ...timing, adapter: label, host: 'chromium' });
-            rows.push(...r.rows);
-            checks.push(...r.checks);
-          } catch (error) {
-            skipped.push({ engine, case: name, host: 'chromium', reason: `run failed: ${message(error)}` });
+            try {
+              const r = await runOrtDecode(ort, s, ep, data, ref, { ...timing, adapter: label, host: 'chromium', kvMode });
+              rows.push(...r.rows);
+              checks.push(...r.checks);
+            } catch (error) {
+              const failed = ep === 'webgpu' && kvMode === 'concat' ? 'onnxruntime-web-webgpu-concat' : engine;
+              skipped.push({ engine: failed, case: name, host: 'chromium', reason: `run failed: ${message(error)}` });
+            }
           }
         }
         rows.push(...(await runReferenceDecode(data, kv, { host: 'chromium', ...timing })));

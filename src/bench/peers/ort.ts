@@ -107,10 +107,31 @@ interface OrtDecodeRunner {
   destroy(): void;
 }
 
-async function webgpuRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData): Promise<OrtDecodeRunner> {
+/**
+ * How the WebGPU runner holds the KV cache. 'shared': past_key/past_value have room for the whole context and are
+ * also given as the present_key/present_value outputs (ORT's past-present shared buffer, as onnxruntime-genai
+ * runs decode): the node appends the new token in place and reads the cache once. 'concat': a past of context − 1
+ * tokens and fresh present outputs, which the node fills by copying the past and the new token before attending.
+ */
+export type OrtKvMode = 'shared' | 'concat';
+
+async function webgpuRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData, mode: OrtKvMode): Promise<OrtDecodeRunner> {
   const device = await ort.env.webgpu.device;
   const buffers: GPUBuffer[] = [];
   const shapes = dims(d);
+  if (mode === 'shared') {
+    // Room for the new token at the end of each head's rows; the node writes it there on every run.
+    const room = (past: Float32Array) => {
+      const out = new Float32Array(S.kvHeads * (d.past + 1) * S.headDim);
+      for (let kv = 0; kv < S.kvHeads; kv++) {
+        out.set(past.subarray(kv * d.past * S.headDim, (kv + 1) * d.past * S.headDim), kv * (d.past + 1) * S.headDim);
+      }
+      return out;
+    };
+    d = { ...d, pastKey: room(d.pastKey), pastValue: room(d.pastValue) };
+    shapes.pastKey = [1, S.kvHeads, d.past + 1, S.headDim];
+    shapes.pastValue = [1, S.kvHeads, d.past + 1, S.headDim];
+  }
   const dataType = s.kv === 'f32' ? 'float32' : 'float16';
   const resident = (name: keyof typeof shapes, values: Float32Array): Ort.Tensor => {
     const host = asDtype(values, s.kv);
@@ -133,9 +154,12 @@ async function webgpuRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData
     ...lengthFeeds(ort, d),
   };
   await device.queue.onSubmittedWorkDone();
-  const step = async (): Promise<Ort.InferenceSession.OnnxValueMapType> => s.session.run(feeds);
+  // Shared: the present outputs are the past inputs' buffers; `output: null` asks ORT to allocate the output.
+  const fetches = mode === 'shared' ? { output: null, present_key: feeds.past_key!, present_value: feeds.past_value! } : undefined;
+  const step = async (): Promise<Ort.InferenceSession.OnnxValueMapType> =>
+    fetches ? s.session.run(feeds, fetches) : s.session.run(feeds);
   const release = (result: Ort.InferenceSession.OnnxValueMapType) => {
-    for (const tensor of Object.values(result)) tensor.dispose();
+    for (const [name, tensor] of Object.entries(result)) if (!fetches || name === 'output') tensor.dispose();
   };
   return {
     async time() {
@@ -153,12 +177,34 @@ async function webgpuRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData
       if (out.location !== 'gpu-buffer') throw new Error(`onnxruntime-web webgpu: output is on "${out.location}", not the GPU`);
       const values = toF32(await out.getData());
       release(result);
+      if (mode === 'shared') await expectAppendedInPlace(device, feeds.past_key!.gpuBuffer, d, s.kv);
       return values;
     },
     destroy() {
       for (const b of buffers) b.destroy();
     },
   };
+}
+
+/**
+ * Shared mode is only fair if ORT really wrote into the past buffer: the last row of KV head 0 must now hold the
+ * new token's key (it was zero before the first run). Otherwise ORT would have allocated a present of its own.
+ */
+async function expectAppendedInPlace(device: GPUDevice, pastKey: GPUBuffer, d: GqaFeedsData, kv: DecodeKv): Promise<void> {
+  const bytesPer = kv === 'f32' ? 4 : 2;
+  const bytes = S.headDim * bytesPer;
+  const staging = device.createBuffer({ size: bytes, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const encoder = device.createCommandEncoder();
+  encoder.copyBufferToBuffer(pastKey, d.past * bytes, staging, 0, bytes);
+  device.queue.submit([encoder.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const raw = staging.getMappedRange().slice(0);
+  staging.destroy();
+  const row = toF32(kv === 'f32' ? new Float32Array(raw) : new Uint16Array(raw));
+  const want = d.key.subarray(0, S.headDim);
+  if (!row.every((x, i) => x === want[i])) {
+    throw new Error('onnxruntime-web webgpu: present_key was not written into the shared past buffer');
+  }
 }
 
 function wasmRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData): OrtDecodeRunner {
@@ -203,12 +249,13 @@ export async function runOrtDecode(
   ep: 'webgpu' | 'wasm',
   data: DecodeData,
   ref: Float32Array,
-  options: { warmup: number; runs: number; adapter: string; host: 'chromium' | 'node' },
+  options: { warmup: number; runs: number; adapter: string; host: 'chromium' | 'node'; kvMode?: OrtKvMode },
 ): Promise<{ rows: DecodeMeasured[]; checks: DecodePeerCheck[]; skipped: DecodePeerSkip[] }> {
-  const engine = ep === 'webgpu' ? 'onnxruntime-web-webgpu' : 'onnxruntime-web-wasm';
+  const mode = options.kvMode ?? 'shared';
+  const engine = ep === 'wasm' ? 'onnxruntime-web-wasm' : mode === 'shared' ? 'onnxruntime-web-webgpu' : 'onnxruntime-web-webgpu-concat';
   const name = decodeCase(s.kv, data.context);
   const d = gqaFeedsData(data);
-  const runner = ep === 'webgpu' ? await webgpuRunner(ort, s, d) : wasmRunner(ort, s, d);
+  const runner = ep === 'webgpu' ? await webgpuRunner(ort, s, d, mode) : wasmRunner(ort, s, d);
   try {
     const check = checkDecode(engine, name, options.host, await runner.output(), ref);
     const samples = await sample(options.warmup, options.runs, () => runner.time());
