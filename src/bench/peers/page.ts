@@ -1,7 +1,8 @@
 // The peers benchmark page: SnapKV scoring and KIVI quantization, same data, three ways in one Chromium page:
-// kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference, compared by ./checks.ts.
+// kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference, compared by ./checks.ts;
+// then decode attention against onnxruntime-web (./decode-page.ts) when the config lists decode contexts.
 // Node drives it through `window.__peersRun(config)` (./index.ts); opened by hand, `?run&sizes=1024` runs it and
-// prints.
+// prints (`&decode=1024,4096` adds the decode-attention rows).
 import { scoreScratchBytes } from '../../compress/gpu-policies.js';
 import { SnapKVPolicy } from '../../compress/policies/snapkv.js';
 import { encodeBlock } from '../../format/block-codec.js';
@@ -443,7 +444,13 @@ const params = new URLSearchParams(location.search);
 const status = document.getElementById('status');
 if (params.has('run')) {
   const sizes = (params.get('sizes') ?? '1024').split(',').map(Number);
-  const config: PeersConfig = { sizes, warmup: Number(params.get('warmup') ?? 1), runs: Number(params.get('runs') ?? 3) };
+  const decode = params.get('decode');
+  const config: PeersConfig = {
+    sizes,
+    warmup: Number(params.get('warmup') ?? 1),
+    runs: Number(params.get('runs') ?? 3),
+    ...(decode ? { decodeContexts: decode.split(',').map(Number) } : {}),
+  };
   if (status) status.textContent = `running ${sizes.join(', ')} tokens…`;
   runPeersPage(config).then(
     (result) => {
