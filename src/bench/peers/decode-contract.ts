@@ -182,8 +182,10 @@ export function formatDecodeMarkdown(result: DecodePeersResult): string {
     '',
     'ms: one decode step with inputs resident. kvcompact: encode + submit + onSubmittedWorkDone (output left on ' +
       'the GPU). onnxruntime-web: session.run() with GPU-buffer inputs and outputs, then onSubmittedWorkDone on ' +
-      "ORT's device; the past KV holds context − 1 tokens, the new token's K/V come as inputs, so the node also " +
-      'writes present_key/present_value. ts-reference: decodeAttention() in f64.',
+      "ORT's device; the past KV holds context − 1 tokens and the new token's K/V come as inputs, so the node " +
+      'also writes the new token into present_key/present_value: in place (one buffer for past and present) for ' +
+      'onnxruntime-web-webgpu, after copying the whole past into fresh outputs for -concat. ts-reference: ' +
+      'decodeAttention() in f64. Node rows: kvcompact in Node on Dawn (the `webgpu` package) in the same run.',
     '',
     '| check | engine | host | max abs error | tolerance | ok |',
     '| --- | --- | --- | ---: | --- | --- |',
