@@ -1,5 +1,6 @@
 import * as ort from 'onnxruntime-web';
 import { describe, expect, it } from 'vitest';
+import { InvalidArgumentError } from '../src/errors.js';
 import { DECODE_TOLERANCE } from '../src/bench/peers/decode-contract.js';
 import { decodeData, referenceDecode } from '../src/bench/peers/decode.js';
 import { gqaModel, ProtoWriter } from '../src/bench/peers/onnx-model.js';
@@ -15,7 +16,7 @@ describe('bench peers: the GroupQueryAttention model', () => {
     expect([...new ProtoWriter().message(3, (m) => m.int(1, 150)).finish()]).toEqual([0x1a, 0x03, 0x08, 0x96, 0x01]);
     expect([...new ProtoWriter().float(2, 1).finish()]).toEqual([0x15, 0x00, 0x00, 0x80, 0x3f]);
     expect([...new ProtoWriter().int(1, 2 ** 35).finish()]).toEqual([0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
-    expect(() => new ProtoWriter().int(1, -1)).toThrow(RangeError);
+    expect(() => new ProtoWriter().int(1, -1)).toThrow(InvalidArgumentError);
     expect(() => gqaModel({ nHeads: 6, kvHeads: 4, headDim: 8, dtype: 'float32' })).toThrow(/multiple/);
   });
 

@@ -3,6 +3,7 @@
 // flash-decode kernels over it, and the TS reference. Browser-safe: the page runs it in Chromium next to
 // onnxruntime-web (./ort.ts), the CLI in Node for the kernel Chromium cannot bind (flash-decode needs 11 storage
 // buffers per stage; Chrome gives 10).
+import { InvalidArgumentError, KvCompactError } from '../../errors.js';
 import { decodeAttention } from '../../attention/reference-attention.js';
 import { encodeBlock } from '../../format/block-codec.js';
 import { roundToF16 } from '../../format/f16.js';
@@ -44,7 +45,7 @@ export interface DecodeData {
 /** Deterministic data for `context` tokens (a multiple of the block size, at least 2 blocks). */
 export function decodeData(context: number): DecodeData {
   if (!Number.isInteger(context) || context < 2 * S.blockSize || context % S.blockSize !== 0) {
-    throw new RangeError(`decode context ${context}: must be a multiple of ${S.blockSize}, at least ${2 * S.blockSize}`);
+    throw new InvalidArgumentError('context', `must be a multiple of ${S.blockSize}, at least ${2 * S.blockSize}; got ${context}`);
   }
   const perHead = context * S.headDim;
   const f16 = (seed: number) => randomFloats(perHead, seed).map((x) => roundToF16(x * 2));
@@ -151,7 +152,7 @@ function kvcompactDecode(gpu: GpuContext, data: DecodeData, format: FullFormat, 
     const common = { cache, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out };
     if (kernel === 'paged') paged.encode(encoder, { ...common, probs, probsStride: context });
     else if (flash) flash.encode(encoder, { ...common, maxContext: context });
-    else throw new Error('flash-decode was not built for this device');
+    else throw new KvCompactError('bench peers: flash-decode was not built for this device');
     gpu.submit([encoder.finish()]);
     await gpu.device.queue.onSubmittedWorkDone();
     return performance.now() - t0;

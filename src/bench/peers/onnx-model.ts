@@ -2,6 +2,7 @@
 // onnxruntime-web runs as kvcompact's decode-attention peer. No onnx/protobuf package: the ModelProto fields used
 // here are few, and a 60-line writer of the protobuf wire format keeps the bench free of a build step and of a
 // dependency that is only ever asked to write one message. Browser-safe (the page builds the model it runs).
+import { InvalidArgumentError } from '../../errors.js';
 
 /** Protobuf wire types (https://protobuf.dev/programming-guides/encoding/). */
 const VARINT = 0;
@@ -21,7 +22,7 @@ export class ProtoWriter {
 
   private varint(value: number): void {
     // Values here are non-negative and below 2^53 (tags, lengths, dims, enums); ≥ 2^31 must not use `>>>`.
-    if (!Number.isSafeInteger(value) || value < 0) throw new RangeError(`varint ${value}: only 0 ≤ value < 2^53`);
+    if (!Number.isSafeInteger(value) || value < 0) throw new InvalidArgumentError('varint', `only 0 ≤ value < 2^53; got ${value}`);
     let v = value;
     while (v >= 0x80) {
       this.bytes.push((v % 0x80) | 0x80);
@@ -135,7 +136,7 @@ export const GQA_OUTPUTS = ['output', 'present_key', 'present_value'] as const;
 export function gqaModel(spec: GqaModelSpec): Uint8Array {
   const { nHeads, kvHeads, headDim } = spec;
   if (![nHeads, kvHeads, headDim].every((n) => Number.isInteger(n) && n > 0) || nHeads % kvHeads !== 0) {
-    throw new RangeError(`gqaModel: ${nHeads} query heads over ${kvHeads} KV heads × ${headDim}: need positive integers, nHeads a multiple of kvHeads`);
+    throw new InvalidArgumentError('gqaModel', `${nHeads} query heads over ${kvHeads} KV heads × ${headDim}: need positive integers, nHeads a multiple of kvHeads`);
   }
   const elem = ELEM_TYPE[spec.dtype];
   const scale = spec.scale ?? 1 / Math.sqrt(headDim);

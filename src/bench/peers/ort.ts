@@ -4,6 +4,7 @@
 // page passes the module it loaded (dist/ort.webgpu.min.mjs, served from node_modules); the unit test passes the
 // Node build (wasm only). Browser-safe.
 import type * as Ort from 'onnxruntime-web';
+import { KvCompactError } from '../../errors.js';
 import { f16BitsToF32, f32ToF16Bits } from '../../format/f16.js';
 import { median } from '../stats.js';
 import { DECODE_PEER_SHAPE as S, decodeCase, type DecodeKv, type DecodePeerCheck, type DecodePeerSkip } from './decode-contract.js';
@@ -58,7 +59,7 @@ function asDtype(values: Float32Array, kv: DecodeKv): FloatTensorData {
 function toF32(data: unknown): Float32Array {
   if (data instanceof Float32Array) return data;
   if (data instanceof Uint16Array) return Float32Array.from(data, (h) => f16BitsToF32(h));
-  throw new Error(`onnxruntime-web returned ${Object.prototype.toString.call(data)}, not float data`);
+  throw new KvCompactError(`onnxruntime-web returned ${Object.prototype.toString.call(data)}, not float data`);
 }
 
 function dims(d: GqaFeedsData): Record<'query' | 'key' | 'value' | 'pastKey' | 'pastValue', number[]> {
@@ -173,8 +174,8 @@ async function webgpuRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData
     async output() {
       const result = await step();
       const out = result.output;
-      if (!out) throw new Error('onnxruntime-web: the session returned no "output"');
-      if (out.location !== 'gpu-buffer') throw new Error(`onnxruntime-web webgpu: output is on "${out.location}", not the GPU`);
+      if (!out) throw new KvCompactError('onnxruntime-web: the session returned no "output"');
+      if (out.location !== 'gpu-buffer') throw new KvCompactError(`onnxruntime-web webgpu: output is on "${out.location}", not the GPU`);
       const values = toF32(await out.getData());
       release(result);
       if (mode === 'shared') await expectAppendedInPlace(device, feeds.past_key!.gpuBuffer, d, s.kv);
@@ -203,7 +204,7 @@ async function expectAppendedInPlace(device: GPUDevice, pastKey: GPUBuffer, d: G
   const row = toF32(kv === 'f32' ? new Float32Array(raw) : new Uint16Array(raw));
   const want = d.key.subarray(0, S.headDim);
   if (!row.every((x, i) => x === want[i])) {
-    throw new Error('onnxruntime-web webgpu: present_key was not written into the shared past buffer');
+    throw new KvCompactError('onnxruntime-web webgpu: present_key was not written into the shared past buffer');
   }
 }
 
@@ -227,7 +228,7 @@ function wasmRunner(ort: OrtModule, s: OrtDecodeSession, d: GqaFeedsData): OrtDe
     },
     async output() {
       const result = await s.session.run(feeds);
-      if (!result.output) throw new Error('onnxruntime-web: the session returned no "output"');
+      if (!result.output) throw new KvCompactError('onnxruntime-web: the session returned no "output"');
       return toF32(result.output.data);
     },
     destroy() {},
