@@ -4,6 +4,7 @@
 // page and the Node driver (./index.ts) share, and the report's markdown; browser-safe.
 import type { AdapterReport } from '../../gpu/adapter-report.js';
 import { formatTokens, trimNumber } from '../units.js';
+import { type DecodePageResult, type DecodePeersReport, formatDecodeMarkdown } from './decode-contract.js';
 
 /**
  * The `--only` name of the peers comparison.
@@ -47,6 +48,10 @@ export interface PeersConfig {
   readonly runs: number;
   /** Skip timing and run each implementation once (numerical checks only). */
   readonly checkOnly?: boolean;
+  /** Contexts of the decode-attention rows (kvcompact vs onnxruntime-web vs the TS reference); none when absent. */
+  readonly decodeContexts?: readonly number[];
+  /** Timed runs of each decode row (default `runs`); decode steps are short, so more runs are cheap. */
+  readonly decodeRuns?: number;
 }
 
 /**
@@ -116,6 +121,8 @@ export interface PeersPageResult {
   readonly checks: readonly PeerCheck[];
   /** Seconds the page spent (data generation, compilation and runs). */
   readonly pageSeconds: number;
+  /** Decode attention in the page (present when the config has decodeContexts). */
+  readonly decode?: DecodePageResult;
 }
 
 /**
@@ -126,7 +133,9 @@ export interface PeersPageResult {
  * const report = JSON.parse(stdout) as PeersReport;
  * ```
  */
-export interface PeersReport extends PeersPageResult {
+export interface PeersReport extends Omit<PeersPageResult, 'decode'> {
+  /** Decode attention: the page's rows plus the Node host's (kernels Chromium cannot bind), with ratios. */
+  readonly decode?: DecodePeersReport;
   readonly tool: 'kvcompact bench';
   readonly suite: typeof PEERS_NAME;
   readonly date: string;
@@ -216,5 +225,15 @@ export function formatPeersMarkdown(report: PeersReport): string {
           .join(', ')} | ${cell(c.tolerance)} | ${c.pass ? 'yes' : '**NO**'} |`,
     ),
   ];
+  if (report.decode) {
+    const o = report.decode.ort;
+    lines.push(
+      '',
+      `onnxruntime-web ${o.version}: WebGPU provider's adapter ${o.webgpuAdapter}; device features ` +
+        `${o.webgpuFeatures.join(', ') || 'none'}`,
+      '',
+      formatDecodeMarkdown(report.decode).trimEnd(),
+    );
+  }
   return `${lines.join('\n')}\n`;
 }

@@ -4,13 +4,17 @@
 // served by Playwright's request interception from the built directory: no port, no server. gpu.js and esbuild are
 // development dependencies: both are loaded only here, at run time.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join, resolve, sep } from 'node:path';
+import { dirname, extname, join, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, Page } from 'playwright-core';
 import { KvCompactError } from '../../errors.js';
+import type { GpuContext } from '../../gpu/context.js';
 import { PEERS_NAME, type PeersConfig, type PeersPageResult, type PeersReport } from './contract.js';
+import { type DecodePageResult, type DecodePeersReport, withDecodeRatios } from './decode-contract.js';
+import { decodeData, referenceDecode, runKvcompactDecode } from './decode.js';
 
 export { formatPeersMarkdown, PEERS_NAME, type PeerCheck, type PeersConfig, type PeersReport } from './contract.js';
+export type { DecodePeerCheck, DecodePeerRow, DecodePeersReport, DecodePeerSkip } from './decode-contract.js';
 
 /** Debian's chromium unless KVCOMPACT_CHROMIUM says otherwise (Playwright never downloads a browser here). */
 const CHROMIUM = process.env.KVCOMPACT_CHROMIUM ?? '/usr/bin/chromium';
@@ -21,23 +25,33 @@ const CHROMIUM_ARGS = ['--enable-unsafe-webgpu', '--disable-quic', '--enable-fea
  * Sizes and runs. kvcompact's SnapKV kernels take about 12 s at 1K tokens on SwiftShader (2 cores), so the full
  * run measures 256 and 1K tokens per KV head (warm-up 1, 3 timed runs) and `--quick` only 256; both stay under
  * two minutes there. `KVCOMPACT_PEERS_SIZES=1024,4096` picks other sizes (multiples of 32) on a real GPU.
+ * Decode attention (kvcompact vs onnxruntime-web) runs at 1K and 4K (`--quick`: 1K), 5 timed runs per row;
+ * `KVCOMPACT_PEERS_DECODE_CONTEXTS=1024,16384` picks others (multiples of 16).
  *
  * @example
  * ```ts
- * peersConfig(true); // { sizes: [256], warmup: 1, runs: 3 }
+ * peersConfig(true); // { sizes: [256], warmup: 1, runs: 3, decodeContexts: [1024], decodeRuns: 5 }
  * ```
  */
-export function peersConfig(quick: boolean, env: string | undefined = process.env.KVCOMPACT_PEERS_SIZES): PeersConfig {
-  const sizes = env
-    ? env.split(',').map((size) => Number(size.trim()))
-    : quick
-      ? [PEERS_TEST_SIZE]
-      : [PEERS_TEST_SIZE, 1024];
+export function peersConfig(
+  quick: boolean,
+  env: string | undefined = process.env.KVCOMPACT_PEERS_SIZES,
+  decodeEnv: string | undefined = process.env.KVCOMPACT_PEERS_DECODE_CONTEXTS,
+): PeersConfig {
+  const list = (text: string) => text.split(',').map((size) => Number(size.trim()));
+  const sizes = env ? list(env) : quick ? [PEERS_TEST_SIZE] : [PEERS_TEST_SIZE, 1024];
   const bad = sizes.find((n) => !Number.isInteger(n) || n < 32 || n % 32 !== 0);
   if (bad !== undefined) {
     throw new KvCompactError(`KVCOMPACT_PEERS_SIZES: sizes must be multiples of 32 (the window); got ${bad}`);
   }
-  return { sizes, warmup: 1, runs: 3 };
+  const decodeContexts = decodeEnv ? list(decodeEnv) : quick ? [1024] : [1024, 4096];
+  const badContext = decodeContexts.find((n) => !Number.isInteger(n) || n < 32 || n % 16 !== 0);
+  if (badContext !== undefined) {
+    throw new KvCompactError(
+      `KVCOMPACT_PEERS_DECODE_CONTEXTS: contexts must be multiples of 16 (the block size), at least 32; got ${badContext}`,
+    );
+  }
+  return { sizes, warmup: 1, runs: 3, decodeContexts, decodeRuns: 5 };
 }
 
 /**
@@ -115,16 +129,23 @@ export async function buildPeersPage(outDir?: string): Promise<string> {
  * report.checks.every((c) => c.pass);
  * ```
  */
-export async function runPeers(config: PeersConfig, options: { log?: (line: string) => void } = {}): Promise<PeersReport> {
+export async function runPeers(
+  config: PeersConfig,
+  options: { log?: (line: string) => void; nodeGpu?: GpuContext } = {},
+): Promise<PeersReport> {
   const started = performance.now();
   const log = options.log ?? (() => undefined);
   const dir = await buildPeersPage();
+  const ortDist = join(repoRoot(), 'node_modules', 'onnxruntime-web', 'dist');
+  if ((config.decodeContexts ?? []).length > 0 && !existsSync(join(ortDist, 'ort.webgpu.min.mjs'))) {
+    throw new KvCompactError(`bench peers: ${ortDist} has no ort.webgpu.min.mjs; install the development dependencies (npm install)`);
+  }
   let browser: Browser | undefined;
   try {
     const { chromium } = await import('playwright-core');
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
     const page = await browser.newPage();
-    await serveFrom(page, dir);
+    await serveFrom(page, dir, { '/ort/': ortDist });
     const errors: string[] = [];
     page.on('pageerror', (error) => errors.push(error.message));
     page.on('console', (message) => {
@@ -147,12 +168,15 @@ export async function runPeers(config: PeersConfig, options: { log?: (line: stri
       const message = error instanceof Error ? error.message : String(error);
       throw new KvCompactError(`bench peers: the page failed: ${message}${detail}`);
     }
+    const { decode: pageDecode, ...rest } = result;
+    const decode = pageDecode ? await withNodeDecode(pageDecode, config, options.nodeGpu, log) : undefined;
     return {
       tool: 'kvcompact bench',
       suite: PEERS_NAME,
       date: new Date().toISOString(),
       config,
-      ...result,
+      ...rest,
+      ...(decode ? { decode } : {}),
       totalSeconds: (performance.now() - started) / 1000,
     };
   } finally {
@@ -166,13 +190,63 @@ export async function runPeers(config: PeersConfig, options: { log?: (line: stri
  */
 const PAGE_ORIGIN = 'http://kvcompact-peers.localhost/';
 
-/** Answers the page's requests to PAGE_ORIGIN from the files in `dir` (never outside it), 404 for anything else. */
-async function serveFrom(page: Page, dir: string): Promise<void> {
-  const root = resolve(dir);
+/** Content types the page's files need (module scripts must be JavaScript; WebAssembly streams need their own). */
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json',
+};
+
+/**
+ * Answers the page's requests to PAGE_ORIGIN from the files in `dir`, and under each `mounts` prefix from its
+ * directory (onnxruntime-web's dist files straight from node_modules), never outside them; 404 for anything else.
+ * The same job as src/node/static-server.ts, by request interception: no port, and bench may not import node.
+ */
+async function serveFrom(page: Page, dir: string, mounts: Record<string, string> = {}): Promise<void> {
+  const roots: [string, string][] = [
+    ...Object.entries(mounts).map(([prefix, d]): [string, string] => [prefix, resolve(d)]),
+    ['/', resolve(dir)],
+  ];
   await page.route(`${PAGE_ORIGIN}**`, (route) => {
-    const file = resolve(root, `.${decodeURIComponent(new URL(route.request().url()).pathname)}`);
+    const path = decodeURIComponent(new URL(route.request().url()).pathname);
+    const [prefix, root] = roots.find(([p]) => path.startsWith(p)) ?? ['/', resolve(dir)];
+    const file = resolve(root, `./${path.slice(prefix.length)}`);
     const inside = file.startsWith(`${root}${sep}`) && existsSync(file) && statSync(file).isFile();
-    return inside ? route.fulfill({ path: file }) : route.fulfill({ status: 404, body: 'not found' });
+    if (!inside) return route.fulfill({ status: 404, body: 'not found' });
+    const type = TYPES[extname(file)];
+    return route.fulfill({ path: file, ...(type ? { contentType: type } : {}) });
   });
 }
 
+/**
+ * Adds the Node host's rows (kvcompact's paged and flash-decode kernels on Dawn, for the kernel Chromium cannot
+ * bind) to the page's decode rows, then the ratios. Without a Node GPU, the page's rows alone.
+ */
+async function withNodeDecode(
+  page: DecodePageResult,
+  config: PeersConfig,
+  gpu: GpuContext | undefined,
+  log: (line: string) => void,
+): Promise<DecodePeersReport> {
+  const rows = [...page.rows];
+  const checks = [...page.checks];
+  const skipped = [...page.skipped];
+  if (gpu) {
+    const runs = config.checkOnly ? 0 : (config.decodeRuns ?? config.runs);
+    const warmup = config.checkOnly ? 0 : config.warmup;
+    for (const context of config.decodeContexts ?? []) {
+      log(`bench peers: decode attention in Node at ${context} tokens…`);
+      const data = decodeData(context);
+      const ref = referenceDecode(data);
+      for (const format of ['f16', 'f32'] as const) {
+        const r = await runKvcompactDecode(gpu, data, format, ref, { host: 'node', warmup, runs });
+        rows.push(...r.rows);
+        checks.push(...r.checks);
+        skipped.push(...r.skipped);
+      }
+    }
+  }
+  return { rows: withDecodeRatios(rows), checks, skipped, ort: page.ort };
+}

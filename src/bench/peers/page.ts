@@ -1,7 +1,8 @@
 // The peers benchmark page: SnapKV scoring and KIVI quantization, same data, three ways in one Chromium page:
-// kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference, compared by ./checks.ts.
+// kvcompact's WebGPU kernels, gpu.js on WebGL2 (./gpujs.ts), and the plain-TS reference, compared by ./checks.ts;
+// then decode attention against onnxruntime-web (./decode-page.ts) when the config lists decode contexts.
 // Node drives it through `window.__peersRun(config)` (./index.ts); opened by hand, `?run&sizes=1024` runs it and
-// prints.
+// prints (`&decode=1024,4096` adds the decode-attention rows).
 import { scoreScratchBytes } from '../../compress/gpu-policies.js';
 import { SnapKVPolicy } from '../../compress/policies/snapkv.js';
 import { encodeBlock } from '../../format/block-codec.js';
@@ -14,6 +15,7 @@ import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../..
 import { randomFloats } from '../fixture.js';
 import { median } from '../stats.js';
 import { checkQuant, checkScores, quantFromBlocks, quantFromGpuJs } from './checks.js';
+import { runDecodePage } from './decode-page.js';
 import {
   PEERS_SHAPE as S,
   peerShape,
@@ -398,10 +400,26 @@ async function runPeersPage(config: PeersConfig): Promise<PeersPageResult> {
       rows.push(...result.rows);
       checks.push(...result.checks);
     }
-    const gpujsKernel = [...kernelNames].join(', ') || 'unknown';
+    const gpujsKernel = [...kernelNames].join(', ') || (config.sizes.length === 0 ? 'not run' : 'unknown');
     // gpu.js falls back to other backends silently; a comparison that did not run on WebGL2 is no comparison.
-    if (gpujsKernel !== 'WebGL2Kernel') throw new Error(`gpu.js kernels ran as ${gpujsKernel}, not WebGL2Kernel`);
+    if (config.sizes.length > 0 && gpujsKernel !== 'WebGL2Kernel') {
+      throw new Error(`gpu.js kernels ran as ${gpujsKernel}, not WebGL2Kernel`);
+    }
+    const decodeContexts = config.decodeContexts ?? [];
+    const decode =
+      decodeContexts.length > 0
+        ? await runDecodePage(
+            gpu,
+            {
+              contexts: decodeContexts,
+              warmup: config.checkOnly ? 0 : config.warmup,
+              runs: config.checkOnly ? 0 : (config.decodeRuns ?? config.runs),
+            },
+            new URL('./ort/', location.href).href,
+          )
+        : undefined;
     return {
+      ...(decode ? { decode } : {}),
       userAgent: navigator.userAgent,
       adapter: gpu.adapter,
       webgl: { renderer: webglRenderer(), gpujsKernel },
@@ -426,7 +444,13 @@ const params = new URLSearchParams(location.search);
 const status = document.getElementById('status');
 if (params.has('run')) {
   const sizes = (params.get('sizes') ?? '1024').split(',').map(Number);
-  const config: PeersConfig = { sizes, warmup: Number(params.get('warmup') ?? 1), runs: Number(params.get('runs') ?? 3) };
+  const decode = params.get('decode');
+  const config: PeersConfig = {
+    sizes,
+    warmup: Number(params.get('warmup') ?? 1),
+    runs: Number(params.get('runs') ?? 3),
+    ...(decode ? { decodeContexts: decode.split(',').map(Number) } : {}),
+  };
   if (status) status.textContent = `running ${sizes.join(', ')} tokens…`;
   runPeersPage(config).then(
     (result) => {
