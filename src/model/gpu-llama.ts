@@ -2,6 +2,7 @@ import { InvalidArgumentError, KvCompactError } from '../errors.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import { EmbeddingKernel } from '../kernels/model/embedding.js';
+import { DispatchCache, type SharedPass } from '../kernels/model/dispatch-cache.js';
 import { MatmulKernel, type MatmulKernelOptions } from '../kernels/model/matmul.js';
 import { MatvecKernel, type MatvecKernelOptions, type WeightPrecision } from '../kernels/model/matvec.js';
 import { RmsNormKernel } from '../kernels/model/rmsnorm.js';
@@ -154,6 +155,7 @@ export class GpuLlama {
   private ropeRows: number;
   private readonly ropeFrequencies: Float32Array;
   private activations: Activations | null = null;
+  private readonly dispatches: DispatchCache;
   private busy = false;
   private destroyed = false;
 
@@ -171,6 +173,7 @@ export class GpuLlama {
     this.projection = new Projection(new MatmulKernel(gpu, options.matmul), new MatvecKernel(gpu, options.matvec));
     this.rope = new RopeKernel(gpu, { nHeads: config.nHeads, kvHeads: config.nKvHeads, headDim: config.headSize });
     this.swiglu = new SwigluKernel(gpu);
+    this.dispatches = new DispatchCache(gpu);
     this.weights = uploadModelWeights(gpu, checkpoint, this.weightPrecision, options.maxBindingBytes);
     this.ropeRows = config.seqLen;
     this.ropeFrequencies = configRopeFrequencies(config);
@@ -292,28 +295,41 @@ export class GpuLlama {
     }
   }
 
+  /**
+   * Records the forward: one compute pass for each stretch between attention calls (the backend opens its own
+   * passes, and buffer copies sit between passes), dispatches from the cache, so a repeated decode step creates
+   * no uniform buffers or bind groups for the model's own kernels.
+   */
   private encodeForward(encoder: GPUCommandEncoder, act: Activations, n: number, steps: readonly KvStep[], allLogits: boolean): number {
     const { dim, hiddenDim, kvDim } = this.config;
     const qDim = queryDim(this.config);
     const w = this.weights;
     const project = this.projection;
-    if (w.tokenEmbedding) this.embedding.encode(encoder, { numTokens: n, dim, tokens: act.tokens, table: w.tokenEmbedding, out: act.x });
+    let shared: SharedPass = { pass: encoder.beginComputePass({ label: 'llama:forward' }), cache: this.dispatches };
+    const outside = (record: () => void) => {
+      shared.pass.end();
+      record();
+      shared = { pass: encoder.beginComputePass({ label: 'llama:forward' }), cache: this.dispatches };
+    };
+    if (w.tokenEmbedding) this.embedding.encode(encoder, { numTokens: n, dim, tokens: act.tokens, table: w.tokenEmbedding, out: act.x }, shared);
     w.layers.forEach((lw, layer) => {
-      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsAtt, out: act.xb });
-      project.encode(encoder, { rows: n, x: act.xb, w: lw.wq, out: act.q });
-      project.encode(encoder, { rows: n, x: act.xb, w: lw.wk, out: act.k });
-      project.encode(encoder, { rows: n, x: act.xb, w: lw.wv, out: act.v });
+      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsAtt, out: act.xb }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.wq, out: act.q }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.wk, out: act.k }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.wv, out: act.v }, shared);
       if (lw.bias) {
         const add = (b: GPUBuffer, out: GPUBuffer, outDim: number) =>
-          project.matmul.encode(encoder, { rows: n, inDim: 1, outDim, x: act.ones, w: b, out, accumulate: true });
+          project.matmul.encode(encoder, { rows: n, inDim: 1, outDim, x: act.ones, w: b, out, accumulate: true }, shared);
         add(lw.bias.q, act.q, qDim);
         add(lw.bias.k, act.k, kvDim);
         add(lw.bias.v, act.v, kvDim);
       }
-      this.rope.encode(encoder, { numTokens: n, positions: act.positions, table: this.ropeTable, tableRows: this.ropeRows, q: act.q, k: act.k });
-      if (steps.length === 1 && steps[0]) {
-        this.backend.encodeLayer(encoder, steps[0], layer, { keys: act.k, values: act.v, queries: act.q, out: act.att });
-      } else {
+      this.rope.encode(encoder, { numTokens: n, positions: act.positions, table: this.ropeTable, tableRows: this.ropeRows, q: act.q, k: act.k }, shared);
+      outside(() => {
+        if (steps.length === 1 && steps[0]) {
+          this.backend.encodeLayer(encoder, steps[0], layer, { keys: act.k, values: act.v, queries: act.q, out: act.att });
+          return;
+        }
         // A batched step: the backend attends one sequence's rows at offset 0, so each row goes through one-row
         // buffers (commands of one encoder run in order, so the buffers are reused from sequence to sequence).
         steps.forEach((step, b) => {
@@ -323,25 +339,26 @@ export class GpuLlama {
           this.backend.encodeLayer(encoder, step, layer, { keys: act.k1, values: act.v1, queries: act.q1, out: act.att1 });
           encoder.copyBufferToBuffer(act.att1, 0, act.att, b * qDim * 4, qDim * 4);
         });
-      }
-      project.encode(encoder, { rows: n, x: act.att, w: lw.wo, out: act.x, accumulate: true });
-      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsFfn, out: act.xb });
-      project.encode(encoder, { rows: n, x: act.xb, w: lw.w13, out: act.gateUp });
-      this.swiglu.encode(encoder, { rows: n, width: hiddenDim, gateUp: act.gateUp, out: act.hidden });
-      project.encode(encoder, { rows: n, x: act.hidden, w: lw.w2, out: act.x, accumulate: true });
+      });
+      project.encode(encoder, { rows: n, x: act.att, w: lw.wo, out: act.x, accumulate: true }, shared);
+      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsFfn, out: act.xb }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.w13, out: act.gateUp }, shared);
+      this.swiglu.encode(encoder, { rows: n, width: hiddenDim, gateUp: act.gateUp, out: act.hidden }, shared);
+      project.encode(encoder, { rows: n, x: act.hidden, w: lw.w2, out: act.x, accumulate: true }, shared);
     });
     // Only the rows whose logits are returned go through the classifier (vocab × dim per row).
     let rows = n;
     let source = act.x;
     let normed = act.xb;
     if (!allLogits) {
-      encoder.copyBufferToBuffer(act.x, (n - 1) * dim * 4, act.lastX, 0, dim * 4);
+      outside(() => encoder.copyBufferToBuffer(act.x, (n - 1) * dim * 4, act.lastX, 0, dim * 4));
       rows = 1;
       source = act.lastX;
       normed = act.lastXb;
     }
-    this.rmsnorm.encode(encoder, { rows, dim, x: source, weight: w.rmsFinal, out: normed });
-    project.encode(encoder, { rows, x: normed, w: w.classifier, out: act.logits });
+    this.rmsnorm.encode(encoder, { rows, dim, x: source, weight: w.rmsFinal, out: normed }, shared);
+    project.encode(encoder, { rows, x: normed, w: w.classifier, out: act.logits }, shared);
+    shared.pass.end();
     return rows;
   }
 
@@ -351,6 +368,8 @@ export class GpuLlama {
     let next = this.ropeRows;
     while (next < rows) next *= 2;
     this.ropeTable.destroy();
+    // Cached bind groups name the old table.
+    this.dispatches.clear();
     this.ropeRows = next;
     this.ropeTable = createStorageBuffer(this.gpu, 'llama:rope', ropeTable(this.ropeFrequencies, next));
   }
@@ -396,6 +415,7 @@ export class GpuLlama {
     if (!act) return;
     // The matvec kernel's cached bind groups name these buffers.
     this.projection.matvec.clearCache();
+    this.dispatches.clear();
     for (const [key, value] of Object.entries(act)) if (key !== 'capacity') (value as GPUBuffer).destroy();
     this.activations = null;
   }
@@ -406,6 +426,7 @@ export class GpuLlama {
     this.destroyed = true;
     this.destroyActivations();
     this.projection.matvec.clearCache();
+    this.dispatches.clear();
     this.ropeTable.destroy();
     destroyModelWeights(this.weights);
   }

@@ -1,6 +1,7 @@
 import { LimitExceededError } from '../errors.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
+import type { SharedPass } from '../kernels/model/dispatch-cache.js';
 import { MatmulKernel } from '../kernels/model/matmul.js';
 import { MatvecKernel, type MatvecWeight, uploadMatvecWeight, type WeightPrecision } from '../kernels/model/matvec.js';
 import { layerWeights, queryDim, type LlamaCheckpoint } from './checkpoint.js';
@@ -183,13 +184,13 @@ export class Projection {
     readonly matvec: MatvecKernel,
   ) {}
 
-  encode(encoder: GPUCommandEncoder, run: { rows: number; x: GPUBuffer; w: GpuMatrix; out: GPUBuffer; accumulate?: boolean }): void {
+  encode(encoder: GPUCommandEncoder, run: { rows: number; x: GPUBuffer; w: GpuMatrix; out: GPUBuffer; accumulate?: boolean }, shared?: SharedPass): void {
     const { w } = run;
     const accumulate = run.accumulate ?? false;
     if (w.kind === 'f32') {
-      this.matmul.encode(encoder, { rows: run.rows, inDim: w.cols, outDim: w.rows, x: run.x, w: w.buffer, out: run.out, accumulate });
+      this.matmul.encode(encoder, { rows: run.rows, inDim: w.cols, outDim: w.rows, x: run.x, w: w.buffer, out: run.out, accumulate }, shared);
     } else {
-      this.matvec.encode(encoder, { rows: run.rows, x: run.x, w: w.weight, out: run.out, accumulate });
+      this.matvec.encode(encoder, { rows: run.rows, x: run.x, w: w.weight, out: run.out, accumulate }, shared);
     }
   }
 }

@@ -7,6 +7,7 @@ import type { GpuContext } from '../../gpu/context.js';
 import { kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { foldDispatch } from '../../gpu/dispatch.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { objectId, type SharedPass } from './dispatch-cache.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const MATVEC_PARAMS = new UniformLayout('MatvecParams', [
@@ -228,17 +229,6 @@ export interface MatvecKernelOptions {
   readonly cacheRowsUpTo?: number;
 }
 
-let nextBufferId = 1;
-const bufferIds = new WeakMap<GPUBuffer, number>();
-function bufferId(buffer: GPUBuffer): number {
-  let id = bufferIds.get(buffer);
-  if (id === undefined) {
-    id = nextBufferId++;
-    bufferIds.set(buffer, id);
-  }
-  return id;
-}
-
 /**
  * Matrix × weightᵀ for the model's decode and prefill projections with f32 or f16 weights, split weights
  * included: one barrier-free thread per output column and block of rows (shaders/matvec_*.wgsl, one file per
@@ -300,7 +290,11 @@ export class MatvecKernel {
   }
 
   /** Records the product into `encoder` in a pass of its own. */
-  encode(encoder: GPUCommandEncoder, run: MatvecRun): void {
+  encode(encoder: GPUCommandEncoder, run: MatvecRun, shared?: SharedPass): void {
+    if (shared) {
+      this.encodeInPass(shared.pass, run);
+      return;
+    }
     const pass = encoder.beginComputePass({ label: `matvec:${run.w.name}` });
     this.encodeInPass(pass, run);
     pass.end();
@@ -324,7 +318,7 @@ export class MatvecKernel {
     }
     const cache = rows <= this.cacheRowsUpTo;
     const key = cache
-      ? `${bufferId(run.x)}/${bufferId(run.out)}/${w.parts.map((p) => bufferId(p.buffer)).join(',')}/${rows}/${stride}/${offset}/${accumulate}`
+      ? `${objectId(run.x)}/${objectId(run.out)}/${w.parts.map((p) => objectId(p.buffer)).join(',')}/${rows}/${stride}/${offset}/${accumulate}`
       : '';
     const hit = cache ? this.prepared.get(key) : undefined;
     if (hit) return hit;
