@@ -11,6 +11,8 @@ import {
   uploadMatvecWeight,
   type WeightPrecision,
 } from '../src/kernels/model/matvec.js';
+import { DispatchCache } from '../src/kernels/model/dispatch-cache.js';
+import { RmsNormKernel } from '../src/kernels/model/rmsnorm.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
 function randomFloats(count: number, seed: number, scale = 2): Float32Array {
@@ -163,5 +165,44 @@ describe('matvec kernels (f32 and f16 weights) vs the TS reference', () => {
     expect(() => uploadMatvecWeight(gpu, 'wcls', new Float32Array(4 * 100), 4, 100, 'f32', 396)).toThrow(/wcls/);
     expect(() => packF16Rows(Float32Array.from([1, 70000]), 1, 2, 'wq')).toThrow(/wq.*\[0, 1\]/s);
     expect(packF16Rows(Float32Array.from([1, 2, 3]), 1, 3, 'w')).toHaveLength(2);
+  });
+});
+
+describe('DispatchCache (uniforms and bind groups kept across steps)', () => {
+  it('a repeated dispatch reuses its entry and computes what a fresh one does; past maxEntries it still runs', async () => {
+    const gpu = await testGpu();
+    const [rows, dim] = [3, 65];
+    const xData = randomFloats(rows * dim, 21);
+    const x = createStorageBuffer(gpu, 'x', xData);
+    const weight = createStorageBuffer(gpu, 'w', randomFloats(dim, 22));
+    const fresh = createStorageBuffer(gpu, 'fresh', rows * dim * 4);
+    const kernel = new RmsNormKernel(gpu);
+    await gpu.withErrorScope(() => {
+      const encoder = gpu.device.createCommandEncoder();
+      kernel.encode(encoder, { rows, dim, x, weight, out: fresh });
+      gpu.submit([encoder.finish()]);
+    });
+    const want = new Float32Array(await readBuffer(gpu, fresh, 0, rows * dim * 4));
+    for (const maxEntries of [8192, 0]) {
+      const cache = new DispatchCache(gpu, maxEntries);
+      for (let step = 0; step < 2; step++) {
+        const out = createStorageBuffer(gpu, 'out', rows * dim * 4);
+        await gpu.withErrorScope(() => {
+          const encoder = gpu.device.createCommandEncoder();
+          const pass = encoder.beginComputePass();
+          // Same buffers twice in one pass: one entry.
+          kernel.encode(encoder, { rows, dim, x, weight, out: fresh }, { pass, cache });
+          kernel.encode(encoder, { rows, dim, x, weight, out: fresh }, { pass, cache });
+          pass.end();
+          encoder.copyBufferToBuffer(fresh, 0, out, 0, rows * dim * 4);
+          gpu.submit([encoder.finish()]);
+        });
+        expect(new Float32Array(await readBuffer(gpu, out, 0, rows * dim * 4))).toEqual(want);
+        expect(cache.size).toBe(maxEntries === 0 ? 0 : 1);
+        out.destroy();
+      }
+      cache.clear();
+      expect(cache.size).toBe(0);
+    }
   });
 });
