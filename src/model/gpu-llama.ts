@@ -214,7 +214,8 @@ export class GpuLlama {
    * One decode token of each of `seqIds` (distinct sequences, at the positions the backend assigns) in one
    * forward and one submit: the projections run as [batch × dim] products (each weight read once per 8 rows by
    * the matvec kernel), attention runs per sequence. Returns each sequence's logits [vocab], in order.
-   * If the backend cannot reserve a slot for a later sequence (OutOfBlocksError), the earlier ones keep theirs.
+   * If the backend cannot reserve a slot for a later sequence (OutOfBlocksError), the earlier ones keep the slot
+   * they reserved, with no K/V written: truncate them (PagedKvCache.truncate) or free them before going on.
    *
    * @example
    * ```ts
@@ -232,7 +233,14 @@ export class GpuLlama {
     this.checkTokens(tokens, 'tokens');
     this.busy = true;
     try {
-      const steps = seqIds.map((seqId) => this.backend.beginStep(seqId, 1));
+      const steps: KvStep[] = [];
+      try {
+        for (const seqId of seqIds) steps.push(this.backend.beginStep(seqId, 1));
+      } catch (error) {
+        // Release what the begun steps hold; their reserved slots stay (the backend has no undo of beginStep).
+        for (const step of steps) this.backend.endStep(step);
+        throw error;
+      }
       const logits = await this.run(tokens, steps, true);
       const { vocabSize } = this.config;
       return steps.map((_, b) => logits.slice(b * vocabSize, (b + 1) * vocabSize));
