@@ -71,6 +71,8 @@ describe('matvec kernels (f32 and f16 weights) vs the TS reference', () => {
     const kernel = new MatvecKernel(gpu);
     const hasF16 = gpu.has('shader-f16');
     expect(kernel.f16Path).toBe(hasF16 ? 'native' : 'packed');
+    expect(kernel.strategy).toBe(gpu.adapter.isFallbackAdapter ? 'column' : 'workgroup');
+    expect(() => new MatvecKernel(gpu, { strategy: 'workgroup', workgroupSize: 48 })).toThrow(/power of two/);
     if (!hasF16) {
       expect(() => new MatvecKernel(gpu, { f16Path: 'native' })).toThrow(InvalidArgumentError);
       console.log(`adapter "${gpu.adapter.description}" lacks shader-f16: the packed path is tested here, the native f16 path is NOT`);
@@ -82,7 +84,7 @@ describe('matvec kernels (f32 and f16 weights) vs the TS reference', () => {
 
   // f32 accumulation over `in` terms vs the reference's double (with the same f16-rounded weights): ~√in ulp.
   it.each((['f32', 'f16'] as const).flatMap((p) => cases.map((c) => [p, ...c] as const)))(
-    'matvec (%s weights) rows %i in %i out %i (accumulate %s) within 1e-5 (1e-4 at in 4097) of the reference',
+    'matvec (%s weights, column and workgroup strategies) rows %i in %i out %i (accumulate %s) within 1e-5 (1e-4 at in 4097) of the reference',
     async (precision, rows, inDim, outDim, accumulate) => {
       const gpu = await testGpu();
       const xData = randomFloats(rows * inDim, rows * 7 + inDim);
@@ -90,9 +92,11 @@ describe('matvec kernels (f32 and f16 weights) vs the TS reference', () => {
       const initial = randomFloats(rows * outDim, 99);
       const want = matvecReference(xData, wData, { rows, inDim, outDim, precision }, accumulate ? initial.slice() : undefined);
       const tolerance = inDim > 1000 ? 1e-4 : 1e-5;
-      for (const f16Path of precision === 'f16' ? await paths(gpu) : (['packed'] as const)) {
-        const { got } = await runMatvec(gpu, new MatvecKernel(gpu, { f16Path }), { rows, inDim, outDim, precision, xData, wData, initial, accumulate });
-        expect(maxError(got, want)).toBeLessThan(tolerance);
+      for (const strategy of ['column', 'workgroup'] as const) {
+        for (const f16Path of precision === 'f16' ? await paths(gpu) : (['packed'] as const)) {
+          const { got } = await runMatvec(gpu, new MatvecKernel(gpu, { f16Path, strategy }), { rows, inDim, outDim, precision, xData, wData, initial, accumulate });
+          expect(maxError(got, want), `${strategy}/${f16Path}`).toBeLessThan(tolerance);
+        }
       }
     },
   );
@@ -127,7 +131,7 @@ describe('matvec kernels (f32 and f16 weights) vs the TS reference', () => {
     const xData = randomFloats(rows * inDim, 11);
     const wData = randomFloats(outDim * inDim, 12, 0.5);
     const initial = new Float32Array(rows * outDim);
-    const kernel = new MatvecKernel(gpu);
+    const kernel = new MatvecKernel(gpu, { strategy: 'workgroup' });
     const whole = await runMatvec(gpu, kernel, { rows, inDim, outDim, precision, xData, wData, initial, accumulate: false });
     const rowBytes = (precision === 'f16' ? 33 : 65) * 4;
     const split = await runMatvec(gpu, kernel, { rows, inDim, outDim, precision, xData, wData, initial, accumulate: false, maxBindingBytes: 333 * rowBytes });

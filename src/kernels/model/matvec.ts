@@ -1,6 +1,10 @@
 import matvecF16Body from '../../../shaders/matvec_f16.wgsl';
 import matvecF16PackedBody from '../../../shaders/matvec_f16_packed.wgsl';
 import matvecF32Body from '../../../shaders/matvec_f32.wgsl';
+import matvecLoadF16 from '../../../shaders/matvec_load_f16.wgsl';
+import matvecLoadF16Packed from '../../../shaders/matvec_load_f16_packed.wgsl';
+import matvecLoadF32 from '../../../shaders/matvec_load_f32.wgsl';
+import matvecWgBody from '../../../shaders/matvec_wg.wgsl';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
 import { F16_MAX, pack2x16float, roundToF16 } from '../../format/f16.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -211,6 +215,18 @@ interface PreparedDispatch {
 }
 
 /**
+ * How the work is split: `column` is one barrier-free thread per output column (shaders/matvec_f16_packed.wgsl and
+ * siblings; fastest on SwiftShader, whose barriers are slow); `workgroup` is one workgroup per column whose threads
+ * read the row together, coalesced, and reduce in workgroup memory (shaders/matvec_wg.wgsl; for real GPUs).
+ *
+ * @example
+ * ```ts
+ * new MatvecKernel(gpu, { strategy: 'workgroup' });
+ * ```
+ */
+export type MatvecStrategy = 'column' | 'workgroup';
+
+/**
  * Tuning of {@link MatvecKernel}.
  *
  * @example
@@ -221,7 +237,9 @@ interface PreparedDispatch {
 export interface MatvecKernelOptions {
   /** Default: `native` where the device has shader-f16, else `packed`. Asking for `native` without it throws. */
   readonly f16Path?: F16Path;
-  /** Threads per workgroup (default 64). */
+  /** Default: `column` on a software (fallback) adapter, `workgroup` otherwise. */
+  readonly strategy?: MatvecStrategy;
+  /** Threads per workgroup (default 64; a power of two for the workgroup strategy's reduction). */
   readonly workgroupSize?: number;
   /** Rows each thread accumulates at once (default 8: a batch of 8 decode tokens reads each weight once). */
   readonly rowBlock?: number;
@@ -245,6 +263,7 @@ export interface MatvecKernelOptions {
  */
 export class MatvecKernel {
   readonly f16Path: F16Path;
+  readonly strategy: MatvecStrategy;
   private readonly workgroupSize: number;
   private readonly rowBlock: number;
   private readonly cacheRowsUpTo: number;
@@ -259,8 +278,16 @@ export class MatvecKernel {
       throw new InvalidArgumentError('f16Path', `'native' needs the device feature shader-f16, which ${gpu.adapter.description || 'this adapter'} lacks; use 'packed'`);
     }
     this.f16Path = options.f16Path ?? (hasF16 ? 'native' : 'packed');
+    this.strategy = options.strategy ?? (gpu.adapter.isFallbackAdapter ? 'column' : 'workgroup');
     this.workgroupSize = options.workgroupSize ?? 64;
     this.rowBlock = options.rowBlock ?? 8;
+    if (this.strategy === 'workgroup' && !Number.isInteger(Math.log2(this.workgroupSize))) {
+      throw new InvalidArgumentError('workgroupSize', `the workgroup strategy reduces in a tree: a power of two, got ${this.workgroupSize}`);
+    }
+    const shared = this.workgroupSize * this.rowBlock * 4;
+    if (this.strategy === 'workgroup' && shared > gpu.limits.maxComputeWorkgroupStorageSize) {
+      throw new InvalidArgumentError('rowBlock', `${shared} B of workgroup memory > maxComputeWorkgroupStorageSize ${gpu.limits.maxComputeWorkgroupStorageSize}`);
+    }
     this.cacheRowsUpTo = options.cacheRowsUpTo ?? 64;
     requirePositive('workgroupSize', this.workgroupSize);
     requirePositive('rowBlock', this.rowBlock);
@@ -273,6 +300,12 @@ export class MatvecKernel {
       ROW_BLOCK: { type: 'u32', value: this.rowBlock },
       ACCUMULATE: { type: 'bool', value: accumulate },
     } as const;
+    if (this.strategy === 'workgroup') {
+      const native = precision === 'f16' && this.f16Path === 'native';
+      const library = precision === 'f32' ? matvecLoadF32 : native ? matvecLoadF16 : matvecLoadF16Packed;
+      const name = `matvec_wg_${precision === 'f32' ? 'f32' : native ? 'f16' : 'f16_packed'}`;
+      return { name, body: matvecWgBody, constants, uniforms: [MATVEC_PARAMS], libraries: [library], ...(native ? { enables: ['f16'] } : {}) };
+    }
     if (precision === 'f32') return { name: 'matvec_f32', body: matvecF32Body, constants, uniforms: [MATVEC_PARAMS] };
     if (this.f16Path === 'native') {
       return { name: 'matvec_f16', body: matvecF16Body, constants, uniforms: [MATVEC_PARAMS], enables: ['f16'] };
@@ -344,7 +377,8 @@ export class MatvecKernel {
         layout: pipeline.getBindGroupLayout(0),
         entries: [uniforms, run.x, part.buffer, run.out].map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
-      const workgroups = Math.ceil((part.rows * Math.ceil(rows / this.rowBlock)) / this.workgroupSize);
+      const blocks = part.rows * Math.ceil(rows / this.rowBlock);
+      const workgroups = this.strategy === 'workgroup' ? blocks : Math.ceil(blocks / this.workgroupSize);
       return { pipeline, bindGroup, uniforms, count: foldDispatch(workgroups, this.gpu.maxWorkgroupsPerDimension) };
     });
     if (cache) this.prepared.set(key, list);
