@@ -238,7 +238,7 @@ describe('GpuLlama on stories260K', () => {
   ] as const)('prefill-chunk logits (%s cache, %s matmul) match ReferenceLlama within 1e-4', async (kind, strategy) => {
     const gpu = await testGpu();
     const { backend, destroy } = backends[kind](gpu, [7, 8]);
-    const model = new GpuLlama(gpu, checkpoint, backend, { matmul: { strategy } });
+    const model = new GpuLlama(gpu, checkpoint, backend, { weights: 'f32', matmul: { strategy } });
     const tokenizer = Tokenizer.parse(sharedBytes('models/tok512.bin'), config.vocabSize);
     const ids = tokenizer.encode(sharedText('data/tinystories_dev.txt').slice(0, 400), { bos: true });
     const ref = new ReferenceLlama(checkpoint);
@@ -283,7 +283,8 @@ describe('GpuLlama on stories260K', () => {
     const gpu = await testGpu();
     const reference = JSON.parse(sharedText('data/stories260K_greedy_reference.json')) as { tokens: number[]; steps: number };
     const { backend, destroy } = backends.paged(gpu, [1]);
-    const model = new GpuLlama(gpu, checkpoint, backend);
+    // f32 weights here; the f16 default is held to the same 257 ids in gpu-model-f16.test.ts.
+    const model = new GpuLlama(gpu, checkpoint, backend, { weights: 'f32' });
     const ids = [1];
     const start = performance.now();
     for (let step = 0; step < reference.steps; step++) ids.push(argmax(await model.forward(1, [ids[step] as number])));
@@ -302,7 +303,7 @@ describe('GpuLlama on stories260K', () => {
     const tokenizer = Tokenizer.parse(sharedBytes('models/tok512.bin'), config.vocabSize);
     const windows = prepareEvalWindows(sharedText('data/tinystories_dev.txt'), tokenizer).slice(0, 2);
     const { backend, destroy } = backends.dense(gpu);
-    const model = new GpuLlama(gpu, checkpoint, backend);
+    const model = new GpuLlama(gpu, checkpoint, backend, { weights: 'f32' });
     const acc = new PerplexityAccumulator();
     const start = performance.now();
     for (const [w, win] of windows.entries()) {

@@ -38,7 +38,9 @@ export class GpuEvalEngine implements EvalEngine {
         observationWindow: config.observationWindow,
       }),
     );
-    this.model = new GpuLlama(gpu, config.checkpoint, this.cache);
+    // f32 weights: evaluation compares policies against the CPU engine row by row (same eviction decisions), and
+    // f16 weights move attention scores enough to flip a few of them (bytes per token 497.57 vs 497.70 at 96).
+    this.model = new GpuLlama(gpu, config.checkpoint, this.cache, { weights: 'f32' });
   }
 
   reset(): void {

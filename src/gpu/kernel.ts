@@ -31,6 +31,11 @@ export interface KernelSpec {
   readonly libraries?: readonly string[];
   /** Functions the body calls but does not define, placed after the libraries; their sources are part of the cache key. */
   readonly functions?: readonly WgslFunction[];
+  /**
+   * WGSL extensions the body needs (e.g. `f16`), emitted as `enable NAME;` before the prelude, since WGSL wants
+   * directives ahead of every declaration. The caller checks the device feature first (gpu.has('shader-f16')).
+   */
+  readonly enables?: readonly string[];
 }
 
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -55,7 +60,11 @@ function checkFunction(kernel: string, fn: WgslFunction): string {
  */
 export function kernelSource(spec: KernelSpec): string {
   const functions = (spec.functions ?? []).map((fn) => checkFunction(spec.name, fn));
-  return [wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), ...functions, spec.body].join('\n');
+  const enables = (spec.enables ?? []).map((name) => {
+    if (!IDENTIFIER.test(name)) throw new InvalidArgumentError('enables', `${spec.name}: "${name}" is not a WGSL extension name`);
+    return `enable ${name};\n`;
+  });
+  return [...enables, wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), ...functions, spec.body].join('\n');
 }
 
 /**
@@ -70,7 +79,7 @@ export function kernelSource(spec: KernelSpec): string {
 export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
   const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
   const functions = (spec.functions ?? []).map((fn) => `${fn.name}=${fn.source}`).join('|');
-  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}#${functions}`;
+  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}#${functions}#${(spec.enables ?? []).join(',')}`;
   return gpu.pipelines.get(key, () => ({
     label: spec.name,
     code: kernelSource(spec),

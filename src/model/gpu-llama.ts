@@ -1,30 +1,17 @@
-import { InvalidArgumentError, KvCompactError, LimitExceededError } from '../errors.js';
-import { F16_MAX, pack2x16float } from '../format/f16.js';
+import { InvalidArgumentError, KvCompactError } from '../errors.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
 import { EmbeddingKernel } from '../kernels/model/embedding.js';
+import { DispatchCache, type SharedPass } from '../kernels/model/dispatch-cache.js';
 import { MatmulKernel, type MatmulKernelOptions } from '../kernels/model/matmul.js';
+import { MatvecKernel, type MatvecKernelOptions, type WeightPrecision } from '../kernels/model/matvec.js';
 import { RmsNormKernel } from '../kernels/model/rmsnorm.js';
 import { RopeKernel } from '../kernels/model/rope.js';
 import { SwigluKernel } from '../kernels/model/swiglu.js';
-import type { GpuAttentionBackend } from '../attention/backend.js';
-import { layerWeights, queryDim, type LlamaCheckpoint, type LlamaConfig } from './checkpoint.js';
+import type { GpuAttentionBackend, KvStep } from '../attention/backend.js';
+import { queryDim, type LlamaCheckpoint, type LlamaConfig } from './checkpoint.js';
+import { destroyModelWeights, type GpuModelWeights, Projection, uploadModelWeights } from './gpu-weights.js';
 import { configRopeFrequencies, RMS_NORM_EPS } from './reference-forward.js';
-
-/** One layer's weights on the GPU. q/k/v stay separate so each lands in the buffer attention reads. */
-interface GpuLayerWeights {
-  readonly rmsAtt: GPUBuffer;
-  readonly wq: GPUBuffer;
-  readonly wk: GPUBuffer;
-  readonly wv: GPUBuffer;
-  readonly wo: GPUBuffer;
-  readonly rmsFfn: GPUBuffer;
-  /** [2 · hidden][dim]: w1 rows then w3 rows, so gate and up are one matmul. */
-  readonly w13: GPUBuffer;
-  readonly w2: GPUBuffer;
-  /** q/k/v biases as [width][1] matrices, added by a 1-wide accumulate matmul against a column of ones (Qwen2). */
-  readonly bias?: { readonly q: GPUBuffer; readonly k: GPUBuffer; readonly v: GPUBuffer };
-}
 
 /**
  * The cos/sin table RopeKernel reads ([positions][headDim/2][2]), for any per-pair frequencies: with llama2.c's
@@ -43,73 +30,8 @@ function ropeTable(frequencies: Float32Array, positions: number): Float32Array {
   return table;
 }
 
-/**
- * Throws {@link LimitExceededError} naming the first weight tensor whose buffer would pass maxBufferSize or
- * maxStorageBufferBindingSize, before any buffer is created.
- */
-function checkWeightSizes(limits: GPUSupportedLimits, config: LlamaConfig): void {
-  const { dim, hiddenDim, kvDim, vocabSize } = config;
-  const qDim = queryDim(config);
-  const tensors: Array<[string, string, number]> = [
-    ['token_embedding', `[${vocabSize}, ${dim}]`, vocabSize * dim],
-    ['wq', `[${qDim}, ${dim}]`, qDim * dim],
-    ['wk', `[${kvDim}, ${dim}]`, kvDim * dim],
-    ['wo', `[${dim}, ${qDim}]`, dim * qDim],
-    ['w13', `[${2 * hiddenDim}, ${dim}]`, 2 * hiddenDim * dim],
-    ['w2', `[${dim}, ${hiddenDim}]`, dim * hiddenDim],
-  ];
-  if (!config.sharedClassifier) tensors.push(['wcls', `[${vocabSize}, ${dim}]`, vocabSize * dim]);
-  const limit = Math.min(limits.maxBufferSize, limits.maxStorageBufferBindingSize);
-  const which = limits.maxBufferSize < limits.maxStorageBufferBindingSize ? 'maxBufferSize' : 'maxStorageBufferBindingSize';
-  for (const [name, shape, floats] of tensors) {
-    const bytes = 4 * floats;
-    if (bytes > limit) {
-      throw new LimitExceededError(
-        which,
-        bytes,
-        limit,
-        `weight tensor ${name} ${shape} (f32, ${bytes} bytes) does not fit one storage binding on this adapter; ` +
-          'use an adapter with a larger limit or a smaller model (split weight buffers are not implemented)',
-      );
-    }
-  }
-}
-
-/**
- * A row-major f32 matrix [rows][cols] as f16 pairs in u32 words, the upload layout for f16 weights where the
- * device lacks `shader-f16` (SwiftShader): each row is ⌈cols/2⌉ words, word j = pack2x16float(w[2j], w[2j+1])
- * (the odd last column paired with 0), so a matrix-vector kernel reads two weights per word and every row starts
- * on a word. With shader-f16 the same bytes are an `array<f16>` of rows padded to an even width. A weight past
- * the f16 range (±65504) is an {@link InvalidArgumentError} naming the tensor and the element, not a silent ∞.
- *
- * @example
- * ```ts
- * const words = packF16Rows(lw.wq, queryDim(config), config.dim, 'wq'); // half the bytes of lw.wq
- * ```
- */
-export function packF16Rows(data: Float32Array, rows: number, cols: number, tensor: string): Uint32Array {
-  if (data.length !== rows * cols) {
-    throw new InvalidArgumentError(tensor, `has ${data.length} values, expected rows ${rows} × cols ${cols}`);
-  }
-  const wordsPerRow = Math.ceil(cols / 2);
-  const out = new Uint32Array(rows * wordsPerRow);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < wordsPerRow; j++) {
-      const c = 2 * j;
-      const a = data[r * cols + c] as number;
-      const b = c + 1 < cols ? (data[r * cols + c + 1] as number) : 0;
-      if (!(Math.abs(a) <= F16_MAX) || !(Math.abs(b) <= F16_MAX)) {
-        const bad = !(Math.abs(a) <= F16_MAX) ? c : c + 1;
-        throw new InvalidArgumentError(
-          tensor,
-          `element [${r}, ${bad}] = ${data[r * cols + bad]} is outside the f16 range (±${F16_MAX}); keep this tensor in f32`,
-        );
-      }
-      out[r * wordsPerRow + j] = pack2x16float(a, b);
-    }
-  }
-  return out;
-}
+/** packF16Rows moved to the kernel layer with the kernels that read its layout; re-exported for callers here. */
+export { packF16Rows } from '../kernels/model/matvec.js';
 
 /**
  * Bytes the weights of a model take on the GPU in f32 or f16 (w1 and w3 are one buffer, a shared classifier is
@@ -127,7 +49,8 @@ export function gpuWeightBytes(config: LlamaConfig, format: 'f32' | 'f16', atten
   const perLayer =
     matrix(qDim, dim) + 2 * matrix(kvDim, dim) + matrix(dim, qDim) + matrix(2 * hiddenDim, dim) + matrix(dim, hiddenDim) +
     4 * 2 * dim + (attentionBias ? 4 * (qDim + 2 * kvDim) : 0);
-  const classifier = config.sharedClassifier ? 0 : matrix(vocabSize, dim);
+  // With f16 weights the embedding rows are gathered on the host, so an untied model keeps only its classifier.
+  const classifier = config.sharedClassifier || format === 'f16' ? 0 : matrix(vocabSize, dim);
   return matrix(vocabSize, dim) + classifier + 4 * dim + nLayers * perLayer;
 }
 
@@ -145,6 +68,11 @@ interface Activations {
   readonly v: GPUBuffer;
   /** Attention output [n][nHeads · headSize]. */
   readonly att: GPUBuffer;
+  /** One row each of q, k, v and att: what a batched step hands the attention backend per sequence. */
+  readonly q1: GPUBuffer;
+  readonly k1: GPUBuffer;
+  readonly v1: GPUBuffer;
+  readonly att1: GPUBuffer;
   /** Gate and up projections [n][2 · hidden]. */
   readonly gateUp: GPUBuffer;
   readonly hidden: GPUBuffer;
@@ -162,12 +90,25 @@ interface Activations {
  *
  * @example
  * ```ts
- * new GpuLlama(gpu, checkpoint, cache, { matmul: { strategy: 'tiled' } });
+ * new GpuLlama(gpu, checkpoint, cache, { weights: 'f32', matmul: { strategy: 'tiled' } });
  * ```
  */
 export interface GpuLlamaOptions {
-  /** Matmul strategy and tiles (default: picked from the adapter, see MatmulStrategy). */
+  /**
+   * Precision of the weight matrices on the GPU (default f16: half the bytes per decode step; on stories260K its
+   * logits stay within 2e-2 of f32 and the 257-token greedy reference is reproduced, see test/gpu-model-f16.test.ts).
+   * RMSNorm weights and biases stay f32; activations and accumulation are f32 either way.
+   */
+  readonly weights?: WeightPrecision;
+  /** Matmul strategy and tiles of the f32 weights (default: picked from the adapter, see MatmulStrategy). */
   readonly matmul?: MatmulKernelOptions;
+  /** The f16 path (native shader-f16 or packed) and tuning of the matrix-vector kernel. */
+  readonly matvec?: MatvecKernelOptions;
+  /**
+   * Split weight matrices by rows where one buffer would pass this many bytes (default and maximum: the device's
+   * maxBufferSize / maxStorageBufferBindingSize). Tests set it small to exercise the split path.
+   */
+  readonly maxBindingBytes?: number;
 }
 
 /**
@@ -184,9 +125,12 @@ export interface GpuForwardOptions {
 }
 
 /**
- * The Llama forward pass (llama2.c checkpoints and Hugging Face Llama/Qwen2/Mistral, see loadHfModel) on the GPU: embedding, RMSNorm, matmuls, RoPE and SwiGLU in WGSL, attention through a
- * {@link GpuAttentionBackend} (the paged KV cache). Runs a chunk of n tokens of one sequence per call (prefill
- * and decode are the same path) in one submit, and reads the logits back. Weights are uploaded once.
+ * The Llama forward pass (llama2.c checkpoints and Hugging Face Llama/Qwen2/Mistral, see loadHfModel) on the GPU:
+ * embedding, RMSNorm, matmuls, RoPE and SwiGLU in WGSL, attention through a {@link GpuAttentionBackend} (the paged
+ * KV cache). {@link GpuLlama.forward} runs a chunk of n tokens of one sequence (prefill and decode are the same
+ * path); {@link GpuLlama.forwardBatch} runs one decode token of each of several sequences, the matmuls as
+ * [batch × dim] products. Each call is one submit and one readback. Weights are uploaded once, in f16 by default
+ * (see GpuLlamaOptions.weights), split by rows where a matrix passes the binding limit.
  * Calls must not overlap: the chunk scratch buffers are shared.
  *
  * @example
@@ -199,19 +143,19 @@ export interface GpuForwardOptions {
  */
 export class GpuLlama {
   readonly config: LlamaConfig;
+  /** Precision of the weight matrices on the GPU. */
+  readonly weightPrecision: WeightPrecision;
   private readonly embedding: EmbeddingKernel;
   private readonly rmsnorm: RmsNormKernel;
-  private readonly matmul: MatmulKernel;
+  private readonly projection: Projection;
   private readonly rope: RopeKernel;
   private readonly swiglu: SwigluKernel;
-  private readonly tokenEmbedding: GPUBuffer;
-  private readonly rmsFinal: GPUBuffer;
-  private readonly wcls: GPUBuffer;
-  private readonly layers: GpuLayerWeights[];
+  private readonly weights: GpuModelWeights;
   private ropeTable: GPUBuffer;
   private ropeRows: number;
   private readonly ropeFrequencies: Float32Array;
   private activations: Activations | null = null;
+  private readonly dispatches: DispatchCache;
   private busy = false;
   private destroyed = false;
 
@@ -221,40 +165,28 @@ export class GpuLlama {
     private readonly backend: GpuAttentionBackend,
     options: GpuLlamaOptions = {},
   ) {
-    const { config, weights } = checkpoint;
+    const { config } = checkpoint;
     this.config = config;
-    checkWeightSizes(gpu.limits, config);
+    this.weightPrecision = options.weights ?? 'f16';
     this.embedding = new EmbeddingKernel(gpu);
     this.rmsnorm = new RmsNormKernel(gpu, { eps: config.rmsNormEps ?? RMS_NORM_EPS });
-    this.matmul = new MatmulKernel(gpu, options.matmul);
+    this.projection = new Projection(new MatmulKernel(gpu, options.matmul), new MatvecKernel(gpu, options.matvec));
     this.rope = new RopeKernel(gpu, { nHeads: config.nHeads, kvHeads: config.nKvHeads, headDim: config.headSize });
     this.swiglu = new SwigluKernel(gpu);
-    this.tokenEmbedding = createStorageBuffer(gpu, 'llama:token_embedding', weights.tokenEmbedding);
-    this.rmsFinal = createStorageBuffer(gpu, 'llama:rms_final', weights.rmsFinalWeight);
-    this.wcls = config.sharedClassifier ? this.tokenEmbedding : createStorageBuffer(gpu, 'llama:wcls', weights.wcls);
-    this.layers = Array.from({ length: config.nLayers }, (_, l) => {
-      const lw = layerWeights(config, weights, l);
-      const w13 = new Float32Array(2 * config.hiddenDim * config.dim);
-      w13.set(lw.w1, 0);
-      w13.set(lw.w3, lw.w1.length);
-      const upload = (name: string, data: Float32Array) => createStorageBuffer(gpu, `llama:${l}:${name}`, data);
-      const bias =
-        lw.bq && lw.bk && lw.bv ? { bias: { q: upload('bq', lw.bq), k: upload('bk', lw.bk), v: upload('bv', lw.bv) } } : {};
-      return {
-        ...bias,
-        rmsAtt: upload('rms_att', lw.rmsAttWeight),
-        wq: upload('wq', lw.wq),
-        wk: upload('wk', lw.wk),
-        wv: upload('wv', lw.wv),
-        wo: upload('wo', lw.wo),
-        rmsFfn: upload('rms_ffn', lw.rmsFfnWeight),
-        w13: upload('w13', w13),
-        w2: upload('w2', lw.w2),
-      };
-    });
+    this.dispatches = new DispatchCache(gpu);
+    this.weights = uploadModelWeights(gpu, checkpoint, this.weightPrecision, options.maxBindingBytes);
     this.ropeRows = config.seqLen;
     this.ropeFrequencies = configRopeFrequencies(config);
     this.ropeTable = createStorageBuffer(gpu, 'llama:rope', ropeTable(this.ropeFrequencies, this.ropeRows));
+  }
+
+  /** The number of buffers each weight matrix is split into, by name (1 where it fits one binding). */
+  get weightParts(): ReadonlyMap<string, number> {
+    const parts = new Map<string, number>();
+    const add = (m: GpuModelWeights['classifier']) => parts.set(m.kind === 'f32' ? m.name : m.weight.name, m.kind === 'f32' ? 1 : m.weight.parts.length);
+    add(this.weights.classifier);
+    for (const lw of this.weights.layers) for (const m of [lw.wq, lw.wk, lw.wv, lw.wo, lw.w13, lw.w2]) add(m);
+    return parts;
   }
 
   /**
@@ -262,97 +194,179 @@ export class GpuLlama {
    * the last token [vocab], or with `allLogits` of every token [n][vocab].
    */
   async forward(seqId: number, tokens: readonly number[], options: GpuForwardOptions = {}): Promise<Float32Array> {
-    if (this.destroyed) throw new KvCompactError('this GpuLlama was destroyed; create a new one');
-    if (this.busy) {
-      throw new KvCompactError('GpuLlama.forward calls must not overlap (they share scratch buffers): await each call');
-    }
-    const { vocabSize } = this.config;
+    this.checkUsable();
     const n = tokens.length;
     if (n === 0) throw new InvalidArgumentError('tokens', 'a chunk needs at least one token');
-    tokens.forEach((t, i) => {
-      if (!Number.isInteger(t) || t < 0 || t >= vocabSize) {
-        throw new InvalidArgumentError(`tokens[${i}]`, `id ${t} is outside the vocabulary (0..${vocabSize - 1})`);
-      }
-    });
+    this.checkTokens(tokens, 'tokens');
     this.busy = true;
     try {
-      const act = this.scratch(n);
       const step = this.backend.beginStep(seqId, n);
       if (step.positions.length !== n) {
         throw new InvalidArgumentError('positions', `backend returned ${step.positions.length} positions for ${n} tokens`);
       }
-      let maxPos = 0;
-      for (const p of step.positions) maxPos = Math.max(maxPos, p);
-      this.ensureRope(maxPos + 1);
-      const queue = this.gpu.device.queue;
-      queue.writeBuffer(act.tokens, 0, Uint32Array.from(tokens));
-      queue.writeBuffer(act.positions, 0, Uint32Array.from(step.positions));
-      const encoder = this.gpu.device.createCommandEncoder({ label: 'llama:forward' });
-      const logitRows = this.encodeForward(encoder, act, n, step, options.allLogits ?? false);
-      const bytes = logitRows * vocabSize * 4;
-      encoder.copyBufferToBuffer(act.logits, 0, act.staging, 0, bytes);
-      this.gpu.submit([encoder.finish()]);
-      this.backend.endStep(step);
-      await act.staging.mapAsync(GPUMapMode.READ, 0, bytes);
-      try {
-        return new Float32Array(act.staging.getMappedRange(0, bytes).slice(0));
-      } finally {
-        act.staging.unmap();
-      }
+      return await this.run(tokens, [step], options.allLogits ?? false);
     } finally {
       this.busy = false;
     }
   }
 
-  private encodeForward(
-    encoder: GPUCommandEncoder,
-    act: Activations,
-    n: number,
-    step: ReturnType<GpuAttentionBackend['beginStep']>,
-    allLogits: boolean,
-  ): number {
-    const { dim, hiddenDim, kvDim, vocabSize } = this.config;
+  /**
+   * One decode token of each of `seqIds` (distinct sequences, at the positions the backend assigns) in one
+   * forward and one submit: the projections run as [batch × dim] products (each weight read once per 8 rows by
+   * the matvec kernel), attention runs per sequence. Returns each sequence's logits [vocab], in order.
+   * If the backend cannot reserve a slot for a later sequence (OutOfBlocksError), the earlier ones keep the slot
+   * they reserved, with no K/V written: truncate them (PagedKvCache.truncate) or free them before going on.
+   *
+   * @example
+   * ```ts
+   * const [a, b] = await model.forwardBatch([1, 2], [tokA, tokB]);
+   * ```
+   */
+  async forwardBatch(seqIds: readonly number[], tokens: readonly number[]): Promise<Float32Array[]> {
+    this.checkUsable();
+    if (seqIds.length === 0 || seqIds.length !== tokens.length) {
+      throw new InvalidArgumentError('tokens', `a batch needs one token per sequence; got ${tokens.length} tokens for ${seqIds.length} sequences`);
+    }
+    if (new Set(seqIds).size !== seqIds.length) {
+      throw new InvalidArgumentError('seqIds', 'a batch holds one token per sequence; run several tokens of one sequence with forward()');
+    }
+    this.checkTokens(tokens, 'tokens');
+    this.busy = true;
+    try {
+      const steps: KvStep[] = [];
+      try {
+        for (const seqId of seqIds) steps.push(this.backend.beginStep(seqId, 1));
+      } catch (error) {
+        // Release what the begun steps hold; their reserved slots stay (the backend has no undo of beginStep).
+        for (const step of steps) this.backend.endStep(step);
+        throw error;
+      }
+      const logits = await this.run(tokens, steps, true);
+      const { vocabSize } = this.config;
+      return steps.map((_, b) => logits.slice(b * vocabSize, (b + 1) * vocabSize));
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private checkUsable(): void {
+    if (this.destroyed) throw new KvCompactError('this GpuLlama was destroyed; create a new one');
+    if (this.busy) {
+      throw new KvCompactError('GpuLlama.forward calls must not overlap (they share scratch buffers): await each call');
+    }
+  }
+
+  private checkTokens(tokens: readonly number[], field: string): void {
+    const { vocabSize } = this.config;
+    tokens.forEach((t, i) => {
+      if (!Number.isInteger(t) || t < 0 || t >= vocabSize) {
+        throw new InvalidArgumentError(`${field}[${i}]`, `id ${t} is outside the vocabulary (0..${vocabSize - 1})`);
+      }
+    });
+  }
+
+  /** Encodes, submits and reads back one forward over `tokens`, whose rows belong to `steps` in order. */
+  private async run(tokens: readonly number[], steps: readonly KvStep[], allLogits: boolean): Promise<Float32Array> {
+    const { vocabSize, dim } = this.config;
+    const n = tokens.length;
+    const act = this.scratch(n);
+    const positions = new Uint32Array(n);
+    let at = 0;
+    for (const step of steps) {
+      positions.set(step.positions, at);
+      at += step.positions.length;
+    }
+    let maxPos = 0;
+    for (const p of positions) maxPos = Math.max(maxPos, p);
+    this.ensureRope(maxPos + 1);
+    const queue = this.gpu.device.queue;
+    const host = this.weights.hostEmbedding;
+    if (host) {
+      const rows = new Float32Array(n * dim);
+      tokens.forEach((t, i) => rows.set(host.subarray(t * dim, (t + 1) * dim), i * dim));
+      queue.writeBuffer(act.x, 0, rows);
+    } else {
+      queue.writeBuffer(act.tokens, 0, Uint32Array.from(tokens));
+    }
+    queue.writeBuffer(act.positions, 0, positions);
+    const encoder = this.gpu.device.createCommandEncoder({ label: 'llama:forward' });
+    const logitRows = this.encodeForward(encoder, act, n, steps, allLogits);
+    const bytes = logitRows * vocabSize * 4;
+    encoder.copyBufferToBuffer(act.logits, 0, act.staging, 0, bytes);
+    this.gpu.submit([encoder.finish()]);
+    for (const step of steps) this.backend.endStep(step);
+    await act.staging.mapAsync(GPUMapMode.READ, 0, bytes);
+    try {
+      return new Float32Array(act.staging.getMappedRange(0, bytes).slice(0));
+    } finally {
+      act.staging.unmap();
+    }
+  }
+
+  /**
+   * Records the forward: one compute pass for each stretch between attention calls (the backend opens its own
+   * passes, and buffer copies sit between passes), dispatches from the cache, so a repeated decode step creates
+   * no uniform buffers or bind groups for the model's own kernels.
+   */
+  private encodeForward(encoder: GPUCommandEncoder, act: Activations, n: number, steps: readonly KvStep[], allLogits: boolean): number {
+    const { dim, hiddenDim, kvDim } = this.config;
     const qDim = queryDim(this.config);
-    this.embedding.encode(encoder, { numTokens: n, dim, tokens: act.tokens, table: this.tokenEmbedding, out: act.x });
-    this.layers.forEach((lw, layer) => {
-      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsAtt, out: act.xb });
-      this.matmul.encode(encoder, { rows: n, inDim: dim, outDim: qDim, x: act.xb, w: lw.wq, out: act.q });
-      this.matmul.encode(encoder, { rows: n, inDim: dim, outDim: kvDim, x: act.xb, w: lw.wk, out: act.k });
-      this.matmul.encode(encoder, { rows: n, inDim: dim, outDim: kvDim, x: act.xb, w: lw.wv, out: act.v });
+    const w = this.weights;
+    const project = this.projection;
+    let shared: SharedPass = { pass: encoder.beginComputePass({ label: 'llama:forward' }), cache: this.dispatches };
+    const outside = (record: () => void) => {
+      shared.pass.end();
+      record();
+      shared = { pass: encoder.beginComputePass({ label: 'llama:forward' }), cache: this.dispatches };
+    };
+    if (w.tokenEmbedding) this.embedding.encode(encoder, { numTokens: n, dim, tokens: act.tokens, table: w.tokenEmbedding, out: act.x }, shared);
+    w.layers.forEach((lw, layer) => {
+      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsAtt, out: act.xb }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.wq, out: act.q }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.wk, out: act.k }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.wv, out: act.v }, shared);
       if (lw.bias) {
-        const add = (w: GPUBuffer, out: GPUBuffer, outDim: number) =>
-          this.matmul.encode(encoder, { rows: n, inDim: 1, outDim, x: act.ones, w, out, accumulate: true });
+        const add = (b: GPUBuffer, out: GPUBuffer, outDim: number) =>
+          project.matmul.encode(encoder, { rows: n, inDim: 1, outDim, x: act.ones, w: b, out, accumulate: true }, shared);
         add(lw.bias.q, act.q, qDim);
         add(lw.bias.k, act.k, kvDim);
         add(lw.bias.v, act.v, kvDim);
       }
-      this.rope.encode(encoder, {
-        numTokens: n,
-        positions: act.positions,
-        table: this.ropeTable,
-        tableRows: this.ropeRows,
-        q: act.q,
-        k: act.k,
+      this.rope.encode(encoder, { numTokens: n, positions: act.positions, table: this.ropeTable, tableRows: this.ropeRows, q: act.q, k: act.k }, shared);
+      outside(() => {
+        if (steps.length === 1 && steps[0]) {
+          this.backend.encodeLayer(encoder, steps[0], layer, { keys: act.k, values: act.v, queries: act.q, out: act.att });
+          return;
+        }
+        // A batched step: the backend attends one sequence's rows at offset 0, so each row goes through one-row
+        // buffers (commands of one encoder run in order, so the buffers are reused from sequence to sequence).
+        steps.forEach((step, b) => {
+          encoder.copyBufferToBuffer(act.q, b * qDim * 4, act.q1, 0, qDim * 4);
+          encoder.copyBufferToBuffer(act.k, b * kvDim * 4, act.k1, 0, kvDim * 4);
+          encoder.copyBufferToBuffer(act.v, b * kvDim * 4, act.v1, 0, kvDim * 4);
+          this.backend.encodeLayer(encoder, step, layer, { keys: act.k1, values: act.v1, queries: act.q1, out: act.att1 });
+          encoder.copyBufferToBuffer(act.att1, 0, act.att, b * qDim * 4, qDim * 4);
+        });
       });
-      this.backend.encodeLayer(encoder, step, layer, { keys: act.k, values: act.v, queries: act.q, out: act.att });
-      this.matmul.encode(encoder, { rows: n, inDim: qDim, outDim: dim, x: act.att, w: lw.wo, out: act.x, accumulate: true });
-      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsFfn, out: act.xb });
-      this.matmul.encode(encoder, { rows: n, inDim: dim, outDim: 2 * hiddenDim, x: act.xb, w: lw.w13, out: act.gateUp });
-      this.swiglu.encode(encoder, { rows: n, width: hiddenDim, gateUp: act.gateUp, out: act.hidden });
-      this.matmul.encode(encoder, { rows: n, inDim: hiddenDim, outDim: dim, x: act.hidden, w: lw.w2, out: act.x, accumulate: true });
+      project.encode(encoder, { rows: n, x: act.att, w: lw.wo, out: act.x, accumulate: true }, shared);
+      this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsFfn, out: act.xb }, shared);
+      project.encode(encoder, { rows: n, x: act.xb, w: lw.w13, out: act.gateUp }, shared);
+      this.swiglu.encode(encoder, { rows: n, width: hiddenDim, gateUp: act.gateUp, out: act.hidden }, shared);
+      project.encode(encoder, { rows: n, x: act.hidden, w: lw.w2, out: act.x, accumulate: true }, shared);
     });
     // Only the rows whose logits are returned go through the classifier (vocab × dim per row).
     let rows = n;
     let source = act.x;
     let normed = act.xb;
     if (!allLogits) {
-      encoder.copyBufferToBuffer(act.x, (n - 1) * dim * 4, act.lastX, 0, dim * 4);
+      outside(() => encoder.copyBufferToBuffer(act.x, (n - 1) * dim * 4, act.lastX, 0, dim * 4));
       rows = 1;
       source = act.lastX;
       normed = act.lastXb;
     }
-    this.rmsnorm.encode(encoder, { rows, dim, x: source, weight: this.rmsFinal, out: normed });
-    this.matmul.encode(encoder, { rows, inDim: dim, outDim: vocabSize, x: normed, w: this.wcls, out: act.logits });
+    this.rmsnorm.encode(encoder, { rows, dim, x: source, weight: w.rmsFinal, out: normed }, shared);
+    project.encode(encoder, { rows, x: normed, w: w.classifier, out: act.logits }, shared);
+    shared.pass.end();
     return rows;
   }
 
@@ -362,6 +376,8 @@ export class GpuLlama {
     let next = this.ropeRows;
     while (next < rows) next *= 2;
     this.ropeTable.destroy();
+    // Cached bind groups name the old table.
+    this.dispatches.clear();
     this.ropeRows = next;
     this.ropeTable = createStorageBuffer(this.gpu, 'llama:rope', ropeTable(this.ropeFrequencies, next));
   }
@@ -383,6 +399,10 @@ export class GpuLlama {
       k: f32('k', capacity * kvDim),
       v: f32('v', capacity * kvDim),
       att: f32('att', capacity * nHeads * headSize),
+      q1: f32('q1', nHeads * headSize),
+      k1: f32('k1', kvDim),
+      v1: f32('v1', kvDim),
+      att1: f32('att1', nHeads * headSize),
       gateUp: f32('gate_up', capacity * 2 * hiddenDim),
       hidden: f32('hidden', capacity * hiddenDim),
       lastX: f32('last_x', dim),
@@ -401,9 +421,10 @@ export class GpuLlama {
   private destroyActivations(): void {
     const act = this.activations;
     if (!act) return;
-    for (const buffer of [act.tokens, act.positions, act.x, act.xb, act.q, act.k, act.v, act.att, act.gateUp, act.hidden, act.lastX, act.lastXb, act.ones, act.logits, act.staging]) {
-      buffer.destroy();
-    }
+    // The matvec kernel's cached bind groups name these buffers.
+    this.projection.matvec.clearCache();
+    this.dispatches.clear();
+    for (const [key, value] of Object.entries(act)) if (key !== 'capacity') (value as GPUBuffer).destroy();
     this.activations = null;
   }
 
@@ -412,11 +433,9 @@ export class GpuLlama {
     if (this.destroyed) return;
     this.destroyed = true;
     this.destroyActivations();
-    const buffers = new Set<GPUBuffer>([this.tokenEmbedding, this.rmsFinal, this.wcls, this.ropeTable]);
-    for (const { bias, ...lw } of this.layers) {
-      for (const b of Object.values(lw) as GPUBuffer[]) buffers.add(b);
-      if (bias) for (const b of [bias.q, bias.k, bias.v]) buffers.add(b);
-    }
-    for (const b of buffers) b.destroy();
+    this.projection.matvec.clearCache();
+    this.dispatches.clear();
+    this.ropeTable.destroy();
+    destroyModelWeights(this.weights);
   }
 }

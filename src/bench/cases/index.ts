@@ -9,6 +9,7 @@ import { copySuite } from './copy.js';
 import { flashDecodeSuite } from './flash-decode.js';
 import { kvAppendSuite } from './kv-append.js';
 import { mergeSuite } from './merge.js';
+import { modelSuite } from './model.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
 import { quantizeSuite } from './quantize.js';
 import { scoringSuite } from './scoring.js';
@@ -37,6 +38,7 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   compressSuite,
   mergeSuite,
   utilisationSuite,
+  modelSuite,
   bytesPerTokenSuite,
   storeBenchSuite,
   storeGpuSuite,

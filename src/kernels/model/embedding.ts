@@ -1,7 +1,8 @@
 import embeddingBody from '../../../shaders/embedding.wgsl';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { dispatchKernel, type SharedPass } from './dispatch-cache.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const EMBEDDING_PARAMS = new UniformLayout('EmbeddingParams', [
@@ -49,24 +50,14 @@ export class EmbeddingKernel {
   }
 
   /** Records the gather into `encoder`. */
-  encode(encoder: GPUCommandEncoder, run: EmbeddingRun): void {
+  encode(encoder: GPUCommandEncoder, run: EmbeddingRun, shared?: SharedPass): void {
     requirePositive('numTokens', run.numTokens);
     requirePositive('dim', run.dim);
     requireStorage('tokens', run.tokens, run.numTokens * 4);
     requireStorage('table', run.table, run.dim * 4);
     requireStorage('out', run.out, run.numTokens * run.dim * 4);
-    const uniforms = this.gpu.uniformBuffer(
-      'embedding:params',
-      EMBEDDING_PARAMS.pack({ num_tokens: run.numTokens, dim: run.dim }),
-    );
-    const pass = encoder.beginComputePass({ label: 'embedding' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.tokens, run.table, run.out],
-      Math.ceil((run.numTokens * run.dim) / this.workgroupSize),
-    );
-    pass.end();
+    const params = EMBEDDING_PARAMS.pack({ num_tokens: run.numTokens, dim: run.dim });
+    const workgroups = Math.ceil((run.numTokens * run.dim) / this.workgroupSize);
+    dispatchKernel(this.gpu, encoder, kernelPipeline(this.gpu, this.spec), params, [run.tokens, run.table, run.out], workgroups, shared);
   }
 }

@@ -2,8 +2,9 @@ import matmulBody from '../../../shaders/matmul.wgsl';
 import matmulDirectBody from '../../../shaders/matmul_direct.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { dispatchKernel, type SharedPass } from './dispatch-cache.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const MATMUL_PARAMS = new UniformLayout('MatmulParams', [
@@ -186,7 +187,7 @@ export class MatmulKernel {
   }
 
   /** Records the product into `encoder`. */
-  encode(encoder: GPUCommandEncoder, run: MatmulRun): void {
+  encode(encoder: GPUCommandEncoder, run: MatmulRun, shared?: SharedPass): void {
     requirePositive('rows', run.rows);
     requirePositive('inDim', run.inDim);
     requirePositive('outDim', run.outDim);
@@ -197,21 +198,11 @@ export class MatmulKernel {
     requireStorage('w', run.w, run.outDim * run.inDim * 4);
     requireStorage('out', run.out, run.rows * run.outDim * 4);
     const tile = this.strategy === 'tiled' ? this.tileFor(run.rows) : null;
-    const uniforms = this.gpu.uniformBuffer(
-      'matmul:params',
-      MATMUL_PARAMS.pack({ rows: run.rows, in_dim: run.inDim, out_dim: run.outDim }),
-    );
+    const params = MATMUL_PARAMS.pack({ rows: run.rows, in_dim: run.inDim, out_dim: run.outDim });
     const workgroups = tile
       ? Math.ceil(run.rows / tile.tileM) * Math.ceil(run.outDim / tile.tileN)
       : Math.ceil((run.rows * run.outDim) / this.directWorkgroupSize);
-    const pass = encoder.beginComputePass({ label: 'matmul' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.specFor(tile, run.accumulate ?? false)),
-      [uniforms, run.x, run.w, run.out],
-      workgroups,
-    );
-    pass.end();
+    const pipeline = kernelPipeline(this.gpu, this.specFor(tile, run.accumulate ?? false));
+    dispatchKernel(this.gpu, encoder, pipeline, params, [run.x, run.w, run.out], workgroups, shared);
   }
 }

@@ -1,8 +1,9 @@
 import rmsnormBody from '../../../shaders/rmsnorm.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { dispatchKernel, type SharedPass } from './dispatch-cache.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const RMSNORM_PARAMS = new UniformLayout('RmsNormParams', [
@@ -56,16 +57,14 @@ export class RmsNormKernel {
   }
 
   /** Records the normalisation into `encoder`. */
-  encode(encoder: GPUCommandEncoder, run: RmsNormRun): void {
+  encode(encoder: GPUCommandEncoder, run: RmsNormRun, shared?: SharedPass): void {
     requirePositive('rows', run.rows);
     requirePositive('dim', run.dim);
     if (run.x === run.out) throw new InvalidArgumentError('out', 'rmsnorm cannot run in place; use another buffer');
     requireStorage('x', run.x, run.rows * run.dim * 4);
     requireStorage('weight', run.weight, run.dim * 4);
     requireStorage('out', run.out, run.rows * run.dim * 4);
-    const uniforms = this.gpu.uniformBuffer('rmsnorm:params', RMSNORM_PARAMS.pack({ rows: run.rows, dim: run.dim }));
-    const pass = encoder.beginComputePass({ label: 'rmsnorm' });
-    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.spec), [uniforms, run.x, run.weight, run.out], run.rows);
-    pass.end();
+    const params = RMSNORM_PARAMS.pack({ rows: run.rows, dim: run.dim });
+    dispatchKernel(this.gpu, encoder, kernelPipeline(this.gpu, this.spec), params, [run.x, run.weight, run.out], run.rows, shared);
   }
 }

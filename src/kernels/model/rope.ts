@@ -1,8 +1,9 @@
 import ropeBody from '../../../shaders/rope.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { dispatchKernel, type SharedPass } from './dispatch-cache.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const ROPE_PARAMS = new UniformLayout('RopeParams', [
@@ -92,7 +93,7 @@ export class RopeKernel {
   }
 
   /** Records the rotation into `encoder`. */
-  encode(encoder: GPUCommandEncoder, run: RopeRun): void {
+  encode(encoder: GPUCommandEncoder, run: RopeRun, shared?: SharedPass): void {
     const { nHeads, kvHeads, headDim } = this.shape;
     requirePositive('numTokens', run.numTokens);
     requirePositive('tableRows', run.tableRows);
@@ -101,19 +102,9 @@ export class RopeKernel {
     requireStorage('table', run.table, run.tableRows * headDim * 4);
     requireStorage('q', run.q, run.numTokens * nHeads * headDim * 4);
     requireStorage('k', run.k, run.numTokens * kvHeads * headDim * 4);
-    const uniforms = this.gpu.uniformBuffer(
-      'rope:params',
-      ROPE_PARAMS.pack({ num_tokens: run.numTokens, table_rows: run.tableRows }),
-    );
+    const params = ROPE_PARAMS.pack({ num_tokens: run.numTokens, table_rows: run.tableRows });
     const pairs = (run.numTokens * (nHeads + kvHeads) * headDim) / 2;
-    const pass = encoder.beginComputePass({ label: 'rope' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.positions, run.table, run.q, run.k],
-      Math.ceil(pairs / this.workgroupSize),
-    );
-    pass.end();
+    const buffers = [run.positions, run.table, run.q, run.k];
+    dispatchKernel(this.gpu, encoder, kernelPipeline(this.gpu, this.spec), params, buffers, Math.ceil(pairs / this.workgroupSize), shared);
   }
 }

@@ -1,7 +1,8 @@
 import swigluBody from '../../../shaders/swiglu.wgsl';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { dispatchKernel, type SharedPass } from './dispatch-cache.js';
 import { requirePositive, requireStorage } from './model-checks.js';
 
 const SWIGLU_PARAMS = new UniformLayout('SwigluParams', [
@@ -48,20 +49,13 @@ export class SwigluKernel {
   }
 
   /** Records the gate into `encoder`. */
-  encode(encoder: GPUCommandEncoder, run: SwigluRun): void {
+  encode(encoder: GPUCommandEncoder, run: SwigluRun, shared?: SharedPass): void {
     requirePositive('rows', run.rows);
     requirePositive('width', run.width);
     requireStorage('gateUp', run.gateUp, run.rows * 2 * run.width * 4);
     requireStorage('out', run.out, run.rows * run.width * 4);
-    const uniforms = this.gpu.uniformBuffer('swiglu:params', SWIGLU_PARAMS.pack({ rows: run.rows, width: run.width }));
-    const pass = encoder.beginComputePass({ label: 'swiglu' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.gateUp, run.out],
-      Math.ceil((run.rows * run.width) / this.workgroupSize),
-    );
-    pass.end();
+    const params = SWIGLU_PARAMS.pack({ rows: run.rows, width: run.width });
+    const workgroups = Math.ceil((run.rows * run.width) / this.workgroupSize);
+    dispatchKernel(this.gpu, encoder, kernelPipeline(this.gpu, this.spec), params, [run.gateUp, run.out], workgroups, shared);
   }
 }

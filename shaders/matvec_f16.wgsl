@@ -1,0 +1,49 @@
+// out[r][out_offset + c] (+)= Σ_k x[r][k] · w[c][k] with f16 weights read natively (`enable f16;` is emitted
+// before the prelude by the kernel spec; only where the device has `shader-f16`). Same bytes as the packed
+// variant (shaders/matvec_f16_packed.wgsl): row c is row_words vec2<f16>, the odd last column paired with 0.
+// Same work split: one thread per output column and block of ROW_BLOCK rows, f32 accumulation, no barriers.
+
+@group(0) @binding(0) var<uniform> params: MatvecParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows][in_dim]
+@group(0) @binding(2) var<storage, read> w: array<vec2<f16>>;    // [out_dim][row_words]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [rows][out_stride]
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = linear_workgroup_index(wid, nwg) * WORKGROUP_SIZE + lid;
+  let blocks = (params.rows + ROW_BLOCK - 1u) / ROW_BLOCK;
+  if (i >= params.out_dim * blocks) {
+    return;
+  }
+  let c = i % params.out_dim;
+  let r0 = (i / params.out_dim) * ROW_BLOCK;
+  let nr = min(ROW_BLOCK, params.rows - r0);
+  let w_base = c * params.row_words;
+  let pairs = params.in_dim / 2u;
+  var acc: array<f32, ROW_BLOCK>;
+  for (var j = 0u; j < pairs; j++) {
+    let wv = vec2<f32>(w[w_base + j]);
+    for (var rr = 0u; rr < nr; rr++) {
+      let xi = (r0 + rr) * params.in_dim + 2u * j;
+      acc[rr] += x[xi] * wv.x + x[xi + 1u] * wv.y;
+    }
+  }
+  if (params.in_dim % 2u == 1u) {
+    let wl = f32(w[w_base + pairs].x);
+    for (var rr = 0u; rr < nr; rr++) {
+      acc[rr] += x[(r0 + rr) * params.in_dim + params.in_dim - 1u] * wl;
+    }
+  }
+  for (var rr = 0u; rr < nr; rr++) {
+    let o = (r0 + rr) * params.out_stride + params.out_offset + c;
+    if (ACCUMULATE) {
+      out[o] = out[o] + acc[rr];
+    } else {
+      out[o] = acc[rr];
+    }
+  }
+}

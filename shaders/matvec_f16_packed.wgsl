@@ -1,0 +1,51 @@
+// out[r][out_offset + c] (+)= Σ_k x[r][k] · w[c][k] with f16 weights packed two to a u32 word (the layout of
+// packF16Rows: row c is row_words = ⌈in_dim/2⌉ words, the odd last column paired with 0), for devices without
+// `shader-f16` (SwiftShader). One thread per output column and block of ROW_BLOCK rows, no workgroup memory and no
+// barriers: each weight word is read once per block of rows, so a batch of ≤ ROW_BLOCK decode tokens reads the
+// weights once, as a single token does. out_stride / out_offset let a weight split by rows across several
+// buffers write its column range of one [rows][out_stride] output. Accumulation is in f32.
+
+@group(0) @binding(0) var<uniform> params: MatvecParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows][in_dim]
+@group(0) @binding(2) var<storage, read> w: array<u32>;          // [out_dim][row_words], f16 pairs
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [rows][out_stride]
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let i = linear_workgroup_index(wid, nwg) * WORKGROUP_SIZE + lid;
+  let blocks = (params.rows + ROW_BLOCK - 1u) / ROW_BLOCK;
+  if (i >= params.out_dim * blocks) {
+    return;
+  }
+  let c = i % params.out_dim;
+  let r0 = (i / params.out_dim) * ROW_BLOCK;
+  let nr = min(ROW_BLOCK, params.rows - r0);
+  let w_base = c * params.row_words;
+  let pairs = params.in_dim / 2u;
+  var acc: array<f32, ROW_BLOCK>;
+  for (var j = 0u; j < pairs; j++) {
+    let wv = unpack2x16float(w[w_base + j]);
+    for (var rr = 0u; rr < nr; rr++) {
+      let xi = (r0 + rr) * params.in_dim + 2u * j;
+      acc[rr] += x[xi] * wv.x + x[xi + 1u] * wv.y;
+    }
+  }
+  if (params.in_dim % 2u == 1u) {
+    let wl = unpack2x16float(w[w_base + pairs]).x;
+    for (var rr = 0u; rr < nr; rr++) {
+      acc[rr] += x[(r0 + rr) * params.in_dim + params.in_dim - 1u] * wl;
+    }
+  }
+  for (var rr = 0u; rr < nr; rr++) {
+    let o = (r0 + rr) * params.out_stride + params.out_offset + c;
+    if (ACCUMULATE) {
+      out[o] = out[o] + acc[rr];
+    } else {
+      out[o] = acc[rr];
+    }
+  }
+}

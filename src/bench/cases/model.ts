@@ -1,0 +1,103 @@
+import { PagedKvCache } from '../../engine/paged-kv-cache.js';
+import type { GpuContext } from '../../gpu/context.js';
+import type { WeightPrecision } from '../../kernels/model/matvec.js';
+import { parseCheckpoint, type LlamaCheckpoint } from '../../model/checkpoint.js';
+import { GpuLlama, gpuWeightBytes } from '../../model/gpu-llama.js';
+import type { BenchCase, BenchSuite, PreparedCase, SkippedCase } from '../harness.js';
+
+/** Tokens each sequence is prefilled with before decode steps are timed. */
+const PROMPT = 16;
+/** A sequence is restarted (untimed) before its position passes this, so every sample decodes at 16..PROMPT+… */
+const RESTART_AT = 256;
+
+let loaded: Promise<LlamaCheckpoint | string> | undefined;
+
+/**
+ * stories260K from `$KVCOMPACT_MODEL_DIR` or `../shared/models` beside the working directory (the places the
+ * CLI looks first); the bench does not download (src/node resolves files, and sits above this layer).
+ */
+function loadStories(): Promise<LlamaCheckpoint | string> {
+  loaded ??= (async () => {
+    const { readFile } = await import('node:fs/promises');
+    const { join, resolve } = await import('node:path');
+    const dirs = [process.env.KVCOMPACT_MODEL_DIR, resolve(process.cwd(), '../shared/models')].filter((d): d is string => !!d);
+    for (const dir of dirs) {
+      try {
+        return parseCheckpoint(new Uint8Array(await readFile(join(dir, 'stories260K.bin'))));
+      } catch {
+        // next place
+      }
+    }
+    return `stories260K.bin not found in ${dirs.join(' or ')}; set KVCOMPACT_MODEL_DIR (e.g. after \`kvcompact generate\` downloaded it)`;
+  })();
+  return loaded;
+}
+
+async function prepareDecode(gpu: GpuContext, weights: WeightPrecision, batch: number): Promise<PreparedCase | SkippedCase> {
+  const checkpoint = await loadStories();
+  if (typeof checkpoint === 'string') return { skip: checkpoint };
+  const { config } = checkpoint;
+  const seqs = Array.from({ length: batch }, (_, i) => i + 1);
+  const cache = PagedKvCache.create(gpu, {
+    shape: { layers: config.nLayers, kvHeads: config.nKvHeads, headDim: config.headSize },
+    nHeads: config.nHeads,
+    fullFormat: 'f32',
+    seqSlots: batch,
+    maxTokensPerHead: config.seqLen,
+  });
+  const model = new GpuLlama(gpu, checkpoint, cache, { weights });
+  const positions = new Map<number, number>();
+  const start = async (seq: number) => {
+    if (positions.has(seq)) await cache.freeSequence(seq);
+    cache.addSequence(seq);
+    await model.forward(seq, Array.from({ length: PROMPT }, (_, i) => (i === 0 ? 1 : (seq * 7 + i * 13) % config.vocabSize)));
+    positions.set(seq, PROMPT);
+  };
+  for (const seq of seqs) await start(seq);
+  let token = 3;
+  return {
+    // A decode step reads every weight once (batched or not) plus the growing KV, which this counts out.
+    bytes: gpuWeightBytes(config, weights),
+    items: { count: batch, unit: 'token' },
+    run: async (clock) => {
+      if ((positions.get(1) ?? 0) >= RESTART_AT) for (const seq of seqs) await start(seq);
+      const tokens = seqs.map((s) => (token + s) % config.vocabSize);
+      token = (token * 31 + 7) % config.vocabSize;
+      if (batch === 1) await clock(() => model.forward(1, tokens));
+      else await clock(() => model.forwardBatch(seqs, tokens));
+      for (const seq of seqs) positions.set(seq, (positions.get(seq) ?? 0) + 1);
+    },
+    destroy: () => {
+      model.destroy();
+      cache.destroy();
+    },
+  };
+}
+
+/**
+ * Model runner decode throughput on stories260K: tokens per second at batch 1 (GpuLlama.forward) and batch 8
+ * (GpuLlama.forwardBatch, one submit for 8 sequences), f32 against f16 weights, on the paged f32 cache. Wall
+ * clock per step (submit, GPU work, logits readback); `items` makes the report's time per token.
+ *
+ * @example
+ * ```ts
+ * const report = await runBenchmarks(gpu, [modelSuite], benchSettings(true));
+ * ```
+ */
+export const modelSuite: BenchSuite = {
+  name: 'model',
+  description: 'model runner decode steps (GpuLlama, stories260K, paged f32 cache): batch 1 and batch 8, f32 and f16 weights',
+  counts: 'weight bytes one decode step reads (KV reads not counted)',
+  cases: () =>
+    (['f32', 'f16'] as const).flatMap((weights) =>
+      [1, 8].map(
+        (batch): BenchCase => ({
+          name: `model/stories260K/${weights}/batch${batch}`,
+          shape: `stories260K · ${weights} weights · ${batch} sequence${batch > 1 ? 's' : ''} × 1 token per step · ctx ${PROMPT}..${RESTART_AT}`,
+          series: `batch${batch}`,
+          ...(weights === 'f16' ? { baseline: `model/stories260K/f32/batch${batch}` } : {}),
+          setup: (gpu) => prepareDecode(gpu, weights, batch),
+        }),
+      ),
+    ),
+};
