@@ -14,8 +14,22 @@
 
 const KEPT: u32 = 0xffffffffu;
 
-var<workgroup> tile_keys: array<f32, MERGE_TILE * HEAD_DIM>;
-var<workgroup> tile_norms: array<f32, MERGE_TILE>;
+// Keys as vec4s (HEAD_VECS = ⌈HEAD_DIM / 4⌉, zero-padded): a quarter of the loop iterations and workgroup loads of
+// scalar channels (on SwiftShader, where this pass costs most, each is a lane-wide gather). The tile holds the kept
+// keys already divided by their norms (a zero key stays zero), so a pair costs one dot: for a fixed evicted key e,
+// argmax_s e·k̂_s / |e| = argmax_s e·k̂_s, and the reference's 0 for a zero key (either side) is what the dot gives.
+var<workgroup> tile_keys: array<vec4<f32>, MERGE_TILE * HEAD_VECS>;
+
+fn key_vec(entry: u32, t: u32, i: u32) -> vec4<f32> {
+  var v = vec4<f32>(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    let d = 4u * i + c;
+    if (d < HEAD_DIM) {
+      v[c] = kv_value(entry, t % BLOCK_SIZE, d, false);
+    }
+  }
+  return v;
+}
 
 fn token_entry(row: u32, t: u32) -> u32 {
   return block_table[row * params.max_blocks + t / BLOCK_SIZE];
@@ -64,13 +78,11 @@ fn main(
       evicted = true;
     }
   }
-  var key: array<f32, HEAD_DIM>;
-  var norm = 0.0;
+  var key: array<vec4<f32>, HEAD_VECS>;
   if (evicted) {
     let entry = token_entry(row, t);
-    for (var d = 0u; d < HEAD_DIM; d++) {
-      key[d] = kv_value(entry, t % BLOCK_SIZE, d, false);
-      norm += key[d] * key[d];
+    for (var i = 0u; i < HEAD_VECS; i++) {
+      key[i] = key_vec(entry, t, i);
     }
   }
   var best = 0u;
@@ -80,29 +92,31 @@ fn main(
     // One thread per kept key of the tile (MERGE_TILE ≤ WORKGROUP_SIZE): one block-table lookup per key.
     if (lid < MERGE_TILE) {
       let s = tile + lid;
-      var n = 0.0;
       if (s < kept) {
         let j = kept_index[base + s];
         let entry = token_entry(row, j);
-        for (var d = 0u; d < HEAD_DIM; d++) {
-          let x = kv_value(entry, j % BLOCK_SIZE, d, false);
-          tile_keys[lid * HEAD_DIM + d] = x;
-          n += x * x;
+        var n = 0.0;
+        for (var i = 0u; i < HEAD_VECS; i++) {
+          let x = key_vec(entry, j, i);
+          tile_keys[lid * HEAD_VECS + i] = x;
+          n += dot(x, x);
+        }
+        var scale = 0.0;
+        if (n > 0.0) {
+          scale = inverseSqrt(n);
+        }
+        for (var i = 0u; i < HEAD_VECS; i++) {
+          tile_keys[lid * HEAD_VECS + i] *= scale;
         }
       }
-      tile_norms[lid] = n;
     }
     workgroupBarrier();
     if (evicted) {
-      for (var s = 0u; s < min(MERGE_TILE, kept - tile); s++) {
-        var dot = 0.0;
-        for (var d = 0u; d < HEAD_DIM; d++) {
-          dot += key[d] * tile_keys[s * HEAD_DIM + d];
-        }
-        let denominator = sqrt(norm * tile_norms[s]);
+      let count = min(MERGE_TILE, kept - tile);
+      for (var s = 0u; s < count; s++) {
         var score = 0.0;
-        if (denominator > 0.0) {
-          score = dot / denominator;
+        for (var i = 0u; i < HEAD_VECS; i++) {
+          score += dot(key[i], tile_keys[s * HEAD_VECS + i]);
         }
         if (score > best_score) {
           best_score = score;

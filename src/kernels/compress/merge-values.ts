@@ -167,7 +167,8 @@ export class MergeValuesKernel {
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / this.headDim))) },
+        HEAD_VECS: { type: 'u32', value: Math.ceil(this.headDim / 4) },
+        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / (4 * Math.ceil(this.headDim / 4))))) },
       },
       uniforms: [TARGETS_PARAMS],
     };
