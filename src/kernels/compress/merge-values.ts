@@ -1,5 +1,6 @@
 import meanAttentionBody from '../../../shaders/mean_attention.wgsl';
 import mergeCamBody from '../../../shaders/merge_cam.wgsl';
+import mergeCamGapsBody from '../../../shaders/merge_cam_gaps.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
@@ -37,6 +38,7 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
+  { name: 'gaps_offset', type: 'u32' },
 ]);
 
 /** f32 words of workgroup memory the targets pass may spend on a tile of kept keys (16 KiB, the WebGPU minimum). */
@@ -86,7 +88,8 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each.
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each (nearest),
+ * then one gap sum each (cam's first pass, shaders/merge_cam_gaps.wgsl).
  *
  * @example
  * ```ts
@@ -94,7 +97,7 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
  * ```
  */
 export function mergedWords(keptTokens: number, headDim: number): number {
-  return Math.max(1, keptTokens * (headDim + 1));
+  return Math.max(1, keptTokens * (2 * headDim + 1));
 }
 
 /**
@@ -136,7 +139,7 @@ export interface MergeValuesRun {
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
  * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: two passes,
  * shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
- * workgroup per head: the weighted sums); cam: one pass, shaders/merge_cam.wgsl (one thread per kept slot). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
+ * workgroup per head: the weighted sums); cam: two passes, shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots: its evicted tokens' shares summed once) and shaders/merge_cam.wgsl (one thread per kept channel: its value plus the gaps that reach it). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
  *
  * @example
  * ```ts
@@ -149,6 +152,7 @@ export class MergeValuesKernel {
   readonly spec: KernelSpec;
   readonly targetsSpec: KernelSpec;
   readonly camSpec: KernelSpec;
+  readonly camGapsSpec: KernelSpec;
   readonly meanSpec: KernelSpec;
   private readonly headDim: number;
   private readonly workgroupSize: number;
@@ -189,6 +193,18 @@ export class MergeValuesKernel {
       constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize } },
       uniforms: [MEAN_PARAMS],
     };
+    this.camGapsSpec = {
+      name: 'merge_cam_gaps',
+      body: mergeCamGapsBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+        CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
+      },
+      uniforms: [CAM_PARAMS],
+    };
     this.camSpec = {
       name: 'merge_cam',
       body: mergeCamBody,
@@ -196,7 +212,6 @@ export class MergeValuesKernel {
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
         CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
       },
       uniforms: [CAM_PARAMS],
@@ -235,10 +250,17 @@ export class MergeValuesKernel {
     const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     if (run.mode === 'cam') {
-      const chunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
-      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
+      // Two passes, each evicted value read once: the gap sums, then each slot adds the gaps that reach it.
+      const gapsOffset = run.keptTotal * (headDim + 1);
+      const gapChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+      const gapUniforms = this.gpu.uniformBuffer('merge_cam_gaps:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
+      const gapsPass = encoder.beginComputePass({ label: 'merge_cam_gaps' });
+      encodeDispatch(this.gpu, gapsPass, kernelPipeline(this.gpu, this.camGapsSpec), [gapUniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * gapChunks);
+      gapsPass.end();
+      const chunks = Math.max(1, Math.ceil((run.maxKept * headDim) / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks, gaps_offset: gapsOffset }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * chunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * chunks);
       pass.end();
       return;
     }
