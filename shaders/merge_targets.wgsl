@@ -1,8 +1,9 @@
 // Where each evicted token of a compacted head merges to under MergeMode 'nearest' (src/compress/options.ts;
 // reference src/compress/merge.ts): the kept slot whose key has the largest cosine similarity with the token's
-// key (the earliest on ties). Kept tokens get KEPT. One thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); the kept keys
-// go through workgroup memory MERGE_TILE at a time, so each is read once per workgroup, not once per token.
-// shaders/merge_values.wgsl reads the targets.
+// key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 3: one thread per token, workgroups over (head, chunk
+// of WORKGROUP_SIZE tokens); the kept keys, normalized by shaders/merge_kept_keys.wgsl, go through workgroup memory
+// MERGE_TILE at a time (every thread loads a share of each tile), so each is read once per workgroup, not once per
+// token. shaders/merge_values.wgsl reads the targets.
 
 @group(0) @binding(0) var<uniform> params: MergeTargetsParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -11,6 +12,7 @@
 @group(0) @binding(4) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(6) var<storage, read_write> targets: array<u32>; // [row][stride]
+@group(0) @binding(7) var<storage, read> merged: array<f32>;        // normalized kept keys at keys_offset
 
 const KEPT: u32 = 0xffffffffu;
 
@@ -62,10 +64,12 @@ fn main(
   var row = 0u;
   var tokens = 0u;
   var kept = 0u;
+  var out = 0u;
   if (head < params.num_heads) {
     row = heads[4u * head];
     tokens = heads[4u * head + 1u];
     kept = heads[4u * head + 2u];
+    out = heads[4u * head + 3u];
   }
   let base = row * params.stride;
   let t = (index % params.chunks) * WORKGROUP_SIZE + lid;
@@ -89,26 +93,15 @@ fn main(
   var best_score = -3.0e38f;
   for (var tile = 0u; tile < kept; tile += MERGE_TILE) {
     workgroupBarrier();
-    // One thread per kept key of the tile (MERGE_TILE ≤ WORKGROUP_SIZE): one block-table lookup per key.
-    if (lid < MERGE_TILE) {
-      let s = tile + lid;
-      if (s < kept) {
-        let j = kept_index[base + s];
-        let entry = token_entry(row, j);
-        var n = 0.0;
-        for (var i = 0u; i < HEAD_VECS; i++) {
-          let x = key_vec(entry, j, i);
-          tile_keys[lid * HEAD_VECS + i] = x;
-          n += dot(x, x);
-        }
-        var scale = 0.0;
-        if (n > 0.0) {
-          scale = inverseSqrt(n);
-        }
-        for (var i = 0u; i < HEAD_VECS; i++) {
-          tile_keys[lid * HEAD_VECS + i] *= scale;
-        }
+    // The whole workgroup loads the tile, one vec4 per thread at a time (past the kept keys: zeros, never compared).
+    let keys = params.keys_offset + (out + tile) * 4u * HEAD_VECS;
+    for (var i = lid; i < MERGE_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
+      var x = vec4<f32>(0.0);
+      if (tile + i / HEAD_VECS < kept) {
+        let w = keys + 4u * i;
+        x = vec4<f32>(merged[w], merged[w + 1u], merged[w + 2u], merged[w + 3u]);
       }
+      tile_keys[i] = x;
     }
     workgroupBarrier();
     if (evicted) {
