@@ -24,8 +24,10 @@ import { policyNames } from './registry.js';
  * - `slots` (not implemented yet: resolveCompressOptions rejects it with InvalidArgumentError): M extra tokens per
  *   head, counted against the budget (the policy keeps B − M), each a mass-weighted running mean of the keys and
  *   values of the evicted tokens it absorbed, kept across compressions so later evictions fold into them
- *   recurrently. It needs tokens that exist in no source block (their keys are blends, so the compaction would
- *   write keys and positions from the merge too) and an identity that survives compactions.
+ *   recurrently. The rule and its plain TS reference are in ./merge-slots.ts (absorbIntoSlots: post-RoPE keys
+ *   averaged, why that is right, the position a slot takes). Wiring it needs tokens that exist in no source block
+ *   (their keys are blends, so the compaction writes keys and positions from the merge too) and an identity that
+ *   survives compactions, forks and the store (each slot's accumulated mass with it).
  */
 export type MergeMode = 'none' | 'nearest' | 'cam' | 'slots';
 

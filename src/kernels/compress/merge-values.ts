@@ -1,5 +1,7 @@
 import meanAttentionBody from '../../../shaders/mean_attention.wgsl';
 import mergeCamBody from '../../../shaders/merge_cam.wgsl';
+import mergeCamGapsBody from '../../../shaders/merge_cam_gaps.wgsl';
+import mergeKeptKeysBody from '../../../shaders/merge_kept_keys.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
@@ -24,6 +26,15 @@ const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
+  { name: 'keys_offset', type: 'u32' },
+]);
+
+const KEPT_KEYS_PARAMS = new UniformLayout('MergeKeptKeysParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+  { name: 'keys_offset', type: 'u32' },
 ]);
 
 const MEAN_PARAMS = new UniformLayout('MeanAttentionParams', [
@@ -37,6 +48,7 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
+  { name: 'gaps_offset', type: 'u32' },
 ]);
 
 /** f32 words of workgroup memory the targets pass may spend on a tile of kept keys (16 KiB, the WebGPU minimum). */
@@ -86,7 +98,9 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each.
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each (nearest),
+ * then per kept token either its normalized key padded to vec4s (nearest, shaders/merge_kept_keys.wgsl) or its
+ * gap sum (cam, shaders/merge_cam_gaps.wgsl).
  *
  * @example
  * ```ts
@@ -94,7 +108,7 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
  * ```
  */
 export function mergedWords(keptTokens: number, headDim: number): number {
-  return Math.max(1, keptTokens * (headDim + 1));
+  return Math.max(1, keptTokens * (headDim + 1 + 4 * Math.ceil(headDim / 4)));
 }
 
 /**
@@ -134,9 +148,9 @@ export interface MergeValuesRun {
 
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
- * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: two passes,
- * shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
- * workgroup per head: the weighted sums); cam: one pass, shaders/merge_cam.wgsl (one thread per kept slot). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
+ * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: three passes,
+ * shaders/merge_kept_keys.wgsl (each kept key normalized once), shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
+ * workgroup per head: the weighted sums); cam: two passes, shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots: its evicted tokens' shares summed once) and shaders/merge_cam.wgsl (one thread per kept channel: its value plus the gaps that reach it). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
  *
  * @example
  * ```ts
@@ -148,7 +162,9 @@ export interface MergeValuesRun {
 export class MergeValuesKernel {
   readonly spec: KernelSpec;
   readonly targetsSpec: KernelSpec;
+  readonly keptKeysSpec: KernelSpec;
   readonly camSpec: KernelSpec;
+  readonly camGapsSpec: KernelSpec;
   readonly meanSpec: KernelSpec;
   private readonly headDim: number;
   private readonly workgroupSize: number;
@@ -167,9 +183,21 @@ export class MergeValuesKernel {
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / this.headDim))) },
+        HEAD_VECS: { type: 'u32', value: Math.ceil(this.headDim / 4) },
+        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / (4 * Math.ceil(this.headDim / 4))))) },
       },
       uniforms: [TARGETS_PARAMS],
+    };
+    this.keptKeysSpec = {
+      name: 'merge_kept_keys',
+      body: mergeKeptKeysBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        HEAD_VECS: { type: 'u32', value: Math.ceil(this.headDim / 4) },
+      },
+      uniforms: [KEPT_KEYS_PARAMS],
     };
     this.spec = {
       name: 'merge_values',
@@ -188,6 +216,18 @@ export class MergeValuesKernel {
       constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize } },
       uniforms: [MEAN_PARAMS],
     };
+    this.camGapsSpec = {
+      name: 'merge_cam_gaps',
+      body: mergeCamGapsBody,
+      libraries: [kvReadLibrary],
+      constants: {
+        ...cacheConstants(shape.full, shape.quant),
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+        CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
+      },
+      uniforms: [CAM_PARAMS],
+    };
     this.camSpec = {
       name: 'merge_cam',
       body: mergeCamBody,
@@ -195,7 +235,6 @@ export class MergeValuesKernel {
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
         CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
       },
       uniforms: [CAM_PARAMS],
@@ -234,17 +273,31 @@ export class MergeValuesKernel {
     const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     if (run.mode === 'cam') {
-      const chunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
-      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
+      // Two passes, each evicted value read once: the gap sums, then each slot adds the gaps that reach it.
+      const gapsOffset = run.keptTotal * (headDim + 1);
+      const gapChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+      const gapUniforms = this.gpu.uniformBuffer('merge_cam_gaps:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
+      const gapsPass = encoder.beginComputePass({ label: 'merge_cam_gaps' });
+      encodeDispatch(this.gpu, gapsPass, kernelPipeline(this.gpu, this.camGapsSpec), [gapUniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * gapChunks);
+      gapsPass.end();
+      const chunks = Math.max(1, Math.ceil((run.maxKept * headDim) / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks, gaps_offset: gapsOffset }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * chunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * chunks);
       pass.end();
       return;
     }
+    // Normalized kept keys once per head, then the targets pass tiles them from there.
+    const keysOffset = run.keptTotal * (headDim + 1);
+    const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+    const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset }));
+    const keysPass = encoder.beginComputePass({ label: 'merge_kept_keys' });
+    encodeDispatch(this.gpu, keysPass, kernelPipeline(this.gpu, this.keptKeysSpec), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * keptChunks);
+    keysPass.end();
     const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
-    const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks }));
+    const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset }));
     const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
-    encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets], run.numHeads * chunks);
+    encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged], run.numHeads * chunks);
     targetsPass.end();
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, weights_offset: run.keptTotal * this.headDim }));
     const pass = encoder.beginComputePass({ label: 'merge_values' });
