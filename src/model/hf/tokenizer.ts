@@ -62,6 +62,10 @@ export class HfTokenizer implements TextTokenizer {
   readonly bosId: number | undefined;
   /** Ids that end generation (config.json `eos_token_id`, else tokenizer_config.json `eos_token`). */
   readonly eosIds: readonly number[];
+  /** The EOS ids: a HF model's text ends there. */
+  get stopIds(): readonly number[] {
+    return this.eosIds;
+  }
   private readonly chatTemplate: Template | undefined;
   private readonly specialTokens: Record<string, string>;
 
