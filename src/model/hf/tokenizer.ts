@@ -203,6 +203,11 @@ export class HfTokenizer implements TextTokenizer {
     });
   }
 
+  /** Text of the BOS token (tokenizer_config.json `bos_token`), which some chat templates write themselves. */
+  get bosToken(): string | undefined {
+    return this.specialTokens.bos_token;
+  }
+
   /** True when tokenizer_config.json has a chat template. */
   get hasChatTemplate(): boolean {
     return this.chatTemplate !== undefined;
