@@ -1,11 +1,14 @@
 // `--model DIR` with stories260K converted into the Hugging Face layout: every model command must give what the
 // llama2.c file gives (same ids, same perplexity) and say which format it detected.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { request } from 'node:http';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
+import { hfDemoMounts } from '../src/cli/serve-demo.js';
 import { runCli, SHARED_MODEL, STACK_LINE } from './cli-helpers.js';
 import { hfFolderFiles, tokenizerJsonFromLlama2c } from './hf-fixtures.js';
 import { sharedBytes } from './model-helpers.js';
@@ -121,4 +124,52 @@ describe('--model DIR: a Hugging Face folder on every model command', () => {
     expect(tokenizer.stderr).toMatch(/--tokenizer.*tokenizer\.json/);
     expect(tokenizer.stderr).not.toMatch(STACK_LINE);
   }, 120_000);
+});
+
+/** One GET on a fresh connection (no keep-alive reuse racing the server's idle timeout on a loaded machine). */
+function get(url: URL): Promise<{ status: number; body: Buffer }> {
+  return new Promise((done, fail) => {
+    request(url, { agent: false }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (c: Buffer) => chunks.push(c));
+      response.on('end', () => done({ status: response.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    })
+      .on('error', fail)
+      .end();
+  });
+}
+
+describe('serve-demo --model DIR', () => {
+  it('mounts the folder under /hf/ and points the page at it with ?hf=/hf/&context=N', () => {
+    expect(hfDemoMounts('/m/SmolLM2', 2048)).toEqual({ mounts: { '/hf/': '/m/SmolLM2' }, query: '?hf=%2Fhf%2F&context=2048' });
+  });
+
+  it('serves the HF folder beside the page, context capped at the model\'s (512 here)', async () => {
+    const child = spawn(process.execPath, ['dist/cli.js', 'serve-demo', '--port', '0', '--model', hfDir], { cwd: join(import.meta.dirname, '..') });
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    try {
+      const url = await new Promise<string>((done, fail) => {
+        child.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          const m = /kvcompact demo page: (\S+)/.exec(stdout);
+          if (m?.[1]) done(m[1]);
+        });
+        child.on('exit', (code) => fail(new Error(`serve-demo exited ${code}: ${stderr}`)));
+      });
+      expect(url).toMatch(/\?hf=%2Fhf%2F&context=512$/);
+      expect(stderr).toMatch(/^format: Hugging Face LlamaForCausalLM/m);
+      const base = url.slice(0, url.indexOf('?'));
+      const config = await get(new URL('hf/config.json', base));
+      expect(config.status).toBe(200);
+      expect(config.body.toString('utf8')).toBe(readFileSync(join(hfDir, 'config.json'), 'utf8'));
+      const weights = await get(new URL('hf/model.safetensors', base));
+      expect(weights.body.equals(readFileSync(join(hfDir, 'model.safetensors')))).toBe(true);
+      // The page probes optional files: absent ones must be a 404, which the loader reads as "not in the folder".
+      expect((await get(new URL('hf/model.safetensors.index.json', base))).status).toBe(404);
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 60_000);
 });
