@@ -5,7 +5,21 @@ import { Generator, type GenerationReport } from '../src/app/generator.js';
 import { serveStatic, type StaticServer } from '../src/node/static-server.js';
 import { buildBundles, launchChromium } from './helpers/browser.js';
 import { testGpu } from './helpers/gpu.js';
+import { parseCheckpoint } from '../src/model/checkpoint.js';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { hfFolderFiles, tokenizerJsonFromLlama2c } from './hf-fixtures.js';
 import { sharedBytes } from './model-helpers.js';
+
+/** stories260K in the Hugging Face layout, as the files a user picks. */
+function hfStoriesFiles(): { name: string; mimeType: string; buffer: Buffer }[] {
+  const llama2c = parseCheckpoint(sharedBytes('models/stories260K.bin'));
+  const files: Record<string, Uint8Array> = {
+    ...hfFolderFiles({ ...llama2c.config, rmsNormEps: 1e-5, ropeTheta: 10000 }, llama2c.weights, 'F32'),
+    'tokenizer.json': new TextEncoder().encode(JSON.stringify(tokenizerJsonFromLlama2c(Tokenizer.parse(sharedBytes('models/tok512.bin'), 512)))),
+    'tokenizer_config.json': new TextEncoder().encode(JSON.stringify({ bos_token: '<s>', eos_token: '</s>' })),
+  };
+  return Object.entries(files).map(([name, bytes]) => ({ name, mimeType: 'application/octet-stream', buffer: Buffer.from(bytes) }));
+}
 
 interface DemoRunResult {
   text: string;
@@ -133,6 +147,16 @@ describe('live demo page', () => {
     ]);
     await page.waitForFunction(() => (window as unknown as { __kvdemo: { model?: string } }).__kvdemo.model === 'mine.bin + tok512.bin');
     expect(await page.isEnabled('#generate')).toBe(true);
+
+    // A Hugging Face folder's files (stories260K converted): read from the Files by the same loader, same tokens.
+    await page.setInputFiles('#files', hfStoriesFiles());
+    await page.waitForFunction(() => (window as unknown as { __kvdemo: { model?: string } }).__kvdemo.model === 'dropped model (LlamaForCausalLM)');
+    expect(await page.textContent('#model-status')).toContain('5 layers, 8 query / 4 KV heads of 8, vocabulary 512');
+    const hfRun = (await page.evaluate(
+      (settings) => (window as unknown as { __kvdemo: { run(o: unknown): Promise<unknown> } }).__kvdemo.run(settings),
+      { ...SETTINGS, compare: false, speculate: false, heat: false },
+    )) as DemoRunResult;
+    expect(hfRun.tokens).toEqual(browserRun.tokens);
 
     expect(errors).toEqual([]);
     await page.close();

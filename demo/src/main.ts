@@ -11,7 +11,7 @@ import { openBrowserTier } from '../../src/store/browser-tier.js';
 import { CompareView } from './compare-view.js';
 import { HeatGrid } from './heatmap.js';
 import { BlockView, Gauge } from './memory-view.js';
-import { loadDropped, loadFromServer, type LoadedModel } from './model-loader.js';
+import { isHfModelFile, loadDropped, loadFromServer, loadHfFromServer, type LoadedModel } from './model-loader.js';
 
 /** Settings of one run, as `window.__kvdemo.run` takes them (missing fields keep the form's values). */
 interface DemoRunOptions {
@@ -90,6 +90,7 @@ const ui = {
   stop: byId('stop', HTMLButtonElement),
   dropzone: byId('dropzone', HTMLElement),
   files: byId('files', HTMLInputElement),
+  folder: byId('folder', HTMLInputElement),
   modelStatus: byId('model-status', HTMLElement),
   settingLabel: byId('setting-label', HTMLElement),
   heatGrid: byId('heat-grid', HTMLElement),
@@ -130,7 +131,7 @@ function describe(error: unknown): string {
 function setBusy(busy: boolean): void {
   ui.generate.disabled = busy || generator === null;
   ui.stop.disabled = !busy;
-  for (const el of [ui.prompt, ui.policy, ui.budgetMode, ui.budget, ui.bits, ui.steps, ui.compare, ui.heat, ui.speculate, ui.reuse, ui.files]) el.disabled = busy;
+  for (const el of [ui.prompt, ui.policy, ui.budgetMode, ui.budget, ui.bits, ui.steps, ui.compare, ui.heat, ui.speculate, ui.reuse, ui.files, ui.folder]) el.disabled = busy;
   if (!busy) syncPolicyControls();
 }
 
@@ -322,9 +323,37 @@ function wireDropzone(): void {
   zone.addEventListener('drop', (event) => {
     event.preventDefault();
     zone.classList.remove('over');
-    void onFiles(Array.from(event.dataTransfer?.files ?? []));
+    const transfer = event.dataTransfer;
+    if (!transfer) return;
+    // A dropped folder arrives as one entry without bytes: its files are read through the entry API.
+    const entries = Array.from(transfer.items, (item) => item.webkitGetAsEntry()).filter((e): e is FileSystemEntry => e !== null);
+    if (entries.some((e) => e.isDirectory)) {
+      void droppedFiles(entries).then(onFiles, (error: unknown) => modelError(describe(error)));
+    } else {
+      void onFiles(Array.from(transfer.files));
+    }
   });
   ui.files.addEventListener('change', () => void onFiles(Array.from(ui.files.files ?? [])));
+  ui.folder.addEventListener('change', () => void onFiles(Array.from(ui.folder.files ?? []).filter((f) => isHfModelFile(f.name))));
+}
+
+/** The model files of dropped entries: files as they are, a folder's files one level down (a HF model folder). */
+async function droppedFiles(entries: readonly FileSystemEntry[]): Promise<File[]> {
+  const fileOf = (entry: FileSystemFileEntry) => new Promise<File>((done, fail) => entry.file(done, fail));
+  const out: File[] = [];
+  for (const entry of entries) {
+    if (entry.isFile) out.push(await fileOf(entry as FileSystemFileEntry));
+    else if (entry.isDirectory) {
+      const reader = (entry as FileSystemDirectoryEntry).createReader();
+      // readEntries answers in batches until an empty one.
+      for (;;) {
+        const batch = await new Promise<FileSystemEntry[]>((done, fail) => reader.readEntries(done, fail));
+        if (batch.length === 0) break;
+        for (const child of batch) if (child.isFile && isHfModelFile(child.name)) out.push(await fileOf(child as FileSystemFileEntry));
+      }
+    }
+  }
+  return out;
 }
 
 function noWebgpu(detail: string): void {
@@ -336,6 +365,7 @@ function noWebgpu(detail: string): void {
   setBusy(false);
   ui.generate.disabled = true;
   ui.files.disabled = true;
+  ui.folder.disabled = true;
   byId('app', HTMLElement).classList.add('no-gpu');
 }
 
@@ -377,6 +407,18 @@ async function main(): Promise<void> {
   });
   wireDropzone();
   const params = new URLSearchParams(location.search);
+  const hf = params.get('hf');
+  if (hf !== null) {
+    const context = params.get('context');
+    try {
+      useModel(await loadHfFromServer(hf, context !== null ? { contextLength: Number(context) } : {}));
+    } catch (error) {
+      modelError(`could not load the Hugging Face folder ${hf}: ${describe(error)} — drop a model folder instead`);
+      demo.status = 'error';
+      demo.error = describe(error);
+    }
+    return;
+  }
   const modelUrl = params.get('model') ?? '/models/stories260K.bin';
   const tokenizerUrl = params.get('tokenizer') ?? '/models/tok512.bin';
   try {

@@ -11,7 +11,7 @@ import { cacheOptionsForModel } from '../model/cache-options.js';
 import { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig } from '../model/checkpoint.js';
 import { GpuLlama } from '../model/gpu-llama.js';
 import { createSampler } from '../model/sampling.js';
-import { BOS_ID, Tokenizer } from '../model/tokenizer.js';
+import { Tokenizer, type TextTokenizer } from '../model/tokenizer.js';
 import { normalizeStream, streamTokens, type ContextStream } from '../store/context-stream.js';
 import { agreementOf, headBlocks, keptPerHead } from './cache-views.js';
 import { CacheSwitch } from './cache-switch.js';
@@ -70,7 +70,7 @@ export interface GenerateOptions {
    * max(1, min(blockSize, ⌊budget/4⌋)), the decode schedule's).
    */
   readonly slack?: number;
-  /** Stop early when the model emits BOS (a new story) — llama2.c's run.c does (default false). */
+  /** Stop early at the end of a text: the tokenizer's `stopIds` (llama2.c: BOS, a new story, as run.c; HF: EOS) (default false). */
   readonly stopAtBos?: boolean;
   /** Also run the same prompt with a full cache side by side and report agreement (roughly 2–3× the work). */
   readonly compareWithFull?: boolean;
@@ -181,7 +181,7 @@ export class Generator {
   private constructor(
     readonly gpu: GpuContext,
     readonly checkpoint: LlamaCheckpoint,
-    readonly tokenizer: Tokenizer,
+    readonly tokenizer: TextTokenizer,
     private readonly options: GeneratorOptions,
   ) {
     this.config = checkpoint.config;
@@ -200,7 +200,7 @@ export class Generator {
   }
 
   /** A generator for a parsed checkpoint and its tokenizer. */
-  static create(gpu: GpuContext, checkpoint: LlamaCheckpoint, tokenizer: Tokenizer, options: GeneratorOptions = {}): Generator {
+  static create(gpu: GpuContext, checkpoint: LlamaCheckpoint, tokenizer: TextTokenizer, options: GeneratorOptions = {}): Generator {
     return new Generator(gpu, checkpoint, tokenizer, options);
   }
 
@@ -317,7 +317,7 @@ export class Generator {
     const fullTokens: number[] = [];
     let text = '';
     let fullText = '';
-    let prev = promptTokens[promptTokens.length - 1] ?? BOS_ID;
+    let prev = promptTokens[promptTokens.length - 1] ?? this.tokenizer.bosId ?? -1;
     let fullPrev = prev;
     let divergedAt: number | null = null;
     let divergedAtChar: number | null = null;
@@ -364,7 +364,7 @@ export class Generator {
         };
       }
       prev = token;
-      const last = step + 1 >= options.steps || (options.stopAtBos === true && token === BOS_ID) || options.signal?.aborted === true;
+      const last = step + 1 >= options.steps || (options.stopAtBos === true && this.tokenizer.stopIds.includes(token)) || options.signal?.aborted === true;
       let compression: CompressionReport | null = null;
       if (!last) {
         compression = decode ? await decode.beforeStep(SEQ_COMPRESSED, 1) : null;

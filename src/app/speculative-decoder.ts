@@ -103,6 +103,8 @@ export interface SpeculativeDecodeOptions {
   /** Decode-time compression of the sequence `seqId` (null: never compresses). */
   readonly decode?: { readonly compressor: DecodeCompressor; readonly seqId: number } | null;
   readonly stopAtBos?: boolean;
+  /** With `stopAtBos`: the ids that stop (the tokenizer's `stopIds`; default [BOS_ID], llama2.c's). */
+  readonly stopIds?: readonly number[];
   readonly signal?: AbortSignal;
   /** Called after each pass; awaited. */
   readonly onPass?: (pass: SpeculativePass) => void | Promise<void>;
@@ -141,8 +143,9 @@ export async function speculativeDecode(
   let passes = 0;
   let drafted = 0;
   let accepted = 0;
+  const stopIds = options.stopAtBos === true ? (options.stopIds ?? [BOS_ID]) : [];
   const stopped = (): boolean =>
-    tokens.length >= steps || (options.stopAtBos === true && tokens[tokens.length - 1] === BOS_ID) || options.signal?.aborted === true;
+    tokens.length >= steps || stopIds.includes(tokens[tokens.length - 1] ?? -1) || options.signal?.aborted === true;
   /** Emits a pass's tokens, cut at the step limit and at BOS; returns how many were emitted. */
   const emit = (out: readonly number[]): number[] => {
     const kept: number[] = [];
@@ -150,7 +153,7 @@ export async function speculativeDecode(
       if (tokens.length >= steps) break;
       tokens.push(token);
       kept.push(token);
-      if (options.stopAtBos === true && token === BOS_ID) break;
+      if (stopIds.includes(token)) break;
     }
     lookup.push(kept);
     return kept;

@@ -2,7 +2,7 @@ import type { DecodeCompressor } from '../compress/decode-compression.js';
 import type { CompressionReport } from '../compress/options.js';
 import type { PagedKvCache } from '../engine/paged-kv-cache.js';
 import type { GpuLlama } from '../model/gpu-llama.js';
-import { BOS_ID, type Tokenizer } from '../model/tokenizer.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
 import { HeatReader, type HeatSnapshot } from './heat.js';
 import { speculativeDecode, type SpeculateOptions, type SpeculationTarget, type SpeculativeReport } from './speculative-decoder.js';
 
@@ -13,7 +13,7 @@ import { speculativeDecode, type SpeculateOptions, type SpeculationTarget, type 
 export interface SpeculativeRun<Memory, Blocks> {
   readonly cache: PagedKvCache;
   readonly model: GpuLlama;
-  readonly tokenizer: Tokenizer;
+  readonly tokenizer: TextTokenizer;
   readonly seqId: number;
   readonly view: { memory(): Memory; keptPerHead(): number[][]; blocks(): Blocks };
 }
@@ -90,7 +90,7 @@ export async function generateSpeculatively<Memory, Blocks>(
   let text = '';
   let step = 0;
   let passes = 0;
-  let prev = contextTokens[contextTokens.length - 1] ?? BOS_ID;
+  let prev = contextTokens[contextTokens.length - 1] ?? tokenizer.bosId ?? -1;
   const { tokens, report } = await speculativeDecode(target, {
     promptTokens: contextTokens,
     started: { logits: start.logits },
@@ -98,7 +98,7 @@ export async function generateSpeculatively<Memory, Blocks>(
     speculate,
     sampling: { temperature: options.temperature ?? 0, topP: options.topP ?? 0.9, seed: options.seed ?? 42 },
     decode: decode ? { compressor: decode, seqId } : null,
-    ...(options.stopAtBos !== undefined ? { stopAtBos: options.stopAtBos } : {}),
+    ...(options.stopAtBos !== undefined ? { stopAtBos: options.stopAtBos, stopIds: tokenizer.stopIds } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     onPass: async (pass) => {
       // A rollback removes positions the heat reader would otherwise extend on the host.

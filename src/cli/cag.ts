@@ -9,6 +9,7 @@ import type { Bits } from '../format/layout.js';
 import { streamTokens } from '../store/context-stream.js';
 import { ADAPTER_FLAG, adapterFlag, choiceFlag, type CommandSpec, integerFlag, parseFlags, printUsage } from './flags.js';
 import { openGenerator, SPECULATE_FLAGS, speculateFlags } from './generate.js';
+import { chatKnowledge, MODEL_FLAGS } from './model-flag.js';
 import { GPU_TIER_STATES, splitGpuTier, STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 const CAG_FLAGS = {
@@ -22,8 +23,8 @@ const CAG_FLAGS = {
   steps: { type: 'string', value: 'N', help: 'tokens per answer (default 32)' },
   'no-reuse': { type: 'boolean', help: 'recompute the knowledge for every question (the baseline)' },
   ...SPECULATE_FLAGS,
-  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
-  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  ...MODEL_FLAGS,
+  chat: { type: 'boolean', help: "HF models: the knowledge as the chat template's system turn, each question a user turn; answers stop at EOS" },
   json: { type: 'boolean', help: 'print { knowledgeTokens, questions, summary } as JSON' },
   adapter: ADAPTER_FLAG,
 } as const;
@@ -107,18 +108,23 @@ export async function cagCommand(argv: string[]): Promise<number> {
 
   // Without --store the states stay on the GPU (the gpu tier alone).
   const spec = reuse ? (values.store ?? 'gpu') : undefined;
-  const { generator, modelPath, destroy } = await openGenerator(values, { prompt: '', ...options }, splitGpuTier(spec).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  // --chat applies here, to the knowledge and each question, not to openGenerator's single prompt.
+  const { generator, modelPath, destroy } = await openGenerator({ ...values, chat: false }, { prompt: '', ...options }, splitGpuTier(spec).gpu ? { residentStates: GPU_TIER_STATES } : {});
   let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
     opened = spec === undefined ? null : await storeFromFlags({ ...values, store: spec }, modelPath, generator);
     const store: ContextReuse | null = opened?.store ?? null;
     const residentStore = store instanceof ResidentStates ? store : null;
     // The knowledge is compressed before the first question, so every question starts from the same compressed state.
-    const knowledge = generator.contextOf(knowledgeText.trim(), { compress: policy !== 'full' });
+    const chat = values.chat === true ? chatKnowledge(generator.tokenizer, knowledgeText.trim()) : null;
+    const knowledge = generator.contextOf(chat ? chat.knowledge : knowledgeText.trim(), { compress: policy !== 'full' });
     const knowledgeTokens = streamTokens(knowledge);
     const answers = [];
     for (const question of questions) {
-      const result = await generator.generate({ ...options, prompt: question, continueFrom: knowledge, ...(store ? { store } : {}), ...(speculate ? { speculate } : {}) });
+      const prompt = chat ? chat.question(question) : question;
+      const result = await generator.generate({
+        ...options, prompt, continueFrom: knowledge, ...(chat ? { stopAtBos: true } : {}), ...(store ? { store } : {}), ...(speculate ? { speculate } : {}),
+      });
       const s = result.report.store;
       answers.push({
         question,

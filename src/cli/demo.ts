@@ -58,8 +58,8 @@ function divergence(result: GenerateResult): { compressed: string; full: string 
 export async function demoCommand(argv: string[]): Promise<number> {
   const parsed = parseGenerationFlags(DEMO_COMMAND, argv, DEMO_DEFAULTS);
   if (parsed === 'help') return printUsage(DEMO_COMMAND);
-  const { options, values } = parsed;
-  const { generator, destroy } = await openGenerator(values, options);
+  const { values } = parsed;
+  const { generator, destroy, options } = await openGenerator(values, parsed.options);
   // With --json, stdout carries the JSON alone; the story still streams, on stderr.
   const out = values.json ? process.stderr : process.stdout;
   out.write('kvcompact demo: a story from a tiny llama (stories260K) whose attention KV cache is compressed on the GPU\n');

@@ -9,7 +9,6 @@ import { UsageError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
 import { evaluate, sweepRows, type EvalEngineFactory } from '../eval/evaluate.js';
 import { formatEvalTable, renderEvalSvg } from '../eval/report.js';
-import { loadModelFiles } from '../node/model-files.js';
 import {
   ADAPTER_FLAG,
   adapterFlag,
@@ -24,11 +23,11 @@ import {
   writableFileFlag,
 } from './flags.js';
 import { openCliGpu } from './gpu.js';
+import { loadCliModel, MODEL_FLAGS } from './model-flag.js';
 import { ProgressReporter } from './progress.js';
 
 const EVAL_FLAGS = {
-  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
-  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  ...MODEL_FLAGS,
   text: { type: 'string', value: 'FILE', help: 'evaluation text (default ../shared/data/tinystories_dev.txt)' },
   window: { type: 'string', value: 'N', help: "tokens per window, BOS included (default 512; at most the model's context)" },
   windows: { type: 'string', value: 'N', help: 'windows scored (default 8)' },
@@ -148,16 +147,13 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   const plotPath = values.plot === undefined ? undefined : writableFileFlag('--plot', values.plot);
   const textPath = resolveText(values.text);
-  const { checkpoint, tokenizer, files } = await loadModelFiles({
-    ...(values.model !== undefined ? { model: values.model } : {}),
-    ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
-  });
+  const { checkpoint, tokenizer, modelPath } = await loadCliModel(values);
   const { seqLen } = checkpoint.config;
   if (window > seqLen) {
-    throw new UsageError('--window', `${window} tokens is past the model's context of ${seqLen} tokens (seq_len of ${files.modelPath}); pass --window ${seqLen} or less`);
+    throw new UsageError('--window', `${window} tokens is past the model's context of ${seqLen} tokens (seq_len of ${modelPath}); pass --window ${seqLen} or less`);
   }
   const rows = sweepRows({ policies, budgets, bits: bits as Bits[], budgetModes: budgetModes as BudgetMode[], merges });
-  process.stderr.write(`${files.message}\ntext: ${textPath}\n${rows.length} rows on the ${engineName} engine\n`);
+  process.stderr.write(`text: ${textPath}\n${rows.length} rows on the ${engineName} engine\n`);
   let engine: EvalEngineFactory = cpuEngineFactory;
   if (engineName === 'gpu') {
     const { gpuEngineFactory } = await import('../eval/gpu-engine.js');

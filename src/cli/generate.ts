@@ -5,7 +5,6 @@ import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
 import { IMPLEMENTED_MERGE_MODES } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
-import { loadModelFiles } from '../node/model-files.js';
 import {
   ADAPTER_FLAG,
   adapterFlag,
@@ -19,6 +18,7 @@ import {
   printUsage,
 } from './flags.js';
 import { openCliGpu } from './gpu.js';
+import { chatPrompt, loadCliModel, MODEL_FLAGS } from './model-flag.js';
 import { GPU_TIER_STATES, splitGpuTier, STORE_FLAGS, storeFromFlags } from './store-flags.js';
 
 /**
@@ -59,8 +59,8 @@ export const GENERATION_FLAGS = {
   temperature: { type: 'string', value: 'T', help: 'sampling temperature, 0 = greedy (default 0)' },
   'top-p': { type: 'string', value: 'P', help: 'nucleus sampling mass in (0, 1] (default 0.9)' },
   seed: { type: 'string', value: 'S', help: 'random seed (default 42)' },
-  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint (default: stories260K, found or downloaded)' },
-  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  ...MODEL_FLAGS,
+  chat: { type: 'boolean', help: "HF models: the prompt as the user's turn of the model's chat template; stops at EOS" },
   json: { type: 'boolean', help: 'print { text, tokens, report } as JSON' },
   adapter: ADAPTER_FLAG,
 } as const satisfies FlagTable;
@@ -206,26 +206,26 @@ export function speculateFlags(values: FlagValues<typeof SPECULATE_FLAGS>): Spec
 }
 
 /**
- * Loads the model named by the flags (or found by resolveModelFiles), says on stderr where the files came from,
- * checks that the prompt and steps fit the model's context, and only then opens a GPU. The caller destroys both.
+ * Loads the model named by `--model` (a llama2.c file, a HF folder or `hf:ORG/NAME`; see loadCliModel), says on
+ * stderr which format it is and where the files came from, applies `--chat`, checks that the prompt and steps fit
+ * the model's context, and only then opens a GPU. `options` is what to generate with (the chat prompt, stopping
+ * at EOS, under `--chat`). The caller destroys both.
  *
  * @example
  * ```ts
- * const { generator, destroy } = await openGenerator(values, options);
+ * const { generator, options: run, destroy } = await openGenerator(values, options);
  * ```
  */
 export async function openGenerator(
   values: GenerationFlagValues,
   options: GenerateOptions,
   generatorOptions: GeneratorOptions = {},
-): Promise<{ generator: Generator; modelPath: string; destroy: () => Promise<void> }> {
-  const { checkpoint, tokenizer, files } = await loadModelFiles({
-    ...(values.model !== undefined ? { model: values.model } : {}),
-    ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
-  });
-  process.stderr.write(`${files.message}\n`);
+): Promise<{ generator: Generator; modelPath: string; format: string; options: GenerateOptions; destroy: () => Promise<void> }> {
+  const model = await loadCliModel(values);
+  const { checkpoint, tokenizer } = model;
+  const run: GenerateOptions = values.chat === true ? { ...options, prompt: chatPrompt(tokenizer, options.prompt), stopAtBos: true } : options;
   const { seqLen } = checkpoint.config;
-  const promptTokens = tokenizer.encode(options.prompt, { bos: true }).length;
+  const promptTokens = tokenizer.encode(run.prompt, { bos: true }).length;
   if (promptTokens + options.steps - 1 > seqLen) {
     const room = Math.max(0, seqLen - promptTokens + 1);
     throw new UsageError(
@@ -238,7 +238,9 @@ export async function openGenerator(
     const generator = Generator.create(gpu, checkpoint, tokenizer, generatorOptions);
     return {
       generator,
-      modelPath: files.modelPath,
+      modelPath: model.modelPath,
+      format: model.format,
+      options: run,
       destroy: async () => {
         generator.destroy();
         await gpu.destroy();
@@ -316,12 +318,14 @@ export function formatGenerationReport(report: GenerationReport): string {
 export async function generateCommand(argv: string[]): Promise<number> {
   const parsed = parseGenerationFlags(GENERATE_COMMAND, argv, { prompt: '', steps: 64 });
   if (parsed === 'help') return printUsage(GENERATE_COMMAND);
-  const { options, values } = parsed;
+  const { values } = parsed;
   if (values.prompt === undefined) throw new UsageError('--prompt', 'is required (an empty string lets the model start)');
-  if (values.store !== undefined && options.compareWithFull) {
+  if (values.store !== undefined && parsed.options.compareWithFull) {
     throw new UsageError('--store', 'goes on from a saved compressed state alone; drop --compare or --store');
   }
-  const { generator, modelPath, destroy } = await openGenerator(values, options, splitGpuTier(values.store).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  const loaded = await openGenerator(values, parsed.options, splitGpuTier(values.store).gpu ? { residentStates: GPU_TIER_STATES } : {});
+  const { generator, modelPath, destroy } = loaded;
+  const options = loaded.options;
   let opened: Awaited<ReturnType<typeof storeFromFlags>> = null;
   try {
     opened = await storeFromFlags(values, modelPath, generator);

@@ -40,7 +40,8 @@ function usage(): string {
     `  ${'help [COMMAND]'.padEnd(width)}this text, or the options of COMMAND`,
     '',
     'GPU commands take --adapter auto|hardware|software (or env KVCOMPACT_ADAPTER) and say on stderr which',
-    'adapter they chose and why; model commands take --model FILE and --tokenizer FILE.',
+    'adapter they chose and why; model commands take --model DIR|FILE|hf:ORG/NAME (a Hugging Face folder, a',
+    'llama2.c checkpoint with --tokenizer FILE, or a Hub model to download) and say which format they detected.',
     '',
   ].join('\n');
 }

@@ -1,14 +1,22 @@
 import { existsSync } from 'node:fs';
-import { basename, dirname, resolve } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+import { parseHfConfig } from '../model/hf/config.js';
 import { UsageError } from '../errors.js';
+import { detectModelFormat, downloadHfModel } from '../node/hf-model-files.js';
 import { resolveModelFiles } from '../node/model-files.js';
 import { serveStatic } from '../node/static-server.js';
 import { type CommandSpec, type FlagTable, integerFlag, parseFlags, printUsage } from './flags.js';
 
 const SERVE_DEMO_FLAGS = {
   port: { type: 'string', value: 'N', help: 'port on 127.0.0.1 (default 8080; 0 picks a free one)' },
-  model: { type: 'string', value: 'FILE', help: 'llama2.c checkpoint to mount (default: stories260K, found or downloaded)' },
-  tokenizer: { type: 'string', value: 'FILE', help: 'its tokenizer (default: tok512.bin beside it)' },
+  model: {
+    type: 'string',
+    value: 'DIR|FILE|hf:ORG/NAME',
+    help: 'a Hugging Face model folder, a llama2.c checkpoint, or a Hub model to download, to mount (default: stories260K)',
+  },
+  tokenizer: { type: 'string', value: 'FILE', help: 'a llama2.c checkpoint\'s tokenizer (default: tok512.bin beside it)' },
+  context: { type: 'string', value: 'N', help: "HF models: context the page runs with (default 2048, at most the model's)" },
 } as const satisfies FlagTable;
 
 /**
@@ -53,6 +61,47 @@ export function demoMounts(modelPath: string, tokenizerPath: string): { mounts: 
 }
 
 /**
+ * The mount and page address that serve a Hugging Face model folder: the folder under /hf/, the page told by
+ * `?hf=/hf/` (and the context to run with: a full 8K+ context of a real model is more cache than a demo needs).
+ *
+ * @example
+ * ```ts
+ * hfDemoMounts('/cache/hf/HuggingFaceTB/SmolLM2-135M-Instruct', 2048); // { mounts: { '/hf/': ... }, query: '?hf=%2Fhf%2F&context=2048' }
+ * ```
+ */
+export function hfDemoMounts(directory: string, contextLength: number): { mounts: Record<string, string>; query: string } {
+  const params = new URLSearchParams({ hf: '/hf/', context: String(contextLength) });
+  return { mounts: { '/hf/': resolve(directory) }, query: `?${params.toString()}` };
+}
+
+/** The mounts of `--model`: a llama2.c checkpoint and tokenizer, or a HF folder (downloaded first for `hf:`). */
+async function modelMounts(values: { model?: string; tokenizer?: string; context?: string }): Promise<{ mounts: Record<string, string>; query: string }> {
+  const format = values.model === undefined ? 'llama2c' : detectModelFormat(values.model);
+  if (format === 'llama2c') {
+    if (values.context !== undefined) throw new UsageError('--context', 'is for Hugging Face models (a llama2.c checkpoint runs with its seq_len): drop it');
+    const files = await resolveModelFiles({
+      ...(values.model !== undefined ? { model: values.model } : {}),
+      ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
+    });
+    process.stderr.write(`format: llama2.c checkpoint\n${files.message}\n`);
+    return demoMounts(files.modelPath, files.tokenizerPath);
+  }
+  if (values.tokenizer !== undefined) throw new UsageError('--tokenizer', 'is for llama2.c checkpoints; a Hugging Face model uses its tokenizer.json: drop --tokenizer');
+  const spec = values.model as string;
+  let directory = resolve(spec);
+  let where = `model: using the folder ${directory} (given explicitly)`;
+  if (format === 'hf-hub') {
+    const downloaded = await downloadHfModel(spec, { onProgress: (file, index, count) => void process.stderr.write(`downloading ${file} (${index}/${count})\n`) });
+    directory = downloaded.directory;
+    where = downloaded.message;
+  }
+  const config = parseHfConfig(await readFile(join(directory, 'config.json'), 'utf8'));
+  const context = integerFlag('--context', values.context, Math.min(2048, config.llama.seqLen), { min: 2 });
+  process.stderr.write(`format: Hugging Face ${config.architecture} (the page reads config.json, tokenizer.json and the safetensors)\n${where}\n`);
+  return hfDemoMounts(directory, context);
+}
+
+/**
  * `kvcompact serve-demo` (`npm run demo`, which builds the page first): serves dist/demo on 127.0.0.1 with the
  * model files found by resolveModelFiles mounted under /models/, prints the URL and runs until interrupted.
  *
@@ -69,12 +118,7 @@ export async function serveDemoCommand(argv: string[]): Promise<number> {
   if (!existsSync(resolve(root, 'index.html'))) {
     throw new UsageError('dist/demo', `${root}/index.html is missing: build it with \`npm run demo\` (or \`node esbuild.config.mjs\`)`);
   }
-  const files = await resolveModelFiles({
-    ...(values.model !== undefined ? { model: values.model } : {}),
-    ...(values.tokenizer !== undefined ? { tokenizer: values.tokenizer } : {}),
-  });
-  process.stderr.write(`${files.message}\n`);
-  const { mounts, query } = demoMounts(files.modelPath, files.tokenizerPath);
+  const { mounts, query } = await modelMounts(values);
   const site = await serveStatic(root, { port, mounts }).catch((error: unknown) => {
     if (error instanceof Error && 'code' in error && error.code === 'EADDRINUSE') {
       throw new UsageError('--port', `port ${port} is in use on 127.0.0.1: pass another (--port 0 picks a free one)`);

@@ -1,7 +1,8 @@
 // The --store and --tenant flags of generate, cag and store: which tiers, under which tenant's salt, for which model.
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import type { ContextReuse } from '../app/context-reuse.js';
 import type { Generator } from '../app/generator.js';
 import { StoreStates } from '../app/store-reuse.js';
@@ -81,10 +82,19 @@ export async function openStoreTiers(spec: string): Promise<StoreTier[]> {
 
 /**
  * The model's fingerprint for store keys: sha256 of the checkpoint's bytes, so that another file of the same name
- * never shares states.
+ * never shares states. A HF model folder hashes config.json, tokenizer.json and its safetensors files, each name
+ * and length before its bytes, streamed (weights are gigabytes).
  */
 export async function modelFingerprint(modelPath: string): Promise<string> {
-  return `sha256:${createHash('sha256').update(await readFile(modelPath)).digest('hex')}`;
+  if (!(await stat(modelPath)).isDirectory()) return `sha256:${createHash('sha256').update(await readFile(modelPath)).digest('hex')}`;
+  const hash = createHash('sha256');
+  const names = (await readdir(modelPath)).filter((n) => n === 'config.json' || n === 'tokenizer.json' || n.endsWith('.safetensors')).sort();
+  for (const name of names) {
+    const path = join(modelPath, name);
+    hash.update(`${name}\0${(await stat(path)).size}\0`);
+    for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  }
+  return `sha256:${hash.digest('hex')}`;
 }
 
 /** A tenant's salt: its name hashed with a fixed label (no tenant: the empty salt). */

@@ -3,7 +3,7 @@
  * in src/eval/metrics.ts).
  */
 import { InvalidArgumentError } from '../errors.js';
-import { BOS_ID, type TextTokenizer } from '../model/tokenizer.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
 
 /**
  * Options of {@link prepareEvalWindows}.
@@ -23,7 +23,9 @@ export interface EvalWindowOptions {
 /**
  * Cuts an evaluation text into token windows as ../shared/README.md prescribes: every "\n\n" becomes "\n", the
  * first 6 · window · windows characters are encoded without BOS, ids are cut into `windows` consecutive windows
- * of `window − 1` tokens and BOS (id 1) is prepended to each. Throws when the text is too short.
+ * of `window − 1` tokens and the tokenizer's BOS (llama2.c: id 1) is prepended to each; a model without BOS
+ * (Qwen2.5) starts each window with its first EOS id, the separator it was trained to see between documents.
+ * Throws when the text is too short or the tokenizer has neither.
  *
  * @example
  * ```ts
@@ -31,7 +33,9 @@ export interface EvalWindowOptions {
  * windows.length; // 8, each 512 ids starting with 1
  * ```
  */
-export function prepareEvalWindows(text: string, tokenizer: Pick<TextTokenizer, 'encode'>, options: EvalWindowOptions = {}): Int32Array[] {
+export function prepareEvalWindows(text: string, tokenizer: Pick<TextTokenizer, 'encode' | 'bosId' | 'eosIds'>, options: EvalWindowOptions = {}): Int32Array[] {
+  const start = tokenizer.bosId ?? tokenizer.eosIds[0];
+  if (start === undefined) throw new InvalidArgumentError('tokenizer', 'defines neither a BOS nor an EOS id to start the evaluation windows with');
   const window = options.window ?? 512;
   const windows = options.windows ?? 8;
   if (!Number.isInteger(window) || window < 2) throw new InvalidArgumentError('window', `must be an integer ≥ 2, got ${window}`);
@@ -49,7 +53,7 @@ export function prepareEvalWindows(text: string, tokenizer: Pick<TextTokenizer, 
   const out: Int32Array[] = [];
   for (let w = 0; w < windows; w++) {
     const win = new Int32Array(window);
-    win[0] = BOS_ID;
+    win[0] = start;
     win.set(ids.slice(w * per, (w + 1) * per), 1);
     out.push(win);
   }

@@ -27,7 +27,7 @@ import { IMPLEMENTED_MERGE_MODES, type CompressionReport, type CompressOptions, 
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import type { LlamaCheckpoint } from '../model/checkpoint.js';
-import type { Tokenizer } from '../model/tokenizer.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
 import { prepareEvalWindows } from './eval-text.js';
 import { AgreementAccumulator, PerplexityAccumulator } from './metrics.js';
 
@@ -161,7 +161,7 @@ export interface EvalProgress {
  */
 export interface EvaluateOptions {
   readonly checkpoint: LlamaCheckpoint;
-  readonly tokenizer: Tokenizer;
+  readonly tokenizer: TextTokenizer;
   readonly text: string;
   /** Tokens per window, BOS included (default 512). */
   readonly window?: number;

@@ -45,6 +45,15 @@ export interface EncodeOptions {
  */
 export interface TextTokenizer {
   readonly vocabSize: number;
+  /** Id `encode(text, { bos: true })` prepends (llama2.c: 1), undefined when the model has none. */
+  readonly bosId: number | undefined;
+  /** Ids the model ends a text with (llama2.c: [2]; HF: config.json `eos_token_id`). */
+  readonly eosIds: readonly number[];
+  /**
+   * Ids after which a generation asked to stop at the end of a text (`stopAtBos`) stops: llama2.c stories
+   * models emit BOS between stories (run.c stops there), so [1]; HF models end with EOS, so their `eosIds`.
+   */
+  readonly stopIds: readonly number[];
   encode(text: string, options?: EncodeOptions): number[];
   /** Text of `token` as printed after `prev`. */
   decode(prev: number, token: number): string;
@@ -135,6 +144,12 @@ export class Tokenizer implements TextTokenizer {
   private readonly keys: string[];
   /** Raw byte of `<0xNN>` pieces, -1 for other tokens. */
   private readonly byteOf: Int16Array;
+  /** {@link BOS_ID}: llama2.c tokenizers fix it. */
+  readonly bosId: number = BOS_ID;
+  /** [{@link EOS_ID}]. */
+  readonly eosIds: readonly number[] = [EOS_ID];
+  /** [{@link BOS_ID}]: llama2.c models write BOS where a story ends (run.c stops there). */
+  readonly stopIds: readonly number[] = [BOS_ID];
 
   private constructor(maxTokenLength: number, scores: Float32Array, pieces: Uint8Array[]) {
     this.maxTokenLength = maxTokenLength;

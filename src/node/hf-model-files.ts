@@ -121,9 +121,18 @@ export function directoryFolder(dir: string): ModelFolder {
  * ```
  */
 export type NodeModel =
-  | { readonly format: 'llama2c'; readonly checkpoint: LlamaCheckpoint; readonly tokenizer: Tokenizer; readonly message: string }
+  | {
+      readonly format: 'llama2c';
+      readonly checkpoint: LlamaCheckpoint;
+      readonly tokenizer: Tokenizer;
+      /** The checkpoint file read. */
+      readonly modelPath: string;
+      readonly message: string;
+    }
   | {
       readonly format: 'hf-folder' | 'hf-hub';
+      /** The model folder read (for an `hf:` model, its cache folder); the same as `directory`. */
+      readonly modelPath: string;
       readonly checkpoint: LlamaCheckpoint;
       readonly tokenizer: HfTokenizer;
       readonly config: HfModelConfig;
@@ -163,7 +172,13 @@ export async function loadNodeModel(options: LoadNodeModelOptions = {}): Promise
   const format = options.model === undefined ? 'llama2c' : detectModelFormat(options.model, cwd);
   if (format === 'llama2c') {
     const loaded = await loadModelFiles(options);
-    return { format, checkpoint: loaded.checkpoint, tokenizer: loaded.tokenizer, message: `format: llama2.c checkpoint\n${loaded.files.message}` };
+    return {
+      format,
+      checkpoint: loaded.checkpoint,
+      tokenizer: loaded.tokenizer,
+      modelPath: loaded.files.modelPath,
+      message: `format: llama2.c checkpoint\n${loaded.files.message}`,
+    };
   }
   const spec = options.model as string;
   let directory: string;
@@ -193,6 +208,7 @@ export async function loadNodeModel(options: LoadNodeModelOptions = {}): Promise
     tokenizer,
     config: model.config,
     directory,
+    modelPath: directory,
     message:
       `format: Hugging Face ${model.config.architecture} (${model.files.join(', ')}; ${c.nLayers} layers, ` +
       `${c.nHeads} heads / ${c.nKvHeads} KV heads of ${c.headSize}, vocab ${c.vocabSize}, context ${c.seqLen})\n${where}`,

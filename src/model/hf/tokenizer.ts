@@ -62,6 +62,10 @@ export class HfTokenizer implements TextTokenizer {
   readonly bosId: number | undefined;
   /** Ids that end generation (config.json `eos_token_id`, else tokenizer_config.json `eos_token`). */
   readonly eosIds: readonly number[];
+  /** The EOS ids: a HF model's text ends there. */
+  get stopIds(): readonly number[] {
+    return this.eosIds;
+  }
   private readonly chatTemplate: Template | undefined;
   private readonly specialTokens: Record<string, string>;
 
@@ -197,6 +201,11 @@ export class HfTokenizer implements TextTokenizer {
       add_generation_prompt: options.addGenerationPrompt ?? true,
       ...this.specialTokens,
     });
+  }
+
+  /** Text of the BOS token (tokenizer_config.json `bos_token`), which some chat templates write themselves. */
+  get bosToken(): string | undefined {
+    return this.specialTokens.bos_token;
   }
 
   /** True when tokenizer_config.json has a chat template. */
