@@ -78,7 +78,7 @@ function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): P
   for (let p = context - window; p < context; p++) windowPositions[p % window] = p;
   const queries = createStorageBuffer(gpu, 'bench:window-q', randomFloats(Math.max(1, window * nHeads * headDim), 13));
   const positions = createStorageBuffer(gpu, 'bench:window-pos', windowPositions);
-  const scratch = createStorageBuffer(gpu, 'bench:lse', scoreScratchBytes(1, Math.max(1, window), nHeads));
+  const scratch = createStorageBuffer(gpu, 'bench:lse', scoreScratchBytes(1, Math.max(1, window), nHeads, maxTokens));
   const buffers = [attnSum, attnCount, scores, queries, positions, scratch];
   const rowTokens = kvHeads * context;
   const kBytesPerToken = headDim * 2;
