@@ -19,8 +19,10 @@
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;     // [layer_count][partitions][window][N_HEADS][2]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
+// Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
+const VEC: u32 = (HEAD_DIM + 3u) / 4u;
 
-var<workgroup> key_tile: array<f32, KEY_TILE * HEAD_DIM>;
+var<workgroup> key_tile: array<vec4<f32>, KEY_TILE * VEC>;
 var<workgroup> pos_tile: array<u32, KEY_TILE>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -54,22 +56,34 @@ fn main(
   let ring = (params.seq_len - params.window + j) % params.window_cap;
   let qpos = window_pos[base * params.window_cap + ring];
   let q_base = ((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM;
-  var q: array<f32, HEAD_DIM>;
-  for (var d = 0u; d < HEAD_DIM; d++) {
-    q[d] = window_q[q_base + d];
+  var q: array<vec4<f32>, VEC>;
+  for (var v = 0u; v < VEC; v++) {
+    var lanes = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+      if (4u * v + c < HEAD_DIM) {
+        lanes[c] = window_q[q_base + 4u * v + c];
+      }
+    }
+    q[v] = lanes;
   }
 
   var run_max = MASKED_LOGIT;
   var run_sum = 0.0;
   // Uniform per workgroup: every thread runs the same tiles, so the barriers below are in uniform control flow.
   for (var tile = start; tile < end; tile += KEY_TILE) {
-    for (var i = lid; i < KEY_TILE * HEAD_DIM; i += WORKGROUP_SIZE) {
-      let t = tile + i / HEAD_DIM;
-      var value = 0.0;
+    for (var i = lid; i < KEY_TILE * VEC; i += WORKGROUP_SIZE) {
+      let t = tile + i / VEC;
+      var lanes = vec4<f32>(0.0);
       if (t < end) {
-        value = kv_value(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE, i % HEAD_DIM, false);
+        let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];
+        for (var c = 0u; c < 4u; c++) {
+          let d = 4u * (i % VEC) + c;
+          if (d < HEAD_DIM) {
+            lanes[c] = kv_value(entry, t % BLOCK_SIZE, d, false);
+          }
+        }
       }
-      key_tile[i] = value;
+      key_tile[i] = lanes;
     }
     for (var i = lid; i < KEY_TILE; i += WORKGROUP_SIZE) {
       let t = tile + i;
@@ -85,11 +99,11 @@ fn main(
         continue;
       }
       // Same expression and order as snapkv_score.wgsl so both passes see the same logit.
-      var dot = 0.0;
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        dot += q[d] * key_tile[k * HEAD_DIM + d];
+      var acc = 0.0;
+      for (var v = 0u; v < VEC; v++) {
+        acc += dot(q[v], key_tile[k * VEC + v]);
       }
-      let logit = dot * params.scale;
+      let logit = acc * params.scale;
       if (logit > run_max) {
         run_sum = run_sum * exp(run_max - logit) + 1.0;
         run_max = logit;

@@ -22,8 +22,10 @@
 const GROUP: u32 = N_HEADS / KV_HEADS;
 const POOL_KERNEL: u32 = 2u * POOL_RADIUS + 1u;
 const OUT_TILE: u32 = WORKGROUP_SIZE - 2u * POOL_RADIUS;
+// Channels as vec4 (zero-padded past HEAD_DIM), as in snapkv_lse.wgsl.
+const VEC: u32 = (HEAD_DIM + 3u) / 4u;
 
-var<workgroup> q_tile: array<f32, QUERY_TILE * HEAD_DIM>;
+var<workgroup> q_tile: array<vec4<f32>, QUERY_TILE * VEC>;
 // Per staged pair: (max, 1/Σ) of its merged normaliser, and its query's position.
 var<workgroup> norm_tile: array<vec2<f32>, QUERY_TILE>;
 var<workgroup> qpos_tile: array<u32, QUERY_TILE>;
@@ -54,29 +56,41 @@ fn main(
   // Thread lid computes the mean of token out_start − R + lid (unsigned: below 0 it wraps past len = padding).
   let t_mean = out_start + lid - POOL_RADIUS;
   let has_token = out_start + lid >= POOL_RADIUS && t_mean < len;
-  var key: array<f32, HEAD_DIM>;
+  var key: array<vec4<f32>, VEC>;
   var pos = 0xffffffffu;
   if (has_token) {
     let entry = block_table[row * params.max_blocks + t_mean / BLOCK_SIZE];
     let s = t_mean % BLOCK_SIZE;
     pos = kv_position(entry, s);
-    for (var d = 0u; d < HEAD_DIM; d++) {
-      key[d] = kv_value(entry, s, d, false);
+    for (var v = 0u; v < VEC; v++) {
+      var lanes = vec4<f32>(0.0);
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * v + c < HEAD_DIM) {
+          lanes[c] = kv_value(entry, s, 4u * v + c, false);
+        }
+      }
+      key[v] = lanes;
     }
   }
 
   let pairs = params.window * GROUP;
   var acc = 0.0;
   for (var first = 0u; first < pairs; first += QUERY_TILE) {
-    for (var i = lid; i < QUERY_TILE * HEAD_DIM; i += WORKGROUP_SIZE) {
-      let pair = first + i / HEAD_DIM;
-      var value = 0.0;
+    for (var i = lid; i < QUERY_TILE * VEC; i += WORKGROUP_SIZE) {
+      let pair = first + i / VEC;
+      var lanes = vec4<f32>(0.0);
       if (pair < pairs) {
         let ring = (params.seq_len - params.window + pair / GROUP) % params.window_cap;
         let head = kv_head * GROUP + pair % GROUP;
-        value = window_q[((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM + i % HEAD_DIM];
+        let q_base = ((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM;
+        for (var c = 0u; c < 4u; c++) {
+          let d = 4u * (i % VEC) + c;
+          if (d < HEAD_DIM) {
+            lanes[c] = window_q[q_base + d];
+          }
+        }
       }
-      q_tile[i] = value;
+      q_tile[i] = lanes;
     }
     for (var i = lid; i < QUERY_TILE; i += WORKGROUP_SIZE) {
       let pair = first + i;
@@ -109,11 +123,11 @@ fn main(
         continue;
       }
       // Same expression and order as snapkv_lse.wgsl so both passes see the same logit.
-      var dot = 0.0;
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        dot += q_tile[k * HEAD_DIM + d] * key[d];
+      var qk = 0.0;
+      for (var v = 0u; v < VEC; v++) {
+        qk += dot(q_tile[k * VEC + v], key[v]);
       }
-      let logit = dot * params.scale;
+      let logit = qk * params.scale;
       let norm = norm_tile[k];
       acc += exp(logit - norm.x) * norm.y;
     }
