@@ -22,8 +22,20 @@ const GROUP: u32 = N_HEADS / KV_HEADS;
 // Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
 const VEC: u32 = (HEAD_DIM + 3u) / 4u;
 
-var<workgroup> key_tile: array<vec4<f32>, KEY_TILE * VEC>;
-var<workgroup> pos_tile: array<u32, KEY_TILE>;
+// The tile rounded up to whole groups of 4 keys (the slots past KEY_TILE are masked): each query vec4 read from
+// registers serves 4 keys.
+const KEY_SLOTS: u32 = (KEY_TILE + 3u) / 4u * 4u;
+
+var<workgroup> key_tile: array<vec4<f32>, KEY_SLOTS * VEC>;
+var<workgroup> pos_tile: array<u32, KEY_SLOTS>;
+
+fn online_add(state: vec2<f32>, logit: f32) -> vec2<f32> {
+  // (running max, running Σ exp(logit − max))
+  if (logit > state.x) {
+    return vec2<f32>(logit, state.y * exp(state.x - logit) + 1.0);
+  }
+  return vec2<f32>(state.x, state.y + exp(logit - state.x));
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -67,14 +79,13 @@ fn main(
     q[v] = lanes;
   }
 
-  var run_max = MASKED_LOGIT;
-  var run_sum = 0.0;
+  var state = vec2<f32>(MASKED_LOGIT, 0.0);
   // Uniform per workgroup: every thread runs the same tiles, so the barriers below are in uniform control flow.
   for (var tile = start; tile < end; tile += KEY_TILE) {
-    for (var i = lid; i < KEY_TILE * VEC; i += WORKGROUP_SIZE) {
+    for (var i = lid; i < KEY_SLOTS * VEC; i += WORKGROUP_SIZE) {
       let t = tile + i / VEC;
       var lanes = vec4<f32>(0.0);
-      if (t < end) {
+      if (t < end && i / VEC < KEY_TILE) {
         let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];
         for (var c = 0u; c < 4u; c++) {
           let d = 4u * (i % VEC) + c;
@@ -85,37 +96,40 @@ fn main(
       }
       key_tile[i] = lanes;
     }
-    for (var i = lid; i < KEY_TILE; i += WORKGROUP_SIZE) {
+    for (var i = lid; i < KEY_SLOTS; i += WORKGROUP_SIZE) {
       let t = tile + i;
       var pos = 0xffffffffu;
-      if (t < end) {
+      if (t < end && i < KEY_TILE) {
         pos = kv_position(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE);
       }
       pos_tile[i] = pos;
     }
     workgroupBarrier();
-    for (var k = 0u; k < KEY_TILE; k++) {
-      if (pos_tile[k] > qpos) {
-        continue;
-      }
-      // Same expression and order as snapkv_score.wgsl so both passes see the same logit.
-      var acc = 0.0;
+    for (var k = 0u; k < KEY_SLOTS; k += 4u) {
+      // Four keys at once; each logit's sum runs over v in the same order as snapkv_score.wgsl, so both passes
+      // see the same logit.
+      var acc = vec4<f32>(0.0);
       for (var v = 0u; v < VEC; v++) {
-        acc += dot(q[v], key_tile[k * VEC + v]);
+        let qv = q[v];
+        acc += vec4<f32>(
+          dot(qv, key_tile[k * VEC + v]),
+          dot(qv, key_tile[(k + 1u) * VEC + v]),
+          dot(qv, key_tile[(k + 2u) * VEC + v]),
+          dot(qv, key_tile[(k + 3u) * VEC + v]),
+        );
       }
-      let logit = acc * params.scale;
-      if (logit > run_max) {
-        run_sum = run_sum * exp(run_max - logit) + 1.0;
-        run_max = logit;
-      } else {
-        run_sum += exp(logit - run_max);
+      let logits = acc * params.scale;
+      for (var c = 0u; c < 4u; c++) {
+        if (pos_tile[k + c] <= qpos) {
+          state = online_add(state, logits[c]);
+        }
       }
     }
     workgroupBarrier();
   }
   if (in_range) {
     let out = (((l * params.partitions + p) * params.window + j) * N_HEADS + head) * 2u;
-    lse[out] = run_max;
-    lse[out + 1u] = run_sum;
+    lse[out] = state.x;
+    lse[out + 1u] = state.y;
   }
 }

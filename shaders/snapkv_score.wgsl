@@ -25,10 +25,14 @@ const OUT_TILE: u32 = WORKGROUP_SIZE - 2u * POOL_RADIUS;
 // Channels as vec4 (zero-padded past HEAD_DIM), as in snapkv_lse.wgsl.
 const VEC: u32 = (HEAD_DIM + 3u) / 4u;
 
-var<workgroup> q_tile: array<vec4<f32>, QUERY_TILE * VEC>;
+// The tile rounded up to whole groups of 4 pairs (slots past the staged ones are skipped): each key vec4 read
+// from registers serves 4 queries.
+const QUERY_SLOTS: u32 = (QUERY_TILE + 3u) / 4u * 4u;
+
+var<workgroup> q_tile: array<vec4<f32>, QUERY_SLOTS * VEC>;
 // Per staged pair: (max, 1/Σ) of its merged normaliser, and its query's position.
-var<workgroup> norm_tile: array<vec2<f32>, QUERY_TILE>;
-var<workgroup> qpos_tile: array<u32, QUERY_TILE>;
+var<workgroup> norm_tile: array<vec2<f32>, QUERY_SLOTS>;
+var<workgroup> qpos_tile: array<u32, QUERY_SLOTS>;
 var<workgroup> mean_shared: array<f32, WORKGROUP_SIZE>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -76,10 +80,10 @@ fn main(
   let pairs = params.window * GROUP;
   var acc = 0.0;
   for (var first = 0u; first < pairs; first += QUERY_TILE) {
-    for (var i = lid; i < QUERY_TILE * VEC; i += WORKGROUP_SIZE) {
+    for (var i = lid; i < QUERY_SLOTS * VEC; i += WORKGROUP_SIZE) {
       let pair = first + i / VEC;
       var lanes = vec4<f32>(0.0);
-      if (pair < pairs) {
+      if (pair < pairs && i / VEC < QUERY_TILE) {
         let ring = (params.seq_len - params.window + pair / GROUP) % params.window_cap;
         let head = kv_head * GROUP + pair % GROUP;
         let q_base = ((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM;
@@ -92,11 +96,11 @@ fn main(
       }
       q_tile[i] = lanes;
     }
-    for (var i = lid; i < QUERY_TILE; i += WORKGROUP_SIZE) {
+    for (var i = lid; i < QUERY_SLOTS; i += WORKGROUP_SIZE) {
       let pair = first + i;
       var norm = vec2<f32>(0.0, 0.0);
       var qpos = 0u;
-      if (pair < pairs) {
+      if (pair < pairs && i < QUERY_TILE) {
         let j = pair / GROUP;
         let head = kv_head * GROUP + pair % GROUP;
         qpos = window_pos[base * params.window_cap + (params.seq_len - params.window + j) % params.window_cap];
@@ -118,18 +122,26 @@ fn main(
     }
     workgroupBarrier();
     let count = min(QUERY_TILE, pairs - first);
-    for (var k = 0u; k < count; k++) {
-      if (pos > qpos_tile[k]) {
-        continue;
-      }
-      // Same expression and order as snapkv_lse.wgsl so both passes see the same logit.
-      var qk = 0.0;
+    for (var k = 0u; k < count; k += 4u) {
+      // Four pairs at once; each logit's sum runs over v in the same order as snapkv_lse.wgsl, so both passes
+      // see the same logit.
+      var qk = vec4<f32>(0.0);
       for (var v = 0u; v < VEC; v++) {
-        qk += dot(q_tile[k * VEC + v], key[v]);
+        let kv = key[v];
+        qk += vec4<f32>(
+          dot(q_tile[k * VEC + v], kv),
+          dot(q_tile[(k + 1u) * VEC + v], kv),
+          dot(q_tile[(k + 2u) * VEC + v], kv),
+          dot(q_tile[(k + 3u) * VEC + v], kv),
+        );
       }
-      let logit = qk * params.scale;
-      let norm = norm_tile[k];
-      acc += exp(logit - norm.x) * norm.y;
+      let logits = qk * params.scale;
+      for (var c = 0u; c < 4u; c++) {
+        if (k + c < count && pos <= qpos_tile[k + c]) {
+          let norm = norm_tile[k + c];
+          acc += exp(logits[c] - norm.x) * norm.y;
+        }
+      }
     }
     workgroupBarrier();
   }
