@@ -68,16 +68,8 @@ fn main(
   let ring = (params.seq_len - params.window + j) % params.window_cap;
   let qpos = window_pos[base * params.window_cap + ring];
   let q_base = ((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM;
-  var q: array<vec4<f32>, VEC>;
-  for (var v = 0u; v < VEC; v++) {
-    var lanes = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-      if (4u * v + c < HEAD_DIM) {
-        lanes[c] = window_q[q_base + 4u * v + c];
-      }
-    }
-    q[v] = lanes;
-  }
+  // Channel loops unrolled (src/kernels/compress/snapkv-unrolled.ts): q stays in registers.
+  let q = load_query(q_base);
 
   var state = vec2<f32>(MASKED_LOGIT, 0.0);
   // Uniform per workgroup: every thread runs the same tiles, so the barriers below are in uniform control flow.
@@ -108,17 +100,7 @@ fn main(
     for (var k = 0u; k < KEY_SLOTS; k += 4u) {
       // Four keys at once; each logit's sum runs over v in the same order as snapkv_score.wgsl, so both passes
       // see the same logit.
-      var acc = vec4<f32>(0.0);
-      for (var v = 0u; v < VEC; v++) {
-        let qv = q[v];
-        acc += vec4<f32>(
-          dot(qv, key_tile[k * VEC + v]),
-          dot(qv, key_tile[(k + 1u) * VEC + v]),
-          dot(qv, key_tile[(k + 2u) * VEC + v]),
-          dot(qv, key_tile[(k + 3u) * VEC + v]),
-        );
-      }
-      let logits = acc * params.scale;
+      let logits = key_dots4(q, k) * params.scale;
       for (var c = 0u; c < 4u; c++) {
         if (pos_tile[k + c] <= qpos) {
           state = online_add(state, logits[c]);

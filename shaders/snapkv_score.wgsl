@@ -60,21 +60,14 @@ fn main(
   // Thread lid computes the mean of token out_start − R + lid (unsigned: below 0 it wraps past len = padding).
   let t_mean = out_start + lid - POOL_RADIUS;
   let has_token = out_start + lid >= POOL_RADIUS && t_mean < len;
-  var key: array<vec4<f32>, VEC>;
+  // Channel loops unrolled (src/kernels/compress/snapkv-unrolled.ts): the key stays in registers. A thread
+  // without a token reads token 0 of its row's first block (never used: has_token masks it).
+  let t_read = select(0u, t_mean, has_token);
+  let key_entry = block_table[row * params.max_blocks + t_read / BLOCK_SIZE];
+  let key = load_key(key_entry, t_read % BLOCK_SIZE);
   var pos = 0xffffffffu;
   if (has_token) {
-    let entry = block_table[row * params.max_blocks + t_mean / BLOCK_SIZE];
-    let s = t_mean % BLOCK_SIZE;
-    pos = kv_position(entry, s);
-    for (var v = 0u; v < VEC; v++) {
-      var lanes = vec4<f32>(0.0);
-      for (var c = 0u; c < 4u; c++) {
-        if (4u * v + c < HEAD_DIM) {
-          lanes[c] = kv_value(entry, s, 4u * v + c, false);
-        }
-      }
-      key[v] = lanes;
-    }
+    pos = kv_position(key_entry, t_read % BLOCK_SIZE);
   }
 
   let pairs = params.window * GROUP;
@@ -125,17 +118,7 @@ fn main(
     for (var k = 0u; k < count; k += 4u) {
       // Four pairs at once; each logit's sum runs over v in the same order as snapkv_lse.wgsl, so both passes
       // see the same logit.
-      var qk = vec4<f32>(0.0);
-      for (var v = 0u; v < VEC; v++) {
-        let kv = key[v];
-        qk += vec4<f32>(
-          dot(q_tile[k * VEC + v], kv),
-          dot(q_tile[(k + 1u) * VEC + v], kv),
-          dot(q_tile[(k + 2u) * VEC + v], kv),
-          dot(q_tile[(k + 3u) * VEC + v], kv),
-        );
-      }
-      let logits = qk * params.scale;
+      let logits = query_dots4(key, k) * params.scale;
       for (var c = 0u; c < 4u; c++) {
         if (k + c < count && pos <= qpos_tile[k + c]) {
           let norm = norm_tile[k + c];

@@ -1,5 +1,6 @@
 import snapkvLseBody from '../../../shaders/snapkv_lse.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import { snapkvUnrolledLse } from './snapkv-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -192,7 +193,7 @@ export class SnapKVLseKernel {
     this.spec = {
       name: 'snapkv_lse',
       body: snapkvLseBody,
-      libraries: [kvReadLibrary],
+      libraries: [snapkvUnrolledLse(shape.full.headDim), kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },

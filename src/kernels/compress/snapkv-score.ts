@@ -1,5 +1,6 @@
 import snapkvScoreBody from '../../../shaders/snapkv_score.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import { snapkvUnrolledScore } from './snapkv-unrolled.js';
 import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -58,7 +59,7 @@ export class SnapKVScoreKernel {
     this.spec = {
       name: 'snapkv_score',
       body: snapkvScoreBody,
-      libraries: [kvReadLibrary, scoreCommonLibrary],
+      libraries: [snapkvUnrolledScore(shape.full.headDim), kvReadLibrary, scoreCommonLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
