@@ -79,6 +79,22 @@ const CASES: Case[] = [
     layerCount: 1,
     options: { sinks: 4, recent: 8, window: 3, kernelSize: 7, pooling: 'avg', seed: 3 },
   },
+  {
+    // A head dimension that is not a multiple of 4: the window kernels' vec4 channels are zero-padded.
+    name: 'hd6 group2 f16+int8',
+    headDim: 6,
+    group: 2,
+    full: 'f16',
+    quant: 'int8',
+    quantBlocks: 1,
+    lengths: [
+      [1, 65],
+      [33, 4],
+    ],
+    layer: 1,
+    layerCount: 1,
+    options: { sinks: 1, recent: 2, window: 5, kernelSize: 3, pooling: 'max', seed: 5 },
+  },
 ];
 
 const KV_HEADS = 2;
