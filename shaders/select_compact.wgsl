@@ -3,7 +3,9 @@
 // keepEqual earlier tokens have key == T. So the output slot of a kept token at t is
 //   (keys > T before t) + min(keys == T before t, keepEqual),
 // which needs ONE prefix sum of the pair (greater, equal) — done per chunk of WORKGROUP_SIZE × ITEMS tokens,
-// each thread owning ITEMS consecutive tokens so the barrier-bound scan runs once per chunk, not per token.
+// each thread owning ITEMS consecutive tokens. One thread scans the WORKGROUP_SIZE partial sums serially: three
+// barriers per chunk, where a parallel scan takes 2·log2(WORKGROUP_SIZE) + 1 (barriers are what a software
+// adapter pays for; 64 serial additions are cheap anywhere).
 
 @group(0) @binding(0) var<uniform> params: CompactSelectParams;
 @group(0) @binding(1) var<storage, read> scores: array<u32>;          // f32 bits [row][stride]
@@ -15,6 +17,7 @@
 const CHUNK: u32 = WORKGROUP_SIZE * ITEMS;
 
 var<workgroup> scan: array<vec2<u32>, WORKGROUP_SIZE>;
+var<workgroup> chunk_total: vec2<u32>;
 var<workgroup> row_len: u32;
 
 // Same map as shaders/select_threshold.wgsl (-0 folded onto +0).
@@ -60,16 +63,18 @@ fn main(
     }
     scan[lid] = own;
     workgroupBarrier();
-    for (var offset = 1u; offset < WORKGROUP_SIZE; offset <<= 1u) {
-      var add = vec2<u32>(0u, 0u);
-      if (lid >= offset) {
-        add = scan[lid - offset];
+    if (lid == 0u) {
+      // Exclusive prefix sums in place, and the chunk's total.
+      var running = vec2<u32>(0u, 0u);
+      for (var w = 0u; w < WORKGROUP_SIZE; w++) {
+        let value = scan[w];
+        scan[w] = running;
+        running += value;
       }
-      workgroupBarrier();
-      scan[lid] += add;
-      workgroupBarrier();
+      chunk_total = running;
     }
-    var before = carry + scan[lid] - own;
+    workgroupBarrier();
+    var before = carry + scan[lid];
     for (var j = 0u; j < ITEMS; j++) {
       let key = keys[j];
       let t = first + j;
@@ -85,7 +90,7 @@ fn main(
         }
       }
     }
-    carry += scan[WORKGROUP_SIZE - 1u];
+    carry += chunk_total;
     // The next chunk overwrites scan[]: everyone must have read the total first.
     workgroupBarrier();
   }

@@ -1,7 +1,10 @@
 // Radix select of a top-k threshold: one workgroup per SEGMENT, a segment being one row (per-row top-k) or the
 // union of several rows (joint budgets: a layer's heads, or every head). Scores are mapped to order-preserving
 // u32 keys and the k-th largest key is found with four 8-bit passes of a 256-bin workgroup histogram, so the
-// result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index:
+// result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index. Barriers are what
+// a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE threads (64 by
+// default) share the 256 bins, and one thread walks the bins down to the chosen one, so a digit costs three
+// barriers instead of the twenty of a parallel scan:
 //   thresholds[seg] = {key T, keepEqual}: keep every key > T and the first keepEqual keys == T.
 // k larger than the segment is clamped to its size (T = smallest key, keepEqual = how many equal it); k = 0
 // gives T = 0xffffffff, keepEqual = 0 (no finite or infinite score maps to that key; NaN is not a valid score).
@@ -27,9 +30,9 @@ const BINS: u32 = 256u;
 const NO_KEY: u32 = 0xffffffffu;
 
 var<workgroup> hist: array<atomic<u32>, BINS>;
-var<workgroup> suffix: array<u32, BINS>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_above: u32;
+var<workgroup> total_shared: u32;
 
 struct Segment {
   first: u32,
@@ -76,12 +79,14 @@ fn member_of(m: u32) -> Member {
 // Histogram of the 8-bit digit at `shift` of the segment's (non-excluded) keys whose higher digits equal
 // `prefix` under `mask`.
 fn build_histogram(lid: u32, seg: Segment, prefix: u32, mask: u32, shift: u32) {
-  atomicStore(&hist[lid], 0u);
+  for (var b = lid; b < BINS; b += WORKGROUP_SIZE) {
+    atomicStore(&hist[b], 0u);
+  }
   workgroupBarrier();
   for (var i = 0u; i < seg.count; i++) {
     let member = member_of(seg.first + i);
     let base = member.row * params.stride;
-    for (var t = lid; t < member.len; t += BINS) {
+    for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key && (key & mask) == prefix) {
         atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
@@ -94,24 +99,36 @@ fn build_histogram(lid: u32, seg: Segment, prefix: u32, mask: u32, shift: u32) {
   workgroupBarrier();
 }
 
-// Inclusive suffix sums of the histogram: suffix[b] = Σ hist[b..255] (Hillis–Steele; one bin per thread).
-fn suffix_scan(lid: u32) -> u32 {
-  let own = atomicLoad(&hist[lid]);
-  suffix[lid] = own;
-  workgroupBarrier();
-  for (var offset = 1u; offset < BINS; offset <<= 1u) {
-    var add = 0u;
-    if (lid + offset < BINS) {
-      add = suffix[lid + offset];
+// One thread walks the bins from the top: the bin holding the remaining-th largest key, the count above it, and
+// (digit 0) the total. `remaining` is uniform; the result goes through workgroup memory.
+fn choose_bin(lid: u32, remaining_in: u32, first_digit: bool, k: u32) {
+  if (lid == 0u) {
+    var total = 0u;
+    for (var b = 0u; b < BINS; b++) {
+      total += atomicLoad(&hist[b]);
     }
-    workgroupBarrier();
-    suffix[lid] += add;
-    workgroupBarrier();
+    var remaining = remaining_in;
+    if (first_digit) {
+      remaining = min(k, total);
+    }
+    total_shared = remaining;
+    var above = 0u;
+    var bin = 0u;
+    for (var b = BINS; b > 0u; b--) {
+      let count = atomicLoad(&hist[b - 1u]);
+      if (above < remaining && remaining <= above + count) {
+        bin = b - 1u;
+        break;
+      }
+      above += count;
+    }
+    chosen_bin = bin;
+    chosen_above = above;
   }
-  return own;
+  workgroupBarrier();
 }
 
-@compute @workgroup_size(BINS)
+@compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
@@ -128,21 +145,17 @@ fn main(
   for (var digit = 0u; digit < 4u; digit++) {
     let shift = 24u - 8u * digit;
     build_histogram(lid, seg, prefix, mask, shift);
-    let own = suffix_scan(lid);
-    if (digit == 0u) {
-      remaining = min(seg.k, suffix[0]);
-    }
     // Exactly one bin holds the remaining-th largest key when 0 < remaining ≤ the count under the prefix.
-    let above = suffix[lid] - own;
-    if (above < remaining && remaining <= suffix[lid]) {
-      chosen_bin = lid;
-      chosen_above = above;
-    }
+    choose_bin(lid, remaining, digit == 0u, seg.k);
+    remaining = total_shared;
+    let bin = chosen_bin;
+    let above = chosen_above;
+    // Everyone has read the choice before the next digit's histogram clears the bins.
     workgroupBarrier();
     if (remaining > 0u) {
-      prefix |= chosen_bin << shift;
+      prefix |= bin << shift;
       mask |= 0xffu << shift;
-      remaining -= chosen_above;
+      remaining -= above;
     }
   }
   // After four passes `remaining` is how many keys equal to the threshold are kept; mask stays 0 only when
@@ -159,7 +172,7 @@ fn main(
       let base = member.row * params.stride;
       var greater = 0u;
       var equal = 0u;
-      for (var t = lid; t < member.len; t += BINS) {
+      for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
         let k2 = order_key(scores[base + t]);
         greater += select(0u, 1u, k2 > key);
         equal += select(0u, 1u, k2 == key);

@@ -1,9 +1,12 @@
-// SnapKV / TOVA, pass 1: the softmax normaliser of each (layer of the range, window query, query head) over the
-// visible cached tokens of its KV head, for one sequence slot. A window query sees tokens whose original
-// position is ≤ its own. Online softmax per thread (one pass over the keys), then one tree reduction of
-// (max, sum) pairs, so the workgroup loops on a barrier only log2(WORKGROUP_SIZE) times.
-// Output: lse[layer][window row][head] = (max logit, 1 / Σ exp(logit − max)); 1/Σ = 0 when nothing is visible,
-// which makes every probability of that row 0, as the reference's attention does.
+// SnapKV / TOVA, pass 1: partial softmax normalisers of every (layer of the range, window query, query head)
+// over one token partition of its KV head, for one sequence slot, as a tiled product of the group's window
+// queries × the partition's keys. One workgroup per (layer, KV head, chunk of WORKGROUP_SIZE (query, head)
+// pairs of that KV head's group, partition): each thread holds one query in registers; the workgroup decodes a
+// tile of KEY_TILE keys into workgroup memory ONCE and every thread takes its dot products from there (before,
+// every (query, head) decoded the whole head again). Online softmax per thread, so no reduction is needed.
+// A window query sees tokens whose original position is ≤ its own.
+// Output: lse[layer][partition][window row][head] = (max logit, Σ exp(logit − max)) over the partition; the
+// score pass merges the partitions (max MASKED_LOGIT and Σ 0 where nothing is visible).
 // The w rows used are the newest: positions seq_len − w .. seq_len − 1, at ring index position mod window_cap.
 
 @group(0) @binding(0) var<uniform> params: SnapKVParams;
@@ -13,11 +16,26 @@
 @group(0) @binding(4) var<storage, read> context_lens: array<u32>;
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
-@group(0) @binding(7) var<storage, read_write> lse: array<f32>;     // [layer_count][window][N_HEADS][2]
+@group(0) @binding(7) var<storage, read_write> lse: array<f32>;     // [layer_count][partitions][window][N_HEADS][2]
 
-var<workgroup> q_shared: array<f32, HEAD_DIM>;
-var<workgroup> max_shared: array<f32, WORKGROUP_SIZE>;
-var<workgroup> sum_shared: array<f32, WORKGROUP_SIZE>;
+const GROUP: u32 = N_HEADS / KV_HEADS;
+// Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
+const VEC: u32 = (HEAD_DIM + 3u) / 4u;
+
+// The tile rounded up to whole groups of 4 keys (the slots past KEY_TILE are masked): each query vec4 read from
+// registers serves 4 keys.
+const KEY_SLOTS: u32 = (KEY_TILE + 3u) / 4u * 4u;
+
+var<workgroup> key_tile: array<vec4<f32>, KEY_SLOTS * VEC>;
+var<workgroup> pos_tile: array<u32, KEY_SLOTS>;
+
+fn online_add(state: vec2<f32>, logit: f32) -> vec2<f32> {
+  // (running max, running Σ exp(logit − max))
+  if (logit > state.x) {
+    return vec2<f32>(logit, state.y * exp(state.x - logit) + 1.0);
+  }
+  return vec2<f32>(state.x, state.y + exp(logit - state.x));
+}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -26,65 +44,74 @@ fn main(
   @builtin(local_invocation_index) lid: u32,
 ) {
   let group_index = linear_workgroup_index(wid, nwg);
-  if (group_index >= params.layer_count * params.window * N_HEADS) {
+  let pairs = params.window * GROUP;
+  let chunks = (pairs + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+  if (group_index >= params.layer_count * KV_HEADS * chunks * params.partitions) {
     return;
   }
-  let l = group_index / (params.window * N_HEADS);
-  let j = (group_index / N_HEADS) % params.window;
-  let head = group_index % N_HEADS;
+  let p = group_index % params.partitions;
+  let chunk = (group_index / params.partitions) % chunks;
+  let kv_head = (group_index / (params.partitions * chunks)) % KV_HEADS;
+  let l = group_index / (params.partitions * chunks * KV_HEADS);
   let layer = params.layer + l;
-  let kv_head = head / (N_HEADS / KV_HEADS);
   let base = layer * params.seq_slots + params.slot;
+  let row = base * KV_HEADS + kv_head;
+  let len = context_lens[row];
+  let start = p * params.part_tokens;
+  let end = min(len, start + params.part_tokens);
+
+  // This thread's (window row j, query head): pairs are ordered j-major so a chunk covers whole rows.
+  let pair = chunk * WORKGROUP_SIZE + lid;
+  let in_range = pair < pairs;
+  let j = min(pair, pairs - 1u) / GROUP;
+  let head = kv_head * GROUP + min(pair, pairs - 1u) % GROUP;
   let ring = (params.seq_len - params.window + j) % params.window_cap;
   let qpos = window_pos[base * params.window_cap + ring];
   let q_base = ((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM;
-  let row = base * KV_HEADS + kv_head;
-  let len = context_lens[row];
-  let table_base = row * params.max_blocks;
+  // Channel loops unrolled (src/kernels/compress/snapkv-unrolled.ts): q stays in registers.
+  let q = load_query(q_base);
 
-  for (var d = lid; d < HEAD_DIM; d += WORKGROUP_SIZE) {
-    q_shared[d] = window_q[q_base + d];
-  }
-  workgroupBarrier();
-
-  var run_max = MASKED_LOGIT;
-  var run_sum = 0.0;
-  for (var t = lid; t < len; t += WORKGROUP_SIZE) {
-    let entry = block_table[table_base + t / BLOCK_SIZE];
-    let s = t % BLOCK_SIZE;
-    if (kv_position(entry, s) > qpos) {
-      continue;
+  var state = vec2<f32>(MASKED_LOGIT, 0.0);
+  // Uniform per workgroup: every thread runs the same tiles, so the barriers below are in uniform control flow.
+  for (var tile = start; tile < end; tile += KEY_TILE) {
+    for (var i = lid; i < KEY_SLOTS * VEC; i += WORKGROUP_SIZE) {
+      let t = tile + i / VEC;
+      var lanes = vec4<f32>(0.0);
+      if (t < end && i / VEC < KEY_TILE) {
+        let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];
+        for (var c = 0u; c < 4u; c++) {
+          let d = 4u * (i % VEC) + c;
+          if (d < HEAD_DIM) {
+            lanes[c] = kv_value(entry, t % BLOCK_SIZE, d, false);
+          }
+        }
+      }
+      key_tile[i] = lanes;
     }
-    // Same expression as snapkv_score.wgsl so both passes see the same logit.
-    var dot = 0.0;
-    for (var d = 0u; d < HEAD_DIM; d++) {
-      dot += q_shared[d] * kv_value(entry, s, d, false);
+    for (var i = lid; i < KEY_SLOTS; i += WORKGROUP_SIZE) {
+      let t = tile + i;
+      var pos = 0xffffffffu;
+      if (t < end && i < KEY_TILE) {
+        pos = kv_position(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE);
+      }
+      pos_tile[i] = pos;
     }
-    let logit = dot * params.scale;
-    if (logit > run_max) {
-      run_sum = run_sum * exp(run_max - logit) + 1.0;
-      run_max = logit;
-    } else {
-      run_sum += exp(logit - run_max);
-    }
-  }
-  max_shared[lid] = run_max;
-  sum_shared[lid] = run_sum;
-  workgroupBarrier();
-  for (var stride = WORKGROUP_SIZE / 2u; stride > 0u; stride /= 2u) {
-    if (lid < stride) {
-      let m1 = max_shared[lid];
-      let m2 = max_shared[lid + stride];
-      let m = max(m1, m2);
-      sum_shared[lid] = sum_shared[lid] * exp(m1 - m) + sum_shared[lid + stride] * exp(m2 - m);
-      max_shared[lid] = m;
+    workgroupBarrier();
+    for (var k = 0u; k < KEY_SLOTS; k += 4u) {
+      // Four keys at once; each logit's sum runs over v in the same order as snapkv_score.wgsl, so both passes
+      // see the same logit.
+      let logits = key_dots4(q, k) * params.scale;
+      for (var c = 0u; c < 4u; c++) {
+        if (pos_tile[k + c] <= qpos) {
+          state = online_add(state, logits[c]);
+        }
+      }
     }
     workgroupBarrier();
   }
-  if (lid == 0u) {
-    let total = sum_shared[0];
-    let out = ((l * params.window + j) * N_HEADS + head) * 2u;
-    lse[out] = max_shared[0];
-    lse[out + 1u] = select(0.0, 1.0 / total, total > 0.0);
+  if (in_range) {
+    let out = (((l * params.partitions + p) * params.window + j) * N_HEADS + head) * 2u;
+    lse[out] = state.x;
+    lse[out + 1u] = state.y;
   }
 }

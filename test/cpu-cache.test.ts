@@ -166,7 +166,7 @@ describe('CpuKvCache.compress', () => {
         const scorer = createPolicy(policy, { sinks, recent, recentLimit: headBudget - sinks, window: 32, seed: 0 });
         const scores = inputs.map((input) => scorer.score(input));
         const counts = allocateBudgets(scores, { mode, budget });
-        const report = await base.compress(1, { policy, budget, budgetMode: mode, recent: 16 });
+        const report = await base.compress(1, { policy, budget, budgetMode: mode, recent: 16, measureMass: true });
         assertInvariants(base.meta);
         let kept = 0;
         for (let l = 0; l < nLayers; l++) {

@@ -32,8 +32,8 @@ describe('the CPU and GPU engines', () => {
       for (const cache of [gpuCache, cpuCache]) cache.addSequence(3);
       await decodeBoth(gpuCache, cpuCache, 3, 90, 11);
       const calls: ((cache: PagedKvCache | CpuKvCache) => Promise<CompressionReport>)[] = [
-        (cache) => cache.compress(3, { budget: 64 }), // the default policy: snapkv, since decoding filled the window
-        (cache) => cache.compress(3, { policy: 'h2o', budget: 48, budgetMode: 'adakv', bits: 4 }), // creates the int4 pool
+        (cache) => cache.compress(3, { budget: 64, measureMass: true }), // the default policy: snapkv, since decoding filled the window
+        (cache) => cache.compress(3, { policy: 'h2o', budget: 48, budgetMode: 'adakv', bits: 4, measureMass: true }), // creates the int4 pool
         (cache) => cache.compress(3, { policy: 'knorm', ratio: 2, bits: 4, measureMass: false }),
         (cache) => cache.compressAuto(3, 2.5, { policy: 'streaming' }),
       ];

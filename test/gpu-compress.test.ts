@@ -45,7 +45,7 @@ describe('GPU compression of a paged cache', () => {
       [0, 1].flatMap((l) => [0, 1].map(async (h) => [...(await cache.readHead(7, l, h)).positions])),
     );
     const usedBefore = cache.memory().usedBytes;
-    const report = await cache.compress(7, { policy, budget: 24, budgetMode: mode, bits, sinks: 4, recent: 8, window: WINDOW, seed: 3 });
+    const report = await cache.compress(7, { policy, budget: 24, budgetMode: mode, bits, sinks: 4, recent: 8, window: WINDOW, seed: 3, measureMass: true });
     assertInvariants(cache.meta);
     for (let l = 0; l < SHAPE.layers; l++) {
       for (let h = 0; h < SHAPE.kvHeads; h++) {

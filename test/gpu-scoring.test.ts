@@ -79,6 +79,22 @@ const CASES: Case[] = [
     layerCount: 1,
     options: { sinks: 4, recent: 8, window: 3, kernelSize: 7, pooling: 'avg', seed: 3 },
   },
+  {
+    // A head dimension that is not a multiple of 4: the window kernels' vec4 channels are zero-padded.
+    name: 'hd6 group2 f16+int8',
+    headDim: 6,
+    group: 2,
+    full: 'f16',
+    quant: 'int8',
+    quantBlocks: 1,
+    lengths: [
+      [1, 65],
+      [33, 4],
+    ],
+    layer: 1,
+    layerCount: 1,
+    options: { sinks: 1, recent: 2, window: 5, kernelSize: 3, pooling: 'max', seed: 5 },
+  },
 ];
 
 const KV_HEADS = 2;
@@ -191,7 +207,8 @@ function buildSetup(gpu: GpuContext, c: Case): Setup {
     },
     windowQueries: createStorageBuffer(gpu, 'window-q', windowQ),
     windowPositions: createStorageBuffer(gpu, 'window-pos', windowPos),
-    scratch: createStorageBuffer(gpu, 'scratch', scoreScratchBytes(LAYERS, WINDOW_CAPACITY, nHeads)),
+    // Room for a partition per token: the tiled runs below split the heads into partitions of a few tokens.
+    scratch: createStorageBuffer(gpu, 'scratch', scoreScratchBytes(LAYERS, WINDOW_CAPACITY, nHeads, maxTokens)),
     scores: createStorageBuffer(gpu, 'scores', rows * maxTokens * 4),
     cpu,
     seqLens,
@@ -206,7 +223,16 @@ function close(got: number, want: number, relative: number): boolean {
 describe('GPU scoring matches the TS policies on the same decoded cache', () => {
   const table = CASES.flatMap((c) => policyNames().map((policy) => ({ policy, c, label: c.name })));
 
-  it.each(table)('$policy on $label', async ({ policy: name, c }) => {
+  // Window policies again with small workgroups, partitions and tiles: several partitions merged per query, key
+  // and query tiles that do not divide the sizes, a pooling halo across workgroups (lengths 1, 15, 17, 63, 65).
+  const tilings = [
+    { workgroupSize: 16, partitionTokens: 7, keyTile: 3, queryTile: 5 },
+    { workgroupSize: 32, partitionTokens: 16, keyTile: 16, queryTile: 1 },
+  ];
+  const windowTable = CASES.flatMap((c) =>
+    ['snapkv', 'tova'].flatMap((policy) => tilings.map((tiling) => ({ policy, c, label: c.name, tiling, tile: JSON.stringify(tiling) }))),
+  );
+  it.each([...table.map((row) => ({ ...row, tiling: undefined, tile: 'default tiling' })), ...windowTable])('$policy on $label, $tile', async ({ policy: name, c, tiling }) => {
     const gpu = await testGpu();
     const setup = await setupFor(gpu, c);
     const policy = createPolicy(name, c.options);
@@ -236,6 +262,7 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
         },
         scratch: setup.scratch,
         scores: setup.scores,
+        ...(tiling ? { tiling } : {}),
       };
       await gpu.withErrorScope(() => {
         const encoder = gpu.device.createCommandEncoder();

@@ -100,8 +100,10 @@ describe('GPU top-k selection vs selectTopK', () => {
         ks.push(choices[(rows.length * 3) % choices.length] ?? 0);
       }
     }
-    const got = await runTopK(gpu, kernel, rows, ks, stride);
-    checkRows(rows, ks, stride, got);
+    checkRows(rows, ks, stride, await runTopK(gpu, kernel, rows, ks, stride));
+    // Odd thread counts: bins shared unevenly by the threshold kernel's threads, chunks that end mid-row.
+    const odd = new TopKSelectKernel(gpu, { workgroupSize: 5, itemsPerThread: 3, thresholdWorkgroupSize: 7 });
+    checkRows(rows, ks, stride, await runTopK(gpu, odd, rows, ks, stride));
   });
 
   it('every k of a short row with heavy ties and +Inf', async () => {

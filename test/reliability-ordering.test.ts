@@ -105,10 +105,10 @@ describe.each(ENGINES)('$name engine: overlapping operations on one sequence', (
       }
     }
     const calls: { seq: number; options: CompressOptions }[] = [
-      { seq: 0, options: { policy: 'snapkv', budget: 48, budgetMode: 'adakv' } },
-      { seq: 0, options: { policy: 'h2o', budget: 24, bits: 4 } },
-      { seq: 1, options: { policy: 'knorm', budget: 40, bits: 4 } }, // another sequence: shares the compressor
-      { seq: 1, options: { policy: 'kvcompress', budget: 20, budgetMode: 'global' as const, bits: 4 } },
+      { seq: 0, options: { policy: 'snapkv', budget: 48, budgetMode: 'adakv', measureMass: true } },
+      { seq: 0, options: { policy: 'h2o', budget: 24, bits: 4, measureMass: true } },
+      { seq: 1, options: { policy: 'knorm', budget: 40, bits: 4, measureMass: true } }, // another sequence: shares the compressor
+      { seq: 1, options: { policy: 'kvcompress', budget: 20, budgetMode: 'global' as const, bits: 4, measureMass: true } },
     ];
     const inOrder = [];
     for (const { seq, options } of calls) inOrder.push(await sequential.compress(seq, options));

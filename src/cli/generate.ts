@@ -273,7 +273,7 @@ export function formatGenerationReport(report: GenerationReport): string {
     `setting: ${setting}`,
     `tokens: ${report.promptTokens} prompt (with BOS) + ${report.generatedTokens} generated; ${report.cachedTokens} cached positions`,
     `memory: ${kib(report.bytesCompressed)} held vs ${kib(report.bytesFull)} for an f16 cache of every token: ${report.ratio.toFixed(2)}× smaller`,
-    `compressions: ${report.compressions}${report.lastCompression ? ` (last kept ${(report.lastCompression.attentionMassKept * 100).toFixed(1)} % of the recent queries' attention, ${report.lastCompression.milliseconds.toFixed(0)} ms)` : ''}`,
+    `compressions: ${report.compressions}${report.lastCompression ? ` (last ${lastCompressionText(report.lastCompression)})` : ''}`,
     'tokens kept per KV head at the end:',
     `          ${report.keptPerHead[0]?.map((_, h) => `head ${h}`.padStart(7)).join('') ?? ''}`,
     ...report.keptPerHead.map((heads, l) => `  layer ${l} ${heads.map((n) => String(n).padStart(7)).join('')}`),
@@ -348,4 +348,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
     await opened?.entries?.close();
     await destroy();
   }
+}
+
+/** The last compression's time, and the attention mass it kept where it measured it (an opt-in). */
+function lastCompressionText(last: { readonly attentionMassKept: number; readonly milliseconds: number }): string {
+  const mass = Number.isNaN(last.attentionMassKept) ? '' : `kept ${(last.attentionMassKept * 100).toFixed(1)} % of the recent queries' attention, `;
+  return `${mass}${last.milliseconds.toFixed(0)} ms`;
 }

@@ -5,8 +5,8 @@
  * then lower head; within a head, equal scores are consecutive ranks).
  */
 import { InvalidArgumentError } from '../errors.js';
-import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
+import { ScratchBuffers } from '../gpu/scratch-buffers.js';
 import { TopKSelectKernel } from '../kernels/compress/select.js';
 import { allocateBudgets, type BudgetOptions } from './budgets.js';
 
@@ -24,6 +24,13 @@ export interface GpuBudgetOptions extends BudgetOptions {
   readonly lengths: readonly (readonly number[])[];
   /** A kernel to reuse (its pipelines are cached per device either way). */
   readonly kernel?: TopKSelectKernel;
+  /** Scratch to reuse across calls (the compressor's); absent = buffers of this call, destroyed at its end. */
+  readonly scratch?: ScratchBuffers;
+  /**
+   * Work to run first (the scoring passes): the selection is recorded after it and the call submits it, so
+   * scoring, selection and the readback are one submit and one wait. Submitted even when no GPU pass is needed.
+   */
+  readonly encoder?: GPUCommandEncoder;
 }
 
 function checkShape(options: GpuBudgetOptions): void {
@@ -74,18 +81,18 @@ async function jointCounts(
   segments: readonly { first: number; count: number; k: number }[],
 ): Promise<Uint32Array> {
   const useExclusion = members.some((m) => m.safe > 0);
-  const memberWords = Uint32Array.from(members.flatMap((m) => [m.row, m.len]));
-  const buffers = {
-    members: createStorageBuffer(gpu, 'budgets:members', memberWords),
-    segments: createStorageBuffer(gpu, 'budgets:segments', Uint32Array.from(segments.flatMap((s) => [s.first, s.count, s.k]))),
-    exclusionK: createStorageBuffer(gpu, 'budgets:safe', Uint32Array.from(members.flatMap((m, i) => [i, 1, m.safe]))),
-    exclusions: createStorageBuffer(gpu, 'budgets:exclusions', members.length * 8),
-    thresholds: createStorageBuffer(gpu, 'budgets:thresholds', segments.length * 8),
-    counts: createStorageBuffer(gpu, 'budgets:counts', members.length * 8),
-  };
+  const arena = options.scratch ?? new ScratchBuffers(gpu, 'budgets');
   try {
-    const encoder = gpu.device.createCommandEncoder({ label: 'budgets' });
-    if (useExclusion) {
+    const buffers = {
+      members: arena.upload('budgets:members', Uint32Array.from(members.flatMap((m) => [m.row, m.len]))),
+      segments: arena.upload('budgets:segments', Uint32Array.from(segments.flatMap((s) => [s.first, s.count, s.k]))),
+      exclusionK: useExclusion ? arena.upload('budgets:safe', Uint32Array.from(members.flatMap((m, i) => [i, 1, m.safe]))) : null,
+      exclusions: useExclusion ? arena.get('budgets:exclusions', members.length * 8) : null,
+      thresholds: arena.get('budgets:thresholds', segments.length * 8),
+      counts: arena.get('budgets:counts', members.length * 8),
+    };
+    const encoder = options.encoder ?? gpu.device.createCommandEncoder({ label: 'budgets' });
+    if (buffers.exclusionK && buffers.exclusions) {
       // Each head's safeguard share as a one-member segment; its threshold says which tokens to leave out.
       kernel.encodeSegmentThresholds(encoder, {
         scores: options.scores,
@@ -104,13 +111,17 @@ async function jointCounts(
       segments: buffers.segments,
       members: buffers.members,
       numMembers: members.length,
-      ...(useExclusion ? { exclusions: buffers.exclusions } : {}),
+      ...(buffers.exclusions ? { exclusions: buffers.exclusions } : {}),
       thresholds: buffers.thresholds,
       memberCounts: buffers.counts,
     });
-    gpu.submit([encoder.finish()]);
-    const thresholds = new Uint32Array(await readBuffer(gpu, buffers.thresholds));
-    const counts = new Uint32Array(await readBuffer(gpu, buffers.counts));
+    // One staging buffer, one map: thresholds and counts come back together.
+    const [thresholdBytes, countBytes] = await arena.readBack(encoder, [
+      { buffer: buffers.thresholds, bytes: segments.length * 8 },
+      { buffer: buffers.counts, bytes: members.length * 8 },
+    ]);
+    const thresholds = new Uint32Array(thresholdBytes ?? new ArrayBuffer(0));
+    const counts = new Uint32Array(countBytes ?? new ArrayBuffer(0));
     const result = new Uint32Array(members.length);
     segments.forEach((segment, s) => {
       let equalLeft = thresholds[2 * s + 1] ?? 0;
@@ -129,7 +140,7 @@ async function jointCounts(
     });
     return result;
   } finally {
-    for (const buffer of Object.values(buffers)) buffer.destroy();
+    if (!options.scratch) arena.destroy();
   }
 }
 
@@ -155,6 +166,7 @@ export async function allocateBudgetsGpu(gpu: GpuContext, options: GpuBudgetOpti
   if (mode === 'uniform' || mode === 'pyramid' || budget >= maxLength) {
     // Counts depend only on lengths: run the reference itself on score rows of the right lengths (one shared
     // zero array), so the two can never disagree. Its NaN scan is O(tokens) on the CPU, cheap next to a GPU pass.
+    if (options.encoder) gpu.submit([options.encoder.finish()]);
     const zeros = new Float32Array(maxLength);
     return allocateBudgets(
       lengths.map((layer) => layer.map((n) => zeros.subarray(0, n))),
@@ -180,7 +192,10 @@ export async function allocateBudgetsGpu(gpu: GpuContext, options: GpuBudgetOpti
   if (mode === 'global') segments.push({ first: 0, count: members.length, k: Math.floor(members.length * budget) });
   const counts = lengths.map((layer) => new Uint32Array(layer.length));
   const live = segments.filter((s) => s.count > 0);
-  if (members.length === 0 || live.length === 0) return counts;
+  if (members.length === 0 || live.length === 0) {
+    if (options.encoder) gpu.submit([options.encoder.finish()]);
+    return counts;
+  }
   const flat = await jointCounts(gpu, kernel, options, members, live);
   members.forEach((m, i) => {
     const row = counts[m.layer];

@@ -14,7 +14,7 @@ import type { AttentionStatsBuffers } from '../kernels/cache/accumulate-attentio
 import type { PagedCacheBindings } from '../kernels/cache/paged-attention.js';
 import { ScoreStatsKernel, type TokenScoreFunction } from '../kernels/compress/score-stats.js';
 import type { ObservationWindowBindings, ScoreTarget } from '../kernels/compress/score-target.js';
-import { SnapKVLseKernel, snapkvLseBytes } from '../kernels/compress/snapkv-lse.js';
+import { SnapKVLseKernel, snapkvLseBytes, type SnapKVShape } from '../kernels/compress/snapkv-lse.js';
 import { SnapKVScoreKernel } from '../kernels/compress/snapkv-score.js';
 
 /**
@@ -61,6 +61,11 @@ export interface ScoreGpuInput {
   readonly scale?: number;
   /** Window policies: also write each token's unpooled mean window probability here (f32 [row][maxTokens]). */
   readonly means?: GPUBuffer;
+  /**
+   * Window policies: workgroup size, partition and tile sizes of the two passes (defaults suit any adapter);
+   * tests set them small so that several partitions and tiles are merged at small sizes.
+   */
+  readonly tiling?: Pick<SnapKVShape, 'workgroupSize' | 'partitionTokens' | 'keyTile' | 'queryTile'>;
 }
 
 /**
@@ -107,8 +112,8 @@ export type GpuScorePlan = TokenScorePlan | WindowScorePlan;
  * const scratch = createStorageBuffer(gpu, 'score-scratch', scoreScratchBytes(32, 32, 32));
  * ```
  */
-export function scoreScratchBytes(layerCount: number, windowCapacity: number, nHeads: number): number {
-  return snapkvLseBytes(layerCount, windowCapacity, nHeads);
+export function scoreScratchBytes(layerCount: number, windowCapacity: number, nHeads: number, maxTokens = 1): number {
+  return snapkvLseBytes(layerCount, windowCapacity, nHeads, maxTokens);
 }
 
 /**
@@ -154,7 +159,7 @@ export function encodeGpuScores(
   if (!scratch) {
     throw new InvalidArgumentError('scratch', `${policyName} needs a scratch buffer of scoreScratchBytes() bytes`);
   }
-  const shape = { nHeads, kvHeads, full, quant };
+  const shape: SnapKVShape = { nHeads, kvHeads, full, quant, ...input.tiling };
   const run = {
     cache,
     target,

@@ -2,7 +2,8 @@ import { CacheDestroyedError, InvalidArgumentError } from '../errors.js';
 import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
 import type { BlockLayout, QuantFormat } from '../format/layout.js';
-import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
+import { createStorageBuffer } from '../gpu/buffers.js';
+import { ScratchBuffers } from '../gpu/scratch-buffers.js';
 import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../kernels/compress/compact-blocks.js';
 import { GatherStatsKernel } from '../kernels/compress/gather-stats.js';
 import { MassKeptKernel } from '../kernels/compress/mass-kept.js';
@@ -20,7 +21,10 @@ type ScratchName = 'scores' | 'mass' | 'keptIndex' | 'keptCount' | 'thresholds' 
  * The GPU stages of the compression pipeline: scoring kernels write f32 scores per token, the budget pass and
  * the top-k select keep them on the GPU (only per-head counts come back), then one submit selects, compacts into
  * the plan's fresh blocks (KIVI-quantizing whole blocks older than the recent window), gathers each kept token's
- * statistics and sums the attention mass kept. Scratch buffers live as long as the stages.
+ * statistics and, when asked, sums the attention mass kept. A compression makes at most one CPU wait: the budget
+ * readback for adakv/global budgets, else the mass readback when measured, else none (execute resolves once its
+ * work is submitted; the queue orders every later use of the cache after it). Scratch buffers live as long as the
+ * stages: reused by every call, grown when one needs more, destroyed by destroy().
  *
  * @example
  * ```ts
@@ -38,6 +42,8 @@ export class GpuCompressionStages implements CompressionStages {
   private compact: { quant: BlockLayout | null; kernel: CompactBlocksKernel } | null = null;
   private merge: { quant: BlockLayout | null; kernel: MergeValuesKernel } | null = null;
   private readonly buffers: Record<ScratchName, GPUBuffer>;
+  /** Per-call inputs and outputs (members, jobs, gathered statistics, sums, the readback staging). */
+  private readonly scratchBuffers: ScratchBuffers;
   readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
   private destroyed = false;
 
@@ -53,13 +59,14 @@ export class GpuCompressionStages implements CompressionStages {
     this.massKernel = new MassKeptKernel(gpu);
     this.growPool = (pool, blocks) => storage.growPool(pool, blocks);
     const perToken = this.rows * this.indexStride * 4;
+    this.scratchBuffers = new ScratchBuffers(gpu, 'compress');
     this.buffers = {
       scores: createStorageBuffer(gpu, 'compress:scores', perToken),
       mass: createStorageBuffer(gpu, 'compress:mass', perToken),
       keptIndex: createStorageBuffer(gpu, 'compress:kept-index', perToken),
       keptCount: createStorageBuffer(gpu, 'compress:kept-count', this.rows * 4),
       thresholds: createStorageBuffer(gpu, 'compress:thresholds', this.rows * 8),
-      scratch: createStorageBuffer(gpu, 'compress:scratch', scoreScratchBytes(meta.shape.layers, backend.observationWindow, backend.nHeads)),
+      scratch: createStorageBuffer(gpu, 'compress:scratch', scoreScratchBytes(meta.shape.layers, backend.observationWindow, backend.nHeads, this.indexStride)),
     };
   }
 
@@ -124,8 +131,10 @@ export class GpuCompressionStages implements CompressionStages {
     // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
     const writeMeans = (job.measureMass || options.merge !== 'none') && this.massBuffer(job) === this.buffers.mass;
     job.policy.scoreGpu(encoder, writeMeans ? { ...input, means: this.buffers.mass } : input);
-    gpu.submit([encoder.finish()]);
+    // Scoring, the joint selections and their one readback share a submit (allocateBudgetsGpu submits it).
     return allocateBudgetsGpu(gpu, {
+      encoder,
+      scratch: this.scratchBuffers,
       mode: options.budgetMode,
       budget: options.budget ?? 0,
       safeguard: options.safeguard,
@@ -202,7 +211,9 @@ export class GpuCompressionStages implements CompressionStages {
     const { layers, kvHeads } = this.meta.shape;
     const evicting = job.policy !== null;
     const rowsOf = this.rowsOf(job.slot);
+    // Buffers of this call only (the merge's); destroying them after the submit is safe (WebGPU defers it).
     const scratch: GPUBuffer[] = [];
+    const arena = this.scratchBuffers;
     const stride = this.indexStride;
     try {
       const encoder = gpu.device.createCommandEncoder({ label: 'compress:select+compact' });
@@ -219,9 +230,8 @@ export class GpuCompressionStages implements CompressionStages {
             segments.set([i, 1, job.counts[l]?.[h] ?? 0], 3 * i);
           }),
         );
-        const membersBuffer = createStorageBuffer(gpu, 'compress:members', members);
-        const segmentsBuffer = createStorageBuffer(gpu, 'compress:segments', segments);
-        scratch.push(membersBuffer, segmentsBuffer);
+        const membersBuffer = arena.upload('members', members);
+        const segmentsBuffer = arena.upload('segments', segments);
         this.topK.encodeSegmentThresholds(encoder, {
           scores: this.buffers.scores,
           stride,
@@ -244,8 +254,7 @@ export class GpuCompressionStages implements CompressionStages {
       }
       let sums: GPUBuffer | null = null;
       if (job.measureMass && job.select) {
-        sums = createStorageBuffer(gpu, 'compress:mass-sums', layers * kvHeads * 8);
-        scratch.push(sums);
+        sums = arena.get('mass-sums', layers * kvHeads * 8);
         const mass = this.massBuffer(job);
         for (let l = 0; l < layers; l++) {
           this.massKernel.encode(encoder, {
@@ -269,8 +278,7 @@ export class GpuCompressionStages implements CompressionStages {
               return first === undefined ? compact : { ...compact, valueBase: first + compact.indexBase - compact.row * stride };
             })
           : job.plan.jobs;
-        const jobs = createStorageBuffer(gpu, 'compress:jobs', packCompactJobs(planned));
-        scratch.push(jobs);
+        const jobs = arena.upload('jobs', packCompactJobs(planned));
         this.compactKernel().encode(encoder, {
           cache: this.storage.bindings,
           jobs,
@@ -286,20 +294,22 @@ export class GpuCompressionStages implements CompressionStages {
         const groups = wholeSequence
           ? [{ rows: seqRows, rowMap, copies: rowsOf.map((heads, l) => ({ from: l * kvHeads, to: heads[0] ?? 0, count: kvHeads })) }]
           : job.plan.heads.map((head) => ({ rows: 1, rowMap: { base: head.row, groupRows: 1, groupStride: 0 }, copies: [{ from: 0, to: head.row, count: 1 }] }));
+        // One gather buffer for every statistic and group: each copy out of it is ordered before the next gather.
+        const out = arena.get('stats', Math.max(...groups.map((g) => g.rows)) * rowBytes);
         for (const stats of Object.values(this.backend.statistics)) {
           for (const group of groups) {
-            const out = createStorageBuffer(gpu, 'compress:stats', group.rows * rowBytes);
-            scratch.push(out);
             this.gather.encode(encoder, { stats, kept: this.buffers.keptIndex, keptCounts: this.buffers.keptCount, out, numRows: group.rows, stride, rowMap: group.rowMap });
             for (const copy of group.copies) encoder.copyBufferToBuffer(out, copy.from * rowBytes, stats, copy.to * rowBytes, copy.count * rowBytes);
           }
         }
       }
-      gpu.submit([encoder.finish()]);
-      await gpu.idle();
+      if (!sums) {
+        gpu.submit([encoder.finish()]);
+        return evicting ? Number.NaN : 1;
+      }
+      const [sumBytes] = await arena.readBack(encoder, [{ buffer: sums, bytes: layers * kvHeads * 8 }]);
       this.assertUsable();
-      if (!sums) return evicting ? Number.NaN : 1;
-      const values = new Float32Array(await readBuffer(gpu, sums));
+      const values = new Float32Array(sumBytes ?? new ArrayBuffer(0));
       let total = 0;
       let kept = 0;
       for (let i = 0; i < values.length; i += 2) {
@@ -316,6 +326,7 @@ export class GpuCompressionStages implements CompressionStages {
   destroy(): void {
     this.destroyed = true;
     for (const buffer of Object.values(this.buffers)) buffer.destroy();
+    this.scratchBuffers.destroy();
     this.topK.destroy();
   }
 }

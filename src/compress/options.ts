@@ -75,8 +75,9 @@ export interface CompressOptions {
   /** Seed of the random policy. */
   readonly seed?: number;
   /**
-   * Measure attentionMassKept (default true). For SnapKV/TOVA it costs one more window-attention pass; for the
-   * other policies it reads the accumulated attention statistics and costs next to nothing.
+   * Measure attentionMassKept (default false: the report then says NaN). On the GPU it costs a reduction pass and
+   * one CPU wait for its two floats per head (SnapKV/TOVA write the per-token means in their scoring pass), which a
+   * compression without it does not make: opt in where the figure is shown.
    */
   readonly measureMass?: boolean;
   /** What evicted tokens become (default 'none'; see {@link MergeMode}). */

@@ -51,8 +51,9 @@ export interface ExecutionJob {
 
 /**
  * The engine-specific half of compression. `select` leaves its per-head selection (kept logical indices, ascending)
- * where `execute` finds it; `execute` writes the plan's new blocks and moves the kept tokens' statistics, and
- * resolves only when that is done (so a failure leaves the old table valid: the host commits afterwards).
+ * where `execute` finds it; `execute` writes the plan's new blocks and moves the kept tokens' statistics. The host
+ * commits afterwards, so a failure of either leaves the old table valid. The GPU's `execute` resolves once its
+ * work is submitted (or, measuring the mass, read back): every later use of the cache is queued after it.
  */
 export interface CompressionStages {
   readonly meta: CacheMetadata;
@@ -148,7 +149,7 @@ export async function compressSequence(
   const evicting = budget !== null && lengths.some((heads) => heads.some((n) => n > budget));
   const headBudget = budget === null ? Number.POSITIVE_INFINITY : smallestHeadBudget(opts.budgetMode, budget, layers);
   const window = Math.min(opts.window, stages.observationWindow);
-  const measureMass = evicting && (options.measureMass ?? true);
+  const measureMass = evicting && (options.measureMass ?? false);
   let counts: Uint32Array[] = lengths.map((heads) => Uint32Array.from(heads));
   let policy: ScoringPolicy | null = null;
   if (evicting) {

@@ -2,6 +2,7 @@ import { encodeGpuScores, type GpuScorePlan, scoreScratchBytes } from '../../com
 import { H2OPolicy } from '../../compress/policies/h2o.js';
 import { KnormPolicy } from '../../compress/policies/knorm.js';
 import { SnapKVPolicy } from '../../compress/policies/snapkv.js';
+import type { ScoreInput } from '../../compress/policy.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { buildBenchCache, randomFloats } from '../fixture.js';
@@ -46,22 +47,69 @@ export const scoringSuite: BenchSuite = {
     'h2o: block table + token positions + attnSum and attnCount read, scores written; knorm: block table + K ' +
     'halves and positions read, scores written; snapkv: block table + K halves and positions read once, 32 window ' +
     'queries (f32, 32 heads) and their positions read, per-(query, head) softmax normalisers written and read, ' +
-    'scores written. snapkv recomputes every q·k in both passes and each workgroup of pass 1 reads its KV head ' +
-    'whole, so it is compute-bound: the count is the traffic, not the work',
+    'scores written. snapkv computes every q·k in both passes (tiled: each key decoded once per tile, not per ' +
+    'query), so it is compute-bound: the count is the traffic, not the work. snapkv-ts-reference: ' +
+    'SnapKVPolicy.score() on the CPU at the same shape (f32 keys), by wall clock: the snapkv rows\' speedup',
   cases: (settings) =>
-    (settings.quick ? QUICK_CONTEXTS : CONTEXTS).flatMap((context) =>
+    (settings.quick ? QUICK_CONTEXTS : CONTEXTS).flatMap((context) => [
+      // The TS reference of the window policy on the same CPU, at the same shape: the GPU row's baseline.
+      ...(settings.quick
+        ? []
+        : [
+            {
+              name: referenceName(context),
+              shape: `ctx ${formatTokens(context)} · 8kv · d128 · f32 · 32q × window 32 · TS reference on the CPU`,
+              series: 'scoring snapkv (TS reference)',
+              context,
+              setup: () => prepareReference(context),
+            },
+          ]),
       // snapkv takes seconds per execution on SwiftShader (2 cores): --quick leaves it to the full run.
-      SCORING_POLICIES.filter(({ plan }) => !(settings.quick && plan.kind === 'window')).map(
+      ...SCORING_POLICIES.filter(({ plan }) => !(settings.quick && plan.kind === 'window')).map(
         ({ name, plan }): BenchCase => ({
           name: `scoring/${name}/${formatTokens(context)}`,
           shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16${plan.kind === 'window' ? ` · 32q × window ${plan.window}` : ''}`,
           series: `scoring ${name}`,
           context,
+          ...(plan.kind === 'window' && !settings.quick ? { baseline: referenceName(context) } : {}),
           setup: (gpu) => prepareScoring(gpu, context, plan),
         }),
       ),
-    ),
+    ]),
 };
+
+function referenceName(context: number): string {
+  return `scoring/snapkv-ts-reference/${formatTokens(context)}`;
+}
+
+/**
+ * SnapKVPolicy.score() (the TS reference the GPU kernels are tested against) on one layer of the same shape:
+ * 8 KV heads of `context` f32 keys, 32 window queries of 32 heads, protection as the GPU rows. Wall clock.
+ */
+function prepareReference(context: number): PreparedCase {
+  const { nHeads, kvHeads, headDim } = ATTENTION_SHAPE;
+  const window = 32;
+  const policy = new SnapKVPolicy({ ...PROTECTION, window });
+  const positions = Uint32Array.from({ length: context }, (_, t) => t);
+  const input: ScoreInput = {
+    nHeads,
+    kvHeads,
+    headDim,
+    keys: Array.from({ length: kvHeads }, (_, kv) => randomFloats(context * headDim, context + 3 + kv)),
+    positions: Array.from({ length: kvHeads }, () => positions),
+    windowQueries: randomFloats(window * nHeads * headDim, 13),
+    windowPositions: Uint32Array.from({ length: window }, (_, j) => context - window + j),
+    sequenceLength: context,
+  };
+  return {
+    bytes: kvHeads * context * headDim * 4,
+    items: { count: context, unit: 'token' },
+    run: async (clock) => {
+      await clock(() => Promise.resolve(policy.score(input)));
+    },
+    destroy: () => undefined,
+  };
+}
 
 function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): PreparedCase {
   const { nHeads, kvHeads, headDim, blockSize } = ATTENTION_SHAPE;
@@ -78,7 +126,7 @@ function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): P
   for (let p = context - window; p < context; p++) windowPositions[p % window] = p;
   const queries = createStorageBuffer(gpu, 'bench:window-q', randomFloats(Math.max(1, window * nHeads * headDim), 13));
   const positions = createStorageBuffer(gpu, 'bench:window-pos', windowPositions);
-  const scratch = createStorageBuffer(gpu, 'bench:lse', scoreScratchBytes(1, Math.max(1, window), nHeads));
+  const scratch = createStorageBuffer(gpu, 'bench:lse', scoreScratchBytes(1, Math.max(1, window), nHeads, maxTokens));
   const buffers = [attnSum, attnCount, scores, queries, positions, scratch];
   const rowTokens = kvHeads * context;
   const kBytesPerToken = headDim * 2;

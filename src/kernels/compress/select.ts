@@ -195,15 +195,25 @@ export class TopKSelectKernel {
 
   constructor(
     private readonly gpu: GpuContext,
-    options: { workgroupSize?: number; itemsPerThread?: number } = {},
+    options: { workgroupSize?: number; itemsPerThread?: number; thresholdWorkgroupSize?: number } = {},
   ) {
-    const workgroupSize = options.workgroupSize ?? 256;
-    const items = options.itemsPerThread ?? 4;
-    if (workgroupSize > gpu.limits.maxComputeInvocationsPerWorkgroup || (workgroupSize & (workgroupSize - 1)) !== 0) {
-      throw new InvalidArgumentError('workgroupSize', `must be a power of two ≤ the device limit; got ${workgroupSize}`);
+    // Few threads, many items each: a software adapter pays per barrier and per group of lanes.
+    const workgroupSize = options.workgroupSize ?? 64;
+    const items = options.itemsPerThread ?? 16;
+    const thresholdSize = options.thresholdWorkgroupSize ?? 64;
+    for (const [field, size] of [['workgroupSize', workgroupSize], ['thresholdWorkgroupSize', thresholdSize]] as const) {
+      if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+        throw new InvalidArgumentError(field, `must be a positive integer ≤ the device limit; got ${size}`);
+      }
     }
-    // The radix histogram has 256 bins, one per thread: its workgroup size is fixed by the algorithm.
-    this.thresholdSpec = { name: 'select_threshold', body: thresholdBody, constants: {}, uniforms: [SELECT_PARAMS] };
+    checkCount('itemsPerThread', items);
+    // The radix histogram has 256 bins, shared by the threshold kernel's threads.
+    this.thresholdSpec = {
+      name: 'select_threshold',
+      body: thresholdBody,
+      constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
+      uniforms: [SELECT_PARAMS],
+    };
     this.compactSpec = {
       name: 'select_compact',
       body: compactBody,

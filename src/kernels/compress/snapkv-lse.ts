@@ -1,5 +1,6 @@
 import snapkvLseBody from '../../../shaders/snapkv_lse.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import { snapkvUnrolledLse } from './snapkv-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -33,6 +34,8 @@ export const SNAPKV_PARAMS = new UniformLayout('SnapKVParams', [
   { name: 'recent_start', type: 'u32' },
   { name: 'scale', type: 'f32' },
   { name: 'write_means', type: 'u32' },
+  { name: 'partitions', type: 'u32' },
+  { name: 'part_tokens', type: 'u32' },
 ]);
 
 /**
@@ -44,6 +47,23 @@ export interface SnapKVShape {
   readonly full: BlockLayout;
   readonly quant: BlockLayout | null;
   readonly workgroupSize?: number;
+  /**
+   * Tokens per partition of pass 1 (default 1024): more partitions, more workgroups; the score pass merges their
+   * normalisers. The lse scratch bounds the count (see {@link snapkvLseBytes}); tests set it small.
+   */
+  readonly partitionTokens?: number;
+  /** Keys per workgroup-memory tile of pass 1 (default ⌊2048 / headDim⌋ clamped to 1..64: 8 KiB of f32). */
+  readonly keyTile?: number;
+  /** (Query, head) pairs per workgroup-memory tile of pass 2 (default as keyTile). */
+  readonly queryTile?: number;
+}
+
+/** Default partition size of pass 1 (tokens). */
+export const SNAPKV_PARTITION_TOKENS = 1024;
+
+/** The default tile of keys or queries held in workgroup memory: 8 KiB of f32, at most 64 rows. */
+export function snapkvTile(headDim: number): number {
+  return Math.max(1, Math.min(64, Math.floor(2048 / headDim)));
 }
 
 /**
@@ -69,15 +89,16 @@ export interface SnapKVRun {
 }
 
 /**
- * Bytes of the lse scratch of a run: (max, 1/Σ) per (layer, window query, query head).
+ * Bytes of the lse scratch of a run: (max, Σ) per (layer, partition, window query, query head). Without
+ * `maxTokens` it holds one partition; a run uses as many partitions (of `partitionTokens`) as its scratch holds.
  *
  * @example
  * ```ts
- * const lse = createStorageBuffer(gpu, 'lse', snapkvLseBytes(1, 32, 8));
+ * const lse = createStorageBuffer(gpu, 'lse', snapkvLseBytes(1, 32, 8, 65536)); // 64 partitions of 1024
  * ```
  */
-export function snapkvLseBytes(layerCount: number, rows: number, nHeads: number): number {
-  return layerCount * rows * nHeads * 2 * 4;
+export function snapkvLseBytes(layerCount: number, rows: number, nHeads: number, maxTokens = 1, partitionTokens = SNAPKV_PARTITION_TOKENS): number {
+  return layerCount * Math.max(1, Math.ceil(maxTokens / partitionTokens)) * rows * nHeads * 2 * 4;
 }
 
 /**
@@ -91,8 +112,8 @@ export function snapkvLseBytes(layerCount: number, rows: number, nHeads: number)
 export function packSnapKVParams(
   shape: SnapKVShape,
   run: SnapKVRun,
-  workgroupSize: number,
-): { bytes: ArrayBuffer; tiles: number } {
+  tokensPerTile: number,
+): { bytes: ArrayBuffer; tiles: number; partitions: number } {
   const { full, nHeads, kvHeads } = shape;
   const { target, window, rows } = run;
   const { recentStart, maxTokens } = checkScoreTarget(target, run.cache, full.blockSize, run.scores, kvHeads);
@@ -113,7 +134,14 @@ export function packSnapKVParams(
   if (run.lse.size < snapkvLseBytes(target.layerCount, rows, nHeads)) {
     throw new InvalidArgumentError('lse', `holds ${run.lse.size} B; ${snapkvLseBytes(target.layerCount, rows, nHeads)} B needed`);
   }
-  const tiles = Math.ceil(maxTokens / workgroupSize);
+  const tiles = Math.ceil(maxTokens / tokensPerTile);
+  // As many partitions as the scratch holds, up to one per partitionTokens tokens.
+  const partitionTokens = shape.partitionTokens ?? SNAPKV_PARTITION_TOKENS;
+  if (!Number.isInteger(partitionTokens) || partitionTokens <= 0) {
+    throw new InvalidArgumentError('partitionTokens', `must be a positive integer; got ${partitionTokens}`);
+  }
+  const held = Math.floor(run.lse.size / snapkvLseBytes(target.layerCount, rows, nHeads));
+  const partitions = Math.max(1, Math.min(held, Math.ceil(maxTokens / partitionTokens)));
   const bytes = SNAPKV_PARAMS.pack({
     layer: target.layer,
     layer_count: target.layerCount,
@@ -129,13 +157,17 @@ export function packSnapKVParams(
     recent_start: Math.min(recentStart, 0xffff_ffff),
     scale: run.scale ?? 1 / Math.sqrt(full.headDim),
     write_means: run.means ? 1 : 0,
+    partitions,
+    part_tokens: Math.ceil(maxTokens / partitions),
   });
-  return { bytes, tiles };
+  return { bytes, tiles, partitions };
 }
 
 /**
- * SnapKV/TOVA pass 1: the softmax normaliser (max, 1/Σ) of each (layer, window query, query head) over the
- * visible tokens of its KV head. One workgroup per (layer, window query, head).
+ * SnapKV/TOVA pass 1: the partial softmax normalisers (max, Σ) of each (layer, window query, query head) over
+ * the visible tokens of each partition of its KV head, as a tiled product of the window queries × the keys. One
+ * workgroup per (layer, KV head, chunk of workgroupSize (query, head) pairs, partition); each key decoded once
+ * per tile and workgroup.
  *
  * @example
  * ```ts
@@ -154,18 +186,20 @@ export class SnapKVLseKernel {
       throw new InvalidArgumentError('nHeads', `${shape.nHeads} query heads are not a multiple of ${shape.kvHeads} KV heads`);
     }
     this.workgroupSize = shape.workgroupSize ?? 64;
-    if ((this.workgroupSize & (this.workgroupSize - 1)) !== 0) {
-      throw new InvalidArgumentError('workgroupSize', `the tree reduction needs a power of two; got ${this.workgroupSize}`);
+    const keyTile = shape.keyTile ?? snapkvTile(shape.full.headDim);
+    if (!Number.isInteger(this.workgroupSize) || this.workgroupSize <= 0 || !Number.isInteger(keyTile) || keyTile <= 0) {
+      throw new InvalidArgumentError('workgroupSize', `workgroupSize and keyTile must be positive integers; got ${this.workgroupSize}, ${keyTile}`);
     }
     this.spec = {
       name: 'snapkv_lse',
       body: snapkvLseBody,
-      libraries: [kvReadLibrary],
+      libraries: [snapkvUnrolledLse(shape.full.headDim), kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         N_HEADS: { type: 'u32', value: shape.nHeads },
         KV_HEADS: { type: 'u32', value: shape.kvHeads },
+        KEY_TILE: { type: 'u32', value: keyTile },
       },
       uniforms: [SNAPKV_PARAMS],
     };
@@ -173,7 +207,8 @@ export class SnapKVLseKernel {
 
   /** Records pass 1 into `encoder`. */
   encode(encoder: GPUCommandEncoder, run: SnapKVRun): void {
-    const { bytes } = packSnapKVParams(this.shape, run, this.workgroupSize);
+    const { bytes, partitions } = packSnapKVParams(this.shape, run, this.workgroupSize);
+    const chunks = Math.ceil((run.rows * this.shape.nHeads) / this.shape.kvHeads / this.workgroupSize);
     const uniforms = this.gpu.uniformBuffer('snapkv_lse:params', bytes);
     const pass = encoder.beginComputePass({ label: 'snapkv_lse' });
     encodeDispatch(
@@ -190,7 +225,7 @@ export class SnapKVLseKernel {
         run.cache.quantPool,
         run.lse,
       ],
-      run.target.layerCount * run.rows * this.shape.nHeads,
+      run.target.layerCount * this.shape.kvHeads * chunks * partitions,
     );
     pass.end();
   }

@@ -1,11 +1,12 @@
 import snapkvScoreBody from '../../../shaders/snapkv_score.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import { snapkvUnrolledScore } from './snapkv-unrolled.js';
 import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { cacheConstants } from '../cache/cache-constants.js';
-import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape } from './snapkv-lse.js';
+import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape, snapkvTile } from './snapkv-lse.js';
 
 // One 4-byte stand-in per context for runs that do not ask for the unpooled means (binding 9 must be bound).
 const PLACEHOLDERS = new WeakMap<GpuContext, GPUBuffer>();
@@ -19,9 +20,11 @@ export interface SnapKVPooling {
 }
 
 /**
- * SnapKV/TOVA pass 2: per token, the mean window probability (normalisers from {@link SnapKVLseKernel}),
- * pooled along token order with 'same' padding, then protected. One thread per token; a workgroup recomputes a
- * halo of kernelSize/2 tokens each side so pooling needs no second pass. TOVA is rows = 1, kernelSize = 1.
+ * SnapKV/TOVA pass 2: per token, the mean window probability (the partitions' normalisers from
+ * {@link SnapKVLseKernel}, merged here), pooled along token order with 'same' padding, then protected. A tiled
+ * product: one thread per token holding its key (decoded once), the (query, head) pairs staged in workgroup
+ * memory; a workgroup recomputes a halo of kernelSize/2 tokens each side so pooling needs no second pass. TOVA is
+ * rows = 1, kernelSize = 1.
  *
  * @example
  * ```ts
@@ -31,6 +34,8 @@ export interface SnapKVPooling {
 export class SnapKVScoreKernel {
   readonly spec: KernelSpec;
   private readonly workgroupSize: number;
+  /** Tokens whose scores one workgroup writes: its threads minus the pooling halo. */
+  private readonly outTile: number;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -44,16 +49,24 @@ export class SnapKVScoreKernel {
       throw new InvalidArgumentError('kernelSize', `must be a positive odd integer; got ${pooling.kernelSize}`);
     }
     this.workgroupSize = shape.workgroupSize ?? 64;
+    const radius = (pooling.kernelSize - 1) / 2;
+    this.outTile = this.workgroupSize - 2 * radius;
+    if (this.outTile < 1) {
+      throw new InvalidArgumentError('kernelSize', `${pooling.kernelSize} leaves no token of a ${this.workgroupSize}-thread workgroup past its halo; use a smaller kernel`);
+    }
+    const queryTile = shape.queryTile ?? snapkvTile(shape.full.headDim);
+    if (!Number.isInteger(queryTile) || queryTile <= 0) throw new InvalidArgumentError('queryTile', `must be a positive integer; got ${queryTile}`);
     this.spec = {
       name: 'snapkv_score',
       body: snapkvScoreBody,
-      libraries: [kvReadLibrary, scoreCommonLibrary],
+      libraries: [snapkvUnrolledScore(shape.full.headDim), kvReadLibrary, scoreCommonLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         N_HEADS: { type: 'u32', value: shape.nHeads },
         KV_HEADS: { type: 'u32', value: shape.kvHeads },
-        POOL_RADIUS: { type: 'u32', value: (pooling.kernelSize - 1) / 2 },
+        POOL_RADIUS: { type: 'u32', value: radius },
+        QUERY_TILE: { type: 'u32', value: queryTile },
         POOL_MAX: { type: 'bool', value: pooling.mode === 'max' },
       },
       uniforms: [SNAPKV_PARAMS],
@@ -71,7 +84,7 @@ export class SnapKVScoreKernel {
 
   /** Records pass 2 into `encoder` (after pass 1 of the same run). */
   encode(encoder: GPUCommandEncoder, run: SnapKVRun): void {
-    const { bytes, tiles } = packSnapKVParams(this.shape, run, this.workgroupSize);
+    const { bytes, tiles } = packSnapKVParams(this.shape, run, this.outTile);
     const uniforms = this.gpu.uniformBuffer('snapkv_score:params', bytes);
     const pass = encoder.beginComputePass({ label: 'snapkv_score' });
     encodeDispatch(
