@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { selectSuites } from '../src/bench/cases/index.js';
-import { modelSuite } from '../src/bench/cases/model.js';
+import { modelSuite, modelSuiteFor } from '../src/bench/cases/model.js';
+import { runCli, STACK_LINE } from './cli-helpers.js';
 import { benchSettings } from '../src/bench/harness.js';
 import { testGpu } from './helpers/gpu.js';
 
@@ -13,6 +14,22 @@ describe('bench: the model suite', () => {
       'model/stories260K/f16/batch1',
       'model/stories260K/f16/batch8',
     ]);
+  });
+
+  it('times another model when given one: its name in the rows, a missing model a skip with the reason', async () => {
+    const suite = modelSuiteFor({ name: 'tiny', load: async () => 'tiny is not here' });
+    const cases = suite.cases?.(benchSettings(true)) ?? [];
+    expect(cases.map((c) => c.name)).toEqual(['model/tiny/f32/batch1', 'model/tiny/f32/batch8', 'model/tiny/f16/batch1', 'model/tiny/f16/batch8']);
+    expect(cases[2]?.baseline).toBe('model/tiny/f32/batch1');
+    const gpu = await testGpu();
+    expect(await cases[0]?.setup(gpu, benchSettings(true))).toEqual({ skip: 'tiny is not here' });
+  });
+
+  it('bench --model needs the model suite selected', () => {
+    const { status, stderr } = runCli(['bench', '--only', 'copy', '--model', 'x.bin']);
+    expect(status).toBe(2);
+    expect(stderr).toMatch(/--model: picks the model the model suite times: add --only model/);
+    expect(stderr).not.toMatch(STACK_LINE);
   });
 
   it('runs one decode step at batch 1 and batch 8 (f16 weights), timing exactly the step', async () => {

@@ -173,3 +173,16 @@ describe('serve-demo --model DIR', () => {
     }
   }, 60_000);
 });
+
+describe('bench --only model --model DIR', () => {
+  it('times the HF folder: rows named after it, the format said', () => {
+    const run = runCli(['bench', '--only', 'model', '--quick', '--json', '--model', hfDir], {}, 300_000);
+    expect(run.stderr).not.toMatch(STACK_LINE);
+    expect(run.status, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/format: Hugging Face LlamaForCausalLM/);
+    const report = JSON.parse(run.stdout) as { rows: { name: string; ms: number }[] };
+    const rows = report.rows.filter((r) => r.name.startsWith('model/'));
+    expect(rows.map((r) => r.name)).toEqual(['f32/batch1', 'f32/batch8', 'f16/batch1', 'f16/batch8'].map((c) => `model/stories260K-hf/${c}`));
+    for (const row of rows) expect(row.ms, row.name).toBeGreaterThan(0);
+  });
+});

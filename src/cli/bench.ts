@@ -1,5 +1,7 @@
 import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { selectSuites } from '../bench/cases/index.js';
+import { modelSuiteFor } from '../bench/cases/model.js';
 import { storeSuite } from '../bench/cases/store.js';
 import { benchSettings, runBenchmarks } from '../bench/harness.js';
 import { formatJson, formatMarkdown, renderSvg } from '../bench/report.js';
@@ -8,10 +10,12 @@ import type { GpuContext } from '../gpu/context.js';
 import { ADAPTER_FLAG, adapterFlag, type CommandSpec, type FlagTable, parseFlags, printUsage, writableFileFlag } from './flags.js';
 import { benchDirectory } from './bench-store.js';
 import { openCliGpu } from './gpu.js';
+import { loadCliModel, MODEL_FLAGS } from './model-flag.js';
 import { ProgressReporter } from './progress.js';
 
 const BENCH_FLAGS = {
-  only: { type: 'string', value: 'NAME,NAME', help: 'run only these suites (peers: gpu.js and the TS reference in Chromium)' },
+  only: { type: 'string', value: 'NAME,NAME', help: 'run only these suites (peers: onnxruntime-web, gpu.js and the TS reference in Chromium)' },
+  model: { ...MODEL_FLAGS.model, help: 'with --only model: the model to time (a HF folder, a llama2.c checkpoint or hf:ORG/NAME; default stories260K)' },
   quick: { type: 'boolean', help: 'smaller sizes and fewer runs (< 2 min on SwiftShader)' },
   json: { type: 'boolean', help: 'print the report as JSON instead of a markdown table' },
   plot: { type: 'string', value: 'FILE.svg', help: 'also draw time against context length there' },
@@ -50,8 +54,22 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (values.only === 'peers') return (await import('./bench-peers.js')).benchPeersCommand(values); // in Chromium
   const selected = selectSuites(values.only);
   const { unknown } = selected;
-  // The registered store suite measures memory only (src/bench is below src/node): add the directory tier here.
-  const suites = await Promise.all(selected.suites.map(async (s) => (s.name === 'store' ? storeSuite({ directory: await benchDirectory() }) : s)));
+  if (values.model !== undefined && !selected.suites.some((s) => s.name === 'model')) {
+    throw new UsageError('--model', 'picks the model the model suite times: add --only model');
+  }
+  const model = values.model;
+  // The registered store suite measures memory only (src/bench is below src/node): add the directory tier here; a
+  // --model is loaded here too, where the files are resolved.
+  const suites = await Promise.all(
+    selected.suites.map(async (s) => {
+      if (s.name === 'store') return storeSuite({ directory: await benchDirectory() });
+      if (s.name === 'model' && model !== undefined) {
+        const loaded = await loadCliModel({ model });
+        return modelSuiteFor({ name: basename(loaded.modelPath).replace(/\.bin$/, ''), load: async () => loaded.checkpoint });
+      }
+      return s;
+    }),
+  );
   if (unknown.length > 0 || suites.length === 0) {
     const known = selectSuites(undefined).suites.map((s) => s.name);
     throw new UsageError('--only', `unknown benchmark "${unknown.join(', ')}"; known: ${[...known, 'peers'].join(', ')}`);

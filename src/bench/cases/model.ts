@@ -33,8 +33,16 @@ function loadStories(): Promise<LlamaCheckpoint | string> {
   return loaded;
 }
 
-async function prepareDecode(gpu: GpuContext, weights: WeightPrecision, batch: number): Promise<PreparedCase | SkippedCase> {
-  const checkpoint = await loadStories();
+/** The checkpoint a model suite times: its name in the case names, and how to load it (a string: why it is absent). */
+export interface BenchModel {
+  readonly name: string;
+  load(): Promise<LlamaCheckpoint | string>;
+}
+
+const STORIES: BenchModel = { name: 'stories260K', load: loadStories };
+
+async function prepareDecode(gpu: GpuContext, source: BenchModel, weights: WeightPrecision, batch: number): Promise<PreparedCase | SkippedCase> {
+  const checkpoint = await source.load();
   if (typeof checkpoint === 'string') return { skip: checkpoint };
   const { config } = checkpoint;
   const seqs = Array.from({ length: batch }, (_, i) => i + 1);
@@ -75,29 +83,43 @@ async function prepareDecode(gpu: GpuContext, weights: WeightPrecision, batch: n
 }
 
 /**
- * Model runner decode throughput on stories260K: tokens per second at batch 1 (GpuLlama.forward) and batch 8
- * (GpuLlama.forwardBatch, one submit for 8 sequences), f32 against f16 weights, on the paged f32 cache. Wall
- * clock per step (submit, GPU work, logits readback); `items` makes the report's time per token.
+ * Model runner decode throughput of `source` (default stories260K): tokens per second at batch 1
+ * (GpuLlama.forward) and batch 8 (GpuLlama.forwardBatch, one submit for 8 sequences), f32 against f16 weights, on
+ * the paged f32 cache. Wall clock per step (submit, GPU work, logits readback); `items` makes the report's time
+ * per token. `kvcompact bench --only model --model DIR|FILE|hf:…` times another model.
+ *
+ * @example
+ * ```ts
+ * const report = await runBenchmarks(gpu, [modelSuiteFor({ name: 'SmolLM2', load: async () => checkpoint })], benchSettings(true));
+ * ```
+ */
+export function modelSuiteFor(source: BenchModel = STORIES): BenchSuite {
+  const { name } = source;
+  return {
+    name: 'model',
+    description: `model runner decode steps (GpuLlama, ${name}, paged f32 cache): batch 1 and batch 8, f32 and f16 weights`,
+    counts: 'weight bytes one decode step reads (KV reads not counted)',
+    cases: () =>
+      (['f32', 'f16'] as const).flatMap((weights) =>
+        [1, 8].map(
+          (batch): BenchCase => ({
+            name: `model/${name}/${weights}/batch${batch}`,
+            shape: `${name} · ${weights} weights · ${batch} sequence${batch > 1 ? 's' : ''} × 1 token per step · ctx ${PROMPT}..${RESTART_AT}`,
+            series: `batch${batch}`,
+            ...(weights === 'f16' ? { baseline: `model/${name}/f32/batch${batch}` } : {}),
+            setup: (gpu) => prepareDecode(gpu, source, weights, batch),
+          }),
+        ),
+      ),
+  };
+}
+
+/**
+ * The registered model suite: stories260K (see {@link modelSuiteFor}).
  *
  * @example
  * ```ts
  * const report = await runBenchmarks(gpu, [modelSuite], benchSettings(true));
  * ```
  */
-export const modelSuite: BenchSuite = {
-  name: 'model',
-  description: 'model runner decode steps (GpuLlama, stories260K, paged f32 cache): batch 1 and batch 8, f32 and f16 weights',
-  counts: 'weight bytes one decode step reads (KV reads not counted)',
-  cases: () =>
-    (['f32', 'f16'] as const).flatMap((weights) =>
-      [1, 8].map(
-        (batch): BenchCase => ({
-          name: `model/stories260K/${weights}/batch${batch}`,
-          shape: `stories260K · ${weights} weights · ${batch} sequence${batch > 1 ? 's' : ''} × 1 token per step · ctx ${PROMPT}..${RESTART_AT}`,
-          series: `batch${batch}`,
-          ...(weights === 'f16' ? { baseline: `model/stories260K/f32/batch${batch}` } : {}),
-          setup: (gpu) => prepareDecode(gpu, weights, batch),
-        }),
-      ),
-    ),
-};
+export const modelSuite: BenchSuite = modelSuiteFor();
