@@ -1,4 +1,4 @@
-// Weight access for shaders/matvec_wg.wgsl: f16 pairs read natively (needs `enable f16;`, emitted by the spec).
+// Weight access for shaders/matvec_column.wgsl and matvec_wg.wgsl: f16 pairs read natively (needs `enable f16;`, emitted by the spec).
 // Same bytes and contract as shaders/matvec_load_f16_packed.wgsl.
 
 @group(0) @binding(2) var<storage, read> w: array<vec2<f16>>;  // [out_dim][row_words]

@@ -1,4 +1,4 @@
-// Weight access for shaders/matvec_wg.wgsl: f32 weights, row_words = in_dim, so pair j is words 2j and 2j+1 of the
+// Weight access for shaders/matvec_column.wgsl and matvec_wg.wgsl: f32 weights, row_words = in_dim, so pair j is words 2j and 2j+1 of the
 // row (the caller never asks for a pair past in_dim: an odd tail goes through weight_last).
 
 @group(0) @binding(2) var<storage, read> w: array<f32>;  // [out_dim][in_dim]

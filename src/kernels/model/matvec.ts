@@ -1,6 +1,4 @@
-import matvecF16Body from '../../../shaders/matvec_f16.wgsl';
-import matvecF16PackedBody from '../../../shaders/matvec_f16_packed.wgsl';
-import matvecF32Body from '../../../shaders/matvec_f32.wgsl';
+import matvecColumnBody from '../../../shaders/matvec_column.wgsl';
 import matvecLoadF16 from '../../../shaders/matvec_load_f16.wgsl';
 import matvecLoadF16Packed from '../../../shaders/matvec_load_f16_packed.wgsl';
 import matvecLoadF32 from '../../../shaders/matvec_load_f32.wgsl';
@@ -215,8 +213,7 @@ interface PreparedDispatch {
 }
 
 /**
- * How the work is split: `column` is one barrier-free thread per output column (shaders/matvec_f16_packed.wgsl and
- * siblings; fastest on SwiftShader, whose barriers are slow); `workgroup` is one workgroup per column whose threads
+ * How the work is split: `column` is one barrier-free thread per output column (shaders/matvec_column.wgsl; fastest on SwiftShader, whose barriers are slow); `workgroup` is one workgroup per column whose threads
  * read the row together, coalesced, and reduce in workgroup memory (shaders/matvec_wg.wgsl; for real GPUs).
  *
  * @example
@@ -249,8 +246,8 @@ export interface MatvecKernelOptions {
 
 /**
  * Matrix × weightᵀ for the model's decode and prefill projections with f32 or f16 weights, split weights
- * included: one barrier-free thread per output column and block of rows (shaders/matvec_*.wgsl, one file per
- * weight format). Decode-sized runs (≤ cacheRowsUpTo rows) keep their uniform buffers and bind groups across
+ * included: one barrier-free thread per output column and block of rows (shaders/matvec_column.wgsl; the weight
+ * format is a library, shaders/matvec_load_*.wgsl). Decode-sized runs (≤ cacheRowsUpTo rows) keep their uniform buffers and bind groups across
  * calls, so a decode step creates none; call {@link MatvecKernel.clearCache} when a bound buffer is destroyed.
  *
  * @example
@@ -300,17 +297,12 @@ export class MatvecKernel {
       ROW_BLOCK: { type: 'u32', value: this.rowBlock },
       ACCUMULATE: { type: 'bool', value: accumulate },
     } as const;
-    if (this.strategy === 'workgroup') {
-      const native = precision === 'f16' && this.f16Path === 'native';
-      const library = precision === 'f32' ? matvecLoadF32 : native ? matvecLoadF16 : matvecLoadF16Packed;
-      const name = `matvec_wg_${precision === 'f32' ? 'f32' : native ? 'f16' : 'f16_packed'}`;
-      return { name, body: matvecWgBody, constants, uniforms: [MATVEC_PARAMS], libraries: [library], ...(native ? { enables: ['f16'] } : {}) };
-    }
-    if (precision === 'f32') return { name: 'matvec_f32', body: matvecF32Body, constants, uniforms: [MATVEC_PARAMS] };
-    if (this.f16Path === 'native') {
-      return { name: 'matvec_f16', body: matvecF16Body, constants, uniforms: [MATVEC_PARAMS], enables: ['f16'] };
-    }
-    return { name: 'matvec_f16_packed', body: matvecF16PackedBody, constants, uniforms: [MATVEC_PARAMS] };
+    // One body per work split; the weight format is a library (binding 2, weight_pair / weight_last).
+    const native = precision === 'f16' && this.f16Path === 'native';
+    const library = precision === 'f32' ? matvecLoadF32 : native ? matvecLoadF16 : matvecLoadF16Packed;
+    const format = precision === 'f32' ? 'f32' : native ? 'f16' : 'f16_packed';
+    const [name, body] = this.strategy === 'workgroup' ? [`matvec_wg_${format}`, matvecWgBody] : [`matvec_${format}`, matvecColumnBody];
+    return { name, body, constants, uniforms: [MATVEC_PARAMS], libraries: [library], ...(native ? { enables: ['f16'] } : {}) };
   }
 
   /** Records the product into an open compute pass (one dispatch per part of the weight). */

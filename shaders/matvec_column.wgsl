@@ -1,13 +1,12 @@
-// out[r][out_offset + c] (+)= Σ_k x[r][k] · w[c][k] with f16 weights packed two to a u32 word (the layout of
-// packF16Rows: row c is row_words = ⌈in_dim/2⌉ words, the odd last column paired with 0), for devices without
-// `shader-f16` (SwiftShader). One thread per output column and block of ROW_BLOCK rows, no workgroup memory and no
-// barriers: each weight word is read once per block of rows, so a batch of ≤ ROW_BLOCK decode tokens reads the
-// weights once, as a single token does. out_stride / out_offset let a weight split by rows across several
-// buffers write its column range of one [rows][out_stride] output. Accumulation is in f32.
+// out[r][out_offset + c] (+)= Σ_k x[r][k] · w[c][k], one thread per output column and block of ROW_BLOCK rows, no
+// workgroup memory and no barriers: each weight is read once per block of rows, so a batch of ≤ ROW_BLOCK decode
+// tokens reads the weights once, as a single token does (the variant for SwiftShader; shaders/matvec_wg.wgsl is
+// the one for real GPUs). The weight format comes from a library (shaders/matvec_load_*.wgsl: binding 2,
+// weight_pair and weight_last). out_stride / out_offset let a weight split by rows across several buffers write
+// its column range of one [rows][out_stride] output. Accumulation is in f32.
 
 @group(0) @binding(0) var<uniform> params: MatvecParams;
 @group(0) @binding(1) var<storage, read> x: array<f32>;          // [rows][in_dim]
-@group(0) @binding(2) var<storage, read> w: array<u32>;          // [out_dim][row_words], f16 pairs
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;  // [rows][out_stride]
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -24,18 +23,18 @@ fn main(
   let c = i % params.out_dim;
   let r0 = (i / params.out_dim) * ROW_BLOCK;
   let nr = min(ROW_BLOCK, params.rows - r0);
-  let w_base = c * params.row_words;
+  let base = c * params.row_words;
   let pairs = params.in_dim / 2u;
   var acc: array<f32, ROW_BLOCK>;
   for (var j = 0u; j < pairs; j++) {
-    let wv = unpack2x16float(w[w_base + j]);
+    let wv = weight_pair(base, j);
     for (var rr = 0u; rr < nr; rr++) {
       let xi = (r0 + rr) * params.in_dim + 2u * j;
       acc[rr] += x[xi] * wv.x + x[xi + 1u] * wv.y;
     }
   }
   if (params.in_dim % 2u == 1u) {
-    let wl = unpack2x16float(w[w_base + pairs]).x;
+    let wl = weight_last(base, pairs);
     for (var rr = 0u; rr < nr; rr++) {
       acc[rr] += x[(r0 + rr) * params.in_dim + params.in_dim - 1u] * wl;
     }
