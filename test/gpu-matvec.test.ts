@@ -13,23 +13,8 @@ import {
 } from '../src/kernels/model/matvec.js';
 import { DispatchCache } from '../src/kernels/model/dispatch-cache.js';
 import { RmsNormKernel } from '../src/kernels/model/rmsnorm.js';
-import { seededRandom, testGpu } from './helpers/gpu.js';
-
-function randomFloats(count: number, seed: number, scale = 2): Float32Array {
-  const random = seededRandom(seed);
-  return Float32Array.from({ length: count }, () => (random() * 2 - 1) * scale);
-}
-
-/** Largest |a − b| / max(1, |b|). */
-function maxError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    const want = b[i] as number;
-    worst = Math.max(worst, Math.abs((a[i] as number) - want) / Math.max(1, Math.abs(want)));
-  }
-  return worst;
-}
+import { testGpu } from './helpers/gpu.js';
+import { maxError, randomFloats } from './helpers/numeric.js';
 
 async function runMatvec(
   gpu: GpuContext,

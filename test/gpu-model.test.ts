@@ -18,23 +18,8 @@ import { argmax } from '../src/model/sampling.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { DenseAttentionBackend } from './helpers/dense-backend.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
+import { maxError, randomFloats } from './helpers/numeric.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
-
-function randomFloats(count: number, seed: number, scale = 2): Float32Array {
-  const random = seededRandom(seed);
-  return Float32Array.from({ length: count }, () => (random() * 2 - 1) * scale);
-}
-
-/** Largest |a − b| / max(1, |b|): absolute error near zero, relative error elsewhere. */
-function maxError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) {
-    const want = b[i] as number;
-    worst = Math.max(worst, Math.abs((a[i] as number) - want) / Math.max(1, Math.abs(want)));
-  }
-  return worst;
-}
 
 async function readF32(gpu: GpuContext, buffer: GPUBuffer, floats: number): Promise<Float32Array> {
   return new Float32Array(await readBuffer(gpu, buffer, 0, floats * 4));
