@@ -60,7 +60,12 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     expect(padded.decode(300, 515)).toBe('');
     expect(padded.decodeAll([1, 300, 519])).toBe(padded.decodeAll([1, 300]));
     expect(() => padded.decode(1, 520)).toThrow(/outside the vocabulary/);
-    expect(() => HfTokenizer.fromJson(tokenizerJson, {}).encode('x', { bos: true })).toThrow(/no bos token/);
+    // No BOS anywhere: a sequence starts with the text itself; an EOS it lacks cannot be added.
+    const bare = HfTokenizer.fromJson(tokenizerJson, { bos_token: null, eos_token: null });
+    expect(bare.bosId).toBeUndefined();
+    expect(bare.encode('x', { bos: true })).toEqual(bare.encode('x'));
+    expect(bare.encode('x').length).toBeGreaterThan(0);
+    expect(() => bare.encode('x', { eos: true })).toThrow(/no eos token/);
   });
 
   it('renders the chat template with @huggingface/jinja', () => {

@@ -36,4 +36,14 @@ describe('Generator with a HF tokenizer', () => {
     expect(run.tokens).toEqual(generated.slice(0, stopIndex + 4));
     llama2c.destroy();
   }, 180_000);
+
+  it('a model without a BOS token starts from the prompt itself, and asks for one when it is empty', async () => {
+    const bare = HfTokenizer.fromJson(tokenizerJsonFromLlama2c(tok512), { bos_token: null, eos_token: '</s>' }, { bosTokenId: undefined, eosTokenIds: [2], vocabSize: 512 });
+    const gen = Generator.create(await testGpu(), checkpoint, bare);
+    const run = await gen.generate({ prompt: 'Once upon a time', steps: 4, policy: 'full' });
+    expect(run.promptTokens).toEqual(tok512.encode('Once upon a time', { bos: false }));
+    expect(run.tokens).toHaveLength(4);
+    await expect(gen.generate({ prompt: '', steps: 4, policy: 'full' })).rejects.toThrow(/must not be empty for a model without a BOS token/);
+    gen.destroy();
+  }, 120_000);
 });

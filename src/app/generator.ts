@@ -248,7 +248,14 @@ export class Generator {
     const promptTokens = this.tokenizer.encode(options.prompt, { bos: options.continueFrom === undefined });
     const steps = options.steps;
     if (!Number.isInteger(steps) || steps < 1) throw new InvalidArgumentError('steps', `must be a positive integer; got ${steps}`);
-    if (promptTokens.length === 0) throw new InvalidArgumentError('prompt', 'must not be empty when continuing a history (continueFrom): its tokens are what the first token is sampled after');
+    if (promptTokens.length === 0) {
+      throw new InvalidArgumentError(
+        'prompt',
+        options.continueFrom === undefined
+          ? 'must not be empty for a model without a BOS token: the first token is sampled after the prompt'
+          : 'must not be empty when continuing a history (continueFrom): its tokens are what the first token is sampled after',
+      );
+    }
     const historyTokens = streamTokens(normalizeStream(history));
     if (historyTokens + promptTokens.length + steps - 1 > this.maxTokens) {
       throw new InvalidArgumentError(

@@ -129,7 +129,9 @@ export class HfTokenizer implements TextTokenizer {
   }
 
   /**
-   * Token ids of `text` (no special tokens added by the tokenizer itself), with BOS/EOS when asked.
+   * Token ids of `text` (no special tokens added by the tokenizer itself), with BOS/EOS when asked. A model with no
+   * BOS token (neither config.json nor tokenizer_config.json names one) starts a sequence with the text itself, as
+   * transformers does; asking for an EOS it lacks is an error.
    *
    * @example
    * ```ts
@@ -138,7 +140,7 @@ export class HfTokenizer implements TextTokenizer {
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
     const ids: number[] = [];
-    if (options.bos) ids.push(this.requireId(this.bosId, 'bos'));
+    if (options.bos && this.bosId !== undefined) ids.push(this.bosId);
     // Metaspace normalizers prepend "▁" even to an empty string; no text is no tokens.
     if (text.length > 0) for (const id of this.tokenizer.encode(text, { add_special_tokens: false }).ids) ids.push(id);
     if (options.eos) ids.push(this.requireId(this.eosIds[0], 'eos'));
