@@ -186,3 +186,15 @@ describe('bench --only model --model DIR', () => {
     for (const row of rows) expect(row.ms, row.name).toBeGreaterThan(0);
   });
 });
+
+describe('demo --model DIR', () => {
+  it('names the model it runs and gives the llama2.c file\'s tokens', () => {
+    const args = ['demo', '--steps', '6', '--policy', 'full', '--json'];
+    const dir = runCli([...args, '--model', hfDir], {}, 120_000);
+    expect(dir.status, dir.stderr).toBe(0);
+    expect(dir.stderr).toMatch(/kvcompact demo: text from stories260K-hf \(Hugging Face\)/);
+    const file = runCli([...args, '--model', SHARED_MODEL], {}, 120_000);
+    expect(file.stderr).toMatch(/kvcompact demo: text from stories260K whose/);
+    expect((JSON.parse(dir.stdout) as { tokens: number[] }).tokens).toEqual((JSON.parse(file.stdout) as { tokens: number[] }).tokens);
+  });
+});

@@ -1,3 +1,4 @@
+import { basename } from 'node:path';
 import type { GenerateResult } from '../app/generator.js';
 import { printUsage } from './flags.js';
 import { formatGenerationReport, generationCommand, openGenerator, parseGenerationFlags } from './generate.js';
@@ -59,10 +60,11 @@ export async function demoCommand(argv: string[]): Promise<number> {
   const parsed = parseGenerationFlags(DEMO_COMMAND, argv, DEMO_DEFAULTS);
   if (parsed === 'help') return printUsage(DEMO_COMMAND);
   const { values } = parsed;
-  const { generator, destroy, options } = await openGenerator(values, parsed.options);
+  const { generator, destroy, options, modelPath, format } = await openGenerator(values, parsed.options);
   // With --json, stdout carries the JSON alone; the story still streams, on stderr.
   const out = values.json ? process.stderr : process.stdout;
-  out.write('kvcompact demo: a story from a tiny llama (stories260K) whose attention KV cache is compressed on the GPU\n');
+  const model = format === 'llama2c' ? basename(modelPath).replace(/\.bin$/, '') : `${basename(modelPath)} (Hugging Face)`;
+  out.write(`kvcompact demo: text from ${model} whose attention KV cache is compressed on the GPU\n`);
   try {
     out.write(`GPU: ${generator.gpu.adapter.vendor} / ${generator.gpu.adapter.architecture}${generator.gpu.adapter.isFallbackAdapter ? ' (software, SwiftShader: slow but exact)' : ''}\n`);
     const cache =
