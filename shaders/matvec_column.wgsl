@@ -30,7 +30,9 @@ fn main(
     let wv = weight_pair(base, j);
     for (var rr = 0u; rr < nr; rr++) {
       let xi = (r0 + rr) * params.in_dim + 2u * j;
-      acc[rr] += x[xi] * wv.x + x[xi + 1u] * wv.y;
+      // One product at a time, in column order: the sum the tiled matmul forms, whatever the weight format.
+      acc[rr] += x[xi] * wv.x;
+      acc[rr] += x[xi + 1u] * wv.y;
     }
   }
   if (params.in_dim % 2u == 1u) {
