@@ -12,11 +12,11 @@ import { parseCheckpoint, type LlamaCheckpoint, type LlamaConfig } from '../mode
 import { GpuLlama } from '../model/gpu-llama.js';
 import { createSampler } from '../model/sampling.js';
 import { Tokenizer, type TextTokenizer } from '../model/tokenizer.js';
-import { normalizeStream, streamTokens, type ContextStream } from '../store/context-stream.js';
+import { normalizeStream, streamTokenIds, streamTokens, type ContextStream } from '../store/context-stream.js';
 import { agreementOf, headBlocks, keptPerHead } from './cache-views.js';
 import { CacheSwitch } from './cache-switch.js';
 import { cacheStateSettings } from './context-replay.js';
-import { startGeneration } from './generation-start.js';
+import { startGeneration, type GenerationStart } from './generation-start.js';
 import { ResidentStates, type ResidentStatesOptions, type ContextReuse } from './context-reuse.js';
 import type { GenerateResult, GenerationMemory, GenerationPolicy, GenerationReport, HeadBlocks, RunningQuality, StepSnapshot } from './generation-types.js';
 import { HeatReader } from './heat.js';
@@ -310,11 +310,8 @@ export class Generator {
     const sampleFull = createSampler(sampler);
     const compressing = opts.schedule !== null;
     const heatReader = options.heat ? new HeatReader() : null;
-    const stream = normalizeStream([...(options.continueFrom ?? []), { kind: 'prefill', tokens: promptTokens }]);
-    const { store } = options;
-    const start = await startGeneration({
-      model: this.model, cache, seqId: SEQ_COMPRESSED, schedule: opts.schedule, stream, settings: this.stateSettings(opts), ...(store ? { store } : {}),
-    });
+    const start = await this.start(cache, opts, options, promptTokens);
+    const { stream } = start;
     const { decode } = start;
     let logits = start.logits;
     // Before the texts diverge the free-running full sequence has the compressed run's context: it is the teacher.
@@ -443,18 +440,24 @@ export class Generator {
     return { text, tokens, promptTokens, report, context };
   }
 
-  private async runSpeculative(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, speculate: SpeculateOptions, promptTokens: number[]): Promise<GenerateResult> {
-    const started = performance.now();
+  /** The history and prompt in the cache of SEQ_COMPRESSED, restored from the store where it holds them. */
+  private start(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, promptTokens: number[]): Promise<GenerationStart> {
     const stream = normalizeStream([...(options.continueFrom ?? []), { kind: 'prefill', tokens: promptTokens }]);
     const { store } = options;
-    const start = await startGeneration({
+    return startGeneration({
       model: this.model, cache, seqId: SEQ_COMPRESSED, schedule: opts.schedule, stream, settings: this.stateSettings(opts), ...(store ? { store } : {}),
     });
+  }
+
+  private async runSpeculative(cache: PagedKvCache, opts: Resolved, options: GenerateOptions, speculate: SpeculateOptions, promptTokens: number[]): Promise<GenerateResult> {
+    const started = performance.now();
+    const start = await this.start(cache, opts, options, promptTokens);
+    const { stream } = start;
     const view = { memory: () => this.memory(cache), keptPerHead: () => this.keptPerHead(cache), blocks: () => this.blocks(cache) };
     const run = { cache, model: this.model, tokenizer: this.tokenizer, seqId: SEQ_COMPRESSED, view };
     const { decode } = start;
     // Drafts come from the history too: a question over a knowledge text quotes it.
-    const contextTokens = stream.flatMap((segment) => (segment.kind === 'compress' ? [] : [...segment.tokens]));
+    const contextTokens = streamTokenIds(stream);
     const replayedMs = performance.now() - started;
     const { text, tokens, speculative, firstTokenMs } = await generateSpeculatively(
       run,
