@@ -215,8 +215,13 @@ export interface CompressionReport {
   readonly keptPerHead: number[][];
   /**
    * Share of the scoring attention mass on kept tokens: the observation window's attention for SnapKV/TOVA, the
-   * accumulated decode attention for the other policies (1 when nothing was evicted or nothing was measured).
+   * accumulated decode attention for the other policies. NaN unless {@link CompressOptions.measureMass} asked for
+   * it (it costs a reduction and a readback); 1 when nothing was evicted.
    */
   readonly attentionMassKept: number;
+  /**
+   * Host milliseconds from the call until the compaction was submitted: the GPU may still be running it (work on
+   * the cache queued after it waits for it); a benchmark that wants the GPU time waits for the queue (`gpu.idle()`).
+   */
   readonly milliseconds: number;
 }
