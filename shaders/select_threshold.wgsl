@@ -2,7 +2,7 @@
 // union of several rows (joint budgets: a layer's heads, or every head). Scores are mapped to order-preserving
 // u32 keys and the k-th largest key is found with four 8-bit passes of a 256-bin workgroup histogram, so the
 // result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index. Barriers are what
-// a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE threads (64 by
+// a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE threads (16 by
 // default) share the 256 bins, and one thread walks the bins down to the chosen one, so a digit costs three
 // barriers instead of the twenty of a parallel scan:
 //   thresholds[seg] = {key T, keepEqual}: keep every key > T and the first keepEqual keys == T.
