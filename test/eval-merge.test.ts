@@ -45,10 +45,29 @@ describe('evaluate with merge modes', () => {
     expect(formatEvalTable(report)).toContain('| nearest |');
   });
 
-  it('rejects an unknown or unimplemented merge mode before anything runs', async () => {
+  it("runs merge 'slots' on the CPU engine: same memory and compressions as none, other predictions", async () => {
+    const report = await evaluate({
+      checkpoint,
+      tokenizer,
+      text,
+      window: 128,
+      windows: 1,
+      engine: cpuEngineFactory,
+      rows: (['none', 'slots'] as const).map((merge) => ({ policy: 'h2o', budget: 32, bits: 4, merge })),
+    });
+    const [none, slots] = report.rows;
+    expect(slots?.merge).toBe('slots');
+    // The slots are tokens of the budget: the heads hold as many tokens as without them.
+    expect(slots?.bytesPerToken).toBe(none?.bytesPerToken);
+    expect(slots?.compressions).toBe(none?.compressions);
+    expect(slots?.klToFull).not.toBe(none?.klToFull);
+    expect(formatEvalTable(report)).toContain('| slots |');
+  });
+
+  it('rejects an unknown merge mode before anything runs', async () => {
     const run = (merge: string) =>
       evaluate({ checkpoint, tokenizer, text, window: 128, windows: 1, engine: cpuEngineFactory, rows: [{ policy: 'h2o', budget: 32, merge: merge as 'none' }] });
-    await expect(run('slots')).rejects.toThrow(InvalidArgumentError);
+    await expect(run('average')).rejects.toThrow(InvalidArgumentError);
     await expect(run('average')).rejects.toThrow(/merge/);
   });
 });

@@ -33,10 +33,13 @@ describe('mergeHeadValues (the reference)', () => {
     expect(MERGE_WEIGHT_FLOOR).toBeLessThan(1e-3);
   });
 
-  it('is validated with the other options; slots is not implemented yet', () => {
+  it('is validated with the other options; slots takes mergeSlots below the budget', () => {
     expect(resolveCompressOptions({ budget: 8, merge: 'cam' }, 64).merge).toBe('cam');
     expect(resolveCompressOptions({ budget: 8 }, 64).merge).toBe('none');
-    expect(() => resolveCompressOptions({ budget: 8, merge: 'slots' }, 64)).toThrow(/merge/);
+    expect(resolveCompressOptions({ budget: 8, merge: 'slots' }, 64).mergeSlots).toBe(4);
+    expect(resolveCompressOptions({ budget: 8, merge: 'cam', mergeSlots: 2 }, 64).mergeSlots).toBe(0);
+    expect(() => resolveCompressOptions({ budget: 8, merge: 'slots', mergeSlots: 8 }, 64)).toThrow(/mergeSlots/);
+    expect(() => resolveCompressOptions({ budget: 8, merge: 'average' as 'none' }, 64)).toThrow(/merge/);
   });
 });
 

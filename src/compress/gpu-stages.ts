@@ -45,6 +45,8 @@ export class GpuCompressionStages implements CompressionStages {
   /** Per-call inputs and outputs (members, jobs, gathered statistics, sums, the readback staging). */
   private readonly scratchBuffers: ScratchBuffers;
   readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
+  /** Merge 'slots' does not run on the GPU engine yet: the pipeline rejects it before any work. */
+  readonly slots = null;
   private destroyed = false;
 
   constructor(

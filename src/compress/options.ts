@@ -21,21 +21,25 @@ import { policyNames } from './registry.js';
  *   after it in the head (fewer at the end of the head): each of those m targets j receives
  *   v_j += (p_e / m) · v_e with the merge probability p_e = min(1, w_e / mean of the targets' w), the expectation
  *   of CaM's Bernoulli sampling (deterministic, so runs repeat). An evicted token after the last kept one is dropped.
- * - `slots` (not implemented yet: resolveCompressOptions rejects it with InvalidArgumentError): M extra tokens per
- *   head, counted against the budget (the policy keeps B − M), each a mass-weighted running mean of the keys and
- *   values of the evicted tokens it absorbed, kept across compressions so later evictions fold into them
+ * - `slots` (CPU engine; the GPU engine rejects it for now): M = `mergeSlots` extra tokens per head, counted
+ *   against the budget (the policy scores and keeps B − M real tokens), each a mass-weighted running mean of the
+ *   keys and values of the evicted tokens it absorbed, kept across compressions so later evictions fold into them
  *   recurrently. The rule and its plain TS reference are in ./merge-slots.ts (absorbIntoSlots: post-RoPE keys
- *   averaged, why that is right, the position a slot takes). Wiring it needs tokens that exist in no source block
- *   (their keys are blends, so the compaction writes keys and positions from the merge too) and an identity that
- *   survives compactions, forks and the store (each slot's accumulated mass with it).
+ *   averaged, why that is right, the position a slot takes). Slot tokens are ordinary cache tokens at the front
+ *   of the head (quantized like the rest, counted by memory reports); their masses live in the cache's slot
+ *   state (src/cache/slot-state.ts), carried by fork and snapshots. Compressing a sequence that holds slots with
+ *   another mode turns its slots into ordinary tokens.
  */
 export type MergeMode = 'none' | 'nearest' | 'cam' | 'slots';
 
 /** Every merge mode, in the order the CLI lists them. */
 export const MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
-/** Merge modes that run today (`slots` is not implemented yet). */
-export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam'];
+/** Merge modes that run today (`slots` on the CPU engine; the GPU engine rejects it with InvalidArgumentError). */
+export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
+
+/** Slot tokens per head of MergeMode 'slots' when `mergeSlots` is not given. */
+export const DEFAULT_MERGE_SLOTS = 4;
 
 /** Kept tokens after an evicted one that CaM spreads its value over. */
 export const CAM_MERGE_SPAN = 4;
@@ -82,6 +86,8 @@ export interface CompressOptions {
   readonly measureMass?: boolean;
   /** What evicted tokens become (default 'none'; see {@link MergeMode}). */
   readonly merge?: MergeMode;
+  /** Slot tokens per head of merge 'slots' (default {@link DEFAULT_MERGE_SLOTS}; below the budget). */
+  readonly mergeSlots?: number;
 }
 
 /**
@@ -107,6 +113,8 @@ export interface ResolvedCompressOptions {
   readonly safeguard: number;
   readonly seed: number;
   readonly merge: MergeMode;
+  /** Slot tokens per head: `mergeSlots` under merge 'slots', else 0. */
+  readonly mergeSlots: number;
 }
 
 function nonNegativeInteger(field: string, value: number): number {
@@ -166,6 +174,14 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
   if (!(IMPLEMENTED_MERGE_MODES as readonly string[]).includes(merge)) {
     throw new InvalidArgumentError('merge', `must be one of ${IMPLEMENTED_MERGE_MODES.join(', ')}; got ${String(merge)}`);
   }
+  let mergeSlots = 0;
+  if (merge === 'slots') {
+    mergeSlots = options.mergeSlots ?? DEFAULT_MERGE_SLOTS;
+    if (!Number.isInteger(mergeSlots) || mergeSlots < 1) throw new InvalidArgumentError('mergeSlots', `must be an integer ≥ 1; got ${mergeSlots}`);
+    if (budget !== null && mergeSlots >= budget) {
+      throw new InvalidArgumentError('mergeSlots', `${mergeSlots} slots leave no room for real tokens in a budget of ${budget}; use fewer slots or a larger budget`);
+    }
+  }
   return {
     policy,
     budget,
@@ -179,6 +195,7 @@ export function resolveCompressOptions(options: CompressOptions, tokens: number)
     safeguard,
     seed: nonNegativeInteger('seed', options.seed ?? 0),
     merge,
+    mergeSlots,
   };
 }
 

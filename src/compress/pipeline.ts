@@ -15,6 +15,7 @@ import type { ScoringPolicy } from './policy.js';
 import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptions, chooseAuto } from './auto.js';
 import { smallestHeadBudget } from './budgets.js';
 import { createPolicy } from './registry.js';
+import type { SlotStateStore } from '../cache/slot-state.js';
 
 /** What the stages need to score and budget one sequence. */
 export interface SelectionJob {
@@ -24,6 +25,12 @@ export interface SelectionJob {
   readonly policy: ScoringPolicy;
   /** Token count of every head, [layer][head]. */
   readonly lengths: readonly (readonly number[])[];
+  /**
+   * Merge slots at the front of every head, [layer][head] (all 0 unless merge 'slots'): the selection scores and
+   * keeps only the tokens after them, sharing budget − mergeSlots, and returns counts that include the slots after
+   * absorbing (min(mergeSlots, slots + evicted) per evicting head).
+   */
+  readonly slotCounts: readonly (readonly number[])[];
   /** Observation-window queries the policy may use (≤ the cache's window). */
   readonly window: number;
   /** The attention mass will be measured (window policies record it while scoring). */
@@ -75,6 +82,8 @@ export interface CompressionStages {
   afterCommit(): void;
   /** Throws CacheDestroyedError or DeviceLostError when the cache can no longer be used (checked after each wait). */
   assertUsable(): void;
+  /** The masses of merge slots (MergeMode 'slots'), or null on an engine that does not run 'slots'. */
+  readonly slots: SlotStateStore | null;
 }
 
 /** The policy `compress` uses when none is given: SnapKV where the sequence has window queries, else K-norm. */
@@ -140,13 +149,15 @@ export async function compressSequence(
   const tokens = meta.sequenceLength(seqId);
   const windowQueries = stages.windowCount(seqId);
   const opts = resolveCompressOptions({ ...options, policy: options.policy ?? defaultPolicy(windowQueries) }, tokens);
+  const { layers, kvHeads } = meta.shape;
+  const slotCounts = mergeSlotCounts(stages, seqId, opts);
   const quantize = opts.bits < 16;
   if (quantize) prepareQuantizedPool(stages, opts.bits, fixedBits);
-  const { layers, kvHeads } = meta.shape;
   const slot = meta.slotOf(seqId);
   const lengths = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
-  const budget = opts.budget;
-  const evicting = budget !== null && lengths.some((heads) => heads.some((n) => n > budget));
+  // Merge slots count against the budget: the policy shares what is left of it among the real tokens.
+  const budget = opts.budget === null ? null : opts.budget - opts.mergeSlots;
+  const evicting = budget !== null && lengths.some((heads, l) => heads.some((n, h) => n - (slotCounts[l]?.[h] ?? 0) > budget));
   const headBudget = budget === null ? Number.POSITIVE_INFINITY : smallestHeadBudget(opts.budgetMode, budget, layers);
   const window = Math.min(opts.window, stages.observationWindow);
   const measureMass = evicting && (options.measureMass ?? false);
@@ -165,7 +176,7 @@ export async function compressSequence(
       seed: opts.seed,
     });
     if (policy.requires.window && windowQueries === 0) throw new MissingObservationWindowError(opts.policy);
-    counts = await guarded(stages, stages.select({ seqId, slot, options: opts, policy, lengths, window, measureMass }));
+    counts = await guarded(stages, stages.select({ seqId, slot, options: opts, policy, lengths, slotCounts, window, measureMass }));
   }
   // A sequence that already holds quantized blocks keeps them quantized even at bits 16: there is no way back.
   const compact = quantize || holdsQuantizedBlocks(meta, seqId);
@@ -193,6 +204,8 @@ export async function compressSequence(
       throw error;
     }
     commitCompaction(meta, seqId, roundPlan);
+    // Evicted under another mode, a head's slots became ordinary tokens (and may be gone): forget their masses.
+    if (opts.merge !== 'slots') for (const head of roundPlan.heads) if (head.kept < head.before) stages.slots?.clearRow(head.row);
     stages.afterCommit();
   }
   return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started);
@@ -213,6 +226,30 @@ export async function compressToRatio(
   const policy = options.policy ?? defaultPolicy(stages.windowCount(seqId));
   const report = await compressSequence(stages, seqId, autoCompressOptions(chosen, { ...options, policy }), fixedBits);
   return { ...report, chosen };
+}
+
+/**
+ * The merge slots every head of a sequence holds, [layer][head]: the slot state's counts under merge 'slots',
+ * all 0 otherwise. InvalidArgumentError (nothing touched) on an engine without slots, or when a head already
+ * holds more slots than `mergeSlots` allows.
+ */
+function mergeSlotCounts(stages: CompressionStages, seqId: number, opts: ResolvedCompressOptions): number[][] {
+  const meta = stages.meta;
+  const { layers, kvHeads } = meta.shape;
+  const store = stages.slots;
+  if (opts.merge === 'slots' && store === null) {
+    throw new InvalidArgumentError('merge', "this engine does not run merge 'slots' yet; use the CPU engine (CpuKvCache) or merge 'none', 'nearest' or 'cam'");
+  }
+  return Array.from({ length: layers }, (_, l) =>
+    Array.from({ length: kvHeads }, (_, h) => {
+      if (opts.merge !== 'slots' || store === null) return 0;
+      const count = store.count(meta.rowOf(seqId, l, h));
+      if (count > opts.mergeSlots) {
+        throw new InvalidArgumentError('mergeSlots', `sequence ${seqId} holds ${count} slots per head (layer ${l}, kv ${h}); compress with mergeSlots ≥ ${count}`);
+      }
+      return count;
+    }),
+  );
 }
 
 /**

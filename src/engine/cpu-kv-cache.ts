@@ -4,6 +4,7 @@ import { CacheMetadata, type PoolName } from '../cache/cache-metadata.js';
 import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
 import { CpuKvStorage, type HeadContents } from '../cache/cpu-storage.js';
 import { checkInvariants } from '../cache/invariants.js';
+import { SlotStateStore, slotRows } from '../cache/slot-state.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import type { AttentionHook } from '../attention/backend.js';
 import { CpuAttentionBackend, type HeadStatistics } from '../attention/cpu-backend.js';
@@ -49,6 +50,8 @@ export class CpuKvCache {
   readonly maxTokensPerHead: number;
   readonly #fixedBits: number | null;
   readonly #stages: CpuCompressionStages;
+  /** Masses of the merge slots (merge 'slots'), per block-table row. */
+  readonly #slots = new SlotStateStore();
   /** Operations take effect per sequence in call order (see {@link SequenceQueue}). */
   readonly #queue = new SequenceQueue();
 
@@ -56,7 +59,7 @@ export class CpuKvCache {
     const resolved = resolveCacheOptions(options);
     this.storage = new CpuKvStorage(new CacheMetadata(resolved.metadata));
     this.attention = new CpuAttentionBackend(this.storage, { nHeads: resolved.nHeads, observationWindow: resolved.observationWindow });
-    this.#stages = new CpuCompressionStages(this.storage, this.attention);
+    this.#stages = new CpuCompressionStages(this.storage, this.attention, this.#slots);
     this.shape = this.storage.meta.shape;
     this.nHeads = resolved.nHeads;
     this.observationWindow = resolved.observationWindow;
@@ -100,7 +103,21 @@ export class CpuKvCache {
    */
   addSequence(id: number): void {
     if (this.#queue.busy(id)) throw new SequenceBusyError(id);
-    this.attention.clearSlot(this.meta.addSequence(id));
+    const slot = this.meta.addSequence(id);
+    this.attention.clearSlot(slot);
+    this.#slots.clearRows(this.#rowsOfSlot(slot));
+  }
+
+  #rowsOfSlot(slot: number): number[] {
+    return slotRows(this.shape, slot, (s, layer, head) => this.meta.tables.row(s, layer, head));
+  }
+
+  /**
+   * Merge slots (merge 'slots') at the front of one head: how many of its first logical tokens are slots, and the
+   * attention mass each has absorbed.
+   */
+  mergeSlots(seqId: number, layer: number, kvHead: number): Float64Array {
+    return this.#slots.masses(this.meta.rowOf(seqId, layer, kvHead));
   }
 
   /**
@@ -114,6 +131,7 @@ export class CpuKvCache {
       const slot = this.meta.slotOf(id);
       this.meta.freeSequence(id);
       this.attention.clearSlot(slot);
+      this.#slots.clearRows(this.#rowsOfSlot(slot));
     });
   }
 
@@ -127,6 +145,7 @@ export class CpuKvCache {
       const srcSlot = this.meta.slotOf(srcId);
       const dstSlot = this.meta.fork(srcId, dstId);
       this.attention.copySlot(srcSlot, dstSlot);
+      this.#slots.copyRows(this.#rowsOfSlot(srcSlot), this.#rowsOfSlot(dstSlot));
     });
   }
 
@@ -265,12 +284,12 @@ export class CpuKvCache {
    * imports into either engine). InvalidArgumentError while a step is half way or a speculation is open.
    */
   exportSequence(seqId: number): Promise<SequenceSnapshot> {
-    return this.#queue.run([seqId], async () => exportCpu(this.storage, this.attention, seqId));
+    return this.#queue.run([seqId], async () => exportCpu(this.storage, this.attention, seqId, this.#slots));
   }
 
   /** Adds sequence `seqId` holding a snapshot's state; all or nothing (see `PagedKvCache.importSequence`). */
   importSequence(seqId: number, snapshot: SequenceSnapshot): Promise<void> {
-    return this.#queue.run([seqId], async () => importCpu(this.storage, this.attention, seqId, snapshot));
+    return this.#queue.run([seqId], async () => importCpu(this.storage, this.attention, seqId, snapshot, this.#slots));
   }
 
   // ------------------------------------------------------------------ compression

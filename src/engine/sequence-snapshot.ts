@@ -2,8 +2,9 @@ import { SnapshotMismatchError } from '../errors.js';
 import { blockLayout, type CacheShape, type FullFormat, type QuantFormat } from '../format/layout.js';
 import type { SnapshotBlockRef, SnapshotRow } from '../cache/sequence-export.js';
 import { EMPTY_WINDOW_POSITION, type SnapshotStats, type SnapshotWindow } from '../attention/snapshot-state.js';
+import { checkSnapshotSlots, type SnapshotSlots } from '../cache/slot-state.js';
 
-export type { SnapshotBlockRef, SnapshotRow, SnapshotStats, SnapshotWindow };
+export type { SnapshotBlockRef, SnapshotRow, SnapshotSlots, SnapshotStats, SnapshotWindow };
 export { EMPTY_WINDOW_POSITION };
 
 /**
@@ -17,6 +18,8 @@ export { EMPTY_WINDOW_POSITION };
  *   (a block several heads share is stored once).
  * - `stats`: the first tokenCount statistics of each row, rows in order, concatenated.
  * - `windows`: one per layer, canonical (see {@link SnapshotWindow}).
+ * - `slots`: merge 'slots' state (how many leading tokens of each row are slots, and their masses); absent when
+ *   the sequence holds none.
  *
  * @example
  * ```ts
@@ -41,6 +44,7 @@ export interface SequenceSnapshot {
   readonly quantBlocks: Uint32Array;
   readonly stats: SnapshotStats;
   readonly windows: readonly SnapshotWindow[];
+  readonly slots?: SnapshotSlots;
 }
 
 /** What a snapshot is checked against: the fields of a cache that must agree with it. */
@@ -64,7 +68,8 @@ export function snapshotBytes(snapshot: SequenceSnapshot): number {
   const rows = snapshot.rows.reduce((sum, row) => sum + (3 + row.entries.length) * 4, 0);
   const stats = (snapshot.stats.attnSum.length + snapshot.stats.attnSqSum.length + snapshot.stats.attnCount.length) * 4;
   const windows = snapshot.windows.reduce((sum, w) => sum + 8 + w.positions.byteLength + w.queries.byteLength, 0);
-  return snapshot.fullBlocks.byteLength + snapshot.quantBlocks.byteLength + rows + stats + windows;
+  const slots = snapshot.slots ? snapshot.slots.counts.byteLength + snapshot.slots.mass.byteLength : 0;
+  return snapshot.fullBlocks.byteLength + snapshot.quantBlocks.byteLength + rows + stats + windows + slots;
 }
 
 function mismatch(field: string, got: string | number, expected: string | number): never {
@@ -155,6 +160,13 @@ export function checkSnapshot(s: SequenceSnapshot): void {
     expectEqual(`${at}.valid`, win.valid, count);
     expectEqual(`${at}.end`, win.end, newest + 1);
   });
+  if (s.slots) {
+    try {
+      checkSnapshotSlots(s.slots, layers * kvHeads, s.rows.map((row) => row.tokenCount));
+    } catch (error) {
+      mismatch('slots', error instanceof Error ? error.message : String(error), 'one count per row within its tokens, and that many finite masses ≥ 0');
+    }
+  }
 }
 
 /**

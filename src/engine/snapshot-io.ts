@@ -7,6 +7,7 @@ import { type ExportedRows, type ImportedBlocks, exportRows, importRows } from '
 import type { CpuAttentionBackend } from '../attention/cpu-backend.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
 import { readPagedState, writePagedState } from '../attention/snapshot-state.js';
+import { type SlotStateStore, slotRows } from '../cache/slot-state.js';
 import { type SequenceSnapshot, type SnapshotTarget, validateSnapshot } from './sequence-snapshot.js';
 
 // Both engines' export and import of one sequence: the metadata plan (src/cache/sequence-export.ts), the block
@@ -90,6 +91,9 @@ export async function exportPaged(storage: GpuKvStorage, attention: PagedAttenti
 /** Imports a snapshot as a new sequence of the GPU engine (see `PagedKvCache.importSequence`). */
 export function importPaged(storage: GpuKvStorage, attention: PagedAttentionBackend, seqId: number, s: SequenceSnapshot): void {
   const meta = storage.meta;
+  if (s.slots) {
+    throw new InvalidArgumentError('snapshot', "holds merge 'slots' state, which the GPU engine does not run yet; import it into a CpuKvCache");
+  }
   const placed = planImport(meta, seqId, s, target(meta, attention.nHeads, attention.observationWindow, storage.maxTokensPerHead), storage, () => undefined);
   attention.clearSlot(placed.slot);
   storage.uploadDirtyRows();
@@ -97,7 +101,7 @@ export function importPaged(storage: GpuKvStorage, attention: PagedAttentionBack
 }
 
 /** Exports a sequence of the CPU engine (copies). */
-export function exportCpu(storage: CpuKvStorage, attention: CpuAttentionBackend, seqId: number): SequenceSnapshot {
+export function exportCpu(storage: CpuKvStorage, attention: CpuAttentionBackend, seqId: number, slots: SlotStateStore): SequenceSnapshot {
   attention.assertNoPendingStep('export a sequence');
   refuseSpeculation(attention.inSpeculation(seqId), seqId);
   const meta = storage.meta;
@@ -120,17 +124,19 @@ export function exportCpu(storage: CpuKvStorage, attention: CpuAttentionBackend,
     at += r.tokenCount;
   });
   const slot = meta.slotOf(seqId);
+  const mergeSlots = slots.exportRows(slotRows(meta.shape, slot, (sl, l, h) => meta.tables.row(sl, l, h)));
   return {
     ...header(meta, attention.nHeads, attention.observationWindow, rows),
     fullBlocks: words('full', rows.fullBlocks),
     quantBlocks: words('quant', rows.quantBlocks),
     stats,
     windows: Array.from({ length: layers }, (_, layer) => attention.exportWindow(slot, layer)),
+    ...(mergeSlots ? { slots: mergeSlots } : {}),
   };
 }
 
 /** Imports a snapshot as a new sequence of the CPU engine (see `CpuKvCache.importSequence`). */
-export function importCpu(storage: CpuKvStorage, attention: CpuAttentionBackend, seqId: number, s: SequenceSnapshot): void {
+export function importCpu(storage: CpuKvStorage, attention: CpuAttentionBackend, seqId: number, s: SequenceSnapshot, slots: SlotStateStore): void {
   const meta = storage.meta;
   const placed = planImport(meta, seqId, s, target(meta, attention.nHeads, attention.observationWindow, storage.maxTokensPerHead), storage, () => storage.syncPools());
   attention.clearSlot(placed.slot);
@@ -157,4 +163,5 @@ export function importCpu(storage: CpuKvStorage, attention: CpuAttentionBackend,
     at += r.tokenCount;
   });
   s.windows.forEach((w, layer) => attention.importWindow(placed.slot, layer, w));
+  slots.importRows(slotRows(meta.shape, placed.slot, (sl, l, h) => meta.tables.row(sl, l, h)), s.slots);
 }

@@ -1,0 +1,211 @@
+// MergeMode 'slots' on the CPU engine against the reference (absorbIntoSlots): slot tokens at the front of each
+// head, the policy keeping budget − mergeSlots real tokens, masses persisting across two compactions, forks,
+// snapshots, quantized slots, and the typed errors.
+import { describe, expect, it } from 'vitest';
+import { absorbIntoSlots, emptySlots, type MergeSlots } from '../src/compress/merge-slots.js';
+import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
+import { InvalidArgumentError } from '../src/errors.js';
+import { seededRandom } from './helpers/gpu.js';
+
+const shape = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
+const nHeads = 4;
+const M = 4;
+
+function newCache(): CpuKvCache {
+  return CpuKvCache.create({ shape, nHeads, fullFormat: 'f32', seqSlots: 4, maxTokensPerHead: 512 });
+}
+
+/** Decode steps with random q, k, v from position `from` to `to`, so statistics (the merge weights) build up. */
+function run(cache: CpuKvCache, seq: number, from: number, to: number, seed: number): void {
+  const random = seededRandom(seed);
+  const { layers, kvHeads, headDim } = shape;
+  for (let pos = from; pos < to; pos++) {
+    for (let layer = 0; layer < layers; layer++) {
+      const q = Float32Array.from({ length: nHeads * headDim }, () => 2 * random() - 1);
+      const k = Float32Array.from({ length: kvHeads * headDim }, () => 2 * random() - 1);
+      const v = Float32Array.from({ length: kvHeads * headDim }, () => 2 * random() - 1);
+      cache.step(seq, layer, pos, q, k, v);
+    }
+  }
+}
+
+interface HeadState {
+  keys: Float32Array;
+  values: Float32Array;
+  positions: Uint32Array;
+  mass: Float32Array;
+}
+
+/** A head as the compaction will see it: its tokens and each one's mean attention per query. */
+function headState(cache: CpuKvCache, seq: number, layer: number, head: number): HeadState {
+  const { keys, values, positions } = cache.readHead(seq, layer, head);
+  const stats = cache.stats(seq, layer, head);
+  const mass = stats.attnSum.map((sum, t) => ((stats.attnCount[t] ?? 0) > 0 ? sum / (stats.attnCount[t] ?? 1) : 0));
+  return { keys, values, positions, mass };
+}
+
+/** The reference: the real tokens (after `slots`) missing from the head after the compaction, absorbed in order. */
+function expectedSlots(before: HeadState, slots: MergeSlots, after: Uint32Array): MergeSlots {
+  const { headDim } = shape;
+  const kept = new Set(Array.from(after.subarray(M)));
+  const evicted: number[] = [];
+  for (let t = slots.count; t < before.positions.length; t++) if (!kept.has(before.positions[t] ?? 0)) evicted.push(t);
+  const pick = (data: Float32Array) => {
+    const out = new Float32Array(evicted.length * headDim);
+    evicted.forEach((t, i) => out.set(data.subarray(t * headDim, (t + 1) * headDim), i * headDim));
+    return out;
+  };
+  return absorbIntoSlots(slots, {
+    keys: pick(before.keys),
+    values: pick(before.values),
+    positions: evicted.map((t) => before.positions[t] ?? 0),
+    mass: evicted.map((t) => before.mass[t] ?? 0),
+  });
+}
+
+/** Slots as the cache holds them: the first `count` tokens and their masses from the slot state. */
+function cachedSlots(cache: CpuKvCache, seq: number, layer: number, head: number): MergeSlots {
+  const { headDim } = shape;
+  const mass = cache.mergeSlots(seq, layer, head);
+  const count = mass.length;
+  const { keys, values, positions } = cache.readHead(seq, layer, head);
+  const slots = emptySlots(M, headDim);
+  slots.keys.set(keys.subarray(0, count * headDim));
+  slots.values.set(values.subarray(0, count * headDim));
+  slots.positions.set(positions.subarray(0, count));
+  slots.mass.set(mass);
+  return { ...slots, count };
+}
+
+function expectSlotsEqual(actual: MergeSlots, expected: MergeSlots): void {
+  expect(actual.count).toBe(expected.count);
+  const n = expected.count * shape.headDim;
+  // The CPU engine stores f32 exactly: the cache's slots are the reference's, bit for bit.
+  expect(Array.from(actual.keys.subarray(0, n))).toEqual(Array.from(expected.keys.subarray(0, n)));
+  expect(Array.from(actual.values.subarray(0, n))).toEqual(Array.from(expected.values.subarray(0, n)));
+  expect(Array.from(actual.positions.subarray(0, expected.count))).toEqual(Array.from(expected.positions.subarray(0, expected.count)));
+  for (let s = 0; s < expected.count; s++) expect(actual.mass[s] ?? 0).toBeCloseTo(expected.mass[s] ?? 0, 9);
+}
+
+describe("merge 'slots' on the CPU engine", () => {
+  it('two compactions match absorbIntoSlots run twice; the policy keeps budget − mergeSlots real tokens', async () => {
+    const cache = newCache();
+    cache.addSequence(0);
+    run(cache, 0, 0, 80, 1);
+    const options = { policy: 'h2o', budget: 40, merge: 'slots', mergeSlots: M, sinks: 2, recent: 8 } as const;
+    const heads = [
+      [0, 0],
+      [0, 1],
+      [1, 0],
+      [1, 1],
+    ] as const;
+    const before1 = heads.map(([l, h]) => headState(cache, 0, l, h));
+    const report1 = await cache.compress(0, options);
+    expect(report1.merge).toBe('slots');
+    const expected1 = heads.map(([l, h], i) => {
+      expect(cache.tokenCount(0, l, h)).toBe(40);
+      const expected = expectedSlots(before1[i] as HeadState, emptySlots(M, shape.headDim), cache.readHead(0, l, h).positions);
+      expect(expected.count).toBe(M);
+      expectSlotsEqual(cachedSlots(cache, 0, l, h), expected);
+      // The real tokens after the slots are the kept ones, unchanged and in order.
+      const after = cache.readHead(0, l, h);
+      const real = Array.from(after.positions.subarray(M));
+      expect(real).toEqual([...real].sort((a, b) => a - b));
+      expect(real.slice(0, 2)).toEqual([0, 1]);
+      expect(real.slice(-8)).toEqual([72, 73, 74, 75, 76, 77, 78, 79]);
+      return expected;
+    });
+    expect(cache.checkInvariants()).toEqual([]);
+
+    // Second compaction: the new evictions fold into the same slots with the masses the first left.
+    run(cache, 0, 80, 110, 2);
+    const before2 = heads.map(([l, h]) => headState(cache, 0, l, h));
+    await cache.compress(0, options);
+    heads.forEach(([l, h], i) => {
+      const slotsBefore = cachedSlotsFrom(before2[i] as HeadState, expected1[i] as MergeSlots);
+      const expected = expectedSlots(before2[i] as HeadState, slotsBefore, cache.readHead(0, l, h).positions);
+      expect(cache.tokenCount(0, l, h)).toBe(40);
+      expectSlotsEqual(cachedSlots(cache, 0, l, h), expected);
+      // A slot that absorbed more keeps more mass: every slot got some of the 30 + 36 evictions.
+      for (let s = 0; s < M; s++) expect(expected.mass[s] ?? 0).toBeGreaterThan(expected1[i]?.mass[s] ?? 0);
+    });
+    expect(cache.checkInvariants()).toEqual([]);
+  });
+
+  it('fork copies the slots; snapshots carry them; freeing forgets them', async () => {
+    const cache = newCache();
+    cache.addSequence(0);
+    run(cache, 0, 0, 70, 3);
+    await cache.compress(0, { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8 });
+    await cache.fork(0, 1);
+    const snapshot = await cache.exportSequence(0);
+    expect(snapshot.slots?.counts).toEqual(Uint32Array.from([M, M, M, M]));
+    const other = newCache();
+    await other.importSequence(5, snapshot);
+    for (const [l, h] of [
+      [0, 0],
+      [1, 1],
+    ] as const) {
+      const masses = Array.from(cache.mergeSlots(0, l, h));
+      expect(Array.from(cache.mergeSlots(1, l, h))).toEqual(masses);
+      expect(Array.from(other.mergeSlots(5, l, h))).toEqual(masses);
+      expect(Array.from(other.readHead(5, l, h).keys)).toEqual(Array.from(cache.readHead(0, l, h).keys));
+    }
+    // The fork and the original go on apart: compressing one changes only its own slots.
+    run(cache, 1, 70, 90, 4);
+    await cache.compress(1, { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8 });
+    expect(Array.from(cache.mergeSlots(1, 0, 0))).not.toEqual(Array.from(cache.mergeSlots(0, 0, 0)));
+    await cache.freeSequence(1);
+    cache.addSequence(2);
+    expect(cache.mergeSlots(2, 0, 0).length).toBe(0);
+    expect(cache.checkInvariants()).toEqual([]);
+  });
+
+  it('quantized slots (int4) are stored like the rest and still absorb', async () => {
+    const cache = CpuKvCache.create({ shape, nHeads, fullFormat: 'f32', quantBits: 4, seqSlots: 2, maxTokensPerHead: 512 });
+    cache.addSequence(0);
+    run(cache, 0, 0, 100, 5);
+    const before = headState(cache, 0, 0, 0);
+    await cache.compress(0, { policy: 'h2o', budget: 48, merge: 'slots', bits: 4, sinks: 2, recent: 8 });
+    const expected = expectedSlots(before, emptySlots(M, shape.headDim), cache.readHead(0, 0, 0).positions);
+    const actual = cachedSlots(cache, 0, 0, 0);
+    expect(cache.quantLayout?.bits).toBe(4);
+    // The first 32 tokens (slots included) sit in quantized blocks: the keys and values come back within int4's step.
+    expect(actual.count).toBe(M);
+    for (let i = 0; i < M * shape.headDim; i++) {
+      expect(Math.abs((actual.values[i] ?? 0) - (expected.values[i] ?? 0))).toBeLessThan(0.15);
+      expect(Math.abs((actual.keys[i] ?? 0) - (expected.keys[i] ?? 0))).toBeLessThan(0.15);
+    }
+    expect(Array.from(actual.positions)).toEqual(Array.from(expected.positions));
+    run(cache, 0, 100, 120, 6);
+    await cache.compress(0, { policy: 'h2o', budget: 48, merge: 'slots', bits: 4, sinks: 2, recent: 8 });
+    expect(cache.mergeSlots(0, 0, 0).length).toBe(M);
+    expect(cache.tokenCount(0, 0, 0)).toBe(48);
+    expect(cache.checkInvariants()).toEqual([]);
+  });
+
+  it('another merge mode turns the slots into ordinary tokens; bad mergeSlots are typed errors', async () => {
+    const cache = newCache();
+    cache.addSequence(0);
+    run(cache, 0, 0, 60, 7);
+    await expect(cache.compress(0, { policy: 'h2o', budget: 16, merge: 'slots', mergeSlots: 16 })).rejects.toThrow(InvalidArgumentError);
+    await expect(cache.compress(0, { policy: 'h2o', budget: 16, merge: 'slots', mergeSlots: 0 })).rejects.toThrow(InvalidArgumentError);
+    await cache.compress(0, { policy: 'h2o', budget: 40, merge: 'slots', mergeSlots: 6, sinks: 2, recent: 8 });
+    expect(cache.mergeSlots(0, 0, 0).length).toBe(6);
+    await expect(cache.compress(0, { policy: 'h2o', budget: 40, merge: 'slots', mergeSlots: 4 })).rejects.toThrow(/mergeSlots ≥ 6/);
+    await cache.compress(0, { policy: 'h2o', budget: 30, merge: 'none', sinks: 2, recent: 8 });
+    expect(cache.mergeSlots(0, 0, 0).length).toBe(0);
+    expect(cache.tokenCount(0, 0, 0)).toBe(30);
+  });
+});
+
+/** The slots a head held before a compaction: its first `count` tokens (as stored) and the masses carried over. */
+function cachedSlotsFrom(head: HeadState, previous: MergeSlots): MergeSlots {
+  const { headDim } = shape;
+  const slots = emptySlots(M, headDim);
+  slots.keys.set(head.keys.subarray(0, previous.count * headDim));
+  slots.values.set(head.values.subarray(0, previous.count * headDim));
+  slots.positions.set(head.positions.subarray(0, previous.count));
+  slots.mass.set(previous.mass);
+  return { ...slots, count: previous.count };
+}
