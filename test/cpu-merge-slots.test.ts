@@ -4,7 +4,9 @@
 import { describe, expect, it } from 'vitest';
 import { absorbIntoSlots, emptySlots, type MergeSlots } from '../src/compress/merge-slots.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
-import { InvalidArgumentError } from '../src/errors.js';
+import { InvalidArgumentError, StoreEntryError } from '../src/errors.js';
+import { decodeStoreEntry, encodeStoreEntry } from '../src/store/entry-format.js';
+import { entryToSnapshot, snapshotToEntry } from '../src/store/snapshot-entry.js';
 import { seededRandom } from './helpers/gpu.js';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
@@ -159,6 +161,35 @@ describe("merge 'slots' on the CPU engine", () => {
     cache.addSequence(2);
     expect(cache.mergeSlots(2, 0, 0).length).toBe(0);
     expect(cache.checkInvariants()).toEqual([]);
+  });
+
+  it('a store entry round-trips the slots, and the restored sequence continues exactly as the original', async () => {
+    const cache = newCache();
+    cache.addSequence(0);
+    run(cache, 0, 0, 70, 8);
+    const options = { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8 } as const;
+    await cache.compress(0, options);
+    const meta = { fingerprint: 'model-x', settings: { merge: 'slots' }, tokenCount: 70 };
+    const bytes = await encodeStoreEntry(snapshotToEntry(await cache.exportSequence(0), meta));
+    const { snapshot } = entryToSnapshot(await decodeStoreEntry(bytes, { fingerprint: 'model-x', settings: meta.settings }));
+    expect(snapshot.slots?.counts).toEqual(Uint32Array.from([M, M, M, M]));
+    await cache.importSequence(3, snapshot);
+    for (const seq of [0, 3]) {
+      run(cache, seq, 70, 95, 9);
+      await cache.compress(seq, options);
+    }
+    for (const [l, h] of [
+      [0, 0],
+      [1, 1],
+    ] as const) {
+      expect(Array.from(cache.mergeSlots(3, l, h))).toEqual(Array.from(cache.mergeSlots(0, l, h)));
+      expect(Array.from(cache.readHead(3, l, h).values)).toEqual(Array.from(cache.readHead(0, l, h).values));
+    }
+    // A section whose counts disagree with its masses is refused, never imported half-read.
+    const entry = snapshotToEntry(await cache.exportSequence(0), meta);
+    const broken = new Map(entry.sections);
+    broken.set('slots', (entry.sections.get('slots') ?? new Uint8Array(0)).slice(0, -8));
+    await expect(decodeStoreEntry(await encodeStoreEntry({ ...entry, sections: broken })).then(entryToSnapshot)).rejects.toBeInstanceOf(StoreEntryError);
   });
 
   it('quantized slots (int4) are stored like the rest and still absorb', async () => {

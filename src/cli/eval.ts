@@ -35,7 +35,7 @@ const EVAL_FLAGS = {
   budgets: { type: 'string', value: 'B,B', help: 'tokens kept per KV head, each below --window (default 32,64,128)' },
   bits: { type: 'string', value: 'b,b', help: 'cache bits: 32, 16, 8, 4, 2 (default 16,8,4,2)' },
   'budget-mode': { type: 'string', value: 'M,M', help: 'budget split: uniform, adakv, pyramid, global (default uniform,adakv)' },
-  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none)` },
+  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none; slots: --engine cpu only)` },
   'block-size': { type: 'string', value: 'N', help: 'tokens per cache block (default 16); every budget must exceed it' },
   engine: { type: 'string', value: 'cpu|gpu', help: 'where the model runs (default cpu)' },
   adapter: { ...ADAPTER_FLAG, help: `${ADAPTER_FLAG.help} (--engine gpu only)` },
@@ -142,6 +142,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
     throw new UsageError('--adapter', 'applies to --engine gpu only (the cpu engine uses no adapter)');
   }
   const adapter = engineName === 'gpu' ? adapterFlag(values.adapter) : 'auto';
+  if (engineName === 'gpu' && merges.includes('slots')) {
+    throw new UsageError('--merge', "slots runs on the cpu engine only so far; drop --engine gpu or use none, nearest or cam");
+  }
   if (values.plot !== undefined && !values.plot.endsWith('.svg')) {
     throw new UsageError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
   }

@@ -38,6 +38,9 @@ export const MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slo
 /** Merge modes that run today (`slots` on the CPU engine; the GPU engine rejects it with InvalidArgumentError). */
 export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
+/** Merge modes the GPU engine runs (`slots` is CPU-only for now: the GPU pipeline rejects it). */
+export const GPU_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam'];
+
 /** Slot tokens per head of MergeMode 'slots' when `mergeSlots` is not given. */
 export const DEFAULT_MERGE_SLOTS = 4;
 

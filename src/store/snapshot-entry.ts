@@ -14,6 +14,8 @@ import type { StoreEntry } from './entry-format.js';
  * - `stats`: attnSum, then attnSqSum, then attnCount, each Σ tokenCount f32;
  * - `window`: per layer: valid, end, then for each of the `valid` filled ring slots in slot order its position
  *   and its query [nHeads][headDim] (f32): empty slots take no bytes, so a short prompt's window costs what it holds;
+ * - `slots` (optional, only when the sequence holds merge slots): one u32 count per row, then the rows' slot
+ *   masses as f64 (two words each), rows in order;
  * - `app` (optional): the caller's state, canonical UTF-8 JSON.
  *
  * The header's `shape` holds every number: the cache shape, nHeads, observationWindow, fullBits, quantBits (0:
@@ -95,6 +97,13 @@ export function snapshotToEntry(snapshot: SequenceSnapshot, options: SnapshotEnt
     ['stats', bytesOf(stats)],
     ['window', bytesOf(window)],
   ]);
+  if (snapshot.slots) {
+    const { counts, mass } = snapshot.slots;
+    const slotWords = new Uint32Array(counts.length + 2 * mass.length);
+    slotWords.set(counts);
+    new Uint8Array(slotWords.buffer).set(new Uint8Array(mass.buffer, mass.byteOffset, mass.byteLength), counts.length * 4);
+    sections.set('slots', bytesOf(slotWords));
+  }
   if (options.appState !== undefined) sections.set('app', new TextEncoder().encode(canonicalJson(options.appState, 'appState')));
   const { layers, kvHeads, headDim, blockSize } = snapshot.shape;
   const fullWords = snapshot.fullBlocks.length;
@@ -157,7 +166,7 @@ export function entryToSnapshot(entry: StoreEntry): { snapshot: SequenceSnapshot
     throw new StoreEntryError('layout', `layout version ${entry.layoutVersion}; this build reads sequence snapshots of version ${SNAPSHOT_LAYOUT_VERSION}`);
   }
   for (const name of entry.sections.keys()) {
-    if (!(SECTIONS as readonly string[]).includes(name) && name !== 'app') throw new StoreEntryError('section', `unknown section "${name}"`);
+    if (!(SECTIONS as readonly string[]).includes(name) && name !== 'app' && name !== 'slots') throw new StoreEntryError('section', `unknown section "${name}"`);
   }
   const s = entry.shape;
   const [layers, kvHeads, headDim, blockSize, nHeads, w] = ['layers', 'kvHeads', 'headDim', 'blockSize', 'nHeads', 'observationWindow'].map((k) => count(s, k)) as [number, number, number, number, number, number];
@@ -226,6 +235,7 @@ export function entryToSnapshot(entry: StoreEntry): { snapshot: SequenceSnapshot
     quantBlocks: words(entry, 'quant', count(s, 'quantWords')),
     stats: { attnSum: stats.slice(0, statsTotal), attnSqSum: stats.slice(statsTotal, 2 * statsTotal), attnCount: stats.slice(2 * statsTotal) },
     windows,
+    ...(entry.sections.has('slots') ? { slots: slotsOf(words(entry, 'slots'), numRows) } : {}),
   };
   try {
     checkSnapshot(snapshot);
@@ -244,4 +254,13 @@ export function entryToSnapshot(entry: StoreEntry): { snapshot: SequenceSnapshot
     }
   }
   return { snapshot, appState };
+}
+
+/** The `slots` section back: counts (checked by checkSnapshot), then f64 masses, two words each. */
+function slotsOf(slotWords: Uint32Array, numRows: number): NonNullable<SequenceSnapshot['slots']> {
+  if (slotWords.length < numRows || (slotWords.length - numRows) % 2 !== 0) refuse(`section "slots" holds ${slotWords.length} words; ${numRows} counts and whole f64 masses expected`);
+  const counts = slotWords.slice(0, numRows);
+  const mass = new Float64Array((slotWords.length - numRows) / 2);
+  new Uint8Array(mass.buffer).set(new Uint8Array(slotWords.buffer, numRows * 4));
+  return { counts, mass };
 }
