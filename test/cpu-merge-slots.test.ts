@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { absorbIntoSlots, emptySlots, type MergeSlots } from '../src/compress/merge-slots.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
+import { decodeSchedule } from '../src/compress/decode-schedule.js';
 import { InvalidArgumentError, StoreEntryError } from '../src/errors.js';
 import { decodeStoreEntry, encodeStoreEntry } from '../src/store/entry-format.js';
 import { entryToSnapshot, snapshotToEntry } from '../src/store/snapshot-entry.js';
@@ -104,6 +105,8 @@ describe("merge 'slots' on the CPU engine", () => {
     const before1 = heads.map(([l, h]) => headState(cache, 0, l, h));
     const report1 = await cache.compress(0, options);
     expect(report1.merge).toBe('slots');
+    expect(cache.slotStateBytes(0)).toBe(shape.layers * shape.kvHeads * M * 8);
+    expect(cache.memory().slotStateBytes).toBe(shape.layers * shape.kvHeads * M * 8);
     const expected1 = heads.map(([l, h], i) => {
       expect(cache.tokenCount(0, l, h)).toBe(40);
       const expected = expectedSlots(before1[i] as HeadState, emptySlots(M, shape.headDim), cache.readHead(0, l, h).positions);
@@ -160,6 +163,7 @@ describe("merge 'slots' on the CPU engine", () => {
     await cache.freeSequence(1);
     cache.addSequence(2);
     expect(cache.mergeSlots(2, 0, 0).length).toBe(0);
+    expect(cache.slotStateBytes(2)).toBe(0);
     expect(cache.checkInvariants()).toEqual([]);
   });
 
@@ -240,3 +244,17 @@ function cachedSlotsFrom(head: HeadState, previous: MergeSlots): MergeSlots {
   slots.mass.set(previous.mass);
   return { ...slots, count: previous.count };
 }
+
+describe("the decode schedule under merge 'slots'", () => {
+  it('fits the protected windows in the target less the slots, and refuses slots that fill the target', () => {
+    const plain = decodeSchedule({ budget: 32, blockSize: 16, compress: { merge: 'slots' } });
+    // Budget 32: target 24; 4 slots leave 20, enough for the usual 4 sinks + 8 recent.
+    expect([plain.target, plain.sinks, plain.recent]).toEqual([24, 4, 8]);
+    const many = decodeSchedule({ budget: 32, blockSize: 16, compress: { merge: 'slots', mergeSlots: 16 } });
+    expect([many.target, many.sinks, many.recent]).toEqual([24, 4, 4]);
+    expect(() => decodeSchedule({ budget: 32, blockSize: 16, compress: { merge: 'slots', mergeSlots: 24 } })).toThrow(/mergeSlots/);
+    expect(() => decodeSchedule({ budget: 32, blockSize: 16, sinks: 4, recent: 20, compress: { merge: 'slots' } })).toThrow(/after 4 merge slots/);
+    // Other modes keep the whole target for the windows.
+    expect(decodeSchedule({ budget: 32, blockSize: 16, sinks: 4, recent: 20, compress: { merge: 'nearest' } }).recent).toBe(20);
+  });
+});

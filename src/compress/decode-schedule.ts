@@ -19,6 +19,8 @@
  *   by every evicting compression and by a quantize-only compression (policy `streaming`, nothing evicted) once b
  *   tokens have been appended since the last compression.
  * - no budget (B = null): never evicts; only the quantize-only compressions above run.
+ * - merge 'slots': the M = mergeSlots slot tokens are part of T, so the protected windows fit in T − M (the
+ *   default R shrinks by M) and M < T.
  *
  * These are the defaults of `evaluate` (the figures in README.md and docs/eval-results.md); before this module
  * the Generator used R = min(32, ⌊B/2⌋), no observation window of its own and no quantize-only compressions, and
@@ -26,7 +28,7 @@
  * `window` override the defaults; sinks + recent must then still fit in T.
  */
 import { InvalidArgumentError } from '../errors.js';
-import type { CompressOptions } from './options.js';
+import { type CompressOptions, DEFAULT_MERGE_SLOTS } from './options.js';
 import { DEFAULT_RECENT, DEFAULT_SINKS } from './policy.js';
 
 /**
@@ -171,18 +173,24 @@ export function decodeSchedule(options: DecodeScheduleOptions): DecodeSchedule {
     }
     target = budget - slack;
   }
+  // Merge slots are tokens of the target: what the policy and the protected windows share is what they leave.
+  const slots = compress.merge === 'slots' ? (compress.mergeSlots ?? DEFAULT_MERGE_SLOTS) : 0;
+  if (slots >= target) {
+    throw new InvalidArgumentError('mergeSlots', `${slots} merge slots leave no room in the ${target} tokens per head a budget of ${budget} compresses to; use fewer slots or a larger budget`);
+  }
+  const room = target - slots;
   const sinks = integerAtLeast('sinks', options.sinks ?? Math.min(DEFAULT_SINKS, quarter), 0);
-  if (sinks >= target) {
+  if (sinks >= room) {
     throw new InvalidArgumentError(
       'sinks',
-      `${sinks} sinks leave no room for the policy in the ${target} tokens per head a budget of ${budget} compresses to; use fewer sinks or a larger budget`,
+      `${sinks} sinks leave no room for the policy in the ${room} tokens per head a budget of ${budget} compresses to${slots > 0 ? ` (after ${slots} merge slots)` : ''}; use fewer sinks or a larger budget`,
     );
   }
-  const recent = integerAtLeast('recent', options.recent ?? Math.max(0, Math.min(DEFAULT_RECENT, quarter, target - sinks)), 0);
-  if (sinks + recent > target) {
+  const recent = integerAtLeast('recent', options.recent ?? Math.max(0, Math.min(DEFAULT_RECENT, quarter, room - sinks)), 0);
+  if (sinks + recent > room) {
     throw new InvalidArgumentError(
       'recent',
-      `${sinks} sinks + ${recent} recent tokens do not fit in the ${target} tokens per head a budget of ${budget} compresses to; lower them or raise the budget`,
+      `${sinks} sinks + ${recent} recent tokens do not fit in the ${room} tokens per head a budget of ${budget} compresses to${slots > 0 ? ` (after ${slots} merge slots)` : ''}; lower them or raise the budget`,
     );
   }
   const window = integerAtLeast('window', options.window ?? Math.max(1, recent), 1);

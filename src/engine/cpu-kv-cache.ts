@@ -4,7 +4,7 @@ import { CacheMetadata, type PoolName } from '../cache/cache-metadata.js';
 import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
 import { CpuKvStorage, type HeadContents } from '../cache/cpu-storage.js';
 import { checkInvariants } from '../cache/invariants.js';
-import { SlotStateStore, slotRows } from '../cache/slot-state.js';
+import { SLOT_STATE_BYTES_PER_SLOT, SlotStateStore, slotRows } from '../cache/slot-state.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import type { AttentionHook } from '../attention/backend.js';
 import { CpuAttentionBackend, type HeadStatistics } from '../attention/cpu-backend.js';
@@ -322,9 +322,18 @@ export class CpuKvCache {
 
   // ------------------------------------------------------------------ memory and health
 
-  /** Pool bytes and block counts now (as `PagedKvCache.memory()`). */
-  memory(): CacheMemoryReport {
-    return memoryReport(this.meta);
+  /**
+   * Pool bytes and block counts now (as `PagedKvCache.memory()`; merge slots are tokens in blocks, counted there),
+   * plus the host bytes of the slots' masses (`slotStateBytes`, 8 per slot).
+   */
+  memory(): CacheMemoryReport & { readonly slotStateBytes: number } {
+    return { ...memoryReport(this.meta), slotStateBytes: this.#slots.bytes() };
+  }
+
+  /** Host bytes of one sequence's merge-slot masses (0 without slots): what it holds beside its blocks. */
+  slotStateBytes(seqId: number): number {
+    const rows = this.#rowsOfSlot(this.meta.slotOf(seqId));
+    return rows.reduce((sum, row) => sum + this.#slots.count(row), 0) * SLOT_STATE_BYTES_PER_SLOT;
   }
 
   /** Bytes of the blocks one sequence holds, its f16 all-token baseline and length. */

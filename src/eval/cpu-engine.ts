@@ -58,7 +58,8 @@ export class CpuEvalEngine implements EvalEngine {
   }
 
   bytes(): number {
-    return this.cache.sequenceBytes(SEQ).bytes;
+    // Merge slots are tokens in blocks (counted there); their masses are held beside them.
+    return this.cache.sequenceBytes(SEQ).bytes + this.cache.slotStateBytes(SEQ);
   }
 }
 
