@@ -8,7 +8,8 @@ import { decodeSchedule } from '../src/compress/decode-schedule.js';
 import { InvalidArgumentError, StoreEntryError } from '../src/errors.js';
 import { decodeStoreEntry, encodeStoreEntry } from '../src/store/entry-format.js';
 import { entryToSnapshot, snapshotToEntry } from '../src/store/snapshot-entry.js';
-import { seededRandom } from './helpers/gpu.js';
+import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
+import { seededRandom, testGpu } from './helpers/gpu.js';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
 const nHeads = 4;
@@ -244,6 +245,83 @@ function cachedSlotsFrom(head: HeadState, previous: MergeSlots): MergeSlots {
   slots.mass.set(previous.mass);
   return { ...slots, count: previous.count };
 }
+
+describe("merge 'slots' at the edges", () => {
+  it('with the pools full (one head per round) the slots are those of a roomy cache', async () => {
+    const tight = { shape, nHeads, fullFormat: 'f32' as const, maxTokensPerHead: 512, maxBytes: 96 * 1024, initialFullBlocks: 4, seqSlots: 2 };
+    const caches = [CpuKvCache.create(tight), CpuKvCache.create({ ...tight, maxBytes: 1 << 24 })];
+    const random = seededRandom(11);
+    const perToken = shape.layers * shape.kvHeads * shape.headDim;
+    const chunks: Float32Array[] = [];
+    for (const cache of caches) cache.addSequence(0);
+    // Fill the tight cache until the byte budget refuses a chunk; the roomy one takes the same tokens.
+    for (;;) {
+      const chunk = chunks.length < 64 ? Float32Array.from({ length: 16 * perToken }, () => random() - 0.5) : null;
+      if (!chunk) break;
+      try {
+        await caches[0]?.append(0, chunk, chunk.map((x) => -x));
+      } catch {
+        break;
+      }
+      chunks.push(chunk);
+      await caches[1]?.append(0, chunk, chunk.map((x) => -x));
+    }
+    expect(chunks.length).toBeGreaterThan(6);
+    // 6 blocks per head for 4 heads do not fit the free blocks of the full pools: the heads compact one per round.
+    expect(caches[0]?.memory().full.free).toBeLessThan(4 * 6);
+    for (const cache of caches) await cache.compress(0, { policy: 'knorm', budget: 96, merge: 'slots', sinks: 0, recent: 0 });
+    for (const [l, h] of [
+      [0, 0],
+      [1, 1],
+    ] as const) {
+      expect(Array.from(caches[0]?.mergeSlots(0, l, h) ?? [])).toEqual(Array.from(caches[1]?.mergeSlots(0, l, h) ?? []));
+      expect(Array.from(caches[0]?.readHead(0, l, h).values ?? [])).toEqual(Array.from(caches[1]?.readHead(0, l, h).values ?? []));
+    }
+    expect(caches[0]?.mergeSlots(0, 0, 0).length).toBe(M);
+    expect(caches[0]?.checkInvariants()).toEqual([]);
+  });
+
+  it('truncating the tokens appended since leaves the slots; the next compaction folds into them', async () => {
+    const cache = newCache();
+    cache.addSequence(0);
+    run(cache, 0, 0, 60, 12);
+    const options = { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8 } as const;
+    await cache.compress(0, options);
+    const slots = Array.from(cache.mergeSlots(0, 0, 0));
+    const head = Array.from(cache.readHead(0, 0, 0).values);
+    run(cache, 0, 60, 70, 13);
+    await cache.truncate(0, 62);
+    expect(Array.from(cache.mergeSlots(0, 0, 0))).toEqual(slots);
+    expect(Array.from(cache.readHead(0, 0, 0).values.subarray(0, head.length))).toEqual(head);
+    expect(cache.checkInvariants()).toEqual([]);
+    run(cache, 0, 62, 80, 14);
+    await cache.compress(0, options);
+    expect(cache.tokenCount(0, 0, 0)).toBe(32);
+    expect(cache.mergeSlots(0, 0, 0).reduce((a, b) => a + b, 0)).toBeGreaterThan(slots.reduce((a, b) => a + b, 0));
+  });
+
+  it('the GPU engine refuses merge slots and snapshots holding slots with typed errors, cache untouched', async () => {
+    const gpu = await testGpu();
+    const paged = PagedKvCache.create(gpu, { shape, nHeads, fullFormat: 'f32', maxTokensPerHead: 512, seqSlots: 2 });
+    try {
+      paged.addSequence(0);
+      const n = 60 * shape.kvHeads * shape.headDim * shape.layers;
+      const random = seededRandom(15);
+      await paged.append(0, Float32Array.from({ length: n }, () => random() - 0.5), Float32Array.from({ length: n }, () => random() - 0.5));
+      await expect(paged.compress(0, { policy: 'knorm', budget: 32, merge: 'slots' })).rejects.toThrow(/CPU engine/);
+      expect(paged.tokenCount(0, 0, 0)).toBe(60);
+      const cpu = newCache();
+      cpu.addSequence(0);
+      run(cpu, 0, 0, 60, 16);
+      await cpu.compress(0, { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8 });
+      await expect(paged.importSequence(1, await cpu.exportSequence(0))).rejects.toThrow(InvalidArgumentError);
+      expect(paged.hasSequence(1)).toBe(false);
+      expect(paged.checkInvariants()).toEqual([]);
+    } finally {
+      paged.destroy();
+    }
+  });
+});
 
 describe("the decode schedule under merge 'slots'", () => {
   it('fits the protected windows in the target less the slots, and refuses slots that fill the target', () => {
