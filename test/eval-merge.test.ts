@@ -4,6 +4,7 @@ import { InvalidArgumentError } from '../src/errors.js';
 import { cpuEngineFactory } from '../src/eval/cpu-engine.js';
 import { evaluate, rowLabel, sweepRows } from '../src/eval/evaluate.js';
 import { formatEvalTable } from '../src/eval/report.js';
+import { mergeEvalReports } from '../src/cli/merge-eval.js';
 import { parseCheckpoint } from '../src/model/checkpoint.js';
 import { Tokenizer } from '../src/model/tokenizer.js';
 import { sharedBytes, sharedText } from './model-helpers.js';
@@ -22,6 +23,12 @@ describe('evaluate with merge modes', () => {
       { policy: 'h2o', budget: 32, bits: 16, budgetMode: 'uniform', merge: 'cam' },
     ]);
     expect(rowLabel({ policy: 'h2o', budgetMode: 'uniform', budget: 32, bits: 4, merge: 'cam' })).toBe('h2o uniform B=32 int4 merge=cam');
+    const slots = sweepRows({ policies: ['h2o'], budgets: [32], bits: [16], budgetModes: ['uniform'], merges: ['none', 'slots'], mergeSlots: 6 });
+    expect(slots).toEqual([
+      { policy: 'h2o', budget: 32, bits: 16, budgetMode: 'uniform' },
+      { policy: 'h2o', budget: 32, bits: 16, budgetMode: 'uniform', merge: 'slots', mergeSlots: 6 },
+    ]);
+    expect(rowLabel({ policy: 'h2o', budgetMode: 'uniform', budget: 32, bits: 16, merge: 'slots', mergeSlots: 6 })).toBe('h2o uniform B=32 f16 merge=slots(6)');
   });
 
   it('scores each mode at the memory of no merging, and the merged values change the predictions', async () => {
@@ -57,6 +64,10 @@ describe('evaluate with merge modes', () => {
     });
     const [none, slots] = report.rows;
     expect(slots?.merge).toBe('slots');
+    expect(slots?.mergeSlots).toBe(4);
+    expect(none?.mergeSlots).toBeUndefined();
+    // Reports merged side by side keep one row per merge mode.
+    expect(mergeEvalReports([report, report]).rows.map((r) => r.merge)).toEqual(['none', 'slots']);
     // The slots are tokens of the budget (the heads hold as many tokens as without them); only their masses add
     // bytes: 8 per slot, 4 slots per head, less than a token's K and V per head.
     const extra = (slots?.bytesPerToken ?? 0) - (none?.bytesPerToken ?? 0);

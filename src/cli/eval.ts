@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
-import { IMPLEMENTED_MERGE_MODES, type MergeMode } from '../compress/options.js';
+import { DEFAULT_MERGE_SLOTS, IMPLEMENTED_MERGE_MODES, type MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
@@ -36,6 +36,7 @@ const EVAL_FLAGS = {
   bits: { type: 'string', value: 'b,b', help: 'cache bits: 32, 16, 8, 4, 2 (default 16,8,4,2)' },
   'budget-mode': { type: 'string', value: 'M,M', help: 'budget split: uniform, adakv, pyramid, global (default uniform,adakv)' },
   merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none; slots: --engine cpu only)` },
+  'merge-slots': { type: 'string', value: 'N', help: `slot tokens per head of the --merge slots rows, part of the budget (default ${DEFAULT_MERGE_SLOTS})` },
   'block-size': { type: 'string', value: 'N', help: 'tokens per cache block (default 16); every budget must exceed it' },
   engine: { type: 'string', value: 'cpu|gpu', help: 'where the model runs (default cpu)' },
   adapter: { ...ADAPTER_FLAG, help: `${ADAPTER_FLAG.help} (--engine gpu only)` },
@@ -119,6 +120,10 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const budgetModes = choicesFlag('--budget-mode', values['budget-mode'], BUDGET_MODES, ['uniform', 'adakv']);
   const budgets = integersFlag('--budgets', values.budgets, [32, 64, 128]);
   const merges = choicesFlag('--merge', values.merge, IMPLEMENTED_MERGE_MODES, ['none']) as MergeMode[];
+  if (values['merge-slots'] !== undefined && !merges.includes('slots')) {
+    throw new UsageError('--merge-slots', 'applies to --merge slots rows only; add slots to --merge or drop it');
+  }
+  const mergeSlots = integerFlag('--merge-slots', values['merge-slots'], DEFAULT_MERGE_SLOTS, { min: 1 });
   const blockSize = integerFlag('--block-size', values['block-size'], 16, { min: 1 });
   const smallBudgets = budgets.filter((b) => b <= blockSize);
   if (policies.some((p) => p !== 'full') && smallBudgets.length > 0) {
@@ -155,7 +160,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   if (window > seqLen) {
     throw new UsageError('--window', `${window} tokens is past the model's context of ${seqLen} tokens (seq_len of ${modelPath}); pass --window ${seqLen} or less`);
   }
-  const rows = sweepRows({ policies, budgets, bits: bits as Bits[], budgetModes: budgetModes as BudgetMode[], merges });
+  const rows = sweepRows({ policies, budgets, bits: bits as Bits[], budgetModes: budgetModes as BudgetMode[], merges, mergeSlots });
   process.stderr.write(`text: ${textPath}\n${rows.length} rows on the ${engineName} engine\n`);
   let engine: EvalEngineFactory = cpuEngineFactory;
   if (engineName === 'gpu') {

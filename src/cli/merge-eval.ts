@@ -56,7 +56,8 @@ export function mergeEvalReports(reports: readonly EvalReport[]): EvalReport {
   const rows = reports
     .flatMap((report) => report.rows)
     .filter((row) => {
-      const key = `${row.policy}|${row.budgetMode}|${row.budget}|${row.bits}`;
+      // Merge modes are rows of their own (a report written before merging existed has none: 'none').
+      const key = `${row.policy}|${row.budgetMode}|${row.budget}|${row.bits}|${row.merge ?? 'none'}|${row.mergeSlots ?? ''}`;
       if (seen.has(key)) return false;
       seen.add(key);
       return true;

@@ -23,7 +23,7 @@ import type { BudgetMode } from '../compress/budgets.js';
 import { DecodeCompressor, type CompressibleCache } from '../compress/decode-compression.js';
 import { decodeSchedule, type DecodeSchedule } from '../compress/decode-schedule.js';
 import { DEFAULT_SINKS } from '../compress/policy.js';
-import { IMPLEMENTED_MERGE_MODES, type CompressionReport, type CompressOptions, type MergeMode } from '../compress/options.js';
+import { DEFAULT_MERGE_SLOTS, IMPLEMENTED_MERGE_MODES, type CompressionReport, type CompressOptions, type MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { InvalidArgumentError, UnknownPolicyError } from '../errors.js';
 import type { LlamaCheckpoint } from '../model/checkpoint.js';
@@ -105,6 +105,8 @@ export interface EvalRowSpec {
   readonly bits?: Bits;
   /** What evicted tokens become (default 'none'; ignored by `full`, which evicts nothing). */
   readonly merge?: MergeMode;
+  /** Slot tokens per head under merge 'slots' (default DEFAULT_MERGE_SLOTS; part of the budget). */
+  readonly mergeSlots?: number;
 }
 
 /**
@@ -122,6 +124,8 @@ export interface EvalRow {
   readonly bits: Bits;
   /** What evicted tokens became ('none' for `full` rows; absent in reports written before merging existed). */
   readonly merge?: MergeMode;
+  /** Slot tokens per head, on merge 'slots' rows only. */
+  readonly mergeSlots?: number;
   readonly ppl: number;
   readonly top1: number;
   readonly agreeWithFull: number;
@@ -216,7 +220,14 @@ export function rowSchedule(row: EvalRowSpec, settings: { readonly blockSize?: n
     // The sweep does not report the attention-mass diagnostic, and on SnapKV/TOVA it costs a window pass.
     compress: full
       ? { policy: 'streaming', bits, measureMass: false }
-      : { policy: row.policy, budgetMode: row.budgetMode ?? 'uniform', bits, measureMass: false, merge: row.merge ?? 'none' },
+      : {
+          policy: row.policy,
+          budgetMode: row.budgetMode ?? 'uniform',
+          bits,
+          measureMass: false,
+          merge: row.merge ?? 'none',
+          ...(row.merge === 'slots' && row.mergeSlots !== undefined ? { mergeSlots: row.mergeSlots } : {}),
+        },
   });
 }
 
@@ -227,6 +238,8 @@ interface RowPlan {
   readonly budget: number | null;
   readonly bits: Bits;
   readonly merge: MergeMode;
+  /** Slot tokens per head (merge 'slots'), else undefined. */
+  readonly mergeSlots: number | undefined;
   readonly schedule: DecodeSchedule;
 }
 
@@ -234,7 +247,7 @@ function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks:
   const bits = spec.bits ?? 16;
   if (![32, 16, 8, 4, 2].includes(bits)) throw new InvalidArgumentError('bits', `must be 32, 16, 8, 4 or 2; got ${String(bits)}`);
   if (spec.policy === 'full') {
-    return { policy: 'full', budgetMode: null, budget: null, bits, merge: 'none', schedule: rowSchedule({ policy: 'full', bits }, { blockSize, sinks }) };
+    return { policy: 'full', budgetMode: null, budget: null, bits, merge: 'none', mergeSlots: undefined, schedule: rowSchedule({ policy: 'full', bits }, { blockSize, sinks }) };
   }
   if (!policyNames().includes(spec.policy)) throw new UnknownPolicyError(spec.policy, ['full', ...policyNames()]);
   const budget = spec.budget ?? null;
@@ -250,8 +263,9 @@ function resolveRow(spec: EvalRowSpec, blockSize: number, window: number, sinks:
   if (!(IMPLEMENTED_MERGE_MODES as readonly string[]).includes(merge)) {
     throw new InvalidArgumentError('merge', `must be one of ${IMPLEMENTED_MERGE_MODES.join(', ')}; got ${String(merge)}`);
   }
-  const schedule = rowSchedule({ policy: spec.policy, budget, budgetMode, bits, merge }, { blockSize, sinks });
-  return { policy: spec.policy, budgetMode, budget, bits, merge, schedule };
+  const mergeSlots = merge === 'slots' ? (spec.mergeSlots ?? DEFAULT_MERGE_SLOTS) : undefined;
+  const schedule = rowSchedule({ policy: spec.policy, budget, budgetMode, bits, merge, ...(mergeSlots !== undefined ? { mergeSlots } : {}) }, { blockSize, sinks });
+  return { policy: spec.policy, budgetMode, budget, bits, merge, mergeSlots, schedule };
 }
 
 /** The full cache's prediction at each step: its logits' argmax and log-partition, for agreement and KL. */
@@ -326,11 +340,11 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalReport> {
  * rowLabel({ policy: 'h2o', budgetMode: 'uniform', budget: 32, bits: 8 }); // 'h2o uniform B=32 int8'
  * ```
  */
-export function rowLabel(row: { policy: string; budgetMode?: BudgetMode | null; budget?: number | null; bits?: Bits; merge?: MergeMode }): string {
+export function rowLabel(row: { policy: string; budgetMode?: BudgetMode | null; budget?: number | null; bits?: Bits; merge?: MergeMode; mergeSlots?: number }): string {
   const bits = row.bits ?? 16;
   const storage = bits >= 16 ? `f${bits}` : `int${bits}`;
   if (row.policy === 'full' || row.budget === null || row.budget === undefined) return `${row.policy} ${storage}`;
-  const merge = row.merge === undefined || row.merge === 'none' ? '' : ` merge=${row.merge}`;
+  const merge = row.merge === undefined || row.merge === 'none' ? '' : ` merge=${row.merge}${row.merge === 'slots' && row.mergeSlots !== undefined ? `(${row.mergeSlots})` : ''}`;
   return `${row.policy} ${row.budgetMode ?? 'uniform'} B=${row.budget} ${storage}${merge}`;
 }
 
@@ -415,6 +429,7 @@ async function runRow(
     budget: plan.budget,
     bits: plan.bits,
     merge: plan.merge,
+    ...(plan.mergeSlots !== undefined ? { mergeSlots: plan.mergeSlots } : {}),
     ppl,
     top1,
     agreeWithFull: compared.agreement,
@@ -442,6 +457,8 @@ export function sweepRows(sweep: {
   readonly bits: readonly Bits[];
   readonly budgetModes: readonly BudgetMode[];
   readonly merges?: readonly MergeMode[];
+  /** Slot tokens per head of the merge 'slots' rows (default DEFAULT_MERGE_SLOTS). */
+  readonly mergeSlots?: number;
 }): EvalRowSpec[] {
   const rows: EvalRowSpec[] = [];
   const merges = sweep.merges ?? ['none'];
@@ -453,7 +470,10 @@ export function sweepRows(sweep: {
     for (const budget of sweep.budgets) {
       for (const bits of sweep.bits) {
         for (const budgetMode of sweep.budgetModes) {
-          for (const merge of merges) rows.push({ policy, budget, bits, budgetMode, ...(merge === 'none' ? {} : { merge }) });
+          for (const merge of merges) {
+            const slots = merge === 'slots' && sweep.mergeSlots !== undefined ? { mergeSlots: sweep.mergeSlots } : {};
+            rows.push({ policy, budget, bits, budgetMode, ...(merge === 'none' ? {} : { merge }), ...slots });
+          }
         }
       }
     }
