@@ -395,9 +395,12 @@ export class PagedKvCache implements GpuAttentionBackend {
 
   // ------------------------------------------------------------------ memory and health
 
-  /** Pool bytes and block counts now. */
-  memory(): CacheMemoryReport {
-    return memoryReport(this.meta);
+  /**
+   * Pool bytes and block counts now; `slotStateBytes` (merge 'slots' state beside the pools, as on the CPU engine)
+   * is 0 here: the GPU engine does not run merge 'slots' yet.
+   */
+  memory(): CacheMemoryReport & { readonly slotStateBytes: number } {
+    return { ...memoryReport(this.meta), slotStateBytes: 0 };
   }
 
   /** Bytes of the blocks one sequence holds (shared blocks counted in full), and its f16 all-token baseline. */
