@@ -57,7 +57,7 @@ describe('usage errors', () => {
     const { status, stderr } = runCli(['eval', '--windo', '4']);
     expect(status).toBe(2);
     expect(stderr.trim().split('\n')).toEqual([
-      'kvcompact eval: --windo: unknown option; valid options: --model, --tokenizer, --text, --window, --windows, --policies, --budgets, --bits, --budget-mode, --merge, --block-size, --engine, --adapter, --json, --plot, --help',
+      'kvcompact eval: --windo: unknown option; valid options: --model, --tokenizer, --text, --window, --windows, --policies, --budgets, --bits, --budget-mode, --merge, --merge-slots, --block-size, --engine, --adapter, --json, --plot, --help',
     ]);
   });
 
