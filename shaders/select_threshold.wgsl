@@ -1,18 +1,27 @@
 // Radix select of a top-k threshold: one workgroup per SEGMENT, a segment being one row (per-row top-k) or the
 // union of several rows (joint budgets: a layer's heads, or every head). Scores are mapped to order-preserving
-// u32 keys and the k-th largest key is found with four 8-bit passes of a 256-bin workgroup histogram, so the
-// result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index. Barriers are what
-// a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE threads (16 by
-// default) share the 256 bins, and one thread walks the bins down to the chosen one, so a digit costs three
-// barriers instead of the twenty of a parallel scan:
+// u32 keys and the k-th largest key is found digit by digit from the top with a workgroup histogram, so the
+// result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index:
 //   thresholds[seg] = {key T, keepEqual}: keep every key > T and the first keepEqual keys == T.
 // k larger than the segment is clamped to its size (T = smallest key, keepEqual = how many equal it); k = 0
 // gives T = 0xffffffff, keepEqual = 0 (no finite or infinite score maps to that key; NaN is not a valid score).
 //
+// Full reads of the rows are what this costs, so it makes as few as it can: three digits of 11, 11 and 10 bits
+// (2048-bin histogram, 8 KiB of workgroup memory), and the second full read also writes the CANDIDATES (keys
+// under the first digit's prefix: for real scores a few percent of the row, 1/8 of the bench's) to a scratch
+// list, so the third digit reads only those. A thread that finds more candidates than its share of the list
+// (candidate_capacity, e.g. a row of equal scores) marks the list overflowed, and the third digit then reads the
+// rows again: slower, same result.
+//
+// Barriers are what a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE
+// threads (16 by default) share the bins; choosing the bin sums blocks of 16 bins in parallel, then one thread
+// walks the block sums and one block, instead of one thread walking all bins.
+//
 // Exclusions (adakv): member m may exclude its own top tokens, given as a threshold {key, keepEqual} from an
 // earlier run of this kernel. Those tokens are its highest-ranked ones, so they are all keys > key plus keepEqual
 // keys == key; the histogram counts keys ≤ key and subtracts keepEqual from key's bin, which is the exact
-// histogram of the remaining tokens without knowing WHICH equal tokens were excluded.
+// histogram of the remaining tokens without knowing WHICH equal tokens were excluded (the candidate list holds
+// keys ≤ key too, so the same subtraction applies to it).
 //
 // With write_counts, member_counts[m] = {keys > T, keys == T} over ALL tokens of the member (exclusions
 // included): the host turns these into per-head counts (src/compress/budgets-gpu.ts).
@@ -25,14 +34,24 @@
 @group(0) @binding(5) var<storage, read> exclusions: array<u32>;     // [m][2] {key, keepEqual} when use_exclusion
 @group(0) @binding(6) var<storage, read_write> thresholds: array<u32>;            // [seg][2] {key, keepEqual}
 @group(0) @binding(7) var<storage, read_write> member_counts: array<atomic<u32>>; // [m][2] {greater, equal}, zeroed by the host
+// Per segment: its histogram (MAX_BINS words), then [candidate_capacity][WORKGROUP_SIZE] candidate keys (thread
+// lid's j-th at j·WORKGROUP_SIZE + lid). In storage, not workgroup memory: a software adapter pays for every byte
+// of workgroup memory in every workgroup, touched or not (8 KiB of bins cost more than the whole 1K-token select).
+@group(0) @binding(8) var<storage, read_write> scratch: array<atomic<u32>>;
 
-const BINS: u32 = 256u;
+// Histogram words per segment: 2048 + 2048 + 1024 bins (wide digits) or 4 × 256.
+const HIST_WORDS: u32 = 5120u;
+const BLOCK: u32 = 16u;
 const NO_KEY: u32 = 0xffffffffu;
 
-var<workgroup> hist: array<atomic<u32>, BINS>;
+// Where this workgroup's histogram starts in `scratch`.
+var<private> hist_base: u32;
+var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_above: u32;
 var<workgroup> total_shared: u32;
+var<workgroup> overflowed: atomic<u32>;
+var<workgroup> segment_tokens: u32;
 
 struct Segment {
   first: u32,
@@ -47,11 +66,35 @@ struct Member {
   excl_keep: u32,
 }
 
+// One digit: the keys' bits [shift, shift + width).
+struct Digit {
+  shift: u32,
+  bins: u32,
+  // Where its histogram starts in the segment's scratch: every digit has its own, all cleared up front, so no
+  // barrier has to separate one digit's readers from the next digit's clearing.
+  offset: u32,
+}
+
 // Order-preserving map of f32 bits to u32. -0 is folded onto +0 because the reference compares numbers, where
 // -0 === 0 is a tie broken by index.
 fn order_key(raw: u32) -> u32 {
   let bits = select(raw, 0u, raw == 0x80000000u);
   return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+}
+
+// Long segments: three digits of 11, 11 and 10 bits. Short ones (under wide_from tokens): four of 8 bits, where
+// clearing and summing 2048 bins per digit would cost more than the keys.
+fn digit_of(d: u32, wide: bool) -> Digit {
+  if (!wide) {
+    return Digit(24u - 8u * d, 256u, 256u * d);
+  }
+  if (d == 0u) {
+    return Digit(21u, 2048u, 0u);
+  }
+  if (d == 1u) {
+    return Digit(10u, 2048u, 2048u);
+  }
+  return Digit(0u, 1024u, 4096u);
 }
 
 fn segment_of(seg: u32) -> Segment {
@@ -76,48 +119,118 @@ fn member_of(m: u32) -> Member {
   return member;
 }
 
-// Histogram of the 8-bit digit at `shift` of the segment's (non-excluded) keys whose higher digits equal
-// `prefix` under `mask`.
-fn build_histogram(lid: u32, seg: Segment, prefix: u32, mask: u32, shift: u32) {
-  for (var b = lid; b < BINS; b += WORKGROUP_SIZE) {
-    atomicStore(&hist[b], 0u);
+// The histogram word of the key's digit.
+fn bin_of(key: u32, digit: Digit) -> u32 {
+  return hist_base + digit.offset + ((key >> digit.shift) & (digit.bins - 1u));
+}
+
+fn count_key(key: u32, prefix: u32, mask: u32, digit: Digit) {
+  if ((key & mask) == prefix) {
+    atomicAdd(&scratch[bin_of(key, digit)], 1u);
   }
-  workgroupBarrier();
+}
+
+// Takes a member's excluded keys == its exclusion key back out of the histogram (they were counted as ≤ key).
+fn subtract_exclusion(member: Member, prefix: u32, mask: u32, digit: Digit) {
+  if (member.excl_keep != 0u && (member.excl_key & mask) == prefix) {
+    atomicSub(&scratch[bin_of(member.excl_key, digit)], member.excl_keep);
+  }
+}
+
+// Histogram of the digit over the segment's (non-excluded) keys under `prefix`, reading the rows.
+fn histogram_rows(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit) {
+  for (var i = 0u; i < seg.count; i++) {
+    let member = member_of(seg.first + i);
+    let base = member.row * params.stride;
+    for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
+      let key = order_key(scores[base + t]);
+      if (key <= member.excl_key) {
+        count_key(key, prefix, mask, digit);
+      }
+    }
+    if (lid == 0u) {
+      subtract_exclusion(member, prefix, mask, digit);
+    }
+  }
+}
+
+// The same, also appending those keys to this thread's candidate list; returns how many it found (stored or
+// not). A separate loop: a software adapter runs the store's code for every token, taken or not.
+fn histogram_rows_collecting(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit, list: u32) -> u32 {
+  var found = 0u;
   for (var i = 0u; i < seg.count; i++) {
     let member = member_of(seg.first + i);
     let base = member.row * params.stride;
     for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key && (key & mask) == prefix) {
-        atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
+        atomicAdd(&scratch[bin_of(key, digit)], 1u);
+        if (found < params.candidate_capacity) {
+          atomicStore(&scratch[list + found * WORKGROUP_SIZE], key);
+        }
+        found += 1u;
       }
     }
-    if (lid == 0u && member.excl_keep != 0u && (member.excl_key & mask) == prefix) {
-      atomicSub(&hist[(member.excl_key >> shift) & 0xffu], member.excl_keep);
+    if (lid == 0u) {
+      subtract_exclusion(member, prefix, mask, digit);
     }
   }
-  workgroupBarrier();
+  return found;
 }
 
-// One thread walks the bins from the top: the bin holding the remaining-th largest key, the count above it, and
-// (digit 0) the total. `remaining` is uniform; the result goes through workgroup memory.
-fn choose_bin(lid: u32, remaining_in: u32, first_digit: bool, k: u32) {
-  if (lid == 0u) {
-    var total = 0u;
-    for (var b = 0u; b < BINS; b++) {
-      total += atomicLoad(&hist[b]);
+// The same histogram from this thread's `count` candidates (keys already filtered by the exclusions).
+fn histogram_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit, list: u32, count: u32) {
+  for (var j = 0u; j < count; j++) {
+    count_key(atomicLoad(&scratch[list + j * WORKGROUP_SIZE]), prefix, mask, digit);
+  }
+  if (lid == 0u && params.use_exclusion != 0u) {
+    for (var i = 0u; i < seg.count; i++) {
+      subtract_exclusion(member_of(seg.first + i), prefix, mask, digit);
     }
+  }
+}
+
+// The bin holding the remaining-th largest key, the count above it, and (digit 0, where remaining = min(k,
+// total)) the clamped remaining. Block sums in parallel, then one thread walks blocks and one block from the top.
+// The result goes through workgroup memory.
+fn choose_bin(lid: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u32) {
+  let blocks = digit.bins / BLOCK;
+  let bins = hist_base + digit.offset;
+  for (var b = lid; b < blocks; b += WORKGROUP_SIZE) {
+    var sum = 0u;
+    for (var j = 0u; j < BLOCK; j++) {
+      sum += atomicLoad(&scratch[bins + b * BLOCK + j]);
+    }
+    block_sums[b] = sum;
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
     var remaining = remaining_in;
     if (first_digit) {
+      var total = 0u;
+      for (var b = 0u; b < blocks; b++) {
+        total += block_sums[b];
+      }
       remaining = min(k, total);
     }
     total_shared = remaining;
+    // The first block (then bin) from the top whose cumulative count reaches `remaining`; when remaining > 0 the
+    // count above it is below remaining. remaining = 0 picks anything: the caller ignores it.
     var above = 0u;
-    var bin = 0u;
-    for (var b = BINS; b > 0u; b--) {
-      let count = atomicLoad(&hist[b - 1u]);
-      if (above < remaining && remaining <= above + count) {
-        bin = b - 1u;
+    var block = 0u;
+    for (var b = blocks; b > 0u; b--) {
+      let count = block_sums[b - 1u];
+      if (remaining <= above + count) {
+        block = b - 1u;
+        break;
+      }
+      above += count;
+    }
+    var bin = block * BLOCK;
+    for (var j = BLOCK; j > 0u; j--) {
+      let count = atomicLoad(&scratch[bins + block * BLOCK + j - 1u]);
+      if (remaining <= above + count) {
+        bin = block * BLOCK + j - 1u;
         break;
       }
       above += count;
@@ -139,26 +252,63 @@ fn main(
     return;
   }
   let seg = segment_of(group);
+  hist_base = group * (HIST_WORDS + params.candidate_capacity * WORKGROUP_SIZE);
+  let list = hist_base + HIST_WORDS + lid;
   var prefix = 0u;
   var mask = 0u;
   var remaining = 0u;
-  for (var digit = 0u; digit < 4u; digit++) {
-    let shift = 24u - 8u * digit;
-    build_histogram(lid, seg, prefix, mask, shift);
+  var found = 0u;
+  var collected = false;
+  var from_candidates = false;
+  if (lid == 0u) {
+    atomicStore(&overflowed, 0u);
+    var tokens = 0u;
+    for (var i = 0u; i < seg.count; i++) {
+      tokens += member_of(seg.first + i).len;
+    }
+    segment_tokens = tokens;
+  }
+  // Uniform, as the digit loop holds barriers.
+  let wide = workgroupUniformLoad(&segment_tokens) >= params.wide_from;
+  let digits = select(4u, 3u, wide);
+  for (var b = lid; b < select(1024u, HIST_WORDS, wide); b += WORKGROUP_SIZE) {
+    atomicStore(&scratch[hist_base + b], 0u);
+  }
+  workgroupBarrier();
+  for (var d = 0u; d < digits; d++) {
+    let digit = digit_of(d, wide);
+    if (from_candidates) {
+      histogram_candidates(lid, seg, prefix, mask, digit, list, found);
+    } else {
+      // Collecting is pointless when digit 0 kept nothing (mask = 0: every key would be a candidate).
+      if (d == 1u && mask != 0u) {
+        collected = true;
+        found = histogram_rows_collecting(lid, seg, prefix, mask, digit, list);
+        if (found > params.candidate_capacity) {
+          atomicStore(&overflowed, 1u);
+        }
+      } else {
+        histogram_rows(lid, seg, prefix, mask, digit);
+      }
+    }
+    workgroupBarrier();
     // Exactly one bin holds the remaining-th largest key when 0 < remaining ≤ the count under the prefix.
-    choose_bin(lid, remaining, digit == 0u, seg.k);
+    choose_bin(lid, digit, remaining, d == 0u, seg.k);
     remaining = total_shared;
     let bin = chosen_bin;
     let above = chosen_above;
-    // Everyone has read the choice before the next digit's histogram clears the bins.
-    workgroupBarrier();
     if (remaining > 0u) {
-      prefix |= bin << shift;
-      mask |= 0xffu << shift;
+      prefix |= bin << digit.shift;
+      mask |= (digit.bins - 1u) << digit.shift;
       remaining -= above;
     }
+    // The candidates serve the digits after 1 when digit 1 collected them all (every thread agrees: the flag was
+    // set before the histogram's barrier).
+    from_candidates = from_candidates || (d == 1u && collected && atomicLoad(&overflowed) == 0u);
+    // No barrier before the next digit: its histogram is another, and the choice it overwrites is written
+    // only after the next digit's histogram barrier, which every thread reaches after reading this one.
   }
-  // After four passes `remaining` is how many keys equal to the threshold are kept; mask stays 0 only when
+  // After the last digit `remaining` is how many keys equal to the threshold are kept; mask stays 0 only when
   // nothing is kept (k = 0 or an empty segment).
   let key = select(prefix, NO_KEY, mask == 0u);
   if (lid == 0u) {
