@@ -34,9 +34,10 @@
 @group(0) @binding(5) var<storage, read> exclusions: array<u32>;     // [m][2] {key, keepEqual} when use_exclusion
 @group(0) @binding(6) var<storage, read_write> thresholds: array<u32>;            // [seg][2] {key, keepEqual}
 @group(0) @binding(7) var<storage, read_write> member_counts: array<atomic<u32>>; // [m][2] {greater, equal}, zeroed by the host
-// Per segment: its histogram (MAX_BINS words), then [candidate_capacity][WORKGROUP_SIZE] candidate keys (thread
-// lid's j-th at j·WORKGROUP_SIZE + lid). In storage, not workgroup memory: a software adapter pays for every byte
-// of workgroup memory in every workgroup, touched or not (8 KiB of bins cost more than the whole 1K-token select).
+// [seg][HIST_WORDS] histograms, zeroed by the host (a buffer clear costs less than the workgroups' own stores),
+// then [seg][candidate_capacity][WORKGROUP_SIZE] candidate keys (thread lid's j-th at j·WORKGROUP_SIZE + lid).
+// In storage, not workgroup memory: a software adapter pays for every byte of workgroup memory in every
+// workgroup, touched or not (8 KiB of bins cost more than the whole 1K-token select on SwiftShader).
 @group(0) @binding(8) var<storage, read_write> scratch: array<atomic<u32>>;
 
 // Histogram words per segment: 2048 + 2048 + 1024 bins (wide digits) or 4 × 256.
@@ -50,7 +51,6 @@ var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_above: u32;
 var<workgroup> total_shared: u32;
-var<workgroup> overflowed: atomic<u32>;
 var<workgroup> segment_tokens: u32;
 
 struct Segment {
@@ -154,9 +154,10 @@ fn histogram_rows(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit) 
   }
 }
 
-// The same, also appending those keys to this thread's candidate list; returns how many it found (stored or
-// not). A separate loop: a software adapter runs the store's code for every token, taken or not.
-fn histogram_rows_collecting(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit, list: u32) -> u32 {
+// Appends this thread's keys under `prefix` (non-excluded) to its candidate list; returns how many it found
+// (stored or not). No histogram here: a software adapter runs an atomic's code for every token, taken or not, so
+// the histogram is taken from the list afterwards.
+fn collect_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, list: u32) -> u32 {
   var found = 0u;
   for (var i = 0u; i < seg.count; i++) {
     let member = member_of(seg.first + i);
@@ -164,15 +165,11 @@ fn histogram_rows_collecting(lid: u32, seg: Segment, prefix: u32, mask: u32, dig
     for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key && (key & mask) == prefix) {
-        atomicAdd(&scratch[bin_of(key, digit)], 1u);
         if (found < params.candidate_capacity) {
           atomicStore(&scratch[list + found * WORKGROUP_SIZE], key);
         }
         found += 1u;
       }
-    }
-    if (lid == 0u) {
-      subtract_exclusion(member, prefix, mask, digit);
     }
   }
   return found;
@@ -252,16 +249,15 @@ fn main(
     return;
   }
   let seg = segment_of(group);
-  hist_base = group * (HIST_WORDS + params.candidate_capacity * WORKGROUP_SIZE);
-  let list = hist_base + HIST_WORDS + lid;
+  hist_base = group * HIST_WORDS;
+  let list = params.num_segments * HIST_WORDS + group * params.candidate_capacity * WORKGROUP_SIZE + lid;
   var prefix = 0u;
   var mask = 0u;
   var remaining = 0u;
+  // This thread's candidates; a thread whose list overflowed reads its share of the rows instead.
   var found = 0u;
-  var collected = false;
   var from_candidates = false;
   if (lid == 0u) {
-    atomicStore(&overflowed, 0u);
     var tokens = 0u;
     for (var i = 0u; i < seg.count; i++) {
       tokens += member_of(seg.first + i).len;
@@ -271,25 +267,17 @@ fn main(
   // Uniform, as the digit loop holds barriers.
   let wide = workgroupUniformLoad(&segment_tokens) >= params.wide_from;
   let digits = select(4u, 3u, wide);
-  for (var b = lid; b < select(1024u, HIST_WORDS, wide); b += WORKGROUP_SIZE) {
-    atomicStore(&scratch[hist_base + b], 0u);
-  }
-  workgroupBarrier();
   for (var d = 0u; d < digits; d++) {
     let digit = digit_of(d, wide);
+    // Collecting is pointless when digit 0 kept nothing (mask = 0: every key would be a candidate).
+    if (d == 1u && mask != 0u && params.candidate_capacity != 0u) {
+      found = collect_candidates(lid, seg, prefix, mask, list);
+      from_candidates = found <= params.candidate_capacity;
+    }
     if (from_candidates) {
       histogram_candidates(lid, seg, prefix, mask, digit, list, found);
     } else {
-      // Collecting is pointless when digit 0 kept nothing (mask = 0: every key would be a candidate).
-      if (d == 1u && mask != 0u) {
-        collected = true;
-        found = histogram_rows_collecting(lid, seg, prefix, mask, digit, list);
-        if (found > params.candidate_capacity) {
-          atomicStore(&overflowed, 1u);
-        }
-      } else {
-        histogram_rows(lid, seg, prefix, mask, digit);
-      }
+      histogram_rows(lid, seg, prefix, mask, digit);
     }
     workgroupBarrier();
     // Exactly one bin holds the remaining-th largest key when 0 < remaining ≤ the count under the prefix.
@@ -302,9 +290,6 @@ fn main(
       mask |= (digit.bins - 1u) << digit.shift;
       remaining -= above;
     }
-    // The candidates serve the digits after 1 when digit 1 collected them all (every thread agrees: the flag was
-    // set before the histogram's barrier).
-    from_candidates = from_candidates || (d == 1u && collected && atomicLoad(&overflowed) == 0u);
     // No barrier before the next digit: its histogram is another, and the choice it overwrites is written
     // only after the next digit's histogram barrier, which every thread reaches after reading this one.
   }

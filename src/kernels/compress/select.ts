@@ -404,7 +404,7 @@ export class TopKSelectKernel {
       this.candidateBuffer = this.gpu.device.createBuffer({
         label: 'select_threshold:scratch',
         size,
-        usage: GPUBufferUsage.STORAGE,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
       });
     }
     return perThread;
@@ -429,12 +429,14 @@ export class TopKSelectKernel {
     if (!scores || !lengths || !ks || !members || !exclusions || !thresholds) {
       throw new InvalidArgumentError('buffers', 'select_threshold needs six buffers');
     }
+    const scratch = this.candidates();
+    encoder.clearBuffer(scratch, 0, workgroups * HISTOGRAM_WORDS * 4);
     const pass = encoder.beginComputePass({ label: 'select_threshold' });
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.thresholdSpec),
-      [uniforms, scores, lengths, ks, members, exclusions, thresholds, counts ?? this.placeholder(), this.candidates()],
+      [uniforms, scores, lengths, ks, members, exclusions, thresholds, counts ?? this.placeholder(), scratch],
       workgroups,
     );
     pass.end();
