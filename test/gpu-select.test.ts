@@ -112,6 +112,7 @@ describe('GPU top-k selection vs selectTopK', () => {
       { wideDigitsFrom: 0, candidateCapacity: 40 },
       { wideDigitsFrom: 1e9, candidateCapacity: 40, thresholdWorkgroupSize: 7 },
       { candidateCapacity: 0 },
+      { thresholdWorkgroupSize: 16 }, // the hardware default (a software adapter defaults to 4)
     ]) {
       const variant = new TopKSelectKernel(gpu, options);
       checkRows(rows, ks, stride, await runTopK(gpu, variant, rows, ks, stride));

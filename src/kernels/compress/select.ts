@@ -178,7 +178,7 @@ export interface TopKSelectOptions {
   readonly workgroupSize?: number;
   /** Tokens each compaction thread owns per chunk (default 64). */
   readonly itemsPerThread?: number;
-  /** Radix-select threads per workgroup (default 16). */
+  /** Radix-select threads per workgroup (default 4 on a software adapter, 16 otherwise). */
   readonly thresholdWorkgroupSize?: number;
   /**
    * Candidate keys per segment the threshold kernel's scratch list holds (the keys under the first digit's
@@ -247,10 +247,12 @@ export class TopKSelectKernel {
     // Few threads, many items each: a software adapter pays per barrier and per group of lanes. Measured on
     // SwiftShader (bench --only top-k, 32 rows, 1K–16K): 16 threads × 64 items for the compaction and 16 threads
     // for the radix histogram took 0.45–0.8× the time of 64 × 16 and 64 (fewer threads, fewer lane groups to
-    // switch at every barrier; 8 threads was slower again at 16K).
+    // switch at every barrier; 8 threads was slower again at 16K). The radix select since its 11-bit digits and
+    // candidate list: 4 threads (one lane group, so barriers switch nothing) took 0.75–0.85× the time of 16 on
+    // SwiftShader at 1K–16K, so a software adapter gets 4; hardware keeps 16 (not measured there).
     const workgroupSize = options.workgroupSize ?? 16;
     const items = options.itemsPerThread ?? 64;
-    const thresholdSize = options.thresholdWorkgroupSize ?? 16;
+    const thresholdSize = options.thresholdWorkgroupSize ?? (gpu.adapter.isFallbackAdapter ? 4 : 16);
     for (const [field, size] of [['workgroupSize', workgroupSize], ['thresholdWorkgroupSize', thresholdSize]] as const) {
       if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
         throw new InvalidArgumentError(field, `must be a positive integer ≤ the device limit; got ${size}`);
