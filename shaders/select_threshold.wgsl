@@ -6,16 +6,20 @@
 // k larger than the segment is clamped to its size (T = smallest key, keepEqual = how many equal it); k = 0
 // gives T = 0xffffffff, keepEqual = 0 (no finite or infinite score maps to that key; NaN is not a valid score).
 //
-// Full reads of the rows are what this costs, so it makes as few as it can: three digits of 11, 11 and 10 bits
-// (2048-bin histogram, 8 KiB of workgroup memory), and the second full read also writes the CANDIDATES (keys
-// under the first digit's prefix: for real scores a few percent of the row, 1/8 of the bench's) to a scratch
-// list, so the third digit reads only those. A thread that finds more candidates than its share of the list
-// (candidate_capacity, e.g. a row of equal scores) marks the list overflowed, and the third digit then reads the
-// rows again: slower, same result.
+// Full reads of the rows are what this costs, so it makes as few as it can. A segment of at least wide_from
+// tokens takes three digits of 11, 11 and 10 bits; a shorter one four of 8 bits (there, summing 2048 bins per
+// digit costs more than the keys). The second digit's full read only COLLECTS the candidates (keys under the
+// first digit's prefix: 1/8 of the bench's rows with 11 bits, a few percent of real scores) into a scratch list,
+// and every later histogram is taken from that list. A thread that finds more candidates than its share of the
+// list (candidate_capacity; e.g. a row of equal scores) reads its share of the rows again instead: slower, same
+// result. So a long row is read twice, not four times.
 //
-// Barriers are what a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE
-// threads (16 by default) share the bins; choosing the bin sums blocks of 16 bins in parallel, then one thread
-// walks the block sums and one block, instead of one thread walking all bins.
+// What a software adapter (SwiftShader) pays for, and what the layout avoids: every byte of workgroup memory in
+// every workgroup (the histograms live in a storage scratch, zeroed by a buffer clear); every barrier (it
+// switches every group of lanes: each digit has its own histogram, so no barrier separates one digit's readers
+// from the next digit's writers, and the host picks 4 threads there, one lane group); an atomic's code for every
+// token whether taken or not (the collecting read does no histogram). Choosing the bin sums blocks of 16 bins in
+// parallel, then one thread walks the block sums and one block.
 //
 // Exclusions (adakv): member m may exclude its own top tokens, given as a threshold {key, keepEqual} from an
 // earlier run of this kernel. Those tokens are its highest-ranked ones, so they are all keys > key plus keepEqual
