@@ -146,7 +146,20 @@ fn histogram_rows(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit) 
   for (var i = 0u; i < seg.count; i++) {
     let member = member_of(seg.first + i);
     let base = member.row * params.stride;
-    for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
+    // Four tokens per iteration: a software adapter pays per loop iteration (the lane mask, the exit test) about
+    // as much as per key.
+    var t = lid;
+    for (; t + 3u * WORKGROUP_SIZE < member.len; t += 4u * WORKGROUP_SIZE) {
+      let k0 = order_key(scores[base + t]);
+      let k1 = order_key(scores[base + t + WORKGROUP_SIZE]);
+      let k2 = order_key(scores[base + t + 2u * WORKGROUP_SIZE]);
+      let k3 = order_key(scores[base + t + 3u * WORKGROUP_SIZE]);
+      if (k0 <= member.excl_key) { count_key(k0, prefix, mask, digit); }
+      if (k1 <= member.excl_key) { count_key(k1, prefix, mask, digit); }
+      if (k2 <= member.excl_key) { count_key(k2, prefix, mask, digit); }
+      if (k3 <= member.excl_key) { count_key(k3, prefix, mask, digit); }
+    }
+    for (; t < member.len; t += WORKGROUP_SIZE) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key) {
         count_key(key, prefix, mask, digit);
@@ -166,17 +179,39 @@ fn collect_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, list: u32)
   for (var i = 0u; i < seg.count; i++) {
     let member = member_of(seg.first + i);
     let base = member.row * params.stride;
-    for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
+    // Four tokens per iteration, as in histogram_rows.
+    var t = lid;
+    for (; t + 3u * WORKGROUP_SIZE < member.len; t += 4u * WORKGROUP_SIZE) {
+      let keys = vec4<u32>(
+        order_key(scores[base + t]),
+        order_key(scores[base + t + WORKGROUP_SIZE]),
+        order_key(scores[base + t + 2u * WORKGROUP_SIZE]),
+        order_key(scores[base + t + 3u * WORKGROUP_SIZE]),
+      );
+      let hit = (keys <= vec4<u32>(member.excl_key)) & ((keys & vec4<u32>(mask)) == vec4<u32>(prefix));
+      if (any(hit)) {
+        for (var j = 0u; j < 4u; j++) {
+          if (hit[j]) {
+            found = collect(keys[j], found, list);
+          }
+        }
+      }
+    }
+    for (; t < member.len; t += WORKGROUP_SIZE) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key && (key & mask) == prefix) {
-        if (found < params.candidate_capacity) {
-          atomicStore(&scratch[list + found * WORKGROUP_SIZE], key);
-        }
-        found += 1u;
+        found = collect(key, found, list);
       }
     }
   }
   return found;
+}
+
+fn collect(key: u32, found: u32, list: u32) -> u32 {
+  if (found < params.candidate_capacity) {
+    atomicStore(&scratch[list + found * WORKGROUP_SIZE], key);
+  }
+  return found + 1u;
 }
 
 // The same histogram from this thread's `count` candidates (keys already filtered by the exclusions).
