@@ -223,7 +223,7 @@ function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
  * keys equal to it are kept; `select_compact` writes the kept logical indices in ascending order. Scores never
  * leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
  * `allocateBudgetsGpu`). It keeps one scratch buffer (per segment: 20 KiB of histograms plus its candidate list,
- * by default a quarter of the segment's tokens), grown as larger runs come and freed by {@link destroy}.
+ * by default a quarter of the segment's tokens), grown as larger runs come and freed by {@link TopKSelectKernel.destroy}.
  *
  * @example
  * ```ts
