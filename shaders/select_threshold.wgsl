@@ -27,8 +27,7 @@
 // histogram of the remaining tokens without knowing WHICH equal tokens were excluded (the candidate list holds
 // keys ≤ key too, so the same subtraction applies to it).
 //
-// With write_counts, member_counts[m] = {keys > T, keys == T} over ALL tokens of the member (exclusions
-// included): the host turns these into per-head counts (src/compress/budgets-gpu.ts).
+// Per-member counts of a joint selection are shaders/select_member_counts.wgsl's, one workgroup per member.
 
 @group(0) @binding(0) var<uniform> params: SelectParams;
 @group(0) @binding(1) var<storage, read> scores: array<u32>;         // f32 bits [row][stride]
@@ -37,12 +36,11 @@
 @group(0) @binding(4) var<storage, read> members: array<u32>;        // segmented: [m][2] {row, length}
 @group(0) @binding(5) var<storage, read> exclusions: array<u32>;     // [m][2] {key, keepEqual} when use_exclusion
 @group(0) @binding(6) var<storage, read_write> thresholds: array<u32>;            // [seg][2] {key, keepEqual}
-@group(0) @binding(7) var<storage, read_write> member_counts: array<atomic<u32>>; // [m][2] {greater, equal}, zeroed by the host
 // [seg][HIST_WORDS] histograms, zeroed by the host (a buffer clear costs less than the workgroups' own stores),
 // then [seg][candidate_capacity][WORKGROUP_SIZE] candidate keys (thread lid's j-th at j·WORKGROUP_SIZE + lid).
 // In storage, not workgroup memory: a software adapter pays for every byte of workgroup memory in every
 // workgroup, touched or not (8 KiB of bins cost more than the whole 1K-token select on SwiftShader).
-@group(0) @binding(8) var<storage, read_write> scratch: array<atomic<u32>>;
+@group(0) @binding(7) var<storage, read_write> scratch: array<atomic<u32>>;
 
 // Histogram words per segment: 2048 + 2048 + 1024 bins (wide digits) or 4 × 256.
 const HIST_WORDS: u32 = 5120u;
@@ -338,26 +336,5 @@ fn main(
   if (lid == 0u) {
     thresholds[group * 2u] = key;
     thresholds[group * 2u + 1u] = select(remaining, 0u, mask == 0u);
-  }
-  if (params.write_counts != 0u) {
-    for (var i = 0u; i < seg.count; i++) {
-      let m = seg.first + i;
-      let member = member_of(m);
-      let base = member.row * params.stride;
-      var greater = 0u;
-      var equal = 0u;
-      for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
-        let k2 = order_key(scores[base + t]);
-        greater += select(0u, 1u, k2 > key);
-        equal += select(0u, 1u, k2 == key);
-      }
-      // One atomic per thread and member, not per token: rows can be tens of thousands of tokens long.
-      if (greater != 0u) {
-        atomicAdd(&member_counts[m * 2u], greater);
-      }
-      if (equal != 0u) {
-        atomicAdd(&member_counts[m * 2u + 1u], equal);
-      }
-    }
   }
 }

@@ -1,5 +1,6 @@
 import thresholdBody from '../../../shaders/select_threshold.wgsl';
 import compactBody from '../../../shaders/select_compact.wgsl';
+import memberCountsBody from '../../../shaders/select_member_counts.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -11,9 +12,14 @@ const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'stride', type: 'u32' },
   { name: 'segmented', type: 'u32' },
   { name: 'use_exclusion', type: 'u32' },
-  { name: 'write_counts', type: 'u32' },
   { name: 'candidate_capacity', type: 'u32' },
   { name: 'wide_from', type: 'u32' },
+]);
+
+const MEMBER_COUNT_PARAMS = new UniformLayout('MemberCountParams', [
+  { name: 'num_members', type: 'u32' },
+  { name: 'num_segments', type: 'u32' },
+  { name: 'stride', type: 'u32' },
 ]);
 
 const COMPACT_SELECT_PARAMS = new UniformLayout('CompactSelectParams', [
@@ -236,6 +242,7 @@ function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
 export class TopKSelectKernel {
   readonly thresholdSpec: KernelSpec;
   readonly compactSpec: KernelSpec;
+  readonly memberCountSpec: KernelSpec;
 
   private readonly thresholdSize: number;
   private readonly candidateTokens: number | undefined;
@@ -276,6 +283,12 @@ export class TopKSelectKernel {
       constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
       uniforms: [SELECT_PARAMS],
     };
+    this.memberCountSpec = {
+      name: 'select_member_counts',
+      body: memberCountsBody,
+      constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
+      uniforms: [MEMBER_COUNT_PARAMS],
+    };
     this.compactSpec = {
       name: 'select_compact',
       body: compactBody,
@@ -304,13 +317,12 @@ export class TopKSelectKernel {
         stride: run.stride,
         segmented: 0,
         use_exclusion: 0,
-        write_counts: 0,
         candidate_capacity: capacity,
         wide_from: this.wideFrom,
       }),
     );
-    // Unused bindings still need a buffer: the lengths stand in for members/exclusions/counts (never read
-    // or written with these flags).
+    // Unused bindings still need a buffer: the lengths stand in for members and exclusions (never read with
+    // these flags).
     this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows);
   }
 
@@ -336,19 +348,32 @@ export class TopKSelectKernel {
         stride: run.stride,
         segmented: 1,
         use_exclusion: run.exclusions ? 1 : 0,
-        write_counts: run.memberCounts ? 1 : 0,
         candidate_capacity: capacity,
         wide_from: this.wideFrom,
       }),
     );
-    // A separate placeholder for the counts: a buffer may not be bound read-only and writable in one dispatch.
-    const counts = run.memberCounts ?? this.placeholder();
     this.dispatchThresholds(
       encoder,
       uniforms,
-      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds, counts],
+      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds],
       run.numSegments,
     );
+    if (run.memberCounts) {
+      // One workgroup per member: a joint budget over every head is one segment, one threshold workgroup.
+      const countUniforms = this.gpu.uniformBuffer(
+        'select_member_counts:params',
+        MEMBER_COUNT_PARAMS.pack({ num_members: run.numMembers, num_segments: run.numSegments, stride: run.stride }),
+      );
+      const pass = encoder.beginComputePass({ label: 'select_member_counts' });
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.memberCountSpec),
+        [countUniforms, run.scores, run.segments, run.members, run.thresholds, run.memberCounts],
+        run.numMembers,
+      );
+      pass.end();
+    }
   }
 
   /** Records the compaction of kept indices from per-row thresholds. */
@@ -383,7 +408,6 @@ export class TopKSelectKernel {
     this.encodeCompact(encoder, run);
   }
 
-  private placeholderBuffer: GPUBuffer | undefined;
   private candidateBuffer: GPUBuffer | undefined;
   /** Outgrown candidate buffers: an encoder not yet submitted may still use them, so they go in destroy(). */
   private retired: GPUBuffer[] = [];
@@ -413,22 +437,13 @@ export class TopKSelectKernel {
     return perThread;
   }
 
-  private placeholder(): GPUBuffer {
-    this.placeholderBuffer ??= this.gpu.device.createBuffer({
-      label: 'select_threshold:no-counts',
-      size: 16,
-      usage: GPUBufferUsage.STORAGE,
-    });
-    return this.placeholderBuffer;
-  }
-
   private dispatchThresholds(
     encoder: GPUCommandEncoder,
     uniforms: GPUBuffer,
     buffers: readonly GPUBuffer[],
     workgroups: number,
   ): void {
-    const [scores, lengths, ks, members, exclusions, thresholds, counts] = buffers;
+    const [scores, lengths, ks, members, exclusions, thresholds] = buffers;
     if (!scores || !lengths || !ks || !members || !exclusions || !thresholds) {
       throw new InvalidArgumentError('buffers', 'select_threshold needs six buffers');
     }
@@ -439,7 +454,7 @@ export class TopKSelectKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.thresholdSpec),
-      [uniforms, scores, lengths, ks, members, exclusions, thresholds, counts ?? this.placeholder(), scratch],
+      [uniforms, scores, lengths, ks, members, exclusions, thresholds, scratch],
       workgroups,
     );
     pass.end();
@@ -450,10 +465,8 @@ export class TopKSelectKernel {
     return this.candidateBuffer;
   }
 
-  /** Releases the kernel's placeholder and candidate buffers. */
+  /** Releases the kernel's scratch buffers. */
   destroy(): void {
-    this.placeholderBuffer?.destroy();
-    this.placeholderBuffer = undefined;
     this.candidateBuffer?.destroy();
     this.candidateBuffer = undefined;
     for (const buffer of this.retired) buffer.destroy();
