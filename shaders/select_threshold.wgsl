@@ -1,21 +1,33 @@
 // Radix select of a top-k threshold: one workgroup per SEGMENT, a segment being one row (per-row top-k) or the
 // union of several rows (joint budgets: a layer's heads, or every head). Scores are mapped to order-preserving
-// u32 keys and the k-th largest key is found with four 8-bit passes of a 256-bin workgroup histogram, so the
-// result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index. Barriers are what
-// a software adapter pays for (every barrier switches every group of lanes): WORKGROUP_SIZE threads (16 by
-// default) share the 256 bins, and one thread walks the bins down to the chosen one, so a digit costs three
-// barriers instead of the twenty of a parallel scan:
+// u32 keys and the k-th largest key is found digit by digit from the top with a workgroup histogram, so the
+// result is exact (no float comparisons, no sorting) and ties are resolved afterwards by index:
 //   thresholds[seg] = {key T, keepEqual}: keep every key > T and the first keepEqual keys == T.
 // k larger than the segment is clamped to its size (T = smallest key, keepEqual = how many equal it); k = 0
 // gives T = 0xffffffff, keepEqual = 0 (no finite or infinite score maps to that key; NaN is not a valid score).
 //
+// Full reads of the rows are what this costs, so it makes as few as it can. A segment of at least wide_from
+// tokens takes three digits of 11, 11 and 10 bits; a shorter one four of 8 bits (there, summing 2048 bins per
+// digit costs more than the keys). The second digit's full read only COLLECTS the candidates (keys under the
+// first digit's prefix: 1/8 of the bench's rows with 11 bits, a few percent of real scores) into a scratch list,
+// and every later histogram is taken from that list. A thread that finds more candidates than its share of the
+// list (candidate_capacity; e.g. a row of equal scores) reads its share of the rows again instead: slower, same
+// result. So a long row is read twice, not four times.
+//
+// What a software adapter (SwiftShader) pays for, and what the layout avoids: every byte of workgroup memory in
+// every workgroup (the histograms live in a storage scratch, zeroed by a buffer clear); every barrier (it
+// switches every group of lanes: each digit has its own histogram, so no barrier separates one digit's readers
+// from the next digit's writers, and the host picks 4 threads there, one lane group); an atomic's code for every
+// token whether taken or not (the collecting read does no histogram). Choosing the bin sums blocks of 16 bins in
+// parallel, then one thread walks the block sums and one block.
+//
 // Exclusions (adakv): member m may exclude its own top tokens, given as a threshold {key, keepEqual} from an
 // earlier run of this kernel. Those tokens are its highest-ranked ones, so they are all keys > key plus keepEqual
 // keys == key; the histogram counts keys ≤ key and subtracts keepEqual from key's bin, which is the exact
-// histogram of the remaining tokens without knowing WHICH equal tokens were excluded.
+// histogram of the remaining tokens without knowing WHICH equal tokens were excluded (the candidate list holds
+// keys ≤ key too, so the same subtraction applies to it).
 //
-// With write_counts, member_counts[m] = {keys > T, keys == T} over ALL tokens of the member (exclusions
-// included): the host turns these into per-head counts (src/compress/budgets-gpu.ts).
+// Per-member counts of a joint selection are shaders/select_member_counts.wgsl's, one workgroup per member.
 
 @group(0) @binding(0) var<uniform> params: SelectParams;
 @group(0) @binding(1) var<storage, read> scores: array<u32>;         // f32 bits [row][stride]
@@ -24,15 +36,24 @@
 @group(0) @binding(4) var<storage, read> members: array<u32>;        // segmented: [m][2] {row, length}
 @group(0) @binding(5) var<storage, read> exclusions: array<u32>;     // [m][2] {key, keepEqual} when use_exclusion
 @group(0) @binding(6) var<storage, read_write> thresholds: array<u32>;            // [seg][2] {key, keepEqual}
-@group(0) @binding(7) var<storage, read_write> member_counts: array<atomic<u32>>; // [m][2] {greater, equal}, zeroed by the host
+// [seg][HIST_WORDS] histograms, zeroed by the host (a buffer clear costs less than the workgroups' own stores),
+// then [seg][candidate_capacity][WORKGROUP_SIZE] candidate keys (thread lid's j-th at j·WORKGROUP_SIZE + lid).
+// In storage, not workgroup memory: a software adapter pays for every byte of workgroup memory in every
+// workgroup, touched or not (8 KiB of bins cost more than the whole 1K-token select on SwiftShader).
+@group(0) @binding(7) var<storage, read_write> scratch: array<atomic<u32>>;
 
-const BINS: u32 = 256u;
+// Histogram words per segment: 2048 + 2048 + 1024 bins (wide digits) or 4 × 256.
+const HIST_WORDS: u32 = 5120u;
+const BLOCK: u32 = 16u;
 const NO_KEY: u32 = 0xffffffffu;
 
-var<workgroup> hist: array<atomic<u32>, BINS>;
+// Where this workgroup's histogram starts in `scratch`.
+var<private> hist_base: u32;
+var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_above: u32;
 var<workgroup> total_shared: u32;
+var<workgroup> segment_tokens: u32;
 
 struct Segment {
   first: u32,
@@ -47,11 +68,35 @@ struct Member {
   excl_keep: u32,
 }
 
+// One digit: the keys' bits [shift, shift + width).
+struct Digit {
+  shift: u32,
+  bins: u32,
+  // Where its histogram starts in the segment's scratch: every digit has its own, all cleared up front, so no
+  // barrier has to separate one digit's readers from the next digit's clearing.
+  offset: u32,
+}
+
 // Order-preserving map of f32 bits to u32. -0 is folded onto +0 because the reference compares numbers, where
 // -0 === 0 is a tie broken by index.
 fn order_key(raw: u32) -> u32 {
   let bits = select(raw, 0u, raw == 0x80000000u);
   return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+}
+
+// Long segments: three digits of 11, 11 and 10 bits. Short ones (under wide_from tokens): four of 8 bits, where
+// clearing and summing 2048 bins per digit would cost more than the keys.
+fn digit_of(d: u32, wide: bool) -> Digit {
+  if (!wide) {
+    return Digit(24u - 8u * d, 256u, 256u * d);
+  }
+  if (d == 0u) {
+    return Digit(21u, 2048u, 0u);
+  }
+  if (d == 1u) {
+    return Digit(10u, 2048u, 2048u);
+  }
+  return Digit(0u, 1024u, 4096u);
 }
 
 fn segment_of(seg: u32) -> Segment {
@@ -76,48 +121,150 @@ fn member_of(m: u32) -> Member {
   return member;
 }
 
-// Histogram of the 8-bit digit at `shift` of the segment's (non-excluded) keys whose higher digits equal
-// `prefix` under `mask`.
-fn build_histogram(lid: u32, seg: Segment, prefix: u32, mask: u32, shift: u32) {
-  for (var b = lid; b < BINS; b += WORKGROUP_SIZE) {
-    atomicStore(&hist[b], 0u);
+// The histogram word of the key's digit.
+fn bin_of(key: u32, digit: Digit) -> u32 {
+  return hist_base + digit.offset + ((key >> digit.shift) & (digit.bins - 1u));
+}
+
+fn count_key(key: u32, prefix: u32, mask: u32, digit: Digit) {
+  if ((key & mask) == prefix) {
+    atomicAdd(&scratch[bin_of(key, digit)], 1u);
   }
-  workgroupBarrier();
+}
+
+// Takes a member's excluded keys == its exclusion key back out of the histogram (they were counted as ≤ key).
+fn subtract_exclusion(member: Member, prefix: u32, mask: u32, digit: Digit) {
+  if (member.excl_keep != 0u && (member.excl_key & mask) == prefix) {
+    atomicSub(&scratch[bin_of(member.excl_key, digit)], member.excl_keep);
+  }
+}
+
+// Histogram of the digit over the segment's (non-excluded) keys under `prefix`, reading the rows.
+fn histogram_rows(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit) {
   for (var i = 0u; i < seg.count; i++) {
     let member = member_of(seg.first + i);
     let base = member.row * params.stride;
-    for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
+    // Four tokens per iteration: a software adapter pays per loop iteration (the lane mask, the exit test) about
+    // as much as per key.
+    var t = lid;
+    for (; t + 3u * WORKGROUP_SIZE < member.len; t += 4u * WORKGROUP_SIZE) {
+      let k0 = order_key(scores[base + t]);
+      let k1 = order_key(scores[base + t + WORKGROUP_SIZE]);
+      let k2 = order_key(scores[base + t + 2u * WORKGROUP_SIZE]);
+      let k3 = order_key(scores[base + t + 3u * WORKGROUP_SIZE]);
+      if (k0 <= member.excl_key) { count_key(k0, prefix, mask, digit); }
+      if (k1 <= member.excl_key) { count_key(k1, prefix, mask, digit); }
+      if (k2 <= member.excl_key) { count_key(k2, prefix, mask, digit); }
+      if (k3 <= member.excl_key) { count_key(k3, prefix, mask, digit); }
+    }
+    for (; t < member.len; t += WORKGROUP_SIZE) {
       let key = order_key(scores[base + t]);
-      if (key <= member.excl_key && (key & mask) == prefix) {
-        atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
+      if (key <= member.excl_key) {
+        count_key(key, prefix, mask, digit);
       }
     }
-    if (lid == 0u && member.excl_keep != 0u && (member.excl_key & mask) == prefix) {
-      atomicSub(&hist[(member.excl_key >> shift) & 0xffu], member.excl_keep);
+    if (lid == 0u) {
+      subtract_exclusion(member, prefix, mask, digit);
     }
   }
-  workgroupBarrier();
 }
 
-// One thread walks the bins from the top: the bin holding the remaining-th largest key, the count above it, and
-// (digit 0) the total. `remaining` is uniform; the result goes through workgroup memory.
-fn choose_bin(lid: u32, remaining_in: u32, first_digit: bool, k: u32) {
-  if (lid == 0u) {
-    var total = 0u;
-    for (var b = 0u; b < BINS; b++) {
-      total += atomicLoad(&hist[b]);
+// Appends this thread's keys under `prefix` (non-excluded) to its candidate list; returns how many it found
+// (stored or not). No histogram here: a software adapter runs an atomic's code for every token, taken or not, so
+// the histogram is taken from the list afterwards.
+fn collect_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, list: u32) -> u32 {
+  var found = 0u;
+  for (var i = 0u; i < seg.count; i++) {
+    let member = member_of(seg.first + i);
+    let base = member.row * params.stride;
+    // Four tokens per iteration, as in histogram_rows.
+    var t = lid;
+    for (; t + 3u * WORKGROUP_SIZE < member.len; t += 4u * WORKGROUP_SIZE) {
+      let keys = vec4<u32>(
+        order_key(scores[base + t]),
+        order_key(scores[base + t + WORKGROUP_SIZE]),
+        order_key(scores[base + t + 2u * WORKGROUP_SIZE]),
+        order_key(scores[base + t + 3u * WORKGROUP_SIZE]),
+      );
+      let hit = (keys <= vec4<u32>(member.excl_key)) & ((keys & vec4<u32>(mask)) == vec4<u32>(prefix));
+      if (any(hit)) {
+        for (var j = 0u; j < 4u; j++) {
+          if (hit[j]) {
+            found = collect(keys[j], found, list);
+          }
+        }
+      }
     }
+    for (; t < member.len; t += WORKGROUP_SIZE) {
+      let key = order_key(scores[base + t]);
+      if (key <= member.excl_key && (key & mask) == prefix) {
+        found = collect(key, found, list);
+      }
+    }
+  }
+  return found;
+}
+
+fn collect(key: u32, found: u32, list: u32) -> u32 {
+  if (found < params.candidate_capacity) {
+    atomicStore(&scratch[list + found * WORKGROUP_SIZE], key);
+  }
+  return found + 1u;
+}
+
+// The same histogram from this thread's `count` candidates (keys already filtered by the exclusions).
+fn histogram_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit, list: u32, count: u32) {
+  for (var j = 0u; j < count; j++) {
+    count_key(atomicLoad(&scratch[list + j * WORKGROUP_SIZE]), prefix, mask, digit);
+  }
+  if (lid == 0u && params.use_exclusion != 0u) {
+    for (var i = 0u; i < seg.count; i++) {
+      subtract_exclusion(member_of(seg.first + i), prefix, mask, digit);
+    }
+  }
+}
+
+// The bin holding the remaining-th largest key, the count above it, and (digit 0, where remaining = min(k,
+// total)) the clamped remaining. Block sums in parallel, then one thread walks blocks and one block from the top.
+// The result goes through workgroup memory.
+fn choose_bin(lid: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u32) {
+  let blocks = digit.bins / BLOCK;
+  let bins = hist_base + digit.offset;
+  for (var b = lid; b < blocks; b += WORKGROUP_SIZE) {
+    var sum = 0u;
+    for (var j = 0u; j < BLOCK; j++) {
+      sum += atomicLoad(&scratch[bins + b * BLOCK + j]);
+    }
+    block_sums[b] = sum;
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
     var remaining = remaining_in;
     if (first_digit) {
+      var total = 0u;
+      for (var b = 0u; b < blocks; b++) {
+        total += block_sums[b];
+      }
       remaining = min(k, total);
     }
     total_shared = remaining;
+    // The first block (then bin) from the top whose cumulative count reaches `remaining`; when remaining > 0 the
+    // count above it is below remaining. remaining = 0 picks anything: the caller ignores it.
     var above = 0u;
-    var bin = 0u;
-    for (var b = BINS; b > 0u; b--) {
-      let count = atomicLoad(&hist[b - 1u]);
-      if (above < remaining && remaining <= above + count) {
-        bin = b - 1u;
+    var block = 0u;
+    for (var b = blocks; b > 0u; b--) {
+      let count = block_sums[b - 1u];
+      if (remaining <= above + count) {
+        block = b - 1u;
+        break;
+      }
+      above += count;
+    }
+    var bin = block * BLOCK;
+    for (var j = BLOCK; j > 0u; j--) {
+      let count = atomicLoad(&scratch[bins + block * BLOCK + j - 1u]);
+      if (remaining <= above + count) {
+        bin = block * BLOCK + j - 1u;
         break;
       }
       above += count;
@@ -139,51 +286,55 @@ fn main(
     return;
   }
   let seg = segment_of(group);
+  hist_base = group * HIST_WORDS;
+  let list = params.num_segments * HIST_WORDS + group * params.candidate_capacity * WORKGROUP_SIZE + lid;
   var prefix = 0u;
   var mask = 0u;
   var remaining = 0u;
-  for (var digit = 0u; digit < 4u; digit++) {
-    let shift = 24u - 8u * digit;
-    build_histogram(lid, seg, prefix, mask, shift);
+  // This thread's candidates; a thread whose list overflowed reads its share of the rows instead.
+  var found = 0u;
+  var from_candidates = false;
+  if (lid == 0u) {
+    var tokens = 0u;
+    for (var i = 0u; i < seg.count; i++) {
+      tokens += member_of(seg.first + i).len;
+    }
+    segment_tokens = tokens;
+  }
+  // Uniform, as the digit loop holds barriers.
+  let wide = workgroupUniformLoad(&segment_tokens) >= params.wide_from;
+  let digits = select(4u, 3u, wide);
+  for (var d = 0u; d < digits; d++) {
+    let digit = digit_of(d, wide);
+    // Collecting is pointless when digit 0 kept nothing (mask = 0: every key would be a candidate).
+    if (d == 1u && mask != 0u && params.candidate_capacity != 0u) {
+      found = collect_candidates(lid, seg, prefix, mask, list);
+      from_candidates = found <= params.candidate_capacity;
+    }
+    if (from_candidates) {
+      histogram_candidates(lid, seg, prefix, mask, digit, list, found);
+    } else {
+      histogram_rows(lid, seg, prefix, mask, digit);
+    }
+    workgroupBarrier();
     // Exactly one bin holds the remaining-th largest key when 0 < remaining ≤ the count under the prefix.
-    choose_bin(lid, remaining, digit == 0u, seg.k);
+    choose_bin(lid, digit, remaining, d == 0u, seg.k);
     remaining = total_shared;
     let bin = chosen_bin;
     let above = chosen_above;
-    // Everyone has read the choice before the next digit's histogram clears the bins.
-    workgroupBarrier();
     if (remaining > 0u) {
-      prefix |= bin << shift;
-      mask |= 0xffu << shift;
+      prefix |= bin << digit.shift;
+      mask |= (digit.bins - 1u) << digit.shift;
       remaining -= above;
     }
+    // No barrier before the next digit: its histogram is another, and the choice it overwrites is written
+    // only after the next digit's histogram barrier, which every thread reaches after reading this one.
   }
-  // After four passes `remaining` is how many keys equal to the threshold are kept; mask stays 0 only when
+  // After the last digit `remaining` is how many keys equal to the threshold are kept; mask stays 0 only when
   // nothing is kept (k = 0 or an empty segment).
   let key = select(prefix, NO_KEY, mask == 0u);
   if (lid == 0u) {
     thresholds[group * 2u] = key;
     thresholds[group * 2u + 1u] = select(remaining, 0u, mask == 0u);
-  }
-  if (params.write_counts != 0u) {
-    for (var i = 0u; i < seg.count; i++) {
-      let m = seg.first + i;
-      let member = member_of(m);
-      let base = member.row * params.stride;
-      var greater = 0u;
-      var equal = 0u;
-      for (var t = lid; t < member.len; t += WORKGROUP_SIZE) {
-        let k2 = order_key(scores[base + t]);
-        greater += select(0u, 1u, k2 > key);
-        equal += select(0u, 1u, k2 == key);
-      }
-      // One atomic per thread and member, not per token: rows can be tens of thousands of tokens long.
-      if (greater != 0u) {
-        atomicAdd(&member_counts[m * 2u], greater);
-      }
-      if (equal != 0u) {
-        atomicAdd(&member_counts[m * 2u + 1u], equal);
-      }
-    }
   }
 }

@@ -83,11 +83,11 @@ function checkRows(
 }
 
 describe('GPU top-k selection vs selectTopK', () => {
-  it('awkward lengths (0, 1, 63, 65, 256, 1000, 4097) × distributions × k', async () => {
+  it('awkward lengths (0, 1, 63, 65, 256, 1000, 2048, 4097) × distributions × k', async () => {
     const gpu = await testGpu();
     const kernel = new TopKSelectKernel(gpu);
     const random = seededRandom(11);
-    const lengths = [1, 63, 65, 4097, 0, 256, 1000];
+    const lengths = [1, 63, 65, 4097, 0, 256, 1000, 2048];
     const stride = 4097;
     const kinds: Kind[] = ['random', 'ties', 'protected', 'signs', 'constant'];
     const rows: Float32Array[] = [];
@@ -104,6 +104,63 @@ describe('GPU top-k selection vs selectTopK', () => {
     // Odd thread counts: bins shared unevenly by the threshold kernel's threads, chunks that end mid-row.
     const odd = new TopKSelectKernel(gpu, { workgroupSize: 5, itemsPerThread: 3, thresholdWorkgroupSize: 7 });
     checkRows(rows, ks, stride, await runTopK(gpu, odd, rows, ks, stride));
+    // Every digit schedule and candidate path on the same rows: 11-bit digits on every row (length 1 too), 8-bit
+    // digits on every row, a candidate list too small for some rows (those read their rows again), none at all.
+    for (const options of [
+      { wideDigitsFrom: 0 },
+      { wideDigitsFrom: 1e9 },
+      { wideDigitsFrom: 0, candidateCapacity: 40 },
+      { wideDigitsFrom: 1e9, candidateCapacity: 40, thresholdWorkgroupSize: 7 },
+      { candidateCapacity: 0 },
+      { thresholdWorkgroupSize: 16 }, // the hardware default (a software adapter defaults to 4)
+    ]) {
+      const variant = new TopKSelectKernel(gpu, options);
+      checkRows(rows, ks, stride, await runTopK(gpu, variant, rows, ks, stride));
+      variant.destroy();
+    }
+    kernel.destroy();
+    odd.destroy();
+  });
+
+  it('grows its scratch between two selections in one command buffer', async () => {
+    const gpu = await testGpu();
+    const kernel = new TopKSelectKernel(gpu);
+    const random = seededRandom(17);
+    const small = [makeScores('random', 65, random)];
+    const large = Array.from({ length: 9 }, (_, i) => makeScores(i % 2 ? 'ties' : 'random', 3000 + i, random));
+    const make = (rows: Float32Array[], ks: number[], stride: number) => {
+      const flat = new Float32Array(rows.length * stride);
+      rows.forEach((r, i) => flat.set(r, i * stride));
+      return {
+        scores: createStorageBuffer(gpu, 'scores', flat),
+        lengths: createStorageBuffer(gpu, 'lengths', Uint32Array.from(rows, (r) => r.length)),
+        k: createStorageBuffer(gpu, 'k', Uint32Array.from(ks)),
+        thresholds: createStorageBuffer(gpu, 'thresholds', rows.length * 8),
+        keptIndices: createStorageBuffer(gpu, 'kept', rows.length * stride * 4),
+        keptCounts: createStorageBuffer(gpu, 'counts', rows.length * 4),
+        numRows: rows.length,
+        stride,
+      };
+    };
+    const smallKs = [7];
+    const largeKs = large.map((r, i) => (i * 331) % r.length);
+    const a = make(small, smallKs, 65);
+    const b = make(large, largeKs, 3008);
+    await gpu.withErrorScope(() => {
+      const encoder = gpu.device.createCommandEncoder();
+      kernel.encode(encoder, a);
+      kernel.encode(encoder, b);
+      gpu.submit([encoder.finish()]);
+    });
+    for (const [run, rows, ks] of [[a, small, smallKs], [b, large, largeKs]] as const) {
+      checkRows(rows, ks, run.stride, {
+        indices: new Uint32Array(await readBuffer(gpu, run.keptIndices)),
+        counts: new Uint32Array(await readBuffer(gpu, run.keptCounts)),
+        thresholds: new Uint32Array(await readBuffer(gpu, run.thresholds)),
+      });
+    }
+    for (const run of [a, b]) for (const value of Object.values(run)) if (typeof value !== 'number') value.destroy();
+    kernel.destroy();
   });
 
   it('every k of a short row with heavy ties and +Inf', async () => {
@@ -153,6 +210,18 @@ function budgetCase(
 }
 
 describe('GPU budget allocation vs allocateBudgets', () => {
+  it.each(BUDGET_MODES)('mode %s on random and constructed data', async (mode: BudgetMode) => {
+    const gpu = await testGpu();
+    // Default (8-bit digits on these short segments, every candidate list fits) and 11-bit digits with a candidate
+    // list that some segments overflow: exclusions must come out right on both paths.
+    for (const kernel of [new TopKSelectKernel(gpu), new TopKSelectKernel(gpu, { wideDigitsFrom: 0, candidateCapacity: 50 })]) {
+      await checkBudgets(gpu, kernel, mode);
+      kernel.destroy();
+    }
+  });
+});
+
+async function checkBudgets(gpu: GpuContext, kernel: TopKSelectKernel, mode: BudgetMode): Promise<void> {
   const cases: { layers: number; heads: number; kind: Kind }[] = [
     { layers: 3, heads: 2, kind: 'random' },
     { layers: 4, heads: 3, kind: 'ties' },
@@ -160,26 +229,22 @@ describe('GPU budget allocation vs allocateBudgets', () => {
     { layers: 5, heads: 1, kind: 'signs' },
     { layers: 2, heads: 2, kind: 'constant' },
   ];
-  it.each(BUDGET_MODES)('mode %s on random and constructed data', async (mode: BudgetMode) => {
-    const gpu = await testGpu();
-    const kernel = new TopKSelectKernel(gpu);
-    for (const [c, { layers, heads, kind }] of cases.entries()) {
-      const { scores, rows, flat, stride } = budgetCase(layers, heads, 100 + c, kind);
-      const buffer = createStorageBuffer(gpu, 'scores', flat);
-      const lengths = scores.map((layer) => layer.map((s) => s.length));
-      for (const budget of [1, 2.5, 7, 13.3, 40, 100]) {
-        for (const extra of [{}, { safeguard: 0 }, { safeguard: 1 }, { safeguard: 0.5, pyramidTop: 1.9 }]) {
-          const options = { mode, budget, ...extra };
-          const expected = allocateBudgets(scores, options);
-          const got = await gpu.withErrorScope(() =>
-            allocateBudgetsGpu(gpu, { ...options, scores: buffer, stride, rows, lengths, kernel }),
-          );
-          expect(got.map((r) => Array.from(r)), `${kind} ${layers}×${heads} ${JSON.stringify(options)}`).toEqual(
-            expected.map((r) => Array.from(r)),
-          );
-        }
+  for (const [c, { layers, heads, kind }] of cases.entries()) {
+    const { scores, rows, flat, stride } = budgetCase(layers, heads, 100 + c, kind);
+    const buffer = createStorageBuffer(gpu, 'scores', flat);
+    const lengths = scores.map((layer) => layer.map((s) => s.length));
+    for (const budget of [1, 2.5, 7, 13.3, 40, 100]) {
+      for (const extra of [{}, { safeguard: 0 }, { safeguard: 1 }, { safeguard: 0.5, pyramidTop: 1.9 }]) {
+        const options = { mode, budget, ...extra };
+        const expected = allocateBudgets(scores, options);
+        const got = await gpu.withErrorScope(() =>
+          allocateBudgetsGpu(gpu, { ...options, scores: buffer, stride, rows, lengths, kernel }),
+        );
+        expect(got.map((r) => Array.from(r)), `${kind} ${layers}×${heads} ${JSON.stringify(options)}`).toEqual(
+          expected.map((r) => Array.from(r)),
+        );
       }
-      buffer.destroy();
     }
-  });
-});
+    buffer.destroy();
+  }
+}

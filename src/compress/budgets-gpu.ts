@@ -196,7 +196,13 @@ export async function allocateBudgetsGpu(gpu: GpuContext, options: GpuBudgetOpti
     if (options.encoder) gpu.submit([options.encoder.finish()]);
     return counts;
   }
-  const flat = await jointCounts(gpu, kernel, options, members, live);
+  let flat: Uint32Array;
+  try {
+    flat = await jointCounts(gpu, kernel, options, members, live);
+  } finally {
+    // A kernel made here holds a scratch buffer; the readback above has waited for the GPU.
+    if (!options.kernel) kernel.destroy();
+  }
   members.forEach((m, i) => {
     const row = counts[m.layer];
     if (row) row[m.head] = flat[i] ?? 0;

@@ -30,7 +30,8 @@ export const topKSuite: BenchSuite = {
   description: 'top-k selection (select_threshold + select_compact), 32 rows (4 layers × 8 KV heads), keep 1/8 per row',
   counts:
     'scores read once + lengths and k read + thresholds, kept indices (k per row) and kept counts written; the ' +
-    'radix select reads each row once per 8-bit digit pass and the compaction reads it again, which the count ' +
+    'radix select reads each row twice (its first digit, then a read that collects the candidates every later ' +
+    'digit reads; 11-bit digits from 2048 tokens, 8-bit below) and the compaction reads it again, which the count ' +
     'leaves out: it is the traffic a one-pass selection needs',
   cases: (settings) =>
     (settings.quick ? QUICK_CONTEXTS : CONTEXTS).map(

@@ -1,5 +1,6 @@
 import thresholdBody from '../../../shaders/select_threshold.wgsl';
 import compactBody from '../../../shaders/select_compact.wgsl';
+import memberCountsBody from '../../../shaders/select_member_counts.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -11,7 +12,14 @@ const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'stride', type: 'u32' },
   { name: 'segmented', type: 'u32' },
   { name: 'use_exclusion', type: 'u32' },
-  { name: 'write_counts', type: 'u32' },
+  { name: 'candidate_capacity', type: 'u32' },
+  { name: 'wide_from', type: 'u32' },
+]);
+
+const MEMBER_COUNT_PARAMS = new UniformLayout('MemberCountParams', [
+  { name: 'num_members', type: 'u32' },
+  { name: 'num_segments', type: 'u32' },
+  { name: 'stride', type: 'u32' },
 ]);
 
 const COMPACT_SELECT_PARAMS = new UniformLayout('CompactSelectParams', [
@@ -163,6 +171,47 @@ export interface CompactSelectRun {
  */
 export type TopKRun = RowThresholdRun & Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
 
+/**
+ * Workgroup shapes and scratch of {@link TopKSelectKernel}.
+ *
+ * @example
+ * ```ts
+ * new TopKSelectKernel(gpu, { candidateCapacity: 0 }); // no candidate list: every digit reads the rows
+ * ```
+ */
+export interface TopKSelectOptions {
+  /** Compaction threads per workgroup (default 16). */
+  readonly workgroupSize?: number;
+  /** Tokens each compaction thread owns per chunk (default 64). */
+  readonly itemsPerThread?: number;
+  /** Radix-select threads per workgroup (default 4 on a software adapter, 16 otherwise). */
+  readonly thresholdWorkgroupSize?: number;
+  /**
+   * Candidate keys per segment the threshold kernel's scratch list holds (the keys under the first digit's
+   * prefix, read by the last digit instead of the rows); more and that segment reads its rows again. Default:
+   * a quarter of a segment's tokens, at least 1024 (per-row: at most the stride, so rows up to 1024 always fit).
+   */
+  readonly candidateCapacity?: number;
+  /**
+   * Segments of at least this many tokens are radix-selected with three 11-bit digits, shorter ones with four
+   * 8-bit digits (default {@link WIDE_DIGITS_FROM}). Same result either way.
+   */
+  readonly wideDigitsFrom?: number;
+}
+
+/**
+ * Segment length from which the threshold kernel uses 11-bit digits. Measured on SwiftShader (32 rows): at 1K
+ * tokens clearing and summing 2048 bins per digit costs more than the keys; from 4K the saved full read wins.
+ */
+export const WIDE_DIGITS_FROM = 2048;
+
+/** Words of one segment's radix histograms in the threshold kernel's scratch (2048 + 2048 + 1024 bins). */
+const HISTOGRAM_WORDS = 5120;
+/** Candidate lists no smaller than this (tokens per segment): short rows always fit. */
+const MIN_CANDIDATES = 1024;
+/** Default candidate list: this fraction of a segment's tokens (the 11-bit first digit leaves far fewer). */
+const CANDIDATE_DIVISOR = 4;
+
 function checkCount(field: string, value: number): void {
   if (!Number.isInteger(value) || value <= 0) {
     throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
@@ -179,7 +228,8 @@ function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
  * `select_threshold` radix-selects each row's k-th largest score as an order-preserving u32 key plus how many
  * keys equal to it are kept; `select_compact` writes the kept logical indices in ascending order. Scores never
  * leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
- * `allocateBudgetsGpu`).
+ * `allocateBudgetsGpu`). It keeps one scratch buffer (per segment: 20 KiB of histograms plus its candidate list,
+ * by default a quarter of the segment's tokens), grown as larger runs come and freed by {@link TopKSelectKernel.destroy}.
  *
  * @example
  * ```ts
@@ -192,30 +242,52 @@ function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
 export class TopKSelectKernel {
   readonly thresholdSpec: KernelSpec;
   readonly compactSpec: KernelSpec;
+  readonly memberCountSpec: KernelSpec;
+
+  private readonly thresholdSize: number;
+  private readonly candidateTokens: number | undefined;
+  private readonly wideFrom: number;
 
   constructor(
     private readonly gpu: GpuContext,
-    options: { workgroupSize?: number; itemsPerThread?: number; thresholdWorkgroupSize?: number } = {},
+    options: TopKSelectOptions = {},
   ) {
     // Few threads, many items each: a software adapter pays per barrier and per group of lanes. Measured on
     // SwiftShader (bench --only top-k, 32 rows, 1K–16K): 16 threads × 64 items for the compaction and 16 threads
     // for the radix histogram took 0.45–0.8× the time of 64 × 16 and 64 (fewer threads, fewer lane groups to
-    // switch at every barrier; 8 threads was slower again at 16K).
+    // switch at every barrier; 8 threads was slower again at 16K). The radix select since its 11-bit digits and
+    // candidate list: 4 threads (one lane group, so barriers switch nothing) took 0.75–0.85× the time of 16 on
+    // SwiftShader at 1K–16K, so a software adapter gets 4; hardware keeps 16 (not measured there).
     const workgroupSize = options.workgroupSize ?? 16;
     const items = options.itemsPerThread ?? 64;
-    const thresholdSize = options.thresholdWorkgroupSize ?? 16;
+    const thresholdSize = options.thresholdWorkgroupSize ?? (gpu.adapter.isFallbackAdapter ? 4 : 16);
     for (const [field, size] of [['workgroupSize', workgroupSize], ['thresholdWorkgroupSize', thresholdSize]] as const) {
       if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
         throw new InvalidArgumentError(field, `must be a positive integer ≤ the device limit; got ${size}`);
       }
     }
     checkCount('itemsPerThread', items);
-    // The radix histogram has 256 bins, shared by the threshold kernel's threads.
+    if (options.candidateCapacity !== undefined && (!Number.isInteger(options.candidateCapacity) || options.candidateCapacity < 0)) {
+      throw new InvalidArgumentError('candidateCapacity', `must be a non-negative integer; got ${options.candidateCapacity}`);
+    }
+    this.thresholdSize = thresholdSize;
+    this.candidateTokens = options.candidateCapacity;
+    this.wideFrom = options.wideDigitsFrom ?? WIDE_DIGITS_FROM;
+    if (!Number.isInteger(this.wideFrom) || this.wideFrom < 0 || this.wideFrom > 0xffff_ffff) {
+      throw new InvalidArgumentError('wideDigitsFrom', `must be a u32; got ${this.wideFrom}`);
+    }
+    // The radix histogram has up to 2048 bins, shared by the threshold kernel's threads.
     this.thresholdSpec = {
       name: 'select_threshold',
       body: thresholdBody,
       constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
       uniforms: [SELECT_PARAMS],
+    };
+    this.memberCountSpec = {
+      name: 'select_member_counts',
+      body: memberCountsBody,
+      constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
+      uniforms: [MEMBER_COUNT_PARAMS],
     };
     this.compactSpec = {
       name: 'select_compact',
@@ -236,12 +308,21 @@ export class TopKSelectKernel {
     checkSize('lengths', run.lengths, run.numRows * 4);
     checkSize('k', run.k, run.numRows * 4);
     checkSize('thresholds', run.thresholds, run.numRows * 8);
+    const fit = this.candidateTokens ?? Math.min(run.stride, Math.max(MIN_CANDIDATES, Math.ceil(run.stride / CANDIDATE_DIVISOR)));
+    const capacity = this.candidatesPerThread(fit, run.numRows);
     const uniforms = this.gpu.uniformBuffer(
       'select_threshold:params',
-      SELECT_PARAMS.pack({ num_segments: run.numRows, stride: run.stride, segmented: 0, use_exclusion: 0, write_counts: 0 }),
+      SELECT_PARAMS.pack({
+        num_segments: run.numRows,
+        stride: run.stride,
+        segmented: 0,
+        use_exclusion: 0,
+        candidate_capacity: capacity,
+        wide_from: this.wideFrom,
+      }),
     );
-    // Unused bindings still need a buffer: the lengths stand in for members/exclusions/counts (never read
-    // or written with these flags).
+    // Unused bindings still need a buffer: the lengths stand in for members and exclusions (never read with
+    // these flags).
     this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows);
   }
 
@@ -258,6 +339,8 @@ export class TopKSelectKernel {
       checkSize('memberCounts', run.memberCounts, run.numMembers * 8);
       encoder.clearBuffer(run.memberCounts, 0, run.numMembers * 8);
     }
+    const tokens = Math.ceil((run.stride * run.numMembers) / run.numSegments / CANDIDATE_DIVISOR);
+    const capacity = this.candidatesPerThread(this.candidateTokens ?? Math.max(MIN_CANDIDATES, tokens), run.numSegments);
     const uniforms = this.gpu.uniformBuffer(
       'select_threshold:params',
       SELECT_PARAMS.pack({
@@ -265,17 +348,32 @@ export class TopKSelectKernel {
         stride: run.stride,
         segmented: 1,
         use_exclusion: run.exclusions ? 1 : 0,
-        write_counts: run.memberCounts ? 1 : 0,
+        candidate_capacity: capacity,
+        wide_from: this.wideFrom,
       }),
     );
-    // A separate placeholder for the counts: a buffer may not be bound read-only and writable in one dispatch.
-    const counts = run.memberCounts ?? this.placeholder();
     this.dispatchThresholds(
       encoder,
       uniforms,
-      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds, counts],
+      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds],
       run.numSegments,
     );
+    if (run.memberCounts) {
+      // One workgroup per member: a joint budget over every head is one segment, one threshold workgroup.
+      const countUniforms = this.gpu.uniformBuffer(
+        'select_member_counts:params',
+        MEMBER_COUNT_PARAMS.pack({ num_members: run.numMembers, num_segments: run.numSegments, stride: run.stride }),
+      );
+      const pass = encoder.beginComputePass({ label: 'select_member_counts' });
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.memberCountSpec),
+        [countUniforms, run.scores, run.segments, run.members, run.thresholds, run.memberCounts],
+        run.numMembers,
+      );
+      pass.end();
+    }
   }
 
   /** Records the compaction of kept indices from per-row thresholds. */
@@ -310,15 +408,33 @@ export class TopKSelectKernel {
     this.encodeCompact(encoder, run);
   }
 
-  private placeholderBuffer: GPUBuffer | undefined;
+  private candidateBuffer: GPUBuffer | undefined;
+  /** Outgrown candidate buffers: an encoder not yet submitted may still use them, so they go in destroy(). */
+  private retired: GPUBuffer[] = [];
 
-  private placeholder(): GPUBuffer {
-    this.placeholderBuffer ??= this.gpu.device.createBuffer({
-      label: 'select_threshold:no-counts',
-      size: 16,
-      usage: GPUBufferUsage.STORAGE,
-    });
-    return this.placeholderBuffer;
+  /**
+   * Candidates per thread for `tokens` per segment, shrunk to what one binding may hold, with the scratch list
+   * grown to match (doubling, so growth is rare).
+   */
+  private candidatesPerThread(tokens: number, segments: number): number {
+    const threads = this.thresholdSize;
+    const limit = Math.min(this.gpu.limits.maxStorageBufferBindingSize, this.gpu.limits.maxBufferSize);
+    const fits = Math.floor((Math.floor(limit / (segments * 4)) - HISTOGRAM_WORDS) / threads);
+    if (fits < 0) {
+      throw new InvalidArgumentError('numSegments', `${segments} segments' histograms (${HISTOGRAM_WORDS * 4} B each) exceed one storage binding; select fewer at a time`);
+    }
+    const perThread = Math.min(Math.ceil(tokens / threads), fits);
+    const bytes = segments * (HISTOGRAM_WORDS + threads * perThread) * 4;
+    if (!this.candidateBuffer || this.candidateBuffer.size < bytes) {
+      if (this.candidateBuffer) this.retired.push(this.candidateBuffer);
+      const size = Math.min(Math.floor(limit / 4) * 4, Math.max(bytes, 2 * (this.candidateBuffer?.size ?? 0)));
+      this.candidateBuffer = this.gpu.device.createBuffer({
+        label: 'select_threshold:scratch',
+        size,
+        usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+      });
+    }
+    return perThread;
   }
 
   private dispatchThresholds(
@@ -327,24 +443,33 @@ export class TopKSelectKernel {
     buffers: readonly GPUBuffer[],
     workgroups: number,
   ): void {
-    const [scores, lengths, ks, members, exclusions, thresholds, counts] = buffers;
+    const [scores, lengths, ks, members, exclusions, thresholds] = buffers;
     if (!scores || !lengths || !ks || !members || !exclusions || !thresholds) {
       throw new InvalidArgumentError('buffers', 'select_threshold needs six buffers');
     }
+    const scratch = this.candidates();
+    encoder.clearBuffer(scratch, 0, workgroups * HISTOGRAM_WORDS * 4);
     const pass = encoder.beginComputePass({ label: 'select_threshold' });
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.thresholdSpec),
-      [uniforms, scores, lengths, ks, members, exclusions, thresholds, counts ?? this.placeholder()],
+      [uniforms, scores, lengths, ks, members, exclusions, thresholds, scratch],
       workgroups,
     );
     pass.end();
   }
 
-  /** Releases the kernel's placeholder buffer. */
+  private candidates(): GPUBuffer {
+    if (!this.candidateBuffer) throw new InvalidArgumentError('candidates', 'the candidate list is sized before each dispatch');
+    return this.candidateBuffer;
+  }
+
+  /** Releases the kernel's scratch buffers. */
   destroy(): void {
-    this.placeholderBuffer?.destroy();
-    this.placeholderBuffer = undefined;
+    this.candidateBuffer?.destroy();
+    this.candidateBuffer = undefined;
+    for (const buffer of this.retired) buffer.destroy();
+    this.retired = [];
   }
 }
