@@ -60,6 +60,8 @@ export interface PrefillAttentionShape {
   readonly statsKeys?: number;
   /** Queries staged per step of the statistics pass (default: as many as fit beside the keys, at most 16). */
   readonly statsQueries?: number;
+  /** Workgroup memory the default tiles may fill, capped by the device's limit (default 16 KiB, WebGPU's minimum). */
+  readonly workgroupStorageBytes?: number;
 }
 
 /**
@@ -157,7 +159,7 @@ export class PrefillAttentionKernel {
     }
     const group = nHeads / kvHeads;
     const headDim = full.headDim;
-    const budget = Math.min(WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
+    const budget = Math.min(shape.workgroupStorageBytes ?? WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
     this.workgroupSize = shape.workgroupSize ?? 64;
     this.queryTile = shape.queryTile ?? Math.max(1, Math.floor(TARGET_ROWS / group));
     positiveInteger('workgroupSize', this.workgroupSize);
