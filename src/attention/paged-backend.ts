@@ -264,8 +264,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const { attention, accumulate, flash, prefill } = this.attentionKernels();
     const provisional = state.provisional;
     if (state.numTokens > 1 && !provisional) {
-      // A prefill chunk: tiled attention, K/V tiles shared by the chunk's queries; scratch grows with the chunk,
-      // never with chunk × context. Provisional steps keep the one-pass kernel for the probabilities they settle from.
+      // Tiled prefill: scratch grows with the chunk, never chunk × context (provisional steps settle from probs).
       this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
       prefill.encode(encoder, {
         cache: this.storage.bindings,
