@@ -8,6 +8,7 @@ import { AccumulateAttentionKernel, type AttentionStatsBuffers } from '../kernel
 import type { WordRange } from '../kernels/cache/copy-ranges.js';
 import { FLASH_DECODE_STORAGE_BUFFERS, FlashDecodeKernel } from '../kernels/cache/flash-decode.js';
 import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
+import { PrefillAttentionKernel } from '../kernels/cache/prefill-attention.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
@@ -83,6 +84,8 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     quant: BlockLayout | null;
     attention: PagedAttentionKernel;
     accumulate: AccumulateAttentionKernel;
+    /** Tiled attention of multi-token steps (prefill chunks): no probability buffer, statistics opt-in. */
+    prefill: PrefillAttentionKernel;
     /** The split-context kernel model steps use, where the block layouts allow it (see FlashDecodeKernel.supports). */
     flash: FlashDecodeKernel | null;
   } | null = null;
@@ -116,11 +119,13 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const { meta } = this.storage;
     if (this.kernels === null || this.kernels.quant !== meta.quantLayout) {
       this.kernels?.flash?.destroy();
+      this.kernels?.prefill.destroy();
       const shape = { nHeads: this.nHeads, kvHeads: meta.shape.kvHeads, full: meta.fullLayout, quant: meta.quantLayout };
       this.kernels = {
         quant: meta.quantLayout,
         attention: new PagedAttentionKernel(this.storage.gpu, shape),
         accumulate: new AccumulateAttentionKernel(this.storage.gpu, shape),
+        prefill: new PrefillAttentionKernel(this.storage.gpu, shape),
         flash: this.flashFits() ? new FlashDecodeKernel(this.storage.gpu, shape) : null,
       };
     }
@@ -256,8 +261,24 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   encodeLayer(encoder: GPUCommandEncoder, step: KvStep, layer: number, io: LayerIo): void {
     const state = this.state(step);
     this.encodeWrite(encoder, step, layer, io.keys, io.values);
-    const { attention, accumulate, flash } = this.attentionKernels();
+    const { attention, accumulate, flash, prefill } = this.attentionKernels();
     const provisional = state.provisional;
+    if (state.numTokens > 1 && !provisional) {
+      // Tiled prefill: scratch grows with the chunk, never chunk × context (provisional steps settle from probs).
+      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
+      prefill.encode(encoder, {
+        cache: this.storage.bindings,
+        layer,
+        numQueries: state.numTokens,
+        queries: io.queries,
+        querySlots: state.querySlots,
+        queryPositions: state.positionsBuffer,
+        out: io.out,
+        maxContext: state.probsStride,
+        ...(this.accumulateStats ? { stats: { segments: state.segments, numSegments: 1, target: this.statistics } } : {}),
+      });
+      return;
+    }
     if (flash && !provisional) {
       // Split-context attention: K/V read once per GQA group, no probability buffer; statistics from their own
       // pass. Provisional (speculative) steps keep the one-pass kernel: their statistics settle later, from the
@@ -562,6 +583,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** Destroys the statistics and window buffers. */
   destroy(): void {
     this.kernels?.flash?.destroy();
+    this.kernels?.prefill.destroy();
     for (const seqId of [...this.speculations.keys()]) this.dropSpeculation(seqId);
     for (const buffer of [...Object.values(this.statistics), this.window.queries, this.window.positions]) buffer.destroy();
   }

@@ -11,6 +11,7 @@ import { kvAppendSuite } from './kv-append.js';
 import { mergeSuite } from './merge.js';
 import { modelSuite } from './model.js';
 import { pagedAttentionDecodeSuite } from './paged-attention-decode.js';
+import { prefillSuite } from './prefill.js';
 import { quantizeSuite } from './quantize.js';
 import { scoringSuite } from './scoring.js';
 import { storeBenchSuite } from './store.js';
@@ -30,6 +31,7 @@ export const BENCH_SUITES: readonly BenchSuite[] = [
   copySuite,
   pagedAttentionDecodeSuite,
   flashDecodeSuite,
+  prefillSuite,
   kvAppendSuite,
   scoringSuite,
   topKSuite,
