@@ -82,7 +82,8 @@ function prepareQuantize(gpu: GpuContext, context: number, format: QuantFormat):
   return {
     bytes: jobs.length * (bytesPerBlock(cache.full) + 4 + 5 * 4 + bytesPerBlock(quant)),
     items: { count: context, unit: 'token' },
-    encode: (encoder) => kernel.encode(encoder, { cache: bindings, jobs: jobBuffer, numJobs: jobs.length, indices: noIndices }),
+    encode: (encoder) =>
+      kernel.encode(encoder, { cache: bindings, jobs: jobBuffer, numJobs: jobs.length, indices: noIndices, sources: 'full' }),
     destroy: () => {
       cache.destroy();
       for (const b of [quantPool, jobBuffer, noIndices]) b.destroy();
