@@ -18,10 +18,12 @@
 // Other layouts (head_dim 8 with int2, G 1 or 2, ...) take quantize_by_word, which recomputes a value's group
 // parameters where it needs them.
 //
-// No barrier anywhere: a shader with one runs each subgroup as a coroutine on SwiftShader (about 10× slower
-// here), and threads never read what another thread wrote. Also for SwiftShader, which runs BOTH sides of an
-// `if` with lanes masked and skips only loops that no lane enters, the source-format and destination-format
-// choices are one-pass loops (`for (var on = cond; on; on = false)`): only the taken path costs.
+// Shaped for SwiftShader as well as GPUs (measured with bench --only quantize):
+// - no barrier anywhere: a shader with one runs each group of lanes as a coroutine there, and no thread reads
+//   what another wrote;
+// - SwiftShader runs EVERY branch, lanes masked (and a loop's body at least once), so what a run cannot need
+//   is compiled out by constants instead of branched around: quantized-source reads (FULL_SOURCES), merged
+//   values (MERGED_VALUES); and loops carry little state (the V item comes unrolled, see below).
 
 @group(0) @binding(0) var<uniform> params: CompactBlocksParams;
 @group(0) @binding(1) var<storage, read> jobs: array<u32>;         // [num_jobs][6]
@@ -37,7 +39,6 @@ const VALUES_PER_WORD: u32 = 32u / QUANT_BITS;
 const GROUPS_PER_TOKEN: u32 = HEAD_DIM / QUANT_GROUP;
 const QUANT_WHOLE_WORDS: bool = HEAD_DIM % VALUES_PER_WORD == 0u && QUANT_GROUP % 4u == 0u &&
   (QUANT_GROUP % VALUES_PER_WORD == 0u || VALUES_PER_WORD % QUANT_GROUP == 0u);
-const CHUNKS_PER_WORD: u32 = VALUES_PER_WORD / 4u;
 // Channels of one V item: whole groups and whole code words.
 const V_SPAN: u32 = max(QUANT_GROUP, VALUES_PER_WORD);
 // (max(…, 1): the by-word layouts never use these, but a constant division by zero would not compile.)
@@ -46,6 +47,7 @@ const V_COLUMNS: u32 = max(HEAD_DIM / V_SPAN, 1u);
 const K_ITEMS: u32 = (BLOCK_SIZE / QUANT_GROUP) * K_COLUMNS;
 const V_ITEMS: u32 = BLOCK_SIZE * V_COLUMNS;
 // Channel quads start at multiples of 4 within a token, and for V within one group.
+const CHUNKS_PER_WORD: u32 = VALUES_PER_WORD / 4u;
 const QUADS_ALIGNED: bool = HEAD_DIM % 4u == 0u && QUANT_GROUP % 4u == 0u;
 // Channel quads per token; with head_dim ≡ 2 (mod 4) the last one is a pair.
 const QUADS_PER_TOKEN: u32 = (HEAD_DIM + 3u) / 4u;
@@ -232,6 +234,9 @@ fn store_k_params(p: u32, words: vec4<u32>) {
   quant_pool[p + 3u] = words.w;
 }
 
+// quantize_v_item(base, t, c0), the whole-word V item, comes unrolled for the layout from
+// src/kernels/compress/compact-unrolled.ts: each of its values is read once and stays in registers.
+
 // K item: token group `group`, channels c0..c0 + VALUES_PER_WORD − 1 (CHUNKS_PER_WORD quads, spelled out with
 // constant guards so every per-channel range stays in registers).
 fn quantize_k_item(base: u32, group: u32, c0: u32) {
@@ -302,31 +307,6 @@ fn quantize_k_item(base: u32, group: u32, c0: u32) {
   }
   for (var t = max(t1, t0); t < t0 + QUANT_GROUP; t++) {
     quant_pool[base + t * K_COLUMNS + c0 / VALUES_PER_WORD] = 0u;
-  }
-}
-
-// V item: token t, channels c0..c0 + V_SPAN − 1 (whole groups, whole code words).
-fn quantize_v_item(base: u32, t: u32, c0: u32) {
-  let token = kept_token(t);
-  var word = 0u;
-  for (var d0 = c0; d0 < c0 + V_SPAN; d0 += QUANT_GROUP) {
-    var lo = vec4<f32>(3.4e38);
-    var hi = vec4<f32>(-3.4e38);
-    for (var d = d0; d < d0 + QUANT_GROUP; d += 4u) {
-      let x = kept_quad(token, d, true);
-      lo = min(lo, x);
-      hi = max(hi, x);
-    }
-    let param = param_word(min(min(lo.x, lo.y), min(lo.z, lo.w)), max(max(hi.x, hi.y), max(hi.z, hi.w)));
-    quant_pool[base + QUANT_VP_OFFSET + t * GROUPS_PER_TOKEN + d0 / QUANT_GROUP] = param;
-    let p = unpack2x16float(param);
-    for (var d = d0; d < d0 + QUANT_GROUP; d += 4u) {
-      word |= quad_codes(kept_quad(token, d, true), vec4<f32>(p.x), vec4<f32>(p.y)) << ((d % VALUES_PER_WORD) * QUANT_BITS);
-      if ((d + 4u) % VALUES_PER_WORD == 0u) {
-        quant_pool[base + QUANT_V_OFFSET + (t * HEAD_DIM + d) / VALUES_PER_WORD] = word;
-        word = 0u;
-      }
-    }
   }
 }
 

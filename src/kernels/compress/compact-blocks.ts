@@ -1,5 +1,6 @@
 import compactBody from '../../../shaders/compact_blocks.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import { compactUnrolled } from './compact-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
@@ -155,7 +156,7 @@ export class CompactBlocksKernel {
       spec = {
         name: 'compact_blocks',
         body: compactBody,
-        libraries: [kvReadLibrary],
+        libraries: [kvReadLibrary, compactUnrolled(this.shape.quant)],
         constants: {
           ...cacheConstants(this.shape.full, this.shape.quant),
           WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
