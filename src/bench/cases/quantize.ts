@@ -21,7 +21,7 @@ function caseName(format: QuantFormat, context: number): string {
  * KIVI quantization of whole f16 blocks (one layer, 8 KV heads, head_dim 128, blocks of 16, default group 16)
  * into int8, int4 or int2 blocks: compact_blocks with identity jobs (every source block to a fresh quantized
  * block), what compress() runs on blocks older than the recent window, with `sources: 'full'` (they are f16
- * blocks); one more int4 row runs the kernel variant for any source format. int4 and int2 rows compare with
+ * blocks); one more int4 row (full runs) runs the kernel variant for any source format. int4 and int2 rows compare with
  * int8 at the same context. Repeatable: sources are only read.
  *
  * @example
@@ -48,17 +48,21 @@ export const quantizeSuite: BenchSuite = {
         }),
       ),
       // The same int4 work through the kernel variant that can also read quantized sources (what a caller
-      // gets without `sources: 'full'`); speedup = the 'full' row's time ÷ this one's.
-      {
-        name: `quantize/int4-any-sources/${formatTokens(context)}`,
-        shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16 → int4 g16, kernel for any source format`,
-        series: 'quantize int4 (any-source kernel)',
-        context,
-        baseline: caseName('int4', context),
-        setup: (gpu) => prepareQuantize(gpu, context, 'int4', 'any'),
-      },
+      // gets without `sources: 'full'`); speedup = the 'full' row's time ÷ this one's. Full runs only.
+      ...(settings.quick ? [] : [anySourcesCase(context)]),
     ]),
 };
+
+function anySourcesCase(context: number): BenchCase {
+  return {
+    name: `quantize/int4-any-sources/${formatTokens(context)}`,
+    shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16 → int4 g16, kernel for any source format`,
+    series: 'quantize int4 (any-source kernel)',
+    context,
+    baseline: caseName('int4', context),
+    setup: (gpu) => prepareQuantize(gpu, context, 'int4', 'any'),
+  };
+}
 
 function prepareQuantize(gpu: GpuContext, context: number, format: QuantFormat, sources: 'full' | 'any'): PreparedCase {
   const cache = buildBenchCache(gpu, {
