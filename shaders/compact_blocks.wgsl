@@ -238,7 +238,9 @@ fn store_k_params(p: u32, words: vec4<u32>) {
 // src/kernels/compress/compact-unrolled.ts: each of its values is read once and stays in registers.
 
 // K item: token group `group`, channels c0..c0 + VALUES_PER_WORD − 1 (CHUNKS_PER_WORD quads, spelled out with
-// constant guards so every per-channel range stays in registers).
+// constant guards so every per-channel range stays in registers). Each value is read twice (min/max, then
+// codes): holding a whole group's values instead spilled on SwiftShader and was slower. The shifts are taken
+// % 32 because they must compile where their guard is false.
 fn quantize_k_item(base: u32, group: u32, c0: u32) {
   let t0 = group * QUANT_GROUP;
   let t1 = min(t0 + QUANT_GROUP, job.count);
@@ -298,7 +300,6 @@ fn quantize_k_item(base: u32, group: u32, c0: u32) {
     if (CHUNKS_PER_WORD > 1u) {
       word |= quad_codes(kept_quad(token, c0 + 4u, false), s1, z1) << ((4u * QUANT_BITS) % 32u);
     }
-    // (% 32: the shifts must compile where the guard is false)
     if (CHUNKS_PER_WORD > 2u) {
       word |= quad_codes(kept_quad(token, c0 + 8u, false), s2, z2) << ((8u * QUANT_BITS) % 32u);
       word |= quad_codes(kept_quad(token, c0 + 12u, false), s3, z3) << ((12u * QUANT_BITS) % 32u);
