@@ -2,12 +2,28 @@
 //   {row, destination block-table entry, count ≤ BLOCK_SIZE, index base, identity start, value base}
 // and its token i is logical index indices[base + i] (or identity start + i when base = 0xffffffff) of `row` in
 // the CURRENT block table. With a value base other than 0xffffffff, token i's value is merged[value base + i]
-// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl) instead of its own: merged tokens quantize like the rest. Sources are read through shaders/kv_read.wgsl (any format, dequantized to f32); the
-// destination is written in its own pool's format: f32/f16 like shaders/kv_append.wgsl, or KIVI int8/int4/int2
-// exactly as src/reference/block-codec.ts encodes (K per channel over G tokens, V per token over G channels).
-// Every word of the destination block is written (unfilled slots, codes and parameters are 0), by exactly one
-// thread, so no atomics are needed. Destinations are never sources, so reading and writing the pools in the
-// same dispatch is safe.
+// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl) instead of its own: merged tokens quantize like the rest.
+// Every read of a kept token goes through kept_token / kept_quad / kept_position (any source format,
+// dequantized to f32). The destination is written in its own pool's format: f32/f16 like shaders/kv_append.wgsl,
+// or KIVI int8/int4/int2 exactly as src/format/block-codec.ts encodes (K per channel over G tokens, V per token
+// over G channels). Every word of the destination block is written (unfilled slots, codes and parameters are 0),
+// by exactly one thread, so no atomics are needed. Destinations are never sources, so reading and writing the
+// pools in the same dispatch is safe.
+//
+// Quantized destinations whose code words never span two tokens and whose G is a multiple of 4 (the defaults
+// at head_dim ≥ 16) are cut into items that each own whole words, computed once in registers and written once:
+//   K item = (token group, one code word's channels): per-channel min/max over the group, then one code word per
+//            token of the group;
+//   V item = (token, V_SPAN channels: whole groups and whole code words): per-group min/max, then its words.
+// Other layouts (head_dim 8 with int2, G 1 or 2, ...) take quantize_by_word, which recomputes a value's group
+// parameters where it needs them.
+//
+// Shaped for SwiftShader as well as GPUs (measured with bench --only quantize):
+// - no barrier anywhere: a shader with one runs each group of lanes as a coroutine there, and no thread reads
+//   what another wrote;
+// - SwiftShader runs EVERY branch, lanes masked (and a loop's body at least once), so what a run cannot need
+//   is compiled out by constants instead of branched around: quantized-source reads (FULL_SOURCES), merged
+//   values (MERGED_VALUES); and loops carry little state (the V item comes unrolled, see below).
 
 @group(0) @binding(0) var<uniform> params: CompactBlocksParams;
 @group(0) @binding(1) var<storage, read> jobs: array<u32>;         // [num_jobs][6]
@@ -21,110 +37,349 @@ const IDENTITY: u32 = 0xffffffffu;
 const LEVELS: u32 = (1u << QUANT_BITS) - 1u;
 const VALUES_PER_WORD: u32 = 32u / QUANT_BITS;
 const GROUPS_PER_TOKEN: u32 = HEAD_DIM / QUANT_GROUP;
+const QUANT_WHOLE_WORDS: bool = HEAD_DIM % VALUES_PER_WORD == 0u && QUANT_GROUP % 4u == 0u &&
+  (QUANT_GROUP % VALUES_PER_WORD == 0u || VALUES_PER_WORD % QUANT_GROUP == 0u);
+// Channels of one V item: whole groups and whole code words.
+const V_SPAN: u32 = max(QUANT_GROUP, VALUES_PER_WORD);
+// (max(…, 1): the by-word layouts never use these, but a constant division by zero would not compile.)
+const K_COLUMNS: u32 = max(HEAD_DIM / VALUES_PER_WORD, 1u);
+const V_COLUMNS: u32 = max(HEAD_DIM / V_SPAN, 1u);
+const K_ITEMS: u32 = (BLOCK_SIZE / QUANT_GROUP) * K_COLUMNS;
+const V_ITEMS: u32 = BLOCK_SIZE * V_COLUMNS;
+// Channel quads start at multiples of 4 within a token, and for V within one group.
+const CHUNKS_PER_WORD: u32 = VALUES_PER_WORD / 4u;
+const QUADS_ALIGNED: bool = HEAD_DIM % 4u == 0u && QUANT_GROUP % 4u == 0u;
+// Channel quads per token; with head_dim ≡ 2 (mod 4) the last one is a pair.
+const QUADS_PER_TOKEN: u32 = (HEAD_DIM + 3u) / 4u;
 
-// Where each destination slot's token lives now (block-table entry and slot), resolved once per job.
-var<workgroup> src_entry: array<u32, BLOCK_SIZE>;
-var<workgroup> src_slot: array<u32, BLOCK_SIZE>;
-var<private> value_base: u32 = IDENTITY;
+struct Job {
+  row: u32,
+  count: u32,
+  index_base: u32,
+  identity_start: u32,
+  value_base: u32,
+}
 
-fn source_value(t: u32, d: u32, v_part: bool) -> f32 {
-  if (v_part && value_base != IDENTITY) {
-    return merged[(value_base + t) * HEAD_DIM + d];
+var<private> job: Job;
+
+// A kept token: destination slot t, and where its source lives now (block-table entry and slot).
+struct KeptToken {
+  t: u32,
+  entry: u32,
+  slot: u32,
+}
+
+// ---- The one place a kept token is read from its source (the job's index list, the pools, `merged`). ----
+
+fn kept_token(t: u32) -> KeptToken {
+  var logical = job.identity_start + t;
+  if (job.index_base != IDENTITY) {
+    logical = indices[job.index_base + t];
   }
-  return kv_value(src_entry[t], src_slot[t], d, v_part);
+  return KeptToken(t, block_table[job.row * params.max_blocks + logical / BLOCK_SIZE], logical % BLOCK_SIZE);
 }
 
-// KIVI parameter word pack2x16float(f16((M − m)/levels), f16(m)); pack2x16float does the f16 rounding.
-fn param_word(lo: f32, hi: f32) -> u32 {
-  return pack2x16float(vec2<f32>((hi - lo) / f32(LEVELS), lo));
-}
-
-fn quant_code(x: f32, word: u32) -> u32 {
-  let p = unpack2x16float(word);
-  if (p.x == 0.0) {
-    return 0u;
-  }
-  let code = floor((x - p.y) / p.x + 0.5);
-  return u32(clamp(code, 0.0, f32(LEVELS)));
-}
-
-fn write_full(base: u32, count: u32, lid: u32) {
-  if (FULL_F16) {
-    for (var w = lid; w < BLOCK_SIZE * HEAD_DIM / 2u; w += WORKGROUP_SIZE) {
-      let i = 2u * w;
-      let t = i / HEAD_DIM;
-      let d = i % HEAD_DIM;
-      var k = vec2<f32>(0.0, 0.0);
-      var v = vec2<f32>(0.0, 0.0);
-      if (t < count) {
-        k = vec2<f32>(source_value(t, d, false), source_value(t, d + 1u, false));
-        v = vec2<f32>(source_value(t, d, true), source_value(t, d + 1u, true));
-      }
-      full_pool[base + w] = pack2x16float(k);
-      full_pool[base + FULL_V_OFFSET + w] = pack2x16float(v);
-    }
+// Channels d..d + 3 of a quantized source token (QUADS_ALIGNED and d a multiple of 4: the four codes share one
+// code word, and for V one parameter word); decoded exactly as quant_value does.
+fn quant_quad(block: u32, slot: u32, d: u32, v_part: bool) -> vec4<f32> {
+  let base = block * QUANT_WORDS_PER_BLOCK;
+  let bit = (slot * HEAD_DIM + d) * QUANT_BITS;
+  let word = quant_pool[base + select(0u, QUANT_V_OFFSET, v_part) + bit / 32u] >> (bit % 32u);
+  let codes = vec4<f32>(
+    f32(word & LEVELS),
+    f32((word >> QUANT_BITS) & LEVELS),
+    f32((word >> (2u * QUANT_BITS)) & LEVELS),
+    f32((word >> (3u * QUANT_BITS)) & LEVELS),
+  );
+  var scale: vec4<f32>;
+  var zero: vec4<f32>;
+  if (v_part) {
+    let p = unpack2x16float(quant_pool[base + QUANT_VP_OFFSET + slot * GROUPS_PER_TOKEN + d / QUANT_GROUP]);
+    scale = vec4<f32>(p.x);
+    zero = vec4<f32>(p.y);
   } else {
-    for (var i = lid; i < BLOCK_SIZE * HEAD_DIM; i += WORKGROUP_SIZE) {
-      let t = i / HEAD_DIM;
-      let d = i % HEAD_DIM;
-      var k = 0.0;
-      var v = 0.0;
-      if (t < count) {
-        k = source_value(t, d, false);
-        v = source_value(t, d, true);
+    let at = base + QUANT_KP_OFFSET + (slot / QUANT_GROUP) * HEAD_DIM + d;
+    let words = vec4<u32>(quant_pool[at], quant_pool[at + 1u], quant_pool[at + 2u], quant_pool[at + 3u]);
+    scale = scales(words);
+    zero = zeros(words);
+  }
+  return codes * scale + zero;
+}
+
+// Channels d..d + 3 of the token's K (v_part false) or V, d even (a multiple of 4 when QUADS_ALIGNED); lanes
+// at or past HEAD_DIM are unspecified. SwiftShader runs every branch here with lanes masked, so the source
+// kinds a run cannot have are compiled out (FULL_SOURCES, MERGED_VALUES).
+fn kept_quad(token: KeptToken, d: u32, v_part: bool) -> vec4<f32> {
+  let base = kv_block(token.entry) * FULL_WORDS_PER_BLOCK + select(0u, FULL_V_OFFSET, v_part);
+  let i = token.slot * HEAD_DIM + d;
+  var x: vec4<f32>;
+  if (FULL_F16) {
+    x = vec4<f32>(unpack2x16float(full_pool[base + i / 2u]), unpack2x16float(full_pool[base + i / 2u + 1u]));
+  } else {
+    x = vec4<f32>(
+      bitcast<f32>(full_pool[base + i]),
+      bitcast<f32>(full_pool[base + i + 1u]),
+      bitcast<f32>(full_pool[base + i + 2u]),
+      bitcast<f32>(full_pool[base + i + 3u]),
+    );
+  }
+  if (!FULL_SOURCES && HAS_QUANT && kv_is_quant(token.entry)) {
+    let block = kv_block(token.entry);
+    if (QUADS_ALIGNED) {
+      x = quant_quad(block, token.slot, d, v_part);
+    } else {
+      x = vec4<f32>(
+        quant_value(block, token.slot, d, v_part),
+        quant_value(block, token.slot, d + 1u, v_part),
+        quant_value(block, token.slot, d + 2u, v_part),
+        quant_value(block, token.slot, d + 3u, v_part),
+      );
+    }
+  }
+  if (MERGED_VALUES && v_part && job.value_base != IDENTITY) {
+    let m = (job.value_base + token.t) * HEAD_DIM + d;
+    x = vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
+  }
+  return x;
+}
+
+fn kept_position(token: KeptToken) -> u32 {
+  return kv_position(token.entry, token.slot);
+}
+
+// ---- Full destinations ----
+
+fn write_full(base: u32, lid: u32) {
+  // One channel quad of K and of V per step, each read once.
+  for (var i = lid; i < BLOCK_SIZE * QUADS_PER_TOKEN; i += WORKGROUP_SIZE) {
+    let t = i / QUADS_PER_TOKEN;
+    let d = (i % QUADS_PER_TOKEN) * 4u;
+    var k = vec4<f32>(0.0);
+    var v = vec4<f32>(0.0);
+    if (t < job.count) {
+      let token = kept_token(t);
+      k = kept_quad(token, d, false);
+      v = kept_quad(token, d, true);
+    }
+    let whole = d + 4u <= HEAD_DIM;
+    let at = t * HEAD_DIM + d;
+    if (FULL_F16) {
+      full_pool[base + at / 2u] = pack2x16float(k.xy);
+      full_pool[base + FULL_V_OFFSET + at / 2u] = pack2x16float(v.xy);
+      if (whole) {
+        full_pool[base + at / 2u + 1u] = pack2x16float(k.zw);
+        full_pool[base + FULL_V_OFFSET + at / 2u + 1u] = pack2x16float(v.zw);
       }
-      full_pool[base + i] = bitcast<u32>(k);
-      full_pool[base + FULL_V_OFFSET + i] = bitcast<u32>(v);
+    } else {
+      full_pool[base + at] = bitcast<u32>(k.x);
+      full_pool[base + at + 1u] = bitcast<u32>(k.y);
+      full_pool[base + FULL_V_OFFSET + at] = bitcast<u32>(v.x);
+      full_pool[base + FULL_V_OFFSET + at + 1u] = bitcast<u32>(v.y);
+      if (whole) {
+        full_pool[base + at + 2u] = bitcast<u32>(k.z);
+        full_pool[base + at + 3u] = bitcast<u32>(k.w);
+        full_pool[base + FULL_V_OFFSET + at + 2u] = bitcast<u32>(v.z);
+        full_pool[base + FULL_V_OFFSET + at + 3u] = bitcast<u32>(v.w);
+      }
     }
   }
   for (var t = lid; t < BLOCK_SIZE; t += WORKGROUP_SIZE) {
     var pos = 0u;
-    if (t < count) {
-      pos = kv_position(src_entry[t], src_slot[t]);
+    if (t < job.count) {
+      pos = kept_position(kept_token(t));
     }
     full_pool[base + FULL_POS_OFFSET + t] = pos;
   }
 }
 
-fn write_quant(base: u32, count: u32, lid: u32) {
-  // Phase 1: group parameters into the destination block (a group without filled tokens keeps word 0).
-  for (var i = lid; i < (BLOCK_SIZE / QUANT_GROUP) * HEAD_DIM; i += WORKGROUP_SIZE) {
-    let t0 = (i / HEAD_DIM) * QUANT_GROUP;
-    let d = i % HEAD_DIM;
-    let t1 = min(t0 + QUANT_GROUP, count);
-    var word = 0u;
-    if (t1 > t0) {
-      var lo = source_value(t0, d, false);
-      var hi = lo;
-      for (var t = t0 + 1u; t < t1; t++) {
-        let x = source_value(t, d, false);
-        lo = min(lo, x);
-        hi = max(hi, x);
-      }
-      word = param_word(lo, hi);
+// ---- KIVI arithmetic (CONTRIBUTING.md "Quantization (KIVI)") ----
+
+// Parameter word pack2x16float(f16((M − m)/levels), f16(m)); pack2x16float does the f16 rounding.
+fn param_word(lo: f32, hi: f32) -> u32 {
+  return pack2x16float(vec2<f32>((hi - lo) / f32(LEVELS), lo));
+}
+
+fn param_words(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {
+  return vec4<u32>(param_word(lo.x, hi.x), param_word(lo.y, hi.y), param_word(lo.z, hi.z), param_word(lo.w, hi.w));
+}
+
+// The codes of 4 values with their own (scale, zero), packed as they sit in a code word (first value lowest):
+// clamp(floor((x − zero) / scale + 0.5), 0, levels), and 0 where the scale is 0.
+fn quad_codes(x: vec4<f32>, scale: vec4<f32>, zero: vec4<f32>) -> u32 {
+  let code = clamp(floor((x - zero) / scale + 0.5), vec4<f32>(0.0), vec4<f32>(f32(LEVELS)));
+  let c = select(vec4<u32>(code), vec4<u32>(0u), scale == vec4<f32>(0.0));
+  return c.x | (c.y << QUANT_BITS) | (c.z << (2u * QUANT_BITS)) | (c.w << (3u * QUANT_BITS));
+}
+
+fn quant_code(x: f32, word: u32) -> u32 {
+  let p = unpack2x16float(word);
+  return quad_codes(vec4<f32>(x), vec4<f32>(p.x), vec4<f32>(p.y)) & LEVELS;
+}
+
+// The scales (x) and zero-points (y) of 4 parameter words, as vec4s.
+fn scales(words: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(words.x).x, unpack2x16float(words.y).x, unpack2x16float(words.z).x, unpack2x16float(words.w).x);
+}
+
+fn zeros(words: vec4<u32>) -> vec4<f32> {
+  return vec4<f32>(unpack2x16float(words.x).y, unpack2x16float(words.y).y, unpack2x16float(words.z).y, unpack2x16float(words.w).y);
+}
+
+// ---- Quantized destinations, whole words per item ----
+
+fn store_k_params(p: u32, words: vec4<u32>) {
+  quant_pool[p] = words.x;
+  quant_pool[p + 1u] = words.y;
+  quant_pool[p + 2u] = words.z;
+  quant_pool[p + 3u] = words.w;
+}
+
+// quantize_v_item(base, t, c0), the whole-word V item, comes unrolled for the layout from
+// src/kernels/compress/compact-unrolled.ts: each of its values is read once and stays in registers.
+
+// K item: token group `group`, channels c0..c0 + VALUES_PER_WORD − 1 (CHUNKS_PER_WORD quads, spelled out with
+// constant guards so every per-channel range stays in registers). Each value is read twice (min/max, then
+// codes): holding a whole group's values instead spilled on SwiftShader and was slower. The shifts are taken
+// % 32 because they must compile where their guard is false.
+fn quantize_k_item(base: u32, group: u32, c0: u32) {
+  let t0 = group * QUANT_GROUP;
+  let t1 = min(t0 + QUANT_GROUP, job.count);
+  var lo0 = vec4<f32>(3.4e38);
+  var hi0 = vec4<f32>(-3.4e38);
+  var lo1 = lo0;
+  var hi1 = hi0;
+  var lo2 = lo0;
+  var hi2 = hi0;
+  var lo3 = lo0;
+  var hi3 = hi0;
+  for (var t = t0; t < t1; t++) {
+    let token = kept_token(t);
+    let x0 = kept_quad(token, c0, false);
+    lo0 = min(lo0, x0);
+    hi0 = max(hi0, x0);
+    if (CHUNKS_PER_WORD > 1u) {
+      let x1 = kept_quad(token, c0 + 4u, false);
+      lo1 = min(lo1, x1);
+      hi1 = max(hi1, x1);
     }
-    quant_pool[base + QUANT_KP_OFFSET + i] = word;
+    if (CHUNKS_PER_WORD > 2u) {
+      let x2 = kept_quad(token, c0 + 8u, false);
+      let x3 = kept_quad(token, c0 + 12u, false);
+      lo2 = min(lo2, x2);
+      hi2 = max(hi2, x2);
+      lo3 = min(lo3, x3);
+      hi3 = max(hi3, x3);
+    }
+  }
+  // A group without filled tokens keeps parameter words 0 (and its codes are 0).
+  let filled = t1 > t0;
+  let p = base + QUANT_KP_OFFSET + group * HEAD_DIM + c0;
+  let w0 = select(vec4<u32>(0u), param_words(lo0, hi0), filled);
+  let w1 = select(vec4<u32>(0u), param_words(lo1, hi1), filled);
+  let w2 = select(vec4<u32>(0u), param_words(lo2, hi2), filled);
+  let w3 = select(vec4<u32>(0u), param_words(lo3, hi3), filled);
+  store_k_params(p, w0);
+  if (CHUNKS_PER_WORD > 1u) {
+    store_k_params(p + 4u, w1);
+  }
+  if (CHUNKS_PER_WORD > 2u) {
+    store_k_params(p + 8u, w2);
+    store_k_params(p + 12u, w3);
+  }
+  let s0 = scales(w0);
+  let z0 = zeros(w0);
+  let s1 = scales(w1);
+  let z1 = zeros(w1);
+  let s2 = scales(w2);
+  let z2 = zeros(w2);
+  let s3 = scales(w3);
+  let z3 = zeros(w3);
+  for (var t = t0; t < t1; t++) {
+    let token = kept_token(t);
+    var word = quad_codes(kept_quad(token, c0, false), s0, z0);
+    if (CHUNKS_PER_WORD > 1u) {
+      word |= quad_codes(kept_quad(token, c0 + 4u, false), s1, z1) << ((4u * QUANT_BITS) % 32u);
+    }
+    if (CHUNKS_PER_WORD > 2u) {
+      word |= quad_codes(kept_quad(token, c0 + 8u, false), s2, z2) << ((8u * QUANT_BITS) % 32u);
+      word |= quad_codes(kept_quad(token, c0 + 12u, false), s3, z3) << ((12u * QUANT_BITS) % 32u);
+    }
+    quant_pool[base + t * K_COLUMNS + c0 / VALUES_PER_WORD] = word;
+  }
+  for (var t = max(t1, t0); t < t0 + QUANT_GROUP; t++) {
+    quant_pool[base + t * K_COLUMNS + c0 / VALUES_PER_WORD] = 0u;
+  }
+}
+
+fn zero_v_item(base: u32, t: u32, c0: u32) {
+  for (var w = 0u; w < V_SPAN / VALUES_PER_WORD; w++) {
+    quant_pool[base + QUANT_V_OFFSET + (t * HEAD_DIM + c0) / VALUES_PER_WORD + w] = 0u;
+  }
+  for (var g = 0u; g < V_SPAN / QUANT_GROUP; g++) {
+    quant_pool[base + QUANT_VP_OFFSET + t * GROUPS_PER_TOKEN + c0 / QUANT_GROUP + g] = 0u;
+  }
+}
+
+fn quantize_by_item(base: u32, lid: u32) {
+  for (var i = lid; i < K_ITEMS; i += WORKGROUP_SIZE) {
+    quantize_k_item(base, i / K_COLUMNS, (i % K_COLUMNS) * VALUES_PER_WORD);
+  }
+  let filled_items = job.count * V_COLUMNS;
+  for (var i = lid; i < filled_items; i += WORKGROUP_SIZE) {
+    quantize_v_item(base, i / V_COLUMNS, (i % V_COLUMNS) * V_SPAN);
+  }
+  for (var i = filled_items + lid; i < V_ITEMS; i += WORKGROUP_SIZE) {
+    zero_v_item(base, i / V_COLUMNS, (i % V_COLUMNS) * V_SPAN);
+  }
+}
+
+// ---- Quantized destinations, any layout: one word at a time ----
+
+fn kept_value(token: KeptToken, d: u32, v_part: bool) -> f32 {
+  let start = select(d & ~1u, d & ~3u, QUADS_ALIGNED);
+  let x = kept_quad(token, start, v_part);
+  return array<f32, 4>(x.x, x.y, x.z, x.w)[d - start];
+}
+
+// K parameter word of token group `group`, channel d (0 for a group without filled tokens).
+fn k_param(group: u32, d: u32) -> u32 {
+  let t0 = group * QUANT_GROUP;
+  let t1 = min(t0 + QUANT_GROUP, job.count);
+  var lo = 3.4e38;
+  var hi = -3.4e38;
+  for (var t = t0; t < t1; t++) {
+    let x = kept_value(kept_token(t), d, false);
+    lo = min(lo, x);
+    hi = max(hi, x);
+  }
+  return select(0u, param_word(lo, hi), t1 > t0);
+}
+
+// V parameter word of channel group `group` of a filled token.
+fn v_param(token: KeptToken, group: u32) -> u32 {
+  var lo = 3.4e38;
+  var hi = -3.4e38;
+  for (var d = group * QUANT_GROUP; d < (group + 1u) * QUANT_GROUP; d++) {
+    let x = kept_value(token, d, true);
+    lo = min(lo, x);
+    hi = max(hi, x);
+  }
+  return param_word(lo, hi);
+}
+
+fn quantize_by_word(base: u32, lid: u32) {
+  for (var i = lid; i < (BLOCK_SIZE / QUANT_GROUP) * HEAD_DIM; i += WORKGROUP_SIZE) {
+    quant_pool[base + QUANT_KP_OFFSET + i] = k_param(i / HEAD_DIM, i % HEAD_DIM);
   }
   for (var i = lid; i < BLOCK_SIZE * GROUPS_PER_TOKEN; i += WORKGROUP_SIZE) {
     let t = i / GROUPS_PER_TOKEN;
-    let d0 = (i % GROUPS_PER_TOKEN) * QUANT_GROUP;
     var word = 0u;
-    if (t < count) {
-      var lo = source_value(t, d0, true);
-      var hi = lo;
-      for (var d = d0 + 1u; d < d0 + QUANT_GROUP; d++) {
-        let x = source_value(t, d, true);
-        lo = min(lo, x);
-        hi = max(hi, x);
-      }
-      word = param_word(lo, hi);
+    if (t < job.count) {
+      word = v_param(kept_token(t), i % GROUPS_PER_TOKEN);
     }
     quant_pool[base + QUANT_VP_OFFSET + i] = word;
   }
-  // Phase 2 reads the parameters back from the pool (this workgroup wrote them): no workgroup copy of the
-  // block's parameters, which would not fit workgroup memory at G = 1.
-  storageBarrier();
-  workgroupBarrier();
+  // Each code word recomputes the parameters of its values' groups: no thread reads another's output.
   for (var w = lid; w < BLOCK_SIZE * HEAD_DIM / VALUES_PER_WORD; w += WORKGROUP_SIZE) {
     var k_word = 0u;
     var v_word = 0u;
@@ -132,20 +387,27 @@ fn write_quant(base: u32, count: u32, lid: u32) {
       let i = w * VALUES_PER_WORD + j;
       let t = i / HEAD_DIM;
       let d = i % HEAD_DIM;
-      if (t < count) {
-        let kp = quant_pool[base + QUANT_KP_OFFSET + (t / QUANT_GROUP) * HEAD_DIM + d];
-        let vp = quant_pool[base + QUANT_VP_OFFSET + t * GROUPS_PER_TOKEN + d / QUANT_GROUP];
-        k_word |= quant_code(source_value(t, d, false), kp) << (j * QUANT_BITS);
-        v_word |= quant_code(source_value(t, d, true), vp) << (j * QUANT_BITS);
+      if (t < job.count) {
+        let token = kept_token(t);
+        k_word |= quant_code(kept_value(token, d, false), k_param(t / QUANT_GROUP, d)) << (j * QUANT_BITS);
+        v_word |= quant_code(kept_value(token, d, true), v_param(token, d / QUANT_GROUP)) << (j * QUANT_BITS);
       }
     }
     quant_pool[base + w] = k_word;
     quant_pool[base + QUANT_V_OFFSET + w] = v_word;
   }
+}
+
+fn write_quant(base: u32, lid: u32) {
+  if (QUANT_WHOLE_WORDS) {
+    quantize_by_item(base, lid);
+  } else {
+    quantize_by_word(base, lid);
+  }
   for (var t = lid; t < BLOCK_SIZE; t += WORKGROUP_SIZE) {
     var pos = 0u;
-    if (t < count) {
-      pos = kv_position(src_entry[t], src_slot[t]);
+    if (t < job.count) {
+      pos = kept_position(kept_token(t));
     }
     quant_pool[base + QUANT_POS_OFFSET + t] = pos;
   }
@@ -157,28 +419,15 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let job = linear_workgroup_index(wid, nwg);
-  if (job >= params.num_jobs) {
+  let index = linear_workgroup_index(wid, nwg);
+  if (index >= params.num_jobs) {
     return;
   }
-  let row = jobs[job * 6u];
-  let dest = jobs[job * 6u + 1u];
-  let count = min(jobs[job * 6u + 2u], BLOCK_SIZE);
-  let index_base = jobs[job * 6u + 3u];
-  let identity_start = jobs[job * 6u + 4u];
-  value_base = jobs[job * 6u + 5u];
-  for (var i = lid; i < count; i += WORKGROUP_SIZE) {
-    var logical = identity_start + i;
-    if (index_base != IDENTITY) {
-      logical = indices[index_base + i];
-    }
-    src_entry[i] = block_table[row * params.max_blocks + logical / BLOCK_SIZE];
-    src_slot[i] = logical % BLOCK_SIZE;
-  }
-  workgroupBarrier();
+  let dest = jobs[index * 6u + 1u];
+  job = Job(jobs[index * 6u], min(jobs[index * 6u + 2u], BLOCK_SIZE), jobs[index * 6u + 3u], jobs[index * 6u + 4u], jobs[index * 6u + 5u]);
   if (HAS_QUANT && kv_is_quant(dest)) {
-    write_quant(kv_block(dest) * QUANT_WORDS_PER_BLOCK, count, lid);
+    write_quant(kv_block(dest) * QUANT_WORDS_PER_BLOCK, lid);
   } else {
-    write_full(kv_block(dest) * FULL_WORDS_PER_BLOCK, count, lid);
+    write_full(kv_block(dest) * FULL_WORDS_PER_BLOCK, lid);
   }
 }

@@ -172,6 +172,15 @@ const CASES: Case[] = [
   { headDim: 32, blockSize: 8, full: 'f16', quant: 'int2', group: 2 },
   { headDim: 64, blockSize: 16, full: 'f32', quant: 'int4', group: 1 },
   { headDim: 16, blockSize: 32, full: 'f16', quant: 'int8', group: 8 },
+  // the benchmark's shape (whole-word items; V item unrolled per layout), every bit width
+  { headDim: 128, blockSize: 16, full: 'f16', quant: 'int8', group: 16 },
+  { headDim: 128, blockSize: 16, full: 'f16', quant: 'int4', group: 16 },
+  { headDim: 128, blockSize: 16, full: 'f32', quant: 'int2', group: 16 },
+  // head_dim 8: whole words at int8/int4 (a V item spans one group), by word at int2 (above)
+  { headDim: 8, blockSize: 16, full: 'f16', quant: 'int4', group: 8 },
+  { headDim: 8, blockSize: 16, full: 'f16', quant: 'int8', group: 4 },
+  // head_dim ≡ 2 (mod 4): the last channel quad of a token is a pair
+  { headDim: 6, blockSize: 16, full: 'f16', quant: 'int8', group: 2 },
 ];
 
 describe('compact_blocks vs the reference codec', () => {
@@ -247,6 +256,64 @@ describe('compact_blocks vs the reference codec', () => {
     expect(tally.scales).toBeLessThanOrEqual(Math.floor(tally.groupCount * MISMATCH_FRACTION));
     jobBuffer.destroy();
     indexBuffer.destroy();
+    cache.destroy();
+  });
+
+  it.each([
+    { headDim: 128, quant: 'int4' as const },
+    { headDim: 8, quant: 'int2' as const },
+  ])("sources 'full' (full-pool sources only): head_dim $headDim, f16 → $quant", async ({ headDim, quant }) => {
+    const gpu = await testGpu();
+    const blockSize = 16;
+    const lengths = [1, 63, 65];
+    const cache = buildCache(gpu, { headDim, blockSize, full: 'f16', quant, group: 8, lengths, spare: 8, seed: headDim + 5 });
+    // Identity jobs over the full source blocks (odd blocks; buildCache quantizes the even ones), into fresh
+    // quantized blocks, as compress() quantizes blocks leaving the recent window.
+    const jobs: CompactJob[] = [];
+    const sources: number[][] = [];
+    let next = cache.firstFreeQuant;
+    lengths.forEach((n, row) => {
+      for (let b = 1; b * blockSize < n; b += 2) {
+        const count = Math.min(blockSize, n - b * blockSize);
+        jobs.push({ row, destEntry: encodeBlockRef('quant', next++), count, indexBase: IDENTITY_INDEX_BASE, identityStart: b * blockSize });
+        sources.push(Array.from({ length: count }, (_, i) => b * blockSize + i));
+      }
+    });
+    expect(jobs.length).toBeGreaterThan(2);
+    const jobBuffer = createStorageBuffer(gpu, 'jobs', packCompactJobs(jobs));
+    const noIndices = createStorageBuffer(gpu, 'no-indices', 4);
+    await gpu.withErrorScope(() => {
+      const encoder = gpu.device.createCommandEncoder();
+      new CompactBlocksKernel(gpu, { full: cache.full, quant: cache.quant }).encode(encoder, {
+        cache: cache.bindings,
+        jobs: jobBuffer,
+        numJobs: jobs.length,
+        indices: noIndices,
+        sources: 'full',
+      });
+      gpu.submit([encoder.finish()]);
+    });
+    const pool = new Uint32Array(await readBuffer(gpu, cache.bindings.quantPool));
+    const tally: Mismatches = { codes: 0, codeCount: 0, scales: 0, groupCount: 0 };
+    jobs.forEach((job, j) => {
+      const src = sources[j] ?? [];
+      const row = cache.rows[job.row];
+      if (!row) throw new Error('no row');
+      const k = new Float32Array(src.length * headDim);
+      const v = new Float32Array(src.length * headDim);
+      src.forEach((t, i) => {
+        k.set(row.k.subarray(t * headDim, (t + 1) * headDim), i * headDim);
+        v.set(row.v.subarray(t * headDim, (t + 1) * headDim), i * headDim);
+      });
+      const pos = Uint32Array.from(src, (t) => row.pos[t] ?? 0);
+      const block = job.destEntry & 0x7fff_ffff;
+      const got = pool.subarray(block * cache.quant.wordsPerBlock, (block + 1) * cache.quant.wordsPerBlock);
+      compareBlock(cache.quant, got, encodeBlock(cache.quant, k, v, pos, src.length), src.length, `job ${j}`, tally);
+    });
+    expect(tally.codes).toBeLessThanOrEqual(Math.floor(tally.codeCount * MISMATCH_FRACTION));
+    expect(tally.scales).toBeLessThanOrEqual(Math.floor(tally.groupCount * MISMATCH_FRACTION));
+    jobBuffer.destroy();
+    noIndices.destroy();
     cache.destroy();
   });
 

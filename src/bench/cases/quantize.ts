@@ -20,8 +20,9 @@ function caseName(format: QuantFormat, context: number): string {
 /**
  * KIVI quantization of whole f16 blocks (one layer, 8 KV heads, head_dim 128, blocks of 16, default group 16)
  * into int8, int4 or int2 blocks: compact_blocks with identity jobs (every source block to a fresh quantized
- * block), what compress() runs on blocks older than the recent window. int4 and int2 rows compare with int8 at
- * the same context. Repeatable: sources are only read.
+ * block), what compress() runs on blocks older than the recent window, with `sources: 'full'` (they are f16
+ * blocks); one more int4 row (full runs) runs the kernel variant for any source format. int4 and int2 rows compare with
+ * int8 at the same context. Repeatable: sources are only read.
  *
  * @example
  * ```ts
@@ -35,21 +36,35 @@ export const quantizeSuite: BenchSuite = {
     'f16 blocks read whole (K, V, positions) + block-table entries and jobs read + quantized blocks written ' +
     '(codes, one scale/zero word per group, positions)',
   cases: (settings) =>
-    (settings.quick ? QUICK_CONTEXTS : CONTEXTS).flatMap((context) =>
-      FORMATS.map(
+    (settings.quick ? QUICK_CONTEXTS : CONTEXTS).flatMap((context) => [
+      ...FORMATS.map(
         (format): BenchCase => ({
           name: caseName(format, context),
           shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16 → ${format} g16`,
           series: `quantize ${format}`,
           context,
           ...(format !== 'int8' ? { baseline: caseName('int8', context) } : {}),
-          setup: (gpu) => prepareQuantize(gpu, context, format),
+          setup: (gpu) => prepareQuantize(gpu, context, format, 'full'),
         }),
       ),
-    ),
+      // The same int4 work through the kernel variant that can also read quantized sources (what a caller
+      // gets without `sources: 'full'`); speedup = the 'full' row's time ÷ this one's. Full runs only.
+      ...(settings.quick ? [] : [anySourcesCase(context)]),
+    ]),
 };
 
-function prepareQuantize(gpu: GpuContext, context: number, format: QuantFormat): PreparedCase {
+function anySourcesCase(context: number): BenchCase {
+  return {
+    name: `quantize/int4-any-sources/${formatTokens(context)}`,
+    shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16 → int4 g16, kernel for any source format`,
+    series: 'quantize int4 (any-source kernel)',
+    context,
+    baseline: caseName('int4', context),
+    setup: (gpu) => prepareQuantize(gpu, context, 'int4', 'any'),
+  };
+}
+
+function prepareQuantize(gpu: GpuContext, context: number, format: QuantFormat, sources: 'full' | 'any'): PreparedCase {
   const cache = buildBenchCache(gpu, {
     layers: 1,
     kvHeads: KV_HEADS,
@@ -82,7 +97,8 @@ function prepareQuantize(gpu: GpuContext, context: number, format: QuantFormat):
   return {
     bytes: jobs.length * (bytesPerBlock(cache.full) + 4 + 5 * 4 + bytesPerBlock(quant)),
     items: { count: context, unit: 'token' },
-    encode: (encoder) => kernel.encode(encoder, { cache: bindings, jobs: jobBuffer, numJobs: jobs.length, indices: noIndices }),
+    encode: (encoder) =>
+      kernel.encode(encoder, { cache: bindings, jobs: jobBuffer, numJobs: jobs.length, indices: noIndices, sources }),
     destroy: () => {
       cache.destroy();
       for (const b of [quantPool, jobBuffer, noIndices]) b.destroy();

@@ -1,5 +1,6 @@
 import compactBody from '../../../shaders/compact_blocks.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import { compactUnrolled } from './compact-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
@@ -91,15 +92,28 @@ export interface CompactBlocksRun {
   readonly numJobs: number;
   /** u32 logical indices referenced by the jobs (any 4-byte buffer when every job is an identity job). */
   readonly indices: GPUBuffer;
-  /** f32 merged values the jobs' `valueBase` point into (MergeValuesKernel); needed only when one does. */
+  /**
+   * f32 merged values the jobs' `valueBase` point into (MergeValuesKernel); needed only when one does. Without
+   * it no job may have a `valueBase`, and the kernel runs a variant that never reads merged values.
+   */
   readonly merged?: GPUBuffer;
+  /**
+   * `'full'` promises that every kept token of every job lives in a full-pool block (quantizing blocks that were
+   * never quantized): the kernel then runs a variant without the quantized-source read, which a software adapter
+   * would otherwise pay for on every value (it runs both sides of a branch). Default `'any'`.
+   */
+  readonly sources?: 'any' | 'full';
 }
 
+/** Workgroup size on a software (fallback) adapter; see the constructor. */
+const SOFTWARE_WORKGROUP_SIZE = 4;
+
 /**
- * Builds destination blocks from lists of source tokens: reads K/V/positions of any source format through
- * shaders/kv_read.wgsl and writes each destination in its pool's format — f32/f16 bit-exactly, or KIVI
- * int8/int4/int2 as `encodeBlock` would from the decoded source values (codes within ±1 where WGSL's division
- * lands across a rounding boundary). One workgroup per destination block; no atomics.
+ * Builds destination blocks from lists of source tokens: reads K/V/positions of any source format (the shader's
+ * kept_token / kept_quad / kept_position) and writes each destination in its pool's format — f32/f16
+ * bit-exactly, or KIVI int8/int4/int2 as `encodeBlock` would from the decoded source values (codes within ±1
+ * where WGSL's division lands across a rounding boundary). One workgroup per destination block; no atomics,
+ * no barriers.
  *
  * Destinations must be fresh blocks, never a block any job reads.
  *
@@ -110,7 +124,10 @@ export interface CompactBlocksRun {
  * ```
  */
 export class CompactBlocksKernel {
+  /** The kernel for any sources and merged values; {@link encode} may pick a narrower variant of it. */
   readonly spec: KernelSpec;
+  private readonly variants = new Map<string, KernelSpec>();
+  private readonly workgroupSize: number;
   /** Bound as `merged` when a run merges nothing (a binding must be bound). */
   private placeholder: GPUBuffer | null = null;
 
@@ -121,16 +138,36 @@ export class CompactBlocksKernel {
     if (shape.quant && (shape.quant.headDim !== shape.full.headDim || shape.quant.blockSize !== shape.full.blockSize)) {
       throw new InvalidArgumentError('quant', 'the two pools must share head_dim and block size');
     }
-    this.spec = {
-      name: 'compact_blocks',
-      body: compactBody,
-      libraries: [kvReadLibrary],
-      constants: {
-        ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: shape.workgroupSize ?? 64 },
-      },
-      uniforms: [COMPACT_BLOCKS_PARAMS],
-    };
+    // A software adapter (SwiftShader) pays a fixed cost per group of lanes, whatever the lanes do, because it
+    // runs every branch: bench --only quantize took about 1/3 of the time at 4 threads of 64 (one lane group),
+    // each thread doing more items. Real GPUs want many threads.
+    this.workgroupSize = shape.workgroupSize ?? (gpu.adapter.isFallbackAdapter ? SOFTWARE_WORKGROUP_SIZE : 64);
+    const size = this.workgroupSize;
+    if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
+      throw new InvalidArgumentError('workgroupSize', `must be a positive integer ≤ the device limit; got ${size}`);
+    }
+    this.spec = this.variant('any', true);
+  }
+
+  private variant(sources: 'any' | 'full', merged: boolean): KernelSpec {
+    const key = `${sources}/${merged}`;
+    let spec = this.variants.get(key);
+    if (!spec) {
+      spec = {
+        name: 'compact_blocks',
+        body: compactBody,
+        libraries: [kvReadLibrary, compactUnrolled(this.shape.quant)],
+        constants: {
+          ...cacheConstants(this.shape.full, this.shape.quant),
+          WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+          FULL_SOURCES: { type: 'bool', value: sources === 'full' },
+          MERGED_VALUES: { type: 'bool', value: merged },
+        },
+        uniforms: [COMPACT_BLOCKS_PARAMS],
+      };
+      this.variants.set(key, spec);
+    }
+    return spec;
   }
 
   private noMerged(): GPUBuffer {
@@ -162,7 +199,7 @@ export class CompactBlocksKernel {
     encodeDispatch(
       this.gpu,
       pass,
-      kernelPipeline(this.gpu, this.spec),
+      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined)),
       [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? this.noMerged()],
       run.numJobs,
     );
