@@ -166,8 +166,13 @@ export interface MergeValuesRun {
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
  * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: three passes,
- * shaders/merge_kept_keys.wgsl (each kept key normalized once), shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
- * workgroup per head: the weighted sums); cam: two passes, shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots: its evicted tokens' shares summed once) and shaders/merge_cam.wgsl (one thread per kept channel: its value plus the gaps that reach it). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
+ * shaders/merge_kept_keys.wgsl (each kept key read once: normalized, and its SimHash), shaders/merge_targets.wgsl
+ * (one thread per token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own in Hamming distance, re-ranked
+ * by exact cosine) and shaders/merge_values.wgsl (one workgroup per head: the weighted sums); cam: two passes,
+ * shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots and four channels: its evicted tokens' shares
+ * summed once) and shaders/merge_cam.wgsl (one thread per kept slot and four channels: its value plus the gaps that
+ * reach it). Hash bits as the reference computes them; sums in the reference's order, so within f32 rounding of
+ * src/compress/merge.ts.
  *
  * @example
  * ```ts
