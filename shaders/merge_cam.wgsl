@@ -1,7 +1,7 @@
 // CaM's merge, pass 2 of 2 (MergeMode 'cam' in src/compress/options.ts; reference src/compress/merge.ts): kept
 // slot s becomes v_s + Σ G_f over the gaps f in [s − CAM_MERGE_SPAN + 1, s] (shaders/merge_cam_gaps.wgsl): the
 // tokens of gap f reach slots f .. f + span_f − 1, so slot s is reached by exactly those gaps. One thread per
-// (slot, channel); workgroups over (head, chunk of WORKGROUP_SIZE channels of its slots). The merged values go to
+// (slot, four channels); workgroups over (head, chunk of WORKGROUP_SIZE of its kept · HEAD_VECS (slot, quad) pairs). The merged values go to
 // `merged` for compact_blocks.
 
 @group(0) @binding(0) var<uniform> params: MergeCamParams;
@@ -27,19 +27,28 @@ fn main(
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
   let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  if (i >= kept * HEAD_DIM) {
+  if (i >= kept * HEAD_VECS) {
     return;
   }
-  let s = i / HEAD_DIM;
-  let d = i % HEAD_DIM;
+  let s = i / HEAD_VECS;
+  let q = i % HEAD_VECS;
   let j = kept_index[row * params.stride + s];
-  var v = kv_value(block_table[row * params.max_blocks + j / BLOCK_SIZE], j % BLOCK_SIZE, d, true);
+  var v = kv_quad(token_entry_of(row, j), j % BLOCK_SIZE, q, true);
   var f = 0u;
   if (s + 1u > CAM_MERGE_SPAN) {
     f = s + 1u - CAM_MERGE_SPAN;
   }
   for (; f <= s; f++) {
-    v += merged[params.gaps_offset + (out + f) * HEAD_DIM + d];
+    let g = params.gaps_offset + (out + f) * HEAD_DIM + 4u * q;
+    for (var c = 0u; c < 4u; c++) {
+      if (4u * q + c < HEAD_DIM) {
+        v[c] += merged[g + c];
+      }
+    }
   }
-  merged[(out + s) * HEAD_DIM + d] = v;
+  for (var c = 0u; c < 4u; c++) {
+    if (4u * q + c < HEAD_DIM) {
+      merged[(out + s) * HEAD_DIM + 4u * q + c] = v[c];
+    }
+  }
 }

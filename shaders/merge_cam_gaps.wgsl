@@ -3,8 +3,8 @@
 // so they share span_f = min(CAM_MERGE_SPAN, kept − f) and the targets' mass; this pass sums each gap once:
 // G_f = Σ_{t in gap f} share(t) · v_t, share(t) = min(1, w_t · span_f / Σ target w) / span_f, into the gap sums
 // after the merged values (shaders/merge_cam.wgsl adds the sums of the CAM_MERGE_SPAN gaps that reach each slot).
-// Each evicted value is read once, not once per slot it reaches. One thread per gap, tokens in order; workgroups
-// over (head, chunk of WORKGROUP_SIZE gaps).
+// Each evicted value is read once, not once per slot it reaches. One thread per (gap, four channels), tokens in
+// order; workgroups over (head, chunk of WORKGROUP_SIZE of its kept · HEAD_VECS (gap, quad) pairs).
 
 @group(0) @binding(0) var<uniform> params: MergeCamParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -14,10 +14,6 @@
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read_write> merged: array<f32>;  // gap sums at gaps_offset + [out_base + f][HEAD_DIM]
-
-fn token_entry(row: u32, t: u32) -> u32 {
-  return block_table[row * params.max_blocks + t / BLOCK_SIZE];
-}
 
 fn weight(row: u32, t: u32) -> f32 {
   return max(mass[row * params.stride + t], 0.0) + MERGE_WEIGHT_FLOOR;
@@ -37,17 +33,19 @@ fn main(
   let row = heads[4u * head];
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
-  let f = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  if (f >= kept) {
+  let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  if (i >= kept * HEAD_VECS) {
     return;
   }
+  let f = i / HEAD_VECS;
+  let q = i % HEAD_VECS;
   let base = row * params.stride;
   let end = kept_index[base + f];
   var t = 0u;
   if (f > 0u) {
     t = kept_index[base + f - 1u] + 1u;
   }
-  var g: array<f32, HEAD_DIM>;
+  var g = vec4<f32>(0.0);
   if (t < end) {
     let span = min(CAM_MERGE_SPAN, kept - f);
     var dest_mass = 0.0;
@@ -57,15 +55,13 @@ fn main(
     let share_scale = f32(span) / dest_mass;
     for (; t < end; t++) {
       let share = min(1.0, weight(row, t) * share_scale) / f32(span);
-      // One block-table lookup per token, not per channel.
-      let entry = token_entry(row, t);
-      for (var d = 0u; d < HEAD_DIM; d++) {
-        g[d] += share * kv_value(entry, t % BLOCK_SIZE, d, true);
-      }
+      g += share * kv_quad(token_entry_of(row, t), t % BLOCK_SIZE, q, true);
     }
   }
   let gaps = params.gaps_offset + (out + f) * HEAD_DIM;
-  for (var d = 0u; d < HEAD_DIM; d++) {
-    merged[gaps + d] = g[d];
+  for (var c = 0u; c < 4u; c++) {
+    if (4u * q + c < HEAD_DIM) {
+      merged[gaps + 4u * q + c] = g[c];
+    }
   }
 }

@@ -1,9 +1,10 @@
 // Nearest merge, pass 1 of 3 (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts):
-// each kept key of each merged head, divided by its norm (a zero key stays zero), as f32 vec4s (HEAD_VECS per key,
-// zero-padded) into the merged buffer at keys_offset + (out_base + slot) · 4 · HEAD_VECS. shaders/merge_targets.wgsl
-// then loads its tiles of kept keys from there with plain f32 reads spread over the whole workgroup, instead of
-// decoding (and normalizing) every kept key from the paged pools once per workgroup of evicted tokens. One
-// thread per kept slot; workgroups over (head, chunk of WORKGROUP_SIZE slots).
+// each kept key of each merged head, read once: divided by its norm (a zero key stays zero) as f32 vec4s
+// (HEAD_VECS per key, zero-padded) into the merged buffer at keys_offset + (out_base + slot) · 4 · HEAD_VECS, and its
+// SimHash (shaders/merge_common.wgsl) as two exact 16-bit halves at hash_offset + 2 · (out_base + slot) (f32 words:
+// a u32 bit pattern stored as f32 could be a NaN, which a device need not keep). shaders/merge_targets.wgsl ranks
+// the kept hashes for every evicted token and re-ranks the best few by these keys. One thread per kept slot;
+// workgroups over (head, chunk of WORKGROUP_SIZE slots).
 
 @group(0) @binding(0) var<uniform> params: MergeKeptKeysParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -11,7 +12,7 @@
 @group(0) @binding(3) var<storage, read> block_table: array<u32>;   // [row][max_blocks]
 @group(0) @binding(4) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
-@group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // normalized keys at keys_offset
+@group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // normalized keys at keys_offset, hashes at hash_offset
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -32,22 +33,26 @@ fn main(
     return;
   }
   let j = kept_index[row * params.stride + s];
-  let entry = block_table[row * params.max_blocks + j / BLOCK_SIZE];
+  let entry = token_entry_of(row, j);
+  var key: array<vec4<f32>, HEAD_VECS>;
   var n = 0.0;
-  for (var d = 0u; d < HEAD_DIM; d++) {
-    let x = kv_value(entry, j % BLOCK_SIZE, d, false);
-    n += x * x;
+  for (var i = 0u; i < HEAD_VECS; i++) {
+    key[i] = kv_quad(entry, j % BLOCK_SIZE, i, false);
+    n += dot(key[i], key[i]);
   }
   var scale = 0.0;
   if (n > 0.0) {
     scale = inverseSqrt(n);
   }
   let base = params.keys_offset + (out + s) * 4u * HEAD_VECS;
-  for (var d = 0u; d < 4u * HEAD_VECS; d++) {
-    var x = 0.0;
-    if (d < HEAD_DIM) {
-      x = kv_value(entry, j % BLOCK_SIZE, d, false) * scale;
-    }
-    merged[base + d] = x;
+  for (var i = 0u; i < HEAD_VECS; i++) {
+    let x = key[i] * scale;
+    merged[base + 4u * i] = x.x;
+    merged[base + 4u * i + 1u] = x.y;
+    merged[base + 4u * i + 2u] = x.z;
+    merged[base + 4u * i + 3u] = x.w;
   }
+  let bits = key_hash(&key);
+  merged[params.hash_offset + 2u * (out + s)] = f32(bits & 0xffffu);
+  merged[params.hash_offset + 2u * (out + s) + 1u] = f32(bits >> 16u);
 }

@@ -1,9 +1,11 @@
 // Where each evicted token of a compacted head merges to under MergeMode 'nearest' (src/compress/options.ts;
-// reference src/compress/merge.ts): the kept slot whose key has the largest cosine similarity with the token's
-// key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 3: one thread per token, workgroups over (head, chunk
-// of WORKGROUP_SIZE tokens); the kept keys, normalized by shaders/merge_kept_keys.wgsl, go through workgroup memory
-// MERGE_TILE at a time (every thread loads a share of each tile), so each is read once per workgroup, not once per
-// token. shaders/merge_values.wgsl reads the targets.
+// reference src/compress/merge.ts nearestKept): among the MERGE_CANDIDATES kept slots whose key hashes are nearest
+// in Hamming distance to the token's (earliest first on equal distance), the one whose key has the largest cosine
+// similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 3: one thread per token,
+// workgroups over (head, chunk of WORKGROUP_SIZE tokens). The kept hashes (shaders/merge_kept_keys.wgsl) go through
+// workgroup memory HASH_TILE at a time, so a pair costs an xor, a popcount and a compare instead of a HEAD_DIM-long
+// dot; the exact re-rank reads MERGE_CANDIDATES normalized kept keys per token. shaders/merge_values.wgsl reads the
+// targets.
 
 @group(0) @binding(0) var<uniform> params: MergeTargetsParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -12,30 +14,11 @@
 @group(0) @binding(4) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(6) var<storage, read_write> targets: array<u32>; // [row][stride]
-@group(0) @binding(7) var<storage, read> merged: array<f32>;        // normalized kept keys at keys_offset
+@group(0) @binding(7) var<storage, read> merged: array<vec4<f32>>;  // normalized kept keys (keys_offset: a multiple of 4), kept hashes
 
 const KEPT: u32 = 0xffffffffu;
 
-// Keys as vec4s (HEAD_VECS = ⌈HEAD_DIM / 4⌉, zero-padded): a quarter of the loop iterations and workgroup loads of
-// scalar channels (on SwiftShader, where this pass costs most, each is a lane-wide gather). The tile holds the kept
-// keys already divided by their norms (a zero key stays zero), so a pair costs one dot: for a fixed evicted key e,
-// argmax_s e·k̂_s / |e| = argmax_s e·k̂_s, and the reference's 0 for a zero key (either side) is what the dot gives.
-var<workgroup> tile_keys: array<vec4<f32>, MERGE_TILE * HEAD_VECS>;
-
-fn key_vec(entry: u32, t: u32, i: u32) -> vec4<f32> {
-  var v = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    let d = 4u * i + c;
-    if (d < HEAD_DIM) {
-      v[c] = kv_value(entry, t % BLOCK_SIZE, d, false);
-    }
-  }
-  return v;
-}
-
-fn token_entry(row: u32, t: u32) -> u32 {
-  return block_table[row * params.max_blocks + t / BLOCK_SIZE];
-}
+var<workgroup> tile_hashes: array<u32, HASH_TILE>;
 
 // First kept slot whose index is ≥ t (the kept count when none is).
 fn lower_bound(base: u32, kept: u32, t: u32) -> u32 {
@@ -83,42 +66,57 @@ fn main(
     }
   }
   var key: array<vec4<f32>, HEAD_VECS>;
+  var hash = 0u;
   if (evicted) {
-    let entry = token_entry(row, t);
+    let entry = token_entry_of(row, t);
     for (var i = 0u; i < HEAD_VECS; i++) {
-      key[i] = key_vec(entry, t, i);
+      key[i] = kv_quad(entry, t % BLOCK_SIZE, i, false);
     }
+    hash = key_hash(&key);
   }
-  var best = 0u;
-  var best_score = -3.0e38f;
-  for (var tile = 0u; tile < kept; tile += MERGE_TILE) {
+  // The MERGE_CANDIDATES (4: one vec4) nearest so far by (distance, slot), ascending, kept in vector registers and updated
+  // without branches (SwiftShader runs both sides of a lane-divergent branch); distance 33 marks an empty place.
+  var cand_dist = vec4<u32>(33u);
+  var cand_slot = vec4<u32>(KEPT);
+  for (var tile = 0u; tile < kept; tile += HASH_TILE) {
+    let count = min(HASH_TILE, kept - tile);
     workgroupBarrier();
-    // The whole workgroup loads the tile, one vec4 per thread at a time (past the kept keys: zeros, never compared).
-    let keys = params.keys_offset + (out + tile) * 4u * HEAD_VECS;
-    for (var i = lid; i < MERGE_TILE * HEAD_VECS; i += WORKGROUP_SIZE) {
-      var x = vec4<f32>(0.0);
-      if (tile + i / HEAD_VECS < kept) {
-        let w = keys + 4u * i;
-        x = vec4<f32>(merged[w], merged[w + 1u], merged[w + 2u], merged[w + 3u]);
-      }
-      tile_keys[i] = x;
+    for (var i = lid; i < count; i += WORKGROUP_SIZE) {
+      let w = params.hash_offset + 2u * (out + tile + i);
+      tile_hashes[i] = u32(merged[w / 4u][w % 4u]) | (u32(merged[(w + 1u) / 4u][(w + 1u) % 4u]) << 16u);
     }
     workgroupBarrier();
-    if (evicted) {
-      let count = min(MERGE_TILE, kept - tile);
-      for (var s = 0u; s < count; s++) {
-        var score = 0.0;
-        for (var i = 0u; i < HEAD_VECS; i++) {
-          score += dot(key[i], tile_keys[s * HEAD_VECS + i]);
-        }
-        if (score > best_score) {
-          best_score = score;
-          best = tile + s;
-        }
-      }
+    for (var s = 0u; s < count; s++) {
+      let dist = vec4<u32>(countOneBits(hash ^ tile_hashes[s]));
+      // A new entry goes before every place it is strictly nearer than (so after equal ones: earlier slots first).
+      let nearer = dist < cand_dist;
+      let shift = vec4<bool>(false, nearer.xyz);
+      cand_dist = select(cand_dist, select(dist, vec4<u32>(dist.x, cand_dist.xyz), shift), nearer);
+      cand_slot = select(cand_slot, select(vec4<u32>(tile + s), vec4<u32>(tile + s, cand_slot.xyz), shift), nearer);
     }
   }
-  if (evicted) {
-    targets[base + t] = best;
+  if (!evicted) {
+    return;
   }
+  // Exact re-rank: for a fixed evicted key e, argmax_s e·k̂_s / |e| = argmax_s e·k̂_s (a zero key scores 0 either
+  // side). The four candidates' dots go along together, so the token's key is read once. An empty place (fewer kept
+  // slots than candidates) reads slot 0 and never wins: its score is set below any other.
+  let valid = cand_slot < vec4<u32>(kept);
+  let keys = params.keys_offset / 4u + (vec4<u32>(out) + select(vec4<u32>(0u), cand_slot, valid)) * HEAD_VECS;
+  var score = vec4<f32>(0.0);
+  for (var i = 0u; i < HEAD_VECS; i++) {
+    let k = key[i];
+    score += vec4<f32>(dot(k, merged[keys.x + i]), dot(k, merged[keys.y + i]), dot(k, merged[keys.z + i]), dot(k, merged[keys.w + i]));
+  }
+  score = select(vec4<f32>(-3.0e38f), score, valid);
+  // The best score, the earliest slot on ties (the candidates are in Hamming order, not slot order).
+  var best = cand_slot.x;
+  var best_score = score.x;
+  for (var c = 1u; c < 4u; c++) {
+    if (score[c] > best_score || (score[c] == best_score && cand_slot[c] < best)) {
+      best_score = score[c];
+      best = cand_slot[c];
+    }
+  }
+  targets[base + t] = best;
 }

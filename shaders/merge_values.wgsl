@@ -1,9 +1,9 @@
 // Nearest merge (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts): each kept value
 // becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
-// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per channel, tokens in order (the
-// reference's order, so the float sums match it). The merged values go to `merged`, which compact_blocks reads in place of the
-// kept tokens' values; keys and positions are never touched. Each thread owns its channels of every slot, and
-// only the channel-0 thread writes a slot's weight: no atomics.
+// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per four channels, tokens in order
+// (the reference's order, so the float sums match it). The merged values go to `merged`, which compact_blocks reads
+// in place of the kept tokens' values; keys and positions are never touched. Each thread owns its channels of every
+// slot, and only the first thread writes a slot's weight: no atomics.
 
 @group(0) @binding(0) var<uniform> params: MergeValuesParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -17,12 +17,17 @@
 
 const KEPT: u32 = 0xffffffffu;
 
-fn token_value(row: u32, t: u32, d: u32, v_part: bool) -> f32 {
-  return kv_value(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE, d, v_part);
-}
-
 fn weight(row: u32, t: u32) -> f32 {
   return max(mass[row * params.stride + t], 0.0) + MERGE_WEIGHT_FLOOR;
+}
+
+// Adds x to channels 4q .. of slot row `at` (only those below HEAD_DIM exist).
+fn add_quad(at: u32, q: u32, x: vec4<f32>) {
+  for (var c = 0u; c < 4u; c++) {
+    if (4u * q + c < HEAD_DIM) {
+      merged[at + 4u * q + c] += x[c];
+    }
+  }
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -46,14 +51,19 @@ fn main(
   }
   let base = row * params.stride;
   let weights = params.weights_offset + out;
-  for (var d = lid; d < HEAD_DIM; d += WORKGROUP_SIZE) {
+  for (var q = lid; q < HEAD_VECS; q += WORKGROUP_SIZE) {
     for (var s = 0u; s < kept; s++) {
       let j = kept_index[base + s];
       let w = weight(row, j);
-      if (d == 0u) {
+      if (q == 0u) {
         merged[weights + s] = w;
       }
-      merged[(out + s) * HEAD_DIM + d] = w * token_value(row, j, d, true);
+      let v = w * kv_quad(token_entry_of(row, j), j % BLOCK_SIZE, q, true);
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * q + c < HEAD_DIM) {
+          merged[(out + s) * HEAD_DIM + 4u * q + c] = v[c];
+        }
+      }
     }
     for (var t = 0u; t < tokens; t++) {
       let dest = targets[base + t];
@@ -61,8 +71,8 @@ fn main(
         continue;
       }
       let w = weight(row, t);
-      merged[(out + dest) * HEAD_DIM + d] += w * token_value(row, t, d, true);
-      if (d == 0u) {
+      add_quad((out + dest) * HEAD_DIM, q, w * kv_quad(token_entry_of(row, t), t % BLOCK_SIZE, q, true));
+      if (q == 0u) {
         merged[weights + dest] += w;
       }
     }

@@ -1,7 +1,8 @@
 // Merging evicted tokens (MergeMode): the rule itself on hand-made heads, then shaders/merge_values.wgsl inside the
 // GPU compaction against the TS reference in the CPU stage, at awkward sizes, for f32 and int4 storage.
 import { describe, expect, it } from 'vitest';
-import { mergeHeadValues, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
+import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
+import { MERGE_CANDIDATES } from '../src/kernels/compress/merge-values.js';
 import { resolveCompressOptions } from '../src/compress/options.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
@@ -31,6 +32,65 @@ describe('mergeHeadValues (the reference)', () => {
     const flat = mergeHeadValues('nearest', { headDim: 2, keys, values, mass: new Float32Array(4), kept: Uint32Array.from([3]) });
     expect(Array.from(flat)).toEqual([2.5, 2.5].map((x) => expect.closeTo(x, 5)));
     expect(MERGE_WEIGHT_FLOOR).toBeLessThan(1e-3);
+  });
+
+  it('keyHash: a fixed sign pattern of 32 projections (a negated key flips every bit, a scaled one none)', () => {
+    const random = seededRandom(5);
+    for (const headDim of [1, 8, 63, 128]) {
+      const key = Float32Array.from({ length: headDim }, () => random() * 2 - 1);
+      const h = keyHash(key, 0, headDim);
+      const negated = keyHash(key.map((x) => -x), 0, headDim);
+      // Below 32 channels some projections are exactly 0 (bit clear either way); every other bit flips.
+      if (headDim >= 32) expect(negated).toBe(~h >>> 0);
+      expect(negated & h).toBe(0);
+      expect(negated | h).not.toBe(0);
+      expect(keyHash(key.map((x) => 2 * x), 0, headDim)).toBe(h);
+      expect(keyHash(new Float32Array(headDim), 0, headDim)).toBe(0);
+    }
+    // 32 dense directions: a key's hash depends on every channel.
+    const key = Float32Array.from({ length: 128 }, () => random() * 2 - 1);
+    const moved = key.slice();
+    moved[127] = -20;
+    expect(keyHash(moved, 0, 128)).not.toBe(keyHash(key, 0, 128));
+  });
+
+  it('mergeCandidates: the nearest hashes by Hamming distance, the earlier slot first on equal distance', () => {
+    expect(MERGE_CANDIDATES).toBe(4);
+    // Distances to 0b0000: 2, 1, 0, 1, 3, 1.
+    expect(mergeCandidates([0b11, 0b1, 0, 0b10, 0b111, 0b1000], 0)).toEqual([2, 1, 3, 5]);
+    expect(mergeCandidates([5, 7], 1)).toEqual([0, 1]);
+  });
+
+  it('nearest finds the exact-nearest kept key when the evicted keys sit near kept ones (head_dim 128)', () => {
+    // 64 kept keys in random directions; each evicted key is a kept key plus 30 % noise, so its exact-nearest kept
+    // key is (almost always) its source. The hash's candidates must contain it nearly every time.
+    const random = seededRandom(11);
+    const headDim = 128;
+    const gauss = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
+    const keptCount = 64;
+    const tokens = 64 + 512;
+    const keys = new Float32Array(tokens * headDim);
+    for (let t = 0; t < keptCount; t++) for (let d = 0; d < headDim; d++) keys[t * headDim + d] = gauss();
+    for (let t = keptCount; t < tokens; t++) {
+      const source = Math.floor(random() * keptCount);
+      for (let d = 0; d < headDim; d++) keys[t * headDim + d] = (keys[source * headDim + d] ?? 0) + 0.3 * gauss();
+    }
+    const head = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(tokens), kept: Uint32Array.from({ length: keptCount }, (_, i) => i) };
+    const targets = mergeTargets(head);
+    let agree = 0;
+    for (let t = keptCount; t < tokens; t++) if (targets[t] === exactNearestKept(head, t)) agree++;
+    expect(agree / (tokens - keptCount)).toBeGreaterThan(0.95);
+    expect(Array.from(targets.subarray(0, keptCount)).every((x) => x === -1)).toBe(true);
+  });
+
+  it('nearest is exact when a head keeps no more than the candidates', () => {
+    const random = seededRandom(12);
+    const headDim = 16;
+    const tokens = 40;
+    const keys = Float32Array.from({ length: tokens * headDim }, () => random() * 2 - 1);
+    const head = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(tokens), kept: Uint32Array.from([3, 9, 20, 33]) };
+    const targets = mergeTargets(head);
+    for (let t = 0; t < tokens; t++) if ((targets[t] ?? -1) >= 0) expect(targets[t]).toBe(exactNearestKept(head, t));
   });
 
   it('is validated with the other options; slots takes mergeSlots below the budget', () => {
@@ -96,6 +156,54 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
             }
           }
           expect(changed).toBeGreaterThan(0);
+          expect(gpuCache.checkInvariants()).toEqual([]);
+        } finally {
+          gpuCache.destroy();
+        }
+      });
+    }
+  }
+
+  // f16 blocks at head_dim 128 take the two-channels-per-word path of shaders/merge_common.wgsl (the cases above
+  // are f32 at head_dim 8); 1100 → 1040 kept passes one tile of 1024 kept hashes. Inputs are multiples of 1/64
+  // (exact in f16); merged values are stored in f16, so they agree within one f16 step (2⁻¹⁰ relative) plus 1e-4.
+  const wide = [
+    { tokens: 65, budget: 17, headDim: 128, fullFormat: 'f16' },
+    { tokens: 1, budget: 1, headDim: 128, fullFormat: 'f16' },
+    { tokens: 200, budget: 63, headDim: 60, fullFormat: 'f16' },
+    { tokens: 1100, budget: 1040, headDim: 4, fullFormat: 'f32' },
+  ] as const;
+  for (const merge of ['nearest', 'cam'] as const) {
+    for (const { tokens, budget, headDim, fullFormat } of wide) {
+      it(`${merge}: knorm, ${tokens} tokens → ${budget} per head, head_dim ${headDim}, ${fullFormat}`, async () => {
+        const shape = { layers: 1, kvHeads: 2, headDim, blockSize: 16 };
+        const options = { shape, nHeads: 2, fullFormat, maxTokensPerHead: 2048, initialFullBlocks: 2 * Math.ceil(tokens / 16) + 4 };
+        const gpuCache = PagedKvCache.create(await testGpu(), options);
+        const cpuCache = CpuKvCache.create(options);
+        try {
+          const random = seededRandom(tokens + headDim);
+          const n = tokens * 2 * headDim;
+          const keys = Float32Array.from({ length: n }, () => Math.round((random() * 2 - 1) * 64) / 64);
+          const values = Float32Array.from({ length: n }, () => Math.round((random() * 2 - 1) * 64) / 64);
+          for (const cache of [gpuCache, cpuCache]) {
+            cache.addSequence(1);
+            await cache.append(1, keys, values);
+          }
+          const compress = { policy: 'knorm', budget, merge, sinks: 0, recent: 0 } as const;
+          await gpuCache.compress(1, compress);
+          await cpuCache.compress(1, compress);
+          for (let head = 0; head < 2; head++) {
+            const g = await gpuCache.readHead(1, 0, head);
+            const c = cpuCache.readHead(1, 0, head);
+            expect(Array.from(g.positions)).toEqual(Array.from(c.positions));
+            expect(Array.from(g.keys)).toEqual(Array.from(c.keys));
+            let worst = 0;
+            for (let i = 0; i < c.values.length; i++) {
+              const x = c.values[i] ?? 0;
+              worst = Math.max(worst, Math.abs((g.values[i] ?? 0) - x) - Math.abs(x) * 2 ** -10);
+            }
+            expect(worst).toBeLessThan(1e-4);
+          }
           expect(gpuCache.checkInvariants()).toEqual([]);
         } finally {
           gpuCache.destroy();

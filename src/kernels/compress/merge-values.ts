@@ -1,5 +1,6 @@
 import meanAttentionBody from '../../../shaders/mean_attention.wgsl';
 import mergeCamBody from '../../../shaders/merge_cam.wgsl';
+import mergeCommonLibrary from '../../../shaders/merge_common.wgsl';
 import mergeCamGapsBody from '../../../shaders/merge_cam_gaps.wgsl';
 import mergeKeptKeysBody from '../../../shaders/merge_kept_keys.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
@@ -27,6 +28,7 @@ const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
   { name: 'keys_offset', type: 'u32' },
+  { name: 'hash_offset', type: 'u32' },
 ]);
 
 const KEPT_KEYS_PARAMS = new UniformLayout('MergeKeptKeysParams', [
@@ -35,6 +37,7 @@ const KEPT_KEYS_PARAMS = new UniformLayout('MergeKeptKeysParams', [
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
   { name: 'keys_offset', type: 'u32' },
+  { name: 'hash_offset', type: 'u32' },
 ]);
 
 const MEAN_PARAMS = new UniformLayout('MeanAttentionParams', [
@@ -51,8 +54,21 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'gaps_offset', type: 'u32' },
 ]);
 
-/** f32 words of workgroup memory the targets pass may spend on a tile of kept keys (16 KiB, the WebGPU minimum). */
-const TILE_WORDS = 4096;
+/** Kept key hashes the targets pass holds in workgroup memory at a time (4 KiB of the 16 KiB WebGPU minimum). */
+const HASH_TILE = 1024;
+
+/**
+ * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
+ * src/compress/merge.ts): part of the rule, so a change changes which kept token a value folds into.
+ */
+export const MERGE_HASH_SEED = 0x6b43a9b5;
+
+/**
+ * Kept slots, nearest in the Hamming distance of their key hashes, that the nearest merge re-ranks by exact cosine
+ * similarity for each evicted token (all of them when a head keeps no more). shaders/merge_targets.wgsl holds them in one
+ * vec4, so this is 4.
+ */
+export const MERGE_CANDIDATES = 4;
 
 /**
  * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
@@ -99,8 +115,8 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 
 /**
  * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each (nearest),
- * then per kept token either its normalized key padded to vec4s (nearest, shaders/merge_kept_keys.wgsl) or its
- * gap sum (cam, shaders/merge_cam_gaps.wgsl).
+ * then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
+ * shaders/merge_kept_keys.wgsl) or its gap sum (cam, shaders/merge_cam_gaps.wgsl).
  *
  * @example
  * ```ts
@@ -108,7 +124,8 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
  * ```
  */
 export function mergedWords(keptTokens: number, headDim: number): number {
-  return Math.max(1, keptTokens * (headDim + 1 + 4 * Math.ceil(headDim / 4)));
+  // Keys start on a vec4 (merge_targets reads them as vec4s) and the total is whole vec4s: 3 + 3 words of slack.
+  return 4 * Math.ceil((keptTokens * (headDim + 3 + 4 * Math.ceil(headDim / 4)) + 3) / 4) || 4;
 }
 
 /**
@@ -149,8 +166,13 @@ export interface MergeValuesRun {
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
  * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: three passes,
- * shaders/merge_kept_keys.wgsl (each kept key normalized once), shaders/merge_targets.wgsl (one thread per token: its most similar kept key) and shaders/merge_values.wgsl (one
- * workgroup per head: the weighted sums); cam: two passes, shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots: its evicted tokens' shares summed once) and shaders/merge_cam.wgsl (one thread per kept channel: its value plus the gaps that reach it). Sums in the reference's order, so within f32 rounding of src/compress/merge.ts.
+ * shaders/merge_kept_keys.wgsl (each kept key read once: normalized, and its SimHash), shaders/merge_targets.wgsl
+ * (one thread per token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own in Hamming distance, re-ranked
+ * by exact cosine) and shaders/merge_values.wgsl (one workgroup per head: the weighted sums); cam: two passes,
+ * shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots and four channels: its evicted tokens' shares
+ * summed once) and shaders/merge_cam.wgsl (one thread per kept slot and four channels: its value plus the gaps that
+ * reach it). Hash bits as the reference computes them; sums in the reference's order, so within f32 rounding of
+ * src/compress/merge.ts.
  *
  * @example
  * ```ts
@@ -168,6 +190,7 @@ export class MergeValuesKernel {
   readonly meanSpec: KernelSpec;
   private readonly headDim: number;
   private readonly workgroupSize: number;
+  private readonly valuesWorkgroupSize: number;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -176,38 +199,33 @@ export class MergeValuesKernel {
   ) {
     this.headDim = shape.full.headDim;
     this.workgroupSize = shape.workgroupSize ?? 64;
+    const headVecs = Math.ceil(this.headDim / 4);
+    // What every kernel reading the cache through shaders/merge_common.wgsl needs.
+    const common = (workgroupSize: number) => ({
+      ...cacheConstants(shape.full, shape.quant),
+      WORKGROUP_SIZE: { type: 'u32', value: workgroupSize },
+      HEAD_VECS: { type: 'u32', value: headVecs },
+      MERGE_HASH_SEED: { type: 'u32', value: MERGE_HASH_SEED },
+    }) as const;
+    const libraries = [kvReadLibrary, mergeCommonLibrary];
     this.targetsSpec = {
       name: 'merge_targets',
       body: mergeTargetsBody,
-      libraries: [kvReadLibrary],
+      libraries,
       constants: {
-        ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        HEAD_VECS: { type: 'u32', value: Math.ceil(this.headDim / 4) },
-        MERGE_TILE: { type: 'u32', value: Math.max(1, Math.min(this.workgroupSize, Math.floor(TILE_WORDS / (4 * Math.ceil(this.headDim / 4))))) },
+        ...common(this.workgroupSize),
+        HASH_TILE: { type: 'u32', value: HASH_TILE },
       },
       uniforms: [TARGETS_PARAMS],
     };
-    this.keptKeysSpec = {
-      name: 'merge_kept_keys',
-      body: mergeKeptKeysBody,
-      libraries: [kvReadLibrary],
-      constants: {
-        ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        HEAD_VECS: { type: 'u32', value: Math.ceil(this.headDim / 4) },
-      },
-      uniforms: [KEPT_KEYS_PARAMS],
-    };
+    this.keptKeysSpec = { name: 'merge_kept_keys', body: mergeKeptKeysBody, libraries, constants: common(this.workgroupSize), uniforms: [KEPT_KEYS_PARAMS] };
+    // One thread per four channels of a head: more would idle.
+    this.valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, headVecs));
     this.spec = {
       name: 'merge_values',
       body: mergeValuesBody,
-      libraries: [kvReadLibrary],
-      constants: {
-        ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
-      },
+      libraries,
+      constants: { ...common(this.valuesWorkgroupSize), MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor } },
       uniforms: [PARAMS],
     };
     this.meanSpec = {
@@ -219,10 +237,9 @@ export class MergeValuesKernel {
     this.camGapsSpec = {
       name: 'merge_cam_gaps',
       body: mergeCamGapsBody,
-      libraries: [kvReadLibrary],
+      libraries,
       constants: {
-        ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        ...common(this.workgroupSize),
         MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
         CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
       },
@@ -231,12 +248,8 @@ export class MergeValuesKernel {
     this.camSpec = {
       name: 'merge_cam',
       body: mergeCamBody,
-      libraries: [kvReadLibrary],
-      constants: {
-        ...cacheConstants(shape.full, shape.quant),
-        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
-        CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
-      },
+      libraries,
+      constants: { ...common(this.workgroupSize), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan } },
       uniforms: [CAM_PARAMS],
     };
   }
@@ -275,27 +288,28 @@ export class MergeValuesKernel {
     if (run.mode === 'cam') {
       // Two passes, each evicted value read once: the gap sums, then each slot adds the gaps that reach it.
       const gapsOffset = run.keptTotal * (headDim + 1);
-      const gapChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+      const headVecs = Math.ceil(headDim / 4);
+      const gapChunks = Math.max(1, Math.ceil((run.maxKept * headVecs) / this.workgroupSize));
       const gapUniforms = this.gpu.uniformBuffer('merge_cam_gaps:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
       const gapsPass = encoder.beginComputePass({ label: 'merge_cam_gaps' });
       encodeDispatch(this.gpu, gapsPass, kernelPipeline(this.gpu, this.camGapsSpec), [gapUniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * gapChunks);
       gapsPass.end();
-      const chunks = Math.max(1, Math.ceil((run.maxKept * headDim) / this.workgroupSize));
-      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks, gaps_offset: gapsOffset }));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * chunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * gapChunks);
       pass.end();
       return;
     }
-    // Normalized kept keys once per head, then the targets pass tiles them from there.
-    const keysOffset = run.keptTotal * (headDim + 1);
+    // Normalized kept keys and their hashes once per head, then the targets pass ranks the hashes.
+    const keysOffset = 4 * Math.ceil((run.keptTotal * (headDim + 1)) / 4);
+    const hashOffset = keysOffset + run.keptTotal * 4 * Math.ceil(headDim / 4);
     const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
-    const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset }));
+    const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     const keysPass = encoder.beginComputePass({ label: 'merge_kept_keys' });
     encodeDispatch(this.gpu, keysPass, kernelPipeline(this.gpu, this.keptKeysSpec), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * keptChunks);
     keysPass.end();
     const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
-    const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset }));
+    const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
     encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged], run.numHeads * chunks);
     targetsPass.end();
