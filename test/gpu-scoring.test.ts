@@ -227,7 +227,7 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
   // and query tiles that do not divide the sizes, a pooling halo across workgroups (lengths 1, 15, 17, 63, 65).
   const tilings = [
     { workgroupSize: 16, partitionTokens: 7, keyTile: 3, queryTile: 5 },
-    { workgroupSize: 32, partitionTokens: 16, keyTile: 16, queryTile: 1 },
+    { workgroupSize: 32, partitionTokens: 16, keyTile: 1, queryTile: 1 },
   ];
   const windowTable = CASES.flatMap((c) =>
     ['snapkv', 'tova'].flatMap((policy) => tilings.map((tiling) => ({ policy, c, label: c.name, tiling, tile: JSON.stringify(tiling) }))),
