@@ -62,15 +62,7 @@ fn main(
   }
   let queries = load_queries(q_bases, positions);
 
-  var states: array<vec2<f32>, PAIR_BLOCK>;
-  for (var r = 0u; r < PAIR_BLOCK; r++) {
-    states[r] = vec2<f32>(MASKED_LOGIT, 0.0);
-  }
-  for (var t = start; t < end; t++) {
-    let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];
-    let slot = t % BLOCK_SIZE;
-    states = key_states(queries, load_key(entry, slot), kv_position(entry, slot), states);
-  }
+  let states = partition_states(queries, row, start, end);
   for (var r = 0u; r < PAIR_BLOCK; r++) {
     let pair = first_pair + r;
     if (pair < pairs) {

@@ -1,6 +1,6 @@
 import snapkvLseBody from '../../../shaders/snapkv_lse.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { snapkvUnrolledLse } from './snapkv-unrolled.js';
+import { snapkvUnrolledLse, snapkvKeyRead } from './snapkv-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -53,20 +53,31 @@ export interface SnapKVShape {
    */
   readonly partitionTokens?: number;
   /**
-   * Keys a thread of pass 2 holds as values (default {@link SNAPKV_BLOCK}): every query read from memory serves
-   * that many keys; more need more registers (on SwiftShader, stack).
+   * Keys a thread of pass 2 holds as values (default {@link SNAPKV_KEY_BLOCK}): every query read from memory
+   * serves that many keys; more need more registers (on SwiftShader, stack) and compile longer.
    */
   readonly keyTile?: number;
-  /** (Query, head) pairs a thread of pass 1 holds as values (default {@link SNAPKV_BLOCK}): every key read serves them. */
+  /**
+   * (Query, head) pairs a thread of pass 1 holds as values (default {@link SNAPKV_QUERY_BLOCK}): every key read
+   * serves them.
+   */
   readonly queryTile?: number;
 }
 
-/** Default register block of both passes: keys per pass-2 thread, (query, head) pairs per pass-1 thread. */
-export const SNAPKV_BLOCK = 8;
+/**
+ * Default keys per pass-2 thread. On SwiftShader (hd 128, 1K tokens) 8 ran 1.5–2.5× faster than 4; 16 was
+ * slower again (spills) and compiled for many seconds.
+ */
+export const SNAPKV_KEY_BLOCK = 8;
+/**
+ * Default (query, head) pairs per pass-1 thread. 8 ran about 1.7× faster than 4 on SwiftShader but took about
+ * 12 s of CPU to compile there (4: about 4 s), so 4 until that is understood.
+ */
+export const SNAPKV_QUERY_BLOCK = 4;
 
 /** Checks a register block (keyTile or queryTile) and returns it, the default when absent. */
 export function snapkvBlock(name: 'keyTile' | 'queryTile', value: number | undefined): number {
-  const block = value ?? SNAPKV_BLOCK;
+  const block = value ?? (name === 'keyTile' ? SNAPKV_KEY_BLOCK : SNAPKV_QUERY_BLOCK);
   if (!Number.isInteger(block) || block <= 0 || block > 32) {
     throw new InvalidArgumentError(name, `must be an integer in 1..32 (values a thread holds); got ${block}`);
   }
@@ -205,7 +216,7 @@ export class SnapKVLseKernel {
     this.spec = {
       name: 'snapkv_lse',
       body: snapkvLseBody,
-      libraries: [snapkvUnrolledLse(shape.full.headDim, this.pairBlock), kvReadLibrary],
+      libraries: [snapkvUnrolledLse(shape.full.headDim, this.pairBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null)), kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },

@@ -1,6 +1,6 @@
 import snapkvScoreBody from '../../../shaders/snapkv_score.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { snapkvUnrolledScore } from './snapkv-unrolled.js';
+import { snapkvUnrolledScore, snapkvKeyRead } from './snapkv-unrolled.js';
 import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -61,7 +61,7 @@ export class SnapKVScoreKernel {
     this.spec = {
       name: 'snapkv_score',
       body: snapkvScoreBody,
-      libraries: [snapkvUnrolledScore(shape.full.headDim, tokenBlock), kvReadLibrary, scoreCommonLibrary],
+      libraries: [snapkvUnrolledScore(shape.full.headDim, tokenBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null)), kvReadLibrary, scoreCommonLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },

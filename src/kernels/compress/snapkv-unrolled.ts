@@ -6,11 +6,11 @@
  * benchmarks run on, a read from storage or workgroup memory costs a branch and a load per SIMD lane, as much as
  * several multiply-adds; reusing each one `block` times is what pays. Both passes build each logit with
  * `snapkv_logit` (channels summed in the same order), so pass 2 sees exactly the logit pass 1 normalised.
- * Determined by headDim and the block, both kernel constants (the pipeline cache key).
+ * Determined by headDim, the block and the cache formats, all kernel constants (the pipeline cache key).
  *
  * @example
  * ```ts
- * const spec = { ..., libraries: [snapkvUnrolledLse(128, 4), kvReadLibrary] };
+ * const spec = { ..., libraries: [snapkvUnrolledLse(128, 4, snapkvKeyRead(128, true, false)), kvReadLibrary] };
  * ```
  */
 function lanes(headDim: number, v: number, read: (d: number) => string): string {
@@ -25,16 +25,31 @@ function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
 
+/**
+ * How keys are read: `words` when every key is f16 and headDim a multiple of 4 (two whole words per 4 channels,
+ * one unpack2x16float each), `mixed` for f16 blocks that may sit beside quantized ones (words where the entry
+ * is an f16 block), `general` otherwise (kv_value per channel). Follows the cache formats, which are kernel
+ * constants (FULL_F16, HAS_QUANT): a path that cannot run is not generated, which also keeps SwiftShader's
+ * compile time down.
+ */
+export type SnapKVKeyRead = 'words' | 'mixed' | 'general';
+
+/** The key-read path for a cache's formats (see {@link SnapKVKeyRead}). */
+export function snapkvKeyRead(headDim: number, fullF16: boolean, hasQuant: boolean): SnapKVKeyRead {
+  if (!fullF16 || headDim % 4 !== 0) return 'general';
+  return hasQuant ? 'mixed' : 'words';
+}
+
 /** Helpers both passes share: query and key loads and the logit. */
-function common(headDim: number): string {
+function common(headDim: number, keyRead: SnapKVKeyRead): string {
   const vs = vecs(headDim);
   const loadQuery = vs.map((v) => `  q[${v}] = ${lanes(headDim, v, (d) => `window_q[q_base + ${d}u]`)};`).join('\n');
   // An f16 block with headDim a multiple of 4 gives 4 channels as two whole words, one unpack2x16float each,
   // instead of four half-word reads.
   const wordPath =
-    headDim % 4 === 0
+    keyRead !== 'general'
       ? [
-          `  if (FULL_F16 && !(HAS_QUANT && kv_is_quant(entry))) {`,
+          `  if (!(HAS_QUANT && kv_is_quant(entry))) {`,
           `    let w = kv_block(entry) * FULL_WORDS_PER_BLOCK + slot * (HEAD_DIM / 2u);`,
           ...vs.map((v) => `    key[${v}] = vec4<f32>(unpack2x16float(full_pool[w + ${2 * v}u]), unpack2x16float(full_pool[w + ${2 * v + 1}u]));`),
           `    return key;`,
@@ -52,7 +67,7 @@ function common(headDim: number): string {
     `fn load_key(entry: u32, slot: u32) -> array<vec4<f32>, VEC> {`,
     `  var key: array<vec4<f32>, VEC>;`,
     ...wordPath,
-    loadKey,
+    ...(keyRead === 'words' ? [] : [loadKey]),
     `  return key;`,
     `}`,
     `fn snapkv_logit(q: array<vec4<f32>, VEC>, k: array<vec4<f32>, VEC>) -> f32 {`,
@@ -63,12 +78,12 @@ function common(headDim: number): string {
 
 /**
  * Pass 1: `struct PairQueries` (a thread's `block` queries q0.. and their positions p0..), `load_queries` and
- * `key_states(queries, key, pos, states)`: each query's online (max, Σ exp) state after one more key.
+ * `partition_states(queries, row, start, end)`: each query's online (max, Σ exp) state over tokens start..end − 1.
  */
-export function snapkvUnrolledLse(headDim: number, block: number): string {
+export function snapkvUnrolledLse(headDim: number, block: number, keyRead: SnapKVKeyRead): string {
   const rs = range(block);
   return [
-    common(headDim),
+    common(headDim, keyRead),
     `struct PairQueries {`,
     ...rs.map((r) => `  q${r}: array<vec4<f32>, VEC>,`),
     ...rs.map((r) => `  p${r}: u32,`),
@@ -76,14 +91,21 @@ export function snapkvUnrolledLse(headDim: number, block: number): string {
     `fn load_queries(q_bases: array<u32, PAIR_BLOCK>, positions: array<u32, PAIR_BLOCK>) -> PairQueries {`,
     `  return PairQueries(${[...rs.map((r) => `load_query(q_bases[${r}])`), ...rs.map((r) => `positions[${r}]`)].join(', ')});`,
     `}`,
-    `fn key_states(qs: PairQueries, k: array<vec4<f32>, VEC>, pos: u32, s: array<vec2<f32>, PAIR_BLOCK>) -> array<vec2<f32>, PAIR_BLOCK> {`,
+    `fn partition_states(qs: PairQueries, row: u32, start: u32, end: u32) -> array<vec2<f32>, PAIR_BLOCK> {`,
+    ...rs.map((r) => `  var m${r} = MASKED_LOGIT;\n  var s${r} = 0.0;`),
+    `  for (var t = start; t < end; t++) {`,
+    `    let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];`,
+    `    let slot = t % BLOCK_SIZE;`,
+    `    let pos = kv_position(entry, slot);`,
+    `    let k = load_key(entry, slot);`,
     ...rs.flatMap((r) => [
-      `  let l${r} = select(MASKED_LOGIT, snapkv_logit(qs.q${r}, k), pos <= qs.p${r});`,
-      `  let m${r} = max(s[${r}].x, l${r});`,
+      `    let l${r} = select(MASKED_LOGIT, snapkv_logit(qs.q${r}, k), pos <= qs.p${r});`,
+      `    let n${r} = max(m${r}, l${r});`,
+      `    s${r} = s${r} * exp(m${r} - n${r}) + select(0.0, exp(l${r} - n${r}), pos <= qs.p${r});`,
+      `    m${r} = n${r};`,
     ]),
-    `  return array<vec2<f32>, PAIR_BLOCK>(${rs
-      .map((r) => `vec2<f32>(m${r}, s[${r}].y * exp(s[${r}].x - m${r}) + select(0.0, exp(l${r} - m${r}), pos <= qs.p${r}))`)
-      .join(', ')});`,
+    `  }`,
+    `  return array<vec2<f32>, PAIR_BLOCK>(${rs.map((r) => `vec2<f32>(m${r}, s${r})`).join(', ')});`,
     `}`,
   ].join('\n');
 }
@@ -92,10 +114,10 @@ export function snapkvUnrolledLse(headDim: number, block: number): string {
  * Pass 2: `struct TokenKeys` (a thread's `block` keys k0.. and their positions p0.., 0xffffffff for none),
  * `load_keys` and `pair_masses(keys, q, norm, qpos, acc)`: acc plus each key's probability under one pair.
  */
-export function snapkvUnrolledScore(headDim: number, block: number): string {
+export function snapkvUnrolledScore(headDim: number, block: number, keyRead: SnapKVKeyRead): string {
   const rs = range(block);
   return [
-    common(headDim),
+    common(headDim, keyRead),
     `struct TokenKeys {`,
     ...rs.map((r) => `  k${r}: array<vec4<f32>, VEC>,`),
     ...rs.map((r) => `  p${r}: u32,`),
