@@ -1,9 +1,9 @@
 // SnapKV / TOVA, pass 1: partial softmax normalisers of every (layer of the range, window query, query head)
-// over one token partition of its KV head, for one sequence slot, as a tiled product of the group's window
-// queries × the partition's keys. One workgroup per (layer, KV head, chunk of WORKGROUP_SIZE (query, head)
-// pairs of that KV head's group, partition): each thread holds one query in registers; the workgroup decodes a
-// tile of KEY_TILE keys into workgroup memory ONCE and every thread takes its dot products from there (before,
-// every (query, head) decoded the whole head again). Online softmax per thread, so no reduction is needed.
+// over one token partition of its KV head, for one sequence slot. One workgroup per (layer, KV head, chunk of
+// WORKGROUP_SIZE · PAIR_BLOCK (query, head) pairs of that KV head's group, partition); each thread holds
+// PAIR_BLOCK consecutive pairs' queries as values and reads every key of the partition once for all of them
+// (src/kernels/compress/snapkv-unrolled.ts says why that, not a workgroup-memory tile, is what pays). Online
+// softmax per pair and no barrier, so threads without pairs leave at once.
 // A window query sees tokens whose original position is ≤ its own.
 // Output: lse[layer][partition][window row][head] = (max logit, Σ exp(logit − max)) over the partition; the
 // score pass merges the partitions (max MASKED_LOGIT and Σ 0 where nothing is visible).
@@ -21,21 +21,7 @@
 const GROUP: u32 = N_HEADS / KV_HEADS;
 // Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
 const VEC: u32 = (HEAD_DIM + 3u) / 4u;
-
-// The tile rounded up to whole groups of 4 keys (the slots past KEY_TILE are masked): each query vec4 read from
-// registers serves 4 keys.
-const KEY_SLOTS: u32 = (KEY_TILE + 3u) / 4u * 4u;
-
-var<workgroup> key_tile: array<vec4<f32>, KEY_SLOTS * VEC>;
-var<workgroup> pos_tile: array<u32, KEY_SLOTS>;
-
-fn online_add(state: vec2<f32>, logit: f32) -> vec2<f32> {
-  // (running max, running Σ exp(logit − max))
-  if (logit > state.x) {
-    return vec2<f32>(logit, state.y * exp(state.x - logit) + 1.0);
-  }
-  return vec2<f32>(state.x, state.y + exp(logit - state.x));
-}
+const CHUNK_PAIRS: u32 = WORKGROUP_SIZE * PAIR_BLOCK;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -45,7 +31,7 @@ fn main(
 ) {
   let group_index = linear_workgroup_index(wid, nwg);
   let pairs = params.window * GROUP;
-  let chunks = (pairs + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+  let chunks = (pairs + CHUNK_PAIRS - 1u) / CHUNK_PAIRS;
   if (group_index >= params.layer_count * KV_HEADS * chunks * params.partitions) {
     return;
   }
@@ -53,6 +39,11 @@ fn main(
   let chunk = (group_index / params.partitions) % chunks;
   let kv_head = (group_index / (params.partitions * chunks)) % KV_HEADS;
   let l = group_index / (params.partitions * chunks * KV_HEADS);
+  // This thread's pairs: PAIR_BLOCK consecutive ones, ordered j-major (window row, then head of the group).
+  let first_pair = chunk * CHUNK_PAIRS + lid * PAIR_BLOCK;
+  if (first_pair >= pairs) {
+    return;
+  }
   let layer = params.layer + l;
   let base = layer * params.seq_slots + params.slot;
   let row = base * KV_HEADS + kv_head;
@@ -60,58 +51,26 @@ fn main(
   let start = p * params.part_tokens;
   let end = min(len, start + params.part_tokens);
 
-  // This thread's (window row j, query head): pairs are ordered j-major so a chunk covers whole rows.
-  let pair = chunk * WORKGROUP_SIZE + lid;
-  let in_range = pair < pairs;
-  let j = min(pair, pairs - 1u) / GROUP;
-  let head = kv_head * GROUP + min(pair, pairs - 1u) % GROUP;
-  let ring = (params.seq_len - params.window + j) % params.window_cap;
-  let qpos = window_pos[base * params.window_cap + ring];
-  let q_base = ((base * params.window_cap + ring) * N_HEADS + head) * HEAD_DIM;
-  // Channel loops unrolled (src/kernels/compress/snapkv-unrolled.ts): q stays in registers.
-  let q = load_query(q_base);
-
-  var state = vec2<f32>(MASKED_LOGIT, 0.0);
-  // Uniform per workgroup: every thread runs the same tiles, so the barriers below are in uniform control flow.
-  for (var tile = start; tile < end; tile += KEY_TILE) {
-    for (var i = lid; i < KEY_SLOTS * VEC; i += WORKGROUP_SIZE) {
-      let t = tile + i / VEC;
-      var lanes = vec4<f32>(0.0);
-      if (t < end && i / VEC < KEY_TILE) {
-        let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];
-        for (var c = 0u; c < 4u; c++) {
-          let d = 4u * (i % VEC) + c;
-          if (d < HEAD_DIM) {
-            lanes[c] = kv_value(entry, t % BLOCK_SIZE, d, false);
-          }
-        }
-      }
-      key_tile[i] = lanes;
-    }
-    for (var i = lid; i < KEY_SLOTS; i += WORKGROUP_SIZE) {
-      let t = tile + i;
-      var pos = 0xffffffffu;
-      if (t < end && i < KEY_TILE) {
-        pos = kv_position(block_table[row * params.max_blocks + t / BLOCK_SIZE], t % BLOCK_SIZE);
-      }
-      pos_tile[i] = pos;
-    }
-    workgroupBarrier();
-    for (var k = 0u; k < KEY_SLOTS; k += 4u) {
-      // Four keys at once; each logit's sum runs over v in the same order as snapkv_score.wgsl, so both passes
-      // see the same logit.
-      let logits = key_dots4(q, k) * params.scale;
-      for (var c = 0u; c < 4u; c++) {
-        if (pos_tile[k + c] <= qpos) {
-          state = online_add(state, logits[c]);
-        }
-      }
-    }
-    workgroupBarrier();
+  // Pairs past the last are computed as the last one (the same reads) and not written.
+  var q_bases: array<u32, PAIR_BLOCK>;
+  var positions: array<u32, PAIR_BLOCK>;
+  for (var r = 0u; r < PAIR_BLOCK; r++) {
+    let pair = min(first_pair + r, pairs - 1u);
+    let ring = (params.seq_len - params.window + pair / GROUP) % params.window_cap;
+    positions[r] = window_pos[base * params.window_cap + ring];
+    q_bases[r] = ((base * params.window_cap + ring) * N_HEADS + kv_head * GROUP + pair % GROUP) * HEAD_DIM;
   }
-  if (in_range) {
-    let out = (((l * params.partitions + p) * params.window + j) * N_HEADS + head) * 2u;
-    lse[out] = state.x;
-    lse[out + 1u] = state.y;
+  let queries = load_queries(q_bases, positions);
+
+  let states = partition_states(queries, row, start, end);
+  for (var r = 0u; r < PAIR_BLOCK; r++) {
+    let pair = first_pair + r;
+    if (pair < pairs) {
+      let j = pair / GROUP;
+      let head = kv_head * GROUP + pair % GROUP;
+      let out = (((l * params.partitions + p) * params.window + j) * N_HEADS + head) * 2u;
+      lse[out] = states[r].x;
+      lse[out + 1u] = states[r].y;
+    }
   }
 }

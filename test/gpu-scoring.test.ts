@@ -16,6 +16,9 @@ import { buildPagedFixture, type PagedFixture } from './helpers/paged-fixture.js
 // f32 sqrt / division away from the reference.
 const RELATIVE: Readonly<Record<string, number>> = { random: 0, streaming: 0, kvcompress: 0, knorm: 1e-6, h2o: 1e-6 };
 const PROBABILITY_RELATIVE = 1e-5;
+// The window kernels' first dispatch at a new shape compiles for seconds of CPU on SwiftShader (register-blocked,
+// unrolled per head dimension); on 2 cores shared with other test runs that has taken 90 s of wall clock.
+const WINDOW_TEST_TIMEOUT_MS = 300_000;
 const SENTINEL = -12345;
 
 interface Case {
@@ -31,6 +34,8 @@ interface Case {
   layer: number;
   layerCount: number;
   options: AnyPolicyOptions;
+  /** Observation-window ring size and valid queries (default 6 and 5). */
+  window?: { capacity: number; valid: number };
 }
 
 const CASES: Case[] = [
@@ -95,14 +100,48 @@ const CASES: Case[] = [
     layerCount: 1,
     options: { sinks: 1, recent: 2, window: 5, kernelSize: 3, pooling: 'max', seed: 5 },
   },
+  {
+    // The window policies' shapes at awkward sizes: 4097 keys (past every partition and key block), a full
+    // window of 32 queries, GQA group 4 (TOVA runs the same kernels with a window of 1).
+    name: 'hd8 group4 f16+int8, 4097 keys, window 32',
+    headDim: 8,
+    group: 4,
+    full: 'f16',
+    quant: 'int8',
+    quantBlocks: 3,
+    lengths: [
+      [4097, 1],
+      [65, 63],
+    ],
+    layer: 1,
+    layerCount: 1,
+    options: { sinks: 4, recent: 32, window: 32, kernelSize: 5, pooling: 'avg', seed: 7 },
+    window: { capacity: 32, valid: 32 },
+  },
+  {
+    // SnapKV with a window of one query, GQA group 1, 4097 keys in f32.
+    name: 'hd12 group1 f32+int4, 4097 keys, window 1',
+    headDim: 12,
+    group: 1,
+    full: 'f32',
+    quant: 'int4',
+    quantBlocks: 2,
+    lengths: [
+      [63, 4097],
+      [1, 65],
+    ],
+    layer: 1,
+    layerCount: 1,
+    options: { sinks: 0, recent: 1, window: 1, kernelSize: 7, pooling: 'max', seed: 9 },
+    window: { capacity: 4, valid: 3 },
+  },
 ];
 
 const KV_HEADS = 2;
 const LAYERS = 2;
 const DATA_LAYER = 1;
 const BLOCK_SIZE = 16;
-const WINDOW_CAPACITY = 6;
-const WINDOW_VALID = 5;
+const WINDOW = { capacity: 6, valid: 5 };
 
 /** A fixture plus every GPU buffer the policies read, and the matching CPU inputs per slot. */
 interface Setup {
@@ -134,6 +173,7 @@ function setupFor(gpu: GpuContext, c: Case): Promise<Setup> {
 
 function buildSetup(gpu: GpuContext, c: Case): Setup {
   const nHeads = KV_HEADS * c.group;
+  const { capacity: WINDOW_CAPACITY, valid: WINDOW_VALID } = c.window ?? WINDOW;
   const { headDim } = c;
   const fixture = buildPagedFixture(gpu, {
     headDim,
@@ -227,7 +267,7 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
   // and query tiles that do not divide the sizes, a pooling halo across workgroups (lengths 1, 15, 17, 63, 65).
   const tilings = [
     { workgroupSize: 16, partitionTokens: 7, keyTile: 3, queryTile: 5 },
-    { workgroupSize: 32, partitionTokens: 16, keyTile: 16, queryTile: 1 },
+    { workgroupSize: 32, partitionTokens: 16, keyTile: 1, queryTile: 1 },
   ];
   const windowTable = CASES.flatMap((c) =>
     ['snapkv', 'tova'].flatMap((policy) => tilings.map((tiling) => ({ policy, c, label: c.name, tiling, tile: JSON.stringify(tiling) }))),
@@ -257,8 +297,8 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
         window: {
           queries: setup.windowQueries,
           positions: setup.windowPositions,
-          capacity: WINDOW_CAPACITY,
-          valid: Math.min(WINDOW_VALID, seqLen),
+          capacity: (c.window ?? WINDOW).capacity,
+          valid: Math.min((c.window ?? WINDOW).valid, seqLen),
         },
         scratch: setup.scratch,
         scores: setup.scores,
@@ -289,7 +329,7 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
         expect(got[other]).toBe(SENTINEL);
       }
     }
-  });
+  }, WINDOW_TEST_TIMEOUT_MS);
 
   it('window policies say what they miss', async () => {
     const gpu = await testGpu();

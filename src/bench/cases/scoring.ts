@@ -47,8 +47,10 @@ export const scoringSuite: BenchSuite = {
     'h2o: block table + token positions + attnSum and attnCount read, scores written; knorm: block table + K ' +
     'halves and positions read, scores written; snapkv: block table + K halves and positions read once, 32 window ' +
     'queries (f32, 32 heads) and their positions read, per-(query, head) softmax normalisers written and read, ' +
-    'scores written. snapkv computes every q·k in both passes (tiled: each key decoded once per tile, not per ' +
-    'query), so it is compute-bound: the count is the traffic, not the work. snapkv-ts-reference: ' +
+    'scores written. snapkv computes every q·k in both passes (register-blocked: each key read once per 4 ' +
+    '(query, head) pairs, each query once per 8 keys), so it is compute-bound: the count is the traffic, not ' +
+    'the work. ' +
+    'snapkv-ts-reference: ' +
     'SnapKVPolicy.score() on the CPU at the same shape (f32 keys), by wall clock: the snapkv rows\' speedup',
   cases: (settings) =>
     (settings.quick ? QUICK_CONTEXTS : CONTEXTS).flatMap((context) => [

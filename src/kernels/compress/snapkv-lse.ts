@@ -1,6 +1,6 @@
 import snapkvLseBody from '../../../shaders/snapkv_lse.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { snapkvUnrolledLse } from './snapkv-unrolled.js';
+import { snapkvUnrolledLse, snapkvKeyRead } from './snapkv-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -52,19 +52,40 @@ export interface SnapKVShape {
    * normalisers. The lse scratch bounds the count (see {@link snapkvLseBytes}); tests set it small.
    */
   readonly partitionTokens?: number;
-  /** Keys per workgroup-memory tile of pass 1 (default ⌊2048 / headDim⌋ clamped to 1..64: 8 KiB of f32). */
+  /**
+   * Keys a thread of pass 2 holds as values (default {@link SNAPKV_KEY_BLOCK}): every query read from memory
+   * serves that many keys; more need more registers (on SwiftShader, stack) and compile longer.
+   */
   readonly keyTile?: number;
-  /** (Query, head) pairs per workgroup-memory tile of pass 2 (default as keyTile). */
+  /**
+   * (Query, head) pairs a thread of pass 1 holds as values (default {@link SNAPKV_QUERY_BLOCK}): every key read
+   * serves them.
+   */
   readonly queryTile?: number;
+}
+
+/**
+ * Default keys per pass-2 thread. On SwiftShader (hd 128, 1K tokens) 8 ran 1.5–2.5× faster than 4; 16 was
+ * slower again (spills) and compiled for many seconds.
+ */
+export const SNAPKV_KEY_BLOCK = 8;
+/**
+ * Default (query, head) pairs per pass-1 thread. 8 ran about 1.7× faster than 4 on SwiftShader but took about
+ * 12 s of CPU to compile there (4: about 4 s), so 4 until that is understood.
+ */
+export const SNAPKV_QUERY_BLOCK = 4;
+
+/** Checks a register block (keyTile or queryTile) and returns it, the default when absent. */
+export function snapkvBlock(name: 'keyTile' | 'queryTile', value: number | undefined): number {
+  const block = value ?? (name === 'keyTile' ? SNAPKV_KEY_BLOCK : SNAPKV_QUERY_BLOCK);
+  if (!Number.isInteger(block) || block <= 0 || block > 32) {
+    throw new InvalidArgumentError(name, `must be an integer in 1..32 (values a thread holds); got ${block}`);
+  }
+  return block;
 }
 
 /** Default partition size of pass 1 (tokens). */
 export const SNAPKV_PARTITION_TOKENS = 1024;
-
-/** The default tile of keys or queries held in workgroup memory: 8 KiB of f32, at most 64 rows. */
-export function snapkvTile(headDim: number): number {
-  return Math.max(1, Math.min(64, Math.floor(2048 / headDim)));
-}
 
 /**
  * One run of either SnapKV pass over one (layer range, slot).
@@ -165,9 +186,9 @@ export function packSnapKVParams(
 
 /**
  * SnapKV/TOVA pass 1: the partial softmax normalisers (max, Σ) of each (layer, window query, query head) over
- * the visible tokens of each partition of its KV head, as a tiled product of the window queries × the keys. One
- * workgroup per (layer, KV head, chunk of workgroupSize (query, head) pairs, partition); each key decoded once
- * per tile and workgroup.
+ * the visible tokens of each partition of its KV head. One workgroup per (layer, KV head, chunk of
+ * workgroupSize × queryTile (query, head) pairs, partition); a thread holds queryTile pairs' queries and reads
+ * each key once for all of them, with no barrier.
  *
  * @example
  * ```ts
@@ -177,6 +198,8 @@ export function packSnapKVParams(
 export class SnapKVLseKernel {
   readonly spec: KernelSpec;
   private readonly workgroupSize: number;
+  /** (Query, head) pairs per thread. */
+  private readonly pairBlock: number;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -186,20 +209,20 @@ export class SnapKVLseKernel {
       throw new InvalidArgumentError('nHeads', `${shape.nHeads} query heads are not a multiple of ${shape.kvHeads} KV heads`);
     }
     this.workgroupSize = shape.workgroupSize ?? 64;
-    const keyTile = shape.keyTile ?? snapkvTile(shape.full.headDim);
-    if (!Number.isInteger(this.workgroupSize) || this.workgroupSize <= 0 || !Number.isInteger(keyTile) || keyTile <= 0) {
-      throw new InvalidArgumentError('workgroupSize', `workgroupSize and keyTile must be positive integers; got ${this.workgroupSize}, ${keyTile}`);
+    if (!Number.isInteger(this.workgroupSize) || this.workgroupSize <= 0) {
+      throw new InvalidArgumentError('workgroupSize', `must be a positive integer; got ${this.workgroupSize}`);
     }
+    this.pairBlock = snapkvBlock('queryTile', shape.queryTile);
     this.spec = {
       name: 'snapkv_lse',
       body: snapkvLseBody,
-      libraries: [snapkvUnrolledLse(shape.full.headDim), kvReadLibrary],
+      libraries: [snapkvUnrolledLse(shape.full.headDim, this.pairBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null)), kvReadLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         N_HEADS: { type: 'u32', value: shape.nHeads },
         KV_HEADS: { type: 'u32', value: shape.kvHeads },
-        KEY_TILE: { type: 'u32', value: keyTile },
+        PAIR_BLOCK: { type: 'u32', value: this.pairBlock },
       },
       uniforms: [SNAPKV_PARAMS],
     };
@@ -208,7 +231,7 @@ export class SnapKVLseKernel {
   /** Records pass 1 into `encoder`. */
   encode(encoder: GPUCommandEncoder, run: SnapKVRun): void {
     const { bytes, partitions } = packSnapKVParams(this.shape, run, this.workgroupSize);
-    const chunks = Math.ceil((run.rows * this.shape.nHeads) / this.shape.kvHeads / this.workgroupSize);
+    const chunks = Math.ceil((run.rows * this.shape.nHeads) / this.shape.kvHeads / (this.workgroupSize * this.pairBlock));
     const uniforms = this.gpu.uniformBuffer('snapkv_lse:params', bytes);
     const pass = encoder.beginComputePass({ label: 'snapkv_lse' });
     encodeDispatch(

@@ -1,12 +1,12 @@
 import snapkvScoreBody from '../../../shaders/snapkv_score.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { snapkvUnrolledScore } from './snapkv-unrolled.js';
+import { snapkvUnrolledScore, snapkvKeyRead } from './snapkv-unrolled.js';
 import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { cacheConstants } from '../cache/cache-constants.js';
-import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape, snapkvTile } from './snapkv-lse.js';
+import { packSnapKVParams, SNAPKV_PARAMS, type SnapKVRun, type SnapKVShape, snapkvBlock } from './snapkv-lse.js';
 
 // One 4-byte stand-in per context for runs that do not ask for the unpooled means (binding 9 must be bound).
 const PLACEHOLDERS = new WeakMap<GpuContext, GPUBuffer>();
@@ -21,10 +21,10 @@ export interface SnapKVPooling {
 
 /**
  * SnapKV/TOVA pass 2: per token, the mean window probability (the partitions' normalisers from
- * {@link SnapKVLseKernel}, merged here), pooled along token order with 'same' padding, then protected. A tiled
- * product: one thread per token holding its key (decoded once), the (query, head) pairs staged in workgroup
- * memory; a workgroup recomputes a halo of kernelSize/2 tokens each side so pooling needs no second pass. TOVA is
- * rows = 1, kernelSize = 1.
+ * {@link SnapKVLseKernel}, merged here), pooled along token order with 'same' padding, then protected. A thread
+ * holds keyTile keys (decoded once) and reads each (query, head) pair's query once for all of them; the pairs'
+ * normalisers are staged in workgroup memory; a workgroup recomputes a halo of kernelSize/2 tokens each side so
+ * pooling needs no second pass. TOVA is rows = 1, kernelSize = 1.
  *
  * @example
  * ```ts
@@ -34,7 +34,7 @@ export interface SnapKVPooling {
 export class SnapKVScoreKernel {
   readonly spec: KernelSpec;
   private readonly workgroupSize: number;
-  /** Tokens whose scores one workgroup writes: its threads minus the pooling halo. */
+  /** Tokens whose scores one workgroup writes: its threads × keyTile minus the pooling halo. */
   private readonly outTile: number;
 
   constructor(
@@ -49,24 +49,26 @@ export class SnapKVScoreKernel {
       throw new InvalidArgumentError('kernelSize', `must be a positive odd integer; got ${pooling.kernelSize}`);
     }
     this.workgroupSize = shape.workgroupSize ?? 64;
-    const radius = (pooling.kernelSize - 1) / 2;
-    this.outTile = this.workgroupSize - 2 * radius;
-    if (this.outTile < 1) {
-      throw new InvalidArgumentError('kernelSize', `${pooling.kernelSize} leaves no token of a ${this.workgroupSize}-thread workgroup past its halo; use a smaller kernel`);
+    if (!Number.isInteger(this.workgroupSize) || this.workgroupSize <= 0) {
+      throw new InvalidArgumentError('workgroupSize', `must be a positive integer; got ${this.workgroupSize}`);
     }
-    const queryTile = shape.queryTile ?? snapkvTile(shape.full.headDim);
-    if (!Number.isInteger(queryTile) || queryTile <= 0) throw new InvalidArgumentError('queryTile', `must be a positive integer; got ${queryTile}`);
+    const tokenBlock = snapkvBlock('keyTile', shape.keyTile);
+    const radius = (pooling.kernelSize - 1) / 2;
+    this.outTile = this.workgroupSize * tokenBlock - 2 * radius;
+    if (this.outTile < 1) {
+      throw new InvalidArgumentError('kernelSize', `${pooling.kernelSize} leaves no token of a workgroup's ${this.workgroupSize * tokenBlock} past its halo; use a smaller kernel`);
+    }
     this.spec = {
       name: 'snapkv_score',
       body: snapkvScoreBody,
-      libraries: [snapkvUnrolledScore(shape.full.headDim), kvReadLibrary, scoreCommonLibrary],
+      libraries: [snapkvUnrolledScore(shape.full.headDim, tokenBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null)), kvReadLibrary, scoreCommonLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
         N_HEADS: { type: 'u32', value: shape.nHeads },
         KV_HEADS: { type: 'u32', value: shape.kvHeads },
         POOL_RADIUS: { type: 'u32', value: radius },
-        QUERY_TILE: { type: 'u32', value: queryTile },
+        TOKEN_BLOCK: { type: 'u32', value: tokenBlock },
         POOL_MAX: { type: 'bool', value: pooling.mode === 'max' },
       },
       uniforms: [SNAPKV_PARAMS],

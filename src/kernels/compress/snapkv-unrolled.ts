@@ -1,13 +1,16 @@
 /**
- * WGSL of the SnapKV passes' inner products with the channel loop unrolled for one head dimension: every index
- * into a thread's query (pass 1) or key (pass 2) array is then a constant, so a compiler keeps the array in
- * registers (a loop-indexed private array lives in memory on SwiftShader, one gather per access). Both
- * functions sum over the vec4 channels in the same order, so both passes compute the same logit. Determined by
- * headDim alone, which is one of the kernels' constants (their pipeline cache key).
+ * WGSL of the SnapKV passes' inner products, generated for one head dimension and one register block: a thread
+ * of pass 1 holds `block` window queries and a thread of pass 2 holds `block` keys, all as values (a thread's
+ * query or key array indexed by a loop counter would live in memory on SwiftShader, one gather per access), and
+ * every key (pass 1) or query (pass 2) read from memory serves all of them. On SwiftShader, the CPU WebGPU these
+ * benchmarks run on, a read from storage or workgroup memory costs a branch and a load per SIMD lane, as much as
+ * several multiply-adds; reusing each one `block` times is what pays. Both passes build each logit with
+ * `snapkv_logit` (channels summed in the same order), so pass 2 sees exactly the logit pass 1 normalised.
+ * Determined by headDim, the block and the cache formats, all kernel constants (the pipeline cache key).
  *
  * @example
  * ```ts
- * const spec = { ..., libraries: [kvReadLibrary, snapkvUnrolledLse(128)] };
+ * const spec = { ..., libraries: [snapkvUnrolledLse(128, 4, snapkvKeyRead(128, true, false)), kvReadLibrary] };
  * ```
  */
 function lanes(headDim: number, v: number, read: (d: number) => string): string {
@@ -18,44 +21,114 @@ function vecs(headDim: number): number[] {
   return Array.from({ length: Math.ceil(headDim / 4) }, (_, v) => v);
 }
 
-/** Pass 1: load_query(q_base) and key_dots4(q, k) = the logits (unscaled) of q with keys k..k+3 of key_tile. */
-export function snapkvUnrolledLse(headDim: number): string {
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+/**
+ * How keys are read: `words` when every key is f16 and headDim a multiple of 4 (two whole words per 4 channels,
+ * one unpack2x16float each), `mixed` for f16 blocks that may sit beside quantized ones (words where the entry
+ * is an f16 block), `general` otherwise (kv_value per channel). Follows the cache formats, which are kernel
+ * constants (FULL_F16, HAS_QUANT): a path that cannot run is not generated, which also keeps SwiftShader's
+ * compile time down.
+ */
+export type SnapKVKeyRead = 'words' | 'mixed' | 'general';
+
+/** The key-read path for a cache's formats (see {@link SnapKVKeyRead}). */
+export function snapkvKeyRead(headDim: number, fullF16: boolean, hasQuant: boolean): SnapKVKeyRead {
+  if (!fullF16 || headDim % 4 !== 0) return 'general';
+  return hasQuant ? 'mixed' : 'words';
+}
+
+/** Helpers both passes share: query and key loads and the logit. */
+function common(headDim: number, keyRead: SnapKVKeyRead): string {
   const vs = vecs(headDim);
-  const load = vs.map((v) => `  q[${v}] = ${lanes(headDim, v, (d) => `window_q[q_base + ${d}u]`)};`).join('\n');
-  const dots = vs
-    .map((v) => `  acc += vec4<f32>(${[0, 1, 2, 3].map((c) => `dot(q[${v}], key_tile[(k + ${c}u) * VEC + ${v}u])`).join(', ')});`)
-    .join('\n');
+  const loadQuery = vs.map((v) => `  q[${v}] = ${lanes(headDim, v, (d) => `window_q[q_base + ${d}u]`)};`).join('\n');
+  // An f16 block with headDim a multiple of 4 gives 4 channels as two whole words, one unpack2x16float each,
+  // instead of four half-word reads.
+  const wordPath =
+    keyRead !== 'general'
+      ? [
+          `  if (!(HAS_QUANT && kv_is_quant(entry))) {`,
+          `    let w = kv_block(entry) * FULL_WORDS_PER_BLOCK + slot * (HEAD_DIM / 2u);`,
+          ...vs.map((v) => `    key[${v}] = vec4<f32>(unpack2x16float(full_pool[w + ${2 * v}u]), unpack2x16float(full_pool[w + ${2 * v + 1}u]));`),
+          `    return key;`,
+          `  }`,
+        ]
+      : [];
+  const loadKey = vs.map((v) => `  key[${v}] = ${lanes(headDim, v, (d) => `kv_value(entry, slot, ${d}u, false)`)};`).join('\n');
+  const dots = vs.map((v) => `dot(q[${v}], k[${v}])`).join(' + ');
   return [
     `fn load_query(q_base: u32) -> array<vec4<f32>, VEC> {`,
     `  var q: array<vec4<f32>, VEC>;`,
-    load,
+    loadQuery,
     `  return q;`,
     `}`,
-    `fn key_dots4(q: array<vec4<f32>, VEC>, k: u32) -> vec4<f32> {`,
-    `  var acc = vec4<f32>(0.0);`,
-    dots,
-    `  return acc;`,
+    `fn load_key(entry: u32, slot: u32) -> array<vec4<f32>, VEC> {`,
+    `  var key: array<vec4<f32>, VEC>;`,
+    ...wordPath,
+    ...(keyRead === 'words' ? [] : [loadKey]),
+    `  return key;`,
+    `}`,
+    `fn snapkv_logit(q: array<vec4<f32>, VEC>, k: array<vec4<f32>, VEC>) -> f32 {`,
+    `  return (${dots}) * params.scale;`,
     `}`,
   ].join('\n');
 }
 
-/** Pass 2: load_key(entry, slot) and query_dots4(key, k) = the logits (unscaled) of pairs k..k+3 of q_tile. */
-export function snapkvUnrolledScore(headDim: number): string {
-  const vs = vecs(headDim);
-  const load = vs.map((v) => `  key[${v}] = ${lanes(headDim, v, (d) => `kv_value(entry, slot, ${d}u, false)`)};`).join('\n');
-  const dots = vs
-    .map((v) => `  acc += vec4<f32>(${[0, 1, 2, 3].map((c) => `dot(q_tile[(k + ${c}u) * VEC + ${v}u], key[${v}])`).join(', ')});`)
-    .join('\n');
+/**
+ * Pass 1: `struct PairQueries` (a thread's `block` queries q0.. and their positions p0..), `load_queries` and
+ * `partition_states(queries, row, start, end)`: each query's online (max, Σ exp) state over tokens start..end − 1.
+ */
+export function snapkvUnrolledLse(headDim: number, block: number, keyRead: SnapKVKeyRead): string {
+  const rs = range(block);
   return [
-    `fn load_key(entry: u32, slot: u32) -> array<vec4<f32>, VEC> {`,
-    `  var key: array<vec4<f32>, VEC>;`,
-    load,
-    `  return key;`,
+    common(headDim, keyRead),
+    `struct PairQueries {`,
+    ...rs.map((r) => `  q${r}: array<vec4<f32>, VEC>,`),
+    ...rs.map((r) => `  p${r}: u32,`),
     `}`,
-    `fn query_dots4(key: array<vec4<f32>, VEC>, k: u32) -> vec4<f32> {`,
-    `  var acc = vec4<f32>(0.0);`,
-    dots,
-    `  return acc;`,
+    `fn load_queries(q_bases: array<u32, PAIR_BLOCK>, positions: array<u32, PAIR_BLOCK>) -> PairQueries {`,
+    `  return PairQueries(${[...rs.map((r) => `load_query(q_bases[${r}])`), ...rs.map((r) => `positions[${r}]`)].join(', ')});`,
+    `}`,
+    `fn partition_states(qs: PairQueries, row: u32, start: u32, end: u32) -> array<vec2<f32>, PAIR_BLOCK> {`,
+    ...rs.map((r) => `  var m${r} = MASKED_LOGIT;\n  var s${r} = 0.0;`),
+    `  for (var t = start; t < end; t++) {`,
+    `    let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];`,
+    `    let slot = t % BLOCK_SIZE;`,
+    `    let pos = kv_position(entry, slot);`,
+    `    let k = load_key(entry, slot);`,
+    ...rs.flatMap((r) => [
+      `    let l${r} = select(MASKED_LOGIT, snapkv_logit(qs.q${r}, k), pos <= qs.p${r});`,
+      `    let n${r} = max(m${r}, l${r});`,
+      `    s${r} = s${r} * exp(m${r} - n${r}) + select(0.0, exp(l${r} - n${r}), pos <= qs.p${r});`,
+      `    m${r} = n${r};`,
+    ]),
+    `  }`,
+    `  return array<vec2<f32>, PAIR_BLOCK>(${rs.map((r) => `vec2<f32>(m${r}, s${r})`).join(', ')});`,
+    `}`,
+  ].join('\n');
+}
+
+/**
+ * Pass 2: `struct TokenKeys` (a thread's `block` keys k0.. and their positions p0.., 0xffffffff for none),
+ * `load_keys` and `pair_masses(keys, q, norm, qpos, acc)`: acc plus each key's probability under one pair.
+ */
+export function snapkvUnrolledScore(headDim: number, block: number, keyRead: SnapKVKeyRead): string {
+  const rs = range(block);
+  return [
+    common(headDim, keyRead),
+    `struct TokenKeys {`,
+    ...rs.map((r) => `  k${r}: array<vec4<f32>, VEC>,`),
+    ...rs.map((r) => `  p${r}: u32,`),
+    `}`,
+    `fn load_keys(entries: array<u32, TOKEN_BLOCK>, slots: array<u32, TOKEN_BLOCK>, positions: array<u32, TOKEN_BLOCK>) -> TokenKeys {`,
+    `  return TokenKeys(${[...rs.map((r) => `load_key(entries[${r}], slots[${r}])`), ...rs.map((r) => `positions[${r}]`)].join(', ')});`,
+    `}`,
+    `fn pair_masses(keys: TokenKeys, q: array<vec4<f32>, VEC>, norm: vec2<f32>, qpos: u32, acc: array<f32, TOKEN_BLOCK>) -> array<f32, TOKEN_BLOCK> {`,
+    `  return array<f32, TOKEN_BLOCK>(${rs
+      .map((r) => `acc[${r}] + select(0.0, exp(snapkv_logit(q, keys.k${r}) - norm.x) * norm.y, keys.p${r} <= qpos)`)
+      .join(', ')});`,
     `}`,
   ].join('\n');
 }
