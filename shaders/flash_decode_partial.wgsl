@@ -79,6 +79,7 @@ var<workgroup> q_rows: array<vec4<f32>, select(1u, HEAD_DIM, ROW_VECTOR)>;
 var<workgroup> q_zero_rows: array<vec4<f32>, select(1u, K_GROUPS_PER_CHUNK * ZERO_PARTS, ROW_VECTOR && FOLD_K_SCALE && HAS_QUANT)>;
 // The row reductions' exchange (see the reduce libraries).
 var<workgroup> reduce_shared: array<vec4<f32>, select(1u, WORKGROUP_SIZE, ROW_VECTOR)>;
+var<workgroup> reduce_result: vec4<f32>;
 
 fn full_word(i: u32) -> u32 {
   return full_words[i];

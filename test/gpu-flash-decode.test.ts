@@ -166,12 +166,14 @@ async function checkDecodeCase(c: DecodeCase, overrides: Partial<FlashDecodeShap
       return kernel;
 }
 
-// Cases the reductions test runs under every variant: GQA 4 and 1, quantized and not, and a workgroup of 4
-// threads, which one SwiftShader subgroup (4 lanes) spans whole (the subgroup variant's no-exchange path).
+// Cases the reductions test runs under every variant: GQA 4 and 1, quantized and not, a workgroup of 4 threads,
+// which one SwiftShader subgroup (4 lanes) spans whole (the subgroup variant's no-exchange path), and one of 64.
 const REDUCTION_CASES: DecodeCase[] = [
   { context: 65, group: 4, headDim: 64, full: 'f16', quant: 'int4' },
   { context: 47, group: 1, headDim: 64, full: 'f32' },
   { context: 70, group: 4, headDim: 32, full: 'f16', quant: 'int4', kernel: { workgroupSize: 4, chunkTokens: 16, partitionTokens: 32 } },
+  // 64 threads: past 16, one thread scans the posted values and posts the result
+  { context: 200, group: 2, headDim: 64, full: 'f16', quant: 'int4', kernel: { partitionTokens: 128 } },
 ];
 
 describe('flash decode (split-context paged attention) vs the TS reference', () => {

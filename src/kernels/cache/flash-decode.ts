@@ -281,7 +281,7 @@ export class FlashDecodeKernel {
       4 * (rows * this.chunkTokens + rows + this.queryTile + 1) +
       16 * (rowVector ? headDim : 1) +
       16 * (rowVector && fold ? kGroups * zeroParts : 1) +
-      16 * (rowVector ? this.workgroupSize : 1) +
+      16 * (rowVector ? this.workgroupSize + 1 : 2) +
       4 * (fold && !rowVector ? kGroups * rows : 1);
     this.foldsKScale = quant !== null && (shape.foldKScale ?? layoutBytes(true) <= budget);
     const sharedBytes = layoutBytes(this.foldsKScale);
