@@ -9,6 +9,11 @@
 // that blocks and their K/V regions start on 16-byte boundaries. Quantized blocks: the K scale/zero of a chunk's
 // groups is staged in workgroup memory once (not read per token), codes come as whole words, and the V scale
 // is folded into p (acc += (p·s)·code, with Σ p·z kept apart), which saves the per-channel dequantisation.
+//
+// Decode (ROW_VECTOR): the thread that computes a token's logits also takes its exponential against the chunk's
+// maximum, found by workgroup_max_rows, and keeps its share of the softmax sum until workgroup_sum_rows after the
+// last chunk. Those two come from shaders/flash_decode_reduce_subgroup.wgsl (subgroupMax / subgroupAdd) where the
+// device has subgroups, else from shaders/flash_decode_reduce_workgroup.wgsl; the host picks (SUBGROUPS).
 
 @group(0) @binding(0) var<uniform> params: FlashParams;
 @group(0) @binding(1) var<storage, read> queries: array<f32>;          // [n][N_HEADS][HEAD_DIM]
@@ -47,6 +52,15 @@ const QUANT_POOL_BIT: u32 = 0x80000000u;
 const MASKED_LOGIT: f32 = -3.0e38f;
 const CODE_BIAS: f32 = 1024.0;
 const CODE_BIAS_BITS: u32 = 0x64006400u;
+// ROW_VECTOR with FOLD_K_SCALE: threads per K group that stage its q·scale and post partial sums of q·zero; a
+// token's logit adds its group's ZERO_PARTS partials (a few loads instead of a serial loop over the channels).
+// Steps of a quantized token's K logits in quant_k_step.
+const K_QUANT_STEPS: u32 = select(
+  select(OCTETS, HEAD_DIM * QUANT_BITS / 128u, FOLD_K_SCALE && K_CODE_WORDS),
+  OCTETS,
+  FOLD_K_SCALE && QUANT_BITS == 4u,
+);
+const ZERO_PARTS: u32 = clamp(WORKGROUP_SIZE / K_GROUPS_PER_CHUNK, 1u, 4u);
 
 var<workgroup> q_shared: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;
 var<workgroup> logits: array<f32, ROWS * CHUNK_TOKENS>;
@@ -62,7 +76,10 @@ var<workgroup> len_shared: u32;
 // ROW_VECTOR: q channel-major, q_rows[c] = channel c of rows 0 … 3 (zero past ROWS); with FOLD_K_SCALE,
 // q·zero of every K group of the chunk likewise (scratch then holds q·scale as [g][c] row vectors).
 var<workgroup> q_rows: array<vec4<f32>, select(1u, HEAD_DIM, ROW_VECTOR)>;
-var<workgroup> q_zero_rows: array<vec4<f32>, select(1u, K_GROUPS_PER_CHUNK, ROW_VECTOR && FOLD_K_SCALE && HAS_QUANT)>;
+var<workgroup> q_zero_rows: array<vec4<f32>, select(1u, K_GROUPS_PER_CHUNK * ZERO_PARTS, ROW_VECTOR && FOLD_K_SCALE && HAS_QUANT)>;
+// The row reductions' exchange (see the reduce libraries).
+var<workgroup> reduce_shared: array<vec4<f32>, select(1u, WORKGROUP_SIZE, ROW_VECTOR)>;
+var<workgroup> reduce_result: vec4<f32>;
 
 fn full_word(i: u32) -> u32 {
   return full_words[i];
@@ -110,6 +127,45 @@ fn quant_octet_codes(block: u32, slot: u32, o: u32, v_part: bool) -> array<vec4<
     next = quant_word(base + bit / 32u + 1u);
   }
   return codes_of_words(word, next, bit % 32u);
+}
+
+// Codes 0 … 3 and 4 … 7 of an int4 word. Converted as signed integers (they are below 16): a signed conversion
+// is one SIMD instruction on x86, an unsigned one several.
+fn int4_low(word: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>((vec4<u32>(word) >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u)));
+}
+
+fn int4_high(word: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>((vec4<u32>(word) >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u)));
+}
+
+// Step w of a quantized token's K logits for rows 0 … 3 (ROW_VECTOR), K group g of the chunk, the K scale folded
+// into q: int4, word w (8 codes, unpacked by shifts); other widths with K_CODE_WORDS, 16 bytes of codes. Without
+// the fold, octet w dequantised with the staged scale and zero. int4 goes a word at a time because SwiftShader
+// ran that loop faster (about 1.35× the f16 time against 1.5× for 16 bytes at a time, whose body is 4× larger).
+fn quant_k_step(block: u32, s: u32, g: u32, w: u32) -> vec4<f32> {
+  if (FOLD_K_SCALE && QUANT_BITS == 4u) {
+    let word = quant_word(block * QUANT_WORDS_PER_BLOCK + s * (HEAD_DIM / 8u) + w);
+    return dot_scaled_rows(g * HEAD_DIM + w * 8u, int4_low(word), int4_high(word));
+  }
+  if (FOLD_K_SCALE && K_CODE_WORDS) {
+    let words = quant_pool[(block * QUANT_WORDS_PER_BLOCK + s * (HEAD_DIM * QUANT_BITS / 32u)) / 4u + w];
+    return dot_code_words(words, g, w * OCTETS_PER_WORDS);
+  }
+  let codes = quant_octet_codes(block, s, w, false);
+  if (FOLD_K_SCALE) {
+    // Unbiased: the bias times q·scale would cancel against q·zero in f32.
+    return dot_scaled_rows(g * HEAD_DIM + w * 8u, codes[0] - CODE_BIAS, codes[1] - CODE_BIAS);
+  }
+  let p0 = g * QUADS + w * 2u;
+  let k0 = fma(codes[0], scratch[p0], scratch[K_ZERO_BASE + p0]);
+  let k1 = fma(codes[1], scratch[p0 + 1u], scratch[K_ZERO_BASE + p0 + 1u]);
+  return dot_q_rows(w * 8u, k0, k1);
+}
+
+// The word holding octet o of token `slot` of an int4 block (8 codes of 4 bits).
+fn int4_octet_word(block: u32, slot: u32, o: u32, v_part: bool) -> u32 {
+  return quant_word(block * QUANT_WORDS_PER_BLOCK + select(0u, QUANT_V_OFFSET, v_part) + slot * (HEAD_DIM / 8u) + o);
 }
 
 // The eight codes (plus CODE_BIAS) that start at bit `shift` of `word` (int8: `word` then `next`).
@@ -209,6 +265,38 @@ fn k_group_params(chunk: u32, end: u32, table_base: u32, g: u32, c4: u32) -> arr
   return array<vec4<f32>, 2>(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y));
 }
 
+// First word of the K scale/zero row of group g of the chunk, or none (past the head's end or a full block).
+fn k_group_words(chunk: u32, end: u32, table_base: u32, g: u32) -> u32 {
+  let t = chunk + g * QUANT_GROUP;
+  if (t >= end) {
+    return 0xffffffffu;
+  }
+  let entry = block_table[table_base + t / BLOCK_SIZE];
+  if (!is_quant(entry)) {
+    return 0xffffffffu;
+  }
+  return (entry & 0x7fffffffu) * QUANT_WORDS_PER_BLOCK + QUANT_KP_OFFSET + ((t % BLOCK_SIZE) / QUANT_GROUP) * HEAD_DIM;
+}
+
+// Σ of the ZERO_PARTS partials of q·zero of K group g (rows 0 … 3).
+fn q_zero_of_group(g: u32) -> vec4<f32> {
+  var qz = q_zero_rows[g * ZERO_PARTS];
+  for (var j = 1u; j < ZERO_PARTS; j++) {
+    qz += q_zero_rows[g * ZERO_PARTS + j];
+  }
+  return qz;
+}
+
+// Which of rows 0 … 3 see a key at position kpos (none when `present` is false).
+fn rows_visible(present: bool, kpos: u32) -> vec4<bool> {
+  return vec4<bool>(
+    present && kpos <= qpos_shared[0],
+    present && kpos <= qpos_shared[min(1u, ROWS - 1u) / GROUP],
+    present && kpos <= qpos_shared[min(2u, ROWS - 1u) / GROUP],
+    present && kpos <= qpos_shared[min(3u, ROWS - 1u) / GROUP],
+  );
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -259,6 +347,11 @@ fn main(
 
   var m_run = MASKED_LOGIT;
   var l_run = 0.0;
+  // ROW_VECTOR: rows 0 … 3's running maximum (the same in every thread), this thread's share of their sums, and
+  // the last chunk's rescaling.
+  var m_rows = vec4<f32>(MASKED_LOGIT);
+  var l_part = vec4<f32>(0.0);
+  var alpha_rows = vec4<f32>(1.0);
   let lane = lid % LANES;
   let part = lid / LANES;
   var acc: array<vec4<f32>, ROWS * OCTETS_PER_LANE * 2u>;
@@ -276,25 +369,36 @@ fn main(
 
   for (var chunk = start; chunk < end; chunk += CHUNK_TOKENS) {
     if (HAS_QUANT && FOLD_K_SCALE && ROW_VECTOR) {
-      for (var i = lid; i < K_GROUPS_PER_CHUNK * QUADS; i += WORKGROUP_SIZE) {
-        let c = (i % QUADS) * 4u;
-        let scale = k_group_params(chunk, end, table_base, i / QUADS, i % QUADS)[0];
-        let base = (i / QUADS) * HEAD_DIM + c;
-        scratch[base] = q_rows[c] * scale.x;
-        scratch[base + 1u] = q_rows[c + 1u] * scale.y;
-        scratch[base + 2u] = q_rows[c + 2u] * scale.z;
-        scratch[base + 3u] = q_rows[c + 3u] * scale.w;
-      }
-      if (lid < K_GROUPS_PER_CHUNK) {
+      // ZERO_PARTS threads per K group: one block-table read each, then every 4 channels one 16-byte word of
+      // (scale, zero) pairs, q·scale staged and q·zero summed in registers.
+      for (var item = lid; item < K_GROUPS_PER_CHUNK * ZERO_PARTS; item += WORKGROUP_SIZE) {
+        let g = item / ZERO_PARTS;
+        let words = k_group_words(chunk, end, table_base, g);
         var qz = vec4<f32>(0.0);
-        for (var c4 = 0u; c4 < QUADS; c4++) {
-          let zero = k_group_params(chunk, end, table_base, lid, c4)[1];
-          qz = fma(q_rows[c4 * 4u], vec4<f32>(zero.x), qz);
-          qz = fma(q_rows[c4 * 4u + 1u], vec4<f32>(zero.y), qz);
-          qz = fma(q_rows[c4 * 4u + 2u], vec4<f32>(zero.z), qz);
-          qz = fma(q_rows[c4 * 4u + 3u], vec4<f32>(zero.w), qz);
+        for (var c4 = item % ZERO_PARTS; c4 < QUADS; c4 += ZERO_PARTS) {
+          var scale = vec4<f32>(0.0);
+          var zero = vec4<f32>(0.0);
+          if (words != 0xffffffffu) {
+            let w = quant_pool[(words + c4 * 4u) >> 2u];
+            let a = unpack2x16float(w.x);
+            let b = unpack2x16float(w.y);
+            let c = unpack2x16float(w.z);
+            let d = unpack2x16float(w.w);
+            scale = vec4<f32>(a.x, b.x, c.x, d.x);
+            zero = vec4<f32>(a.y, b.y, c.y, d.y);
+          }
+          let c = c4 * 4u;
+          let base = g * HEAD_DIM + c;
+          scratch[base] = q_rows[c] * scale.x;
+          scratch[base + 1u] = q_rows[c + 1u] * scale.y;
+          scratch[base + 2u] = q_rows[c + 2u] * scale.z;
+          scratch[base + 3u] = q_rows[c + 3u] * scale.w;
+          qz = fma(q_rows[c], vec4<f32>(zero.x), qz);
+          qz = fma(q_rows[c + 1u], vec4<f32>(zero.y), qz);
+          qz = fma(q_rows[c + 2u], vec4<f32>(zero.z), qz);
+          qz = fma(q_rows[c + 3u], vec4<f32>(zero.w), qz);
         }
-        q_zero_rows[lid] = qz;
+        q_zero_rows[item] = qz;
       }
     } else if (HAS_QUANT && FOLD_K_SCALE) {
       // A token of group g then costs the same as a full one: codes · (q·scale), plus q·zero once per group.
@@ -323,54 +427,90 @@ fn main(
     }
     workgroupBarrier();
 
-    // Logits: a thread owns tokens, reads each K octet once and dots it with every row of the tile.
+    // Logits: a thread owns tokens, reads each K octet once and dots it with every row of the tile. ROW_VECTOR:
+    // one loop per format over the thread's tokens, each skipped when no block of the chunk has that format.
+    // SwiftShader ran a loop holding both formats' code about 1.5× slower per token than either alone (and it
+    // executes both arms of a branch under lane masks, but leaves a loop that no lane enters).
+    var chunk_quant = false;
+    var chunk_full = false;
+    for (var b = chunk / BLOCK_SIZE; ROW_VECTOR && b * BLOCK_SIZE < min(end, chunk + CHUNK_TOKENS); b++) {
+      let quant = is_quant(block_table[table_base + b]);
+      chunk_quant = chunk_quant || quant;
+      chunk_full = chunk_full || !quant;
+    }
     for (var k = 0u; ROW_VECTOR && k < TOKENS_PER_THREAD; k++) {
       let tl = lid + k * WORKGROUP_SIZE;
+      if (chunk + tl >= end) {
+        for (var r = 0u; r < ROWS; r++) {
+          logits[r * CHUNK_TOKENS + tl] = MASKED_LOGIT;
+        }
+      }
+    }
+    for (var k = 0u; ROW_VECTOR && k < select(0u, TOKENS_PER_THREAD, chunk_quant); k++) {
+      let tl = lid + k * WORKGROUP_SIZE;
       let t = chunk + tl;
-      var d = vec4<f32>(0.0);
-      var kpos = 0xffffffffu;
       if (t < end) {
         let entry = block_table[table_base + t / BLOCK_SIZE];
-        let s = t % BLOCK_SIZE;
-        let block = entry & 0x7fffffffu;
-        kpos = token_position(entry, s);
         if (is_quant(entry)) {
+          let s = t % BLOCK_SIZE;
+          let block = entry & 0x7fffffffu;
           // When a K group spans whole multiples of the workgroup, g follows from the loop counter alone: the
           // staged loads are then the same for every thread, which SwiftShader turns into one load, not a gather.
           let g = select(tl / QUANT_GROUP, (k * WORKGROUP_SIZE) / QUANT_GROUP, QUANT_GROUP % WORKGROUP_SIZE == 0u);
-          if (FOLD_K_SCALE && K_CODE_WORDS) {
-            let row = (block * QUANT_WORDS_PER_BLOCK + s * (HEAD_DIM * QUANT_BITS / 32u)) / 4u;
-            for (var w = 0u; w < HEAD_DIM * QUANT_BITS / 128u; w++) {
-              d += dot_code_words(quant_pool[row + w], g, w * OCTETS_PER_WORDS);
-            }
-            d += q_zero_rows[g];
-          } else if (FOLD_K_SCALE) {
-            for (var o = 0u; o < OCTETS; o++) {
-              let codes = quant_octet_codes(block, s, o, false);
-              // Unbiased: the bias times q·scale would cancel against q·zero in f32.
-              d += dot_scaled_rows(g * HEAD_DIM + o * 8u, codes[0] - CODE_BIAS, codes[1] - CODE_BIAS);
-            }
-            d += q_zero_rows[g];
-          } else {
-            for (var o = 0u; o < OCTETS; o++) {
-              let codes = quant_octet_codes(block, s, o, false);
-              let p0 = g * QUADS + o * 2u;
-              let k0 = fma(codes[0], scratch[p0], scratch[K_ZERO_BASE + p0]);
-              let k1 = fma(codes[1], scratch[p0 + 1u], scratch[K_ZERO_BASE + p0 + 1u]);
-              d += dot_q_rows(o * 8u, k0, k1);
-            }
+          var d = vec4<f32>(0.0);
+          for (var w = 0u; w < K_QUANT_STEPS; w++) {
+            d += quant_k_step(block, s, g, w);
           }
-        } else {
+          if (FOLD_K_SCALE) {
+            d += q_zero_of_group(g);
+          }
+          let masked = select(vec4<f32>(MASKED_LOGIT), d, rows_visible(true, token_position(entry, s)));
+          for (var r = 0u; r < ROWS; r++) {
+            logits[r * CHUNK_TOKENS + tl] = masked[r];
+          }
+        }
+      }
+    }
+    for (var k = 0u; ROW_VECTOR && k < select(0u, TOKENS_PER_THREAD, chunk_full); k++) {
+      let tl = lid + k * WORKGROUP_SIZE;
+      let t = chunk + tl;
+      if (t < end) {
+        let entry = block_table[table_base + t / BLOCK_SIZE];
+        if (!is_quant(entry)) {
+          let s = t % BLOCK_SIZE;
+          let block = entry & 0x7fffffffu;
+          var d = vec4<f32>(0.0);
           for (var o = 0u; o < OCTETS; o++) {
             let kv = full_octet(block, s, o, false);
             d += dot_q_rows(o * 8u, kv[0], kv[1]);
           }
+          let masked = select(vec4<f32>(MASKED_LOGIT), d, rows_visible(true, token_position(entry, s)));
+          for (var r = 0u; r < ROWS; r++) {
+            logits[r * CHUNK_TOKENS + tl] = masked[r];
+          }
         }
       }
-      for (var r = 0u; r < ROWS; r++) {
-        let visible = t < end && kpos <= qpos_shared[r / GROUP];
-        logits[r * CHUNK_TOKENS + tl] = select(MASKED_LOGIT, d[r], visible);
+    }
+    if (ROW_VECTOR) {
+      // Online softmax in the threads that own the tokens: the logits are their own writes.
+      var local_max = vec4<f32>(MASKED_LOGIT);
+      for (var k = 0u; k < TOKENS_PER_THREAD; k++) {
+        local_max = max(local_max, row_probs(lid + k * WORKGROUP_SIZE));
       }
+      let m_new = max(m_rows, workgroup_max_rows(local_max, lid));
+      alpha_rows = select(vec4<f32>(1.0), exp(m_rows - m_new), m_rows > vec4<f32>(MASKED_LOGIT));
+      var sum = vec4<f32>(0.0);
+      for (var k = 0u; k < TOKENS_PER_THREAD; k++) {
+        let tl = lid + k * WORKGROUP_SIZE;
+        let x = row_probs(tl);
+        let p = select(vec4<f32>(0.0), exp(x - m_new), x > vec4<f32>(MASKED_LOGIT));
+        for (var r = 0u; r < ROWS; r++) {
+          logits[r * CHUNK_TOKENS + tl] = p[r];
+        }
+        sum += p;
+      }
+      l_part = fma(l_part, alpha_rows, sum);
+      m_rows = m_new;
     }
     for (var k = 0u; !ROW_VECTOR && k < TOKENS_PER_THREAD; k++) {
       let tl = lid + k * WORKGROUP_SIZE;
@@ -433,8 +573,8 @@ fn main(
     }
     workgroupBarrier();
 
-    // Online softmax: one thread per row rescans the chunk (cheaper here than a barrier tree).
-    if (lid < ROWS) {
+    // Online softmax of the general path: one thread per row rescans the chunk.
+    if (!ROW_VECTOR && lid < ROWS) {
       var chunk_max = MASKED_LOGIT;
       for (var i = 0u; i < CHUNK_TOKENS; i++) {
         chunk_max = max(chunk_max, logits[lid * CHUNK_TOKENS + i]);
@@ -452,16 +592,13 @@ fn main(
       m_run = m_new;
       alpha_shared[lid] = alpha;
     }
-    workgroupBarrier();
+    if (!ROW_VECTOR) {
+      workgroupBarrier();
+    }
 
     // V mix: lanes own octets of channels, parts own tokens of the chunk.
     if (ROW_VECTOR && part < PARTS) {
-      let alpha = vec4<f32>(
-        alpha_shared[0],
-        alpha_shared[min(1u, ROWS - 1u)],
-        alpha_shared[min(2u, ROWS - 1u)],
-        alpha_shared[min(3u, ROWS - 1u)],
-      );
+      let alpha = alpha_rows;
       v0 *= alpha;
       v1 *= alpha;
       v2 *= alpha;
@@ -471,37 +608,54 @@ fn main(
       v6 *= alpha;
       v7 *= alpha;
       vz *= alpha;
+      // Block by block, each format a loop that runs zero times for the other (see the logits).
       let first = part * TOKENS_PER_PART;
       let last = min(first + TOKENS_PER_PART, end - chunk);
-      var entry = 0u;
-      for (var tl = first; tl < last; tl++) {
-        let t = chunk + tl;
-        let s = t % BLOCK_SIZE;
-        if (tl == first || s == 0u) {
-          entry = block_table[table_base + t / BLOCK_SIZE];
-        }
+      for (var run_start = first; run_start < last;) {
+        let t0 = chunk + run_start;
+        let s0 = t0 % BLOCK_SIZE;
+        let entry = block_table[table_base + t0 / BLOCK_SIZE];
         let block = entry & 0x7fffffffu;
-        var p = row_probs(tl);
-        var v: array<vec4<f32>, 2>;
-        if (is_quant(entry)) {
-          let biased = quant_octet_codes(block, s, lane, true);
-          v = array<vec4<f32>, 2>(biased[0] - CODE_BIAS, biased[1] - CODE_BIAS);
+        let run = min(BLOCK_SIZE - s0, last - run_start);
+        let quant = is_quant(entry);
+        for (var i = 0u; i < select(0u, run, quant); i++) {
+          let s = s0 + i;
+          var p = row_probs(run_start + i);
+          var v: array<vec4<f32>, 2>;
+          if (QUANT_BITS == 4u) {
+            let word = int4_octet_word(block, s, lane, true);
+            v = array<vec4<f32>, 2>(int4_low(word), int4_high(word));
+          } else {
+            let biased = quant_octet_codes(block, s, lane, true);
+            v = array<vec4<f32>, 2>(biased[0] - CODE_BIAS, biased[1] - CODE_BIAS);
+          }
           let sz = unpack2x16float(
             quant_word(block * QUANT_WORDS_PER_BLOCK + QUANT_VP_OFFSET + s * (HEAD_DIM / QUANT_GROUP) + (lane * 8u) / QUANT_GROUP),
           );
           vz = fma(p, vec4<f32>(sz.y), vz);
           p *= sz.x;
-        } else {
-          v = full_octet(block, s, lane, true);
+          v0 = fma(p, vec4<f32>(v[0].x), v0);
+          v1 = fma(p, vec4<f32>(v[0].y), v1);
+          v2 = fma(p, vec4<f32>(v[0].z), v2);
+          v3 = fma(p, vec4<f32>(v[0].w), v3);
+          v4 = fma(p, vec4<f32>(v[1].x), v4);
+          v5 = fma(p, vec4<f32>(v[1].y), v5);
+          v6 = fma(p, vec4<f32>(v[1].z), v6);
+          v7 = fma(p, vec4<f32>(v[1].w), v7);
         }
-        v0 = fma(p, vec4<f32>(v[0].x), v0);
-        v1 = fma(p, vec4<f32>(v[0].y), v1);
-        v2 = fma(p, vec4<f32>(v[0].z), v2);
-        v3 = fma(p, vec4<f32>(v[0].w), v3);
-        v4 = fma(p, vec4<f32>(v[1].x), v4);
-        v5 = fma(p, vec4<f32>(v[1].y), v5);
-        v6 = fma(p, vec4<f32>(v[1].z), v6);
-        v7 = fma(p, vec4<f32>(v[1].w), v7);
+        for (var i = 0u; i < select(run, 0u, quant); i++) {
+          let p = row_probs(run_start + i);
+          let v = full_octet(block, s0 + i, lane, true);
+          v0 = fma(p, vec4<f32>(v[0].x), v0);
+          v1 = fma(p, vec4<f32>(v[0].y), v1);
+          v2 = fma(p, vec4<f32>(v[0].z), v2);
+          v3 = fma(p, vec4<f32>(v[0].w), v3);
+          v4 = fma(p, vec4<f32>(v[1].x), v4);
+          v5 = fma(p, vec4<f32>(v[1].y), v5);
+          v6 = fma(p, vec4<f32>(v[1].z), v6);
+          v7 = fma(p, vec4<f32>(v[1].w), v7);
+        }
+        run_start += run;
       }
     } else if (part < PARTS) {
       for (var r = 0u; r < ROWS; r++) {
@@ -560,6 +714,10 @@ fn main(
     workgroupBarrier();
   }
 
+  var l_rows = vec4<f32>(0.0);
+  if (ROW_VECTOR) {
+    l_rows = workgroup_sum_rows(l_part, lid);
+  }
   if (ROW_VECTOR && part < PARTS) {
     for (var r = 0u; r < ROWS; r++) {
       let base = (part * ROWS + r) * QUADS + lane * 2u;
@@ -603,7 +761,8 @@ fn main(
     let qi = first_query + lid / GROUP;
     if (qi < params.num_queries) {
       let head = kv_head * GROUP + lid % GROUP;
-      partial_ml[(qi * N_HEADS + head) * partitions + part_index] = vec2<f32>(m_run, l_run);
+      let ml = select(vec2<f32>(m_run, l_run), vec2<f32>(m_rows[lid], l_rows[lid]), ROW_VECTOR);
+      partial_ml[(qi * N_HEADS + head) * partitions + part_index] = ml;
     }
   }
 }

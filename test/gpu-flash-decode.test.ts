@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { blockLayout, type BlockFormat } from '../src/format/layout.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import type { GpuContext } from '../src/gpu/context.js';
+import { kernelPipeline } from '../src/gpu/kernel.js';
 import { attentionSegments } from '../src/kernels/cache/accumulate-attention.js';
 import { FlashDecodeKernel, type FlashDecodeShape } from '../src/kernels/cache/flash-decode.js';
 import { flashDecodeContexts } from '../src/bench/cases/flash-decode.js';
@@ -79,10 +80,8 @@ const DECODE_CASES: DecodeCase[] = [
   { context: 40, group: 8, headDim: 64, full: 'f16', quant: 'int4', kernel: { ...SMALL, foldKScale: false } },
 ];
 
-describe('flash decode (split-context paged attention) vs the TS reference', () => {
-  it.each(DECODE_CASES)(
-    'context $context, GQA group $group, head_dim $headDim, $full + $quant',
-    async (c) => {
+/** Runs one decode case (two sequences, forced small partitions unless the case says otherwise) against the reference. */
+async function checkDecodeCase(c: DecodeCase, overrides: Partial<FlashDecodeShape> = {}): Promise<FlashDecodeKernel> {
       const gpu = await testGpu();
       const kvHeads = 2;
       const nHeads = kvHeads * c.group;
@@ -116,7 +115,9 @@ describe('flash decode (split-context paged attention) vs the TS reference', () 
         full: fixture.full,
         quant: fixture.quant,
         ...(c.kernel ?? SMALL),
+        ...overrides,
       });
+      const used = { reductions: kernel.reductions };
       expect(kernel.partitions(c.context)).toBe(Math.ceil(c.context / kernel.partitionTokens));
       await gpu.withErrorScope(() => {
         const encoder = gpu.device.createCommandEncoder();
@@ -161,9 +162,55 @@ describe('flash decode (split-context paged attention) vs the TS reference', () 
       stats.destroy();
       kernel.destroy();
       Object.values(buffers).forEach((b) => b.destroy());
+      expect(kernel.reductions).toBe(used.reductions);
+      return kernel;
+}
+
+// Cases the reductions test runs under every variant: GQA 4 and 1, quantized and not, a workgroup of 4 threads,
+// which one SwiftShader subgroup (4 lanes) spans whole (the subgroup variant's no-exchange path), and one of 64.
+const REDUCTION_CASES: DecodeCase[] = [
+  { context: 65, group: 4, headDim: 64, full: 'f16', quant: 'int4' },
+  { context: 47, group: 1, headDim: 64, full: 'f32' },
+  { context: 70, group: 4, headDim: 32, full: 'f16', quant: 'int4', kernel: { workgroupSize: 4, chunkTokens: 16, partitionTokens: 32 } },
+  // 64 threads: past 16, one thread scans the posted values and posts the result
+  { context: 200, group: 2, headDim: 64, full: 'f16', quant: 'int4', kernel: { partitionTokens: 128 } },
+];
+
+describe('flash decode (split-context paged attention) vs the TS reference', () => {
+  it.each(DECODE_CASES)(
+    'context $context, GQA group $group, head_dim $headDim, $full + $quant',
+    async (c) => {
+      await checkDecodeCase(c);
     },
     60_000,
   );
+
+  it('row reductions: each variant the adapter supports matches the reference; subgroup is the default where present', async () => {
+    const gpu = await testGpu();
+    const variants = FlashDecodeKernel.reductionVariants(gpu);
+    const full = blockLayout('f16', { headDim: 64, blockSize: 16 });
+    if (gpu.has('subgroups')) {
+      expect(variants).toEqual(['workgroup', 'subgroup']);
+      const subgroup = new FlashDecodeKernel(gpu, { nHeads: 4, kvHeads: 1, full, quant: null });
+      const workgroup = new FlashDecodeKernel(gpu, { nHeads: 4, kvHeads: 1, full, quant: null, reductions: 'workgroup' });
+      expect(subgroup.reductions).toBe('subgroup');
+      // two pipelines, keyed apart in the cache
+      expect(kernelPipeline(gpu, subgroup.partialSpec)).not.toBe(kernelPipeline(gpu, workgroup.partialSpec));
+    } else {
+      // Without the feature the fallback is all there is, and asking for subgroups says so instead of compiling.
+      expect(variants).toEqual(['workgroup']);
+      expect(() => new FlashDecodeKernel(gpu, { nHeads: 4, kvHeads: 1, full, quant: null, reductions: 'subgroup' })).toThrow(/subgroups/);
+      expect(new FlashDecodeKernel(gpu, { nHeads: 4, kvHeads: 1, full, quant: null }).reductions).toBe('workgroup');
+    }
+    for (const reductions of variants) {
+      for (const c of REDUCTION_CASES) {
+        const kernel = await checkDecodeCase(c, { reductions });
+        expect(kernel.reductions).toBe(reductions);
+        // small partitions: the merge combines several
+        expect(kernel.partitions(c.context)).toBeGreaterThan(1);
+      }
+    }
+  }, 120_000);
 
   it.each([
     { queryTile: 1, numQueries: 5, quant: undefined, fold: true },

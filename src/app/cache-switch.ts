@@ -44,6 +44,12 @@ export class CacheSwitch implements GpuAttentionBackend {
     this.owner(step).encodeLayer(encoder, step, layer, io);
   }
 
+  encodeLayerBatch(encoder: GPUCommandEncoder, steps: readonly KvStep[], layer: number, io: LayerIo): boolean {
+    const owner = steps[0] ? this.owner(steps[0]) : undefined;
+    if (!owner?.encodeLayerBatch || steps.some((step) => this.owner(step) !== owner)) return false;
+    return owner.encodeLayerBatch(encoder, steps, layer, io);
+  }
+
   endStep(step: KvStep): void {
     this.owner(step).endStep(step);
     this.owners.delete(step);

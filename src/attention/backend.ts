@@ -66,4 +66,10 @@ export interface GpuAttentionBackend {
   ): void;
   /** Called after the step's command buffer was submitted. */
   endStep(step: KvStep): void;
+  /**
+   * Optional batched decode: one layer of one token of each of `steps` (distinct sequences), the rows of `io` in
+   * the order of `steps`; writes every token's K/V and attends all of them in one dispatch. Returns false having
+   * encoded nothing when it cannot (the caller then calls encodeLayer per step).
+   */
+  encodeLayerBatch?(encoder: GPUCommandEncoder, steps: readonly KvStep[], layer: number, io: LayerIo): boolean;
 }

@@ -10,6 +10,7 @@ import { FLASH_DECODE_STORAGE_BUFFERS, FlashDecodeKernel } from '../kernels/cach
 import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
 import { PrefillAttentionKernel } from '../kernels/cache/prefill-attention.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
+import { DecodeBatches } from './decode-batch.js';
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
 interface StepState extends KvStep {
@@ -80,6 +81,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** Settled-later steps of each open speculation, by sequence id. */
   private readonly speculations = new Map<number, ProvisionalRecord[]>();
   private readonly steps = new WeakMap<KvStep, StepState>();
+  private readonly batches: DecodeBatches<StepState>;
   private kernels: {
     quant: BlockLayout | null;
     attention: PagedAttentionKernel;
@@ -100,6 +102,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     this.accumulateStats = options.accumulateStats;
     this.splitContext = options.splitContext ?? true;
     const { layers, headDim } = meta.shape;
+    this.batches = new DecodeBatches(gpu, layers, meta.shape.kvHeads);
     const statsBytes = meta.tables.numRows * storage.maxTokensPerHead * 4;
     this.statistics = {
       attnSum: createStorageBuffer(gpu, 'kv:attn-sum', statsBytes),
@@ -339,6 +342,29 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     }
   }
 
+  /**
+   * One layer of a batched decode step (a token of each of `steps`, rows of `io` in order): one K/V append, one
+   * split-context dispatch over every sequence. False, encoding nothing, without that kernel or for provisional
+   * or multi-token steps (attend step by step then).
+   */
+  encodeLayerBatch(encoder: GPUCommandEncoder, steps: readonly KvStep[], layer: number, io: LayerIo): boolean {
+    const states = steps.map((step) => this.state(step));
+    const { flash } = this.attentionKernels();
+    if (!flash || states.length === 0 || states.some((state) => state.numTokens !== 1 || state.provisional)) return false;
+    this.checkLayer(layer);
+    const member = (state: StepState) => ({ slot: state.plan.slot, position: state.positions[0] ?? 0, destSlots: state.plan.destSlots, longestHead: state.probsStride });
+    const batch = this.batches.buffers(states, member);
+    this.storage.encodeAppend(encoder, { layer, numTokens: batch.size, keys: io.keys, values: io.values, destSlots: batch.destSlots, positions: batch.positions });
+    const queryBytes = this.nHeads * this.storage.meta.shape.headDim * 4;
+    states.forEach((state, b) => this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, b * queryBytes, state.positions));
+    const { querySlots, positions: queryPositions, maxContext } = batch;
+    flash.encode(encoder, {
+      ...{ cache: this.storage.bindings, layer, numQueries: batch.size, queries: io.queries, querySlots, queryPositions, out: io.out, maxContext },
+      ...(this.accumulateStats ? { stats: { segments: batch.segments, numSegments: batch.size, target: this.statistics } } : {}),
+    });
+    return true;
+  }
+
   /** Records the newest of `positions.length` queries (from `queries` at byte `offset`) into the window ring. */
   private encodeWindowRecord(encoder: GPUCommandEncoder, slot: number, layer: number, queries: GPUBuffer, offset: number, stepPositions: Uint32Array): void {
     const { meta, gpu } = this.storage;
@@ -371,6 +397,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** Releases a step's scratch buffers (after its command buffer was submitted); a provisional step keeps what it settles with. */
   endStep(step: KvStep): void {
     const state = this.state(step);
+    this.batches.release(state);
     const keep = state.provisional;
     for (const buffer of [state.destSlots, state.querySlots, state.segments, state.probs, keep ? null : state.positionsBuffer]) {
       if (buffer) this.storage.gpu.buffers.release(buffer);

@@ -163,6 +163,11 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.attention.encodeLayer(encoder, step, layer, io);
   }
 
+  /** See {@link PagedAttentionBackend.encodeLayerBatch}. */
+  encodeLayerBatch(encoder: GPUCommandEncoder, steps: readonly KvStep[], layer: number, io: LayerIo): boolean {
+    return this.attention.encodeLayerBatch(encoder, steps, layer, io);
+  }
+
   /** See {@link PagedAttentionBackend.endStep}. */
   endStep(step: KvStep): void {
     this.attention.endStep(step);

@@ -109,6 +109,11 @@ export interface GpuLlamaOptions {
    * maxBufferSize / maxStorageBufferBindingSize). Tests set it small to exercise the split path.
    */
   readonly maxBindingBytes?: number;
+  /**
+   * Batched steps attend all their sequences in one dispatch where the backend offers encodeLayerBatch (default
+   * true); false attends sequence by sequence through one-row buffers, as before (the bench's baseline).
+   */
+  readonly batchedAttention?: boolean;
 }
 
 /**
@@ -129,7 +134,8 @@ export interface GpuForwardOptions {
  * embedding, RMSNorm, matmuls, RoPE and SwiGLU in WGSL, attention through a {@link GpuAttentionBackend} (the paged
  * KV cache). {@link GpuLlama.forward} runs a chunk of n tokens of one sequence (prefill and decode are the same
  * path); {@link GpuLlama.forwardBatch} runs one decode token of each of several sequences, the matmuls as
- * [batch × dim] products. Each call is one submit and one readback. Weights are uploaded once, in f16 by default
+ * [batch × dim] products and attention in one dispatch per layer over all the batch's sequences (where the backend
+ * offers GpuAttentionBackend.encodeLayerBatch). Each call is one submit and one readback. Weights are uploaded once, in f16 by default
  * (see GpuLlamaOptions.weights), split by rows where a matrix passes the binding limit.
  * Calls must not overlap: the chunk scratch buffers are shared.
  *
@@ -158,6 +164,7 @@ export class GpuLlama {
   private readonly dispatches: DispatchCache;
   private busy = false;
   private destroyed = false;
+  private readonly batchedAttention: boolean;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -168,6 +175,7 @@ export class GpuLlama {
     const { config } = checkpoint;
     this.config = config;
     this.weightPrecision = options.weights ?? 'f16';
+    this.batchedAttention = options.batchedAttention ?? true;
     this.embedding = new EmbeddingKernel(gpu);
     this.rmsnorm = new RmsNormKernel(gpu, { eps: config.rmsNormEps ?? RMS_NORM_EPS });
     this.projection = new Projection(new MatmulKernel(gpu, options.matmul), new MatvecKernel(gpu, options.matvec));
@@ -204,7 +212,7 @@ export class GpuLlama {
       if (step.positions.length !== n) {
         throw new InvalidArgumentError('positions', `backend returned ${step.positions.length} positions for ${n} tokens`);
       }
-      return await this.run(tokens, [step], options.allLogits ?? false);
+      return await this.run(tokens, [step], options.allLogits ?? false, false);
     } finally {
       this.busy = false;
     }
@@ -213,7 +221,8 @@ export class GpuLlama {
   /**
    * One decode token of each of `seqIds` (distinct sequences, at the positions the backend assigns) in one
    * forward and one submit: the projections run as [batch × dim] products (each weight read once per 8 rows by
-   * the matvec kernel), attention runs per sequence. Returns each sequence's logits [vocab], in order.
+   * the matvec kernel), attention as one dispatch per layer over every sequence, each at its own context length
+   * (per sequence where the backend cannot, see GpuLlamaOptions.batchedAttention). Returns each sequence's logits [vocab], in order.
    * If the backend cannot reserve a slot for a later sequence (OutOfBlocksError), the earlier ones keep the slot
    * they reserved, with no K/V written: truncate them (PagedKvCache.truncate) or free them before going on.
    *
@@ -241,7 +250,7 @@ export class GpuLlama {
         for (const step of steps) this.backend.endStep(step);
         throw error;
       }
-      const logits = await this.run(tokens, steps, true);
+      const logits = await this.run(tokens, steps, true, this.batchedAttention);
       const { vocabSize } = this.config;
       return steps.map((_, b) => logits.slice(b * vocabSize, (b + 1) * vocabSize));
     } finally {
@@ -266,7 +275,7 @@ export class GpuLlama {
   }
 
   /** Encodes, submits and reads back one forward over `tokens`, whose rows belong to `steps` in order. */
-  private async run(tokens: readonly number[], steps: readonly KvStep[], allLogits: boolean): Promise<Float32Array> {
+  private async run(tokens: readonly number[], steps: readonly KvStep[], allLogits: boolean, batched: boolean): Promise<Float32Array> {
     const { vocabSize, dim } = this.config;
     const n = tokens.length;
     const act = this.scratch(n);
@@ -290,7 +299,7 @@ export class GpuLlama {
     }
     queue.writeBuffer(act.positions, 0, positions);
     const encoder = this.gpu.device.createCommandEncoder({ label: 'llama:forward' });
-    const logitRows = this.encodeForward(encoder, act, n, steps, allLogits);
+    const logitRows = this.encodeForward(encoder, act, n, steps, allLogits, batched);
     const bytes = logitRows * vocabSize * 4;
     encoder.copyBufferToBuffer(act.logits, 0, act.staging, 0, bytes);
     this.gpu.submit([encoder.finish()]);
@@ -308,7 +317,7 @@ export class GpuLlama {
    * passes, and buffer copies sit between passes), dispatches from the cache, so a repeated decode step creates
    * no uniform buffers or bind groups for the model's own kernels.
    */
-  private encodeForward(encoder: GPUCommandEncoder, act: Activations, n: number, steps: readonly KvStep[], allLogits: boolean): number {
+  private encodeForward(encoder: GPUCommandEncoder, act: Activations, n: number, steps: readonly KvStep[], allLogits: boolean, batched: boolean): number {
     const { dim, hiddenDim, kvDim } = this.config;
     const qDim = queryDim(this.config);
     const w = this.weights;
@@ -334,11 +343,13 @@ export class GpuLlama {
       }
       this.rope.encode(encoder, { numTokens: n, positions: act.positions, table: this.ropeTable, tableRows: this.ropeRows, q: act.q, k: act.k }, shared);
       outside(() => {
+        const io = { keys: act.k, values: act.v, queries: act.q, out: act.att };
+        if (batched && this.backend.encodeLayerBatch?.(encoder, steps, layer, io)) return;
         if (steps.length === 1 && steps[0]) {
-          this.backend.encodeLayer(encoder, steps[0], layer, { keys: act.k, values: act.v, queries: act.q, out: act.att });
+          this.backend.encodeLayer(encoder, steps[0], layer, io);
           return;
         }
-        // A batched step: the backend attends one sequence's rows at offset 0, so each row goes through one-row
+        // Per sequence: the backend attends one sequence's rows at offset 0, so each row goes through one-row
         // buffers (commands of one encoder run in order, so the buffers are reused from sequence to sequence).
         steps.forEach((step, b) => {
           encoder.copyBufferToBuffer(act.q, b * qDim * 4, act.q1, 0, qDim * 4);

@@ -41,7 +41,13 @@ export interface BenchModel {
 
 const STORIES: BenchModel = { name: 'stories260K', load: loadStories };
 
-async function prepareDecode(gpu: GpuContext, source: BenchModel, weights: WeightPrecision, batch: number): Promise<PreparedCase | SkippedCase> {
+async function prepareDecode(
+  gpu: GpuContext,
+  source: BenchModel,
+  weights: WeightPrecision,
+  batch: number,
+  batchedAttention = true,
+): Promise<PreparedCase | SkippedCase> {
   const checkpoint = await source.load();
   if (typeof checkpoint === 'string') return { skip: checkpoint };
   const { config } = checkpoint;
@@ -53,7 +59,7 @@ async function prepareDecode(gpu: GpuContext, source: BenchModel, weights: Weigh
     seqSlots: batch,
     maxTokensPerHead: config.seqLen,
   });
-  const model = new GpuLlama(gpu, checkpoint, cache, { weights });
+  const model = new GpuLlama(gpu, checkpoint, cache, { weights, batchedAttention });
   const positions = new Map<number, number>();
   const start = async (seq: number) => {
     if (positions.has(seq)) await cache.freeSequence(seq);
@@ -85,7 +91,8 @@ async function prepareDecode(gpu: GpuContext, source: BenchModel, weights: Weigh
 /**
  * Model runner decode throughput of `source` (default stories260K): tokens per second at batch 1
  * (GpuLlama.forward) and batch 8 (GpuLlama.forwardBatch, one submit for 8 sequences), f32 against f16 weights, on
- * the paged f32 cache. Wall clock per step (submit, GPU work, logits readback); `items` makes the report's time
+ * the paged f32 cache, plus f16 batch 8 with attention per sequence (the path before one dispatch served the whole
+ * batch; its speedup column is its time against the batched row). Wall clock per step (submit, GPU work, logits readback); `items` makes the report's time
  * per token. `kvcompact bench --only model --model DIR|FILE|hf:…` times another model.
  *
  * @example
@@ -97,10 +104,10 @@ export function modelSuiteFor(source: BenchModel = STORIES): BenchSuite {
   const { name } = source;
   return {
     name: 'model',
-    description: `model runner decode steps (GpuLlama, ${name}, paged f32 cache): batch 1 and batch 8, f32 and f16 weights`,
+    description: `model runner decode steps (GpuLlama, ${name}, paged f32 cache): batch 1 and batch 8, f32 and f16 weights; batch 8 with attention per sequence`,
     counts: 'weight bytes one decode step reads (KV reads not counted)',
-    cases: () =>
-      (['f32', 'f16'] as const).flatMap((weights) =>
+    cases: () => [
+      ...(['f32', 'f16'] as const).flatMap((weights) =>
         [1, 8].map(
           (batch): BenchCase => ({
             name: `model/${name}/${weights}/batch${batch}`,
@@ -111,6 +118,14 @@ export function modelSuiteFor(source: BenchModel = STORIES): BenchSuite {
           }),
         ),
       ),
+      {
+        name: `model/${name}/f16/batch8-per-sequence`,
+        shape: `${name} · f16 weights · 8 sequences × 1 token per step, attention per sequence · ctx ${PROMPT}..${RESTART_AT}`,
+        series: 'batch8 per-sequence attention',
+        baseline: `model/${name}/f16/batch8`,
+        setup: (gpu) => prepareDecode(gpu, source, 'f16', 8, false),
+      },
+    ],
   };
 }
 

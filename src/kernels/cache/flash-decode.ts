@@ -2,6 +2,8 @@ import partialBody from '../../../shaders/flash_decode_partial.wgsl';
 import mergeBody from '../../../shaders/flash_decode_merge.wgsl';
 import statsBody from '../../../shaders/flash_decode_stats.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import reduceSubgroupLibrary from '../../../shaders/flash_decode_reduce_subgroup.wgsl';
+import reduceWorkgroupLibrary from '../../../shaders/flash_decode_reduce_workgroup.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
@@ -47,6 +49,17 @@ const STATS_PARAMS = new UniformLayout('StatsParams', [
  * ```
  */
 export const FLASH_TARGET_WORKGROUPS = 1024;
+
+/**
+ * How the partial kernel reduces a chunk's softmax maximum and the final sums across its threads: `subgroup`
+ * (subgroupMax / subgroupAdd, needs the device feature `subgroups`) or `workgroup` (workgroup memory, everywhere).
+ *
+ * @example
+ * ```ts
+ * const variant: FlashReductions = FlashDecodeKernel.reductionVariants(gpu).at(-1) ?? 'workgroup';
+ * ```
+ */
+export type FlashReductions = 'subgroup' | 'workgroup';
 
 /** Workgroup memory the partial kernel may use: WebGPU's guaranteed minimum, so one shape runs on every device. */
 const WORKGROUP_STORAGE_BUDGET = 16384;
@@ -125,6 +138,11 @@ export interface FlashDecodeShape {
   readonly queryTile?: number;
   /** Fold the K scale into q for quantized blocks (default: when the staging fits the workgroup memory). */
   readonly foldKScale?: boolean;
+  /**
+   * The row reductions' variant (default `subgroup` where the device has `subgroups`, else `workgroup`); asking
+   * for `subgroup` on a device without the feature throws. Tests force each of {@link FlashDecodeKernel.reductionVariants}.
+   */
+  readonly reductions?: FlashReductions;
 }
 
 function positiveInteger(field: string, value: number): void {
@@ -172,6 +190,8 @@ export class FlashDecodeKernel {
    * the workgroup memory, as at decode); otherwise the chunk's scale/zero are staged and each code dequantised.
    */
   readonly foldsKScale: boolean;
+  /** The reductions variant compiled into the partial kernel (part of its pipeline cache key). */
+  readonly reductions: FlashReductions;
   private partialAcc: GPUBuffer | null = null;
   private partialMl: GPUBuffer | null = null;
   private lse: GPUBuffer | null = null;
@@ -186,6 +206,11 @@ export class FlashDecodeKernel {
       if (quant.groupSize % 8 !== 0) return `quantization group ${quant.groupSize} is not a multiple of 8`;
     }
     return null;
+  }
+
+  /** The reductions variants this device can run: always `workgroup`, plus `subgroup` with the `subgroups` feature. */
+  static reductionVariants(gpu: GpuContext): FlashReductions[] {
+    return gpu.has('subgroups') ? ['workgroup', 'subgroup'] : ['workgroup'];
   }
 
   /** True when {@link FlashDecodeKernel.unsupported} finds nothing. */
@@ -226,6 +251,11 @@ export class FlashDecodeKernel {
     if (this.partitionTokens % this.chunkTokens !== 0) {
       throw new InvalidArgumentError('partitionTokens', `must be a multiple of chunkTokens ${this.chunkTokens}; got ${this.partitionTokens}`);
     }
+    const variants = FlashDecodeKernel.reductionVariants(gpu);
+    this.reductions = shape.reductions ?? (variants.includes('subgroup') ? 'subgroup' : 'workgroup');
+    if (!variants.includes(this.reductions)) {
+      throw new InvalidArgumentError('reductions', `the device lacks the 'subgroups' feature; use 'workgroup' (supported: ${variants.join(', ')})`);
+    }
     const group = nHeads / kvHeads;
     const rows = this.queryTile * group;
     if (rows > this.workgroupSize) {
@@ -238,6 +268,8 @@ export class FlashDecodeKernel {
     // and the parts' V mixes at the end; the K scale folds into q when that staging fits.
     const quads = headDim / 4;
     const kGroups = quant ? this.chunkTokens / quant.groupSize : 0;
+    // Mirrors ZERO_PARTS of the shader: threads per K group posting partial sums of q·zero.
+    const zeroParts = Math.min(4, Math.max(1, Math.floor(this.workgroupSize / Math.max(1, kGroups))));
     // Mirrors ROW_VECTOR of the shader: up to four rows and one octet of channels per lane.
     const rowVector = rows <= 4 && headDim / 8 <= this.workgroupSize;
     const budget = Math.min(WORKGROUP_STORAGE_BUDGET, gpu.device.limits.maxComputeWorkgroupStorageSize);
@@ -248,7 +280,8 @@ export class FlashDecodeKernel {
       16 * (rows * quads + Math.max(mixVectors, stagingVectors(fold), 1)) +
       4 * (rows * this.chunkTokens + rows + this.queryTile + 1) +
       16 * (rowVector ? headDim : 1) +
-      16 * (rowVector && fold ? kGroups : 1) +
+      16 * (rowVector && fold ? kGroups * zeroParts : 1) +
+      16 * (rowVector ? this.workgroupSize + 1 : 2) +
       4 * (fold && !rowVector ? kGroups * rows : 1);
     this.foldsKScale = quant !== null && (shape.foldKScale ?? layoutBytes(true) <= budget);
     const sharedBytes = layoutBytes(this.foldsKScale);
@@ -267,11 +300,16 @@ export class FlashDecodeKernel {
       N_HEADS: u32(nHeads),
       KV_HEADS: u32(kvHeads),
     };
+    const subgroups = this.reductions === 'subgroup';
     this.partialSpec = {
       name: 'flash_decode_partial',
       body: partialBody,
+      libraries: [subgroups ? reduceSubgroupLibrary : reduceWorkgroupLibrary],
+      ...(subgroups ? { enables: ['subgroups'] } : {}),
       constants: {
         ...common,
+        // The library differs per variant; this constant puts it in the pipeline cache key.
+        SUBGROUPS: { type: 'bool', value: subgroups },
         WORKGROUP_SIZE: u32(this.workgroupSize),
         CHUNK_TOKENS: u32(this.chunkTokens),
         QUERY_TILE: u32(this.queryTile),
