@@ -5,6 +5,7 @@ import { constantsKey, wgslPrelude } from '../src/gpu/prelude.js';
 import { UniformLayout } from '../src/gpu/uniforms.js';
 import { sizeClass } from '../src/gpu/buffer-pool.js';
 import { GpuContext } from '../src/gpu/context.js';
+import { kernelPipeline } from '../src/gpu/kernel.js';
 import { testGpu } from './helpers/gpu.js';
 
 describe('dispatch folding', () => {
@@ -81,6 +82,15 @@ describe('GPU context', () => {
     expect(second).not.toBe(first);
     await gpu.idle();
     expect(gpu.buffers.acquire(1000, usage, 'c')).toBe(first);
+  });
+
+  it('keys cached pipelines by the text of their libraries, not only their number', async () => {
+    const gpu = await testGpu();
+    const body = '@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn main() { out[0] = lib_value(); }';
+    const spec = (value: number) => ({ name: 'library-key-test', body, constants: {}, uniforms: [], libraries: [`fn lib_value() -> u32 { return ${value}u; }`] });
+    const first = kernelPipeline(gpu, spec(1));
+    expect(kernelPipeline(gpu, spec(1))).toBe(first);
+    expect(kernelPipeline(gpu, spec(2))).not.toBe(first);
   });
 
   it('captures validation errors in an error scope', async () => {

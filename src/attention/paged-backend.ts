@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from '../errors.js';
 import type { BlockLayout } from '../format/layout.js';
-import { createStorageBuffer, readBuffer } from '../gpu/buffers.js';
+import { createStorageBuffer } from '../gpu/buffers.js';
 import type { AppendPlan, TruncatePlan } from '../cache/cache-metadata.js';
 import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
@@ -11,6 +11,7 @@ import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
 import { PrefillAttentionKernel } from '../kernels/cache/prefill-attention.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
 import { DecodeBatches } from './decode-batch.js';
+import { type AttendResult, attendOnce } from './attend-once.js';
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
 interface StepState extends KvStep {
@@ -508,50 +509,9 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
    * returns the output and the probabilities per KV head (summed over the group). For tests and tools; the model
    * runner encodes attention itself. Adds nothing to the statistics.
    */
-  async attend(seqId: number, layer: number, query: Float32Array): Promise<{ out: Float32Array; probsPerKvHead: Float32Array[] }> {
+  attend(seqId: number, layer: number, query: Float32Array): Promise<AttendResult> {
     this.checkLayer(layer);
-    const { gpu, meta } = this.storage;
-    const { headDim, kvHeads } = meta.shape;
-    if (query.length !== this.nHeads * headDim) {
-      throw new InvalidArgumentError('query', `expected ${this.nHeads * headDim} values; got ${query.length}`);
-    }
-    const slot = meta.slotOf(seqId);
-    const stride = Math.max(1, this.longestHead(seqId));
-    const q = createStorageBuffer(gpu, 'kv:attend-q', query);
-    const slots = createStorageBuffer(gpu, 'kv:attend-slot', new Uint32Array([slot]));
-    const pos = createStorageBuffer(gpu, 'kv:attend-pos', new Uint32Array([0xffff_ffff]));
-    const out = createStorageBuffer(gpu, 'kv:attend-out', query.byteLength);
-    const probs = createStorageBuffer(gpu, 'kv:attend-probs', this.nHeads * stride * 4);
-    try {
-      const encoder = gpu.device.createCommandEncoder({ label: 'kv:attend' });
-      this.attentionKernels().attention.encode(encoder, {
-        cache: this.storage.bindings,
-        layer,
-        numQueries: 1,
-        queries: q,
-        querySlots: slots,
-        queryPositions: pos,
-        out,
-        probs,
-        probsStride: stride,
-      });
-      gpu.submit([encoder.finish()]);
-      const result = new Float32Array(await readBuffer(gpu, out));
-      const p = new Float32Array(await readBuffer(gpu, probs));
-      const group = this.nHeads / kvHeads;
-      const probsPerKvHead = Array.from({ length: kvHeads }, (_, kv) => {
-        const n = meta.tokenCount(seqId, layer, kv);
-        const summed = new Float32Array(n);
-        for (let g = 0; g < group; g++) {
-          const base = (kv * group + g) * stride;
-          for (let t = 0; t < n; t++) summed[t] = (summed[t] ?? 0) + (p[base + t] ?? 0);
-        }
-        return summed;
-      });
-      return { out: result, probsPerKvHead };
-    } finally {
-      for (const buffer of [q, slots, pos, out, probs]) buffer.destroy();
-    }
+    return attendOnce(this.storage, this.attentionKernels().attention, this.nHeads, seqId, layer, query);
   }
 
   // ------------------------------------------------------------------ per-slot state

@@ -67,8 +67,25 @@ export function kernelSource(spec: KernelSpec): string {
   return [...enables, wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), ...functions, spec.body].join('\n');
 }
 
+/** A short id per distinct library text (the set is small: static shader files and a few generated variants). */
+const libraryIds = new Map<string, number>();
+
+function librariesKey(libraries: readonly string[]): string {
+  return libraries
+    .map((text) => {
+      let id = libraryIds.get(text);
+      if (id === undefined) {
+        id = libraryIds.size;
+        libraryIds.set(text, id);
+      }
+      return id;
+    })
+    .join(',');
+}
+
 /**
- * The compiled pipeline of a kernel, cached per device by name, entry point and constants.
+ * The compiled pipeline of a kernel, cached per device by name, entry point, constants and the text of its libraries
+ * and functions (two kernels of one name that include different libraries get different pipelines).
  *
  * @example
  * ```ts
@@ -79,7 +96,7 @@ export function kernelSource(spec: KernelSpec): string {
 export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
   const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
   const functions = (spec.functions ?? []).map((fn) => `${fn.name}=${fn.source}`).join('|');
-  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${(spec.libraries ?? []).length}#${functions}#${(spec.enables ?? []).join(',')}`;
+  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${librariesKey(spec.libraries ?? [])}#${functions}#${(spec.enables ?? []).join(',')}`;
   return gpu.pipelines.get(key, () => ({
     label: spec.name,
     code: kernelSource(spec),
