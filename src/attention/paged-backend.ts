@@ -161,7 +161,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   beginStep(seqId: number, numTokens: number): KvStep {
     const { meta } = this.storage;
     const before = meta.snapshot();
-    const plan = planAppendWithGrowth(meta, seqId, numTokens, (pool, blocks) => this.storage.growPool(pool, blocks));
+    const plan = planAppendWithGrowth(meta, seqId, numTokens, (pool, layer, blocks) => this.storage.growPool(pool, layer, blocks));
     try {
       return this.stepFromPlan(plan);
     } catch (error) {
@@ -264,7 +264,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       // probabilities it leaves.
       this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
       flash.encode(encoder, {
-        cache: this.storage.bindings,
+        cache: this.storage.bindings(layer),
         layer,
         numQueries: state.numTokens,
         queries: io.queries,
@@ -294,7 +294,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       probs = state.probs;
     }
     attention.encode(encoder, {
-      cache: this.storage.bindings,
+      cache: this.storage.bindings(layer),
       layer,
       numQueries: state.numTokens,
       queries: io.queries,
@@ -306,7 +306,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     });
     if (this.accumulateStats && !provisional) {
       accumulate.encode(encoder, {
-        cache: this.storage.bindings,
+        cache: this.storage.bindings(layer),
         layer,
         probs,
         probsStride: state.probsStride,
@@ -399,7 +399,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
         if (!this.accumulateStats || !probs) continue;
         for (const segment of segments) {
           this.attentionKernels().accumulate.encode(encoder, {
-            cache: this.storage.bindings,
+            cache: this.storage.bindings(layer),
             layer,
             probs,
             probsStride: record.probsStride,
@@ -477,7 +477,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     try {
       const encoder = gpu.device.createCommandEncoder({ label: 'kv:attend' });
       this.attentionKernels().attention.encode(encoder, {
-        cache: this.storage.bindings,
+        cache: this.storage.bindings(layer),
         layer,
         numQueries: 1,
         queries: q,

@@ -28,9 +28,12 @@ export interface PagedKvCacheOptions {
   readonly maxTokensPerHead?: number;
   /** Byte budget of both pools together (default 256 MiB). Pools grow on demand up to it, never past it. */
   readonly maxBytes?: number;
-  /** Full blocks to start with (default: enough for one sequence of 256 tokens). */
+  /**
+   * Full blocks to start with, all layers together (default: enough for one sequence of 256 tokens); each layer's
+   * pool starts with ⌈initialFullBlocks / layers⌉.
+   */
   readonly initialFullBlocks?: number;
-  /** Quantized blocks to start with (default: as many as full blocks when quantBits is set). */
+  /** Quantized blocks to start with, all layers together (default: as many as full blocks when quantBits is set). */
   readonly initialQuantBlocks?: number;
   /**
    * Full blocks' worth of the byte budget that appends never grow into and always leave free or growable, so that
@@ -102,7 +105,9 @@ export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCache
   if (!Number.isInteger(observationWindow) || observationWindow <= 0) {
     throw new InvalidArgumentError('observationWindow', `must be a positive integer; got ${observationWindow}`);
   }
-  const initialFullBlocks = options.initialFullBlocks ?? shape.layers * shape.kvHeads * Math.ceil(256 / blockSize);
+  // The options count blocks over all layers; the metadata per layer (each layer has its own pools).
+  const perLayer = (blocks: number): number => (Number.isSafeInteger(blocks) && blocks >= 0 && shape.layers > 0 ? Math.ceil(blocks / shape.layers) : blocks);
+  const initialFullBlocks = perLayer(options.initialFullBlocks ?? shape.layers * shape.kvHeads * Math.ceil(256 / blockSize));
   return {
     metadata: {
       shape,
@@ -110,7 +115,7 @@ export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCache
       ...(quantFormat ? { quantFormat } : {}),
       ...(options.groupSize !== undefined ? { groupSize: options.groupSize } : {}),
       initialFullBlocks,
-      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks ?? initialFullBlocks) : 0,
+      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks === undefined ? initialFullBlocks : perLayer(options.initialQuantBlocks)) : 0,
       maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
       seqSlots: options.seqSlots ?? 8,
       maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),

@@ -1,5 +1,6 @@
 import type { CpuAttentionBackend } from '../attention/cpu-backend.js';
 import type { CacheMetadata } from '../cache/cache-metadata.js';
+import type { GrowPool } from '../cache/pool-growth.js';
 import type { CpuKvStorage } from '../cache/cpu-storage.js';
 import { decodeBlockRef, type QuantFormat } from '../format/layout.js';
 import { IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
@@ -23,7 +24,7 @@ import { selectTopK } from './select.js';
  */
 export class CpuCompressionStages implements CompressionStages {
   readonly indexStride: number;
-  readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
+  readonly growPool: GrowPool;
   /** Kept indices `[row][maxTokensPerHead]` of the last selection, allocated on first use. */
   #kept: Uint32Array | null = null;
   /** Per head (layer × kvHeads + head): its kept indices, or null when it keeps every token. */
@@ -36,7 +37,7 @@ export class CpuCompressionStages implements CompressionStages {
     private readonly backend: CpuAttentionBackend,
   ) {
     this.indexStride = storage.maxTokensPerHead;
-    this.growPool = (pool, blocks) => storage.growPool(pool, blocks);
+    this.growPool = (pool, layer, blocks) => storage.growPool(pool, layer, blocks);
   }
 
   get meta(): CacheMetadata {
@@ -126,18 +127,19 @@ export class CpuCompressionStages implements CompressionStages {
       const mergedRow = compact.indexBase === IDENTITY_INDEX_BASE ? undefined : merged.get(compact.row);
       const firstSlot = compact.indexBase - compact.row * this.indexStride;
       const entries = this.meta.tables.entryView(compact.row);
+      const layer = this.meta.layerOfRow(compact.row);
       const k = new Float32Array(compact.count * headDim);
       const v = new Float32Array(compact.count * headDim);
       const positions = new Uint32Array(compact.count);
       for (let i = 0; i < compact.count; i++) {
         const index = compact.indexBase === IDENTITY_INDEX_BASE ? compact.identityStart + i : (kept?.[compact.indexBase + i] ?? 0);
-        const token = this.storage.token(entries, index);
+        const token = this.storage.token(entries, index, layer);
         k.set(token.k, i * headDim);
         v.set(mergedRow ? mergedRow.subarray((firstSlot + i) * headDim, (firstSlot + i + 1) * headDim) : token.v, i * headDim);
         positions[i] = token.position;
       }
       const { pool, block } = decodeBlockRef(compact.destEntry);
-      this.storage.storeBlock(pool, block, k, v, positions, compact.count);
+      this.storage.storeBlock(pool, layer, block, k, v, positions, compact.count);
     }
   }
 
