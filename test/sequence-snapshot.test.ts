@@ -167,7 +167,7 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
         expect(other.hasSequence(2)).toBe(false);
       }
       // A byte budget too small for the blocks: OutOfBlocksError, nothing allocated, nothing added.
-      const tight = await target.create({ ...QUANT, maxBytes: 5 * other.meta.bytesPerBlock('full'), initialFullBlocks: 1, compactionReserve: 0 });
+      const tight = await target.create({ ...QUANT, maxBytes: 8 * other.meta.bytesPerBlock('full'), initialFullBlocks: 1, compactionReserve: 0 });
       const memory = tight.memory();
       await expect(tight.importSequence(2, s)).rejects.toBeInstanceOf(OutOfBlocksError);
       expect(tight.hasSequence(2)).toBe(false);

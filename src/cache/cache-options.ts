@@ -29,6 +29,12 @@ export interface PagedKvCacheOptions {
   /** Byte budget of both pools together (default 256 MiB). Pools grow on demand up to it, never past it. */
   readonly maxBytes?: number;
   /**
+   * Bytes one layer's pool may hold (each layer has its own buffers). Default and ceiling: the device's
+   * min(maxStorageBufferBindingSize, maxBufferSize); a lower value caps growth earlier (tests use it to stand in
+   * for a small binding limit).
+   */
+  readonly maxPoolBytes?: number;
+  /**
    * Full blocks to start with, all layers together (default: enough for one sequence of 256 tokens); each layer's
    * pool starts with ⌈initialFullBlocks / layers⌉.
    */
@@ -117,6 +123,7 @@ export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCache
       initialFullBlocks,
       initialQuantBlocks: quantFormat ? (options.initialQuantBlocks === undefined ? initialFullBlocks : perLayer(options.initialQuantBlocks)) : 0,
       maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
+      ...(options.maxPoolBytes !== undefined ? { maxPoolBytes: options.maxPoolBytes } : {}),
       seqSlots: options.seqSlots ?? 8,
       maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),
       compactionReserve: options.compactionReserve ?? Math.min(16, Math.ceil(maxTokensPerHead / blockSize)),

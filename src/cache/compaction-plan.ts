@@ -1,5 +1,5 @@
 import type { CacheMetadata } from './cache-metadata.js';
-import { ensureFreeBlocks, type GrowPool } from './pool-growth.js';
+import { ensureFreeBlocksPerLayer, type GrowPool } from './pool-growth.js';
 import { decodeBlockRef, encodeBlockRef } from '../format/layout.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
@@ -303,9 +303,7 @@ export function planCompactionWithGrowth(meta: CacheMetadata, input: CompactionP
     newQuant[head.layer] = (newQuant[head.layer] ?? 0) + head.newQuant;
     newFull[head.layer] = (newFull[head.layer] ?? 0) + head.newFull;
   }
-  for (let layer = 0; layer < layers; layer++) {
-    ensureFreeBlocks(meta, 'full', layer, newFull[layer] ?? 0, grow);
-    if (input.quantize && (newQuant[layer] ?? 0) > 0) ensureFreeBlocks(meta, 'quant', layer, newQuant[layer] ?? 0, grow);
-  }
+  ensureFreeBlocksPerLayer(meta, 'full', newFull, grow);
+  if (input.quantize && newQuant.some((n) => n > 0)) ensureFreeBlocksPerLayer(meta, 'quant', newQuant, grow);
   return planCompaction(meta, input);
 }

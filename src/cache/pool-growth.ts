@@ -41,8 +41,38 @@ export function ensureFreeBlocks(meta: CacheMetadata, pool: PoolName, layer: num
 }
 
 /**
- * Full blocks an append of `numTokens` to a sequence may allocate in each layer (index = layer): the blocks each
- * head grows by, plus one per head for a copy-on-write of a shared partly filled last block.
+ * Ensures `needed[layer]` free blocks in every layer's `pool` at once. Each short layer grows by the rule of
+ * {@link growthFor}; when the budget (less `keepBytes`) cannot give every short layer that much, what is left after
+ * each layer's shortfall is shared evenly among them, so that no layer's amortised growth starves another's (an
+ * append needs room in every layer). False, with nothing grown, when the budget cannot cover the shortfalls.
+ *
+ * @example
+ * ```ts
+ * ensureFreeBlocksPerLayer(meta, 'full', [9, 9], (pool, layer, blocks) => storage.growPool(pool, layer, blocks));
+ * ```
+ */
+export function ensureFreeBlocksPerLayer(meta: CacheMetadata, pool: PoolName, needed: readonly number[], grow: GrowPool, keepBytes = 0): boolean {
+  const shorts = needed.map((n, layer) => Math.max(0, n - meta.pool(pool, layer).numFree));
+  const totalShort = shorts.reduce((a, b) => a + b, 0);
+  if (totalShort === 0) return true;
+  if (shorts.some((short, layer) => short > meta.growableBlocks(pool, layer, keepBytes))) return false;
+  const budget = meta.growableBlocks(pool, undefined, keepBytes);
+  if (totalShort > budget) return false;
+  const wants = shorts.map((short, layer) => (short === 0 ? 0 : (growthFor(meta, pool, layer, needed[layer] ?? 0, keepBytes) ?? short)));
+  const shortLayers = shorts.filter((short) => short > 0).length;
+  const share = Math.floor((budget - totalShort) / shortLayers);
+  const fits = wants.reduce((a, b) => a + b, 0) <= budget;
+  shorts.forEach((short, layer) => {
+    if (short === 0) return;
+    const blocks = fits ? (wants[layer] ?? short) : Math.min(wants[layer] ?? short, short + share);
+    grow(pool, layer, blocks);
+  });
+  return true;
+}
+
+/**
+ * Full blocks an append of `numTokens` to a sequence allocates in each layer (index = layer): the blocks each head
+ * grows by, plus one for a head whose partly filled last block is shared (its copy-on-write).
  */
 export function appendBlocksNeeded(meta: CacheMetadata, seqId: number, numTokens: number): number[] {
   const { layers, kvHeads, blockSize } = meta.shape;
@@ -50,8 +80,10 @@ export function appendBlocksNeeded(meta: CacheMetadata, seqId: number, numTokens
   for (let layer = 0; layer < layers; layer++) {
     for (let head = 0; head < kvHeads; head++) {
       const count = meta.tokenCount(seqId, layer, head);
-      const blocks = meta.tables.numEntries(meta.rowOf(seqId, layer, head));
-      needed[layer] = (needed[layer] ?? 0) + Math.max(0, Math.ceil((count + numTokens) / blockSize) - blocks) + 1;
+      const entries = meta.tables.entryView(meta.rowOf(seqId, layer, head));
+      const last = entries.length > 0 ? decodeBlockRef(entries[entries.length - 1] ?? 0) : null;
+      const cow = count % blockSize !== 0 && last !== null && last.pool === 'full' && meta.pool('full', layer).refCount(last.block) > 1;
+      needed[layer] = (needed[layer] ?? 0) + Math.max(0, Math.ceil((count + numTokens) / blockSize) - entries.length) + (cow ? 1 : 0);
     }
   }
   return needed;
@@ -72,26 +104,16 @@ export function planAppendWithGrowth(meta: CacheMetadata, seqId: number, numToke
   let plan = meta.planAppend(seqId, numTokens);
   const needed = plan === null ? appendBlocksNeeded(meta, seqId, numTokens) : [];
   // Appends never grow into the reserve's bytes (a compaction may spend them on either pool) and leave the reserve
-  // free or growable in every layer, so compressing can always release before allocating.
+  // free (in any layer's pool) or growable, so compressing can release before allocating. With a pool per layer,
+  // blocks a layer frees stay in that layer: the reserve is counted over all layers, as with one pool.
   const reserveBytes = meta.compactionReserve * meta.bytesPerBlock('full');
-  if (plan === null && needed.every((n, layer) => ensureFreeBlocks(meta, 'full', layer, n, grow, reserveBytes))) plan = meta.planAppend(seqId, numTokens);
-  const short = shortestLayer(meta);
-  if (plan !== null && short.free + meta.growableBlocks('full', short.layer) >= meta.compactionReserve) return plan;
+  if (plan === null && ensureFreeBlocksPerLayer(meta, 'full', needed, grow, reserveBytes)) plan = meta.planAppend(seqId, numTokens);
+  const free = meta.poolUsage('full').free;
+  if (plan !== null && free + meta.growableBlocks('full') >= meta.compactionReserve) return plan;
   meta.restore(before);
   const reserve = meta.compactionReserve > 0 ? ` (${meta.compactionReserve} kept free for compression)` : '';
-  const most = Math.max(1, ...needed);
-  throw new OutOfBlocksError('full', most + meta.compactionReserve, shortestLayer(meta).free, `compress or free a sequence, or raise maxBytes${reserve}`);
-}
-
-/** The layer whose full pool has the fewest blocks free or growable, and its free count. */
-function shortestLayer(meta: CacheMetadata): { layer: number; free: number } {
-  let best = { layer: 0, free: Number.POSITIVE_INFINITY, room: Number.POSITIVE_INFINITY };
-  for (let layer = 0; layer < meta.shape.layers; layer++) {
-    const free = meta.pool('full', layer).numFree;
-    const room = free + meta.growableBlocks('full', layer);
-    if (room < best.room) best = { layer, free, room };
-  }
-  return { layer: best.layer, free: best.free };
+  const most = needed.reduce((a, b) => a + b, 0);
+  throw new OutOfBlocksError('full', Math.max(most, 1) + meta.compactionReserve, meta.poolUsage('full').free, `compress or free a sequence, or raise maxBytes${reserve}`);
 }
 /** True when any head of the sequence holds a quantized block. */
 export function holdsQuantizedBlocks(meta: CacheMetadata, seqId: number): boolean {
