@@ -55,7 +55,7 @@ export class GpuKvStorage {
   ) {
     const rows = meta.tables.numRows;
     // One layer's pool is one binding: growth stops at the device's limits instead of failing to create a buffer.
-    const { maxStorageBufferBindingSize, maxBufferSize } = gpu.device.limits;
+    const { maxStorageBufferBindingSize, maxBufferSize } = gpu.limits;
     meta.capPoolBytes(Math.min(maxStorageBufferBindingSize, maxBufferSize));
     this.fullPoolBuffers = Array.from({ length: meta.shape.layers }, (_, layer) =>
       createStorageBuffer(gpu, `kv:full-pool:${layer}`, meta.pool('full', layer).numBlocks * bytesPerBlock(meta.fullLayout)),

@@ -119,7 +119,20 @@ const variantName = compressVariantName;
  * report.rows.map((r) => r.perItem?.us); // µs per token: flat when the cost is linear in the context
  * ```
  */
-export const compressSuite: BenchSuite = {
+export const compressSuite: BenchSuite = compressSuiteFor();
+
+/**
+ * The compress suite restricted to given contexts and variants (default: the full run's, or `--quick`'s): a run of
+ * the 64K rows alone, or of two variants at every size, without timing the others.
+ *
+ * @example
+ * ```ts
+ * const suite = compressSuiteFor({ contexts: [1024, 65536], variants: [{ policy: 'h2o', budgetMode: 'uniform', bits: 16, window: true }] });
+ * await runBenchmarks(gpu, [suite], benchSettings(false));
+ * ```
+ */
+export function compressSuiteFor(only: { readonly contexts?: readonly number[]; readonly variants?: readonly CompressVariant[] } = {}): BenchSuite {
+  return {
   name: 'compress',
   description:
     'end-to-end cache.compress() (wall clock, host orchestration and readbacks included), 4 layers × 8 KV heads × ' +
@@ -130,8 +143,8 @@ export const compressSuite: BenchSuite = {
     'from the call until the GPU has done its work: scoring, the budget readback, selection, compaction, ' +
     'statistics gather and the table upload, on a fork of the filled sequence',
   cases: (settings) =>
-    (settings.quick ? QUICK_CONTEXTS : COMPRESS_CONTEXTS).flatMap((context) =>
-      (settings.quick ? QUICK_VARIANTS : COMPRESS_VARIANTS).map(
+    (only.contexts ?? (settings.quick ? QUICK_CONTEXTS : COMPRESS_CONTEXTS)).flatMap((context) =>
+      (only.variants ?? (settings.quick ? QUICK_VARIANTS : COMPRESS_VARIANTS)).map(
         (variant): BenchCase => ({
           name: `compress/${variantName(variant)}/${formatTokens(context)}`,
           shape:
@@ -143,7 +156,8 @@ export const compressSuite: BenchSuite = {
         }),
       ),
     ),
-};
+  };
+}
 
 /**
  * Blocks and bytes a case needs, to size the pools up front (growth inside a timed run would be timed too). Each
