@@ -42,7 +42,8 @@ export interface PagedKvCacheOptions {
   /** Quantized blocks to start with, all layers together (default: as many as full blocks when quantBits is set). */
   readonly initialQuantBlocks?: number;
   /**
-   * Full blocks' worth of the byte budget that appends never grow into and always leave free or growable, so that
+   * Full blocks' worth of the byte budget, PER LAYER (each layer has its own pools, and the blocks a layer frees
+   * stay in it), that appends never grow into and always leave free or growable in every layer, so that
    * compression fits (default min(16, maxTokensPerHead / blockSize)): compressing a sequence to at most
    * `compactionReserve × blockSize` tokens per head succeeds even with the pools at `maxBytes`, releasing each
    * head's old blocks before the next head allocates; a quantizing compression may spend the reserve's bytes on

@@ -303,7 +303,7 @@ export function planCompactionWithGrowth(meta: CacheMetadata, input: CompactionP
     newQuant[head.layer] = (newQuant[head.layer] ?? 0) + head.newQuant;
     newFull[head.layer] = (newFull[head.layer] ?? 0) + head.newFull;
   }
-  ensureFreeBlocksPerLayer(meta, 'full', newFull, grow);
-  if (input.quantize && newQuant.some((n) => n > 0)) ensureFreeBlocksPerLayer(meta, 'quant', newQuant, grow);
+  ensureFreeBlocksPerLayer(meta, 'full', newFull, grow, 0, true);
+  if (input.quantize && newQuant.some((n) => n > 0)) ensureFreeBlocksPerLayer(meta, 'quant', newQuant, grow, 0, true);
   return planCompaction(meta, input);
 }

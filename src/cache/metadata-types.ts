@@ -47,8 +47,8 @@ export interface CacheMetadataOptions {
   /** Width of a block-table row: the most blocks one (sequence, layer, kv head) may hold. */
   readonly maxBlocksPerHead: number;
   /**
-   * Full blocks kept for compaction (default 0 here; the caches default to min(16, maxBlocksPerHead)): an append
-   * fails rather than leave fewer than this many blocks free or growable, so a compression that releases each
+   * Full blocks kept for compaction in each layer (default 0 here; the caches default to min(16, maxBlocksPerHead)):
+   * an append fails rather than leave any layer fewer than this many blocks free or growable, so a compression that releases each
    * head's blocks before the next head allocates always finds room.
    */
   readonly compactionReserve?: number;

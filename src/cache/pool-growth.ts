@@ -44,21 +44,23 @@ export function ensureFreeBlocks(meta: CacheMetadata, pool: PoolName, layer: num
  * Ensures `needed[layer]` free blocks in every layer's `pool` at once. Each short layer grows by the rule of
  * {@link growthFor}; when the budget (less `keepBytes`) cannot give every short layer that much, what is left after
  * each layer's shortfall is shared evenly among them, so that no layer's amortised growth starves another's (an
- * append needs room in every layer). False, with nothing grown, when the budget cannot cover the shortfalls.
+ * append needs room in every layer). `exact` grows each layer by its shortfall alone. False, with nothing grown,
+ * when the budget cannot cover the shortfalls.
  *
  * @example
  * ```ts
  * ensureFreeBlocksPerLayer(meta, 'full', [9, 9], (pool, layer, blocks) => storage.growPool(pool, layer, blocks));
  * ```
  */
-export function ensureFreeBlocksPerLayer(meta: CacheMetadata, pool: PoolName, needed: readonly number[], grow: GrowPool, keepBytes = 0): boolean {
+export function ensureFreeBlocksPerLayer(meta: CacheMetadata, pool: PoolName, needed: readonly number[], grow: GrowPool, keepBytes = 0, exact = false): boolean {
   const shorts = needed.map((n, layer) => Math.max(0, n - meta.pool(pool, layer).numFree));
   const totalShort = shorts.reduce((a, b) => a + b, 0);
   if (totalShort === 0) return true;
   if (shorts.some((short, layer) => short > meta.growableBlocks(pool, layer, keepBytes))) return false;
   const budget = meta.growableBlocks(pool, undefined, keepBytes);
   if (totalShort > budget) return false;
-  const wants = shorts.map((short, layer) => (short === 0 ? 0 : (growthFor(meta, pool, layer, needed[layer] ?? 0, keepBytes) ?? short)));
+  // Exact growth (a compaction: the blocks it releases stay in their layer) leaves the rest to the other layers.
+  const wants = shorts.map((short, layer) => (short === 0 || exact ? short : (growthFor(meta, pool, layer, needed[layer] ?? 0, keepBytes) ?? short)));
   const shortLayers = shorts.filter((short) => short > 0).length;
   const share = Math.floor((budget - totalShort) / shortLayers);
   const fits = wants.reduce((a, b) => a + b, 0) <= budget;
@@ -104,17 +106,28 @@ export function planAppendWithGrowth(meta: CacheMetadata, seqId: number, numToke
   let plan = meta.planAppend(seqId, numTokens);
   const needed = plan === null ? appendBlocksNeeded(meta, seqId, numTokens) : [];
   // Appends never grow into the reserve's bytes (a compaction may spend them on either pool) and leave the reserve
-  // free (in any layer's pool) or growable, so compressing can release before allocating. With a pool per layer,
-  // blocks a layer frees stay in that layer: the reserve is counted over all layers, as with one pool.
-  const reserveBytes = meta.compactionReserve * meta.bytesPerBlock('full');
+  // free or growable IN EVERY LAYER, so compressing can release before allocating: the blocks a layer's heads
+  // release stay in that layer's pool, so each layer needs its own reserve.
+  const reserveBytes = reserveBlocks(meta) * meta.bytesPerBlock('full');
   if (plan === null && ensureFreeBlocksPerLayer(meta, 'full', needed, grow, reserveBytes)) plan = meta.planAppend(seqId, numTokens);
-  const free = meta.poolUsage('full').free;
-  if (plan !== null && free + meta.growableBlocks('full') >= meta.compactionReserve) return plan;
+  if (plan !== null && reserveShortfall(meta) <= meta.growableBlocks('full')) return plan;
   meta.restore(before);
-  const reserve = meta.compactionReserve > 0 ? ` (${meta.compactionReserve} kept free for compression)` : '';
+  const reserve = meta.compactionReserve > 0 ? ` (${meta.compactionReserve} per layer kept free for compression)` : '';
   const most = needed.reduce((a, b) => a + b, 0);
   throw new OutOfBlocksError('full', Math.max(most, 1) + meta.compactionReserve, meta.poolUsage('full').free, `compress or free a sequence, or raise maxBytes${reserve}`);
 }
+/** Full blocks of the byte budget that appends and imports never grow into: the compaction reserve of every layer. */
+export function reserveBlocks(meta: CacheMetadata): number {
+  return meta.compactionReserve * meta.shape.layers;
+}
+
+/** Blocks the budget must still be able to add so that every layer has its compaction reserve free or growable. */
+function reserveShortfall(meta: CacheMetadata): number {
+  let short = 0;
+  for (let layer = 0; layer < meta.shape.layers; layer++) short += Math.max(0, meta.compactionReserve - meta.pool('full', layer).numFree);
+  return short;
+}
+
 /** True when any head of the sequence holds a quantized block. */
 export function holdsQuantizedBlocks(meta: CacheMetadata, seqId: number): boolean {
   const { layers, kvHeads } = meta.shape;

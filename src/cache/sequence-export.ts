@@ -1,7 +1,7 @@
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { decodeBlockRef, encodeBlockRef } from '../format/layout.js';
 import type { CacheMetadata, PoolName } from './cache-metadata.js';
-import { ensureFreeBlocks, type GrowPool } from './pool-growth.js';
+import { ensureFreeBlocks, reserveBlocks, type GrowPool } from './pool-growth.js';
 import { slotRows } from './truncate-plan.js';
 
 // The host-metadata half of a sequence snapshot: a sequence's block-table rows re-expressed against the
@@ -112,7 +112,7 @@ export function importRows(
         const indices = layersOf[pool].flatMap((l, i) => (l === layer ? [i] : []));
         if (indices.length === 0) continue;
         // Like an append, an import never grows into the bytes kept for compaction.
-        const keep = meta.compactionReserve * meta.bytesPerBlock('full');
+        const keep = reserveBlocks(meta) * meta.bytesPerBlock('full');
         if (!ensureFreeBlocks(meta, pool, layer, indices.length, grow, keep)) {
           throw new OutOfBlocksError(pool, indices.length, meta.pool(pool, layer).numFree, 'free or compress a sequence, or raise maxBytes, before importing this snapshot');
         }
