@@ -165,7 +165,7 @@ export function compressSuiteFor(only: { readonly contexts?: readonly number[]; 
  *
  * @example
  * ```ts
- * const { fullPoolBytes, quantPoolBytes } = compressCacheSize(4096, 4); // 17,306,640 and 828,688 bytes per layer
+ * const { fullPoolBytes, quantPoolBytes } = compressCacheSize(4096, 4); // 17,312,832 and 831,040 bytes per layer
  * ```
  */
 export interface CompressCacheSize {
@@ -190,7 +190,7 @@ export interface CompressCacheSize {
  *
  * @example
  * ```ts
- * compressCacheSize(65536, 16).fullPoolBytes; // 3.0e8 per layer (1.2e9 for the 4 layers: past 1 GiB in one buffer)
+ * compressCacheSize(65536, 16).fullPoolBytes; // 3.04e8 per layer (totalBytes 1.22e9: past 1 GiB in one buffer)
  * ```
  */
 export function compressCacheSize(context: number, bits: 16 | 4): CompressCacheSize {
