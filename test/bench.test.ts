@@ -392,7 +392,10 @@ describe('bench: new suites run once at their smallest size', () => {
     }
     const compress = BENCH_SUITES.find((s) => s.name === 'compress')?.cases?.(benchSettings(false)) ?? [];
     expect(compress.filter((c) => c.context === 65536)).toHaveLength(10);
-    expect(compressCacheSize(65536, 16).fullPoolBytes).toBeGreaterThan(2 ** 30);
+    // The 64K rows' pools together pass 1 GiB (one buffer could not hold them); each layer's own fits SwiftShader's 1 GiB.
+    const size = compressCacheSize(65536, 16);
+    expect(size.totalBytes).toBeGreaterThan(2 ** 30);
+    expect(size.fullPoolBytes).toBeLessThan(2 ** 30);
   });
 
   it('scores (h2o, knorm), selects, compacts and quantizes once at 1K', async () => {

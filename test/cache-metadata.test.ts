@@ -19,8 +19,9 @@ function make(over: Partial<CacheMetadataOptions> = {}): CacheMetadata {
     shape,
     fullFormat: 'f32',
     quantFormat: 'int4',
-    initialFullBlocks: 16,
-    initialQuantBlocks: 8,
+    // Per layer (each layer has its own pools): 16 full and 8 quantized blocks in all.
+    initialFullBlocks: 8,
+    initialQuantBlocks: 4,
     maxBytes: 1 << 20,
     seqSlots: 3,
     maxBlocksPerHead: 6,
@@ -60,8 +61,8 @@ describe('CacheMetadata sequences', () => {
     expect(() => make({ shape: { ...shape, headDim: 7 } })).toThrow(InvalidArgumentError);
     expect(() => make({ seqSlots: 0 })).toThrow(InvalidArgumentError);
     const noQuant = make({ quantFormat: undefined, initialQuantBlocks: 0 });
-    expect(noQuant.poolUsage('quant')).toMatchObject({ numBlocks: 1, bytes: 0 });
-    expect(() => noQuant.growQuant(1)).toThrow(InvalidArgumentError);
+    expect(noQuant.poolUsage('quant')).toMatchObject({ numBlocks: 2, bytes: 0 }); // a null block per layer
+    expect(() => noQuant.growPool('quant', 0, 1)).toThrow(InvalidArgumentError);
   });
 });
 
@@ -72,7 +73,7 @@ describe('CacheMetadata.planAppend', () => {
     const plan = meta.planAppend(1, 6)!;
     expect(plan.firstPosition).toBe(0);
     expect(plan.copies).toEqual([]);
-    expect(plan.allocated.length).toBe(2 * 2 * 2);
+    expect(plan.allocated.map((blocks) => blocks.length)).toEqual([2 * 2, 2 * 2]); // per layer
     expect(plan.destSlots.length).toBe(2 * 6 * 2);
     for (let layer = 0; layer < 2; layer++) {
       for (let head = 0; head < 2; head++) {
@@ -91,24 +92,24 @@ describe('CacheMetadata.planAppend', () => {
     expect(meta.tables.takeDirtyRows()).toEqual([...plan.rows].sort((a, b) => a - b));
     // Decode fills the partial block first, then opens a new one.
     const d1 = meta.planAppend(1, 1)!;
-    expect(d1.allocated).toEqual([]);
+    expect(d1.allocated).toEqual([[], []]);
     expect(d1.firstPosition).toBe(6);
     meta.planAppend(1, 1);
     const d3 = meta.planAppend(1, 1)!;
-    expect(d3.allocated.length).toBe(4);
+    expect(d3.allocated.flat().length).toBe(4);
     expect(meta.tokenCount(1, 1, 1)).toBe(9);
     expect(meta.sequenceLength(1)).toBe(9);
     assertInvariants(meta);
   });
 
   it('returns null and changes nothing when the pool runs short; throws past maxBlocksPerHead', () => {
-    const meta = make({ initialFullBlocks: 7 });
+    const meta = make({ initialFullBlocks: 3 });
     meta.addSequence(1);
     const before = meta.snapshot();
-    expect(meta.planAppend(1, 5)).toBeNull(); // needs 8 blocks, 7 free
+    expect(meta.planAppend(1, 5)).toBeNull(); // needs 4 blocks in each layer, 3 free in each
     expect(meta.snapshot()).toEqual(before);
     expect(meta.tables.takeDirtyRows()).toEqual([]);
-    expect(meta.planAppend(1, 4)).not.toBeNull(); // 4 blocks
+    expect(meta.planAppend(1, 4)).not.toBeNull(); // 2 blocks per layer
     expect(() => meta.planAppend(1, 0)).toThrow(InvalidArgumentError);
     expect(() => meta.planAppend(1, -2)).toThrow(InvalidArgumentError);
     expect(() => meta.planAppend(1, Number.NaN)).toThrow(InvalidArgumentError);
@@ -128,17 +129,17 @@ describe('CacheMetadata.planAppend', () => {
     expect(meta.headBlocks(2, 0, 0)).toEqual(meta.headBlocks(1, 0, 0));
     expect(meta.sequenceLength(2)).toBe(6);
     const shared = meta.headBlocks(1, 0, 0);
-    expect(meta.fullPool.refCount(shared[1]!)).toBe(2);
+    expect(meta.pool('full', 0).refCount(shared[1]!)).toBe(2);
     assertInvariants(meta);
 
     const plan = meta.planAppend(2, 1)!;
     expect(plan.copies.length).toBe(4);
     const c = plan.heads[0]!.copy!;
-    expect(c).toEqual({ pool: 'full', src: shared[1], dst: plan.heads[0]!.newBlocks[0] });
+    expect(c).toEqual({ pool: 'full', layer: 0, src: shared[1], dst: plan.heads[0]!.newBlocks[0] });
     expect(meta.headBlocks(2, 0, 0)).toEqual([shared[0], c.dst]);
     expect(meta.headBlocks(1, 0, 0)).toEqual(shared);
-    expect(meta.fullPool.refCount(shared[1]!)).toBe(1);
-    expect(meta.fullPool.refCount(shared[0]!)).toBe(2);
+    expect(meta.pool('full', 0).refCount(shared[1]!)).toBe(1);
+    expect(meta.pool('full', 0).refCount(shared[0]!)).toBe(2);
     expect(plan.destSlots[0]).toBe(c.dst * 4 + 2);
     // The source still owns its partial block alone now: no copy.
     expect(meta.planAppend(1, 1)!.copies).toEqual([]);
@@ -151,17 +152,17 @@ describe('CacheMetadata.planAppend', () => {
     meta.fork(3, 4);
     const p4 = meta.planAppend(4, 2)!;
     expect(p4.copies).toEqual([]);
-    expect(p4.allocated.length).toBe(4);
+    expect(p4.allocated.flat().length).toBe(4);
     assertInvariants(meta);
   });
 
   it('COW needs one more block per head and is all-or-nothing too', () => {
-    const meta = make({ initialFullBlocks: 11 });
+    const meta = make({ initialFullBlocks: 5 });
     meta.addSequence(1);
-    meta.planAppend(1, 6); // 8 blocks, 3 free
+    meta.planAppend(1, 6); // 4 blocks per layer, 1 free in each
     meta.fork(1, 2);
     const before = meta.snapshot();
-    expect(meta.planAppend(2, 1)).toBeNull(); // needs 4 private copies
+    expect(meta.planAppend(2, 1)).toBeNull(); // needs 2 private copies per layer
     expect(meta.snapshot()).toEqual(before);
     assertInvariants(meta);
   });
@@ -172,14 +173,14 @@ describe('CacheMetadata.replaceHeadBlocks', () => {
     const meta = make();
     meta.addSequence(1);
     meta.planAppend(1, 10); // 3 blocks per head
-    const freeFull = meta.fullPool.numFree;
+    const freeFull = meta.pool('full', 0).numFree;
     const old = meta.headBlocks(1, 0, 1);
-    const [qb1, qb2] = meta.allocateBlocks('quant', 2)!;
-    const [tail] = meta.allocateBlocks('full', 1)!;
+    const [qb1, qb2] = meta.allocateBlocks('quant', 0, 2)!;
+    const [tail] = meta.allocateBlocks('full', 0, 1)!;
     meta.replaceHeadBlocks(1, 0, 1, [q(qb1!), q(qb2!), tail!], 10);
     expect(meta.headBlocks(1, 0, 1)).toEqual([q(qb1!), q(qb2!), tail]);
-    for (const b of old) expect(meta.fullPool.isFree(b)).toBe(true);
-    expect(meta.fullPool.numFree).toBe(freeFull - 1 + 3);
+    for (const b of old) expect(meta.pool('full', 0).isFree(b)).toBe(true);
+    expect(meta.pool('full', 0).numFree).toBe(freeFull - 1 + 3);
     assertInvariants(meta);
     // Appends go to the full tail block after quantized ones.
     const p = meta.planAppend(1, 1)!;
@@ -193,11 +194,11 @@ describe('CacheMetadata.replaceHeadBlocks', () => {
     meta.planAppend(1, 12);
     const [a, b, c] = meta.headBlocks(1, 1, 0);
     meta.replaceHeadBlocks(1, 1, 0, [a!, b!], 7); // evicted a block's worth and compacted into a, b
-    expect(meta.fullPool.isFree(c!)).toBe(true);
-    expect(meta.fullPool.refCount(a!)).toBe(1);
+    expect(meta.pool('full', 1).isFree(c!)).toBe(true); // layer 1's own pool
+    expect(meta.pool('full', 1).refCount(a!)).toBe(1);
     expect(meta.tokenCount(1, 1, 0)).toBe(7);
     meta.replaceHeadBlocks(1, 1, 0, [], 0);
-    expect(meta.fullPool.isFree(a!)).toBe(true);
+    expect(meta.pool('full', 1).isFree(a!)).toBe(true);
     assertInvariants(meta);
   });
 
@@ -208,8 +209,8 @@ describe('CacheMetadata.replaceHeadBlocks', () => {
     meta.fork(1, 2);
     const [a, b] = meta.headBlocks(1, 0, 0);
     meta.replaceHeadBlocks(2, 0, 0, [a!], 4);
-    expect(meta.fullPool.refCount(b!)).toBe(1);
-    expect(meta.fullPool.refCount(a!)).toBe(2);
+    expect(meta.pool('full', 0).refCount(b!)).toBe(1);
+    expect(meta.pool('full', 0).refCount(a!)).toBe(2);
     assertInvariants(meta);
   });
 
@@ -218,9 +219,9 @@ describe('CacheMetadata.replaceHeadBlocks', () => {
     meta.addSequence(1);
     meta.planAppend(1, 8);
     const [a, b] = meta.headBlocks(1, 0, 0);
-    const [fresh] = meta.allocateBlocks('full', 1)!;
-    const [qb] = meta.allocateBlocks('quant', 1)!;
-    const freeBlock = meta.fullPool.freeQueue()[0]!;
+    const [fresh] = meta.allocateBlocks('full', 0, 1)!;
+    const [qb] = meta.allocateBlocks('quant', 0, 1)!;
+    const freeBlock = meta.pool('full', 0).freeQueue()[0]!;
     const before = meta.snapshot();
     const bad: Array<[number[], number]> = [
       [[0], 1], // null block
@@ -246,36 +247,42 @@ describe('CacheMetadata.replaceHeadBlocks', () => {
     }
     expect(() => meta.replaceHeadBlocks(1, 2, 0, [a!], 4)).toThrow(InvalidArgumentError);
     expect(() => meta.replaceHeadBlocks(1, 0, 2, [a!], 4)).toThrow(InvalidArgumentError);
-    meta.releaseBlocks('full', [fresh!]);
-    meta.releaseBlocks('quant', [qb!]);
-    expect(() => meta.releaseBlocks('full', [fresh!])).toThrow(InvalidArgumentError);
-    expect(() => meta.releaseBlocks('full', [a!, a!])).toThrow(InvalidArgumentError);
+    meta.releaseBlocks('full', 0, [fresh!]);
+    meta.releaseBlocks('quant', 0, [qb!]);
+    expect(() => meta.releaseBlocks('full', 0, [fresh!])).toThrow(InvalidArgumentError);
+    expect(() => meta.releaseBlocks('full', 0, [a!, a!])).toThrow(InvalidArgumentError);
     assertInvariants(meta);
   });
 });
 
 describe('CacheMetadata budget, usage and transactions', () => {
   it('grows within maxBytes and names the budget when refusing', () => {
-    const maxBytes = 17 * FULL_BYTES + 9 * QUANT_BYTES + 2 * FULL_BYTES + QUANT_BYTES;
+    // Two layers, each with 8 + 1 full and 4 + 1 quantized blocks, and room for 2 more full and 1 quantized.
+    const maxBytes = 18 * FULL_BYTES + 10 * QUANT_BYTES + 2 * FULL_BYTES + QUANT_BYTES;
     const meta = make({ maxBytes });
-    expect(meta.bytesAllocated).toBe(17 * FULL_BYTES + 9 * QUANT_BYTES);
+    expect(meta.bytesAllocated).toBe(18 * FULL_BYTES + 10 * QUANT_BYTES);
     expect(meta.growableBlocks('full')).toBe(2);
-    expect(meta.growFull(2)).toBe(19);
-    expect(meta.poolUsage('full')).toMatchObject({ numBlocks: 19, free: 18, used: 0, bytesPerBlock: FULL_BYTES });
-    expect(() => meta.growFull(1)).toThrow(LimitExceededError);
-    expect(() => meta.growFull(1)).toThrow(/maxBytes/);
-    expect(meta.growQuant(1)).toBe(10);
-    expect(() => meta.growQuant(1)).toThrow(LimitExceededError);
+    expect(meta.growPool('full', 0, 2)).toBe(11);
+    expect(meta.poolUsage('full', 0)).toMatchObject({ numBlocks: 11, free: 10, used: 0, bytesPerBlock: FULL_BYTES });
+    expect(meta.poolUsage('full', 1)).toMatchObject({ numBlocks: 9, free: 8 });
+    expect(meta.poolUsage('full')).toMatchObject({ numBlocks: 20, free: 18, used: 0, bytesPerBlock: FULL_BYTES });
+    expect(() => meta.growPool('full', 0, 1)).toThrow(LimitExceededError);
+    expect(() => meta.growPool('full', 0, 1)).toThrow(/maxBytes/);
+    expect(meta.growPool('quant', 1, 1)).toBe(6);
+    expect(() => meta.growPool('quant', 0, 1)).toThrow(LimitExceededError);
     expect(meta.bytesAllocated).toBe(maxBytes);
-    expect(() => meta.growFull(-1)).toThrow(InvalidArgumentError);
-    expect(() => meta.growFull(Number.NaN)).toThrow(InvalidArgumentError);
+    expect(() => meta.growPool('full', 0, -1)).toThrow(InvalidArgumentError);
+    expect(() => meta.growPool('full', 0, Number.NaN)).toThrow(InvalidArgumentError);
     // A pool at zero usable blocks still works: appends just return null until it grows.
     const empty = make({ initialFullBlocks: 0 });
     empty.addSequence(1);
     expect(empty.planAppend(1, 1)).toBeNull();
-    empty.growFull(4);
+    empty.growPool('full', 0, 2);
+    expect(empty.planAppend(1, 1)).toBeNull(); // layer 1's pool is still empty: nothing taken from layer 0's
+    expect(empty.poolUsage('full', 0).free).toBe(2);
+    empty.growPool('full', 1, 2);
     expect(empty.planAppend(1, 1)).not.toBeNull();
-    expect(() => empty.allocateBlocksOrThrow('full', 1)).toThrow(OutOfBlocksError);
+    expect(() => empty.allocateBlocksOrThrow('full', 0, 1)).toThrow(OutOfBlocksError);
     assertInvariants(empty);
   });
 
@@ -308,7 +315,7 @@ describe('CacheMetadata budget, usage and transactions', () => {
     meta.planAppend(2, 3);
     meta.addSequence(3);
     meta.freeSequence(1);
-    meta.growFull(4);
+    meta.growPool('full', 0, 4);
     meta.tables.takeDirtyRows();
     meta.restore(before);
     expect(meta.snapshot()).toEqual(before);
@@ -323,7 +330,7 @@ describe('CacheMetadata budget, usage and transactions', () => {
     const meta = make();
     meta.addSequence(1);
     meta.planAppend(1, 5);
-    meta.fullPool.retain(meta.headBlocks(1, 0, 0)[0]!);
+    meta.pool('full', 0).retain(meta.headBlocks(1, 0, 0)[0]!);
     expect(checkInvariants(meta).join('\n')).toMatch(/refcount 2 but 1 table references/);
     expect(() => assertInvariants(meta)).toThrow(/inconsistent/);
     const m2 = make();

@@ -32,11 +32,13 @@ class Shadow {
     return s;
   }
 
-  block(pool: PoolName, b: number): Int32Array {
-    let m = this.mem[pool].get(b);
+  /** Block ids are local to a layer's pool: the key names both. */
+  block(pool: PoolName, layer: number, b: number): Int32Array {
+    const key = layer * 1_000_000 + b;
+    let m = this.mem[pool].get(key);
     if (!m) {
       m = new Int32Array(BS).fill(-1);
-      this.mem[pool].set(b, m);
+      this.mem[pool].set(key, m);
     }
     return m;
   }
@@ -59,7 +61,7 @@ function verifyContents(meta: CacheMetadata, shadow: Shadow): void {
         const entries = meta.headBlocks(id, layer, head);
         const got = want.map((_, i) => {
           const { pool, block } = decodeBlockRef(entries[Math.floor(i / BS)]!);
-          return shadow.block(pool, block)[i % BS];
+          return shadow.block(pool, layer, block)[i % BS];
         });
         expect(got, `seq ${id} layer ${layer} head ${head}`).toEqual(want);
       }
@@ -79,8 +81,8 @@ describe('CacheMetadata randomized operations', () => {
       fullFormat: 'f16',
       quantFormat: 'int2',
       groupSize: 2,
-      initialFullBlocks: 40,
-      initialQuantBlocks: 12,
+      initialFullBlocks: 20,
+      initialQuantBlocks: 6,
       maxBytes: 101 * fullBytes + 41 * quantBytes,
       seqSlots: 5,
       maxBlocksPerHead: 10,
@@ -97,7 +99,7 @@ describe('CacheMetadata randomized operations', () => {
     const append = (id: number, n: number): void => {
       const before = stateKey(meta);
       // Independent count of the blocks the append needs.
-      let need = 0;
+      const need = new Array<number>(layers).fill(0);
       let tooWide = false;
       for (let layer = 0; layer < layers; layer++) {
         for (let head = 0; head < kvHeads; head++) {
@@ -107,8 +109,8 @@ describe('CacheMetadata randomized operations', () => {
           const fresh = Math.ceil(Math.max(0, n - room) / BS);
           if (entries.length + fresh > meta.maxBlocksPerHead) tooWide = true;
           const last = entries[entries.length - 1];
-          const cow = room > 0 && last !== undefined && meta.fullPool.refCount(decodeBlockRef(last).block) > 1;
-          need += fresh + (cow ? 1 : 0);
+          const cow = room > 0 && last !== undefined && meta.pool('full', layer).refCount(decodeBlockRef(last).block) > 1;
+          need[layer] = (need[layer] ?? 0) + fresh + (cow ? 1 : 0);
         }
       }
       if (tooWide) {
@@ -117,21 +119,24 @@ describe('CacheMetadata randomized operations', () => {
         stats.refused++;
         return;
       }
-      const freeBefore = meta.fullPool.numFree;
+      const freeBefore = Array.from({ length: layers }, (_, layer) => meta.pool('full', layer).numFree);
       const plan = meta.planAppend(id, n);
       if (plan === null) {
-        expect(need).toBeGreaterThan(freeBefore);
+        // All or nothing: some layer's pool is short, and no layer took a block.
+        expect(need.some((k, layer) => k > (freeBefore[layer] ?? 0))).toBe(true);
         expect(stateKey(meta)).toEqual(before);
         stats.nullAppend++;
         return;
       }
-      expect(plan.allocated.length).toBe(need);
-      expect(new Set(plan.allocated).size).toBe(need);
-      expect(meta.fullPool.numFree).toBe(freeBefore - need);
+      for (let layer = 0; layer < layers; layer++) {
+        expect(plan.allocated[layer]!.length).toBe(need[layer]);
+        expect(new Set(plan.allocated[layer]).size).toBe(need[layer]);
+        expect(meta.pool('full', layer).numFree).toBe(freeBefore[layer]! - need[layer]!);
+      }
       stats.append++;
       // Run the "GPU" part: copies first, then the scatter.
       for (const c of plan.copies) {
-        shadow.block(c.pool, c.dst).set(shadow.block(c.pool, c.src));
+        shadow.block(c.pool, c.layer, c.dst).set(shadow.block(c.pool, c.layer, c.src));
         stats.cow++;
       }
       const heads = shadow.expected.get(id)!;
@@ -139,7 +144,7 @@ describe('CacheMetadata randomized operations', () => {
         for (let t = 0; t < n; t++) {
           for (let head = 0; head < kvHeads; head++) {
             const s = plan.destSlots[(layer * n + t) * kvHeads + head]!;
-            shadow.block('full', Math.floor(s / BS))[s % BS] = tag(layer, head, plan.firstPosition + t);
+            shadow.block('full', layer, Math.floor(s / BS))[s % BS] = tag(layer, head, plan.firstPosition + t);
           }
         }
       }
@@ -157,7 +162,7 @@ describe('CacheMetadata randomized operations', () => {
       const old = meta.headBlocks(id, layer, head);
       const before = stateKey(meta);
       const snapBefore = meta.snapshot();
-      const freeFullBefore = meta.fullPool.numFree;
+      const freeFullBefore = meta.pool('full', layer).numFree;
       if (random() < 0.3) {
         // Truncate in place: keep a prefix of the old blocks (shared ones included).
         const j = int(0, old.length);
@@ -168,10 +173,10 @@ describe('CacheMetadata randomized operations', () => {
         }
         const dropped = old.slice(j).filter((e) => {
           const { pool, block } = decodeBlockRef(e);
-          return pool === 'full' && meta.fullPool.refCount(block) === 1;
+          return pool === 'full' && meta.pool('full', layer).refCount(block) === 1;
         }).length;
         meta.replaceHeadBlocks(id, layer, head, old.slice(0, j), count);
-        expect(meta.fullPool.numFree).toBe(freeFullBefore + dropped);
+        expect(meta.pool('full', layer).numFree).toBe(freeFullBefore + dropped);
         want.length = count;
         stats.keep++;
         return;
@@ -181,20 +186,20 @@ describe('CacheMetadata randomized operations', () => {
       const k = kept.length;
       const qn = int(0, Math.floor(k / BS));
       const fn = Math.ceil((k - qn * BS) / BS);
-      const qBlocks = meta.allocateBlocks('quant', qn);
+      const qBlocks = meta.allocateBlocks('quant', layer, qn);
       if (qBlocks === null) {
         expect(stateKey(meta)).toEqual(before);
         stats.refused++;
         return;
       }
-      const fBlocks = meta.allocateBlocks('full', fn);
+      const fBlocks = meta.allocateBlocks('full', layer, fn);
       if (fBlocks === null || qn + fn > meta.maxBlocksPerHead) {
         // Releasing gives the memory back but puts the blocks at the LRU tail; restore() is the exact undo.
-        const freeQuant = meta.quantPool.numFree;
-        meta.releaseBlocks('quant', qBlocks);
-        if (fBlocks) meta.releaseBlocks('full', fBlocks);
-        expect(meta.quantPool.numFree).toBe(freeQuant + qn);
-        expect(meta.fullPool.numFree).toBe(freeFullBefore);
+        const freeQuant = meta.pool('quant', layer).numFree;
+        meta.releaseBlocks('quant', layer, qBlocks);
+        if (fBlocks) meta.releaseBlocks('full', layer, fBlocks);
+        expect(meta.pool('quant', layer).numFree).toBe(freeQuant + qn);
+        expect(meta.pool('full', layer).numFree).toBe(freeFullBefore);
         meta.restore(snapBefore);
         expect(stateKey(meta)).toEqual(before);
         stats.refused++;
@@ -203,7 +208,7 @@ describe('CacheMetadata randomized operations', () => {
       const entries = [...qBlocks.map((b) => encodeBlockRef('quant', b)), ...fBlocks.map((b) => encodeBlockRef('full', b))];
       kept.forEach((tagValue, i) => {
         const { pool, block } = decodeBlockRef(entries[Math.floor(i / BS)]!);
-        shadow.block(pool, block)[i % BS] = tagValue;
+        shadow.block(pool, layer, block)[i % BS] = tagValue;
       });
       // Every so often hand in a bad list first: it must be refused with nothing changed.
       if (random() < 0.1 && entries.length > 0) {
@@ -239,9 +244,9 @@ describe('CacheMetadata randomized operations', () => {
         if (meta.freeSlotCount === 0) {
           expectUnchanged(before, () => expect(() => meta.fork(id, newId)).toThrow(LimitExceededError));
         } else {
-          const refsBefore = meta.fullPool.numUsed;
+          const refsBefore = meta.poolUsage('full').used;
           meta.fork(id, newId);
-          expect(meta.fullPool.numUsed).toBe(refsBefore); // sharing costs no block
+          expect(meta.poolUsage('full').used).toBe(refsBefore); // sharing costs no block
           shadow.expected.set(newId, shadow.expected.get(id)!.map((h) => [...h]));
           stats.fork++;
         }
@@ -254,32 +259,33 @@ describe('CacheMetadata randomized operations', () => {
           for (let head = 0; head < kvHeads; head++) {
             for (const e of meta.headBlocks(id, layer, head)) {
               const { pool, block } = decodeBlockRef(e);
-              own[pool].set(block, (own[pool].get(block) ?? 0) + 1);
+              const key = layer * 1_000_000 + block;
+              own[pool].set(key, (own[pool].get(key) ?? 0) + 1);
             }
           }
         }
         const freed = (pool: PoolName): number =>
-          [...own[pool]].filter(([b, c]) => meta.pool(pool).refCount(b) === c).length;
-        const expectFull = meta.fullPool.numFree + freed('full');
-        const expectQuant = meta.quantPool.numFree + freed('quant');
+          [...own[pool]].filter(([key, c]) => meta.pool(pool, Math.floor(key / 1_000_000)).refCount(key % 1_000_000) === c).length;
+        const expectFull = meta.poolUsage('full').free + freed('full');
+        const expectQuant = meta.poolUsage('quant').free + freed('quant');
         meta.freeSequence(id);
-        expect(meta.fullPool.numFree).toBe(expectFull);
-        expect(meta.quantPool.numFree).toBe(expectQuant);
+        expect(meta.poolUsage('full').free).toBe(expectFull);
+        expect(meta.poolUsage('quant').free).toBe(expectQuant);
         shadow.expected.delete(id);
         stats.free++;
       } else if (r < 0.95) {
         const pool: PoolName = random() < 0.7 ? 'full' : 'quant';
         const n = int(1, 6);
+        const layer = int(0, layers - 1);
         if (n > meta.growableBlocks(pool)) {
-          expectUnchanged(before, () =>
-            expect(() => (pool === 'full' ? meta.growFull(n) : meta.growQuant(n))).toThrow(LimitExceededError),
-          );
+          expectUnchanged(before, () => expect(() => meta.growPool(pool, layer, n)).toThrow(LimitExceededError));
           stats.refused++;
         } else {
-          const free = meta.pool(pool).numFree;
-          if (pool === 'full') meta.growFull(n);
-          else meta.growQuant(n);
-          expect(meta.pool(pool).numFree).toBe(free + n);
+          const free = meta.pool(pool, layer).numFree;
+          const other = meta.pool(pool, 1 - layer).numFree;
+          meta.growPool(pool, layer, n);
+          expect(meta.pool(pool, layer).numFree).toBe(free + n);
+          expect(meta.pool(pool, 1 - layer).numFree).toBe(other); // another layer's pool is untouched
           stats.grow++;
         }
       } else {

@@ -30,21 +30,21 @@ describe('CacheMetadata.truncate', () => {
     const meta = metadata();
     meta.addSequence(1);
     meta.planAppend(1, 10); // 3 blocks per head
-    const used = meta.fullPool.numUsed;
+    const used = meta.poolUsage('full').used;
     const plan = meta.truncate(1, 5); // 2 blocks per head
     expect(plan.lengthBefore).toBe(10);
     expect(plan.lengthAfter).toBe(5);
     expect(plan.heads.map((h) => [h.tokensBefore, h.tokensAfter, h.dropped.length])).toEqual(Array(HEADS).fill([10, 5, 1]));
     expect(meta.sequenceLength(1)).toBe(5);
     expect(counts(meta, 1)).toEqual([5, 5, 5, 5]);
-    expect(meta.fullPool.numUsed).toBe(used - HEADS);
+    expect(meta.poolUsage('full').used).toBe(used - HEADS);
     expect(checkInvariants(meta)).toEqual([]);
     // The next token lands at position 5, slot 1 of the second block.
     const next = meta.planAppend(1, 1);
     expect(next?.firstPosition).toBe(5);
     expect((next?.destSlots[0] ?? 0) % shape.blockSize).toBe(1);
     meta.truncate(1, 0);
-    expect(meta.fullPool.numUsed).toBe(0);
+    expect(meta.poolUsage('full').used).toBe(0);
     expect(checkInvariants(meta)).toEqual([]);
   });
 
@@ -53,9 +53,9 @@ describe('CacheMetadata.truncate', () => {
     meta.addSequence(1);
     meta.planAppend(1, 8);
     meta.fork(1, 2);
-    const used = meta.fullPool.numUsed;
+    const used = meta.poolUsage('full').used;
     meta.truncate(2, 6);
-    expect(meta.fullPool.numUsed).toBe(used); // both blocks still held by sequence 1
+    expect(meta.poolUsage('full').used).toBe(used); // both blocks still held by sequence 1
     expect(counts(meta, 1)).toEqual([8, 8, 8, 8]);
     const plan = meta.planAppend(2, 1);
     expect(plan?.copies.length).toBe(HEADS);
@@ -76,7 +76,7 @@ describe('CacheMetadata.truncate', () => {
     meta.addSequence(1);
     meta.planAppend(1, 12);
     // Evict to 4 tokens in head (0, 0): one fresh block.
-    const [block] = meta.allocateBlocksOrThrow('full', 1);
+    const [block] = meta.allocateBlocksOrThrow('full', 0, 1);
     meta.replaceHeadBlocks(1, 0, 0, [encodeBlockRef('full', block ?? 0)], 4);
     expect(meta.intactFrom(1, 0, 0)).toBe(12);
     expect(meta.intactFrom(1, 0, 1)).toBe(0);
@@ -107,7 +107,7 @@ describe('CacheMetadata.truncate', () => {
     for (let layer = 0; layer < shape.layers; layer++) {
       for (let head = 0; head < shape.kvHeads; head++) {
         const entries = meta.headBlocks(1, layer, head);
-        const quant = meta.allocateBlocksOrThrow('quant', 2).map((b) => encodeBlockRef('quant', b));
+        const quant = meta.allocateBlocksOrThrow('quant', layer, 2).map((b) => encodeBlockRef('quant', b));
         meta.replaceHeadBlocks(1, layer, head, [...quant, ...entries.slice(2)], 10);
       }
     }
@@ -151,7 +151,7 @@ describe('CacheMetadata.truncate', () => {
         const entries = meta.headBlocks(id, layer, head);
         const quant = entries.filter((e) => decodeBlockRef(e).pool === 'quant').length;
         if (count > 2 * shape.blockSize && quant === 0) {
-          const fresh = meta.allocateBlocks('full', entries.length - 1);
+          const fresh = meta.allocateBlocks('full', layer, entries.length - 1);
           if (fresh) meta.replaceHeadBlocks(id, layer, head, fresh.map((b) => encodeBlockRef('full', b)), count - shape.blockSize);
         }
       } else {

@@ -80,7 +80,7 @@ async function gpuScores(gpu: GpuContext, cache: PagedKvCache, seq: number, poli
   const scores = createStorageBuffer(gpu, 'test:scores', layers * cache.meta.seqSlots * kvHeads * stride * 4);
   const input: ScoreGpuInput = {
     gpu,
-    cache: cache.storage.bindings,
+    cache: cache.storage.bindings(0),
     full: cache.fullLayout,
     quant: cache.quantLayout,
     nHeads: N_HEADS,
@@ -97,7 +97,8 @@ async function gpuScores(gpu: GpuContext, cache: PagedKvCache, seq: number, poli
   try {
     await gpu.withErrorScope(() => {
       const encoder = gpu.device.createCommandEncoder();
-      policy.scoreGpu(encoder, input);
+      // Each layer's pools are buffers of their own: one scoring pass per layer, as the compression stages run it.
+      for (let layer = 0; layer < layers; layer++) policy.scoreGpu(encoder, { ...input, cache: cache.storage.bindings(layer), layer, layerCount: 1 });
       gpu.submit([encoder.finish()]);
     });
     all = new Float32Array(await readBuffer(gpu, scores));

@@ -50,8 +50,8 @@ function fingerprint(cache: CpuKvCache, seq: number): string {
     heads,
     full: cache.meta.poolUsage('full'),
     quant: cache.meta.poolUsage('quant'),
-    words: Array.from(cache.poolWords('full')).join(','),
-    qwords: Array.from(cache.poolWords('quant')).join(','),
+    words: Array.from({ length: cache.meta.shape.layers }, (_, l) => Array.from(cache.poolWords('full', l)).join(',')).join(';'),
+    qwords: Array.from({ length: cache.meta.shape.layers }, (_, l) => Array.from(cache.poolWords('quant', l)).join(',')).join(';'),
     length: cache.sequenceLength(seq),
   });
 }

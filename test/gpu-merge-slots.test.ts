@@ -59,7 +59,7 @@ describe('merge_slots against absorbIntoSlots', () => {
           const headsBuffer = createStorageBuffer(gpu, 'test:heads', packMergeHeads(rows.map((row, h) => ({ row, tokens, kept: kept[h]?.size ?? 0, outBase: h }))));
           scratch.push(keptBuffer, headsBuffer);
           const encoder = gpu.device.createCommandEncoder();
-          kernel.encode(encoder, { cache: cache.storage.bindings, heads: headsBuffer, numHeads: 2, stride: STRIDE, keptIndex: keptBuffer, mass: massBuffer, state });
+          kernel.encode(encoder, { cache: cache.storage.bindings(0), heads: headsBuffer, numHeads: 2, stride: STRIDE, keptIndex: keptBuffer, mass: massBuffer, state });
           gpu.submit([encoder.finish()]);
           for (let h = 0; h < 2; h++) {
             const head = heads[h];

@@ -124,8 +124,10 @@ describe('PagedKvCache on the GPU', () => {
       fullFormat: 'f32',
       initialFullBlocks: 8,
       maxTokensPerHead: 64,
-      // room for the initial pool only: no growth possible
-      maxBytes: 9 * (2 * 16 * 8 + 16) * 4,
+      // room for the initial pools only (8 blocks and a null block per layer): no growth possible; no compaction
+      // reserve, so the 8 blocks take appends
+      maxBytes: (8 + SHAPE.layers) * (2 * 16 * 8 + 16) * 4,
+      compactionReserve: 0,
     });
     const random = seededRandom(3);
     cache.addSequence(5);

@@ -100,7 +100,7 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
   it('imports into a new id of the same cache; the blocks are its own and outlive the source', async () => {
     const cache = await compressedSequence(source);
     const s = await cache.exportSequence(1);
-    const used = (): [number, number] => [cache.meta.fullPool.numUsed, cache.meta.quantPool.numUsed];
+    const used = (): [number, number] => [cache.meta.poolUsage('full').used, cache.meta.poolUsage('quant').used];
     const [fullBefore, quantBefore] = used();
     await cache.importSequence(2, s);
     const blocks = s.fullBlocks.length / cache.meta.fullLayout.wordsPerBlock;
@@ -167,7 +167,7 @@ describe.each(ENGINES)('sequence snapshots from the $name engine', (source) => {
         expect(other.hasSequence(2)).toBe(false);
       }
       // A byte budget too small for the blocks: OutOfBlocksError, nothing allocated, nothing added.
-      const tight = await target.create({ ...QUANT, maxBytes: 5 * other.meta.bytesPerBlock('full'), initialFullBlocks: 1, compactionReserve: 0 });
+      const tight = await target.create({ ...QUANT, maxBytes: 8 * other.meta.bytesPerBlock('full'), initialFullBlocks: 1, compactionReserve: 0 });
       const memory = tight.memory();
       await expect(tight.importSequence(2, s)).rejects.toBeInstanceOf(OutOfBlocksError);
       expect(tight.hasSequence(2)).toBe(false);

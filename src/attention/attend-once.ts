@@ -39,7 +39,7 @@ export async function attendOnce(
   try {
     const encoder = gpu.device.createCommandEncoder({ label: 'kv:attend' });
     kernel.encode(encoder, {
-      cache: storage.bindings,
+      cache: storage.bindings(layer),
       layer,
       numQueries: 1,
       queries: q,

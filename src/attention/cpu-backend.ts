@@ -109,7 +109,7 @@ export class CpuAttentionBackend {
 
   /** planAppend with the shared growth rule, then the copy-on-write copies. */
   planAppend(seqId: number, n: number): AppendPlan {
-    const plan = planAppendWithGrowth(this.storage.meta, seqId, n, (pool, blocks) => this.storage.growPool(pool, blocks));
+    const plan = planAppendWithGrowth(this.storage.meta, seqId, n, (pool, layer, blocks) => this.storage.growPool(pool, layer, blocks));
     this.storage.copyBlocks(plan.copies);
     return plan;
   }

@@ -170,7 +170,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   beginStep(seqId: number, numTokens: number): KvStep {
     const { meta } = this.storage;
     const before = meta.snapshot();
-    const plan = planAppendWithGrowth(meta, seqId, numTokens, (pool, blocks) => this.storage.growPool(pool, blocks));
+    const plan = planAppendWithGrowth(meta, seqId, numTokens, (pool, layer, blocks) => this.storage.growPool(pool, layer, blocks));
     try {
       return this.stepFromPlan(plan);
     } catch (error) {
@@ -271,7 +271,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       // Tiled prefill: scratch grows with the chunk, never chunk × context (provisional steps settle from probs).
       this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
       prefill.encode(encoder, {
-        cache: this.storage.bindings,
+        cache: this.storage.bindings(layer),
         layer,
         numQueries: state.numTokens,
         queries: io.queries,
@@ -289,7 +289,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       // probabilities it leaves.
       this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
       flash.encode(encoder, {
-        cache: this.storage.bindings,
+        cache: this.storage.bindings(layer),
         layer,
         numQueries: state.numTokens,
         queries: io.queries,
@@ -319,7 +319,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       probs = state.probs;
     }
     attention.encode(encoder, {
-      cache: this.storage.bindings,
+      cache: this.storage.bindings(layer),
       layer,
       numQueries: state.numTokens,
       queries: io.queries,
@@ -331,7 +331,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     });
     if (this.accumulateStats && !provisional) {
       accumulate.encode(encoder, {
-        cache: this.storage.bindings,
+        cache: this.storage.bindings(layer),
         layer,
         probs,
         probsStride: state.probsStride,
@@ -360,7 +360,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     states.forEach((state, b) => this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, b * queryBytes, state.positions));
     const { querySlots, positions: queryPositions, maxContext } = batch;
     flash.encode(encoder, {
-      ...{ cache: this.storage.bindings, layer, numQueries: batch.size, queries: io.queries, querySlots, queryPositions, out: io.out, maxContext },
+      ...{ cache: this.storage.bindings(layer), layer, numQueries: batch.size, queries: io.queries, querySlots, queryPositions, out: io.out, maxContext },
       ...(this.accumulateStats ? { stats: { segments: batch.segments, numSegments: batch.size, target: this.statistics } } : {}),
     });
     return true;
@@ -448,7 +448,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
         if (!this.accumulateStats || !probs) continue;
         for (const segment of segments) {
           this.attentionKernels().accumulate.encode(encoder, {
-            cache: this.storage.bindings,
+            cache: this.storage.bindings(layer),
             layer,
             probs,
             probsStride: record.probsStride,

@@ -56,14 +56,14 @@ export async function readPagedState(backend: PagedAttentionBackend, seqId: numb
   const capacity = backend.observationWindow;
   const rowValues = backend.nHeads * headDim;
   const copies: Copy[] = [];
-  const blockCopies = (pool: 'full' | 'quant', blocks: readonly number[]): number => {
+  const blockCopies = (pool: 'full' | 'quant', blocks: readonly number[], layersOf: readonly number[]): number => {
     if (blocks.length === 0) return 0;
     const bytes = storage.layout(pool).wordsPerBlock * 4;
-    for (const block of blocks) copies.push({ src: storage.poolBuffer(pool), srcOffset: block * bytes, bytes });
+    blocks.forEach((block, i) => copies.push({ src: storage.poolBuffer(pool, layersOf[i] ?? 0), srcOffset: block * bytes, bytes }));
     return (blocks.length * bytes) / 4;
   };
-  const fullWords = blockCopies('full', rows.fullBlocks);
-  const quantWords = blockCopies('quant', rows.quantBlocks);
+  const fullWords = blockCopies('full', rows.fullBlocks, rows.fullLayers);
+  const quantWords = blockCopies('quant', rows.quantBlocks, rows.quantLayers);
   const tableRows = statsRows(meta.shape.layers, meta.shape.kvHeads, (layer, head) => meta.rowOf(seqId, layer, head));
   const statsTotal = rows.rows.reduce((sum, r) => sum + r.tokenCount, 0);
   const stride = storage.maxTokensPerHead;
@@ -156,14 +156,13 @@ export function writePagedState(
   const { storage } = backend;
   const { gpu, meta } = storage;
   const queue = gpu.device.queue;
-  const upload = (pool: 'full' | 'quant', blocks: readonly number[], words: Uint32Array): void => {
+  const upload = (pool: 'full' | 'quant', blocks: readonly number[], layersOf: readonly number[], words: Uint32Array): void => {
     if (blocks.length === 0) return;
     const wpb = storage.layout(pool).wordsPerBlock;
-    const buffer = storage.poolBuffer(pool);
-    blocks.forEach((block, i) => queue.writeBuffer(buffer, block * wpb * 4, words as Uint32Array<ArrayBuffer>, i * wpb, wpb));
+    blocks.forEach((block, i) => queue.writeBuffer(storage.poolBuffer(pool, layersOf[i] ?? 0), block * wpb * 4, words as Uint32Array<ArrayBuffer>, i * wpb, wpb));
   };
-  upload('full', placed.fullBlocks, state.fullWords);
-  upload('quant', placed.quantBlocks, state.quantWords);
+  upload('full', placed.fullBlocks, placed.fullLayers, state.fullWords);
+  upload('quant', placed.quantBlocks, placed.quantLayers, state.quantWords);
   const stride = storage.maxTokensPerHead;
   const { layers, kvHeads } = meta.shape;
   const tableRows = statsRows(layers, kvHeads, (layer, head) => meta.tables.row(placed.slot, layer, head));

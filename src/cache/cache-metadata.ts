@@ -1,7 +1,8 @@
 import { InvalidArgumentError, LimitExceededError, OutOfBlocksError, UnknownSequenceError } from '../errors.js';
-import { blockLayout, bytesPerBlock, decodeBlockRef, encodeBlockRef, validateShape, type BlockLayout, type CacheShape, type FullFormat, type QuantFormat } from '../format/layout.js';
-import { BlockAllocator } from './block-allocator.js';
+import { blockLayout, bytesPerBlock as bytesPerLayout, decodeBlockRef, encodeBlockRef, validateShape, type BlockLayout, type CacheShape, type FullFormat, type QuantFormat } from '../format/layout.js';
+import type { BlockAllocator } from './block-allocator.js';
 import { BlockTables } from './block-tables.js';
+import { LayerPools } from './layer-pools.js';
 import { validateHeadEntries } from './head-entries.js';
 import type { AppendPlan, BlockCopy, CacheMetadataOptions, CacheMetadataSnapshot, HeadAppend, PoolName, PoolUsage, TruncatePlan } from './metadata-types.js';
 import { minTruncateLength, slotRows, truncateRows } from './truncate-plan.js';
@@ -16,8 +17,9 @@ interface SequenceState {
 }
 
 /**
- * The whole host-side state of one paged KV cache: a full pool and a quantized pool (each reference counted,
- * block 0 the null block), the block tables, and the live sequences. Every public method either succeeds or
+ * The whole host-side state of one paged KV cache: per layer a full pool and a quantized pool (src/cache/
+ * layer-pools.ts: each reference counted, block ids local to the layer, block 0 the null block), the block tables,
+ * and the live sequences. A table row of layer l refers to blocks of layer l's pools. Every public method either succeeds or
  * throws / returns null with the state exactly as before; {@link snapshot}/{@link restore} roll back a
  * multi-step operation whose GPU part failed.
  *
@@ -50,9 +52,8 @@ export class CacheMetadata {
   readonly maxBlocksPerHead: number;
   /** Full blocks appends leave free or growable for compactions (see CacheMetadataOptions). */
   readonly compactionReserve: number;
-  /** The full-precision pool. Prefer this class's methods; direct release/retain bypasses the tables. */
-  readonly fullPool: BlockAllocator;
-  #quantPool: BlockAllocator;
+  /** Every layer's pools. */
+  readonly #pools: LayerPools;
   readonly tables: BlockTables;
   #sequences = new Map<number, SequenceState>();
   /** Free slots; popped from the end, so the lowest slot is used first. */
@@ -71,6 +72,7 @@ export class CacheMetadata {
     }
     this.fullLayout = blockLayout(options.fullFormat, this.shape);
     this.#quantLayout = options.quantFormat ? blockLayout(options.quantFormat, this.shape, options.groupSize) : null;
+    this.#pools = new LayerPools(this.shape.layers, this.fullLayout, this.#quantLayout, options.maxBytes);
     checkCount('initialFullBlocks', options.initialFullBlocks);
     checkCount('initialQuantBlocks', options.initialQuantBlocks);
     if (this.#quantLayout === null && options.initialQuantBlocks !== 0) {
@@ -80,7 +82,7 @@ export class CacheMetadata {
       throw new InvalidArgumentError('maxBytes', `must be a finite non-negative number; got ${options.maxBytes}`);
     }
     this.maxBytes = options.maxBytes;
-    const bytes = this.#bytesFor(options.initialFullBlocks + 1, options.initialQuantBlocks + 1);
+    const bytes = this.shape.layers * ((options.initialFullBlocks + 1) * this.bytesPerBlock('full') + (options.initialQuantBlocks + 1) * this.bytesPerBlock('quant'));
     if (bytes > this.maxBytes) {
       throw new LimitExceededError(
         'KV cache byte budget (maxBytes)',
@@ -99,8 +101,9 @@ export class CacheMetadata {
     this.maxBlocksPerHead = options.maxBlocksPerHead;
     this.compactionReserve = options.compactionReserve ?? 0;
     checkCount('compactionReserve', this.compactionReserve);
-    this.fullPool = new BlockAllocator(options.initialFullBlocks + 1, 'full');
-    this.#quantPool = new BlockAllocator(options.initialQuantBlocks + 1, 'quant');
+    this.#pools.reset('full', options.initialFullBlocks);
+    this.#pools.reset('quant', options.initialQuantBlocks);
+    if (options.maxPoolBytes !== undefined) this.capPoolBytes(options.maxPoolBytes);
     this.#freeSlots = [];
     for (let s = options.seqSlots - 1; s >= 0; s--) this.#freeSlots.push(s);
     this.#intactFrom = new Uint32Array(this.tables.numRows);
@@ -116,9 +119,17 @@ export class CacheMetadata {
     return this.#quantLayout;
   }
 
-  /** The quantized pool (only its null block without a quantized format). */
-  get quantPool(): BlockAllocator {
-    return this.#quantPool;
+  /** Bytes one layer's pool may hold (the per-binding limit; Infinity unless capped). */
+  get maxPoolBytes(): number {
+    return this.#pools.maxPoolBytes;
+  }
+
+  /**
+   * Lowers the bytes one layer's pool may hold (a GPU storage passes its device's binding limit): growth stops
+   * there. LimitExceededError when a pool already holds more.
+   */
+  capPoolBytes(bytes: number): void {
+    this.#pools.capPoolBytes(bytes);
   }
 
   /**
@@ -128,20 +139,21 @@ export class CacheMetadata {
    */
   setQuantFormat(format: QuantFormat): void {
     if (format === this.#quantFormat) return;
-    if (this.#quantPool.numUsed > 0) {
+    const held = this.#pools.usage('quant').used;
+    if (held > 0) {
       throw new InvalidArgumentError(
         'bits',
-        `the quantized pool holds ${this.#quantPool.numUsed} ${this.#quantFormat ?? ''} blocks; compress with its bits or free those sequences first`,
+        `the quantized pool holds ${held} ${this.#quantFormat ?? ''} blocks; compress with its bits or free those sequences first`,
       );
     }
     const layout = blockLayout(format, this.shape, this.#groupSize);
-    const bytes = this.fullPool.numBlocks * this.bytesPerBlock('full') + bytesPerBlock(layout);
+    const bytes = this.#pools.usage('full').bytes + this.shape.layers * bytesPerLayout(layout);
     if (bytes > this.maxBytes) {
       throw new LimitExceededError('KV cache byte budget (maxBytes)', bytes, this.maxBytes, 'raise maxBytes to hold a quantized pool');
     }
     this.#quantFormat = format;
     this.#quantLayout = layout;
-    this.#quantPool = new BlockAllocator(1, 'quant');
+    this.#pools.reset('quant', 0, layout);
   }
 
   /** The block layout a quantized pool of `format` would have in this cache (same shape and group size). */
@@ -149,20 +161,27 @@ export class CacheMetadata {
     return blockLayout(format, this.shape, this.#groupSize);
   }
 
-  /** The allocator of a pool. */
-  pool(pool: PoolName): BlockAllocator {
-    return pool === 'quant' ? this.#quantPool : this.fullPool;
+  /**
+   * The allocator of one layer's pool (block ids are local to it). Prefer this class's methods; a direct
+   * release/retain bypasses the tables.
+   */
+  pool(pool: PoolName, layer: number): BlockAllocator {
+    return this.#pools.pool(pool, layer);
+  }
+
+  /** The layer a block-table row belongs to (whose pools its entries refer to). */
+  layerOfRow(row: number): number {
+    return Math.floor(row / (this.seqSlots * this.shape.kvHeads));
   }
 
   /** Bytes of one block of a pool (0 for a quantized pool without a format). */
   bytesPerBlock(pool: PoolName): number {
-    if (pool === 'full') return bytesPerBlock(this.fullLayout);
-    return this.quantLayout ? bytesPerBlock(this.quantLayout) : 0;
+    return this.#pools.bytesPerBlock(pool);
   }
 
-  /** Bytes of both pools now, null blocks included. */
+  /** Bytes of every layer's pools now, null blocks included. */
   get bytesAllocated(): number {
-    return this.#bytesFor(this.fullPool.numBlocks, this.quantPool.numBlocks);
+    return this.#pools.bytesAllocated;
   }
 
   // ---------------------------------------------------------------- sequences
@@ -211,7 +230,7 @@ export class CacheMetadata {
   freeSequence(id: number): void {
     const seq = this.#seq(id);
     for (const row of slotRows(this, seq.slot)) {
-      for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry);
+      for (const entry of this.tables.entryView(row)) this.#releaseEntry(entry, this.layerOfRow(row));
       this.tables.clearRow(row);
     }
     this.#sequences.delete(id);
@@ -233,7 +252,8 @@ export class CacheMetadata {
     slotRows(this, src.slot).forEach((srcRow, i) => {
       const dstRow = dstRows[i] ?? 0;
       const entries = this.tables.entryView(srcRow);
-      for (const entry of entries) this.pool(decodeBlockRef(entry).pool).retain(decodeBlockRef(entry).block);
+      const layer = this.layerOfRow(srcRow);
+      for (const entry of entries) this.pool(decodeBlockRef(entry).pool, layer).retain(decodeBlockRef(entry).block);
       this.tables.setRow(dstRow, entries, this.tables.tokenCount(srcRow));
       this.#intactFrom[dstRow] = this.#intactFrom[srcRow] ?? 0;
     });
@@ -284,7 +304,7 @@ export class CacheMetadata {
       fresh: number;
     }
     const needs: Need[] = [];
-    let total = 0;
+    const perLayer = new Array<number>(layers).fill(0);
     for (let layer = 0; layer < layers; layer++) {
       for (let head = 0; head < kvHeads; head++) {
         const row = this.tables.row(seq.slot, layer, head);
@@ -303,7 +323,7 @@ export class CacheMetadata {
           }
           // Quantized blocks are always full (see the class doc), so a partial block is a full-pool one.
           partialBlock = last.block;
-          cow = this.fullPool.refCount(last.block) > 1;
+          cow = this.pool('full', layer).refCount(last.block) > 1;
         }
         const room = filled === 0 ? 0 : blockSize - filled;
         const fresh = Math.ceil(Math.max(0, numTokens - room) / blockSize);
@@ -316,7 +336,7 @@ export class CacheMetadata {
           );
         }
         needs.push({ row, before, partialIndex, partialBlock, cow, fresh });
-        total += fresh + (cow ? 1 : 0);
+        perLayer[layer] = (perLayer[layer] ?? 0) + fresh + (cow ? 1 : 0);
       }
     }
     // Head counts never exceed the sequence length, so this bounds every u32 context length and position.
@@ -324,9 +344,10 @@ export class CacheMetadata {
       throw new LimitExceededError('sequence length', seq.length + numTokens, 0xffff_ffff);
     }
 
-    // Pass 2: allocate everything at once (the only step that can run short), then commit.
-    const blocks = this.fullPool.allocateMany(total);
-    if (blocks === null) return null;
+    // Pass 2: allocate everything at once (the only step that can run short: every layer's pool is checked
+    // before any takes a block), then commit.
+    if (perLayer.some((n, layer) => n > this.pool('full', layer).numFree)) return null;
+    const allocated = perLayer.map((n, layer) => this.pool('full', layer).allocateMany(n) ?? []);
     let next = 0;
     const destSlots = new Uint32Array(layers * numTokens * kvHeads);
     const heads: HeadAppend[] = [];
@@ -335,6 +356,8 @@ export class CacheMetadata {
       const need = needs[i]!;
       const layer = Math.floor(i / kvHeads);
       const head = i % kvHeads;
+      if (head === 0) next = 0;
+      const blocks = allocated[layer] ?? [];
       const newBlocks: number[] = [];
       let copy: BlockCopy | null = null;
       // Blocks that receive tokens, in order: the (private) partial block, then fresh ones.
@@ -342,10 +365,10 @@ export class CacheMetadata {
       if (need.partialIndex >= 0) {
         if (need.cow) {
           const dst = blocks[next++]!;
-          copy = { pool: 'full', src: need.partialBlock, dst };
+          copy = { pool: 'full', layer, src: need.partialBlock, dst };
           copies.push(copy);
           newBlocks.push(dst);
-          this.fullPool.release(need.partialBlock);
+          this.pool('full', layer).release(need.partialBlock);
           this.tables.setEntry(need.row, need.partialIndex, encodeBlockRef('full', dst));
           targets.push(dst);
         } else {
@@ -380,7 +403,7 @@ export class CacheMetadata {
       copies,
       heads,
       destSlots,
-      allocated: blocks,
+      allocated,
       rows: needs.map((n) => n.row),
     };
   }
@@ -392,20 +415,20 @@ export class CacheMetadata {
    * The caller owns one reference to each until it hands them to {@link replaceHeadBlocks} or
    * {@link releaseBlocks}.
    */
-  allocateBlocks(pool: PoolName, n: number): number[] | null {
-    return this.pool(pool).allocateMany(n);
+  allocateBlocks(pool: PoolName, layer: number, n: number): number[] | null {
+    return this.pool(pool, layer).allocateMany(n);
   }
 
   /** Like {@link allocateBlocks} but throws OutOfBlocksError when short. */
-  allocateBlocksOrThrow(pool: PoolName, n: number): number[] {
-    const blocks = this.allocateBlocks(pool, n);
-    if (blocks === null) throw new OutOfBlocksError(pool, n, this.pool(pool).numFree, 'free or compress a sequence, or grow the pool');
+  allocateBlocksOrThrow(pool: PoolName, layer: number, n: number): number[] {
+    const blocks = this.allocateBlocks(pool, layer, n);
+    if (blocks === null) throw new OutOfBlocksError(pool, n, this.pool(pool, layer).numFree, `free or compress a sequence, or grow layer ${layer}'s pool`);
     return blocks;
   }
 
-  /** Releases caller-owned references (scratch blocks of a compaction that was abandoned). */
-  releaseBlocks(pool: PoolName, blocks: readonly number[]): void {
-    const allocator = this.pool(pool);
+  /** Releases caller-owned references of one layer's pool (scratch blocks of a compaction that was abandoned). */
+  releaseBlocks(pool: PoolName, layer: number, blocks: readonly number[]): void {
+    const allocator = this.pool(pool, layer);
     // Validate all first so a bad block leaves every count untouched.
     const counts = new Map<number, number>();
     for (const b of blocks) {
@@ -428,7 +451,7 @@ export class CacheMetadata {
    */
   replaceHeadBlocks(id: number, layer: number, head: number, newEntries: readonly number[], tokenCount: number): void {
     const row = this.#row(id, layer, head);
-    const seen = validateHeadEntries(newEntries, tokenCount, { blockSize: this.shape.blockSize, maxBlocksPerHead: this.maxBlocksPerHead, pool: (pool) => this.pool(pool) });
+    const seen = validateHeadEntries(newEntries, tokenCount, { blockSize: this.shape.blockSize, maxBlocksPerHead: this.maxBlocksPerHead, pool: (pool) => this.pool(pool, layer) });
     const seq = this.#seq(id);
     if (tokenCount > seq.length) {
       throw new InvalidArgumentError('tokenCount', `${tokenCount} exceeds the ${seq.length} tokens ever appended`);
@@ -436,7 +459,7 @@ export class CacheMetadata {
     const old = this.tables.entries(row);
     // Dropping any token leaves the host knowing only that tokens appended from now on follow in order.
     if (tokenCount !== this.tables.tokenCount(row)) this.#intactFrom[row] = seq.length;
-    for (const entry of old) if (!seen.has(entry)) this.#releaseEntry(entry);
+    for (const entry of old) if (!seen.has(entry)) this.#releaseEntry(entry, layer);
     this.tables.setRow(row, newEntries, tokenCount);
   }
 
@@ -466,51 +489,40 @@ export class CacheMetadata {
   // ---------------------------------------------------------------- growth
 
   /**
-   * Adds `additionalBlocks` blocks to the full pool (after growing the GPU buffer). Throws LimitExceededError
-   * naming the byte budget when the pools would pass `maxBytes`. Returns the new block count (null included).
+   * Adds `additionalBlocks` blocks to one layer's pool (after growing its storage). Throws LimitExceededError
+   * naming the byte budget (or the per-pool cap) when the pools would pass it, InvalidArgumentError for a quantized
+   * pool without a format. Returns that pool's new block count (null included).
    */
-  growFull(additionalBlocks: number): number {
-    return this.#grow('full', additionalBlocks);
-  }
-
-  /** Like {@link growFull} for the quantized pool; InvalidArgumentError without a quantized format. */
-  growQuant(additionalBlocks: number): number {
-    if (this.quantLayout === null) {
+  growPool(pool: PoolName, layer: number, additionalBlocks: number): number {
+    if (pool === 'quant' && this.quantLayout === null) {
       throw new InvalidArgumentError('growQuant', 'this cache has no quantFormat, so no quantized pool');
     }
-    return this.#grow('quant', additionalBlocks);
+    return this.#pools.grow(pool, layer, additionalBlocks);
   }
 
-  /** Blocks of a pool that could still be added within `maxBytes`. */
-  growableBlocks(pool: PoolName): number {
-    const per = this.bytesPerBlock(pool);
-    if (per === 0) return 0;
-    return Math.max(0, Math.floor((this.maxBytes - this.bytesAllocated) / per));
+  /**
+   * Blocks a pool could still be added within `maxBytes` (less `keepBytes`); with a layer, also within that
+   * layer's per-pool cap.
+   */
+  growableBlocks(pool: PoolName, layer?: number, keepBytes = 0): number {
+    return this.#pools.growableBlocks(pool, layer, keepBytes);
   }
 
   // ---------------------------------------------------------------- reports
 
-  /** Block counts and bytes of one pool. */
-  poolUsage(pool: PoolName): PoolUsage {
-    const allocator = this.pool(pool);
-    const per = this.bytesPerBlock(pool);
-    return {
-      pool,
-      numBlocks: allocator.numBlocks,
-      used: allocator.numUsed,
-      free: allocator.numFree,
-      bytesPerBlock: per,
-      bytes: allocator.numBlocks * per,
-    };
+  /** Block counts and bytes of one layer's pool, or of the pool summed over every layer without `layer`. */
+  poolUsage(pool: PoolName, layer?: number): PoolUsage {
+    return this.#pools.usage(pool, layer);
   }
 
   // ---------------------------------------------------------------- transactions
 
-  /** Copies the whole state: both pools, the tables and the sequences. */
+  /** Copies the whole state: every layer's pools, the tables and the sequences. */
   snapshot(): CacheMetadataSnapshot {
+    const pools = this.#pools.snapshot();
     return {
-      full: this.fullPool.snapshot(),
-      quant: this.quantPool.snapshot(),
+      full: pools.full,
+      quant: pools.quant,
       tables: this.tables.snapshot(),
       sequences: [...this.#sequences].map(([id, s]) => [id, s.slot, s.length] as const),
       freeSlots: [...this.#freeSlots],
@@ -524,13 +536,12 @@ export class CacheMetadata {
    * marked dirty so the next upload brings the GPU copy back in line.
    */
   restore(s: CacheMetadataSnapshot): void {
-    this.fullPool.restore(s.full);
     if (s.quantFormat !== this.#quantFormat) {
       this.#quantFormat = s.quantFormat;
       this.#quantLayout = s.quantFormat ? blockLayout(s.quantFormat, this.shape, this.#groupSize) : null;
-      this.#quantPool = new BlockAllocator(1, 'quant');
+      this.#pools.reset('quant', 0, this.#quantLayout);
     }
-    this.#quantPool.restore(s.quant);
+    this.#pools.restore(s);
     this.tables.restore(s.tables);
     this.#sequences = new Map(s.sequences.map(([id, slot, length]) => [id, { slot, length }]));
     this.#freeSlots = [...s.freeSlots];
@@ -562,31 +573,9 @@ export class CacheMetadata {
     return slot;
   }
 
-  #releaseEntry(entry: number): void {
+  #releaseEntry(entry: number, layer: number): void {
     const { pool, block } = decodeBlockRef(entry);
-    this.pool(pool).release(block);
-  }
-
-  #bytesFor(fullBlocks: number, quantBlocks: number): number {
-    return fullBlocks * this.bytesPerBlock('full') + quantBlocks * this.bytesPerBlock('quant');
-  }
-
-  #grow(pool: PoolName, additional: number): number {
-    if (!Number.isSafeInteger(additional) || additional < 0) {
-      throw new InvalidArgumentError('additionalBlocks', `must be a non-negative integer; got ${additional}`);
-    }
-    const allocator = this.pool(pool);
-    const after = this.bytesAllocated + additional * this.bytesPerBlock(pool);
-    if (after > this.maxBytes) {
-      throw new LimitExceededError(
-        'KV cache byte budget (maxBytes)',
-        after,
-        this.maxBytes,
-        `growing the ${pool} pool by ${additional} blocks; at most ${this.growableBlocks(pool)} more fit — compress or free sequences instead`,
-      );
-    }
-    allocator.grow(allocator.numBlocks + additional);
-    return allocator.numBlocks;
+    this.pool(pool, layer).release(block);
   }
 }
 

@@ -28,12 +28,22 @@ export interface PagedKvCacheOptions {
   readonly maxTokensPerHead?: number;
   /** Byte budget of both pools together (default 256 MiB). Pools grow on demand up to it, never past it. */
   readonly maxBytes?: number;
-  /** Full blocks to start with (default: enough for one sequence of 256 tokens). */
+  /**
+   * Bytes one layer's pool may hold (each layer has its own buffers). Default and ceiling: the device's
+   * min(maxStorageBufferBindingSize, maxBufferSize); a lower value caps growth earlier (tests use it to stand in
+   * for a small binding limit).
+   */
+  readonly maxPoolBytes?: number;
+  /**
+   * Full blocks to start with, all layers together (default: enough for one sequence of 256 tokens); each layer's
+   * pool starts with ⌈initialFullBlocks / layers⌉.
+   */
   readonly initialFullBlocks?: number;
-  /** Quantized blocks to start with (default: as many as full blocks when quantBits is set). */
+  /** Quantized blocks to start with, all layers together (default: as many as full blocks when quantBits is set). */
   readonly initialQuantBlocks?: number;
   /**
-   * Full blocks' worth of the byte budget that appends never grow into and always leave free or growable, so that
+   * Full blocks' worth of the byte budget, PER LAYER (each layer has its own pools, and the blocks a layer frees
+   * stay in it), that appends never grow into and always leave free or growable in every layer, so that
    * compression fits (default min(16, maxTokensPerHead / blockSize)): compressing a sequence to at most
    * `compactionReserve × blockSize` tokens per head succeeds even with the pools at `maxBytes`, releasing each
    * head's old blocks before the next head allocates; a quantizing compression may spend the reserve's bytes on
@@ -102,7 +112,9 @@ export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCache
   if (!Number.isInteger(observationWindow) || observationWindow <= 0) {
     throw new InvalidArgumentError('observationWindow', `must be a positive integer; got ${observationWindow}`);
   }
-  const initialFullBlocks = options.initialFullBlocks ?? shape.layers * shape.kvHeads * Math.ceil(256 / blockSize);
+  // The options count blocks over all layers; the metadata per layer (each layer has its own pools).
+  const perLayer = (blocks: number): number => (Number.isSafeInteger(blocks) && blocks >= 0 && shape.layers > 0 ? Math.ceil(blocks / shape.layers) : blocks);
+  const initialFullBlocks = perLayer(options.initialFullBlocks ?? shape.layers * shape.kvHeads * Math.ceil(256 / blockSize));
   return {
     metadata: {
       shape,
@@ -110,8 +122,9 @@ export function resolveCacheOptions(options: PagedKvCacheOptions): ResolvedCache
       ...(quantFormat ? { quantFormat } : {}),
       ...(options.groupSize !== undefined ? { groupSize: options.groupSize } : {}),
       initialFullBlocks,
-      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks ?? initialFullBlocks) : 0,
+      initialQuantBlocks: quantFormat ? (options.initialQuantBlocks === undefined ? initialFullBlocks : perLayer(options.initialQuantBlocks)) : 0,
       maxBytes: options.maxBytes ?? 256 * 1024 * 1024,
+      ...(options.maxPoolBytes !== undefined ? { maxPoolBytes: options.maxPoolBytes } : {}),
       seqSlots: options.seqSlots ?? 8,
       maxBlocksPerHead: Math.ceil(maxTokensPerHead / blockSize),
       compactionReserve: options.compactionReserve ?? Math.min(16, Math.ceil(maxTokensPerHead / blockSize)),

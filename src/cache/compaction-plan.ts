@@ -1,5 +1,5 @@
 import type { CacheMetadata } from './cache-metadata.js';
-import { ensureFreeBlocks, type GrowPool } from './pool-growth.js';
+import { ensureFreeBlocksPerLayer, type GrowPool } from './pool-growth.js';
 import { decodeBlockRef, encodeBlockRef } from '../format/layout.js';
 import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { type CompactJob, IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
@@ -38,8 +38,8 @@ export interface HeadCompaction {
 export interface CompactionPlan {
   readonly jobs: readonly CompactJob[];
   readonly heads: readonly HeadCompaction[];
-  /** Blocks allocated for the plan, per pool (released again if the GPU part fails). */
-  readonly allocated: { readonly full: readonly number[]; readonly quant: readonly number[] };
+  /** Blocks allocated for the plan, per pool and layer (index = layer; released again if the GPU part fails). */
+  readonly allocated: { readonly full: readonly (readonly number[])[]; readonly quant: readonly (readonly number[])[] };
 }
 
 /**
@@ -99,8 +99,8 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
     quantizedTokens: number;
   }
   const drafts: Draft[] = [];
-  let quantNeeded = 0;
-  let fullNeeded = 0;
+  const quantNeeded = new Array<number>(layers).fill(0);
+  const fullNeeded = new Array<number>(layers).fill(0);
   for (let layer = 0; layer < layers; layer++) {
     for (let head = 0; head < kvHeads; head++) {
       const index = layer * kvHeads + head;
@@ -148,29 +148,31 @@ export function planCompaction(meta: CacheMetadata, input: CompactionPlanInput):
         identity: identity && rewritten,
         quantizedTokens,
       });
-      quantNeeded += quantBlocks;
-      fullNeeded += fullBlocks;
+      quantNeeded[layer] = (quantNeeded[layer] ?? 0) + quantBlocks;
+      fullNeeded[layer] = (fullNeeded[layer] ?? 0) + fullBlocks;
     }
   }
-  const quantAllocated = quantNeeded > 0 ? meta.allocateBlocks('quant', quantNeeded) : [];
-  if (quantAllocated === null) {
-    throw new OutOfBlocksError('quant', quantNeeded, meta.quantPool.numFree, 'grow it or compress harder');
+  // Every layer's pools are checked before any takes a block, so a shortage leaves every count untouched.
+  for (let layer = 0; layer < layers; layer++) {
+    for (const [pool, needed] of [['quant', quantNeeded], ['full', fullNeeded]] as const) {
+      const n = needed[layer] ?? 0;
+      const free = n > 0 ? meta.pool(pool, layer).numFree : 0;
+      if (n > free) throw new OutOfBlocksError(pool, n, free, `layer ${layer}: grow it or compress harder`);
+    }
   }
-  const fullAllocated = fullNeeded > 0 ? meta.allocateBlocks('full', fullNeeded) : [];
-  if (fullAllocated === null) {
-    meta.releaseBlocks('quant', quantAllocated);
-    throw new OutOfBlocksError('full', fullNeeded, meta.fullPool.numFree, 'grow it or compress harder');
-  }
+  const quantAllocated = quantNeeded.map((n, layer) => (n > 0 ? (meta.allocateBlocks('quant', layer, n) ?? []) : []));
+  const fullAllocated = fullNeeded.map((n, layer) => (n > 0 ? (meta.allocateBlocks('full', layer, n) ?? []) : []));
   const jobs: CompactJob[] = [];
   const heads: HeadCompaction[] = [];
-  let nextQuant = 0;
-  let nextFull = 0;
+  const nextQuant = new Array<number>(layers).fill(0);
+  const nextFull = new Array<number>(layers).fill(0);
   for (const draft of drafts) {
     const entries: number[] = [];
     const newQuant: number[] = [];
     const newFull: number[] = [];
-    for (let b = 0; b < draft.quantBlocks; b++) newQuant.push(quantAllocated[nextQuant++] ?? 0);
-    for (let b = 0; b < draft.fullBlocks; b++) newFull.push(fullAllocated[nextFull++] ?? 0);
+    const l = draft.layer;
+    for (let b = 0; b < draft.quantBlocks; b++) newQuant.push(quantAllocated[l]?.[(nextQuant[l] = (nextQuant[l] ?? 0) + 1) - 1] ?? 0);
+    for (let b = 0; b < draft.fullBlocks; b++) newFull.push(fullAllocated[l]?.[(nextFull[l] = (nextFull[l] ?? 0) + 1) - 1] ?? 0);
     const addJob = (destEntry: number, start: number, count: number) => {
       jobs.push(
         draft.identity
@@ -236,8 +238,8 @@ export function commitCompaction(meta: CacheMetadata, seqId: number, plan: Compa
  * ```
  */
 export function abandonCompaction(meta: CacheMetadata, plan: CompactionPlan): void {
-  meta.releaseBlocks('full', plan.allocated.full);
-  meta.releaseBlocks('quant', plan.allocated.quant);
+  plan.allocated.full.forEach((blocks, layer) => meta.releaseBlocks('full', layer, blocks));
+  plan.allocated.quant.forEach((blocks, layer) => meta.releaseBlocks('quant', layer, blocks));
 }
 
 /**
@@ -245,6 +247,8 @@ export function abandonCompaction(meta: CacheMetadata, plan: CompactionPlan): vo
  * {@link planCompaction}'s arithmetic (index layer × kvHeads + head).
  */
 export interface HeadBlocksAfter {
+  /** The head's layer (whose pools the new blocks come from). */
+  readonly layer: number;
   readonly quantBlocks: number;
   readonly fullBlocks: number;
   readonly newQuant: number;
@@ -279,8 +283,8 @@ export function compactionBlocks(meta: CacheMetadata, input: Omit<CompactionPlan
       const fullBlocks = Math.ceil((kept - quantTokens) / blockSize);
       out.push(
         identity
-          ? { quantBlocks, fullBlocks, newQuant: quantBlocks - existingQuant, newFull: 0 }
-          : { quantBlocks, fullBlocks, newQuant: quantBlocks, newFull: fullBlocks },
+          ? { layer, quantBlocks, fullBlocks, newQuant: quantBlocks - existingQuant, newFull: 0 }
+          : { layer, quantBlocks, fullBlocks, newQuant: quantBlocks, newFull: fullBlocks },
       );
     }
   }
@@ -292,13 +296,14 @@ export function compactionBlocks(meta: CacheMetadata, input: Omit<CompactionPlan
  * allocates is free. OutOfBlocksError names the pool that the byte budget cannot grow enough.
  */
 export function planCompactionWithGrowth(meta: CacheMetadata, input: CompactionPlanInput, grow: GrowPool): CompactionPlan {
-  let newQuant = 0;
-  let newFull = 0;
+  const { layers } = meta.shape;
+  const newQuant = new Array<number>(layers).fill(0);
+  const newFull = new Array<number>(layers).fill(0);
   for (const head of compactionBlocks(meta, input)) {
-    newQuant += head.newQuant;
-    newFull += head.newFull;
+    newQuant[head.layer] = (newQuant[head.layer] ?? 0) + head.newQuant;
+    newFull[head.layer] = (newFull[head.layer] ?? 0) + head.newFull;
   }
-  ensureFreeBlocks(meta, 'full', newFull, grow);
-  if (input.quantize && newQuant > 0) ensureFreeBlocks(meta, 'quant', newQuant, grow);
+  ensureFreeBlocksPerLayer(meta, 'full', newFull, grow, 0, true);
+  if (input.quantize && newQuant.some((n) => n > 0)) ensureFreeBlocksPerLayer(meta, 'quant', newQuant, grow, 0, true);
   return planCompaction(meta, input);
 }

@@ -19,8 +19,8 @@ export interface HeadContents {
 }
 
 /**
- * The paged cache's CPU storage: the same host metadata as the GPU storage, the pools held as `Uint32Array` word
- * arrays laid out exactly like the GPU buffers (block b at word b × wordsPerBlock), so byte accounting is
+ * The paged cache's CPU storage: the same host metadata as the GPU storage, each layer's pools held as `Uint32Array`
+ * word arrays laid out exactly like that layer's GPU buffers (block b at word b × wordsPerBlock), so byte accounting is
  * identical, plus a decoded f32 mirror of every block so reads cost no decoding. Every write goes through the
  * reference block codec. It knows nothing of attention or compression.
  *
@@ -31,9 +31,12 @@ export interface HeadContents {
  * ```
  */
 export class CpuKvStorage {
-  readonly #pools: Record<PoolName, PoolStore> = { full: emptyStore(), quant: emptyStore() };
+  /** Per pool, one store per layer (block ids are local to a layer). */
+  readonly #pools: Record<PoolName, PoolStore[]>;
 
   constructor(readonly meta: CacheMetadata) {
+    const stores = (): PoolStore[] => Array.from({ length: meta.shape.layers }, emptyStore);
+    this.#pools = { full: stores(), quant: stores() };
     this.syncPools();
   }
 
@@ -42,9 +45,9 @@ export class CpuKvStorage {
     return this.meta.maxBlocksPerHead * this.meta.shape.blockSize;
   }
 
-  /** The words of a pool, laid out as the GPU buffer (`numBlocks × wordsPerBlock`). A live view: do not write. */
-  poolWords(pool: PoolName): Uint32Array {
-    return this.#pools[pool].words;
+  /** The words of one layer's pool, laid out as its GPU buffer (`numBlocks × wordsPerBlock`). A live view: do not write. */
+  poolWords(pool: PoolName, layer: number): Uint32Array {
+    return this.#store(pool, layer).words;
   }
 
   /** The layout of a pool's blocks (InvalidArgumentError for a quantized pool without a format). */
@@ -54,10 +57,9 @@ export class CpuKvStorage {
     return layout;
   }
 
-  /** Grows a pool by `blocks` blocks within the byte budget (LimitExceededError past it). */
-  growPool(pool: PoolName, blocks: number): void {
-    if (pool === 'full') this.meta.growFull(blocks);
-    else this.meta.growQuant(blocks);
+  /** Grows one layer's pool by `blocks` blocks within the byte budget (LimitExceededError past it). */
+  growPool(pool: PoolName, layer: number, blocks: number): void {
+    this.meta.growPool(pool, layer, blocks);
     this.syncPools();
   }
 
@@ -70,10 +72,10 @@ export class CpuKvStorage {
   /** Resizes the pool arrays to the metadata's block counts (after a grow, a restore or a format change). */
   syncPools(): void {
     const { blockSize, headDim } = this.meta.shape;
-    for (const pool of ['full', 'quant'] as const) {
+    for (const [pool, layer] of (['full', 'quant'] as const).flatMap((p) => Array.from({ length: this.meta.shape.layers }, (_, l) => [p, l] as const))) {
       const layout = pool === 'full' ? this.meta.fullLayout : this.meta.quantLayout;
-      const store = this.#pools[pool];
-      const blocks = layout ? this.meta.pool(pool).numBlocks : 0;
+      const store = this.#store(pool, layer);
+      const blocks = layout ? this.meta.pool(pool, layer).numBlocks : 0;
       const words = layout ? blocks * layout.wordsPerBlock : 0;
       if (store.words.length === words) continue;
       // Contents of free blocks never matter (a block is written before it is read), so copying the overlap is
@@ -97,36 +99,36 @@ export class CpuKvStorage {
     const span = blockSize * headDim;
     for (const copy of copies) {
       const wpb = this.layout(copy.pool).wordsPerBlock;
-      const store = this.#pools[copy.pool];
+      const store = this.#store(copy.pool, copy.layer);
       store.words.copyWithin(copy.dst * wpb, copy.src * wpb, (copy.src + 1) * wpb);
       store.k.copyWithin(copy.dst * span, copy.src * span, (copy.src + 1) * span);
       store.v.copyWithin(copy.dst * span, copy.src * span, (copy.src + 1) * span);
     }
   }
 
-  /** Writes a whole block and refreshes its decoded mirror through the codec. */
-  storeBlock(pool: PoolName, block: number, k: Float32Array, v: Float32Array, positions: Uint32Array, n: number): void {
+  /** Writes a whole block of one layer's pool and refreshes its decoded mirror through the codec. */
+  storeBlock(pool: PoolName, layer: number, block: number, k: Float32Array, v: Float32Array, positions: Uint32Array, n: number): void {
     const layout = this.layout(pool);
     const words = encodeBlock(layout, k, v, positions, n);
-    this.#pools[pool].words.set(words.subarray(0, layout.wordsPerBlock), block * layout.wordsPerBlock);
-    this.#refreshMirror(pool, block, n);
+    this.#store(pool, layer).words.set(words.subarray(0, layout.wordsPerBlock), block * layout.wordsPerBlock);
+    this.#refreshMirror(pool, layer, block, n);
   }
 
   /**
    * Writes a block's raw words as another cache (or engine) holds them, a restored snapshot, and refreshes the
    * first `n` slots of its decoded mirror through the codec.
    */
-  writeBlockWords(pool: PoolName, block: number, words: Uint32Array, n: number): void {
+  writeBlockWords(pool: PoolName, layer: number, block: number, words: Uint32Array, n: number): void {
     const layout = this.layout(pool);
-    this.#pools[pool].words.set(words.subarray(0, layout.wordsPerBlock), block * layout.wordsPerBlock);
-    this.#refreshMirror(pool, block, n);
+    this.#store(pool, layer).words.set(words.subarray(0, layout.wordsPerBlock), block * layout.wordsPerBlock);
+    this.#refreshMirror(pool, layer, block, n);
   }
 
-  /** Token `index` of a row (its logical index) from the decoded mirror: K, V views and its position. */
-  token(entries: ArrayLike<number>, index: number): { k: Float32Array; v: Float32Array; position: number } {
+  /** Token `index` of a row of `layer` (its logical index) from the decoded mirror: K, V views and its position. */
+  token(entries: ArrayLike<number>, index: number, layer: number): { k: Float32Array; v: Float32Array; position: number } {
     const { blockSize, headDim } = this.meta.shape;
     const { pool, block } = decodeBlockRef(entries[Math.floor(index / blockSize)] ?? 0);
-    const store = this.#pools[pool];
+    const store = this.#store(pool, layer);
     const layout = this.layout(pool);
     const at = (block * blockSize + (index % blockSize)) * headDim;
     return {
@@ -140,7 +142,7 @@ export class CpuKvStorage {
   writeToken(plan: AppendPlan, layer: number, t: number, k: Float32Array, v: Float32Array, offset: number): void {
     const { kvHeads, headDim, blockSize } = this.meta.shape;
     const layout = this.meta.fullLayout;
-    const words = this.#pools.full.words;
+    const words = this.#store('full', layer).words;
     for (let head = 0; head < kvHeads; head++) {
       const dest = plan.destSlots[(layer * plan.numTokens + t) * kvHeads + head] ?? 0;
       const block = Math.floor(dest / blockSize);
@@ -159,7 +161,7 @@ export class CpuKvStorage {
         }
       }
       words[base + layout.positionsOffset + slot] = plan.firstPosition + t;
-      this.#refreshMirror('full', block, slot + 1);
+      this.#refreshMirror('full', layer, block, slot + 1);
     }
   }
 
@@ -169,12 +171,13 @@ export class CpuKvStorage {
     const tables = this.meta.tables;
     const entries = tables.entryView(row);
     const n = tables.tokenCount(row);
+    const layer = this.meta.layerOfRow(row);
     const keys = new Float32Array(n * headDim);
     const values = new Float32Array(n * headDim);
     const positions = new Uint32Array(n);
     for (let b = 0; b < entries.length; b++) {
       const { pool, block } = decodeBlockRef(entries[b] ?? 0);
-      const store = this.#pools[pool];
+      const store = this.#store(pool, layer);
       const layout = this.layout(pool);
       const count = Math.min(blockSize, n - b * blockSize);
       const at = block * blockSize * headDim;
@@ -186,10 +189,16 @@ export class CpuKvStorage {
     return { keys, values, positions };
   }
 
-  #refreshMirror(pool: PoolName, block: number, n: number): void {
+  #store(pool: PoolName, layer: number): PoolStore {
+    const store = this.#pools[pool][layer];
+    if (store === undefined) throw new InvalidArgumentError('layer', `${layer} is not a layer of this cache (0..${this.meta.shape.layers - 1})`);
+    return store;
+  }
+
+  #refreshMirror(pool: PoolName, layer: number, block: number, n: number): void {
     const layout = this.layout(pool);
     const { blockSize, headDim } = this.meta.shape;
-    const store = this.#pools[pool];
+    const store = this.#store(pool, layer);
     const decoded = decodeBlock(layout, store.words.subarray(block * layout.wordsPerBlock), n);
     const at = block * blockSize * headDim;
     store.k.fill(0, at, at + blockSize * headDim);

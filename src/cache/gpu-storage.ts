@@ -21,7 +21,8 @@ export interface AppendWrite {
 }
 
 /**
- * The paged cache's GPU storage: the two block pools, the block table and context lengths mirrored from the host
+ * The paged cache's GPU storage: per layer the two block pools (each layer's in its own buffers, so that no binding
+ * holds more than one layer: src/cache/layer-pools.ts), the block table and context lengths mirrored from the host
  * metadata, growth within the byte budget, the K/V write path and host reads. It knows nothing of attention or
  * compression; the attention backend and the compression stages read and write through it.
  *
@@ -31,14 +32,17 @@ export interface AppendWrite {
  * storage.meta.addSequence(1);
  * storage.uploadDirtyRows();
  * const { keys, values, positions } = await storage.readHead(1, 0, 0);
+ * attention.encode(encoder, { cache: storage.bindings(layer), layer, ... }); // one layer's buffers
  * storage.destroy();
  * ```
  */
 export class GpuKvStorage {
   readonly blockTable: GPUBuffer;
   readonly contextLens: GPUBuffer;
-  private fullPoolBuffer: GPUBuffer;
-  private quantPoolBuffer: GPUBuffer;
+  /** Per layer, that layer's full pool. */
+  private readonly fullPoolBuffers: GPUBuffer[];
+  /** Per layer, that layer's quantized pool (a 4-byte placeholder without a format). */
+  private quantPoolBuffers: GPUBuffer[];
   /** u32: set by the append kernel when a value is NaN, ±Inf or past the pool format's range. */
   private readonly flags: GPUBuffer;
   private readonly appendKernel: KvAppendKernel;
@@ -50,8 +54,13 @@ export class GpuKvStorage {
     readonly meta: CacheMetadata,
   ) {
     const rows = meta.tables.numRows;
-    this.fullPoolBuffer = createStorageBuffer(gpu, 'kv:full-pool', meta.fullPool.numBlocks * bytesPerBlock(meta.fullLayout));
-    this.quantPoolBuffer = this.createQuantBuffer();
+    // One layer's pool is one binding: growth stops at the device's limits instead of failing to create a buffer.
+    const { maxStorageBufferBindingSize, maxBufferSize } = gpu.limits;
+    meta.capPoolBytes(Math.min(maxStorageBufferBindingSize, maxBufferSize));
+    this.fullPoolBuffers = Array.from({ length: meta.shape.layers }, (_, layer) =>
+      createStorageBuffer(gpu, `kv:full-pool:${layer}`, meta.pool('full', layer).numBlocks * bytesPerBlock(meta.fullLayout)),
+    );
+    this.quantPoolBuffers = this.createQuantBuffers();
     this.blockTable = createStorageBuffer(gpu, 'kv:block-table', rows * meta.maxBlocksPerHead * 4);
     this.contextLens = createStorageBuffer(gpu, 'kv:context-lens', rows * 4);
     this.flags = createStorageBuffer(gpu, 'kv:flags', 4);
@@ -64,21 +73,26 @@ export class GpuKvStorage {
     return this.meta.maxBlocksPerHead * this.meta.shape.blockSize;
   }
 
-  /** The buffers kernels read; they change when a pool grows, so fetch them per encode. */
-  get bindings(): PagedCacheBindings {
+  /**
+   * The buffers kernels read for one layer (that layer's pools; the block table is shared): they change when a
+   * pool grows, so fetch them per encode. A kernel reads only the table rows of `layer` through them.
+   */
+  bindings(layer: number): PagedCacheBindings {
     return {
       blockTable: this.blockTable,
       contextLens: this.contextLens,
-      fullPool: this.fullPoolBuffer,
-      quantPool: this.quantPoolBuffer,
+      fullPool: this.poolBuffer('full', layer),
+      quantPool: this.poolBuffer('quant', layer),
       seqSlots: this.meta.seqSlots,
       maxBlocksPerHead: this.meta.maxBlocksPerHead,
     };
   }
 
-  /** The GPU buffer of a pool. */
-  poolBuffer(pool: PoolName): GPUBuffer {
-    return pool === 'full' ? this.fullPoolBuffer : this.quantPoolBuffer;
+  /** The GPU buffer of one layer's pool. */
+  poolBuffer(pool: PoolName, layer: number): GPUBuffer {
+    const buffer = (pool === 'full' ? this.fullPoolBuffers : this.quantPoolBuffers)[layer];
+    if (buffer === undefined) throw new InvalidArgumentError('layer', `${layer} is not a layer of this cache (0..${this.meta.shape.layers - 1})`);
+    return buffer;
   }
 
   /** The layout of a pool's blocks (InvalidArgumentError for a quantized pool without a format). */
@@ -89,20 +103,19 @@ export class GpuKvStorage {
   }
 
   /**
-   * Grows a pool by `blocks` blocks within the byte budget: a bigger GPU buffer, the old contents copied over.
-   * Explicit and bounded (LimitExceededError past the budget).
+   * Grows one layer's pool by `blocks` blocks within the byte budget: a bigger GPU buffer, the old contents copied
+   * over. Explicit and bounded (LimitExceededError past the budget or the per-binding limit).
    */
-  growPool(pool: PoolName, blocks: number): void {
+  growPool(pool: PoolName, layer: number, blocks: number): void {
     this.assertUsable();
     const layout = this.layout(pool);
-    const oldBuffer = this.poolBuffer(pool);
-    const numBlocks = pool === 'full' ? this.meta.growFull(blocks) : this.meta.growQuant(blocks);
-    const buffer = createStorageBuffer(this.gpu, `kv:${pool}-pool`, numBlocks * bytesPerBlock(layout));
+    const oldBuffer = this.poolBuffer(pool, layer);
+    const numBlocks = this.meta.growPool(pool, layer, blocks);
+    const buffer = createStorageBuffer(this.gpu, `kv:${pool}-pool:${layer}`, numBlocks * bytesPerBlock(layout));
     const encoder = this.gpu.device.createCommandEncoder({ label: `kv:grow-${pool}` });
     encoder.copyBufferToBuffer(oldBuffer, 0, buffer, 0, Math.min(oldBuffer.size, buffer.size));
     this.gpu.submit([encoder.finish()]);
-    if (pool === 'full') this.fullPoolBuffer = buffer;
-    else this.quantPoolBuffer = buffer;
+    (pool === 'full' ? this.fullPoolBuffers : this.quantPoolBuffers)[layer] = buffer;
     // destroy() waits for the copy: WebGPU keeps a destroyed buffer's pending reads valid until they finish
     oldBuffer.destroy();
   }
@@ -114,9 +127,9 @@ export class GpuKvStorage {
   setQuantFormat(format: QuantFormat): void {
     if (this.meta.quantFormat === format) return;
     this.meta.setQuantFormat(format);
-    const old = this.quantPoolBuffer;
-    this.quantPoolBuffer = this.createQuantBuffer();
-    old.destroy();
+    const old = this.quantPoolBuffers;
+    this.quantPoolBuffers = this.createQuantBuffers();
+    for (const buffer of old) buffer.destroy();
   }
 
   /** Writes the dirty block-table rows and their context lengths to the GPU. */
@@ -138,11 +151,13 @@ export class GpuKvStorage {
     const encoder = this.gpu.device.createCommandEncoder({ label: 'kv:copy-on-write' });
     const scratch: (GPUBuffer | null)[] = [];
     for (const pool of ['full', 'quant'] as const) {
-      const ofPool = copies.filter((copy) => copy.pool === pool);
-      if (ofPool.length === 0) continue;
-      const words = this.layout(pool).wordsPerBlock;
-      const ranges = ofPool.map((copy) => ({ src: copy.src * words, dst: copy.dst * words }));
-      scratch.push(this.copyRanges.encode(encoder, this.poolBuffer(pool), ranges, words));
+      for (let layer = 0; layer < this.meta.shape.layers; layer++) {
+        const ofPool = copies.filter((copy) => copy.pool === pool && copy.layer === layer);
+        if (ofPool.length === 0) continue;
+        const words = this.layout(pool).wordsPerBlock;
+        const ranges = ofPool.map((copy) => ({ src: copy.src * words, dst: copy.dst * words }));
+        scratch.push(this.copyRanges.encode(encoder, this.poolBuffer(pool, layer), ranges, words));
+      }
     }
     this.gpu.submit([encoder.finish()]);
     this.destroyAfterSubmit(scratch);
@@ -167,7 +182,7 @@ export class GpuKvStorage {
 
   /** Encodes the scatter of one layer's new K/V into their slots (every write path goes through here). */
   encodeAppend(encoder: GPUCommandEncoder, write: AppendWrite): void {
-    this.appendKernel.encode(encoder, { ...write, fullPool: this.fullPoolBuffer, flags: this.flags });
+    this.appendKernel.encode(encoder, { ...write, fullPool: this.poolBuffer('full', write.layer), flags: this.flags });
   }
 
   /** Clears the non-finite flag of the append kernel. */
@@ -195,7 +210,7 @@ export class GpuKvStorage {
       const { pool, block } = decodeBlockRef(entries[b] ?? 0);
       const layout = this.layout(pool);
       const bytes = layout.wordsPerBlock * 4;
-      const words = new Uint32Array(await readBuffer(this.gpu, this.poolBuffer(pool), block * bytes, bytes));
+      const words = new Uint32Array(await readBuffer(this.gpu, this.poolBuffer(pool, layer), block * bytes, bytes));
       const n = Math.min(blockSize, count - b * blockSize);
       const decoded = decodeBlock(layout, words, n);
       keys.set(decoded.k.subarray(0, n * headDim), b * blockSize * headDim);
@@ -205,9 +220,11 @@ export class GpuKvStorage {
     return { keys, values, positions };
   }
 
-  private createQuantBuffer(): GPUBuffer {
+  private createQuantBuffers(): GPUBuffer[] {
     const layout = this.meta.quantLayout;
-    return createStorageBuffer(this.gpu, 'kv:quant-pool', layout ? this.meta.quantPool.numBlocks * bytesPerBlock(layout) : 4);
+    return Array.from({ length: this.meta.shape.layers }, (_, layer) =>
+      createStorageBuffer(this.gpu, `kv:quant-pool:${layer}`, layout ? this.meta.pool('quant', layer).numBlocks * bytesPerBlock(layout) : 4),
+    );
   }
 
   /** Whether {@link destroy} ran. */
@@ -223,6 +240,6 @@ export class GpuKvStorage {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
-    for (const buffer of [this.fullPoolBuffer, this.quantPoolBuffer, this.blockTable, this.contextLens, this.flags]) buffer.destroy();
+    for (const buffer of [...this.fullPoolBuffers, ...this.quantPoolBuffers, this.blockTable, this.contextLens, this.flags]) buffer.destroy();
   }
 }

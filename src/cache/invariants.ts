@@ -24,7 +24,6 @@ export function checkInvariants(meta: CacheMetadata): string[] {
   const out: string[] = [];
   const { layers, kvHeads, blockSize } = meta.shape;
   const tables = meta.tables;
-  const refs: Record<PoolName, Map<number, number>> = { full: new Map(), quant: new Map() };
 
   const slotToId = new Map<number, number>();
   for (const id of meta.sequenceIds()) {
@@ -39,6 +38,8 @@ export function checkInvariants(meta: CacheMetadata): string[] {
 
   const words = tables.tableWords();
   for (let layer = 0; layer < layers; layer++) {
+    // Block ids are local to a layer's pools: each layer's references are counted against its own allocators.
+    const refs: Record<PoolName, Map<number, number>> = { full: new Map(), quant: new Map() };
     for (let slot = 0; slot < meta.seqSlots; slot++) {
       const id = slotToId.get(slot);
       for (let head = 0; head < kvHeads; head++) {
@@ -69,8 +70,8 @@ export function checkInvariants(meta: CacheMetadata): string[] {
         for (let i = 0; i < n; i++) {
           const { pool, block } = decodeBlockRef(entries[i] ?? 0);
           if (block === 0) out.push(`${where}: entry ${i} is the null block of the ${pool} pool`);
-          if (block >= meta.pool(pool).numBlocks) {
-            out.push(`${where}: entry ${i} = block ${block} past the ${pool} pool's ${meta.pool(pool).numBlocks} blocks`);
+          if (block >= meta.pool(pool, layer).numBlocks) {
+            out.push(`${where}: entry ${i} = block ${block} past the ${pool} pool's ${meta.pool(pool, layer).numBlocks} blocks`);
           }
           if (pool === 'quant') {
             quantCount++;
@@ -83,13 +84,12 @@ export function checkInvariants(meta: CacheMetadata): string[] {
         if (count < quantCount * blockSize) out.push(`${where}: a quantized block is partly filled`);
       }
     }
+    for (const pool of ['full', 'quant'] as const) checkPool(meta.pool(pool, layer), layers === 1 ? pool : `layer ${layer} ${pool}`, refs[pool], out);
   }
-
-  for (const pool of ['full', 'quant'] as const) checkPool(meta.pool(pool), pool, refs[pool], out);
   return out;
 }
 
-function checkPool(allocator: BlockAllocator, pool: PoolName, refs: Map<number, number>, out: string[]): void {
+function checkPool(allocator: BlockAllocator, pool: string, refs: Map<number, number>, out: string[]): void {
   const queue = allocator.freeQueue();
   const backward = allocator.freeQueueBackward();
   const inQueue = new Set<number>();

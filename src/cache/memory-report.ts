@@ -63,7 +63,7 @@ export function sequenceBytes(meta: CacheMetadata, seqId: number): { bytes: numb
 }
 
 /**
- * Internal fragmentation of the pools: filled slots over allocated slots of the used blocks. A block's filled slots are
+ * Internal fragmentation of the pools (every layer's, summed): filled slots over allocated slots of the used blocks. A block's filled slots are
  * the most any referencing head fills, so blocks shared by forks count once.
  */
 export function utilisationReport(meta: CacheMetadata): UtilisationReport {
@@ -82,7 +82,9 @@ export function utilisationReport(meta: CacheMetadata): UtilisationReport {
           const { pool, block } = decodeBlockRef(entries[i] ?? 0);
           const inBlock = Math.min(blockSize, count - i * blockSize);
           const map = filled[pool];
-          map.set(block, Math.max(map.get(block) ?? 0, inBlock));
+          // Block ids are local to a layer's pool: the key names both.
+          const key = layer * 0x8000_0000 + block;
+          map.set(key, Math.max(map.get(key) ?? 0, inBlock));
         }
       }
     }
@@ -96,7 +98,7 @@ export function utilisationReport(meta: CacheMetadata): UtilisationReport {
     for (const v of m.values()) s += v;
     return s;
   };
-  const full = usage(meta.fullPool.numUsed, sum(filled.full));
-  const quant = usage(meta.quantPool.numUsed, sum(filled.quant));
+  const full = usage(meta.poolUsage('full').used, sum(filled.full));
+  const quant = usage(meta.poolUsage('quant').used, sum(filled.quant));
   return { full, quant, total: usage(full.blocks + quant.blocks, full.slotsUsed + quant.slotsUsed), logicalTokens };
 }

@@ -31,19 +31,24 @@ export interface CacheMetadataOptions {
   readonly quantFormat?: QuantFormat;
   /** Quantization group size (default: `defaultGroupSize`). */
   readonly groupSize?: number;
-  /** Usable full blocks at start, NOT counting the null block (the pool has one more block). May be 0. */
+  /** Usable full blocks at start IN EACH LAYER's pool, NOT counting the null block (each has one more). May be 0. */
   readonly initialFullBlocks: number;
-  /** Usable quantized blocks at start, NOT counting the null block. Must be 0 without `quantFormat`. */
+  /** Usable quantized blocks at start in each layer's pool, NOT counting the null block. 0 without `quantFormat`. */
   readonly initialQuantBlocks: number;
-  /** Byte budget of both pools together, null blocks included. */
+  /** Byte budget of every layer's pools together, null blocks included. */
   readonly maxBytes: number;
+  /**
+   * Bytes one layer's pool may hold, null block included (default: no cap; a GPU storage lowers it to its
+   * device's per-binding limit). Growth stops there; the budget above still covers all layers together.
+   */
+  readonly maxPoolBytes?: number;
   /** Sequences that can be live at once (rows of the block tables). */
   readonly seqSlots: number;
   /** Width of a block-table row: the most blocks one (sequence, layer, kv head) may hold. */
   readonly maxBlocksPerHead: number;
   /**
-   * Full blocks kept for compaction (default 0 here; the caches default to min(16, maxBlocksPerHead)): an append
-   * fails rather than leave fewer than this many blocks free or growable, so a compression that releases each
+   * Full blocks kept for compaction in each layer (default 0 here; the caches default to min(16, maxBlocksPerHead)):
+   * an append fails rather than leave any layer fewer than this many blocks free or growable, so a compression that releases each
    * head's blocks before the next head allocates always finds room.
    */
   readonly compactionReserve?: number;
@@ -60,6 +65,8 @@ export interface CacheMetadataOptions {
  */
 export interface BlockCopy {
   readonly pool: PoolName;
+  /** The layer whose pool holds both blocks. */
+  readonly layer: number;
   readonly src: number;
   readonly dst: number;
 }
@@ -80,7 +87,7 @@ export interface HeadAppend {
   readonly row: number;
   readonly tokensBefore: number;
   readonly tokensAfter: number;
-  /** Full-pool blocks newly allocated for this head, in table order (a copy-on-write destination first). */
+  /** Blocks of this layer's full pool newly allocated for this head, in table order (a copy-on-write destination first). */
   readonly newBlocks: readonly number[];
   /** The copy-on-write this head needs, or null. */
   readonly copy: BlockCopy | null;
@@ -113,12 +120,12 @@ export interface AppendPlan {
   /** One entry per (layer, head), index layer·kvHeads + head. */
   readonly heads: readonly HeadAppend[];
   /**
-   * Destination slot per (layer, token, head), `[layers][numTokens][kvHeads]` order: the full-pool global slot
-   * index block·blockSize + slotInBlock, so block = ⌊s / blockSize⌋ and slot = s mod blockSize.
+   * Destination slot per (layer, token, head), `[layers][numTokens][kvHeads]` order: the slot index in that
+   * layer's full pool, block·blockSize + slotInBlock, so block = ⌊s / blockSize⌋ and slot = s mod blockSize.
    */
   readonly destSlots: Uint32Array;
-  /** Every full-pool block newly allocated by this append. */
-  readonly allocated: readonly number[];
+  /** Per layer, every block of that layer's full pool newly allocated by this append. */
+  readonly allocated: readonly (readonly number[])[];
   /** Block-table rows this append changed (also marked dirty in the tables). */
   readonly rows: readonly number[];
 }
@@ -226,8 +233,9 @@ export interface UtilisationReport {
  * ```
  */
 export interface CacheMetadataSnapshot {
-  readonly full: BlockAllocatorSnapshot;
-  readonly quant: BlockAllocatorSnapshot;
+  /** Per layer, its full pool's allocator. */
+  readonly full: readonly BlockAllocatorSnapshot[];
+  readonly quant: readonly BlockAllocatorSnapshot[];
   readonly tables: BlockTablesSnapshot;
   readonly sequences: ReadonlyArray<readonly [id: number, slot: number, length: number]>;
   readonly freeSlots: readonly number[];

@@ -1,7 +1,7 @@
-import { OutOfBlocksError } from '../errors.js';
+import { InvalidArgumentError, OutOfBlocksError } from '../errors.js';
 import { decodeBlockRef, encodeBlockRef } from '../format/layout.js';
 import type { CacheMetadata, PoolName } from './cache-metadata.js';
-import { ensureFreeBlocks, type GrowPool } from './pool-growth.js';
+import { ensureFreeBlocks, reserveBlocks, type GrowPool } from './pool-growth.js';
 import { slotRows } from './truncate-plan.js';
 
 // The host-metadata half of a sequence snapshot: a sequence's block-table rows re-expressed against the
@@ -30,6 +30,9 @@ export interface ExportedRows {
   /** Cache block numbers of the full pool, in snapshot index order (first reference first). */
   readonly fullBlocks: readonly number[];
   readonly quantBlocks: readonly number[];
+  /** The layer whose pool holds each of `fullBlocks` / `quantBlocks` (block ids are local to a layer). */
+  readonly fullLayers: readonly number[];
+  readonly quantLayers: readonly number[];
 }
 
 /**
@@ -43,15 +46,19 @@ export interface ExportedRows {
 export function exportRows(meta: CacheMetadata, seqId: number): ExportedRows {
   const slot = meta.slotOf(seqId);
   const lists: Record<PoolName, number[]> = { full: [], quant: [] };
+  const layersOf: Record<PoolName, number[]> = { full: [], quant: [] };
   const index: Record<PoolName, Map<number, number>> = { full: new Map(), quant: new Map() };
   const rows = slotRows(meta, slot).map((row): SnapshotRow => {
+    const layer = meta.layerOfRow(row);
     const entries = [...meta.tables.entryView(row)].map((entry): SnapshotBlockRef => {
       const { pool, block } = decodeBlockRef(entry);
-      let at = index[pool].get(block);
+      const key = layer * 0x8000_0000 + block;
+      let at = index[pool].get(key);
       if (at === undefined) {
         at = lists[pool].length;
         lists[pool].push(block);
-        index[pool].set(block, at);
+        layersOf[pool].push(layer);
+        index[pool].set(key, at);
       }
       return { pool, index: at };
     });
@@ -60,7 +67,7 @@ export function exportRows(meta: CacheMetadata, seqId: number): ExportedRows {
   // slotRows lists the rows as layer · kvHeads + head, the snapshot's row order.
   const { kvHeads } = meta.shape;
   const withIntact = rows.map((r, i) => ({ ...r, intactFrom: meta.intactFrom(seqId, Math.floor(i / kvHeads), i % kvHeads) }));
-  return { sequenceLength: meta.sequenceLength(seqId), rows: withIntact, fullBlocks: lists.full, quantBlocks: lists.quant };
+  return { sequenceLength: meta.sequenceLength(seqId), rows: withIntact, fullBlocks: lists.full, quantBlocks: lists.quant, fullLayers: layersOf.full, quantLayers: layersOf.quant };
 }
 
 /** Where an import put the snapshot's blocks: the cache block of each snapshot index, per pool. */
@@ -68,6 +75,9 @@ export interface ImportedBlocks {
   readonly slot: number;
   readonly fullBlocks: readonly number[];
   readonly quantBlocks: readonly number[];
+  /** The layer whose pool holds each of `fullBlocks` / `quantBlocks`. */
+  readonly fullLayers: readonly number[];
+  readonly quantLayers: readonly number[];
 }
 
 /**
@@ -96,22 +106,28 @@ export function importRows(
     const slot = meta.addSequence(seqId);
     const counts: Record<PoolName, number> = { full: fullCount, quant: quantCount };
     const placed: Record<PoolName, number[]> = { full: [], quant: [] };
+    const layersOf = snapshotBlockLayers(meta, rows, counts);
     for (const pool of ['full', 'quant'] as const) {
-      if (counts[pool] === 0) continue;
-      // Like an append, an import never grows into the bytes kept for compaction.
-      const keep = meta.compactionReserve * meta.bytesPerBlock('full');
-      if (!ensureFreeBlocks(meta, pool, counts[pool], grow, keep)) {
-        throw new OutOfBlocksError(pool, counts[pool], meta.pool(pool).numFree, 'free or compress a sequence, or raise maxBytes, before importing this snapshot');
+      for (let layer = 0; layer < meta.shape.layers; layer++) {
+        const indices = layersOf[pool].flatMap((l, i) => (l === layer ? [i] : []));
+        if (indices.length === 0) continue;
+        // Like an append, an import never grows into the bytes kept for compaction.
+        const keep = reserveBlocks(meta) * meta.bytesPerBlock('full');
+        if (!ensureFreeBlocks(meta, pool, layer, indices.length, grow, keep)) {
+          throw new OutOfBlocksError(pool, indices.length, meta.pool(pool, layer).numFree, 'free or compress a sequence, or raise maxBytes, before importing this snapshot');
+        }
+        const blocks = meta.allocateBlocksOrThrow(pool, layer, indices.length);
+        indices.forEach((at, i) => (placed[pool][at] = blocks[i] ?? 0));
       }
-      placed[pool] = meta.allocateBlocksOrThrow(pool, counts[pool]);
     }
     // allocateMany handed one reference per block; every further row listing it takes another.
     const used: Record<PoolName, Uint8Array> = { full: new Uint8Array(fullCount), quant: new Uint8Array(quantCount) };
     const tableRows = slotRows(meta, slot);
     rows.forEach((row, i) => {
+      const layer = Math.floor(i / meta.shape.kvHeads);
       const words = row.entries.map(({ pool, index }) => {
         const block = placed[pool][index] ?? 0;
-        if (used[pool][index] === 1) meta.pool(pool).retain(block);
+        if (used[pool][index] === 1) meta.pool(pool, layer).retain(block);
         used[pool][index] = 1;
         return encodeBlockRef(pool, block);
       });
@@ -127,9 +143,29 @@ export function importRows(
       sequences: state.sequences.map(([id, s, length]) => [id, s, id === seqId ? sequenceLength : length] as const),
       intactFrom,
     });
-    return { slot, fullBlocks: placed.full, quantBlocks: placed.quant };
+    return { slot, fullBlocks: placed.full, quantBlocks: placed.quant, fullLayers: layersOf.full, quantLayers: layersOf.quant };
   } catch (error) {
     meta.restore(before);
     throw error;
   }
+}
+
+/**
+ * The layer of each snapshot block: that of the rows listing it (row i is layer ⌊i / kvHeads⌋). A block listed by
+ * no row stays in layer 0; one listed by rows of two layers cannot be placed (each layer has its own pools).
+ */
+function snapshotBlockLayers(meta: CacheMetadata, rows: readonly SnapshotRow[], counts: Record<PoolName, number>): Record<PoolName, number[]> {
+  const out: Record<PoolName, number[]> = { full: new Array<number>(counts.full).fill(-1), quant: new Array<number>(counts.quant).fill(-1) };
+  rows.forEach((row, i) => {
+    const layer = Math.floor(i / meta.shape.kvHeads);
+    for (const { pool, index } of row.entries) {
+      const seen = out[pool][index];
+      if (seen !== undefined && seen !== -1 && seen !== layer) {
+        throw new InvalidArgumentError('snapshot', `${pool} block ${index} is listed by rows of layers ${seen} and ${layer}; each layer has its own pool`);
+      }
+      out[pool][index] = layer;
+    }
+  });
+  for (const pool of ['full', 'quant'] as const) out[pool] = out[pool].map((l) => Math.max(0, l));
+  return out;
 }

@@ -15,7 +15,8 @@ import type { HeadTruncate, PoolName } from './metadata-types.js';
 interface TruncatableMetadata {
   readonly shape: { readonly layers: number; readonly kvHeads: number; readonly blockSize: number };
   readonly tables: BlockTables;
-  pool(pool: PoolName): BlockAllocator;
+  pool(pool: PoolName, layer: number): BlockAllocator;
+  layerOfRow(row: number): number;
 }
 
 /** The block-table rows of a slot, in (layer, head) order. */
@@ -100,7 +101,7 @@ export function truncateRows(
     const dropped = entries.slice(keep);
     for (const entry of dropped) {
       const { pool, block } = decodeBlockRef(entry);
-      meta.pool(pool).release(block);
+      meta.pool(pool, meta.layerOfRow(row)).release(block);
     }
     if (dropped.length > 0 || after !== before) meta.tables.setRow(row, entries.slice(0, keep), after);
     return { layer: Math.floor(i / kvHeads), head: i % kvHeads, row, tokensBefore: before, tokensAfter: after, dropped };

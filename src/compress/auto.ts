@@ -65,7 +65,7 @@ export function chooseAuto(meta: CacheMetadata, seqId: number, targetRatio: numb
   if (now > 0 && baseline / now >= targetRatio) {
     return { bits: 16, budget: null, why: `already at ${(baseline / now).toFixed(2)}× ≥ ${targetRatio}×: nothing to do` };
   }
-  const held = fixedBits ?? (meta.quantLayout !== null && meta.quantPool.numUsed > 0 ? meta.quantLayout.bits : null);
+  const held = fixedBits ?? (meta.quantLayout !== null && meta.poolUsage('quant').used > 0 ? meta.quantLayout.bits : null);
   const candidates = ([8, 4, 2] as const).filter((b) => held === null || b === held);
   const { layers, kvHeads } = meta.shape;
   const counts: number[] = [];

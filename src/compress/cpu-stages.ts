@@ -1,5 +1,6 @@
 import type { CpuAttentionBackend } from '../attention/cpu-backend.js';
 import type { CacheMetadata } from '../cache/cache-metadata.js';
+import type { GrowPool } from '../cache/pool-growth.js';
 import type { CpuKvStorage } from '../cache/cpu-storage.js';
 import { decodeBlockRef, type QuantFormat } from '../format/layout.js';
 import { IDENTITY_INDEX_BASE } from '../kernels/compress/compact-blocks.js';
@@ -25,7 +26,7 @@ import { selectTopK } from './select.js';
  */
 export class CpuCompressionStages implements CompressionStages {
   readonly indexStride: number;
-  readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
+  readonly growPool: GrowPool;
   /**
    * Per head (layer × kvHeads + head): its kept indices among the tokens after its merge slots (all tokens
    * without slots), or null when it keeps every token.
@@ -44,7 +45,7 @@ export class CpuCompressionStages implements CompressionStages {
     readonly slots: SlotStateStore | null = null,
   ) {
     this.indexStride = storage.maxTokensPerHead;
-    this.growPool = (pool, blocks) => storage.growPool(pool, blocks);
+    this.growPool = (pool, layer, blocks) => storage.growPool(pool, layer, blocks);
   }
 
   get meta(): CacheMetadata {
@@ -217,6 +218,7 @@ export class CpuCompressionStages implements CompressionStages {
       const headIndex = headOfRow.get(compact.row) ?? 0;
       const after = this.#slotsAfter.get(compact.row);
       const entries = this.meta.tables.entryView(compact.row);
+      const layer = this.meta.layerOfRow(compact.row);
       const k = new Float32Array(compact.count * headDim);
       const v = new Float32Array(compact.count * headDim);
       const positions = new Uint32Array(compact.count);
@@ -229,13 +231,13 @@ export class CpuCompressionStages implements CompressionStages {
           positions[i] = after.positions[source.slot] ?? 0;
           continue;
         }
-        const token = this.storage.token(entries, 'index' in source ? source.index : 0);
+        const token = this.storage.token(entries, 'index' in source ? source.index : 0, layer);
         k.set(token.k, i * headDim);
         v.set(mergedRow ? mergedRow.subarray((firstSlot + i) * headDim, (firstSlot + i + 1) * headDim) : token.v, i * headDim);
         positions[i] = token.position;
       }
       const { pool, block } = decodeBlockRef(compact.destEntry);
-      this.storage.storeBlock(pool, block, k, v, positions, compact.count);
+      this.storage.storeBlock(pool, layer, block, k, v, positions, compact.count);
     }
   }
 

@@ -1,5 +1,6 @@
 import { CacheDestroyedError, InvalidArgumentError } from '../errors.js';
 import type { GpuKvStorage } from '../cache/gpu-storage.js';
+import type { GrowPool } from '../cache/pool-growth.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
 import type { BlockLayout, QuantFormat } from '../format/layout.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
@@ -44,7 +45,7 @@ export class GpuCompressionStages implements CompressionStages {
   private readonly buffers: Record<ScratchName, GPUBuffer>;
   /** Per-call inputs and outputs (members, jobs, gathered statistics, sums, the readback staging). */
   private readonly scratchBuffers: ScratchBuffers;
-  readonly growPool: (pool: 'full' | 'quant', blocks: number) => void;
+  readonly growPool: GrowPool;
   /** Merge 'slots' does not run on the GPU engine yet: the pipeline rejects it before any work. */
   readonly slots = null;
   private destroyed = false;
@@ -59,7 +60,7 @@ export class GpuCompressionStages implements CompressionStages {
     this.topK = new TopKSelectKernel(gpu);
     this.gather = new GatherStatsKernel(gpu);
     this.massKernel = new MassKeptKernel(gpu);
-    this.growPool = (pool, blocks) => storage.growPool(pool, blocks);
+    this.growPool = (pool, layer, blocks) => storage.growPool(pool, layer, blocks);
     const perToken = this.rows * this.indexStride * 4;
     this.scratchBuffers = new ScratchBuffers(gpu, 'compress');
     this.buffers = {
@@ -114,7 +115,7 @@ export class GpuCompressionStages implements CompressionStages {
     const encoder = gpu.device.createCommandEncoder({ label: 'compress:score' });
     const input: ScoreGpuInput = {
       gpu,
-      cache: this.storage.bindings,
+      cache: this.storage.bindings(0),
       full: this.meta.fullLayout,
       quant: this.meta.quantLayout,
       nHeads: this.backend.nHeads,
@@ -132,7 +133,11 @@ export class GpuCompressionStages implements CompressionStages {
     if (!job.policy.scoreGpu) throw new InvalidArgumentError('policy', `${job.policy.name} has no GPU scoring; use the CPU engine`);
     // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
     const writeMeans = (job.measureMass || options.merge !== 'none') && this.massBuffer(job) === this.buffers.mass;
-    job.policy.scoreGpu(encoder, writeMeans ? { ...input, means: this.buffers.mass } : input);
+    // Each layer's pools are buffers of their own: one scoring pass per layer.
+    for (let layer = 0; layer < layers; layer++) {
+      const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1 };
+      job.policy.scoreGpu(encoder, writeMeans ? { ...ofLayer, means: this.buffers.mass } : ofLayer);
+    }
     // Scoring, the joint selections and their one readback share a submit (allocateBudgetsGpu submits it).
     return allocateBudgetsGpu(gpu, {
       encoder,
@@ -183,11 +188,24 @@ export class GpuCompressionStages implements CompressionStages {
     }
     if (heads.length === 0) return null;
     const { gpu } = this.storage;
-    const headsBuffer = createStorageBuffer(gpu, 'compress:merge-heads', packMergeHeads(heads));
     const merged = createStorageBuffer(gpu, 'compress:merged', mergedWords(keptTotal, this.meta.shape.headDim) * 4);
-    scratch.push(headsBuffer, merged);
+    scratch.push(merged);
+    // Each layer's pools are buffers of their own: one merge per layer, into the one merged buffer.
+    for (let layer = 0; layer < this.meta.shape.layers; layer++) {
+      const ofLayer = heads.filter((h) => this.meta.layerOfRow(h.row) === layer);
+      if (ofLayer.length === 0) continue;
+      const headsBuffer = createStorageBuffer(gpu, 'compress:merge-heads', packMergeHeads(ofLayer));
+      scratch.push(headsBuffer);
+      this.encodeMergeLayer(encoder, job, layer, headsBuffer, ofLayer, keptTotal, merged);
+    }
+    return { merged, firstSlot };
+  }
+
+  private encodeMergeLayer(encoder: GPUCommandEncoder, job: ExecutionJob, layer: number, headsBuffer: GPUBuffer, heads: MergeHeadJob[], keptTotal: number, merged: GPUBuffer): void {
+    const mode = job.options.merge;
+    if (mode === 'none' || mode === 'slots') return;
     this.mergeKernel().encode(encoder, {
-      cache: this.storage.bindings,
+      cache: this.storage.bindings(layer),
       mode,
       heads: headsBuffer,
       numHeads: heads.length,
@@ -205,7 +223,6 @@ export class GpuCompressionStages implements CompressionStages {
       targets: this.buffers.scores,
       merged,
     });
-    return { merged, firstSlot };
   }
 
   async execute(job: ExecutionJob): Promise<number> {
@@ -280,14 +297,19 @@ export class GpuCompressionStages implements CompressionStages {
               return first === undefined ? compact : { ...compact, valueBase: first + compact.indexBase - compact.row * stride };
             })
           : job.plan.jobs;
-        const jobs = arena.upload('jobs', packCompactJobs(planned));
-        this.compactKernel().encode(encoder, {
-          cache: this.storage.bindings,
-          jobs,
-          numJobs: job.plan.jobs.length,
-          indices: this.buffers.keptIndex,
-          ...(merge ? { merged: merge.merged } : {}),
-        });
+        // Each layer's pools are buffers of their own: one compaction per layer, each with its own jobs buffer.
+        for (let layer = 0; layer < layers; layer++) {
+          const ofLayer = planned.filter((compact) => this.meta.layerOfRow(compact.row) === layer);
+          if (ofLayer.length === 0) continue;
+          const jobs = arena.upload(`jobs:${layer}`, packCompactJobs(ofLayer));
+          this.compactKernel().encode(encoder, {
+            cache: this.storage.bindings(layer),
+            jobs,
+            numJobs: ofLayer.length,
+            indices: this.buffers.keptIndex,
+            ...(merge ? { merged: merge.merged } : {}),
+          });
+        }
       }
       if (evicting) {
         const rowBytes = stride * 4;

@@ -119,10 +119,10 @@ export function prepareQuantizedPool(stages: CompressionStages, bits: number, fi
   if (fixedBits !== null) {
     throw new InvalidArgumentError('bits', `this cache quantizes to ${fixedBits} bits (quantBits at creation); compress with bits ${fixedBits} or 16, or create a cache with quantBits: ${bits}`);
   }
-  if (meta.quantPool.numUsed > 0) {
+  if (meta.poolUsage('quant').used > 0) {
     throw new InvalidArgumentError(
       'bits',
-      `this cache's quantized pool holds ${meta.quantPool.numUsed} ${meta.quantFormat ?? ''} blocks; compress with bits ${meta.quantLayout?.bits ?? ''} (or 16)`,
+      `this cache's quantized pool holds ${meta.poolUsage('quant').used} ${meta.quantFormat ?? ''} blocks; compress with bits ${meta.quantLayout?.bits ?? ''} (or 16)`,
     );
   }
   stages.setQuantFormat(format);

@@ -90,9 +90,9 @@ export class CpuKvCache {
     return this.meta.quantLayout;
   }
 
-  /** The words of a pool, laid out as the GPU buffer (`numBlocks × wordsPerBlock`). A live view: do not write. */
-  poolWords(pool: PoolName): Uint32Array {
-    return this.storage.poolWords(pool);
+  /** The words of one layer's pool, laid out as its GPU buffer (`numBlocks × wordsPerBlock`). A live view: do not write. */
+  poolWords(pool: PoolName, layer: number): Uint32Array {
+    return this.storage.poolWords(pool, layer);
   }
 
   // ------------------------------------------------------------------ sequences

@@ -15,7 +15,7 @@ import { type SequenceSnapshot, type SnapshotTarget, validateSnapshot } from './
 
 /** What an import needs of either engine's storage. */
 interface GrowableStorage {
-  growPool(pool: PoolName, blocks: number): void;
+  growPool(pool: PoolName, layer: number, blocks: number): void;
   setQuantFormat(format: QuantFormat): void;
 }
 
@@ -64,8 +64,8 @@ function planImport(meta: CacheMetadata, seqId: number, s: SequenceSnapshot, t: 
   try {
     if (s.quantFormat !== null && s.quantBlocks.length > 0 && meta.quantFormat === undefined) storage.setQuantFormat(s.quantFormat);
     const quantWords = meta.quantLayout?.wordsPerBlock ?? 1;
-    return importRows(meta, seqId, s.sequenceLength, s.rows, s.fullBlocks.length / meta.fullLayout.wordsPerBlock, s.quantBlocks.length / quantWords, (pool, blocks) =>
-      storage.growPool(pool, blocks),
+    return importRows(meta, seqId, s.sequenceLength, s.rows, s.fullBlocks.length / meta.fullLayout.wordsPerBlock, s.quantBlocks.length / quantWords, (pool, layer, blocks) =>
+      storage.growPool(pool, layer, blocks),
     );
   } catch (error) {
     meta.restore(before);
@@ -106,12 +106,11 @@ export function exportCpu(storage: CpuKvStorage, attention: CpuAttentionBackend,
   refuseSpeculation(attention.inSpeculation(seqId), seqId);
   const meta = storage.meta;
   const rows = exportRows(meta, seqId);
-  const words = (pool: 'full' | 'quant', blocks: readonly number[]): Uint32Array => {
+  const words = (pool: 'full' | 'quant', blocks: readonly number[], layersOf: readonly number[]): Uint32Array => {
     if (blocks.length === 0) return new Uint32Array(0);
     const wpb = storage.layout(pool).wordsPerBlock;
-    const all = storage.poolWords(pool);
     const out = new Uint32Array(blocks.length * wpb);
-    blocks.forEach((block, i) => out.set(all.subarray(block * wpb, (block + 1) * wpb), i * wpb));
+    blocks.forEach((block, i) => out.set(storage.poolWords(pool, layersOf[i] ?? 0).subarray(block * wpb, (block + 1) * wpb), i * wpb));
     return out;
   };
   const total = rows.rows.reduce((sum, r) => sum + r.tokenCount, 0);
@@ -127,8 +126,8 @@ export function exportCpu(storage: CpuKvStorage, attention: CpuAttentionBackend,
   const mergeSlots = slots.exportRows(slotRows(meta.shape, slot, (sl, l, h) => meta.tables.row(sl, l, h)));
   return {
     ...header(meta, attention.nHeads, attention.observationWindow, rows),
-    fullBlocks: words('full', rows.fullBlocks),
-    quantBlocks: words('quant', rows.quantBlocks),
+    fullBlocks: words('full', rows.fullBlocks, rows.fullLayers),
+    quantBlocks: words('quant', rows.quantBlocks, rows.quantLayers),
     stats,
     windows: Array.from({ length: layers }, (_, layer) => attention.exportWindow(slot, layer)),
     ...(mergeSlots ? { slots: mergeSlots } : {}),
@@ -150,10 +149,11 @@ export function importCpu(storage: CpuKvStorage, attention: CpuAttentionBackend,
   }
   for (const pool of ['full', 'quant'] as const) {
     const blocks = pool === 'full' ? placed.fullBlocks : placed.quantBlocks;
+    const layersOf = pool === 'full' ? placed.fullLayers : placed.quantLayers;
     const source = pool === 'full' ? s.fullBlocks : s.quantBlocks;
     if (blocks.length === 0) continue;
     const wpb = storage.layout(pool).wordsPerBlock;
-    blocks.forEach((block, i) => storage.writeBlockWords(pool, block, source.subarray(i * wpb, (i + 1) * wpb), filled[pool][i] ?? 0));
+    blocks.forEach((block, i) => storage.writeBlockWords(pool, layersOf[i] ?? 0, block, source.subarray(i * wpb, (i + 1) * wpb), filled[pool][i] ?? 0));
   }
   const stride = storage.maxTokensPerHead;
   let at = 0;

@@ -119,7 +119,20 @@ const variantName = compressVariantName;
  * report.rows.map((r) => r.perItem?.us); // µs per token: flat when the cost is linear in the context
  * ```
  */
-export const compressSuite: BenchSuite = {
+export const compressSuite: BenchSuite = compressSuiteFor();
+
+/**
+ * The compress suite restricted to given contexts and variants (default: the full run's, or `--quick`'s): a run of
+ * the 64K rows alone, or of two variants at every size, without timing the others.
+ *
+ * @example
+ * ```ts
+ * const suite = compressSuiteFor({ contexts: [1024, 65536], variants: [{ policy: 'h2o', budgetMode: 'uniform', bits: 16, window: true }] });
+ * await runBenchmarks(gpu, [suite], benchSettings(false));
+ * ```
+ */
+export function compressSuiteFor(only: { readonly contexts?: readonly number[]; readonly variants?: readonly CompressVariant[] } = {}): BenchSuite {
+  return {
   name: 'compress',
   description:
     'end-to-end cache.compress() (wall clock, host orchestration and readbacks included), 4 layers × 8 KV heads × ' +
@@ -130,8 +143,8 @@ export const compressSuite: BenchSuite = {
     'from the call until the GPU has done its work: scoring, the budget readback, selection, compaction, ' +
     'statistics gather and the table upload, on a fork of the filled sequence',
   cases: (settings) =>
-    (settings.quick ? QUICK_CONTEXTS : COMPRESS_CONTEXTS).flatMap((context) =>
-      (settings.quick ? QUICK_VARIANTS : COMPRESS_VARIANTS).map(
+    (only.contexts ?? (settings.quick ? QUICK_CONTEXTS : COMPRESS_CONTEXTS)).flatMap((context) =>
+      (only.variants ?? (settings.quick ? QUICK_VARIANTS : COMPRESS_VARIANTS)).map(
         (variant): BenchCase => ({
           name: `compress/${variantName(variant)}/${formatTokens(context)}`,
           shape:
@@ -143,21 +156,27 @@ export const compressSuite: BenchSuite = {
         }),
       ),
     ),
-};
+  };
+}
 
 /**
- * Blocks and bytes a case needs, to size the pools up front (growth inside a timed run would be timed too).
+ * Blocks and bytes a case needs, to size the pools up front (growth inside a timed run would be timed too). Each
+ * layer has its own pools (one buffer each): the block counts and pool bytes are those of ONE layer.
  *
  * @example
  * ```ts
- * const { fullPoolBytes, quantPoolBytes } = compressCacheSize(4096, 4); // 69,226,560 and 3,314,752 bytes
+ * const { fullPoolBytes, quantPoolBytes } = compressCacheSize(4096, 4); // 17,312,832 and 831,040 bytes per layer
  * ```
  */
 export interface CompressCacheSize {
+  /** Usable blocks of one layer's full pool. */
   readonly fullBlocks: number;
   readonly quantBlocks: number;
+  /** Bytes of one layer's full pool (its null block included). */
   readonly fullPoolBytes: number;
   readonly quantPoolBytes: number;
+  /** Bytes of every layer's pools: the cache's byte budget. */
+  readonly totalBytes: number;
   /** Bytes of one per-token statistics buffer (three exist), f32 [layers][2 slots][kvHeads][context]. */
   readonly statsBytes: number;
   /** Bytes of the source sequence's blocks: what the rows count. */
@@ -165,35 +184,37 @@ export interface CompressCacheSize {
 }
 
 /**
- * Pool sizes of an end-to-end case at `context` tokens: the source's full blocks, plus what one compression of
- * a fork writes (budget context/8; with int4, whole blocks older than the 32 recent tokens quantized), plus one
- * block per head of slack.
+ * Pool sizes of an end-to-end case at `context` tokens, per layer: the source's full blocks, plus what one
+ * compression of a fork writes (budget context/8; with int4, whole blocks older than the 32 recent tokens
+ * quantized), plus one block per head of slack.
  *
  * @example
  * ```ts
- * compressCacheSize(65536, 16).fullPoolBytes; // 1.2e9: past SwiftShader's 1 GiB binding limit
+ * compressCacheSize(65536, 16).fullPoolBytes; // 3.04e8 per layer (totalBytes 1.22e9: past 1 GiB in one buffer)
  * ```
  */
 export function compressCacheSize(context: number, bits: 16 | 4): CompressCacheSize {
   const { layers, kvHeads, headDim, blockSize } = COMPRESS_SHAPE;
-  const heads = layers * kvHeads;
   const full = blockLayout('f16', { headDim, blockSize });
   const quant = blockLayout('int4', { headDim, blockSize });
   const budget = Math.floor(context / 8);
-  const sourceBlocks = heads * Math.ceil(context / blockSize);
+  const sourceBlocks = kvHeads * Math.ceil(context / blockSize);
   // adakv may give one head up to its whole context: bound the output by the whole budget of its layer.
   const keptPerLayer = budget * kvHeads;
-  const outFull = bits === 16 ? layers * (Math.ceil(keptPerLayer / blockSize) + kvHeads) : heads * 4 + layers * kvHeads;
-  const outQuant = bits === 4 ? layers * (Math.ceil(keptPerLayer / blockSize) + kvHeads) : 0;
-  const fullBlocks = sourceBlocks + outFull + heads;
+  const outFull = bits === 16 ? Math.ceil(keptPerLayer / blockSize) + kvHeads : kvHeads * 4 + kvHeads;
+  const outQuant = bits === 4 ? Math.ceil(keptPerLayer / blockSize) + kvHeads : 0;
+  const fullBlocks = sourceBlocks + outFull + kvHeads;
   const quantBlocks = outQuant;
+  const fullPoolBytes = (fullBlocks + 1) * bytesPerBlock(full);
+  const quantPoolBytes = bits === 4 ? (quantBlocks + 1) * bytesPerBlock(quant) : 0;
   return {
     fullBlocks,
     quantBlocks,
-    fullPoolBytes: (fullBlocks + 1) * bytesPerBlock(full),
-    quantPoolBytes: bits === 4 ? (quantBlocks + 1) * bytesPerBlock(quant) : 4,
+    fullPoolBytes,
+    quantPoolBytes,
+    totalBytes: layers * (fullPoolBytes + quantPoolBytes),
     statsBytes: layers * 2 * kvHeads * context * 4,
-    sourceBytes: sourceBlocks * bytesPerBlock(full),
+    sourceBytes: layers * sourceBlocks * bytesPerBlock(full),
   };
 }
 
@@ -201,8 +222,8 @@ function tooBig(gpu: GpuContext, size: CompressCacheSize): string | null {
   const { maxStorageBufferBindingSize, maxBufferSize } = gpu.limits;
   const limit = Math.min(maxStorageBufferBindingSize, maxBufferSize);
   for (const [what, bytes] of [
-    ['full pool', size.fullPoolBytes],
-    ['quantized pool', size.quantPoolBytes],
+    ["one layer's full pool", size.fullPoolBytes],
+    ["one layer's quantized pool", size.quantPoolBytes],
     ['statistics buffer', size.statsBytes],
     ['copy reference', size.sourceBytes / 2],
   ] as const) {
@@ -241,7 +262,7 @@ async function fillSource(gpu: GpuContext, cache: PagedKvCache, context: number,
     for (let done = first; done < context; ) {
       const n = Math.min(FILL_CHUNK, context - done);
       const plan = cache.meta.planAppend(SOURCE, n);
-      if (plan === null) throw new OutOfBlocksError('full', n, cache.meta.fullPool.numFree, 'bench: the pool was sized too small');
+      if (plan === null) throw new OutOfBlocksError('full', n, cache.meta.poolUsage('full').free, 'bench: the pool was sized too small');
       const destSlots = createStorageBuffer(gpu, 'bench:fill-dest', plan.destSlots);
       const positions = createStorageBuffer(
         gpu,
@@ -250,7 +271,7 @@ async function fillSource(gpu: GpuContext, cache: PagedKvCache, context: number,
       );
       const enc = gpu.device.createCommandEncoder({ label: 'bench:fill' });
       for (let layer = 0; layer < layers; layer++) {
-        append.encode(enc, { layer, numTokens: n, keys, values, destSlots, positions, fullPool: cache.storage.poolBuffer('full'), flags });
+        append.encode(enc, { layer, numTokens: n, keys, values, destSlots, positions, fullPool: cache.storage.poolBuffer('full', layer), flags });
       }
       gpu.submit([enc.finish()]);
       await gpu.idle();
@@ -338,11 +359,11 @@ export async function prepareCompress(
       {
         bits: variant.bits,
         blockSize,
-        ...(variant.bits === 4 ? { initialQuantBlocks: size.quantBlocks } : {}),
+        ...(variant.bits === 4 ? { initialQuantBlocks: layers * size.quantBlocks } : {}),
         seqSlots: 2,
         maxTokensPerHead: context,
-        initialFullBlocks: size.fullBlocks,
-        maxBytes: size.fullPoolBytes + size.quantPoolBytes,
+        initialFullBlocks: layers * size.fullBlocks,
+        maxBytes: size.totalBytes,
         observationWindow: window,
       },
     ),

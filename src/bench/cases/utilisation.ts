@@ -44,8 +44,8 @@ function compressSequence(meta: CacheMetadata, id: number, random: () => number)
       const kept = Math.max(1, Math.floor(before * (0.125 + random() * 0.375)));
       const quantized = Math.floor(Math.max(0, kept - RESIDUAL) / blockSize);
       const fullBlocks = Math.ceil((kept - quantized * blockSize) / blockSize);
-      const quant = meta.allocateBlocksOrThrow('quant', quantized);
-      const full = meta.allocateBlocksOrThrow('full', fullBlocks);
+      const quant = meta.allocateBlocksOrThrow('quant', layer, quantized);
+      const full = meta.allocateBlocksOrThrow('full', layer, fullBlocks);
       const entries = [...quant.map((b) => encodeBlockRef('quant', b)), ...full.map((b) => encodeBlockRef('full', b))];
       meta.replaceHeadBlocks(id, layer, head, entries, kept);
     }

@@ -17,19 +17,22 @@ const ATTENTION_PARAMS = new UniformLayout('AttentionParams', [
 ]);
 
 /**
- * The GPU buffers of a paged cache that kernels read.
+ * The GPU buffers of a paged cache that kernels read, for ONE layer: the block table and context lengths cover every
+ * layer, the pools are that layer's own (block ids in its table rows are local to them). A kernel run with these
+ * reads only the table rows of that layer.
  *
  * @example
  * ```ts
- * const bindings: PagedCacheBindings = cache.bindings; // a PagedKvCache's buffers
- * attention.encode(encoder, { cache: bindings, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 });
+ * const bindings: PagedCacheBindings = cache.storage.bindings(3); // layer 3's pools of a PagedKvCache
+ * attention.encode(encoder, { cache: bindings, layer: 3, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 });
  * ```
  */
 export interface PagedCacheBindings {
   readonly blockTable: GPUBuffer;
   readonly contextLens: GPUBuffer;
+  /** The layer's full pool. */
   readonly fullPool: GPUBuffer;
-  /** A 4-byte placeholder when the cache has no quantized pool. */
+  /** The layer's quantized pool; a 4-byte placeholder when the cache has no quantized pool. */
   readonly quantPool: GPUBuffer;
   readonly seqSlots: number;
   readonly maxBlocksPerHead: number;
@@ -40,7 +43,7 @@ export interface PagedCacheBindings {
  *
  * @example
  * ```ts
- * const run: PagedAttentionRun = { cache: cache.bindings, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 };
+ * const run: PagedAttentionRun = { cache: cache.storage.bindings(0), layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 };
  * ```
  */
 export interface PagedAttentionRun {
