@@ -2,7 +2,7 @@ import { CacheDestroyedError, InvalidArgumentError } from '../errors.js';
 import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import type { GrowPool } from '../cache/pool-growth.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
-import type { BlockLayout, QuantFormat } from '../format/layout.js';
+import { type BlockLayout, QUANT_POOL_BIT, type QuantFormat } from '../format/layout.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import { ScratchBuffers } from '../gpu/scratch-buffers.js';
 import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../kernels/compress/compact-blocks.js';
@@ -302,11 +302,14 @@ export class GpuCompressionStages implements CompressionStages {
           const ofLayer = planned.filter((compact) => this.meta.layerOfRow(compact.row) === layer);
           if (ofLayer.length === 0) continue;
           const jobs = arena.upload(`jobs:${layer}`, packCompactJobs(ofLayer));
+          // With no quantized source block the kernel variant without the quantized read runs (about 2× faster).
+          const fullSources = ofLayer.every((compact) => this.meta.tables.entryView(compact.row).every((entry) => (entry & QUANT_POOL_BIT) === 0));
           this.compactKernel().encode(encoder, {
             cache: this.storage.bindings(layer),
             jobs,
             numJobs: ofLayer.length,
             indices: this.buffers.keptIndex,
+            sources: fullSources ? 'full' : 'any',
             ...(merge ? { merged: merge.merged } : {}),
           });
         }
