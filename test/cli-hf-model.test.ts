@@ -182,7 +182,7 @@ describe('bench --only model --model DIR', () => {
     expect(run.stderr).toMatch(/format: Hugging Face LlamaForCausalLM/);
     const report = JSON.parse(run.stdout) as { rows: { name: string; ms: number }[] };
     const rows = report.rows.filter((r) => r.name.startsWith('model/'));
-    expect(rows.map((r) => r.name)).toEqual(['f32/batch1', 'f32/batch8', 'f16/batch1', 'f16/batch8'].map((c) => `model/stories260K-hf/${c}`));
+    expect(rows.map((r) => r.name)).toEqual(['f32/batch1', 'f32/batch8', 'f16/batch1', 'f16/batch8', 'f16/batch8-per-sequence'].map((c) => `model/stories260K-hf/${c}`));
     for (const row of rows) expect(row.ms, row.name).toBeGreaterThan(0);
   });
 });
