@@ -6,7 +6,8 @@
 // softmax per pair and no barrier, so threads without pairs leave at once.
 // A window query sees tokens whose original position is ≤ its own.
 // Output: lse[layer][partition][window row][head] = (max logit, Σ exp(logit − max)) over the partition; the
-// score pass merges the partitions (max MASKED_LOGIT and Σ 0 where nothing is visible).
+// score pass merges the partitions (max MASKED_LOGIT and Σ 0 where nothing is visible). The variant that stores
+// logits also writes every pair's logit of every token (pairs of a KV head j-major, as below).
 // The w rows used are the newest: positions seq_len − w .. seq_len − 1, at ring index position mod window_cap.
 
 @group(0) @binding(0) var<uniform> params: SnapKVParams;
@@ -17,6 +18,8 @@
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;     // [layer_count][partitions][window][N_HEADS][2]
+// Only in the variant that stores logits (STORED_LOGITS in the host): pass 2 then reads them back.
+@group(0) @binding(8) var<storage, read_write> logits: array<f32>;  // [layer_count][KV_HEADS][window · GROUP][max_tokens]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 // Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
@@ -62,7 +65,8 @@ fn main(
   }
   let queries = load_queries(q_bases, positions);
 
-  let states = partition_states(queries, row, start, end);
+  let logit_base = ((l * KV_HEADS + kv_head) * pairs + first_pair) * params.max_tokens;
+  let states = partition_states(queries, row, start, end, logit_base, pairs - first_pair);
   for (var r = 0u; r < PAIR_BLOCK; r++) {
     let pair = first_pair + r;
     if (pair < pairs) {

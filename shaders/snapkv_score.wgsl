@@ -3,7 +3,8 @@
 // snapkv_lse.wgsl merged), then 1-D pooling over token order with 'same' padding (POOL_MAX: max; otherwise
 // Σ / POOL_KERNEL, padding counted as zero as in avg_pool1d), then protection. Each thread holds TOKEN_BLOCK
 // keys as values (decoded once) and reads every (query, head) pair's query once for all of them
-// (src/kernels/compress/snapkv-unrolled.ts says why); the pairs' merged normalisers are staged in workgroup
+// (src/kernels/compress/snapkv-unrolled.ts says why), or, in the variant that reads the logits pass 1 stored,
+// each pair's logit of each key (no key or query read at all); the pairs' merged normalisers are staged in workgroup
 // memory a tile of WORKGROUP_SIZE at a time. Pooling is fused: a workgroup computes the means of
 // WORKGROUP_SIZE · TOKEN_BLOCK consecutive tokens and writes the scores of all but POOL_RADIUS at each end
 // (recomputing the halo is cheaper than a second pass). TOVA is this kernel with w = 1 and POOL_KERNEL = 1.
@@ -18,6 +19,8 @@
 @group(0) @binding(7) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(8) var<storage, read_write> scores: array<f32>;  // [row][max_tokens]
 @group(0) @binding(9) var<storage, read_write> means: array<f32>;   // [row][max_tokens] when params.write_means
+// Only in the variant that reads stored logits (written by pass 1; window_q is then unused).
+@group(0) @binding(10) var<storage, read> logits: array<f32>;       // [layer_count][KV_HEADS][window · GROUP][max_tokens]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 const POOL_KERNEL: u32 = 2u * POOL_RADIUS + 1u;
@@ -59,17 +62,20 @@ fn main(
   var entries: array<u32, TOKEN_BLOCK>;
   var slots: array<u32, TOKEN_BLOCK>;
   var positions: array<u32, TOKEN_BLOCK>;
+  var tokens: array<u32, TOKEN_BLOCK>;
   for (var r = 0u; r < TOKEN_BLOCK; r++) {
     let t_mean = out_start + r * WORKGROUP_SIZE + lid - POOL_RADIUS;
     let has_token = out_start + r * WORKGROUP_SIZE + lid >= POOL_RADIUS && t_mean < len;
     let t_read = select(0u, t_mean, has_token);
     entries[r] = block_table[row * params.max_blocks + t_read / BLOCK_SIZE];
     slots[r] = t_read % BLOCK_SIZE;
+    tokens[r] = t_read;
     positions[r] = select(0xffffffffu, kv_position(entries[r], slots[r]), has_token);
   }
-  let keys = load_keys(entries, slots, positions);
+  let keys = load_keys(entries, slots, positions, tokens);
 
   let pairs = params.window * GROUP;
+  let logit_row = (l * KV_HEADS + kv_head) * pairs;
   var acc: array<f32, TOKEN_BLOCK>;
   for (var first = 0u; first < pairs; first += WORKGROUP_SIZE) {
     let pair = first + lid;
@@ -100,7 +106,7 @@ fn main(
       let pair_k = first + k;
       let ring = (params.seq_len - params.window + pair_k / GROUP) % params.window_cap;
       let q_base = ((base * params.window_cap + ring) * N_HEADS + kv_head * GROUP + pair_k % GROUP) * HEAD_DIM;
-      acc = pair_masses(keys, load_query(q_base), norm_tile[k], qpos_tile[k], acc);
+      acc = pair_step(keys, q_base, (logit_row + pair_k) * params.max_tokens, norm_tile[k], qpos_tile[k], acc);
     }
     workgroupBarrier();
   }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BlockFormat } from '../src/format/layout.js';
-import { scoreScratchBytes, type ScoreGpuInput } from '../src/compress/gpu-policies.js';
+import { logitScratchBytes, scoreScratchBytes, type ScoreGpuInput } from '../src/compress/gpu-policies.js';
 import type { ScoreInput } from '../src/compress/policy.js';
 import { createPolicy, policyNames, type AnyPolicyOptions } from '../src/compress/registry.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
@@ -154,6 +154,8 @@ interface Setup {
   windowQueries: GPUBuffer;
   windowPositions: GPUBuffer;
   scratch: GPUBuffer;
+  /** Room for stored logits (runs that pass it take the stored-logits kernels). */
+  logits: GPUBuffer;
   scores: GPUBuffer;
   /** Per slot: the reference's input (layer DATA_LAYER). */
   cpu: ScoreInput[];
@@ -249,6 +251,7 @@ function buildSetup(gpu: GpuContext, c: Case): Setup {
     windowPositions: createStorageBuffer(gpu, 'window-pos', windowPos),
     // Room for a partition per token: the tiled runs below split the heads into partitions of a few tokens.
     scratch: createStorageBuffer(gpu, 'scratch', scoreScratchBytes(LAYERS, WINDOW_CAPACITY, nHeads, maxTokens)),
+    logits: createStorageBuffer(gpu, 'logits', logitScratchBytes(LAYERS, WINDOW_CAPACITY, nHeads, maxTokens)),
     scores: createStorageBuffer(gpu, 'scores', rows * maxTokens * 4),
     cpu,
     seqLens,
@@ -269,10 +272,15 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
     { workgroupSize: 16, partitionTokens: 7, keyTile: 3, queryTile: 5 },
     { workgroupSize: 32, partitionTokens: 16, keyTile: 1, queryTile: 1 },
   ];
+  // And with the logits pass 1 stores for pass 2 (default tiling and the first small one).
   const windowTable = CASES.flatMap((c) =>
-    ['snapkv', 'tova'].flatMap((policy) => tilings.map((tiling) => ({ policy, c, label: c.name, tiling, tile: JSON.stringify(tiling) }))),
+    ['snapkv', 'tova'].flatMap((policy) => [
+      ...tilings.map((tiling) => ({ policy, c, label: c.name, tiling, tile: JSON.stringify(tiling), stored: false })),
+      { policy, c, label: c.name, tiling: undefined, tile: 'default tiling, stored logits', stored: true },
+      { policy, c, label: c.name, tiling: tilings[0], tile: `${JSON.stringify(tilings[0])}, stored logits`, stored: true },
+    ]),
   );
-  it.each([...table.map((row) => ({ ...row, tiling: undefined, tile: 'default tiling' })), ...windowTable])('$policy on $label, $tile', async ({ policy: name, c, tiling }) => {
+  it.each([...table.map((row) => ({ ...row, tiling: undefined, tile: 'default tiling', stored: false })), ...windowTable])('$policy on $label, $tile', async ({ policy: name, c, tiling, stored }) => {
     const gpu = await testGpu();
     const setup = await setupFor(gpu, c);
     const policy = createPolicy(name, c.options);
@@ -303,6 +311,7 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
         scratch: setup.scratch,
         scores: setup.scores,
         ...(tiling ? { tiling } : {}),
+        ...(stored ? { logits: setup.logits } : {}),
       };
       await gpu.withErrorScope(() => {
         const encoder = gpu.device.createCommandEncoder();
@@ -329,6 +338,45 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
         expect(got[other]).toBe(SENTINEL);
       }
     }
+  }, WINDOW_TEST_TIMEOUT_MS);
+
+  it('stored logits give the recomputed scores bit for bit, and are really stored', async () => {
+    const gpu = await testGpu();
+    const c = CASES[4] as Case; // 4097 keys, window 32, group 4
+    const setup = await setupFor(gpu, c);
+    const seqLen = setup.seqLens[0] ?? 0;
+    const logits = createStorageBuffer(gpu, 'logits-fresh', setup.logits.size);
+    const run = async (stored: boolean): Promise<Float32Array> => {
+      const input: ScoreGpuInput = {
+        gpu,
+        cache: setup.fixture.bindings,
+        full: setup.fixture.full,
+        quant: setup.fixture.quant,
+        nHeads: setup.nHeads,
+        kvHeads: KV_HEADS,
+        layer: c.layer,
+        layerCount: c.layerCount,
+        slot: 0,
+        seqLen,
+        window: { queries: setup.windowQueries, positions: setup.windowPositions, capacity: (c.window ?? WINDOW).capacity, valid: Math.min((c.window ?? WINDOW).valid, seqLen) },
+        scratch: setup.scratch,
+        scores: setup.scores,
+        ...(stored ? { logits } : {}),
+      };
+      await gpu.withErrorScope(() => {
+        const encoder = gpu.device.createCommandEncoder();
+        createPolicy('snapkv').scoreGpu?.(encoder, input);
+        gpu.submit([encoder.finish()]);
+      });
+      return new Float32Array(await readBuffer(gpu, setup.scores));
+    };
+    const recomputed = await run(false);
+    const stored = await run(true);
+    expect(stored).toEqual(recomputed);
+    const held = new Float32Array(await readBuffer(gpu, logits));
+    expect(held.some((v) => v !== 0 && v > -1e30)).toBe(true); // real logits
+    expect(held.some((v) => v < -1e30)).toBe(true); // masked: keys after a window query
+    logits.destroy();
   }, WINDOW_TEST_TIMEOUT_MS);
 
   it('window policies say what they miss', async () => {

@@ -14,7 +14,7 @@ import type { AttentionStatsBuffers } from '../kernels/cache/accumulate-attentio
 import type { PagedCacheBindings } from '../kernels/cache/paged-attention.js';
 import { ScoreStatsKernel, type TokenScoreFunction } from '../kernels/compress/score-stats.js';
 import type { ObservationWindowBindings, ScoreTarget } from '../kernels/compress/score-target.js';
-import { SnapKVLseKernel, snapkvLseBytes, type SnapKVShape } from '../kernels/compress/snapkv-lse.js';
+import { SnapKVLseKernel, snapkvLogitBytes, snapkvLseBytes, type SnapKVShape } from '../kernels/compress/snapkv-lse.js';
 import { SnapKVScoreKernel } from '../kernels/compress/snapkv-score.js';
 
 /**
@@ -53,6 +53,12 @@ export interface ScoreGpuInput {
    * keeps it alive until the encoder's submission completes; its contents never matter between runs.
    */
   readonly scratch?: GPUBuffer;
+  /**
+   * Window plans, optional: scratch for the logits of every (window query, head, token) (see
+   * {@link logitScratchBytes}). When it is large enough for the run the second pass reads the logits the first
+   * one stored instead of recomputing them (same scores, about half the work); otherwise it is ignored.
+   */
+  readonly logits?: GPUBuffer;
   /** f32 [row][maxTokensPerHead]; the target rows' tokens < context length are written. */
   readonly scores: GPUBuffer;
   /** Seed a token plan's `token.seed` carries (default: the plan's, else 0). */
@@ -117,6 +123,24 @@ export function scoreScratchBytes(layerCount: number, windowCapacity: number, nH
 }
 
 /**
+ * Bytes of the optional logit scratch ({@link ScoreGpuInput.logits}) that lets a window policy over `layerCount`
+ * layers, up to `windowCapacity` voting queries, `nHeads` query heads and `maxTokens` token slots per head compute
+ * each logit once. 4 MiB for 32 × 32 at 1K tokens, 256 MiB at 64K: callers allocate it up to a cap of their own
+ * ({@link STORED_LOGITS_MAX_BYTES} in the compressor) and go without past it.
+ *
+ * @example
+ * ```ts
+ * const bytes = logitScratchBytes(1, 32, 32, 1024); // 4 MiB
+ * ```
+ */
+export function logitScratchBytes(layerCount: number, windowCapacity: number, nHeads: number, maxTokens: number): number {
+  return snapkvLogitBytes(layerCount, windowCapacity, nHeads, maxTokens);
+}
+
+/** The largest logit scratch the compressor keeps (64 MiB: 32 window queries × 32 heads up to 16K tokens). */
+export const STORED_LOGITS_MAX_BYTES = 64 * 1024 * 1024;
+
+/**
  * Encodes the kernels of `plan` into `encoder`, with sinks and the `recent` newest positions protected (+Inf).
  * `policyName` names the passes and the errors.
  *
@@ -159,16 +183,20 @@ export function encodeGpuScores(
   if (!scratch) {
     throw new InvalidArgumentError('scratch', `${policyName} needs a scratch buffer of scoreScratchBytes() bytes`);
   }
-  const shape: SnapKVShape = { nHeads, kvHeads, full, quant, ...input.tiling };
+  const rows = Math.min(plan.window, window.valid);
+  const maxTokens = cache.maxBlocksPerHead * full.blockSize;
+  const storedLogits = input.logits !== undefined && input.logits.size >= snapkvLogitBytes(target.layerCount, rows, nHeads, maxTokens);
+  const shape: SnapKVShape = { nHeads, kvHeads, full, quant, ...input.tiling, ...(storedLogits ? { storedLogits } : {}) };
   const run = {
     cache,
     target,
     window,
-    rows: Math.min(plan.window, window.valid),
+    rows,
     lse: scratch,
     scores: input.scores,
     ...(input.scale !== undefined ? { scale: input.scale } : {}),
     ...(input.means !== undefined ? { means: input.means } : {}),
+    ...(storedLogits && input.logits ? { logits: input.logits } : {}),
   };
   // Kernel objects only hold a spec; the compiled pipelines are cached per device by their constants.
   new SnapKVLseKernel(gpu, shape).encode(encoder, run);

@@ -13,7 +13,7 @@ import { MERGE_WEIGHT_FLOOR } from './merge.js';
 import { CAM_MERGE_SPAN } from './options.js';
 import { TopKSelectKernel } from '../kernels/compress/select.js';
 import { allocateBudgetsGpu } from './budgets-gpu.js';
-import { scoreScratchBytes, type ScoreGpuInput } from './gpu-policies.js';
+import { logitScratchBytes, scoreScratchBytes, STORED_LOGITS_MAX_BYTES, type ScoreGpuInput } from './gpu-policies.js';
 import type { CompressionStages, ExecutionJob, SelectionJob } from './pipeline.js';
 
 type ScratchName = 'scores' | 'mass' | 'keptIndex' | 'keptCount' | 'thresholds' | 'scratch';
@@ -133,9 +133,12 @@ export class GpuCompressionStages implements CompressionStages {
     if (!job.policy.scoreGpu) throw new InvalidArgumentError('policy', `${job.policy.name} has no GPU scoring; use the CPU engine`);
     // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
     const writeMeans = (job.measureMass || options.merge !== 'none') && this.massBuffer(job) === this.buffers.mass;
+    // Window policies compute each logit once when the logits fit the compressor's cap (a persistent scratch).
+    const logitBytes = logitScratchBytes(1, this.backend.observationWindow, this.backend.nHeads, this.indexStride);
+    const logits = job.policy.requires.window && logitBytes <= STORED_LOGITS_MAX_BYTES ? this.scratchBuffers.get('snapkv:logits', logitBytes) : null;
     // Each layer's pools are buffers of their own: one scoring pass per layer.
     for (let layer = 0; layer < layers; layer++) {
-      const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1 };
+      const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1, ...(logits ? { logits } : {}) };
       job.policy.scoreGpu(encoder, writeMeans ? { ...ofLayer, means: this.buffers.mass } : ofLayer);
     }
     // Scoring, the joint selections and their one readback share a submit (allocateBudgetsGpu submits it).

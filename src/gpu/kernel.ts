@@ -120,7 +120,8 @@ function isBuffer(binding: Binding): binding is GPUBuffer {
 
 /**
  * Records one dispatch of `pipeline` with buffers bound at bindings 0..n−1 of group 0, folding a 1-D workgroup
- * count past maxComputeWorkgroupsPerDimension. Returns the folded count.
+ * count past maxComputeWorkgroupsPerDimension. Returns the folded count. A `null` entry leaves its binding out:
+ * a kernel variant that never uses a binding has none in its 'auto' layout, so binding a buffer there fails.
  *
  * @example
  * ```ts
@@ -131,7 +132,7 @@ export function encodeDispatch(
   gpu: GpuContext,
   pass: GPUComputePassEncoder,
   pipeline: GPUComputePipeline,
-  bindings: readonly Binding[],
+  bindings: readonly (Binding | null)[],
   workgroups: number,
 ): WorkgroupCount {
   if (workgroups <= 0) {
@@ -140,10 +141,9 @@ export function encodeDispatch(
   const bindGroup = gpu.device.createBindGroup({
     label: pipeline.label,
     layout: pipeline.getBindGroupLayout(0),
-    entries: bindings.map((binding, index) => ({
-      binding: index,
-      resource: isBuffer(binding) ? { buffer: binding } : binding,
-    })),
+    entries: bindings.flatMap((binding, index) =>
+      binding === null ? [] : [{ binding: index, resource: isBuffer(binding) ? { buffer: binding } : binding }],
+    ),
   });
   const count = foldDispatch(workgroups, gpu.maxWorkgroupsPerDimension);
   pass.setPipeline(pipeline);

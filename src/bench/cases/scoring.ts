@@ -1,4 +1,4 @@
-import { encodeGpuScores, type GpuScorePlan, scoreScratchBytes } from '../../compress/gpu-policies.js';
+import { encodeGpuScores, type GpuScorePlan, logitScratchBytes, scoreScratchBytes, STORED_LOGITS_MAX_BYTES } from '../../compress/gpu-policies.js';
 import { H2OPolicy } from '../../compress/policies/h2o.js';
 import { KnormPolicy } from '../../compress/policies/knorm.js';
 import { SnapKVPolicy } from '../../compress/policies/snapkv.js';
@@ -49,7 +49,8 @@ export const scoringSuite: BenchSuite = {
     'queries (f32, 32 heads) and their positions read, per-(query, head) softmax normalisers written and read, ' +
     'scores written. snapkv computes every q·k in both passes (register-blocked: each key read once per 4 ' +
     '(query, head) pairs, each query once per 8 keys), so it is compute-bound: the count is the traffic, not ' +
-    'the work. ' +
+    'the work. Up to 64 MiB of logits (16K tokens at this shape) pass 1 stores them and pass 2 reads them back ' +
+    'instead (their write and read counted); snapkv-recompute: the same rows recomputing every logit in pass 2. ' +
     'snapkv-ts-reference: ' +
     'SnapKVPolicy.score() on the CPU at the same shape (f32 keys), by wall clock: the snapkv rows\' speedup',
   cases: (settings) =>
@@ -74,9 +75,22 @@ export const scoringSuite: BenchSuite = {
           series: `scoring ${name}`,
           context,
           ...(plan.kind === 'window' && !settings.quick ? { baseline: referenceName(context) } : {}),
-          setup: (gpu) => prepareScoring(gpu, context, plan),
+          setup: (gpu) => prepareScoring(gpu, context, plan, true),
         }),
       ),
+      // The window policy without stored logits (what runs past the cap), for the same-run comparison.
+      ...(settings.quick
+        ? []
+        : SCORING_POLICIES.filter(({ plan }) => plan.kind === 'window').map(
+            ({ name, plan }): BenchCase => ({
+              name: `scoring/${name}-recompute/${formatTokens(context)}`,
+              shape: `ctx ${formatTokens(context)} · 8kv · d128 · f16 · 32q × window ${plan.kind === 'window' ? plan.window : 0} · logits recomputed`,
+              series: `scoring ${name} (recomputed logits)`,
+              context,
+              baseline: referenceName(context),
+              setup: (gpu) => prepareScoring(gpu, context, plan, false),
+            }),
+          )),
     ]),
 };
 
@@ -113,7 +127,7 @@ function prepareReference(context: number): PreparedCase {
   };
 }
 
-function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): PreparedCase {
+function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan, storeLogits: boolean): PreparedCase {
   const { nHeads, kvHeads, headDim, blockSize } = ATTENTION_SHAPE;
   const cache = buildBenchCache(gpu, { layers: 1, kvHeads, headDim, blockSize, context, full: 'f16', seed: context + 3 });
   const maxTokens = cache.maxBlocksPerHead * blockSize;
@@ -129,7 +143,9 @@ function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): P
   const queries = createStorageBuffer(gpu, 'bench:window-q', randomFloats(Math.max(1, window * nHeads * headDim), 13));
   const positions = createStorageBuffer(gpu, 'bench:window-pos', windowPositions);
   const scratch = createStorageBuffer(gpu, 'bench:lse', scoreScratchBytes(1, Math.max(1, window), nHeads, maxTokens));
-  const buffers = [attnSum, attnCount, scores, queries, positions, scratch];
+  const logitBytes = logitScratchBytes(1, Math.max(1, window), nHeads, maxTokens);
+  const logits = plan.kind === 'window' && storeLogits && logitBytes <= STORED_LOGITS_MAX_BYTES ? createStorageBuffer(gpu, 'bench:logits', logitBytes) : null;
+  const buffers = [attnSum, attnCount, scores, queries, positions, scratch, ...(logits ? [logits] : [])];
   const rowTokens = kvHeads * context;
   const kBytesPerToken = headDim * 2;
   const common = cache.tableBytesPerLayer + rowTokens * 4 /* positions */ + rowTokens * 4; /* scores */
@@ -138,7 +154,7 @@ function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): P
       ? plan.statistics.length > 0
         ? common + rowTokens * 4 * plan.statistics.length
         : common + rowTokens * kBytesPerToken
-      : common + rowTokens * kBytesPerToken + window * nHeads * (headDim * 4 + 4) + 2 * (window * nHeads * 8);
+      : common + rowTokens * kBytesPerToken + window * nHeads * (headDim * 4 + 4) + 2 * (window * nHeads * 8) + (logits ? 2 * window * nHeads * context * 4 : 0);
   return {
     bytes,
     items: { count: context, unit: 'token' },
@@ -160,6 +176,7 @@ function prepareScoring(gpu: GpuContext, context: number, plan: GpuScorePlan): P
           window: { queries, positions, capacity: Math.max(1, window), valid: window },
           scratch,
           scores,
+          ...(logits ? { logits } : {}),
         },
         plan,
         PROTECTION,

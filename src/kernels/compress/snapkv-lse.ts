@@ -62,6 +62,12 @@ export interface SnapKVShape {
    * serves them.
    */
   readonly queryTile?: number;
+  /**
+   * Pass 1 stores every logit in `run.logits` (see {@link snapkvLogitBytes}) and pass 2 reads them back instead
+   * of recomputing each (query, key) dot product: half the multiply-adds for window × heads × tokens × 4 bytes of
+   * scratch. Same scores, bit for bit.
+   */
+  readonly storedLogits?: boolean;
 }
 
 /**
@@ -107,6 +113,8 @@ export interface SnapKVRun {
    * probability here (the attention mass a compression report measures), at no extra pass.
    */
   readonly means?: GPUBuffer;
+  /** f32 scratch of {@link snapkvLogitBytes} bytes, for kernels whose shape has `storedLogits`. */
+  readonly logits?: GPUBuffer;
 }
 
 /**
@@ -120,6 +128,19 @@ export interface SnapKVRun {
  */
 export function snapkvLseBytes(layerCount: number, rows: number, nHeads: number, maxTokens = 1, partitionTokens = SNAPKV_PARTITION_TOKENS): number {
   return layerCount * Math.max(1, Math.ceil(maxTokens / partitionTokens)) * rows * nHeads * 2 * 4;
+}
+
+/**
+ * Bytes of the stored-logits scratch of a run (`storedLogits`): one f32 per (layer, window query, query head,
+ * token slot of a head).
+ *
+ * @example
+ * ```ts
+ * snapkvLogitBytes(1, 32, 32, 1024); // 4 MiB
+ * ```
+ */
+export function snapkvLogitBytes(layerCount: number, rows: number, nHeads: number, maxTokens: number): number {
+  return layerCount * rows * nHeads * maxTokens * 4;
 }
 
 /**
@@ -154,6 +175,12 @@ export function packSnapKVParams(
   }
   if (run.lse.size < snapkvLseBytes(target.layerCount, rows, nHeads)) {
     throw new InvalidArgumentError('lse', `holds ${run.lse.size} B; ${snapkvLseBytes(target.layerCount, rows, nHeads)} B needed`);
+  }
+  if (shape.storedLogits) {
+    const need = snapkvLogitBytes(target.layerCount, rows, nHeads, maxTokens);
+    if (!run.logits || run.logits.size < need) {
+      throw new InvalidArgumentError('logits', `a storedLogits kernel needs ${need} B of logit scratch; got ${run.logits?.size ?? 'none'}`);
+    }
   }
   const tiles = Math.ceil(maxTokens / tokensPerTile);
   // As many partitions as the scratch holds, up to one per partitionTokens tokens.
@@ -216,7 +243,10 @@ export class SnapKVLseKernel {
     this.spec = {
       name: 'snapkv_lse',
       body: snapkvLseBody,
-      libraries: [snapkvUnrolledLse(shape.full.headDim, this.pairBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null)), kvReadLibrary],
+      libraries: [
+        snapkvUnrolledLse(shape.full.headDim, this.pairBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null), shape.storedLogits),
+        kvReadLibrary,
+      ],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
@@ -247,6 +277,7 @@ export class SnapKVLseKernel {
         run.cache.fullPool,
         run.cache.quantPool,
         run.lse,
+        this.shape.storedLogits ? (run.logits ?? null) : null,
       ],
       run.target.layerCount * this.shape.kvHeads * chunks * partitions,
     );

@@ -61,7 +61,11 @@ export class SnapKVScoreKernel {
     this.spec = {
       name: 'snapkv_score',
       body: snapkvScoreBody,
-      libraries: [snapkvUnrolledScore(shape.full.headDim, tokenBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null)), kvReadLibrary, scoreCommonLibrary],
+      libraries: [
+        snapkvUnrolledScore(shape.full.headDim, tokenBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null), shape.storedLogits),
+        kvReadLibrary,
+        scoreCommonLibrary,
+      ],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
@@ -95,7 +99,8 @@ export class SnapKVScoreKernel {
       kernelPipeline(this.gpu, this.spec),
       [
         uniforms,
-        run.window.queries,
+        // The stored-logits variant reads no window query (its 'auto' layout has no binding 1).
+        this.shape.storedLogits ? null : run.window.queries,
         run.window.positions,
         run.lse,
         run.cache.blockTable,
@@ -104,6 +109,7 @@ export class SnapKVScoreKernel {
         run.cache.quantPool,
         run.scores,
         run.means ?? this.placeholder(),
+        this.shape.storedLogits ? (run.logits ?? null) : null,
       ],
       run.target.layerCount * this.shape.kvHeads * tiles,
     );
