@@ -4,10 +4,10 @@
 // (max, sum) per (query, head) for shaders/flash_decode_stats.wgsl. A row that saw no key gets zeros.
 
 @group(0) @binding(0) var<uniform> params: MergeParams;
-@group(0) @binding(1) var<storage, read> partial_acc: array<f32>;       // [n][N_HEADS][partitions][HEAD_DIM]
-@group(0) @binding(2) var<storage, read> partial_ml: array<vec2<f32>>;  // [n][N_HEADS][partitions]
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;         // [n][N_HEADS][HEAD_DIM]
-@group(0) @binding(4) var<storage, read_write> lse: array<vec2<f32>>;   // [n][N_HEADS]: (max, sum of exp)
+// The partial pass's scratch (layout in shaders/flash_decode_partial.wgsl): V mixes and (max, Σ) pairs read,
+// the (max, Σ) of each (query, head) written after them.
+@group(0) @binding(1) var<storage, read_write> partials: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;         // [n][N_HEADS][HEAD_DIM]
 
 const MASKED_LOGIT: f32 = -3.0e38f;
 
@@ -24,23 +24,27 @@ fn main(
   let row = i / HEAD_DIM;
   let d = i % HEAD_DIM;
   let partitions = params.partitions;
+  let ml_base = params.num_queries * N_HEADS * partitions * HEAD_DIM;
   var m = MASKED_LOGIT;
   for (var p = 0u; p < partitions; p++) {
-    m = max(m, partial_ml[row * partitions + p].x);
+    m = max(m, partials[ml_base + (row * partitions + p) * 2u]);
   }
   var l = 0.0;
   var acc = 0.0;
   for (var p = 0u; p < partitions; p++) {
-    let ml = partial_ml[row * partitions + p];
+    let at = ml_base + (row * partitions + p) * 2u;
+    let ml = vec2<f32>(partials[at], partials[at + 1u]);
     if (ml.y == 0.0) {
       continue;
     }
     let w = exp(ml.x - m);
     l = fma(ml.y, w, l);
-    acc = fma(partial_acc[(row * partitions + p) * HEAD_DIM + d], w, acc);
+    acc = fma(partials[(row * partitions + p) * HEAD_DIM + d], w, acc);
   }
   out[i] = select(0.0, acc / l, l > 0.0);
   if (d == 0u) {
-    lse[row] = vec2<f32>(m, l);
+    let lse = ml_base + params.num_queries * N_HEADS * partitions * 2u + row * 2u;
+    partials[lse] = m;
+    partials[lse + 1u] = l;
   }
 }

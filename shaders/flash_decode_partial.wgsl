@@ -3,7 +3,8 @@
 // (and, for prefill, QUERY_TILE consecutive queries of one sequence), so each K/V word is read once per group
 // instead of once per query head. The partition is walked in chunks of CHUNK_TOKENS with an online softmax;
 // logits live in workgroup memory. Output per (query, head, partition): the unnormalised V mix and (max, sum) of
-// its exponentials; shaders/flash_decode_merge.wgsl combines partitions by log-sum-exp.
+// its exponentials, in one scratch binding (`partials`); shaders/flash_decode_merge.wgsl combines partitions by
+// log-sum-exp.
 //
 // Pools are bound as vec4 words so that a full block's 8 channels come in one 16-byte load; the host checks
 // that blocks and their K/V regions start on 16-byte boundaries. Quantized blocks: the K scale/zero of a chunk's
@@ -25,10 +26,13 @@
 @group(0) @binding(7) var<storage, read> quant_pool: array<vec4<u32>>;
 // The same buffer as single words: codes of one octet are one word (int4) or part of one, and picking a lane of
 // a vec4 by a per-thread index costs SwiftShader more than a scalar load.
-@group(0) @binding(10) var<storage, read> quant_words: array<u32>;
-@group(0) @binding(11) var<storage, read> full_words: array<u32>;
-@group(0) @binding(8) var<storage, read_write> partial_acc: array<f32>;       // [n][N_HEADS][partitions][HEAD_DIM]
-@group(0) @binding(9) var<storage, read_write> partial_ml: array<vec2<f32>>;  // [n][N_HEADS][partitions]
+@group(0) @binding(9) var<storage, read> quant_words: array<u32>;
+@group(0) @binding(10) var<storage, read> full_words: array<u32>;
+// Every output of the run in one binding, so that a stage stays within the 10 storage buffers Chrome allows
+// (src/kernels/cache/flash-decode.ts, `partialsLayout`): the unnormalised V mixes [n][N_HEADS][partitions][HEAD_DIM],
+// then (max, Σ) pairs [n][N_HEADS][partitions], then the merge pass's (max, Σ) per (query, head), then the query
+// positions as bits (written here, by the workgroups of KV head 0 and partition 0, for the statistics pass).
+@group(0) @binding(8) var<storage, read_write> partials: array<f32>;
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 const ROWS: u32 = QUERY_TILE * GROUP;
@@ -80,6 +84,15 @@ var<workgroup> q_zero_rows: array<vec4<f32>, select(1u, K_GROUPS_PER_CHUNK * ZER
 // The row reductions' exchange (see the reduce libraries).
 var<workgroup> reduce_shared: array<vec4<f32>, select(1u, WORKGROUP_SIZE, ROW_VECTOR)>;
 var<workgroup> reduce_result: vec4<f32>;
+
+// Where the (max, Σ) pairs and the query positions start in `partials`.
+fn ml_base() -> u32 {
+  return params.num_queries * N_HEADS * params.partitions * HEAD_DIM;
+}
+
+fn qpos_base() -> u32 {
+  return ml_base() + params.num_queries * N_HEADS * (params.partitions + 1u) * 2u;
+}
 
 fn full_word(i: u32) -> u32 {
   return full_words[i];
@@ -342,6 +355,9 @@ fn main(
     len_shared = context_lens[row_index];
   }
   let len = workgroupUniformLoad(&len_shared);
+  if (kv_head == 0u && part_index == 0u && lid < QUERY_TILE && first_query + lid < params.num_queries) {
+    partials[qpos_base() + first_query + lid] = bitcast<f32>(query_pos[first_query + lid]);
+  }
   let start = part_index * params.partition_tokens;
   let end = min(len, start + params.partition_tokens);
 
@@ -752,17 +768,19 @@ fn main(
     }
     let head = kv_head * GROUP + r % GROUP;
     let out = ((qi * N_HEADS + head) * partitions + part_index) * HEAD_DIM + (i % QUADS) * 4u;
-    partial_acc[out] = sum.x;
-    partial_acc[out + 1u] = sum.y;
-    partial_acc[out + 2u] = sum.z;
-    partial_acc[out + 3u] = sum.w;
+    partials[out] = sum.x;
+    partials[out + 1u] = sum.y;
+    partials[out + 2u] = sum.z;
+    partials[out + 3u] = sum.w;
   }
   if (lid < ROWS) {
     let qi = first_query + lid / GROUP;
     if (qi < params.num_queries) {
       let head = kv_head * GROUP + lid % GROUP;
       let ml = select(vec2<f32>(m_run, l_run), vec2<f32>(m_rows[lid], l_rows[lid]), ROW_VECTOR);
-      partial_ml[(qi * N_HEADS + head) * partitions + part_index] = ml;
+      let at = ml_base() + ((qi * N_HEADS + head) * partitions + part_index) * 2u;
+      partials[at] = ml.x;
+      partials[at + 1u] = ml.y;
     }
   }
 }

@@ -6,16 +6,17 @@
 
 @group(0) @binding(0) var<uniform> params: StatsParams;
 @group(0) @binding(1) var<storage, read> queries: array<f32>;       // [n][N_HEADS][HEAD_DIM]
-@group(0) @binding(2) var<storage, read> query_pos: array<u32>;     // [n]
-@group(0) @binding(3) var<storage, read> segments: array<u32>;      // [num_segments][3]: slot, first query, queries
-@group(0) @binding(4) var<storage, read> block_table: array<u32>;
-@group(0) @binding(5) var<storage, read> context_lens: array<u32>;
-@group(0) @binding(6) var<storage, read> full_pool: array<u32>;
-@group(0) @binding(7) var<storage, read> quant_pool: array<u32>;
-@group(0) @binding(8) var<storage, read> lse: array<vec2<f32>>;     // [n][N_HEADS]
-@group(0) @binding(9) var<storage, read_write> attn_sum: array<f32>;    // [row][max_tokens]
-@group(0) @binding(10) var<storage, read_write> attn_sq_sum: array<f32>; // [row][max_tokens]
-@group(0) @binding(11) var<storage, read_write> attn_count: array<f32>; // [row][max_tokens]
+@group(0) @binding(2) var<storage, read> segments: array<u32>;      // [num_segments][3]: slot, first query, queries
+@group(0) @binding(3) var<storage, read> block_table: array<u32>;
+@group(0) @binding(4) var<storage, read> context_lens: array<u32>;
+@group(0) @binding(5) var<storage, read> full_pool: array<u32>;
+@group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
+// The partial pass's scratch (shaders/flash_decode_partial.wgsl): (max, Σ) per (query, head) from lse_base on,
+// the query positions (as bits) from qpos_base on. One binding for both keeps the stage at 10 storage buffers.
+@group(0) @binding(7) var<storage, read> partials: array<f32>;
+@group(0) @binding(8) var<storage, read_write> attn_sum: array<f32>;    // [row][max_tokens]
+@group(0) @binding(9) var<storage, read_write> attn_sq_sum: array<f32>; // [row][max_tokens]
+@group(0) @binding(10) var<storage, read_write> attn_count: array<f32>; // [row][max_tokens]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 
@@ -51,13 +52,13 @@ fn main(
   var sq_sum = 0.0;
   var seen = 0u;
   for (var i = first; i < first + count; i++) {
-    if (pos > query_pos[i]) {
+    if (pos > bitcast<u32>(partials[params.qpos_base + i])) {
       continue;
     }
     seen += 1u;
     for (var g = 0u; g < GROUP; g++) {
       let head = i * N_HEADS + kv_head * GROUP + g;
-      let ml = lse[head];
+      let ml = vec2<f32>(partials[params.lse_base + head * 2u], partials[params.lse_base + head * 2u + 1u]);
       if (ml.y == 0.0) {
         continue;
       }

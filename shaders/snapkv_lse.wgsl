@@ -18,8 +18,8 @@
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;     // [layer_count][partitions][window][N_HEADS][2]
-// Only in the variant that stores logits (STORED_LOGITS in the host): pass 2 then reads them back.
-@group(0) @binding(8) var<storage, read_write> logits: array<f32>;  // [layer_count][KV_HEADS][window · GROUP][max_tokens]
+// Only in the variant that stores logits (`storedLogits` in the host): pass 2 then reads them back.
+@group(0) @binding(8) var<storage, read_write> logits: array<f32>;  // [layer_count][KV_HEADS][max_tokens][window · GROUP]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 // Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
@@ -65,8 +65,9 @@ fn main(
   }
   let queries = load_queries(q_bases, positions);
 
-  let logit_base = ((l * KV_HEADS + kv_head) * pairs + first_pair) * params.max_tokens;
-  let states = partition_states(queries, row, start, end, logit_base, pairs - first_pair);
+  // Token-major, so that a workgroup's stores at one token are contiguous and pages are walked in order.
+  let logit_base = (l * KV_HEADS + kv_head) * params.max_tokens * pairs + first_pair;
+  let states = partition_states(queries, row, start, end, logit_base, pairs, pairs - first_pair);
   for (var r = 0u; r < PAIR_BLOCK; r++) {
     let pair = first_pair + r;
     if (pair < pairs) {

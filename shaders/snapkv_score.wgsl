@@ -20,7 +20,7 @@
 @group(0) @binding(8) var<storage, read_write> scores: array<f32>;  // [row][max_tokens]
 @group(0) @binding(9) var<storage, read_write> means: array<f32>;   // [row][max_tokens] when params.write_means
 // Only in the variant that reads stored logits (written by pass 1; window_q is then unused).
-@group(0) @binding(10) var<storage, read> logits: array<f32>;       // [layer_count][KV_HEADS][window · GROUP][max_tokens]
+@group(0) @binding(10) var<storage, read> logits: array<f32>;       // [layer_count][KV_HEADS][max_tokens][window · GROUP]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 const POOL_KERNEL: u32 = 2u * POOL_RADIUS + 1u;
@@ -75,7 +75,7 @@ fn main(
   let keys = load_keys(entries, slots, positions, tokens);
 
   let pairs = params.window * GROUP;
-  let logit_row = (l * KV_HEADS + kv_head) * pairs;
+  let logit_head = (l * KV_HEADS + kv_head) * params.max_tokens * pairs;
   var acc: array<f32, TOKEN_BLOCK>;
   for (var first = 0u; first < pairs; first += WORKGROUP_SIZE) {
     let pair = first + lid;
@@ -106,7 +106,7 @@ fn main(
       let pair_k = first + k;
       let ring = (params.seq_len - params.window + pair_k / GROUP) % params.window_cap;
       let q_base = ((base * params.window_cap + ring) * N_HEADS + kv_head * GROUP + pair_k % GROUP) * HEAD_DIM;
-      acc = pair_step(keys, q_base, (logit_row + pair_k) * params.max_tokens, norm_tile[k], qpos_tile[k], acc);
+      acc = pair_step(keys, q_base, logit_head + pair_k, pairs, norm_tile[k], qpos_tile[k], acc);
     }
     workgroupBarrier();
   }

@@ -4,7 +4,8 @@ import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import type { GpuContext } from '../src/gpu/context.js';
 import { kernelPipeline } from '../src/gpu/kernel.js';
 import { attentionSegments } from '../src/kernels/cache/accumulate-attention.js';
-import { FlashDecodeKernel, type FlashDecodeShape } from '../src/kernels/cache/flash-decode.js';
+import { FLASH_DECODE_STORAGE_BUFFERS, FlashDecodeKernel, type FlashDecodeShape } from '../src/kernels/cache/flash-decode.js';
+import { createNodeGpu } from '../src/node/gpu.js';
 import { flashDecodeContexts } from '../src/bench/cases/flash-decode.js';
 import { decodeAttention, prefillAttention } from '../src/attention/reference-attention.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
@@ -81,8 +82,8 @@ const DECODE_CASES: DecodeCase[] = [
 ];
 
 /** Runs one decode case (two sequences, forced small partitions unless the case says otherwise) against the reference. */
-async function checkDecodeCase(c: DecodeCase, overrides: Partial<FlashDecodeShape> = {}): Promise<FlashDecodeKernel> {
-      const gpu = await testGpu();
+async function checkDecodeCase(c: DecodeCase, overrides: Partial<FlashDecodeShape> = {}, device?: GpuContext): Promise<FlashDecodeKernel> {
+      const gpu = device ?? (await testGpu());
       const kvHeads = 2;
       const nHeads = kvHeads * c.group;
       // two sequences; heads of different lengths, as after per-head eviction
@@ -177,6 +178,21 @@ const REDUCTION_CASES: DecodeCase[] = [
 ];
 
 describe('flash decode (split-context paged attention) vs the TS reference', () => {
+  it("fits Chrome's 10 storage buffers per stage: a device capped there runs every pass, statistics included", async () => {
+    await testGpu(); // picks the adapter (SwiftShader in CI) for this process
+    const chrome = await createNodeGpu({ limits: { maxStorageBuffersPerShaderStage: 10 } });
+    expect(chrome.limits.maxStorageBuffersPerShaderStage).toBe(10);
+    expect(FLASH_DECODE_STORAGE_BUFFERS).toBeLessThanOrEqual(10);
+    const errors: string[] = [];
+    chrome.device.onuncapturederror = (event) => errors.push(event.error.message);
+    await checkDecodeCase({ context: 65, group: 4, headDim: 64, full: 'f16', quant: 'int4' }, {}, chrome);
+    await checkDecodeCase({ context: 40, group: 2, headDim: 8, full: 'f32' }, {}, chrome);
+    await chrome.idle();
+    expect(errors).toEqual([]);
+    await chrome.destroy();
+  });
+
+
   it.each(DECODE_CASES)(
     'context $context, GQA group $group, head_dim $headDim, $full + $quant',
     async (c) => {

@@ -59,8 +59,8 @@ export interface PagedKvCacheOptions {
   readonly accumulateStats?: boolean;
   /**
    * The GPU engine's attention kernel for model steps: 'auto' (default) takes the split-context kernel where the
-   * block layouts and the device allow it, 'one-pass' always the one-pass kernel (bit-identical results between
-   * Node and Chrome, which lacks the 11 storage buffers the split-context kernel binds). The CPU engine ignores it.
+   * block layouts and the device allow it, 'one-pass' always the one-pass kernel (the kernel before split-context;
+   * both fit Chrome's 10 storage buffers per stage). The CPU engine ignores it.
    */
   readonly attentionKernel?: 'auto' | 'one-pass';
 }

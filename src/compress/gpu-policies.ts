@@ -137,8 +137,12 @@ export function logitScratchBytes(layerCount: number, windowCapacity: number, nH
   return snapkvLogitBytes(layerCount, windowCapacity, nHeads, maxTokens);
 }
 
-/** The largest logit scratch the compressor keeps (64 MiB: 32 window queries × 32 heads up to 16K tokens). */
-export const STORED_LOGITS_MAX_BYTES = 64 * 1024 * 1024;
+/**
+ * The largest logit scratch the compressor keeps: 16 MiB, 32 window queries × 32 heads up to 4K tokens. On
+ * SwiftShader storing won up to 4K (1K: 226 vs 378 ms, 4K: 441 vs 727) and lost at 16K (64 MiB: 3.5 vs 2.8 s
+ * wall), where writing and reading the logits costs more than the second round of dot products.
+ */
+export const STORED_LOGITS_MAX_BYTES = 16 * 1024 * 1024;
 
 /**
  * Encodes the kernels of `plan` into `encoder`, with sinks and the `recent` newest positions protected (+Inf).

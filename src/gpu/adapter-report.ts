@@ -57,6 +57,17 @@ export const NEGOTIATED_LIMITS = [
 ] as const;
 
 /**
+ * Upper bounds on the negotiated limits, e.g. `{ maxStorageBuffersPerShaderStage: 10 }` to run in Node what
+ * Chrome would allow (tests use it to keep the kernels within a browser's limits).
+ *
+ * @example
+ * ```ts
+ * const caps: LimitCaps = { maxStorageBuffersPerShaderStage: 10 };
+ * ```
+ */
+export type LimitCaps = Partial<Record<(typeof NEGOTIATED_LIMITS)[number], number>>;
+
+/**
  * Optional features we use when the adapter has them.
  *
  * @example
@@ -74,11 +85,12 @@ export const WANTED_FEATURES = ['timestamp-query', 'subgroups', 'shader-f16'] as
  * const device = await adapter.requestDevice(deviceDescriptorFor(adapter, 'kvcompact'));
  * ```
  */
-export function deviceDescriptorFor(adapter: GPUAdapter, label: string): GPUDeviceDescriptor {
+export function deviceDescriptorFor(adapter: GPUAdapter, label: string, caps: LimitCaps = {}): GPUDeviceDescriptor {
   const requiredLimits: Record<string, number> = {};
   for (const name of NEGOTIATED_LIMITS) {
     const value = (adapter.limits as unknown as Record<string, number | undefined>)[name];
-    if (typeof value === 'number') requiredLimits[name] = value;
+    const cap = caps[name];
+    if (typeof value === 'number') requiredLimits[name] = cap === undefined ? value : Math.min(value, cap);
   }
   const requiredFeatures = WANTED_FEATURES.filter((feature) => adapter.features.has(feature)) as GPUFeatureName[];
   return { label, requiredLimits, requiredFeatures };

@@ -1,5 +1,5 @@
 import { DeviceLostError, GpuValidationError, KvCompactError, NoAdapterError } from '../errors.js';
-import { type AdapterReport, describeAdapter, deviceDescriptorFor } from './adapter-report.js';
+import { type AdapterReport, describeAdapter, deviceDescriptorFor, type LimitCaps } from './adapter-report.js';
 import { BufferPool } from './buffer-pool.js';
 import { PipelineCache } from './pipeline-cache.js';
 
@@ -81,7 +81,7 @@ export class GpuContext {
    */
   static async fromGpu(
     gpu: GPU,
-    options: { powerPreference?: GPUPowerPreference; forceFallbackAdapter?: boolean; keepAlive?: unknown } = {},
+    options: { powerPreference?: GPUPowerPreference; forceFallbackAdapter?: boolean; keepAlive?: unknown; limits?: LimitCaps } = {},
   ): Promise<GpuContext> {
     const adapter = await gpu.requestAdapter({
       powerPreference: options.powerPreference ?? 'high-performance',
@@ -94,7 +94,7 @@ export class GpuContext {
           'VK_ICD_FILENAMES=/usr/lib/chromium/vk_swiftshader_icd.json (`npm run setup` does this)',
       );
     }
-    const device = await adapter.requestDevice(deviceDescriptorFor(adapter, 'kvcompact'));
+    const device = await adapter.requestDevice(deviceDescriptorFor(adapter, 'kvcompact', options.limits));
     return new GpuContext({
       device,
       adapter: describeAdapter(adapter),

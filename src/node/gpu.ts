@@ -3,6 +3,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { InvalidArgumentError, NoAdapterError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
+import type { LimitCaps } from '../gpu/adapter-report.js';
 
 /**
  * Which adapter to use: a real GPU, SwiftShader on the CPU, or the first that works (real first).
@@ -31,6 +32,8 @@ export interface NodeGpuOptions {
   readonly swiftshaderIcd?: string;
   /** Told once which adapter was chosen and why, e.g. to print it on stderr. */
   readonly onAdapterChosen?: (why: string) => void;
+  /** Upper bounds on the device limits (default: the adapter's maxima), e.g. Chrome's 10 storage buffers per stage. */
+  readonly limits?: LimitCaps;
 }
 
 /**
@@ -204,7 +207,7 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<GpuCo
       const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
       if (adapter && !(adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter) {
         const source = choice === 'hardware' ? 'hardware was asked for' : 'a Vulkan GPU driver offered one';
-        return told(await GpuContext.fromGpu(gpu, { keepAlive: gpu }), `a hardware GPU, as ${source}`);
+        return told(await GpuContext.fromGpu(gpu, { keepAlive: gpu, ...(options.limits ? { limits: options.limits } : {}) }), `a hardware GPU, as ${source}`);
       }
       if (choice === 'hardware') {
         throw new NoAdapterError(`no hardware GPU adapter found through Vulkan; ${INSTALL_HINT}`);
@@ -230,7 +233,7 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<GpuCo
   }
   const gpu = await dawnInstance();
   try {
-    return told(await GpuContext.fromGpu(gpu, { keepAlive: gpu }), why);
+    return told(await GpuContext.fromGpu(gpu, { keepAlive: gpu, ...(options.limits ? { limits: options.limits } : {}) }), why);
   } catch (error) {
     if (error instanceof NoAdapterError) {
       throw new NoAdapterError(

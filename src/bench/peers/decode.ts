@@ -1,8 +1,8 @@
 // Decode attention, kvcompact's side and the reference: one data set per context (values exact in f16, so the
 // f16 and f32 caches hold the same numbers and every engine computes the same thing), kvcompact's paged and
 // flash-decode kernels over it, and the TS reference. Browser-safe: the page runs it in Chromium next to
-// onnxruntime-web (./ort.ts), the CLI in Node for the kernel Chromium cannot bind (flash-decode needs 11 storage
-// buffers per stage; Chrome gives 10).
+// onnxruntime-web (./ort.ts), and the CLI in Node for the same kernels on Dawn. A device that binds fewer storage
+// buffers per stage than a kernel needs gets a skip with the reason.
 import { InvalidArgumentError, KvCompactError } from '../../errors.js';
 import { decodeAttention } from '../../attention/reference-attention.js';
 import { encodeBlock } from '../../format/block-codec.js';

@@ -38,6 +38,8 @@ const STATS_PARAMS = new UniformLayout('StatsParams', [
   { name: 'max_tokens', type: 'u32' },
   { name: 'tiles', type: 'u32' },
   { name: 'scale', type: 'f32' },
+  { name: 'lse_base', type: 'u32' },
+  { name: 'qpos_base', type: 'u32' },
 ]);
 
 /**
@@ -151,8 +153,29 @@ function positiveInteger(field: string, value: number): void {
   }
 }
 
-/** Storage buffers the partial and statistics passes bind; Chrome allows 10 per stage, Dawn in Node 12 or more. */
-export const FLASH_DECODE_STORAGE_BUFFERS = 11;
+/**
+ * Storage buffers the partial and statistics passes bind: 10, Chrome's per-stage limit (Dawn in Node gives 12 or
+ * more). The run's outputs share one scratch binding to fit it (see {@link partialsLayout}).
+ */
+export const FLASH_DECODE_STORAGE_BUFFERS = 10;
+
+/**
+ * Where each output of a split-context run sits in the kernel's one scratch buffer, in f32 words: the V mixes
+ * [n][nHeads][partitions][headDim], the partitions' (max, Σ) [n][nHeads][partitions][2], the merged (max, Σ)
+ * [n][nHeads][2], the query positions (u32 bits) [n]. The shaders compute the same offsets.
+ *
+ * @example
+ * ```ts
+ * partialsLayout(1, 32, 4, 128); // { mlBase: 16384, lseBase: 16640, qposBase: 16704, words: 16705 }
+ * ```
+ */
+export function partialsLayout(numQueries: number, nHeads: number, partitions: number, headDim: number): { mlBase: number; lseBase: number; qposBase: number; words: number } {
+  const rows = numQueries * nHeads;
+  const mlBase = rows * partitions * headDim;
+  const lseBase = mlBase + rows * partitions * 2;
+  const qposBase = lseBase + rows * 2;
+  return { mlBase, lseBase, qposBase, words: qposBase + numQueries };
+}
 
 /**
  * Paged attention split over the context ("flash-decoding"): a partial pass with one workgroup per (query tile,
@@ -163,8 +186,8 @@ export const FLASH_DECODE_STORAGE_BUFFERS = 11;
  *
  * Needs head_dim a multiple of 8 and full blocks and their V regions on 16-byte boundaries, quantized groups a
  * multiple of 8 channels (the defaults of block size 16 satisfy all three); {@link FlashDecodeKernel.supports}
- * says whether a layout qualifies, so a caller can keep PagedAttentionKernel for the rest. It binds 11 storage
- * buffers per stage (maxStorageBuffersPerShaderStage ≥ 11; SwiftShader and desktop GPUs give 12 or more).
+ * says whether a layout qualifies, so a caller can keep PagedAttentionKernel for the rest. It binds 10 storage
+ * buffers per stage (maxStorageBuffersPerShaderStage ≥ 10: Chrome's limit; SwiftShader and desktop Dawn give 12+).
  *
  * Swapping it in for PagedAttentionKernel + AccumulateAttentionKernel: pass `maxContext` where the old run took
  * `probsStride`, drop the probability buffer, and give `stats: { segments, numSegments, target }` instead of the
@@ -192,9 +215,10 @@ export class FlashDecodeKernel {
   readonly foldsKScale: boolean;
   /** The reductions variant compiled into the partial kernel (part of its pipeline cache key). */
   readonly reductions: FlashReductions;
-  private partialAcc: GPUBuffer | null = null;
-  private partialMl: GPUBuffer | null = null;
-  private lse: GPUBuffer | null = null;
+  /** The run's outputs ({@link partialsLayout}), reused by every run. */
+  private partials: GPUBuffer | null = null;
+  /** Layout of the last encoded run's partials (the statistics pass reads its merged sums and positions). */
+  private lastLayout: ReturnType<typeof partialsLayout> | null = null;
   private readonly retired: GPUBuffer[] = [];
 
   /** Why a layout cannot be read by this kernel, or null when it can. */
@@ -390,9 +414,9 @@ export class FlashDecodeKernel {
     const { partitions, partitionTokens } = this.split(run.numQueries, run.maxContext);
     const tiles = Math.ceil(run.numQueries / this.queryTile);
     const rows = run.numQueries * nHeads;
-    this.partialAcc = this.scratch(this.partialAcc, 'flash_decode:partial-acc', rows * partitions * headDim * 4);
-    this.partialMl = this.scratch(this.partialMl, 'flash_decode:partial-ml', rows * partitions * 8);
-    this.lse = this.scratch(this.lse, 'flash_decode:lse', rows * 8);
+    const layout = partialsLayout(run.numQueries, nHeads, partitions, headDim);
+    this.partials = this.scratch(this.partials, 'flash_decode:partials', layout.words * 4);
+    this.lastLayout = layout;
     const scale = run.scale ?? 1 / Math.sqrt(headDim);
     const partialUniforms = this.gpu.uniformBuffer(
       'flash_decode_partial:params',
@@ -427,8 +451,7 @@ export class FlashDecodeKernel {
         run.cache.contextLens,
         run.cache.fullPool,
         quantPool,
-        this.partialAcc,
-        this.partialMl,
+        this.partials,
         quantPool,
         run.cache.fullPool,
       ],
@@ -438,7 +461,7 @@ export class FlashDecodeKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.mergeSpec),
-      [mergeUniforms, this.partialAcc, this.partialMl, run.out, this.lse],
+      [mergeUniforms, this.partials, run.out],
       Math.ceil((rows * headDim) / 64),
     );
     if (run.stats) this.encodeStats(pass, run, run.stats, scale);
@@ -459,6 +482,8 @@ export class FlashDecodeKernel {
       }
     }
     const tiles = Math.ceil(run.maxContext / 64);
+    const layout = this.lastLayout;
+    if (!this.partials || !layout) throw new InvalidArgumentError('stats', 'encodeStats runs after the merge pass');
     const uniforms = this.gpu.uniformBuffer(
       'flash_decode_stats:params',
       STATS_PARAMS.pack({
@@ -469,9 +494,10 @@ export class FlashDecodeKernel {
         max_tokens: maxTokens,
         tiles,
         scale,
+        lse_base: layout.lseBase,
+        qpos_base: layout.qposBase,
       }),
     );
-    if (!this.lse) throw new InvalidArgumentError('stats', 'encodeStats runs after the merge pass');
     encodeDispatch(
       this.gpu,
       pass,
@@ -479,13 +505,12 @@ export class FlashDecodeKernel {
       [
         uniforms,
         run.queries,
-        run.queryPositions,
         stats.segments,
         run.cache.blockTable,
         run.cache.contextLens,
         run.cache.fullPool,
         run.cache.quantPool,
-        this.lse,
+        this.partials,
         stats.target.attnSum,
         stats.target.attnSqSum,
         stats.target.attnCount,
@@ -496,9 +521,8 @@ export class FlashDecodeKernel {
 
   /** Frees the scratch buffers (partials and softmax sums); the kernel allocates them again when next used. */
   destroy(): void {
-    for (const buffer of [this.partialAcc, this.partialMl, this.lse, ...this.retired.splice(0)]) buffer?.destroy();
-    this.partialAcc = null;
-    this.partialMl = null;
-    this.lse = null;
+    for (const buffer of [this.partials, ...this.retired.splice(0)]) buffer?.destroy();
+    this.partials = null;
+    this.lastLayout = null;
   }
 }

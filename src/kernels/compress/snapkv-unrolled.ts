@@ -78,9 +78,9 @@ function common(headDim: number, keyRead: SnapKVKeyRead): string {
 
 /**
  * Pass 1: `struct PairQueries` (a thread's `block` queries q0.. and their positions p0..), `load_queries` and
- * `partition_states(queries, row, start, end, logit_base, valid)`: each query's online (max, Σ exp) state over
- * tokens start..end − 1. With `storeLogits` it also writes pair r's logit of token t (MASKED_LOGIT where the
- * query does not see it) to `logits[logit_base + r · max_tokens + t]` for r < valid, for pass 2 to read back.
+ * `partition_states(queries, row, start, end, logit_base, logit_stride, valid)`: each query's online (max, Σ exp)
+ * state over tokens start..end − 1. With `storeLogits` it also writes pair r's logit of token t (MASKED_LOGIT
+ * where the query does not see it) to `logits[logit_base + t · logit_stride + r]` for r < valid, for pass 2.
  */
 export function snapkvUnrolledLse(headDim: number, block: number, keyRead: SnapKVKeyRead, storeLogits = false): string {
   const rs = range(block);
@@ -93,7 +93,7 @@ export function snapkvUnrolledLse(headDim: number, block: number, keyRead: SnapK
     `fn load_queries(q_bases: array<u32, PAIR_BLOCK>, positions: array<u32, PAIR_BLOCK>) -> PairQueries {`,
     `  return PairQueries(${[...rs.map((r) => `load_query(q_bases[${r}])`), ...rs.map((r) => `positions[${r}]`)].join(', ')});`,
     `}`,
-    `fn partition_states(qs: PairQueries, row: u32, start: u32, end: u32, logit_base: u32, valid: u32) -> array<vec2<f32>, PAIR_BLOCK> {`,
+    `fn partition_states(qs: PairQueries, row: u32, start: u32, end: u32, logit_base: u32, logit_stride: u32, valid: u32) -> array<vec2<f32>, PAIR_BLOCK> {`,
     ...rs.map((r) => `  var m${r} = MASKED_LOGIT;\n  var s${r} = 0.0;`),
     `  for (var t = start; t < end; t++) {`,
     `    let entry = block_table[row * params.max_blocks + t / BLOCK_SIZE];`,
@@ -102,7 +102,7 @@ export function snapkvUnrolledLse(headDim: number, block: number, keyRead: SnapK
     `    let k = load_key(entry, slot);`,
     ...rs.flatMap((r) => [
       `    let l${r} = select(MASKED_LOGIT, snapkv_logit(qs.q${r}, k), pos <= qs.p${r});`,
-      ...(storeLogits ? [`    if (${r}u < valid) { logits[logit_base + ${r}u * params.max_tokens + t] = l${r}; }`] : []),
+      ...(storeLogits ? [`    if (${r}u < valid) { logits[logit_base + t * logit_stride + ${r}u] = l${r}; }`] : []),
       `    let n${r} = max(m${r}, l${r});`,
       `    s${r} = s${r} * exp(m${r} - n${r}) + select(0.0, exp(l${r} - n${r}), pos <= qs.p${r});`,
       `    m${r} = n${r};`,
@@ -115,9 +115,9 @@ export function snapkvUnrolledLse(headDim: number, block: number, keyRead: SnapK
 
 /**
  * Pass 2: `struct TokenKeys` (a thread's `block` keys k0.. and their positions p0.., 0xffffffff for none),
- * `load_keys(entries, slots, positions, tokens)` and `pair_step(keys, q_base, logit_at, norm, qpos, acc)`: acc
- * plus each key's probability under one pair. With `storedLogits` a key is its token index t0.., and a pair's
- * logits are read from `logits[logit_at + t]` (written by pass 1) instead of recomputed from its query at q_base:
+ * `load_keys(entries, slots, positions, tokens)` and `pair_step(keys, q_base, logit_at, logit_stride, norm, qpos,
+ * acc)`: acc plus each key's probability under one pair. With `storedLogits` a key is its token index t0.., and a
+ * pair's logits are read from `logits[logit_at + t · logit_stride]` (pass 1 wrote them) instead of recomputed:
  * one load per (pair, key) instead of a head_dim-long dot product, the same f32 logit either way.
  */
 export function snapkvUnrolledScore(headDim: number, block: number, keyRead: SnapKVKeyRead, storedLogits = false): string {
@@ -131,9 +131,9 @@ export function snapkvUnrolledScore(headDim: number, block: number, keyRead: Sna
       `fn load_keys(entries: array<u32, TOKEN_BLOCK>, slots: array<u32, TOKEN_BLOCK>, positions: array<u32, TOKEN_BLOCK>, tokens: array<u32, TOKEN_BLOCK>) -> TokenKeys {`,
       `  return TokenKeys(${[...rs.map((r) => `tokens[${r}]`), ...rs.map((r) => `positions[${r}]`)].join(', ')});`,
       `}`,
-      `fn pair_step(keys: TokenKeys, q_base: u32, logit_at: u32, norm: vec2<f32>, qpos: u32, acc: array<f32, TOKEN_BLOCK>) -> array<f32, TOKEN_BLOCK> {`,
+      `fn pair_step(keys: TokenKeys, q_base: u32, logit_at: u32, logit_stride: u32, norm: vec2<f32>, qpos: u32, acc: array<f32, TOKEN_BLOCK>) -> array<f32, TOKEN_BLOCK> {`,
       `  return array<f32, TOKEN_BLOCK>(${rs
-        .map((r) => `acc[${r}] + select(0.0, exp(logits[logit_at + keys.t${r}] - norm.x) * norm.y, keys.p${r} <= qpos)`)
+        .map((r) => `acc[${r}] + select(0.0, exp(logits[logit_at + keys.t${r} * logit_stride] - norm.x) * norm.y, keys.p${r} <= qpos)`)
         .join(', ')});`,
       `}`,
     ].join('\n');
@@ -152,7 +152,7 @@ export function snapkvUnrolledScore(headDim: number, block: number, keyRead: Sna
       .map((r) => `acc[${r}] + select(0.0, exp(snapkv_logit(q, keys.k${r}) - norm.x) * norm.y, keys.p${r} <= qpos)`)
       .join(', ')});`,
     `}`,
-    `fn pair_step(keys: TokenKeys, q_base: u32, logit_at: u32, norm: vec2<f32>, qpos: u32, acc: array<f32, TOKEN_BLOCK>) -> array<f32, TOKEN_BLOCK> {`,
+    `fn pair_step(keys: TokenKeys, q_base: u32, logit_at: u32, logit_stride: u32, norm: vec2<f32>, qpos: u32, acc: array<f32, TOKEN_BLOCK>) -> array<f32, TOKEN_BLOCK> {`,
     `  return pair_masses(keys, load_query(q_base), norm, qpos, acc);`,
     `}`,
   ].join('\n');
