@@ -258,6 +258,28 @@ function buildSetup(gpu: GpuContext, c: Case): Setup {
   };
 }
 
+/** The GPU scoring input of one slot of a case (statistics, window, scratch); runs add tiling or logits. */
+function scoreInput(gpu: GpuContext, setup: Setup, c: Case, slot: number): ScoreGpuInput {
+  const seqLen = setup.seqLens[slot] ?? 0;
+  const window = c.window ?? WINDOW;
+  return {
+    gpu,
+    cache: setup.fixture.bindings,
+    full: setup.fixture.full,
+    quant: setup.fixture.quant,
+    nHeads: setup.nHeads,
+    kvHeads: KV_HEADS,
+    layer: c.layer,
+    layerCount: c.layerCount,
+    slot,
+    seqLen,
+    stats: setup.gpuStats,
+    window: { queries: setup.windowQueries, positions: setup.windowPositions, capacity: window.capacity, valid: Math.min(window.valid, seqLen) },
+    scratch: setup.scratch,
+    scores: setup.scores,
+  };
+}
+
 function close(got: number, want: number, relative: number): boolean {
   if (want === Infinity || got === Infinity) return got === want;
   return Math.abs(got - want) <= relative * Math.abs(want);
@@ -288,28 +310,9 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
     const seqSlots = c.lengths.length;
     const relative = RELATIVE[name] ?? PROBABILITY_RELATIVE;
     for (let slot = 0; slot < seqSlots; slot++) {
-      const seqLen = setup.seqLens[slot] ?? 0;
       gpu.device.queue.writeBuffer(setup.scores, 0, new Float32Array(setup.rows * setup.maxTokens).fill(SENTINEL));
       const input: ScoreGpuInput = {
-        gpu,
-        cache: setup.fixture.bindings,
-        full: setup.fixture.full,
-        quant: setup.fixture.quant,
-        nHeads: setup.nHeads,
-        kvHeads: KV_HEADS,
-        layer: c.layer,
-        layerCount: c.layerCount,
-        slot,
-        seqLen,
-        stats: setup.gpuStats,
-        window: {
-          queries: setup.windowQueries,
-          positions: setup.windowPositions,
-          capacity: (c.window ?? WINDOW).capacity,
-          valid: Math.min((c.window ?? WINDOW).valid, seqLen),
-        },
-        scratch: setup.scratch,
-        scores: setup.scores,
+        ...scoreInput(gpu, setup, c, slot),
         ...(tiling ? { tiling } : {}),
         ...(stored ? { logits: setup.logits } : {}),
       };
@@ -344,25 +347,9 @@ describe('GPU scoring matches the TS policies on the same decoded cache', () => 
     const gpu = await testGpu();
     const c = CASES[4] as Case; // 4097 keys, window 32, group 4
     const setup = await setupFor(gpu, c);
-    const seqLen = setup.seqLens[0] ?? 0;
     const logits = createStorageBuffer(gpu, 'logits-fresh', setup.logits.size);
     const run = async (stored: boolean): Promise<Float32Array> => {
-      const input: ScoreGpuInput = {
-        gpu,
-        cache: setup.fixture.bindings,
-        full: setup.fixture.full,
-        quant: setup.fixture.quant,
-        nHeads: setup.nHeads,
-        kvHeads: KV_HEADS,
-        layer: c.layer,
-        layerCount: c.layerCount,
-        slot: 0,
-        seqLen,
-        window: { queries: setup.windowQueries, positions: setup.windowPositions, capacity: (c.window ?? WINDOW).capacity, valid: Math.min((c.window ?? WINDOW).valid, seqLen) },
-        scratch: setup.scratch,
-        scores: setup.scores,
-        ...(stored ? { logits } : {}),
-      };
+      const input: ScoreGpuInput = { ...scoreInput(gpu, setup, c, 0), ...(stored ? { logits } : {}) };
       await gpu.withErrorScope(() => {
         const encoder = gpu.device.createCommandEncoder();
         createPolicy('snapkv').scoreGpu?.(encoder, input);
