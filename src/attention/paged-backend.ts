@@ -267,28 +267,14 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     this.encodeWrite(encoder, step, layer, io.keys, io.values);
     const { attention, accumulate, flash, prefill } = this.attentionKernels();
     const provisional = state.provisional;
-    if (state.numTokens > 1 && !provisional) {
-      // Tiled prefill: scratch grows with the chunk, never chunk × context (provisional steps settle from probs).
+    // Multi-token steps take the tiled prefill kernel (scratch grows with the chunk, never chunk × context);
+    // one-token steps the split-context kernel (K/V read once per GQA group, no probability buffer, statistics
+    // from their own pass). Provisional (speculative) steps keep the one-pass kernel below: their statistics
+    // settle later, from the probabilities it leaves.
+    const tiled = state.numTokens > 1 ? prefill : flash;
+    if (tiled && !provisional) {
       this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
-      prefill.encode(encoder, {
-        cache: this.storage.bindings(layer),
-        layer,
-        numQueries: state.numTokens,
-        queries: io.queries,
-        querySlots: state.querySlots,
-        queryPositions: state.positionsBuffer,
-        out: io.out,
-        maxContext: state.probsStride,
-        ...(this.accumulateStats ? { stats: { segments: state.segments, numSegments: 1, target: this.statistics } } : {}),
-      });
-      return;
-    }
-    if (flash && !provisional) {
-      // Split-context attention: K/V read once per GQA group, no probability buffer; statistics from their own
-      // pass. Provisional (speculative) steps keep the one-pass kernel: their statistics settle later, from the
-      // probabilities it leaves.
-      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
-      flash.encode(encoder, {
+      tiled.encode(encoder, {
         cache: this.storage.bindings(layer),
         layer,
         numQueries: state.numTokens,
