@@ -6,7 +6,7 @@ import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
+import { type AttentionStatsBuffers, checkStatsBuffers, type PagedCacheBindings } from './attention-run.js';
 
 const ACCUMULATE_PARAMS = new UniformLayout('AccumulateParams', [
   { name: 'num_segments', type: 'u32' },
@@ -18,19 +18,7 @@ const ACCUMULATE_PARAMS = new UniformLayout('AccumulateParams', [
   { name: 'tiles', type: 'u32' },
 ]);
 
-/**
- * The per-token attention statistics of a cache, f32 `[row][maxTokensPerHead]` each (CONTRIBUTING.md).
- *
- * @example
- * ```ts
- * const stats: AttentionStatsBuffers = { attnSum: cache.attnSum, attnSqSum: cache.attnSqSum, attnCount: cache.attnCount };
- * ```
- */
-export interface AttentionStatsBuffers {
-  readonly attnSum: GPUBuffer;
-  readonly attnSqSum: GPUBuffer;
-  readonly attnCount: GPUBuffer;
-}
+export type { AttentionStatsBuffers } from './attention-run.js';
 
 /**
  * Groups the queries of an attention run into segments `u32 [n][3]` = (slot, first query, query count): one
@@ -137,13 +125,7 @@ export class AccumulateAttentionKernel {
         `holds ${run.segments.size} B; ${run.numSegments} segments need ${run.numSegments * 12} B`,
       );
     }
-    const maxTokens = run.cache.maxBlocksPerHead * full.blockSize;
-    const statsBytes = (run.layer + 1) * run.cache.seqSlots * kvHeads * maxTokens * 4;
-    for (const [name, buffer] of Object.entries(run.stats)) {
-      if (buffer.size < statsBytes) {
-        throw new InvalidArgumentError(name, `holds ${buffer.size} B; layer ${run.layer} needs ${statsBytes} B`);
-      }
-    }
+    const maxTokens = checkStatsBuffers(run.stats, run.cache, run.layer, kvHeads, full.blockSize);
     const tiles = Math.ceil(run.probsStride / this.workgroupSize);
     const uniforms = this.gpu.uniformBuffer(
       'accumulate_attention:params',

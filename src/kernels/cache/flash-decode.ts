@@ -10,9 +10,8 @@ import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
-import type { AttentionStatsBuffers } from './accumulate-attention.js';
+import { type AttentionQueryRun, attentionBindings, type AttentionStatsRun, checkQueries, checkStatsRun, positiveInteger } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
 
 const FLASH_PARAMS = new UniformLayout('FlashParams', [
   { name: 'num_queries', type: 'u32' },
@@ -74,12 +73,7 @@ const WORKGROUP_STORAGE_BUDGET = 16384;
  * const stats: FlashDecodeStats = { segments, numSegments: 1, target: { attnSum, attnSqSum, attnCount } };
  * ```
  */
-export interface FlashDecodeStats {
-  /** u32 [numSegments][3] from attentionSegments(): no slot twice. */
-  readonly segments: GPUBuffer;
-  readonly numSegments: number;
-  readonly target: AttentionStatsBuffers;
-}
+export type FlashDecodeStats = AttentionStatsRun;
 
 /**
  * One run of split-context paged attention: the fields of PagedAttentionRun without the probability buffer,
@@ -90,25 +84,14 @@ export interface FlashDecodeStats {
  * const run: FlashDecodeRun = { cache, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, maxContext: 4096 };
  * ```
  */
-export interface FlashDecodeRun {
-  readonly cache: PagedCacheBindings;
-  readonly layer: number;
-  readonly numQueries: number;
-  /** f32 [numQueries][nHeads][headDim], RoPE applied. */
-  readonly queries: GPUBuffer;
+export interface FlashDecodeRun extends AttentionQueryRun {
   /**
    * u32 [numQueries]: the sequence slot of each query. With `queryTile` > 1, the queries of one tile (consecutive
    * runs of `queryTile`) must belong to one slot, as a prefill chunk's do.
    */
   readonly querySlots: GPUBuffer;
-  /** u32 [numQueries]: each query's position; it sees cached tokens at positions ≤ it. */
-  readonly queryPositions: GPUBuffer;
-  /** f32 [numQueries][nHeads][headDim] output. */
-  readonly out: GPUBuffer;
   /** At least the longest context among the queried heads (what PagedAttentionRun calls probsStride). */
   readonly maxContext: number;
-  /** Default 1/√headDim. */
-  readonly scale?: number;
   /** Accumulate attention statistics into the cache's buffers; omit when the policy needs none. */
   readonly stats?: FlashDecodeStats;
 }
@@ -143,12 +126,6 @@ export interface FlashDecodeShape {
    * for `subgroup` on a device without the feature throws. Tests force each of {@link FlashDecodeKernel.reductionVariants}.
    */
   readonly reductions?: FlashReductions;
-}
-
-function positiveInteger(field: string, value: number): void {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
-  }
 }
 
 /** Storage buffers the partial and statistics passes bind; Chrome allows 10 per stage, Dawn in Node 12 or more. */
@@ -370,12 +347,8 @@ export class FlashDecodeKernel {
   encode(encoder: GPUCommandEncoder, run: FlashDecodeRun, timestampWrites?: GPUComputePassTimestampWrites): void {
     const { nHeads, kvHeads, full } = this.shape;
     const headDim = full.headDim;
-    positiveInteger('numQueries', run.numQueries);
+    checkQueries(run, nHeads, headDim);
     positiveInteger('maxContext', run.maxContext);
-    const needQ = run.numQueries * nHeads * headDim * 4;
-    if (run.queries.size < needQ || run.out.size < needQ) {
-      throw new InvalidArgumentError('queries', `queries and out need ${needQ} B`);
-    }
     // Without a quantized pool the cache binds a 4-byte placeholder, too small for a vec4 binding; the kernel
     // never reads it then, so the full pool stands in.
     const quantPool = this.shape.quant ? run.cache.quantPool : run.cache.fullPool;
@@ -418,20 +391,7 @@ export class FlashDecodeKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.partialSpec),
-      [
-        partialUniforms,
-        run.queries,
-        run.querySlots,
-        run.queryPositions,
-        run.cache.blockTable,
-        run.cache.contextLens,
-        run.cache.fullPool,
-        quantPool,
-        this.partialAcc,
-        this.partialMl,
-        quantPool,
-        run.cache.fullPool,
-      ],
+      attentionBindings(partialUniforms, run, quantPool, this.partialAcc, this.partialMl, quantPool, run.cache.fullPool),
       tiles * kvHeads * partitions,
     );
     encodeDispatch(
@@ -447,17 +407,7 @@ export class FlashDecodeKernel {
 
   private encodeStats(pass: GPUComputePassEncoder, run: FlashDecodeRun, stats: FlashDecodeStats, scale: number): void {
     const { kvHeads, full } = this.shape;
-    positiveInteger('numSegments', stats.numSegments);
-    if (stats.segments.size < stats.numSegments * 12) {
-      throw new InvalidArgumentError('segments', `holds ${stats.segments.size} B; ${stats.numSegments} segments need ${stats.numSegments * 12} B`);
-    }
-    const maxTokens = run.cache.maxBlocksPerHead * full.blockSize;
-    const statsBytes = (run.layer + 1) * run.cache.seqSlots * kvHeads * maxTokens * 4;
-    for (const [name, buffer] of Object.entries(stats.target)) {
-      if (buffer.size < statsBytes) {
-        throw new InvalidArgumentError(name, `holds ${buffer.size} B; layer ${run.layer} needs ${statsBytes} B`);
-      }
-    }
+    const maxTokens = checkStatsRun(stats, run.cache, run.layer, kvHeads, full.blockSize);
     const tiles = Math.ceil(run.maxContext / 64);
     const uniforms = this.gpu.uniformBuffer(
       'flash_decode_stats:params',
