@@ -3,7 +3,7 @@ import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from './cache-constants.js';
 import { type AttentionStatsBuffers, checkStatsBuffers, type PagedCacheBindings } from './attention-run.js';
@@ -68,6 +68,8 @@ export interface AccumulateAttentionRun {
   readonly segments: GPUBuffer;
   readonly numSegments: number;
   readonly stats: AttentionStatsBuffers;
+  /** A compute pass the caller keeps open to record into (default: a pass of its own). */
+  readonly pass?: GPUComputePassEncoder;
 }
 
 /**
@@ -139,7 +141,7 @@ export class AccumulateAttentionKernel {
         tiles,
       }),
     );
-    const pass = encoder.beginComputePass({ label: 'accumulate_attention' });
+    recordPass(encoder, 'accumulate_attention', run.pass, undefined, (pass) =>
     encodeDispatch(
       this.gpu,
       pass,
@@ -158,7 +160,6 @@ export class AccumulateAttentionKernel {
         run.stats.attnCount,
       ],
       run.numSegments * kvHeads * tiles,
-    );
-    pass.end();
+    ));
   }
 }

@@ -59,6 +59,8 @@ export interface AttentionQueryRun {
   readonly out: GPUBuffer;
   /** Default 1/√headDim. */
   readonly scale?: number;
+  /** A compute pass the caller keeps open to record into (default: a pass of the kernel's own). */
+  readonly pass?: GPUComputePassEncoder;
 }
 
 /**

@@ -8,7 +8,7 @@ import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { type AttentionQueryRun, attentionBindings, type AttentionStatsRun, checkQueries, checkStatsRun, positiveInteger } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
@@ -384,25 +384,24 @@ export class FlashDecodeKernel {
       'flash_decode_merge:params',
       MERGE_PARAMS.pack({ num_queries: run.numQueries, partitions }),
     );
-    const pass = encoder.beginComputePass(
-      timestampWrites ? { label: 'flash_decode', timestampWrites } : { label: 'flash_decode' },
-    );
+    const { partialAcc, partialMl, lse } = this;
+    recordPass(encoder, 'flash_decode', run.pass, timestampWrites, (pass) => {
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.partialSpec),
-      attentionBindings(partialUniforms, run, quantPool, this.partialAcc, this.partialMl, quantPool, run.cache.fullPool),
+      attentionBindings(partialUniforms, run, quantPool, partialAcc, partialMl, quantPool, run.cache.fullPool),
       tiles * kvHeads * partitions,
     );
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.mergeSpec),
-      [mergeUniforms, this.partialAcc, this.partialMl, run.out, this.lse],
+      [mergeUniforms, partialAcc, partialMl, run.out, lse],
       Math.ceil((rows * headDim) / 64),
     );
     if (run.stats) this.encodeStats(pass, run, run.stats, scale);
-    pass.end();
+    });
   }
 
   private encodeStats(pass: GPUComputePassEncoder, run: FlashDecodeRun, stats: FlashDecodeStats, scale: number): void {

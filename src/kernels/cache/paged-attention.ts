@@ -3,7 +3,7 @@ import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { type AttentionQueryRun, attentionBindings, checkQueries } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
@@ -92,16 +92,14 @@ export class PagedAttentionKernel {
         scale: run.scale ?? 1 / Math.sqrt(full.headDim),
       }),
     );
-    const pass = encoder.beginComputePass(
-      timestampWrites ? { label: 'paged_attention', timestampWrites } : { label: 'paged_attention' },
+    recordPass(encoder, 'paged_attention', run.pass, timestampWrites, (pass) =>
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.spec),
+        attentionBindings(uniforms, run, run.cache.quantPool, run.out, run.probs),
+        run.numQueries * nHeads,
+      ),
     );
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      attentionBindings(uniforms, run, run.cache.quantPool, run.out, run.probs),
-      run.numQueries * nHeads,
-    );
-    pass.end();
   }
 }

@@ -5,7 +5,7 @@ import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { type AttentionQueryRun, attentionBindings, type AttentionStatsRun, checkQueries, checkStatsRun, positiveInteger } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
@@ -232,18 +232,17 @@ export class PrefillAttentionKernel {
         scale,
       }),
     );
-    const pass = encoder.beginComputePass(
-      timestampWrites ? { label: 'prefill_attention', timestampWrites } : { label: 'prefill_attention' },
-    );
+    const lse = this.lse;
+    recordPass(encoder, 'prefill_attention', run.pass, timestampWrites, (pass) => {
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.attentionSpec),
-      attentionBindings(uniforms, run, run.cache.quantPool, run.out, this.lse),
+      attentionBindings(uniforms, run, run.cache.quantPool, run.out, lse),
       tiles * kvHeads,
     );
-    if (run.stats) this.encodeStats(pass, run, run.stats, scale, this.lse);
-    pass.end();
+    if (run.stats) this.encodeStats(pass, run, run.stats, scale, lse);
+    });
   }
 
   private encodeStats(pass: GPUComputePassEncoder, run: PrefillAttentionRun, stats: PrefillStats, scale: number, lse: GPUBuffer): void {
