@@ -2,6 +2,7 @@ import partialBody from '../../../shaders/flash_decode_partial.wgsl';
 import mergeBody from '../../../shaders/flash_decode_merge.wgsl';
 import statsBody from '../../../shaders/flash_decode_stats.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import reduceScanLibrary from '../../../shaders/flash_decode_reduce_scan.wgsl';
 import reduceSubgroupLibrary from '../../../shaders/flash_decode_reduce_subgroup.wgsl';
 import reduceWorkgroupLibrary from '../../../shaders/flash_decode_reduce_workgroup.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
@@ -281,7 +282,7 @@ export class FlashDecodeKernel {
     this.partialSpec = {
       name: 'flash_decode_partial',
       body: partialBody,
-      libraries: [subgroups ? reduceSubgroupLibrary : reduceWorkgroupLibrary],
+      libraries: [reduceScanLibrary, subgroups ? reduceSubgroupLibrary : reduceWorkgroupLibrary],
       ...(subgroups ? { enables: ['subgroups'] } : {}),
       constants: {
         ...common,
