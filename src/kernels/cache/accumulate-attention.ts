@@ -1,4 +1,5 @@
 import accumulateBody from '../../../shaders/accumulate_attention.wgsl';
+import statsLibrary from '../../../shaders/attention_stats_common.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
@@ -99,7 +100,7 @@ export class AccumulateAttentionKernel {
     this.spec = {
       name: 'accumulate_attention',
       body: accumulateBody,
-      libraries: [kvReadLibrary],
+      libraries: [kvReadLibrary, statsLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },

@@ -1,6 +1,7 @@
 import partialBody from '../../../shaders/flash_decode_partial.wgsl';
 import mergeBody from '../../../shaders/flash_decode_merge.wgsl';
 import statsBody from '../../../shaders/flash_decode_stats.wgsl';
+import statsLibrary from '../../../shaders/attention_stats_common.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import reduceScanLibrary from '../../../shaders/flash_decode_reduce_scan.wgsl';
 import reduceSubgroupLibrary from '../../../shaders/flash_decode_reduce_subgroup.wgsl';
@@ -306,7 +307,7 @@ export class FlashDecodeKernel {
     this.statsSpec = {
       name: 'flash_decode_stats',
       body: statsBody,
-      libraries: [kvReadLibrary],
+      libraries: [kvReadLibrary, statsLibrary],
       constants: { ...common, WORKGROUP_SIZE: u32(64) },
       uniforms: [STATS_PARAMS],
     };

@@ -1,5 +1,6 @@
 import attentionBody from '../../../shaders/prefill_attention.wgsl';
 import statsBody from '../../../shaders/prefill_stats.wgsl';
+import statsLibrary from '../../../shaders/attention_stats_common.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
@@ -182,7 +183,7 @@ export class PrefillAttentionKernel {
     this.statsSpec = {
       name: 'prefill_stats',
       body: statsBody,
-      libraries: [kvReadLibrary],
+      libraries: [kvReadLibrary, statsLibrary],
       constants: { ...common, STATS_KEYS: u32(this.statsKeys), STATS_QUERIES: u32(this.statsQueries) },
       uniforms: [STATS_PARAMS],
     };
