@@ -5,12 +5,14 @@
 // queries) and the three statistics buffers. Each token is written by exactly one thread of one dispatch (a slot
 // appears in one segment), which is what makes the += race-free without atomics.
 
-// One workgroup of a statistics dispatch: segment, KV head, tile of tokens, and the cache row they index.
+// One workgroup of a statistics dispatch: KV head, tile of tokens, the cache row they index, and the segment's
+// queries (first, count).
 struct StatsGroup {
-  segment: u32,
   kv_head: u32,
   tile: u32,
   row: u32,
+  first: u32,
+  count: u32,
 }
 
 // Workgroups run (segment, KV head, tile) in that order, `tiles` tiles per (segment, KV head).
@@ -18,7 +20,8 @@ fn stats_group(group_index: u32, tiles: u32) -> StatsGroup {
   let segment = group_index / (KV_HEADS * tiles);
   let kv_head = (group_index / tiles) % KV_HEADS;
   let slot = segments[segment * 3u];
-  return StatsGroup(segment, kv_head, group_index % tiles, (params.layer * params.seq_slots + slot) * KV_HEADS + kv_head);
+  let row = (params.layer * params.seq_slots + slot) * KV_HEADS + kv_head;
+  return StatsGroup(kv_head, group_index % tiles, row, segments[segment * 3u + 1u], segments[segment * 3u + 2u]);
 }
 
 // Adds one token's increments (logical index t of cache row `row`) to the statistics.

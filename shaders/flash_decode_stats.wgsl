@@ -34,8 +34,6 @@ fn main(
   let kv_head = group.kv_head;
   let row = group.row;
   let t = group.tile * WORKGROUP_SIZE + lid;
-  let first = segments[group.segment * 3u + 1u];
-  let count = segments[group.segment * 3u + 2u];
   if (t >= context_lens[row]) {
     return;
   }
@@ -49,7 +47,7 @@ fn main(
   var sum = 0.0;
   var sq_sum = 0.0;
   var seen = 0u;
-  for (var i = first; i < first + count; i++) {
+  for (var i = group.first; i < group.first + group.count; i++) {
     if (pos > query_pos[i]) {
       continue;
     }

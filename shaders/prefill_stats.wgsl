@@ -47,7 +47,7 @@ fn main(
   let row = group.row;
   let t0 = group.tile * STATS_KEYS;
   if (lid == 0u) {
-    segment_shared = vec4<u32>(segments[group.segment * 3u + 1u], segments[group.segment * 3u + 2u], context_lens[row], 0u);
+    segment_shared = vec4<u32>(group.first, group.count, context_lens[row], 0u);
   }
   let seg = workgroupUniformLoad(&segment_shared);
   let first = seg.x;

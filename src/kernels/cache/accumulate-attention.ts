@@ -143,24 +143,25 @@ export class AccumulateAttentionKernel {
       }),
     );
     recordPass(encoder, 'accumulate_attention', run.pass, undefined, (pass) =>
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [
-        uniforms,
-        run.probs,
-        run.queryPositions,
-        run.segments,
-        run.cache.blockTable,
-        run.cache.contextLens,
-        run.cache.fullPool,
-        run.cache.quantPool,
-        run.stats.attnSum,
-        run.stats.attnSqSum,
-        run.stats.attnCount,
-      ],
-      run.numSegments * kvHeads * tiles,
-    ));
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.spec),
+        [
+          uniforms,
+          run.probs,
+          run.queryPositions,
+          run.segments,
+          run.cache.blockTable,
+          run.cache.contextLens,
+          run.cache.fullPool,
+          run.cache.quantPool,
+          run.stats.attnSum,
+          run.stats.attnSqSum,
+          run.stats.attnCount,
+        ],
+        run.numSegments * kvHeads * tiles,
+      ),
+    );
   }
 }

@@ -388,21 +388,21 @@ export class FlashDecodeKernel {
     );
     const { partialAcc, partialMl, lse } = this;
     recordPass(encoder, 'flash_decode', run.pass, timestampWrites, (pass) => {
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.partialSpec),
-      attentionBindings(partialUniforms, run, quantPool, partialAcc, partialMl, quantPool, run.cache.fullPool),
-      tiles * kvHeads * partitions,
-    );
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.mergeSpec),
-      [mergeUniforms, partialAcc, partialMl, run.out, lse],
-      Math.ceil((rows * headDim) / 64),
-    );
-    if (run.stats) this.encodeStats(pass, run, run.stats, scale);
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.partialSpec),
+        attentionBindings(partialUniforms, run, quantPool, partialAcc, partialMl, quantPool, run.cache.fullPool),
+        tiles * kvHeads * partitions,
+      );
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.mergeSpec),
+        [mergeUniforms, partialAcc, partialMl, run.out, lse],
+        Math.ceil((rows * headDim) / 64),
+      );
+      if (run.stats) this.encodeStats(pass, run, run.stats, scale);
     });
   }
 

@@ -235,14 +235,14 @@ export class PrefillAttentionKernel {
     );
     const lse = this.lse;
     recordPass(encoder, 'prefill_attention', run.pass, timestampWrites, (pass) => {
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.attentionSpec),
-      attentionBindings(uniforms, run, run.cache.quantPool, run.out, lse),
-      tiles * kvHeads,
-    );
-    if (run.stats) this.encodeStats(pass, run, run.stats, scale, lse);
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.attentionSpec),
+        attentionBindings(uniforms, run, run.cache.quantPool, run.out, lse),
+        tiles * kvHeads,
+      );
+      if (run.stats) this.encodeStats(pass, run, run.stats, scale, lse);
     });
   }
 
