@@ -4,9 +4,8 @@
 // the whole workgroup (NVIDIA's 32 or AMD's 64 lanes against as many threads) that is the answer and workgroup
 // memory is not read. Otherwise one lane per subgroup posts its subgroup's result and the others the identity,
 // which needs no assumption about how invocations map to subgroups, and the posts are scanned as the fallback
-// scans them. The barriers stay either way: subgroup_size is not uniform to WGSL's analysis.
-
-const SCAN_ALL: bool = WORKGROUP_SIZE <= 16u;
+// scans them (shaders/flash_decode_reduce_scan.wgsl, included before). The barriers stay either way:
+// subgroup_size is not uniform to WGSL's analysis.
 
 fn workgroup_max_rows(x: vec4<f32>, lid: u32) -> vec4<f32> {
   let s = subgroupMax(x);
@@ -46,20 +45,4 @@ fn workgroup_sum_rows(x: vec4<f32>, lid: u32) -> vec4<f32> {
     total = scan_sum_rows();
   }
   return total;
-}
-
-fn scan_max_rows() -> vec4<f32> {
-  var m = reduce_shared[0];
-  for (var i = 1u; i < WORKGROUP_SIZE; i++) {
-    m = max(m, reduce_shared[i]);
-  }
-  return m;
-}
-
-fn scan_sum_rows() -> vec4<f32> {
-  var s = reduce_shared[0];
-  for (var i = 1u; i < WORKGROUP_SIZE; i++) {
-    s += reduce_shared[i];
-  }
-  return s;
 }

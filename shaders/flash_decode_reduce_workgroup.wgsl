@@ -1,11 +1,8 @@
 // Row reductions of shaders/flash_decode_partial.wgsl through workgroup memory (not a kernel itself; the variant
 // for adapters without the `subgroups` feature, and the reference its subgroup twin is tested against).
 // The including kernel declares `reduce_shared: array<vec4<f32>, WORKGROUP_SIZE>` and `reduce_result: vec4<f32>`.
-// Call from uniform control flow, with a barrier between two calls (the next call overwrites both). Up to 16
-// threads every thread scans the posted values (one barrier); past that one thread scans and posts the result
-// (two barriers), since 64 threads each scanning 64 values cost SwiftShader more than the extra barrier.
-
-const SCAN_ALL: bool = WORKGROUP_SIZE <= 16u;
+// Call from uniform control flow, with a barrier between two calls (the next call overwrites both). The scans
+// (SCAN_ALL, scan_max_rows, scan_sum_rows) come from shaders/flash_decode_reduce_scan.wgsl, included before.
 
 // The component-wise maximum of `x` over the workgroup's invocations, for every invocation.
 fn workgroup_max_rows(x: vec4<f32>, lid: u32) -> vec4<f32> {
@@ -33,20 +30,4 @@ fn workgroup_sum_rows(x: vec4<f32>, lid: u32) -> vec4<f32> {
     return reduce_result;
   }
   return scan_sum_rows();
-}
-
-fn scan_max_rows() -> vec4<f32> {
-  var m = reduce_shared[0];
-  for (var i = 1u; i < WORKGROUP_SIZE; i++) {
-    m = max(m, reduce_shared[i]);
-  }
-  return m;
-}
-
-fn scan_sum_rows() -> vec4<f32> {
-  var s = reduce_shared[0];
-  for (var i = 1u; i < WORKGROUP_SIZE; i++) {
-    s += reduce_shared[i];
-  }
-  return s;
 }

@@ -31,13 +31,10 @@ fn main(
   if (group_index >= params.num_segments * KV_HEADS * tiles) {
     return;
   }
-  let segment = group_index / (KV_HEADS * tiles);
-  let kv_head = (group_index / tiles) % KV_HEADS;
-  let t = (group_index % tiles) * WORKGROUP_SIZE + lid;
-  let slot = segments[segment * 3u];
-  let first = segments[segment * 3u + 1u];
-  let count = segments[segment * 3u + 2u];
-  let row = (params.layer * params.seq_slots + slot) * KV_HEADS + kv_head;
+  let group = stats_group(group_index, tiles);
+  let kv_head = group.kv_head;
+  let row = group.row;
+  let t = group.tile * WORKGROUP_SIZE + lid;
   if (t >= context_lens[row]) {
     return;
   }
@@ -51,7 +48,7 @@ fn main(
   var sum = 0.0;
   var sq_sum = 0.0;
   var seen = 0u;
-  for (var i = first; i < first + count; i++) {
+  for (var i = group.first; i < group.first + group.count; i++) {
     if (pos > bitcast<u32>(partials[params.qpos_base + i])) {
       continue;
     }
@@ -71,8 +68,5 @@ fn main(
       sq_sum += p * p;
     }
   }
-  let stat = row * params.max_tokens + t;
-  attn_sum[stat] += sum;
-  attn_sq_sum[stat] += sq_sum;
-  attn_count[stat] += f32(seen);
+  add_token_stats(row, t, sum, sq_sum, seen);
 }

@@ -42,13 +42,12 @@ fn main(
   if (group_index >= params.num_segments * KV_HEADS * tiles) {
     return;
   }
-  let segment = group_index / (KV_HEADS * tiles);
-  let kv_head = (group_index / tiles) % KV_HEADS;
-  let t0 = (group_index % tiles) * STATS_KEYS;
-  let slot = segments[segment * 3u];
-  let row = (params.layer * params.seq_slots + slot) * KV_HEADS + kv_head;
+  let group = stats_group(group_index, tiles);
+  let kv_head = group.kv_head;
+  let row = group.row;
+  let t0 = group.tile * STATS_KEYS;
   if (lid == 0u) {
-    segment_shared = vec4<u32>(segments[segment * 3u + 1u], segments[segment * 3u + 2u], context_lens[row], 0u);
+    segment_shared = vec4<u32>(group.first, group.count, context_lens[row], 0u);
   }
   let seg = workgroupUniformLoad(&segment_shared);
   let first = seg.x;
@@ -142,9 +141,6 @@ fn main(
       total_sq += reduce_sq[lid + j * STATS_KEYS];
       total_seen += reduce_count[lid + j * STATS_KEYS];
     }
-    let stat = row * params.max_tokens + t0 + lid;
-    attn_sum[stat] += total;
-    attn_sq_sum[stat] += total_sq;
-    attn_count[stat] += f32(total_seen);
+    add_token_stats(row, t0 + lid, total, total_sq, total_seen);
   }
 }

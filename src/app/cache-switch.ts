@@ -29,6 +29,11 @@ export class CacheSwitch implements GpuAttentionBackend {
     return this.current;
   }
 
+  /** Whether the current cache records into the caller's pass (steps begun on another one are checked per layer). */
+  get recordsIntoPass(): boolean {
+    return this.current.recordsIntoPass ?? false;
+  }
+
   beginStep(seqId: number, numTokens: number): KvStep {
     const step = this.current.beginStep(seqId, numTokens);
     this.owners.set(step, this.current);
@@ -41,18 +46,25 @@ export class CacheSwitch implements GpuAttentionBackend {
     layer: number,
     io: LayerIo,
   ): void {
-    this.owner(step).encodeLayer(encoder, step, layer, io);
+    this.passCapable(this.owner(step), io).encodeLayer(encoder, step, layer, io);
   }
 
   encodeLayerBatch(encoder: GPUCommandEncoder, steps: readonly KvStep[], layer: number, io: LayerIo): boolean {
     const owner = steps[0] ? this.owner(steps[0]) : undefined;
     if (!owner?.encodeLayerBatch || steps.some((step) => this.owner(step) !== owner)) return false;
-    return owner.encodeLayerBatch(encoder, steps, layer, io);
+    return this.passCapable(owner, io).encodeLayerBatch?.(encoder, steps, layer, io) ?? false;
   }
 
   endStep(step: KvStep): void {
     this.owner(step).endStep(step);
     this.owners.delete(step);
+  }
+
+  private passCapable(owner: GpuAttentionBackend, io: LayerIo): GpuAttentionBackend {
+    if (io.pass && !owner.recordsIntoPass) {
+      throw new KvCompactError('CacheSwitch: a step begun on a cache that records no open pass was given one; switch caches between forwards');
+    }
+    return owner;
   }
 
   private owner(step: KvStep): GpuAttentionBackend {

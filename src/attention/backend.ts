@@ -40,6 +40,11 @@ export interface LayerIo {
   readonly values: GPUBuffer;
   readonly queries: GPUBuffer;
   readonly out: GPUBuffer;
+  /**
+   * A compute pass the caller keeps open: a backend whose `recordsIntoPass` is true records the layer's dispatches
+   * into it (and nothing outside it); give it to no other backend.
+   */
+  readonly pass?: GPUComputePassEncoder;
 }
 
 /**
@@ -64,6 +69,11 @@ export interface GpuAttentionBackend {
     layer: number,
     io: LayerIo,
   ): void;
+  /**
+   * True when encodeLayer and encodeLayerBatch record into `io.pass` (kernels only, no buffer copies), so the
+   * caller's forward can stay one compute pass; otherwise they get the encoder with no pass open.
+   */
+  readonly recordsIntoPass?: boolean;
   /** Called after the step's command buffer was submitted. */
   endStep(step: KvStep): void;
   /**

@@ -6,6 +6,7 @@ import type { GpuKvStorage } from '../cache/gpu-storage.js';
 import { planAppendWithGrowth } from '../cache/pool-growth.js';
 import { AccumulateAttentionKernel, type AttentionStatsBuffers } from '../kernels/cache/accumulate-attention.js';
 import type { WordRange } from '../kernels/cache/copy-ranges.js';
+import { CopyRowsKernel } from '../kernels/cache/copy-rows.js';
 import { FLASH_DECODE_STORAGE_BUFFERS, FlashDecodeKernel } from '../kernels/cache/flash-decode.js';
 import { PagedAttentionKernel } from '../kernels/cache/paged-attention.js';
 import { PrefillAttentionKernel } from '../kernels/cache/prefill-attention.js';
@@ -26,6 +27,8 @@ interface StepState extends KvStep {
   readonly probsStride: number;
   /** Set for a step of an open speculation: what it would add to the window and statistics, held back. */
   readonly provisional: ProvisionalRecord | null;
+  /** Row lists of the window copies its layers recorded, released with the step (after the submit). */
+  readonly windowRows: GPUBuffer[];
 }
 
 /** A provisional step's held-back inputs of the window and the statistics, until it settles. */
@@ -66,6 +69,8 @@ export interface WindowBindings {
  * ```
  */
 export class PagedAttentionBackend implements GpuAttentionBackend {
+  /** encodeLayer and encodeLayerBatch record into `io.pass` when given: no buffer copies, no passes of their own. */
+  readonly recordsIntoPass = true;
   readonly nHeads: number;
   readonly observationWindow: number;
   /** Whether attention steps add to the per-token statistics. */
@@ -83,6 +88,8 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   private readonly speculations = new Map<number, ProvisionalRecord[]>();
   private readonly steps = new WeakMap<KvStep, StepState>();
   private readonly batches: DecodeBatches<StepState>;
+  /** Window records: roped queries into the ring by a dispatch, so a forward stays one compute pass. */
+  private readonly copyRows: CopyRowsKernel;
   private kernels: {
     quant: BlockLayout | null;
     attention: PagedAttentionKernel;
@@ -104,6 +111,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     this.splitContext = options.splitContext ?? true;
     const { layers, headDim } = meta.shape;
     this.batches = new DecodeBatches(gpu, layers, meta.shape.kvHeads);
+    this.copyRows = new CopyRowsKernel(gpu);
     const statsBytes = meta.tables.numRows * storage.maxTokensPerHead * 4;
     this.statistics = {
       attnSum: createStorageBuffer(gpu, 'kv:attn-sum', statsBytes),
@@ -195,6 +203,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       probs: null,
       probsStride: Math.max(1, this.longestHead(plan.seqId)),
       provisional: null,
+      windowRows: [],
     };
     const speculation = this.speculations.get(plan.seqId);
     if (speculation) {
@@ -243,7 +252,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   }
 
   /** Encodes the K/V write of one layer of a step (appends that do not attend). */
-  encodeWrite(encoder: GPUCommandEncoder, step: KvStep, layer: number, keys: GPUBuffer, values: GPUBuffer): void {
+  encodeWrite(encoder: GPUCommandEncoder, step: KvStep, layer: number, keys: GPUBuffer, values: GPUBuffer, pass?: GPUComputePassEncoder): void {
     const state = this.state(step);
     this.checkLayer(layer);
     this.storage.encodeAppend(encoder, {
@@ -253,6 +262,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       values,
       destSlots: state.destSlots,
       positions: state.positionsBuffer,
+      ...(pass ? { pass } : {}),
     });
   }
 
@@ -261,34 +271,27 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
    * the newest queries into the observation window, then paged attention of the n queries (causal by position).
    * Values are not checked here (a model's own activations, on the hot path); untrusted K/V go through the
    * cache's append() or appendBuffers(), which reject NaN, ±Inf and values the pool format cannot hold.
+   * With `io.pass` every dispatch goes into that open pass.
    */
   encodeLayer(encoder: GPUCommandEncoder, step: KvStep, layer: number, io: LayerIo): void {
     const state = this.state(step);
-    this.encodeWrite(encoder, step, layer, io.keys, io.values);
+    const pass = io.pass ? { pass: io.pass } : {};
+    const window = (): void => {
+      const rows = this.encodeWindowRecord(encoder, io.pass, layer, io.queries, [{ slot: state.plan.slot, firstRow: 0, positions: state.positions }]);
+      if (rows) state.windowRows.push(rows);
+    };
+    this.encodeWrite(encoder, step, layer, io.keys, io.values, io.pass);
     const { attention, accumulate, flash, prefill } = this.attentionKernels();
     const provisional = state.provisional;
-    if (state.numTokens > 1 && !provisional) {
-      // Tiled prefill: scratch grows with the chunk, never chunk × context (provisional steps settle from probs).
-      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
-      prefill.encode(encoder, {
-        cache: this.storage.bindings(layer),
-        layer,
-        numQueries: state.numTokens,
-        queries: io.queries,
-        querySlots: state.querySlots,
-        queryPositions: state.positionsBuffer,
-        out: io.out,
-        maxContext: state.probsStride,
-        ...(this.accumulateStats ? { stats: { segments: state.segments, numSegments: 1, target: this.statistics } } : {}),
-      });
-      return;
-    }
-    if (flash && !provisional) {
-      // Split-context attention: K/V read once per GQA group, no probability buffer; statistics from their own
-      // pass. Provisional (speculative) steps keep the one-pass kernel: their statistics settle later, from the
-      // probabilities it leaves.
-      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
-      flash.encode(encoder, {
+    // Multi-token steps take the tiled prefill kernel (scratch grows with the chunk, never chunk × context);
+    // one-token steps the split-context kernel (K/V read once per GQA group, no probability buffer, statistics
+    // from their own pass). Provisional (speculative) steps keep the one-pass kernel below: their statistics
+    // settle later, from the probabilities it leaves.
+    const tiled = state.numTokens > 1 ? prefill : flash;
+    if (tiled && !provisional) {
+      window();
+      tiled.encode(encoder, {
+        ...pass,
         cache: this.storage.bindings(layer),
         layer,
         numQueries: state.numTokens,
@@ -309,16 +312,17 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       );
     let probs: GPUBuffer;
     if (provisional) {
-      const queryBytes = state.numTokens * this.nHeads * this.storage.meta.shape.headDim * 4;
-      encoder.copyBufferToBuffer(io.queries, 0, provisional.queries, layer * queryBytes, queryBytes);
+      const queryWords = state.numTokens * this.nHeads * this.storage.meta.shape.headDim;
+      this.copyRows.encodeRange(encoder, { src: io.queries, srcOffset: 0, dst: provisional.queries, dstOffset: layer * queryWords, words: queryWords, ...pass });
       probs = provisional.probs[layer] ?? acquireProbs();
       provisional.probs[layer] = probs;
     } else {
-      this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, 0, state.positions);
+      window();
       state.probs ??= acquireProbs();
       probs = state.probs;
     }
     attention.encode(encoder, {
+      ...pass,
       cache: this.storage.bindings(layer),
       layer,
       numQueries: state.numTokens,
@@ -331,6 +335,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     });
     if (this.accumulateStats && !provisional) {
       accumulate.encode(encoder, {
+        ...pass,
         cache: this.storage.bindings(layer),
         layer,
         probs,
@@ -355,38 +360,51 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     this.checkLayer(layer);
     const member = (state: StepState) => ({ slot: state.plan.slot, position: state.positions[0] ?? 0, destSlots: state.plan.destSlots, longestHead: state.probsStride });
     const batch = this.batches.buffers(states, member);
-    this.storage.encodeAppend(encoder, { layer, numTokens: batch.size, keys: io.keys, values: io.values, destSlots: batch.destSlots, positions: batch.positions });
-    const queryBytes = this.nHeads * this.storage.meta.shape.headDim * 4;
-    states.forEach((state, b) => this.encodeWindowRecord(encoder, state.plan.slot, layer, io.queries, b * queryBytes, state.positions));
+    const pass = io.pass ? { pass: io.pass } : {};
+    this.storage.encodeAppend(encoder, { layer, numTokens: batch.size, keys: io.keys, values: io.values, destSlots: batch.destSlots, positions: batch.positions, ...pass });
+    const rows = this.encodeWindowRecord(encoder, io.pass, layer, io.queries, states.map((state, b) => ({ slot: state.plan.slot, firstRow: b, positions: state.positions })));
+    if (rows) states[0]?.windowRows.push(rows);
     const { querySlots, positions: queryPositions, maxContext } = batch;
     flash.encode(encoder, {
+      ...pass,
       ...{ cache: this.storage.bindings(layer), layer, numQueries: batch.size, queries: io.queries, querySlots, queryPositions, out: io.out, maxContext },
       ...(this.accumulateStats ? { stats: { segments: batch.segments, numSegments: batch.size, target: this.statistics } } : {}),
     });
     return true;
   }
 
-  /** Records the newest of `positions.length` queries (from `queries` at byte `offset`) into the window ring. */
-  private encodeWindowRecord(encoder: GPUCommandEncoder, slot: number, layer: number, queries: GPUBuffer, offset: number, stepPositions: Uint32Array): void {
+  /**
+   * Records into `layer`'s window ring the newest queries of each source (rows of `queries` from `firstRow`, one
+   * per position), in one copy dispatch. Returns its row list, which the caller releases after the submit.
+   */
+  private encodeWindowRecord(
+    encoder: GPUCommandEncoder,
+    pass: GPUComputePassEncoder | undefined,
+    layer: number,
+    queries: GPUBuffer,
+    sources: readonly { readonly slot: number; readonly firstRow: number; readonly positions: Uint32Array }[],
+  ): GPUBuffer | null {
     const { meta, gpu } = this.storage;
     const window = this.observationWindow;
-    const queryBytes = this.nHeads * meta.shape.headDim * 4;
-    const base = layer * meta.seqSlots + slot;
-    const numTokens = stepPositions.length;
-    const first = Math.max(0, numTokens - window);
-    const positions: number[] = [];
-    for (let t = first; t < numTokens; t++) {
-      const position = stepPositions[t] ?? 0;
-      const ring = position % window;
-      encoder.copyBufferToBuffer(queries, offset + t * queryBytes, this.window.queries, (base * window + ring) * queryBytes, queryBytes);
-      positions.push(ring, position);
+    const rows: number[] = [];
+    for (const { slot, firstRow, positions: stepPositions } of sources) {
+      const base = layer * meta.seqSlots + slot;
+      const numTokens = stepPositions.length;
+      if (numTokens === 0) continue;
+      for (let t = Math.max(0, numTokens - window); t < numTokens; t++) {
+        const position = stepPositions[t] ?? 0;
+        const ring = position % window;
+        rows.push(firstRow + t, base * window + ring);
+        gpu.device.queue.writeBuffer(this.window.positions, (base * window + ring) * 4, new Uint32Array([position]));
+      }
+      this.windowValid.set(base, Math.min(window, (this.windowValid.get(base) ?? 0) + numTokens));
+      this.windowEnd.set(base, (stepPositions[numTokens - 1] ?? 0) + 1);
     }
-    if (numTokens === 0) return;
-    this.windowValid.set(base, Math.min(window, (this.windowValid.get(base) ?? 0) + numTokens));
-    this.windowEnd.set(base, (stepPositions[numTokens - 1] ?? 0) + 1);
-    for (let i = 0; i < positions.length; i += 2) {
-      gpu.device.queue.writeBuffer(this.window.positions, (base * window + (positions[i] ?? 0)) * 4, new Uint32Array([positions[i + 1] ?? 0]));
-    }
+    if (rows.length === 0) return null;
+    const rowList = this.scratch('kv:window-rows', Uint32Array.from(rows));
+    const wordsPerRow = this.nHeads * meta.shape.headDim;
+    this.copyRows.encode(encoder, { src: queries, dst: this.window.queries, rows: rowList, numRows: rows.length / 2, wordsPerRow, ...(pass ? { pass } : {}) });
+    return rowList;
   }
 
   /** The probabilities buffer of a step's last encoded layer: f32 [n][nHeads][probsStride]. */
@@ -400,7 +418,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const state = this.state(step);
     this.batches.release(state);
     const keep = state.provisional;
-    for (const buffer of [state.destSlots, state.querySlots, state.segments, state.probs, keep ? null : state.positionsBuffer]) {
+    for (const buffer of [state.destSlots, state.querySlots, state.segments, state.probs, keep ? null : state.positionsBuffer, ...state.windowRows]) {
       if (buffer) this.storage.gpu.buffers.release(buffer);
     }
     if (keep) this.speculations.get(state.seqId)?.push(keep);
@@ -435,7 +453,6 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     if (!records) return;
     this.speculations.delete(seqId);
     const { gpu, meta } = this.storage;
-    const queryBytes = this.nHeads * meta.shape.headDim * 4;
     const encoder = gpu.device.createCommandEncoder({ label: 'kv:settle-speculation' });
     const scratch: GPUBuffer[] = [];
     for (const record of records) {
@@ -443,7 +460,10 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       const segments = Array.from({ length: kept }, (_, t) => this.scratch('kv:segments', new Uint32Array([record.slot, t, 1])));
       scratch.push(...segments);
       for (let layer = 0; layer < meta.shape.layers && kept > 0; layer++) {
-        this.encodeWindowRecord(encoder, record.slot, layer, record.queries, layer * record.numTokens * queryBytes, record.positions.subarray(0, kept));
+        const rows = this.encodeWindowRecord(encoder, undefined, layer, record.queries, [
+          { slot: record.slot, firstRow: layer * record.numTokens, positions: record.positions.subarray(0, kept) },
+        ]);
+        if (rows) scratch.push(rows);
         const probs = record.probs[layer];
         if (!this.accumulateStats || !probs) continue;
         for (const segment of segments) {
@@ -569,6 +589,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
 
   /** Destroys the statistics and window buffers. */
   destroy(): void {
+    this.copyRows.destroy();
     this.kernels?.flash?.destroy();
     this.kernels?.prefill.destroy();
     for (const seqId of [...this.speculations.keys()]) this.dropSpeculation(seqId);

@@ -18,6 +18,8 @@ export interface AppendWrite {
   readonly destSlots: GPUBuffer;
   /** u32 [n] original positions. */
   readonly positions: GPUBuffer;
+  /** A compute pass the caller keeps open to record into (default: a pass of its own). */
+  readonly pass?: GPUComputePassEncoder;
 }
 
 /**

@@ -158,6 +158,9 @@ export class PagedKvCache implements GpuAttentionBackend {
     return this.attention.beginStep(seqId, numTokens);
   }
 
+  /** See {@link PagedAttentionBackend.recordsIntoPass}. */
+  readonly recordsIntoPass = true;
+
   /** See {@link PagedAttentionBackend.encodeLayer}. */
   encodeLayer(encoder: GPUCommandEncoder, step: KvStep, layer: number, io: LayerIo): void {
     this.attention.encodeLayer(encoder, step, layer, io);

@@ -151,3 +151,30 @@ export function encodeDispatch(
   pass.dispatchWorkgroups(count[0], count[1], count[2]);
   return count;
 }
+
+/**
+ * Records `record` into `into`, a compute pass the caller keeps open (a model forward records all its kernels into
+ * one pass), or without it into a pass of its own on `encoder`, timed by `timestampWrites` where given. A pass the
+ * caller opened is timed by its opener, so the two cannot be combined.
+ *
+ * @example
+ * ```ts
+ * recordPass(encoder, 'copy', run.pass, undefined, (pass) => encodeDispatch(gpu, pass, pipeline, bindings, groups));
+ * ```
+ */
+export function recordPass(
+  encoder: GPUCommandEncoder,
+  label: string,
+  into: GPUComputePassEncoder | undefined,
+  timestampWrites: GPUComputePassTimestampWrites | undefined,
+  record: (pass: GPUComputePassEncoder) => void,
+): void {
+  if (into) {
+    if (timestampWrites) throw new InvalidArgumentError('timestampWrites', `${label}: time the caller's open pass where it is begun, not per kernel`);
+    record(into);
+    return;
+  }
+  const pass = encoder.beginComputePass(timestampWrites ? { label, timestampWrites } : { label });
+  record(pass);
+  pass.end();
+}

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, KvCompactError } from '../errors.js';
 import { createStorageBuffer } from '../gpu/buffers.js';
 import type { GpuContext } from '../gpu/context.js';
+import { CopyRowsKernel } from '../kernels/cache/copy-rows.js';
 import { EmbeddingKernel } from '../kernels/model/embedding.js';
 import { DispatchCache, type SharedPass } from '../kernels/model/dispatch-cache.js';
 import { MatmulKernel, type MatmulKernelOptions } from '../kernels/model/matmul.js';
@@ -156,6 +157,8 @@ export class GpuLlama {
   private readonly projection: Projection;
   private readonly rope: RopeKernel;
   private readonly swiglu: SwigluKernel;
+  /** Row copies inside the forward's pass (one-row buffers of per-sequence attention, the last row's logits). */
+  private readonly copyRows: CopyRowsKernel;
   private readonly weights: GpuModelWeights;
   private ropeTable: GPUBuffer;
   private ropeRows: number;
@@ -181,6 +184,7 @@ export class GpuLlama {
     this.projection = new Projection(new MatmulKernel(gpu, options.matmul), new MatvecKernel(gpu, options.matvec));
     this.rope = new RopeKernel(gpu, { nHeads: config.nHeads, kvHeads: config.nKvHeads, headDim: config.headSize });
     this.swiglu = new SwigluKernel(gpu);
+    this.copyRows = new CopyRowsKernel(gpu);
     this.dispatches = new DispatchCache(gpu);
     this.weights = uploadModelWeights(gpu, checkpoint, this.weightPrecision, options.maxBindingBytes);
     this.ropeRows = config.seqLen;
@@ -313,9 +317,10 @@ export class GpuLlama {
   }
 
   /**
-   * Records the forward: one compute pass for each stretch between attention calls (the backend opens its own
-   * passes, and buffer copies sit between passes), dispatches from the cache, so a repeated decode step creates
-   * no uniform buffers or bind groups for the model's own kernels.
+   * Records the forward into one compute pass where the backend records into it (GpuAttentionBackend.recordsIntoPass:
+   * the paged cache), else one pass for each stretch between attention calls, which then open their own. The
+   * model's kernels dispatch from the cache, so a repeated decode step creates no uniform buffers or bind groups
+   * for them.
    */
   private encodeForward(encoder: GPUCommandEncoder, act: Activations, n: number, steps: readonly KvStep[], allLogits: boolean, batched: boolean): number {
     const { dim, hiddenDim, kvDim } = this.config;
@@ -328,6 +333,13 @@ export class GpuLlama {
       record();
       shared = { pass: encoder.beginComputePass({ label: 'llama:forward' }), cache: this.dispatches };
     };
+    // Attention records into the forward's pass, or for a backend that opens its own passes, between two of ours.
+    const attend = (record: (pass: GPUComputePassEncoder | undefined) => void): void => {
+      if (this.backend.recordsIntoPass) record(shared.pass);
+      else outside(() => record(undefined));
+    };
+    const copy = (src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, words: number, pass: GPUComputePassEncoder | undefined): void =>
+      this.copyRows.encodeRange(encoder, { src, srcOffset, dst, dstOffset, words, ...(pass ? { pass } : {}) });
     if (w.tokenEmbedding) this.embedding.encode(encoder, { numTokens: n, dim, tokens: act.tokens, table: w.tokenEmbedding, out: act.x }, shared);
     w.layers.forEach((lw, layer) => {
       this.rmsnorm.encode(encoder, { rows: n, dim, x: act.x, weight: lw.rmsAtt, out: act.xb }, shared);
@@ -342,21 +354,22 @@ export class GpuLlama {
         add(lw.bias.v, act.v, kvDim);
       }
       this.rope.encode(encoder, { numTokens: n, positions: act.positions, table: this.ropeTable, tableRows: this.ropeRows, q: act.q, k: act.k }, shared);
-      outside(() => {
-        const io = { keys: act.k, values: act.v, queries: act.q, out: act.att };
+      attend((pass) => {
+        const inPass = pass ? { pass } : {};
+        const io = { keys: act.k, values: act.v, queries: act.q, out: act.att, ...inPass };
         if (batched && this.backend.encodeLayerBatch?.(encoder, steps, layer, io)) return;
         if (steps.length === 1 && steps[0]) {
           this.backend.encodeLayer(encoder, steps[0], layer, io);
           return;
         }
         // Per sequence: the backend attends one sequence's rows at offset 0, so each row goes through one-row
-        // buffers (commands of one encoder run in order, so the buffers are reused from sequence to sequence).
+        // buffers (dispatches run in order, so the buffers are reused from sequence to sequence).
         steps.forEach((step, b) => {
-          encoder.copyBufferToBuffer(act.q, b * qDim * 4, act.q1, 0, qDim * 4);
-          encoder.copyBufferToBuffer(act.k, b * kvDim * 4, act.k1, 0, kvDim * 4);
-          encoder.copyBufferToBuffer(act.v, b * kvDim * 4, act.v1, 0, kvDim * 4);
-          this.backend.encodeLayer(encoder, step, layer, { keys: act.k1, values: act.v1, queries: act.q1, out: act.att1 });
-          encoder.copyBufferToBuffer(act.att1, 0, act.att, b * qDim * 4, qDim * 4);
+          copy(act.q, b * qDim, act.q1, 0, qDim, pass);
+          copy(act.k, b * kvDim, act.k1, 0, kvDim, pass);
+          copy(act.v, b * kvDim, act.v1, 0, kvDim, pass);
+          this.backend.encodeLayer(encoder, step, layer, { keys: act.k1, values: act.v1, queries: act.q1, out: act.att1, ...inPass });
+          copy(act.att1, 0, act.att, b * qDim, qDim, pass);
         });
       });
       project.encode(encoder, { rows: n, x: act.att, w: lw.wo, out: act.x, accumulate: true }, shared);
@@ -370,7 +383,7 @@ export class GpuLlama {
     let source = act.x;
     let normed = act.xb;
     if (!allLogits) {
-      outside(() => encoder.copyBufferToBuffer(act.x, (n - 1) * dim * 4, act.lastX, 0, dim * 4));
+      copy(act.x, (n - 1) * dim, act.lastX, 0, dim, shared.pass);
       rows = 1;
       source = act.lastX;
       normed = act.lastXb;
@@ -446,6 +459,7 @@ export class GpuLlama {
     this.destroyActivations();
     this.projection.matvec.clearCache();
     this.dispatches.clear();
+    this.copyRows.destroy();
     this.ropeTable.destroy();
     destroyModelWeights(this.weights);
   }

@@ -1,12 +1,13 @@
 import accumulateBody from '../../../shaders/accumulate_attention.wgsl';
+import statsLibrary from '../../../shaders/attention_stats_common.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
+import { type AttentionStatsBuffers, checkStatsBuffers, type PagedCacheBindings } from './attention-run.js';
 
 const ACCUMULATE_PARAMS = new UniformLayout('AccumulateParams', [
   { name: 'num_segments', type: 'u32' },
@@ -18,19 +19,7 @@ const ACCUMULATE_PARAMS = new UniformLayout('AccumulateParams', [
   { name: 'tiles', type: 'u32' },
 ]);
 
-/**
- * The per-token attention statistics of a cache, f32 `[row][maxTokensPerHead]` each (CONTRIBUTING.md).
- *
- * @example
- * ```ts
- * const stats: AttentionStatsBuffers = { attnSum: cache.attnSum, attnSqSum: cache.attnSqSum, attnCount: cache.attnCount };
- * ```
- */
-export interface AttentionStatsBuffers {
-  readonly attnSum: GPUBuffer;
-  readonly attnSqSum: GPUBuffer;
-  readonly attnCount: GPUBuffer;
-}
+export type { AttentionStatsBuffers } from './attention-run.js';
 
 /**
  * Groups the queries of an attention run into segments `u32 [n][3]` = (slot, first query, query count): one
@@ -80,6 +69,8 @@ export interface AccumulateAttentionRun {
   readonly segments: GPUBuffer;
   readonly numSegments: number;
   readonly stats: AttentionStatsBuffers;
+  /** A compute pass the caller keeps open to record into (default: a pass of its own). */
+  readonly pass?: GPUComputePassEncoder;
 }
 
 /**
@@ -109,7 +100,7 @@ export class AccumulateAttentionKernel {
     this.spec = {
       name: 'accumulate_attention',
       body: accumulateBody,
-      libraries: [kvReadLibrary],
+      libraries: [kvReadLibrary, statsLibrary],
       constants: {
         ...cacheConstants(shape.full, shape.quant),
         WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
@@ -137,13 +128,7 @@ export class AccumulateAttentionKernel {
         `holds ${run.segments.size} B; ${run.numSegments} segments need ${run.numSegments * 12} B`,
       );
     }
-    const maxTokens = run.cache.maxBlocksPerHead * full.blockSize;
-    const statsBytes = (run.layer + 1) * run.cache.seqSlots * kvHeads * maxTokens * 4;
-    for (const [name, buffer] of Object.entries(run.stats)) {
-      if (buffer.size < statsBytes) {
-        throw new InvalidArgumentError(name, `holds ${buffer.size} B; layer ${run.layer} needs ${statsBytes} B`);
-      }
-    }
+    const maxTokens = checkStatsBuffers(run.stats, run.cache, run.layer, kvHeads, full.blockSize);
     const tiles = Math.ceil(run.probsStride / this.workgroupSize);
     const uniforms = this.gpu.uniformBuffer(
       'accumulate_attention:params',
@@ -157,26 +142,26 @@ export class AccumulateAttentionKernel {
         tiles,
       }),
     );
-    const pass = encoder.beginComputePass({ label: 'accumulate_attention' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [
-        uniforms,
-        run.probs,
-        run.queryPositions,
-        run.segments,
-        run.cache.blockTable,
-        run.cache.contextLens,
-        run.cache.fullPool,
-        run.cache.quantPool,
-        run.stats.attnSum,
-        run.stats.attnSqSum,
-        run.stats.attnCount,
-      ],
-      run.numSegments * kvHeads * tiles,
+    recordPass(encoder, 'accumulate_attention', run.pass, undefined, (pass) =>
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.spec),
+        [
+          uniforms,
+          run.probs,
+          run.queryPositions,
+          run.segments,
+          run.cache.blockTable,
+          run.cache.contextLens,
+          run.cache.fullPool,
+          run.cache.quantPool,
+          run.stats.attnSum,
+          run.stats.attnSqSum,
+          run.stats.attnCount,
+        ],
+        run.numSegments * kvHeads * tiles,
+      ),
     );
-    pass.end();
   }
 }

@@ -1,18 +1,19 @@
 import partialBody from '../../../shaders/flash_decode_partial.wgsl';
 import mergeBody from '../../../shaders/flash_decode_merge.wgsl';
 import statsBody from '../../../shaders/flash_decode_stats.wgsl';
+import statsLibrary from '../../../shaders/attention_stats_common.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
+import reduceScanLibrary from '../../../shaders/flash_decode_reduce_scan.wgsl';
 import reduceSubgroupLibrary from '../../../shaders/flash_decode_reduce_subgroup.wgsl';
 import reduceWorkgroupLibrary from '../../../shaders/flash_decode_reduce_workgroup.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
-import type { AttentionStatsBuffers } from './accumulate-attention.js';
+import { type AttentionQueryRun, attentionBindings, type AttentionStatsRun, checkQueries, checkStatsRun, positiveInteger } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
 
 const FLASH_PARAMS = new UniformLayout('FlashParams', [
   { name: 'num_queries', type: 'u32' },
@@ -76,12 +77,7 @@ const WORKGROUP_STORAGE_BUDGET = 16384;
  * const stats: FlashDecodeStats = { segments, numSegments: 1, target: { attnSum, attnSqSum, attnCount } };
  * ```
  */
-export interface FlashDecodeStats {
-  /** u32 [numSegments][3] from attentionSegments(): no slot twice. */
-  readonly segments: GPUBuffer;
-  readonly numSegments: number;
-  readonly target: AttentionStatsBuffers;
-}
+export type FlashDecodeStats = AttentionStatsRun;
 
 /**
  * One run of split-context paged attention: the fields of PagedAttentionRun without the probability buffer,
@@ -92,25 +88,14 @@ export interface FlashDecodeStats {
  * const run: FlashDecodeRun = { cache, layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, maxContext: 4096 };
  * ```
  */
-export interface FlashDecodeRun {
-  readonly cache: PagedCacheBindings;
-  readonly layer: number;
-  readonly numQueries: number;
-  /** f32 [numQueries][nHeads][headDim], RoPE applied. */
-  readonly queries: GPUBuffer;
+export interface FlashDecodeRun extends AttentionQueryRun {
   /**
    * u32 [numQueries]: the sequence slot of each query. With `queryTile` > 1, the queries of one tile (consecutive
    * runs of `queryTile`) must belong to one slot, as a prefill chunk's do.
    */
   readonly querySlots: GPUBuffer;
-  /** u32 [numQueries]: each query's position; it sees cached tokens at positions ≤ it. */
-  readonly queryPositions: GPUBuffer;
-  /** f32 [numQueries][nHeads][headDim] output. */
-  readonly out: GPUBuffer;
   /** At least the longest context among the queried heads (what PagedAttentionRun calls probsStride). */
   readonly maxContext: number;
-  /** Default 1/√headDim. */
-  readonly scale?: number;
   /** Accumulate attention statistics into the cache's buffers; omit when the policy needs none. */
   readonly stats?: FlashDecodeStats;
 }
@@ -145,12 +130,6 @@ export interface FlashDecodeShape {
    * for `subgroup` on a device without the feature throws. Tests force each of {@link FlashDecodeKernel.reductionVariants}.
    */
   readonly reductions?: FlashReductions;
-}
-
-function positiveInteger(field: string, value: number): void {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
-  }
 }
 
 /**
@@ -328,7 +307,7 @@ export class FlashDecodeKernel {
     this.partialSpec = {
       name: 'flash_decode_partial',
       body: partialBody,
-      libraries: [subgroups ? reduceSubgroupLibrary : reduceWorkgroupLibrary],
+      libraries: [reduceScanLibrary, subgroups ? reduceSubgroupLibrary : reduceWorkgroupLibrary],
       ...(subgroups ? { enables: ['subgroups'] } : {}),
       constants: {
         ...common,
@@ -352,7 +331,7 @@ export class FlashDecodeKernel {
     this.statsSpec = {
       name: 'flash_decode_stats',
       body: statsBody,
-      libraries: [kvReadLibrary],
+      libraries: [kvReadLibrary, statsLibrary],
       constants: { ...common, WORKGROUP_SIZE: u32(64) },
       uniforms: [STATS_PARAMS],
     };
@@ -394,12 +373,8 @@ export class FlashDecodeKernel {
   encode(encoder: GPUCommandEncoder, run: FlashDecodeRun, timestampWrites?: GPUComputePassTimestampWrites): void {
     const { nHeads, kvHeads, full } = this.shape;
     const headDim = full.headDim;
-    positiveInteger('numQueries', run.numQueries);
+    checkQueries(run, nHeads, headDim);
     positiveInteger('maxContext', run.maxContext);
-    const needQ = run.numQueries * nHeads * headDim * 4;
-    if (run.queries.size < needQ || run.out.size < needQ) {
-      throw new InvalidArgumentError('queries', `queries and out need ${needQ} B`);
-    }
     // Without a quantized pool the cache binds a 4-byte placeholder, too small for a vec4 binding; the kernel
     // never reads it then, so the full pool stands in.
     const quantPool = this.shape.quant ? run.cache.quantPool : run.cache.fullPool;
@@ -435,52 +410,29 @@ export class FlashDecodeKernel {
       'flash_decode_merge:params',
       MERGE_PARAMS.pack({ num_queries: run.numQueries, partitions }),
     );
-    const pass = encoder.beginComputePass(
-      timestampWrites ? { label: 'flash_decode', timestampWrites } : { label: 'flash_decode' },
-    );
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.partialSpec),
-      [
-        partialUniforms,
-        run.queries,
-        run.querySlots,
-        run.queryPositions,
-        run.cache.blockTable,
-        run.cache.contextLens,
-        run.cache.fullPool,
-        quantPool,
-        this.partials,
-        quantPool,
-        run.cache.fullPool,
-      ],
-      tiles * kvHeads * partitions,
-    );
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.mergeSpec),
-      [mergeUniforms, this.partials, run.out],
-      Math.ceil((rows * headDim) / 64),
-    );
-    if (run.stats) this.encodeStats(pass, run, run.stats, scale);
-    pass.end();
+    const partials = this.partials;
+    recordPass(encoder, 'flash_decode', run.pass, timestampWrites, (pass) => {
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.partialSpec),
+        attentionBindings(partialUniforms, run, quantPool, partials, quantPool, run.cache.fullPool),
+        tiles * kvHeads * partitions,
+      );
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.mergeSpec),
+        [mergeUniforms, partials, run.out],
+        Math.ceil((rows * headDim) / 64),
+      );
+      if (run.stats) this.encodeStats(pass, run, run.stats, scale);
+    });
   }
 
   private encodeStats(pass: GPUComputePassEncoder, run: FlashDecodeRun, stats: FlashDecodeStats, scale: number): void {
     const { kvHeads, full } = this.shape;
-    positiveInteger('numSegments', stats.numSegments);
-    if (stats.segments.size < stats.numSegments * 12) {
-      throw new InvalidArgumentError('segments', `holds ${stats.segments.size} B; ${stats.numSegments} segments need ${stats.numSegments * 12} B`);
-    }
-    const maxTokens = run.cache.maxBlocksPerHead * full.blockSize;
-    const statsBytes = (run.layer + 1) * run.cache.seqSlots * kvHeads * maxTokens * 4;
-    for (const [name, buffer] of Object.entries(stats.target)) {
-      if (buffer.size < statsBytes) {
-        throw new InvalidArgumentError(name, `holds ${buffer.size} B; layer ${run.layer} needs ${statsBytes} B`);
-      }
-    }
+    const maxTokens = checkStatsRun(stats, run.cache, run.layer, kvHeads, full.blockSize);
     const tiles = Math.ceil(run.maxContext / 64);
     const layout = this.lastLayout;
     if (!this.partials || !layout) throw new InvalidArgumentError('stats', 'encodeStats runs after the merge pass');

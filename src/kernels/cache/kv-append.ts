@@ -2,7 +2,7 @@ import appendBody from '../../../shaders/kv_append.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from './cache-constants.js';
 
@@ -32,6 +32,8 @@ export interface KvAppendRun {
   readonly fullPool: GPUBuffer;
   /** u32 [1]: set to 1 when an input value is NaN or ±Inf. */
   readonly flags: GPUBuffer;
+  /** A compute pass the caller keeps open to record into (default: a pass of its own). */
+  readonly pass?: GPUComputePassEncoder;
 }
 
 /**
@@ -72,14 +74,14 @@ export class KvAppendKernel {
       'kv_append:params',
       APPEND_PARAMS.pack({ num_tokens: run.numTokens, layer: run.layer }),
     );
-    const pass = encoder.beginComputePass({ label: 'kv_append' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.keys, run.values, run.destSlots, run.positions, run.fullPool, run.flags],
-      Math.ceil((run.numTokens * kvHeads * (full.headDim / 2)) / 64),
+    recordPass(encoder, 'kv_append', run.pass, undefined, (pass) =>
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.spec),
+        [uniforms, run.keys, run.values, run.destSlots, run.positions, run.fullPool, run.flags],
+        Math.ceil((run.numTokens * kvHeads * (full.headDim / 2)) / 64),
+      ),
     );
-    pass.end();
   }
 }

@@ -3,8 +3,9 @@ import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { type AttentionQueryRun, attentionBindings, checkQueries } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
 
 const ATTENTION_PARAMS = new UniformLayout('AttentionParams', [
@@ -16,27 +17,7 @@ const ATTENTION_PARAMS = new UniformLayout('AttentionParams', [
   { name: 'scale', type: 'f32' },
 ]);
 
-/**
- * The GPU buffers of a paged cache that kernels read, for ONE layer: the block table and context lengths cover every
- * layer, the pools are that layer's own (block ids in its table rows are local to them). A kernel run with these
- * reads only the table rows of that layer.
- *
- * @example
- * ```ts
- * const bindings: PagedCacheBindings = cache.storage.bindings(3); // layer 3's pools of a PagedKvCache
- * attention.encode(encoder, { cache: bindings, layer: 3, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 });
- * ```
- */
-export interface PagedCacheBindings {
-  readonly blockTable: GPUBuffer;
-  readonly contextLens: GPUBuffer;
-  /** The layer's full pool. */
-  readonly fullPool: GPUBuffer;
-  /** The layer's quantized pool; a 4-byte placeholder when the cache has no quantized pool. */
-  readonly quantPool: GPUBuffer;
-  readonly seqSlots: number;
-  readonly maxBlocksPerHead: number;
-}
+export type { PagedCacheBindings } from './attention-run.js';
 
 /**
  * One run of paged attention.
@@ -46,24 +27,11 @@ export interface PagedCacheBindings {
  * const run: PagedAttentionRun = { cache: cache.storage.bindings(0), layer: 0, numQueries: 1, queries, querySlots, queryPositions, out, probs, probsStride: 512 };
  * ```
  */
-export interface PagedAttentionRun {
-  readonly cache: PagedCacheBindings;
-  readonly layer: number;
-  readonly numQueries: number;
-  /** f32 [numQueries][nHeads][headDim], RoPE applied. */
-  readonly queries: GPUBuffer;
-  /** u32 [numQueries]: the sequence slot of each query. */
-  readonly querySlots: GPUBuffer;
-  /** u32 [numQueries]: each query's position; it sees cached tokens at positions ≤ it. */
-  readonly queryPositions: GPUBuffer;
-  /** f32 [numQueries][nHeads][headDim] output. */
-  readonly out: GPUBuffer;
+export interface PagedAttentionRun extends AttentionQueryRun {
   /** f32 [numQueries][nHeads][probsStride]: softmax probabilities per cached token (logical order). */
   readonly probs: GPUBuffer;
   /** At least the longest context among the queried heads. */
   readonly probsStride: number;
-  /** Default 1/√headDim. */
-  readonly scale?: number;
 }
 
 /**
@@ -108,16 +76,10 @@ export class PagedAttentionKernel {
    */
   encode(encoder: GPUCommandEncoder, run: PagedAttentionRun, timestampWrites?: GPUComputePassTimestampWrites): void {
     const { nHeads, full } = this.shape;
-    if (!Number.isInteger(run.numQueries) || run.numQueries <= 0) {
-      throw new InvalidArgumentError('numQueries', `must be a positive integer; got ${run.numQueries}`);
-    }
+    checkQueries(run, nHeads, full.headDim);
     const needProbs = run.numQueries * nHeads * run.probsStride * 4;
     if (run.probs.size < needProbs) {
       throw new InvalidArgumentError('probs', `holds ${run.probs.size} B; ${needProbs} B needed`);
-    }
-    const needQ = run.numQueries * nHeads * full.headDim * 4;
-    if (run.queries.size < needQ || run.out.size < needQ) {
-      throw new InvalidArgumentError('queries', `queries and out need ${needQ} B`);
     }
     const uniforms = this.gpu.uniformBuffer(
       'paged_attention:params',
@@ -130,27 +92,14 @@ export class PagedAttentionKernel {
         scale: run.scale ?? 1 / Math.sqrt(full.headDim),
       }),
     );
-    const pass = encoder.beginComputePass(
-      timestampWrites ? { label: 'paged_attention', timestampWrites } : { label: 'paged_attention' },
+    recordPass(encoder, 'paged_attention', run.pass, timestampWrites, (pass) =>
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.spec),
+        attentionBindings(uniforms, run, run.cache.quantPool, run.out, run.probs),
+        run.numQueries * nHeads,
+      ),
     );
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [
-        uniforms,
-        run.queries,
-        run.querySlots,
-        run.queryPositions,
-        run.cache.blockTable,
-        run.cache.contextLens,
-        run.cache.fullPool,
-        run.cache.quantPool,
-        run.out,
-        run.probs,
-      ],
-      run.numQueries * nHeads,
-    );
-    pass.end();
   }
 }

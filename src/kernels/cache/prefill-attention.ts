@@ -1,15 +1,15 @@
 import attentionBody from '../../../shaders/prefill_attention.wgsl';
 import statsBody from '../../../shaders/prefill_stats.wgsl';
+import statsLibrary from '../../../shaders/attention_stats_common.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError, LimitExceededError } from '../../errors.js';
 import { createStorageBuffer } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
-import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
+import { encodeDispatch, kernelPipeline, type KernelSpec, recordPass } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
-import type { AttentionStatsBuffers } from './accumulate-attention.js';
+import { type AttentionQueryRun, attentionBindings, type AttentionStatsRun, checkQueries, checkStatsRun, positiveInteger } from './attention-run.js';
 import { cacheConstants } from './cache-constants.js';
-import type { PagedCacheBindings } from './paged-attention.js';
 
 const PREFILL_PARAMS = new UniformLayout('PrefillParams', [
   { name: 'num_queries', type: 'u32' },
@@ -74,12 +74,7 @@ export interface PrefillAttentionShape {
  * const stats: PrefillStats = { segments, numSegments: 1, target: { attnSum, attnSqSum, attnCount } };
  * ```
  */
-export interface PrefillStats {
-  /** u32 [numSegments][3] from attentionSegments(): no slot twice. */
-  readonly segments: GPUBuffer;
-  readonly numSegments: number;
-  readonly target: AttentionStatsBuffers;
-}
+export type PrefillStats = AttentionStatsRun;
 
 /**
  * One run of tiled prefill attention.
@@ -89,30 +84,13 @@ export interface PrefillStats {
  * const run: PrefillAttentionRun = { cache, layer: 0, numQueries: 512, queries, querySlots, queryPositions, out, maxContext: 16384 };
  * ```
  */
-export interface PrefillAttentionRun {
-  readonly cache: PagedCacheBindings;
-  readonly layer: number;
-  readonly numQueries: number;
-  /** f32 [numQueries][nHeads][headDim], RoPE applied. */
-  readonly queries: GPUBuffer;
+export interface PrefillAttentionRun extends AttentionQueryRun {
   /** u32 [numQueries]: each query's slot; the queries of one tile (runs of `queryTile`) share a slot. */
   readonly querySlots: GPUBuffer;
-  /** u32 [numQueries]: each query's position; it sees cached tokens at positions ≤ it. */
-  readonly queryPositions: GPUBuffer;
-  /** f32 [numQueries][nHeads][headDim] output. */
-  readonly out: GPUBuffer;
   /** At least the longest context among the queried heads (sizes the statistics dispatch). */
   readonly maxContext: number;
-  /** Default 1/√headDim. */
-  readonly scale?: number;
   /** Opt-in: add the run's statistics to the cache's buffers (a second pass); omit when the policy needs none. */
   readonly stats?: PrefillStats;
-}
-
-function positiveInteger(field: string, value: number): void {
-  if (!Number.isInteger(value) || value <= 0) {
-    throw new InvalidArgumentError(field, `must be a positive integer; got ${value}`);
-  }
 }
 
 /** Largest power of two ≤ `cap` for which `fits` holds, or 0. */
@@ -205,7 +183,7 @@ export class PrefillAttentionKernel {
     this.statsSpec = {
       name: 'prefill_stats',
       body: statsBody,
-      libraries: [kvReadLibrary],
+      libraries: [kvReadLibrary, statsLibrary],
       constants: { ...common, STATS_KEYS: u32(this.statsKeys), STATS_QUERIES: u32(this.statsQueries) },
       uniforms: [STATS_PARAMS],
     };
@@ -231,12 +209,8 @@ export class PrefillAttentionKernel {
    */
   encode(encoder: GPUCommandEncoder, run: PrefillAttentionRun, timestampWrites?: GPUComputePassTimestampWrites): void {
     const { nHeads, kvHeads, full } = this.shape;
-    positiveInteger('numQueries', run.numQueries);
+    checkQueries(run, nHeads, full.headDim);
     positiveInteger('maxContext', run.maxContext);
-    const needQ = run.numQueries * nHeads * full.headDim * 4;
-    if (run.queries.size < needQ || run.out.size < needQ) {
-      throw new InvalidArgumentError('queries', `queries and out need ${needQ} B`);
-    }
     if (run.querySlots.size < run.numQueries * 4 || run.queryPositions.size < run.numQueries * 4) {
       throw new InvalidArgumentError('queryPositions', `querySlots and queryPositions need ${run.numQueries * 4} B`);
     }
@@ -259,44 +233,22 @@ export class PrefillAttentionKernel {
         scale,
       }),
     );
-    const pass = encoder.beginComputePass(
-      timestampWrites ? { label: 'prefill_attention', timestampWrites } : { label: 'prefill_attention' },
-    );
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.attentionSpec),
-      [
-        uniforms,
-        run.queries,
-        run.querySlots,
-        run.queryPositions,
-        run.cache.blockTable,
-        run.cache.contextLens,
-        run.cache.fullPool,
-        run.cache.quantPool,
-        run.out,
-        this.lse,
-      ],
-      tiles * kvHeads,
-    );
-    if (run.stats) this.encodeStats(pass, run, run.stats, scale, this.lse);
-    pass.end();
+    const lse = this.lse;
+    recordPass(encoder, 'prefill_attention', run.pass, timestampWrites, (pass) => {
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.attentionSpec),
+        attentionBindings(uniforms, run, run.cache.quantPool, run.out, lse),
+        tiles * kvHeads,
+      );
+      if (run.stats) this.encodeStats(pass, run, run.stats, scale, lse);
+    });
   }
 
   private encodeStats(pass: GPUComputePassEncoder, run: PrefillAttentionRun, stats: PrefillStats, scale: number, lse: GPUBuffer): void {
     const { kvHeads, full } = this.shape;
-    positiveInteger('numSegments', stats.numSegments);
-    if (stats.segments.size < stats.numSegments * 12) {
-      throw new InvalidArgumentError('segments', `holds ${stats.segments.size} B; ${stats.numSegments} segments need ${stats.numSegments * 12} B`);
-    }
-    const maxTokens = run.cache.maxBlocksPerHead * full.blockSize;
-    const statsBytes = (run.layer + 1) * run.cache.seqSlots * kvHeads * maxTokens * 4;
-    for (const [name, buffer] of Object.entries(stats.target)) {
-      if (buffer.size < statsBytes) {
-        throw new InvalidArgumentError(name, `holds ${buffer.size} B; layer ${run.layer} needs ${statsBytes} B`);
-      }
-    }
+    const maxTokens = checkStatsRun(stats, run.cache, run.layer, kvHeads, full.blockSize);
     const keyTiles = Math.ceil(run.maxContext / this.statsKeys);
     const uniforms = this.gpu.uniformBuffer(
       'prefill_stats:params',
