@@ -103,7 +103,15 @@ export interface CompactBlocksRun {
    * would otherwise pay for on every value (it runs both sides of a branch). Default `'any'`.
    */
   readonly sources?: 'any' | 'full';
+  /**
+   * Merge 'slots': `indices` may hold {@link SLOT_SOURCE_FLAG} | r, slot token r of the slot state bound as
+   * `merged` (MergeSlotsKernel's layout with `slots` slots per state head; src/compress/gpu-slots.ts).
+   */
+  readonly slotSources?: { readonly slots: number; readonly state: GPUBuffer };
 }
+
+/** Kept-index bit marking a merge-slot source (see {@link CompactBlocksRun.slotSources}). */
+export const SLOT_SOURCE_FLAG = 0x80000000;
 
 /** Workgroup size on a software (fallback) adapter; see the constructor. */
 const SOFTWARE_WORKGROUP_SIZE = 4;
@@ -146,11 +154,11 @@ export class CompactBlocksKernel {
     if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
       throw new InvalidArgumentError('workgroupSize', `must be a positive integer ≤ the device limit; got ${size}`);
     }
-    this.spec = this.variant('any', true);
+    this.spec = this.variant('any', true, 0);
   }
 
-  private variant(sources: 'any' | 'full', merged: boolean): KernelSpec {
-    const key = `${sources}/${merged}`;
+  private variant(sources: 'any' | 'full', merged: boolean, slots: number): KernelSpec {
+    const key = `${sources}/${merged}/${slots}`;
     let spec = this.variants.get(key);
     if (!spec) {
       spec = {
@@ -162,6 +170,9 @@ export class CompactBlocksKernel {
           WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
           FULL_SOURCES: { type: 'bool', value: sources === 'full' },
           MERGED_VALUES: { type: 'bool', value: merged },
+          SLOT_SOURCES: { type: 'bool', value: slots > 0 },
+          MERGE_SLOTS: { type: 'u32', value: Math.max(slots, 1) },
+          SLOT_STATE_WORDS: { type: 'u32', value: Math.max(slots, 1) * (2 * this.shape.full.headDim + 2) + 1 },
         },
         uniforms: [COMPACT_BLOCKS_PARAMS],
       };
@@ -191,6 +202,7 @@ export class CompactBlocksKernel {
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `compact_blocks ${name}`);
     }
+    if (run.merged && run.slotSources) throw new InvalidArgumentError('slotSources', 'merged values and slot sources share the `merged` binding: pass one');
     const uniforms = this.gpu.uniformBuffer(
       'compact_blocks:params',
       COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
@@ -199,8 +211,8 @@ export class CompactBlocksKernel {
     encodeDispatch(
       this.gpu,
       pass,
-      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined)),
-      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? this.noMerged()],
+      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined, run.slotSources?.slots ?? 0)),
+      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? run.slotSources?.state ?? this.noMerged()],
       run.numJobs,
     );
     pass.end();
