@@ -7,6 +7,7 @@ import { packMergeHeads } from '../kernels/compress/merge-values.js';
 import { MergeSlotsKernel, slotStateWords } from '../kernels/compress/merge-slots.js';
 import { packSlotIndexHeads, SlotIndexKernel, type SlotIndexHead } from '../kernels/compress/slot-index.js';
 import { MERGE_WEIGHT_FLOOR } from './merge.js';
+import { GPU_SLOTS_BUDGET_MODES } from './options.js';
 import type { ExecutionJob, SelectionJob } from './pipeline.js';
 
 /** What the compaction submit reads instead of the selection's kept indices once the slots absorbed. */
@@ -59,8 +60,8 @@ export class GpuSlotsStage {
   /** InvalidArgumentError (nothing touched) for what the GPU path does not run. */
   check(job: SelectionJob): void {
     const { options } = job;
-    if (options.budgetMode !== 'uniform' && options.budgetMode !== 'pyramid') {
-      throw new InvalidArgumentError('budgetMode', `merge 'slots' on the GPU engine runs with budgetMode 'uniform' or 'pyramid'; got '${options.budgetMode}' (use the CPU engine for it)`);
+    if (!GPU_SLOTS_BUDGET_MODES.includes(options.budgetMode)) {
+      throw new InvalidArgumentError('budgetMode', `merge 'slots' on the GPU engine runs with budgetMode ${GPU_SLOTS_BUDGET_MODES.join(' or ')}; got '${options.budgetMode}' (use the CPU engine for it)`);
     }
     if (options.mergeSlots > GPU_SLOT_CAPACITY) {
       throw new InvalidArgumentError('mergeSlots', `the GPU engine holds at most ${GPU_SLOT_CAPACITY} slots per head; got ${options.mergeSlots}`);

@@ -40,11 +40,17 @@ export type MergeMode = 'none' | 'nearest' | 'cam' | 'slots';
 /** Every merge mode, in the order the CLI lists them. */
 export const MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
-/** Merge modes that run today (`slots` on the CPU engine; the GPU engine rejects it with InvalidArgumentError). */
+/** Merge modes that run today (on both engines). */
 export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
-/** Merge modes the GPU engine runs (`slots` is CPU-only for now: the GPU pipeline rejects it). */
-export const GPU_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam'];
+/**
+ * Merge modes the GPU engine runs: all of them (`slots` with budgetMode 'uniform' or 'pyramid': see
+ * {@link GPU_SLOTS_BUDGET_MODES}).
+ */
+export const GPU_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
+
+/** Budget modes merge 'slots' runs with on the GPU engine (adakv and global run on the CPU engine). */
+export const GPU_SLOTS_BUDGET_MODES: readonly BudgetMode[] = ['uniform', 'pyramid'];
 
 /** Slot tokens per head of MergeMode 'slots' when `mergeSlots` is not given. */
 export const DEFAULT_MERGE_SLOTS = 4;
