@@ -8,11 +8,12 @@
 import { describe, expect, it } from 'vitest';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
-import { InvalidArgumentError } from '../src/errors.js';
+import { InvalidArgumentError, UsageError } from '../src/errors.js';
 import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import { packSlotIndexHeads, SlotIndexKernel, slotIndexReference } from '../src/kernels/compress/slot-index.js';
 import type { CacheShape } from '../src/format/layout.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
+import { GENERATE_COMMAND, parseGenerationFlags } from '../src/cli/generate.js';
 
 const nHeads = 4;
 const M = 4;
@@ -243,6 +244,18 @@ describe('slot_index against slotIndexReference', () => {
       expect(n?.[2]).toBe(9);
     } finally {
       for (const b of buffers) b.destroy();
+    }
+  });
+});
+
+describe('generate --merge slots (the GPU engine)', () => {
+  it('parses with uniform or pyramid budgets and refuses adakv/global when the flags are parsed', () => {
+    for (const mode of ['uniform', 'pyramid']) {
+      const parsed = parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--budget', '24', '--merge', 'slots', '--budget-mode', mode], { prompt: '', steps: 8 });
+      expect(parsed === 'help' ? null : parsed.options.merge).toBe('slots');
+    }
+    for (const mode of ['adakv', 'global']) {
+      expect(() => parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--merge', 'slots', '--budget-mode', mode], { prompt: '', steps: 8 })).toThrow(UsageError);
     }
   });
 });
