@@ -186,6 +186,50 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
     }
   });
 
+  it('with the pools full (one head per round) the slots are those of a roomy cache', async () => {
+    const shape = shapeOf(8);
+    const gpuContext = await testGpu();
+    const tight = { shape, nHeads, fullFormat: 'f32' as const, maxTokensPerHead: 512, maxBytes: 96 * 1024, initialFullBlocks: 4, seqSlots: 2 };
+    const caches = [PagedKvCache.create(gpuContext, tight), PagedKvCache.create(gpuContext, { ...tight, maxBytes: 1 << 24 })];
+    try {
+      const random = seededRandom(11);
+      const perToken = shape.layers * shape.kvHeads * shape.headDim;
+      for (const cache of caches) cache.addSequence(0);
+      // Fill the tight cache until the byte budget refuses a chunk; the roomy one takes the same tokens.
+      let chunks = 0;
+      for (; chunks < 64; chunks++) {
+        const chunk = Float32Array.from({ length: 16 * perToken }, () => random() - 0.5);
+        try {
+          await caches[0]?.append(0, chunk, chunk.map((x) => -x));
+        } catch {
+          break;
+        }
+        await caches[1]?.append(0, chunk, chunk.map((x) => -x));
+      }
+      expect(chunks).toBeGreaterThan(6);
+      expect(caches[0]?.memory().full.free).toBeLessThan(4 * 6);
+      for (let round = 0; round < 2; round++) {
+        for (const cache of caches) await cache.compress(0, { policy: 'knorm', budget: 96, merge: 'slots', sinks: 0, recent: 0 });
+        for (const [l, h] of [
+          [0, 0],
+          [1, 1],
+        ] as const) {
+          const [a, b] = [await caches[0]?.readHead(0, l, h), await caches[1]?.readHead(0, l, h)];
+          expect(Array.from(a?.positions ?? [])).toEqual(Array.from(b?.positions ?? []));
+          expect(Array.from(a?.values ?? [])).toEqual(Array.from(b?.values ?? []));
+          expect(Array.from((await caches[0]?.mergeSlots(0, l, h)) ?? [])).toEqual(Array.from((await caches[1]?.mergeSlots(0, l, h)) ?? []));
+        }
+        expect((await caches[0]?.mergeSlots(0, 0, 0))?.length).toBe(M);
+        expect(caches[0]?.checkInvariants()).toEqual([]);
+        // Room for the next round: 30 more tokens, to compact again into the carried slots.
+        const more = Float32Array.from({ length: 30 * perToken }, () => random() - 0.5);
+        if (round === 0) for (const cache of caches) await cache.append(0, more, more);
+      }
+    } finally {
+      for (const cache of caches) cache.destroy();
+    }
+  });
+
   it('refuses what the GPU path does not run (adakv budgets, more than 16 slots) before touching the cache', async () => {
     const shape = shapeOf(8);
     const cpu = CpuKvCache.create(cacheOptions(shape, 'f32'));
