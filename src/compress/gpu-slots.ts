@@ -112,7 +112,10 @@ export class GpuSlotsStage {
     const { meta } = this.storage;
     const key = `${slots}/${meta.fullFormat}/${meta.quantFormat ?? ''}/${meta.quantLayout?.groupSize ?? 0}`;
     if (this.mergeKernel?.key !== key) {
-      const shape = { full: meta.fullLayout, quant: meta.quantLayout, slots, load: { capacity: GPU_SLOT_CAPACITY } };
+      // One thread per channel (a power of two, ≤ 64): the kernel reduces over its threads once per token, which
+      // is what it costs (a software adapter runs every barrier as a coroutine switch).
+      const workgroupSize = Math.min(64, 2 ** Math.ceil(Math.log2(Math.max(1, meta.fullLayout.headDim))));
+      const shape = { full: meta.fullLayout, quant: meta.quantLayout, slots, workgroupSize, load: { capacity: GPU_SLOT_CAPACITY } };
       this.mergeKernel = { key, kernel: new MergeSlotsKernel(this.storage.gpu, shape, { weightFloor: MERGE_WEIGHT_FLOOR }) };
     }
     return this.mergeKernel.kernel;
