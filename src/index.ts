@@ -79,7 +79,6 @@ export type { AttentionHook, GpuAttentionBackend, KvStep, LayerIo } from './atte
 export {
   DEFAULT_MERGE_SLOTS,
   GPU_MERGE_MODES,
-  GPU_SLOTS_BUDGET_MODES,
   MERGE_MODES,
   type CompressOptions,
   type CompressionReport,

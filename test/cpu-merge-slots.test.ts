@@ -300,7 +300,7 @@ describe("merge 'slots' at the edges", () => {
     expect(cache.mergeSlots(0, 0, 0).reduce((a, b) => a + b, 0)).toBeGreaterThan(slots.reduce((a, b) => a + b, 0));
   });
 
-  it('the GPU engine takes a CPU snapshot holding slots and refuses what its slots path does not run, cache untouched', async () => {
+  it('the GPU engine takes a CPU snapshot holding slots and refuses more slots than it holds, cache untouched', async () => {
     // The GPU engine runs merge 'slots' (test/gpu-slots-engine.test.ts compares it with this engine in depth).
     const gpu = await testGpu();
     const paged = PagedKvCache.create(gpu, { shape, nHeads, fullFormat: 'f32', maxTokensPerHead: 512, seqSlots: 2 });
@@ -309,7 +309,7 @@ describe("merge 'slots' at the edges", () => {
       const n = 60 * shape.kvHeads * shape.headDim * shape.layers;
       const random = seededRandom(15);
       await paged.append(0, Float32Array.from({ length: n }, () => random() - 0.5), Float32Array.from({ length: n }, () => random() - 0.5));
-      await expect(paged.compress(0, { policy: 'knorm', budget: 32, merge: 'slots', budgetMode: 'global' })).rejects.toThrow(/budgetMode/);
+      await expect(paged.compress(0, { policy: 'knorm', budget: 32, merge: 'slots', mergeSlots: 17 })).rejects.toThrow(InvalidArgumentError);
       expect(paged.tokenCount(0, 0, 0)).toBe(60);
       const cpu = newCache();
       cpu.addSequence(0);

@@ -230,7 +230,35 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
     }
   });
 
-  it('refuses what the GPU path does not run (adakv budgets, more than 16 slots) before touching the cache', async () => {
+  for (const budgetMode of ['adakv', 'global', 'pyramid'] as const) {
+    it(`${budgetMode} budgets: the joint selection sees the real tokens alone, as on the CPU engine (two compactions)`, async () => {
+      const shape = shapeOf(8);
+      const cpu = CpuKvCache.create(cacheOptions(shape, 'f32'));
+      const gpu = PagedKvCache.create(await testGpu(), cacheOptions(shape, 'f32'));
+      try {
+        cpu.addSequence(0);
+        run(cpu, shape, 0, 0, 90, 21);
+        await gpu.importSequence(0, await cpu.exportSequence(0));
+        const options = { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8, budgetMode } as const;
+        for (let round = 0; round < 2; round++) {
+          const [rc, rg] = [await cpu.compress(0, options), await gpu.compress(0, options)];
+          expect(rg.keptPerHead).toEqual(rc.keptPerHead);
+          await expectSameState(cpu, gpu, 0, shape, 'f32');
+          // Round 2 re-ranks carried tokens with fresh statistics: decode steps on the CPU, synced by a snapshot
+          // of its state would drop the GPU's slots, so both get the same appended tokens instead.
+          await appendBoth(cpu, gpu, 0, shape, 25, 22 + round);
+        }
+        if (budgetMode !== 'pyramid') {
+          const per = rgPerHead(gpu, shape);
+          expect(new Set(per).size, 'joint budgets differ per head').toBeGreaterThan(1);
+        }
+      } finally {
+        gpu.destroy();
+      }
+    });
+  }
+
+  it('refuses more than 16 slots per head before touching the cache', async () => {
     const shape = shapeOf(8);
     const cpu = CpuKvCache.create(cacheOptions(shape, 'f32'));
     const gpu = PagedKvCache.create(await testGpu(), cacheOptions(shape, 'f32'));
@@ -238,7 +266,6 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
       cpu.addSequence(0);
       run(cpu, shape, 0, 0, 60, 15);
       await gpu.importSequence(0, await cpu.exportSequence(0));
-      await expect(gpu.compress(0, { policy: 'h2o', budget: 32, merge: 'slots', budgetMode: 'adakv' })).rejects.toThrow(/budgetMode/);
       await expect(gpu.compress(0, { policy: 'h2o', budget: 40, merge: 'slots', mergeSlots: 17 })).rejects.toThrow(InvalidArgumentError);
       expect(gpu.tokenCount(0, 0, 0)).toBe(60);
       expect(gpu.checkInvariants()).toEqual([]);
@@ -293,13 +320,18 @@ describe('slot_index against slotIndexReference', () => {
 });
 
 describe('generate --merge slots (the GPU engine)', () => {
-  it('parses with uniform or pyramid budgets and refuses adakv/global when the flags are parsed', () => {
-    for (const mode of ['uniform', 'pyramid']) {
+  it('parses with every budget mode; an unknown merge mode is a usage error', () => {
+    for (const mode of ['uniform', 'adakv', 'pyramid', 'global']) {
       const parsed = parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--budget', '24', '--merge', 'slots', '--budget-mode', mode], { prompt: '', steps: 8 });
-      expect(parsed === 'help' ? null : parsed.options.merge).toBe('slots');
+      expect(parsed === 'help' ? null : [parsed.options.merge, parsed.options.budgetMode]).toEqual(['slots', mode]);
     }
-    for (const mode of ['adakv', 'global']) {
-      expect(() => parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--merge', 'slots', '--budget-mode', mode], { prompt: '', steps: 8 })).toThrow(UsageError);
-    }
+    expect(() => parseGenerationFlags(GENERATE_COMMAND, ['--policy', 'h2o', '--merge', 'slot'], { prompt: '', steps: 8 })).toThrow(UsageError);
   });
 });
+
+/** Tokens per head of sequence 0, layer-major. */
+function rgPerHead(cache: PagedKvCache, shape: CacheShape): number[] {
+  const out: number[] = [];
+  for (let l = 0; l < shape.layers; l++) for (let h = 0; h < shape.kvHeads; h++) out.push(cache.tokenCount(0, l, h));
+  return out;
+}

@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
-import { DEFAULT_MERGE_SLOTS, GPU_SLOTS_BUDGET_MODES, IMPLEMENTED_MERGE_MODES, type MergeMode } from '../compress/options.js';
+import { DEFAULT_MERGE_SLOTS, IMPLEMENTED_MERGE_MODES, type MergeMode } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import { cpuEngineFactory } from '../eval/cpu-engine.js';
@@ -35,7 +35,7 @@ const EVAL_FLAGS = {
   budgets: { type: 'string', value: 'B,B', help: 'tokens kept per KV head, each below --window (default 32,64,128)' },
   bits: { type: 'string', value: 'b,b', help: 'cache bits: 32, 16, 8, 4, 2 (default 16,8,4,2)' },
   'budget-mode': { type: 'string', value: 'M,M', help: 'budget split: uniform, adakv, pyramid, global (default uniform,adakv)' },
-  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none; slots on --engine gpu: uniform or pyramid budgets)` },
+  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none)` },
   'merge-slots': { type: 'string', value: 'N', help: `slot tokens per head of the --merge slots rows, part of the budget (default ${DEFAULT_MERGE_SLOTS})` },
   'block-size': { type: 'string', value: 'N', help: 'tokens per cache block (default 16); every budget must exceed it' },
   engine: { type: 'string', value: 'cpu|gpu', help: 'where the model runs (default cpu)' },
@@ -147,10 +147,6 @@ export async function evalCommand(argv: string[]): Promise<number> {
     throw new UsageError('--adapter', 'applies to --engine gpu only (the cpu engine uses no adapter)');
   }
   const adapter = engineName === 'gpu' ? adapterFlag(values.adapter) : 'auto';
-  const slotsModes = budgetModes.filter((mode) => !(GPU_SLOTS_BUDGET_MODES as readonly string[]).includes(mode));
-  if (engineName === 'gpu' && merges.includes('slots') && slotsModes.length > 0) {
-    throw new UsageError('--merge', `slots runs on the gpu engine with --budget-mode ${GPU_SLOTS_BUDGET_MODES.join(' or ')}; drop ${slotsModes.join(', ')} or use --engine cpu`);
-  }
   if (values.plot !== undefined && !values.plot.endsWith('.svg')) {
     throw new UsageError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
   }

@@ -2,7 +2,7 @@ import type { Bits } from '../format/layout.js';
 import { Generator, type GenerateOptions, type GenerationReport, type GeneratorOptions } from '../app/generator.js';
 import type { SpeculateOptions } from '../app/speculative-decoder.js';
 import { BUDGET_MODES, type BudgetMode } from '../compress/budgets.js';
-import { GPU_MERGE_MODES, GPU_SLOTS_BUDGET_MODES } from '../compress/options.js';
+import { GPU_MERGE_MODES } from '../compress/options.js';
 import { policyNames } from '../compress/registry.js';
 import { UsageError } from '../errors.js';
 import {
@@ -53,7 +53,7 @@ export const GENERATION_FLAGS = {
   budget: { type: 'string', value: 'B', help: 'tokens kept per KV head on average' },
   bits: { type: 'string', value: '16|8|4|2', help: 'bits of the cache blocks older than the recent window' },
   'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')}` },
-  merge: { type: 'string', value: 'M', help: `what evicted tokens become: ${GPU_MERGE_MODES.join(', ')} (default none; slots with --budget-mode ${GPU_SLOTS_BUDGET_MODES.join(' or ')})` },
+  merge: { type: 'string', value: 'M', help: `what evicted tokens become: ${GPU_MERGE_MODES.join(', ')} (default none)` },
   compare: { type: 'boolean', help: 'also run a full cache: top-1 agreement, perplexity, KL' },
   ...SPECULATE_FLAGS,
   temperature: { type: 'string', value: 'T', help: 'sampling temperature, 0 = greedy (default 0)' },
@@ -169,9 +169,6 @@ export function parseGenerationFlags<T extends typeof GENERATION_FLAGS>(
     seed: integerFlag('--seed', values.seed, defaults.seed ?? 42),
     compareWithFull: values.compare ?? defaults.compareWithFull ?? false,
   };
-  if (options.merge === 'slots' && !GPU_SLOTS_BUDGET_MODES.includes(options.budgetMode ?? 'uniform')) {
-    throw new UsageError('--merge', `slots runs with --budget-mode ${GPU_SLOTS_BUDGET_MODES.join(' or ')} on the GPU; got ${options.budgetMode}`);
-  }
   adapterFlag(values.adapter);
   const speculate = speculateFlags(values);
   if (speculate && options.compareWithFull) {

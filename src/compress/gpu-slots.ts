@@ -7,7 +7,6 @@ import { packMergeHeads } from '../kernels/compress/merge-values.js';
 import { MergeSlotsKernel, slotStateWords } from '../kernels/compress/merge-slots.js';
 import { packSlotIndexHeads, SlotIndexKernel, type SlotIndexHead } from '../kernels/compress/slot-index.js';
 import { MERGE_WEIGHT_FLOOR } from './merge.js';
-import { GPU_SLOTS_BUDGET_MODES } from './options.js';
 import type { ExecutionJob, SelectionJob } from './pipeline.js';
 
 /** What the compaction submit reads instead of the selection's kept indices once the slots absorbed. */
@@ -27,10 +26,11 @@ export type SlotsMass = { readonly buffer: GPUBuffer } | { readonly sum: GPUBuff
 /**
  * Merge 'slots' on the GPU engine, the same semantics as the CPU stages (src/compress/cpu-stages.ts; docs/merge-slots.md):
  *
- * - select: a head's slots (its first `count` logical tokens, counts from {@link GpuSlotState}) score +Inf after the
- *   policy's pass, so the top-k keeps them first (ties go to the lower index); the budget pass shares B − M among
- *   the real tokens (uniform and pyramid: host arithmetic on the real lengths), and the selection keeps count + k.
- *   The counts returned include the slots after absorbing: min(M, count + evicted) + k.
+ * - select: after the policy's pass, each head's real-token scores move to the front of its row, so the budget pass
+ *   (any budgetMode) shares B − M over the real tokens alone, as on the CPU engine; before the top-k they move back
+ *   behind the slots (a head's first `count` logical tokens, counts from {@link GpuSlotState}), which score +Inf,
+ *   so the top-k keeps them first (ties go to the lower index) and count + k in all. The counts returned include
+ *   the slots after absorbing: min(M, count + evicted) + k.
  * - execute, inside the compaction submit: the slot state is loaded from the cache and the persistent masses
  *   (merge_slots with `load`), absorbs the evicted tokens weighted like the other modes, writes the masses back;
  *   slot_index rewrites each absorbing head's lists so the compaction writes [slots…, kept real tokens…] (the slot
@@ -48,6 +48,8 @@ export class GpuSlotsStage {
   /** Per row of the current round: its slot count after absorbing, committed by afterCommit. */
   private readonly pending = new Map<number, number>();
   private lists: { compact: GPUBuffer; gather: GPUBuffer } | null = null;
+  /** Rows of the last selection whose scores {@link shiftOut} moved: slots before, real tokens. */
+  private shifted: { row: number; count: number; real: number }[] = [];
 
   constructor(
     private readonly storage: GpuKvStorage,
@@ -60,9 +62,6 @@ export class GpuSlotsStage {
   /** InvalidArgumentError (nothing touched) for what the GPU path does not run. */
   check(job: SelectionJob): void {
     const { options } = job;
-    if (!GPU_SLOTS_BUDGET_MODES.includes(options.budgetMode)) {
-      throw new InvalidArgumentError('budgetMode', `merge 'slots' on the GPU engine runs with budgetMode ${GPU_SLOTS_BUDGET_MODES.join(' or ')}; got '${options.budgetMode}' (use the CPU engine for it)`);
-    }
     if (options.mergeSlots > GPU_SLOT_CAPACITY) {
       throw new InvalidArgumentError('mergeSlots', `the GPU engine holds at most ${GPU_SLOT_CAPACITY} slots per head; got ${options.mergeSlots}`);
     }
@@ -73,17 +72,42 @@ export class GpuSlotsStage {
     return job.lengths.map((heads, l) => heads.map((n, h) => n - (job.slotCounts[l]?.[h] ?? 0)));
   }
 
-  /** Records the +Inf scores of every head's slots (after the scoring passes, before the top-k). */
-  protect(encoder: GPUCommandEncoder, job: SelectionJob, rows: readonly (readonly number[])[], scores: GPUBuffer, arena: ScratchBuffers): void {
-    const most = Math.max(0, ...job.slotCounts.flat());
-    if (most === 0) return;
-    const inf = arena.upload('slots:inf', new Float32Array(most).fill(Number.POSITIVE_INFINITY));
+  /**
+   * Records, after the scoring passes, the shift of every head's real-token scores to the front of its row, so
+   * the budget pass (any mode) sees exactly what the CPU engine scores: the real tokens alone, over the real
+   * lengths. {@link shiftIn} puts them back before the top-k. WebGPU copies never have one buffer at both ends:
+   * through a scratch buffer.
+   */
+  shiftOut(encoder: GPUCommandEncoder, job: SelectionJob, rows: readonly (readonly number[])[], scores: GPUBuffer, arena: ScratchBuffers): void {
+    this.shifted = [];
     rows.forEach((heads, l) =>
       heads.forEach((row, h) => {
         const count = job.slotCounts[l]?.[h] ?? 0;
-        if (count > 0) encoder.copyBufferToBuffer(inf, 0, scores, row * this.stride * 4, count * 4);
+        const n = job.lengths[l]?.[h] ?? 0;
+        if (count > 0 && n > count) this.shifted.push({ row, count, real: n - count });
       }),
     );
+    if (this.shifted.length === 0) return;
+    const temp = arena.get('slots:scores', this.shifted.length * this.stride * 4);
+    const at = (row: number, t: number): number => (row * this.stride + t) * 4;
+    this.shifted.forEach((r, i) => encoder.copyBufferToBuffer(scores, at(r.row, r.count), temp, i * this.stride * 4, r.real * 4));
+    this.shifted.forEach((r, i) => encoder.copyBufferToBuffer(temp, i * this.stride * 4, scores, at(r.row, 0), r.real * 4));
+  }
+
+  /**
+   * Records the real-token scores' return behind the slots and the slots' +Inf (before the top-k): the top-k then
+   * keeps every slot (ties go to the lower index) and the same real tokens as the budget pass counted.
+   */
+  shiftIn(encoder: GPUCommandEncoder, scores: GPUBuffer, arena: ScratchBuffers): void {
+    if (this.shifted.length === 0) return;
+    const temp = arena.get('slots:scores', this.shifted.length * this.stride * 4);
+    const at = (row: number, t: number): number => (row * this.stride + t) * 4;
+    const inf = arena.upload('slots:inf', new Float32Array(Math.max(...this.shifted.map((r) => r.count))).fill(Number.POSITIVE_INFINITY));
+    this.shifted.forEach((r, i) => encoder.copyBufferToBuffer(scores, at(r.row, 0), temp, i * this.stride * 4, r.real * 4));
+    this.shifted.forEach((r, i) => {
+      encoder.copyBufferToBuffer(temp, i * this.stride * 4, scores, at(r.row, r.count), r.real * 4);
+      encoder.copyBufferToBuffer(inf, 0, scores, at(r.row, 0), r.count * 4);
+    });
   }
 
   /** From the real tokens' counts: the counts the host plans with (slots after absorbing included). */

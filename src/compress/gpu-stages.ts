@@ -148,7 +148,7 @@ export class GpuCompressionStages implements CompressionStages {
       job.policy.scoreGpu(encoder, writeMeans ? { ...ofLayer, means: this.buffers.mass } : ofLayer);
     }
     const rows = this.rowsOf(job.slot);
-    slots?.protect(encoder, job, rows, this.buffers.scores, this.scratchBuffers);
+    slots?.shiftOut(encoder, job, rows, this.buffers.scores, this.scratchBuffers);
     // Scoring, the joint selections and their one readback share a submit (allocateBudgetsGpu submits it).
     const counts = await allocateBudgetsGpu(gpu, {
       encoder,
@@ -255,6 +255,7 @@ export class GpuCompressionStages implements CompressionStages {
       const slots = job.options.merge === 'slots' && evicting ? this.slotsStage : null;
       const selectCounts = slots ? slots.selectionCounts(job, rowsOf) : job.counts;
       if (evicting && job.select) {
+        slots?.shiftIn(encoder, this.buffers.scores, this.scratchBuffers);
         const members = new Uint32Array(seqRows * 2);
         const segments = new Uint32Array(seqRows * 3);
         rowsOf.forEach((heads, l) =>

@@ -43,14 +43,8 @@ export const MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slo
 /** Merge modes that run today (on both engines). */
 export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
-/**
- * Merge modes the GPU engine runs: all of them (`slots` with budgetMode 'uniform' or 'pyramid': see
- * {@link GPU_SLOTS_BUDGET_MODES}).
- */
+/** Merge modes the GPU engine runs: all of them (`slots` since issue 15: src/compress/gpu-slots.ts). */
 export const GPU_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
-
-/** Budget modes merge 'slots' runs with on the GPU engine (adakv and global run on the CPU engine). */
-export const GPU_SLOTS_BUDGET_MODES: readonly BudgetMode[] = ['uniform', 'pyramid'];
 
 /** Slot tokens per head of MergeMode 'slots' when `mergeSlots` is not given. */
 export const DEFAULT_MERGE_SLOTS = 4;
