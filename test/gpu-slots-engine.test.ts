@@ -13,6 +13,7 @@ import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import { packSlotIndexHeads, SlotIndexKernel, slotIndexReference } from '../src/kernels/compress/slot-index.js';
 import type { CacheShape } from '../src/format/layout.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
+import { countGpuWork } from './helpers/gpu-counters.js';
 import { GENERATE_COMMAND, parseGenerationFlags } from '../src/cli/generate.js';
 
 const nHeads = 4;
@@ -257,6 +258,30 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
       }
     });
   }
+
+  it('adds no CPU wait: uniform none, adakv one (the budget readback), as without slots, on both compactions', async () => {
+    const shape = shapeOf(8);
+    for (const [budgetMode, waits] of [
+      ['uniform', 0],
+      ['adakv', 1],
+    ] as const) {
+      const cpu = CpuKvCache.create(cacheOptions(shape, 'f32'));
+      const gpu = PagedKvCache.create(await testGpu(), cacheOptions(shape, 'f32'));
+      try {
+        cpu.addSequence(0);
+        run(cpu, shape, 0, 0, 80, 31);
+        await gpu.importSequence(0, await cpu.exportSequence(0));
+        for (let round = 0; round < 2; round++) {
+          const { counts } = await countGpuWork(gpu.gpu, () => gpu.compress(0, { policy: 'h2o', budget: 32, merge: 'slots', budgetMode }));
+          expect(counts.waits, `${budgetMode} round ${round}`).toBe(waits);
+          await appendBoth(cpu, gpu, 0, shape, 20, 32 + round);
+        }
+        expect((await gpu.mergeSlots(0, 1, 1)).length).toBe(M);
+      } finally {
+        gpu.destroy();
+      }
+    }
+  });
 
   it('refuses more than 16 slots per head before touching the cache', async () => {
     const shape = shapeOf(8);
