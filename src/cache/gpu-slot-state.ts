@@ -36,7 +36,7 @@ export class GpuSlotState {
     private readonly gpu: GpuContext,
     readonly rows: number,
   ) {
-    this.masses = createStorageBuffer(gpu, 'slots:masses', Math.max(1, rows) * GPU_SLOT_CAPACITY * 4, GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST);
+    this.masses = createStorageBuffer(gpu, 'slots:masses', Math.max(1, rows) * GPU_SLOT_CAPACITY * 4);
   }
 
   /** Slot tokens at the front of the row (0 without slots). */

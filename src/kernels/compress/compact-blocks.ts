@@ -8,6 +8,7 @@ import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from '../cache/cache-constants.js';
+import { slotStateWords } from './merge-slots.js';
 import type { PagedCacheBindings } from '../cache/paged-attention.js';
 
 const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
@@ -172,7 +173,7 @@ export class CompactBlocksKernel {
           MERGED_VALUES: { type: 'bool', value: merged },
           SLOT_SOURCES: { type: 'bool', value: slots > 0 },
           MERGE_SLOTS: { type: 'u32', value: Math.max(slots, 1) },
-          SLOT_STATE_WORDS: { type: 'u32', value: Math.max(slots, 1) * (2 * this.shape.full.headDim + 2) + 1 },
+          SLOT_STATE_WORDS: { type: 'u32', value: slotStateWords(Math.max(slots, 1), this.shape.full.headDim) },
         },
         uniforms: [COMPACT_BLOCKS_PARAMS],
       };
