@@ -100,9 +100,11 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
         cpu.addSequence(0);
         run(cpu, shape, 0, 0, tokens, tokens + headDim);
         await gpu.importSequence(0, await cpu.exportSequence(0));
-        const options = { policy: 'h2o', budget: 40, merge: 'slots', mergeSlots: M, sinks: 2, recent: 8, bits: format === 'int4' ? 4 : 16 } as const;
+        const options = { policy: 'h2o', budget: 40, merge: 'slots', mergeSlots: M, sinks: 2, recent: 8, bits: format === 'int4' ? 4 : 16, measureMass: true } as const;
         const [rc, rg] = [await cpu.compress(0, options), await gpu.compress(0, options)];
         expect(rg.keptPerHead).toEqual(rc.keptPerHead);
+        // The mass report measures the real tokens alone on both engines (f32 sums on the GPU).
+        expect(rg.attentionMassKept).toBeCloseTo(rc.attentionMassKept, 5);
         expect(rg.merge).toBe('slots');
         await expectSameState(cpu, gpu, 0, shape, format);
         expect(gpu.slotStateBytes(0)).toBe(shape.layers * shape.kvHeads * M * 4);
@@ -113,8 +115,9 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
         // Second compaction: the appended tokens' worth evicted into the slots carried over.
         const masses = await gpu.mergeSlots(0, 0, 0);
         await appendBoth(cpu, gpu, 0, shape, appended, 7);
-        await cpu.compress(0, options);
-        await gpu.compress(0, options);
+        const [rc2, rg2] = [await cpu.compress(0, options), await gpu.compress(0, options)];
+        expect(rg2.attentionMassKept).toBeCloseTo(rc2.attentionMassKept, 5);
+        expect(rg2.attentionMassKept).toBeLessThan(1);
         await expectSameState(cpu, gpu, 0, shape, format);
         const after = await gpu.mergeSlots(0, 0, 0);
         expect(after.length).toBe(M);
@@ -280,6 +283,31 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
       } finally {
         gpu.destroy();
       }
+    }
+  });
+
+  it('slots that attention reached: their statistics stay with them and the mass report leaves them out', async () => {
+    const shape = shapeOf(8);
+    const cpu = CpuKvCache.create(cacheOptions(shape, 'f32'));
+    const gpu = PagedKvCache.create(await testGpu(), cacheOptions(shape, 'f32'));
+    try {
+      cpu.addSequence(0);
+      run(cpu, shape, 0, 0, 80, 41);
+      const options = { policy: 'h2o', budget: 32, merge: 'slots', sinks: 2, recent: 8, measureMass: true } as const;
+      await cpu.compress(0, options);
+      // Decode steps after the compaction: the slots gather attention statistics like any token.
+      run(cpu, shape, 0, 80, 100, 42);
+      const snapshot = await cpu.exportSequence(0);
+      expect(snapshot.slots?.counts).toEqual(Uint32Array.from([M, M, M, M]));
+      await gpu.importSequence(0, snapshot);
+      const [rc, rg] = [await cpu.compress(0, options), await gpu.compress(0, options)];
+      expect(rc.attentionMassKept).toBeLessThan(1);
+      expect(rg.attentionMassKept).toBeCloseTo(rc.attentionMassKept, 5);
+      await expectSameState(cpu, gpu, 0, shape, 'f32');
+      // The old slots' statistics moved with them (nonzero), as the CPU engine keeps them.
+      expect(cpu.stats(0, 0, 0).attnSum.subarray(0, M).some((x) => x > 0)).toBe(true);
+    } finally {
+      gpu.destroy();
     }
   });
 

@@ -132,6 +132,25 @@ export class GpuSlotsStage {
     return rows.map((heads, l) => heads.map((row, h) => this.selected.get(row) ?? job.counts[l]?.[h] ?? 0));
   }
 
+  /**
+   * Records the mass the attention-mass report sums, with every slot's entry 0 (the report then measures the real
+   * tokens alone, as on the CPU engine): `mass` itself when it is the `scratch` buffer, else a copy of the
+   * sequence's rows of it into `scratch` (its later uses, the window means or the mean attention, are written
+   * after the report's pass).
+   */
+  massWithoutSlots(encoder: GPUCommandEncoder, mass: GPUBuffer, scratch: GPUBuffer, rows: readonly (readonly number[])[]): GPUBuffer {
+    if (this.shifted.length === 0) return mass;
+    const rowBytes = this.stride * 4;
+    if (mass !== scratch) {
+      for (const layerRows of rows) {
+        const first = layerRows[0] ?? 0;
+        encoder.copyBufferToBuffer(mass, first * rowBytes, scratch, first * rowBytes, layerRows.length * rowBytes);
+      }
+    }
+    for (const r of this.shifted) encoder.clearBuffer(scratch, r.row * rowBytes, r.count * 4);
+    return scratch;
+  }
+
   private kernel(slots: number): MergeSlotsKernel {
     const { meta } = this.storage;
     const key = `${slots}/${meta.fullFormat}/${meta.quantFormat ?? ''}/${meta.quantLayout?.groupSize ?? 0}`;

@@ -290,7 +290,8 @@ export class GpuCompressionStages implements CompressionStages {
       let sums: GPUBuffer | null = null;
       if (job.measureMass && job.select) {
         sums = arena.get('mass-sums', layers * kvHeads * 8);
-        const mass = this.massBuffer(job);
+        // Merge slots: the report measures the real tokens alone, as on the CPU engine.
+        const mass = slots ? slots.massWithoutSlots(encoder, this.massBuffer(job), this.buffers.mass, rowsOf) : this.massBuffer(job);
         for (let l = 0; l < layers; l++) {
           this.massKernel.encode(encoder, {
             firstRow: rowsOf[l]?.[0] ?? 0,
