@@ -34,6 +34,7 @@
 @group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values
 
 const IDENTITY: u32 = 0xffffffffu;
+const SLOT_SOURCE_FLAG: u32 = 0x80000000u;
 const LEVELS: u32 = (1u << QUANT_BITS) - 1u;
 const VALUES_PER_WORD: u32 = 32u / QUANT_BITS;
 const GROUPS_PER_TOKEN: u32 = HEAD_DIM / QUANT_GROUP;
@@ -75,6 +76,9 @@ fn kept_token(t: u32) -> KeptToken {
   var logical = job.identity_start + t;
   if (job.index_base != IDENTITY) {
     logical = indices[job.index_base + t];
+  }
+  if (SLOT_SOURCES && logical >= SLOT_SOURCE_FLAG) {
+    return slot_source_token(t, logical);
   }
   return KeptToken(t, block_table[job.row * params.max_blocks + logical / BLOCK_SIZE], logical % BLOCK_SIZE);
 }
@@ -140,11 +144,42 @@ fn kept_quad(token: KeptToken, d: u32, v_part: bool) -> vec4<f32> {
     let m = (job.value_base + token.t) * HEAD_DIM + d;
     x = vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
   }
+  if (SLOT_SOURCES && token.slot >= BLOCK_SIZE) {
+    x = slot_source_quad(token, d, v_part);
+  }
   return x;
 }
 
 fn kept_position(token: KeptToken) -> u32 {
+  if (SLOT_SOURCES && token.slot >= BLOCK_SIZE) {
+    return slot_source_position(token);
+  }
   return kv_position(token.entry, token.slot);
+}
+
+// ---- Merge 'slots' sources (src/compress/gpu-slots.ts): a kept index SLOT_SOURCE_FLAG | r is slot token r of
+// the slot state bound as `merged` (shaders/merge_slots.wgsl layout: per state head keys [MERGE_SLOTS][HEAD_DIM],
+// values likewise, masses, positions as u32 bits, count), r = state head × MERGE_SLOTS + slot. Its KeptToken
+// carries slot = BLOCK_SIZE + r (no block slot is that large) and entry 0 (a full entry, so the pool reads above
+// stay in bounds and the quantized read is skipped); compiled out unless SLOT_SOURCES. ----
+
+fn slot_source_token(t: u32, logical: u32) -> KeptToken {
+  return KeptToken(t, 0u, BLOCK_SIZE + logical - SLOT_SOURCE_FLAG);
+}
+
+fn slot_source_word(token: KeptToken) -> u32 {
+  let r = token.slot - BLOCK_SIZE;
+  return (r / MERGE_SLOTS) * SLOT_STATE_WORDS + (r % MERGE_SLOTS) * HEAD_DIM;
+}
+
+fn slot_source_quad(token: KeptToken, d: u32, v_part: bool) -> vec4<f32> {
+  let m = slot_source_word(token) + select(0u, MERGE_SLOTS * HEAD_DIM, v_part) + d;
+  return vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
+}
+
+fn slot_source_position(token: KeptToken) -> u32 {
+  let r = token.slot - BLOCK_SIZE;
+  return bitcast<u32>(merged[(r / MERGE_SLOTS) * SLOT_STATE_WORDS + 2u * MERGE_SLOTS * HEAD_DIM + MERGE_SLOTS + r % MERGE_SLOTS]);
 }
 
 // ---- Full destinations ----

@@ -4,7 +4,11 @@
 // value become mass-weighted means (post-RoPE keys, as cached: see the reference for why), its mass accumulates and
 // its position is the earliest absorbed. The slot state persists in `state` between runs, so a later compression
 // folds in with the right weight. One workgroup per head, one thread per channel (strided); tokens in order (the
-// rule is recurrent), the per-slot dot products reduced in workgroup memory. Not wired into compress yet.
+// rule is recurrent), the per-slot dot products reduced in workgroup memory.
+// With LOAD_SLOTS (the compaction path, src/compress/gpu-slots.ts) the state is per-compaction scratch holding
+// only each head's slot count: the kernel first loads the head's slots from the cache (its first `count` logical
+// tokens: keys, values, positions as stored) and their masses from `slot_masses` [row][SLOT_CAPACITY], and
+// writes the masses after absorbing back there.
 
 @group(0) @binding(0) var<uniform> params: MergeSlotsParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, state head
@@ -16,6 +20,7 @@
 // [state head][SLOT_STATE_WORDS]: keys [SLOTS][HEAD_DIM], values [SLOTS][HEAD_DIM], mass [SLOTS], positions
 // [SLOTS] (u32 bits), count (u32 bits).
 @group(0) @binding(7) var<storage, read_write> state: array<f32>;
+@group(0) @binding(8) var<storage, read_write> slot_masses: array<f32>;  // [row][SLOT_CAPACITY] (LOAD_SLOTS)
 
 const PARTS: u32 = 2u * SLOTS + 1u;
 
@@ -40,6 +45,21 @@ fn main(
   let vbase = sbase + SLOTS * HEAD_DIM;
   let mbase = sbase + 2u * SLOTS * HEAD_DIM;
   let base = row * params.stride;
+  var count = bitcast<u32>(state[mbase + 2u * SLOTS]);
+  if (LOAD_SLOTS) {
+    // Each thread loads the channels it later reads; thread 0 the masses and positions it later reads.
+    for (var c = 0u; c < count; c++) {
+      let entry = block_table[row * params.max_blocks + c / BLOCK_SIZE];
+      for (var d = lid; d < HEAD_DIM; d += WORKGROUP_SIZE) {
+        state[sbase + c * HEAD_DIM + d] = kv_value(entry, c % BLOCK_SIZE, d, false);
+        state[vbase + c * HEAD_DIM + d] = kv_value(entry, c % BLOCK_SIZE, d, true);
+      }
+      if (lid == 0u) {
+        state[mbase + c] = slot_masses[row * SLOT_CAPACITY + c];
+        state[mbase + SLOTS + c] = bitcast<f32>(kv_position(entry, c % BLOCK_SIZE));
+      }
+    }
+  }
   if (lid == 0u) {
     uniform_tokens = heads[4u * head + 1u];
     for (var c = 0u; c < SLOTS; c++) {
@@ -47,7 +67,6 @@ fn main(
       slot_pos[c] = bitcast<u32>(state[mbase + SLOTS + c]);
     }
   }
-  var count = bitcast<u32>(state[mbase + 2u * SLOTS]);
   let tokens = workgroupUniformLoad(&uniform_tokens);
   var next = 0u;
   for (var t = 0u; t < tokens; t++) {
@@ -130,5 +149,10 @@ fn main(
       state[mbase + SLOTS + c] = bitcast<f32>(slot_pos[c]);
     }
     state[mbase + 2u * SLOTS] = bitcast<f32>(count);
+    if (LOAD_SLOTS) {
+      for (var c = 0u; c < count; c++) {
+        slot_masses[row * SLOT_CAPACITY + c] = slot_mass[c];
+      }
+    }
   }
 }

@@ -67,6 +67,8 @@ export {
   type SnapshotWindow,
 } from './engine/sequence-snapshot.js';
 export type { PagedKvCacheOptions } from './cache/cache-options.js';
+// Merge 'slots' state as snapshots carry it (SequenceSnapshot.slots); the engines' mergeSlots() read it per head.
+export type { SnapshotSlots } from './cache/slot-state.js';
 export type { CacheMemoryReport } from './cache/memory-report.js';
 export type { HeadContents } from './cache/cpu-storage.js';
 
@@ -74,7 +76,14 @@ export type { HeadContents } from './cache/cpu-storage.js';
 export type { AttentionHook, GpuAttentionBackend, KvStep, LayerIo } from './attention/backend.js';
 
 // Compression: options and reports, budgets, policies (add your own with registerPolicy), the decode schedule.
-export { MERGE_MODES, type CompressOptions, type CompressionReport, type MergeMode } from './compress/options.js';
+export {
+  DEFAULT_MERGE_SLOTS,
+  GPU_MERGE_MODES,
+  MERGE_MODES,
+  type CompressOptions,
+  type CompressionReport,
+  type MergeMode,
+} from './compress/options.js';
 export type { AutoChoice, AutoCompressOptions, AutoCompressionReport } from './compress/auto.js';
 export { BUDGET_MODES, type BudgetMode } from './compress/budgets.js';
 export { clampProtection, defaultPolicy } from './compress/pipeline.js';

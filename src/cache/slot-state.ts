@@ -35,6 +35,7 @@ export interface SnapshotSlots {
  * ```
  */
 export class SlotStateStore {
+  readonly bytesPerSlot = SLOT_STATE_BYTES_PER_SLOT;
   readonly #rows = new Map<number, Float64Array>();
 
   /** Slot tokens at the front of the row (0 without slots). */

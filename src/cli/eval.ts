@@ -35,7 +35,7 @@ const EVAL_FLAGS = {
   budgets: { type: 'string', value: 'B,B', help: 'tokens kept per KV head, each below --window (default 32,64,128)' },
   bits: { type: 'string', value: 'b,b', help: 'cache bits: 32, 16, 8, 4, 2 (default 16,8,4,2)' },
   'budget-mode': { type: 'string', value: 'M,M', help: 'budget split: uniform, adakv, pyramid, global (default uniform,adakv)' },
-  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none; slots: --engine cpu only)` },
+  merge: { type: 'string', value: 'M,M', help: `what evicted tokens become, one row each: ${IMPLEMENTED_MERGE_MODES.join(', ')} (default none)` },
   'merge-slots': { type: 'string', value: 'N', help: `slot tokens per head of the --merge slots rows, part of the budget (default ${DEFAULT_MERGE_SLOTS})` },
   'block-size': { type: 'string', value: 'N', help: 'tokens per cache block (default 16); every budget must exceed it' },
   engine: { type: 'string', value: 'cpu|gpu', help: 'where the model runs (default cpu)' },
@@ -147,9 +147,6 @@ export async function evalCommand(argv: string[]): Promise<number> {
     throw new UsageError('--adapter', 'applies to --engine gpu only (the cpu engine uses no adapter)');
   }
   const adapter = engineName === 'gpu' ? adapterFlag(values.adapter) : 'auto';
-  if (engineName === 'gpu' && merges.includes('slots')) {
-    throw new UsageError('--merge', "slots runs on the cpu engine only so far; drop --engine gpu or use none, nearest or cam");
-  }
   if (values.plot !== undefined && !values.plot.endsWith('.svg')) {
     throw new UsageError('--plot', `expects a FILE.svg path; got "${values.plot}"`);
   }

@@ -53,7 +53,7 @@ export const GENERATION_FLAGS = {
   budget: { type: 'string', value: 'B', help: 'tokens kept per KV head on average' },
   bits: { type: 'string', value: '16|8|4|2', help: 'bits of the cache blocks older than the recent window' },
   'budget-mode': { type: 'string', value: 'M', help: `budget split: ${BUDGET_MODES.join(', ')}` },
-  merge: { type: 'string', value: 'M', help: `what evicted tokens become: ${GPU_MERGE_MODES.join(', ')} (default none; slots runs on the CPU engine only: eval --engine cpu)` },
+  merge: { type: 'string', value: 'M', help: `what evicted tokens become: ${GPU_MERGE_MODES.join(', ')} (default none)` },
   compare: { type: 'boolean', help: 'also run a full cache: top-1 agreement, perplexity, KL' },
   ...SPECULATE_FLAGS,
   temperature: { type: 'string', value: 'T', help: 'sampling temperature, 0 = greedy (default 0)' },

@@ -15,6 +15,8 @@ import { TopKSelectKernel } from '../kernels/compress/select.js';
 import { allocateBudgetsGpu } from './budgets-gpu.js';
 import { logitScratchBytes, scoreScratchBytes, STORED_LOGITS_MAX_BYTES, type ScoreGpuInput } from './gpu-policies.js';
 import type { CompressionStages, ExecutionJob, SelectionJob } from './pipeline.js';
+import type { GpuSlotState } from '../cache/gpu-slot-state.js';
+import { GpuSlotsStage, type SlotsRun } from './gpu-slots.js';
 
 type ScratchName = 'scores' | 'mass' | 'keptIndex' | 'keptCount' | 'thresholds' | 'scratch';
 
@@ -46,15 +48,18 @@ export class GpuCompressionStages implements CompressionStages {
   /** Per-call inputs and outputs (members, jobs, gathered statistics, sums, the readback staging). */
   private readonly scratchBuffers: ScratchBuffers;
   readonly growPool: GrowPool;
-  /** Merge 'slots' does not run on the GPU engine yet: the pipeline rejects it before any work. */
-  readonly slots = null;
+  /** Merge 'slots' (src/compress/gpu-slots.ts): its state, or null on stages built without one (then refused). */
+  readonly slots: GpuSlotState | null;
+  private readonly slotsStage: GpuSlotsStage | null;
   private destroyed = false;
 
   constructor(
     private readonly storage: GpuKvStorage,
     private readonly backend: PagedAttentionBackend,
+    slots: GpuSlotState | null = null,
   ) {
     const { gpu, meta } = storage;
+    this.slots = slots;
     this.rows = meta.tables.numRows;
     this.indexStride = storage.maxTokensPerHead;
     this.topK = new TopKSelectKernel(gpu);
@@ -71,6 +76,7 @@ export class GpuCompressionStages implements CompressionStages {
       thresholds: createStorageBuffer(gpu, 'compress:thresholds', this.rows * 8),
       scratch: createStorageBuffer(gpu, 'compress:scratch', scoreScratchBytes(meta.shape.layers, backend.observationWindow, backend.nHeads, this.indexStride)),
     };
+    this.slotsStage = slots ? new GpuSlotsStage(storage, slots, this.indexStride) : null;
   }
 
   get meta(): GpuKvStorage['meta'] {
@@ -90,6 +96,7 @@ export class GpuCompressionStages implements CompressionStages {
   }
 
   afterCommit(): void {
+    this.slotsStage?.afterCommit();
     this.storage.uploadDirtyRows();
   }
 
@@ -131,6 +138,8 @@ export class GpuCompressionStages implements CompressionStages {
       seed: options.seed,
     };
     if (!job.policy.scoreGpu) throw new InvalidArgumentError('policy', `${job.policy.name} has no GPU scoring; use the CPU engine`);
+    const slots = options.merge === 'slots' ? this.slotsStage : null;
+    slots?.check(job);
     // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
     const writeMeans = (job.measureMass || options.merge !== 'none') && this.massBuffer(job) === this.buffers.mass;
     // Window policies compute each logit once when the logits fit the compressor's cap (a persistent scratch).
@@ -141,19 +150,23 @@ export class GpuCompressionStages implements CompressionStages {
       const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1, ...(logits ? { logits } : {}) };
       job.policy.scoreGpu(encoder, writeMeans ? { ...ofLayer, means: this.buffers.mass } : ofLayer);
     }
+    const rows = this.rowsOf(job.slot);
+    slots?.shiftOut(encoder, job, rows, this.buffers.scores, this.scratchBuffers);
     // Scoring, the joint selections and their one readback share a submit (allocateBudgetsGpu submits it).
-    return allocateBudgetsGpu(gpu, {
+    const counts = await allocateBudgetsGpu(gpu, {
       encoder,
       scratch: this.scratchBuffers,
       mode: options.budgetMode,
-      budget: options.budget ?? 0,
+      // Merge slots: B − M shared among the real tokens (see GpuSlotsStage).
+      budget: (options.budget ?? 0) - (slots ? options.mergeSlots : 0),
       safeguard: options.safeguard,
       scores: this.buffers.scores,
       stride: this.indexStride,
-      rows: this.rowsOf(job.slot),
-      lengths: job.lengths,
+      rows,
+      lengths: slots ? slots.realLengths(job) : job.lengths,
       kernel: this.topK,
     });
+    return slots ? slots.counts(job, rows, counts) : counts;
   }
 
   private compactKernel(): CompactBlocksKernel {
@@ -242,14 +255,17 @@ export class GpuCompressionStages implements CompressionStages {
       // Only this sequence's rows: index i = layer × kvHeads + head maps to its table row.
       const rowMap = { base: job.slot * kvHeads, groupRows: kvHeads, groupStride: this.meta.seqSlots * kvHeads };
       const seqRows = layers * kvHeads;
+      const slots = job.options.merge === 'slots' && evicting ? this.slotsStage : null;
+      const selectCounts = slots ? slots.selectionCounts(job, rowsOf) : job.counts;
       if (evicting && job.select) {
+        slots?.shiftIn(encoder, this.buffers.scores, this.scratchBuffers);
         const members = new Uint32Array(seqRows * 2);
         const segments = new Uint32Array(seqRows * 3);
         rowsOf.forEach((heads, l) =>
           heads.forEach((row, h) => {
             const i = l * kvHeads + h;
             members.set([row, job.lengths[l]?.[h] ?? 0], 2 * i);
-            segments.set([i, 1, job.counts[l]?.[h] ?? 0], 3 * i);
+            segments.set([i, 1, selectCounts[l]?.[h] ?? 0], 3 * i);
           }),
         );
         const membersBuffer = arena.upload('members', members);
@@ -277,7 +293,8 @@ export class GpuCompressionStages implements CompressionStages {
       let sums: GPUBuffer | null = null;
       if (job.measureMass && job.select) {
         sums = arena.get('mass-sums', layers * kvHeads * 8);
-        const mass = this.massBuffer(job);
+        // Merge slots: the report measures the real tokens alone, as on the CPU engine.
+        const mass = slots ? slots.massWithoutSlots(encoder, this.massBuffer(job), this.buffers.mass, rowsOf) : this.massBuffer(job);
         for (let l = 0; l < layers; l++) {
           this.massKernel.encode(encoder, {
             firstRow: rowsOf[l]?.[0] ?? 0,
@@ -293,6 +310,7 @@ export class GpuCompressionStages implements CompressionStages {
         }
       }
       const merge = this.encodeMerge(encoder, job, scratch);
+      const slotsRun = slots ? this.encodeSlots(encoder, slots, job, scratch) : null;
       if (job.plan.jobs.length > 0) {
         const planned = merge
           ? job.plan.jobs.map((compact) => {
@@ -311,9 +329,10 @@ export class GpuCompressionStages implements CompressionStages {
             cache: this.storage.bindings(layer),
             jobs,
             numJobs: ofLayer.length,
-            indices: this.buffers.keptIndex,
+            indices: slotsRun?.compactIndex ?? this.buffers.keptIndex,
             sources: fullSources ? 'full' : 'any',
             ...(merge ? { merged: merge.merged } : {}),
+            ...(slotsRun ? { slotSources: slotsRun.slotSources } : {}),
           });
         }
       }
@@ -328,10 +347,11 @@ export class GpuCompressionStages implements CompressionStages {
         const out = arena.get('stats', Math.max(...groups.map((g) => g.rows)) * rowBytes);
         for (const stats of Object.values(this.backend.statistics)) {
           for (const group of groups) {
-            this.gather.encode(encoder, { stats, kept: this.buffers.keptIndex, keptCounts: this.buffers.keptCount, out, numRows: group.rows, stride, rowMap: group.rowMap });
+            this.gather.encode(encoder, { stats, kept: slotsRun?.gatherIndex ?? this.buffers.keptIndex, keptCounts: this.buffers.keptCount, out, numRows: group.rows, stride, rowMap: group.rowMap });
             for (const copy of group.copies) encoder.copyBufferToBuffer(out, copy.from * rowBytes, stats, copy.to * rowBytes, copy.count * rowBytes);
           }
         }
+        if (slots && slotsRun) slots.clearNewSlotStats(encoder, slotsRun, Object.values(this.backend.statistics));
       }
       if (!sums) {
         gpu.submit([encoder.finish()]);
@@ -347,9 +367,27 @@ export class GpuCompressionStages implements CompressionStages {
         kept += values[i + 1] ?? 0;
       }
       return total > 0 ? kept / total : 1;
+    } catch (error) {
+      this.slotsStage?.abandon();
+      throw error;
     } finally {
       for (const buffer of scratch) buffer.destroy();
     }
+  }
+
+  /** Merge 'slots': the absorption and the rewritten lists of this round (src/compress/gpu-slots.ts). */
+  private encodeSlots(encoder: GPUCommandEncoder, slots: GpuSlotsStage, job: ExecutionJob, scratch: GPUBuffer[]): SlotsRun | null {
+    const { attnSum, attnCount } = this.backend.statistics;
+    const window = this.massBuffer(job) === this.buffers.mass;
+    return slots.encode(encoder, job, {
+      rows: this.rowsOf(job.slot),
+      keptIndex: this.buffers.keptIndex,
+      keptCount: this.buffers.keptCount,
+      // Weighted like the other modes: the window's attention (written while scoring), else the mean per query.
+      mass: window ? { buffer: this.buffers.mass } : { sum: attnSum, count: attnCount, out: this.buffers.mass },
+      arena: this.scratchBuffers,
+      scratch,
+    });
   }
 
   /** Destroys the scratch buffers (the cache is not touched). */
@@ -358,5 +396,6 @@ export class GpuCompressionStages implements CompressionStages {
     for (const buffer of Object.values(this.buffers)) buffer.destroy();
     this.scratchBuffers.destroy();
     this.topK.destroy();
+    this.slotsStage?.destroy();
   }
 }

@@ -40,11 +40,11 @@ export type MergeMode = 'none' | 'nearest' | 'cam' | 'slots';
 /** Every merge mode, in the order the CLI lists them. */
 export const MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
-/** Merge modes that run today (`slots` on the CPU engine; the GPU engine rejects it with InvalidArgumentError). */
+/** Merge modes that run today (on both engines). */
 export const IMPLEMENTED_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
-/** Merge modes the GPU engine runs (`slots` is CPU-only for now: the GPU pipeline rejects it). */
-export const GPU_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam'];
+/** Merge modes the GPU engine runs: all of them (`slots` since issue 15: src/compress/gpu-slots.ts). */
+export const GPU_MERGE_MODES: readonly MergeMode[] = ['none', 'nearest', 'cam', 'slots'];
 
 /** Slot tokens per head of MergeMode 'slots' when `mergeSlots` is not given. */
 export const DEFAULT_MERGE_SLOTS = 4;

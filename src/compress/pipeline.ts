@@ -15,7 +15,15 @@ import type { ScoringPolicy } from './policy.js';
 import { type AutoCompressOptions, type AutoCompressionReport, autoCompressOptions, chooseAuto } from './auto.js';
 import { smallestHeadBudget } from './budgets.js';
 import { createPolicy } from './registry.js';
-import type { SlotStateStore } from '../cache/slot-state.js';
+
+/** What the pipeline reads of an engine's merge-slot state (SlotStateStore on the CPU, GpuSlotState on the GPU). */
+export interface SlotCounts {
+  /** Slot tokens at the front of a block-table row. */
+  count(row: number): number;
+  clearRow(row: number): void;
+  /** Bytes the engine keeps per slot beside the blocks (the report's compressedBytes adds them). */
+  readonly bytesPerSlot: number;
+}
 
 /** What the stages need to score and budget one sequence. */
 export interface SelectionJob {
@@ -82,8 +90,8 @@ export interface CompressionStages {
   afterCommit(): void;
   /** Throws CacheDestroyedError or DeviceLostError when the cache can no longer be used (checked after each wait). */
   assertUsable(): void;
-  /** The masses of merge slots (MergeMode 'slots'), or null on an engine that does not run 'slots'. */
-  readonly slots: SlotStateStore | null;
+  /** The merge-slot state (MergeMode 'slots'), or null on an engine that does not run 'slots'. */
+  readonly slots: SlotCounts | null;
 }
 
 /** The policy `compress` uses when none is given: SnapKV where the sequence has window queries, else K-norm. */
@@ -208,7 +216,17 @@ export async function compressSequence(
     if (opts.merge !== 'slots') for (const head of roundPlan.heads) if (head.kept < head.before) stages.slots?.clearRow(head.row);
     stages.afterCommit();
   }
-  return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started);
+  return compressionReport(meta, seqId, opts, usedBefore, attentionMassKept, started, slotStateBytes(stages, seqId));
+}
+
+/** Bytes of a sequence's merge-slot state beside its blocks (0 without slots). */
+function slotStateBytes(stages: CompressionStages, seqId: number): number {
+  const store = stages.slots;
+  if (store === null) return 0;
+  const { layers, kvHeads } = stages.meta.shape;
+  let slots = 0;
+  for (let l = 0; l < layers; l++) for (let h = 0; h < kvHeads; h++) slots += store.count(stages.meta.rowOf(seqId, l, h));
+  return slots * store.bytesPerSlot;
 }
 
 /**
@@ -276,8 +294,11 @@ function compressionReport(
   usedBefore: number,
   attentionMassKept: number,
   started: number,
+  slotBytes: number,
 ): CompressionReport {
-  const { bytes, baselineF16, tokens } = sequenceBytes(meta, seqId);
+  // The slots' masses are part of what the compressed sequence holds (both engines count them the same way).
+  const { bytes: blockBytes, baselineF16, tokens } = sequenceBytes(meta, seqId);
+  const bytes = blockBytes + slotBytes;
   const { layers, kvHeads } = meta.shape;
   const keptPerHead = Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => meta.tokenCount(seqId, l, h)));
   return {

@@ -5,6 +5,8 @@ import type { GpuContext } from '../gpu/context.js';
 import { CacheMetadata } from '../cache/cache-metadata.js';
 import { type PagedKvCacheOptions, resolveCacheOptions } from '../cache/cache-options.js';
 import { GpuKvStorage } from '../cache/gpu-storage.js';
+import { GpuSlotState } from '../cache/gpu-slot-state.js';
+import { slotRows } from '../cache/slot-state.js';
 import { checkInvariants } from '../cache/invariants.js';
 import { type CacheMemoryReport, memoryReport, sequenceBytes } from '../cache/memory-report.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from '../attention/backend.js';
@@ -45,6 +47,8 @@ export class PagedKvCache implements GpuAttentionBackend {
   /** The bits given as `quantBits` at creation (the quantized pool is then fixed to them), else null. */
   private readonly fixedBits: number | null;
   private stages: GpuCompressionStages | null = null;
+  /** Merge 'slots' state: counts per block-table row, masses in a small GPU buffer beside the pools. */
+  private readonly slots: GpuSlotState;
   /** Operations take effect per sequence in call order (see {@link SequenceQueue}). */
   private readonly queue = new SequenceQueue();
   private destroyed = false;
@@ -63,6 +67,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.observationWindow = resolved.observationWindow;
     this.maxTokensPerHead = this.storage.maxTokensPerHead;
     this.fixedBits = options.quantBits ?? null;
+    this.slots = new GpuSlotState(gpu, this.storage.meta.tables.numRows);
   }
 
   /** Creates a cache, validating every option before any GPU object exists. */
@@ -100,7 +105,27 @@ export class PagedKvCache implements GpuAttentionBackend {
     if (this.queue.busy(id)) throw new SequenceBusyError(id);
     const slot = this.meta.addSequence(id);
     this.attention.clearSlot(slot);
+    this.slots.clearRows(this.rowsOfSlot(slot));
     this.storage.uploadDirtyRows();
+  }
+
+  /** The block-table rows of a sequence slot, layer · kvHeads + head order. */
+  private rowsOfSlot(slot: number): number[] {
+    return slotRows(this.meta.shape, slot, (s, layer, head) => this.meta.tables.row(s, layer, head));
+  }
+
+  /**
+   * Merge slots (merge 'slots') at the front of one head: how many of its first logical tokens are slots, read
+   * back with their masses (one GPU readback; f32 masses widened to f64, as the CPU engine reports them).
+   */
+  async mergeSlots(seqId: number, layer: number, kvHead: number): Promise<Float64Array> {
+    const row = this.meta.rowOf(seqId, layer, kvHead);
+    return (await this.slots.exportRows([row]))?.mass ?? new Float64Array(0);
+  }
+
+  /** Bytes of one sequence's merge-slot masses on the GPU (0 without slots). */
+  slotStateBytes(seqId: number): number {
+    return this.slots.bytes(this.rowsOfSlot(this.meta.slotOf(seqId)));
   }
 
   /**
@@ -111,6 +136,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     return this.queue.run([id], () => {
       this.assertUsable();
       this.attention.dropSpeculation(id);
+      this.slots.clearRows(this.rowsOfSlot(this.meta.slotOf(id)));
       this.meta.freeSequence(id);
       this.storage.uploadDirtyRows();
     });
@@ -127,6 +153,7 @@ export class PagedKvCache implements GpuAttentionBackend {
       const srcSlot = this.meta.slotOf(srcId);
       const dstSlot = this.meta.fork(srcId, dstId);
       this.attention.copySlot(srcSlot, dstSlot);
+      this.slots.copyRows(this.rowsOfSlot(srcSlot), this.rowsOfSlot(dstSlot));
       this.storage.uploadDirtyRows();
     });
   }
@@ -345,7 +372,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.assertUsable();
     return this.queue.run([seqId], async () => {
       this.assertUsable();
-      const snapshot = await exportPaged(this.storage, this.attention, seqId);
+      const snapshot = await exportPaged(this.storage, this.attention, seqId, this.slots);
       this.assertUsable();
       return snapshot;
     });
@@ -361,14 +388,14 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.assertUsable();
     return this.queue.run([seqId], async () => {
       this.assertUsable();
-      importPaged(this.storage, this.attention, seqId, snapshot);
+      importPaged(this.storage, this.attention, seqId, snapshot, this.slots);
     });
   }
 
   // ------------------------------------------------------------------ compression
 
   private compressionStages(): GpuCompressionStages {
-    this.stages ??= new GpuCompressionStages(this.storage, this.attention);
+    this.stages ??= new GpuCompressionStages(this.storage, this.attention, this.slots);
     return this.stages;
   }
 
@@ -404,11 +431,11 @@ export class PagedKvCache implements GpuAttentionBackend {
   // ------------------------------------------------------------------ memory and health
 
   /**
-   * Pool bytes and block counts now; `slotStateBytes` (merge 'slots' state beside the pools, as on the CPU engine)
-   * is 0 here: the GPU engine does not run merge 'slots' yet.
+   * Pool bytes and block counts now (merge slots are tokens in blocks, counted there), plus the bytes of the slots'
+   * masses in use (`slotStateBytes`, one f32 each in a small GPU buffer beside the pools).
    */
   memory(): CacheMemoryReport & { readonly slotStateBytes: number } {
-    return { ...memoryReport(this.meta), slotStateBytes: 0 };
+    return { ...memoryReport(this.meta), slotStateBytes: this.slots.bytes() };
   }
 
   /** Bytes of the blocks one sequence holds (shared blocks counted in full), and its f16 all-token baseline. */
@@ -436,6 +463,7 @@ export class PagedKvCache implements GpuAttentionBackend {
     this.queue.close(new CacheDestroyedError('this PagedKvCache'));
     this.stages?.destroy();
     this.attention.destroy();
+    this.slots.destroy();
     this.storage.destroy();
   }
 }

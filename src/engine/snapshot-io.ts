@@ -8,6 +8,7 @@ import type { CpuAttentionBackend } from '../attention/cpu-backend.js';
 import type { PagedAttentionBackend } from '../attention/paged-backend.js';
 import { readPagedState, writePagedState } from '../attention/snapshot-state.js';
 import { type SlotStateStore, slotRows } from '../cache/slot-state.js';
+import { GPU_SLOT_CAPACITY, type GpuSlotState } from '../cache/gpu-slot-state.js';
 import { type SequenceSnapshot, type SnapshotTarget, validateSnapshot } from './sequence-snapshot.js';
 
 // Both engines' export and import of one sequence: the metadata plan (src/cache/sequence-export.ts), the block
@@ -75,29 +76,35 @@ function planImport(meta: CacheMetadata, seqId: number, s: SequenceSnapshot, t: 
 }
 
 /** Exports a sequence of the GPU engine with one staging readback. */
-export async function exportPaged(storage: GpuKvStorage, attention: PagedAttentionBackend, seqId: number): Promise<SequenceSnapshot> {
+export async function exportPaged(storage: GpuKvStorage, attention: PagedAttentionBackend, seqId: number, slots: GpuSlotState): Promise<SequenceSnapshot> {
   refuseSpeculation(attention.inSpeculation(seqId), seqId);
-  const rows = exportRows(storage.meta, seqId);
+  const meta = storage.meta;
+  const rows = exportRows(meta, seqId);
   const state = await readPagedState(attention, seqId, rows);
+  // The slot masses take a readback of their own (a small buffer), only when the sequence holds slots.
+  const mergeSlots = await slots.exportRows(slotRows(meta.shape, meta.slotOf(seqId), (sl, l, h) => meta.tables.row(sl, l, h)));
   return {
-    ...header(storage.meta, attention.nHeads, attention.observationWindow, rows),
+    ...header(meta, attention.nHeads, attention.observationWindow, rows),
     fullBlocks: state.fullWords,
     quantBlocks: state.quantWords,
     stats: state.stats,
     windows: state.windows,
+    ...(mergeSlots ? { slots: mergeSlots } : {}),
   };
 }
 
 /** Imports a snapshot as a new sequence of the GPU engine (see `PagedKvCache.importSequence`). */
-export function importPaged(storage: GpuKvStorage, attention: PagedAttentionBackend, seqId: number, s: SequenceSnapshot): void {
+export function importPaged(storage: GpuKvStorage, attention: PagedAttentionBackend, seqId: number, s: SequenceSnapshot, slots: GpuSlotState): void {
   const meta = storage.meta;
-  if (s.slots) {
-    throw new InvalidArgumentError('snapshot', "holds merge 'slots' state, which the GPU engine does not run yet; import it into a CpuKvCache");
+  const most = Math.max(0, ...(s.slots?.counts ?? []));
+  if (most > GPU_SLOT_CAPACITY) {
+    throw new InvalidArgumentError('snapshot', `holds ${most} merge slots per head; the GPU engine holds at most ${GPU_SLOT_CAPACITY} (import it into a CpuKvCache)`);
   }
   const placed = planImport(meta, seqId, s, target(meta, attention.nHeads, attention.observationWindow, storage.maxTokensPerHead), storage, () => undefined);
   attention.clearSlot(placed.slot);
   storage.uploadDirtyRows();
   writePagedState(attention, placed, s.rows, { fullWords: s.fullBlocks, quantWords: s.quantBlocks, stats: s.stats, windows: [...s.windows] });
+  slots.importRows(slotRows(meta.shape, placed.slot, (sl, l, h) => meta.tables.row(sl, l, h)), s.slots);
 }
 
 /** Exports a sequence of the CPU engine (copies). */

@@ -61,7 +61,8 @@ export class GpuEvalEngine implements EvalEngine {
   }
 
   bytes(): number {
-    return this.cache.sequenceBytes(SEQUENCE).bytes;
+    // The merge slots' masses beside the blocks count, as on the CPU engine.
+    return this.cache.sequenceBytes(SEQUENCE).bytes + this.cache.slotStateBytes(SEQUENCE);
   }
 
   destroy(): void {

@@ -8,6 +8,7 @@ import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
 import { cacheConstants } from '../cache/cache-constants.js';
+import { slotStateWords } from './merge-slots.js';
 import type { PagedCacheBindings } from '../cache/paged-attention.js';
 
 const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
@@ -103,7 +104,15 @@ export interface CompactBlocksRun {
    * would otherwise pay for on every value (it runs both sides of a branch). Default `'any'`.
    */
   readonly sources?: 'any' | 'full';
+  /**
+   * Merge 'slots': `indices` may hold {@link SLOT_SOURCE_FLAG} | r, slot token r of the slot state bound as
+   * `merged` (MergeSlotsKernel's layout with `slots` slots per state head; src/compress/gpu-slots.ts).
+   */
+  readonly slotSources?: { readonly slots: number; readonly state: GPUBuffer };
 }
+
+/** Kept-index bit marking a merge-slot source (see {@link CompactBlocksRun.slotSources}). */
+export const SLOT_SOURCE_FLAG = 0x80000000;
 
 /** Workgroup size on a software (fallback) adapter; see the constructor. */
 const SOFTWARE_WORKGROUP_SIZE = 4;
@@ -146,11 +155,11 @@ export class CompactBlocksKernel {
     if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
       throw new InvalidArgumentError('workgroupSize', `must be a positive integer ≤ the device limit; got ${size}`);
     }
-    this.spec = this.variant('any', true);
+    this.spec = this.variant('any', true, 0);
   }
 
-  private variant(sources: 'any' | 'full', merged: boolean): KernelSpec {
-    const key = `${sources}/${merged}`;
+  private variant(sources: 'any' | 'full', merged: boolean, slots: number): KernelSpec {
+    const key = `${sources}/${merged}/${slots}`;
     let spec = this.variants.get(key);
     if (!spec) {
       spec = {
@@ -162,6 +171,9 @@ export class CompactBlocksKernel {
           WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
           FULL_SOURCES: { type: 'bool', value: sources === 'full' },
           MERGED_VALUES: { type: 'bool', value: merged },
+          SLOT_SOURCES: { type: 'bool', value: slots > 0 },
+          MERGE_SLOTS: { type: 'u32', value: Math.max(slots, 1) },
+          SLOT_STATE_WORDS: { type: 'u32', value: slotStateWords(Math.max(slots, 1), this.shape.full.headDim) },
         },
         uniforms: [COMPACT_BLOCKS_PARAMS],
       };
@@ -191,6 +203,7 @@ export class CompactBlocksKernel {
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `compact_blocks ${name}`);
     }
+    if (run.merged && run.slotSources) throw new InvalidArgumentError('slotSources', 'merged values and slot sources share the `merged` binding: pass one');
     const uniforms = this.gpu.uniformBuffer(
       'compact_blocks:params',
       COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
@@ -199,8 +212,8 @@ export class CompactBlocksKernel {
     encodeDispatch(
       this.gpu,
       pass,
-      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined)),
-      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? this.noMerged()],
+      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined, run.slotSources?.slots ?? 0)),
+      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? run.slotSources?.state ?? this.noMerged()],
       run.numJobs,
     );
     pass.end();

@@ -79,12 +79,18 @@ export interface MergeSlotsRun {
   readonly mass: GPUBuffer;
   /** f32 [state heads][{@link slotStateWords}]: read and updated in place (all zero = empty slots). */
   readonly state: GPUBuffer;
+  /**
+   * The compaction path (a kernel built with `load: true`): f32 [row][capacity] persistent slot masses. The
+   * kernel loads each head's first `count` tokens (count from `state`, the rest of which must be zero) and these
+   * masses into `state`, and writes the masses after absorbing back.
+   */
+  readonly slotMasses?: GPUBuffer;
 }
 
 /**
  * MergeMode 'slots' on the GPU (shaders/merge_slots.wgsl; reference src/compress/merge-slots.ts absorbIntoSlots):
- * absorbs each head's evicted tokens, read from the paged cache, into its persistent slot state. Not wired into
- * compress yet: the compaction does not write slot tokens into blocks, so nothing attends to them.
+ * absorbs each head's evicted tokens, read from the paged cache, into its slot state (persistent in `state`, or
+ * with `load` loaded from the cache and the slot masses, as the GPU compaction runs it: src/compress/gpu-slots.ts).
  *
  * @example
  * ```ts
@@ -94,16 +100,23 @@ export interface MergeSlotsRun {
 export class MergeSlotsKernel {
   readonly spec: KernelSpec;
   private readonly words: number;
+  private readonly load: boolean;
+  /** Bound as `slot_masses` by a kernel without `load`. */
+  private placeholder: GPUBuffer | null = null;
 
   constructor(
     private readonly gpu: GpuContext,
-    shape: { full: BlockLayout; quant: BlockLayout | null; slots: number; workgroupSize?: number },
+    shape: { full: BlockLayout; quant: BlockLayout | null; slots: number; workgroupSize?: number; load?: { readonly capacity: number } },
     rule: { readonly weightFloor: number },
   ) {
     if (!Number.isInteger(shape.slots) || shape.slots < 1 || shape.slots > 16) {
       throw new InvalidArgumentError('slots', `must be an integer in 1..16; got ${shape.slots}`);
     }
     this.words = slotStateWords(shape.slots, shape.full.headDim);
+    this.load = shape.load !== undefined;
+    if (shape.load && !(Number.isInteger(shape.load.capacity) && shape.load.capacity >= shape.slots)) {
+      throw new InvalidArgumentError('load.capacity', `must be an integer ≥ slots (${shape.slots}); got ${shape.load.capacity}`);
+    }
     this.spec = {
       name: 'merge_slots',
       body: mergeSlotsBody,
@@ -114,6 +127,8 @@ export class MergeSlotsKernel {
         SLOTS: { type: 'u32', value: shape.slots },
         SLOT_STATE_WORDS: { type: 'u32', value: this.words },
         MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
+        LOAD_SLOTS: { type: 'bool', value: shape.load !== undefined },
+        SLOT_CAPACITY: { type: 'u32', value: shape.load?.capacity ?? 1 },
       },
       uniforms: [PARAMS],
     };
@@ -132,13 +147,17 @@ export class MergeSlotsKernel {
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_slots ${name}`);
     }
+    if (this.load !== (run.slotMasses !== undefined)) {
+      throw new InvalidArgumentError('slotMasses', this.load ? 'a loading kernel needs the slot masses' : 'this kernel was built without `load`: it keeps its state in `state` alone');
+    }
+    this.placeholder ??= this.gpu.device.createBuffer({ label: 'merge_slots:no-masses', size: 4, usage: GPUBufferUsage.STORAGE });
     const uniforms = this.gpu.uniformBuffer('merge_slots:params', PARAMS.pack({ num_heads: run.numHeads, max_blocks: run.cache.maxBlocksPerHead, stride: run.stride }));
     const pass = encoder.beginComputePass({ label: 'merge_slots' });
     encodeDispatch(
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.heads, run.keptIndex, run.mass, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.state],
+      [uniforms, run.heads, run.keptIndex, run.mass, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.state, run.slotMasses ?? this.placeholder],
       run.numHeads,
     );
     pass.end();
