@@ -20,6 +20,8 @@
 @group(0) @binding(7) var<storage, read_write> lse: array<f32>;     // [layer_count][partitions][window][N_HEADS][2]
 // Only in the variant that stores logits (`storedLogits` in the host): pass 2 then reads them back.
 @group(0) @binding(8) var<storage, read_write> logits: array<f32>;  // [layer_count][KV_HEADS][max_tokens][window · GROUP]
+// Only where rows begin with tokens the scoring leaves out (merge slots): see first_token().
+@group(0) @binding(9) var<storage, read> first_tokens: array<u32>;  // [row]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 // Channels as vec4 (zero-padded past HEAD_DIM): a quarter of the loop trips and address arithmetic, and dot().
@@ -51,8 +53,8 @@ fn main(
   let base = layer * params.seq_slots + params.slot;
   let row = base * KV_HEADS + kv_head;
   let len = context_lens[row];
-  let start = p * params.part_tokens;
-  let end = min(len, start + params.part_tokens);
+  let end = min(len, p * params.part_tokens + params.part_tokens);
+  let start = max(p * params.part_tokens, first_token(row));
 
   // Pairs past the last are computed as the last one (the same reads) and not written.
   var q_bases: array<u32, PAIR_BLOCK>;

@@ -21,6 +21,8 @@
 @group(0) @binding(9) var<storage, read_write> means: array<f32>;   // [row][max_tokens] when params.write_means
 // Only in the variant that reads stored logits (written by pass 1; window_q is then unused).
 @group(0) @binding(10) var<storage, read> logits: array<f32>;       // [layer_count][KV_HEADS][max_tokens][window · GROUP]
+// Only where rows begin with tokens the scoring leaves out (merge slots): see first_token().
+@group(0) @binding(11) var<storage, read> first_tokens: array<u32>; // [row]
 
 const GROUP: u32 = N_HEADS / KV_HEADS;
 const POOL_KERNEL: u32 = 2u * POOL_RADIUS + 1u;
@@ -59,13 +61,15 @@ fn main(
   // Key r of this thread is token out_start − R + r·WORKGROUP_SIZE + lid (unsigned: below 0 it wraps past
   // len = padding), at shared index r·WORKGROUP_SIZE + lid. A slot without a token reads token 0 of its row's
   // first block and gets position 0xffffffff, which no query sees.
+  // Tokens before `first` (merge slots) count as padding: no mean, outside the pooling window.
+  let first = first_token(row);
   var entries: array<u32, TOKEN_BLOCK>;
   var slots: array<u32, TOKEN_BLOCK>;
   var positions: array<u32, TOKEN_BLOCK>;
   var tokens: array<u32, TOKEN_BLOCK>;
   for (var r = 0u; r < TOKEN_BLOCK; r++) {
     let t_mean = out_start + r * WORKGROUP_SIZE + lid - POOL_RADIUS;
-    let has_token = out_start + r * WORKGROUP_SIZE + lid >= POOL_RADIUS && t_mean < len;
+    let has_token = out_start + r * WORKGROUP_SIZE + lid >= POOL_RADIUS && t_mean < len && t_mean >= first;
     let t_read = select(0u, t_mean, has_token);
     entries[r] = block_table[row * params.max_blocks + t_read / BLOCK_SIZE];
     slots[r] = t_read % BLOCK_SIZE;
@@ -117,20 +121,23 @@ fn main(
   for (var r = 0u; r < TOKEN_BLOCK; r++) {
     let at = r * WORKGROUP_SIZE + lid;
     let t = out_start + at;
-    if (at < OUT_TILE && t < len) {
-      write_score(row, t, out_start, len);
+    // A leading (slot) token's score and mean are the caller's: not written.
+    if (at < OUT_TILE && t < len && t >= first) {
+      write_score(row, t, out_start, len, first);
     }
   }
 }
 
 // Pools, protects and writes the score of token t from the means in mean_shared.
-fn write_score(row: u32, t: u32, out_start: u32, len: u32) {
+fn write_score(row: u32, t: u32, out_start: u32, len: u32, first: u32) {
   // Token u sits at shared index u − out_start + R.
   if (params.write_means != 0u) {
-    means[row * params.max_tokens + t] = mean_shared[t - out_start + POOL_RADIUS];
+    // Summed over the (query, head) pairs, not averaged: the window mass in the CPU engine's unit, which merge
+    // slots keeps across compactions.
+    means[row * params.max_tokens + t] = mean_shared[t - out_start + POOL_RADIUS] * f32(params.window * GROUP);
   }
-  // Window [t − R, t + R] clipped to [0, len − 1].
-  let lo = max(t, POOL_RADIUS) - POOL_RADIUS;
+  // Window [t − R, t + R] clipped to [first, len − 1].
+  let lo = max(max(t, POOL_RADIUS) - POOL_RADIUS, first);
   let hi = min(t + POOL_RADIUS, len - 1u);
   var pooled = mean_shared[lo - out_start + POOL_RADIUS];
   for (var u = lo + 1u; u <= hi; u++) {

@@ -160,6 +160,43 @@ describe("merge 'slots' on the GPU engine, against the CPU engine", () => {
     }
   });
 
+  // Window policies leave each row's slots out of the window softmax and the pooling on both engines (the GPU
+  // scoring takes the rows' first tokens): the same kept positions (SnapKV: slots and masses too) as the CPU engine. Each round
+  // decodes on the CPU engine (window queries and statistics), then both engines compress the same snapshot.
+  for (const policy of ['snapkv', 'tova'] as const) {
+    it(`${policy}: the window scoring leaves the slots out, as on the CPU engine (three compactions)`, async () => {
+      const shape = shapeOf(8);
+      const cpu = CpuKvCache.create(cacheOptions(shape, 'f32'));
+      const gpu = PagedKvCache.create(await testGpu(), cacheOptions(shape, 'f32'));
+      try {
+        cpu.addSequence(0);
+        const options = { policy, budget: 32, merge: 'slots', sinks: 2, recent: 4 } as const;
+        let pos = 0;
+        for (const [round, steps] of [70, 24, 30].entries()) {
+          run(cpu, shape, 0, pos, pos + steps, 40 + round);
+          pos += steps;
+          if (round > 0) await gpu.freeSequence(0);
+          await gpu.importSequence(0, await cpu.exportSequence(0));
+          const [rc, rg] = [await cpu.compress(0, options), await gpu.compress(0, options)];
+          expect(rg.keptPerHead, `round ${round}`).toEqual(rc.keptPerHead);
+          if (policy === 'snapkv') await expectSameState(cpu, gpu, 0, shape, 'f32');
+          else {
+            // TOVA's merge weights come from its one window query on the GPU, from the compress window on the CPU
+            // engine (src/compress/options.ts): the same tokens kept, slot contents that differ.
+            for (let l = 0; l < shape.layers; l++) {
+              for (let h = 0; h < shape.kvHeads; h++) {
+                expect(Array.from((await gpu.readHead(0, l, h)).positions), `round ${round} L${l}H${h}`).toEqual(Array.from(cpu.readHead(0, l, h).positions));
+              }
+            }
+          }
+        }
+        expect((await gpu.mergeSlots(0, 0, 0)).length).toBe(M);
+      } finally {
+        gpu.destroy();
+      }
+    });
+  }
+
   it('a GPU snapshot carries the slots (CPU format): export → import round trip, and both continue alike', async () => {
     const shape = shapeOf(8);
     const cpu = CpuKvCache.create(cacheOptions(shape, 'f16'));

@@ -59,13 +59,19 @@ export interface ScoreGpuInput {
    * one stored instead of recomputing them (same scores, about half the work); otherwise it is ignored.
    */
   readonly logits?: GPUBuffer;
+  /**
+   * Window plans, optional: u32 per cache row, the first token the scoring sees (merge slots: the slots lead a
+   * row and are left out of the window softmax and the pooling, as on the CPU engine; their scores are not
+   * written). Token plans score every token on their own and ignore it.
+   */
+  readonly firstTokens?: GPUBuffer;
   /** f32 [row][maxTokensPerHead]; the target rows' tokens < context length are written. */
   readonly scores: GPUBuffer;
   /** Seed a token plan's `token.seed` carries (default: the plan's, else 0). */
   readonly seed?: number;
   /** Attention logit scale for window policies, default 1/√headDim. */
   readonly scale?: number;
-  /** Window policies: also write each token's unpooled mean window probability here (f32 [row][maxTokens]). */
+  /** Window policies: also write each token's unpooled window probability, summed over the pairs, here (f32 [row][maxTokens]). */
   readonly means?: GPUBuffer;
   /**
    * Window policies: workgroup size, partition and tile sizes of the two passes (defaults suit any adapter);
@@ -190,7 +196,15 @@ export function encodeGpuScores(
   const rows = Math.min(plan.window, window.valid);
   const maxTokens = cache.maxBlocksPerHead * full.blockSize;
   const storedLogits = input.logits !== undefined && input.logits.size >= snapkvLogitBytes(target.layerCount, rows, nHeads, maxTokens);
-  const shape: SnapKVShape = { nHeads, kvHeads, full, quant, ...input.tiling, ...(storedLogits ? { storedLogits } : {}) };
+  const shape: SnapKVShape = {
+    nHeads,
+    kvHeads,
+    full,
+    quant,
+    ...input.tiling,
+    ...(storedLogits ? { storedLogits } : {}),
+    ...(input.firstTokens ? { skipsLeading: true } : {}),
+  };
   const run = {
     cache,
     target,
@@ -201,6 +215,7 @@ export function encodeGpuScores(
     ...(input.scale !== undefined ? { scale: input.scale } : {}),
     ...(input.means !== undefined ? { means: input.means } : {}),
     ...(storedLogits && input.logits ? { logits: input.logits } : {}),
+    ...(input.firstTokens ? { firstTokens: input.firstTokens } : {}),
   };
   // Kernel objects only hold a spec; the compiled pipelines are cached per device by their constants.
   new SnapKVLseKernel(gpu, shape).encode(encoder, run);

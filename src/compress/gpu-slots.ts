@@ -68,6 +68,16 @@ export class GpuSlotsStage {
   }
 
   /** The lengths the budget pass shares B − M over: each head's real tokens. */
+  /**
+   * The window scoring's first token of every cache row (u32 [rows]: the row's slot count; 0 for other rows),
+   * uploaded to `arena`; null when this sequence holds no slot yet (then nothing is skipped).
+   */
+  firstTokens(job: SelectionJob, rows: readonly (readonly number[])[], numRows: number, arena: ScratchBuffers): GPUBuffer | null {
+    const first = new Uint32Array(numRows);
+    rows.forEach((heads, l) => heads.forEach((row, h) => (first[row] = job.slotCounts[l]?.[h] ?? 0)));
+    return first.some((n) => n > 0) ? arena.upload('slots:first-tokens', first) : null;
+  }
+
   realLengths(job: SelectionJob): number[][] {
     return job.lengths.map((heads, l) => heads.map((n, h) => n - (job.slotCounts[l]?.[h] ?? 0)));
   }

@@ -145,9 +145,11 @@ export class GpuCompressionStages implements CompressionStages {
     // Window policies compute each logit once when the logits fit the compressor's cap (a persistent scratch).
     const logitBytes = logitScratchBytes(1, this.backend.observationWindow, this.backend.nHeads, this.indexStride);
     const logits = job.policy.requires.window && logitBytes <= STORED_LOGITS_MAX_BYTES ? this.scratchBuffers.get('snapkv:logits', logitBytes) : null;
+    // Merge slots: window policies leave each row's slots out of their softmax, as the CPU engine does.
+    const firstTokens = slots && job.policy.requires.window ? slots.firstTokens(job, this.rowsOf(job.slot), this.rows, this.scratchBuffers) : null;
     // Each layer's pools are buffers of their own: one scoring pass per layer.
     for (let layer = 0; layer < layers; layer++) {
-      const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1, ...(logits ? { logits } : {}) };
+      const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1, ...(logits ? { logits } : {}), ...(firstTokens ? { firstTokens } : {}) };
       job.policy.scoreGpu(encoder, writeMeans ? { ...ofLayer, means: this.buffers.mass } : ofLayer);
     }
     const rows = this.rowsOf(job.slot);

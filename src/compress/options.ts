@@ -7,8 +7,8 @@ import { policyNames } from './registry.js';
  * What happens to the tokens a compression evicts. Every mode keeps the kept tokens' keys and positions unchanged
  * (the keys carry RoPE, so they stay valid); only kept values change, so memory is exactly that of `none`. The
  * weight w of a token is its attention mass per query: the observation window's attention probability (summed
- * over the group's query heads; averaged over the window queries on the GPU, summed on the CPU, a constant factor
- * per head that the rules cancel) for window policies (SnapKV, TOVA), else the mean decode attention it received,
+ * over the window queries and the group's query heads, on both engines; TOVA's GPU scoring sees its one query, the
+ * CPU engine's the compress window) for window policies (SnapKV, TOVA), else the mean decode attention it received,
  * attnSum / attnCount (the accumulated Σp alone favours old tokens, which have seen more queries, and made merging
  * hurt h2o and kvcompress). Every weight gets a floor of 1e-6 (MERGE_WEIGHT_FLOOR in ./merge.ts), so a head with no
  * attention yet weighs its tokens alike.

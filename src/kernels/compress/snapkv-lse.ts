@@ -1,6 +1,6 @@
 import snapkvLseBody from '../../../shaders/snapkv_lse.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { snapkvUnrolledLse, snapkvKeyRead } from './snapkv-unrolled.js';
+import { snapkvFirstToken, snapkvUnrolledLse, snapkvKeyRead } from './snapkv-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -68,6 +68,11 @@ export interface SnapKVShape {
    * scratch. Same scores, bit for bit.
    */
   readonly storedLogits?: boolean;
+  /**
+   * Rows begin with tokens the window scoring leaves out (`run.firstTokens[row]` of them: merge slots): they take
+   * no part in the softmax normalisers or the pooling, and their scores are left to the caller.
+   */
+  readonly skipsLeading?: boolean;
 }
 
 /**
@@ -109,12 +114,15 @@ export interface SnapKVRun {
   /** Logit scale, default 1/√headDim (as the reference attention). */
   readonly scale?: number;
   /**
-   * Optional f32 [row][maxTokensPerHead]: the second pass also writes each token's unpooled, unprotected mean
-   * probability here (the attention mass a compression report measures), at no extra pass.
+   * Optional f32 [row][maxTokensPerHead]: the second pass also writes each token's unpooled, unprotected window
+   * probability here, summed over the (query, head) pairs (the attention mass a compression report measures and
+   * the merge weight, in the CPU engine's unit), at no extra pass.
    */
   readonly means?: GPUBuffer;
   /** f32 scratch of {@link snapkvLogitBytes} bytes, for kernels whose shape has `storedLogits`. */
   readonly logits?: GPUBuffer;
+  /** u32 per cache row, for kernels whose shape has `skipsLeading`: the row's first scored token. */
+  readonly firstTokens?: GPUBuffer;
 }
 
 /**
@@ -175,6 +183,9 @@ export function packSnapKVParams(
   }
   if (run.lse.size < snapkvLseBytes(target.layerCount, rows, nHeads)) {
     throw new InvalidArgumentError('lse', `holds ${run.lse.size} B; ${snapkvLseBytes(target.layerCount, rows, nHeads)} B needed`);
+  }
+  if (shape.skipsLeading && !run.firstTokens) {
+    throw new InvalidArgumentError('firstTokens', 'a skipsLeading kernel needs the rows\' first scored tokens');
   }
   if (shape.storedLogits) {
     const need = snapkvLogitBytes(target.layerCount, rows, nHeads, maxTokens);
@@ -245,6 +256,7 @@ export class SnapKVLseKernel {
       body: snapkvLseBody,
       libraries: [
         snapkvUnrolledLse(shape.full.headDim, this.pairBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null), shape.storedLogits),
+        snapkvFirstToken(shape.skipsLeading ?? false),
         kvReadLibrary,
       ],
       constants: {
@@ -278,6 +290,7 @@ export class SnapKVLseKernel {
         run.cache.quantPool,
         run.lse,
         this.shape.storedLogits ? (run.logits ?? null) : null,
+        this.shape.skipsLeading ? (run.firstTokens ?? null) : null,
       ],
       run.target.layerCount * this.shape.kvHeads * chunks * partitions,
     );

@@ -1,6 +1,6 @@
 import snapkvScoreBody from '../../../shaders/snapkv_score.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { snapkvUnrolledScore, snapkvKeyRead } from './snapkv-unrolled.js';
+import { snapkvFirstToken, snapkvUnrolledScore, snapkvKeyRead } from './snapkv-unrolled.js';
 import scoreCommonLibrary from '../../../shaders/score_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -63,6 +63,7 @@ export class SnapKVScoreKernel {
       body: snapkvScoreBody,
       libraries: [
         snapkvUnrolledScore(shape.full.headDim, tokenBlock, snapkvKeyRead(shape.full.headDim, shape.full.format === 'f16', shape.quant !== null), shape.storedLogits),
+        snapkvFirstToken(shape.skipsLeading ?? false),
         kvReadLibrary,
         scoreCommonLibrary,
       ],
@@ -110,6 +111,7 @@ export class SnapKVScoreKernel {
         run.scores,
         run.means ?? this.placeholder(),
         this.shape.storedLogits ? (run.logits ?? null) : null,
+        this.shape.skipsLeading ? (run.firstTokens ?? null) : null,
       ],
       run.target.layerCount * this.shape.kvHeads * tiles,
     );

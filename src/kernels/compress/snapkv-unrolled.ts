@@ -157,3 +157,12 @@ export function snapkvUnrolledScore(headDim: number, block: number, keyRead: Sna
     `}`,
   ].join('\n');
 }
+
+/**
+ * `first_token(row)`: the first token of a cache row the window scoring sees. With `skipsLeading` it reads
+ * `first_tokens[row]` (merge slots: a row's slots lead it and take no part in the window softmax or the pooling,
+ * as on the CPU engine), else 0 — and the variant without it binds no such buffer.
+ */
+export function snapkvFirstToken(skipsLeading: boolean): string {
+  return `fn first_token(row: u32) -> u32 {\n  return ${skipsLeading ? 'first_tokens[row]' : '0u'};\n}`;
+}
