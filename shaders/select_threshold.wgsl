@@ -8,11 +8,13 @@
 //
 // Full reads of the rows are what this costs, so it makes as few as it can. A segment of at least wide_from
 // tokens takes three digits of 11, 11 and 10 bits; a shorter one four of 8 bits (there, summing 2048 bins per
-// digit costs more than the keys). The second digit's full read only COLLECTS the candidates (keys under the
-// first digit's prefix: 1/8 of the bench's rows with 11 bits, a few percent of real scores) into a scratch list,
-// and every later histogram is taken from that list. A thread that finds more candidates than its share of the
-// list (candidate_capacity; e.g. a row of equal scores) reads its share of the rows again instead: slower, same
-// result. So a long row is read twice, not four times.
+// digit costs more than the keys). One later full read only COLLECTS the candidates (keys under the prefix so
+// far) into a scratch list, and every later histogram is taken from that list: the second digit's read with
+// 11-bit digits, with 8-bit ones the first read after the prefix holds at most a quarter of the segment (the
+// first 8 bits of a float are its sign and 7 exponent bits: half a row of similar scores can share them). A
+// thread that finds more candidates than its share of the list (candidate_capacity; e.g. a row of equal scores)
+// reads its share of the rows again instead: slower, same result. So a long row is read twice, not three or
+// four times. With params.compact the same workgroup then writes the kept indices (compact_member).
 //
 // What a software adapter (SwiftShader) pays for, and what the layout avoids: every byte of workgroup memory in
 // every workgroup (the histograms live in a storage scratch, zeroed by a buffer clear); every barrier (it
@@ -41,6 +43,10 @@
 // In storage, not workgroup memory: a software adapter pays for every byte of workgroup memory in every
 // workgroup, touched or not (8 KiB of bins cost more than the whole 1K-token select on SwiftShader).
 @group(0) @binding(7) var<storage, read_write> scratch: array<atomic<u32>>;
+// When params.compact is set (segments of one member each): the member's kept logical indices, ascending, at
+// [row][stride], and their count at [row], as shaders/select_compact.wgsl writes them.
+@group(0) @binding(8) var<storage, read_write> kept: array<u32>;
+@group(0) @binding(9) var<storage, read_write> kept_counts: array<u32>;
 
 // Histogram words per segment: 2048 + 2048 + 1024 bins (wide digits) or 4 × 256.
 const HIST_WORDS: u32 = 5120u;
@@ -52,8 +58,11 @@ var<private> hist_base: u32;
 var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
 var<workgroup> chosen_bin: u32;
 var<workgroup> chosen_above: u32;
+var<workgroup> chosen_count: u32;
 var<workgroup> total_shared: u32;
 var<workgroup> segment_tokens: u32;
+// Each thread's (keys > T, keys == T) over its own run of tokens, for the fused compaction.
+var<workgroup> run_counts: array<vec2<u32>, WORKGROUP_SIZE>;
 
 struct Segment {
   first: u32,
@@ -271,6 +280,7 @@ fn choose_bin(lid: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u
     }
     chosen_bin = bin;
     chosen_above = above;
+    chosen_count = atomicLoad(&scratch[bins + bin]);
   }
   workgroupBarrier();
 }
@@ -302,14 +312,23 @@ fn main(
     segment_tokens = tokens;
   }
   // Uniform, as the digit loop holds barriers.
-  let wide = workgroupUniformLoad(&segment_tokens) >= params.wide_from;
+  let tokens = workgroupUniformLoad(&segment_tokens);
+  let wide = tokens >= params.wide_from;
   let digits = select(4u, 3u, wide);
+  // Keys under the prefix so far (the chosen bin's count).
+  var under = 0u;
+  var collected = false;
   for (var d = 0u; d < digits; d++) {
     let digit = digit_of(d, wide);
-    // Collecting is pointless when digit 0 kept nothing (mask = 0: every key would be a candidate).
-    if (d == 1u && mask != 0u && params.candidate_capacity != 0u) {
+    // Collect once, before a digit that has another after it, and only once the prefix has narrowed the keys to
+    // a quarter of the segment (or at the last chance): 8-bit digits over floats often leave half a row under
+    // the first prefix (sign and 7 exponent bits), and storing half the keys costs more than reading them again.
+    // Collecting is pointless when nothing is kept (mask = 0: every key would be a candidate).
+    if (!collected && d >= 1u && d + 1u < digits && mask != 0u && params.candidate_capacity != 0u &&
+        (d + 2u == digits || under * 4u <= tokens)) {
       found = collect_candidates(lid, seg, prefix, mask, list);
       from_candidates = found <= params.candidate_capacity;
+      collected = true;
     }
     if (from_candidates) {
       histogram_candidates(lid, seg, prefix, mask, digit, list, found);
@@ -322,6 +341,7 @@ fn main(
     remaining = total_shared;
     let bin = chosen_bin;
     let above = chosen_above;
+    under = chosen_count;
     if (remaining > 0u) {
       prefix |= bin << digit.shift;
       mask |= (digit.bins - 1u) << digit.shift;
@@ -333,8 +353,64 @@ fn main(
   // After the last digit `remaining` is how many keys equal to the threshold are kept; mask stays 0 only when
   // nothing is kept (k = 0 or an empty segment).
   let key = select(prefix, NO_KEY, mask == 0u);
+  let keep_equal = select(remaining, 0u, mask == 0u);
   if (lid == 0u) {
     thresholds[group * 2u] = key;
-    thresholds[group * 2u + 1u] = select(remaining, 0u, mask == 0u);
+    thresholds[group * 2u + 1u] = keep_equal;
+  }
+  if (params.compact != 0u) {
+    compact_member(lid, member_of(seg.first), key, keep_equal);
+  }
+}
+
+// The compaction of select_compact.wgsl, fused: the workgroup that found the threshold writes the kept indices,
+// saving a dispatch and its chunked scan (three barriers per chunk there, one here). Each thread owns one
+// contiguous run of the row, counts its kept keys, takes the earlier runs' counts and writes its own.
+fn compact_member(lid: u32, member: Member, key: u32, keep_equal: u32) {
+  let base = member.row * params.stride;
+  let span = (member.len + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
+  let start = min(lid * span, member.len);
+  let end = min(start + span, member.len);
+  var own = vec2<u32>(0u, 0u);
+  var t = start;
+  for (; t + 3u < end; t += 4u) {
+    let keys = vec4<u32>(
+      order_key(scores[base + t]),
+      order_key(scores[base + t + 1u]),
+      order_key(scores[base + t + 2u]),
+      order_key(scores[base + t + 3u]),
+    );
+    own += vec2<u32>(dot(select(vec4<u32>(0u), vec4<u32>(1u), keys > vec4<u32>(key)), vec4<u32>(1u)),
+                     dot(select(vec4<u32>(0u), vec4<u32>(1u), keys == vec4<u32>(key)), vec4<u32>(1u)));
+  }
+  for (; t < end; t++) {
+    let k = order_key(scores[base + t]);
+    own += vec2<u32>(select(0u, 1u, k > key), select(0u, 1u, k == key));
+  }
+  run_counts[lid] = own;
+  workgroupBarrier();
+  var before = vec2<u32>(0u, 0u);
+  for (var w = 0u; w < lid; w++) {
+    before += run_counts[w];
+  }
+  if (lid == WORKGROUP_SIZE - 1u) {
+    let total = before + own;
+    kept_counts[member.row] = total.x + min(total.y, keep_equal);
+  }
+  // Only runs holding a kept key have anything to write.
+  if (own.x == 0u && (own.y == 0u || before.y >= keep_equal)) {
+    return;
+  }
+  for (t = start; t < end; t++) {
+    let k = order_key(scores[base + t]);
+    if (k > key) {
+      kept[base + before.x + min(before.y, keep_equal)] = t;
+      before.x += 1u;
+    } else if (k == key) {
+      if (before.y < keep_equal) {
+        kept[base + before.x + before.y] = t;
+      }
+      before.y += 1u;
+    }
   }
 }

@@ -113,6 +113,9 @@ describe('GPU top-k selection vs selectTopK', () => {
       { wideDigitsFrom: 1e9, candidateCapacity: 40, thresholdWorkgroupSize: 7 },
       { candidateCapacity: 0 },
       { thresholdWorkgroupSize: 16 }, // the hardware default (a software adapter defaults to 4)
+      // select_compact after the threshold kernel instead of the fused compaction
+      { fuseCompaction: false },
+      { fuseCompaction: false, workgroupSize: 5, itemsPerThread: 3, wideDigitsFrom: 0 },
     ]) {
       const variant = new TopKSelectKernel(gpu, options);
       checkRows(rows, ks, stride, await runTopK(gpu, variant, rows, ks, stride));

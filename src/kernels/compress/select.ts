@@ -14,6 +14,7 @@ const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'use_exclusion', type: 'u32' },
   { name: 'candidate_capacity', type: 'u32' },
   { name: 'wide_from', type: 'u32' },
+  { name: 'compact', type: 'u32' },
 ]);
 
 const MEMBER_COUNT_PARAMS = new UniformLayout('MemberCountParams', [
@@ -171,6 +172,9 @@ export interface CompactSelectRun {
  */
 export type TopKRun = RowThresholdRun & Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
 
+/** Where a compaction writes: kept logical indices [row][stride] (ascending) and their count [row]. */
+type KeptOutputs = Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
+
 /**
  * Workgroup shapes and scratch of {@link TopKSelectKernel}.
  *
@@ -197,6 +201,11 @@ export interface TopKSelectOptions {
    * 8-bit digits (default {@link WIDE_DIGITS_FROM}). Same result either way.
    */
   readonly wideDigitsFrom?: number;
+  /**
+   * {@link TopKSelectKernel.encode} compacts inside the threshold kernel (the workgroup that found a row's
+   * threshold writes its kept indices; default true) instead of running `select_compact` after it. Same result.
+   */
+  readonly fuseCompaction?: boolean;
 }
 
 /**
@@ -247,6 +256,7 @@ export class TopKSelectKernel {
   private readonly thresholdSize: number;
   private readonly candidateTokens: number | undefined;
   private readonly wideFrom: number;
+  private readonly fuse: boolean;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -273,6 +283,7 @@ export class TopKSelectKernel {
     this.thresholdSize = thresholdSize;
     this.candidateTokens = options.candidateCapacity;
     this.wideFrom = options.wideDigitsFrom ?? WIDE_DIGITS_FROM;
+    this.fuse = options.fuseCompaction ?? true;
     if (!Number.isInteger(this.wideFrom) || this.wideFrom < 0 || this.wideFrom > 0xffff_ffff) {
       throw new InvalidArgumentError('wideDigitsFrom', `must be a u32; got ${this.wideFrom}`);
     }
@@ -302,6 +313,11 @@ export class TopKSelectKernel {
 
   /** Records per-row thresholds: `thresholds[row] = {key, keepEqual}` for the row's top k[row]. */
   encodeThresholds(encoder: GPUCommandEncoder, run: RowThresholdRun): void {
+    this.encodeRowThresholds(encoder, run, undefined);
+  }
+
+  /** Per-row thresholds, and with `kept` the compaction too, in the same dispatch. */
+  private encodeRowThresholds(encoder: GPUCommandEncoder, run: RowThresholdRun, kept: KeptOutputs | undefined): void {
     checkCount('numRows', run.numRows);
     checkCount('stride', run.stride);
     checkSize('scores', run.scores, run.numRows * run.stride * 4);
@@ -319,11 +335,16 @@ export class TopKSelectKernel {
         use_exclusion: 0,
         candidate_capacity: capacity,
         wide_from: this.wideFrom,
+        compact: kept ? 1 : 0,
       }),
     );
+    if (kept) {
+      checkSize('keptIndices', kept.keptIndices, run.numRows * run.stride * 4);
+      checkSize('keptCounts', kept.keptCounts, run.numRows * 4);
+    }
     // Unused bindings still need a buffer: the lengths stand in for members and exclusions (never read with
     // these flags).
-    this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows);
+    this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows, kept);
   }
 
   /** Records joint thresholds over segments of member rows (and, optionally, per-member counts). */
@@ -350,6 +371,7 @@ export class TopKSelectKernel {
         use_exclusion: run.exclusions ? 1 : 0,
         candidate_capacity: capacity,
         wide_from: this.wideFrom,
+        compact: 0,
       }),
     );
     this.dispatchThresholds(
@@ -404,6 +426,10 @@ export class TopKSelectKernel {
 
   /** Records a whole per-row top-k (thresholds, then compaction). */
   encode(encoder: GPUCommandEncoder, run: TopKRun): void {
+    if (this.fuse) {
+      this.encodeRowThresholds(encoder, run, run);
+      return;
+    }
     this.encodeThresholds(encoder, run);
     this.encodeCompact(encoder, run);
   }
@@ -442,6 +468,7 @@ export class TopKSelectKernel {
     uniforms: GPUBuffer,
     buffers: readonly GPUBuffer[],
     workgroups: number,
+    kept?: KeptOutputs,
   ): void {
     const [scores, lengths, ks, members, exclusions, thresholds] = buffers;
     if (!scores || !lengths || !ks || !members || !exclusions || !thresholds) {
@@ -454,7 +481,7 @@ export class TopKSelectKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.thresholdSpec),
-      [uniforms, scores, lengths, ks, members, exclusions, thresholds, scratch],
+      [uniforms, scores, lengths, ks, members, exclusions, thresholds, scratch, kept?.keptIndices ?? this.unused()[0], kept?.keptCounts ?? this.unused()[1]],
       workgroups,
     );
     pass.end();
@@ -465,8 +492,18 @@ export class TopKSelectKernel {
     return this.candidateBuffer;
   }
 
+  private unusedPair: readonly [GPUBuffer, GPUBuffer] | undefined;
+  /** Stand in for the kept-index outputs when the threshold kernel does not compact: two, as writable bindings may not alias. */
+  private unused(): readonly [GPUBuffer, GPUBuffer] {
+    const make = (): GPUBuffer => this.gpu.device.createBuffer({ label: 'select_threshold:unused', size: 16, usage: GPUBufferUsage.STORAGE });
+    this.unusedPair ??= [make(), make()];
+    return this.unusedPair;
+  }
+
   /** Releases the kernel's scratch buffers. */
   destroy(): void {
+    for (const buffer of this.unusedPair ?? []) buffer.destroy();
+    this.unusedPair = undefined;
     this.candidateBuffer?.destroy();
     this.candidateBuffer = undefined;
     for (const buffer of this.retired) buffer.destroy();
