@@ -6,6 +6,7 @@ import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { SegmentPartsThreshold } from './select-parts.js';
 
 const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'num_segments', type: 'u32' },
@@ -206,7 +207,20 @@ export interface TopKSelectOptions {
    * threshold writes its kept indices; default true) instead of running `select_compact` after it. Same result.
    */
   readonly fuseCompaction?: boolean;
+  /**
+   * Joint selections: a segment of up to stride × members ÷ segments tokens is spread over ⌈that ÷ partTokens⌉
+   * workgroups (`select_threshold_parts`) when that is at least 2 and there are at most {@link PARTS_MAX_SEGMENTS}
+   * segments (default {@link PART_TOKENS}; 0 = never). Set explicitly, the segment count is not checked. Same result.
+   */
+  readonly partTokens?: number;
 }
+
+/** Tokens per workgroup of a joint selection spread over several (see {@link TopKSelectOptions.partTokens}). */
+export const PART_TOKENS = 4096;
+/** Joint selections over more segments than this already have a workgroup per segment to spare. */
+export const PARTS_MAX_SEGMENTS = 8;
+/** At most this many workgroups per segment. */
+const MAX_PARTS = 256;
 
 /**
  * Segment length from which the threshold kernel uses 11-bit digits. Measured on SwiftShader (32 rows): at 1K
@@ -257,6 +271,9 @@ export class TopKSelectKernel {
   private readonly candidateTokens: number | undefined;
   private readonly wideFrom: number;
   private readonly fuse: boolean;
+  private readonly partTokens: number;
+  private readonly partsForced: boolean;
+  private readonly parts: SegmentPartsThreshold;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -284,6 +301,12 @@ export class TopKSelectKernel {
     this.candidateTokens = options.candidateCapacity;
     this.wideFrom = options.wideDigitsFrom ?? WIDE_DIGITS_FROM;
     this.fuse = options.fuseCompaction ?? true;
+    this.partTokens = options.partTokens ?? PART_TOKENS;
+    this.partsForced = options.partTokens !== undefined;
+    if (!Number.isInteger(this.partTokens) || this.partTokens < 0) {
+      throw new InvalidArgumentError('partTokens', `must be a non-negative integer; got ${this.partTokens}`);
+    }
+    this.parts = new SegmentPartsThreshold(gpu, thresholdSize);
     if (!Number.isInteger(this.wideFrom) || this.wideFrom < 0 || this.wideFrom > 0xffff_ffff) {
       throw new InvalidArgumentError('wideDigitsFrom', `must be a u32; got ${this.wideFrom}`);
     }
@@ -360,8 +383,34 @@ export class TopKSelectKernel {
       checkSize('memberCounts', run.memberCounts, run.numMembers * 8);
       encoder.clearBuffer(run.memberCounts, 0, run.numMembers * 8);
     }
-    const tokens = Math.ceil((run.stride * run.numMembers) / run.numSegments / CANDIDATE_DIVISOR);
-    const capacity = this.candidatesPerThread(this.candidateTokens ?? Math.max(MIN_CANDIDATES, tokens), run.numSegments);
+    const bound = Math.ceil((run.stride * run.numMembers) / run.numSegments);
+    const listTokens = this.candidateTokens ?? Math.max(MIN_CANDIDATES, Math.ceil(bound / CANDIDATE_DIVISOR));
+    const parts = this.partTokens === 0 ? 1 : Math.min(MAX_PARTS, Math.ceil(bound / this.partTokens));
+    if (parts >= 2 && (this.partsForced || run.numSegments <= PARTS_MAX_SEGMENTS)) {
+      this.parts.encode(encoder, run, parts, listTokens);
+    } else {
+      this.encodeOneWorkgroupPerSegment(encoder, run, listTokens);
+    }
+    if (run.memberCounts) {
+      // One workgroup per member: a joint budget over every head is one segment.
+      const countUniforms = this.gpu.uniformBuffer(
+        'select_member_counts:params',
+        MEMBER_COUNT_PARAMS.pack({ num_members: run.numMembers, num_segments: run.numSegments, stride: run.stride }),
+      );
+      const pass = encoder.beginComputePass({ label: 'select_member_counts' });
+      encodeDispatch(
+        this.gpu,
+        pass,
+        kernelPipeline(this.gpu, this.memberCountSpec),
+        [countUniforms, run.scores, run.segments, run.members, run.thresholds, run.memberCounts],
+        run.numMembers,
+      );
+      pass.end();
+    }
+  }
+
+  private encodeOneWorkgroupPerSegment(encoder: GPUCommandEncoder, run: SegmentThresholdRun, listTokens: number): void {
+    const capacity = this.candidatesPerThread(listTokens, run.numSegments);
     const uniforms = this.gpu.uniformBuffer(
       'select_threshold:params',
       SELECT_PARAMS.pack({
@@ -380,22 +429,6 @@ export class TopKSelectKernel {
       [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds],
       run.numSegments,
     );
-    if (run.memberCounts) {
-      // One workgroup per member: a joint budget over every head is one segment, one threshold workgroup.
-      const countUniforms = this.gpu.uniformBuffer(
-        'select_member_counts:params',
-        MEMBER_COUNT_PARAMS.pack({ num_members: run.numMembers, num_segments: run.numSegments, stride: run.stride }),
-      );
-      const pass = encoder.beginComputePass({ label: 'select_member_counts' });
-      encodeDispatch(
-        this.gpu,
-        pass,
-        kernelPipeline(this.gpu, this.memberCountSpec),
-        [countUniforms, run.scores, run.segments, run.members, run.thresholds, run.memberCounts],
-        run.numMembers,
-      );
-      pass.end();
-    }
   }
 
   /** Records the compaction of kept indices from per-row thresholds. */
@@ -502,6 +535,7 @@ export class TopKSelectKernel {
 
   /** Releases the kernel's scratch buffers. */
   destroy(): void {
+    this.parts.destroy();
     for (const buffer of this.unusedPair ?? []) buffer.destroy();
     this.unusedPair = undefined;
     this.candidateBuffer?.destroy();
