@@ -6,7 +6,7 @@
 //   0 (parts per segment): digit 0's histogram over the rows;
 //   1 (one per segment):   choose digit 0's bin (state: prefix, mask, remaining);
 //   2 (parts per segment): digit 1's histogram over the keys under the prefix, which are also appended to the
-//                          segment's candidate list (one atomic counter);
+//                          part's candidate list;
 //   3 (one per segment):   choose digit 1's bin, take digit 2's histogram from the candidate list (from the rows
 //                          if it overflowed: slower, same result), choose it and write the threshold.
 // Exclusions (adakv) as in select_threshold.wgsl: keys above a member's exclusion key are not read, and the
@@ -18,11 +18,13 @@
 @group(0) @binding(3) var<storage, read> members: array<u32>;       // [m][2] {row, length}
 @group(0) @binding(4) var<storage, read> exclusions: array<u32>;    // [m][2] {key, keepEqual} when use_exclusion
 @group(0) @binding(5) var<storage, read_write> thresholds: array<u32>; // [seg][2] {key, keepEqual}
-// [seg][SEG_WORDS]: three histograms and the state, zeroed by the host; then [seg][candidate_capacity] keys.
+// [seg] {prefix, mask, remaining, 0} then [seg][part] {three histograms, candidate count}, zeroed by the host;
+// then [seg][part][candidate_capacity] candidate keys.
 @group(0) @binding(6) var<storage, read_write> scratch: array<atomic<u32>>;
 
-const SEG_WORDS: u32 = 5124u;
-const STATE: u32 = 5120u; // {prefix, mask, remaining, candidates}
+const HIST_WORDS: u32 = 5120u;
+const PART_WORDS: u32 = 5121u; // three histograms and the part's candidate count
+const STATE_WORDS: u32 = 4u;
 const BLOCK: u32 = 16u;
 const NO_KEY: u32 = 0xffffffffu;
 
@@ -120,7 +122,7 @@ fn read_rows(g: u32, threads: u32, seg: Segment, base: u32, list: u32, prefix: u
 fn take(key: u32, base: u32, list: u32, digit: Digit, collect: bool) {
   atomicAdd(&scratch[bin_word(base, key, digit)], 1u);
   if (collect) {
-    let slot = atomicAdd(&scratch[base + STATE + 3u], 1u);
+    let slot = atomicAdd(&scratch[base + HIST_WORDS], 1u);
     if (slot < params.candidate_capacity) {
       atomicStore(&scratch[list + slot], key);
     }
@@ -140,14 +142,26 @@ fn subtract_exclusions(seg: Segment, base: u32, prefix: u32, mask: u32, digit: D
   }
 }
 
-// As select_threshold.wgsl's choose_bin: block sums in parallel, then one thread walks blocks and one block.
-fn choose_bin(lid: u32, base: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u32) {
+// The count of a bin summed over the segment's parts (`hists` = its first part's histograms).
+fn bin_count(hists: u32, word: u32) -> u32 {
+  var sum = 0u;
+  for (var p = 0u; p < params.parts; p++) {
+    sum += atomicLoad(&scratch[hists + p * PART_WORDS + word]);
+  }
+  return sum;
+}
+
+// As select_threshold.wgsl's choose_bin over the sum of the parts: block sums in parallel, then one thread walks
+// blocks and one block.
+fn choose_bin(lid: u32, hists: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u32) {
   let blocks = digit.bins / BLOCK;
-  let bins = base + digit.offset;
   for (var b = lid; b < blocks; b += WORKGROUP_SIZE) {
     var sum = 0u;
-    for (var j = 0u; j < BLOCK; j++) {
-      sum += atomicLoad(&scratch[bins + b * BLOCK + j]);
+    for (var p = 0u; p < params.parts; p++) {
+      let bins = hists + p * PART_WORDS + digit.offset + b * BLOCK;
+      for (var j = 0u; j < BLOCK; j++) {
+        sum += atomicLoad(&scratch[bins + j]);
+      }
     }
     block_sums[b] = sum;
   }
@@ -173,7 +187,7 @@ fn choose_bin(lid: u32, base: u32, digit: Digit, remaining_in: u32, first_digit:
     }
     var bin = block * BLOCK;
     for (var j = BLOCK; j > 0u; j--) {
-      let count = atomicLoad(&scratch[bins + block * BLOCK + j - 1u]);
+      let count = bin_count(hists, digit.offset + block * BLOCK + j - 1u);
       if (remaining <= above + count) {
         bin = block * BLOCK + j - 1u;
         break;
@@ -199,60 +213,73 @@ fn main(
   }
   let s = group / parts;
   let seg = segment_of(s);
-  let base = s * SEG_WORDS;
-  let list = params.num_segments * SEG_WORDS + s * params.candidate_capacity;
+  let state = s * STATE_WORDS;
+  // The segment's first part's histograms; the choosing workgroup's own histogram work (digit 2 from the lists,
+  // the exclusions) goes into part 0's.
+  let hists = params.num_segments * STATE_WORDS + s * params.parts * PART_WORDS;
+  let lists = params.num_segments * (STATE_WORDS + params.parts * PART_WORDS) + s * params.parts * params.candidate_capacity;
   if (reading) {
-    let g = (group % parts) * WORKGROUP_SIZE + lid;
+    let part = group % parts;
+    let g = part * WORKGROUP_SIZE + lid;
     let threads = parts * WORKGROUP_SIZE;
+    let base = hists + part * PART_WORDS;
+    let list = lists + part * params.candidate_capacity;
     if (params.phase == 0u) {
       read_rows(g, threads, seg, base, list, 0u, 0u, digit_of(0u), false);
-    } else if (atomicLoad(&scratch[base + STATE + 1u]) != 0u) {
+    } else if (atomicLoad(&scratch[state + 1u]) != 0u) {
       // mask = 0: nothing is kept, so there is nothing to narrow.
-      read_rows(g, threads, seg, base, list, atomicLoad(&scratch[base + STATE]), atomicLoad(&scratch[base + STATE + 1u]), digit_of(1u), true);
+      read_rows(g, threads, seg, base, list, atomicLoad(&scratch[state]), atomicLoad(&scratch[state + 1u]), digit_of(1u), true);
     }
     return;
   }
   if (params.phase == 1u) {
     let digit = digit_of(0u);
     if (lid == 0u) {
-      subtract_exclusions(seg, base, 0u, 0u, digit);
+      subtract_exclusions(seg, hists, 0u, 0u, digit);
     }
     workgroupBarrier();
-    choose_bin(lid, base, digit, 0u, true, seg.k);
+    choose_bin(lid, hists, digit, 0u, true, seg.k);
     if (lid == 0u && chosen.z > 0u) {
-      atomicStore(&scratch[base + STATE], chosen.x << digit.shift);
-      atomicStore(&scratch[base + STATE + 1u], (digit.bins - 1u) << digit.shift);
-      atomicStore(&scratch[base + STATE + 2u], chosen.z - chosen.y);
+      atomicStore(&scratch[state], chosen.x << digit.shift);
+      atomicStore(&scratch[state + 1u], (digit.bins - 1u) << digit.shift);
+      atomicStore(&scratch[state + 2u], chosen.z - chosen.y);
     }
     return;
   }
   // Phase 3. The state is uniform across the workgroup: it was written by an earlier dispatch.
-  var prefix = atomicLoad(&scratch[base + STATE]);
-  var mask = atomicLoad(&scratch[base + STATE + 1u]);
-  var remaining = atomicLoad(&scratch[base + STATE + 2u]);
-  let candidates = atomicLoad(&scratch[base + STATE + 3u]);
+  var prefix = atomicLoad(&scratch[state]);
+  var mask = atomicLoad(&scratch[state + 1u]);
+  var remaining = atomicLoad(&scratch[state + 2u]);
+  var listed = true;
+  for (var p = 0u; p < params.parts; p++) {
+    listed = listed && atomicLoad(&scratch[hists + p * PART_WORDS + HIST_WORDS]) <= params.candidate_capacity;
+  }
   for (var d = 1u; d < 3u; d++) {
     let digit = digit_of(d);
-    if (d == 2u) {
-      if (candidates <= params.candidate_capacity) {
-        for (var j = lid; j < candidates; j += WORKGROUP_SIZE) {
-          let key = atomicLoad(&scratch[list + j]);
-          if ((key & mask) == prefix) {
-            atomicAdd(&scratch[bin_word(base, key, digit)], 1u);
+    if (d == 2u && mask != 0u) {
+      if (listed) {
+        for (var p = 0u; p < params.parts; p++) {
+          let list = lists + p * params.candidate_capacity;
+          let count = atomicLoad(&scratch[hists + p * PART_WORDS + HIST_WORDS]);
+          for (var j = lid; j < count; j += WORKGROUP_SIZE) {
+            let key = atomicLoad(&scratch[list + j]);
+            if ((key & mask) == prefix) {
+              atomicAdd(&scratch[bin_word(hists, key, digit)], 1u);
+            }
           }
         }
       } else {
-        // The list overflowed (e.g. a segment of equal scores): this workgroup reads the rows itself.
-        read_rows(lid, WORKGROUP_SIZE, seg, base, list, prefix, mask, digit, false);
+        // A list overflowed (e.g. a segment of equal scores): this workgroup reads the rows itself.
+        read_rows(lid, WORKGROUP_SIZE, seg, hists, lists, prefix, mask, digit, false);
       }
     }
     workgroupBarrier();
     if (lid == 0u) {
-      subtract_exclusions(seg, base, prefix, mask, digit);
+      subtract_exclusions(seg, hists, prefix, mask, digit);
     }
     workgroupBarrier();
     // remaining > 0 whenever mask != 0 (phase 1 kept something); mask = 0 chooses nothing.
-    choose_bin(lid, base, digit, select(1u, remaining, mask != 0u), false, seg.k);
+    choose_bin(lid, hists, digit, select(1u, remaining, mask != 0u), false, seg.k);
     if (mask != 0u) {
       prefix |= chosen.x << digit.shift;
       mask |= (digit.bins - 1u) << digit.shift;

@@ -13,8 +13,10 @@ const PARTS_PARAMS = new UniformLayout('SelectPartsParams', [
   { name: 'candidate_capacity', type: 'u32' },
 ]);
 
-/** Words per segment ahead of the candidate lists: three histograms (2048 + 2048 + 1024 bins) and 4 state words. */
-const SEGMENT_WORDS = 5124;
+/** State words per segment: prefix, mask, remaining, unused. */
+const STATE_WORDS = 4;
+/** Words per part of a segment: three histograms (2048 + 2048 + 1024 bins) and its candidate count. */
+const PART_WORDS = 5121;
 /** The four dispatches of shaders/select_threshold_parts.wgsl: read, choose, read and collect, finish. */
 const PHASES = [0, 1, 2, 3] as const;
 
@@ -33,13 +35,13 @@ export interface PartsThresholdRun {
 /**
  * Joint thresholds with each segment's full reads spread over several workgroups (`select_threshold_parts`):
  * for a few long segments, where `select_threshold` would run one workgroup per segment. Same result bit for
- * bit. Owns a scratch buffer (per segment 20 KiB of histograms and state plus its candidate list), grown as
+ * bit. Owns a scratch buffer (per segment and part 20 KiB of histograms, plus the candidate lists), grown as
  * needed and freed by {@link SegmentPartsThreshold.destroy}. Used by `TopKSelectKernel.encodeSegmentThresholds`.
  *
  * @example
  * ```ts
  * const parts = new SegmentPartsThreshold(gpu, 16);
- * parts.encode(encoder, run, 8, 4096); // 8 workgroups per segment, lists of 4096 candidates
+ * parts.encode(encoder, run, 8, 4096); // 8 workgroups per segment, 4096 candidates per segment
  * ```
  */
 export class SegmentPartsThreshold {
@@ -60,21 +62,22 @@ export class SegmentPartsThreshold {
     };
   }
 
-  /** Records the four dispatches: `parts` workgroups per segment for the reads, lists of `capacity` keys. */
+  /** Records the four dispatches: `parts` workgroups per segment for the reads, lists of `capacity` keys in all. */
   encode(encoder: GPUCommandEncoder, run: PartsThresholdRun, parts: number, capacity: number): void {
     const limit = Math.min(this.gpu.limits.maxStorageBufferBindingSize, this.gpu.limits.maxBufferSize);
-    const fits = Math.floor(limit / (run.numSegments * 4)) - SEGMENT_WORDS;
+    const cleared = run.numSegments * (STATE_WORDS + parts * PART_WORDS);
+    const fits = Math.floor((Math.floor(limit / 4) - cleared) / (run.numSegments * parts));
     if (fits < 0) {
-      throw new InvalidArgumentError('numSegments', `${run.numSegments} segments' histograms (${SEGMENT_WORDS * 4} B each) exceed one storage binding; select fewer at a time`);
+      throw new InvalidArgumentError('numSegments', `${run.numSegments} segments × ${parts} parts of histograms (${PART_WORDS * 4} B each) exceed one storage binding; select fewer at a time`);
     }
-    const listed = Math.min(capacity, fits);
-    const bytes = run.numSegments * (SEGMENT_WORDS + listed) * 4;
+    const listed = Math.min(Math.ceil(capacity / parts), fits);
+    const bytes = (cleared + run.numSegments * parts * listed) * 4;
     if (!this.scratch || this.scratch.size < bytes) {
       if (this.scratch) this.retired.push(this.scratch);
       const size = Math.min(Math.floor(limit / 4) * 4, Math.max(bytes, 2 * (this.scratch?.size ?? 0)));
       this.scratch = this.gpu.device.createBuffer({ label: 'select_threshold_parts:scratch', size, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
     }
-    encoder.clearBuffer(this.scratch, 0, run.numSegments * SEGMENT_WORDS * 4);
+    encoder.clearBuffer(this.scratch, 0, cleared * 4);
     const pipeline = kernelPipeline(this.gpu, this.spec);
     const pass = encoder.beginComputePass({ label: 'select_threshold_parts' });
     for (const phase of PHASES) {

@@ -210,7 +210,8 @@ export interface TopKSelectOptions {
   /**
    * Joint selections: a segment of up to stride × members ÷ segments tokens is spread over ⌈that ÷ partTokens⌉
    * workgroups (`select_threshold_parts`) when that is at least 2 and there are at most {@link PARTS_MAX_SEGMENTS}
-   * segments (default {@link PART_TOKENS}; 0 = never). Set explicitly, the segment count is not checked. Same result.
+   * segments (default {@link PART_TOKENS} on hardware, 0 = never on a software adapter, where it measured no
+   * faster). Set explicitly, the segment count is not checked. Same result.
    */
   readonly partTokens?: number;
 }
@@ -301,7 +302,10 @@ export class TopKSelectKernel {
     this.candidateTokens = options.candidateCapacity;
     this.wideFrom = options.wideDigitsFrom ?? WIDE_DIGITS_FROM;
     this.fuse = options.fuseCompaction ?? true;
-    this.partTokens = options.partTokens ?? PART_TOKENS;
+    // On SwiftShader (2 cores) one segment of 32 × 1K or 32 × 4K tokens took 1.0–1.1x the time spread over 2 or 8
+    // workgroups as in one (four dispatches instead of one, the parts' histograms summed); a GPU with dozens of
+    // cores idles all but one of them on a single segment's workgroup (not measured here).
+    this.partTokens = options.partTokens ?? (gpu.adapter.isFallbackAdapter ? 0 : PART_TOKENS);
     this.partsForced = options.partTokens !== undefined;
     if (!Number.isInteger(this.partTokens) || this.partTokens < 0) {
       throw new InvalidArgumentError('partTokens', `must be a non-negative integer; got ${this.partTokens}`);
