@@ -302,9 +302,9 @@ export class TopKSelectKernel {
     this.candidateTokens = options.candidateCapacity;
     this.wideFrom = options.wideDigitsFrom ?? WIDE_DIGITS_FROM;
     this.fuse = options.fuseCompaction ?? true;
-    // On SwiftShader (2 cores) one segment of 32 × 1K or 32 × 4K tokens took 1.0–1.1x the time spread over 2 or 8
-    // workgroups as in one (four dispatches instead of one, the parts' histograms summed); a GPU with dozens of
-    // cores idles all but one of them on a single segment's workgroup (not measured here).
+    // On SwiftShader (2 cores) one segment of 32 × 1K or 32 × 4K tokens took 1.05–1.15x the time of one workgroup
+    // spread over 2 workgroups, 1.1–1.5x over 8 to 32 (four dispatches instead of one, the parts' histograms
+    // summed); a GPU with dozens of cores idles all but one on a single segment's workgroup (not measured here).
     this.partTokens = options.partTokens ?? (gpu.adapter.isFallbackAdapter ? 0 : PART_TOKENS);
     this.partsForced = options.partTokens !== undefined;
     if (!Number.isInteger(this.partTokens) || this.partTokens < 0) {
