@@ -250,10 +250,12 @@ function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
 /**
  * Top-k selection on the GPU with {@link selectTopK}'s exact result (score descending, ties by lower index):
  * `select_threshold` radix-selects each row's k-th largest score as an order-preserving u32 key plus how many
- * keys equal to it are kept; `select_compact` writes the kept logical indices in ascending order. Scores never
- * leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
- * `allocateBudgetsGpu`). It keeps one scratch buffer (per segment: 20 KiB of histograms plus its candidate list,
- * by default a quarter of the segment's tokens), grown as larger runs come and freed by {@link TopKSelectKernel.destroy}.
+ * keys equal to it are kept, and in {@link TopKSelectKernel.encode} the same workgroup then writes the kept logical
+ * indices in ascending order (`select_compact` does that alone in {@link TopKSelectKernel.encodeCompact}). Scores
+ * never leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
+ * `allocateBudgetsGpu`); a few long segments are spread over several workgroups each (`select_threshold_parts`).
+ * It keeps scratch buffers (per segment: 20 KiB of histograms plus its candidate list, by default a quarter of the
+ * segment's tokens), grown as larger runs come and freed by {@link TopKSelectKernel.destroy}.
  *
  * @example
  * ```ts
