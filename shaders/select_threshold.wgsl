@@ -59,10 +59,21 @@ var<private> hist_base: u32;
 // This thread's keys above its candidates (collect_candidates).
 var<private> above_candidates: u32;
 
-// The tokens [x, y) of a member a thread reads: one contiguous run each, so that the fused compaction can take a
-// run's kept counts from the run's candidates (measured on SwiftShader against every WORKGROUP_SIZE-th token:
-// the same time at 4K and 16K, 0.9x at 1K with the saved read).
+// The tokens a thread reads of a member: from x, every STEP-th, below y. A software adapter reads one
+// contiguous run per thread (CONTIGUOUS_RUNS; STEP 1), so that the fused compaction can take a run's kept counts
+// from the run's candidates (measured on SwiftShader against every WORKGROUP_SIZE-th token: the same time at 4K
+// and 16K, 0.9x at 1K with the saved read); hardware keeps neighbouring threads on neighbouring tokens (STEP =
+// WORKGROUP_SIZE: coalesced loads) and the compaction counts by reading.
+const STEP: u32 = select(WORKGROUP_SIZE, 1u, CONTIGUOUS_RUNS != 0u);
 fn run_of(lid: u32, len: u32) -> vec2<u32> {
+  if (STEP != 1u) {
+    return vec2<u32>(lid, len);
+  }
+  return contiguous_run(lid, len);
+}
+
+// One contiguous run per thread (the fused compaction's order).
+fn contiguous_run(lid: u32, len: u32) -> vec2<u32> {
   let span = (len + WORKGROUP_SIZE - 1u) / WORKGROUP_SIZE;
   let start = min(lid * span, len);
   return vec2<u32>(start, min(start + span, len));
@@ -169,17 +180,17 @@ fn histogram_rows(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: Digit) 
     // Four tokens per iteration: a software adapter pays per loop iteration (the lane mask, the exit test) about
     // as much as per key.
     var t = run.x;
-    for (; t + 3u < run.y; t += 4u) {
+    for (; t + 3u * STEP < run.y; t += 4u * STEP) {
       let k0 = order_key(scores[base + t]);
-      let k1 = order_key(scores[base + t + 1u]);
-      let k2 = order_key(scores[base + t + 2u]);
-      let k3 = order_key(scores[base + t + 3u]);
+      let k1 = order_key(scores[base + t + STEP]);
+      let k2 = order_key(scores[base + t + 2u * STEP]);
+      let k3 = order_key(scores[base + t + 3u * STEP]);
       if (k0 <= member.excl_key) { count_key(k0, prefix, mask, digit); }
       if (k1 <= member.excl_key) { count_key(k1, prefix, mask, digit); }
       if (k2 <= member.excl_key) { count_key(k2, prefix, mask, digit); }
       if (k3 <= member.excl_key) { count_key(k3, prefix, mask, digit); }
     }
-    for (; t < run.y; t++) {
+    for (; t < run.y; t += STEP) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key) {
         count_key(key, prefix, mask, digit);
@@ -205,12 +216,12 @@ fn collect_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, list: u32)
     let run = run_of(lid, member.len);
     // Four tokens per iteration, as in histogram_rows.
     var t = run.x;
-    for (; t + 3u < run.y; t += 4u) {
+    for (; t + 3u * STEP < run.y; t += 4u * STEP) {
       let keys = vec4<u32>(
         order_key(scores[base + t]),
-        order_key(scores[base + t + 1u]),
-        order_key(scores[base + t + 2u]),
-        order_key(scores[base + t + 3u]),
+        order_key(scores[base + t + STEP]),
+        order_key(scores[base + t + 2u * STEP]),
+        order_key(scores[base + t + 3u * STEP]),
       );
       let kept_in = keys <= vec4<u32>(member.excl_key);
       above += select(vec4<u32>(0u), vec4<u32>(1u), kept_in & (keys > vec4<u32>(top)));
@@ -223,7 +234,7 @@ fn collect_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, list: u32)
         }
       }
     }
-    for (; t < run.y; t++) {
+    for (; t < run.y; t += STEP) {
       let key = order_key(scores[base + t]);
       if (key <= member.excl_key) {
         above.x += select(0u, 1u, key > top);
@@ -391,11 +402,11 @@ fn main(
 // contiguous run of the row, counts its kept keys, takes the earlier runs' counts and writes its own.
 fn compact_member(lid: u32, member: Member, key: u32, keep_equal: u32, list: u32, found: u32, from_candidates: bool) {
   let base = member.row * params.stride;
-  let run = run_of(lid, member.len);
+  let run = contiguous_run(lid, member.len);
   let start = run.x;
   let end = run.y;
   var own = vec2<u32>(0u, 0u);
-  if (from_candidates) {
+  if (from_candidates && STEP == 1u) {
     // Keys > T are the keys above the candidates plus candidates > T; keys == T are all candidates.
     own.x = above_candidates;
     for (var j = 0u; j < found; j++) {

@@ -116,6 +116,10 @@ describe('GPU top-k selection vs selectTopK', () => {
       // select_compact after the threshold kernel instead of the fused compaction
       { fuseCompaction: false },
       { fuseCompaction: false, workgroupSize: 5, itemsPerThread: 3, wideDigitsFrom: 0 },
+      // every thread-count-th token per thread (the hardware default; the fused compaction then counts by reading)
+      { contiguousRuns: false },
+      { contiguousRuns: false, thresholdWorkgroupSize: 7, candidateCapacity: 40 },
+      { contiguousRuns: true, thresholdWorkgroupSize: 16 },
     ]) {
       const variant = new TopKSelectKernel(gpu, options);
       checkRows(rows, ks, stride, await runTopK(gpu, variant, rows, ks, stride));
@@ -284,6 +288,7 @@ describe('GPU budget allocation vs allocateBudgets', () => {
     for (const kernel of [
       new TopKSelectKernel(gpu),
       new TopKSelectKernel(gpu, { wideDigitsFrom: 0, candidateCapacity: 50 }),
+      new TopKSelectKernel(gpu, { wideDigitsFrom: 0, candidateCapacity: 50, contiguousRuns: false }),
       new TopKSelectKernel(gpu, { partTokens: 16 }),
       new TopKSelectKernel(gpu, { partTokens: 40, candidateCapacity: 30, thresholdWorkgroupSize: 7 }),
     ]) {

@@ -214,6 +214,12 @@ export interface TopKSelectOptions {
    * faster). Set explicitly, the segment count is not checked. Same result.
    */
   readonly partTokens?: number;
+  /**
+   * Each radix-select thread reads one contiguous run of a row (default on a software adapter: the fused
+   * compaction then counts from the candidates, one read fewer) instead of every thread-count-th token (default
+   * on hardware: coalesced loads). Same result.
+   */
+  readonly contiguousRuns?: boolean;
 }
 
 /** Tokens per workgroup of a joint selection spread over several (see {@link TopKSelectOptions.partTokens}). */
@@ -320,7 +326,10 @@ export class TopKSelectKernel {
     this.thresholdSpec = {
       name: 'select_threshold',
       body: thresholdBody,
-      constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
+      constants: {
+        WORKGROUP_SIZE: { type: 'u32', value: thresholdSize },
+        CONTIGUOUS_RUNS: { type: 'u32', value: (options.contiguousRuns ?? gpu.adapter.isFallbackAdapter) ? 1 : 0 },
+      },
       uniforms: [SELECT_PARAMS],
     };
     this.memberCountSpec = {
