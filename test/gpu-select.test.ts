@@ -113,6 +113,13 @@ describe('GPU top-k selection vs selectTopK', () => {
       { wideDigitsFrom: 1e9, candidateCapacity: 40, thresholdWorkgroupSize: 7 },
       { candidateCapacity: 0 },
       { thresholdWorkgroupSize: 16 }, // the hardware default (a software adapter defaults to 4)
+      // select_compact after the threshold kernel instead of the fused compaction
+      { fuseCompaction: false },
+      { fuseCompaction: false, workgroupSize: 5, itemsPerThread: 3, wideDigitsFrom: 0 },
+      // every thread-count-th token per thread (the hardware default; the fused compaction then counts by reading)
+      { contiguousRuns: false },
+      { contiguousRuns: false, thresholdWorkgroupSize: 7, candidateCapacity: 40 },
+      { contiguousRuns: true, thresholdWorkgroupSize: 16 },
     ]) {
       const variant = new TopKSelectKernel(gpu, options);
       checkRows(rows, ks, stride, await runTopK(gpu, variant, rows, ks, stride));
@@ -209,12 +216,82 @@ function budgetCase(
   return { scores, rows, flat, stride };
 }
 
+describe('GPU joint thresholds (segments over member rows) vs thresholdForK', () => {
+  it('one workgroup per segment and spread over workgroups (select_threshold_parts) agree with the reference', async () => {
+    const gpu = await testGpu();
+    const random = seededRandom(23);
+    const awkward = [1, 63, 65, 4097];
+    const kinds: Kind[] = ['random', 'ties', 'signs', 'constant', 'protected'];
+    // Segments over 1 and 32 members of awkward lengths (and one empty member), several distributions.
+    const segments: Float32Array[][] = [];
+    for (const [i, kind] of kinds.entries()) {
+      for (const len of awkward) segments.push([makeScores(kind, len, random)]);
+      segments.push(Array.from({ length: 32 }, (_, m) => makeScores(kind, m === 5 ? 0 : (awkward[(m + i) % 4] ?? 1), random)));
+    }
+    const stride = 4097;
+    const memberRows = segments.flat();
+    const flat = new Float32Array(memberRows.length * stride).fill(Number.NaN);
+    memberRows.forEach((r, m) => flat.set(r, m * stride));
+    const members = new Uint32Array(memberRows.length * 2);
+    memberRows.forEach((r, m) => members.set([m, r.length], 2 * m));
+    for (const pick of [0, 1, 2, 3, 4]) {
+      const ks: number[] = [];
+      const table = new Uint32Array(segments.length * 3);
+      let first = 0;
+      segments.forEach((seg, i) => {
+        const total = seg.reduce((n, r) => n + r.length, 0);
+        const k = [0, 1, Math.floor(total / 3) + 1, total, total + 5][(pick + i) % 5] ?? 0;
+        ks.push(k);
+        table.set([first, seg.length, k], 3 * i);
+        first += seg.length;
+      });
+      const buffers = {
+        scores: createStorageBuffer(gpu, 'scores', flat),
+        segments: createStorageBuffer(gpu, 'segments', table),
+        members: createStorageBuffer(gpu, 'members', members),
+        thresholds: createStorageBuffer(gpu, 'thresholds', segments.length * 8),
+      };
+      for (const options of [{}, { partTokens: 64 }, { partTokens: 300, candidateCapacity: 40, thresholdWorkgroupSize: 7 }, { partTokens: 0 }]) {
+        const kernel = new TopKSelectKernel(gpu, options);
+        await gpu.withErrorScope(() => {
+          const encoder = gpu.device.createCommandEncoder();
+          kernel.encodeSegmentThresholds(encoder, { ...buffers, stride, numSegments: segments.length, numMembers: memberRows.length });
+          gpu.submit([encoder.finish()]);
+        });
+        const got = new Uint32Array(await readBuffer(gpu, buffers.thresholds));
+        segments.forEach((seg, i) => {
+          const all = new Float32Array(seg.reduce((n, r) => n + r.length, 0));
+          let at = 0;
+          for (const r of seg) {
+            all.set(r, at);
+            at += r.length;
+          }
+          const k = ks[i] ?? 0;
+          const t = thresholdForK(all, k);
+          const label = `${JSON.stringify(options)} segment ${i} (${seg.length} members, ${all.length} tokens) k ${k}`;
+          expect(got[2 * i], label).toBe(Math.min(k, all.length) === 0 ? NO_THRESHOLD_KEY : scoreKey(f32Bits(t.threshold)));
+          expect(got[2 * i + 1], label).toBe(t.keepEqual);
+        });
+        kernel.destroy();
+      }
+      for (const b of Object.values(buffers)) b.destroy();
+    }
+  });
+});
+
 describe('GPU budget allocation vs allocateBudgets', () => {
   it.each(BUDGET_MODES)('mode %s on random and constructed data', async (mode: BudgetMode) => {
     const gpu = await testGpu();
     // Default (8-bit digits on these short segments, every candidate list fits) and 11-bit digits with a candidate
     // list that some segments overflow: exclusions must come out right on both paths.
-    for (const kernel of [new TopKSelectKernel(gpu), new TopKSelectKernel(gpu, { wideDigitsFrom: 0, candidateCapacity: 50 })]) {
+    // Then every joint selection spread over several workgroups (select_threshold_parts), one list overflowing.
+    for (const kernel of [
+      new TopKSelectKernel(gpu),
+      new TopKSelectKernel(gpu, { wideDigitsFrom: 0, candidateCapacity: 50 }),
+      new TopKSelectKernel(gpu, { wideDigitsFrom: 0, candidateCapacity: 50, contiguousRuns: false }),
+      new TopKSelectKernel(gpu, { partTokens: 16 }),
+      new TopKSelectKernel(gpu, { partTokens: 40, candidateCapacity: 30, thresholdWorkgroupSize: 7 }),
+    ]) {
       await checkBudgets(gpu, kernel, mode);
       kernel.destroy();
     }

@@ -27,11 +27,12 @@ const RECENT = 32;
  */
 export const topKSuite: BenchSuite = {
   name: 'top-k',
-  description: 'top-k selection (select_threshold + select_compact), 32 rows (4 layers × 8 KV heads), keep 1/8 per row',
+  description: 'top-k selection (select_threshold with its fused compaction), 32 rows (4 layers × 8 KV heads), keep 1/8 per row',
   counts:
     'scores read once + lengths and k read + thresholds, kept indices (k per row) and kept counts written; the ' +
-    'radix select reads each row twice (its first digit, then a read that collects the candidates every later ' +
-    'digit reads; 11-bit digits from 2048 tokens, 8-bit below) and the compaction reads it again, which the count ' +
+    'radix select reads each row two or three times (its first digit, then from 2048 tokens a read that collects the ' +
+    'candidates every later digit reads, 11-bit digits; below, 8-bit digits and a second full histogram first when ' +
+    'the first leaves over a quarter of the row) and the compaction in the same dispatch once more, which the count ' +
     'leaves out: it is the traffic a one-pass selection needs',
   cases: (settings) =>
     (settings.quick ? QUICK_CONTEXTS : CONTEXTS).map(

@@ -6,6 +6,7 @@ import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
+import { SegmentPartsThreshold } from './select-parts.js';
 
 const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'num_segments', type: 'u32' },
@@ -14,6 +15,7 @@ const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'use_exclusion', type: 'u32' },
   { name: 'candidate_capacity', type: 'u32' },
   { name: 'wide_from', type: 'u32' },
+  { name: 'compact', type: 'u32' },
 ]);
 
 const MEMBER_COUNT_PARAMS = new UniformLayout('MemberCountParams', [
@@ -171,6 +173,9 @@ export interface CompactSelectRun {
  */
 export type TopKRun = RowThresholdRun & Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
 
+/** Where a compaction writes: kept logical indices [row][stride] (ascending) and their count [row]. */
+type KeptOutputs = Pick<CompactSelectRun, 'keptIndices' | 'keptCounts'>;
+
 /**
  * Workgroup shapes and scratch of {@link TopKSelectKernel}.
  *
@@ -197,7 +202,32 @@ export interface TopKSelectOptions {
    * 8-bit digits (default {@link WIDE_DIGITS_FROM}). Same result either way.
    */
   readonly wideDigitsFrom?: number;
+  /**
+   * {@link TopKSelectKernel.encode} compacts inside the threshold kernel (the workgroup that found a row's
+   * threshold writes its kept indices; default true) instead of running `select_compact` after it. Same result.
+   */
+  readonly fuseCompaction?: boolean;
+  /**
+   * Joint selections: a segment of up to stride × members ÷ segments tokens is spread over ⌈that ÷ partTokens⌉
+   * workgroups (`select_threshold_parts`) when that is at least 2 and there are at most {@link PARTS_MAX_SEGMENTS}
+   * segments (default {@link PART_TOKENS} on hardware, 0 = never on a software adapter, where it measured no
+   * faster). Set explicitly, the segment count is not checked. Same result.
+   */
+  readonly partTokens?: number;
+  /**
+   * Each radix-select thread reads one contiguous run of a row (default on a software adapter: the fused
+   * compaction then counts from the candidates, one read fewer) instead of every thread-count-th token (default
+   * on hardware: coalesced loads). Same result.
+   */
+  readonly contiguousRuns?: boolean;
 }
+
+/** Tokens per workgroup of a joint selection spread over several (see {@link TopKSelectOptions.partTokens}). */
+export const PART_TOKENS = 4096;
+/** Joint selections over more segments than this already have a workgroup per segment to spare. */
+export const PARTS_MAX_SEGMENTS = 8;
+/** At most this many workgroups per segment. */
+const MAX_PARTS = 256;
 
 /**
  * Segment length from which the threshold kernel uses 11-bit digits. Measured on SwiftShader (32 rows): at 1K
@@ -226,10 +256,12 @@ function checkSize(name: string, buffer: GPUBuffer, bytes: number): void {
 /**
  * Top-k selection on the GPU with {@link selectTopK}'s exact result (score descending, ties by lower index):
  * `select_threshold` radix-selects each row's k-th largest score as an order-preserving u32 key plus how many
- * keys equal to it are kept; `select_compact` writes the kept logical indices in ascending order. Scores never
- * leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
- * `allocateBudgetsGpu`). It keeps one scratch buffer (per segment: 20 KiB of histograms plus its candidate list,
- * by default a quarter of the segment's tokens), grown as larger runs come and freed by {@link TopKSelectKernel.destroy}.
+ * keys equal to it are kept, and in {@link TopKSelectKernel.encode} the same workgroup then writes the kept logical
+ * indices in ascending order (`select_compact` does that alone in {@link TopKSelectKernel.encodeCompact}). Scores
+ * never leave the GPU. The same threshold kernel also selects jointly over several rows (budget allocation, see
+ * `allocateBudgetsGpu`); a few long segments are spread over several workgroups each (`select_threshold_parts`).
+ * It keeps scratch buffers (per segment: 20 KiB of histograms plus its candidate list, by default a quarter of the
+ * segment's tokens), grown as larger runs come and freed by {@link TopKSelectKernel.destroy}.
  *
  * @example
  * ```ts
@@ -247,6 +279,10 @@ export class TopKSelectKernel {
   private readonly thresholdSize: number;
   private readonly candidateTokens: number | undefined;
   private readonly wideFrom: number;
+  private readonly fuse: boolean;
+  private readonly partTokens: number;
+  private readonly partsForced: boolean;
+  private readonly parts: SegmentPartsThreshold;
 
   constructor(
     private readonly gpu: GpuContext,
@@ -273,6 +309,16 @@ export class TopKSelectKernel {
     this.thresholdSize = thresholdSize;
     this.candidateTokens = options.candidateCapacity;
     this.wideFrom = options.wideDigitsFrom ?? WIDE_DIGITS_FROM;
+    this.fuse = options.fuseCompaction ?? true;
+    // On SwiftShader (2 cores) one segment of 32 × 1K or 32 × 4K tokens took 1.05–1.15x the time of one workgroup
+    // spread over 2 workgroups, 1.1–1.5x over 8 to 32 (four dispatches instead of one, the parts' histograms
+    // summed); a GPU with dozens of cores idles all but one on a single segment's workgroup (not measured here).
+    this.partTokens = options.partTokens ?? (gpu.adapter.isFallbackAdapter ? 0 : PART_TOKENS);
+    this.partsForced = options.partTokens !== undefined;
+    if (!Number.isInteger(this.partTokens) || this.partTokens < 0) {
+      throw new InvalidArgumentError('partTokens', `must be a non-negative integer; got ${this.partTokens}`);
+    }
+    this.parts = new SegmentPartsThreshold(gpu, thresholdSize);
     if (!Number.isInteger(this.wideFrom) || this.wideFrom < 0 || this.wideFrom > 0xffff_ffff) {
       throw new InvalidArgumentError('wideDigitsFrom', `must be a u32; got ${this.wideFrom}`);
     }
@@ -280,7 +326,10 @@ export class TopKSelectKernel {
     this.thresholdSpec = {
       name: 'select_threshold',
       body: thresholdBody,
-      constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
+      constants: {
+        WORKGROUP_SIZE: { type: 'u32', value: thresholdSize },
+        CONTIGUOUS_RUNS: { type: 'u32', value: (options.contiguousRuns ?? gpu.adapter.isFallbackAdapter) ? 1 : 0 },
+      },
       uniforms: [SELECT_PARAMS],
     };
     this.memberCountSpec = {
@@ -302,6 +351,11 @@ export class TopKSelectKernel {
 
   /** Records per-row thresholds: `thresholds[row] = {key, keepEqual}` for the row's top k[row]. */
   encodeThresholds(encoder: GPUCommandEncoder, run: RowThresholdRun): void {
+    this.encodeRowThresholds(encoder, run, undefined);
+  }
+
+  /** Per-row thresholds, and with `kept` the compaction too, in the same dispatch. */
+  private encodeRowThresholds(encoder: GPUCommandEncoder, run: RowThresholdRun, kept: KeptOutputs | undefined): void {
     checkCount('numRows', run.numRows);
     checkCount('stride', run.stride);
     checkSize('scores', run.scores, run.numRows * run.stride * 4);
@@ -319,11 +373,16 @@ export class TopKSelectKernel {
         use_exclusion: 0,
         candidate_capacity: capacity,
         wide_from: this.wideFrom,
+        compact: kept ? 1 : 0,
       }),
     );
+    if (kept) {
+      checkSize('keptIndices', kept.keptIndices, run.numRows * run.stride * 4);
+      checkSize('keptCounts', kept.keptCounts, run.numRows * 4);
+    }
     // Unused bindings still need a buffer: the lengths stand in for members and exclusions (never read with
     // these flags).
-    this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows);
+    this.dispatchThresholds(encoder, uniforms, [run.scores, run.lengths, run.k, run.lengths, run.lengths, run.thresholds], run.numRows, kept);
   }
 
   /** Records joint thresholds over segments of member rows (and, optionally, per-member counts). */
@@ -339,27 +398,16 @@ export class TopKSelectKernel {
       checkSize('memberCounts', run.memberCounts, run.numMembers * 8);
       encoder.clearBuffer(run.memberCounts, 0, run.numMembers * 8);
     }
-    const tokens = Math.ceil((run.stride * run.numMembers) / run.numSegments / CANDIDATE_DIVISOR);
-    const capacity = this.candidatesPerThread(this.candidateTokens ?? Math.max(MIN_CANDIDATES, tokens), run.numSegments);
-    const uniforms = this.gpu.uniformBuffer(
-      'select_threshold:params',
-      SELECT_PARAMS.pack({
-        num_segments: run.numSegments,
-        stride: run.stride,
-        segmented: 1,
-        use_exclusion: run.exclusions ? 1 : 0,
-        candidate_capacity: capacity,
-        wide_from: this.wideFrom,
-      }),
-    );
-    this.dispatchThresholds(
-      encoder,
-      uniforms,
-      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds],
-      run.numSegments,
-    );
+    const bound = Math.ceil((run.stride * run.numMembers) / run.numSegments);
+    const listTokens = this.candidateTokens ?? Math.max(MIN_CANDIDATES, Math.ceil(bound / CANDIDATE_DIVISOR));
+    const parts = this.partTokens === 0 ? 1 : Math.min(MAX_PARTS, Math.ceil(bound / this.partTokens));
+    if (parts >= 2 && (this.partsForced || run.numSegments <= PARTS_MAX_SEGMENTS)) {
+      this.parts.encode(encoder, run, parts, listTokens);
+    } else {
+      this.encodeOneWorkgroupPerSegment(encoder, run, listTokens);
+    }
     if (run.memberCounts) {
-      // One workgroup per member: a joint budget over every head is one segment, one threshold workgroup.
+      // One workgroup per member: a joint budget over every head is one segment.
       const countUniforms = this.gpu.uniformBuffer(
         'select_member_counts:params',
         MEMBER_COUNT_PARAMS.pack({ num_members: run.numMembers, num_segments: run.numSegments, stride: run.stride }),
@@ -374,6 +422,28 @@ export class TopKSelectKernel {
       );
       pass.end();
     }
+  }
+
+  private encodeOneWorkgroupPerSegment(encoder: GPUCommandEncoder, run: SegmentThresholdRun, listTokens: number): void {
+    const capacity = this.candidatesPerThread(listTokens, run.numSegments);
+    const uniforms = this.gpu.uniformBuffer(
+      'select_threshold:params',
+      SELECT_PARAMS.pack({
+        num_segments: run.numSegments,
+        stride: run.stride,
+        segmented: 1,
+        use_exclusion: run.exclusions ? 1 : 0,
+        candidate_capacity: capacity,
+        wide_from: this.wideFrom,
+        compact: 0,
+      }),
+    );
+    this.dispatchThresholds(
+      encoder,
+      uniforms,
+      [run.scores, run.members, run.segments, run.members, run.exclusions ?? run.members, run.thresholds],
+      run.numSegments,
+    );
   }
 
   /** Records the compaction of kept indices from per-row thresholds. */
@@ -404,6 +474,10 @@ export class TopKSelectKernel {
 
   /** Records a whole per-row top-k (thresholds, then compaction). */
   encode(encoder: GPUCommandEncoder, run: TopKRun): void {
+    if (this.fuse) {
+      this.encodeRowThresholds(encoder, run, run);
+      return;
+    }
     this.encodeThresholds(encoder, run);
     this.encodeCompact(encoder, run);
   }
@@ -442,6 +516,7 @@ export class TopKSelectKernel {
     uniforms: GPUBuffer,
     buffers: readonly GPUBuffer[],
     workgroups: number,
+    kept?: KeptOutputs,
   ): void {
     const [scores, lengths, ks, members, exclusions, thresholds] = buffers;
     if (!scores || !lengths || !ks || !members || !exclusions || !thresholds) {
@@ -454,7 +529,7 @@ export class TopKSelectKernel {
       this.gpu,
       pass,
       kernelPipeline(this.gpu, this.thresholdSpec),
-      [uniforms, scores, lengths, ks, members, exclusions, thresholds, scratch],
+      [uniforms, scores, lengths, ks, members, exclusions, thresholds, scratch, kept?.keptIndices ?? this.unused()[0], kept?.keptCounts ?? this.unused()[1]],
       workgroups,
     );
     pass.end();
@@ -465,8 +540,19 @@ export class TopKSelectKernel {
     return this.candidateBuffer;
   }
 
+  private unusedPair: readonly [GPUBuffer, GPUBuffer] | undefined;
+  /** Stand in for the kept-index outputs when the threshold kernel does not compact: two, as writable bindings may not alias. */
+  private unused(): readonly [GPUBuffer, GPUBuffer] {
+    const make = (): GPUBuffer => this.gpu.device.createBuffer({ label: 'select_threshold:unused', size: 16, usage: GPUBufferUsage.STORAGE });
+    this.unusedPair ??= [make(), make()];
+    return this.unusedPair;
+  }
+
   /** Releases the kernel's scratch buffers. */
   destroy(): void {
+    this.parts.destroy();
+    for (const buffer of this.unusedPair ?? []) buffer.destroy();
+    this.unusedPair = undefined;
     this.candidateBuffer?.destroy();
     this.candidateBuffer = undefined;
     for (const buffer of this.retired) buffer.destroy();
