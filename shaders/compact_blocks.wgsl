@@ -150,6 +150,27 @@ fn kept_quad(token: KeptToken, d: u32, v_part: bool) -> vec4<f32> {
   return x;
 }
 
+// Word offset in full_pool of each filled token's K row (FULL_SOURCES runs: every kept token is a full one),
+// resolved once per job by each thread instead of once per item and pass (a third of the K items' time).
+var<private> rows: array<u32, BLOCK_SIZE>;
+
+fn row_offset(token: KeptToken) -> u32 {
+  return kv_block(token.entry) * FULL_WORDS_PER_BLOCK + token.slot * HEAD_DIM / select(1u, 2u, FULL_F16);
+}
+
+// Channels d..d + 3 of filled token t's K (v_part false) or V, as kept_quad reads them.
+// Slot sources (merge 'slots') are not pool rows: those runs read through kept_quad.
+fn row_quad(t: u32, d: u32, v_part: bool) -> vec4<f32> {
+  if (!FULL_SOURCES || SLOT_SOURCES || (MERGED_VALUES && v_part)) {
+    return kept_quad(kept_token(t), d, v_part);
+  }
+  let r = rows[t] + select(0u, FULL_V_OFFSET, v_part);
+  if (FULL_F16) {
+    return vec4<f32>(unpack2x16float(full_pool[r + d / 2u]), unpack2x16float(full_pool[r + d / 2u + 1u]));
+  }
+  return vec4<f32>(bitcast<f32>(full_pool[r + d]), bitcast<f32>(full_pool[r + d + 1u]), bitcast<f32>(full_pool[r + d + 2u]), bitcast<f32>(full_pool[r + d + 3u]));
+}
+
 fn kept_position(token: KeptToken) -> u32 {
   if (SLOT_SOURCES && token.slot >= BLOCK_SIZE) {
     return slot_source_position(token);
@@ -288,18 +309,17 @@ fn quantize_k_item(base: u32, group: u32, c0: u32) {
   var lo3 = lo0;
   var hi3 = hi0;
   for (var t = t0; t < t1; t++) {
-    let token = kept_token(t);
-    let x0 = kept_quad(token, c0, false);
+    let x0 = row_quad(t, c0, false);
     lo0 = min(lo0, x0);
     hi0 = max(hi0, x0);
     if (CHUNKS_PER_WORD > 1u) {
-      let x1 = kept_quad(token, c0 + 4u, false);
+      let x1 = row_quad(t, c0 + 4u, false);
       lo1 = min(lo1, x1);
       hi1 = max(hi1, x1);
     }
     if (CHUNKS_PER_WORD > 2u) {
-      let x2 = kept_quad(token, c0 + 8u, false);
-      let x3 = kept_quad(token, c0 + 12u, false);
+      let x2 = row_quad(t, c0 + 8u, false);
+      let x3 = row_quad(t, c0 + 12u, false);
       lo2 = min(lo2, x2);
       hi2 = max(hi2, x2);
       lo3 = min(lo3, x3);
@@ -330,14 +350,13 @@ fn quantize_k_item(base: u32, group: u32, c0: u32) {
   let s3 = scales(w3);
   let z3 = zeros(w3);
   for (var t = t0; t < t1; t++) {
-    let token = kept_token(t);
-    var word = quad_codes(kept_quad(token, c0, false), s0, z0);
+    var word = quad_codes(row_quad(t, c0, false), s0, z0);
     if (CHUNKS_PER_WORD > 1u) {
-      word |= quad_codes(kept_quad(token, c0 + 4u, false), s1, z1) << ((4u * QUANT_BITS) % 32u);
+      word |= quad_codes(row_quad(t, c0 + 4u, false), s1, z1) << ((4u * QUANT_BITS) % 32u);
     }
     if (CHUNKS_PER_WORD > 2u) {
-      word |= quad_codes(kept_quad(token, c0 + 8u, false), s2, z2) << ((8u * QUANT_BITS) % 32u);
-      word |= quad_codes(kept_quad(token, c0 + 12u, false), s3, z3) << ((12u * QUANT_BITS) % 32u);
+      word |= quad_codes(row_quad(t, c0 + 8u, false), s2, z2) << ((8u * QUANT_BITS) % 32u);
+      word |= quad_codes(row_quad(t, c0 + 12u, false), s3, z3) << ((12u * QUANT_BITS) % 32u);
     }
     quant_pool[base + t * K_COLUMNS + c0 / VALUES_PER_WORD] = word;
   }
@@ -356,6 +375,11 @@ fn zero_v_item(base: u32, t: u32, c0: u32) {
 }
 
 fn quantize_by_item(base: u32, lid: u32) {
+  if (FULL_SOURCES && !SLOT_SOURCES) {
+    for (var t = 0u; t < job.count; t++) {
+      rows[t] = row_offset(kept_token(t));
+    }
+  }
   for (var i = lid; i < K_ITEMS; i += WORKGROUP_SIZE) {
     quantize_k_item(base, i / K_COLUMNS, (i % K_COLUMNS) * VALUES_PER_WORD);
   }

@@ -260,13 +260,16 @@ describe('compact_blocks vs the reference codec', () => {
   });
 
   it.each([
-    { headDim: 128, quant: 'int4' as const },
-    { headDim: 8, quant: 'int2' as const },
-  ])("sources 'full' (full-pool sources only): head_dim $headDim, f16 → $quant", async ({ headDim, quant }) => {
+    { headDim: 128, full: 'f16' as const, quant: 'int4' as const },
+    { headDim: 8, full: 'f16' as const, quant: 'int2' as const },
+    // Whole-word K items with 1 and 4 channel quads per code word, from f32 rows.
+    { headDim: 128, full: 'f32' as const, quant: 'int8' as const },
+    { headDim: 64, full: 'f32' as const, quant: 'int2' as const },
+  ])("sources 'full' (full-pool sources only): head_dim $headDim, $full → $quant", async ({ headDim, full, quant }) => {
     const gpu = await testGpu();
     const blockSize = 16;
     const lengths = [1, 63, 65];
-    const cache = buildCache(gpu, { headDim, blockSize, full: 'f16', quant, group: 8, lengths, spare: 8, seed: headDim + 5 });
+    const cache = buildCache(gpu, { headDim, blockSize, full, quant, group: 8, lengths, spare: 8, seed: headDim + 5 });
     // Identity jobs over the full source blocks (odd blocks; buildCache quantizes the even ones), into fresh
     // quantized blocks, as compress() quantizes blocks leaving the recent window.
     const jobs: CompactJob[] = [];

@@ -48,12 +48,12 @@ function vItem(layout: BlockLayout): string {
   const perWord = 32 / layout.bits;
   const span = Math.max(g, perWord);
   const quadsPerGroup = g / 4;
-  const lines = ['fn quantize_v_item(base: u32, t: u32, c0: u32) {', '  let token = kept_token(t);'];
+  const lines = ['fn quantize_v_item(base: u32, t: u32, c0: u32) {'];
   const codes: string[][] = range(span / perWord).map(() => []);
   for (const group of range(span / g)) {
     const quads = range(quadsPerGroup).map((q) => `x${group}_${q}`);
     range(quadsPerGroup).forEach((q) => {
-      lines.push(`  let x${group}_${q} = kept_quad(token, c0 + ${group * g + 4 * q}u, true);`);
+      lines.push(`  let x${group}_${q} = row_quad(t, c0 + ${group * g + 4 * q}u, true);`);
     });
     lines.push(`  let lo${group} = ${tree('min', quads)};`);
     lines.push(`  let hi${group} = ${tree('max', quads)};`);
