@@ -308,7 +308,8 @@ export class MergeValuesKernel {
     const keysPass = encoder.beginComputePass({ label: 'merge_kept_keys' });
     encodeDispatch(this.gpu, keysPass, kernelPipeline(this.gpu, this.keptKeysSpec), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * keptChunks);
     keysPass.end();
-    const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
+    // Four tokens a thread (shaders/merge_targets.wgsl).
+    const chunks = Math.max(1, Math.ceil(run.maxTokens / (4 * this.workgroupSize)));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
     encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged], run.numHeads * chunks);
