@@ -219,8 +219,8 @@ export class MergeValuesKernel {
       uniforms: [TARGETS_PARAMS],
     };
     this.keptKeysSpec = { name: 'merge_kept_keys', body: mergeKeptKeysBody, libraries, constants: common(this.workgroupSize), uniforms: [KEPT_KEYS_PARAMS] };
-    // One thread per four channels of a head: more would idle.
-    this.valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, headVecs));
+    // One thread per eight channels of a head (shaders/merge_values.wgsl): more would idle.
+    this.valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, Math.ceil(headVecs / 2)));
     this.spec = {
       name: 'merge_values',
       body: mergeValuesBody,
