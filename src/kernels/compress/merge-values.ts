@@ -287,16 +287,19 @@ export class MergeValuesKernel {
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     if (run.mode === 'cam') {
       // Two passes, each evicted value read once: the gap sums, then each slot adds the gaps that reach it.
-      const gapsOffset = run.keptTotal * (headDim + 1);
+      // On a vec4, so the gap sums of a head_dim divisible by 4 are whole vec4 loads and stores (mergedWords has the slack).
+      const gapsOffset = 4 * Math.ceil((run.keptTotal * (headDim + 1)) / 4);
       const headVecs = Math.ceil(headDim / 4);
-      const gapChunks = Math.max(1, Math.ceil((run.maxKept * headVecs) / this.workgroupSize));
+      // Two quads a thread in the gaps pass, one in the slots pass (shaders/merge_cam_gaps.wgsl, merge_cam.wgsl).
+      const gapChunks = Math.max(1, Math.ceil((run.maxKept * Math.ceil(headVecs / 2)) / this.workgroupSize));
+      const slotChunks = Math.max(1, Math.ceil((run.maxKept * headVecs) / this.workgroupSize));
       const gapUniforms = this.gpu.uniformBuffer('merge_cam_gaps:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
       const gapsPass = encoder.beginComputePass({ label: 'merge_cam_gaps' });
       encodeDispatch(this.gpu, gapsPass, kernelPipeline(this.gpu, this.camGapsSpec), [gapUniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * gapChunks);
       gapsPass.end();
-      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks: slotChunks, gaps_offset: gapsOffset }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * gapChunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * slotChunks);
       pass.end();
       return;
     }
