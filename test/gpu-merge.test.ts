@@ -172,6 +172,8 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     { tokens: 1, budget: 1, headDim: 128, fullFormat: 'f16' },
     { tokens: 200, budget: 63, headDim: 60, fullFormat: 'f16' },
     { tokens: 1100, budget: 1040, headDim: 4, fullFormat: 'f32' },
+    // head_dim not a multiple of 4: the merged rows are not whole vec4s (the per-channel paths of the merge kernels).
+    { tokens: 70, budget: 9, headDim: 10, fullFormat: 'f32' },
   ] as const;
   for (const merge of ['nearest', 'cam'] as const) {
     for (const { tokens, budget, headDim, fullFormat } of wide) {
