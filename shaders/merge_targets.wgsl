@@ -79,12 +79,7 @@ fn main(
         targets[base + t[k]] = KEPT;
       } else {
         evicted[k] = true;
-        var key: array<vec4<f32>, HEAD_VECS>;
-        let entry = token_entry_of(row, t[k]);
-        for (var i = 0u; i < HEAD_VECS; i++) {
-          key[i] = kv_quad(entry, t[k] % BLOCK_SIZE, i, false);
-        }
-        hashes[k] = key_hash(&key);
+        hashes[k] = key_hash(token_entry_of(row, t[k]), t[k] % BLOCK_SIZE);
       }
     }
   }
