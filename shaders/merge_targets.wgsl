@@ -1,12 +1,12 @@
 // Where each evicted token of a compacted head merges to under MergeMode 'nearest' (src/compress/options.ts;
-// reference src/compress/merge.ts nearestKept): among the MERGE_CANDIDATES kept slots whose key hashes are nearest
-// in Hamming distance to the token's (earliest first on equal distance), the one whose key has the largest cosine
-// similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 3: one thread per four
-// tokens (t, t + WORKGROUP_SIZE, t + 2 WORKGROUP_SIZE, t + 3 WORKGROUP_SIZE), workgroups over (head, chunk of
-// TARGET_TOKENS = 4 · WORKGROUP_SIZE tokens). The kept hashes (shaders/merge_kept_keys.wgsl) go through workgroup
-// memory HASH_TILE at a time, so a pair costs an xor, a popcount and a compare instead of a HEAD_DIM-long dot; on
-// SwiftShader each workgroup-memory read costs a load per lane, so one read serves four tokens. The exact re-rank
-// reads MERGE_CANDIDATES normalized kept keys per token. shaders/merge_values.wgsl reads the targets.
+// reference src/compress/merge.ts nearestKept): among the MERGE_WINDOW kept slots around the token (centred on its
+// first kept slot after it, moved inside the head's slots), the MERGE_CANDIDATES whose key hashes are nearest in
+// Hamming distance to the token's (earliest first on equal distance), and among those the one whose key has the
+// largest cosine similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 3: one
+// thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); a pair costs a load, an xor, a popcount
+// and a compare, and a token MERGE_WINDOW pairs, so the pass is linear in tokens. The exact re-rank reads
+// MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl). shaders/merge_values.wgsl reads
+// the targets.
 
 @group(0) @binding(0) var<uniform> params: MergeTargetsParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -18,8 +18,6 @@
 @group(0) @binding(7) var<storage, read> merged: array<vec4<f32>>;  // normalized kept keys (keys_offset: a multiple of 4), kept hashes
 
 const KEPT: u32 = 0xffffffffu;
-
-var<workgroup> tile_hashes: array<u32, HASH_TILE>;
 
 // First kept slot whose index is ≥ t (the kept count when none is).
 fn lower_bound(base: u32, kept: u32, t: u32) -> u32 {
@@ -57,94 +55,65 @@ fn main(
 ) {
   let index = linear_workgroup_index(wid, nwg);
   let head = index / params.chunks;
-  // No early return: every invocation reaches the barriers (one past the heads or tokens does no work).
-  var row = 0u;
-  var tokens = 0u;
-  var kept = 0u;
-  var out = 0u;
-  if (head < params.num_heads) {
-    row = heads[4u * head];
-    tokens = heads[4u * head + 1u];
-    kept = heads[4u * head + 2u];
-    out = heads[4u * head + 3u];
+  if (head >= params.num_heads) {
+    return;
   }
+  let row = heads[4u * head];
+  let tokens = heads[4u * head + 1u];
+  let kept = heads[4u * head + 2u];
+  let out = heads[4u * head + 3u];
   let base = row * params.stride;
-  let t = vec4<u32>((index % params.chunks) * 4u * WORKGROUP_SIZE + lid) + vec4<u32>(0u, 1u, 2u, 3u) * WORKGROUP_SIZE;
-  var evicted = vec4<bool>(false);
-  var hashes = vec4<u32>(0u);
-  for (var k = 0u; k < 4u; k++) {
-    if (t[k] < tokens) {
-      let first = lower_bound(base, kept, t[k]);
-      if (first < kept && kept_index[base + first] == t[k]) {
-        targets[base + t[k]] = KEPT;
-      } else {
-        evicted[k] = true;
-        hashes[k] = key_hash(token_entry_of(row, t[k]), t[k] % BLOCK_SIZE);
-      }
+  let t = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  if (t >= tokens) {
+    return;
+  }
+  let next = lower_bound(base, kept, t);
+  if (next < kept && kept_index[base + next] == t) {
+    targets[base + t] = KEPT;
+    return;
+  }
+  let entry = token_entry_of(row, t);
+  let hash = key_hash(entry, t % BLOCK_SIZE);
+  // The window: MERGE_WINDOW slots centred on `next`, moved inside [0, kept).
+  var start = 0u;
+  if (kept > MERGE_WINDOW) {
+    start = min(max(next, MERGE_WINDOW / 2u) - MERGE_WINDOW / 2u, kept - MERGE_WINDOW);
+  }
+  let end = min(kept, start + MERGE_WINDOW);
+  var cand_dist = vec4<u32>(33u);
+  var cand_slot = vec4<u32>(KEPT);
+  for (var s = start; s < end; s++) {
+    // Hashes sit at an even f32 index, so both halves are in one vec4: one load.
+    let w = params.hash_offset + 2u * (out + s);
+    let v = merged[w / 4u];
+    let h = select(u32(v.x) | (u32(v.y) << 16u), u32(v.z) | (u32(v.w) << 16u), w % 4u != 0u);
+    let dist = countOneBits(hash ^ h);
+    // Past the first few slots a pair rarely enters the four nearest (a branch all lanes of a SIMD group agree on
+    // costs nothing on SwiftShader).
+    if (dist < cand_dist.w) {
+      insert(&cand_dist, &cand_slot, dist, s);
     }
   }
-  // Per token the MERGE_CANDIDATES (4: one vec4) nearest so far by (distance, slot), ascending, kept in vector
-  // registers and updated without branches (SwiftShader runs both sides of a lane-divergent branch); distance 33
-  // marks an empty place.
-  var d0 = vec4<u32>(33u);
-  var d1 = d0;
-  var d2 = d0;
-  var d3 = d0;
-  var s0 = vec4<u32>(KEPT);
-  var s1 = s0;
-  var s2 = s0;
-  var s3 = s0;
-  for (var tile = 0u; tile < kept; tile += HASH_TILE) {
-    let count = min(HASH_TILE, kept - tile);
-    workgroupBarrier();
-    for (var i = lid; i < count; i += WORKGROUP_SIZE) {
-      let w = params.hash_offset + 2u * (out + tile + i);
-      tile_hashes[i] = u32(merged[w / 4u][w % 4u]) | (u32(merged[(w + 1u) / 4u][(w + 1u) % 4u]) << 16u);
-    }
-    workgroupBarrier();
-    for (var s = 0u; s < count; s++) {
-      let slot = tile + s;
-      let dists = countOneBits(hashes ^ vec4<u32>(tile_hashes[s]));
-      // Four named pairs, not an array indexed in a loop: SwiftShader keeps a dynamically indexed private array in
-      // memory (a load and a store per lane each access).
-      // After the first few slots a pair rarely enters the four nearest: skip the insertion when none of the
-      // four tokens' pairs does (a branch all lanes of a SIMD group agree on costs nothing on SwiftShader).
-      if (any(dists < vec4<u32>(d0.w, d1.w, d2.w, d3.w))) {
-        insert(&d0, &s0, dists.x, slot);
-        insert(&d1, &s1, dists.y, slot);
-        insert(&d2, &s2, dists.z, slot);
-        insert(&d3, &s3, dists.w, slot);
-      }
+  // Exact re-rank: for a fixed evicted key e, argmax_s e·k̂_s / |e| = argmax_s e·k̂_s (a zero key scores 0 either
+  // side). The four candidates' dots go along together, so the token's key is read once more (after the hash). An
+  // empty place (fewer slots in the window than candidates) reads slot 0 and never wins: its score is set below any
+  // other.
+  let valid = cand_slot < vec4<u32>(kept);
+  let keys = params.keys_offset / 4u + (vec4<u32>(out) + select(vec4<u32>(0u), cand_slot, valid)) * HEAD_VECS;
+  var score = vec4<f32>(0.0);
+  for (var i = 0u; i < HEAD_VECS; i++) {
+    let e = kv_quad(entry, t % BLOCK_SIZE, i, false);
+    score += vec4<f32>(dot(e, merged[keys.x + i]), dot(e, merged[keys.y + i]), dot(e, merged[keys.z + i]), dot(e, merged[keys.w + i]));
+  }
+  score = select(vec4<f32>(-3.0e38f), score, valid);
+  // The best score, the earliest slot on ties (the candidates are in Hamming order, not slot order).
+  var best = cand_slot.x;
+  var best_score = score.x;
+  for (var c = 1u; c < 4u; c++) {
+    if (score[c] > best_score || (score[c] == best_score && cand_slot[c] < best)) {
+      best_score = score[c];
+      best = cand_slot[c];
     }
   }
-  let cand_slot = array<vec4<u32>, 4>(s0, s1, s2, s3);
-  for (var k = 0u; k < 4u; k++) {
-    if (!evicted[k]) {
-      continue;
-    }
-    // Exact re-rank: for a fixed evicted key e, argmax_s e·k̂_s / |e| = argmax_s e·k̂_s (a zero key scores 0 either
-    // side). The four candidates' dots go along together, so the token's key is read once more here (holding four
-    // tokens' keys through the scan would not fit in registers). An empty place (fewer kept slots than candidates)
-    // reads slot 0 and never wins: its score is set below any other.
-    let slots = cand_slot[k];
-    let valid = slots < vec4<u32>(kept);
-    let keys = params.keys_offset / 4u + (vec4<u32>(out) + select(vec4<u32>(0u), slots, valid)) * HEAD_VECS;
-    let entry = token_entry_of(row, t[k]);
-    var score = vec4<f32>(0.0);
-    for (var i = 0u; i < HEAD_VECS; i++) {
-      let e = kv_quad(entry, t[k] % BLOCK_SIZE, i, false);
-      score += vec4<f32>(dot(e, merged[keys.x + i]), dot(e, merged[keys.y + i]), dot(e, merged[keys.z + i]), dot(e, merged[keys.w + i]));
-    }
-    score = select(vec4<f32>(-3.0e38f), score, valid);
-    // The best score, the earliest slot on ties (the candidates are in Hamming order, not slot order).
-    var best = slots.x;
-    var best_score = score.x;
-    for (var c = 1u; c < 4u; c++) {
-      if (score[c] > best_score || (score[c] == best_score && slots[c] < best)) {
-        best_score = score[c];
-        best = slots[c];
-      }
-    }
-    targets[base + t[k]] = best;
-  }
+  targets[base + t] = best;
 }

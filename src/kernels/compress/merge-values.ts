@@ -54,9 +54,6 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'gaps_offset', type: 'u32' },
 ]);
 
-/** Kept key hashes the targets pass holds in workgroup memory at a time (4 KiB of the 16 KiB WebGPU minimum). */
-const HASH_TILE = 1024;
-
 /**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
  * src/compress/merge.ts): part of the rule, so a change changes which kept token a value folds into.
@@ -69,6 +66,12 @@ export const MERGE_HASH_SEED = 0x6b43a9b5;
  * vec4, so this is 4.
  */
 export const MERGE_CANDIDATES = 4;
+
+/**
+ * Kept slots around an evicted token (centred on its first kept slot after it) that the nearest merge ranks by
+ * hash: part of the rule (src/compress/merge.ts mergeCandidates). Even.
+ */
+export const MERGE_WINDOW = 16;
 
 /**
  * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
@@ -214,7 +217,7 @@ export class MergeValuesKernel {
       libraries,
       constants: {
         ...common(this.workgroupSize),
-        HASH_TILE: { type: 'u32', value: HASH_TILE },
+        MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW },
       },
       uniforms: [TARGETS_PARAMS],
     };
@@ -311,8 +314,7 @@ export class MergeValuesKernel {
     const keysPass = encoder.beginComputePass({ label: 'merge_kept_keys' });
     encodeDispatch(this.gpu, keysPass, kernelPipeline(this.gpu, this.keptKeysSpec), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * keptChunks);
     keysPass.end();
-    // Four tokens a thread (shaders/merge_targets.wgsl).
-    const chunks = Math.max(1, Math.ceil(run.maxTokens / (4 * this.workgroupSize)));
+    const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
     encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged], run.numHeads * chunks);
