@@ -10,7 +10,7 @@
 @group(0) @binding(3) var<storage, read> block_table: array<u32>;   // [row][max_blocks]
 @group(0) @binding(4) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
-@group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // [out_base + slot][HEAD_DIM]; gap sums at gaps_offset
+@group(0) @binding(6) var<storage, read_write> merged: array<vec4<f32>>; // [out_base + slot][HEAD_DIM]; gap sums at gaps_offset (f32 indices)
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -40,15 +40,24 @@ fn main(
   }
   for (; f <= s; f++) {
     let g = params.gaps_offset + (out + f) * HEAD_DIM + 4u * q;
-    for (var c = 0u; c < 4u; c++) {
-      if (4u * q + c < HEAD_DIM) {
-        v[c] += merged[g + c];
+    if (HEAD_DIM % 4u == 0u && params.gaps_offset % 4u == 0u) {
+      v += merged[g / 4u];
+    } else {
+      for (var c = 0u; c < 4u; c++) {
+        if (4u * q + c < HEAD_DIM) {
+          v[c] += merged[(g + c) / 4u][(g + c) % 4u];
+        }
       }
     }
   }
-  for (var c = 0u; c < 4u; c++) {
-    if (4u * q + c < HEAD_DIM) {
-      merged[(out + s) * HEAD_DIM + 4u * q + c] = v[c];
+  if (HEAD_DIM % 4u == 0u) {
+    merged[(out + s) * HEAD_VECS + q] = v;
+  } else {
+    for (var c = 0u; c < 4u; c++) {
+      let at = (out + s) * HEAD_DIM + 4u * q + c;
+      if (4u * q + c < HEAD_DIM) {
+        merged[at / 4u][at % 4u] = v[c];
+      }
     }
   }
 }

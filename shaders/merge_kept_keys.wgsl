@@ -52,7 +52,7 @@ fn main(
     merged[base + 4u * i + 2u] = x.z;
     merged[base + 4u * i + 3u] = x.w;
   }
-  let bits = key_hash(&key);
+  let bits = key_hash(entry, j % BLOCK_SIZE);
   merged[params.hash_offset + 2u * (out + s)] = f32(bits & 0xffffu);
   merged[params.hash_offset + 2u * (out + s) + 1u] = f32(bits >> 16u);
 }

@@ -1,7 +1,8 @@
 // Nearest merge (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts): each kept value
 // becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
-// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per four channels, tokens in order
-// (the reference's order, so the float sums match it). The merged values go to `merged`, which compact_blocks reads
+// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per eight channels (two quads: the
+// token's weight, target and block are read once for both), tokens in order (the reference's order, so the float
+// sums match it). The merged values go to `merged`, which compact_blocks reads
 // in place of the kept tokens' values; keys and positions are never touched. Each thread owns its channels of every
 // slot, and only the first thread writes a slot's weight: no atomics.
 
@@ -13,7 +14,8 @@
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read> targets: array<u32>;       // [row][stride] from merge_targets
-@group(0) @binding(8) var<storage, read_write> merged: array<f32>;  // [out_base + slot][HEAD_DIM], then [slot] weights
+// [out_base + slot][HEAD_DIM] f32s, then [slot] weights; vec4s so a quad of a slot is one load and one store.
+@group(0) @binding(8) var<storage, read_write> merged: array<vec4<f32>>;
 
 const KEPT: u32 = 0xffffffffu;
 
@@ -21,11 +23,30 @@ fn weight(row: u32, t: u32) -> f32 {
   return max(mass[row * params.stride + t], 0.0) + MERGE_WEIGHT_FLOOR;
 }
 
-// Adds x to channels 4q .. of slot row `at` (only those below HEAD_DIM exist).
+// Adds x to channels 4q .. of slot row `at` (f32 index; only those below HEAD_DIM exist).
 fn add_quad(at: u32, q: u32, x: vec4<f32>) {
+  if (HEAD_DIM % 4u == 0u) {
+    merged[at / 4u + q] += x;
+    return;
+  }
   for (var c = 0u; c < 4u; c++) {
+    let i = at + 4u * q + c;
     if (4u * q + c < HEAD_DIM) {
-      merged[at + 4u * q + c] += x[c];
+      merged[i / 4u][i % 4u] += x[c];
+    }
+  }
+}
+
+// Sets channels 4q .. of slot row `at` to x.
+fn set_quad(at: u32, q: u32, x: vec4<f32>) {
+  if (HEAD_DIM % 4u == 0u) {
+    merged[at / 4u + q] = x;
+    return;
+  }
+  for (var c = 0u; c < 4u; c++) {
+    let i = at + 4u * q + c;
+    if (4u * q + c < HEAD_DIM) {
+      merged[i / 4u][i % 4u] = x[c];
     }
   }
 }
@@ -51,18 +72,21 @@ fn main(
   }
   let base = row * params.stride;
   let weights = params.weights_offset + out;
-  for (var q = lid; q < HEAD_VECS; q += WORKGROUP_SIZE) {
+  for (var q0 = lid; q0 < HEAD_VECS; q0 += 2u * WORKGROUP_SIZE) {
+    // The second quad (none past HEAD_VECS: it repeats the first, which then writes the same sums twice over).
+    let q1 = q0 + WORKGROUP_SIZE;
+    let second = q1 < HEAD_VECS;
     for (var s = 0u; s < kept; s++) {
       let j = kept_index[base + s];
       let w = weight(row, j);
-      if (q == 0u) {
-        merged[weights + s] = w;
+      if (q0 == 0u) {
+        merged[(weights + s) / 4u][(weights + s) % 4u] = w;
       }
-      let v = w * kv_quad(token_entry_of(row, j), j % BLOCK_SIZE, q, true);
-      for (var c = 0u; c < 4u; c++) {
-        if (4u * q + c < HEAD_DIM) {
-          merged[(out + s) * HEAD_DIM + 4u * q + c] = v[c];
-        }
+      let entry = token_entry_of(row, j);
+      let at = (out + s) * HEAD_DIM;
+      set_quad(at, q0, w * kv_quad(entry, j % BLOCK_SIZE, q0, true));
+      if (second) {
+        set_quad(at, q1, w * kv_quad(entry, j % BLOCK_SIZE, q1, true));
       }
     }
     for (var t = 0u; t < tokens; t++) {
@@ -71,15 +95,29 @@ fn main(
         continue;
       }
       let w = weight(row, t);
-      add_quad((out + dest) * HEAD_DIM, q, w * kv_quad(token_entry_of(row, t), t % BLOCK_SIZE, q, true));
-      if (q == 0u) {
-        merged[weights + dest] += w;
+      let entry = token_entry_of(row, t);
+      let at = (out + dest) * HEAD_DIM;
+      add_quad(at, q0, w * kv_quad(entry, t % BLOCK_SIZE, q0, true));
+      if (second) {
+        add_quad(at, q1, w * kv_quad(entry, t % BLOCK_SIZE, q1, true));
+      }
+      if (q0 == 0u) {
+        merged[(weights + dest) / 4u][(weights + dest) % 4u] += w;
       }
     }
   }
   storageBarrier();
   workgroupBarrier();
+  if (HEAD_DIM % 4u == 0u) {
+    for (var i = lid; i < kept * HEAD_VECS; i += WORKGROUP_SIZE) {
+      let wi = weights + i / HEAD_VECS;
+      merged[out * HEAD_VECS + i] /= merged[wi / 4u][wi % 4u];
+    }
+    return;
+  }
   for (var i = lid; i < kept * HEAD_DIM; i += WORKGROUP_SIZE) {
-    merged[out * HEAD_DIM + i] /= merged[weights + i / HEAD_DIM];
+    let at = out * HEAD_DIM + i;
+    let wi = weights + i / HEAD_DIM;
+    merged[at / 4u][at % 4u] /= merged[wi / 4u][wi % 4u];
   }
 }

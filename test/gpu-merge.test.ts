@@ -1,8 +1,8 @@
 // Merging evicted tokens (MergeMode): the rule itself on hand-made heads, then shaders/merge_values.wgsl inside the
 // GPU compaction against the TS reference in the CPU stage, at awkward sizes, for f32 and int4 storage.
 import { describe, expect, it } from 'vitest';
-import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
-import { MERGE_CANDIDATES } from '../src/kernels/compress/merge-values.js';
+import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, mergeWindowStart, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
+import { MERGE_CANDIDATES, MERGE_WINDOW } from '../src/kernels/compress/merge-values.js';
 import { resolveCompressOptions } from '../src/compress/options.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
@@ -57,30 +57,68 @@ describe('mergeHeadValues (the reference)', () => {
   it('mergeCandidates: the nearest hashes by Hamming distance, the earlier slot first on equal distance', () => {
     expect(MERGE_CANDIDATES).toBe(4);
     // Distances to 0b0000: 2, 1, 0, 1, 3, 1.
-    expect(mergeCandidates([0b11, 0b1, 0, 0b10, 0b111, 0b1000], 0)).toEqual([2, 1, 3, 5]);
-    expect(mergeCandidates([5, 7], 1)).toEqual([0, 1]);
+    expect(mergeCandidates([0b11, 0b1, 0, 0b10, 0b111, 0b1000], 0, 3)).toEqual([2, 1, 3, 5]);
+    expect(mergeCandidates([5, 7], 1, 2)).toEqual([0, 1]);
   });
 
-  it('nearest finds the exact-nearest kept key when the evicted keys sit near kept ones (head_dim 128)', () => {
-    // 64 kept keys in random directions; each evicted key is a kept key plus 30 % noise, so its exact-nearest kept
-    // key is (almost always) its source. The hash's candidates must contain it nearly every time.
+  it('mergeCandidates looks only at the MERGE_WINDOW kept slots around the token', () => {
+    expect(MERGE_WINDOW).toBe(16);
+    expect([mergeWindowStart(40, 0), mergeWindowStart(40, 20), mergeWindowStart(40, 39), mergeWindowStart(40, 40), mergeWindowStart(10, 5)]).toEqual([0, 12, 24, 24, 0]);
+    // Exact matches (distance 0) at slots 5, 11, 28 and 30 lie outside the window 12 .. 27 of next = 20; inside,
+    // distance 1 at 12 and 27, distance 2 at 20 and 13, everything else 3.
+    const hashes = Array.from({ length: 40 }, () => 0b111);
+    for (const s of [5, 11, 28, 30]) hashes[s] = 0;
+    hashes[12] = 0b1;
+    hashes[27] = 0b10;
+    hashes[20] = 0b11;
+    hashes[13] = 0b101;
+    expect(mergeCandidates(hashes, 0, 20)).toEqual([12, 27, 13, 20]);
+    expect(mergeCandidates(hashes, 0, 0)).toEqual([5, 11, 12, 13]);
+  });
+
+  it('nearest finds the exact-nearest kept key when the evicted keys sit near kept ones nearby (head_dim 128)', () => {
+    // 64 kept keys (every 9th token) in random directions; each evicted key is a kept key within 6 slots of it plus
+    // 30 % noise, so its exact-nearest kept key is (almost always) that source, inside its window. The hash's
+    // candidates must contain it nearly every time.
     const random = seededRandom(11);
     const headDim = 128;
     const gauss = () => Math.sqrt(-2 * Math.log(1 - random())) * Math.cos(2 * Math.PI * random());
     const keptCount = 64;
-    const tokens = 64 + 512;
+    const tokens = 9 * keptCount;
+    const kept = Uint32Array.from({ length: keptCount }, (_, i) => 9 * i);
     const keys = new Float32Array(tokens * headDim);
-    for (let t = 0; t < keptCount; t++) for (let d = 0; d < headDim; d++) keys[t * headDim + d] = gauss();
-    for (let t = keptCount; t < tokens; t++) {
-      const source = Math.floor(random() * keptCount);
+    for (const j of kept) for (let d = 0; d < headDim; d++) keys[j * headDim + d] = gauss();
+    let farthest = 0;
+    for (let t = 0; t < tokens; t++) {
+      if (t % 9 === 0) continue;
+      const next = Math.ceil(t / 9);
+      const slot = Math.max(0, Math.min(keptCount - 1, next + Math.floor(random() * 13) - 6));
+      const source = 9 * slot;
+      farthest = Math.max(farthest, Math.abs(slot - next));
       for (let d = 0; d < headDim; d++) keys[t * headDim + d] = (keys[source * headDim + d] ?? 0) + 0.3 * gauss();
     }
-    const head = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(tokens), kept: Uint32Array.from({ length: keptCount }, (_, i) => i) };
+    expect(farthest).toBe(6);
+    const head = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(tokens), kept };
     const targets = mergeTargets(head);
     let agree = 0;
-    for (let t = keptCount; t < tokens; t++) if (targets[t] === exactNearestKept(head, t)) agree++;
+    for (let t = 0; t < tokens; t++) if (t % 9 !== 0 && targets[t] === exactNearestKept(head, t)) agree++;
     expect(agree / (tokens - keptCount)).toBeGreaterThan(0.95);
-    expect(Array.from(targets.subarray(0, keptCount)).every((x) => x === -1)).toBe(true);
+    expect(Array.from(kept, (j) => targets[j]).every((x) => x === -1)).toBe(true);
+  });
+
+  it('nearest never merges a token into a kept key outside its window (the approximation)', () => {
+    // 40 kept keys (tokens 0 .. 39), the evicted tokens after them copies of kept key 0: every one's first kept slot
+    // after it is 40, so its window is slots 24 .. 39 and key 0 (the exact nearest) is out of reach.
+    const random = seededRandom(13);
+    const headDim = 16;
+    const keys = Float32Array.from({ length: 48 * headDim }, () => random() * 2 - 1);
+    for (let t = 40; t < 48; t++) keys.copyWithin(t * headDim, 0, headDim);
+    const head = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(48), kept: Uint32Array.from({ length: 40 }, (_, i) => i) };
+    const targets = mergeTargets(head);
+    for (let t = 40; t < 48; t++) {
+      expect(exactNearestKept(head, t)).toBe(0);
+      expect(targets[t]).toBeGreaterThanOrEqual(24);
+    }
   });
 
   it('nearest is exact when a head keeps no more than the candidates', () => {
@@ -172,6 +210,8 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     { tokens: 1, budget: 1, headDim: 128, fullFormat: 'f16' },
     { tokens: 200, budget: 63, headDim: 60, fullFormat: 'f16' },
     { tokens: 1100, budget: 1040, headDim: 4, fullFormat: 'f32' },
+    // head_dim not a multiple of 4: the merged rows are not whole vec4s (the per-channel paths of the merge kernels).
+    { tokens: 70, budget: 9, headDim: 10, fullFormat: 'f32' },
   ] as const;
   for (const merge of ['nearest', 'cam'] as const) {
     for (const { tokens, budget, headDim, fullFormat } of wide) {

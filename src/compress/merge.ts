@@ -2,7 +2,7 @@
  * Merging evicted tokens into kept ones (see {@link MergeMode}): the plain TS reference of
  * shaders/merge_values.wgsl, used by the CPU stages and by the GPU-vs-reference tests.
  */
-import { MERGE_CANDIDATES, MERGE_HASH_SEED } from '../kernels/compress/merge-values.js';
+import { MERGE_CANDIDATES, MERGE_HASH_SEED, MERGE_WINDOW } from '../kernels/compress/merge-values.js';
 import { CAM_MERGE_SPAN, type MergeMode } from './options.js';
 
 /**
@@ -93,12 +93,24 @@ function popcount(x: number): number {
 }
 
 /**
- * The kept slots an evicted token with key hash `hash` re-ranks: the {@link MERGE_CANDIDATES} nearest in Hamming
- * distance to it (the earlier slot first on equal distance), all of them when the head keeps no more.
+ * The first kept slot of the {@link MERGE_WINDOW} slots an evicted token whose first kept slot after it is `next`
+ * looks at: centred on `next`, moved inside the head's kept slots.
  */
-export function mergeCandidates(keptHashes: ArrayLike<number>, hash: number): number[] {
+export function mergeWindowStart(kept: number, next: number): number {
+  return Math.max(0, Math.min(next - MERGE_WINDOW / 2, kept - MERGE_WINDOW));
+}
+
+/**
+ * The kept slots an evicted token with key hash `hash` re-ranks: among the {@link MERGE_WINDOW} kept slots around
+ * `next` (its first kept slot after it, {@link mergeWindowStart}), the {@link MERGE_CANDIDATES} nearest in Hamming
+ * distance to it (the earlier slot first on equal distance), all of them when the window holds no more. The window
+ * keeps the scan linear in tokens (not evicted × kept).
+ */
+export function mergeCandidates(keptHashes: ArrayLike<number>, hash: number, next: number): number[] {
   const order: { slot: number; distance: number }[] = [];
-  for (let s = 0; s < keptHashes.length; s++) order.push({ slot: s, distance: popcount((keptHashes[s] ?? 0) ^ hash) });
+  const start = mergeWindowStart(keptHashes.length, next);
+  const end = Math.min(keptHashes.length, start + MERGE_WINDOW);
+  for (let s = start; s < end; s++) order.push({ slot: s, distance: popcount((keptHashes[s] ?? 0) ^ hash) });
   order.sort((a, b) => a.distance - b.distance || a.slot - b.slot);
   return order.slice(0, MERGE_CANDIDATES).map((c) => c.slot);
 }
@@ -127,7 +139,7 @@ function cosine(head: MergeHead, t: number, j: number): number {
 function nearestKept(head: MergeHead, keptHashes: ArrayLike<number>, t: number): number {
   let best = 0;
   let bestScore = Number.NEGATIVE_INFINITY;
-  for (const s of mergeCandidates(keptHashes, keyHash(head.keys, t * head.headDim, head.headDim))) {
+  for (const s of mergeCandidates(keptHashes, keyHash(head.keys, t * head.headDim, head.headDim), lowerBound(head.kept, t))) {
     const score = cosine(head, t, head.kept[s] ?? 0);
     if (score > bestScore || (score === bestScore && s < best)) {
       bestScore = score;

@@ -54,9 +54,6 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'gaps_offset', type: 'u32' },
 ]);
 
-/** Kept key hashes the targets pass holds in workgroup memory at a time (4 KiB of the 16 KiB WebGPU minimum). */
-const HASH_TILE = 1024;
-
 /**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
  * src/compress/merge.ts): part of the rule, so a change changes which kept token a value folds into.
@@ -69,6 +66,12 @@ export const MERGE_HASH_SEED = 0x6b43a9b5;
  * vec4, so this is 4.
  */
 export const MERGE_CANDIDATES = 4;
+
+/**
+ * Kept slots around an evicted token (centred on its first kept slot after it) that the nearest merge ranks by
+ * hash: part of the rule (src/compress/merge.ts mergeCandidates). Even.
+ */
+export const MERGE_WINDOW = 16;
 
 /**
  * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
@@ -214,13 +217,13 @@ export class MergeValuesKernel {
       libraries,
       constants: {
         ...common(this.workgroupSize),
-        HASH_TILE: { type: 'u32', value: HASH_TILE },
+        MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW },
       },
       uniforms: [TARGETS_PARAMS],
     };
     this.keptKeysSpec = { name: 'merge_kept_keys', body: mergeKeptKeysBody, libraries, constants: common(this.workgroupSize), uniforms: [KEPT_KEYS_PARAMS] };
-    // One thread per four channels of a head: more would idle.
-    this.valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, headVecs));
+    // One thread per eight channels of a head (shaders/merge_values.wgsl): more would idle.
+    this.valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, Math.ceil(headVecs / 2)));
     this.spec = {
       name: 'merge_values',
       body: mergeValuesBody,
@@ -287,16 +290,19 @@ export class MergeValuesKernel {
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     if (run.mode === 'cam') {
       // Two passes, each evicted value read once: the gap sums, then each slot adds the gaps that reach it.
-      const gapsOffset = run.keptTotal * (headDim + 1);
+      // On a vec4, so the gap sums of a head_dim divisible by 4 are whole vec4 loads and stores (mergedWords has the slack).
+      const gapsOffset = 4 * Math.ceil((run.keptTotal * (headDim + 1)) / 4);
       const headVecs = Math.ceil(headDim / 4);
-      const gapChunks = Math.max(1, Math.ceil((run.maxKept * headVecs) / this.workgroupSize));
+      // Two quads a thread in the gaps pass, one in the slots pass (shaders/merge_cam_gaps.wgsl, merge_cam.wgsl).
+      const gapChunks = Math.max(1, Math.ceil((run.maxKept * Math.ceil(headVecs / 2)) / this.workgroupSize));
+      const slotChunks = Math.max(1, Math.ceil((run.maxKept * headVecs) / this.workgroupSize));
       const gapUniforms = this.gpu.uniformBuffer('merge_cam_gaps:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
       const gapsPass = encoder.beginComputePass({ label: 'merge_cam_gaps' });
       encodeDispatch(this.gpu, gapsPass, kernelPipeline(this.gpu, this.camGapsSpec), [gapUniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * gapChunks);
       gapsPass.end();
-      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks: slotChunks, gaps_offset: gapsOffset }));
       const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * gapChunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * slotChunks);
       pass.end();
       return;
     }
