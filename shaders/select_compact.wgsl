@@ -20,11 +20,6 @@ var<workgroup> scan: array<vec2<u32>, WORKGROUP_SIZE>;
 var<workgroup> chunk_total: vec2<u32>;
 var<workgroup> row_len: u32;
 
-// Same map as shaders/select_threshold.wgsl (-0 folded onto +0).
-fn order_key(raw: u32) -> u32 {
-  let bits = select(raw, 0u, raw == 0x80000000u);
-  return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(

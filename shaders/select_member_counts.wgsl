@@ -11,11 +11,6 @@
 @group(0) @binding(4) var<storage, read> thresholds: array<u32>;  // [seg][2] {key, keepEqual}
 @group(0) @binding(5) var<storage, read_write> member_counts: array<atomic<u32>>; // [m][2] {greater, equal}
 
-// Same map as shaders/select_threshold.wgsl (-0 folded onto +0).
-fn order_key(raw: u32) -> u32 {
-  let bits = select(raw, 0u, raw == 0x80000000u);
-  return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
-}
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(

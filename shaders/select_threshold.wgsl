@@ -87,19 +87,6 @@ var<workgroup> segment_tokens: u32;
 // Each thread's (keys > T, keys == T) over its own run of tokens, for the fused compaction.
 var<workgroup> run_counts: array<vec2<u32>, WORKGROUP_SIZE>;
 
-struct Segment {
-  first: u32,
-  count: u32,
-  k: u32,
-}
-
-struct Member {
-  row: u32,
-  len: u32,
-  excl_key: u32,
-  excl_keep: u32,
-}
-
 // One digit: the keys' bits [shift, shift + width).
 struct Digit {
   shift: u32,
@@ -109,12 +96,6 @@ struct Digit {
   offset: u32,
 }
 
-// Order-preserving map of f32 bits to u32. -0 is folded onto +0 because the reference compares numbers, where
-// -0 === 0 is a tie broken by index.
-fn order_key(raw: u32) -> u32 {
-  let bits = select(raw, 0u, raw == 0x80000000u);
-  return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
-}
 
 // Long segments: three digits of 11, 11 and 10 bits. Short ones (under wide_from tokens): four of 8 bits, where
 // clearing and summing 2048 bins per digit would cost more than the keys.

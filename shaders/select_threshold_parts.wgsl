@@ -31,18 +31,6 @@ const NO_KEY: u32 = 0xffffffffu;
 var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
 var<workgroup> chosen: vec3<u32>; // {bin, count above it, remaining (digit 0: min(k, total))}
 
-struct Segment {
-  first: u32,
-  count: u32,
-  k: u32,
-}
-
-struct Member {
-  row: u32,
-  len: u32,
-  excl_key: u32,
-  excl_keep: u32,
-}
 
 struct Digit {
   shift: u32,
@@ -50,11 +38,6 @@ struct Digit {
   offset: u32,
 }
 
-// Same map as shaders/select_threshold.wgsl (-0 folded onto +0).
-fn order_key(raw: u32) -> u32 {
-  let bits = select(raw, 0u, raw == 0x80000000u);
-  return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
-}
 
 fn digit_of(d: u32) -> Digit {
   if (d == 0u) {

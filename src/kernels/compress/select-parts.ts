@@ -1,4 +1,5 @@
 import partsBody from '../../../shaders/select_threshold_parts.wgsl';
+import selectCommonLibrary from '../../../shaders/select_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
@@ -57,6 +58,7 @@ export class SegmentPartsThreshold {
     this.spec = {
       name: 'select_threshold_parts',
       body: partsBody,
+      libraries: [selectCommonLibrary],
       constants: { WORKGROUP_SIZE: { type: 'u32', value: workgroupSize } },
       uniforms: [PARTS_PARAMS],
     };

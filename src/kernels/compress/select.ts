@@ -1,6 +1,7 @@
 import thresholdBody from '../../../shaders/select_threshold.wgsl';
 import compactBody from '../../../shaders/select_compact.wgsl';
 import memberCountsBody from '../../../shaders/select_member_counts.wgsl';
+import selectCommonLibrary from '../../../shaders/select_common.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -326,6 +327,7 @@ export class TopKSelectKernel {
     this.thresholdSpec = {
       name: 'select_threshold',
       body: thresholdBody,
+      libraries: [selectCommonLibrary],
       constants: {
         WORKGROUP_SIZE: { type: 'u32', value: thresholdSize },
         CONTIGUOUS_RUNS: { type: 'u32', value: (options.contiguousRuns ?? gpu.adapter.isFallbackAdapter) ? 1 : 0 },
@@ -335,12 +337,14 @@ export class TopKSelectKernel {
     this.memberCountSpec = {
       name: 'select_member_counts',
       body: memberCountsBody,
+      libraries: [selectCommonLibrary],
       constants: { WORKGROUP_SIZE: { type: 'u32', value: thresholdSize } },
       uniforms: [MEMBER_COUNT_PARAMS],
     };
     this.compactSpec = {
       name: 'select_compact',
       body: compactBody,
+      libraries: [selectCommonLibrary],
       constants: {
         WORKGROUP_SIZE: { type: 'u32', value: workgroupSize },
         ITEMS: { type: 'u32', value: items },
