@@ -140,19 +140,19 @@ export class GpuCompressionStages implements CompressionStages {
     if (!job.policy.scoreGpu) throw new InvalidArgumentError('policy', `${job.policy.name} has no GPU scoring; use the CPU engine`);
     const slots = options.merge === 'slots' ? this.slotsStage : null;
     slots?.check(job);
-    // Window policies write their unpooled mean window probabilities in the same pass, for the mass report.
+    // Window policies write their unpooled window probabilities in the same pass, for the mass report and merging.
     const writeMeans = (job.measureMass || options.merge !== 'none') && this.massBuffer(job) === this.buffers.mass;
     // Window policies compute each logit once when the logits fit the compressor's cap (a persistent scratch).
     const logitBytes = logitScratchBytes(1, this.backend.observationWindow, this.backend.nHeads, this.indexStride);
     const logits = job.policy.requires.window && logitBytes <= STORED_LOGITS_MAX_BYTES ? this.scratchBuffers.get('snapkv:logits', logitBytes) : null;
     // Merge slots: window policies leave each row's slots out of their softmax, as the CPU engine does.
-    const firstTokens = slots && job.policy.requires.window ? slots.firstTokens(job, this.rowsOf(job.slot), this.rows, this.scratchBuffers) : null;
+    const rows = this.rowsOf(job.slot);
+    const firstTokens = slots && job.policy.requires.window ? slots.firstTokens(job, rows, this.rows, this.scratchBuffers) : null;
     // Each layer's pools are buffers of their own: one scoring pass per layer.
     for (let layer = 0; layer < layers; layer++) {
       const ofLayer: ScoreGpuInput = { ...input, cache: this.storage.bindings(layer), layer, layerCount: 1, ...(logits ? { logits } : {}), ...(firstTokens ? { firstTokens } : {}) };
       job.policy.scoreGpu(encoder, writeMeans ? { ...ofLayer, means: this.buffers.mass } : ofLayer);
     }
-    const rows = this.rowsOf(job.slot);
     slots?.shiftOut(encoder, job, rows, this.buffers.scores, this.scratchBuffers);
     // Scoring, the joint selections and their one readback share a submit (allocateBudgetsGpu submits it).
     const counts = await allocateBudgetsGpu(gpu, {
