@@ -21,15 +21,26 @@ const PART_WORDS = 5121;
 /** The four dispatches of shaders/select_threshold_parts.wgsl: read, choose, read and collect, finish. */
 const PHASES = [0, 1, 2, 3] as const;
 
-/** The buffers of a joint selection (see `SegmentThresholdRun` in ./select.ts, which this mirrors). */
+/**
+ * The buffers of a joint selection, the thresholds alone (`SegmentThresholdRun` in ./select.ts adds the per-member
+ * counts): each segment picks its k best tokens over the union of its member rows.
+ */
 export interface PartsThresholdRun {
   readonly scores: GPUBuffer;
   readonly stride: number;
   readonly numSegments: number;
+  /** u32 [segment][3]: {first member, member count, k}. */
   readonly segments: GPUBuffer;
+  /** u32 [member][2]: {row, length}. Members of a segment are consecutive. */
   readonly members: GPUBuffer;
+  /**
+   * u32 [member][2] {key, keepEqual}: each member's own top tokens to leave out (a threshold from an earlier
+   * run over single-member segments); absent = nothing left out.
+   */
   readonly exclusions?: GPUBuffer;
+  /** u32 [segment][2] output: {threshold key, keepEqual}. */
   readonly thresholds: GPUBuffer;
+  /** Members (for the counts buffer size). */
   readonly numMembers: number;
 }
 

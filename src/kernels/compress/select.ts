@@ -7,7 +7,7 @@ import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
 import { UniformLayout } from '../../gpu/uniforms.js';
-import { SegmentPartsThreshold } from './select-parts.js';
+import { type PartsThresholdRun, SegmentPartsThreshold } from './select-parts.js';
 
 const SELECT_PARAMS = new UniformLayout('SelectParams', [
   { name: 'num_segments', type: 'u32' },
@@ -116,28 +116,12 @@ export interface RowThresholdRun {
  * select.encodeSegmentThresholds(encoder, { scores, stride: 4096, numSegments: 4, segments, members, thresholds, numMembers: 32 });
  * ```
  */
-export interface SegmentThresholdRun {
-  readonly scores: GPUBuffer;
-  readonly stride: number;
-  readonly numSegments: number;
-  /** u32 [segment][3]: {first member, member count, k}. */
-  readonly segments: GPUBuffer;
-  /** u32 [member][2]: {row, length}. Members of a segment are consecutive. */
-  readonly members: GPUBuffer;
-  /**
-   * u32 [member][2] {key, keepEqual}: each member's own top tokens to leave out (a threshold from an earlier
-   * run over single-member segments); absent = nothing left out.
-   */
-  readonly exclusions?: GPUBuffer;
-  /** u32 [segment][2] output: {threshold key, keepEqual}. */
-  readonly thresholds: GPUBuffer;
+export interface SegmentThresholdRun extends PartsThresholdRun {
   /**
    * u32 [member][2] output {keys > T, keys == T} over all the member's tokens. Accumulated with atomics: the
    * kernel CLEARS it first (so pass the exact range). Absent = not computed.
    */
   readonly memberCounts?: GPUBuffer;
-  /** Members (for the counts buffer size). */
-  readonly numMembers: number;
 }
 
 /**
