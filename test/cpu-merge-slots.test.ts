@@ -10,6 +10,7 @@ import { decodeStoreEntry, encodeStoreEntry } from '../src/store/entry-format.js
 import { entryToSnapshot, snapshotToEntry } from '../src/store/snapshot-entry.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
+import { randomDecodeSteps } from './helpers/decode-steps.js';
 
 const shape = { layers: 2, kvHeads: 2, headDim: 8, blockSize: 16 };
 const nHeads = 4;
@@ -21,16 +22,7 @@ function newCache(): CpuKvCache {
 
 /** Decode steps with random q, k, v from position `from` to `to`, so statistics (the merge weights) build up. */
 function run(cache: CpuKvCache, seq: number, from: number, to: number, seed: number): void {
-  const random = seededRandom(seed);
-  const { layers, kvHeads, headDim } = shape;
-  for (let pos = from; pos < to; pos++) {
-    for (let layer = 0; layer < layers; layer++) {
-      const q = Float32Array.from({ length: nHeads * headDim }, () => 2 * random() - 1);
-      const k = Float32Array.from({ length: kvHeads * headDim }, () => 2 * random() - 1);
-      const v = Float32Array.from({ length: kvHeads * headDim }, () => 2 * random() - 1);
-      cache.step(seq, layer, pos, q, k, v);
-    }
-  }
+  randomDecodeSteps(cache, shape, nHeads, seq, from, to, seed);
 }
 
 interface HeadState {

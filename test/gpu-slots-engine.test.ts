@@ -13,6 +13,7 @@ import { createStorageBuffer, readBuffer } from '../src/gpu/buffers.js';
 import { packSlotIndexHeads, SlotIndexKernel, slotIndexReference } from '../src/kernels/compress/slot-index.js';
 import type { CacheShape } from '../src/format/layout.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
+import { randomDecodeSteps } from './helpers/decode-steps.js';
 import { countGpuWork } from './helpers/gpu-counters.js';
 import { GENERATE_COMMAND, parseGenerationFlags } from '../src/cli/generate.js';
 
@@ -30,16 +31,7 @@ function cacheOptions(shape: CacheShape, format: Format) {
 
 /** Decode steps with random q, k, v, so the statistics (h2o's scores and the merge weights) build up. */
 function run(cache: CpuKvCache, shape: CacheShape, seq: number, from: number, to: number, seed: number): void {
-  const random = seededRandom(seed);
-  const { layers, kvHeads, headDim } = shape;
-  for (let pos = from; pos < to; pos++) {
-    for (let layer = 0; layer < layers; layer++) {
-      const q = Float32Array.from({ length: nHeads * headDim }, () => 2 * random() - 1);
-      const k = Float32Array.from({ length: kvHeads * headDim }, () => 2 * random() - 1);
-      const v = Float32Array.from({ length: kvHeads * headDim }, () => 2 * random() - 1);
-      cache.step(seq, layer, pos, q, k, v);
-    }
-  }
+  randomDecodeSteps(cache, shape, nHeads, seq, from, to, seed);
 }
 
 /** The same tokens appended to both engines (no statistics: they score 0, ties by lower index). */
