@@ -196,10 +196,10 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       numTokens: plan.numTokens,
       positions,
       plan,
-      destSlots: this.scratch('kv:dest-slots', plan.destSlots),
-      positionsBuffer: this.scratch('kv:positions', positions),
-      querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.numTokens).fill(plan.slot)),
-      segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.numTokens])),
+      destSlots: this.storage.gpu.buffers.upload(plan.destSlots, 'kv:dest-slots'),
+      positionsBuffer: this.storage.gpu.buffers.upload(positions, 'kv:positions'),
+      querySlots: this.storage.gpu.buffers.upload(new Uint32Array(plan.numTokens).fill(plan.slot), 'kv:query-slots'),
+      segments: this.storage.gpu.buffers.upload(new Uint32Array([plan.slot, 0, plan.numTokens]), 'kv:segments'),
       probs: null,
       probsStride: Math.max(1, this.longestHead(plan.seqId)),
       provisional: null,
@@ -235,14 +235,6 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       for (let head = 0; head < meta.shape.kvHeads; head++) longest = Math.max(longest, meta.tokenCount(seqId, layer, head));
     }
     return longest;
-  }
-
-  private scratch(label: string, data: Uint32Array): GPUBuffer {
-    const { gpu } = this.storage;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const buffer = gpu.buffers.acquire(Math.max(4, data.byteLength), usage, label);
-    gpu.device.queue.writeBuffer(buffer, 0, data as Uint32Array<ArrayBuffer>);
-    return buffer;
   }
 
   private state(step: KvStep): StepState {
@@ -401,7 +393,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       this.windowEnd.set(base, (stepPositions[numTokens - 1] ?? 0) + 1);
     }
     if (rows.length === 0) return null;
-    const rowList = this.scratch('kv:window-rows', Uint32Array.from(rows));
+    const rowList = this.storage.gpu.buffers.upload(Uint32Array.from(rows), 'kv:window-rows');
     const wordsPerRow = this.nHeads * meta.shape.headDim;
     this.copyRows.encode(encoder, { src: queries, dst: this.window.queries, rows: rowList, numRows: rows.length / 2, wordsPerRow, ...(pass ? { pass } : {}) });
     return rowList;
@@ -457,7 +449,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const scratch: GPUBuffer[] = [];
     for (const record of records) {
       const kept = Math.max(0, Math.min(record.numTokens, length - record.firstPosition));
-      const segments = Array.from({ length: kept }, (_, t) => this.scratch('kv:segments', new Uint32Array([record.slot, t, 1])));
+      const segments = Array.from({ length: kept }, (_, t) => this.storage.gpu.buffers.upload(new Uint32Array([record.slot, t, 1]), 'kv:segments'));
       scratch.push(...segments);
       for (let layer = 0; layer < meta.shape.layers && kept > 0; layer++) {
         const rows = this.encodeWindowRecord(encoder, undefined, layer, record.queries, [
