@@ -51,7 +51,6 @@
 
 // Histogram words per segment: 2048 + 2048 + 1024 bins (wide digits) or 4 × 256.
 const HIST_WORDS: u32 = 5120u;
-const BLOCK: u32 = 16u;
 const NO_KEY: u32 = 0xffffffffu;
 
 // Where this workgroup's histogram starts in `scratch`.
@@ -78,24 +77,9 @@ fn contiguous_run(lid: u32, len: u32) -> vec2<u32> {
   let start = min(lid * span, len);
   return vec2<u32>(start, min(start + span, len));
 }
-var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
-var<workgroup> chosen_bin: u32;
-var<workgroup> chosen_above: u32;
-var<workgroup> chosen_count: u32;
-var<workgroup> total_shared: u32;
 var<workgroup> segment_tokens: u32;
 // Each thread's (keys > T, keys == T) over its own run of tokens, for the fused compaction.
 var<workgroup> run_counts: array<vec2<u32>, WORKGROUP_SIZE>;
-
-// One digit: the keys' bits [shift, shift + width).
-struct Digit {
-  shift: u32,
-  bins: u32,
-  // Where its histogram starts in the segment's scratch: every digit has its own, all cleared up front, so no
-  // barrier has to separate one digit's readers from the next digit's clearing.
-  offset: u32,
-}
-
 
 // Long segments: three digits of 11, 11 and 10 bits. Short ones (under wide_from tokens): four of 8 bits, where
 // clearing and summing 2048 bins per digit would cost more than the keys.
@@ -248,56 +232,9 @@ fn histogram_candidates(lid: u32, seg: Segment, prefix: u32, mask: u32, digit: D
   }
 }
 
-// The bin holding the remaining-th largest key, the count above it, and (digit 0, where remaining = min(k,
-// total)) the clamped remaining. Block sums in parallel, then one thread walks blocks and one block from the top.
-// The result goes through workgroup memory.
-fn choose_bin(lid: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u32) {
-  let blocks = digit.bins / BLOCK;
-  let bins = hist_base + digit.offset;
-  for (var b = lid; b < blocks; b += WORKGROUP_SIZE) {
-    var sum = 0u;
-    for (var j = 0u; j < BLOCK; j++) {
-      sum += atomicLoad(&scratch[bins + b * BLOCK + j]);
-    }
-    block_sums[b] = sum;
-  }
-  workgroupBarrier();
-  if (lid == 0u) {
-    var remaining = remaining_in;
-    if (first_digit) {
-      var total = 0u;
-      for (var b = 0u; b < blocks; b++) {
-        total += block_sums[b];
-      }
-      remaining = min(k, total);
-    }
-    total_shared = remaining;
-    // The first block (then bin) from the top whose cumulative count reaches `remaining`; when remaining > 0 the
-    // count above it is below remaining. remaining = 0 picks anything: the caller ignores it.
-    var above = 0u;
-    var block = 0u;
-    for (var b = blocks; b > 0u; b--) {
-      let count = block_sums[b - 1u];
-      if (remaining <= above + count) {
-        block = b - 1u;
-        break;
-      }
-      above += count;
-    }
-    var bin = block * BLOCK;
-    for (var j = BLOCK; j > 0u; j--) {
-      let count = atomicLoad(&scratch[bins + block * BLOCK + j - 1u]);
-      if (remaining <= above + count) {
-        bin = block * BLOCK + j - 1u;
-        break;
-      }
-      above += count;
-    }
-    chosen_bin = bin;
-    chosen_above = above;
-    chosen_count = atomicLoad(&scratch[bins + bin]);
-  }
-  workgroupBarrier();
+// The count of a histogram word of this workgroup's segment, for shaders/select_bin_search.wgsl's choose_bin.
+fn histogram_count(word: u32) -> u32 {
+  return atomicLoad(&scratch[hist_base + word]);
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -353,10 +290,10 @@ fn main(
     workgroupBarrier();
     // Exactly one bin holds the remaining-th largest key when 0 < remaining ≤ the count under the prefix.
     choose_bin(lid, digit, remaining, d == 0u, seg.k);
-    remaining = total_shared;
-    let bin = chosen_bin;
-    let above = chosen_above;
-    under = chosen_count;
+    remaining = chosen.z;
+    let bin = chosen.x;
+    let above = chosen.y;
+    under = chosen.w;
     if (remaining > 0u) {
       prefix |= bin << digit.shift;
       mask |= (digit.bins - 1u) << digit.shift;

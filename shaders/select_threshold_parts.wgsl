@@ -25,19 +25,10 @@
 const HIST_WORDS: u32 = 5120u;
 const PART_WORDS: u32 = 5121u; // three histograms and the part's candidate count
 const STATE_WORDS: u32 = 4u;
-const BLOCK: u32 = 16u;
 const NO_KEY: u32 = 0xffffffffu;
 
-var<workgroup> block_sums: array<u32, 2048u / BLOCK>;
-var<workgroup> chosen: vec3<u32>; // {bin, count above it, remaining (digit 0: min(k, total))}
-
-
-struct Digit {
-  shift: u32,
-  bins: u32,
-  offset: u32,
-}
-
+// The choosing workgroup's segment's first part's histograms (main's `hists`), for histogram_count.
+var<private> segment_hists: u32;
 
 fn digit_of(d: u32) -> Digit {
   if (d == 0u) {
@@ -125,61 +116,13 @@ fn subtract_exclusions(seg: Segment, base: u32, prefix: u32, mask: u32, digit: D
   }
 }
 
-// The count of a bin summed over the segment's parts (`hists` = its first part's histograms).
-fn bin_count(hists: u32, word: u32) -> u32 {
+// The count of a histogram word summed over the segment's parts, for shaders/select_bin_search.wgsl's choose_bin.
+fn histogram_count(word: u32) -> u32 {
   var sum = 0u;
   for (var p = 0u; p < params.parts; p++) {
-    sum += atomicLoad(&scratch[hists + p * PART_WORDS + word]);
+    sum += atomicLoad(&scratch[segment_hists + p * PART_WORDS + word]);
   }
   return sum;
-}
-
-// As select_threshold.wgsl's choose_bin over the sum of the parts: block sums in parallel, then one thread walks
-// blocks and one block.
-fn choose_bin(lid: u32, hists: u32, digit: Digit, remaining_in: u32, first_digit: bool, k: u32) {
-  let blocks = digit.bins / BLOCK;
-  for (var b = lid; b < blocks; b += WORKGROUP_SIZE) {
-    var sum = 0u;
-    for (var p = 0u; p < params.parts; p++) {
-      let bins = hists + p * PART_WORDS + digit.offset + b * BLOCK;
-      for (var j = 0u; j < BLOCK; j++) {
-        sum += atomicLoad(&scratch[bins + j]);
-      }
-    }
-    block_sums[b] = sum;
-  }
-  workgroupBarrier();
-  if (lid == 0u) {
-    var remaining = remaining_in;
-    if (first_digit) {
-      var total = 0u;
-      for (var b = 0u; b < blocks; b++) {
-        total += block_sums[b];
-      }
-      remaining = min(k, total);
-    }
-    var above = 0u;
-    var block = 0u;
-    for (var b = blocks; b > 0u; b--) {
-      let count = block_sums[b - 1u];
-      if (remaining <= above + count) {
-        block = b - 1u;
-        break;
-      }
-      above += count;
-    }
-    var bin = block * BLOCK;
-    for (var j = BLOCK; j > 0u; j--) {
-      let count = bin_count(hists, digit.offset + block * BLOCK + j - 1u);
-      if (remaining <= above + count) {
-        bin = block * BLOCK + j - 1u;
-        break;
-      }
-      above += count;
-    }
-    chosen = vec3<u32>(bin, above, remaining);
-  }
-  workgroupBarrier();
 }
 
 @compute @workgroup_size(WORKGROUP_SIZE)
@@ -200,6 +143,7 @@ fn main(
   // The segment's first part's histograms; the choosing workgroup's own histogram work (digit 2 from the lists,
   // the exclusions) goes into part 0's.
   let hists = params.num_segments * STATE_WORDS + s * params.parts * PART_WORDS;
+  segment_hists = hists;
   let lists = params.num_segments * (STATE_WORDS + params.parts * PART_WORDS) + s * params.parts * params.candidate_capacity;
   if (reading) {
     let part = group % parts;
@@ -221,7 +165,7 @@ fn main(
       subtract_exclusions(seg, hists, 0u, 0u, digit);
     }
     workgroupBarrier();
-    choose_bin(lid, hists, digit, 0u, true, seg.k);
+    choose_bin(lid, digit, 0u, true, seg.k);
     if (lid == 0u && chosen.z > 0u) {
       atomicStore(&scratch[state], chosen.x << digit.shift);
       atomicStore(&scratch[state + 1u], (digit.bins - 1u) << digit.shift);
@@ -262,7 +206,7 @@ fn main(
     }
     workgroupBarrier();
     // remaining > 0 whenever mask != 0 (phase 1 kept something); mask = 0 chooses nothing.
-    choose_bin(lid, hists, digit, select(1u, remaining, mask != 0u), false, seg.k);
+    choose_bin(lid, digit, select(1u, remaining, mask != 0u), false, seg.k);
     if (mask != 0u) {
       prefix |= chosen.x << digit.shift;
       mask |= (digit.bins - 1u) << digit.shift;

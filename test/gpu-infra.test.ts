@@ -4,6 +4,7 @@ import { foldDispatch } from '../src/gpu/dispatch.js';
 import { constantsKey, wgslPrelude } from '../src/gpu/prelude.js';
 import { UniformLayout } from '../src/gpu/uniforms.js';
 import { sizeClass } from '../src/gpu/buffer-pool.js';
+import { readBuffer } from '../src/gpu/buffers.js';
 import { GpuContext } from '../src/gpu/context.js';
 import { kernelPipeline } from '../src/gpu/kernel.js';
 import { testGpu } from './helpers/gpu.js';
@@ -82,6 +83,16 @@ describe('GPU context', () => {
     expect(second).not.toBe(first);
     await gpu.idle();
     expect(gpu.buffers.acquire(1000, usage, 'c')).toBe(first);
+  });
+
+  it('uploads data into a pooled storage buffer, empty data into a bindable 4-byte one', async () => {
+    const gpu = await testGpu();
+    const buffer = gpu.buffers.upload(Uint32Array.of(7, 0xffff_ffff, 3), 'upload-test');
+    expect(buffer.usage).toBe(GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC);
+    expect([...new Uint32Array(await readBuffer(gpu, buffer, 0, 12))]).toEqual([7, 0xffff_ffff, 3]);
+    const empty = gpu.buffers.upload(new Uint32Array(0));
+    expect(empty.size).toBeGreaterThanOrEqual(4);
+    for (const b of [buffer, empty]) gpu.buffers.release(b);
   });
 
   it('keys cached pipelines by the text of their libraries, not only their number', async () => {

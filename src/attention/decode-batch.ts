@@ -81,10 +81,10 @@ export class DecodeBatches<Step extends object> {
     if (known?.buffers && known.steps.length === steps.length && known.steps.every((s, i) => s === steps[i])) return known.buffers;
     const packed = packDecodeBatch(steps.map(member), this.layers, this.kvHeads);
     const buffers: DecodeBatchBuffers = {
-      destSlots: this.upload('kv:batch-dest-slots', packed.destSlots),
-      positions: this.upload('kv:batch-positions', packed.positions),
-      querySlots: this.upload('kv:batch-query-slots', packed.querySlots),
-      segments: this.upload('kv:batch-segments', packed.segments),
+      destSlots: this.gpu.buffers.upload(packed.destSlots, 'kv:batch-dest-slots'),
+      positions: this.gpu.buffers.upload(packed.positions, 'kv:batch-positions'),
+      querySlots: this.gpu.buffers.upload(packed.querySlots, 'kv:batch-query-slots'),
+      segments: this.gpu.buffers.upload(packed.segments, 'kv:batch-segments'),
       maxContext: packed.maxContext,
       size: steps.length,
     };
@@ -110,12 +110,5 @@ export class DecodeBatches<Step extends object> {
     entry.buffers = null;
     if (!buffers) return;
     for (const buffer of [buffers.destSlots, buffers.positions, buffers.querySlots, buffers.segments]) this.gpu.buffers.release(buffer);
-  }
-
-  private upload(label: string, data: Uint32Array): GPUBuffer {
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const buffer = this.gpu.buffers.acquire(Math.max(4, data.byteLength), usage, label);
-    this.gpu.device.queue.writeBuffer(buffer, 0, data as Uint32Array<ArrayBuffer>);
-    return buffer;
   }
 }

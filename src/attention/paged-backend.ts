@@ -13,6 +13,7 @@ import { PrefillAttentionKernel } from '../kernels/cache/prefill-attention.js';
 import type { GpuAttentionBackend, KvStep, LayerIo } from './backend.js';
 import { DecodeBatches } from './decode-batch.js';
 import { type AttendResult, attendOnce } from './attend-once.js';
+import { ObservationWindow, type WindowBindings } from './observation-window.js';
 
 /** One token range appended to a sequence, in flight between beginStep and endStep. */
 interface StepState extends KvStep {
@@ -45,15 +46,6 @@ interface ProvisionalRecord {
   readonly queries: GPUBuffer;
 }
 
-/** The observation window of one sequence as kernels bind it. */
-export interface WindowBindings {
-  /** f32 [layers][seqSlots][window][nHeads][headDim], ring by position mod window. */
-  readonly queries: GPUBuffer;
-  /** u32 [layers][seqSlots][window]. */
-  readonly positions: GPUBuffer;
-  readonly capacity: number;
-}
-
 /**
  * Attention served straight from the paged GPU storage: the model runner's {@link GpuAttentionBackend} (steps
  * that write K/V and attend causally by position), the observation window of recent roped queries (SnapKV/TOVA)
@@ -80,15 +72,12 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** f32 [row][maxTokensPerHead] each: Σ p, Σ p², visible-query count, by logical token index. */
   readonly statistics: AttentionStatsBuffers;
   readonly window: WindowBindings;
-  /** How many newest queries each (layer, slot) window holds. */
-  private readonly windowValid = new Map<number, number>();
-  /** One past the newest position each (layer, slot) window recorded. */
-  private readonly windowEnd = new Map<number, number>();
+  private readonly observation: ObservationWindow;
   /** Settled-later steps of each open speculation, by sequence id. */
   private readonly speculations = new Map<number, ProvisionalRecord[]>();
   private readonly steps = new WeakMap<KvStep, StepState>();
   private readonly batches: DecodeBatches<StepState>;
-  /** Window records: roped queries into the ring by a dispatch, so a forward stays one compute pass. */
+  /** Window records and provisional steps' query copies, by dispatches, so a forward stays one compute pass. */
   private readonly copyRows: CopyRowsKernel;
   private kernels: {
     quant: BlockLayout | null;
@@ -109,7 +98,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     this.observationWindow = options.observationWindow;
     this.accumulateStats = options.accumulateStats;
     this.splitContext = options.splitContext ?? true;
-    const { layers, headDim } = meta.shape;
+    const { layers } = meta.shape;
     this.batches = new DecodeBatches(gpu, layers, meta.shape.kvHeads);
     this.copyRows = new CopyRowsKernel(gpu);
     const statsBytes = meta.tables.numRows * storage.maxTokensPerHead * 4;
@@ -118,12 +107,8 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       attnSqSum: createStorageBuffer(gpu, 'kv:attn-sq-sum', statsBytes),
       attnCount: createStorageBuffer(gpu, 'kv:attn-count', statsBytes),
     };
-    const ring = layers * meta.seqSlots * options.observationWindow;
-    this.window = {
-      queries: createStorageBuffer(gpu, 'kv:window-queries', ring * options.nHeads * headDim * 4),
-      positions: createStorageBuffer(gpu, 'kv:window-positions', ring * 4),
-      capacity: options.observationWindow,
-    };
+    this.observation = new ObservationWindow(storage, this.copyRows, options.nHeads, options.observationWindow);
+    this.window = this.observation.bindings;
   }
 
   /** The attention kernels for the storage's current layouts (the quantized layout appears on first quantization). */
@@ -152,20 +137,17 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
 
   /** How many of the newest queries of (sequence, layer) the observation window holds. */
   windowCount(seqId: number, layer: number): number {
-    return this.windowValid.get(layer * this.storage.meta.seqSlots + this.storage.meta.slotOf(seqId)) ?? 0;
+    return this.observation.state(this.storage.meta.slotOf(seqId), layer).valid;
   }
 
   /** The window bookkeeping of (slot, layer): valid queries and one past the newest position (for snapshots). */
   windowState(slot: number, layer: number): { valid: number; end: number } {
-    const base = layer * this.storage.meta.seqSlots + slot;
-    return { valid: this.windowValid.get(base) ?? 0, end: this.windowEnd.get(base) ?? 0 };
+    return this.observation.state(slot, layer);
   }
 
   /** Sets the window bookkeeping of (slot, layer) after its ring was uploaded (a restored snapshot). */
   setWindowState(slot: number, layer: number, valid: number, end: number): void {
-    const base = layer * this.storage.meta.seqSlots + slot;
-    this.windowValid.set(base, valid);
-    this.windowEnd.set(base, end);
+    this.observation.setState(slot, layer, valid, end);
   }
 
   // ------------------------------------------------------------------ steps
@@ -196,10 +178,10 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       numTokens: plan.numTokens,
       positions,
       plan,
-      destSlots: this.scratch('kv:dest-slots', plan.destSlots),
-      positionsBuffer: this.scratch('kv:positions', positions),
-      querySlots: this.scratch('kv:query-slots', new Uint32Array(plan.numTokens).fill(plan.slot)),
-      segments: this.scratch('kv:segments', new Uint32Array([plan.slot, 0, plan.numTokens])),
+      destSlots: this.storage.gpu.buffers.upload(plan.destSlots, 'kv:dest-slots'),
+      positionsBuffer: this.storage.gpu.buffers.upload(positions, 'kv:positions'),
+      querySlots: this.storage.gpu.buffers.upload(new Uint32Array(plan.numTokens).fill(plan.slot), 'kv:query-slots'),
+      segments: this.storage.gpu.buffers.upload(new Uint32Array([plan.slot, 0, plan.numTokens]), 'kv:segments'),
       probs: null,
       probsStride: Math.max(1, this.longestHead(plan.seqId)),
       provisional: null,
@@ -237,14 +219,6 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     return longest;
   }
 
-  private scratch(label: string, data: Uint32Array): GPUBuffer {
-    const { gpu } = this.storage;
-    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
-    const buffer = gpu.buffers.acquire(Math.max(4, data.byteLength), usage, label);
-    gpu.device.queue.writeBuffer(buffer, 0, data as Uint32Array<ArrayBuffer>);
-    return buffer;
-  }
-
   private state(step: KvStep): StepState {
     const state = this.steps.get(step);
     if (!state) throw new InvalidArgumentError('step', 'not a step of this cache (use beginStep)');
@@ -277,7 +251,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const state = this.state(step);
     const pass = io.pass ? { pass: io.pass } : {};
     const window = (): void => {
-      const rows = this.encodeWindowRecord(encoder, io.pass, layer, io.queries, [{ slot: state.plan.slot, firstRow: 0, positions: state.positions }]);
+      const rows = this.observation.encodeRecord(encoder, io.pass, layer, io.queries, [{ slot: state.plan.slot, firstRow: 0, positions: state.positions }]);
       if (rows) state.windowRows.push(rows);
     };
     this.encodeWrite(encoder, step, layer, io.keys, io.values, io.pass);
@@ -362,7 +336,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const batch = this.batches.buffers(states, member);
     const pass = io.pass ? { pass: io.pass } : {};
     this.storage.encodeAppend(encoder, { layer, numTokens: batch.size, keys: io.keys, values: io.values, destSlots: batch.destSlots, positions: batch.positions, ...pass });
-    const rows = this.encodeWindowRecord(encoder, io.pass, layer, io.queries, states.map((state, b) => ({ slot: state.plan.slot, firstRow: b, positions: state.positions })));
+    const rows = this.observation.encodeRecord(encoder, io.pass, layer, io.queries, states.map((state, b) => ({ slot: state.plan.slot, firstRow: b, positions: state.positions })));
     if (rows) states[0]?.windowRows.push(rows);
     const { querySlots, positions: queryPositions, maxContext } = batch;
     flash.encode(encoder, {
@@ -371,40 +345,6 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       ...(this.accumulateStats ? { stats: { segments: batch.segments, numSegments: batch.size, target: this.statistics } } : {}),
     });
     return true;
-  }
-
-  /**
-   * Records into `layer`'s window ring the newest queries of each source (rows of `queries` from `firstRow`, one
-   * per position), in one copy dispatch. Returns its row list, which the caller releases after the submit.
-   */
-  private encodeWindowRecord(
-    encoder: GPUCommandEncoder,
-    pass: GPUComputePassEncoder | undefined,
-    layer: number,
-    queries: GPUBuffer,
-    sources: readonly { readonly slot: number; readonly firstRow: number; readonly positions: Uint32Array }[],
-  ): GPUBuffer | null {
-    const { meta, gpu } = this.storage;
-    const window = this.observationWindow;
-    const rows: number[] = [];
-    for (const { slot, firstRow, positions: stepPositions } of sources) {
-      const base = layer * meta.seqSlots + slot;
-      const numTokens = stepPositions.length;
-      if (numTokens === 0) continue;
-      for (let t = Math.max(0, numTokens - window); t < numTokens; t++) {
-        const position = stepPositions[t] ?? 0;
-        const ring = position % window;
-        rows.push(firstRow + t, base * window + ring);
-        gpu.device.queue.writeBuffer(this.window.positions, (base * window + ring) * 4, new Uint32Array([position]));
-      }
-      this.windowValid.set(base, Math.min(window, (this.windowValid.get(base) ?? 0) + numTokens));
-      this.windowEnd.set(base, (stepPositions[numTokens - 1] ?? 0) + 1);
-    }
-    if (rows.length === 0) return null;
-    const rowList = this.scratch('kv:window-rows', Uint32Array.from(rows));
-    const wordsPerRow = this.nHeads * meta.shape.headDim;
-    this.copyRows.encode(encoder, { src: queries, dst: this.window.queries, rows: rowList, numRows: rows.length / 2, wordsPerRow, ...(pass ? { pass } : {}) });
-    return rowList;
   }
 
   /** The probabilities buffer of a step's last encoded layer: f32 [n][nHeads][probsStride]. */
@@ -457,10 +397,10 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const scratch: GPUBuffer[] = [];
     for (const record of records) {
       const kept = Math.max(0, Math.min(record.numTokens, length - record.firstPosition));
-      const segments = Array.from({ length: kept }, (_, t) => this.scratch('kv:segments', new Uint32Array([record.slot, t, 1])));
+      const segments = Array.from({ length: kept }, (_, t) => this.storage.gpu.buffers.upload(new Uint32Array([record.slot, t, 1]), 'kv:segments'));
       scratch.push(...segments);
       for (let layer = 0; layer < meta.shape.layers && kept > 0; layer++) {
-        const rows = this.encodeWindowRecord(encoder, undefined, layer, record.queries, [
+        const rows = this.observation.encodeRecord(encoder, undefined, layer, record.queries, [
           { slot: record.slot, firstRow: layer * record.numTokens, positions: record.positions.subarray(0, kept) },
         ]);
         if (rows) scratch.push(rows);
@@ -502,7 +442,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
    * and drops the window's queries of removed positions (settle the speculation first).
    */
   truncated(plan: TruncatePlan): void {
-    const { gpu, meta } = this.storage;
+    const { gpu } = this.storage;
     const encoder = gpu.device.createCommandEncoder({ label: 'kv:truncate' });
     const stride = this.storage.maxTokensPerHead;
     for (const head of plan.heads) {
@@ -512,14 +452,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
       }
     }
     gpu.submit([encoder.finish()]);
-    for (let layer = 0; layer < meta.shape.layers; layer++) {
-      const base = layer * meta.seqSlots + plan.slot;
-      const end = this.windowEnd.get(base) ?? 0;
-      if (end <= plan.lengthAfter) continue;
-      // The window holds the queries of the positions just before `end`; the scoring kernels read it that way.
-      this.windowValid.set(base, Math.max(0, (this.windowValid.get(base) ?? 0) - (end - plan.lengthAfter)));
-      this.windowEnd.set(base, plan.lengthAfter);
-    }
+    this.observation.truncated(plan.slot, plan.lengthAfter);
   }
 
   // ------------------------------------------------------------------ host attention
@@ -541,9 +474,8 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     const { meta, gpu } = this.storage;
     const encoder = gpu.device.createCommandEncoder({ label: 'kv:clear-slot' });
     const statsRowBytes = meta.shape.kvHeads * this.storage.maxTokensPerHead * 4;
+    this.observation.clearSlot(slot);
     for (let layer = 0; layer < meta.shape.layers; layer++) {
-      this.windowValid.delete(layer * meta.seqSlots + slot);
-      this.windowEnd.delete(layer * meta.seqSlots + slot);
       const offset = (layer * meta.seqSlots + slot) * statsRowBytes;
       for (const stats of Object.values(this.statistics)) encoder.clearBuffer(stats, offset, statsRowBytes);
     }
@@ -553,28 +485,15 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
   /** Copies a slot's statistics and window to another slot (a fork inherits what its source observed). */
   copySlot(srcSlot: number, dstSlot: number): void {
     const { meta, gpu } = this.storage;
-    const { layers, kvHeads, headDim } = meta.shape;
     const encoder = gpu.device.createCommandEncoder({ label: 'kv:fork' });
-    const statsRowWords = kvHeads * this.storage.maxTokensPerHead;
-    const windowWords = this.observationWindow * this.nHeads * headDim;
+    const statsRowWords = meta.shape.kvHeads * this.storage.maxTokensPerHead;
     const statsRanges: WordRange[] = [];
-    const windowRanges: WordRange[] = [];
-    const positionRanges: WordRange[] = [];
-    for (let layer = 0; layer < layers; layer++) {
-      const from = layer * meta.seqSlots + srcSlot;
-      const to = layer * meta.seqSlots + dstSlot;
-      statsRanges.push({ src: from * statsRowWords, dst: to * statsRowWords });
-      windowRanges.push({ src: from * windowWords, dst: to * windowWords });
-      positionRanges.push({ src: from * this.observationWindow, dst: to * this.observationWindow });
-      const valid = this.windowValid.get(from);
-      if (valid !== undefined) this.windowValid.set(to, valid);
-      const end = this.windowEnd.get(from);
-      if (end !== undefined) this.windowEnd.set(to, end);
+    for (let layer = 0; layer < meta.shape.layers; layer++) {
+      statsRanges.push({ src: (layer * meta.seqSlots + srcSlot) * statsRowWords, dst: (layer * meta.seqSlots + dstSlot) * statsRowWords });
     }
     const scratch = [
       ...Object.values(this.statistics).map((stats) => this.storage.encodeCopyRanges(encoder, stats, statsRanges, statsRowWords)),
-      this.storage.encodeCopyRanges(encoder, this.window.queries, windowRanges, windowWords),
-      this.storage.encodeCopyRanges(encoder, this.window.positions, positionRanges, this.observationWindow),
+      ...this.observation.encodeCopySlot(encoder, srcSlot, dstSlot),
     ];
     gpu.submit([encoder.finish()]);
     this.storage.destroyAfterSubmit(scratch);
@@ -593,6 +512,7 @@ export class PagedAttentionBackend implements GpuAttentionBackend {
     this.kernels?.flash?.destroy();
     this.kernels?.prefill.destroy();
     for (const seqId of [...this.speculations.keys()]) this.dropSpeculation(seqId);
-    for (const buffer of [...Object.values(this.statistics), this.window.queries, this.window.positions]) buffer.destroy();
+    for (const buffer of Object.values(this.statistics)) buffer.destroy();
+    this.observation.destroy();
   }
 }

@@ -96,6 +96,17 @@ export class BufferPool {
     return buffer;
   }
 
+  /**
+   * A STORAGE | COPY_SRC | COPY_DST buffer holding `data` from offset 0 (at least 4 bytes, so empty data still
+   * binds). The write goes through `queue.writeBuffer`, ordered before the next submit.
+   */
+  upload(data: Uint32Array, label = 'pooled'): GPUBuffer {
+    const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC;
+    const buffer = this.acquire(Math.max(4, data.byteLength), usage, label);
+    this.gpu.device.queue.writeBuffer(buffer, 0, data as Uint32Array<ArrayBuffer>);
+    return buffer;
+  }
+
   /** Returns a buffer; it becomes reusable after the latest submission completes. */
   release(buffer: GPUBuffer): void {
     if (!this.owned.has(buffer)) {

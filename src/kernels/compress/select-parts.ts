@@ -1,5 +1,6 @@
 import partsBody from '../../../shaders/select_threshold_parts.wgsl';
 import selectCommonLibrary from '../../../shaders/select_common.wgsl';
+import selectBinSearchLibrary from '../../../shaders/select_bin_search.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import type { GpuContext } from '../../gpu/context.js';
 import { encodeDispatch, kernelPipeline, type KernelSpec } from '../../gpu/kernel.js';
@@ -69,7 +70,7 @@ export class SegmentPartsThreshold {
     this.spec = {
       name: 'select_threshold_parts',
       body: partsBody,
-      libraries: [selectCommonLibrary],
+      libraries: [selectCommonLibrary, selectBinSearchLibrary],
       constants: { WORKGROUP_SIZE: { type: 'u32', value: workgroupSize } },
       uniforms: [PARTS_PARAMS],
     };

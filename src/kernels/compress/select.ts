@@ -2,6 +2,7 @@ import thresholdBody from '../../../shaders/select_threshold.wgsl';
 import compactBody from '../../../shaders/select_compact.wgsl';
 import memberCountsBody from '../../../shaders/select_member_counts.wgsl';
 import selectCommonLibrary from '../../../shaders/select_common.wgsl';
+import selectBinSearchLibrary from '../../../shaders/select_bin_search.wgsl';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
 import type { GpuContext } from '../../gpu/context.js';
@@ -311,7 +312,7 @@ export class TopKSelectKernel {
     this.thresholdSpec = {
       name: 'select_threshold',
       body: thresholdBody,
-      libraries: [selectCommonLibrary],
+      libraries: [selectCommonLibrary, selectBinSearchLibrary],
       constants: {
         WORKGROUP_SIZE: { type: 'u32', value: thresholdSize },
         CONTIGUOUS_RUNS: { type: 'u32', value: (options.contiguousRuns ?? gpu.adapter.isFallbackAdapter) ? 1 : 0 },
