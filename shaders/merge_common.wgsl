@@ -1,6 +1,6 @@
 // Helpers of the merge kernels (not a kernel itself): a token's channels four at a time, and the fixed SimHash of a
 // key that MergeMode 'nearest' finds its candidates with (keyHash in src/compress/merge.ts is the same arithmetic,
-// in the same f32 order). The including kernel declares `block_table`, `full_pool`, `quant_pool` and `params` with
+// in the same f32 order). The including kernel declares `block_table`, `full_pool`, `full_pool8`, `quant_pool` and `params` with
 // `max_blocks`, and includes shaders/kv_read.wgsl.
 
 // Channels 4q .. 4q + 3 of token `slot` of the block that `entry` names (zeros past HEAD_DIM). f16 blocks are read
@@ -18,6 +18,91 @@ fn kv_quad(entry: u32, slot: u32, q: u32, v_part: bool) -> vec4<f32> {
     }
   }
   return v;
+}
+
+// Channels 8o .. 8o + 7 of a token, as two quads.
+struct Octet {
+  lo: vec4<f32>,
+  hi: vec4<f32>,
+}
+
+// Whether an f16 token row is whole vec4<u32>s of `full_pool8` (the including kernel binds the full pool again as
+// array<vec4<u32>>): then eight channels are one load. SwiftShader pays per load instruction and lane, not per byte.
+const FULL_OCTETS: bool = FULL_F16 && HEAD_DIM % 8u == 0u && FULL_WORDS_PER_BLOCK % 4u == 0u && FULL_V_OFFSET % 4u == 0u;
+
+// Octets per head row (the last one part zeros when HEAD_DIM is not a multiple of 8).
+const HEAD_OCTETS: u32 = (HEAD_VECS + 1u) / 2u;
+
+// Channels 8o .. 8o + 7 of token `slot` of the block that `entry` names (zeros past HEAD_DIM).
+fn kv_octet(entry: u32, slot: u32, o: u32, v_part: bool) -> Octet {
+  if (FULL_OCTETS && !(HAS_QUANT && kv_is_quant(entry))) {
+    let w = kv_block(entry) * FULL_WORDS_PER_BLOCK + select(0u, FULL_V_OFFSET, v_part) + (slot * HEAD_DIM + 8u * o) / 2u;
+    let x = full_pool8[w / 4u];
+    return Octet(vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)), vec4<f32>(unpack2x16float(x.z), unpack2x16float(x.w)));
+  }
+  if (HAS_QUANT && HEAD_DIM % 8u == 0u && kv_is_quant(entry)) {
+    return quant_octet(kv_block(entry), slot, o, v_part);
+  }
+  var hi = vec4<f32>(0.0);
+  if (2u * o + 1u < HEAD_VECS) {
+    hi = kv_quad(entry, slot, 2u * o + 1u, v_part);
+  }
+  return Octet(kv_quad(entry, slot, 2u * o, v_part), hi);
+}
+
+// quant_value (shaders/kv_read.wgsl) for channels 8o .. 8o + 7 (HEAD_DIM a multiple of 8), its arithmetic, with
+// the loads shared: at 4 bits the eight codes are one word, and a value group of 8 or more channels one
+// scale/zero word (16 loads otherwise).
+fn quant_octet(block: u32, slot: u32, o: u32, v_part: bool) -> Octet {
+  let base = block * QUANT_WORDS_PER_BLOCK;
+  let d0 = 8u * o;
+  let bit = (slot * HEAD_DIM + d0) * QUANT_BITS;
+  let codes_at = base + select(0u, QUANT_V_OFFSET, v_part);
+  var lo: vec4<u32>;
+  var hi: vec4<u32>;
+  if (QUANT_BITS == 4u) {
+    let w = vec4<u32>(quant_pool[codes_at + bit / 32u]);
+    lo = (w >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u);
+    hi = (w >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u);
+  } else {
+    let mask = (1u << QUANT_BITS) - 1u;
+    for (var c = 0u; c < 4u; c++) {
+      let b0 = bit + c * QUANT_BITS;
+      let b1 = bit + (c + 4u) * QUANT_BITS;
+      lo[c] = (quant_pool[codes_at + b0 / 32u] >> (b0 % 32u)) & mask;
+      hi[c] = (quant_pool[codes_at + b1 / 32u] >> (b1 % 32u)) & mask;
+    }
+  }
+  var scale_lo: vec4<f32>;
+  var zero_lo: vec4<f32>;
+  var scale_hi: vec4<f32>;
+  var zero_hi: vec4<f32>;
+  if (v_part && QUANT_GROUP % 8u == 0u) {
+    let p = unpack2x16float(quant_pool[base + QUANT_VP_OFFSET + slot * (HEAD_DIM / QUANT_GROUP) + d0 / QUANT_GROUP]);
+    scale_lo = vec4<f32>(p.x);
+    zero_lo = vec4<f32>(p.y);
+    scale_hi = scale_lo;
+    zero_hi = zero_lo;
+  } else {
+    for (var c = 0u; c < 4u; c++) {
+      var at0: u32;
+      var at1: u32;
+      if (v_part) {
+        at0 = QUANT_VP_OFFSET + slot * (HEAD_DIM / QUANT_GROUP) + (d0 + c) / QUANT_GROUP;
+        at1 = QUANT_VP_OFFSET + slot * (HEAD_DIM / QUANT_GROUP) + (d0 + c + 4u) / QUANT_GROUP;
+      } else {
+        at0 = QUANT_KP_OFFSET + (slot / QUANT_GROUP) * HEAD_DIM + d0 + c;
+        at1 = at0 + 4u;
+      }
+      let p0 = unpack2x16float(quant_pool[base + at0]);
+      let p1 = unpack2x16float(quant_pool[base + at1]);
+      scale_lo[c] = p0.x;
+      zero_lo[c] = p0.y;
+      scale_hi[c] = p1.x;
+      zero_hi[c] = p1.y;
+    }
+  }
+  return Octet(vec4<f32>(lo) * scale_lo + zero_lo, vec4<f32>(hi) * scale_hi + zero_hi);
 }
 
 fn token_entry_of(row: u32, t: u32) -> u32 {
@@ -58,14 +143,18 @@ fn key_hash(entry: u32, slot: u32) -> u32 {
   var u6 = u0;
   var u7 = u0;
   for (var i = 0u; i < HEAD_VECS; i += 8u) {
-    u0 += hash_term(entry, slot, i);
-    u1 += hash_term(entry, slot, i + 1u);
-    u2 += hash_term(entry, slot, i + 2u);
-    u3 += hash_term(entry, slot, i + 3u);
-    u4 += hash_term(entry, slot, i + 4u);
-    u5 += hash_term(entry, slot, i + 5u);
-    u6 += hash_term(entry, slot, i + 6u);
-    u7 += hash_term(entry, slot, i + 7u);
+    let k0 = hash_terms(entry, slot, i);
+    let k1 = hash_terms(entry, slot, i + 2u);
+    let k2 = hash_terms(entry, slot, i + 4u);
+    let k3 = hash_terms(entry, slot, i + 6u);
+    u0 += k0.lo;
+    u1 += k0.hi;
+    u2 += k1.lo;
+    u3 += k1.hi;
+    u4 += k2.lo;
+    u5 += k2.hi;
+    u6 += k3.lo;
+    u7 += k3.hi;
   }
   // Butterflies h = 1, 2 inside each vec4, then h = 4, 8, 16 between vec4s (groups m and m + h/4).
   u0 = hadamard4(u0);
@@ -98,13 +187,13 @@ fn key_hash(entry: u32, slot: u32) -> u32 {
   return b.x | b.y | b.z | b.w;
 }
 
-// Channels 4i .. 4i + 3 of the key with the hash's sign flips (zeros past HEAD_VECS).
-fn hash_term(entry: u32, slot: u32, i: u32) -> vec4<f32> {
+// Channels 4i .. 4i + 7 of the key (i even) with the hash's sign flips (zeros past HEAD_VECS).
+fn hash_terms(entry: u32, slot: u32, i: u32) -> Octet {
   if (i >= HEAD_VECS) {
-    return vec4<f32>(0.0);
+    return Octet(vec4<f32>(0.0), vec4<f32>(0.0));
   }
-  let k = kv_quad(entry, slot, i, false);
-  return select(k, -k, hash_flips(i));
+  let k = kv_octet(entry, slot, i / 2u, false);
+  return Octet(select(k.lo, -k.lo, hash_flips(i)), select(k.hi, -k.hi, hash_flips(i + 1u)));
 }
 
 // The butterflies h = 1, 2 of the Walsh–Hadamard transform inside one vec4.

@@ -236,7 +236,7 @@ export class GpuCompressionStages implements CompressionStages {
       mass:
         this.massBuffer(job) === this.buffers.mass
           ? this.buffers.mass
-          : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount, out: this.buffers.mass },
+          : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount },
       // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
       targets: this.buffers.scores,
       merged,
