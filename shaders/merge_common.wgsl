@@ -3,10 +3,16 @@
 // in the same f32 order). The including kernel declares `block_table`, `full_pool`, `full_pool8`, `quant_pool` and `params` with
 // `max_blocks`, and includes shaders/kv_read.wgsl.
 
+// Whether a token's block is a quantized one. FULL_SOURCES (no merged head has a quantized block) compiles the
+// quantized reads out: SwiftShader pays for them even when no lane takes them (int4 caches merged 1.5-2x slower).
+fn source_quant(entry: u32) -> bool {
+  return HAS_QUANT && !FULL_SOURCES && kv_is_quant(entry);
+}
+
 // Channels 4q .. 4q + 3 of token `slot` of the block that `entry` names (zeros past HEAD_DIM). f16 blocks are read
 // two channels per word; SwiftShader pays per load and per index computation, not per byte.
 fn kv_quad(entry: u32, slot: u32, q: u32, v_part: bool) -> vec4<f32> {
-  if (FULL_F16 && HEAD_DIM % 4u == 0u && !(HAS_QUANT && kv_is_quant(entry))) {
+  if (FULL_F16 && HEAD_DIM % 4u == 0u && !source_quant(entry)) {
     let w = kv_block(entry) * FULL_WORDS_PER_BLOCK + select(0u, FULL_V_OFFSET, v_part) + (slot * HEAD_DIM + 4u * q) / 2u;
     return vec4<f32>(unpack2x16float(full_pool[w]), unpack2x16float(full_pool[w + 1u]));
   }
@@ -14,7 +20,11 @@ fn kv_quad(entry: u32, slot: u32, q: u32, v_part: bool) -> vec4<f32> {
   for (var c = 0u; c < 4u; c++) {
     let d = 4u * q + c;
     if (d < HEAD_DIM) {
-      v[c] = kv_value(entry, slot, d, v_part);
+      if (FULL_SOURCES) {
+        v[c] = full_value(kv_block(entry), slot, d, v_part);
+      } else {
+        v[c] = kv_value(entry, slot, d, v_part);
+      }
     }
   }
   return v;
@@ -35,12 +45,12 @@ const HEAD_OCTETS: u32 = (HEAD_VECS + 1u) / 2u;
 
 // Channels 8o .. 8o + 7 of token `slot` of the block that `entry` names (zeros past HEAD_DIM).
 fn kv_octet(entry: u32, slot: u32, o: u32, v_part: bool) -> Octet {
-  if (FULL_OCTETS && !(HAS_QUANT && kv_is_quant(entry))) {
+  if (FULL_OCTETS && !source_quant(entry)) {
     let w = kv_block(entry) * FULL_WORDS_PER_BLOCK + select(0u, FULL_V_OFFSET, v_part) + (slot * HEAD_DIM + 8u * o) / 2u;
     let x = full_pool8[w / 4u];
     return Octet(vec4<f32>(unpack2x16float(x.x), unpack2x16float(x.y)), vec4<f32>(unpack2x16float(x.z), unpack2x16float(x.w)));
   }
-  if (HAS_QUANT && HEAD_DIM % 8u == 0u && kv_is_quant(entry)) {
+  if (QUANT_OCTETS && source_quant(entry)) {
     return quant_octet(kv_block(entry), slot, o, v_part);
   }
   var hi = vec4<f32>(0.0);
@@ -50,59 +60,37 @@ fn kv_octet(entry: u32, slot: u32, o: u32, v_part: bool) -> Octet {
   return Octet(kv_quad(entry, slot, 2u * o, v_part), hi);
 }
 
-// quant_value (shaders/kv_read.wgsl) for channels 8o .. 8o + 7 (HEAD_DIM a multiple of 8), its arithmetic, with
-// the loads shared: at 4 bits the eight codes are one word, and a value group of 8 or more channels one
-// scale/zero word (16 loads otherwise).
+// Whether quant_octet reads a quantized token's eight channels with shared loads: 4-bit codes (eight are one
+// word) and value groups of 8 or more channels (one scale/zero word); otherwise kv_octet reads them per channel.
+const QUANT_OCTETS: bool = HAS_QUANT && HEAD_DIM % 8u == 0u && QUANT_BITS == 4u && QUANT_GROUP % 8u == 0u;
+
+// Scale (x) and zero (y) of four key channels from their four scale/zero words at `at`.
+fn key_params4(at: u32) -> mat2x4<f32> {
+  let a = unpack2x16float(quant_pool[at]);
+  let b = unpack2x16float(quant_pool[at + 1u]);
+  let c = unpack2x16float(quant_pool[at + 2u]);
+  let d = unpack2x16float(quant_pool[at + 3u]);
+  return mat2x4<f32>(vec4<f32>(a.x, b.x, c.x, d.x), vec4<f32>(a.y, b.y, c.y, d.y));
+}
+
+// quant_value (shaders/kv_read.wgsl) for channels 8o .. 8o + 7 under QUANT_OCTETS, its arithmetic with the loads
+// shared: one code word, and one scale/zero word for a value's eight channels (eight for a key's, whose
+// parameters are per channel): 2 or 9 loads instead of 16. Written out, no loops: SwiftShader keeps a vector
+// indexed by a loop variable in memory.
 fn quant_octet(block: u32, slot: u32, o: u32, v_part: bool) -> Octet {
   let base = block * QUANT_WORDS_PER_BLOCK;
   let d0 = 8u * o;
-  let bit = (slot * HEAD_DIM + d0) * QUANT_BITS;
-  let codes_at = base + select(0u, QUANT_V_OFFSET, v_part);
-  var lo: vec4<u32>;
-  var hi: vec4<u32>;
-  if (QUANT_BITS == 4u) {
-    let w = vec4<u32>(quant_pool[codes_at + bit / 32u]);
-    lo = (w >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u);
-    hi = (w >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u);
-  } else {
-    let mask = (1u << QUANT_BITS) - 1u;
-    for (var c = 0u; c < 4u; c++) {
-      let b0 = bit + c * QUANT_BITS;
-      let b1 = bit + (c + 4u) * QUANT_BITS;
-      lo[c] = (quant_pool[codes_at + b0 / 32u] >> (b0 % 32u)) & mask;
-      hi[c] = (quant_pool[codes_at + b1 / 32u] >> (b1 % 32u)) & mask;
-    }
-  }
-  var scale_lo: vec4<f32>;
-  var zero_lo: vec4<f32>;
-  var scale_hi: vec4<f32>;
-  var zero_hi: vec4<f32>;
-  if (v_part && QUANT_GROUP % 8u == 0u) {
+  let w = vec4<u32>(quant_pool[base + select(0u, QUANT_V_OFFSET, v_part) + (slot * HEAD_DIM + d0) / 8u]);
+  let lo = vec4<f32>((w >> vec4<u32>(0u, 4u, 8u, 12u)) & vec4<u32>(15u));
+  let hi = vec4<f32>((w >> vec4<u32>(16u, 20u, 24u, 28u)) & vec4<u32>(15u));
+  if (v_part) {
     let p = unpack2x16float(quant_pool[base + QUANT_VP_OFFSET + slot * (HEAD_DIM / QUANT_GROUP) + d0 / QUANT_GROUP]);
-    scale_lo = vec4<f32>(p.x);
-    zero_lo = vec4<f32>(p.y);
-    scale_hi = scale_lo;
-    zero_hi = zero_lo;
-  } else {
-    for (var c = 0u; c < 4u; c++) {
-      var at0: u32;
-      var at1: u32;
-      if (v_part) {
-        at0 = QUANT_VP_OFFSET + slot * (HEAD_DIM / QUANT_GROUP) + (d0 + c) / QUANT_GROUP;
-        at1 = QUANT_VP_OFFSET + slot * (HEAD_DIM / QUANT_GROUP) + (d0 + c + 4u) / QUANT_GROUP;
-      } else {
-        at0 = QUANT_KP_OFFSET + (slot / QUANT_GROUP) * HEAD_DIM + d0 + c;
-        at1 = at0 + 4u;
-      }
-      let p0 = unpack2x16float(quant_pool[base + at0]);
-      let p1 = unpack2x16float(quant_pool[base + at1]);
-      scale_lo[c] = p0.x;
-      zero_lo[c] = p0.y;
-      scale_hi[c] = p1.x;
-      zero_hi[c] = p1.y;
-    }
+    return Octet(lo * p.x + p.y, hi * p.x + p.y);
   }
-  return Octet(vec4<f32>(lo) * scale_lo + zero_lo, vec4<f32>(hi) * scale_hi + zero_hi);
+  let at = base + QUANT_KP_OFFSET + (slot / QUANT_GROUP) * HEAD_DIM + d0;
+  let p0 = key_params4(at);
+  let p1 = key_params4(at + 4u);
+  return Octet(lo * p0[0] + p0[1], hi * p1[0] + p1[1]);
 }
 
 fn token_entry_of(row: u32, t: u32) -> u32 {

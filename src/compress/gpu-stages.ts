@@ -232,6 +232,7 @@ export class GpuCompressionStages implements CompressionStages {
       keptTotal,
       stride: this.indexStride,
       keptIndex: this.buffers.keptIndex,
+      fullSources: heads.every((h) => this.meta.tables.entryView(h.row).every((entry) => (entry & QUANT_POOL_BIT) === 0)),
       // Window policies weigh by the window's attention; statistics policies by the mean attention per query.
       mass:
         this.massBuffer(job) === this.buffers.mass

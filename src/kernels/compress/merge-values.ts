@@ -159,6 +159,8 @@ export interface MergeValuesRun {
   readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer };
   /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
   readonly targets: GPUBuffer;
+  /** No merged head has a quantized block: the kernels without the quantized reads run (SwiftShader pays for them). */
+  readonly fullSources?: boolean;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
   readonly merged: GPUBuffer;
 }
@@ -185,6 +187,10 @@ export interface MergeValuesRun {
 export class MergeValuesKernel {
   private readonly targetsSpec: KernelSpec;
   private readonly keptKeysSpec: KernelSpec;
+  private static sources(spec: KernelSpec, full: boolean): KernelSpec {
+    return { ...spec, constants: { ...spec.constants, FULL_SOURCES: { type: 'bool', value: full } } };
+  }
+
   private readonly specs: { readonly values: (mean: boolean) => KernelSpec; readonly cam: (mean: boolean) => KernelSpec };
   private readonly headDim: number;
   private readonly workgroupSize: number;
@@ -259,12 +265,13 @@ export class MergeValuesKernel {
     const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     const headOctets = Math.ceil(Math.ceil(headDim / 4) / 2);
+    const full = run.fullSources ?? false;
     const pass = encoder.beginComputePass({ label: `merge_${run.mode}` });
     if (run.mode === 'cam') {
       const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * headOctets) / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged];
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.specs.cam(meanMass)), bindings, run.numHeads * chunks);
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
       pass.end();
       return;
     }
@@ -273,13 +280,13 @@ export class MergeValuesKernel {
     const hashOffset = keysOffset + run.keptTotal * 4 * Math.ceil(headDim / 4);
     const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
-    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.keptKeysSpec), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
     const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
-    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, weights_offset: run.keptTotal * this.headDim }));
     const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.targets, run.merged, run.cache.fullPool, count];
-    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.specs.values(meanMass)), bindings, run.numHeads);
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads);
     pass.end();
   }
 }
