@@ -13,6 +13,7 @@
 @group(0) @binding(4) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // normalized keys at keys_offset, hashes at hash_offset
+@group(0) @binding(7) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -34,23 +35,34 @@ fn main(
   }
   let j = kept_index[row * params.stride + s];
   let entry = token_entry_of(row, j);
-  var key: array<vec4<f32>, HEAD_VECS>;
+  // The key is read twice (its norm, then the scaled channels) rather than kept in a private array, which
+  // SwiftShader keeps in memory: as many loads, and no stores.
+  let slot = j % BLOCK_SIZE;
   var n = 0.0;
-  for (var i = 0u; i < HEAD_VECS; i++) {
-    key[i] = kv_quad(entry, j % BLOCK_SIZE, i, false);
-    n += dot(key[i], key[i]);
+  for (var o = 0u; o < HEAD_OCTETS; o++) {
+    let k = kv_octet(entry, slot, o, false);
+    n += dot(k.lo, k.lo);
+    n += dot(k.hi, k.hi);
   }
   var scale = 0.0;
   if (n > 0.0) {
     scale = inverseSqrt(n);
   }
   let base = params.keys_offset + (out + s) * 4u * HEAD_VECS;
-  for (var i = 0u; i < HEAD_VECS; i++) {
-    let x = key[i] * scale;
-    merged[base + 4u * i] = x.x;
-    merged[base + 4u * i + 1u] = x.y;
-    merged[base + 4u * i + 2u] = x.z;
-    merged[base + 4u * i + 3u] = x.w;
+  for (var o = 0u; o < HEAD_OCTETS; o++) {
+    let k = kv_octet(entry, slot, o, false);
+    let x = k.lo * scale;
+    merged[base + 8u * o] = x.x;
+    merged[base + 8u * o + 1u] = x.y;
+    merged[base + 8u * o + 2u] = x.z;
+    merged[base + 8u * o + 3u] = x.w;
+    if (2u * o + 1u < HEAD_VECS) {
+      let y = k.hi * scale;
+      merged[base + 8u * o + 4u] = y.x;
+      merged[base + 8u * o + 5u] = y.y;
+      merged[base + 8u * o + 6u] = y.z;
+      merged[base + 8u * o + 7u] = y.w;
+    }
   }
   let bits = key_hash(entry, j % BLOCK_SIZE);
   merged[params.hash_offset + 2u * (out + s)] = f32(bits & 0xffffu);

@@ -16,6 +16,7 @@
 @group(0) @binding(5) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(6) var<storage, read_write> targets: array<u32>; // [row][stride]
 @group(0) @binding(7) var<storage, read> merged: array<vec4<f32>>;  // normalized kept keys (keys_offset: a multiple of 4), kept hashes
+@group(0) @binding(8) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 
 const KEPT: u32 = 0xffffffffu;
 
@@ -101,9 +102,14 @@ fn main(
   let valid = cand_slot < vec4<u32>(kept);
   let keys = params.keys_offset / 4u + (vec4<u32>(out) + select(vec4<u32>(0u), cand_slot, valid)) * HEAD_VECS;
   var score = vec4<f32>(0.0);
-  for (var i = 0u; i < HEAD_VECS; i++) {
-    let e = kv_quad(entry, t % BLOCK_SIZE, i, false);
-    score += vec4<f32>(dot(e, merged[keys.x + i]), dot(e, merged[keys.y + i]), dot(e, merged[keys.z + i]), dot(e, merged[keys.w + i]));
+  for (var o = 0u; o < HEAD_OCTETS; o++) {
+    let e = kv_octet(entry, t % BLOCK_SIZE, o, false);
+    let i = 2u * o;
+    score += vec4<f32>(dot(e.lo, merged[keys.x + i]), dot(e.lo, merged[keys.y + i]), dot(e.lo, merged[keys.z + i]), dot(e.lo, merged[keys.w + i]));
+    if (i + 1u < HEAD_VECS) {
+      let h = i + 1u;
+      score += vec4<f32>(dot(e.hi, merged[keys.x + h]), dot(e.hi, merged[keys.y + h]), dot(e.hi, merged[keys.z + h]), dot(e.hi, merged[keys.w + h]));
+    }
   }
   score = select(vec4<f32>(-3.0e38f), score, valid);
   // The best score, the earliest slot on ties (the candidates are in Hamming order, not slot order).

@@ -1,7 +1,7 @@
 // Nearest merge (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts): each kept value
 // becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
-// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per eight channels (two quads: the
-// token's weight, target and block are read once for both), tokens in order (the reference's order, so the float
+// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per eight channels (one load of an f16
+// pool; the token's weight, target and block are read once for them), tokens in order (the reference's order, so the float
 // sums match it). The merged values go to `merged`, which compact_blocks reads
 // in place of the kept tokens' values; keys and positions are never touched. Each thread owns its channels of every
 // slot, and only the first thread writes a slot's weight: no atomics.
@@ -16,11 +16,20 @@
 @group(0) @binding(7) var<storage, read> targets: array<u32>;       // [row][stride] from merge_targets
 // [out_base + slot][HEAD_DIM] f32s, then [slot] weights; vec4s so a quad of a slot is one load and one store.
 @group(0) @binding(8) var<storage, read_write> merged: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
+@group(0) @binding(10) var<storage, read> mass_count: array<f32>;   // [row][stride] queries seen (MASS_MEAN only)
 
 const KEPT: u32 = 0xffffffffu;
 
+// The mass, or with MASS_MEAN the mean attention per query, mass / mass_count (0 before any query).
 fn weight(row: u32, t: u32) -> f32 {
-  return max(mass[row * params.stride + t], 0.0) + MERGE_WEIGHT_FLOOR;
+  let i = row * params.stride + t;
+  var m = mass[i];
+  if (MASS_MEAN) {
+    let count = mass_count[i];
+    m = select(0.0, m / count, count > 0.0);
+  }
+  return max(m, 0.0) + MERGE_WEIGHT_FLOOR;
 }
 
 // Adds x to channels 4q .. of slot row `at` (f32 index; only those below HEAD_DIM exist).
@@ -72,21 +81,22 @@ fn main(
   }
   let base = row * params.stride;
   let weights = params.weights_offset + out;
-  for (var q0 = lid; q0 < HEAD_VECS; q0 += 2u * WORKGROUP_SIZE) {
-    // The second quad (none past HEAD_VECS: it repeats the first, which then writes the same sums twice over).
-    let q1 = q0 + WORKGROUP_SIZE;
+  for (var o = lid; o < HEAD_OCTETS; o += WORKGROUP_SIZE) {
+    // The second quad of the octet (none past HEAD_VECS).
+    let q0 = 2u * o;
+    let q1 = q0 + 1u;
     let second = q1 < HEAD_VECS;
     for (var s = 0u; s < kept; s++) {
       let j = kept_index[base + s];
       let w = weight(row, j);
-      if (q0 == 0u) {
+      if (o == 0u) {
         merged[(weights + s) / 4u][(weights + s) % 4u] = w;
       }
-      let entry = token_entry_of(row, j);
+      let v = kv_octet(token_entry_of(row, j), j % BLOCK_SIZE, o, true);
       let at = (out + s) * HEAD_DIM;
-      set_quad(at, q0, w * kv_quad(entry, j % BLOCK_SIZE, q0, true));
+      set_quad(at, q0, w * v.lo);
       if (second) {
-        set_quad(at, q1, w * kv_quad(entry, j % BLOCK_SIZE, q1, true));
+        set_quad(at, q1, w * v.hi);
       }
     }
     for (var t = 0u; t < tokens; t++) {
@@ -95,13 +105,13 @@ fn main(
         continue;
       }
       let w = weight(row, t);
-      let entry = token_entry_of(row, t);
+      let v = kv_octet(token_entry_of(row, t), t % BLOCK_SIZE, o, true);
       let at = (out + dest) * HEAD_DIM;
-      add_quad(at, q0, w * kv_quad(entry, t % BLOCK_SIZE, q0, true));
+      add_quad(at, q0, w * v.lo);
       if (second) {
-        add_quad(at, q1, w * kv_quad(entry, t % BLOCK_SIZE, q1, true));
+        add_quad(at, q1, w * v.hi);
       }
-      if (q0 == 0u) {
+      if (o == 0u) {
         merged[(weights + dest) / 4u][(weights + dest) % 4u] += w;
       }
     }

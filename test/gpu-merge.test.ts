@@ -202,12 +202,15 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     }
   }
 
-  // f16 blocks at head_dim 128 take the two-channels-per-word path of shaders/merge_common.wgsl (the cases above
+  // f16 blocks at head_dim 128 take the eight-channels-per-load path of shaders/merge_common.wgsl (the cases above
   // are f32 at head_dim 8); 1100 → 1040 kept passes one tile of 1024 kept hashes. Inputs are multiples of 1/64
   // (exact in f16); merged values are stored in f16, so they agree within one f16 step (2⁻¹⁰ relative) plus 1e-4.
   const wide = [
     { tokens: 65, budget: 17, headDim: 128, fullFormat: 'f16' },
     { tokens: 1, budget: 1, headDim: 128, fullFormat: 'f16' },
+    // Several of merge_cam's 32-slot runs (each re-reads the 3 gaps before it) on the eight-channel f16 loads.
+    { tokens: 300, budget: 70, headDim: 128, fullFormat: 'f16' },
+    { tokens: 130, budget: 40, headDim: 8, fullFormat: 'f16' },
     { tokens: 200, budget: 63, headDim: 60, fullFormat: 'f16' },
     { tokens: 1100, budget: 1040, headDim: 4, fullFormat: 'f32' },
     // head_dim not a multiple of 4: the merged rows are not whole vec4s (the per-channel paths of the merge kernels).
@@ -250,6 +253,51 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
         }
       });
     }
+  }
+
+  // A second compression merges tokens that the first one stored in int4: the merge kernels read quantized blocks
+  // eight channels at a time (quant_octet in shaders/merge_common.wgsl), against the CPU engine's dequantization.
+  for (const merge of ['nearest', 'cam'] as const) {
+    it(`${merge}: knorm, 200 tokens → 120 int4 → 40 per head, head_dim 128, from quantized blocks`, async () => {
+      const headDim = 128;
+      const shape = { layers: 1, kvHeads: 2, headDim, blockSize: 16 };
+      const options = { shape, nHeads: 2, fullFormat: 'f16' as const, maxTokensPerHead: 256, initialFullBlocks: 32, initialQuantBlocks: 32 };
+      const gpuCache = PagedKvCache.create(await testGpu(), options);
+      const cpuCache = CpuKvCache.create(options);
+      try {
+        const random = seededRandom(77);
+        const n = 200 * 2 * headDim;
+        const keys = Float32Array.from({ length: n }, () => Math.round((random() * 2 - 1) * 64) / 64);
+        const values = Float32Array.from({ length: n }, () => Math.round((random() * 2 - 1) * 64) / 64);
+        for (const cache of [gpuCache, cpuCache]) {
+          cache.addSequence(1);
+          await cache.append(1, keys, values);
+        }
+        const first = { policy: 'knorm', budget: 120, bits: 4, merge: 'none', sinks: 0, recent: 0 } as const;
+        await gpuCache.compress(1, first);
+        await cpuCache.compress(1, first);
+        for (let head = 0; head < 2; head++) {
+          // The merge reads the same dequantized keys and values on both engines.
+          const g = await gpuCache.readHead(1, 0, head);
+          const c = cpuCache.readHead(1, 0, head);
+          expect(Array.from(g.keys)).toEqual(Array.from(c.keys));
+          expect(Array.from(g.values)).toEqual(Array.from(c.values));
+        }
+        const second = { ...first, budget: 40, merge } as const;
+        await gpuCache.compress(1, second);
+        await cpuCache.compress(1, second);
+        for (let head = 0; head < 2; head++) {
+          const g = await gpuCache.readHead(1, 0, head);
+          const c = cpuCache.readHead(1, 0, head);
+          expect(Array.from(g.positions)).toEqual(Array.from(c.positions));
+          // Requantized merged values: one int4 code step apart at most where rounding differs.
+          for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(0.2);
+        }
+        expect(gpuCache.checkInvariants()).toEqual([]);
+      } finally {
+        gpuCache.destroy();
+      }
+    });
   }
 
   it('merge none writes the same cache as before merging existed (no merged buffer bound)', async () => {

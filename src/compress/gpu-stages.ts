@@ -232,11 +232,12 @@ export class GpuCompressionStages implements CompressionStages {
       keptTotal,
       stride: this.indexStride,
       keptIndex: this.buffers.keptIndex,
+      fullSources: heads.every((h) => this.meta.tables.entryView(h.row).every((entry) => (entry & QUANT_POOL_BIT) === 0)),
       // Window policies weigh by the window's attention; statistics policies by the mean attention per query.
       mass:
         this.massBuffer(job) === this.buffers.mass
           ? this.buffers.mass
-          : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount, out: this.buffers.mass },
+          : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount },
       // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
       targets: this.buffers.scores,
       merged,

@@ -1,7 +1,5 @@
-import meanAttentionBody from '../../../shaders/mean_attention.wgsl';
 import mergeCamBody from '../../../shaders/merge_cam.wgsl';
 import mergeCommonLibrary from '../../../shaders/merge_common.wgsl';
-import mergeCamGapsBody from '../../../shaders/merge_cam_gaps.wgsl';
 import mergeKeptKeysBody from '../../../shaders/merge_kept_keys.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
@@ -40,19 +38,18 @@ const KEPT_KEYS_PARAMS = new UniformLayout('MergeKeptKeysParams', [
   { name: 'hash_offset', type: 'u32' },
 ]);
 
-const MEAN_PARAMS = new UniformLayout('MeanAttentionParams', [
-  { name: 'num_heads', type: 'u32' },
-  { name: 'stride', type: 'u32' },
-  { name: 'chunks', type: 'u32' },
-]);
-
 const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'num_heads', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
-  { name: 'gaps_offset', type: 'u32' },
 ]);
+
+/**
+ * Consecutive kept slots one thread of shaders/merge_cam.wgsl walks: it reads the three gaps before its run once
+ * more, so longer runs read less twice and shorter ones spread a head over more threads.
+ */
+const CAM_RUN = 32;
 
 /**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
@@ -156,12 +153,14 @@ export interface MergeValuesRun {
   /** u32 [row][stride]: kept logical indices, ascending. */
   readonly keptIndex: GPUBuffer;
   /**
-   * f32 [row][stride]: the merge weight per token, or `{ sum, count, out }` to weigh by the mean attention per
-   * query, sum / count, which this run first writes to `out` (the merged heads' rows only).
+   * f32 [row][stride]: the merge weight per token, or `{ sum, count }` to weigh by the mean attention per query,
+   * sum / count (0 before any query).
    */
-  readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer; readonly out: GPUBuffer };
+  readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer };
   /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
   readonly targets: GPUBuffer;
+  /** No merged head has a quantized block: the kernels without the quantized reads run (SwiftShader pays for them). */
+  readonly fullSources?: boolean;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
   readonly merged: GPUBuffer;
 }
@@ -171,11 +170,12 @@ export interface MergeValuesRun {
  * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: three passes,
  * shaders/merge_kept_keys.wgsl (each kept key read once: normalized, and its SimHash), shaders/merge_targets.wgsl
  * (one thread per token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own in Hamming distance, re-ranked
- * by exact cosine) and shaders/merge_values.wgsl (one workgroup per head: the weighted sums); cam: two passes,
- * shaders/merge_cam_gaps.wgsl (one thread per gap between kept slots and four channels: its evicted tokens' shares
- * summed once) and shaders/merge_cam.wgsl (one thread per kept slot and four channels: its value plus the gaps that
- * reach it). Hash bits as the reference computes them; sums in the reference's order, so within f32 rounding of
- * src/compress/merge.ts.
+ * by exact cosine) and shaders/merge_values.wgsl (one workgroup per head: the weighted sums); cam: one pass,
+ * shaders/merge_cam.wgsl (one thread per run of kept slots and eight channels: the gap sums of its evicted tokens,
+ * the last four in registers, added to the slots they reach). Under statistics policies the kernels weigh by
+ * the mean attention per query, Σp / count, computed where the weight is read (no pass of its own). f16 pools are
+ * read eight channels a load (bound a second time as vec4<u32>). Hash bits as the reference computes them; sums in
+ * the reference's order, so within f32 rounding of src/compress/merge.ts.
  *
  * @example
  * ```ts
@@ -185,21 +185,23 @@ export interface MergeValuesRun {
  * ```
  */
 export class MergeValuesKernel {
-  readonly spec: KernelSpec;
-  readonly targetsSpec: KernelSpec;
-  readonly keptKeysSpec: KernelSpec;
-  readonly camSpec: KernelSpec;
-  readonly camGapsSpec: KernelSpec;
-  readonly meanSpec: KernelSpec;
+  private readonly targetsSpec: KernelSpec;
+  private readonly keptKeysSpec: KernelSpec;
+  private static sources(spec: KernelSpec, full: boolean): KernelSpec {
+    return { ...spec, constants: { ...spec.constants, FULL_SOURCES: { type: 'bool', value: full } } };
+  }
+
+  private readonly specs: { readonly values: (mean: boolean) => KernelSpec; readonly cam: (mean: boolean) => KernelSpec };
   private readonly headDim: number;
   private readonly workgroupSize: number;
-  private readonly valuesWorkgroupSize: number;
 
   constructor(
     private readonly gpu: GpuContext,
     shape: { full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number },
     rule: { readonly weightFloor: number; readonly camSpan: number },
   ) {
+    // shaders/merge_cam.wgsl keeps the gaps that reach a slot in four named registers.
+    if (rule.camSpan !== 4) throw new InvalidArgumentError('camSpan', `the cam kernel adds the last 4 gaps; got ${rule.camSpan}`);
     this.headDim = shape.full.headDim;
     this.workgroupSize = shape.workgroupSize ?? 64;
     const headVecs = Math.ceil(this.headDim / 4);
@@ -223,41 +225,22 @@ export class MergeValuesKernel {
     };
     this.keptKeysSpec = { name: 'merge_kept_keys', body: mergeKeptKeysBody, libraries, constants: common(this.workgroupSize), uniforms: [KEPT_KEYS_PARAMS] };
     // One thread per eight channels of a head (shaders/merge_values.wgsl): more would idle.
-    this.valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, Math.ceil(headVecs / 2)));
-    this.spec = {
-      name: 'merge_values',
-      body: mergeValuesBody,
-      libraries,
-      constants: { ...common(this.valuesWorkgroupSize), MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor } },
-      uniforms: [PARAMS],
-    };
-    this.meanSpec = {
-      name: 'mean_attention',
-      body: meanAttentionBody,
-      constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize } },
-      uniforms: [MEAN_PARAMS],
-    };
-    this.camGapsSpec = {
-      name: 'merge_cam_gaps',
-      body: mergeCamGapsBody,
-      libraries,
-      constants: {
-        ...common(this.workgroupSize),
-        MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor },
-        CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan },
-      },
-      uniforms: [CAM_PARAMS],
-    };
-    this.camSpec = {
-      name: 'merge_cam',
-      body: mergeCamBody,
-      libraries,
-      constants: { ...common(this.workgroupSize), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan } },
-      uniforms: [CAM_PARAMS],
+    const valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, Math.ceil(headVecs / 2)));
+    const floor = { MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor } } as const;
+    const mean = (on: boolean) => ({ MASS_MEAN: { type: 'bool', value: on } }) as const;
+    this.specs = {
+      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries, constants: { ...common(valuesWorkgroupSize), ...floor, ...mean(on) }, uniforms: [PARAMS] }),
+      cam: (on) => ({
+        name: 'merge_cam',
+        body: mergeCamBody,
+        libraries,
+        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN } },
+        uniforms: [CAM_PARAMS],
+      }),
     };
   }
 
-  /** Records the merge: targets, then values. */
+  /** Records the merge into one compute pass. */
   encode(encoder: GPUCommandEncoder, run: MergeValuesRun): void {
     if (!Number.isInteger(run.numHeads) || run.numHeads <= 0) {
       throw new InvalidArgumentError('numHeads', `must be a positive integer; got ${run.numHeads}`);
@@ -266,21 +249,14 @@ export class MergeValuesKernel {
     if (run.merged.size < mergedWords(run.keptTotal, headDim) * 4) {
       throw new InvalidArgumentError('merged', `holds ${run.merged.size} B; ${mergedWords(run.keptTotal, headDim) * 4} B needed`);
     }
-    let mass: GPUBuffer;
-    if ('sum' in run.mass) {
-      mass = run.mass.out;
-      const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
-      const uniforms = this.gpu.uniformBuffer('mean_attention:params', MEAN_PARAMS.pack({ num_heads: run.numHeads, stride: run.stride, chunks }));
-      const pass = encoder.beginComputePass({ label: 'mean_attention' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.meanSpec), [uniforms, run.heads, run.mass.sum, run.mass.count, mass], run.numHeads * chunks);
-      pass.end();
-    } else {
-      mass = run.mass;
-    }
+    const meanMass = 'sum' in run.mass;
+    // Without the mean the count binding repeats the mass (the kernel never reads it).
+    const [mass, count] = 'sum' in run.mass ? [run.mass.sum, run.mass.count] : [run.mass, run.mass];
     for (const [name, buffer] of [
       ['heads', run.heads],
       ['keptIndex', run.keptIndex],
       ['mass', mass],
+      ['count', count],
       ['targets', run.targets],
       ['merged', run.merged],
     ] as const) {
@@ -288,21 +264,14 @@ export class MergeValuesKernel {
     }
     const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
+    const headOctets = Math.ceil(Math.ceil(headDim / 4) / 2);
+    const full = run.fullSources ?? false;
+    const pass = encoder.beginComputePass({ label: `merge_${run.mode}` });
     if (run.mode === 'cam') {
-      // Two passes, each evicted value read once: the gap sums, then each slot adds the gaps that reach it.
-      // On a vec4, so the gap sums of a head_dim divisible by 4 are whole vec4 loads and stores (mergedWords has the slack).
-      const gapsOffset = 4 * Math.ceil((run.keptTotal * (headDim + 1)) / 4);
-      const headVecs = Math.ceil(headDim / 4);
-      // Two quads a thread in the gaps pass, one in the slots pass (shaders/merge_cam_gaps.wgsl, merge_cam.wgsl).
-      const gapChunks = Math.max(1, Math.ceil((run.maxKept * Math.ceil(headVecs / 2)) / this.workgroupSize));
-      const slotChunks = Math.max(1, Math.ceil((run.maxKept * headVecs) / this.workgroupSize));
-      const gapUniforms = this.gpu.uniformBuffer('merge_cam_gaps:params', CAM_PARAMS.pack({ ...table, chunks: gapChunks, gaps_offset: gapsOffset }));
-      const gapsPass = encoder.beginComputePass({ label: 'merge_cam_gaps' });
-      encodeDispatch(this.gpu, gapsPass, kernelPipeline(this.gpu, this.camGapsSpec), [gapUniforms, run.heads, run.keptIndex, mass, ...pool, run.merged], run.numHeads * gapChunks);
-      gapsPass.end();
-      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks: slotChunks, gaps_offset: gapsOffset }));
-      const pass = encoder.beginComputePass({ label: 'merge_cam' });
-      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.camSpec), [uniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * slotChunks);
+      const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * headOctets) / this.workgroupSize));
+      const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
+      const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged];
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
       pass.end();
       return;
     }
@@ -311,23 +280,13 @@ export class MergeValuesKernel {
     const hashOffset = keysOffset + run.keptTotal * 4 * Math.ceil(headDim / 4);
     const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
-    const keysPass = encoder.beginComputePass({ label: 'merge_kept_keys' });
-    encodeDispatch(this.gpu, keysPass, kernelPipeline(this.gpu, this.keptKeysSpec), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged], run.numHeads * keptChunks);
-    keysPass.end();
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
     const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
-    const targetsPass = encoder.beginComputePass({ label: 'merge_targets' });
-    encodeDispatch(this.gpu, targetsPass, kernelPipeline(this.gpu, this.targetsSpec), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged], run.numHeads * chunks);
-    targetsPass.end();
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, weights_offset: run.keptTotal * this.headDim }));
-    const pass = encoder.beginComputePass({ label: 'merge_values' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.spec),
-      [uniforms, run.heads, run.keptIndex, mass, ...pool, run.targets, run.merged],
-      run.numHeads,
-    );
+    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.targets, run.merged, run.cache.fullPool, count];
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads);
     pass.end();
   }
 }
