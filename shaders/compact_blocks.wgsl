@@ -12,8 +12,8 @@
 //
 // Quantized destinations whose code words never span two tokens and whose G is a multiple of 4 (the defaults
 // at head_dim ≥ 16) are cut into items that each own whole words, computed once in registers and written once:
-//   K item = (token group, one code word's channels): per-channel min/max over the group, then one code word per
-//            token of the group;
+//   K item = (token group, K_SPAN channels: one code word's, or two int8 words' so that it reads whole 8-channel
+//            octets): per-channel min/max over the group, then its code words for every token of the group;
 //   V item = (token, V_SPAN channels: whole groups and whole code words): per-group min/max, then its words.
 // Other layouts (head_dim 8 with int2, G 1 or 2, ...) take quantize_by_word, which recomputes a value's group
 // parameters where it needs them.
@@ -542,9 +542,10 @@ fn main(
   }
   let dest = jobs[index * 6u + 1u];
   job = Job(jobs[index * 6u], min(jobs[index * 6u + 2u], BLOCK_SIZE), jobs[index * 6u + 3u], jobs[index * 6u + 4u], jobs[index * 6u + 5u]);
-  if (QUANT_DESTINATIONS || (HAS_QUANT && kv_is_quant(dest))) {
+  if (HAS_QUANT && kv_is_quant(dest)) {
     write_quant(kv_block(dest) * QUANT_WORDS_PER_BLOCK, lid);
-  } else {
+  } else if (!QUANT_DESTINATIONS) {
+    // (The QUANT_DESTINATIONS variant compiles the full writer out: a full destination there stays unwritten.)
     write_full(kv_block(dest) * FULL_WORDS_PER_BLOCK, lid);
   }
 }
