@@ -12,8 +12,8 @@
 //
 // Quantized destinations whose code words never span two tokens and whose G is a multiple of 4 (the defaults
 // at head_dim ≥ 16) are cut into items that each own whole words, computed once in registers and written once:
-//   K item = (token group, one code word's channels): per-channel min/max over the group, then one code word per
-//            token of the group;
+//   K item = (token group, K_SPAN channels: one code word's, or two int8 words' so that it reads whole 8-channel
+//            octets): per-channel min/max over the group, then its code words for every token of the group;
 //   V item = (token, V_SPAN channels: whole groups and whole code words): per-group min/max, then its words.
 // Other layouts (head_dim 8 with int2, G 1 or 2, ...) take quantize_by_word, which recomputes a value's group
 // parameters where it needs them.
@@ -29,7 +29,13 @@
 @group(0) @binding(1) var<storage, read> jobs: array<u32>;         // [num_jobs][6]
 @group(0) @binding(2) var<storage, read> indices: array<u32>;      // source logical indices
 @group(0) @binding(3) var<storage, read> block_table: array<u32>;  // [row][max_blocks]
-@group(0) @binding(4) var<storage, read_write> full_pool: array<u32>;
+// Binding 4, full_pool (array<u32>), is declared by the library compactBindings() generates
+// (src/kernels/compress/compact-unrolled.ts), as are store_full and full_row_words: read_write in the kernel for
+// any destinations; read-only, with a second read-only view `full_rows: array<vec4<u32>>` of the same buffer at
+// binding 7, in the QUANT_DESTINATIONS variant, whose jobs all write quantized blocks (WebGPU forbids a read-only
+// and a read_write binding of one buffer in one dispatch). On SwiftShader a storage load is paid per lane and
+// per load instruction, so one vec4 load of 8 f16 channels costs about what one u32 load does (a vec4 copy kernel
+// moves the same bytes 2.2x faster than shaders/copy.wgsl there).
 @group(0) @binding(5) var<storage, read_write> quant_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values
 
@@ -43,12 +49,16 @@ const QUANT_WHOLE_WORDS: bool = HEAD_DIM % VALUES_PER_WORD == 0u && QUANT_GROUP 
 // Channels of one V item: whole groups and whole code words.
 const V_SPAN: u32 = max(QUANT_GROUP, VALUES_PER_WORD);
 // (max(…, 1): the by-word layouts never use these, but a constant division by zero would not compile.)
-const K_COLUMNS: u32 = max(HEAD_DIM / VALUES_PER_WORD, 1u);
+// Channels of one K item: one code word's, or two int8 words' (8 channels, one f16 octet) where head_dim allows.
+const K_SPAN: u32 = select(VALUES_PER_WORD, max(VALUES_PER_WORD, 8u), HEAD_DIM % 8u == 0u);
+const K_QUADS: u32 = K_SPAN / 4u;
+const K_WORDS: u32 = K_SPAN / VALUES_PER_WORD;
+const WORDS_PER_TOKEN: u32 = HEAD_DIM / VALUES_PER_WORD;
+const K_COLUMNS: u32 = max(HEAD_DIM / K_SPAN, 1u);
 const V_COLUMNS: u32 = max(HEAD_DIM / V_SPAN, 1u);
 const K_ITEMS: u32 = (BLOCK_SIZE / QUANT_GROUP) * K_COLUMNS;
 const V_ITEMS: u32 = BLOCK_SIZE * V_COLUMNS;
 // Channel quads start at multiples of 4 within a token, and for V within one group.
-const CHUNKS_PER_WORD: u32 = VALUES_PER_WORD / 4u;
 const QUADS_ALIGNED: bool = HEAD_DIM % 4u == 0u && QUANT_GROUP % 4u == 0u;
 // Channel quads per token; with head_dim ≡ 2 (mod 4) the last one is a pair.
 const QUADS_PER_TOKEN: u32 = (HEAD_DIM + 3u) / 4u;
@@ -171,6 +181,30 @@ fn row_quad(t: u32, d: u32, v_part: bool) -> vec4<f32> {
   return vec4<f32>(bitcast<f32>(full_pool[r + d]), bitcast<f32>(full_pool[r + d + 1u]), bitcast<f32>(full_pool[r + d + 2u]), bitcast<f32>(full_pool[r + d + 3u]));
 }
 
+// Whole full-pool rows fall on vec4<u32> boundaries (each row and each 8-channel octet starts at a multiple of 4
+// words), so row_oct may read an octet with full_row_words.
+const OCTETS_ALIGNED: bool = HEAD_DIM % 8u == 0u && FULL_WORDS_PER_BLOCK % 4u == 0u && FULL_V_OFFSET % 4u == 0u;
+
+// Channels d..d + 7 of a token, as two quads.
+struct Octet {
+  lo: vec4<f32>,
+  hi: vec4<f32>,
+}
+
+// Channels d..d + 7 of filled token t's K (v_part false) or V, d a multiple of 8 (HEAD_DIM too): row_quad's
+// values, read as one vec4<u32> (f16) or two (f32) where the source is a pool row.
+fn row_oct(t: u32, d: u32, v_part: bool) -> Octet {
+  if (!OCTETS_ALIGNED || !FULL_SOURCES || SLOT_SOURCES || (MERGED_VALUES && v_part)) {
+    return Octet(row_quad(t, d, v_part), row_quad(t, d + 4u, v_part));
+  }
+  let r = rows[t] + select(0u, FULL_V_OFFSET, v_part);
+  if (FULL_F16) {
+    let w = full_row_words((r + d / 2u) / 4u);
+    return Octet(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+  }
+  return Octet(bitcast<vec4<f32>>(full_row_words((r + d) / 4u)), bitcast<vec4<f32>>(full_row_words((r + d) / 4u + 1u)));
+}
+
 fn kept_position(token: KeptToken) -> u32 {
   if (SLOT_SOURCES && token.slot >= BLOCK_SIZE) {
     return slot_source_position(token);
@@ -220,22 +254,22 @@ fn write_full(base: u32, lid: u32) {
     let whole = d + 4u <= HEAD_DIM;
     let at = t * HEAD_DIM + d;
     if (FULL_F16) {
-      full_pool[base + at / 2u] = pack2x16float(k.xy);
-      full_pool[base + FULL_V_OFFSET + at / 2u] = pack2x16float(v.xy);
+      store_full(base + at / 2u, pack2x16float(k.xy));
+      store_full(base + FULL_V_OFFSET + at / 2u, pack2x16float(v.xy));
       if (whole) {
-        full_pool[base + at / 2u + 1u] = pack2x16float(k.zw);
-        full_pool[base + FULL_V_OFFSET + at / 2u + 1u] = pack2x16float(v.zw);
+        store_full(base + at / 2u + 1u, pack2x16float(k.zw));
+        store_full(base + FULL_V_OFFSET + at / 2u + 1u, pack2x16float(v.zw));
       }
     } else {
-      full_pool[base + at] = bitcast<u32>(k.x);
-      full_pool[base + at + 1u] = bitcast<u32>(k.y);
-      full_pool[base + FULL_V_OFFSET + at] = bitcast<u32>(v.x);
-      full_pool[base + FULL_V_OFFSET + at + 1u] = bitcast<u32>(v.y);
+      store_full(base + at, bitcast<u32>(k.x));
+      store_full(base + at + 1u, bitcast<u32>(k.y));
+      store_full(base + FULL_V_OFFSET + at, bitcast<u32>(v.x));
+      store_full(base + FULL_V_OFFSET + at + 1u, bitcast<u32>(v.y));
       if (whole) {
-        full_pool[base + at + 2u] = bitcast<u32>(k.z);
-        full_pool[base + at + 3u] = bitcast<u32>(k.w);
-        full_pool[base + FULL_V_OFFSET + at + 2u] = bitcast<u32>(v.z);
-        full_pool[base + FULL_V_OFFSET + at + 3u] = bitcast<u32>(v.w);
+        store_full(base + at + 2u, bitcast<u32>(k.z));
+        store_full(base + at + 3u, bitcast<u32>(k.w));
+        store_full(base + FULL_V_OFFSET + at + 2u, bitcast<u32>(v.z));
+        store_full(base + FULL_V_OFFSET + at + 3u, bitcast<u32>(v.w));
       }
     }
   }
@@ -244,7 +278,7 @@ fn write_full(base: u32, lid: u32) {
     if (t < job.count) {
       pos = kept_position(kept_token(t));
     }
-    full_pool[base + FULL_POS_OFFSET + t] = pos;
+    store_full(base + FULL_POS_OFFSET + t, pos);
   }
 }
 
@@ -259,17 +293,32 @@ fn param_words(lo: vec4<f32>, hi: vec4<f32>) -> vec4<u32> {
   return vec4<u32>(param_word(lo.x, hi.x), param_word(lo.y, hi.y), param_word(lo.z, hi.z), param_word(lo.w, hi.w));
 }
 
-// The codes of 4 values with their own (scale, zero), packed as they sit in a code word (first value lowest):
-// clamp(floor((x − zero) / scale + 0.5), 0, levels), and 0 where the scale is 0.
-fn quad_codes(x: vec4<f32>, scale: vec4<f32>, zero: vec4<f32>) -> u32 {
-  let code = clamp(floor((x - zero) / scale + 0.5), vec4<f32>(0.0), vec4<f32>(f32(LEVELS)));
-  let c = select(vec4<u32>(code), vec4<u32>(0u), scale == vec4<f32>(0.0));
-  return c.x | (c.y << QUANT_BITS) | (c.z << (2u * QUANT_BITS)) | (c.w << (3u * QUANT_BITS));
+// The (scale, zero) of 4 values as quad_codes takes them: a zero scale (its codes are 0) becomes scale 1 with
+// zero 3.4e38, so that (x − zero) / scale + 0.5 is far below 0 for every finite |x| < 1e38 (all a group whose
+// f16 scale rounds to 0 can hold) and its code 0 needs no per-value select. Made once per group and item.
+struct Coder {
+  scale: vec4<f32>,
+  zero: vec4<f32>,
+}
+
+fn coder(scale: vec4<f32>, zero: vec4<f32>) -> Coder {
+  let none = scale == vec4<f32>(0.0);
+  return Coder(select(scale, vec4<f32>(1.0), none), select(zero, vec4<f32>(3.4e38), none));
+}
+
+// The codes of 4 values, packed as they sit in a code word (first value lowest): exactly the codec's
+// clamp(floor((x − zero) / scale + 0.5), 0, levels), the division included (a reciprocal would move codes on
+// rounding boundaries), with fewer steps per value: u32() truncates toward zero, which is floor for y ≥ 0, and
+// saturates a negative y to 0 (WGSL clamps out-of-range conversions), so only the upper clamp is spelled out
+// (floor and clamp commute, levels being an integer).
+fn quad_codes(x: vec4<f32>, c: Coder) -> u32 {
+  let code = vec4<u32>(min((x - c.zero) / c.scale + 0.5, vec4<f32>(f32(LEVELS))));
+  return code.x | (code.y << QUANT_BITS) | (code.z << (2u * QUANT_BITS)) | (code.w << (3u * QUANT_BITS));
 }
 
 fn quant_code(x: f32, word: u32) -> u32 {
   let p = unpack2x16float(word);
-  return quad_codes(vec4<f32>(x), vec4<f32>(p.x), vec4<f32>(p.y)) & LEVELS;
+  return quad_codes(vec4<f32>(x), coder(vec4<f32>(p.x), vec4<f32>(p.y))) & LEVELS;
 }
 
 // The scales (x) and zero-points (y) of 4 parameter words, as vec4s.
@@ -293,10 +342,10 @@ fn store_k_params(p: u32, words: vec4<u32>) {
 // quantize_v_item(base, t, c0), the whole-word V item, comes unrolled for the layout from
 // src/kernels/compress/compact-unrolled.ts: each of its values is read once and stays in registers.
 
-// K item: token group `group`, channels c0..c0 + VALUES_PER_WORD − 1 (CHUNKS_PER_WORD quads, spelled out with
-// constant guards so every per-channel range stays in registers). Each value is read twice (min/max, then
-// codes): holding a whole group's values instead spilled on SwiftShader and was slower. The shifts are taken
-// % 32 because they must compile where their guard is false.
+// K item: token group `group`, channels c0..c0 + K_SPAN − 1 (K_QUADS quads, spelled out with constant guards so
+// every per-channel range stays in registers), whose K_WORDS code words per token it writes. Each value is read
+// twice (min/max, then codes): holding a whole group's values instead spilled on SwiftShader and was slower. The
+// shifts are taken % 32 because they must compile where their guard is false.
 fn quantize_k_item(base: u32, group: u32, c0: u32) {
   let t0 = group * QUANT_GROUP;
   let t1 = min(t0 + QUANT_GROUP, job.count);
@@ -309,21 +358,23 @@ fn quantize_k_item(base: u32, group: u32, c0: u32) {
   var lo3 = lo0;
   var hi3 = hi0;
   for (var t = t0; t < t1; t++) {
-    let x0 = row_quad(t, c0, false);
-    lo0 = min(lo0, x0);
-    hi0 = max(hi0, x0);
-    if (CHUNKS_PER_WORD > 1u) {
-      let x1 = row_quad(t, c0 + 4u, false);
-      lo1 = min(lo1, x1);
-      hi1 = max(hi1, x1);
+    if (K_QUADS == 1u) {
+      let x0 = row_quad(t, c0, false);
+      lo0 = min(lo0, x0);
+      hi0 = max(hi0, x0);
+    } else {
+      let a = row_oct(t, c0, false);
+      lo0 = min(lo0, a.lo);
+      hi0 = max(hi0, a.lo);
+      lo1 = min(lo1, a.hi);
+      hi1 = max(hi1, a.hi);
     }
-    if (CHUNKS_PER_WORD > 2u) {
-      let x2 = row_quad(t, c0 + 8u, false);
-      let x3 = row_quad(t, c0 + 12u, false);
-      lo2 = min(lo2, x2);
-      hi2 = max(hi2, x2);
-      lo3 = min(lo3, x3);
-      hi3 = max(hi3, x3);
+    if (K_QUADS > 2u) {
+      let b = row_oct(t, c0 + 8u, false);
+      lo2 = min(lo2, b.lo);
+      hi2 = max(hi2, b.lo);
+      lo3 = min(lo3, b.hi);
+      hi3 = max(hi3, b.hi);
     }
   }
   // A group without filled tokens keeps parameter words 0 (and its codes are 0).
@@ -334,34 +385,41 @@ fn quantize_k_item(base: u32, group: u32, c0: u32) {
   let w2 = select(vec4<u32>(0u), param_words(lo2, hi2), filled);
   let w3 = select(vec4<u32>(0u), param_words(lo3, hi3), filled);
   store_k_params(p, w0);
-  if (CHUNKS_PER_WORD > 1u) {
+  if (K_QUADS > 1u) {
     store_k_params(p + 4u, w1);
   }
-  if (CHUNKS_PER_WORD > 2u) {
+  if (K_QUADS > 2u) {
     store_k_params(p + 8u, w2);
     store_k_params(p + 12u, w3);
   }
-  let s0 = scales(w0);
-  let z0 = zeros(w0);
-  let s1 = scales(w1);
-  let z1 = zeros(w1);
-  let s2 = scales(w2);
-  let z2 = zeros(w2);
-  let s3 = scales(w3);
-  let z3 = zeros(w3);
+  let k0 = coder(scales(w0), zeros(w0));
+  let k1 = coder(scales(w1), zeros(w1));
+  let k2 = coder(scales(w2), zeros(w2));
+  let k3 = coder(scales(w3), zeros(w3));
+  let at = base + c0 / VALUES_PER_WORD;
   for (var t = t0; t < t1; t++) {
-    var word = quad_codes(row_quad(t, c0, false), s0, z0);
-    if (CHUNKS_PER_WORD > 1u) {
-      word |= quad_codes(row_quad(t, c0 + 4u, false), s1, z1) << ((4u * QUANT_BITS) % 32u);
+    if (K_QUADS == 1u) {
+      quant_pool[at + t * WORDS_PER_TOKEN] = quad_codes(row_quad(t, c0, false), k0);
+    } else {
+      let a = row_oct(t, c0, false);
+      let c = quad_codes(a.lo, k0);
+      let d = quad_codes(a.hi, k1);
+      if (K_WORDS == 2u) {
+        quant_pool[at + t * WORDS_PER_TOKEN] = c;
+        quant_pool[at + t * WORDS_PER_TOKEN + 1u] = d;
+      } else if (K_QUADS == 2u) {
+        quant_pool[at + t * WORDS_PER_TOKEN] = c | (d << ((4u * QUANT_BITS) % 32u));
+      } else {
+        let b = row_oct(t, c0 + 8u, false);
+        quant_pool[at + t * WORDS_PER_TOKEN] = c | (d << ((4u * QUANT_BITS) % 32u)) |
+          (quad_codes(b.lo, k2) << ((8u * QUANT_BITS) % 32u)) | (quad_codes(b.hi, k3) << ((12u * QUANT_BITS) % 32u));
+      }
     }
-    if (CHUNKS_PER_WORD > 2u) {
-      word |= quad_codes(row_quad(t, c0 + 8u, false), s2, z2) << ((8u * QUANT_BITS) % 32u);
-      word |= quad_codes(row_quad(t, c0 + 12u, false), s3, z3) << ((12u * QUANT_BITS) % 32u);
-    }
-    quant_pool[base + t * K_COLUMNS + c0 / VALUES_PER_WORD] = word;
   }
   for (var t = max(t1, t0); t < t0 + QUANT_GROUP; t++) {
-    quant_pool[base + t * K_COLUMNS + c0 / VALUES_PER_WORD] = 0u;
+    for (var w = 0u; w < K_WORDS; w++) {
+      quant_pool[at + t * WORDS_PER_TOKEN + w] = 0u;
+    }
   }
 }
 
@@ -381,7 +439,7 @@ fn quantize_by_item(base: u32, lid: u32) {
     }
   }
   for (var i = lid; i < K_ITEMS; i += WORKGROUP_SIZE) {
-    quantize_k_item(base, i / K_COLUMNS, (i % K_COLUMNS) * VALUES_PER_WORD);
+    quantize_k_item(base, i / K_COLUMNS, (i % K_COLUMNS) * K_SPAN);
   }
   let filled_items = job.count * V_COLUMNS;
   for (var i = lid; i < filled_items; i += WORKGROUP_SIZE) {
@@ -486,7 +544,8 @@ fn main(
   job = Job(jobs[index * 6u], min(jobs[index * 6u + 2u], BLOCK_SIZE), jobs[index * 6u + 3u], jobs[index * 6u + 4u], jobs[index * 6u + 5u]);
   if (HAS_QUANT && kv_is_quant(dest)) {
     write_quant(kv_block(dest) * QUANT_WORDS_PER_BLOCK, lid);
-  } else {
+  } else if (!QUANT_DESTINATIONS) {
+    // (The QUANT_DESTINATIONS variant compiles the full writer out: a full destination there stays unwritten.)
     write_full(kv_block(dest) * FULL_WORDS_PER_BLOCK, lid);
   }
 }

@@ -48,7 +48,8 @@ function buildCache(
       const count = Math.min(o.blockSize, n - b * o.blockSize);
       // some channels nearly constant, one exactly constant: exercises scale 0 and tiny scales
       const kb = Float32Array.from({ length: count * o.headDim }, (_, i) => (i % o.headDim === 1 ? 0.25 : i % o.headDim === 2 ? 1 + random() * 1e-3 : random() * 6 - 3));
-      const vb = Float32Array.from({ length: count * o.headDim }, () => random() * 4 - 2);
+      // the first token's V constant: exercises V groups of scale 0
+      const vb = Float32Array.from({ length: count * o.headDim }, (_, i) => (i < o.headDim ? -0.75 : random() * 4 - 2));
       const isQuant = b % 2 === 0; // mixed sources: every other block quantized
       const layout = isQuant ? quant : full;
       const words = encodeBlock(layout, kb, vb, pos.slice(b * o.blockSize, b * o.blockSize + count), count);
@@ -317,6 +318,73 @@ describe('compact_blocks vs the reference codec', () => {
     expect(tally.scales).toBeLessThanOrEqual(Math.floor(tally.groupCount * MISMATCH_FRACTION));
     jobBuffer.destroy();
     noIndices.destroy();
+    cache.destroy();
+  });
+
+  // destinations 'quant': full-pool rows read as vec4<u32> where rows are octet-aligned (head_dim a multiple of 8),
+  // else the u32 path; every bit width, f16 and f32 rows, counts 1/15/16, identity and index-list jobs. Output
+  // must equal the kernel for any destinations word for word, and encodeBlock within the file's tolerances.
+  const QUANT_DESTINATION_CASES = (['f16', 'f32'] as const).flatMap((full) =>
+    ([8, 64, 128] as const).flatMap((headDim) => (['int8', 'int4', 'int2'] as const).map((quant) => ({ headDim, full, quant }))),
+  );
+  it.each(QUANT_DESTINATION_CASES)("destinations 'quant': head_dim $headDim, $full → $quant", async ({ headDim, full, quant }) => {
+    const gpu = await testGpu();
+    const blockSize = 16;
+    const lengths = [64, 64];
+    const group = Math.min(16, headDim);
+    const cache = buildCache(gpu, { headDim, blockSize, full, quant, group, lengths, spare: 24, seed: headDim * 7 + quant.length });
+    const jobs: CompactJob[] = [];
+    const sources: number[][] = [];
+    const indices: number[] = [];
+    let next = cache.firstFreeQuant;
+    lengths.forEach((_, row) => {
+      for (const count of [1, 15, 16]) {
+        // identity jobs over full block 1, and index lists mixing full blocks 1 and 3 (buildCache's odd blocks)
+        jobs.push({ row, destEntry: encodeBlockRef('quant', next++), count, indexBase: IDENTITY_INDEX_BASE, identityStart: blockSize });
+        sources.push(Array.from({ length: count }, (_, i) => blockSize + i));
+        const list = Array.from({ length: count }, (_, i) => (i % 2 === 0 ? blockSize : 3 * blockSize) + ((5 * i + row) % blockSize));
+        jobs.push({ row, destEntry: encodeBlockRef('quant', next++), count, indexBase: indices.length, identityStart: 0 });
+        sources.push(list);
+        indices.push(...list);
+      }
+    });
+    const jobBuffer = createStorageBuffer(gpu, 'jobs', packCompactJobs(jobs));
+    const indexBuffer = createStorageBuffer(gpu, 'indices', Uint32Array.from(indices));
+    const kernel = new CompactBlocksKernel(gpu, { full: cache.full, quant: cache.quant });
+    const run = async (options: { sources: 'full' | 'any'; destinations: 'quant' | 'any' }): Promise<Uint32Array> => {
+      await gpu.withErrorScope(() => {
+        const encoder = gpu.device.createCommandEncoder();
+        kernel.encode(encoder, { cache: cache.bindings, jobs: jobBuffer, numJobs: jobs.length, indices: indexBuffer, ...options });
+        gpu.submit([encoder.finish()]);
+      });
+      return new Uint32Array(await readBuffer(gpu, cache.bindings.quantPool));
+    };
+    const reference = await run({ sources: 'any', destinations: 'any' });
+    for (const sourcesKind of ['full', 'any'] as const) {
+      expect(await run({ sources: sourcesKind, destinations: 'quant' }), `sources '${sourcesKind}'`).toEqual(reference);
+    }
+    const tally: Mismatches = { codes: 0, codeCount: 0, scales: 0, groupCount: 0 };
+    jobs.forEach((job, j) => {
+      const src = sources[j] ?? [];
+      const row = cache.rows[job.row];
+      if (!row) throw new Error('no row');
+      const k = new Float32Array(src.length * headDim);
+      const v = new Float32Array(src.length * headDim);
+      src.forEach((t, i) => {
+        k.set(row.k.subarray(t * headDim, (t + 1) * headDim), i * headDim);
+        v.set(row.v.subarray(t * headDim, (t + 1) * headDim), i * headDim);
+      });
+      const pos = Uint32Array.from(src, (t) => row.pos[t] ?? 0);
+      const block = job.destEntry & 0x7fff_ffff;
+      const got = reference.subarray(block * cache.quant.wordsPerBlock, (block + 1) * cache.quant.wordsPerBlock);
+      compareBlock(cache.quant, got, encodeBlock(cache.quant, k, v, pos, src.length), src.length, `job ${j}`, tally);
+    });
+    // SwiftShader's division is correctly rounded: there the codes are encodeBlock's exactly.
+    const allowed = gpu.adapter.isFallbackAdapter ? 0 : Math.floor(tally.codeCount * MISMATCH_FRACTION);
+    expect(tally.codes).toBeLessThanOrEqual(allowed);
+    expect(tally.scales).toBeLessThanOrEqual(gpu.adapter.isFallbackAdapter ? 0 : Math.floor(tally.groupCount * MISMATCH_FRACTION));
+    jobBuffer.destroy();
+    indexBuffer.destroy();
     cache.destroy();
   });
 

@@ -328,12 +328,15 @@ export class GpuCompressionStages implements CompressionStages {
           const jobs = arena.upload(`jobs:${layer}`, packCompactJobs(ofLayer));
           // With no quantized source block the kernel variant without the quantized read runs (about 2× faster).
           const fullSources = ofLayer.every((compact) => this.meta.tables.entryView(compact.row).every((entry) => (entry & QUANT_POOL_BIT) === 0));
+          // Only quantized destinations: the variant that reads whole full-pool rows as vec4s.
+          const quantDestinations = ofLayer.every((compact) => (compact.destEntry & QUANT_POOL_BIT) !== 0);
           this.compactKernel().encode(encoder, {
             cache: this.storage.bindings(layer),
             jobs,
             numJobs: ofLayer.length,
             indices: slotsRun?.compactIndex ?? this.buffers.keptIndex,
             sources: fullSources ? 'full' : 'any',
+            destinations: quantDestinations ? 'quant' : 'any',
             ...(merge ? { merged: merge.merged } : {}),
             ...(slotsRun ? { slotSources: slotsRun.slotSources } : {}),
           });

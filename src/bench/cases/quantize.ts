@@ -21,7 +21,7 @@ function caseName(format: QuantFormat, context: number): string {
  * KIVI quantization of whole f16 blocks (one layer, 8 KV heads, head_dim 128, blocks of 16, default group 16)
  * into int8, int4 or int2 blocks: compact_blocks with identity jobs (every source block to a fresh quantized
  * block), what compress() runs on blocks older than the recent window, with `sources: 'full'` (they are f16
- * blocks); one more int4 row (full runs) runs the kernel variant for any source format. int4 and int2 rows compare with
+ * blocks) and `destinations: 'quant'`; one more int4 row (full runs) runs the kernel variant for any source format. int4 and int2 rows compare with
  * int8 at the same context. Repeatable: sources are only read.
  *
  * @example
@@ -98,7 +98,16 @@ function prepareQuantize(gpu: GpuContext, context: number, format: QuantFormat, 
     bytes: jobs.length * (bytesPerBlock(cache.full) + 4 + 5 * 4 + bytesPerBlock(quant)),
     items: { count: context, unit: 'token' },
     encode: (encoder) =>
-      kernel.encode(encoder, { cache: bindings, jobs: jobBuffer, numJobs: jobs.length, indices: noIndices, sources }),
+      kernel.encode(encoder, {
+        cache: bindings,
+        jobs: jobBuffer,
+        numJobs: jobs.length,
+        indices: noIndices,
+        sources,
+        // Every job here writes a quantized block, as compress() says when it only quantizes; the any-sources row
+        // stays the kernel for any source and destination.
+        destinations: sources === 'full' ? 'quant' : 'any',
+      }),
     destroy: () => {
       cache.destroy();
       for (const b of [quantPool, jobBuffer, noIndices]) b.destroy();

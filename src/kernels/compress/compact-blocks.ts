@@ -1,6 +1,6 @@
 import compactBody from '../../../shaders/compact_blocks.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { compactUnrolled } from './compact-unrolled.js';
+import { compactBindings, compactUnrolled } from './compact-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
@@ -105,6 +105,12 @@ export interface CompactBlocksRun {
    */
   readonly sources?: 'any' | 'full';
   /**
+   * `'quant'` promises that every job's destination is a quantized block (a cache with a quantized pool): the
+   * kernel then runs a variant that binds the full pool read-only, twice (as u32 words and as vec4 rows), and
+   * reads whole rows with vec4 loads; a full destination in such a run is left unwritten. Default `'any'`.
+   */
+  readonly destinations?: 'any' | 'quant';
+  /**
    * Merge 'slots': `indices` may hold {@link SLOT_SOURCE_FLAG} | r, slot token r of the slot state bound as
    * `merged` (MergeSlotsKernel's layout with `slots` slots per state head; src/compress/gpu-slots.ts).
    */
@@ -155,21 +161,22 @@ export class CompactBlocksKernel {
     if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
       throw new InvalidArgumentError('workgroupSize', `must be a positive integer ≤ the device limit; got ${size}`);
     }
-    this.spec = this.variant('any', true, 0);
+    this.spec = this.variant('any', true, 0, false);
   }
 
-  private variant(sources: 'any' | 'full', merged: boolean, slots: number): KernelSpec {
-    const key = `${sources}/${merged}/${slots}`;
+  private variant(sources: 'any' | 'full', merged: boolean, slots: number, quantDestinations: boolean): KernelSpec {
+    const key = `${sources}/${merged}/${slots}/${quantDestinations}`;
     let spec = this.variants.get(key);
     if (!spec) {
       spec = {
         name: 'compact_blocks',
         body: compactBody,
-        libraries: [kvReadLibrary, compactUnrolled(this.shape.quant)],
+        libraries: [kvReadLibrary, compactBindings(quantDestinations), compactUnrolled(this.shape.quant)],
         constants: {
           ...cacheConstants(this.shape.full, this.shape.quant),
           WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
           FULL_SOURCES: { type: 'bool', value: sources === 'full' },
+          QUANT_DESTINATIONS: { type: 'bool', value: quantDestinations },
           MERGED_VALUES: { type: 'bool', value: merged },
           SLOT_SOURCES: { type: 'bool', value: slots > 0 },
           MERGE_SLOTS: { type: 'u32', value: Math.max(slots, 1) },
@@ -204,6 +211,8 @@ export class CompactBlocksKernel {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `compact_blocks ${name}`);
     }
     if (run.merged && run.slotSources) throw new InvalidArgumentError('slotSources', 'merged values and slot sources share the `merged` binding: pass one');
+    const quantDestinations = run.destinations === 'quant';
+    if (quantDestinations && !this.shape.quant) throw new InvalidArgumentError('destinations', "'quant' needs a quantized pool");
     const uniforms = this.gpu.uniformBuffer(
       'compact_blocks:params',
       COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
@@ -212,8 +221,17 @@ export class CompactBlocksKernel {
     encodeDispatch(
       this.gpu,
       pass,
-      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined, run.slotSources?.slots ?? 0)),
-      [uniforms, run.jobs, run.indices, run.cache.blockTable, run.cache.fullPool, run.cache.quantPool, run.merged ?? run.slotSources?.state ?? this.noMerged()],
+      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined, run.slotSources?.slots ?? 0, quantDestinations)),
+      [
+        uniforms,
+        run.jobs,
+        run.indices,
+        run.cache.blockTable,
+        run.cache.fullPool,
+        run.cache.quantPool,
+        run.merged ?? run.slotSources?.state ?? this.noMerged(),
+        quantDestinations ? run.cache.fullPool : null,
+      ],
       run.numJobs,
     );
     pass.end();

@@ -43,6 +43,36 @@ export function compactUnrolled(layout: BlockLayout | null): string {
   return vItem(layout);
 }
 
+/**
+ * WGSL declaring compact_blocks' full pool (binding 4) and the two functions the body reaches it through for
+ * whole-row work, `store_full(i, word)` and `full_row_words(i)` (words 4i … 4i + 3). For any destinations the
+ * pool is read_write; with `quantDestinations` (every job writes a quantized block) it is read-only and a second
+ * read-only view of the same buffer, `full_rows: array<vec4<u32>>` at binding 7, serves full_row_words with one
+ * vec4 load: on SwiftShader a storage load costs about the same whatever its width (a vec4 copy moved the same
+ * bytes 2.2× faster than the u32 copy kernel), and WebGPU forbids binding one buffer read_write and read-only in
+ * one dispatch. That variant's store_full does nothing (it never builds a full destination).
+ *
+ * @example
+ * ```ts
+ * const spec = { ..., libraries: [kvReadLibrary, compactBindings(true), compactUnrolled(quantLayout)] };
+ * ```
+ */
+export function compactBindings(quantDestinations: boolean): string {
+  if (quantDestinations) {
+    return [
+      '@group(0) @binding(4) var<storage, read> full_pool: array<u32>;',
+      '@group(0) @binding(7) var<storage, read> full_rows: array<vec4<u32>>;',
+      'fn store_full(i: u32, word: u32) {}',
+      'fn full_row_words(i: u32) -> vec4<u32> { return full_rows[i]; }',
+    ].join('\n');
+  }
+  return [
+    '@group(0) @binding(4) var<storage, read_write> full_pool: array<u32>;',
+    'fn store_full(i: u32, word: u32) { full_pool[i] = word; }',
+    'fn full_row_words(i: u32) -> vec4<u32> { return vec4<u32>(full_pool[4u * i], full_pool[4u * i + 1u], full_pool[4u * i + 2u], full_pool[4u * i + 3u]); }',
+  ].join('\n');
+}
+
 function vItem(layout: BlockLayout): string {
   const g = layout.groupSize;
   const perWord = 32 / layout.bits;
@@ -52,8 +82,16 @@ function vItem(layout: BlockLayout): string {
   const codes: string[][] = range(span / perWord).map(() => []);
   for (const group of range(span / g)) {
     const quads = range(quadsPerGroup).map((q) => `x${group}_${q}`);
+    // Quad pairs come as octets (one vec4 load of f16 where the kernel binds full_rows).
     range(quadsPerGroup).forEach((q) => {
-      lines.push(`  let x${group}_${q} = row_quad(t, c0 + ${group * g + 4 * q}u, true);`);
+      const channel = group * g + 4 * q;
+      if (quadsPerGroup % 2 !== 0) {
+        lines.push(`  let x${group}_${q} = row_quad(t, c0 + ${channel}u, true);`);
+      } else if (q % 2 === 0) {
+        lines.push(`  let o${group}_${q} = row_oct(t, c0 + ${channel}u, true);`);
+        lines.push(`  let x${group}_${q} = o${group}_${q}.lo;`);
+        lines.push(`  let x${group}_${q + 1} = o${group}_${q}.hi;`);
+      }
     });
     lines.push(`  let lo${group} = ${tree('min', quads)};`);
     lines.push(`  let hi${group} = ${tree('max', quads)};`);
@@ -63,10 +101,11 @@ function vItem(layout: BlockLayout): string {
     );
     lines.push(`  quant_pool[base + QUANT_VP_OFFSET + t * GROUPS_PER_TOKEN + c0 / QUANT_GROUP + ${group}u] = p${group};`);
     lines.push(`  let sz${group} = unpack2x16float(p${group});`);
+    lines.push(`  let k${group} = coder(vec4<f32>(sz${group}.x), vec4<f32>(sz${group}.y));`);
     range(quadsPerGroup).forEach((q) => {
       const channel = group * g + 4 * q;
       const shift = (channel % perWord) * layout.bits;
-      const code = `quad_codes(x${group}_${q}, vec4<f32>(sz${group}.x), vec4<f32>(sz${group}.y))`;
+      const code = `quad_codes(x${group}_${q}, k${group})`;
       codes[Math.floor(channel / perWord)]?.push(shift === 0 ? code : `(${code} << ${shift}u)`);
     });
   }
