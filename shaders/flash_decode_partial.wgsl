@@ -65,6 +65,13 @@ const K_QUANT_STEPS: u32 = select(
   FOLD_K_SCALE && QUANT_BITS == 4u,
 );
 const ZERO_PARTS: u32 = clamp(WORKGROUP_SIZE / K_GROUPS_PER_CHUNK, 1u, 4u);
+// ROW_VECTOR, int4 with the K scale folded, a multiple of four tokens per thread inside one K group and block: a
+// thread owns consecutive tokens of the chunk (owned_token) and takes their K logits four at a time, so each
+// staged q·scale load serves four tokens. On SwiftShader (16 threads, 64-token chunks, KIVI groups of 16) those
+// loads, not the FMAs, were the larger part of an int4 token's K cost (one token at a time: int4 1.2–1.3× the f16
+// CPU time; four: 1.0–1.05×). With one token per thread (the hardware default) the old loop runs.
+const K_TOKEN_QUADS: bool = ROW_VECTOR && FOLD_K_SCALE && QUANT_BITS == 4u && HAS_QUANT && TOKENS_PER_THREAD % 4u == 0u &&
+  QUANT_GROUP % TOKENS_PER_THREAD == 0u && BLOCK_SIZE % TOKENS_PER_THREAD == 0u;
 
 var<workgroup> q_shared: array<vec4<f32>, ROWS * HEAD_DIM / 4u>;
 var<workgroup> logits: array<f32, ROWS * CHUNK_TOKENS>;
@@ -246,6 +253,76 @@ fn dot_scaled_rows(base: u32, k0: vec4<f32>, k1: vec4<f32>) -> vec4<f32> {
   d = fma(vec4<f32>(k1.z), scratch[base + 6u], d);
   d = fma(vec4<f32>(k1.w), scratch[base + 7u], d);
   return d;
+}
+
+// dot_scaled_rows for four tokens of one K group at once, from their int4 code words a, b, c and e: one load of
+// each staged q·scale serves the four.
+fn dot_scaled_quad(base: u32, a: u32, b: u32, c: u32, e: u32) -> array<vec4<f32>, 4> {
+  let a0 = int4_low(a);
+  let a1 = int4_high(a);
+  let b0 = int4_low(b);
+  let b1 = int4_high(b);
+  let c0 = int4_low(c);
+  let c1 = int4_high(c);
+  let e0 = int4_low(e);
+  let e1 = int4_high(e);
+  var q = scratch[base];
+  var da = a0.x * q;
+  var db = b0.x * q;
+  var dc = c0.x * q;
+  var de = e0.x * q;
+  q = scratch[base + 1u];
+  da = fma(vec4<f32>(a0.y), q, da);
+  db = fma(vec4<f32>(b0.y), q, db);
+  dc = fma(vec4<f32>(c0.y), q, dc);
+  de = fma(vec4<f32>(e0.y), q, de);
+  q = scratch[base + 2u];
+  da = fma(vec4<f32>(a0.z), q, da);
+  db = fma(vec4<f32>(b0.z), q, db);
+  dc = fma(vec4<f32>(c0.z), q, dc);
+  de = fma(vec4<f32>(e0.z), q, de);
+  q = scratch[base + 3u];
+  da = fma(vec4<f32>(a0.w), q, da);
+  db = fma(vec4<f32>(b0.w), q, db);
+  dc = fma(vec4<f32>(c0.w), q, dc);
+  de = fma(vec4<f32>(e0.w), q, de);
+  q = scratch[base + 4u];
+  da = fma(vec4<f32>(a1.x), q, da);
+  db = fma(vec4<f32>(b1.x), q, db);
+  dc = fma(vec4<f32>(c1.x), q, dc);
+  de = fma(vec4<f32>(e1.x), q, de);
+  q = scratch[base + 5u];
+  da = fma(vec4<f32>(a1.y), q, da);
+  db = fma(vec4<f32>(b1.y), q, db);
+  dc = fma(vec4<f32>(c1.y), q, dc);
+  de = fma(vec4<f32>(e1.y), q, de);
+  q = scratch[base + 6u];
+  da = fma(vec4<f32>(a1.z), q, da);
+  db = fma(vec4<f32>(b1.z), q, db);
+  dc = fma(vec4<f32>(c1.z), q, dc);
+  de = fma(vec4<f32>(e1.z), q, de);
+  q = scratch[base + 7u];
+  da = fma(vec4<f32>(a1.w), q, da);
+  db = fma(vec4<f32>(b1.w), q, db);
+  dc = fma(vec4<f32>(c1.w), q, dc);
+  de = fma(vec4<f32>(e1.w), q, de);
+  return array<vec4<f32>, 4>(da, db, dc, de);
+}
+
+// The logits of token tl (slot s of the block of `entry`) for rows 0 … 3, masked by position; nothing when absent.
+fn store_quad_logit(tl: u32, d: vec4<f32>, entry: u32, s: u32, present: bool) {
+  if (present) {
+    let masked = select(vec4<f32>(MASKED_LOGIT), d, rows_visible(true, token_position(entry, s)));
+    for (var r = 0u; r < ROWS; r++) {
+      logits[r * CHUNK_TOKENS + tl] = masked[r];
+    }
+  }
+}
+
+// Token k of this thread's share of a chunk (ROW_VECTOR): consecutive tokens with K_TOKEN_QUADS, else strided
+// by the workgroup, so that neighbouring threads write neighbouring logits.
+fn owned_token(lid: u32, k: u32) -> u32 {
+  return select(lid + k * WORKGROUP_SIZE, lid * TOKENS_PER_THREAD + k, K_TOKEN_QUADS);
 }
 
 // Probabilities of token tl of the chunk for rows 0 … 3 (0 past ROWS).
@@ -455,15 +532,45 @@ fn main(
       chunk_full = chunk_full || !quant;
     }
     for (var k = 0u; ROW_VECTOR && k < TOKENS_PER_THREAD; k++) {
-      let tl = lid + k * WORKGROUP_SIZE;
+      let tl = owned_token(lid, k);
       if (chunk + tl >= end) {
         for (var r = 0u; r < ROWS; r++) {
           logits[r * CHUNK_TOKENS + tl] = MASKED_LOGIT;
         }
       }
     }
-    for (var k = 0u; ROW_VECTOR && k < select(0u, TOKENS_PER_THREAD, chunk_quant); k++) {
-      let tl = lid + k * WORKGROUP_SIZE;
+    for (var k = 0u; K_TOKEN_QUADS && k < select(0u, TOKENS_PER_THREAD, chunk_quant); k += 4u) {
+      let tl = owned_token(lid, k);
+      let t = chunk + tl;
+      if (t < end) {
+        let entry = block_table[table_base + t / BLOCK_SIZE];
+        if (is_quant(entry)) {
+          // Tokens tl … tl + 3: one block and one K group (K_TOKEN_QUADS); those past the end are computed, not stored.
+          let s = t % BLOCK_SIZE;
+          let block = entry & 0x7fffffffu;
+          let g = tl / QUANT_GROUP;
+          let first = block * QUANT_WORDS_PER_BLOCK + s * (HEAD_DIM / 8u);
+          var d0 = vec4<f32>(0.0);
+          var d1 = vec4<f32>(0.0);
+          var d2 = vec4<f32>(0.0);
+          var d3 = vec4<f32>(0.0);
+          for (var w = 0u; w < OCTETS; w++) {
+            let dots = dot_scaled_quad(g * HEAD_DIM + w * 8u, quant_word(first + w), quant_word(first + HEAD_DIM / 8u + w), quant_word(first + 2u * HEAD_DIM / 8u + w), quant_word(first + 3u * HEAD_DIM / 8u + w));
+            d0 += dots[0];
+            d1 += dots[1];
+            d2 += dots[2];
+            d3 += dots[3];
+          }
+          let qz = q_zero_of_group(g);
+          store_quad_logit(tl, d0 + qz, entry, s, true);
+          store_quad_logit(tl + 1u, d1 + qz, entry, s + 1u, t + 1u < end);
+          store_quad_logit(tl + 2u, d2 + qz, entry, s + 2u, t + 2u < end);
+          store_quad_logit(tl + 3u, d3 + qz, entry, s + 3u, t + 3u < end);
+        }
+      }
+    }
+    for (var k = 0u; ROW_VECTOR && !K_TOKEN_QUADS && k < select(0u, TOKENS_PER_THREAD, chunk_quant); k++) {
+      let tl = owned_token(lid, k);
       let t = chunk + tl;
       if (t < end) {
         let entry = block_table[table_base + t / BLOCK_SIZE];
@@ -488,7 +595,7 @@ fn main(
       }
     }
     for (var k = 0u; ROW_VECTOR && k < select(0u, TOKENS_PER_THREAD, chunk_full); k++) {
-      let tl = lid + k * WORKGROUP_SIZE;
+      let tl = owned_token(lid, k);
       let t = chunk + tl;
       if (t < end) {
         let entry = block_table[table_base + t / BLOCK_SIZE];
@@ -511,13 +618,13 @@ fn main(
       // Online softmax in the threads that own the tokens: the logits are their own writes.
       var local_max = vec4<f32>(MASKED_LOGIT);
       for (var k = 0u; k < TOKENS_PER_THREAD; k++) {
-        local_max = max(local_max, row_probs(lid + k * WORKGROUP_SIZE));
+        local_max = max(local_max, row_probs(owned_token(lid, k)));
       }
       let m_new = max(m_rows, workgroup_max_rows(local_max, lid));
       alpha_rows = select(vec4<f32>(1.0), exp(m_rows - m_new), m_rows > vec4<f32>(MASKED_LOGIT));
       var sum = vec4<f32>(0.0);
       for (var k = 0u; k < TOKENS_PER_THREAD; k++) {
-        let tl = lid + k * WORKGROUP_SIZE;
+        let tl = owned_token(lid, k);
         let x = row_probs(tl);
         let p = select(vec4<f32>(0.0), exp(x - m_new), x > vec4<f32>(MASKED_LOGIT));
         for (var r = 0u; r < ROWS; r++) {
