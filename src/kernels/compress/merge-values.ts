@@ -52,6 +52,12 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
 const CAM_RUN = 32;
 
 /**
+ * Octets (eight channels) of a head row one cam thread handles: a token's weight, block-table entry and share are
+ * computed once per thread, so once per CAM_WIDTH octets (1, 2 or 4).
+ */
+const CAM_WIDTH = 2;
+
+/**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
  * src/compress/merge.ts): part of the rule, so a change changes which kept token a value folds into.
  */
@@ -234,7 +240,7 @@ export class MergeValuesKernel {
         name: 'merge_cam',
         body: mergeCamBody,
         libraries,
-        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN } },
+        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN }, CAM_WIDTH: { type: 'u32', value: CAM_WIDTH } },
         uniforms: [CAM_PARAMS],
       }),
     };
@@ -268,7 +274,7 @@ export class MergeValuesKernel {
     const full = run.fullSources ?? false;
     const pass = encoder.beginComputePass({ label: `merge_${run.mode}` });
     if (run.mode === 'cam') {
-      const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * headOctets) / this.workgroupSize));
+      const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * Math.ceil(headOctets / CAM_WIDTH)) / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged];
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
