@@ -3,12 +3,12 @@
 // so they share span_f = min(CAM_MERGE_SPAN, kept − f) and the targets' mass: the gap sum is
 // G_f = Σ_{t in gap f} share(t) · v_t, share(t) = min(1, w_t · span_f / Σ target w) / span_f, and kept slot s becomes
 // v_s + G_{s−3} + G_{s−2} + G_{s−1} + G_s (CAM_MERGE_SPAN = 4: the gaps that reach it, ascending). One thread per
-// (run of CAM_RUN consecutive slots, eight channels) walks its slots in order with the last four gap sums in
-// named registers (a dynamically indexed private array lives in memory on SwiftShader), so each evicted value is
+// (run of CAM_RUN consecutive slots, CAM_WIDTH octets of channels) walks its slots in order with the last four gap
+// sums in named registers (a dynamically indexed private array lives in memory on SwiftShader), so each evicted value is
 // read once, plus the three gaps before its run, and nothing goes through memory between the gaps and the slots
 // (one pass instead of two; on SwiftShader every dispatched workgroup costs, even an idle one). The weight is the
 // mass, or with MASS_MEAN the mean attention per query, mass / mass_count (0 before any query): computed here,
-// not in a pass of its own. Workgroups over (head, chunk of WORKGROUP_SIZE (run, octet) pairs).
+// not in a pass of its own. Workgroups over (head, chunk of WORKGROUP_SIZE (run, octet group) pairs).
 
 @group(0) @binding(0) var<uniform> params: MergeCamParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
