@@ -3,12 +3,12 @@
 // so they share span_f = min(CAM_MERGE_SPAN, kept − f) and the targets' mass: the gap sum is
 // G_f = Σ_{t in gap f} share(t) · v_t, share(t) = min(1, w_t · span_f / Σ target w) / span_f, and kept slot s becomes
 // v_s + G_{s−3} + G_{s−2} + G_{s−1} + G_s (CAM_MERGE_SPAN = 4: the gaps that reach it, ascending). One thread per
-// (run of CAM_RUN consecutive slots, eight channels) walks its slots in order with the last four gap sums in
-// named registers (a dynamically indexed private array lives in memory on SwiftShader), so each evicted value is
+// (run of CAM_RUN consecutive slots, CAM_WIDTH octets of channels) walks its slots in order with the last four gap
+// sums in named registers (a dynamically indexed private array lives in memory on SwiftShader), so each evicted value is
 // read once, plus the three gaps before its run, and nothing goes through memory between the gaps and the slots
 // (one pass instead of two; on SwiftShader every dispatched workgroup costs, even an idle one). The weight is the
 // mass, or with MASS_MEAN the mean attention per query, mass / mass_count (0 before any query): computed here,
-// not in a pass of its own. Workgroups over (head, chunk of WORKGROUP_SIZE (run, octet) pairs).
+// not in a pass of its own. Workgroups over (head, chunk of WORKGROUP_SIZE (run, octet group) pairs).
 
 @group(0) @binding(0) var<uniform> params: MergeCamParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -37,6 +37,65 @@ fn store_octet(row: u32, o: u32, x: Octet) {
   }
 }
 
+// CAM_WIDTH (1, 2 or 4) consecutive octets of a token's channels, the ones one thread handles: a token's weight,
+// block-table entry and share are computed once per CAM_WIDTH octets, not once per octet. Named fields, not an
+// array (a dynamically indexed private array lives in memory on SwiftShader); the unused ones stay zero.
+struct Wide {
+  a: Octet,
+  b: Octet,
+  c: Octet,
+  d: Octet,
+}
+
+// Thread groups of CAM_WIDTH octets per head row.
+const CAM_GROUPS: u32 = (HEAD_OCTETS + CAM_WIDTH - 1u) / CAM_WIDTH;
+
+fn octet_add(x: Octet, y: Octet) -> Octet {
+  return Octet(x.lo + y.lo, x.hi + y.hi);
+}
+
+fn octet_fma(x: Octet, share: f32, y: Octet) -> Octet {
+  return Octet(x.lo + share * y.lo, x.hi + share * y.hi);
+}
+
+fn wide_add(x: Wide, y: Wide) -> Wide {
+  return Wide(octet_add(x.a, y.a), octet_add(x.b, y.b), octet_add(x.c, y.c), octet_add(x.d, y.d));
+}
+
+fn zero_wide() -> Wide {
+  let z = Octet(vec4<f32>(0.0), vec4<f32>(0.0));
+  return Wide(z, z, z, z);
+}
+
+// Octets o0 .. o0 + CAM_WIDTH − 1 of a token's value (those past HEAD_OCTETS stay zero).
+fn wide_value(entry: u32, slot: u32, o0: u32) -> Wide {
+  var w = zero_wide();
+  w.a = kv_octet(entry, slot, o0, true);
+  if (CAM_WIDTH > 1u && o0 + 1u < HEAD_OCTETS) {
+    w.b = kv_octet(entry, slot, o0 + 1u, true);
+  }
+  if (CAM_WIDTH > 2u && o0 + 2u < HEAD_OCTETS) {
+    w.c = kv_octet(entry, slot, o0 + 2u, true);
+  }
+  if (CAM_WIDTH > 3u && o0 + 3u < HEAD_OCTETS) {
+    w.d = kv_octet(entry, slot, o0 + 3u, true);
+  }
+  return w;
+}
+
+fn store_wide(row: u32, o0: u32, x: Wide) {
+  store_octet(row, o0, x.a);
+  if (CAM_WIDTH > 1u && o0 + 1u < HEAD_OCTETS) {
+    store_octet(row, o0 + 1u, x.b);
+  }
+  if (CAM_WIDTH > 2u && o0 + 2u < HEAD_OCTETS) {
+    store_octet(row, o0 + 2u, x.c);
+  }
+  if (CAM_WIDTH > 3u && o0 + 3u < HEAD_OCTETS) {
+    store_octet(row, o0 + 3u, x.d);
+  }
+}
+
 fn weight(row: u32, t: u32) -> f32 {
   let i = row * params.stride + t;
   var m = mass[i];
@@ -47,9 +106,9 @@ fn weight(row: u32, t: u32) -> f32 {
   return max(m, 0.0) + MERGE_WEIGHT_FLOOR;
 }
 
-// G_f for the thread's octet (zero for an empty gap or f past the slots).
-fn gap_sum(row: u32, kept: u32, f: u32, o: u32) -> Octet {
-  var g = Octet(vec4<f32>(0.0), vec4<f32>(0.0));
+// G_f for the thread's octets (zero for an empty gap or f past the slots).
+fn gap_sum(row: u32, kept: u32, f: u32, o0: u32) -> Wide {
+  var g = zero_wide();
   let base = row * params.stride;
   let end = kept_index[base + f];
   var t = 0u;
@@ -67,9 +126,15 @@ fn gap_sum(row: u32, kept: u32, f: u32, o: u32) -> Octet {
   let share_scale = f32(span) / dest_mass;
   for (; t < end; t++) {
     let share = min(1.0, weight(row, t) * share_scale) / f32(span);
-    let v = kv_octet(token_entry_of(row, t), t % BLOCK_SIZE, o, true);
-    g.lo += share * v.lo;
-    g.hi += share * v.hi;
+    let v = wide_value(token_entry_of(row, t), t % BLOCK_SIZE, o0);
+    g.a = octet_fma(g.a, share, v.a);
+    if (CAM_WIDTH > 1u) {
+      g.b = octet_fma(g.b, share, v.b);
+    }
+    if (CAM_WIDTH > 2u) {
+      g.c = octet_fma(g.c, share, v.c);
+      g.d = octet_fma(g.d, share, v.d);
+    }
   }
   return g;
 }
@@ -89,31 +154,30 @@ fn main(
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
   let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  let first = (i / HEAD_OCTETS) * CAM_RUN;
+  let first = (i / CAM_GROUPS) * CAM_RUN;
   if (first >= kept) {
     return;
   }
-  let o = i % HEAD_OCTETS;
+  let o0 = (i % CAM_GROUPS) * CAM_WIDTH;
   let last = min(kept, first + CAM_RUN);
   // g0 .. g3 = G_{s−3} .. G_s; the gaps before slot 0 are zero (adding +0 leaves a sum as it is).
-  let zero = Octet(vec4<f32>(0.0), vec4<f32>(0.0));
-  var g0 = zero;
-  var g1 = zero;
-  var g2 = zero;
+  var g0 = zero_wide();
+  var g1 = g0;
+  var g2 = g0;
   if (first >= 3u) {
-    g0 = gap_sum(row, kept, first - 3u, o);
+    g0 = gap_sum(row, kept, first - 3u, o0);
   }
   if (first >= 2u) {
-    g1 = gap_sum(row, kept, first - 2u, o);
+    g1 = gap_sum(row, kept, first - 2u, o0);
   }
   if (first >= 1u) {
-    g2 = gap_sum(row, kept, first - 1u, o);
+    g2 = gap_sum(row, kept, first - 1u, o0);
   }
   for (var s = first; s < last; s++) {
-    let g3 = gap_sum(row, kept, s, o);
+    let g3 = gap_sum(row, kept, s, o0);
     let j = kept_index[row * params.stride + s];
-    let v = kv_octet(token_entry_of(row, j), j % BLOCK_SIZE, o, true);
-    store_octet(out + s, o, Octet(v.lo + g0.lo + g1.lo + g2.lo + g3.lo, v.hi + g0.hi + g1.hi + g2.hi + g3.hi));
+    let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
+    store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g0), g1), g2), g3));
     g0 = g1;
     g1 = g2;
     g2 = g3;

@@ -52,6 +52,13 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
 const CAM_RUN = 32;
 
 /**
+ * Octets (eight channels) of a head row one cam thread handles (1, 2 or 4): a token's weight, block-table entry and
+ * share are computed once per thread. 2 measured 5–17% faster than 1 on SwiftShader; 4 no better than 2 (fewer
+ * threads, more registers).
+ */
+const CAM_WIDTH = 2;
+
+/**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
  * src/compress/merge.ts): part of the rule, so a change changes which kept token a value folds into.
  */
@@ -171,7 +178,7 @@ export interface MergeValuesRun {
  * shaders/merge_kept_keys.wgsl (each kept key read once: normalized, and its SimHash), shaders/merge_targets.wgsl
  * (one thread per token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own in Hamming distance, re-ranked
  * by exact cosine) and shaders/merge_values.wgsl (one workgroup per head: the weighted sums); cam: one pass,
- * shaders/merge_cam.wgsl (one thread per run of kept slots and eight channels: the gap sums of its evicted tokens,
+ * shaders/merge_cam.wgsl (one thread per run of kept slots and 16 channels: the gap sums of its evicted tokens,
  * the last four in registers, added to the slots they reach). Under statistics policies the kernels weigh by
  * the mean attention per query, Σp / count, computed where the weight is read (no pass of its own). f16 pools are
  * read eight channels a load (bound a second time as vec4<u32>). Hash bits as the reference computes them; sums in
@@ -234,7 +241,7 @@ export class MergeValuesKernel {
         name: 'merge_cam',
         body: mergeCamBody,
         libraries,
-        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN } },
+        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN }, CAM_WIDTH: { type: 'u32', value: CAM_WIDTH } },
         uniforms: [CAM_PARAMS],
       }),
     };
@@ -268,7 +275,7 @@ export class MergeValuesKernel {
     const full = run.fullSources ?? false;
     const pass = encoder.beginComputePass({ label: `merge_${run.mode}` });
     if (run.mode === 'cam') {
-      const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * headOctets) / this.workgroupSize));
+      const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * Math.ceil(headOctets / CAM_WIDTH)) / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged];
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
