@@ -104,6 +104,16 @@ describe('GPU context', () => {
     expect(kernelPipeline(gpu, spec(2))).not.toBe(first);
   });
 
+  it('keys cached pipelines by the text of their body too', async () => {
+    const gpu = await testGpu();
+    const body = (value: number) =>
+      `@group(0) @binding(0) var<storage, read_write> out: array<u32>;\n@compute @workgroup_size(1) fn main() { out[0] = ${value}u; }`;
+    const spec = (value: number) => ({ name: 'body-key-test', body: body(value), constants: {}, uniforms: [] });
+    const first = kernelPipeline(gpu, spec(1));
+    expect(kernelPipeline(gpu, spec(1))).toBe(first);
+    expect(kernelPipeline(gpu, spec(2))).not.toBe(first);
+  });
+
   it('captures validation errors in an error scope', async () => {
     const gpu = await testGpu();
     await expect(

@@ -67,20 +67,23 @@ export function kernelSource(spec: KernelSpec): string {
   return [...enables, wgslPrelude(spec.constants, ...spec.uniforms), commonSource, ...(spec.libraries ?? []), ...functions, spec.body].join('\n');
 }
 
-/** A short id per distinct library text (the set is small: static shader files and a few generated variants). */
-const libraryIds = new Map<string, number>();
+/**
+ * A short id per distinct shader text, bodies and libraries alike (the set is small: static shader files and a
+ * few generated variants). Map lookups hash the text, which is cheaper than putting it in the key.
+ */
+const textIds = new Map<string, number>();
+
+function textId(text: string): number {
+  let id = textIds.get(text);
+  if (id === undefined) {
+    id = textIds.size;
+    textIds.set(text, id);
+  }
+  return id;
+}
 
 function librariesKey(libraries: readonly string[]): string {
-  return libraries
-    .map((text) => {
-      let id = libraryIds.get(text);
-      if (id === undefined) {
-        id = libraryIds.size;
-        libraryIds.set(text, id);
-      }
-      return id;
-    })
-    .join(',');
+  return libraries.map(textId).join(',');
 }
 
 /**
@@ -96,7 +99,8 @@ function librariesKey(libraries: readonly string[]): string {
 export function kernelPipeline(gpu: GpuContext, spec: KernelSpec): GPUComputePipeline {
   const structs = spec.uniforms.map((u) => u.wgsl()).join('|');
   const functions = (spec.functions ?? []).map((fn) => `${fn.name}=${fn.source}`).join('|');
-  const key = `${spec.name}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${librariesKey(spec.libraries ?? [])}#${functions}#${(spec.enables ?? []).join(',')}`;
+  // The body is in the key: two specs that share a name and constants but not a body must not share a pipeline.
+  const key = `${spec.name}#${textId(spec.body)}#${spec.entryPoint ?? 'main'}#${constantsKey(spec.constants)}#${structs}#${librariesKey(spec.libraries ?? [])}#${functions}#${(spec.enables ?? []).join(',')}`;
   return gpu.pipelines.get(key, () => ({
     label: spec.name,
     code: kernelSource(spec),
