@@ -96,16 +96,6 @@ fn store_wide(row: u32, o0: u32, x: Wide) {
   }
 }
 
-fn weight(row: u32, t: u32) -> f32 {
-  let i = row * params.stride + t;
-  var m = mass[i];
-  if (MASS_MEAN) {
-    let count = mass_count[i];
-    m = select(0.0, m / count, count > 0.0);
-  }
-  return max(m, 0.0) + MERGE_WEIGHT_FLOOR;
-}
-
 // G_f for the thread's octets (zero for an empty gap or f past the slots).
 fn gap_sum(row: u32, kept: u32, f: u32, o0: u32) -> Wide {
   var g = zero_wide();

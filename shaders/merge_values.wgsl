@@ -21,17 +21,6 @@
 
 const KEPT: u32 = 0xffffffffu;
 
-// The mass, or with MASS_MEAN the mean attention per query, mass / mass_count (0 before any query).
-fn weight(row: u32, t: u32) -> f32 {
-  let i = row * params.stride + t;
-  var m = mass[i];
-  if (MASS_MEAN) {
-    let count = mass_count[i];
-    m = select(0.0, m / count, count > 0.0);
-  }
-  return max(m, 0.0) + MERGE_WEIGHT_FLOOR;
-}
-
 // Adds x to channels 4q .. of slot row `at` (f32 index; only those below HEAD_DIM exist).
 fn add_quad(at: u32, q: u32, x: vec4<f32>) {
   if (HEAD_DIM % 4u == 0u) {

@@ -3,6 +3,7 @@ import mergeCommonLibrary from '../../../shaders/merge_common.wgsl';
 import mergeKeptKeysBody from '../../../shaders/merge_kept_keys.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
+import mergeWeightLibrary from '../../../shaders/merge_weight.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
@@ -234,13 +235,15 @@ export class MergeValuesKernel {
     // One thread per eight channels of a head (shaders/merge_values.wgsl): more would idle.
     const valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, Math.ceil(headVecs / 2)));
     const floor = { MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor } } as const;
+    // The two kernels that weigh evicted tokens by their attention (shaders/merge_weight.wgsl).
+    const weighted = [...libraries, mergeWeightLibrary];
     const mean = (on: boolean) => ({ MASS_MEAN: { type: 'bool', value: on } }) as const;
     this.specs = {
-      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries, constants: { ...common(valuesWorkgroupSize), ...floor, ...mean(on) }, uniforms: [PARAMS] }),
+      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: weighted, constants: { ...common(valuesWorkgroupSize), ...floor, ...mean(on) }, uniforms: [PARAMS] }),
       cam: (on) => ({
         name: 'merge_cam',
         body: mergeCamBody,
-        libraries,
+        libraries: weighted,
         constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN }, CAM_WIDTH: { type: 'u32', value: CAM_WIDTH } },
         uniforms: [CAM_PARAMS],
       }),
