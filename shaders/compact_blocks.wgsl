@@ -308,11 +308,13 @@ fn coder(scale: vec4<f32>, zero: vec4<f32>) -> Coder {
 
 // The codes of 4 values, packed as they sit in a code word (first value lowest): exactly the codec's
 // clamp(floor((x − zero) / scale + 0.5), 0, levels), the division included (a reciprocal would move codes on
-// rounding boundaries), with fewer steps per value: u32() truncates toward zero, which is floor for y ≥ 0, and
-// saturates a negative y to 0 (WGSL clamps out-of-range conversions), so only the upper clamp is spelled out
-// (floor and clamp commute, levels being an integer).
+// rounding boundaries); floor and clamp commute, levels being an integer. No f32 → u32 conversion: that one was
+// a fifth of the kernel on SwiftShader (its saturating form costs several instructions a lane there). Instead
+// the clamped, floored code n ≤ 255 is an exact f32 integer, n + 2^23 is exact with n in its low mantissa bits,
+// and xor with the bits of 2^23 (0x4b000000) leaves n.
 fn quad_codes(x: vec4<f32>, c: Coder) -> u32 {
-  let code = vec4<u32>(min((x - c.zero) / c.scale + 0.5, vec4<f32>(f32(LEVELS))));
+  let n = floor(clamp((x - c.zero) / c.scale + 0.5, vec4<f32>(0.0), vec4<f32>(f32(LEVELS))));
+  let code = bitcast<vec4<u32>>(n + 8388608.0) ^ vec4<u32>(0x4b000000u);
   return code.x | (code.y << QUANT_BITS) | (code.z << (2u * QUANT_BITS)) | (code.w << (3u * QUANT_BITS));
 }
 
