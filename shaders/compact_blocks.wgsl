@@ -314,8 +314,14 @@ fn coder(scale: vec4<f32>, zero: vec4<f32>) -> Coder {
 // and xor with the bits of 2^23 (0x4b000000) leaves n.
 fn quad_codes(x: vec4<f32>, c: Coder) -> u32 {
   let n = floor(clamp((x - c.zero) / c.scale + 0.5, vec4<f32>(0.0), vec4<f32>(f32(LEVELS))));
-  let code = bitcast<vec4<u32>>(n + 8388608.0) ^ vec4<u32>(0x4b000000u);
-  return code.x | (code.y << QUANT_BITS) | (code.z << (2u * QUANT_BITS)) | (code.w << (3u * QUANT_BITS));
+  // The packing is done in f32 too: every product and partial sum below is an integer under 2^24, so exact in
+  // any evaluation order. int4/int2: the quad's 16 or 8 bits at once; int8: two 16-bit halves.
+  if (QUANT_BITS <= 4u) {
+    let weights = vec4<f32>(1.0, f32(1u << QUANT_BITS), f32(1u << (2u * QUANT_BITS)), f32(1u << ((3u * QUANT_BITS) % 32u)));
+    return bitcast<u32>(dot(n, weights) + 8388608.0) ^ 0x4b000000u;
+  }
+  let halves = bitcast<vec2<u32>>(n.xz + 256.0 * n.yw + 8388608.0) ^ vec2<u32>(0x4b000000u);
+  return halves.x | (halves.y << 16u);
 }
 
 fn quant_code(x: f32, word: u32) -> u32 {

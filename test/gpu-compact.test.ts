@@ -29,6 +29,13 @@ interface Cache {
   destroy(): void;
 }
 
+/** Token t's value of the rounding-boundary channel: 0, levels, then integers (odd t) and half-integers. */
+function boundaryValue(t: number, levels: number): number {
+  if (t === 0) return 0;
+  if (t === 1) return levels;
+  return ((t * 7) % levels) + (t % 2 === 0 ? 0.5 : 0);
+}
+
 function buildCache(
   gpu: GpuContext,
   o: { headDim: number; blockSize: number; full: 'f32' | 'f16'; quant: 'int8' | 'int4' | 'int2'; group: number; lengths: number[]; spare: number; seed: number },
@@ -36,6 +43,7 @@ function buildCache(
   const random = seededRandom(o.seed);
   const full = blockLayout(o.full, o);
   const quant = blockLayout(o.quant, o, o.group);
+  const levels = 2 ** quant.bits - 1;
   const maxBlocks = Math.max(...o.lengths.map((n) => Math.ceil(n / o.blockSize)));
   const table = new Uint32Array(o.lengths.length * maxBlocks);
   const fullBlocks: Uint32Array[] = [new Uint32Array(full.wordsPerBlock)];
@@ -46,8 +54,12 @@ function buildCache(
     const pos = Uint32Array.from({ length: n }, (_, t) => 3 * t + row);
     for (let b = 0; b * o.blockSize < n; b++) {
       const count = Math.min(o.blockSize, n - b * o.blockSize);
-      // some channels nearly constant, one exactly constant: exercises scale 0 and tiny scales
-      const kb = Float32Array.from({ length: count * o.headDim }, (_, i) => (i % o.headDim === 1 ? 0.25 : i % o.headDim === 2 ? 1 + random() * 1e-3 : random() * 6 - 3));
+      // some channels nearly constant, one exactly constant: exercises scale 0 and tiny scales; channel 3 holds
+      // 0, levels, then integers and half-integers: where a group spans 0 … levels its scale is 1 and
+      // (x − zero) / scale + 0.5 lands exactly on integers and on halves (floor, not round-to-even)
+      const kb = Float32Array.from({ length: count * o.headDim }, (_, i) =>
+        i % o.headDim === 1 ? 0.25 : i % o.headDim === 2 ? 1 + random() * 1e-3 : i % o.headDim === 3 ? boundaryValue(Math.floor(i / o.headDim), levels) : random() * 6 - 3,
+      );
       // the first token's V constant: exercises V groups of scale 0
       const vb = Float32Array.from({ length: count * o.headDim }, (_, i) => (i < o.headDim ? -0.75 : random() * 4 - 2));
       const isQuant = b % 2 === 0; // mixed sources: every other block quantized
