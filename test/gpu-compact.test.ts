@@ -119,6 +119,41 @@ interface Mismatches {
 }
 
 /**
+ * Compares each job's destination block in `pools` with encodeBlock of its source tokens (compareBlock's
+ * tolerances); adds the tolerated differences to `tally`.
+ */
+function compareJobs(
+  cache: Cache,
+  jobs: readonly CompactJob[],
+  sources: readonly (readonly number[])[],
+  pools: { readonly full?: Uint32Array; readonly quant: Uint32Array },
+  tally: Mismatches,
+): void {
+  const { headDim } = cache.full;
+  jobs.forEach((job, j) => {
+    const src = sources[j] ?? [];
+    const row = cache.rows[job.row];
+    if (!row) throw new Error('no row');
+    const k = new Float32Array(src.length * headDim);
+    const v = new Float32Array(src.length * headDim);
+    src.forEach((t, i) => {
+      k.set(row.k.subarray(t * headDim, (t + 1) * headDim), i * headDim);
+      v.set(row.v.subarray(t * headDim, (t + 1) * headDim), i * headDim);
+    });
+    const pos = Uint32Array.from(src, (t) => row.pos[t] ?? 0);
+    const isQuant = job.destEntry >= 0x8000_0000;
+    const layout = isQuant ? cache.quant : cache.full;
+    const pool = isQuant ? pools.quant : pools.full;
+    if (!pool) throw new Error(`job ${j} writes a full block; no full pool given`);
+    const block = job.destEntry & 0x7fff_ffff;
+    const got = pool.subarray(block * layout.wordsPerBlock, (block + 1) * layout.wordsPerBlock);
+    compareBlock(layout, got, encodeBlock(layout, k, v, pos, src.length), src.length, `job ${j} (${layout.format}, ${src.length} tokens)`, tally);
+    // and the decoded block is what attention will see: its positions are the sources'
+    expect(Array.from(decodeBlock(layout, got, src.length).positions)).toEqual(Array.from(pos));
+  });
+}
+
+/**
  * Compares one GPU-built block with encodeBlock of the same decoded tokens (see the tolerances above); adds the
  * tolerated differences to `tally`.
  */
@@ -243,28 +278,7 @@ describe('compact_blocks vs the reference codec', () => {
       quant: new Uint32Array(await readBuffer(gpu, cache.bindings.quantPool)),
     };
     const tally: Mismatches = { codes: 0, codeCount: 0, scales: 0, groupCount: 0 };
-    jobs.forEach((job, j) => {
-      const src = sources[j] ?? [];
-      const row = cache.rows[job.row];
-      if (!row) throw new Error('no row');
-      const { headDim } = c;
-      const k = new Float32Array(src.length * headDim);
-      const v = new Float32Array(src.length * headDim);
-      src.forEach((t, i) => {
-        k.set(row.k.subarray(t * headDim, (t + 1) * headDim), i * headDim);
-        v.set(row.v.subarray(t * headDim, (t + 1) * headDim), i * headDim);
-      });
-      const pos = Uint32Array.from(src, (t) => row.pos[t] ?? 0);
-      const isQuant = job.destEntry >= 0x8000_0000;
-      const layout = isQuant ? cache.quant : cache.full;
-      const block = job.destEntry & 0x7fff_ffff;
-      const pool = isQuant ? pools.quant : pools.full;
-      const got = pool.subarray(block * layout.wordsPerBlock, (block + 1) * layout.wordsPerBlock);
-      const expected = encodeBlock(layout, k, v, pos, src.length);
-      compareBlock(layout, got, expected, src.length, `job ${j} (${layout.format}, ${src.length} tokens)`, tally);
-      // and the decoded block is what attention will see: the source values within the codec's error
-      expect(Array.from(decodeBlock(layout, got, src.length).positions)).toEqual(Array.from(pos));
-    });
+    compareJobs(cache, jobs, sources, pools, tally);
     expect(tally.codes).toBeLessThanOrEqual(Math.floor(tally.codeCount * MISMATCH_FRACTION));
     expect(tally.scales).toBeLessThanOrEqual(Math.floor(tally.groupCount * MISMATCH_FRACTION));
     jobBuffer.destroy();
@@ -311,21 +325,7 @@ describe('compact_blocks vs the reference codec', () => {
     });
     const pool = new Uint32Array(await readBuffer(gpu, cache.bindings.quantPool));
     const tally: Mismatches = { codes: 0, codeCount: 0, scales: 0, groupCount: 0 };
-    jobs.forEach((job, j) => {
-      const src = sources[j] ?? [];
-      const row = cache.rows[job.row];
-      if (!row) throw new Error('no row');
-      const k = new Float32Array(src.length * headDim);
-      const v = new Float32Array(src.length * headDim);
-      src.forEach((t, i) => {
-        k.set(row.k.subarray(t * headDim, (t + 1) * headDim), i * headDim);
-        v.set(row.v.subarray(t * headDim, (t + 1) * headDim), i * headDim);
-      });
-      const pos = Uint32Array.from(src, (t) => row.pos[t] ?? 0);
-      const block = job.destEntry & 0x7fff_ffff;
-      const got = pool.subarray(block * cache.quant.wordsPerBlock, (block + 1) * cache.quant.wordsPerBlock);
-      compareBlock(cache.quant, got, encodeBlock(cache.quant, k, v, pos, src.length), src.length, `job ${j}`, tally);
-    });
+    compareJobs(cache, jobs, sources, { quant: pool }, tally);
     expect(tally.codes).toBeLessThanOrEqual(Math.floor(tally.codeCount * MISMATCH_FRACTION));
     expect(tally.scales).toBeLessThanOrEqual(Math.floor(tally.groupCount * MISMATCH_FRACTION));
     jobBuffer.destroy();
@@ -376,21 +376,7 @@ describe('compact_blocks vs the reference codec', () => {
       expect(await run({ sources: sourcesKind, destinations: 'quant' }), `sources '${sourcesKind}'`).toEqual(reference);
     }
     const tally: Mismatches = { codes: 0, codeCount: 0, scales: 0, groupCount: 0 };
-    jobs.forEach((job, j) => {
-      const src = sources[j] ?? [];
-      const row = cache.rows[job.row];
-      if (!row) throw new Error('no row');
-      const k = new Float32Array(src.length * headDim);
-      const v = new Float32Array(src.length * headDim);
-      src.forEach((t, i) => {
-        k.set(row.k.subarray(t * headDim, (t + 1) * headDim), i * headDim);
-        v.set(row.v.subarray(t * headDim, (t + 1) * headDim), i * headDim);
-      });
-      const pos = Uint32Array.from(src, (t) => row.pos[t] ?? 0);
-      const block = job.destEntry & 0x7fff_ffff;
-      const got = reference.subarray(block * cache.quant.wordsPerBlock, (block + 1) * cache.quant.wordsPerBlock);
-      compareBlock(cache.quant, got, encodeBlock(cache.quant, k, v, pos, src.length), src.length, `job ${j}`, tally);
-    });
+    compareJobs(cache, jobs, sources, { quant: reference }, tally);
     // SwiftShader's division is correctly rounded: there the codes are encodeBlock's exactly.
     const allowed = gpu.adapter.isFallbackAdapter ? 0 : Math.floor(tally.codeCount * MISMATCH_FRACTION);
     expect(tally.codes).toBeLessThanOrEqual(allowed);
