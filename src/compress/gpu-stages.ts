@@ -110,6 +110,11 @@ export class GpuCompressionStages implements CompressionStages {
     return job.policy?.requires.window && this.windowCount(job.seqId) > 0 ? this.buffers.mass : this.backend.statistics.attnSum;
   }
 
+  /** Whether a table row holds no quantized block (then the kernels compiled without quantized reads may run). */
+  private rowIsFull(row: number): boolean {
+    return this.meta.tables.entryView(row).every((entry) => (entry & QUANT_POOL_BIT) === 0);
+  }
+
   private rowsOf(slot: number): number[][] {
     const { layers, kvHeads } = this.meta.shape;
     return Array.from({ length: layers }, (_, l) => Array.from({ length: kvHeads }, (_, h) => (l * this.meta.seqSlots + slot) * kvHeads + h));
@@ -232,7 +237,7 @@ export class GpuCompressionStages implements CompressionStages {
       keptTotal,
       stride: this.indexStride,
       keptIndex: this.buffers.keptIndex,
-      fullSources: heads.every((h) => this.meta.tables.entryView(h.row).every((entry) => (entry & QUANT_POOL_BIT) === 0)),
+      fullSources: heads.every((h) => this.rowIsFull(h.row)),
       // Window policies weigh by the window's attention; statistics policies by the mean attention per query.
       mass:
         this.massBuffer(job) === this.buffers.mass
@@ -327,7 +332,7 @@ export class GpuCompressionStages implements CompressionStages {
           if (ofLayer.length === 0) continue;
           const jobs = arena.upload(`jobs:${layer}`, packCompactJobs(ofLayer));
           // With no quantized source block the kernel variant without the quantized read runs (about 2× faster).
-          const fullSources = ofLayer.every((compact) => this.meta.tables.entryView(compact.row).every((entry) => (entry & QUANT_POOL_BIT) === 0));
+          const fullSources = ofLayer.every((compact) => this.rowIsFull(compact.row));
           // Only quantized destinations: the variant that reads whole full-pool rows as vec4s.
           const quantDestinations = ofLayer.every((compact) => (compact.destEntry & QUANT_POOL_BIT) !== 0);
           this.compactKernel().encode(encoder, {
