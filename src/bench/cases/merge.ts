@@ -7,7 +7,8 @@ const QUICK_CONTEXTS = [1024] as const;
 
 /**
  * The merge suite's variants: h2o (statistics scoring, the cheapest scorer, so merging's share shows most) in f16
- * with uniform budgets and in int4 with adakv budgets, each without merging and with every implemented merge.
+ * with uniform budgets and in int4 with adakv budgets, and snapkv (window scoring, which reads every key as the
+ * nearest merge does) in f16 uniform, each without merging and with every implemented merge.
  *
  * @example
  * ```ts
@@ -18,6 +19,7 @@ export const MERGE_VARIANTS: readonly CompressVariant[] = (
   [
     { policy: 'h2o', budgetMode: 'uniform', bits: 16, window: true },
     { policy: 'h2o', budgetMode: 'adakv', bits: 4, window: true },
+    { policy: 'snapkv', budgetMode: 'uniform', bits: 16, window: true },
   ] as const
 ).flatMap((base) => (['none', 'nearest', 'cam'] as const).map((merge): CompressVariant => ({ ...base, merge })));
 
