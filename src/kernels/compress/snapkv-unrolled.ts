@@ -56,7 +56,24 @@ function common(headDim: number, keyRead: SnapKVKeyRead): string {
           `  }`,
         ]
       : [];
-  const loadKey = vs.map((v) => `  key[${v}] = ${lanes(headDim, v, (d) => `kv_value(entry, slot, ${d}u, false)`)};`).join('\n');
+  // Per channel (quantized or unaligned keys) the read stays a loop: unrolled, its headDim inlined kv_value calls
+  // took Chromium's SwiftShader (Subzero) 81 s to compile at headDim 128 against 11 s as a loop (peers page, 256
+  // tokens); a loop-indexed write costs a store per channel, small beside kv_value's own decoding.
+  const channel = (d: string) => (headDim % 4 === 0 ? `kv_value(entry, slot, ${d}, false)` : `key_channel(entry, slot, ${d})`);
+  const loadKey = [
+    `  for (var v = 0u; v < VEC; v++) {`,
+    `    key[v] = vec4<f32>(${[0, 1, 2, 3].map((c) => channel(`4u * v + ${c}u`)).join(', ')});`,
+    `  }`,
+  ].join('\n');
+  const keyChannel =
+    headDim % 4 === 0
+      ? []
+      : [
+          `fn key_channel(entry: u32, slot: u32, d: u32) -> f32 {`,
+          `  if (d >= HEAD_DIM) { return 0.0; }`,
+          `  return kv_value(entry, slot, d, false);`,
+          `}`,
+        ];
   const dots = vs.map((v) => `dot(q[${v}], k[${v}])`).join(' + ');
   return [
     `fn load_query(q_base: u32) -> array<vec4<f32>, VEC> {`,
@@ -64,6 +81,7 @@ function common(headDim: number, keyRead: SnapKVKeyRead): string {
     loadQuery,
     `  return q;`,
     `}`,
+    ...keyChannel,
     `fn load_key(entry: u32, slot: u32) -> array<vec4<f32>, VEC> {`,
     `  var key: array<vec4<f32>, VEC>;`,
     ...wordPath,
