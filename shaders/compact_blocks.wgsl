@@ -15,8 +15,9 @@
 //   K item = (token group, K_SPAN channels: one code word's, or two int8 words' so that it reads whole 8-channel
 //            octets): per-channel min/max over the group, then its code words for every token of the group;
 //   V item = (token, V_SPAN channels: whole groups and whole code words): per-group min/max, then its words.
-// Other layouts (head_dim 8 with int2, G 1 or 2, ...) take quantize_by_word, which recomputes a value's group
-// parameters where it needs them.
+// Where the device has subgroups and the workgroup is one quad of 4 (QUAD_K_ITEMS), the 4 lanes share each K item
+// instead (shaders/compact_k_quad.wgsl). Other layouts (head_dim 8 with int2, G 1 or 2, ...) take
+// quantize_by_word, which recomputes a value's group parameters where it needs them.
 //
 // Shaped for SwiftShader as well as GPUs (measured with bench --only quantize):
 // - no barrier anywhere: a shader with one runs each group of lanes as a coroutine there, and no thread reads
@@ -446,8 +447,16 @@ fn quantize_by_item(base: u32, lid: u32) {
       rows[t] = row_offset(kept_token(t));
     }
   }
-  for (var i = lid; i < K_ITEMS; i += WORKGROUP_SIZE) {
-    quantize_k_item(base, i / K_COLUMNS, (i % K_COLUMNS) * K_SPAN);
+  if (QUAD_K_ITEMS) {
+    // The workgroup is one quad and works on one K item at a time (shaders/compact_k_quad.wgsl).
+    let lane = quad_lane(lid);
+    for (var i = 0u; i < K_ITEMS; i++) {
+      quantize_k_quad(base, i / K_COLUMNS, (i % K_COLUMNS) * K_SPAN, lane);
+    }
+  } else {
+    for (var i = lid; i < K_ITEMS; i += WORKGROUP_SIZE) {
+      quantize_k_item(base, i / K_COLUMNS, (i % K_COLUMNS) * K_SPAN);
+    }
   }
   let filled_items = job.count * V_COLUMNS;
   for (var i = lid; i < filled_items; i += WORKGROUP_SIZE) {

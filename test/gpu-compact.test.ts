@@ -7,6 +7,7 @@ import { CompactBlocksKernel, type CompactJob, IDENTITY_INDEX_BASE, packCompactJ
 import { GatherStatsKernel } from '../src/kernels/compress/gather-stats.js';
 import type { PagedCacheBindings } from '../src/kernels/cache/paged-attention.js';
 import { TopKSelectKernel } from '../src/kernels/compress/select.js';
+import { quantizesByQuad } from '../src/kernels/compress/compact-unrolled.js';
 import { decodeBlock, encodeBlock } from '../src/format/block-codec.js';
 import { seededRandom, testGpu } from './helpers/gpu.js';
 
@@ -363,10 +364,10 @@ describe('compact_blocks vs the reference codec', () => {
     const jobBuffer = createStorageBuffer(gpu, 'jobs', packCompactJobs(jobs));
     const indexBuffer = createStorageBuffer(gpu, 'indices', Uint32Array.from(indices));
     const kernel = new CompactBlocksKernel(gpu, { full: cache.full, quant: cache.quant });
-    const run = async (options: { sources: 'full' | 'any'; destinations: 'quant' | 'any' }): Promise<Uint32Array> => {
+    const run = async (options: { sources: 'full' | 'any'; destinations: 'quant' | 'any' }, by = kernel): Promise<Uint32Array> => {
       await gpu.withErrorScope(() => {
         const encoder = gpu.device.createCommandEncoder();
-        kernel.encode(encoder, { cache: cache.bindings, jobs: jobBuffer, numJobs: jobs.length, indices: indexBuffer, ...options });
+        by.encode(encoder, { cache: cache.bindings, jobs: jobBuffer, numJobs: jobs.length, indices: indexBuffer, ...options });
         gpu.submit([encoder.finish()]);
       });
       return new Uint32Array(await readBuffer(gpu, cache.bindings.quantPool));
@@ -374,6 +375,16 @@ describe('compact_blocks vs the reference codec', () => {
     const reference = await run({ sources: 'any', destinations: 'any' });
     for (const sourcesKind of ['full', 'any'] as const) {
       expect(await run({ sources: sourcesKind, destinations: 'quant' }), `sources '${sourcesKind}'`).toEqual(reference);
+    }
+    // A fallback adapter with subgroups shares K items over a quad (shaders/compact_k_quad.wgsl): the loop K item
+    // (quantize_k_item) must write the same words.
+    const quadPossible = gpu.has('subgroups') && gpu.adapter.isFallbackAdapter && quantizesByQuad(cache.quant);
+    expect(kernel.quadKItems).toBe(quadPossible);
+    if (quadPossible) {
+      const loops = new CompactBlocksKernel(gpu, { full: cache.full, quant: cache.quant, quadKItems: false });
+      for (const sourcesKind of ['full', 'any'] as const) {
+        expect(await run({ sources: sourcesKind, destinations: 'quant' }, loops), `loop K items, sources '${sourcesKind}'`).toEqual(reference);
+      }
     }
     const tally: Mismatches = { codes: 0, codeCount: 0, scales: 0, groupCount: 0 };
     compareJobs(cache, jobs, sources, { quant: reference }, tally);

@@ -1,6 +1,7 @@
 import compactBody from '../../../shaders/compact_blocks.wgsl';
+import kQuadLibrary from '../../../shaders/compact_k_quad.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { compactBindings, compactUnrolled } from './compact-unrolled.js';
+import { compactBindings, compactUnrolled, quantizesByQuad } from './compact-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
@@ -123,6 +124,9 @@ export const SLOT_SOURCE_FLAG = 0x80000000;
 /** Workgroup size on a software (fallback) adapter; see the constructor. */
 const SOFTWARE_WORKGROUP_SIZE = 4;
 
+/** What stands in for shaders/compact_k_quad.wgsl where the kernel does not use it (QUAD_K_ITEMS false). */
+const NO_QUAD_K = 'fn quad_lane(lid: u32) -> u32 { return lid & 3u; }\nfn quantize_k_quad(base: u32, group: u32, c0: u32, l: u32) {}';
+
 /**
  * Builds destination blocks from lists of source tokens: reads K/V/positions of any source format (the shader's
  * kept_token / kept_quad / kept_position) and writes each destination in its pool's format — f32/f16
@@ -143,12 +147,14 @@ export class CompactBlocksKernel {
   readonly spec: KernelSpec;
   private readonly variants = new Map<string, KernelSpec>();
   private readonly workgroupSize: number;
+  /** Whether K items are shared by the 4 lanes of a quad (shaders/compact_k_quad.wgsl). */
+  readonly quadKItems: boolean;
   /** Bound as `merged` when a run merges nothing (a binding must be bound). */
   private placeholder: GPUBuffer | null = null;
 
   constructor(
     private readonly gpu: GpuContext,
-    readonly shape: { full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number },
+    readonly shape: { full: BlockLayout; quant: BlockLayout | null; workgroupSize?: number; quadKItems?: boolean },
   ) {
     if (shape.quant && (shape.quant.headDim !== shape.full.headDim || shape.quant.blockSize !== shape.full.blockSize)) {
       throw new InvalidArgumentError('quant', 'the two pools must share head_dim and block size');
@@ -161,6 +167,14 @@ export class CompactBlocksKernel {
     if (!Number.isInteger(size) || size <= 0 || size > gpu.limits.maxComputeInvocationsPerWorkgroup) {
       throw new InvalidArgumentError('workgroupSize', `must be a positive integer ≤ the device limit; got ${size}`);
     }
+    // Quad K items (each K value read once, the ranges met through quad swaps) need subgroups, a workgroup that
+    // is one quad, and G 16 at a head_dim of whole octets. Chosen by default only on a fallback adapter, where a
+    // workgroup of 4 is one 4-lane subgroup and where it was measured (15–20% less time, bench --only quantize).
+    const quadPossible = gpu.has('subgroups') && size === 4 && shape.quant !== null && quantizesByQuad(shape.quant);
+    if (shape.quadKItems && !quadPossible) {
+      throw new InvalidArgumentError('quadKItems', 'needs the subgroups feature, workgroupSize 4, group size 16 and head_dim a multiple of 8');
+    }
+    this.quadKItems = shape.quadKItems ?? (quadPossible && gpu.adapter.isFallbackAdapter);
     this.spec = this.variant('any', true, 0, false);
   }
 
@@ -171,12 +185,14 @@ export class CompactBlocksKernel {
       spec = {
         name: 'compact_blocks',
         body: compactBody,
-        libraries: [kvReadLibrary, compactBindings(quantDestinations), compactUnrolled(this.shape.quant)],
+        libraries: [kvReadLibrary, compactBindings(quantDestinations), compactUnrolled(this.shape.quant), this.quadKItems ? kQuadLibrary : NO_QUAD_K],
+        ...(this.quadKItems ? { enables: ['subgroups'] } : {}),
         constants: {
           ...cacheConstants(this.shape.full, this.shape.quant),
           WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
           FULL_SOURCES: { type: 'bool', value: sources === 'full' },
           QUANT_DESTINATIONS: { type: 'bool', value: quantDestinations },
+          QUAD_K_ITEMS: { type: 'bool', value: this.quadKItems },
           MERGED_VALUES: { type: 'bool', value: merged },
           SLOT_SOURCES: { type: 'bool', value: slots > 0 },
           MERGE_SLOTS: { type: 'u32', value: Math.max(slots, 1) },

@@ -17,6 +17,19 @@ export function quantizesByItem(layout: BlockLayout): boolean {
   return layout.headDim % perWord === 0 && g % 4 === 0 && (g % perWord === 0 || perWord % g === 0);
 }
 
+/**
+ * Whether shaders/compact_k_quad.wgsl can quantize this layout's K items (4 lanes × 4 tokens of a group of 16,
+ * whole 8-channel octets): by item, G 16, head_dim a multiple of 8.
+ *
+ * @example
+ * ```ts
+ * quantizesByQuad(blockLayout('int2', { headDim: 128, blockSize: 16 })); // true
+ * ```
+ */
+export function quantizesByQuad(layout: BlockLayout): boolean {
+  return quantizesByItem(layout) && layout.groupSize === 16 && layout.headDim % 8 === 0;
+}
+
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
