@@ -70,7 +70,7 @@ const CAM_RUN = 32;
 const CAM_WIDTH = 2;
 
 /**
- * Octets of a kept slot's row one thread of shaders/merge_values.wgsl sums (1 or 2): a token's target, weight and
+ * Octets of a kept slot's row one thread of shaders/merge_values.wgsl sums (1 or 2): its list link, weight and
  * block-table entry are read once per thread.
  */
 const VALUES_WIDTH = 2;
@@ -138,7 +138,7 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each (nearest),
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one word each (unused since the values pass sums in registers),
  * then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
  * shaders/merge_kept_keys.wgsl) or its gap sum (cam, shaders/merge_cam_gaps.wgsl).
  *
@@ -170,7 +170,7 @@ export interface MergeValuesRun {
   readonly maxTokens: number;
   /** The most tokens any of the heads keeps (sizes the cam dispatch). */
   readonly maxKept: number;
-  /** Kept tokens over all heads: the merged buffer holds that many values, then that many weights. */
+  /** Kept tokens over all heads: the merged buffer holds that many values, then that many words the layout reserves. */
   readonly keptTotal: number;
   /** Width of a kept-index / mass row (maxTokensPerHead). */
   readonly stride: number;
