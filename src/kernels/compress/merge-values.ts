@@ -138,8 +138,8 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one word each (unused since the values pass sums in registers),
- * then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one word each (unused
+ * since the values pass sums in registers), then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
  * shaders/merge_kept_keys.wgsl) or its gap sum (cam, shaders/merge_cam_gaps.wgsl).
  *
  * @example
