@@ -1,4 +1,4 @@
-// Nearest merge, pass 1 of 3 (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts):
+// Nearest merge, pass 1 of 4 (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts):
 // each kept key of each merged head, read once: divided by its norm (a zero key stays zero) as f32 vec4s
 // (HEAD_VECS per key, zero-padded) into the merged buffer at keys_offset + (out_base + slot) · 4 · HEAD_VECS, and its
 // SimHash (shaders/merge_common.wgsl) as two exact 16-bit halves at hash_offset + 2 · (out_base + slot) (f32 words:

@@ -2,10 +2,10 @@
 // reference src/compress/merge.ts nearestKept): among the MERGE_WINDOW kept slots around the token (centred on its
 // first kept slot after it, moved inside the head's slots), the MERGE_CANDIDATES whose key hashes are nearest in
 // Hamming distance to the token's (earliest first on equal distance), and among those the one whose key has the
-// largest cosine similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 3: one
+// largest cosine similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 4: one
 // thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); a pair costs a load, an xor, a popcount
 // and a compare, and a token MERGE_WINDOW pairs, so the pass is linear in tokens. The exact re-rank reads
-// MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl). shaders/merge_values.wgsl reads
+// MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl). shaders/merge_links.wgsl reads
 // the targets.
 
 @group(0) @binding(0) var<uniform> params: MergeTargetsParams;

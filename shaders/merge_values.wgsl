@@ -1,10 +1,12 @@
 // Nearest merge (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts): each kept value
 // becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
-// (shaders/merge_targets.wgsl) is its slot. One workgroup per head, one thread per eight channels (one load of an f16
-// pool; the token's weight, target and block are read once for them), tokens in order (the reference's order, so the float
-// sums match it). The merged values go to `merged`, which compact_blocks reads
-// in place of the kept tokens' values; keys and positions are never touched. Each thread owns its channels of every
-// slot, and only the first thread writes a slot's weight: no atomics.
+// (shaders/merge_targets.wgsl) is its slot. Pass 4 of 4, gathered by slot: one thread per (kept slot, VALUES_WIDTH
+// octets of channels), workgroups over (head, chunk of WORKGROUP_SIZE threads). A thread follows its slot's list of
+// tokens (shaders/merge_links.wgsl, ascending), so the sums are in registers, in the reference's order (the kept
+// value first, then the evicted ones by position), and the slot's value is written once, already divided. The old
+// scatter layout (one workgroup per head, every token's sum read and written in `merged`) spent most of its time on
+// those reads and writes. Keys and positions are never touched; compact_blocks
+// reads `merged` in place of the kept tokens' values.
 
 @group(0) @binding(0) var<uniform> params: MergeValuesParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -13,29 +15,16 @@
 @group(0) @binding(4) var<storage, read> block_table: array<u32>;   // [row][max_blocks]
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
-@group(0) @binding(7) var<storage, read> targets: array<u32>;       // [row][stride] from merge_targets
-// [out_base + slot][HEAD_DIM] f32s, then [slot] weights; vec4s so a quad of a slot is one load and one store.
+@group(0) @binding(7) var<storage, read> links: array<u32>;         // per-slot lists from merge_links
+// [out_base + slot][HEAD_DIM] f32s; vec4s so a quad of a slot is one store.
 @group(0) @binding(8) var<storage, read_write> merged: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 @group(0) @binding(10) var<storage, read> mass_count: array<f32>;   // [row][stride] queries seen (MASS_MEAN only)
 
-const KEPT: u32 = 0xffffffffu;
+// Threads per kept slot.
+const GROUPS: u32 = (HEAD_OCTETS + VALUES_WIDTH - 1u) / VALUES_WIDTH;
 
-// Adds x to channels 4q .. of slot row `at` (f32 index; only those below HEAD_DIM exist).
-fn add_quad(at: u32, q: u32, x: vec4<f32>) {
-  if (HEAD_DIM % 4u == 0u) {
-    merged[at / 4u + q] += x;
-    return;
-  }
-  for (var c = 0u; c < 4u; c++) {
-    let i = at + 4u * q + c;
-    if (4u * q + c < HEAD_DIM) {
-      merged[i / 4u][i % 4u] += x[c];
-    }
-  }
-}
-
-// Sets channels 4q .. of slot row `at` to x.
+// Sets channels 4q .. of slot row `at` (f32 index) to x (only those below HEAD_DIM exist).
 fn set_quad(at: u32, q: u32, x: vec4<f32>) {
   if (HEAD_DIM % 4u == 0u) {
     merged[at / 4u + q] = x;
@@ -49,74 +38,76 @@ fn set_quad(at: u32, q: u32, x: vec4<f32>) {
   }
 }
 
+// w times octet o of a token's value (zeros past HEAD_OCTETS).
+fn weighted_octet(w: f32, entry: u32, slot: u32, o: u32) -> Octet {
+  if (o >= HEAD_OCTETS) {
+    return Octet(vec4<f32>(0.0), vec4<f32>(0.0));
+  }
+  let v = kv_octet(entry, slot, o, true);
+  return Octet(w * v.lo, w * v.hi);
+}
+
+fn add_octet(a: Octet, b: Octet) -> Octet {
+  return Octet(a.lo + b.lo, a.hi + b.hi);
+}
+
+// Octet o of slot row `at`, divided by the slot's total weight.
+fn store_octet(at: u32, o: u32, a: Octet, total: f32) {
+  if (o >= HEAD_OCTETS) {
+    return;
+  }
+  set_quad(at, 2u * o, a.lo / total);
+  if (2u * o + 1u < HEAD_VECS) {
+    set_quad(at, 2u * o + 1u, a.hi / total);
+  }
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 ) {
-  let head = linear_workgroup_index(wid, nwg);
-  // No early return: every invocation reaches the barriers (a workgroup past the heads does no work).
-  let in_range = head < params.num_heads;
-  var row = 0u;
-  var tokens = 0u;
-  var kept = 0u;
-  var out = 0u;
-  if (in_range) {
-    row = heads[4u * head];
-    tokens = heads[4u * head + 1u];
-    kept = heads[4u * head + 2u];
-    out = heads[4u * head + 3u];
-  }
-  let base = row * params.stride;
-  let weights = params.weights_offset + out;
-  for (var o = lid; o < HEAD_OCTETS; o += WORKGROUP_SIZE) {
-    // The second quad of the octet (none past HEAD_VECS).
-    let q0 = 2u * o;
-    let q1 = q0 + 1u;
-    let second = q1 < HEAD_VECS;
-    for (var s = 0u; s < kept; s++) {
-      let j = kept_index[base + s];
-      let w = weight(row, j);
-      if (o == 0u) {
-        merged[(weights + s) / 4u][(weights + s) % 4u] = w;
-      }
-      let v = kv_octet(token_entry_of(row, j), j % BLOCK_SIZE, o, true);
-      let at = (out + s) * HEAD_DIM;
-      set_quad(at, q0, w * v.lo);
-      if (second) {
-        set_quad(at, q1, w * v.hi);
-      }
-    }
-    for (var t = 0u; t < tokens; t++) {
-      let dest = targets[base + t];
-      if (dest == KEPT || dest >= kept) {
-        continue;
-      }
-      let w = weight(row, t);
-      let v = kv_octet(token_entry_of(row, t), t % BLOCK_SIZE, o, true);
-      let at = (out + dest) * HEAD_DIM;
-      add_quad(at, q0, w * v.lo);
-      if (second) {
-        add_quad(at, q1, w * v.hi);
-      }
-      if (o == 0u) {
-        merged[(weights + dest) / 4u][(weights + dest) % 4u] += w;
-      }
-    }
-  }
-  storageBarrier();
-  workgroupBarrier();
-  if (HEAD_DIM % 4u == 0u) {
-    for (var i = lid; i < kept * HEAD_VECS; i += WORKGROUP_SIZE) {
-      let wi = weights + i / HEAD_VECS;
-      merged[out * HEAD_VECS + i] /= merged[wi / 4u][wi % 4u];
-    }
+  let index = linear_workgroup_index(wid, nwg);
+  let head = index / params.chunks;
+  if (head >= params.num_heads) {
     return;
   }
-  for (var i = lid; i < kept * HEAD_DIM; i += WORKGROUP_SIZE) {
-    let at = out * HEAD_DIM + i;
-    let wi = weights + i / HEAD_DIM;
-    merged[at / 4u][at % 4u] /= merged[wi / 4u][wi % 4u];
+  let row = heads[4u * head];
+  let tokens = heads[4u * head + 1u];
+  let kept = heads[4u * head + 2u];
+  let out = heads[4u * head + 3u];
+  let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  let s = i / GROUPS;
+  if (s >= kept) {
+    return;
+  }
+  let o = (i % GROUPS) * VALUES_WIDTH;
+  let base = row * params.stride;
+  let j = kept_index[base + s];
+  var total = weight(row, j);
+  let entry = token_entry_of(row, j);
+  // Named registers, not an array: SwiftShader keeps a dynamically indexed private array in memory.
+  var a0 = weighted_octet(total, entry, j % BLOCK_SIZE, o);
+  var a1 = Octet(vec4<f32>(0.0), vec4<f32>(0.0));
+  if (VALUES_WIDTH > 1u) {
+    a1 = weighted_octet(total, entry, j % BLOCK_SIZE, o + 1u);
+  }
+  // The tokens that target s, ascending (shaders/merge_links.wgsl).
+  var t = links[params.link_first + base + s];
+  while (t < tokens) {
+    let w = weight(row, t);
+    total += w;
+    let e = token_entry_of(row, t);
+    a0 = add_octet(a0, weighted_octet(w, e, t % BLOCK_SIZE, o));
+    if (VALUES_WIDTH > 1u) {
+      a1 = add_octet(a1, weighted_octet(w, e, t % BLOCK_SIZE, o + 1u));
+    }
+    t = links[base + t];
+  }
+  let at = (out + s) * HEAD_DIM;
+  store_octet(at, o, a0, total);
+  if (VALUES_WIDTH > 1u) {
+    store_octet(at, o + 1u, a1, total);
   }
 }

@@ -44,6 +44,8 @@ export class GpuCompressionStages implements CompressionStages {
   private readonly massKernel: MassKeptKernel;
   private compact: { quant: BlockLayout | null; kernel: CompactBlocksKernel } | null = null;
   private merge: { quant: BlockLayout | null; kernel: MergeValuesKernel } | null = null;
+  /** The nearest merge's per-slot token lists, u32 [2][rows][stride]: made on the first nearest merge. */
+  private mergeLinks: GPUBuffer | null = null;
   private readonly buffers: Record<ScratchName, GPUBuffer>;
   /** Per-call inputs and outputs (members, jobs, gathered statistics, sums, the readback staging). */
   private readonly scratchBuffers: ScratchBuffers;
@@ -245,6 +247,7 @@ export class GpuCompressionStages implements CompressionStages {
           : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount },
       // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
       targets: this.buffers.scores,
+      links: mode === 'nearest' ? (this.mergeLinks ??= createStorageBuffer(this.storage.gpu, 'compress:merge-links', 2 * this.rows * this.indexStride * 4)) : this.buffers.scores,
       merged,
     });
   }
@@ -405,6 +408,7 @@ export class GpuCompressionStages implements CompressionStages {
   destroy(): void {
     this.destroyed = true;
     for (const buffer of Object.values(this.buffers)) buffer.destroy();
+    this.mergeLinks?.destroy();
     this.scratchBuffers.destroy();
     this.topK.destroy();
     this.slotsStage?.destroy();

@@ -1,6 +1,7 @@
 import mergeCamBody from '../../../shaders/merge_cam.wgsl';
 import mergeCommonLibrary from '../../../shaders/merge_common.wgsl';
 import mergeKeptKeysBody from '../../../shaders/merge_kept_keys.wgsl';
+import mergeLinksBody from '../../../shaders/merge_links.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
 import mergeWeightLibrary from '../../../shaders/merge_weight.wgsl';
@@ -18,7 +19,16 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
   { name: 'num_heads', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
-  { name: 'weights_offset', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+  { name: 'link_first', type: 'u32' },
+]);
+
+const LINKS_PARAMS = new UniformLayout('MergeLinksParams', [
+  { name: 'num_heads', type: 'u32' },
+  { name: 'max_blocks', type: 'u32' },
+  { name: 'stride', type: 'u32' },
+  { name: 'chunks', type: 'u32' },
+  { name: 'link_first', type: 'u32' },
 ]);
 
 const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
@@ -58,6 +68,12 @@ const CAM_RUN = 32;
  * threads, more registers).
  */
 const CAM_WIDTH = 2;
+
+/**
+ * Octets of a kept slot's row one thread of shaders/merge_values.wgsl sums (1 or 2): its list link, weight and
+ * block-table entry are read once per thread.
+ */
+const VALUES_WIDTH = 2;
 
 /**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
@@ -122,8 +138,8 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one weight each (nearest),
- * then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one word each (unused
+ * since the values pass sums in registers), then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
  * shaders/merge_kept_keys.wgsl) or its gap sum (cam, shaders/merge_cam_gaps.wgsl).
  *
  * @example
@@ -154,7 +170,7 @@ export interface MergeValuesRun {
   readonly maxTokens: number;
   /** The most tokens any of the heads keeps (sizes the cam dispatch). */
   readonly maxKept: number;
-  /** Kept tokens over all heads: the merged buffer holds that many values, then that many weights. */
+  /** Kept tokens over all heads: the merged buffer holds that many values, then that many words the layout reserves. */
   readonly keptTotal: number;
   /** Width of a kept-index / mass row (maxTokensPerHead). */
   readonly stride: number;
@@ -167,6 +183,11 @@ export interface MergeValuesRun {
   readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer };
   /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
   readonly targets: GPUBuffer;
+  /**
+   * u32 [2][rows][stride] scratch (nearest only; the cam rule ignores it): each kept slot's list of the tokens that
+   * merge into it (shaders/merge_links.wgsl).
+   */
+  readonly links: GPUBuffer;
   /** No merged head has a quantized block: the kernels without the quantized reads run (SwiftShader pays for them). */
   readonly fullSources?: boolean;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
@@ -175,10 +196,12 @@ export interface MergeValuesRun {
 
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
- * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: three passes,
+ * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: four passes,
  * shaders/merge_kept_keys.wgsl (each kept key read once: normalized, and its SimHash), shaders/merge_targets.wgsl
  * (one thread per token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own in Hamming distance, re-ranked
- * by exact cosine) and shaders/merge_values.wgsl (one workgroup per head: the weighted sums); cam: one pass,
+ * by exact cosine), shaders/merge_links.wgsl (one thread per kept slot: the list of the tokens that target it) and
+ * shaders/merge_values.wgsl (one thread per kept slot and 16 channels: the weighted sum over its list, in
+ * registers); cam: one pass,
  * shaders/merge_cam.wgsl (one thread per run of kept slots and 16 channels: the gap sums of its evicted tokens,
  * the last four in registers, added to the slots they reach). Under statistics policies the kernels weigh by
  * the mean attention per query, Σp / count, computed where the weight is read (no pass of its own). f16 pools are
@@ -195,6 +218,7 @@ export interface MergeValuesRun {
 export class MergeValuesKernel {
   private readonly targetsSpec: KernelSpec;
   private readonly keptKeysSpec: KernelSpec;
+  private readonly linksSpec: KernelSpec;
   private static sources(spec: KernelSpec, full: boolean): KernelSpec {
     return { ...spec, constants: { ...spec.constants, FULL_SOURCES: { type: 'bool', value: full } } };
   }
@@ -231,15 +255,19 @@ export class MergeValuesKernel {
       },
       uniforms: [TARGETS_PARAMS],
     };
+    this.linksSpec = {
+      name: 'merge_links',
+      body: mergeLinksBody,
+      constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize }, MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW } },
+      uniforms: [LINKS_PARAMS],
+    };
     this.keptKeysSpec = { name: 'merge_kept_keys', body: mergeKeptKeysBody, libraries, constants: common(this.workgroupSize), uniforms: [KEPT_KEYS_PARAMS] };
-    // One thread per eight channels of a head (shaders/merge_values.wgsl): more would idle.
-    const valuesWorkgroupSize = Math.max(1, Math.min(this.workgroupSize, Math.ceil(headVecs / 2)));
     const floor = { MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor } } as const;
     // The two kernels that weigh evicted tokens by their attention (shaders/merge_weight.wgsl).
     const weighted = [...libraries, mergeWeightLibrary];
     const mean = (on: boolean) => ({ MASS_MEAN: { type: 'bool', value: on } }) as const;
     this.specs = {
-      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: weighted, constants: { ...common(valuesWorkgroupSize), ...floor, ...mean(on) }, uniforms: [PARAMS] }),
+      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: weighted, constants: { ...common(this.workgroupSize), ...floor, ...mean(on), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, VALUES_WIDTH: { type: 'u32', value: VALUES_WIDTH } }, uniforms: [PARAMS] }),
       cam: (on) => ({
         name: 'merge_cam',
         body: mergeCamBody,
@@ -268,6 +296,7 @@ export class MergeValuesKernel {
       ['mass', mass],
       ['count', count],
       ['targets', run.targets],
+      ['links', run.links],
       ['merged', run.merged],
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
@@ -294,9 +323,15 @@ export class MergeValuesKernel {
     const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
-    const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, weights_offset: run.keptTotal * this.headDim }));
-    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.targets, run.merged, run.cache.fullPool, count];
-    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads);
+    // Each slot's list of the tokens that merge into it, then the sums over the lists.
+    const linkFirst = run.links.size / 8;
+    const linkChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+    const linkUniforms = this.gpu.uniformBuffer('merge_links:params', LINKS_PARAMS.pack({ ...table, chunks: linkChunks, link_first: linkFirst }));
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
+    const valueChunks = Math.max(1, Math.ceil((run.maxKept * Math.ceil(headOctets / VALUES_WIDTH)) / this.workgroupSize));
+    const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, chunks: valueChunks, link_first: linkFirst }));
+    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count];
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads * valueChunks);
     pass.end();
   }
 }
