@@ -23,13 +23,8 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
   { name: 'link_first', type: 'u32' },
 ]);
 
-const LINKS_PARAMS = new UniformLayout('MergeLinksParams', [
-  { name: 'num_heads', type: 'u32' },
-  { name: 'max_blocks', type: 'u32' },
-  { name: 'stride', type: 'u32' },
-  { name: 'chunks', type: 'u32' },
-  { name: 'link_first', type: 'u32' },
-]);
+// merge_links takes the values pass's parameters under its own struct name.
+const LINKS_PARAMS = new UniformLayout('MergeLinksParams', PARAMS.fields);
 
 const TARGETS_PARAMS = new UniformLayout('MergeTargetsParams', [
   { name: 'num_heads', type: 'u32' },
@@ -138,9 +133,9 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then one word each (unused
- * since the values pass sums in registers), then per kept token either its normalized key padded to vec4s and its key hash as two 16-bit halves (nearest,
- * shaders/merge_kept_keys.wgsl) or its gap sum (cam, shaders/merge_cam_gaps.wgsl).
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then (nearest,
+ * shaders/merge_kept_keys.wgsl) per kept token its normalized key padded to vec4s, then its key hash as two 16-bit
+ * halves.
  *
  * @example
  * ```ts
@@ -149,7 +144,7 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
  */
 export function mergedWords(keptTokens: number, headDim: number): number {
   // Keys start on a vec4 (merge_targets reads them as vec4s) and the total is whole vec4s: 3 + 3 words of slack.
-  return 4 * Math.ceil((keptTokens * (headDim + 3 + 4 * Math.ceil(headDim / 4)) + 3) / 4) || 4;
+  return 4 * Math.ceil((keptTokens * (headDim + 2 + 4 * Math.ceil(headDim / 4)) + 3) / 4) || 4;
 }
 
 /**
@@ -170,7 +165,7 @@ export interface MergeValuesRun {
   readonly maxTokens: number;
   /** The most tokens any of the heads keeps (sizes the cam dispatch). */
   readonly maxKept: number;
-  /** Kept tokens over all heads: the merged buffer holds that many values, then that many words the layout reserves. */
+  /** Kept tokens over all heads: the merged buffer holds that many values first. */
   readonly keptTotal: number;
   /** Width of a kept-index / mass row (maxTokensPerHead). */
   readonly stride: number;
@@ -315,7 +310,7 @@ export class MergeValuesKernel {
       return;
     }
     // Normalized kept keys and their hashes once per head, then the targets pass ranks the hashes.
-    const keysOffset = 4 * Math.ceil((run.keptTotal * (headDim + 1)) / 4);
+    const keysOffset = 4 * Math.ceil((run.keptTotal * headDim) / 4);
     const hashOffset = keysOffset + run.keptTotal * 4 * Math.ceil(headDim / 4);
     const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
