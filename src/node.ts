@@ -2,6 +2,7 @@
 // files on disk and downloads, and a static server for the demo page.
 export * from './index.js';
 export { createNodeGpu, parseAdapterChoice, ADAPTER_CHOICES, type AdapterChoice, type NodeGpuOptions } from './node/gpu.js';
+export { dawnPolling, parseDawnPolling, setDawnPolling, DAWN_POLLING_CHOICES, DAWN_SPIN_MS, type DawnPolling } from './node/dawn-polling.js';
 export {
   loadModelFiles,
   resolveModelFiles,

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { InvalidArgumentError, NoAdapterError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import type { LimitCaps } from '../gpu/adapter-report.js';
+import { type DawnPolling, parseDawnPolling, setDawnPolling } from './dawn-polling.js';
 
 /**
  * Which adapter to use: a real GPU, SwiftShader on the CPU, or the first that works (real first).
@@ -34,6 +35,11 @@ export interface NodeGpuOptions {
   readonly onAdapterChosen?: (why: string) => void;
   /** Upper bounds on the device limits (default: the adapter's maxima), e.g. Chrome's 10 storage buffers per stage. */
   readonly limits?: LimitCaps;
+  /**
+   * How the process waits for the GPU (process-wide; see {@link DawnPolling}); overrides env
+   * `KVCOMPACT_DAWN_POLLING` (default 'auto': paced on a software adapter, Dawn's spinning on a real GPU).
+   */
+  readonly polling?: DawnPolling;
 }
 
 /**
@@ -181,12 +187,19 @@ const INSTALL_HINT =
  */
 export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<GpuContext> {
   process.env.XDG_RUNTIME_DIR ??= '/tmp';
+  const polling =
+    options.polling === undefined
+      ? parseDawnPolling(process.env.KVCOMPACT_DAWN_POLLING, 'KVCOMPACT_DAWN_POLLING')
+      : parseDawnPolling(options.polling, 'polling');
   const choice =
     options.adapter === undefined
       ? parseAdapterChoice(process.env.KVCOMPACT_ADAPTER, 'KVCOMPACT_ADAPTER')
       : parseAdapterChoice(options.adapter, 'adapter');
   const told = (gpu: GpuContext, why: string): GpuContext => {
     const { vendor, architecture, isFallbackAdapter } = gpu.adapter;
+    // 'auto' never takes pacing away: another context of this process may be a software one.
+    if (polling === 'paced' || (polling === 'auto' && isFallbackAdapter)) setDawnPolling('paced');
+    else if (polling === 'spin') setDawnPolling('spin');
     options.onAdapterChosen?.(
       `adapter ${vendor || 'unknown'} / ${architecture || 'unknown'}${isFallbackAdapter ? ' (software)' : ''}: ${why}`,
     );
