@@ -102,8 +102,10 @@ export function pacedSetImmediate(scheduler: PollScheduler, spinMs: number, isPo
 
 type SetImmediate = typeof globalThis.setImmediate;
 
-// The process's own setImmediate while paced polling is installed (null when it is not).
-let original: SetImmediate | null = null;
+// The process's own setImmediate while paced polling is installed: on the global object, so two copies of this
+// module in one process (two bundles, a test runner's module graphs) undo each other's wrapper instead of nesting.
+const ORIGINAL = Symbol.for('kvcompact.dawnPolling.originalSetImmediate');
+const slot = globalThis as unknown as Record<symbol, SetImmediate | undefined>;
 
 /**
  * Sets how this process waits for Dawn ('spin' or 'paced'; see {@link DawnPolling}). Process-wide: the binding
@@ -117,9 +119,10 @@ let original: SetImmediate | null = null;
  */
 export function setDawnPolling(mode: 'spin' | 'paced', spinMs: number = DAWN_SPIN_MS): void {
   if (!Number.isFinite(spinMs) || spinMs < 0) throw new InvalidArgumentError('spinMs', `must be a finite number ≥ 0; got ${spinMs}`);
-  if (original !== null) {
+  const original = slot[ORIGINAL];
+  if (original !== undefined) {
     globalThis.setImmediate = original;
-    original = null;
+    delete slot[ORIGINAL];
   }
   if (mode === 'spin') return;
   const saved = globalThis.setImmediate;
@@ -132,7 +135,7 @@ export function setDawnPolling(mode: 'spin' | 'paced', spinMs: number = DAWN_SPI
   };
   Object.defineProperty(wrapper, promisify.custom, { value: (saved as unknown as Record<symbol, unknown>)[promisify.custom], configurable: true });
   globalThis.setImmediate = wrapper as unknown as SetImmediate;
-  original = saved;
+  slot[ORIGINAL] = saved;
 }
 
 /**
@@ -144,5 +147,5 @@ export function setDawnPolling(mode: 'spin' | 'paced', spinMs: number = DAWN_SPI
  * ```
  */
 export function dawnPolling(): 'spin' | 'paced' {
-  return original === null ? 'spin' : 'paced';
+  return slot[ORIGINAL] === undefined ? 'spin' : 'paced';
 }
