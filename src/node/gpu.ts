@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { InvalidArgumentError, NoAdapterError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import type { LimitCaps } from '../gpu/adapter-report.js';
-import { type DawnPolling, parseDawnPolling, setDawnPolling } from './dawn-polling.js';
+import { type DawnPolling, dawnPolling, parseDawnPolling, setDawnPolling } from './dawn-polling.js';
 
 /**
  * Which adapter to use: a real GPU, SwiftShader on the CPU, or the first that works (real first).
@@ -200,8 +200,9 @@ export async function createNodeGpu(options: NodeGpuOptions = {}): Promise<GpuCo
     // 'auto' never takes pacing away: another context of this process may be a software one.
     if (polling === 'paced' || (polling === 'auto' && isFallbackAdapter)) setDawnPolling('paced');
     else if (polling === 'spin') setDawnPolling('spin');
+    const waits = dawnPolling() === 'paced' ? '; GPU waits paced (KVCOMPACT_DAWN_POLLING=spin: Dawn spins)' : '';
     options.onAdapterChosen?.(
-      `adapter ${vendor || 'unknown'} / ${architecture || 'unknown'}${isFallbackAdapter ? ' (software)' : ''}: ${why}`,
+      `adapter ${vendor || 'unknown'} / ${architecture || 'unknown'}${isFallbackAdapter ? ' (software)' : ''}: ${why}${waits}`,
     );
     return gpu;
   };
