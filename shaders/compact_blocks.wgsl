@@ -186,12 +186,6 @@ fn row_quad(t: u32, d: u32, v_part: bool) -> vec4<f32> {
 // words), so row_oct may read an octet with full_row_words.
 const OCTETS_ALIGNED: bool = HEAD_DIM % 8u == 0u && FULL_WORDS_PER_BLOCK % 4u == 0u && FULL_V_OFFSET % 4u == 0u;
 
-// Channels d..d + 7 of a token, as two quads.
-struct Octet {
-  lo: vec4<f32>,
-  hi: vec4<f32>,
-}
-
 // Channels d..d + 7 of filled token t's K (v_part false) or V, d a multiple of 8 (HEAD_DIM too): row_quad's
 // values, read as one vec4<u32> (f16) or two (f32) where the source is a pool row.
 fn row_oct(t: u32, d: u32, v_part: bool) -> Octet {

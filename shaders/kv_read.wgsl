@@ -38,6 +38,13 @@ fn quant_value(block: u32, slot: u32, d: u32, v_part: bool) -> f32 {
   return f32(code) * scale_zero.x + scale_zero.y;
 }
 
+// Eight consecutive channels of a token, as two quads: the merge and compaction kernels read f16 rows eight
+// channels a load (one vec4<u32>).
+struct Octet {
+  lo: vec4<f32>,
+  hi: vec4<f32>,
+}
+
 // Channel d of token `slot` of the block that `entry` names; K when v_part is false, V otherwise.
 fn kv_value(entry: u32, slot: u32, d: u32, v_part: bool) -> f32 {
   if (HAS_QUANT && kv_is_quant(entry)) {

@@ -30,12 +30,6 @@ fn kv_quad(entry: u32, slot: u32, q: u32, v_part: bool) -> vec4<f32> {
   return v;
 }
 
-// Channels 8o .. 8o + 7 of a token, as two quads.
-struct Octet {
-  lo: vec4<f32>,
-  hi: vec4<f32>,
-}
-
 // Whether an f16 token row is whole vec4<u32>s of `full_pool8` (the including kernel binds the full pool again as
 // array<vec4<u32>>): then eight channels are one load. SwiftShader pays per load instruction and lane, not per byte.
 const FULL_OCTETS: bool = FULL_F16 && HEAD_DIM % 8u == 0u && FULL_WORDS_PER_BLOCK % 4u == 0u && FULL_V_OFFSET % 4u == 0u;
