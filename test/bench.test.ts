@@ -146,6 +146,9 @@ describe('bench report', () => {
     expect(text).toContain('12.5 µs/token');
     expect(text).toContain('**paged-attention-decode**: cache bytes read once');
     expect(text).toContain('### Bytes per token, 4 layers × 8 KV heads × head_dim 128, block 16');
+    expect(text).not.toContain('GPU waits');
+    expect(formatMarkdown({ ...fakeReport(ROWS), dawnPolling: 'paced' })).toMatch(/^date: .* · GPU waits: paced$/m);
+    expect(formatMarkdown({ ...fakeReport(ROWS), dawnPolling: 'spin' })).toMatch(/^date: .* · GPU waits: Dawn's spinning$/m);
     // a | inside a cell must not split it
     const piped = formatMarkdown(fakeReport([row({ name: 'a|b' })]));
     expect(piped).toContain('| a\\|b |');

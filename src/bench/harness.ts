@@ -237,6 +237,11 @@ export interface BenchReport {
   /** Cases whose setup said they cannot run on this device, with the reason (absent: none). */
   readonly skipped?: readonly { readonly suite: string; readonly name: string; readonly reason: string }[];
   readonly tables: readonly BenchTable[];
+  /**
+   * How the host waited for the GPU, where the runner says (the Node CLI: src/node/dawn-polling.ts): on a software
+   * adapter Dawn's spinning wait took CPU from the kernels, so figures taken either way do not compare.
+   */
+  readonly dawnPolling?: 'spin' | 'paced';
   /** Wall seconds of the whole run (setup included). */
   readonly totalSeconds: number;
 }

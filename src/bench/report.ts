@@ -95,7 +95,7 @@ export function formatMarkdown(report: BenchReport): string {
     `## kvcompact bench${a ? ` — ${a.vendor || 'unknown vendor'} / ${a.architecture || 'unknown'}` : ''}`,
     '',
     ...(a ? [`adapter: ${a.description}${a.isFallbackAdapter ? ' (software fallback adapter)' : ''}`] : []),
-    `date: ${report.date} · ${report.settings.quick ? 'quick' : 'full'} run · ${trimNumber(report.totalSeconds, 3)} s`,
+    `date: ${report.date} · ${report.settings.quick ? 'quick' : 'full'} run · ${trimNumber(report.totalSeconds, 3)} s${report.dawnPolling ? ` · GPU waits: ${report.dawnPolling === 'paced' ? 'paced' : "Dawn's spinning"}` : ''}`,
     '',
   );
   if (report.rows.length > 0) {

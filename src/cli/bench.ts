@@ -9,6 +9,7 @@ import { UsageError } from '../errors.js';
 import type { GpuContext } from '../gpu/context.js';
 import { ADAPTER_FLAG, adapterFlag, type CommandSpec, type FlagTable, parseFlags, printUsage, writableFileFlag } from './flags.js';
 import { benchDirectory } from './bench-store.js';
+import { dawnPolling } from '../node/dawn-polling.js';
 import { openCliGpu } from './gpu.js';
 import { loadCliModel, MODEL_FLAGS } from './model-flag.js';
 import { ProgressReporter } from './progress.js';
@@ -86,7 +87,8 @@ export async function benchCommand(argv: string[]): Promise<number> {
   if (needsGpu) gpu = await openCliGpu(adapter);
   try {
     const progress = new ProgressReporter(process.stderr, 'kvcompact bench');
-    const report = await runBenchmarks(gpu, suites, settings, { onProgress: ({ done, total, label }) => progress.update(done, total, label) });
+    const measured = await runBenchmarks(gpu, suites, settings, { onProgress: ({ done, total, label }) => progress.update(done, total, label) });
+    const report = gpu ? { ...measured, dawnPolling: dawnPolling() } : measured;
     progress.finish(`${suites.length} suite${suites.length === 1 ? '' : 's'}`);
     process.stdout.write(values.json ? formatJson(report) : formatMarkdown(report));
     if (plotPath !== undefined) {
