@@ -1,5 +1,5 @@
 import { promisify } from 'node:util';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { InvalidArgumentError } from '../src/errors.js';
 import { dawnPolling, isDawnPoll, pacedSetImmediate, parseDawnPolling, setDawnPolling } from '../src/node/dawn-polling.js';
 import { testGpu } from './helpers/gpu.js';
@@ -130,6 +130,25 @@ describe('Dawn polling on the device', () => {
     await testGpu();
     const { immediate, timer } = await countPolls(longWait);
     expect(immediate + timer).toBeGreaterThan(0);
+  });
+
+  it('paced: a wait still ends while the test fakes setTimeout (the pacing took the real one)', async () => {
+    await testGpu();
+    const before = dawnPolling();
+    setDawnPolling('paced', 0);
+    // If the polls went to the faked timer the wait would never end: a real timer fails the test instead.
+    const realTimer = globalThis.setTimeout;
+    const stuck = new Promise<never>((_, reject) => realTimer(() => reject(new Error('the GPU wait never ended under fake timers')), 10_000));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      expect(await Promise.race([longWait(), stuck])).toBeGreaterThan(0);
+    } finally {
+      // A poll left with the fake timer would be Dawn's only one, and every later wait would hang: run it.
+      vi.runOnlyPendingTimers();
+      vi.useRealTimers();
+      setDawnPolling('spin');
+      if (before === 'paced') setDawnPolling('paced');
+    }
   });
 
   it('paced: a long wait polls on the timer, promisify(setImmediate) still works, and spin puts it back', async () => {

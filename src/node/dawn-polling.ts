@@ -125,9 +125,11 @@ export function setDawnPolling(mode: 'spin' | 'paced', spinMs: number = DAWN_SPI
     delete slot[ORIGINAL];
   }
   if (mode === 'spin') return;
+  // Both taken now, so that timers faked later (a test runner's) cannot stop Dawn's polls.
   const saved = globalThis.setImmediate;
+  const timeout = globalThis.setTimeout;
   const paced = pacedSetImmediate(
-    { now: () => performance.now(), immediate: (callback) => saved(callback), timer: (callback) => setTimeout(callback, 0) },
+    { now: () => performance.now(), immediate: (callback) => saved(callback), timer: (callback) => timeout(callback, 0) },
     spinMs,
   );
   const wrapper = function setImmediate(callback: (...args: unknown[]) => void, ...args: unknown[]): unknown {
