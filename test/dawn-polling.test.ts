@@ -54,6 +54,7 @@ describe('Dawn polling choice', () => {
   it('tells JS callbacks from native anonymous ones', () => {
     expect(isDawnPoll(() => {})).toBe(false);
     expect(isDawnPoll(function named() {})).toBe(false);
+    expect(isDawnPoll(function () {})).toBe(false); // anonymous, with a prototype: its source tells it apart
     expect(isDawnPoll(function () {}.bind(null))).toBe(false);
     expect(isDawnPoll(Math.max)).toBe(false);
     expect(isDawnPoll('function () { [native code] }')).toBe(false);

@@ -61,7 +61,8 @@ const NATIVE_ANONYMOUS = 'function () { [native code] }';
 
 /**
  * Whether a `setImmediate` callback is Dawn's event poll: the npm `webgpu` binding schedules an anonymous native
- * function with no parameters (a JS arrow function prints its source; a bound one is named "bound …").
+ * function with no parameters, which has a prototype (a JS function prints its source instead; an arrow function
+ * has no prototype; a bound one is named "bound …").
  *
  * @example
  * ```ts
@@ -69,7 +70,14 @@ const NATIVE_ANONYMOUS = 'function () { [native code] }';
  * ```
  */
 export function isDawnPoll(callback: unknown): boolean {
-  return typeof callback === 'function' && callback.name === '' && callback.length === 0 && Function.prototype.toString.call(callback) === NATIVE_ANONYMOUS;
+  // The cheap tests first: arrow functions (most callbacks) have no own prototype, so their source is never printed.
+  return (
+    typeof callback === 'function' &&
+    callback.name === '' &&
+    callback.length === 0 &&
+    Object.hasOwn(callback, 'prototype') &&
+    Function.prototype.toString.call(callback) === NATIVE_ANONYMOUS
+  );
 }
 
 /** What {@link pacedSetImmediate} schedules with: the real scheduling functions and a clock (tests pass fakes). */
