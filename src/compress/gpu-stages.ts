@@ -248,6 +248,7 @@ export class GpuCompressionStages implements CompressionStages {
       // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
       targets: this.buffers.scores,
       links: mode === 'nearest' ? (this.mergeLinks ??= createStorageBuffer(this.storage.gpu, 'compress:merge-links', 2 * this.rows * this.indexStride * 4)) : this.buffers.scores,
+      linkRows: this.rows,
       merged,
     });
   }

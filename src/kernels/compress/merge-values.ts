@@ -152,7 +152,7 @@ export function mergedWords(keptTokens: number, headDim: number): number {
  *
  * @example
  * ```ts
- * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, maxKept, keptTotal, stride, keptIndex, mass, targets, merged };
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, maxKept, keptTotal, stride, keptIndex, mass, targets, links, linkRows, merged };
  * ```
  */
 export interface MergeValuesRun {
@@ -179,10 +179,12 @@ export interface MergeValuesRun {
   /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
   readonly targets: GPUBuffer;
   /**
-   * u32 [2][rows][stride] scratch (nearest only; the cam rule ignores it): each kept slot's list of the tokens that
-   * merge into it (shaders/merge_links.wgsl).
+   * u32 [2][linkRows][stride] scratch (nearest only; the cam rule ignores it): each kept slot's list of the tokens
+   * that merge into it (shaders/merge_links.wgsl).
    */
   readonly links: GPUBuffer;
+  /** Table rows each half of `links` holds (every row a merged head may have). */
+  readonly linkRows: number;
   /** No merged head has a quantized block: the kernels without the quantized reads run (SwiftShader pays for them). */
   readonly fullSources?: boolean;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
@@ -319,7 +321,10 @@ export class MergeValuesKernel {
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     // Each slot's list of the tokens that merge into it, then the sums over the lists.
-    const linkFirst = run.links.size / 8;
+    const linkFirst = run.linkRows * run.stride;
+    if (!Number.isInteger(run.linkRows) || run.linkRows <= 0 || run.links.size < 2 * linkFirst * 4) {
+      throw new InvalidArgumentError('links', `must hold u32 [2][linkRows ${run.linkRows}][stride ${run.stride}] (${2 * linkFirst * 4} B); holds ${run.links.size} B`);
+    }
     const linkChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const linkUniforms = this.gpu.uniformBuffer('merge_links:params', LINKS_PARAMS.pack({ ...table, chunks: linkChunks, link_first: linkFirst }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
