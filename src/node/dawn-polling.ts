@@ -1,5 +1,6 @@
 import { promisify } from 'node:util';
 import { InvalidArgumentError } from '../errors.js';
+import { parseChoice } from './choice.js';
 
 /**
  * How a Node process waits for Dawn's promises (mapAsync, onSubmittedWorkDone, pipeline creation).
@@ -40,9 +41,7 @@ export const DAWN_POLLING_CHOICES: readonly DawnPolling[] = ['auto', 'spin', 'pa
  * ```
  */
 export function parseDawnPolling(value: string | undefined, source: string): DawnPolling {
-  if (value === undefined || value === '') return 'auto';
-  if ((DAWN_POLLING_CHOICES as readonly string[]).includes(value)) return value as DawnPolling;
-  throw new InvalidArgumentError(source, `must be auto, spin or paced; got "${value}"`);
+  return parseChoice(value, source, DAWN_POLLING_CHOICES, 'auto');
 }
 
 /**

@@ -1,9 +1,10 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { InvalidArgumentError, NoAdapterError } from '../errors.js';
+import { NoAdapterError } from '../errors.js';
 import { GpuContext } from '../gpu/context.js';
 import type { LimitCaps } from '../gpu/adapter-report.js';
+import { parseChoice } from './choice.js';
 import { type DawnPolling, dawnPolling, parseDawnPolling, setDawnPolling } from './dawn-polling.js';
 
 /**
@@ -63,9 +64,7 @@ export const ADAPTER_CHOICES: readonly AdapterChoice[] = ['auto', 'hardware', 's
  * ```
  */
 export function parseAdapterChoice(value: string | undefined, source: string): AdapterChoice {
-  if (value === undefined || value === '') return 'auto';
-  if ((ADAPTER_CHOICES as readonly string[]).includes(value)) return value as AdapterChoice;
-  throw new InvalidArgumentError(source, `must be auto, hardware or software; got "${value}"`);
+  return parseChoice(value, source, ADAPTER_CHOICES, 'auto');
 }
 
 /**
