@@ -98,25 +98,36 @@ describe('Dawn polling on the device', () => {
     return ms;
   }
 
-  // Counts Dawn's polls that go through setImmediate and through setTimeout while `run` runs.
-  async function countPolls(run: () => Promise<number>): Promise<{ immediate: number; timer: number; ms: number }> {
+  // Installs counting setImmediate / setTimeout wrappers (Dawn's polls only are counted); restore() takes them out.
+  function pollCounters() {
     const counts = { immediate: 0, timer: 0 };
     const immediate = globalThis.setImmediate;
     const timeout = globalThis.setTimeout;
+    const counting = ((callback: (...a: unknown[]) => void, ...args: unknown[]) => {
+      if (isDawnPoll(callback)) counts.immediate++;
+      return immediate(callback, ...args);
+    }) as typeof setImmediate;
+    (counting as unknown as Record<symbol, unknown>)[promisify.custom] = (immediate as unknown as Record<symbol, unknown>)[promisify.custom];
+    globalThis.setImmediate = counting;
     globalThis.setTimeout = ((callback: () => void, ms?: number) => {
       if (isDawnPoll(callback)) counts.timer++;
       return timeout(callback, ms);
     }) as typeof setTimeout;
-    globalThis.setImmediate = ((callback: () => void) => {
-      if (isDawnPoll(callback)) counts.immediate++;
-      return immediate(callback);
-    }) as typeof setImmediate;
+    const restore = (): void => {
+      globalThis.setImmediate = immediate;
+      globalThis.setTimeout = timeout;
+    };
+    return { counts, counting, restore };
+  }
+
+  // Counts Dawn's polls that go through setImmediate and through setTimeout while `run` runs.
+  async function countPolls(run: () => Promise<number>): Promise<{ immediate: number; timer: number; ms: number }> {
+    const { counts, restore } = pollCounters();
     try {
       const ms = await run();
       return { ...counts, ms };
     } finally {
-      globalThis.setImmediate = immediate;
-      globalThis.setTimeout = timeout;
+      restore();
     }
   }
 
@@ -162,19 +173,7 @@ describe('Dawn polling on the device', () => {
       expect(spinning.timer).toBe(0);
       expect(spinning.immediate).toBeGreaterThan(0);
 
-      const counts = { immediate: 0, timer: 0 };
-      const immediate = globalThis.setImmediate;
-      const timeout = globalThis.setTimeout;
-      const counting = ((callback: (...a: unknown[]) => void, ...args: unknown[]) => {
-        if (isDawnPoll(callback)) counts.immediate++;
-        return immediate(callback, ...args);
-      }) as typeof setImmediate;
-      globalThis.setImmediate = counting;
-      (counting as unknown as Record<symbol, unknown>)[promisify.custom] = (immediate as unknown as Record<symbol, unknown>)[promisify.custom];
-      globalThis.setTimeout = ((callback: () => void, ms?: number) => {
-        if (isDawnPoll(callback)) counts.timer++;
-        return timeout(callback, ms);
-      }) as typeof setTimeout;
+      const { counts, counting } = pollCounters(); // put back by afterEach
       setDawnPolling('paced', 1);
       expect(dawnPolling()).toBe('paced');
       const ms = await longWait();
