@@ -2,7 +2,10 @@
 // GPU compaction against the TS reference in the CPU stage, at awkward sizes, for f32 and int4 storage.
 import { describe, expect, it } from 'vitest';
 import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, mergeWindowStart, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
-import { MERGE_CANDIDATES, MERGE_WINDOW } from '../src/kernels/compress/merge-values.js';
+import { MERGE_CANDIDATES, MERGE_WINDOW, MergeValuesKernel, mergedWords } from '../src/kernels/compress/merge-values.js';
+import { InvalidArgumentError } from '../src/errors.js';
+import { blockLayout } from '../src/format/layout.js';
+import { createStorageBuffer } from '../src/gpu/buffers.js';
 import { resolveCompressOptions } from '../src/compress/options.js';
 import { CpuKvCache } from '../src/engine/cpu-kv-cache.js';
 import { PagedKvCache } from '../src/engine/paged-kv-cache.js';
@@ -356,6 +359,56 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       expect(gpuCache.checkInvariants()).toEqual([]);
     } finally {
       gpuCache.destroy();
+    }
+  });
+
+  it('refuses a links scratch shorter than [2][linkRows][stride] before it begins a pass (the encoder stays usable)', async () => {
+    const gpu = await testGpu();
+    const kernel = new MergeValuesKernel(gpu, { full: blockLayout('f32', { headDim: 8, blockSize: 4 }), quant: null }, { weightFloor: MERGE_WEIGHT_FLOOR, camSpan: 4 });
+    const stride = 16;
+    const linkRows = 3;
+    const small = (label: string, bytes: number) => createStorageBuffer(gpu, label, bytes);
+    const buffers = {
+      heads: small('heads', 16),
+      keptIndex: small('kept', 4 * linkRows * stride),
+      mass: small('mass', 4 * linkRows * stride),
+      targets: small('targets', 4 * linkRows * stride),
+      merged: small('merged', 4 * mergedWords(4, 8)),
+      blockTable: small('table', 16),
+      contextLens: small('lens', 4),
+      fullPool: small('full', 1024),
+      quantPool: small('quant', 4),
+    };
+    const run = (links: GPUBuffer, rows: number) => ({
+      cache: { blockTable: buffers.blockTable, contextLens: buffers.contextLens, fullPool: buffers.fullPool, quantPool: buffers.quantPool, seqSlots: 1, maxBlocksPerHead: 4 },
+      mode: 'nearest' as const,
+      heads: buffers.heads,
+      numHeads: 1,
+      maxTokens: stride,
+      maxKept: 4,
+      keptTotal: 4,
+      stride,
+      keptIndex: buffers.keptIndex,
+      mass: buffers.mass,
+      targets: buffers.targets,
+      links,
+      linkRows: rows,
+      merged: buffers.merged,
+    });
+    const exact = small('links', 2 * linkRows * stride * 4);
+    const short = small('links-short', 2 * linkRows * stride * 4 - 4);
+    try {
+      gpu.device.pushErrorScope('validation');
+      const encoder = gpu.device.createCommandEncoder();
+      expect(() => kernel.encode(encoder, run(short, linkRows))).toThrow(InvalidArgumentError);
+      expect(() => kernel.encode(encoder, run(exact, linkRows + 1))).toThrow(/linkRows 4/);
+      expect(() => kernel.encode(encoder, run(exact, 0))).toThrow(InvalidArgumentError);
+      // After the refusals the same encoder records a pass and finishes: none of them left a pass open.
+      kernel.encode(encoder, run(exact, linkRows));
+      gpu.device.queue.submit([encoder.finish()]);
+      expect(await gpu.device.popErrorScope()).toBeNull();
+    } finally {
+      for (const buffer of [...Object.values(buffers), exact, short]) buffer.destroy();
     }
   });
 });

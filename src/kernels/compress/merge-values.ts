@@ -284,6 +284,11 @@ export class MergeValuesKernel {
     if (run.merged.size < mergedWords(run.keptTotal, headDim) * 4) {
       throw new InvalidArgumentError('merged', `holds ${run.merged.size} B; ${mergedWords(run.keptTotal, headDim) * 4} B needed`);
     }
+    // Checked before the pass begins: a throw inside it would leave the caller's encoder with an open pass.
+    const linkFirst = run.linkRows * run.stride;
+    if (run.mode === 'nearest' && (!Number.isInteger(run.linkRows) || run.linkRows <= 0 || run.links.size < 2 * linkFirst * 4)) {
+      throw new InvalidArgumentError('links', `must hold u32 [2][linkRows ${run.linkRows}][stride ${run.stride}] (${2 * linkFirst * 4} B); holds ${run.links.size} B`);
+    }
     const meanMass = 'sum' in run.mass;
     // Without the mean the count binding repeats the mass (the kernel never reads it).
     const [mass, count] = 'sum' in run.mass ? [run.mass.sum, run.mass.count] : [run.mass, run.mass];
@@ -321,10 +326,6 @@ export class MergeValuesKernel {
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     // Each slot's list of the tokens that merge into it, then the sums over the lists.
-    const linkFirst = run.linkRows * run.stride;
-    if (!Number.isInteger(run.linkRows) || run.linkRows <= 0 || run.links.size < 2 * linkFirst * 4) {
-      throw new InvalidArgumentError('links', `must hold u32 [2][linkRows ${run.linkRows}][stride ${run.stride}] (${2 * linkFirst * 4} B); holds ${run.links.size} B`);
-    }
     const linkChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const linkUniforms = this.gpu.uniformBuffer('merge_links:params', LINKS_PARAMS.pack({ ...table, chunks: linkChunks, link_first: linkFirst }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
