@@ -2,7 +2,8 @@
 //   {row, destination block-table entry, count ≤ BLOCK_SIZE, index base, identity start, value base}
 // and its token i is logical index indices[base + i] (or identity start + i when base = 0xffffffff) of `row` in
 // the CURRENT block table. With a value base other than 0xffffffff, token i's value is merged[value base + i]
-// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl) instead of its own: merged tokens quantize like the rest.
+// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl or merge_cam.wgsl) instead of its own where the u32 at
+// merged[merged_flags + value base + i] is nonzero: merged tokens quantize like the rest.
 // Every read of a kept token goes through kept_token / kept_quad / kept_position (any source format,
 // dequantized to f32). The destination is written in its own pool's format: f32/f16 like shaders/kv_append.wgsl,
 // or KIVI int8/int4/int2 exactly as src/format/block-codec.ts encodes (K per channel over G tokens, V per token
@@ -38,7 +39,7 @@
 // per load instruction, so one vec4 load of 8 f16 channels costs about what one u32 load does (a vec4 copy kernel
 // moves the same bytes 2.2x faster than shaders/copy.wgsl there).
 @group(0) @binding(5) var<storage, read_write> quant_pool: array<u32>;
-@group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values
+@group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values, then flags
 
 const IDENTITY: u32 = 0xffffffffu;
 const SLOT_SOURCE_FLAG: u32 = 0x80000000u;
@@ -151,7 +152,8 @@ fn kept_quad(token: KeptToken, d: u32, v_part: bool) -> vec4<f32> {
       );
     }
   }
-  if (MERGED_VALUES && v_part && job.value_base != IDENTITY) {
+  // A merged value row exists only where its flag says so; the others are the kept token's own value, read above.
+  if (MERGED_VALUES && v_part && job.value_base != IDENTITY && bitcast<u32>(merged[params.merged_flags + job.value_base + token.t]) != 0u) {
     let m = (job.value_base + token.t) * HEAD_DIM + d;
     x = vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
   }

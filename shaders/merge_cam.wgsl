@@ -19,7 +19,8 @@
 @group(0) @binding(6) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(7) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(8) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
-@group(0) @binding(9) var<storage, read_write> merged: array<vec4<f32>>; // [out_base + slot][HEAD_DIM] (f32 indices)
+// [out_base + slot][HEAD_DIM] (f32 indices), then at flags_offset one u32 per slot: whether its row was written.
+@group(0) @binding(9) var<storage, read_write> merged: array<vec4<f32>>;
 
 // Channels 8o .. 8o + 7 of slot row `row` of `merged` (only those below HEAD_DIM exist).
 fn store_octet(row: u32, o: u32, x: Octet) {
@@ -96,6 +97,16 @@ fn store_wide(row: u32, o0: u32, x: Wide) {
   }
 }
 
+// Whether any evicted token merges into kept slot s: gaps s − 3 .. s hold the tokens between kept slots s − 4 and
+// s (from token 0 for s < 4) but for the kept ones among them.
+fn merges_into(base: u32, s: u32) -> bool {
+  var before = s;
+  if (s >= 4u) {
+    before = kept_index[base + s - 4u] + 4u;
+  }
+  return kept_index[base + s] > before;
+}
+
 // G_f for the thread's octets (zero for an empty gap or f past the slots).
 fn gap_sum(row: u32, kept: u32, f: u32, o0: u32) -> Wide {
   var g = zero_wide();
@@ -163,13 +174,38 @@ fn main(
   if (first >= 1u) {
     g2 = gap_sum(row, kept, first - 1u, o0);
   }
-  for (var s = first; s < last; s++) {
+  let base = row * params.stride;
+  var s = first;
+  // The loop runs once per slot that some evicted token merges into (plus once), not once per slot: SwiftShader
+  // runs every branch with lanes masked, so only a loop's trip count saves work. A compression that evicts a few
+  // tokens (the decode schedule's one block per head) then costs what those tokens cost, not what the kept do.
+  loop {
+    // Slots that no gap reaches keep their own value (their flag stays 0: compact_blocks reads the pool). After
+    // one, every gap before the next slot is empty, so the rolling sums restart at zero.
+    var skipped = false;
+    while (s < last && !merges_into(base, s)) {
+      s++;
+      skipped = true;
+    }
+    if (s >= last) {
+      break;
+    }
+    if (skipped) {
+      g0 = zero_wide();
+      g1 = g0;
+      g2 = g0;
+    }
     let g3 = gap_sum(row, kept, s, o0);
-    let j = kept_index[row * params.stride + s];
+    let j = kept_index[base + s];
     let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
     store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g0), g1), g2), g3));
+    if (o0 == 0u) {
+      let flag = params.flags_offset + out + s;
+      merged[flag / 4u][flag % 4u] = bitcast<f32>(1u);
+    }
     g0 = g1;
     g1 = g2;
     g2 = g3;
+    s++;
   }
 }

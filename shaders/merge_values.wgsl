@@ -16,7 +16,8 @@
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read> links: array<u32>;         // per-slot lists from merge_links
-// [out_base + slot][HEAD_DIM] f32s; vec4s so a quad of a slot is one store.
+// [out_base + slot][HEAD_DIM] f32s, vec4s so a quad of a slot is one store; at flags_offset one u32 per slot: whether
+// its row was written.
 @group(0) @binding(8) var<storage, read_write> merged: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 @group(0) @binding(10) var<storage, read> mass_count: array<f32>;   // [row][stride] queries seen (MASS_MEAN only)
@@ -84,6 +85,15 @@ fn main(
   }
   let o = (i % GROUPS) * VALUES_WIDTH;
   let base = row * params.stride;
+  // The tokens that target s, ascending (shaders/merge_links.wgsl). With none the slot keeps its own value, which
+  // compact_blocks reads from the pool (its flag says so): no read or write of it here.
+  var t = links[params.link_first + base + s];
+  if (o == 0u) {
+    merged[(params.flags_offset + out + s) / 4u][(params.flags_offset + out + s) % 4u] = bitcast<f32>(select(0u, 1u, t < tokens));
+  }
+  if (t >= tokens) {
+    return;
+  }
   let j = kept_index[base + s];
   var total = weight(row, j);
   let entry = token_entry_of(row, j);
@@ -93,8 +103,6 @@ fn main(
   if (VALUES_WIDTH > 1u) {
     a1 = weighted_octet(total, entry, j % BLOCK_SIZE, o + 1u);
   }
-  // The tokens that target s, ascending (shaders/merge_links.wgsl).
-  var t = links[params.link_first + base + s];
   while (t < tokens) {
     let w = weight(row, t);
     total += w;

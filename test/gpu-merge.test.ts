@@ -362,6 +362,40 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     }
   });
 
+  // The decode schedule's compressions: each evicts a few tokens per head, so most kept slots merge nothing and keep
+  // their own value (their flag 0). The merged scratch is reused across calls: a flag left from the previous call
+  // would make compact_blocks read a stale row.
+  for (const merge of ['cam', 'nearest'] as const) {
+    it(`${merge}: five compressions of one cache, each evicting a few tokens per head, match the reference`, async () => {
+      const gpu = await testGpu();
+      const options = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 160, observationWindow: 8, initialFullBlocks: 8 };
+      const gpuCache = PagedKvCache.create(gpu, options);
+      const cpuCache = CpuKvCache.create(options);
+      try {
+        for (const cache of [gpuCache, cpuCache]) cache.addSequence(1);
+        await decodeBoth(gpuCache, cpuCache, 1, 50, 71);
+        for (let round = 0; round < 5; round++) {
+          const compress = { policy: 'h2o', budget: 44 - round, merge, recent: 4, sinks: 0 } as const;
+          const fromGpu = await gpuCache.compress(1, compress);
+          const fromCpu = await cpuCache.compress(1, compress);
+          expect(fromGpu.keptPerHead).toEqual(fromCpu.keptPerHead);
+          for (let layer = 0; layer < SHAPE.layers; layer++) {
+            for (let head = 0; head < SHAPE.kvHeads; head++) {
+              const g = await gpuCache.readHead(1, layer, head);
+              const c = cpuCache.readHead(1, layer, head);
+              expect(Array.from(g.positions)).toEqual(Array.from(c.positions));
+              for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(1e-4);
+            }
+          }
+          await decodeBoth(gpuCache, cpuCache, 1, 3, 80 + round);
+        }
+        expect(gpuCache.checkInvariants()).toEqual([]);
+      } finally {
+        gpuCache.destroy();
+      }
+    });
+  }
+
   it('refuses a links scratch shorter than [2][linkRows][stride] before it begins a pass (the encoder stays usable)', async () => {
     const gpu = await testGpu();
     const kernel = new MergeValuesKernel(gpu, { full: blockLayout('f32', { headDim: 8, blockSize: 4 }), quant: null }, { weightFloor: MERGE_WEIGHT_FLOOR, camSpan: 4 });

@@ -48,6 +48,12 @@ export interface CompressVariant {
   readonly window: boolean;
   /** What evicted tokens become (default 'none'; the merge suite times the others against it). */
   readonly merge?: MergeMode;
+  /**
+   * Tokens each KV head evicts: `eighth` keeps context/8 (the default: one compression after a prefill), `block`
+   * evicts one block of 16 per head, as each compression of the decode schedule does (budget − slack, slack = one
+   * block once the budget is 64 or more: src/compress/decode-schedule.ts).
+   */
+  readonly evict?: 'eighth' | 'block';
 }
 
 /**
@@ -92,16 +98,19 @@ const SOURCE = 0;
 const FORK = 1;
 
 /**
- * The name of a variant in case names and series: policy[-nowin]/budgets/storage[+merge].
+ * The name of a variant in case names and series: policy[-nowin]/budgets/storage[/step][+merge] (`step`: one
+ * block evicted per head, as a decode-schedule compression does).
  *
  * @example
  * ```ts
  * compressVariantName({ policy: 'h2o', budgetMode: 'adakv', bits: 4, window: true, merge: 'nearest' }); // 'h2o/adakv/int4+nearest'
+ * compressVariantName({ policy: 'h2o', budgetMode: 'uniform', bits: 16, window: true, evict: 'block', merge: 'cam' }); // 'h2o/uniform/f16/step+cam'
  * ```
  */
 export function compressVariantName(v: CompressVariant): string {
   const merge = v.merge === undefined || v.merge === 'none' ? '' : `+${v.merge}`;
-  return `${v.policy}${v.window ? '' : '-nowin'}/${v.budgetMode}/${v.bits === 16 ? 'f16' : 'int4'}${merge}`;
+  const step = v.evict === 'block' ? '/step' : '';
+  return `${v.policy}${v.window ? '' : '-nowin'}/${v.budgetMode}/${v.bits === 16 ? 'f16' : 'int4'}${step}${merge}`;
 }
 
 const variantName = compressVariantName;
@@ -193,11 +202,10 @@ export interface CompressCacheSize {
  * compressCacheSize(65536, 16).fullPoolBytes; // 3.04e8 per layer (totalBytes 1.22e9: past 1 GiB in one buffer)
  * ```
  */
-export function compressCacheSize(context: number, bits: 16 | 4): CompressCacheSize {
+export function compressCacheSize(context: number, bits: 16 | 4, budget = Math.floor(context / 8)): CompressCacheSize {
   const { layers, kvHeads, headDim, blockSize } = COMPRESS_SHAPE;
   const full = blockLayout('f16', { headDim, blockSize });
   const quant = blockLayout('int4', { headDim, blockSize });
-  const budget = Math.floor(context / 8);
   const sourceBlocks = kvHeads * Math.ceil(context / blockSize);
   // adakv may give one head up to its whole context: bound the output by the whole budget of its layer.
   const keptPerLayer = budget * kvHeads;
@@ -326,7 +334,7 @@ async function fillWindow(gpu: GpuContext, cache: PagedKvCache, first: number): 
 
 /**
  * Builds one end-to-end case: a cache filled with `context` tokens and a run that compresses a fresh fork of it
- * with the variant's options (budget context/8).
+ * with the variant's options (budget context/8, or context − 16 for `evict: 'block'`).
  *
  * @example
  * ```ts
@@ -339,7 +347,8 @@ export async function prepareCompress(
   context: number,
   variant: CompressVariant,
 ): Promise<PreparedCase | SkippedCase> {
-  const size = compressCacheSize(context, variant.bits);
+  const budget = variant.evict === 'block' ? context - COMPRESS_SHAPE.blockSize : Math.floor(context / 8);
+  const size = compressCacheSize(context, variant.bits, budget);
   const reason = tooBig(gpu, size);
   if (reason) return { skip: `${formatTokens(context)} tokens: ${reason}` };
   if (variant.policy === 'snapkv' && gpu.adapter.isFallbackAdapter && (settings.quick || context > 1024)) {
@@ -374,7 +383,7 @@ export async function prepareCompress(
     cache.destroy();
     throw error;
   }
-  const options = { policy: variant.policy, budget: Math.floor(context / 8), budgetMode: variant.budgetMode, bits: variant.bits, merge: variant.merge ?? 'none' };
+  const options = { policy: variant.policy, budget, budgetMode: variant.budgetMode, bits: variant.bits, merge: variant.merge ?? 'none' };
   return {
     bytes: size.sourceBytes,
     items: { count: context, unit: 'token' },

@@ -15,6 +15,7 @@ import type { PagedCacheBindings } from '../cache/paged-attention.js';
 const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
   { name: 'num_jobs', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
+  { name: 'merged_flags', type: 'u32' },
 ]);
 
 /**
@@ -95,10 +96,12 @@ export interface CompactBlocksRun {
   /** u32 logical indices referenced by the jobs (any 4-byte buffer when every job is an identity job). */
   readonly indices: GPUBuffer;
   /**
-   * f32 merged values the jobs' `valueBase` point into (MergeValuesKernel); needed only when one does. Without
-   * it no job may have a `valueBase`, and the kernel runs a variant that never reads merged values.
+   * The merged values the jobs' `valueBase` point into (MergeValuesKernel's buffer, f32 rows [slot][head_dim]) and
+   * where its per-slot flags start (f32 words, mergedLayout in merge-values.ts): a slot's row replaces the kept token's
+   * value only where its flag is nonzero. Needed only when a job has a `valueBase`; without it none may, and the
+   * kernel runs a variant that never reads merged values.
    */
-  readonly merged?: GPUBuffer;
+  readonly merged?: { readonly buffer: GPUBuffer; readonly flagsOffset: number };
   /**
    * `'full'` promises that every kept token of every job lives in a full-pool block (quantizing blocks that were
    * never quantized): the kernel then runs a variant without the quantized-source read, which a software adapter
@@ -231,7 +234,7 @@ export class CompactBlocksKernel {
     if (quantDestinations && !this.shape.quant) throw new InvalidArgumentError('destinations', "'quant' needs a quantized pool");
     const uniforms = this.gpu.uniformBuffer(
       'compact_blocks:params',
-      COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
+      COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead, merged_flags: run.merged?.flagsOffset ?? 0 }),
     );
     const pass = encoder.beginComputePass({ label: 'compact_blocks' });
     encodeDispatch(
@@ -245,7 +248,7 @@ export class CompactBlocksKernel {
         run.cache.blockTable,
         run.cache.fullPool,
         run.cache.quantPool,
-        run.merged ?? run.slotSources?.state ?? this.noMerged(),
+        run.merged?.buffer ?? run.slotSources?.state ?? this.noMerged(),
         quantDestinations ? run.cache.fullPool : null,
       ],
       run.numJobs,

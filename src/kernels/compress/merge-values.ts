@@ -21,6 +21,7 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
   { name: 'link_first', type: 'u32' },
+  { name: 'flags_offset', type: 'u32' },
 ]);
 
 // merge_links takes the values pass's parameters under its own struct name.
@@ -49,6 +50,7 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
+  { name: 'flags_offset', type: 'u32' },
 ]);
 
 /**
@@ -133,9 +135,28 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 }
 
 /**
- * f32 words of the merged buffer for `keptTokens` kept tokens in all: their values, then (nearest,
- * shaders/merge_kept_keys.wgsl) per kept token its normalized key padded to vec4s, then its key hash as two 16-bit
- * halves.
+ * Where things sit in the merged buffer for `keptTokens` kept tokens in all (f32 word offsets): their values
+ * [keptTokens][headDim]; then one u32 per kept token, nonzero when its value row was written (a kept token that no
+ * evicted token merges into keeps its own value, which compact_blocks then reads from the pool: the merge's cost
+ * follows the evicted tokens, not the kept ones); then (nearest, shaders/merge_kept_keys.wgsl) per kept token its
+ * normalized key padded to vec4s, then its key hash as two 16-bit halves.
+ *
+ * @example
+ * ```ts
+ * const layout = mergedLayout(total, headDim);
+ * const merged = createStorageBuffer(gpu, 'merge:values', layout.words * 4);
+ * ```
+ */
+export function mergedLayout(keptTokens: number, headDim: number): { readonly flagsOffset: number; readonly keysOffset: number; readonly hashOffset: number; readonly words: number } {
+  const flagsOffset = keptTokens * headDim;
+  // Keys start on a vec4 (merge_targets reads them as vec4s) and the total is whole vec4s.
+  const keysOffset = 4 * Math.ceil((flagsOffset + keptTokens) / 4);
+  const hashOffset = keysOffset + keptTokens * 4 * Math.ceil(headDim / 4);
+  return { flagsOffset, keysOffset, hashOffset, words: 4 * Math.ceil((hashOffset + 2 * keptTokens) / 4) || 4 };
+}
+
+/**
+ * f32 words of the merged buffer for `keptTokens` kept tokens in all ({@link mergedLayout}).
  *
  * @example
  * ```ts
@@ -143,8 +164,7 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
  * ```
  */
 export function mergedWords(keptTokens: number, headDim: number): number {
-  // Keys start on a vec4 (merge_targets reads them as vec4s) and the total is whole vec4s: 3 + 3 words of slack.
-  return 4 * Math.ceil((keptTokens * (headDim + 2 + 4 * Math.ceil(headDim / 4)) + 3) / 4) || 4;
+  return mergedLayout(keptTokens, headDim).words;
 }
 
 /**
@@ -303,7 +323,8 @@ export class MergeValuesKernel {
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
     }
-    const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
+    const layout = mergedLayout(run.keptTotal, headDim);
+    const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads, flags_offset: layout.flagsOffset };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     const headOctets = Math.ceil(Math.ceil(headDim / 4) / 2);
     const full = run.fullSources ?? false;
@@ -317,8 +338,7 @@ export class MergeValuesKernel {
       return;
     }
     // Normalized kept keys and their hashes once per head, then the targets pass ranks the hashes.
-    const keysOffset = 4 * Math.ceil((run.keptTotal * headDim) / 4);
-    const hashOffset = keysOffset + run.keptTotal * 4 * Math.ceil(headDim / 4);
+    const { keysOffset, hashOffset } = layout;
     const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
