@@ -122,6 +122,16 @@ fn quant_quad(block: u32, slot: u32, d: u32, v_part: bool) -> vec4<f32> {
   return codes * scale + zero;
 }
 
+// Channels d..d + 3 of filled token t's merged value where the job has one and its flag is set (the merge wrote
+// that slot's row), else x: the token's own value, read from its source as for any job.
+fn merged_quad(t: u32, d: u32, x: vec4<f32>) -> vec4<f32> {
+  if (job.value_base != IDENTITY && bitcast<u32>(merged[params.merged_flags + job.value_base + t]) != 0u) {
+    let m = (job.value_base + t) * HEAD_DIM + d;
+    return vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
+  }
+  return x;
+}
+
 // Channels d..d + 3 of the token's K (v_part false) or V, d even (a multiple of 4 when QUADS_ALIGNED); lanes
 // at or past HEAD_DIM are unspecified. SwiftShader runs every branch here with lanes masked, so the source
 // kinds a run cannot have are compiled out (FULL_SOURCES, MERGED_VALUES).
@@ -152,10 +162,8 @@ fn kept_quad(token: KeptToken, d: u32, v_part: bool) -> vec4<f32> {
       );
     }
   }
-  // A merged value row exists only where its flag says so; the others are the kept token's own value, read above.
-  if (MERGED_VALUES && v_part && job.value_base != IDENTITY && bitcast<u32>(merged[params.merged_flags + job.value_base + token.t]) != 0u) {
-    let m = (job.value_base + token.t) * HEAD_DIM + d;
-    x = vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
+  if (MERGED_VALUES && v_part) {
+    x = merged_quad(token.t, d, x);
   }
   if (SLOT_SOURCES && token.slot >= BLOCK_SIZE) {
     x = slot_source_quad(token, d, v_part);
@@ -174,14 +182,20 @@ fn row_offset(token: KeptToken) -> u32 {
 // Channels d..d + 3 of filled token t's K (v_part false) or V, as kept_quad reads them.
 // Slot sources (merge 'slots') are not pool rows: those runs read through kept_quad.
 fn row_quad(t: u32, d: u32, v_part: bool) -> vec4<f32> {
-  if (!FULL_SOURCES || SLOT_SOURCES || (MERGED_VALUES && v_part)) {
+  if (!FULL_SOURCES || SLOT_SOURCES) {
     return kept_quad(kept_token(t), d, v_part);
   }
   let r = rows[t] + select(0u, FULL_V_OFFSET, v_part);
+  var x: vec4<f32>;
   if (FULL_F16) {
-    return vec4<f32>(unpack2x16float(full_pool[r + d / 2u]), unpack2x16float(full_pool[r + d / 2u + 1u]));
+    x = vec4<f32>(unpack2x16float(full_pool[r + d / 2u]), unpack2x16float(full_pool[r + d / 2u + 1u]));
+  } else {
+    x = vec4<f32>(bitcast<f32>(full_pool[r + d]), bitcast<f32>(full_pool[r + d + 1u]), bitcast<f32>(full_pool[r + d + 2u]), bitcast<f32>(full_pool[r + d + 3u]));
   }
-  return vec4<f32>(bitcast<f32>(full_pool[r + d]), bitcast<f32>(full_pool[r + d + 1u]), bitcast<f32>(full_pool[r + d + 2u]), bitcast<f32>(full_pool[r + d + 3u]));
+  if (MERGED_VALUES && v_part) {
+    x = merged_quad(t, d, x);
+  }
+  return x;
 }
 
 // Whole full-pool rows fall on vec4<u32> boundaries (each row and each 8-channel octet starts at a multiple of 4
@@ -191,15 +205,21 @@ const OCTETS_ALIGNED: bool = HEAD_DIM % 8u == 0u && FULL_WORDS_PER_BLOCK % 4u ==
 // Channels d..d + 7 of filled token t's K (v_part false) or V, d a multiple of 8 (HEAD_DIM too): row_quad's
 // values, read as one vec4<u32> (f16) or two (f32) where the source is a pool row.
 fn row_oct(t: u32, d: u32, v_part: bool) -> Octet {
-  if (!OCTETS_ALIGNED || !FULL_SOURCES || SLOT_SOURCES || (MERGED_VALUES && v_part)) {
+  if (!OCTETS_ALIGNED || !FULL_SOURCES || SLOT_SOURCES) {
     return Octet(row_quad(t, d, v_part), row_quad(t, d + 4u, v_part));
   }
   let r = rows[t] + select(0u, FULL_V_OFFSET, v_part);
+  var x: Octet;
   if (FULL_F16) {
     let w = full_row_words((r + d / 2u) / 4u);
-    return Octet(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+    x = Octet(vec4<f32>(unpack2x16float(w.x), unpack2x16float(w.y)), vec4<f32>(unpack2x16float(w.z), unpack2x16float(w.w)));
+  } else {
+    x = Octet(bitcast<vec4<f32>>(full_row_words((r + d) / 4u)), bitcast<vec4<f32>>(full_row_words((r + d) / 4u + 1u)));
   }
-  return Octet(bitcast<vec4<f32>>(full_row_words((r + d) / 4u)), bitcast<vec4<f32>>(full_row_words((r + d) / 4u + 1u)));
+  if (MERGED_VALUES && v_part) {
+    x = Octet(merged_quad(t, d, x.lo), merged_quad(t, d + 4u, x.hi));
+  }
+  return x;
 }
 
 fn kept_position(token: KeptToken) -> u32 {

@@ -258,6 +258,40 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     }
   }
 
+  // int4 destinations from f16 sources at head_dim 128: compact_blocks' whole-word V items (row_oct's vec4 loads)
+  // take a merged row only where its flag is set. 300 → 280: most slots merge nothing, some do.
+  for (const merge of ['cam', 'nearest'] as const) {
+    it(`${merge}: knorm, 300 f16 tokens → 280 per head in int4, head_dim 128 (the V items read merged rows by flag)`, async () => {
+      const shape = { layers: 1, kvHeads: 2, headDim: 128, blockSize: 16 };
+      const options = { shape, nHeads: 2, fullFormat: 'f16' as const, quantBits: 4 as const, maxTokensPerHead: 512, initialFullBlocks: 48, initialQuantBlocks: 48 };
+      const gpuCache = PagedKvCache.create(await testGpu(), options);
+      const cpuCache = CpuKvCache.create(options);
+      try {
+        const random = seededRandom(300);
+        const n = 300 * 2 * 128;
+        const keys = Float32Array.from({ length: n }, () => Math.round((random() * 2 - 1) * 64) / 64);
+        const values = Float32Array.from({ length: n }, () => Math.round((random() * 2 - 1) * 64) / 64);
+        for (const cache of [gpuCache, cpuCache]) {
+          cache.addSequence(1);
+          await cache.append(1, keys, values);
+        }
+        const compress = { policy: 'knorm', budget: 280, bits: 4, merge, sinks: 0, recent: 16 } as const;
+        await gpuCache.compress(1, compress);
+        await cpuCache.compress(1, compress);
+        for (let head = 0; head < 2; head++) {
+          const g = await gpuCache.readHead(1, 0, head);
+          const c = cpuCache.readHead(1, 0, head);
+          expect(Array.from(g.positions)).toEqual(Array.from(c.positions));
+          // One int4 code step of a group spanning ±1 is ≈ 0.13: codes may differ by one.
+          for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(0.15);
+        }
+        expect(gpuCache.checkInvariants()).toEqual([]);
+      } finally {
+        gpuCache.destroy();
+      }
+    });
+  }
+
   // A second compression merges tokens that the first one stored in int4: the merge kernels read quantized blocks
   // eight channels at a time (quant_octet in shaders/merge_common.wgsl), against the CPU engine's dequantization.
   for (const merge of ['nearest', 'cam'] as const) {
