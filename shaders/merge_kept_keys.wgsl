@@ -3,8 +3,8 @@
 // (HEAD_VECS per key, zero-padded) into the merged buffer at keys_offset + (out_base + slot) · 4 · HEAD_VECS, and its
 // SimHash (shaders/merge_common.wgsl) as two exact 16-bit halves at hash_offset + 2 · (out_base + slot) (f32 words:
 // a u32 bit pattern stored as f32 could be a NaN, which a device need not keep). shaders/merge_targets.wgsl ranks
-// the kept hashes for every evicted token and re-ranks the best few by these keys. One thread per kept slot;
-// workgroups over (head, chunk of WORKGROUP_SIZE slots).
+// the kept hashes for every evicted token and re-ranks the best few by these keys. One thread per run of KEYS_RUN
+// kept slots, looping over those an evicted token may rank; workgroups over (head, chunk of WORKGROUP_SIZE runs).
 
 @group(0) @binding(0) var<uniform> params: MergeKeptKeysParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -15,24 +15,26 @@
 @group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // normalized keys at keys_offset, hashes at hash_offset
 @group(0) @binding(7) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let index = linear_workgroup_index(wid, nwg);
-  let head = index / params.chunks;
-  if (head >= params.num_heads) {
-    return;
+// Whether some evicted token may take kept slot s as a candidate: its window (MERGE_WINDOW slots around its first
+// kept slot after it, `next`, moved inside the head's slots) can hold s only if |next − s| ≤ MERGE_WINDOW. The
+// tokens whose next lies in [a, b] are those from just after kept slot a − 1 to kept slot b (to the end for b =
+// kept), less the b − a kept slots between.
+fn is_candidate(base: u32, tokens: u32, kept: u32, s: u32) -> bool {
+  let a = select(0u, s - MERGE_WINDOW, s > MERGE_WINDOW);
+  let b = min(kept, s + MERGE_WINDOW);
+  var first_token = 0u;
+  if (a > 0u) {
+    first_token = kept_index[base + a - 1u] + 1u;
   }
-  let row = heads[4u * head];
-  let kept = heads[4u * head + 2u];
-  let out = heads[4u * head + 3u];
-  let s = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  if (s >= kept) {
-    return;
+  var end_token = tokens;
+  if (b < kept) {
+    end_token = kept_index[base + b];
   }
+  return end_token - first_token > b - a;
+}
+
+// Kept slot s's normalized key and hash.
+fn write_key(row: u32, out: u32, s: u32) {
   let j = kept_index[row * params.stride + s];
   let entry = token_entry_of(row, j);
   // The key is read twice (its norm, then the scaled channels) rather than kept in a private array, which
@@ -67,4 +69,41 @@ fn main(
   let bits = key_hash(entry, j % BLOCK_SIZE);
   merged[params.hash_offset + 2u * (out + s)] = f32(bits & 0xffffu);
   merged[params.hash_offset + 2u * (out + s) + 1u] = f32(bits >> 16u);
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let index = linear_workgroup_index(wid, nwg);
+  let head = index / params.chunks;
+  if (head >= params.num_heads) {
+    return;
+  }
+  let row = heads[4u * head];
+  let tokens = heads[4u * head + 1u];
+  let kept = heads[4u * head + 2u];
+  let out = heads[4u * head + 3u];
+  let first = ((index % params.chunks) * WORKGROUP_SIZE + lid) * KEYS_RUN;
+  if (first >= kept) {
+    return;
+  }
+  let last = min(kept, first + KEYS_RUN);
+  let base = row * params.stride;
+  var s = first;
+  // One trip per slot some evicted token may rank (plus one): the others' keys and hashes are never read, and a
+  // compression that evicts a few tokens (the decode schedule's one block per head) pays for the slots near them
+  // (SwiftShader runs every branch with lanes masked, so only a loop's trip count saves work).
+  loop {
+    while (s < last && !is_candidate(base, tokens, kept, s)) {
+      s++;
+    }
+    if (s >= last) {
+      break;
+    }
+    write_key(row, out, s);
+    s++;
+  }
 }

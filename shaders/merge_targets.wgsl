@@ -3,7 +3,8 @@
 // first kept slot after it, moved inside the head's slots), the MERGE_CANDIDATES whose key hashes are nearest in
 // Hamming distance to the token's (earliest first on equal distance), and among those the one whose key has the
 // largest cosine similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 4: one
-// thread per token, workgroups over (head, chunk of WORKGROUP_SIZE tokens); a pair costs a load, an xor, a popcount
+// thread per run of TARGETS_RUN tokens, looping over its evicted ones, workgroups over (head, chunk of
+// WORKGROUP_SIZE runs); a pair costs a load, an xor, a popcount
 // and a compare, and a token MERGE_WINDOW pairs, so the pass is linear in tokens. The exact re-rank reads
 // MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl). shaders/merge_links.wgsl reads
 // the targets.
@@ -48,31 +49,8 @@ fn insert(cand_dist: ptr<function, vec4<u32>>, cand_slot: ptr<function, vec4<u32
   *cand_slot = select(cs, select(vec4<u32>(slot), vec4<u32>(slot, cs.xyz), shift), nearer);
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let index = linear_workgroup_index(wid, nwg);
-  let head = index / params.chunks;
-  if (head >= params.num_heads) {
-    return;
-  }
-  let row = heads[4u * head];
-  let tokens = heads[4u * head + 1u];
-  let kept = heads[4u * head + 2u];
-  let out = heads[4u * head + 3u];
-  let base = row * params.stride;
-  let t = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  if (t >= tokens) {
-    return;
-  }
-  let next = lower_bound(base, kept, t);
-  if (next < kept && kept_index[base + next] == t) {
-    targets[base + t] = KEPT;
-    return;
-  }
+// The kept slot evicted token t merges into; `next` is its first kept slot after it.
+fn target_of(row: u32, kept: u32, out: u32, t: u32, next: u32) -> u32 {
   let entry = token_entry_of(row, t);
   let hash = key_hash(entry, t % BLOCK_SIZE);
   // The window: MERGE_WINDOW slots centred on `next`, moved inside [0, kept).
@@ -121,5 +99,45 @@ fn main(
       best = cand_slot[c];
     }
   }
-  targets[base + t] = best;
+  return best;
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let index = linear_workgroup_index(wid, nwg);
+  let head = index / params.chunks;
+  if (head >= params.num_heads) {
+    return;
+  }
+  let row = heads[4u * head];
+  let tokens = heads[4u * head + 1u];
+  let kept = heads[4u * head + 2u];
+  let out = heads[4u * head + 3u];
+  let base = row * params.stride;
+  let first = ((index % params.chunks) * WORKGROUP_SIZE + lid) * TARGETS_RUN;
+  if (first >= tokens) {
+    return;
+  }
+  let last = min(tokens, first + TARGETS_RUN);
+  var next = lower_bound(base, kept, first);
+  var t = first;
+  // One trip per evicted token of the run (plus one), the kept ones skipped in the inner loop: SwiftShader runs
+  // every branch with lanes masked, so only a loop's trip count saves work, and a compression that evicts a few
+  // tokens (the decode schedule's one block per head) then pays for those, not for every token.
+  loop {
+    while (t < last && next < kept && kept_index[base + next] == t) {
+      targets[base + t] = KEPT;
+      t++;
+      next++;
+    }
+    if (t >= last) {
+      break;
+    }
+    targets[base + t] = target_of(row, kept, out, t, next);
+    t++;
+  }
 }

@@ -1,7 +1,8 @@
 // Nearest merge (MergeMode 'nearest' in src/compress/options.ts; reference src/compress/merge.ts): each kept value
 // becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
-// (shaders/merge_targets.wgsl) is its slot. Pass 4 of 4, gathered by slot: one thread per (kept slot, VALUES_WIDTH
-// octets of channels), workgroups over (head, chunk of WORKGROUP_SIZE threads). A thread follows its slot's list of
+// (shaders/merge_targets.wgsl) is its slot. Pass 4 of 4, gathered by slot: one thread per (run of VALUES_RUN kept
+// slots, VALUES_WIDTH octets of channels), workgroups over (head, chunk of WORKGROUP_SIZE threads), looping over the
+// slots that some token targets (the others keep their own value). A thread follows a slot's list of
 // tokens (shaders/merge_links.wgsl, ascending), so the sums are in registers, in the reference's order (the kept
 // value first, then the evicted ones by position), and the slot's value is written once, already divided. The old
 // scatter layout (one workgroup per head, every token's sum read and written in `merged`) spent most of its time on
@@ -63,36 +64,12 @@ fn store_octet(at: u32, o: u32, a: Octet, total: f32) {
   }
 }
 
-@compute @workgroup_size(WORKGROUP_SIZE)
-fn main(
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
-  @builtin(local_invocation_index) lid: u32,
-) {
-  let index = linear_workgroup_index(wid, nwg);
-  let head = index / params.chunks;
-  if (head >= params.num_heads) {
-    return;
-  }
-  let row = heads[4u * head];
-  let tokens = heads[4u * head + 1u];
-  let kept = heads[4u * head + 2u];
-  let out = heads[4u * head + 3u];
-  let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
-  let s = i / GROUPS;
-  if (s >= kept) {
-    return;
-  }
-  let o = (i % GROUPS) * VALUES_WIDTH;
-  let base = row * params.stride;
-  // The tokens that target s, ascending (shaders/merge_links.wgsl). With none the slot keeps its own value, which
-  // compact_blocks reads from the pool (its flag says so): no read or write of it here.
+// Kept slot s's merged row for octets o .. o + VALUES_WIDTH − 1, and its flag.
+fn merge_slot(row: u32, tokens: u32, out: u32, base: u32, s: u32, o: u32) {
+  // The tokens that target s, ascending (shaders/merge_links.wgsl); the list is not empty.
   var t = links[params.link_first + base + s];
   if (o == 0u) {
-    merged[(params.flags_offset + out + s) / 4u][(params.flags_offset + out + s) % 4u] = bitcast<f32>(select(0u, 1u, t < tokens));
-  }
-  if (t >= tokens) {
-    return;
+    merged[(params.flags_offset + out + s) / 4u][(params.flags_offset + out + s) % 4u] = bitcast<f32>(1u);
   }
   let j = kept_index[base + s];
   var total = weight(row, j);
@@ -117,5 +94,44 @@ fn main(
   store_octet(at, o, a0, total);
   if (VALUES_WIDTH > 1u) {
     store_octet(at, o + 1u, a1, total);
+  }
+}
+
+@compute @workgroup_size(WORKGROUP_SIZE)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) lid: u32,
+) {
+  let index = linear_workgroup_index(wid, nwg);
+  let head = index / params.chunks;
+  if (head >= params.num_heads) {
+    return;
+  }
+  let row = heads[4u * head];
+  let tokens = heads[4u * head + 1u];
+  let kept = heads[4u * head + 2u];
+  let out = heads[4u * head + 3u];
+  let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  let first = (i / GROUPS) * VALUES_RUN;
+  if (first >= kept) {
+    return;
+  }
+  let o = (i % GROUPS) * VALUES_WIDTH;
+  let last = min(kept, first + VALUES_RUN);
+  let base = row * params.stride;
+  var s = first;
+  // One trip per slot that some evicted token targets (plus one): a slot with an empty list keeps its own value,
+  // which compact_blocks reads from the pool (its flag stays 0). SwiftShader runs every branch with lanes masked,
+  // so only a loop's trip count saves work: a compression that evicts a few tokens pays for their slots only.
+  loop {
+    while (s < last && links[params.link_first + base + s] >= tokens) {
+      s++;
+    }
+    if (s >= last) {
+      break;
+    }
+    merge_slot(row, tokens, out, base, s, o);
+    s++;
   }
 }

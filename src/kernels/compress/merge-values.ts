@@ -67,10 +67,28 @@ const CAM_RUN = 32;
 const CAM_WIDTH = 2;
 
 /**
+ * Consecutive kept slots one thread of shaders/merge_kept_keys.wgsl walks, normalizing and hashing the keys of
+ * those some evicted token may rank (within MERGE_WINDOW slots of one).
+ */
+const KEYS_RUN = 8;
+
+/**
+ * Consecutive tokens one thread of shaders/merge_targets.wgsl walks, finding a target for each evicted one: a
+ * compression that evicts few tokens pays for those and for one trip per run, not for every token.
+ */
+const TARGETS_RUN = 8;
+
+/**
  * Octets of a kept slot's row one thread of shaders/merge_values.wgsl sums (1 or 2): its list link, weight and
  * block-table entry are read once per thread.
  */
 const VALUES_WIDTH = 2;
+
+/**
+ * Consecutive kept slots one thread of shaders/merge_values.wgsl walks, summing the lists of those that some
+ * evicted token targets: a compression that evicts few tokens pays for their slots and one trip per run.
+ */
+const VALUES_RUN = 32;
 
 /**
  * Seed of the fixed sign flips of the nearest merge's key hash (shaders/merge_common.wgsl; keyHash in
@@ -214,13 +232,15 @@ export interface MergeValuesRun {
 /**
  * Folds each compacted head's evicted tokens into its kept values (MergeMode 'nearest' or 'cam'), on the GPU, so
  * that compact_blocks writes (and KIVI-quantizes) merged values with no readback. Nearest: four passes,
- * shaders/merge_kept_keys.wgsl (each kept key read once: normalized, and its SimHash), shaders/merge_targets.wgsl
- * (one thread per token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own in Hamming distance, re-ranked
- * by exact cosine), shaders/merge_links.wgsl (one thread per kept slot: the list of the tokens that target it) and
- * shaders/merge_values.wgsl (one thread per kept slot and 16 channels: the weighted sum over its list, in
- * registers); cam: one pass,
- * shaders/merge_cam.wgsl (one thread per run of kept slots and 16 channels: the gap sums of its evicted tokens,
- * the last four in registers, added to the slots they reach). Under statistics policies the kernels weigh by
+ * shaders/merge_kept_keys.wgsl (each kept key that an evicted token may rank read once: normalized, and its
+ * SimHash), shaders/merge_targets.wgsl (per evicted token: the {@link MERGE_CANDIDATES} kept hashes nearest to its own
+ * in Hamming distance, re-ranked by exact cosine), shaders/merge_links.wgsl (one thread per kept slot: the list of the
+ * tokens that target it) and shaders/merge_values.wgsl (per slot with a list and 16 channels: the weighted sum over
+ * its list, in registers); cam: one pass, shaders/merge_cam.wgsl (one thread per run of kept slots and 16 channels:
+ * the gap sums of its evicted tokens, the last four in registers, added to the slots they reach). Only the slots
+ * that something merges into get a merged row (and their flag, {@link mergedLayout}); every pass but merge_links
+ * loops over the tokens or slots it has work for, so a compression that evicts a few tokens per head (the decode
+ * schedule's) costs in proportion to those. Under statistics policies the kernels weigh by
  * the mean attention per query, Σp / count, computed where the weight is read (no pass of its own). f16 pools are
  * read eight channels a load (bound a second time as vec4<u32>). Hash bits as the reference computes them; sums in
  * the reference's order, so within f32 rounding of src/compress/merge.ts.
@@ -269,6 +289,7 @@ export class MergeValuesKernel {
       constants: {
         ...common(this.workgroupSize),
         MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW },
+        TARGETS_RUN: { type: 'u32', value: TARGETS_RUN },
       },
       uniforms: [TARGETS_PARAMS],
     };
@@ -278,13 +299,19 @@ export class MergeValuesKernel {
       constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize }, MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW } },
       uniforms: [LINKS_PARAMS],
     };
-    this.keptKeysSpec = { name: 'merge_kept_keys', body: mergeKeptKeysBody, libraries, constants: common(this.workgroupSize), uniforms: [KEPT_KEYS_PARAMS] };
+    this.keptKeysSpec = {
+      name: 'merge_kept_keys',
+      body: mergeKeptKeysBody,
+      libraries,
+      constants: { ...common(this.workgroupSize), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, KEYS_RUN: { type: 'u32', value: KEYS_RUN } },
+      uniforms: [KEPT_KEYS_PARAMS],
+    };
     const floor = { MERGE_WEIGHT_FLOOR: { type: 'f32', value: rule.weightFloor } } as const;
     // The two kernels that weigh evicted tokens by their attention (shaders/merge_weight.wgsl).
     const weighted = [...libraries, mergeWeightLibrary];
     const mean = (on: boolean) => ({ MASS_MEAN: { type: 'bool', value: on } }) as const;
     this.specs = {
-      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: weighted, constants: { ...common(this.workgroupSize), ...floor, ...mean(on), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, VALUES_WIDTH: { type: 'u32', value: VALUES_WIDTH } }, uniforms: [PARAMS] }),
+      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: weighted, constants: { ...common(this.workgroupSize), ...floor, ...mean(on), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, VALUES_WIDTH: { type: 'u32', value: VALUES_WIDTH }, VALUES_RUN: { type: 'u32', value: VALUES_RUN } }, uniforms: [PARAMS] }),
       cam: (on) => ({
         name: 'merge_cam',
         body: mergeCamBody,
@@ -339,17 +366,17 @@ export class MergeValuesKernel {
     }
     // Normalized kept keys and their hashes once per head, then the targets pass ranks the hashes.
     const { keysOffset, hashOffset } = layout;
-    const keptChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+    const keptChunks = Math.max(1, Math.ceil(Math.ceil(run.maxKept / KEYS_RUN) / this.workgroupSize));
     const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
-    const chunks = Math.max(1, Math.ceil(run.maxTokens / this.workgroupSize));
+    const chunks = Math.max(1, Math.ceil(Math.ceil(run.maxTokens / TARGETS_RUN) / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     // Each slot's list of the tokens that merge into it, then the sums over the lists.
     const linkChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
     const linkUniforms = this.gpu.uniformBuffer('merge_links:params', LINKS_PARAMS.pack({ ...table, chunks: linkChunks, link_first: linkFirst }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
-    const valueChunks = Math.max(1, Math.ceil((run.maxKept * Math.ceil(headOctets / VALUES_WIDTH)) / this.workgroupSize));
+    const valueChunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / VALUES_RUN) * Math.ceil(headOctets / VALUES_WIDTH)) / this.workgroupSize));
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, chunks: valueChunks, link_first: linkFirst }));
     const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count];
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads * valueChunks);
