@@ -15,13 +15,22 @@
 @group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // normalized keys at keys_offset, hashes at hash_offset
 @group(0) @binding(7) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 
-// Whether some evicted token may take kept slot s as a candidate: its window (MERGE_WINDOW slots around its first
-// kept slot after it, `next`, moved inside the head's slots) can hold s only if |next − s| ≤ MERGE_WINDOW. The
-// tokens whose next lies in [a, b] are those from just after kept slot a − 1 to kept slot b (to the end for b =
-// kept), less the b − a kept slots between.
+// Whether some evicted token has kept slot s in its window: MERGE_WINDOW = W slots from min(max(next, W/2) − W/2,
+// kept − W), `next` its first kept slot after it (shaders/merge_targets.wgsl; shaders/merge_links.wgsl walks the
+// same tokens): next from s − W/2 + 1 (0 when s < W) to s + W/2 (kept when s ≥ kept − W), every next with
+// kept ≤ W. The tokens whose next lies in [a, b] run from just after kept slot a − 1 to kept slot b (to the end
+// for b = kept), less the b − a kept slots between. A slot no token ranks needs no key or hash.
 fn is_candidate(base: u32, tokens: u32, kept: u32, s: u32) -> bool {
-  let a = select(0u, s - MERGE_WINDOW, s > MERGE_WINDOW);
-  let b = min(kept, s + MERGE_WINDOW);
+  var a = 0u;
+  var b = kept;
+  if (kept > MERGE_WINDOW) {
+    if (s >= MERGE_WINDOW) {
+      a = s - MERGE_WINDOW / 2u + 1u;
+    }
+    if (s + MERGE_WINDOW < kept) {
+      b = s + MERGE_WINDOW / 2u;
+    }
+  }
   var first_token = 0u;
   if (a > 0u) {
     first_token = kept_index[base + a - 1u] + 1u;
