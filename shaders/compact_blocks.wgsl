@@ -2,8 +2,8 @@
 //   {row, destination block-table entry, count ≤ BLOCK_SIZE, index base, identity start, value base}
 // and its token i is logical index indices[base + i] (or identity start + i when base = 0xffffffff) of `row` in
 // the CURRENT block table. With a value base other than 0xffffffff, token i's value is merged[value base + i]
-// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl or merge_cam.wgsl) instead of its own where the u32 at
-// merged[merged_flags + value base + i] is nonzero: merged tokens quantize like the rest.
+// (f32 [HEAD_DIM], written by shaders/merge_values.wgsl or merge_cam.wgsl) instead of its own where bit
+// value base + i of merged_mask is set: merged tokens quantize like the rest.
 // Every read of a kept token goes through kept_token / kept_quad / kept_position (any source format,
 // dequantized to f32). The destination is written in its own pool's format: f32/f16 like shaders/kv_append.wgsl,
 // or KIVI int8/int4/int2 exactly as src/format/block-codec.ts encodes (K per channel over G tokens, V per token
@@ -39,7 +39,8 @@
 // per load instruction, so one vec4 load of 8 f16 channels costs about what one u32 load does (a vec4 copy kernel
 // moves the same bytes 2.2x faster than shaders/copy.wgsl there).
 @group(0) @binding(5) var<storage, read_write> quant_pool: array<u32>;
-@group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values, then flags
+@group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values
+@group(0) @binding(8) var<storage, read> merged_mask: array<u32>;  // bit slot: that merged row was written, then flags
 
 const IDENTITY: u32 = 0xffffffffu;
 const SLOT_SOURCE_FLAG: u32 = 0x80000000u;
@@ -74,6 +75,8 @@ struct Job {
 }
 
 var<private> job: Job;
+// Bit t: filled token t's value is its merged row (read once per job, not once per quad).
+var<private> job_merged: u32;
 
 // A kept token: destination slot t, and where its source lives now (block-table entry and slot).
 struct KeptToken {
@@ -122,10 +125,10 @@ fn quant_quad(block: u32, slot: u32, d: u32, v_part: bool) -> vec4<f32> {
   return codes * scale + zero;
 }
 
-// Channels d..d + 3 of filled token t's merged value where the job has one and its flag is set (the merge wrote
-// that slot's row), else x: the token's own value, read from its source as for any job.
+// Channels d..d + 3 of filled token t's merged value where the merge wrote that row (its bit in job_merged), else
+// x: the token's own value, read from its source as for any job.
 fn merged_quad(t: u32, d: u32, x: vec4<f32>) -> vec4<f32> {
-  if (job.value_base != IDENTITY && bitcast<u32>(merged[params.merged_flags + job.value_base + t]) != 0u) {
+  if (((job_merged >> t) & 1u) != 0u) {
     let m = (job.value_base + t) * HEAD_DIM + d;
     return vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
   }
@@ -575,6 +578,16 @@ fn main(
   }
   let dest = jobs[index * 6u + 1u];
   job = Job(jobs[index * 6u], min(jobs[index * 6u + 2u], BLOCK_SIZE), jobs[index * 6u + 3u], jobs[index * 6u + 4u], jobs[index * 6u + 5u]);
+  job_merged = 0u;
+  if (MERGED_VALUES && job.value_base != IDENTITY) {
+    // The job's rows value_base .. value_base + count − 1 (count ≤ BLOCK_SIZE ≤ 32) span at most two mask words.
+    let w = job.value_base / 32u;
+    let shift = job.value_base % 32u;
+    job_merged = merged_mask[w] >> shift;
+    if (shift > 0u) {
+      job_merged |= merged_mask[w + 1u] << (32u - shift);
+    }
+  }
   if (HAS_QUANT && kv_is_quant(dest)) {
     write_quant(kv_block(dest) * QUANT_WORDS_PER_BLOCK, lid);
   } else if (!QUANT_DESTINATIONS) {

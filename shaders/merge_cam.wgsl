@@ -19,8 +19,8 @@
 @group(0) @binding(6) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(7) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(8) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
-// [out_base + slot][HEAD_DIM] (f32 indices), then at flags_offset one u32 per slot: whether its row was written.
-@group(0) @binding(9) var<storage, read_write> merged: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> merged: array<vec4<f32>>; // [out_base + slot][HEAD_DIM] (f32 indices)
+@group(0) @binding(10) var<storage, read_write> merged_mask: array<atomic<u32>>; // bit out_base + slot: row written
 
 // Channels 8o .. 8o + 7 of slot row `row` of `merged` (only those below HEAD_DIM exist).
 fn store_octet(row: u32, o: u32, x: Octet) {
@@ -180,7 +180,7 @@ fn main(
   // runs every branch with lanes masked, so only a loop's trip count saves work. A compression that evicts a few
   // tokens (the decode schedule's one block per head) then costs what those tokens cost, not what the kept do.
   loop {
-    // Slots that no gap reaches keep their own value (their flag stays 0: compact_blocks reads the pool). After
+    // Slots that no gap reaches keep their own value (their mask bit stays 0: compact_blocks reads the pool). After
     // one, every gap before the next slot is empty, so the rolling sums restart at zero.
     var skipped = false;
     while (s < last && !merges_into(base, s)) {
@@ -200,8 +200,7 @@ fn main(
     let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
     store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g0), g1), g2), g3));
     if (o0 == 0u) {
-      let flag = params.flags_offset + out + s;
-      merged[flag / 4u][flag % 4u] = bitcast<f32>(1u);
+      atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
     }
     g0 = g1;
     g1 = g2;

@@ -17,11 +17,11 @@
 @group(0) @binding(5) var<storage, read> full_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> quant_pool: array<u32>;
 @group(0) @binding(7) var<storage, read> links: array<u32>;         // per-slot lists from merge_links
-// [out_base + slot][HEAD_DIM] f32s, vec4s so a quad of a slot is one store; at flags_offset one u32 per slot: whether
-// its row was written.
+// [out_base + slot][HEAD_DIM] f32s, vec4s so a quad of a slot is one store.
 @group(0) @binding(8) var<storage, read_write> merged: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 @group(0) @binding(10) var<storage, read> mass_count: array<f32>;   // [row][stride] queries seen (MASS_MEAN only)
+@group(0) @binding(11) var<storage, read_write> merged_mask: array<atomic<u32>>; // bit out_base + slot: row written
 
 // Threads per kept slot.
 const GROUPS: u32 = (HEAD_OCTETS + VALUES_WIDTH - 1u) / VALUES_WIDTH;
@@ -69,7 +69,7 @@ fn merge_slot(row: u32, tokens: u32, out: u32, base: u32, s: u32, o: u32) {
   // The tokens that target s, ascending (shaders/merge_links.wgsl); the list is not empty.
   var t = links[params.link_first + base + s];
   if (o == 0u) {
-    merged[(params.flags_offset + out + s) / 4u][(params.flags_offset + out + s) % 4u] = bitcast<f32>(1u);
+    atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
   }
   let j = kept_index[base + s];
   var total = weight(row, j);
@@ -122,7 +122,7 @@ fn main(
   let base = row * params.stride;
   var s = first;
   // One trip per slot that some evicted token targets (plus one): a slot with an empty list keeps its own value,
-  // which compact_blocks reads from the pool (its flag stays 0). SwiftShader runs every branch with lanes masked,
+  // which compact_blocks reads from the pool (its mask bit stays 0). SwiftShader runs every branch with lanes masked,
   // so only a loop's trip count saves work: a compression that evicts a few tokens pays for their slots only.
   loop {
     while (s < last && links[params.link_first + base + s] >= tokens) {

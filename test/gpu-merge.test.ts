@@ -2,7 +2,7 @@
 // GPU compaction against the TS reference in the CPU stage, at awkward sizes, for f32 and int4 storage.
 import { describe, expect, it } from 'vitest';
 import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, mergeWindowStart, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
-import { MERGE_CANDIDATES, MERGE_WINDOW, MergeValuesKernel, mergedWords } from '../src/kernels/compress/merge-values.js';
+import { MERGE_CANDIDATES, MERGE_WINDOW, MergeValuesKernel, mergedMaskWords, mergedWords } from '../src/kernels/compress/merge-values.js';
 import { InvalidArgumentError } from '../src/errors.js';
 import { blockLayout } from '../src/format/layout.js';
 import { createStorageBuffer } from '../src/gpu/buffers.js';
@@ -442,6 +442,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       mass: small('mass', 4 * linkRows * stride),
       targets: small('targets', 4 * linkRows * stride),
       merged: small('merged', 4 * mergedWords(4, 8)),
+      mask: small('mask', 4 * mergedMaskWords(4)),
       blockTable: small('table', 16),
       contextLens: small('lens', 4),
       fullPool: small('full', 1024),
@@ -462,6 +463,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       links,
       linkRows: rows,
       merged: buffers.merged,
+      mergedMask: buffers.mask,
     });
     const exact = small('links', 2 * linkRows * stride * 4);
     const short = small('links-short', 2 * linkRows * stride * 4 - 4);

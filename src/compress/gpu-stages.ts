@@ -8,7 +8,7 @@ import { ScratchBuffers } from '../gpu/scratch-buffers.js';
 import { CompactBlocksKernel, IDENTITY_INDEX_BASE, packCompactJobs } from '../kernels/compress/compact-blocks.js';
 import { GatherStatsKernel } from '../kernels/compress/gather-stats.js';
 import { MassKeptKernel } from '../kernels/compress/mass-kept.js';
-import { type MergeHeadJob, MergeValuesKernel, mergedLayout, packMergeHeads } from '../kernels/compress/merge-values.js';
+import { type MergeHeadJob, MergeValuesKernel, mergedMaskWords, mergedWords, packMergeHeads } from '../kernels/compress/merge-values.js';
 import { MERGE_WEIGHT_FLOOR } from './merge.js';
 import { CAM_MERGE_SPAN } from './options.js';
 import { TopKSelectKernel } from '../kernels/compress/select.js';
@@ -199,7 +199,7 @@ export class GpuCompressionStages implements CompressionStages {
    * Encodes the merge of this round's evicting heads (nothing for merge 'none'); returns the merged buffer and
    * where each row's kept values start in it, for the compaction jobs.
    */
-  private encodeMerge(encoder: GPUCommandEncoder, job: ExecutionJob): { merged: { buffer: GPUBuffer; flagsOffset: number }; firstSlot: Map<number, number> } | null {
+  private encodeMerge(encoder: GPUCommandEncoder, job: ExecutionJob): { merged: { buffer: GPUBuffer; mask: GPUBuffer }; firstSlot: Map<number, number> } | null {
     const mode = job.options.merge;
     if (mode === 'none' || mode === 'slots' || job.policy === null) return null;
     const heads: MergeHeadJob[] = [];
@@ -212,22 +212,22 @@ export class GpuCompressionStages implements CompressionStages {
       keptTotal += head.kept;
     }
     if (heads.length === 0) return null;
-    const layout = mergedLayout(keptTotal, this.meta.shape.headDim);
     // Reused across calls (not created and zero-filled each time: at 1K × 32 heads that is 16 MB a call); only the
-    // flags must start at 0, since the cam merge writes just the slots something merges into.
-    const merged = this.scratchBuffers.get('merge:merged', layout.words * 4);
-    encoder.clearBuffer(merged, layout.flagsOffset * 4, keptTotal * 4);
+    // mask must start at 0, since the merges write just the rows that something merges into.
+    const merged = this.scratchBuffers.get('merge:merged', mergedWords(keptTotal, this.meta.shape.headDim) * 4);
+    const mask = this.scratchBuffers.get('merge:mask', mergedMaskWords(keptTotal) * 4);
+    encoder.clearBuffer(mask, 0, mergedMaskWords(keptTotal) * 4);
     // Each layer's pools are buffers of their own: one merge per layer, into the one merged buffer.
     for (let layer = 0; layer < this.meta.shape.layers; layer++) {
       const ofLayer = heads.filter((h) => this.meta.layerOfRow(h.row) === layer);
       if (ofLayer.length === 0) continue;
       const headsBuffer = this.scratchBuffers.upload(`merge:heads:${layer}`, packMergeHeads(ofLayer));
-      this.encodeMergeLayer(encoder, job, layer, headsBuffer, ofLayer, keptTotal, merged);
+      this.encodeMergeLayer(encoder, job, layer, headsBuffer, ofLayer, keptTotal, merged, mask);
     }
-    return { merged: { buffer: merged, flagsOffset: layout.flagsOffset }, firstSlot };
+    return { merged: { buffer: merged, mask }, firstSlot };
   }
 
-  private encodeMergeLayer(encoder: GPUCommandEncoder, job: ExecutionJob, layer: number, headsBuffer: GPUBuffer, heads: MergeHeadJob[], keptTotal: number, merged: GPUBuffer): void {
+  private encodeMergeLayer(encoder: GPUCommandEncoder, job: ExecutionJob, layer: number, headsBuffer: GPUBuffer, heads: MergeHeadJob[], keptTotal: number, merged: GPUBuffer, mergedMask: GPUBuffer): void {
     const mode = job.options.merge;
     if (mode === 'none' || mode === 'slots') return;
     this.mergeKernel().encode(encoder, {
@@ -251,6 +251,7 @@ export class GpuCompressionStages implements CompressionStages {
       links: mode === 'nearest' ? (this.mergeLinks ??= createStorageBuffer(this.storage.gpu, 'compress:merge-links', 2 * this.rows * this.indexStride * 4)) : this.buffers.scores,
       linkRows: this.rows,
       merged,
+      mergedMask,
     });
   }
 

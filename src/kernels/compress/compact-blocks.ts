@@ -15,7 +15,6 @@ import type { PagedCacheBindings } from '../cache/paged-attention.js';
 const COMPACT_BLOCKS_PARAMS = new UniformLayout('CompactBlocksParams', [
   { name: 'num_jobs', type: 'u32' },
   { name: 'max_blocks', type: 'u32' },
-  { name: 'merged_flags', type: 'u32' },
 ]);
 
 /**
@@ -97,11 +96,11 @@ export interface CompactBlocksRun {
   readonly indices: GPUBuffer;
   /**
    * The merged values the jobs' `valueBase` point into (MergeValuesKernel's buffer, f32 rows [slot][head_dim]) and
-   * where its per-slot flags start (f32 words, mergedLayout in merge-values.ts): a slot's row replaces the kept token's
-   * value only where its flag is nonzero. Needed only when a job has a `valueBase`; without it none may, and the
-   * kernel runs a variant that never reads merged values.
+   * its mask (u32 words, bit k set where row k was written: mergedMaskWords in merge-values.ts): a slot's row
+   * replaces the kept token's value only where its bit is set. Needed only when a job has a `valueBase`; without it
+   * none may, and the kernel runs a variant that never reads merged values.
    */
-  readonly merged?: { readonly buffer: GPUBuffer; readonly flagsOffset: number };
+  readonly merged?: { readonly buffer: GPUBuffer; readonly mask: GPUBuffer };
   /**
    * `'full'` promises that every kept token of every job lives in a full-pool block (quantizing blocks that were
    * never quantized): the kernel then runs a variant without the quantized-source read, which a software adapter
@@ -234,7 +233,7 @@ export class CompactBlocksKernel {
     if (quantDestinations && !this.shape.quant) throw new InvalidArgumentError('destinations', "'quant' needs a quantized pool");
     const uniforms = this.gpu.uniformBuffer(
       'compact_blocks:params',
-      COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead, merged_flags: run.merged?.flagsOffset ?? 0 }),
+      COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
     );
     const pass = encoder.beginComputePass({ label: 'compact_blocks' });
     encodeDispatch(
@@ -250,6 +249,7 @@ export class CompactBlocksKernel {
         run.cache.quantPool,
         run.merged?.buffer ?? run.slotSources?.state ?? this.noMerged(),
         quantDestinations ? run.cache.fullPool : null,
+        run.merged?.mask ?? this.noMerged(),
       ],
       run.numJobs,
     );

@@ -21,7 +21,6 @@ const PARAMS = new UniformLayout('MergeValuesParams', [
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
   { name: 'link_first', type: 'u32' },
-  { name: 'flags_offset', type: 'u32' },
 ]);
 
 // merge_links takes the values pass's parameters under its own struct name.
@@ -50,7 +49,6 @@ const CAM_PARAMS = new UniformLayout('MergeCamParams', [
   { name: 'max_blocks', type: 'u32' },
   { name: 'stride', type: 'u32' },
   { name: 'chunks', type: 'u32' },
-  { name: 'flags_offset', type: 'u32' },
 ]);
 
 /**
@@ -154,10 +152,9 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
 
 /**
  * Where things sit in the merged buffer for `keptTokens` kept tokens in all (f32 word offsets): their values
- * [keptTokens][headDim]; then one u32 per kept token, nonzero when its value row was written (a kept token that no
- * evicted token merges into keeps its own value, which compact_blocks then reads from the pool: the merge's cost
- * follows the evicted tokens, not the kept ones); then (nearest, shaders/merge_kept_keys.wgsl) per kept token its
- * normalized key padded to vec4s, then its key hash as two 16-bit halves.
+ * [keptTokens][headDim] (only the rows that something merges into are written, see {@link mergedMaskWords}); then
+ * (nearest, shaders/merge_kept_keys.wgsl) per kept token its normalized key padded to vec4s, then its key hash as
+ * two 16-bit halves.
  *
  * @example
  * ```ts
@@ -165,12 +162,26 @@ export function packMergeHeads(heads: readonly MergeHeadJob[]): Uint32Array {
  * const merged = createStorageBuffer(gpu, 'merge:values', layout.words * 4);
  * ```
  */
-export function mergedLayout(keptTokens: number, headDim: number): { readonly flagsOffset: number; readonly keysOffset: number; readonly hashOffset: number; readonly words: number } {
-  const flagsOffset = keptTokens * headDim;
+export function mergedLayout(keptTokens: number, headDim: number): { readonly keysOffset: number; readonly hashOffset: number; readonly words: number } {
   // Keys start on a vec4 (merge_targets reads them as vec4s) and the total is whole vec4s.
-  const keysOffset = 4 * Math.ceil((flagsOffset + keptTokens) / 4);
+  const keysOffset = 4 * Math.ceil((keptTokens * headDim) / 4);
   const hashOffset = keysOffset + keptTokens * 4 * Math.ceil(headDim / 4);
-  return { flagsOffset, keysOffset, hashOffset, words: 4 * Math.ceil((hashOffset + 2 * keptTokens) / 4) || 4 };
+  return { keysOffset, hashOffset, words: 4 * Math.ceil((hashOffset + 2 * keptTokens) / 4) || 4 };
+}
+
+/**
+ * u32 words of the merged-row mask for `keptTokens` kept tokens in all: bit k (word k / 32) is set where the merge
+ * wrote merged row k. A kept token that no evicted token merges into keeps its own value, which compact_blocks then
+ * reads from the pool, so a merge costs in proportion to the evicted tokens, not the kept ones. One word of slack:
+ * compact_blocks reads the two words a job's bits may span.
+ *
+ * @example
+ * ```ts
+ * const mask = createStorageBuffer(gpu, 'merge:mask', mergedMaskWords(total) * 4); // zeroed before each merge
+ * ```
+ */
+export function mergedMaskWords(keptTokens: number): number {
+  return Math.ceil(keptTokens / 32) + 1;
 }
 
 /**
@@ -227,6 +238,8 @@ export interface MergeValuesRun {
   readonly fullSources?: boolean;
   /** f32 [{@link mergedWords}]: what compact_blocks reads as the kept values. */
   readonly merged: GPUBuffer;
+  /** u32 [{@link mergedMaskWords}], zeroed by the caller: the merge sets the bit of every row it writes. */
+  readonly mergedMask: GPUBuffer;
 }
 
 /**
@@ -238,7 +251,7 @@ export interface MergeValuesRun {
  * tokens that target it) and shaders/merge_values.wgsl (per slot with a list and 16 channels: the weighted sum over
  * its list, in registers); cam: one pass, shaders/merge_cam.wgsl (one thread per run of kept slots and 16 channels:
  * the gap sums of its evicted tokens, the last four in registers, added to the slots they reach). Only the slots
- * that something merges into get a merged row (and their flag, {@link mergedLayout}); every pass but merge_links
+ * that something merges into get a merged row (and their bit, {@link mergedMaskWords}); every pass but merge_links
  * loops over the tokens or slots it has work for, so a compression that evicts a few tokens per head (the decode
  * schedule's) costs in proportion to those. Under statistics policies the kernels weigh by
  * the mean attention per query, Σp / count, computed where the weight is read (no pass of its own). f16 pools are
@@ -331,6 +344,9 @@ export class MergeValuesKernel {
     if (run.merged.size < mergedWords(run.keptTotal, headDim) * 4) {
       throw new InvalidArgumentError('merged', `holds ${run.merged.size} B; ${mergedWords(run.keptTotal, headDim) * 4} B needed`);
     }
+    if (run.mergedMask.size < mergedMaskWords(run.keptTotal) * 4) {
+      throw new InvalidArgumentError('mergedMask', `holds ${run.mergedMask.size} B; ${mergedMaskWords(run.keptTotal) * 4} B needed`);
+    }
     // Checked before the pass begins: a throw inside it would leave the caller's encoder with an open pass.
     const linkFirst = run.linkRows * run.stride;
     if (run.mode === 'nearest' && (!Number.isInteger(run.linkRows) || run.linkRows <= 0 || run.links.size < 2 * linkFirst * 4)) {
@@ -347,11 +363,12 @@ export class MergeValuesKernel {
       ['targets', run.targets],
       ['links', run.links],
       ['merged', run.merged],
+      ['mergedMask', run.mergedMask],
     ] as const) {
       requireUsage(buffer, GPUBufferUsage.STORAGE, `merge_values ${name}`);
     }
     const layout = mergedLayout(run.keptTotal, headDim);
-    const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads, flags_offset: layout.flagsOffset };
+    const table = { max_blocks: run.cache.maxBlocksPerHead, stride: run.stride, num_heads: run.numHeads };
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     const headOctets = Math.ceil(Math.ceil(headDim / 4) / 2);
     const full = run.fullSources ?? false;
@@ -359,7 +376,7 @@ export class MergeValuesKernel {
     if (run.mode === 'cam') {
       const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * Math.ceil(headOctets / CAM_WIDTH)) / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
-      const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged];
+      const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged, run.mergedMask];
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
       pass.end();
       return;
@@ -378,7 +395,7 @@ export class MergeValuesKernel {
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
     const valueChunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / VALUES_RUN) * Math.ceil(headOctets / VALUES_WIDTH)) / this.workgroupSize));
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, chunks: valueChunks, link_first: linkFirst }));
-    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count];
+    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count, run.mergedMask];
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads * valueChunks);
     pass.end();
   }
