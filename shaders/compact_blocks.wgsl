@@ -40,7 +40,7 @@
 // moves the same bytes 2.2x faster than shaders/copy.wgsl there).
 @group(0) @binding(5) var<storage, read_write> quant_pool: array<u32>;
 @group(0) @binding(6) var<storage, read> merged: array<f32>;       // [slot][HEAD_DIM] merged values
-@group(0) @binding(8) var<storage, read> merged_mask: array<u32>;  // bit slot: that merged row was written, then flags
+@group(0) @binding(8) var<storage, read> merged_mask: array<u32>;  // bit slot: that merged row was written
 
 const IDENTITY: u32 = 0xffffffffu;
 const SLOT_SOURCE_FLAG: u32 = 0x80000000u;

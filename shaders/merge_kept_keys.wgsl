@@ -15,31 +15,11 @@
 @group(0) @binding(6) var<storage, read_write> merged: array<f32>;  // normalized keys at keys_offset, hashes at hash_offset
 @group(0) @binding(7) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 
-// Whether some evicted token has kept slot s in its window: MERGE_WINDOW = W slots from min(max(next, W/2) − W/2,
-// kept − W), `next` its first kept slot after it (shaders/merge_targets.wgsl; shaders/merge_links.wgsl walks the
-// same tokens): next from s − W/2 + 1 (0 when s < W) to s + W/2 (kept when s ≥ kept − W), every next with
-// kept ≤ W. The tokens whose next lies in [a, b] run from just after kept slot a − 1 to kept slot b (to the end
-// for b = kept), less the b − a kept slots between. A slot no token ranks needs no key or hash.
+// Whether some evicted token has kept slot s in its window (shaders/merge_window.wgsl): a slot no token ranks needs
+// no key or hash.
 fn is_candidate(base: u32, tokens: u32, kept: u32, s: u32) -> bool {
-  var a = 0u;
-  var b = kept;
-  if (kept > MERGE_WINDOW) {
-    if (s >= MERGE_WINDOW) {
-      a = s - MERGE_WINDOW / 2u + 1u;
-    }
-    if (s + MERGE_WINDOW < kept) {
-      b = s + MERGE_WINDOW / 2u;
-    }
-  }
-  var first_token = 0u;
-  if (a > 0u) {
-    first_token = kept_index[base + a - 1u] + 1u;
-  }
-  var end_token = tokens;
-  if (b < kept) {
-    end_token = kept_index[base + b];
-  }
-  return end_token - first_token > b - a;
+  let w = window_tokens(base, tokens, kept, s);
+  return w.y - w.x > w.z;
 }
 
 // Kept slot s's normalized key and hash.

@@ -34,21 +34,10 @@ fn main(
   }
   let base = row * params.stride;
   let head_word = params.link_first + base + s;
-  // The tokens whose window (merge_targets: MERGE_WINDOW slots from min(max(next, W/2) - W/2, kept - W), next
-  // their first kept slot after them) holds s: next from s - W/2 + 1 (0 when s < W) to s + W/2 (kept when
-  // s ≥ kept - W), i.e. after kept token s - W/2 and before kept token s + W/2. Kept tokens in between are KEPT.
-  var first = 0u;
-  var end = tokens;
-  if (kept > MERGE_WINDOW) {
-    if (s >= MERGE_WINDOW) {
-      first = kept_index[base + s - MERGE_WINDOW / 2u] + 1u;
-    }
-    if (s + MERGE_WINDOW < kept) {
-      end = kept_index[base + s + MERGE_WINDOW / 2u];
-    }
-  }
+  // The tokens whose window holds s (shaders/merge_window.wgsl); the kept ones among them are KEPT.
+  let window = window_tokens(base, tokens, kept, s);
   var at = head_word;
-  for (var t = first; t < end; t++) {
+  for (var t = window.x; t < window.y; t++) {
     if (targets[base + t] == s) {
       links[at] = t;
       at = base + t;

@@ -64,7 +64,7 @@ fn store_octet(at: u32, o: u32, a: Octet, total: f32) {
   }
 }
 
-// Kept slot s's merged row for octets o .. o + VALUES_WIDTH − 1, and its flag.
+// Kept slot s's merged row for octets o .. o + VALUES_WIDTH − 1, and its mask bit.
 fn merge_slot(row: u32, tokens: u32, out: u32, base: u32, s: u32, o: u32) {
   // The tokens that target s, ascending (shaders/merge_links.wgsl); the list is not empty.
   var t = links[params.link_first + base + s];

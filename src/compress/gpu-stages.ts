@@ -215,8 +215,9 @@ export class GpuCompressionStages implements CompressionStages {
     // Reused across calls (not created and zero-filled each time: at 1K × 32 heads that is 16 MB a call); only the
     // mask must start at 0, since the merges write just the rows that something merges into.
     const merged = this.scratchBuffers.get('merge:merged', mergedWords(keptTotal, this.meta.shape.headDim) * 4);
-    const mask = this.scratchBuffers.get('merge:mask', mergedMaskWords(keptTotal) * 4);
-    encoder.clearBuffer(mask, 0, mergedMaskWords(keptTotal) * 4);
+    const maskBytes = mergedMaskWords(keptTotal) * 4;
+    const mask = this.scratchBuffers.get('merge:mask', maskBytes);
+    encoder.clearBuffer(mask, 0, maskBytes);
     // Each layer's pools are buffers of their own: one merge per layer, into the one merged buffer.
     for (let layer = 0; layer < this.meta.shape.layers; layer++) {
       const ofLayer = heads.filter((h) => this.meta.layerOfRow(h.row) === layer);

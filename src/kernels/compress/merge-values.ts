@@ -5,6 +5,7 @@ import mergeLinksBody from '../../../shaders/merge_links.wgsl';
 import mergeTargetsBody from '../../../shaders/merge_targets.wgsl';
 import mergeValuesBody from '../../../shaders/merge_values.wgsl';
 import mergeWeightLibrary from '../../../shaders/merge_weight.wgsl';
+import mergeWindowLibrary from '../../../shaders/merge_window.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
@@ -309,13 +310,14 @@ export class MergeValuesKernel {
     this.linksSpec = {
       name: 'merge_links',
       body: mergeLinksBody,
+      libraries: [mergeWindowLibrary],
       constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize }, MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW } },
       uniforms: [LINKS_PARAMS],
     };
     this.keptKeysSpec = {
       name: 'merge_kept_keys',
       body: mergeKeptKeysBody,
-      libraries,
+      libraries: [...libraries, mergeWindowLibrary],
       constants: { ...common(this.workgroupSize), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, KEYS_RUN: { type: 'u32', value: KEYS_RUN } },
       uniforms: [KEPT_KEYS_PARAMS],
     };
