@@ -3,7 +3,9 @@
 // and its token i is logical index indices[base + i] (or identity start + i when base = 0xffffffff) of `row` in
 // the CURRENT block table. With a value base other than 0xffffffff, token i's value is merged[value base + i]
 // (f32 [HEAD_DIM], written by shaders/merge_values.wgsl or merge_cam.wgsl) instead of its own where bit
-// value base + i of merged_mask is set: merged tokens quantize like the rest.
+// value base + i of merged_mask is set: merged tokens quantize like the rest. That is done by a second dispatch
+// of the same jobs (MERGED_ROWS, after an unmerged one) where the layout lets one token's V be rewritten alone,
+// else inside the one dispatch (MERGED_VALUES).
 // Every read of a kept token goes through kept_token / kept_quad / kept_position (any source format,
 // dequantized to f32). The destination is written in its own pool's format: f32/f16 like shaders/kv_append.wgsl,
 // or KIVI int8/int4/int2 exactly as src/format/block-codec.ts encodes (K per channel over G tokens, V per token
@@ -25,7 +27,9 @@
 //   what another wrote;
 // - SwiftShader runs EVERY branch, lanes masked (and a loop's body at least once), so what a run cannot need
 //   is compiled out by constants instead of branched around: quantized-source reads (FULL_SOURCES), merged
-//   values (MERGED_VALUES); and loops carry little state (the V item comes unrolled, see below).
+//   values (MERGED_VALUES); and loops carry little state (the V item comes unrolled, see below). For the same
+//   reason merged rows are written by their own pass whose loops run once per merged token (MERGED_ROWS):
+//   choosing between a token's own value and its merged row per channel quad cost what reading V twice does.
 
 @group(0) @binding(0) var<uniform> params: CompactBlocksParams;
 @group(0) @binding(1) var<storage, read> jobs: array<u32>;         // [num_jobs][6]
@@ -129,10 +133,15 @@ fn quant_quad(block: u32, slot: u32, d: u32, v_part: bool) -> vec4<f32> {
 // x: the token's own value, read from its source as for any job.
 fn merged_quad(t: u32, d: u32, x: vec4<f32>) -> vec4<f32> {
   if (((job_merged >> t) & 1u) != 0u) {
-    let m = (job.value_base + t) * HEAD_DIM + d;
-    return vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
+    return merged_row_quad(t, d);
   }
   return x;
+}
+
+// Channels d..d + 3 of filled token t's merged row.
+fn merged_row_quad(t: u32, d: u32) -> vec4<f32> {
+  let m = (job.value_base + t) * HEAD_DIM + d;
+  return vec4<f32>(merged[m], merged[m + 1u], merged[m + 2u], merged[m + 3u]);
 }
 
 // Channels d..d + 3 of the token's K (v_part false) or V, d even (a multiple of 4 when QUADS_ALIGNED); lanes
@@ -185,6 +194,9 @@ fn row_offset(token: KeptToken) -> u32 {
 // Channels d..d + 3 of filled token t's K (v_part false) or V, as kept_quad reads them.
 // Slot sources (merge 'slots') are not pool rows: those runs read through kept_quad.
 fn row_quad(t: u32, d: u32, v_part: bool) -> vec4<f32> {
+  if (MERGED_ROWS) {
+    return merged_row_quad(t, d);
+  }
   if (!FULL_SOURCES || SLOT_SOURCES) {
     return kept_quad(kept_token(t), d, v_part);
   }
@@ -208,7 +220,7 @@ const OCTETS_ALIGNED: bool = HEAD_DIM % 8u == 0u && FULL_WORDS_PER_BLOCK % 4u ==
 // Channels d..d + 7 of filled token t's K (v_part false) or V, d a multiple of 8 (HEAD_DIM too): row_quad's
 // values, read as one vec4<u32> (f16) or two (f32) where the source is a pool row.
 fn row_oct(t: u32, d: u32, v_part: bool) -> Octet {
-  if (!OCTETS_ALIGNED || !FULL_SOURCES || SLOT_SOURCES) {
+  if (!OCTETS_ALIGNED || !FULL_SOURCES || SLOT_SOURCES || MERGED_ROWS) {
     return Octet(row_quad(t, d, v_part), row_quad(t, d + 4u, v_part));
   }
   let r = rows[t] + select(0u, FULL_V_OFFSET, v_part);
@@ -566,6 +578,46 @@ fn write_quant(base: u32, lid: u32) {
   }
 }
 
+// ---- The MERGED_ROWS pass ----
+
+// After an unmerged compaction of the same jobs: the V of each filled token whose merged row was written,
+// encoded again from that row (a V item holds one token's words and parameters, and a full row's words are the
+// token's alone); K, positions and the other tokens stay as the compaction wrote them. The loops run once per
+// merged token, so a job that merged nothing costs one masked pass of their bodies.
+fn write_merged_rows(dest: u32, lid: u32) {
+  let filled = select((1u << job.count) - 1u, 0xffffffffu, job.count >= 32u);
+  let quant = HAS_QUANT && kv_is_quant(dest);
+  for (var rest = job_merged & filled; rest != 0u; rest &= rest - 1u) {
+    let t = firstTrailingBit(rest);
+    if (quant) {
+      let base = kv_block(dest) * QUANT_WORDS_PER_BLOCK;
+      for (var i = lid; i < V_COLUMNS; i += WORKGROUP_SIZE) {
+        quantize_v_item(base, t, i * V_SPAN);
+      }
+    } else if (!QUANT_DESTINATIONS) {
+      let base = kv_block(dest) * FULL_WORDS_PER_BLOCK + FULL_V_OFFSET;
+      for (var i = lid; i < QUADS_PER_TOKEN; i += WORKGROUP_SIZE) {
+        let d = i * 4u;
+        let v = merged_row_quad(t, d);
+        let at = t * HEAD_DIM + d;
+        if (FULL_F16) {
+          store_full(base + at / 2u, pack2x16float(v.xy));
+          if (d + 4u <= HEAD_DIM) {
+            store_full(base + at / 2u + 1u, pack2x16float(v.zw));
+          }
+        } else {
+          store_full(base + at, bitcast<u32>(v.x));
+          store_full(base + at + 1u, bitcast<u32>(v.y));
+          if (d + 4u <= HEAD_DIM) {
+            store_full(base + at + 2u, bitcast<u32>(v.z));
+            store_full(base + at + 3u, bitcast<u32>(v.w));
+          }
+        }
+      }
+    }
+  }
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -579,7 +631,7 @@ fn main(
   let dest = jobs[index * 6u + 1u];
   job = Job(jobs[index * 6u], min(jobs[index * 6u + 2u], BLOCK_SIZE), jobs[index * 6u + 3u], jobs[index * 6u + 4u], jobs[index * 6u + 5u]);
   job_merged = 0u;
-  if (MERGED_VALUES && job.value_base != IDENTITY) {
+  if ((MERGED_VALUES || MERGED_ROWS) && job.value_base != IDENTITY) {
     // The job's rows value_base .. value_base + count − 1 (count ≤ BLOCK_SIZE ≤ 32) span at most two mask words.
     let w = job.value_base / 32u;
     let shift = job.value_base % 32u;
@@ -588,7 +640,9 @@ fn main(
       job_merged |= merged_mask[w + 1u] << (32u - shift);
     }
   }
-  if (HAS_QUANT && kv_is_quant(dest)) {
+  if (MERGED_ROWS) {
+    write_merged_rows(dest, lid);
+  } else if (HAS_QUANT && kv_is_quant(dest)) {
     write_quant(kv_block(dest) * QUANT_WORDS_PER_BLOCK, lid);
   } else if (!QUANT_DESTINATIONS) {
     // (The QUANT_DESTINATIONS variant compiles the full writer out: a full destination there stays unwritten.)

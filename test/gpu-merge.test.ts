@@ -160,10 +160,13 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     { tokens: 63, budget: 1, policy: 'h2o', bits: 16 },
     { tokens: 65, budget: 17, policy: 'snapkv', bits: 4 },
     { tokens: 97, budget: 65, policy: 'streaming', bits: 16 }, // 65 kept: past one tile of 64 kept keys
+    // int2 at head_dim 8: a code word spans two tokens, so merged rows are read inside the compaction (the
+    // kernel's MERGED_VALUES variant) instead of by the pass that rewrites one token's V alone.
+    { tokens: 65, budget: 17, policy: 'h2o', bits: 2 },
   ] as const;
   for (const merge of ['nearest', 'cam'] as const) {
     for (const { tokens, budget, policy, bits } of cases) {
-      it(`${merge}: ${policy}, ${tokens} tokens → ${budget} per head, ${bits === 16 ? 'f32' : 'int4'}`, async () => {
+      it(`${merge}: ${policy}, ${tokens} tokens → ${budget} per head, ${bits === 16 ? 'f32' : `int${bits}`}`, async () => {
         const gpu = await testGpu();
         const options = { shape: SHAPE, nHeads: N_HEADS, fullFormat: 'f32' as const, maxTokensPerHead: 128, observationWindow: 8, initialFullBlocks: 8 };
         const gpuCache = PagedKvCache.create(gpu, options);
@@ -178,14 +181,22 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
           expect(fromGpu.merge).toBe(merge);
           expect(fromGpu.keptPerHead).toEqual(fromCpu.keptPerHead);
           expect(gpuCache.memory()).toEqual(cpuCache.memory());
-          const tolerance = bits === 16 ? 1e-4 : 0.2;
+          // int2: a code step of a group spanning ±1 is ≈ 0.67, so besides that bound few values may differ at all.
+          const tolerance = bits === 16 ? 1e-4 : bits === 4 ? 0.2 : 0.7;
           let changed = 0;
+          let differing = 0;
+          let compared = 0;
           for (let layer = 0; layer < SHAPE.layers; layer++) {
             for (let head = 0; head < SHAPE.kvHeads; head++) {
               const g = await gpuCache.readHead(1, layer, head);
               const c = cpuCache.readHead(1, layer, head);
               expect(Array.from(g.positions)).toEqual(Array.from(c.positions));
-              for (let i = 0; i < c.values.length; i++) expect(Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0))).toBeLessThan(tolerance);
+              for (let i = 0; i < c.values.length; i++) {
+                const error = Math.abs((g.values[i] ?? 0) - (c.values[i] ?? 0));
+                expect(error).toBeLessThan(tolerance);
+                if (error > 1e-3) differing++;
+              }
+              compared += c.values.length;
               if (bits === 16) expect(Array.from(g.keys)).toEqual(Array.from(c.keys));
               if (layer === 0 && head === 0) {
                 // Some kept value moved: the merge ran (the kept keys are copies of the old ones).
@@ -197,6 +208,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
             }
           }
           expect(changed).toBeGreaterThan(0);
+          expect(differing).toBeLessThanOrEqual(compared / 50);
           expect(gpuCache.checkInvariants()).toEqual([]);
         } finally {
           gpuCache.destroy();

@@ -1,7 +1,7 @@
 import compactBody from '../../../shaders/compact_blocks.wgsl';
 import kQuadLibrary from '../../../shaders/compact_k_quad.wgsl';
 import kvReadLibrary from '../../../shaders/kv_read.wgsl';
-import { compactBindings, compactUnrolled, quantizesByQuad } from './compact-unrolled.js';
+import { compactBindings, compactUnrolled, quantizesByItem, quantizesByQuad } from './compact-unrolled.js';
 import type { BlockLayout } from '../../format/layout.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { requireUsage } from '../../gpu/buffers.js';
@@ -98,7 +98,9 @@ export interface CompactBlocksRun {
    * The merged values the jobs' `valueBase` point into (MergeValuesKernel's buffer, f32 rows [slot][head_dim]) and
    * its mask (u32 words, bit k set where row k was written: mergedMaskWords in merge-values.ts): a slot's row
    * replaces the kept token's value only where its bit is set. Needed only when a job has a `valueBase`; without it
-   * none may, and the kernel runs a variant that never reads merged values.
+   * none may, and the kernel runs a variant that never reads merged values. Where {@link
+   * CompactBlocksKernel.mergedRowsPass}, the jobs are compacted unmerged and a second dispatch rewrites the V of
+   * the merged tokens alone (its time is that of the merged rows, not of every V value).
    */
   readonly merged?: { readonly buffer: GPUBuffer; readonly mask: GPUBuffer };
   /**
@@ -177,10 +179,20 @@ export class CompactBlocksKernel {
       throw new InvalidArgumentError('quadKItems', 'needs the subgroups feature, workgroupSize 4, group size 16 and head_dim a multiple of 8');
     }
     this.quadKItems = shape.quadKItems ?? (quadPossible && gpu.adapter.isFallbackAdapter);
-    this.spec = this.variant('any', true, 0, false);
+    this.spec = this.variant('any', 'inline', 0, false);
+    // One token's V can be rewritten alone where its words are its own: a full row of even head_dim, a whole-word
+    // V item.
+    this.mergedRowsPass = shape.full.headDim % 2 === 0 && (shape.quant === null || quantizesByItem(shape.quant));
   }
 
-  private variant(sources: 'any' | 'full', merged: boolean, slots: number, quantDestinations: boolean): KernelSpec {
+  /**
+   * Whether merged values are written by a second dispatch of the jobs (the kernel's MERGED_ROWS variant) after an
+   * unmerged compaction, instead of inside it.
+   */
+  readonly mergedRowsPass: boolean;
+
+  /** `merged`: none; read inside the compaction ('inline'); or the MERGED_ROWS pass alone ('rows'). */
+  private variant(sources: 'any' | 'full', merged: 'none' | 'inline' | 'rows', slots: number, quantDestinations: boolean): KernelSpec {
     const key = `${sources}/${merged}/${slots}/${quantDestinations}`;
     let spec = this.variants.get(key);
     if (!spec) {
@@ -195,7 +207,8 @@ export class CompactBlocksKernel {
           FULL_SOURCES: { type: 'bool', value: sources === 'full' },
           QUANT_DESTINATIONS: { type: 'bool', value: quantDestinations },
           QUAD_K_ITEMS: { type: 'bool', value: this.quadKItems },
-          MERGED_VALUES: { type: 'bool', value: merged },
+          MERGED_VALUES: { type: 'bool', value: merged === 'inline' },
+          MERGED_ROWS: { type: 'bool', value: merged === 'rows' },
           SLOT_SOURCES: { type: 'bool', value: slots > 0 },
           MERGE_SLOTS: { type: 'u32', value: Math.max(slots, 1) },
           SLOT_STATE_WORDS: { type: 'u32', value: slotStateWords(Math.max(slots, 1), this.shape.full.headDim) },
@@ -235,24 +248,26 @@ export class CompactBlocksKernel {
       'compact_blocks:params',
       COMPACT_BLOCKS_PARAMS.pack({ num_jobs: run.numJobs, max_blocks: run.cache.maxBlocksPerHead }),
     );
+    const rowsPass = run.merged !== undefined && this.mergedRowsPass;
+    const merged = run.merged === undefined ? 'none' : rowsPass ? 'none' : 'inline';
+    const bindings = (withMerged: boolean): (GPUBuffer | null)[] => [
+      uniforms,
+      run.jobs,
+      run.indices,
+      run.cache.blockTable,
+      run.cache.fullPool,
+      run.cache.quantPool,
+      (withMerged ? run.merged?.buffer : undefined) ?? run.slotSources?.state ?? this.noMerged(),
+      quantDestinations ? run.cache.fullPool : null,
+      (withMerged ? run.merged?.mask : undefined) ?? this.noMerged(),
+    ];
     const pass = encoder.beginComputePass({ label: 'compact_blocks' });
-    encodeDispatch(
-      this.gpu,
-      pass,
-      kernelPipeline(this.gpu, this.variant(run.sources ?? 'any', run.merged !== undefined, run.slotSources?.slots ?? 0, quantDestinations)),
-      [
-        uniforms,
-        run.jobs,
-        run.indices,
-        run.cache.blockTable,
-        run.cache.fullPool,
-        run.cache.quantPool,
-        run.merged?.buffer ?? run.slotSources?.state ?? this.noMerged(),
-        quantDestinations ? run.cache.fullPool : null,
-        run.merged?.mask ?? this.noMerged(),
-      ],
-      run.numJobs,
-    );
+    const compaction = this.variant(run.sources ?? 'any', merged, run.slotSources?.slots ?? 0, quantDestinations);
+    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, compaction), bindings(merged === 'inline'), run.numJobs);
+    if (rowsPass) {
+      // The merged rows over what the compaction wrote (dispatches of a pass are ordered; it reads no source).
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.variant('full', 'rows', 0, quantDestinations)), bindings(true), run.numJobs);
+    }
     pass.end();
   }
 }
