@@ -3,7 +3,8 @@
 // (HEAD_VECS per key, zero-padded) into the merged buffer at keys_offset + (out_base + slot) · 4 · HEAD_VECS, and its
 // SimHash (shaders/merge_common.wgsl) as two exact 16-bit halves at hash_offset + 2 · (out_base + slot) (f32 words:
 // a u32 bit pattern stored as f32 could be a NaN, which a device need not keep). shaders/merge_targets.wgsl ranks
-// the kept hashes for every evicted token and re-ranks the best few by these keys. One thread per run of KEYS_RUN
+// the kept hashes for every evicted token and re-ranks the best few by these keys (not in a head that ranks its
+// windows exactly: nothing is written for it). One thread per run of KEYS_RUN
 // kept slots, looping over those an evicted token may rank; workgroups over (head, chunk of WORKGROUP_SIZE runs).
 
 @group(0) @binding(0) var<uniform> params: MergeKeptKeysParams;
@@ -77,6 +78,11 @@ fn main(
   let out = heads[4u * head + 3u];
   let first = ((index % params.chunks) * WORKGROUP_SIZE + lid) * KEYS_RUN;
   if (first >= kept) {
+    return;
+  }
+  // Such a head's targets are ranked from the pool's keys (shaders/merge_targets.wgsl exact_target); the same for
+  // every lane of the workgroup, so its threads skip the loop below at no cost.
+  if (ranks_window_exactly(tokens, kept)) {
     return;
   }
   let last = min(kept, first + KEYS_RUN);

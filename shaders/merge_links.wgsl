@@ -34,11 +34,12 @@ fn main(
   }
   let base = row * params.stride;
   let head_word = params.link_first + base + s;
-  // The tokens whose window holds s (shaders/merge_window.wgsl); the kept ones among them are KEPT.
+  // The tokens whose window holds s (shaders/merge_window.wgsl); the kept ones among them hold 0 (the caller
+  // zeroes the targets, and merge_targets writes slot + 1).
   let window = window_tokens(base, tokens, kept, s);
   var at = head_word;
   for (var t = window.x; t < window.y; t++) {
-    if (targets[base + t] == s) {
+    if (targets[base + t] == s + 1u) {
       links[at] = t;
       at = base + t;
     }

@@ -2,12 +2,14 @@
 // reference src/compress/merge.ts nearestKept): among the MERGE_WINDOW kept slots around the token (centred on its
 // first kept slot after it, moved inside the head's slots), the MERGE_CANDIDATES whose key hashes are nearest in
 // Hamming distance to the token's (earliest first on equal distance), and among those the one whose key has the
-// largest cosine similarity with the token's key (the earliest on ties). Kept tokens get KEPT. Pass 2 of 4: one
-// thread per run of TARGETS_RUN tokens, looping over its evicted ones, workgroups over (head, chunk of
-// WORKGROUP_SIZE runs); a pair costs a load, an xor, a popcount
-// and a compare, and a token MERGE_WINDOW pairs, so the pass is linear in tokens. The exact re-rank reads
-// MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl). shaders/merge_links.wgsl reads
-// the targets.
+// largest cosine similarity with the token's key (the earliest on ties); in a head that keeps at least
+// MERGE_EXACT_KEPT_PER_EVICTED times what it evicts (ranks_window_exactly), the one of the whole window with the
+// largest cosine, its keys read from the pool (pass 1 then writes nothing for it). The word written is that
+// slot + 1: kept tokens have none, and hold the 0 the caller zeroed the targets with. Pass 2 of 4: one thread per evicted token, workgroups over (head, chunk of WORKGROUP_SIZE evicted
+// tokens), so the lanes of a group all have a token (SwiftShader runs a group's lanes together, masked); a pair
+// costs a load, an xor, a popcount and a compare, and a token MERGE_WINDOW pairs, so the pass is linear in tokens.
+// The re-rank reads MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl).
+// shaders/merge_links.wgsl reads the targets.
 
 @group(0) @binding(0) var<uniform> params: MergeTargetsParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -19,15 +21,18 @@
 @group(0) @binding(7) var<storage, read> merged: array<vec4<f32>>;  // normalized kept keys (keys_offset: a multiple of 4), kept hashes
 @group(0) @binding(8) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 
-const KEPT: u32 = 0xffffffffu;
+// An empty place among the candidates.
+const NO_SLOT: u32 = 0xffffffffu;
 
-// First kept slot whose index is ≥ t (the kept count when none is).
-fn lower_bound(base: u32, kept: u32, t: u32) -> u32 {
+// The kept slot of the head's first kept token after its evicted token number i (0-based, in token order): slot s
+// has kept_index[s] − s evicted tokens before it, which grows with s, so a binary search finds the first slot with
+// more than i. That token is then i + the slot.
+fn next_after_evicted(base: u32, kept: u32, i: u32) -> u32 {
   var lo = 0u;
   var hi = kept;
   while (lo < hi) {
     let mid = (lo + hi) / 2u;
-    if (kept_index[base + mid] < t) {
+    if (kept_index[base + mid] - mid <= i) {
       lo = mid + 1u;
     } else {
       hi = mid;
@@ -49,18 +54,51 @@ fn insert(cand_dist: ptr<function, vec4<u32>>, cand_slot: ptr<function, vec4<u32
   *cand_slot = select(cs, select(vec4<u32>(slot), vec4<u32>(slot, cs.xyz), shift), nearer);
 }
 
+// The window's slot whose key has the largest cosine with token t's (the earliest on ties): for a fixed key e the
+// argmax of e·k_s / |k_s|, each kept key's dot and norm taken in one pass over it.
+fn exact_target(row: u32, base: u32, entry: u32, t: u32, start: u32, end: u32) -> u32 {
+  var best = start;
+  var best_score = -3.0e38f;
+  for (var s = start; s < end; s++) {
+    let j = kept_index[base + s];
+    let kept_entry = token_entry_of(row, j);
+    var along = 0.0;
+    var norm = 0.0;
+    for (var o = 0u; o < HEAD_OCTETS; o++) {
+      let e = kv_octet(entry, t % BLOCK_SIZE, o, false);
+      let k = kv_octet(kept_entry, j % BLOCK_SIZE, o, false);
+      along += dot(e.lo, k.lo) + dot(e.hi, k.hi);
+      norm += dot(k.lo, k.lo) + dot(k.hi, k.hi);
+    }
+    // A zero key scores 0, as in the hashed re-rank below.
+    var score = 0.0;
+    if (norm > 0.0) {
+      score = along * inverseSqrt(norm);
+    }
+    if (score > best_score) {
+      best_score = score;
+      best = s;
+    }
+  }
+  return best;
+}
+
 // The kept slot evicted token t merges into; `next` is its first kept slot after it.
-fn target_of(row: u32, kept: u32, out: u32, t: u32, next: u32) -> u32 {
+fn target_of(row: u32, tokens: u32, kept: u32, out: u32, t: u32, next: u32) -> u32 {
   let entry = token_entry_of(row, t);
-  let hash = key_hash(entry, t % BLOCK_SIZE);
   // The window: MERGE_WINDOW slots centred on `next`, moved inside [0, kept).
   var start = 0u;
   if (kept > MERGE_WINDOW) {
     start = min(max(next, MERGE_WINDOW / 2u) - MERGE_WINDOW / 2u, kept - MERGE_WINDOW);
   }
   let end = min(kept, start + MERGE_WINDOW);
+  // The same for every token of the head, so for every lane of a workgroup: only one side runs.
+  if (ranks_window_exactly(tokens, kept)) {
+    return exact_target(row, row * params.stride, entry, t, start, end);
+  }
+  let hash = key_hash(entry, t % BLOCK_SIZE);
   var cand_dist = vec4<u32>(33u);
-  var cand_slot = vec4<u32>(KEPT);
+  var cand_slot = vec4<u32>(NO_SLOT);
   for (var s = start; s < end; s++) {
     // Hashes sit at an even f32 index, so both halves are in one vec4: one load.
     let w = params.hash_offset + 2u * (out + s);
@@ -118,26 +156,11 @@ fn main(
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
   let base = row * params.stride;
-  let first = ((index % params.chunks) * WORKGROUP_SIZE + lid) * TARGETS_RUN;
-  if (first >= tokens) {
+  let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  if (i >= tokens - kept) {
     return;
   }
-  let last = min(tokens, first + TARGETS_RUN);
-  var next = lower_bound(base, kept, first);
-  var t = first;
-  // One trip per evicted token of the run (plus one), the kept ones skipped in the inner loop: SwiftShader runs
-  // every branch with lanes masked, so only a loop's trip count saves work, and a compression that evicts a few
-  // tokens (the decode schedule's one block per head) then pays for those, not for every token.
-  loop {
-    while (t < last && next < kept && kept_index[base + next] == t) {
-      targets[base + t] = KEPT;
-      t++;
-      next++;
-    }
-    if (t >= last) {
-      break;
-    }
-    targets[base + t] = target_of(row, kept, out, t, next);
-    t++;
-  }
+  let next = next_after_evicted(base, kept, i);
+  let t = i + next;
+  targets[base + t] = target_of(row, tokens, kept, out, t, next) + 1u;
 }

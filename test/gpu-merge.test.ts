@@ -1,7 +1,7 @@
 // Merging evicted tokens (MergeMode): the rule itself on hand-made heads, then shaders/merge_values.wgsl inside the
 // GPU compaction against the TS reference in the CPU stage, at awkward sizes, for f32 and int4 storage.
 import { describe, expect, it } from 'vitest';
-import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, mergeWindowStart, MERGE_WEIGHT_FLOOR } from '../src/compress/merge.js';
+import { exactNearestKept, keyHash, mergeCandidates, mergeHeadValues, mergeTargets, mergeWindowStart, ranksWindowExactly, MERGE_WEIGHT_FLOOR, type MergeHead } from '../src/compress/merge.js';
 import { MERGE_CANDIDATES, MERGE_WINDOW, MergeValuesKernel, mergedMaskWords, mergedWords } from '../src/kernels/compress/merge-values.js';
 import { InvalidArgumentError } from '../src/errors.js';
 import { blockLayout } from '../src/format/layout.js';
@@ -132,6 +132,36 @@ describe('mergeHeadValues (the reference)', () => {
     const head = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(tokens), kept: Uint32Array.from([3, 9, 20, 33]) };
     const targets = mergeTargets(head);
     for (let t = 0; t < tokens; t++) if ((targets[t] ?? -1) >= 0) expect(targets[t]).toBe(exactNearestKept(head, t));
+  });
+
+  it('nearest ranks the whole window exactly in a head that keeps at least 4× what it evicts', () => {
+    expect([ranksWindowExactly(1024, 1008), ranksWindowExactly(80, 64), ranksWindowExactly(81, 64), ranksWindowExactly(1024, 128)]).toEqual([true, true, false, false]);
+    // Random keys (cosines near 0, so the hash's four candidates often miss the window's best): 200 tokens keeping
+    // 160 (every token but each fifth) are ranked exactly; keeping 159 of 200 they are ranked by hash.
+    const random = seededRandom(14);
+    const headDim = 32;
+    const tokens = 200;
+    const keys = Float32Array.from({ length: tokens * headDim }, () => random() * 2 - 1);
+    const windowBest = (head: MergeHead, t: number): number => {
+      const next = Array.from(head.kept).findIndex((j) => j > t);
+      const start = mergeWindowStart(head.kept.length, next < 0 ? head.kept.length : next);
+      const window = { ...head, kept: Array.from(head.kept).slice(start, start + MERGE_WINDOW) };
+      return start + exactNearestKept(window, t);
+    };
+    const exact = { headDim, keys, values: new Float32Array(keys.length), mass: new Float32Array(tokens), kept: Uint32Array.from({ length: tokens }, (_, i) => i).filter((t) => t % 5 !== 2) };
+    const targets = mergeTargets(exact);
+    let evicted = 0;
+    for (let t = 0; t < tokens; t++) {
+      if (t % 5 !== 2) continue;
+      evicted++;
+      expect(targets[t]).toBe(windowBest(exact, t));
+    }
+    expect(evicted).toBe(40);
+    const hashed = { ...exact, kept: exact.kept.filter((t) => t !== 199) };
+    const hashedTargets = mergeTargets(hashed);
+    let missed = 0;
+    for (let t = 0; t < 199; t++) if (t % 5 === 2 && hashedTargets[t] !== windowBest(hashed, t)) missed++;
+    expect(missed).toBeGreaterThan(0);
   });
 
   it('is validated with the other options; slots takes mergeSlots below the budget', () => {
@@ -465,7 +495,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       mode: 'nearest' as const,
       heads: buffers.heads,
       numHeads: 1,
-      maxTokens: stride,
+      maxEvicted: stride,
       maxKept: 4,
       keptTotal: 4,
       stride,

@@ -231,12 +231,14 @@ export class GpuCompressionStages implements CompressionStages {
   private encodeMergeLayer(encoder: GPUCommandEncoder, job: ExecutionJob, layer: number, headsBuffer: GPUBuffer, heads: MergeHeadJob[], keptTotal: number, merged: GPUBuffer, mergedMask: GPUBuffer): void {
     const mode = job.options.merge;
     if (mode === 'none' || mode === 'slots') return;
+    // The scores are spent once the kept indices are chosen: their buffer holds the merge targets, which start at 0.
+    if (mode === 'nearest') for (const head of heads) encoder.clearBuffer(this.buffers.scores, head.row * this.indexStride * 4, this.indexStride * 4);
     this.mergeKernel().encode(encoder, {
       cache: this.storage.bindings(layer),
       mode,
       heads: headsBuffer,
       numHeads: heads.length,
-      maxTokens: Math.max(...heads.map((h) => h.tokens)),
+      maxEvicted: Math.max(...heads.map((h) => h.tokens - h.kept)),
       maxKept: Math.max(...heads.map((h) => h.kept)),
       keptTotal,
       stride: this.indexStride,
@@ -247,7 +249,6 @@ export class GpuCompressionStages implements CompressionStages {
         this.massBuffer(job) === this.buffers.mass
           ? this.buffers.mass
           : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount },
-      // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
       targets: this.buffers.scores,
       links: mode === 'nearest' ? (this.mergeLinks ??= createStorageBuffer(this.storage.gpu, 'compress:merge-links', 2 * this.rows * this.indexStride * 4)) : this.buffers.scores,
       linkRows: this.rows,

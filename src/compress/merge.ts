@@ -2,7 +2,7 @@
  * Merging evicted tokens into kept ones (see {@link MergeMode}): the plain TS reference of
  * shaders/merge_values.wgsl, used by the CPU stages and by the GPU-vs-reference tests.
  */
-import { MERGE_CANDIDATES, MERGE_HASH_SEED, MERGE_WINDOW } from '../kernels/compress/merge-values.js';
+import { MERGE_CANDIDATES, MERGE_EXACT_KEPT_PER_EVICTED, MERGE_HASH_SEED, MERGE_WINDOW } from '../kernels/compress/merge-values.js';
 import { CAM_MERGE_SPAN, type MergeMode } from './options.js';
 
 /**
@@ -115,6 +115,21 @@ export function mergeCandidates(keptHashes: ArrayLike<number>, hash: number, nex
   return order.slice(0, MERGE_CANDIDATES).map((c) => c.slot);
 }
 
+/**
+ * Whether a head of `tokens` tokens that keeps `kept` ranks each evicted token's whole {@link MERGE_WINDOW} by
+ * exact cosine instead of re-ranking its {@link mergeCandidates}: when it keeps at least
+ * {@link MERGE_EXACT_KEPT_PER_EVICTED} times what it evicts (then the exact ranking is the cheaper one too).
+ *
+ * @example
+ * ```ts
+ * ranksWindowExactly(1024, 1008); // true: one decode-schedule block evicted
+ * ranksWindowExactly(1024, 128);  // false: keep 1/8, ranked by hash
+ * ```
+ */
+export function ranksWindowExactly(tokens: number, kept: number): boolean {
+  return MERGE_EXACT_KEPT_PER_EVICTED * (tokens - kept) <= kept;
+}
+
 /** Cosine similarity of tokens t and j of the head (0 when either key is zero). */
 function cosine(head: MergeHead, t: number, j: number): number {
   const { keys, headDim } = head;
@@ -133,13 +148,19 @@ function cosine(head: MergeHead, t: number, j: number): number {
 }
 
 /**
- * The kept slot token t folds into: among its {@link mergeCandidates}, the one whose key is most cosine-similar to
- * token t's (the earliest slot on ties).
+ * The kept slot token t folds into: among its {@link mergeCandidates} (`keptHashes` null: every slot of its
+ * window, {@link ranksWindowExactly}), the one whose key is most cosine-similar to token t's (the earliest slot on
+ * ties).
  */
-function nearestKept(head: MergeHead, keptHashes: ArrayLike<number>, t: number): number {
+function nearestKept(head: MergeHead, keptHashes: ArrayLike<number> | null, t: number): number {
   let best = 0;
   let bestScore = Number.NEGATIVE_INFINITY;
-  for (const s of mergeCandidates(keptHashes, keyHash(head.keys, t * head.headDim, head.headDim), lowerBound(head.kept, t))) {
+  const next = lowerBound(head.kept, t);
+  const start = mergeWindowStart(head.kept.length, next);
+  const slots = keptHashes
+    ? mergeCandidates(keptHashes, keyHash(head.keys, t * head.headDim, head.headDim), next)
+    : Array.from({ length: Math.min(head.kept.length, start + MERGE_WINDOW) - start }, (_, i) => start + i);
+  for (const s of slots) {
     const score = cosine(head, t, head.kept[s] ?? 0);
     if (score > bestScore || (score === bestScore && s < best)) {
       bestScore = score;
@@ -182,7 +203,7 @@ export function exactNearestKept(head: MergeHead, t: number): number {
 export function mergeTargets(head: MergeHead): Int32Array {
   const { kept, headDim } = head;
   const n = head.keys.length / headDim;
-  const keptHashes = Uint32Array.from(kept, (j) => keyHash(head.keys, j * headDim, headDim));
+  const keptHashes = ranksWindowExactly(n, kept.length) ? null : Uint32Array.from(kept, (j) => keyHash(head.keys, j * headDim, headDim));
   const targets = new Int32Array(n);
   for (let t = 0, next = 0; t < n; t++) {
     if (next < kept.length && kept[next] === t) {

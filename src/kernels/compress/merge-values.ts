@@ -72,12 +72,6 @@ const CAM_WIDTH = 2;
 const KEYS_RUN = 8;
 
 /**
- * Consecutive tokens one thread of shaders/merge_targets.wgsl walks, finding a target for each evicted one: a
- * compression that evicts few tokens pays for those and for one trip per run, not for every token.
- */
-const TARGETS_RUN = 8;
-
-/**
  * Octets of a kept slot's row one thread of shaders/merge_values.wgsl sums (1 or 2): its list link, weight and
  * block-table entry are read once per thread.
  */
@@ -107,6 +101,16 @@ export const MERGE_CANDIDATES = 4;
  * hash: part of the rule (src/compress/merge.ts mergeCandidates). Even.
  */
 export const MERGE_WINDOW = 16;
+
+/**
+ * A head that keeps at least this many times as many tokens as it evicts ranks each evicted token's whole window by
+ * exact cosine (src/compress/merge.ts ranksWindowExactly), without hashes. Part of the rule. Why 4: ranking by
+ * hash reads about 3 key rows per kept slot a window holds (its norm, the normalized row, its hash) plus 5 per
+ * evicted token (its hash, the MERGE_CANDIDATES re-ranked), the exact ranking MERGE_WINDOW per evicted token, so
+ * exact reads fewer rows while evicted ≤ 3 · kept / 11 (and gets the window's true nearest). The decode schedule's
+ * compressions (one block evicted per head) are such heads from a budget of 4 blocks on.
+ */
+export const MERGE_EXACT_KEPT_PER_EVICTED = 4;
 
 /**
  * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
@@ -202,7 +206,7 @@ export function mergedWords(keptTokens: number, headDim: number): number {
  *
  * @example
  * ```ts
- * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxTokens, maxKept, keptTotal, stride, keptIndex, mass, targets, links, linkRows, merged };
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxEvicted, maxKept, keptTotal, stride, keptIndex, mass, targets, links, linkRows, merged };
  * ```
  */
 export interface MergeValuesRun {
@@ -211,8 +215,8 @@ export interface MergeValuesRun {
   /** u32 [numHeads][4] (see {@link packMergeHeads}). */
   readonly heads: GPUBuffer;
   readonly numHeads: number;
-  /** The most tokens any of the heads holds (sizes the nearest targets dispatch). */
-  readonly maxTokens: number;
+  /** The most tokens any of the heads evicts (sizes the nearest targets dispatch: a thread per evicted token). */
+  readonly maxEvicted: number;
   /** The most tokens any of the heads keeps (sizes the cam dispatch). */
   readonly maxKept: number;
   /** Kept tokens over all heads: the merged buffer holds that many values first. */
@@ -226,7 +230,10 @@ export interface MergeValuesRun {
    * sum / count (0 before any query).
    */
   readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer };
-  /** [row][stride] 4-byte scratch (overwritten for the merged heads' rows; nearest only). */
+  /**
+   * u32 [row][stride] scratch (nearest only): the merged heads' rows zeroed by the caller; each evicted token's word
+   * becomes its target slot + 1, and the kept tokens' stay 0.
+   */
   readonly targets: GPUBuffer;
   /**
    * u32 [2][linkRows][stride] scratch (nearest only; the cam rule ignores it): each kept slot's list of the tokens
@@ -294,6 +301,7 @@ export class MergeValuesKernel {
       WORKGROUP_SIZE: { type: 'u32', value: workgroupSize },
       HEAD_VECS: { type: 'u32', value: headVecs },
       MERGE_HASH_SEED: { type: 'u32', value: MERGE_HASH_SEED },
+      MERGE_EXACT_KEPT_PER_EVICTED: { type: 'u32', value: MERGE_EXACT_KEPT_PER_EVICTED },
     }) as const;
     const libraries = [kvReadLibrary, mergeCommonLibrary];
     this.targetsSpec = {
@@ -303,7 +311,6 @@ export class MergeValuesKernel {
       constants: {
         ...common(this.workgroupSize),
         MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW },
-        TARGETS_RUN: { type: 'u32', value: TARGETS_RUN },
       },
       uniforms: [TARGETS_PARAMS],
     };
@@ -388,7 +395,7 @@ export class MergeValuesKernel {
     const keptChunks = Math.max(1, Math.ceil(Math.ceil(run.maxKept / KEYS_RUN) / this.workgroupSize));
     const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
-    const chunks = Math.max(1, Math.ceil(Math.ceil(run.maxTokens / TARGETS_RUN) / this.workgroupSize));
+    const chunks = Math.max(1, Math.ceil(run.maxEvicted / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     // Each slot's list of the tokens that merge into it, then the sums over the lists.
