@@ -232,7 +232,11 @@ export class GpuCompressionStages implements CompressionStages {
     const mode = job.options.merge;
     if (mode === 'none' || mode === 'slots') return;
     // The scores are spent once the kept indices are chosen: their buffer holds the merge targets, which start at 0.
-    if (mode === 'nearest') for (const head of heads) encoder.clearBuffer(this.buffers.scores, head.row * this.indexStride * 4, this.indexStride * 4);
+    // One clear per run of consecutive rows (a layer's heads of one sequence are consecutive rows).
+    if (mode === 'nearest') {
+      const rowBytes = this.indexStride * 4;
+      for (const [first, count] of consecutiveRuns(heads.map((h) => h.row))) encoder.clearBuffer(this.buffers.scores, first * rowBytes, count * rowBytes);
+    }
     this.mergeKernel().encode(encoder, {
       cache: this.storage.bindings(layer),
       mode,
@@ -418,4 +422,15 @@ export class GpuCompressionStages implements CompressionStages {
     this.topK.destroy();
     this.slotsStage?.destroy();
   }
+}
+
+/** Runs [first, count] of consecutive values in `rows` (sorted first). */
+function consecutiveRuns(rows: readonly number[]): [number, number][] {
+  const runs: [number, number][] = [];
+  for (const row of [...rows].sort((a, b) => a - b)) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === row) last[1]++;
+    else runs.push([row, 1]);
+  }
+  return runs;
 }

@@ -108,7 +108,8 @@ export const MERGE_WINDOW = 16;
  * hash reads about 3 key rows per kept slot a window holds (its norm, the normalized row, its hash) plus 5 per
  * evicted token (its hash, the MERGE_CANDIDATES re-ranked), the exact ranking MERGE_WINDOW per evicted token, so
  * exact reads fewer rows while evicted ≤ 3 · kept / 11 (and gets the window's true nearest). The decode schedule's
- * compressions (one block evicted per head) are such heads from a budget of 4 blocks on.
+ * compressions (budget + 1 → budget − 16 at blocks of 16, src/compress/decode-schedule.ts) are such heads from a
+ * budget of 84 on; the bench's `/step` rows (C → C − 16) at every context they time.
  */
 export const MERGE_EXACT_KEPT_PER_EVICTED = 4;
 
