@@ -87,12 +87,6 @@ fn quant_octet(block: u32, slot: u32, o: u32, v_part: bool) -> Octet {
   return Octet(lo * p0[0] + p0[1], hi * p1[0] + p1[1]);
 }
 
-// Whether the nearest merge ranks a head's windows by exact cosine, no hashes (src/compress/merge.ts
-// ranksWindowExactly): it keeps at least MERGE_EXACT_KEPT_PER_EVICTED times what it evicts.
-fn ranks_window_exactly(tokens: u32, kept: u32) -> bool {
-  return MERGE_EXACT_KEPT_PER_EVICTED * (tokens - kept) <= kept;
-}
-
 fn token_entry_of(row: u32, t: u32) -> u32 {
   return block_table[row * params.max_blocks + t / BLOCK_SIZE];
 }

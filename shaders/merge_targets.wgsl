@@ -24,23 +24,6 @@
 // An empty place among the candidates.
 const NO_SLOT: u32 = 0xffffffffu;
 
-// The kept slot of the head's first kept token after its evicted token number i (0-based, in token order): slot s
-// has kept_index[s] − s evicted tokens before it, which grows with s, so a binary search finds the first slot with
-// more than i. That token is then i + the slot.
-fn next_after_evicted(base: u32, kept: u32, i: u32) -> u32 {
-  var lo = 0u;
-  var hi = kept;
-  while (lo < hi) {
-    let mid = (lo + hi) / 2u;
-    if (kept_index[base + mid] - mid <= i) {
-      lo = mid + 1u;
-    } else {
-      hi = mid;
-    }
-  }
-  return lo;
-}
-
 // Puts (distance, slot) into one token's MERGE_CANDIDATES (4: one vec4) nearest so far by (distance, slot),
 // ascending, without branches (SwiftShader runs both sides of a lane-divergent branch); distance 33 marks an empty
 // place. A new entry goes before every place it is strictly nearer than (so after equal ones: earlier slots first).

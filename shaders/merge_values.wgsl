@@ -2,7 +2,8 @@
 // becomes (w_j v_j + Σ w_e v_e) / (w_j + Σ w_e) over the evicted tokens e whose target
 // (shaders/merge_targets.wgsl) is its slot. Pass 4 of 4, gathered by slot: one thread per (run of VALUES_RUN kept
 // slots, VALUES_WIDTH octets of channels), workgroups over (head, chunk of WORKGROUP_SIZE threads), looping over the
-// slots that some token targets (the others keep their own value). A thread follows a slot's list of
+// slots that some token targets (the others keep their own value); in a head that ranks its windows exactly (few
+// evicted tokens), one per (evicted token, VALUES_WIDTH octets), for the slot whose list the token heads. A thread follows a slot's list of
 // tokens (shaders/merge_links.wgsl, ascending), so the sums are in registers, in the reference's order (the kept
 // value first, then the evicted ones by position), and the slot's value is written once, already divided. The old
 // scatter layout (one workgroup per head, every token's sum read and written in `merged`) spent most of its time on
@@ -22,6 +23,7 @@
 @group(0) @binding(9) var<storage, read> full_pool8: array<vec4<u32>>; // full_pool again: eight f16 channels a load
 @group(0) @binding(10) var<storage, read> mass_count: array<f32>;   // [row][stride] queries seen (MASS_MEAN only)
 @group(0) @binding(11) var<storage, read_write> merged_mask: array<atomic<u32>>; // bit out_base + slot: row written
+@group(0) @binding(12) var<storage, read> targets: array<u32>;     // [row][stride] from merge_targets (slot + 1)
 
 // Threads per kept slot.
 const GROUPS: u32 = (HEAD_OCTETS + VALUES_WIDTH - 1u) / VALUES_WIDTH;
@@ -66,8 +68,8 @@ fn store_octet(at: u32, o: u32, a: Octet, total: f32) {
 
 // Kept slot s's merged row for octets o .. o + VALUES_WIDTH − 1, and its mask bit.
 fn merge_slot(row: u32, tokens: u32, out: u32, base: u32, s: u32, o: u32) {
-  // The tokens that target s, ascending (shaders/merge_links.wgsl); the list is not empty.
-  var t = links[params.link_first + base + s];
+  // The tokens that target s, ascending (shaders/merge_links.wgsl: the first + 1); the list is not empty.
+  var t = links[params.link_first + base + s] - 1u;
   if (o == 0u) {
     atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
   }
@@ -113,19 +115,33 @@ fn main(
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
   let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  let o = (i % GROUPS) * VALUES_WIDTH;
+  let base = row * params.stride;
+  if (ranks_window_exactly(tokens, kept)) {
+    // Few evicted tokens (shaders/merge_window.wgsl): a thread per (evicted token, octet group), working where the
+    // token heads its target's list, instead of threads walking runs of slots nothing targets.
+    let e = i / GROUPS;
+    if (e >= tokens - kept) {
+      return;
+    }
+    let t = e + next_after_evicted(base, kept, e);
+    let s = targets[base + t] - 1u;
+    if (links[params.link_first + base + s] == t + 1u) {
+      merge_slot(row, tokens, out, base, s, o);
+    }
+    return;
+  }
   let first = (i / GROUPS) * VALUES_RUN;
   if (first >= kept) {
     return;
   }
-  let o = (i % GROUPS) * VALUES_WIDTH;
   let last = min(kept, first + VALUES_RUN);
-  let base = row * params.stride;
   var s = first;
   // One trip per slot that some evicted token targets (plus one): a slot with an empty list keeps its own value,
   // which compact_blocks reads from the pool (its mask bit stays 0). SwiftShader runs every branch with lanes masked,
   // so only a loop's trip count saves work: a compression that evicts a few tokens pays for their slots only.
   loop {
-    while (s < last && links[params.link_first + base + s] >= tokens) {
+    while (s < last && links[params.link_first + base + s] == 0u) {
       s++;
     }
     if (s >= last) {

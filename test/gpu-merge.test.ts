@@ -472,7 +472,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
     });
   }
 
-  it('refuses a links scratch shorter than [2][linkRows][stride] before it begins a pass (the encoder stays usable)', async () => {
+  it('refuses a links scratch shorter than [2][linkRows][stride], or rows past it, before it begins a pass (the encoder stays usable)', async () => {
     const gpu = await testGpu();
     const kernel = new MergeValuesKernel(gpu, { full: blockLayout('f32', { headDim: 8, blockSize: 4 }), quant: null }, { weightFloor: MERGE_WEIGHT_FLOOR, camSpan: 4 });
     const stride = 16;
@@ -497,6 +497,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       numHeads: 1,
       maxEvicted: stride,
       maxKept: 4,
+      headJobs: [{ row: 0, tokens: 8, kept: 4, outBase: 0 }],
       keptTotal: 4,
       stride,
       keptIndex: buffers.keptIndex,
@@ -515,6 +516,7 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       expect(() => kernel.encode(encoder, run(short, linkRows))).toThrow(InvalidArgumentError);
       expect(() => kernel.encode(encoder, run(exact, linkRows + 1))).toThrow(/linkRows 4/);
       expect(() => kernel.encode(encoder, run(exact, 0))).toThrow(InvalidArgumentError);
+      expect(() => kernel.encode(encoder, { ...run(exact, linkRows), headJobs: [{ row: linkRows, tokens: 8, kept: 4, outBase: 0 }] })).toThrow(/rows must be below linkRows 3/);
       // After the refusals the same encoder records a pass and finishes: none of them left a pass open.
       kernel.encode(encoder, run(exact, linkRows));
       gpu.device.queue.submit([encoder.finish()]);

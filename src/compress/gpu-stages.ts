@@ -231,18 +231,13 @@ export class GpuCompressionStages implements CompressionStages {
   private encodeMergeLayer(encoder: GPUCommandEncoder, job: ExecutionJob, layer: number, headsBuffer: GPUBuffer, heads: MergeHeadJob[], keptTotal: number, merged: GPUBuffer, mergedMask: GPUBuffer): void {
     const mode = job.options.merge;
     if (mode === 'none' || mode === 'slots') return;
-    // The scores are spent once the kept indices are chosen: their buffer holds the merge targets, which start at 0.
-    // One clear per run of consecutive rows (a layer's heads of one sequence are consecutive rows).
-    if (mode === 'nearest') {
-      const rowBytes = this.indexStride * 4;
-      for (const [first, count] of consecutiveRuns(heads.map((h) => h.row))) encoder.clearBuffer(this.buffers.scores, first * rowBytes, count * rowBytes);
-    }
     this.mergeKernel().encode(encoder, {
       cache: this.storage.bindings(layer),
       mode,
       heads: headsBuffer,
       numHeads: heads.length,
       maxEvicted: Math.max(...heads.map((h) => h.tokens - h.kept)),
+      headJobs: heads,
       maxKept: Math.max(...heads.map((h) => h.kept)),
       keptTotal,
       stride: this.indexStride,
@@ -253,6 +248,7 @@ export class GpuCompressionStages implements CompressionStages {
         this.massBuffer(job) === this.buffers.mass
           ? this.buffers.mass
           : { sum: this.backend.statistics.attnSum, count: this.backend.statistics.attnCount },
+      // The scores are spent once the kept indices are chosen: their buffer holds the merge targets.
       targets: this.buffers.scores,
       links: mode === 'nearest' ? (this.mergeLinks ??= createStorageBuffer(this.storage.gpu, 'compress:merge-links', 2 * this.rows * this.indexStride * 4)) : this.buffers.scores,
       linkRows: this.rows,
@@ -424,13 +420,3 @@ export class GpuCompressionStages implements CompressionStages {
   }
 }
 
-/** Runs [first, count] of consecutive values in `rows` (sorted first). */
-function consecutiveRuns(rows: readonly number[]): [number, number][] {
-  const runs: [number, number][] = [];
-  for (const row of [...rows].sort((a, b) => a - b)) {
-    const last = runs[runs.length - 1];
-    if (last && last[0] + last[1] === row) last[1]++;
-    else runs.push([row, 1]);
-  }
-  return runs;
-}

@@ -2,7 +2,9 @@
  * Merging evicted tokens into kept ones (see {@link MergeMode}): the plain TS reference of
  * shaders/merge_values.wgsl, used by the CPU stages and by the GPU-vs-reference tests.
  */
-import { MERGE_CANDIDATES, MERGE_EXACT_KEPT_PER_EVICTED, MERGE_HASH_SEED, MERGE_WINDOW } from '../kernels/compress/merge-values.js';
+import { MERGE_CANDIDATES, MERGE_HASH_SEED, MERGE_WINDOW, ranksWindowExactly } from '../kernels/compress/merge-values.js';
+
+export { ranksWindowExactly };
 import { CAM_MERGE_SPAN, type MergeMode } from './options.js';
 
 /**
@@ -113,21 +115,6 @@ export function mergeCandidates(keptHashes: ArrayLike<number>, hash: number, nex
   for (let s = start; s < end; s++) order.push({ slot: s, distance: popcount((keptHashes[s] ?? 0) ^ hash) });
   order.sort((a, b) => a.distance - b.distance || a.slot - b.slot);
   return order.slice(0, MERGE_CANDIDATES).map((c) => c.slot);
-}
-
-/**
- * Whether a head of `tokens` tokens that keeps `kept` ranks each evicted token's whole {@link MERGE_WINDOW} by
- * exact cosine instead of re-ranking its {@link mergeCandidates}: when it keeps at least
- * {@link MERGE_EXACT_KEPT_PER_EVICTED} times what it evicts (then the exact ranking is the cheaper one too).
- *
- * @example
- * ```ts
- * ranksWindowExactly(1024, 1008); // true: one decode-schedule block evicted
- * ranksWindowExactly(1024, 128);  // false: keep 1/8, ranked by hash
- * ```
- */
-export function ranksWindowExactly(tokens: number, kept: number): boolean {
-  return MERGE_EXACT_KEPT_PER_EVICTED * (tokens - kept) <= kept;
 }
 
 /** Cosine similarity of tokens t and j of the head (0 when either key is zero). */

@@ -104,7 +104,7 @@ export const MERGE_WINDOW = 16;
 
 /**
  * A head that keeps at least this many times as many tokens as it evicts ranks each evicted token's whole window by
- * exact cosine (src/compress/merge.ts ranksWindowExactly), without hashes. Part of the rule. Why 4: ranking by
+ * exact cosine ({@link ranksWindowExactly}), without hashes. Part of the rule. Why 4: ranking by
  * hash reads about 3 key rows per kept slot a window holds (its norm, the normalized row, its hash) plus 5 per
  * evicted token (its hash, the MERGE_CANDIDATES re-ranked), the exact ranking MERGE_WINDOW per evicted token, so
  * exact reads fewer rows while evicted ≤ 3 · kept / 11 (and gets the window's true nearest). The decode schedule's
@@ -112,6 +112,27 @@ export const MERGE_WINDOW = 16;
  * budget of 84 on; the bench's `/step` rows (C → C − 16) at every context they time.
  */
 export const MERGE_EXACT_KEPT_PER_EVICTED = 4;
+
+/**
+ * Whether a head of `tokens` tokens that keeps `kept` ranks each evicted token's whole {@link MERGE_WINDOW} by
+ * exact cosine instead of re-ranking its hash candidates (src/compress/merge.ts mergeCandidates): when it keeps at
+ * least {@link MERGE_EXACT_KEPT_PER_EVICTED} times what it evicts (then the exact ranking is the cheaper one too).
+ * Such a head's nearest passes also run a thread per evicted token (shaders/merge_window.wgsl).
+ *
+ * @example
+ * ```ts
+ * ranksWindowExactly(1024, 1008); // true: one block evicted, as the bench's /step rows do
+ * ranksWindowExactly(1024, 128);  // false: keep 1/8, ranked by hash
+ * ```
+ */
+export function ranksWindowExactly(tokens: number, kept: number): boolean {
+  return MERGE_EXACT_KEPT_PER_EVICTED * (tokens - kept) <= kept;
+}
+
+/** Threads the nearest merge's list pass takes for a head: one per evicted token where it ranks its windows exactly. */
+function linkThreadsOf(tokens: number, kept: number): number {
+  return ranksWindowExactly(tokens, kept) ? tokens - kept : kept;
+}
 
 /**
  * The merge rules the kernel runs (src/compress/options.ts MergeMode; 'none' runs no kernel).
@@ -220,6 +241,11 @@ export interface MergeValuesRun {
   readonly maxEvicted: number;
   /** The most tokens any of the heads keeps (sizes the cam dispatch). */
   readonly maxKept: number;
+  /**
+   * What `heads` holds, on the CPU: sizes the nearest passes per head (a head that ranks its windows exactly takes
+   * a thread per evicted token) and names the rows whose target words and list heads are zeroed first.
+   */
+  readonly headJobs: readonly MergeHeadJob[];
   /** Kept tokens over all heads: the merged buffer holds that many values first. */
   readonly keptTotal: number;
   /** Width of a kept-index / mass row (maxTokensPerHead). */
@@ -232,8 +258,8 @@ export interface MergeValuesRun {
    */
   readonly mass: GPUBuffer | { readonly sum: GPUBuffer; readonly count: GPUBuffer };
   /**
-   * u32 [row][stride] scratch (nearest only): the merged heads' rows zeroed by the caller; each evicted token's word
-   * becomes its target slot + 1, and the kept tokens' stay 0.
+   * u32 [row][stride] scratch (nearest only): in the heads' rows each evicted token's word becomes its target slot + 1
+   * and the kept tokens' 0.
    */
   readonly targets: GPUBuffer;
   /**
@@ -308,7 +334,7 @@ export class MergeValuesKernel {
     this.targetsSpec = {
       name: 'merge_targets',
       body: mergeTargetsBody,
-      libraries,
+      libraries: [...libraries, mergeWindowLibrary],
       constants: {
         ...common(this.workgroupSize),
         MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW },
@@ -319,7 +345,11 @@ export class MergeValuesKernel {
       name: 'merge_links',
       body: mergeLinksBody,
       libraries: [mergeWindowLibrary],
-      constants: { WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize }, MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW } },
+      constants: {
+        WORKGROUP_SIZE: { type: 'u32', value: this.workgroupSize },
+        MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW },
+        MERGE_EXACT_KEPT_PER_EVICTED: { type: 'u32', value: MERGE_EXACT_KEPT_PER_EVICTED },
+      },
       uniforms: [LINKS_PARAMS],
     };
     this.keptKeysSpec = {
@@ -334,7 +364,7 @@ export class MergeValuesKernel {
     const weighted = [...libraries, mergeWeightLibrary];
     const mean = (on: boolean) => ({ MASS_MEAN: { type: 'bool', value: on } }) as const;
     this.specs = {
-      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: weighted, constants: { ...common(this.workgroupSize), ...floor, ...mean(on), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, VALUES_WIDTH: { type: 'u32', value: VALUES_WIDTH }, VALUES_RUN: { type: 'u32', value: VALUES_RUN } }, uniforms: [PARAMS] }),
+      values: (on) => ({ name: 'merge_values', body: mergeValuesBody, libraries: [...weighted, mergeWindowLibrary], constants: { ...common(this.workgroupSize), ...floor, ...mean(on), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, VALUES_WIDTH: { type: 'u32', value: VALUES_WIDTH }, VALUES_RUN: { type: 'u32', value: VALUES_RUN } }, uniforms: [PARAMS] }),
       cam: (on) => ({
         name: 'merge_cam',
         body: mergeCamBody,
@@ -362,6 +392,12 @@ export class MergeValuesKernel {
     if (run.mode === 'nearest' && (!Number.isInteger(run.linkRows) || run.linkRows <= 0 || run.links.size < 2 * linkFirst * 4)) {
       throw new InvalidArgumentError('links', `must hold u32 [2][linkRows ${run.linkRows}][stride ${run.stride}] (${2 * linkFirst * 4} B); holds ${run.links.size} B`);
     }
+    if (run.headJobs.length !== run.numHeads) {
+      throw new InvalidArgumentError('headJobs', `must list the ${run.numHeads} heads; got ${run.headJobs.length}`);
+    }
+    if (run.mode === 'nearest' && run.headJobs.some(({ row }) => !Number.isInteger(row) || row < 0 || row >= run.linkRows)) {
+      throw new InvalidArgumentError('headJobs', `rows must be below linkRows ${run.linkRows}; got ${run.headJobs.map((h) => h.row).join(', ')}`);
+    }
     const meanMass = 'sum' in run.mass;
     // Without the mean the count binding repeats the mass (the kernel never reads it).
     const [mass, count] = 'sum' in run.mass ? [run.mass.sum, run.mass.count] : [run.mass, run.mass];
@@ -382,6 +418,15 @@ export class MergeValuesKernel {
     const pool = [run.cache.blockTable, run.cache.fullPool, run.cache.quantPool];
     const headOctets = Math.ceil(Math.ceil(headDim / 4) / 2);
     const full = run.fullSources ?? false;
+    if (run.mode === 'nearest') {
+      // Zeroed before the pass (a clear is an encoder command): kept tokens' targets, and the list heads that the
+      // per-evicted-token list pass leaves unwritten where no token targets a slot.
+      const rowBytes = run.stride * 4;
+      for (const [first, count] of consecutiveRuns(run.headJobs.map((h) => h.row))) {
+        encoder.clearBuffer(run.targets, first * rowBytes, count * rowBytes);
+        encoder.clearBuffer(run.links, (linkFirst + first * run.stride) * 4, count * rowBytes);
+      }
+    }
     const pass = encoder.beginComputePass({ label: `merge_${run.mode}` });
     if (run.mode === 'cam') {
       const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * Math.ceil(headOctets / CAM_WIDTH)) / this.workgroupSize));
@@ -391,22 +436,41 @@ export class MergeValuesKernel {
       pass.end();
       return;
     }
-    // Normalized kept keys and their hashes once per head, then the targets pass ranks the hashes.
+    // Normalized kept keys and their hashes once per head, then the targets pass ranks the hashes (no pass where every
+    // head ranks its windows exactly: on SwiftShader even workgroups that return at once cost).
     const { keysOffset, hashOffset } = layout;
-    const keptChunks = Math.max(1, Math.ceil(Math.ceil(run.maxKept / KEYS_RUN) / this.workgroupSize));
-    const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
-    encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
+    if (run.headJobs.some((h) => !ranksWindowExactly(h.tokens, h.kept))) {
+      const keptChunks = Math.max(1, Math.ceil(Math.ceil(run.maxKept / KEYS_RUN) / this.workgroupSize));
+      const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
+      encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
+    }
     const chunks = Math.max(1, Math.ceil(run.maxEvicted / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     // Each slot's list of the tokens that merge into it, then the sums over the lists.
-    const linkChunks = Math.max(1, Math.ceil(run.maxKept / this.workgroupSize));
+    const linkThreads = Math.max(...run.headJobs.map((h) => linkThreadsOf(h.tokens, h.kept)));
+    const linkChunks = Math.max(1, Math.ceil(linkThreads / this.workgroupSize));
     const linkUniforms = this.gpu.uniformBuffer('merge_links:params', LINKS_PARAMS.pack({ ...table, chunks: linkChunks, link_first: linkFirst }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
-    const valueChunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / VALUES_RUN) * Math.ceil(headOctets / VALUES_WIDTH)) / this.workgroupSize));
+    // Per head: a thread per (run of kept slots, octet group), or per (evicted token, octet group) where it ranks
+    // its windows exactly (shaders/merge_values.wgsl).
+    const groups = Math.ceil(headOctets / VALUES_WIDTH);
+    const valueThreads = Math.max(...run.headJobs.map((h) => (ranksWindowExactly(h.tokens, h.kept) ? h.tokens - h.kept : Math.ceil(h.kept / VALUES_RUN)) * groups));
+    const valueChunks = Math.max(1, Math.ceil(valueThreads / this.workgroupSize));
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, chunks: valueChunks, link_first: linkFirst }));
-    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count, run.mergedMask];
+    const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count, run.mergedMask, run.targets];
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads * valueChunks);
     pass.end();
   }
+}
+
+/** Runs [first, count] of consecutive values in `rows` (sorted first): one clear per run. */
+function consecutiveRuns(rows: readonly number[]): [number, number][] {
+  const runs: [number, number][] = [];
+  for (const row of [...rows].sort((a, b) => a - b)) {
+    const last = runs[runs.length - 1];
+    if (last && last[0] + last[1] === row) last[1]++;
+    else runs.push([row, 1]);
+  }
+  return runs;
 }
