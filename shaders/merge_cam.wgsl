@@ -8,7 +8,8 @@
 // read once, plus the three gaps before its run, and nothing goes through memory between the gaps and the slots
 // (one pass instead of two; on SwiftShader every dispatched workgroup costs, even an idle one). The weight is the
 // mass, or with MASS_MEAN the mean attention per query, mass / mass_count (0 before any query): computed here,
-// not in a pass of its own. Workgroups over (head, chunk of WORKGROUP_SIZE (run, octet group) pairs).
+// not in a pass of its own. Workgroups over (head, chunk of WORKGROUP_SIZE (run, octet group) pairs); in a head that
+// evicts few tokens (ranks_window_exactly), over (head, chunk of (evicted token, octet group) pairs): gap_slots.
 
 @group(0) @binding(0) var<uniform> params: MergeCamParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base
@@ -140,6 +141,52 @@ fn gap_sum(row: u32, kept: u32, f: u32, o0: u32) -> Wide {
   return g;
 }
 
+// A head that evicts few tokens (ranks_window_exactly, shaders/merge_window.wgsl): thread i is (evicted token e,
+// octet group); the first evicted token of each gap f writes the merged rows of the slots that gap reaches,
+// f .. f + CAM_MERGE_SPAN − 1, with the rolling gap sums of the run loop (started three gaps before f). Two gaps
+// that reach one slot both write it, the same sum in the same order: the same bits. Threads walking runs of slots
+// would mostly find nothing to merge.
+fn gap_slots(row: u32, tokens: u32, kept: u32, out: u32, i: u32) {
+  let e = i / CAM_GROUPS;
+  if (e >= tokens - kept) {
+    return;
+  }
+  let base = row * params.stride;
+  let f = next_after_evicted(base, kept, e);
+  var gap_start = 0u;
+  if (f > 0u) {
+    gap_start = kept_index[base + f - 1u] + 1u;
+  }
+  if (e + f != gap_start || f >= kept) {
+    return;
+  }
+  let o0 = (i % CAM_GROUPS) * CAM_WIDTH;
+  var g0 = zero_wide();
+  var g1 = g0;
+  var g2 = g0;
+  if (f >= 3u) {
+    g0 = gap_sum(row, kept, f - 3u, o0);
+  }
+  if (f >= 2u) {
+    g1 = gap_sum(row, kept, f - 2u, o0);
+  }
+  if (f >= 1u) {
+    g2 = gap_sum(row, kept, f - 1u, o0);
+  }
+  for (var s = f; s < min(kept, f + CAM_MERGE_SPAN); s++) {
+    let g3 = gap_sum(row, kept, s, o0);
+    let j = kept_index[base + s];
+    let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
+    store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g0), g1), g2), g3));
+    if (o0 == 0u) {
+      atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
+    }
+    g0 = g1;
+    g1 = g2;
+    g2 = g3;
+  }
+}
+
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -152,9 +199,14 @@ fn main(
     return;
   }
   let row = heads[4u * head];
+  let tokens = heads[4u * head + 1u];
   let kept = heads[4u * head + 2u];
   let out = heads[4u * head + 3u];
   let i = (index % params.chunks) * WORKGROUP_SIZE + lid;
+  if (ranks_window_exactly(tokens, kept)) {
+    gap_slots(row, tokens, kept, out, i);
+    return;
+  }
   let first = (i / CAM_GROUPS) * CAM_RUN;
   if (first >= kept) {
     return;

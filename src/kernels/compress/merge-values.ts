@@ -368,8 +368,8 @@ export class MergeValuesKernel {
       cam: (on) => ({
         name: 'merge_cam',
         body: mergeCamBody,
-        libraries: weighted,
-        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN }, CAM_WIDTH: { type: 'u32', value: CAM_WIDTH } },
+        libraries: [...weighted, mergeWindowLibrary],
+        constants: { ...common(this.workgroupSize), ...floor, ...mean(on), MERGE_WINDOW: { type: 'u32', value: MERGE_WINDOW }, CAM_MERGE_SPAN: { type: 'u32', value: rule.camSpan }, CAM_RUN: { type: 'u32', value: CAM_RUN }, CAM_WIDTH: { type: 'u32', value: CAM_WIDTH } },
         uniforms: [CAM_PARAMS],
       }),
     };
@@ -429,7 +429,11 @@ export class MergeValuesKernel {
     }
     const pass = encoder.beginComputePass({ label: `merge_${run.mode}` });
     if (run.mode === 'cam') {
-      const chunks = Math.max(1, Math.ceil((Math.ceil(run.maxKept / CAM_RUN) * Math.ceil(headOctets / CAM_WIDTH)) / this.workgroupSize));
+      // Per head: a thread per (run of kept slots, octet group), or per (evicted token, octet group) where it ranks
+      // its windows exactly (few evicted tokens; shaders/merge_cam.wgsl).
+      const camGroups = Math.ceil(headOctets / CAM_WIDTH);
+      const camThreads = Math.max(...run.headJobs.map((h) => (ranksWindowExactly(h.tokens, h.kept) ? h.tokens - h.kept : Math.ceil(h.kept / CAM_RUN)) * camGroups));
+      const chunks = Math.max(1, Math.ceil(camThreads / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged, run.mergedMask];
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
