@@ -141,6 +141,42 @@ fn gap_sum(row: u32, kept: u32, f: u32, o0: u32) -> Wide {
   return g;
 }
 
+// G_{s−3}, G_{s−2}, G_{s−1} for the thread's octets, the rolling sums a slot s starts from (named fields, not an
+// array: SwiftShader keeps a dynamically indexed private array in memory).
+struct Gaps {
+  g0: Wide,
+  g1: Wide,
+  g2: Wide,
+}
+
+// The gaps before slot s (those before slot 0 are zero: adding +0 leaves a sum as it is).
+fn gaps_before(row: u32, kept: u32, s: u32, o0: u32) -> Gaps {
+  var g = Gaps(zero_wide(), zero_wide(), zero_wide());
+  if (s >= 3u) {
+    g.g0 = gap_sum(row, kept, s - 3u, o0);
+  }
+  if (s >= 2u) {
+    g.g1 = gap_sum(row, kept, s - 2u, o0);
+  }
+  if (s >= 1u) {
+    g.g2 = gap_sum(row, kept, s - 1u, o0);
+  }
+  return g;
+}
+
+// Writes kept slot s's merged row, v_s + G_{s−3} + G_{s−2} + G_{s−1} + G_s in that order, and its mask bit; returns
+// the gaps before slot s + 1.
+fn write_slot(row: u32, kept: u32, out: u32, s: u32, o0: u32, g: Gaps) -> Gaps {
+  let g3 = gap_sum(row, kept, s, o0);
+  let j = kept_index[row * params.stride + s];
+  let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
+  store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g.g0), g.g1), g.g2), g3));
+  if (o0 == 0u) {
+    atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
+  }
+  return Gaps(g.g1, g.g2, g3);
+}
+
 // A head that evicts few tokens (ranks_window_exactly, shaders/merge_window.wgsl): thread i is (evicted token e,
 // octet group); the first evicted token of each gap f writes the merged rows of the slots that gap reaches,
 // f .. f + CAM_MERGE_SPAN − 1, with the rolling gap sums of the run loop (started three gaps before f). Two gaps
@@ -161,29 +197,9 @@ fn gap_slots(row: u32, tokens: u32, kept: u32, out: u32, i: u32) {
     return;
   }
   let o0 = (i % CAM_GROUPS) * CAM_WIDTH;
-  var g0 = zero_wide();
-  var g1 = g0;
-  var g2 = g0;
-  if (f >= 3u) {
-    g0 = gap_sum(row, kept, f - 3u, o0);
-  }
-  if (f >= 2u) {
-    g1 = gap_sum(row, kept, f - 2u, o0);
-  }
-  if (f >= 1u) {
-    g2 = gap_sum(row, kept, f - 1u, o0);
-  }
+  var g = gaps_before(row, kept, f, o0);
   for (var s = f; s < min(kept, f + CAM_MERGE_SPAN); s++) {
-    let g3 = gap_sum(row, kept, s, o0);
-    let j = kept_index[base + s];
-    let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
-    store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g0), g1), g2), g3));
-    if (o0 == 0u) {
-      atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
-    }
-    g0 = g1;
-    g1 = g2;
-    g2 = g3;
+    g = write_slot(row, kept, out, s, o0, g);
   }
 }
 
@@ -213,19 +229,7 @@ fn main(
   }
   let o0 = (i % CAM_GROUPS) * CAM_WIDTH;
   let last = min(kept, first + CAM_RUN);
-  // g0 .. g3 = G_{s−3} .. G_s; the gaps before slot 0 are zero (adding +0 leaves a sum as it is).
-  var g0 = zero_wide();
-  var g1 = g0;
-  var g2 = g0;
-  if (first >= 3u) {
-    g0 = gap_sum(row, kept, first - 3u, o0);
-  }
-  if (first >= 2u) {
-    g1 = gap_sum(row, kept, first - 2u, o0);
-  }
-  if (first >= 1u) {
-    g2 = gap_sum(row, kept, first - 1u, o0);
-  }
+  var g = gaps_before(row, kept, first, o0);
   let base = row * params.stride;
   var s = first;
   // The loop runs once per slot that some evicted token merges into (plus once), not once per slot: SwiftShader
@@ -243,20 +247,10 @@ fn main(
       break;
     }
     if (skipped) {
-      g0 = zero_wide();
-      g1 = g0;
-      g2 = g0;
+      let z = zero_wide();
+      g = Gaps(z, z, z);
     }
-    let g3 = gap_sum(row, kept, s, o0);
-    let j = kept_index[base + s];
-    let v = wide_value(token_entry_of(row, j), j % BLOCK_SIZE, o0);
-    store_wide(out + s, o0, wide_add(wide_add(wide_add(wide_add(v, g0), g1), g2), g3));
-    if (o0 == 0u) {
-      atomicOr(&merged_mask[(out + s) / 32u], 1u << ((out + s) % 32u));
-    }
-    g0 = g1;
-    g1 = g2;
-    g2 = g3;
+    g = write_slot(row, kept, out, s, o0, g);
     s++;
   }
 }

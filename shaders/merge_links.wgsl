@@ -2,8 +2,8 @@
 // shaders/merge_targets.wgsl (slot + 1; 0 for kept tokens) into one list per kept slot, so that
 // shaders/merge_values.wgsl sums a slot's tokens in registers instead of adding each token into `merged` (the reads
 // and writes there were most of its time). A list runs over the tokens that target the slot, ascending:
-// links[LINK_FIRST + row · stride + slot] holds the first + 1 (0: an empty list; the kernel's caller zeroes those
-// words), links[row · stride + t] the one after t, END closes it. Every token targets only slots whose window
+// links[LINK_FIRST + row · stride + slot] holds the first + 1 (0: an empty list; MergeValuesKernel.encode zeroes
+// those words before the passes), links[row · stride + t] the one after t, END closes it. Every token targets only slots whose window
 // (shaders/merge_window.wgsl) holds it, so either side walks at most such a window of tokens; each word has one
 // writer:
 // - a head that evicts many tokens: one thread per kept slot walks the tokens whose window holds its slot, in order,
@@ -46,8 +46,8 @@ fn main(
     return;
   }
   let head_word = params.link_first + base + s;
-  // The tokens whose window holds s (shaders/merge_window.wgsl); the kept ones among them hold 0 (the caller
-  // zeroes the targets, and merge_targets writes slot + 1).
+  // The tokens whose window holds s (shaders/merge_window.wgsl); the kept ones among them hold 0 (the targets are
+  // zeroed before the passes, and merge_targets writes slot + 1).
   let window = window_tokens(base, tokens, kept, s);
   var at = head_word;
   var link = 1u;
@@ -58,11 +58,9 @@ fn main(
       link = 0u;
     }
   }
-  // A list ends in END; an empty one is a first word 0.
+  // A list ends in END; an empty one keeps the first word 0 it was zeroed to.
   if (link == 0u) {
     links[at] = END;
-  } else {
-    links[head_word] = 0u;
   }
 }
 

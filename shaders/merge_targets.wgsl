@@ -5,8 +5,9 @@
 // largest cosine similarity with the token's key (the earliest on ties); in a head that keeps at least
 // MERGE_EXACT_KEPT_PER_EVICTED times what it evicts (ranks_window_exactly), the one of the whole window with the
 // largest cosine, its keys read from the pool (pass 1 then writes nothing for it). The word written is that
-// slot + 1: kept tokens have none, and hold the 0 the caller zeroed the targets with. Pass 2 of 4: one thread per evicted token, workgroups over (head, chunk of WORKGROUP_SIZE evicted
-// tokens), so the lanes of a group all have a token (SwiftShader runs a group's lanes together, masked); a pair
+// slot + 1: kept tokens have none, and keep the 0 the targets are zeroed to before the passes. Pass 2 of 4: one
+// thread per evicted token, workgroups over (head, chunk of WORKGROUP_SIZE evicted tokens), so the lanes of a
+// group all have a token (SwiftShader runs a group's lanes together, masked); a pair
 // costs a load, an xor, a popcount and a compare, and a token MERGE_WINDOW pairs, so the pass is linear in tokens.
 // The re-rank reads MERGE_CANDIDATES normalized kept keys per token (shaders/merge_kept_keys.wgsl).
 // shaders/merge_links.wgsl reads the targets.

@@ -3,12 +3,12 @@
 // (shaders/merge_targets.wgsl) is its slot. Pass 4 of 4, gathered by slot: one thread per (run of VALUES_RUN kept
 // slots, VALUES_WIDTH octets of channels), workgroups over (head, chunk of WORKGROUP_SIZE threads), looping over the
 // slots that some token targets (the others keep their own value); in a head that ranks its windows exactly (few
-// evicted tokens), one per (evicted token, VALUES_WIDTH octets), for the slot whose list the token heads. A thread follows a slot's list of
-// tokens (shaders/merge_links.wgsl, ascending), so the sums are in registers, in the reference's order (the kept
-// value first, then the evicted ones by position), and the slot's value is written once, already divided. The old
-// scatter layout (one workgroup per head, every token's sum read and written in `merged`) spent most of its time on
-// those reads and writes. Keys and positions are never touched; compact_blocks
-// reads `merged` in place of the kept tokens' values.
+// evicted tokens), one per (evicted token, VALUES_WIDTH octets), for the slot whose list the token heads. A thread
+// follows a slot's list of tokens (shaders/merge_links.wgsl, ascending), so the sums are in registers, in the
+// reference's order (the kept value first, then the evicted ones by position), and the slot's value is written once,
+// already divided. The old scatter layout (one workgroup per head, every token's sum read and written in `merged`)
+// spent most of its time on those reads and writes. Keys and positions are never touched; compact_blocks reads
+// `merged` in place of the kept tokens' values.
 
 @group(0) @binding(0) var<uniform> params: MergeValuesParams;
 @group(0) @binding(1) var<storage, read> heads: array<u32>;         // [num_heads][4]: row, tokens, kept, out_base

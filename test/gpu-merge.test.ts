@@ -495,7 +495,6 @@ describe('merging on the GPU (merge_values + compact_blocks) against the CPU ref
       mode: 'nearest' as const,
       heads: buffers.heads,
       numHeads: 1,
-      maxEvicted: stride,
       maxKept: 4,
       headJobs: [{ row: 0, tokens: 8, kept: 4, outBase: 0 }],
       keptTotal: 4,

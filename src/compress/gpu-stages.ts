@@ -236,7 +236,6 @@ export class GpuCompressionStages implements CompressionStages {
       mode,
       heads: headsBuffer,
       numHeads: heads.length,
-      maxEvicted: Math.max(...heads.map((h) => h.tokens - h.kept)),
       headJobs: heads,
       maxKept: Math.max(...heads.map((h) => h.kept)),
       keptTotal,
@@ -419,4 +418,3 @@ export class GpuCompressionStages implements CompressionStages {
     this.slotsStage?.destroy();
   }
 }
-

@@ -129,9 +129,12 @@ export function ranksWindowExactly(tokens: number, kept: number): boolean {
   return MERGE_EXACT_KEPT_PER_EVICTED * (tokens - kept) <= kept;
 }
 
-/** Threads the nearest merge's list pass takes for a head: one per evicted token where it ranks its windows exactly. */
-function linkThreadsOf(tokens: number, kept: number): number {
-  return ranksWindowExactly(tokens, kept) ? tokens - kept : kept;
+/**
+ * Threads a merge pass takes, the most over the heads: `groups` per evicted token in a head that ranks its windows
+ * exactly (it evicts few), else `groups` per run of `run` kept slots.
+ */
+function passThreads(heads: readonly MergeHeadJob[], run: number, groups: number): number {
+  return Math.max(...heads.map((h) => (ranksWindowExactly(h.tokens, h.kept) ? h.tokens - h.kept : Math.ceil(h.kept / run)) * groups));
 }
 
 /**
@@ -228,7 +231,7 @@ export function mergedWords(keptTokens: number, headDim: number): number {
  *
  * @example
  * ```ts
- * const run: MergeValuesRun = { cache, mode: 'nearest', heads, numHeads, maxEvicted, maxKept, keptTotal, stride, keptIndex, mass, targets, links, linkRows, merged };
+ * const run: MergeValuesRun = { cache, mode: 'nearest', heads, headJobs, numHeads, maxKept, keptTotal, stride, keptIndex, mass, targets, links, linkRows, merged };
  * ```
  */
 export interface MergeValuesRun {
@@ -237,8 +240,6 @@ export interface MergeValuesRun {
   /** u32 [numHeads][4] (see {@link packMergeHeads}). */
   readonly heads: GPUBuffer;
   readonly numHeads: number;
-  /** The most tokens any of the heads evicts (sizes the nearest targets dispatch: a thread per evicted token). */
-  readonly maxEvicted: number;
   /** The most tokens any of the heads keeps (sizes the cam dispatch). */
   readonly maxKept: number;
   /**
@@ -431,9 +432,7 @@ export class MergeValuesKernel {
     if (run.mode === 'cam') {
       // Per head: a thread per (run of kept slots, octet group), or per (evicted token, octet group) where it ranks
       // its windows exactly (few evicted tokens; shaders/merge_cam.wgsl).
-      const camGroups = Math.ceil(headOctets / CAM_WIDTH);
-      const camThreads = Math.max(...run.headJobs.map((h) => (ranksWindowExactly(h.tokens, h.kept) ? h.tokens - h.kept : Math.ceil(h.kept / CAM_RUN)) * camGroups));
-      const chunks = Math.max(1, Math.ceil(camThreads / this.workgroupSize));
+      const chunks = Math.max(1, Math.ceil(passThreads(run.headJobs, CAM_RUN, Math.ceil(headOctets / CAM_WIDTH)) / this.workgroupSize));
       const uniforms = this.gpu.uniformBuffer('merge_cam:params', CAM_PARAMS.pack({ ...table, chunks }));
       const bindings = [uniforms, run.heads, run.keptIndex, mass, count, ...pool, run.cache.fullPool, run.merged, run.mergedMask];
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.cam(meanMass), full)), bindings, run.numHeads * chunks);
@@ -448,19 +447,17 @@ export class MergeValuesKernel {
       const keysUniforms = this.gpu.uniformBuffer('merge_kept_keys:params', KEPT_KEYS_PARAMS.pack({ ...table, chunks: keptChunks, keys_offset: keysOffset, hash_offset: hashOffset }));
       encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.keptKeysSpec, full)), [keysUniforms, run.heads, run.keptIndex, ...pool, run.merged, run.cache.fullPool], run.numHeads * keptChunks);
     }
-    const chunks = Math.max(1, Math.ceil(run.maxEvicted / this.workgroupSize));
+    // A thread per evicted token.
+    const chunks = Math.max(1, Math.ceil(Math.max(...run.headJobs.map((h) => h.tokens - h.kept)) / this.workgroupSize));
     const targetUniforms = this.gpu.uniformBuffer('merge_targets:params', TARGETS_PARAMS.pack({ ...table, chunks, keys_offset: keysOffset, hash_offset: hashOffset }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.targetsSpec, full)), [targetUniforms, run.heads, run.keptIndex, ...pool, run.targets, run.merged, run.cache.fullPool], run.numHeads * chunks);
     // Each slot's list of the tokens that merge into it, then the sums over the lists.
-    const linkThreads = Math.max(...run.headJobs.map((h) => linkThreadsOf(h.tokens, h.kept)));
-    const linkChunks = Math.max(1, Math.ceil(linkThreads / this.workgroupSize));
+    const linkChunks = Math.max(1, Math.ceil(passThreads(run.headJobs, 1, 1) / this.workgroupSize));
     const linkUniforms = this.gpu.uniformBuffer('merge_links:params', LINKS_PARAMS.pack({ ...table, chunks: linkChunks, link_first: linkFirst }));
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, this.linksSpec), [linkUniforms, run.heads, run.keptIndex, run.targets, run.links], run.numHeads * linkChunks);
     // Per head: a thread per (run of kept slots, octet group), or per (evicted token, octet group) where it ranks
     // its windows exactly (shaders/merge_values.wgsl).
-    const groups = Math.ceil(headOctets / VALUES_WIDTH);
-    const valueThreads = Math.max(...run.headJobs.map((h) => (ranksWindowExactly(h.tokens, h.kept) ? h.tokens - h.kept : Math.ceil(h.kept / VALUES_RUN)) * groups));
-    const valueChunks = Math.max(1, Math.ceil(valueThreads / this.workgroupSize));
+    const valueChunks = Math.max(1, Math.ceil(passThreads(run.headJobs, VALUES_RUN, Math.ceil(headOctets / VALUES_WIDTH)) / this.workgroupSize));
     const uniforms = this.gpu.uniformBuffer('merge_values:params', PARAMS.pack({ ...table, chunks: valueChunks, link_first: linkFirst }));
     const bindings = [uniforms, run.heads, run.keptIndex, mass, ...pool, run.links, run.merged, run.cache.fullPool, count, run.mergedMask, run.targets];
     encodeDispatch(this.gpu, pass, kernelPipeline(this.gpu, MergeValuesKernel.sources(this.specs.values(meanMass), full)), bindings, run.numHeads * valueChunks);
