@@ -271,6 +271,26 @@ fn slot_source_position(token: KeptToken) -> u32 {
 
 // ---- Full destinations ----
 
+// Channels d..d + 3 (d even) of slot t's row into the K or V part that starts at word `part` of a full block; with
+// head_dim ≡ 2 (mod 4) the last quad is a pair.
+fn store_full_quad(part: u32, t: u32, d: u32, x: vec4<f32>) {
+  let at = t * HEAD_DIM + d;
+  let whole = d + 4u <= HEAD_DIM;
+  if (FULL_F16) {
+    store_full(part + at / 2u, pack2x16float(x.xy));
+    if (whole) {
+      store_full(part + at / 2u + 1u, pack2x16float(x.zw));
+    }
+  } else {
+    store_full(part + at, bitcast<u32>(x.x));
+    store_full(part + at + 1u, bitcast<u32>(x.y));
+    if (whole) {
+      store_full(part + at + 2u, bitcast<u32>(x.z));
+      store_full(part + at + 3u, bitcast<u32>(x.w));
+    }
+  }
+}
+
 fn write_full(base: u32, lid: u32) {
   // One channel quad of K and of V per step, each read once.
   for (var i = lid; i < BLOCK_SIZE * QUADS_PER_TOKEN; i += WORKGROUP_SIZE) {
@@ -283,27 +303,8 @@ fn write_full(base: u32, lid: u32) {
       k = kept_quad(token, d, false);
       v = kept_quad(token, d, true);
     }
-    let whole = d + 4u <= HEAD_DIM;
-    let at = t * HEAD_DIM + d;
-    if (FULL_F16) {
-      store_full(base + at / 2u, pack2x16float(k.xy));
-      store_full(base + FULL_V_OFFSET + at / 2u, pack2x16float(v.xy));
-      if (whole) {
-        store_full(base + at / 2u + 1u, pack2x16float(k.zw));
-        store_full(base + FULL_V_OFFSET + at / 2u + 1u, pack2x16float(v.zw));
-      }
-    } else {
-      store_full(base + at, bitcast<u32>(k.x));
-      store_full(base + at + 1u, bitcast<u32>(k.y));
-      store_full(base + FULL_V_OFFSET + at, bitcast<u32>(v.x));
-      store_full(base + FULL_V_OFFSET + at + 1u, bitcast<u32>(v.y));
-      if (whole) {
-        store_full(base + at + 2u, bitcast<u32>(k.z));
-        store_full(base + at + 3u, bitcast<u32>(k.w));
-        store_full(base + FULL_V_OFFSET + at + 2u, bitcast<u32>(v.z));
-        store_full(base + FULL_V_OFFSET + at + 3u, bitcast<u32>(v.w));
-      }
-    }
+    store_full_quad(base, t, d, k);
+    store_full_quad(base + FULL_V_OFFSET, t, d, v);
   }
   for (var t = lid; t < BLOCK_SIZE; t += WORKGROUP_SIZE) {
     var pos = 0u;
@@ -595,24 +596,9 @@ fn write_merged_rows(dest: u32, lid: u32) {
         quantize_v_item(base, t, i * V_SPAN);
       }
     } else if (!QUANT_DESTINATIONS) {
-      let base = kv_block(dest) * FULL_WORDS_PER_BLOCK + FULL_V_OFFSET;
+      let part = kv_block(dest) * FULL_WORDS_PER_BLOCK + FULL_V_OFFSET;
       for (var i = lid; i < QUADS_PER_TOKEN; i += WORKGROUP_SIZE) {
-        let d = i * 4u;
-        let v = merged_row_quad(t, d);
-        let at = t * HEAD_DIM + d;
-        if (FULL_F16) {
-          store_full(base + at / 2u, pack2x16float(v.xy));
-          if (d + 4u <= HEAD_DIM) {
-            store_full(base + at / 2u + 1u, pack2x16float(v.zw));
-          }
-        } else {
-          store_full(base + at, bitcast<u32>(v.x));
-          store_full(base + at + 1u, bitcast<u32>(v.y));
-          if (d + 4u <= HEAD_DIM) {
-            store_full(base + at + 2u, bitcast<u32>(v.z));
-            store_full(base + at + 3u, bitcast<u32>(v.w));
-          }
-        }
+        store_full_quad(part, t, i * 4u, merged_row_quad(t, i * 4u));
       }
     }
   }

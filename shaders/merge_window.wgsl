@@ -1,6 +1,7 @@
-// Which tokens the nearest merge can send to a kept slot, and how it ranks a head (not a kernel itself; included by
-// shaders/merge_targets.wgsl, merge_links.wgsl and merge_kept_keys.wgsl). The including kernel binds `kept_index`
-// (u32 [row][stride], ascending) and has MERGE_WINDOW and MERGE_EXACT_KEPT_PER_EVICTED.
+// Which tokens the nearest merge can send to a kept slot, and which heads evict few tokens (not a kernel itself;
+// included by shaders/merge_targets.wgsl, merge_links.wgsl, merge_kept_keys.wgsl, merge_values.wgsl and
+// merge_cam.wgsl). The including kernel binds `kept_index` (u32 [row][stride], ascending) and has MERGE_WINDOW and
+// MERGE_EXACT_KEPT_PER_EVICTED.
 
 // Whether the nearest merge ranks a head's windows by exact cosine, no hashes (ranksWindowExactly in
 // src/kernels/compress/merge-values.ts): it keeps at least MERGE_EXACT_KEPT_PER_EVICTED times what it evicts.
